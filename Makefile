@@ -1,0 +1,36 @@
+# One-command setup: a virtual environment in .venv with torch pinned to the local CPU wheel
+# (constraints.txt), the package in editable mode, and the test extra.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip install -q -c constraints.txt
+
+.PHONY: setup demo test test-all bench-install clean
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) --upgrade pip
+	$(PIP) torch==2.13.0
+	$(PIP) -e '.[test]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+demo: setup
+	$(VENV)/bin/stereodrr rig --angle 5 --sid 750 --sdd 1200 --pixel 0.3 --size 512 512 -o out/rig.json
+
+test: setup
+	$(PY) -m pytest -q
+
+test-all: setup
+	$(PY) -m pytest -q -m ""
+
+# Peers for experiments/benchmark_*.py. diffdrr declares torchvision (no CPU wheel here and
+# unused by its renderer), so it is installed without dependencies and its real ones added.
+bench-install: setup
+	$(PIP) -e '.[test]' nanodrr==0.1.7
+	$(PIP) --no-deps diffdrr==0.6.1
+	$(PIP) einops fastcore imageio kornia roma seaborn timm torchio
+
+clean:
+	rm -rf $(VENV) out

@@ -1,0 +1,356 @@
+"""CT-like volumes with SimpleITK geometry, medical image I/O, HU <-> attenuation, and a
+built-in anthropomorphic phantom.
+
+A :class:`Volume` holds a float32 tensor in SimpleITK/numpy array order ``(Z, Y, X)`` and the
+image geometry: ``origin`` (world mm of voxel index 0), ``spacing`` (mm, x/y/z order) and
+``direction`` (3x3, columns = world directions of the index axes i, j, k). Index ``(i, j, k)``
+(x, y, z order, voxel centres at integers) maps to world exactly as
+``SimpleITK.Image.TransformContinuousIndexToPhysicalPoint``::
+
+    world = origin + direction @ (spacing * (i, j, k))
+
+The volume's box spans indices ``-0.5 .. n - 0.5`` on each axis (voxel edges).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+from torch import Tensor
+
+from ._io import atomic_path
+from .geometry.se3 import transform_points
+
+__all__ = [
+    "Volume",
+    "load_volume",
+    "save_volume",
+    "mu_water",
+    "hu_to_mu",
+    "mu_to_hu",
+    "torso_phantom",
+    "WATER_MASS_ATTENUATION",
+]
+
+# Mass attenuation coefficient mu/rho of liquid water (cm^2/g) against photon energy (keV).
+# Source: NIST X-Ray Mass Attenuation Coefficients, Table 4 (Hubbell & Seltzer, NISTIR 5632,
+# https://physics.nist.gov/PhysRefData/XrayMassCoef/ComTab/water.html). Density 1.000 g/cm^3.
+WATER_MASS_ATTENUATION = np.array([
+    (10.0, 5.329), (15.0, 1.673), (20.0, 0.8096), (30.0, 0.3756), (40.0, 0.2683),
+    (50.0, 0.2269), (60.0, 0.2059), (80.0, 0.1837), (100.0, 0.1707), (150.0, 0.1505),
+    (200.0, 0.1370),
+])
+
+
+def mu_water(energy_kev: float = 60.0) -> float:
+    """Linear attenuation of water in 1/mm at an effective energy (log-log interpolation of NIST).
+
+    60 keV gives 0.02059 /mm.
+    """
+    e = float(energy_kev)
+    lo, hi = WATER_MASS_ATTENUATION[0, 0], WATER_MASS_ATTENUATION[-1, 0]
+    if not lo <= e <= hi:
+        raise ValueError(f"energy_kev: expected {lo:g}-{hi:g} keV (NIST table range), got {energy_kev}")
+    log_mu = np.interp(np.log(e), np.log(WATER_MASS_ATTENUATION[:, 0]), np.log(WATER_MASS_ATTENUATION[:, 1]))
+    return float(np.exp(log_mu)) * 1.0 / 10.0  # cm^2/g * 1 g/cm^3 = 1/cm -> 1/mm
+
+
+def hu_to_mu(hu: Tensor | np.ndarray, energy_kev: float = 60.0) -> Tensor | np.ndarray:
+    """``mu = mu_water(E) (1 + HU/1000)``, clamped at 0 (nothing attenuates less than vacuum)."""
+    mw = mu_water(energy_kev)
+    if isinstance(hu, Tensor):
+        return (mw * (1.0 + hu / 1000.0)).clamp_min(0.0)
+    return np.maximum(mw * (1.0 + np.asarray(hu) / 1000.0), 0.0)
+
+
+def mu_to_hu(mu: Tensor | np.ndarray, energy_kev: float = 60.0) -> Tensor | np.ndarray:
+    """``HU = 1000 (mu / mu_water(E) - 1)``."""
+    return 1000.0 * (mu / mu_water(energy_kev) - 1.0)
+
+
+def _vec3(name: str, value: Sequence[float]) -> np.ndarray:
+    arr = np.asarray(value, dtype=np.float64)
+    if arr.shape != (3,) or not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name}: expected 3 finite numbers, got {value}")
+    return arr
+
+
+@dataclass(eq=False)
+class Volume:
+    """A 3D image with SimpleITK geometry.
+
+    Attributes:
+        data: ``(Z, Y, X)`` float32 tensor (any device).
+        origin: ``(3,)`` world mm of the centre of voxel (0, 0, 0).
+        spacing: ``(3,)`` voxel size in mm along i, j, k (x, y, z order).
+        direction: ``(3, 3)`` orthonormal; column c is the world direction of index axis c.
+    """
+
+    data: Tensor
+    origin: np.ndarray
+    spacing: np.ndarray
+    direction: np.ndarray
+
+    def __post_init__(self) -> None:
+        data = self.data if isinstance(self.data, Tensor) else torch.as_tensor(np.asarray(self.data))
+        if data.ndim != 3 or min(data.shape) < 1:
+            raise ValueError(f"volume data: expected a 3D array (Z, Y, X), got shape {tuple(data.shape)}")
+        data = data.to(torch.float32)
+        if not bool(torch.isfinite(data).all()):
+            n_bad = int((~torch.isfinite(data)).sum())
+            raise ValueError(f"volume data: {n_bad} voxel(s) are NaN or inf")
+        self.data = data
+        self.origin = _vec3("origin", self.origin)
+        self.spacing = _vec3("spacing", self.spacing)
+        if np.any(self.spacing <= 0):
+            raise ValueError(f"spacing: expected positive voxel sizes (mm), got {self.spacing.tolist()}")
+        d = np.asarray(self.direction, dtype=np.float64)
+        if d.shape == (9,):
+            d = d.reshape(3, 3)
+        if d.shape != (3, 3) or not np.all(np.isfinite(d)) or np.abs(d.T @ d - np.eye(3)).max() > 1e-6:
+            raise ValueError(f"direction: expected an orthonormal 3x3 matrix, got {np.asarray(self.direction).tolist()}")
+        self.direction = d
+
+    # ---- construction
+    @classmethod
+    def from_numpy(cls, array: np.ndarray, spacing: Sequence[float] = (1.0, 1.0, 1.0),
+                   origin: Sequence[float] = (0.0, 0.0, 0.0),
+                   direction: np.ndarray | Sequence[float] = np.eye(3)) -> "Volume":
+        """From a ``(Z, Y, X)`` array."""
+        return cls(torch.as_tensor(np.ascontiguousarray(array, dtype=np.float32)), origin, spacing, direction)
+
+    @classmethod
+    def from_sitk(cls, image: sitk.Image) -> "Volume":
+        """From a 3D scalar SimpleITK image (geometry copied exactly)."""
+        if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
+            raise ValueError(
+                f"image: expected a 3D scalar image, got {image.GetDimension()}D with "
+                f"{image.GetNumberOfComponentsPerPixel()} component(s)"
+            )
+        arr = sitk.GetArrayFromImage(image).astype(np.float32, copy=False)
+        return cls(torch.from_numpy(np.ascontiguousarray(arr)), image.GetOrigin(), image.GetSpacing(), image.GetDirection())
+
+    def to_sitk(self) -> sitk.Image:
+        """SimpleITK float32 image with the same geometry."""
+        img = sitk.GetImageFromArray(self.data.detach().cpu().numpy())
+        img.SetOrigin(tuple(self.origin.tolist()))
+        img.SetSpacing(tuple(self.spacing.tolist()))
+        img.SetDirection(tuple(self.direction.ravel().tolist()))
+        return img
+
+    def with_data(self, data: Tensor) -> "Volume":
+        """Same geometry, other voxel values (``(Z, Y, X)``, same shape)."""
+        if tuple(data.shape) != tuple(self.data.shape):
+            raise ValueError(f"data: expected shape {tuple(self.data.shape)}, got {tuple(data.shape)}")
+        return Volume(data, self.origin, self.spacing, self.direction)
+
+    def to(self, device: torch.device | str) -> "Volume":
+        """Copy with the voxel tensor on ``device`` (geometry stays numpy float64)."""
+        return Volume(self.data.to(device), self.origin, self.spacing, self.direction)
+
+    @property
+    def device(self) -> torch.device:
+        return self.data.device
+
+    # ---- geometry
+    @property
+    def size(self) -> tuple[int, int, int]:
+        """Voxel counts along i, j, k (x, y, z order, as SimpleITK's GetSize)."""
+        z, y, x = self.data.shape
+        return (x, y, z)
+
+    @property
+    def affine(self) -> np.ndarray:
+        """``(4, 4)`` index (i, j, k) -> world mm."""
+        A = np.eye(4)
+        A[:3, :3] = self.direction * self.spacing[None, :]
+        A[:3, 3] = self.origin
+        return A
+
+    def index_to_world(self, ijk: np.ndarray | Tensor) -> np.ndarray | Tensor:
+        """Continuous indices ``(N, 3)`` (i, j, k) -> world ``(N, 3)`` mm."""
+        return transform_points(self.affine, ijk)
+
+    def world_to_index(self, xyz: np.ndarray | Tensor) -> np.ndarray | Tensor:
+        """World ``(N, 3)`` mm -> continuous indices ``(N, 3)`` (i, j, k)."""
+        return transform_points(np.linalg.inv(self.affine), xyz)
+
+    def corners(self) -> np.ndarray:
+        """``(8, 3)`` world corners of the volume's box (voxel edges, indices -0.5 and n-0.5)."""
+        n = np.asarray(self.size, dtype=np.float64)
+        grid = np.array([[a, b, c] for a in (0, 1) for b in (0, 1) for c in (0, 1)], dtype=np.float64)
+        return self.index_to_world(grid * n - 0.5)
+
+    def bounding_box(self) -> tuple[np.ndarray, np.ndarray]:
+        """Axis-aligned world box ``(min (3,), max (3,))`` enclosing the volume."""
+        c = self.corners()
+        return c.min(0), c.max(0)
+
+    @property
+    def center(self) -> np.ndarray:
+        """``(3,)`` world centre of the volume's box."""
+        return self.index_to_world((np.asarray(self.size, dtype=np.float64)[None] - 1) / 2)[0]
+
+    # ---- resampling
+    def resample(self, spacing: Sequence[float] | float, interpolator: str = "linear") -> "Volume":
+        """Resample to a new voxel size over the same box (same direction), via SimpleITK.
+
+        The new grid covers the old box with ``round(extent / spacing)`` voxels (at least one)
+        and is centred on the old box, so the image does not shift.
+        """
+        new_sp = np.broadcast_to(np.asarray(spacing, dtype=np.float64), (3,)).copy()
+        if np.any(~np.isfinite(new_sp)) or np.any(new_sp <= 0):
+            raise ValueError(f"spacing: expected positive voxel sizes (mm), got {spacing}")
+        interp = {"linear": sitk.sitkLinear, "nearest": sitk.sitkNearestNeighbor, "bspline": sitk.sitkBSpline}
+        if interpolator not in interp:
+            raise ValueError(f"interpolator: expected one of {sorted(interp)}, got {interpolator!r}")
+        extent = np.asarray(self.size) * self.spacing
+        new_size = np.maximum(np.round(extent / new_sp), 1).astype(int)
+        # Keep the box centre: centre index (n-1)/2 maps to the same world point.
+        new_origin = self.center - self.direction @ (new_sp * (new_size - 1) / 2)
+        out = sitk.Resample(
+            self.to_sitk(), [int(v) for v in new_size], sitk.Transform(), interp[interpolator],
+            tuple(new_origin.tolist()), tuple(new_sp.tolist()), tuple(self.direction.ravel().tolist()),
+            0.0, sitk.sitkFloat32,
+        )
+        return Volume.from_sitk(out).to(self.device)
+
+    def downsample(self, factor: int) -> "Volume":
+        """Average ``factor^3`` blocks (box centre and extent kept where the size divides)."""
+        if int(factor) != factor or factor < 1:
+            raise ValueError(f"factor: expected a positive integer, got {factor}")
+        if factor == 1:
+            return self
+        pooled = torch.nn.functional.avg_pool3d(self.data[None, None], factor, ceil_mode=True)[0, 0]
+        sp = self.spacing * factor
+        # Index 0 of the pooled grid is the centre of the first block of `factor` voxels.
+        origin = self.index_to_world(np.full((1, 3), (factor - 1) / 2))[0]
+        return Volume(pooled, origin, sp, self.direction)
+
+
+# ---- file I/O
+_EXTS = (".nii", ".nii.gz", ".mha", ".mhd", ".nrrd", ".nhdr")
+
+
+def load_volume(path: str | os.PathLike[str]) -> Volume:
+    """Read NIfTI, MHA/MHD, NRRD or a DICOM series folder into a :class:`Volume`.
+
+    Raises:
+        FileNotFoundError: the path does not exist.
+        ValueError: the file cannot be read as an image, is not 3D scalar, or holds NaN voxels.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"volume {str(p)!r} does not exist")
+    try:
+        if p.is_dir():
+            reader = sitk.ImageSeriesReader()
+            series = reader.GetGDCMSeriesIDs(str(p))
+            if not series:
+                raise ValueError(f"{p}: folder holds no DICOM series")
+            files = reader.GetGDCMSeriesFileNames(str(p), series[0])
+            reader.SetFileNames(files)
+            image = reader.Execute()
+        else:
+            image = sitk.ReadImage(str(p))
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unreadable"
+        raise ValueError(f"{p}: cannot read as a medical image ({first})") from None
+    try:
+        return Volume.from_sitk(image)
+    except ValueError as exc:
+        raise ValueError(f"{p}: {exc}") from None
+
+
+def save_volume(volume: Volume, path: str | os.PathLike[str]) -> Path:
+    """Write a volume (NIfTI ``.nii[.gz]``, ``.mha``, ``.nrrd``) atomically via SimpleITK."""
+    p = Path(path)
+    if not p.name.lower().endswith(_EXTS):
+        raise ValueError(f"{p}: expected one of the extensions {_EXTS}")
+    if p.name.lower().endswith((".mhd", ".nhdr")):
+        raise ValueError(f"{p}: header+raw pairs cannot be written atomically; use .mha or .nrrd")
+    with atomic_path(p) as tmp:
+        sitk.WriteImage(volume.to_sitk(), str(tmp), useCompression=True)
+    return p
+
+
+# ---- built-in phantom
+def torso_phantom(
+    size: Sequence[int] = (128, 96, 80),
+    spacing: Sequence[float] | float = 2.5,
+    center: Sequence[float] = (0.0, 0.0, 0.0),
+    supersample: int = 2,
+) -> Volume:
+    """An anthropomorphic torso in HU (LPS, patient supine, superior = +z): an elliptic body
+    (soft tissue 40 HU) with a subcutaneous fat layer (-100 HU), two lungs (-800 HU), a heart
+    (50 HU), a sternum and a vertebral column (cortical shell 1000 HU, cancellous 250 HU) with
+    spinous processes, and ribs. Deliberately asymmetric (heart to the left, one rib row offset)
+    so orientation errors show.
+
+    Args:
+        size: voxels along x, y, z.
+        spacing: mm per voxel (one number or three).
+        center: world position of the volume's centre.
+        supersample: sub-samples per axis and voxel for partial-volume averaging.
+
+    Returns:
+        A :class:`Volume` in HU (identity direction).
+    """
+    nx, ny, nz = (int(v) for v in size)
+    sp = np.broadcast_to(np.asarray(spacing, dtype=np.float64), (3,)).copy()
+    if min(nx, ny, nz) < 1 or np.any(sp <= 0):
+        raise ValueError(f"size/spacing: expected positive values, got size={size}, spacing={spacing}")
+    c = _vec3("center", center)
+    origin = c - sp * (np.array([nx, ny, nz]) - 1) / 2
+    s = int(supersample)
+    offs = (np.arange(s) + 0.5) / s - 0.5
+    # Coordinates relative to the centre, in mm; x = L, y = P, z = S.
+    xs = ((np.arange(nx)[:, None] + offs[None]) * sp[0] + origin[0] - c[0]).ravel()
+    ys = ((np.arange(ny)[:, None] + offs[None]) * sp[1] + origin[1] - c[1]).ravel()
+    zs = ((np.arange(nz)[:, None] + offs[None]) * sp[2] + origin[2] - c[2]).ravel()
+    Z, Y, X = np.meshgrid(zs, ys, xs, indexing="ij")
+    half_z = nz * sp[2] / 2
+    hu = np.full(X.shape, -1000.0, dtype=np.float32)
+
+    def ell(cx: float, cy: float, ax: float, ay: float) -> np.ndarray:
+        return ((X - cx) / ax) ** 2 + ((Y - cy) / ay) ** 2 <= 1.0
+
+    ax_body, ay_body = 0.42 * nx * sp[0], 0.40 * ny * sp[1]
+    z_in = np.abs(Z) <= 0.9 * half_z
+    hu[ell(0, 0, ax_body, ay_body) & z_in] = -100.0  # fat
+    hu[ell(0, 0, ax_body - 8, ay_body - 8) & z_in] = 40.0  # soft tissue
+    lung_l = ((X - 0.45 * ax_body) / (0.35 * ax_body)) ** 2 + ((Y + 0.05 * ay_body) / (0.6 * ay_body)) ** 2 + (
+        (Z - 0.15 * half_z) / (0.7 * half_z)) ** 2 <= 1
+    lung_r = ((X + 0.45 * ax_body) / (0.35 * ax_body)) ** 2 + ((Y + 0.05 * ay_body) / (0.6 * ay_body)) ** 2 + (
+        (Z - 0.1 * half_z) / (0.75 * half_z)) ** 2 <= 1
+    hu[(lung_l | lung_r) & z_in] = -800.0
+    heart = ((X - 0.15 * ax_body) / (0.3 * ax_body)) ** 2 + ((Y + 0.2 * ay_body) / (0.3 * ay_body)) ** 2 + (
+        (Z + 0.2 * half_z) / (0.35 * half_z)) ** 2 <= 1
+    hu[heart] = 50.0
+    # Vertebral column: cortical shell around cancellous body, posterior of centre.
+    vy = 0.55 * ay_body
+    r_vb = 0.16 * ax_body
+    body = ell(0, vy, r_vb, 0.8 * r_vb) & z_in
+    hu[body] = 1000.0
+    hu[ell(0, vy, r_vb - 2.5, 0.8 * r_vb - 2.5) & z_in] = 250.0
+    # Discs every ~30 mm break the column into vertebrae.
+    disc = (np.mod(Z + half_z, 30.0) < 5.0) & body
+    hu[disc] = 80.0
+    spinous = (np.abs(X) <= 3.0) & (Y > vy + 0.8 * r_vb) & (Y < vy + 0.8 * r_vb + 25) & z_in & ~(np.mod(Z + half_z, 30.0) < 8.0)
+    hu[spinous & ell(0, 0, ax_body, ay_body)] = 700.0
+    # Sternum: a flat bar anterior.
+    hu[(np.abs(X) <= 12) & (np.abs(Y + ay_body + 14) <= 4) & (np.abs(Z) <= 0.6 * half_z)] = 700.0
+    # Ribs: elliptic rings every 25 mm (right side offset by 6 mm in z for asymmetry).
+    ring = np.sqrt((X / (ax_body - 14)) ** 2 + (Y / (ay_body - 14)) ** 2)
+    z_rib = np.where(X < 0, Z + 6.0, Z)
+    rib = (np.abs(ring - 1.0) * min(ax_body, ay_body) <= 3.0) & (np.mod(z_rib + half_z, 25.0) < 6.0) & (np.abs(Z) <= 0.75 * half_z)
+    hu[rib & (Y < vy)] = 700.0
+    # Average the supersamples of each voxel (partial volume).
+    hu = hu.reshape(nz, s, ny, s, nx, s).mean(axis=(1, 3, 5))
+    return Volume.from_numpy(hu, spacing=sp, origin=origin)
