@@ -144,7 +144,7 @@ def decompose_projection(P: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndar
         raise ValueError(f"projection matrix: expected a finite 3x4 array, got shape {P.shape}")
     M = P[:, :3]
     det = np.linalg.det(M)
-    if abs(det) < 1e-12 * max(np.abs(M).max(), 1e-300) ** 3:
+    if abs(det) <= 1e-12 * np.linalg.norm(M) ** 3:
         raise ValueError("projection matrix: its left 3x3 block is singular (camera at infinity?)")
     if det < 0:  # P is defined up to scale: pick the sign that makes det(K R) > 0
         P = -P

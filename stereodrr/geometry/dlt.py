@@ -23,7 +23,7 @@ __all__ = ["dlt_from_projection", "projection_from_dlt", "dlt_pixel_flip"]
 
 
 def dlt_pixel_flip(height: int) -> np.ndarray:
-    """``A`` (3x3) taking OpenCV pixels ``(u, v, 1)`` to DLTdv pixels ``(x, y, 1)``; self-inverse."""
+    """``A`` (3x3) taking OpenCV pixels ``(u, v, 1)`` to DLTdv pixels ``(x, y, 1)``."""
     return np.array([[1.0, 0.0, 1.0], [0.0, -1.0, float(height)], [0.0, 0.0, 1.0]])
 
 
@@ -60,6 +60,6 @@ def projection_from_dlt(L: np.ndarray, height: int) -> np.ndarray:
     L = np.asarray(L, dtype=np.float64).ravel()
     if L.shape != (11,) or not np.all(np.isfinite(L)):
         raise ValueError(f"DLT coefficients: expected 11 finite numbers, got shape {L.shape}")
-    P = dlt_pixel_flip(height) @ np.append(L, 1.0).reshape(3, 4)
+    P = np.linalg.inv(dlt_pixel_flip(height)) @ np.append(L, 1.0).reshape(3, 4)
     P = P / np.linalg.norm(P[2, :3])
     return -P if np.linalg.det(P[:, :3]) < 0 else P

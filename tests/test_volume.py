@@ -1,0 +1,133 @@
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from stereodrr.geometry import rotvec_to_matrix
+from stereodrr.volume import Volume, hu_to_mu, load_volume, mu_to_hu, mu_water, save_volume, torso_phantom
+
+
+def _oblique_image(rng) -> sitk.Image:
+    arr = rng.normal(size=(7, 9, 11)).astype(np.float32)
+    img = sitk.GetImageFromArray(arr)
+    img.SetOrigin((-12.5, 33.0, 101.25))
+    img.SetSpacing((0.7, 1.3, 2.1))
+    D = rotvec_to_matrix(np.array([0.3, -0.5, 0.9])) @ np.diag([1, -1, 1])  # oblique and flipped
+    img.SetDirection(tuple(D.ravel()))
+    return img
+
+
+def test_index_world_maps_equal_simpleitk(rng):
+    img = _oblique_image(rng)
+    vol = Volume.from_sitk(img)
+    ijk = rng.uniform(-0.5, 10.5, size=(100, 3))
+    ref = np.array([img.TransformContinuousIndexToPhysicalPoint(tuple(p)) for p in ijk])
+    assert np.allclose(vol.index_to_world(ijk), ref, atol=1e-10)
+    assert np.allclose(vol.world_to_index(ref), ijk, atol=1e-10)
+    # integer indices: the voxel centres
+    assert np.allclose(vol.index_to_world(np.array([[2.0, 3.0, 4.0]]))[0], img.TransformIndexToPhysicalPoint((2, 3, 4)))
+    # torch input keeps torch
+    out = vol.index_to_world(torch.tensor(ijk))
+    assert isinstance(out, torch.Tensor) and np.allclose(out.numpy(), ref, atol=1e-10)
+
+
+def test_box_and_centre(rng):
+    vol = Volume.from_sitk(_oblique_image(rng))
+    c = vol.corners()
+    assert c.shape == (8, 3)
+    assert np.allclose(c.mean(0), vol.center)
+    # corners are ordered (i, j, k) in {0,1}^3: c[4], c[2], c[1] neighbour c[0] along i, j, k
+    edges = np.linalg.norm(c[[4, 2, 1]] - c[0], axis=1)
+    assert np.allclose(edges, np.array(vol.size) * vol.spacing)
+
+
+@pytest.mark.parametrize("ext", [".nii.gz", ".mha", ".nrrd"])
+def test_save_load_round_trip(tmp_path, rng, ext):
+    vol = Volume.from_sitk(_oblique_image(rng))
+    path = save_volume(vol, tmp_path / f"v{ext}")
+    back = load_volume(path)
+    assert torch.equal(back.data, vol.data)
+    assert np.allclose(back.origin, vol.origin) and np.allclose(back.spacing, vol.spacing)
+    assert np.allclose(back.direction, vol.direction, atol=1e-6)
+    assert not list(tmp_path.glob(".*"))  # no temporary files left behind
+
+
+def test_dicom_series(tmp_path):
+    arr = (np.arange(4 * 5 * 6).reshape(4, 5, 6) - 50).astype(np.int16)
+    img = sitk.GetImageFromArray(arr)
+    img.SetSpacing((0.5, 0.5, 2.0))
+    img.SetOrigin((10.0, -20.0, 30.0))
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    for k in range(arr.shape[0]):
+        sl = img[:, :, k]
+        sl.SetMetaData("0020|0032", "\\".join(str(v) for v in img.TransformIndexToPhysicalPoint((0, 0, k))))
+        sl.SetMetaData("0020|0037", "1\\0\\0\\0\\1\\0")
+        sl.SetMetaData("0020|000e", "1.2.826.0.1.3680043.2.1125.1")
+        sl.SetMetaData("0020|0013", str(k))
+        sl.SetMetaData("0008|0060", "CT")
+        writer.SetFileName(str(tmp_path / f"slice{k:03d}.dcm"))
+        writer.Execute(sl)
+    vol = load_volume(tmp_path)
+    assert vol.size == (6, 5, 4)
+    assert np.allclose(vol.data.numpy(), arr)
+    assert np.allclose(vol.origin, [10, -20, 30]) and np.allclose(vol.spacing, [0.5, 0.5, 2.0])
+
+
+def test_hu_mu():
+    assert mu_water(60) == pytest.approx(0.02059)
+    assert mu_water(80) == pytest.approx(0.01837)
+    assert 0.01837 < mu_water(70) < 0.02059
+    hu = np.array([-1000.0, 0.0, 1000.0, -1500.0])
+    mu = hu_to_mu(hu, 60)
+    assert np.allclose(mu, [0, 0.02059, 0.04118, 0])
+    assert np.allclose(mu_to_hu(mu[:3], 60), hu[:3])
+    with pytest.raises(ValueError, match="energy_kev"):
+        mu_water(5)
+
+
+def test_resample_and_downsample_keep_the_box():
+    vol = torso_phantom(size=(40, 30, 20), spacing=2.0, center=(5, -3, 7))
+    for other in (vol.resample(3.0), vol.downsample(2)):
+        assert np.allclose(other.center, vol.center)
+        lo, hi = other.bounding_box()
+        lo0, hi0 = vol.bounding_box()
+        assert np.allclose(lo, lo0, atol=2) and np.allclose(hi, hi0, atol=2)
+    # mean attenuation is preserved by block averaging
+    assert float(vol.downsample(2).data.mean()) == pytest.approx(float(vol.data.mean()), rel=1e-5)
+
+
+def test_torso_phantom_is_ct_like():
+    vol = torso_phantom()
+    d = vol.data
+    assert d.min() == -1000 and d.max() == 1000
+    assert ((d > -900) & (d < -700)).any()  # lungs
+    assert (d > 600).sum() > 1000  # bone
+    assert np.allclose(vol.center, 0)
+
+
+def test_bad_volumes(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_volume(tmp_path / "nope.nii.gz")
+    bad = tmp_path / "corrupt.nii.gz"
+    bad.write_bytes(b"not an image at all")
+    with pytest.raises(ValueError, match="corrupt.nii.gz: cannot read"):
+        load_volume(bad)
+    flat = tmp_path / "flat.mha"
+    sitk.WriteImage(sitk.Image(10, 10, sitk.sitkFloat32), str(flat))
+    with pytest.raises(ValueError, match="flat.mha: image: expected a 3D scalar image"):
+        load_volume(flat)
+    nan = np.zeros((3, 3, 3), np.float32)
+    nan[1, 1, 1] = np.nan
+    with pytest.raises(ValueError, match="1 voxel"):
+        Volume.from_numpy(nan)
+    with pytest.raises(ValueError, match="spacing"):
+        Volume.from_numpy(np.zeros((3, 3, 3)), spacing=(1, 0, 1))
+    with pytest.raises(ValueError, match="orthonormal"):
+        Volume.from_numpy(np.zeros((3, 3, 3)), direction=np.diag([1, 2, 1.0]))
+    with pytest.raises(ValueError, match="3D array"):
+        Volume.from_numpy(np.zeros((3, 3)))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ValueError, match="no DICOM series"):
+        load_volume(empty)
