@@ -345,7 +345,7 @@ def torso_phantom(
     spinous = (np.abs(X) <= 3.0) & (Y > vy + 0.8 * r_vb) & (Y < vy + 0.8 * r_vb + 25) & z_in & ~(np.mod(Z + half_z, 30.0) < 8.0)
     hu[spinous & ell(0, 0, ax_body, ay_body)] = 700.0
     # Sternum: a flat bar anterior.
-    hu[(np.abs(X) <= 12) & (np.abs(Y + ay_body + 14) <= 4) & (np.abs(Z) <= 0.6 * half_z)] = 700.0
+    hu[(np.abs(X) <= 12) & (np.abs(Y + ay_body - 16) <= 4) & (np.abs(Z) <= 0.6 * half_z)] = 700.0
     # Ribs: elliptic rings every 25 mm (right side offset by 6 mm in z for asymmetry).
     ring = np.sqrt((X / (ax_body - 14)) ** 2 + (Y / (ay_body - 14)) ** 2)
     z_rib = np.where(X < 0, Z + 6.0, Z)
