@@ -1,0 +1,46 @@
+"""Differentiable DRR rendering of CT volumes and analytic marker spheres (CPU and CUDA).
+
+Images are line integrals ``L = integral mu ds`` (mu in 1/mm, s in mm) along the ray from the
+source ``C = -R^T t`` through each pixel centre ``(u, v)`` (integers; images ``(H, W)``), for
+cameras in the OpenCV convention (``x_cam = R x + t``, ``x ~ K x_cam``). The detector model turns
+``L`` into counts.
+
+Functional core (tensors in, tensors out; autograd flows to every floating input)::
+
+    drr(data, index_from_world, K, R, t, height, width, *, mode="trilinear", step_mm=None) -> (B, H, W)
+        data (Z, Y, X) mu; index_from_world (4, 4) = inverse of Volume.affine;
+        K (B, 3, 3), R (B, 3, 3), t (B, 3), all on data's device and dtype.
+        mode "trilinear": ray marching with the edge-clamped trilinear interpolant, ceil(len/step)
+        equal steps over each ray's clipped segment (default step: half the smallest spacing).
+        mode "exact": Siddon/Jacobs radiological path (the reference). A uniform box of N voxels
+        integrates to N voxel lengths in both modes.
+    sphere_drr(centers (M,3), diameters (M,), mu (M,), K, R, t, height, width) -> (B, H, W)
+        exact mu x chord length per pixel-centre ray; add to a CT render.
+    sphere_centers_px(centers (M,3), K, R, t) -> (B, M, 2)   exact projected centres.
+
+Wrappers on :class:`~stereodrr.volume.Volume` (``volume.data`` is mu) and cameras
+(a Camera, a sequence or name -> Camera mapping, or a StereoRig)::
+
+    render_drr(volume, cameras, *, mode, step_mm) -> (B, H, W) on volume.device
+        views of different detector sizes raise ValueError naming them; use
+    render_rig(volume, cameras, ...) -> {name: (H_v, W_v)}   any sizes
+    render_structures(volume, labels, cameras, ...) -> ((B, C, H, W), label values)
+    render_spheres(centers, diameters, mu, cameras) -> (images (B, H, W), centres px (B, M, 2))
+
+Detector model (:mod:`stereodrr.render.detector`): Beer-Lambert intensity, seeded Poisson
+quantum noise, Gaussian electronic noise, Gaussian detector and focal-spot blur, 16-bit output,
+negative-log image.
+
+Memory: rays are rendered in chunks (a bounded working set whatever the image size). On CPU a
+fused Numba kernel with an analytic backward pass runs the trilinear mode when Numba is
+installed; the ``grid_sample`` torch path (the same samples) runs on CUDA, under
+``torch.compile`` and everywhere else.
+"""
+
+from .drr import MODES, RaysMissWarning, camera_batch, drr, render_drr, render_rig, render_structures
+from .markers import render_spheres, sphere_centers_px, sphere_drr
+
+__all__ = [
+    "MODES", "RaysMissWarning", "camera_batch", "drr", "render_drr", "render_rig", "render_structures",
+    "render_spheres", "sphere_centers_px", "sphere_drr",
+]
