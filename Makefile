@@ -25,12 +25,12 @@ test: setup
 test-all: setup
 	$(PY) -m pytest -q -m ""
 
-# Peers for experiments/benchmark_*.py. diffdrr declares torchvision (no CPU wheel here and
-# unused by its renderer), so it is installed without dependencies and its real ones added.
+# Peers for experiments/benchmark_renderer.py: nanodrr and diffdrr's runtime imports come with
+# the `bench` extra; diffdrr declares torchvision (no CPU wheel here, used only by its metrics),
+# so it is installed without dependencies.
 bench-install: setup
-	$(PIP) -e '.[test]' nanodrr==0.1.7
+	$(PIP) -e '.[test,bench]'
 	$(PIP) --no-deps diffdrr==0.6.1
-	$(PIP) einops fastcore imageio kornia roma seaborn timm torchio
 
 clean:
 	rm -rf $(VENV) out
