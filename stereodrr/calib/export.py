@@ -1,0 +1,94 @@
+"""Export a calibrated rig: ``rig.json`` (stereodrr), XMALab/DLTdv DLT CSV, OpenCV-style YAML.
+
+The YAML (``cv2.FileStorage``) holds, per view ``<name>``: ``<name>_image_size`` (W, H),
+``<name>_camera_matrix`` K, ``<name>_dist_coeffs`` (zeros: a flat-panel detector has no lens
+distortion), ``<name>_R``, ``<name>_t``, ``<name>_P``; and for the first two views the
+``cv2.stereoCalibrate`` quantities ``R``, ``T`` (view 2 relative to view 1,
+``x_2 = R x_1 + T``), ``E = [T]_x R`` and ``F`` (``x2^T F x1 = 0``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .._io import atomic_path
+from ..geometry import Camera, StereoRig, fundamental_from_cameras, save_dlt_csv, save_rig, skew
+from .dlt import rig_isocenter
+
+__all__ = ["save_opencv_yaml", "load_opencv_yaml", "export_calibration"]
+
+
+def _node(name: str) -> str:
+    """A FileStorage node name (letters, digits, underscore; not starting with a digit)."""
+    key = re.sub(r"\W", "_", name)
+    return key if re.match(r"[A-Za-z_]", key) else f"v_{key}"
+
+
+def save_opencv_yaml(rig: StereoRig, path: str | os.PathLike[str]) -> Path:
+    """Write the rig as OpenCV-style YAML (see the module docstring); returns the path."""
+    names = rig.names
+    with atomic_path(path) as tmp:
+        fs = cv2.FileStorage(str(tmp), cv2.FILE_STORAGE_WRITE | cv2.FILE_STORAGE_FORMAT_YAML)
+        try:
+            fs.write("views", ",".join(names))
+            for name, cam in rig.cameras.items():
+                k = _node(name)
+                fs.write(f"{k}_image_size", np.array([[cam.width, cam.height]], dtype=np.float64))
+                fs.write(f"{k}_pixel_spacing", np.array([cam.pixel_spacing], dtype=np.float64))
+                fs.write(f"{k}_camera_matrix", cam.K)
+                fs.write(f"{k}_dist_coeffs", np.zeros((1, 5)))
+                fs.write(f"{k}_R", cam.R)
+                fs.write(f"{k}_t", cam.t.reshape(3, 1))
+                fs.write(f"{k}_P", cam.P)
+            if len(names) >= 2:
+                c1, c2 = rig[names[0]], rig[names[1]]
+                R = c2.R @ c1.R.T
+                T = c2.t - R @ c1.t
+                fs.write("R", R)
+                fs.write("T", T.reshape(3, 1))
+                fs.write("E", skew(T) @ R)
+                fs.write("F", fundamental_from_cameras(c1, c2))
+        finally:
+            fs.release()
+    return Path(path)
+
+
+def load_opencv_yaml(path: str | os.PathLike[str]) -> StereoRig:
+    """Read a rig written by :func:`save_opencv_yaml` (K, R, t, detector size and pitch per view)."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"OpenCV YAML {str(p)!r} does not exist")
+    fs = cv2.FileStorage(str(p), cv2.FILE_STORAGE_READ)
+    try:
+        node = fs.getNode("views")
+        if node.empty():
+            raise ValueError(f"{p}: missing node 'views' (not written by stereodrr?)")
+        cams = {}
+        for name in node.string().split(","):
+            k = _node(name)
+            mats = {m: fs.getNode(f"{k}_{m}").mat() for m in ("image_size", "pixel_spacing", "camera_matrix", "R", "t")}
+            absent = [m for m, v in mats.items() if v is None]
+            if absent:
+                raise ValueError(f"{p}: view {name!r} lacks node(s) {[f'{k}_{m}' for m in absent]}")
+            w, h = mats["image_size"].ravel()
+            cams[name] = Camera(K=mats["camera_matrix"], R=mats["R"], t=mats["t"].ravel(), width=int(w),
+                                height=int(h), pixel_spacing=tuple(mats["pixel_spacing"].ravel()))
+    finally:
+        fs.release()
+    return StereoRig(cams, rig_isocenter(cams))
+
+
+def export_calibration(rig: StereoRig, out_dir: str | os.PathLike[str]) -> dict[str, Path]:
+    """Write ``rig.json``, ``dlt_coefficients.csv`` (11 x n, XMALab/DLTdv) and ``opencv.yaml``
+    into ``out_dir``; returns the paths by kind."""
+    out = Path(out_dir)
+    paths = {"rig": out / "rig.json", "dlt": out / "dlt_coefficients.csv", "yaml": out / "opencv.yaml"}
+    save_rig(rig, paths["rig"])
+    save_dlt_csv(rig, paths["dlt"])
+    save_opencv_yaml(rig, paths["yaml"])
+    return paths

@@ -1,0 +1,38 @@
+import cv2
+import numpy as np
+import pytest
+
+from stereodrr.calib.export import export_calibration, load_opencv_yaml
+from stereodrr.geometry import fundamental_from_cameras, load_dlt_csv, load_rig, projection_from_dlt
+
+
+def test_export_round_trips(rig5, tmp_path, points3d, project):
+    paths = export_calibration(rig5, tmp_path / "cal")
+    assert load_rig(paths["rig"]) == rig5
+    L = load_dlt_csv(paths["dlt"])
+    uv = project(rig5, points3d)
+    for i, name in enumerate(rig5):
+        P = projection_from_dlt(L[:, i], rig5[name].height)
+        np.testing.assert_allclose(rig5[name].project(points3d)[0], uv[name], atol=1e-9)
+        from stereodrr.geometry import project_points
+        np.testing.assert_allclose(project_points(P, points3d)[0], uv[name], atol=1e-8)
+    back = load_opencv_yaml(paths["yaml"])
+    for name in rig5:
+        np.testing.assert_allclose(back[name].P, rig5[name].P, atol=1e-12)
+    fs = cv2.FileStorage(str(paths["yaml"]), cv2.FILE_STORAGE_READ)
+    F = fs.getNode("F").mat()
+    E = fs.getNode("E").mat()
+    R, T = fs.getNode("R").mat(), fs.getNode("T").mat().ravel()
+    fs.release()
+    np.testing.assert_allclose(F, fundamental_from_cameras(rig5["left"], rig5["right"]), atol=1e-12)
+    # E and F agree: F ~ K2^-T E K1^-1; and x2 = R x1 + T maps camera-1 to camera-2 coordinates.
+    K1, K2 = rig5["left"].K, rig5["right"].K
+    F2 = np.linalg.inv(K2).T @ E @ np.linalg.inv(K1)
+    np.testing.assert_allclose(F2 / np.linalg.norm(F2) * np.sign(F2[2, 2] * F[2, 2]), F, atol=1e-9)
+    x1 = points3d @ rig5["left"].R.T + rig5["left"].t
+    np.testing.assert_allclose(x1 @ R.T + T, points3d @ rig5["right"].R.T + rig5["right"].t, atol=1e-9)
+
+
+def test_missing_yaml(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        load_opencv_yaml(tmp_path / "none.yaml")
