@@ -1,4 +1,5 @@
-"""Three orthogonal maximum-intensity projections of a volume, with marker centres overlaid."""
+"""Three orthogonal maximum-intensity projections of a volume (marker centres overlaid) and
+the three central slices."""
 
 from __future__ import annotations
 
@@ -20,12 +21,13 @@ __all__ = ["plot_mips"]
 
 def plot_mips(volume: Volume, path: str | os.PathLike[str], title: str = "", markers: pd.DataFrame | None = None,
               window: tuple[float, float] | None = None) -> Path:
-    """Save axial, coronal and sagittal maximum-intensity projections of ``volume`` as a PNG.
+    """Save axial, coronal and sagittal maximum-intensity projections of ``volume`` as a PNG,
+    with the central slices below them.
 
-    The projections are maxima along the array axes k, j, i. Panels are drawn in mm along the
-    index axes (``index * spacing``; with an identity direction these are world x = L, y = P,
-    z = S offsets from the origin), superior / posterior up. Marker centres (``x, y, z``
-    columns, world mm) are mapped to the same axes and circled.
+    The projections are maxima along the array axes k, j, i. Panels are drawn in world mm
+    (x = L, y = P, z = S) for an identity direction, else in ``index * spacing`` mm; anterior
+    up in axial panels, superior up in the others. Marker centres (``x, y, z`` columns,
+    world mm) are mapped to the same axes and circled on the projections.
 
     Args:
         volume: any volume (e.g. HU).
@@ -38,41 +40,38 @@ def plot_mips(volume: Volume, path: str | os.PathLike[str], title: str = "", mar
         The written path.
     """
     data = volume.data.detach().float().cpu()
-    mips = {"axial (max over k)": data.amax(0).numpy(), "coronal (max over j)": data.amax(1).numpy(),
-            "sagittal (max over i)": data.amax(2).numpy()}
-    sx, sy, sz = volume.spacing
     nx, ny, nz = volume.size
+    # (name, reduce axis of the (Z, Y, X) array, index axes drawn horizontally / vertically)
+    views = [("axial", 0, (0, 1)), ("coronal", 1, (0, 2)), ("sagittal", 2, (1, 2))]
+    mips = [data.amax(ax).numpy() for _, ax, _ in views]
+    mids = [data.select(ax, n // 2).numpy() for (_, ax, _), n in zip(views, (nz, ny, nx))]
+    # Axes in mm: world coordinates for an identity direction, index * spacing otherwise.
     ident = np.allclose(volume.direction, np.eye(3))
     names = ("x (L)", "y (P)", "z (S)") if ident else ("i", "j", "k")
-    ext = [(-0.5 * s, (n - 0.5) * s) for n, s in ((nx, sx), (ny, sy), (nz, sz))]
-    # (MIP, index axes drawn horizontally / vertically, keep superior up)
-    panels = [
-        ("axial (max over k)", (0, 1), False),
-        ("coronal (max over j)", (0, 2), True),
-        ("sagittal (max over i)", (1, 2), True),
-    ]
+    start = volume.origin if ident else np.zeros(3)
+    ext = [(start[a] - 0.5 * volume.spacing[a], start[a] + (n - 0.5) * volume.spacing[a]) for a, n in enumerate((nx, ny, nz))]
     if window is None:
-        allv = np.concatenate([m.ravel() for m in mips.values()])
+        allv = np.concatenate([m.ravel() for m in mips])
         window = (float(np.percentile(allv, 0.5)), float(allv.max()))
     mk = None
     if markers is not None and len(markers):
-        mk = np.asarray(volume.world_to_index(markers[["x", "y", "z"]].to_numpy(np.float64))) * volume.spacing
-    fig, axes = plt.subplots(1, 3, figsize=(15, 5.4))
-    for ax, (key, (h, v), flip) in zip(axes, panels):
-        img = mips[key]
-        (h0, h1), (v0, v1) = ext[h], ext[v]
-        # Row r of the MIP is v index r, drawn at v = r * spacing; the axial panel is flipped so
-        # that anterior is up, the others keep superior up.
-        ax.imshow(img, cmap="gray", vmin=window[0], vmax=window[1], extent=(h0, h1, v0, v1),
-                  origin="lower", interpolation="nearest")
-        if not flip:
-            ax.set_ylim(v1, v0)
-        if mk is not None:
-            ax.scatter(mk[:, h], mk[:, v], s=60, facecolors="none", edgecolors="tab:red", linewidths=0.8)
-        ax.set_title(key)
-        ax.set_xlabel(f"{names[h]} mm")
-        ax.set_ylabel(f"{names[v]} mm")
-        ax.set_aspect("equal")
+        mk = np.asarray(volume.world_to_index(markers[["x", "y", "z"]].to_numpy(np.float64))) * volume.spacing + start
+    fig, axes = plt.subplots(2, 3, figsize=(15, 10))
+    for row, (images, kind) in enumerate(((mips, "maximum"), (mids, "central slice"))):
+        for ax, img, (view, red, (h, v)) in zip(axes[row], images, views):
+            (h0, h1), (v0, v1) = ext[h], ext[v]
+            # Row r of the image is v index r; the axial panel is flipped so anterior is up,
+            # the others keep superior up.
+            ax.imshow(img, cmap="gray", vmin=window[0], vmax=window[1], extent=(h0, h1, v0, v1),
+                      origin="lower", interpolation="nearest")
+            if view == "axial":
+                ax.set_ylim(v1, v0)
+            if mk is not None and row == 0:
+                ax.scatter(mk[:, h], mk[:, v], s=60, facecolors="none", edgecolors="tab:red", linewidths=0.8)
+            ax.set_title(f"{view} {kind} ({'ijk'[2 - red]} axis)" if row == 0 else f"{view} {kind}")
+            ax.set_xlabel(f"{names[h]} mm")
+            ax.set_ylabel(f"{names[v]} mm")
+            ax.set_aspect("equal")
     fig.suptitle(title or "maximum-intensity projections")
     fig.tight_layout()
     p = Path(path)
