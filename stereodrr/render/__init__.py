@@ -37,10 +37,12 @@ installed; the ``grid_sample`` torch path (the same samples) runs on CUDA, under
 ``torch.compile`` and everywhere else.
 """
 
+from .detector import beer_lambert, detect, focal_spot_sigma_px, gaussian_blur, negative_log, to_uint16
 from .drr import MODES, RaysMissWarning, camera_batch, drr, render_drr, render_rig, render_structures
 from .markers import render_spheres, sphere_centers_px, sphere_drr
 
 __all__ = [
+    "beer_lambert", "detect", "focal_spot_sigma_px", "gaussian_blur", "negative_log", "to_uint16",
     "MODES", "RaysMissWarning", "camera_batch", "drr", "render_drr", "render_rig", "render_structures",
     "render_spheres", "sphere_centers_px", "sphere_drr",
 ]

@@ -1,0 +1,109 @@
+"""Wrappers, chunking, label channels, torch.compile and bad input."""
+
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+import pytest
+import torch
+
+from stereodrr.geometry import Camera, StereoRig
+from stereodrr.render import RaysMissWarning, drr, render_drr, render_rig, render_structures
+from stereodrr.volume import Volume, hu_to_mu, torso_phantom
+
+
+@pytest.fixture(scope="module")
+def torso() -> Volume:
+    hu = torso_phantom(size=(32, 24, 20), spacing=(5.0, 5.5, 6.0), supersample=1)
+    return hu.with_data(hu_to_mu(hu.data))
+
+
+@pytest.fixture(scope="module")
+def rig() -> StereoRig:
+    return StereoRig.convergent(5.0, sid=600, sdd=1000, pixel_spacing=4.0, width=40, height=32)
+
+
+def test_render_drr_shapes_and_rig_order(torso, rig):
+    img = render_drr(torso, rig)
+    assert img.shape == (2, 32, 40) and img.dtype == torch.float32
+    assert float(img.min()) >= 0 and float(img.max()) > 0.5
+    single = render_drr(torso, rig[rig.names[1]])
+    assert torch.allclose(single[0], img[1])
+
+
+def test_mixed_detector_sizes(torso, rig):
+    small = Camera.look_at(rig[rig.names[0]].center, rig.isocenter, sdd=1000, pixel_spacing=8.0, width=20, height=16)
+    cams = {"big": rig[rig.names[0]], "small": small}
+    with pytest.raises(ValueError, match="big 40x32, small 20x16"):
+        render_drr(torso, cams)
+    out = render_rig(torso, cams)
+    assert list(out) == ["big", "small"] and out["small"].shape == (16, 20)
+
+
+def test_chunking_does_not_change_the_image(torso, rig, render_path, monkeypatch):
+    mode = render_path
+    core = importlib.import_module("stereodrr.render.drr")  # the module, not the function it exports
+    ref = render_drr(torso, rig, mode=mode)
+    monkeypatch.setattr(core, "SAMPLE_BUDGET", 997)
+    monkeypatch.setattr(core, "_FUSED_CHUNK", 37)
+    assert torch.allclose(render_drr(torso, rig, mode=mode), ref, rtol=1e-5, atol=1e-6)
+
+
+def test_label_channels_sum_to_the_full_render(torso, rig):
+    labels = (torso.data > 0.015).to(torch.int64) + (torso.data > 0.03).to(torch.int64)
+    chans, values = render_structures(torso, labels, rig, mode="exact")
+    assert values == [0, 1, 2] and chans.shape == (2, 3, 32, 40)
+    assert torch.allclose(chans.sum(1), render_drr(torso, rig, mode="exact"), rtol=1e-5, atol=1e-5)
+    tri, _ = render_structures(torso, labels, rig)
+    assert torch.allclose(tri.sum(1), render_drr(torso, rig), rtol=1e-5, atol=1e-5)
+
+
+def test_rays_missing_the_volume_give_zeros_and_a_warning(torso):
+    away = Camera.look_at(torso.center + np.array([5000.0, 0, 0]), torso.center + np.array([5000.0, 600.0, 0]),
+                          sdd=1000, pixel_spacing=1.0, width=8, height=6)
+    for mode in ("trilinear", "exact"):
+        with pytest.warns(RaysMissWarning, match="view 0"):
+            img = render_drr(torso, away, mode=mode)
+        assert torch.equal(img, torch.zeros(1, 6, 8))
+
+
+def _core_args(torso: Volume, rig: StereoRig):
+    A = torch.linalg.inv(torch.tensor(torso.affine)).float()
+    K, R, t = (torch.stack(x) for x in zip(*(rig[n].to_torch() for n in rig.names)))
+    return torso.data, A, K, R, t
+
+
+def test_bad_input(torso, rig):
+    data, A, K, R, t = _core_args(torso, rig)
+    with pytest.raises(ValueError, match="K: on cpu as torch.float64"):
+        drr(data, A, K.double(), R, t, 32, 40)
+    with pytest.raises(ValueError, match="image size"):
+        drr(data, A, K, R, t, 0, 40)
+    with pytest.raises(ValueError, match="image size"):
+        drr(data, A, K, R, t, 32, -3)
+    bad = data.clone()
+    bad[1, 2, 3] = float("nan")
+    with pytest.raises(ValueError, match="data: 1 voxel"):
+        drr(bad, A, K, R, t, 32, 40)
+    t_bad = t.clone()
+    t_bad[0, 1] = float("inf")
+    with pytest.raises(ValueError, match="t: contains NaN or inf"):
+        drr(data, A, K, R, t_bad, 32, 40)
+    with pytest.raises(ValueError, match="mode"):
+        drr(data, A, K, R, t, 32, 40, mode="cubic")
+    with pytest.raises(ValueError, match="step_mm"):
+        drr(data, A, K, R, t, 32, 40, step_mm=0.0)
+    with pytest.raises(ValueError, match="R: expected a tensor of shape"):
+        drr(data, A, K, R[:, :2], t, 32, 40)
+    if torch.cuda.is_available():  # pragma: no cover - needs a GPU
+        with pytest.raises(ValueError, match="on cpu"):
+            drr(data.cuda(), A.cuda(), K, R.cuda(), t.cuda(), 32, 40)
+
+
+@pytest.mark.slow
+def test_torch_compile_matches_eager(torso, rig):
+    data, A, K, R, t = _core_args(torso, rig)
+    eager = drr(data, A, K, R, t, 32, 40)
+    compiled = torch.compile(drr)
+    assert torch.allclose(compiled(data, A, K, R, t, 32, 40), eager, rtol=1e-5, atol=1e-6)
