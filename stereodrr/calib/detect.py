@@ -7,15 +7,22 @@ Steps, for a ``(H, W)`` image (float or 16-bit):
    up to a constant, so every ball has the profile ``mu * chord`` whatever lies behind it.
    ``kind="auto"`` picks the polarity whose small-blob (top-hat) response is the stronger: metal
    balls are the most compact, highest-contrast features of a calibration image.
-2. Background removal: white top-hat ``a - open(a, disk)`` (``cv2.morphologyEx``) with a disk
-   wider than the largest ball, which keeps balls and drops everything broader.
+2. Background removal: ``a - max_theta open(a, line_theta)``, the top-hat by the supremum of
+   openings with line segments longer than the largest ball in 12 directions
+   (``cv2.morphologyEx``). A ball survives no line opening, while the plastic around it (broad
+   regions, and also thin walls of bricks seen end-on, which a disk opening would keep with the
+   ball) survives the opening along its own direction, so balls lying on walls come out clean.
 3. Candidates: connected components (``cv2.connectedComponentsWithStats``) of the top-hat above
    ``max(k sigma, f * peak)`` (sigma by the median absolute deviation), kept when their area
    fits the expected ball size and their second moments are round (edges of plastic walls seen
    end-on are long and thin, and fail).
-4. Sub-pixel centre: the top-hat-weighted centroid in a disk around the component, then
-   (``subpixel="fit"``, default) a least-squares fit of the projected-sphere model on the
-   attenuation image,
+4. Sub-pixel centre. The top-hat-weighted centroid gives a coarse centre and radius. The
+   background under the ball is then inpainted from the pixels around it (``cv2.inpaint``,
+   Navier-Stokes: edges of plastic walls continue through the hole along their direction),
+   which the line openings cannot do exactly where a wall edge crosses the ball. On the ball
+   alone (image minus inpainted background) the centre is the weighted centroid
+   (``subpixel="centroid"``) or (``"fit"``, default) a least-squares fit of the
+   projected-sphere model (the plane absorbs what the background estimate leaves),
 
        a(u, v) = b0 + bu (u - u0) + bv (v - v0) + A sqrt(max(0, 1 - ((u - u0)^2 + (v - v0)^2) / rho^2)),
 
@@ -55,9 +62,24 @@ def _check_image(image: np.ndarray, name: str) -> np.ndarray:
     return img
 
 
-def _tophat(a: np.ndarray, diameter_px: int) -> np.ndarray:
-    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (diameter_px, diameter_px))
-    return a - cv2.morphologyEx(a.astype(np.float32), cv2.MORPH_OPEN, k).astype(np.float64)
+_N_DIRECTIONS = 12
+# Context around a ball for inpainting its background: enough to carry edges across the hole.
+_INPAINT_CONTEXT_PX = 8.0
+
+
+def _tophat(a: np.ndarray, length_px: int) -> np.ndarray:
+    """``a - max_theta open(a, line_theta)``: line segments of ``length_px`` pixels (odd) in
+    ``_N_DIRECTIONS`` directions over 180 degrees."""
+    r = length_px // 2
+    a32 = a.astype(np.float32)
+    bg = None
+    for theta in np.arange(_N_DIRECTIONS) * np.pi / _N_DIRECTIONS:
+        k = np.zeros((2 * r + 1, 2 * r + 1), np.uint8)
+        du, dv = r * np.cos(theta), r * np.sin(theta)
+        cv2.line(k, (int(round(r - du)), int(round(r - dv))), (int(round(r + du)), int(round(r + dv))), 1)
+        opened = cv2.morphologyEx(a32, cv2.MORPH_OPEN, k)
+        bg = opened if bg is None else np.maximum(bg, opened)
+    return a - bg.astype(np.float64)
 
 
 def attenuation_image(image: np.ndarray, kind: str = "auto", max_diameter_px: float = 16.0,
@@ -79,7 +101,7 @@ def attenuation_image(image: np.ndarray, kind: str = "auto", max_diameter_px: fl
         if img.min() <= 0:
             kind = "line_integral"  # intensities are positive counts
         else:
-            d = int(2 * np.ceil(max_diameter_px) + 1)
+            d = int(2 * np.ceil(max_diameter_px / 2) + 5)
             bright = np.percentile(_tophat(img, d), 99.99)
             dark = np.percentile(_tophat(-img, d), 99.99)
             kind = "line_integral" if bright >= dark else "intensity"
@@ -91,27 +113,40 @@ def attenuation_image(image: np.ndarray, kind: str = "auto", max_diameter_px: fl
     return img, kind
 
 
-def _fit_ball(a: np.ndarray, u0: float, v0: float, rho: float, amp: float, radius_px: float) -> tuple[np.ndarray, float]:
-    """Least-squares fit of the projected-sphere model in a disk of ``radius_px`` around (u0, v0)."""
-    H, W = a.shape
-    r = int(np.ceil(radius_px))
+def _ball_residual(a: np.ndarray, u0: float, v0: float, rho: float) -> tuple[np.ndarray, int, int] | None:
+    """The ball alone: a patch of ``a`` minus its background inpainted (``cv2.inpaint``,
+    Navier-Stokes, which carries edges into the hole along their direction) over the disk of
+    radius ``rho + 1`` around ``(u0, v0)``. Returns the patch and its top-left pixel, or ``None``
+    when the patch would leave the image."""
+    r = int(np.ceil(rho + _INPAINT_CONTEXT_PX))
     ui, vi = int(round(u0)), int(round(v0))
-    u_lo, u_hi = max(ui - r, 0), min(ui + r + 1, W)
-    v_lo, v_hi = max(vi - r, 0), min(vi + r + 1, H)
-    vv, uu = np.mgrid[v_lo:v_hi, u_lo:u_hi]
-    sel = (uu - u0) ** 2 + (vv - v0) ** 2 <= radius_px**2
-    uu, vv, vals = uu[sel].astype(np.float64), vv[sel].astype(np.float64), a[v_lo:v_hi, u_lo:u_hi][sel]
-    ring = (uu - u0) ** 2 + (vv - v0) ** 2 > (rho + 1) ** 2
-    b0 = float(np.median(vals[ring])) if ring.any() else float(vals.min())
+    if ui - r < 0 or vi - r < 0 or ui + r + 1 > a.shape[1] or vi + r + 1 > a.shape[0]:
+        return None
+    patch = a[vi - r:vi + r + 1, ui - r:ui + r + 1]
+    vv, uu = np.mgrid[vi - r:vi + r + 1, ui - r:ui + r + 1]
+    hole = ((uu - u0) ** 2 + (vv - v0) ** 2 <= (rho + 1.0) ** 2).astype(np.uint8)
+    # Inpaint in float32 around the patch's own level, so float32 keeps the detail.
+    base = float(np.median(patch))
+    bg = cv2.inpaint((patch - base).astype(np.float32), hole, 2, cv2.INPAINT_NS).astype(np.float64) + base
+    return np.where(hole > 0, patch - bg, 0.0), ui - r, vi - r
+
+
+def _fit_ball(res: np.ndarray, u_lo: int, v_lo: int, u0: float, v0: float, rho: float,
+              amp: float) -> tuple[np.ndarray, float]:
+    """Least-squares fit of the projected-sphere model on a residual patch (top-left pixel
+    ``(u_lo, v_lo)``), in the disk of radius ``rho + 2`` around (u0, v0)."""
+    vv, uu = np.mgrid[v_lo:v_lo + res.shape[0], u_lo:u_lo + res.shape[1]]
+    sel = (uu - u0) ** 2 + (vv - v0) ** 2 <= (rho + 2.0) ** 2
+    uu, vv, vals = uu[sel].astype(np.float64), vv[sel].astype(np.float64), res[sel]
 
     def model(x: np.ndarray) -> np.ndarray:
         du, dv = uu - x[0], vv - x[1]
         q = 1.0 - (du * du + dv * dv) / (x[2] * x[2])
         return x[4] + x[5] * du + x[6] * dv + x[3] * np.sqrt(np.maximum(q, 0.0))
 
-    x0 = np.array([u0, v0, rho, amp, b0, 0.0, 0.0])
+    x0 = np.array([u0, v0, rho, amp, 0.0, 0.0, 0.0])
     lo = [u0 - 2, v0 - 2, 0.5, 0.0, -np.inf, -np.inf, -np.inf]
-    hi = [u0 + 2, v0 + 2, radius_px, np.inf, np.inf, np.inf, np.inf]
+    hi = [u0 + 2, v0 + 2, rho + 2, np.inf, np.inf, np.inf, np.inf]
     sol = least_squares(lambda x: model(x) - vals, x0, bounds=(lo, hi), x_scale="jac", method="trf",
                         xtol=1e-12, ftol=1e-12, gtol=1e-12, max_nfev=200)
     return sol.x, float(np.sqrt(np.mean(sol.fun**2)))
@@ -134,7 +169,7 @@ def detect_markers(
         kind: ``"auto"``, ``"line_integral"`` or ``"intensity"`` (see the module docstring).
         diameter_px: ``(min, max)`` expected ball diameter on the detector in pixels
             (ball diameter x magnification / pixel pitch).
-        subpixel: ``"fit"`` (projected-sphere model) or ``"centroid"`` (top-hat weighted).
+        subpixel: ``"fit"`` (projected-sphere model) or ``"centroid"`` (attenuation weighted).
         threshold_sigma, threshold_fraction: candidate pixels exceed ``threshold_sigma`` noise
             sigmas and ``threshold_fraction`` of the strongest top-hat response.
         min_roundness: smallest accepted ratio of the minor to the major axis of a candidate.
@@ -154,7 +189,7 @@ def detect_markers(
     if not 0 < dmin <= dmax:
         raise ValueError(f"diameter_px: expected 0 < min <= max pixels, got {tuple(diameter_px)}")
     a, kind = attenuation_image(image, kind, dmax, name)
-    top = _tophat(a, int(2 * np.ceil(dmax) + 1))
+    top = _tophat(a, int(2 * np.ceil(dmax / 2) + 5))
     sigma = _MAD_TO_SIGMA * float(np.median(np.abs(top - np.median(top))))
     thr = max(threshold_sigma * sigma, threshold_fraction * float(top.max()))
     mask = (top > thr).astype(np.uint8)
@@ -175,7 +210,7 @@ def detect_markers(
         roundness = float(np.sqrt(max(ev[0], 0) / ev[1])) if ev[1] > 0 else 1.0
         if roundness < min_roundness:
             continue
-        # Centroid over the whole ball: a disk a pixel wider than the maximal radius.
+        # Coarse centre and size over the whole ball: a disk a pixel wider than the largest radius.
         rad = dmax / 2 + 1
         r = int(np.ceil(rad))
         u_lo, u_hi = max(int(round(cu)) - r, 0), min(int(round(cu)) + r + 1, W)
@@ -186,13 +221,19 @@ def detect_markers(
         cu, cv_ = float((win * uu).sum() / wsum), float((win * vv).sum() / wsum)
         peak = float(top[v_lo:v_hi, u_lo:u_hi].max())
         # Equivalent radius of the chord profile: its volume is (2/3) pi rho^2 A.
-        rho = float(np.sqrt(1.5 * wsum / (np.pi * peak)))
-        if u_lo == 0 or v_lo == 0 or u_hi == W or v_hi == H:
-            continue  # cut by the image edge: its centre would be biased
+        rho = float(np.clip(np.sqrt(1.5 * wsum / (np.pi * peak)), 0.6, dmax / 2))
+        local = _ball_residual(a, cu, cv_, rho)
+        if local is None:
+            continue  # too close to the image edge for a background estimate: skip the ball
+        res, pu, pv = local
         fit_rms = float("nan")
         if subpixel == "fit":
-            x, fit_rms = _fit_ball(a, cu, cv_, min(max(rho, 0.6), dmax / 2), peak, min(dmax / 2 + 3, rho + 4))
+            x, fit_rms = _fit_ball(res, pu, pv, cu, cv_, rho, peak)
             cu, cv_, rho, peak = float(x[0]), float(x[1]), float(x[2]), float(x[3])
+        else:
+            vv, uu = np.mgrid[pv:pv + res.shape[0], pu:pu + res.shape[1]]
+            w = np.clip(res, 0, None)
+            cu, cv_ = float((w * uu).sum() / w.sum()), float((w * vv).sum() / w.sum())
         rows.append({"u": cu, "v": cv_, "diameter_px": 2 * rho, "peak": peak, "roundness": roundness,
                      "fit_rms": fit_rms})
     if not rows:
