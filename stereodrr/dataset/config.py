@@ -1,0 +1,264 @@
+"""Dataset configuration: a JSON file validated up front, so a typo or an impossible range fails
+before any item is rendered, with a message naming the key.
+
+A config (schema ``stereodrr.dataset/1``; every section and key optional, defaults below)::
+
+    {
+      "seed": 0,
+      "subject": {"kind": "torso", "size": [96, 72, 64], "spacing_mm": 3.0},
+      "energy_kev": 60.0,
+      "rig": {"kind": "convergent", "stereo_angle_deg": [3, 7], "views": 2,
+              "sid_mm": [740, 760], "sdd_mm": [1180, 1220], "pixel_spacing_mm": 0.8,
+              "detector_px": [[256, 256]]},
+      "pose": {"rotation_deg": [[-5, 5], [-5, 5], [-10, 10]], "translation_mm": [[-10, 10], [-10, 10], [-10, 10]]},
+      "detector": {"photons_per_pixel": [1e3, 1e5], "noise": "poisson", "electronic_sigma": 0,
+                   "blur_px": 0},
+      "render": {"mode": "trilinear", "step_mm": null},
+      "output": {"format": "png16"}
+    }
+
+A *range* is a number (fixed) or ``[lo, hi]`` sampled uniformly; ``photons_per_pixel`` is
+sampled log-uniformly (dose spans decades); ``noise`` is ``"poisson"`` (quantum noise plus
+Gaussian read-out noise of ``electronic_sigma`` photons) or ``"none"`` (the expected intensity);
+``blur_px`` is the detector's Gaussian blur sigma (:func:`stereodrr.render.detector.detect`). ``detector_px`` is one ``[W, H]`` or a list of them
+to choose from. ``subject.kind``: ``"torso"`` (the built-in :func:`stereodrr.volume.torso_phantom`,
+keys ``size``, ``spacing_mm``), ``"volume"`` (a CT file, keys ``path``, ``units`` ``"hu"`` or
+``"mu"``, optional ``spacing_mm`` to resample) or ``"phantom"`` (a phantom JSON file, keys
+``path``, ``voxel_mm``). ``rig.kind``: ``"convergent"`` (two views, the stereo angle between
+them), ``"arc"`` (``views`` sources spread over the stereo angle) or ``"biplanar"`` (90 deg,
+the stereo angle range is ignored). Pose: rotation (extrinsic x, y, z degrees, LPS axes) about
+the subject's centre, then translation; the rig's isocenter is the un-posed subject's centre.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+__all__ = ["SCHEMA", "DEFAULT_CONFIG", "load_config", "validate_config", "config_digest", "canonical_json"]
+
+SCHEMA = "stereodrr.dataset/1"
+
+DEFAULT_CONFIG: dict[str, Any] = {
+    "schema": SCHEMA,
+    "seed": 0,
+    "subject": {"kind": "torso", "size": [96, 72, 64], "spacing_mm": 3.0},
+    "energy_kev": 60.0,
+    "rig": {
+        "kind": "convergent",
+        "stereo_angle_deg": [3.0, 7.0],
+        "views": 2,
+        "sid_mm": [740.0, 760.0],
+        "sdd_mm": [1180.0, 1220.0],
+        "pixel_spacing_mm": 0.8,
+        "detector_px": [[256, 256]],
+    },
+    "pose": {
+        "rotation_deg": [[-5.0, 5.0], [-5.0, 5.0], [-10.0, 10.0]],
+        "translation_mm": [[-10.0, 10.0], [-10.0, 10.0], [-10.0, 10.0]],
+    },
+    "detector": {"photons_per_pixel": [1.0e3, 1.0e5], "noise": "poisson", "electronic_sigma": 0.0, "blur_px": 0.0},
+    "render": {"mode": "trilinear", "step_mm": None},
+    "output": {"format": "png16"},
+}
+
+_SUBJECT_KEYS = {
+    "torso": {"kind", "size", "spacing_mm"},
+    "volume": {"kind", "path", "units", "spacing_mm"},
+    "phantom": {"kind", "path", "voxel_mm"},
+}
+RIG_KINDS = ("convergent", "arc", "biplanar")
+NOISE_MODELS = ("poisson", "none")
+FORMATS = ("png16", "tiff32")
+RENDER_MODES = ("trilinear", "exact")
+
+
+def canonical_json(obj: Any) -> str:
+    """Sorted-key compact JSON: equal configs give equal text (and digest)."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+
+
+def config_digest(config: Mapping[str, Any]) -> str:
+    """SHA-256 (hex) of the canonical JSON of a validated config."""
+    return hashlib.sha256(canonical_json(config).encode()).hexdigest()
+
+
+def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read and validate a config file; relative subject paths resolve against the file's folder.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: not JSON, or an invalid config (the message names the key).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"config {str(p)!r} does not exist")
+    try:
+        raw = json.loads(p.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"config {str(p)!r}: not valid JSON ({exc})") from None
+    return validate_config(raw, base_dir=p.parent)
+
+
+def _merge(defaults: Mapping[str, Any], given: Mapping[str, Any], where: str) -> dict[str, Any]:
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+        raise ValueError(f"config: unknown key '{where}{unknown[0]}' (known keys: {sorted(defaults)})")
+    out = copy.deepcopy(dict(defaults))
+    for k, v in given.items():
+        if isinstance(defaults[k], dict) and k != "subject":
+            if not isinstance(v, Mapping):
+                raise ValueError(f"config: {where}{k}: expected an object, got {v!r}")
+            out[k] = _merge(defaults[k], v, f"{where}{k}.")
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def _number(key: str, v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise ValueError(f"config: {key}: expected a finite number, got {v!r}")
+    return float(v)
+
+
+def _range(key: str, v: Any, lo_bound: float = -math.inf, hi_bound: float = math.inf,
+           open_lo: bool = False) -> list[float]:
+    """``v`` (a number or ``[lo, hi]``) as ``[lo, hi]`` inside the bounds."""
+    if isinstance(v, (list, tuple)):
+        if len(v) != 2:
+            raise ValueError(f"config: {key}: expected a number or [lo, hi], got {v!r}")
+        lo, hi = _number(key, v[0]), _number(key, v[1])
+    else:
+        lo = hi = _number(key, v)
+    if lo > hi:
+        raise ValueError(f"config: {key}: empty range, lo {lo:g} > hi {hi:g}")
+    if lo < lo_bound or (open_lo and lo <= lo_bound) or hi > hi_bound:
+        left = "(" if open_lo else "["
+        raise ValueError(f"config: {key}: range [{lo:g}, {hi:g}] leaves the allowed interval "
+                         f"{left}{lo_bound:g}, {hi_bound:g}]")
+    return [lo, hi]
+
+
+def _ranges3(key: str, v: Any, bound: float) -> list[list[float]]:
+    if not isinstance(v, (list, tuple)) or len(v) != 3:
+        raise ValueError(f"config: {key}: expected three ranges (x, y, z), got {v!r}")
+    return [_range(f"{key}[{a}]", r, -bound, bound) for a, r in enumerate(v)]
+
+
+def _choice(key: str, v: Any, allowed: tuple[str, ...]) -> str:
+    if v not in allowed:
+        raise ValueError(f"config: {key}: expected one of {list(allowed)}, got {v!r}")
+    return str(v)
+
+
+def _positive_int(key: str, v: Any, minimum: int = 1) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+        raise ValueError(f"config: {key}: expected an integer >= {minimum}, got {v!r}")
+    return int(v)
+
+
+def _detector_sizes(key: str, v: Any) -> list[list[int]]:
+    sizes = [v] if isinstance(v, (list, tuple)) and len(v) == 2 and all(isinstance(x, int) for x in v) else v
+    if not isinstance(sizes, (list, tuple)) or not sizes:
+        raise ValueError(f"config: {key}: expected [W, H] or a list of [W, H], got {v!r}")
+    out = []
+    for s in sizes:
+        if not isinstance(s, (list, tuple)) or len(s) != 2:
+            raise ValueError(f"config: {key}: expected [W, H] pairs, got {s!r}")
+        out.append([_positive_int(f"{key} (W)", s[0]), _positive_int(f"{key} (H)", s[1])])
+    return out
+
+
+def _subject(v: Any, base_dir: Path | None) -> dict[str, Any]:
+    if not isinstance(v, Mapping):
+        raise ValueError(f"config: subject: expected an object, got {v!r}")
+    kind = _choice("subject.kind", v.get("kind", "torso"), tuple(_SUBJECT_KEYS))
+    unknown = sorted(set(v) - _SUBJECT_KEYS[kind])
+    if unknown:
+        raise ValueError(f"config: unknown key 'subject.{unknown[0]}' for subject kind {kind!r} "
+                         f"(known keys: {sorted(_SUBJECT_KEYS[kind])})")
+    out: dict[str, Any] = {"kind": kind}
+    if kind == "torso":
+        size = v.get("size", DEFAULT_CONFIG["subject"]["size"])
+        if not isinstance(size, (list, tuple)) or len(size) != 3:
+            raise ValueError(f"config: subject.size: expected three voxel counts (x, y, z), got {size!r}")
+        out["size"] = [_positive_int("subject.size", s) for s in size]
+        out["spacing_mm"] = _range("subject.spacing_mm", v.get("spacing_mm", 3.0), 0.0, open_lo=True)[0]
+        return out
+    if "path" not in v:
+        raise ValueError(f"config: subject.path: required for subject kind {kind!r}")
+    path = Path(str(v["path"]))
+    if not path.is_absolute() and base_dir is not None:
+        path = base_dir / path
+    path = path.resolve()
+    if not path.exists():
+        raise FileNotFoundError(f"config: subject.path: {str(path)!r} does not exist")
+    out["path"] = str(path)
+    if kind == "volume":
+        out["units"] = _choice("subject.units", v.get("units", "hu"), ("hu", "mu"))
+        sp = v.get("spacing_mm")
+        out["spacing_mm"] = None if sp is None else _range("subject.spacing_mm", sp, 0.0, open_lo=True)[0]
+    else:
+        out["voxel_mm"] = _range("subject.voxel_mm", v.get("voxel_mm", 0.5), 0.0, open_lo=True)[0]
+    return out
+
+
+def validate_config(raw: Mapping[str, Any], base_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """Fill defaults and check every key and range; returns the normalised config.
+
+    Ranges become ``[lo, hi]`` lists, so two configs that mean the same compare equal.
+
+    Raises:
+        ValueError: an unknown key, a wrong type, an empty or impossible range (e.g. a stereo
+            angle outside (0, 180) deg, an SID range reaching the SDD range), naming the key.
+        FileNotFoundError: the subject file does not exist.
+    """
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"config: expected a JSON object, got {type(raw).__name__}")
+    if raw.get("schema", SCHEMA) != SCHEMA:
+        raise ValueError(f"config: schema: expected {SCHEMA!r}, got {raw.get('schema')!r}")
+    cfg = _merge(DEFAULT_CONFIG, raw, "")
+    seed = cfg["seed"]
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"config: seed: expected a non-negative integer, got {seed!r}")
+    cfg["subject"] = _subject(cfg["subject"], Path(base_dir) if base_dir is not None else None)
+    # NIST tables (stereodrr.volume.WATER_MASS_ATTENUATION) span 10-200 keV.
+    cfg["energy_kev"] = _range("energy_kev", cfg["energy_kev"], 10.0, 200.0)[0]
+
+    rig = cfg["rig"]
+    rig["kind"] = _choice("rig.kind", rig["kind"], RIG_KINDS)
+    rig["views"] = _positive_int("rig.views", rig["views"], 2)
+    if rig["kind"] != "arc" and rig["views"] != 2:
+        raise ValueError(f"config: rig.views: a {rig['kind']} rig has 2 views, got {rig['views']} (use kind 'arc')")
+    rig["stereo_angle_deg"] = _range("rig.stereo_angle_deg", rig["stereo_angle_deg"], 0.0, 179.0, open_lo=True)
+    rig["sid_mm"] = _range("rig.sid_mm", rig["sid_mm"], 0.0, open_lo=True)
+    rig["sdd_mm"] = _range("rig.sdd_mm", rig["sdd_mm"], 0.0, open_lo=True)
+    if rig["sid_mm"][1] >= rig["sdd_mm"][0]:
+        raise ValueError(f"config: rig.sid_mm: every SID must be below every SDD (the isocenter lies between "
+                         f"source and detector), but max SID {rig['sid_mm'][1]:g} >= min SDD {rig['sdd_mm'][0]:g}")
+    rig["pixel_spacing_mm"] = _range("rig.pixel_spacing_mm", rig["pixel_spacing_mm"], 0.0, open_lo=True)
+    rig["detector_px"] = _detector_sizes("rig.detector_px", rig["detector_px"])
+
+    pose = cfg["pose"]
+    pose["rotation_deg"] = _ranges3("pose.rotation_deg", pose["rotation_deg"], 180.0)
+    pose["translation_mm"] = _ranges3("pose.translation_mm", pose["translation_mm"], math.inf)
+
+    det = cfg["detector"]
+    det["photons_per_pixel"] = _range("detector.photons_per_pixel", det["photons_per_pixel"], 0.0, open_lo=True)
+    det["noise"] = _choice("detector.noise", det["noise"], NOISE_MODELS)
+    det["electronic_sigma"] = _range("detector.electronic_sigma", det["electronic_sigma"], 0.0)
+    det["blur_px"] = _range("detector.blur_px", det["blur_px"], 0.0)
+    if det["noise"] == "none" and det["electronic_sigma"][1] > 0:
+        raise ValueError("config: detector.electronic_sigma: must be 0 with detector.noise 'none'")
+
+    render = cfg["render"]
+    render["mode"] = _choice("render.mode", render["mode"], RENDER_MODES)
+    if render["step_mm"] is not None:
+        render["step_mm"] = _range("render.step_mm", render["step_mm"], 0.0, open_lo=True)[0]
+    cfg["output"]["format"] = _choice("output.format", cfg["output"]["format"], FORMATS)
+    return cfg

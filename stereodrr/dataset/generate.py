@@ -1,0 +1,349 @@
+"""Render and write a stereo dataset: per item a sampled rig, subject pose and dose, every view
+through the renderer and the detector model, images and the item record written atomically;
+items spread over a Dask cluster (a local one by default), resumable and shardable.
+
+Guarantees:
+    * item ``i`` depends only on ``(seed, i)`` (:mod:`stereodrr.dataset.sample`), so shards,
+      workers and resumed runs produce the same bytes;
+    * an item is complete when its ``item.json`` exists, written after its images; an item that
+      fails (exception, full disk) deletes its folder, and one whose worker died is deleted and
+      redone by ``resume``; the manifest lists complete items only;
+    * an output folder holding another dataset is refused; the same dataset is continued only
+      with ``resume``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import cv2
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .. import __version__
+from .._io import atomic_path, atomic_write_text
+from ..geometry import transform_points
+from ..render import render_drr, render_spheres
+from ..render.detector import detect, to_uint16
+from .config import SCHEMA, canonical_json, config_digest
+from .manifest import (
+    ROOT_FILE, is_complete, item_dir, rebuild_manifest, remove_incomplete, sha256_file,
+    write_item_record,
+)
+from .sample import ItemSample, item_pose, item_rig, sample_item
+from .subject import load_subject, posed_volume
+
+__all__ = ["parse_shard", "shard_indices", "prepare_output", "render_item", "write_item", "generate_dataset",
+           "GenerationReport", "RenderedItem", "RenderedView", "IMAGE_SUFFIX"]
+
+IMAGE_SUFFIX = {"png16": ".png", "tiff32": ".tiff"}
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"i/n"`` -> ``(i, n)`` with ``0 <= i < n``.
+
+    Raises:
+        ValueError: malformed or out of range.
+    """
+    try:
+        i_text, n_text = text.split("/")
+        i, n = int(i_text), int(n_text)
+    except ValueError:
+        raise ValueError(f"shard: expected 'i/n' with integers (e.g. 0/4), got {text!r}") from None
+    if not (n >= 1 and 0 <= i < n):
+        raise ValueError(f"shard: expected 0 <= i < n, got {text!r}")
+    return i, n
+
+
+def shard_indices(n_items: int, shard: tuple[int, int] = (0, 1)) -> list[int]:
+    """Items of shard ``i/n``: every index ``k < n_items`` with ``k mod n == i`` (interleaved, so
+    shards stay balanced when items grow in cost with the index)."""
+    if int(n_items) != n_items or n_items < 0:
+        raise ValueError(f"n: expected a non-negative number of items, got {n_items}")
+    i, n = shard
+    return list(range(i, int(n_items), n))
+
+
+def _first_difference(a: Any, b: Any, where: str = "") -> str:
+    """Dotted path of the first key where two JSON-like configs differ."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b)):
+            if a.get(k, None) != b.get(k, None) or (k in a) != (k in b):
+                return _first_difference(a.get(k), b.get(k), f"{where}{k}.")
+    return where.rstrip(".") or "<root>"
+
+
+def prepare_output(out: str | os.PathLike[str], config: Mapping[str, Any], indices: Iterable[int],
+                   resume: bool) -> Path:
+    """Create or check the dataset folder and clean this run's interrupted items.
+
+    * empty or new folder: writes ``dataset.json``;
+    * folder of a dataset with another config: refused (always);
+    * folder of the same dataset: refused unless ``resume`` when any of ``indices`` is already on
+      disk (complete or interrupted) -- another shard may join without ``resume``; with
+      ``resume``, the interrupted items among ``indices`` are deleted (to be redone).
+
+    Raises:
+        ValueError: the folder holds something else, another dataset, or this run's items
+            without ``resume``.
+    """
+    root = Path(out)
+    if root.exists() and not root.is_dir():
+        raise ValueError(f"output {str(root)!r} is a file, expected a folder")
+    meta_path = root / ROOT_FILE
+    digest = config_digest(config)
+    indices = list(indices)
+    if meta_path.is_file():
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            theirs = meta["config"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise ValueError(f"output {str(root)!r}: {ROOT_FILE} is unreadable; not a stereodrr dataset folder") from None
+        if config_digest(theirs) != digest:
+            key = _first_difference(theirs, dict(config))
+            raise ValueError(f"output {str(root)!r} holds another dataset (its config differs at {key!r}); "
+                             "choose another folder or use that dataset's config")
+        present = [i for i in indices if item_dir(root, i).exists()]
+        if present and not resume:
+            raise ValueError(f"output {str(root)!r} already holds {len(present)} item(s) of this run "
+                             f"(first: {present[0]}); pass --resume to continue it")
+        if resume:
+            remove_incomplete(root, indices)
+        return root
+    if root.is_dir() and any(root.iterdir()):
+        raise ValueError(f"output {str(root)!r} is not empty and holds no stereodrr dataset ({ROOT_FILE} missing); "
+                         "choose an empty or new folder")
+    atomic_write_text(meta_path, json.dumps(
+        {"schema": SCHEMA, "stereodrr_version": __version__, "config_sha256": digest, "config": config}, indent=1))
+    return root
+
+
+@dataclass
+class RenderedView:
+    """One detector image and its geometry.
+
+    Attributes:
+        camera: the view's :class:`~stereodrr.geometry.Camera`.
+        image: ``(H, W)`` uint16 (png16) or float32 (tiff32) detector counts times ``scale``.
+        scale: stored value per photon (``counts = image / scale``).
+        markers_uv: ``(M, 2)`` exact projected marker centres in pixels.
+    """
+
+    camera: Any
+    image: np.ndarray
+    scale: float
+    markers_uv: np.ndarray
+
+
+@dataclass
+class RenderedItem:
+    """One rendered item before writing: its sample, subject pose ``(4, 4)``, isocenter ``(3,)``,
+    views by name, marker ids ``(M,)`` and posed marker centres ``(M, 3)`` (world mm)."""
+
+    sample: ItemSample
+    pose: np.ndarray
+    isocenter: np.ndarray
+    views: dict[str, RenderedView]
+    marker_ids: np.ndarray
+    markers_xyz: np.ndarray
+
+
+def render_item(config: Mapping[str, Any], index: int) -> RenderedItem:
+    """Sample item ``index``, render its views (CT plus analytic markers) and apply the detector.
+
+    Images are ``I0 exp(-L)`` with Poisson and read-out noise (seed ``noise_seed + v`` for view
+    ``v``) and detector blur (:func:`stereodrr.render.detector.detect`); ``png16`` quantises the
+    counts to 16 bits with the scale that maps the image maximum to 65535
+    (:func:`stereodrr.render.detector.to_uint16`), ``tiff32`` keeps float32 counts (scale 1).
+    """
+    sample = sample_item(config, index)
+    subject = load_subject(config)
+    iso = subject.center
+    T = item_pose(sample, iso)
+    rig = item_rig(sample, iso)
+    xyz = transform_points(T, subject.marker_centers)
+    render, det = config["render"], config["detector"]
+    with torch.no_grad():
+        L = render_drr(posed_volume(subject.volume, T), rig, mode=render["mode"], step_mm=render["step_mm"])
+        if subject.has_markers:
+            L = L + render_spheres(xyz, subject.marker_diameters, subject.marker_mu, rig, dtype=L.dtype)[0]
+        poisson = det["noise"] == "poisson"
+        views = {}
+        for v, name in enumerate(rig.names):
+            counts = detect(L[v], sample.photons_per_pixel if poisson else None,
+                            electronic_sigma=sample.electronic_sigma, detector_blur_px=sample.blur_px,
+                            seed=sample.noise_seed + v)
+            if not poisson:  # the expected intensity comes out normalised (I0 = 1)
+                counts = counts * sample.photons_per_pixel
+            if config["output"]["format"] == "png16":
+                image, scale = to_uint16(counts.clamp_min(0.0))
+            else:
+                image, scale = counts.numpy().astype(np.float32), 1.0
+            cam = rig[name]
+            views[name] = RenderedView(cam, image, scale, cam.project(xyz)[0] if len(xyz) else np.zeros((0, 2)))
+    return RenderedItem(sample, T, iso, views, subject.marker_ids, xyz)
+
+
+def _write_image(path: Path, image: np.ndarray) -> None:
+    with atomic_path(path) as tmp:
+        # cv2.imwrite reports failure (full disk, unwritable folder) by returning False, not raising.
+        if not cv2.imwrite(str(tmp), image):
+            raise OSError(f"could not write image {str(path)!r} (disk full or folder not writable?)")
+
+
+def _flat(a: np.ndarray) -> list[float]:
+    return [float(x) for x in np.asarray(a, dtype=np.float64).ravel()]
+
+
+def write_item(root: str | os.PathLike[str], config: Mapping[str, Any], index: int,
+               torch_threads: int | None = None) -> bool:
+    """Render item ``index`` and write its images, then its record (the completion marker).
+
+    Any failure (including a full disk) deletes the item's folder before re-raising, so no
+    partial item stays on disk.
+
+    Args:
+        root: dataset folder (prepared by :func:`prepare_output`).
+        config: validated config.
+        index: item number.
+        torch_threads: intra-op threads of this process (workers use 1 so N workers use N cores).
+
+    Returns:
+        False when the item was already complete (nothing written), else True.
+    """
+    if torch_threads is not None:
+        torch.set_num_threads(int(torch_threads))
+    root = Path(root)
+    if is_complete(root, index):
+        return False
+    folder = item_dir(root, index)
+    try:
+        item = render_item(config, index)
+        s = item.sample
+        suffix = IMAGE_SUFFIX[config["output"]["format"]]
+        views = []
+        for v, (name, view) in enumerate(item.views.items()):
+            path = folder / f"{name}{suffix}"
+            _write_image(path, view.image)
+            cam = view.camera
+            views.append({
+                "view": name, "view_index": v, "file": path.relative_to(root).as_posix(),
+                "sha256": sha256_file(path), "bytes": path.stat().st_size, "format": config["output"]["format"],
+                "scale": view.scale, "width": cam.width, "height": cam.height,
+                "K": _flat(cam.K), "R": _flat(cam.R), "t": _flat(cam.t), "P": _flat(cam.P),
+                "markers_uv": _flat(view.markers_uv),
+                "markers_in_image": [bool(b) for b in cam.in_image(view.markers_uv)] if len(view.markers_uv) else [],
+            })
+        write_item_record(root, index, {
+            "item": index, "seed": s.seed, "rig_kind": s.rig_kind, "stereo_angle_deg": s.stereo_angle_deg,
+            "sid_mm": s.sid_mm, "sdd_mm": s.sdd_mm, "pixel_spacing_mm": s.pixel_spacing_mm,
+            "photons_per_pixel": s.photons_per_pixel, "noise": config["detector"]["noise"],
+            "electronic_sigma": s.electronic_sigma, "blur_px": s.blur_px, "noise_seed": s.noise_seed,
+            "pose": _flat(item.pose), "rotation_deg": list(s.rotation_deg), "translation_mm": list(s.translation_mm),
+            "isocenter": _flat(item.isocenter), "marker_ids": [int(i) for i in item.marker_ids],
+            "markers_xyz": _flat(item.markers_xyz), "views": views,
+        })
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return True
+
+
+@dataclass
+class GenerationReport:
+    """What a run did: folder, items asked for (this shard), already complete, written, failed
+    (index -> error), and manifest rows."""
+
+    root: Path
+    requested: int
+    skipped: int
+    written: int
+    failed: dict[int, str] = field(default_factory=dict)
+    manifest_rows: int = 0
+
+
+def _run_dask(todo: Sequence[int], root: Path, config: Mapping[str, Any], workers: int, scheduler: str | None,
+              torch_threads: int, bar: tqdm) -> tuple[int, dict[int, str]]:
+    from distributed import Client, LocalCluster, as_completed
+
+    if scheduler is not None:
+        cluster, client = None, Client(scheduler)
+    else:
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+        client = Client(cluster)
+    written, failed = 0, {}
+    try:
+        task = functools.partial(write_item, str(root), dict(config), torch_threads=torch_threads)
+        futures = client.map(task, todo, pure=False)
+        index_of = {f.key: i for f, i in zip(futures, todo)}
+        for fut in as_completed(futures):
+            try:
+                written += bool(fut.result())
+            except Exception as exc:  # a failed item is reported, the others go on
+                failed[index_of[fut.key]] = f"{type(exc).__name__}: {exc}"
+            bar.update(1)
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+    return written, failed
+
+
+def generate_dataset(
+    config: Mapping[str, Any],
+    out: str | os.PathLike[str],
+    n: int,
+    *,
+    resume: bool = False,
+    shard: tuple[int, int] = (0, 1),
+    workers: int = 1,
+    scheduler: str | None = None,
+    torch_threads: int = 1,
+    progress: bool = True,
+) -> GenerationReport:
+    """Generate items ``0 .. n-1`` of shard ``i/n`` into ``out`` and rebuild the manifest.
+
+    Args:
+        config: validated config (:func:`stereodrr.dataset.config.load_config`).
+        out: dataset folder.
+        n: number of items in the whole dataset.
+        resume: continue a dataset in ``out`` (complete items are skipped, interrupted ones redone).
+        shard: ``(i, n_shards)``: this run does the items ``k`` with ``k mod n_shards == i``.
+        workers: local Dask worker processes; ``0`` renders in this process without Dask.
+        scheduler: address of a running Dask scheduler (``tcp://host:port``); overrides ``workers``.
+            Its workers need stereodrr installed and ``out`` (and the subject file) on a shared path.
+        torch_threads: torch intra-op threads per Dask worker.
+        progress: show a tqdm bar.
+
+    Returns:
+        A :class:`GenerationReport`; items that failed are listed there (and absent from the
+        manifest), the others are written.
+    """
+    if int(workers) != workers or workers < 0:
+        raise ValueError(f"workers: expected a non-negative integer, got {workers}")
+    indices = shard_indices(n, shard)
+    root = prepare_output(out, config, indices, resume)
+    todo = [i for i in indices if not is_complete(root, i)]
+    bar = tqdm(total=len(todo), desc=f"items (shard {shard[0]}/{shard[1]})", unit="item", disable=not progress)
+    failed: dict[int, str] = {}
+    written = 0
+    with bar:
+        if scheduler is None and workers == 0:
+            for i in todo:
+                try:
+                    written += write_item(root, config, i)
+                except Exception as exc:  # a failed item is reported, the others go on
+                    failed[i] = f"{type(exc).__name__}: {exc}"
+                bar.update(1)
+        elif todo:
+            written, failed = _run_dask(todo, root, config, workers, scheduler, torch_threads, bar)
+    manifest = rebuild_manifest(root)
+    return GenerationReport(root, len(indices), len(indices) - len(todo), written, dict(sorted(failed.items())),
+                            len(manifest))

@@ -1,0 +1,182 @@
+import errno
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from stereodrr.dataset import (
+    complete_items, generate_dataset, item_dir, item_rig, load_manifest, parse_shard, rebuild_manifest,
+    sample_item, shard_indices, validate_config,
+)
+from stereodrr.dataset import generate as gen
+from stereodrr.dataset.manifest import sha256_file
+
+
+def _checksums(root):
+    m = load_manifest(root)
+    return dict(zip(zip(m["item"], m["view"]), m["sha256"]))
+
+
+def _leftovers(root):
+    """Every file on disk that no complete item or dataset file accounts for."""
+    listed = {str(root / f) for f in load_manifest(root)["file"]}
+    listed |= {str(root / "dataset.json"), str(root / "manifest.parquet")}
+    listed |= {str(item_dir(root, i) / "item.json") for i in complete_items(root)}
+    return sorted(str(p) for p in root.rglob("*") if p.is_file() and str(p) not in listed)
+
+
+def test_generate_writes_images_and_manifest(tmp_path, tiny_config):
+    report = generate_dataset(tiny_config, tmp_path / "ds", 3, workers=0, progress=False)
+    assert (report.requested, report.written, report.skipped, report.failed) == (3, 3, 0, {})
+    m = load_manifest(tmp_path / "ds")
+    assert len(m) == report.manifest_rows == 6 and list(m["view"][:2]) == ["left", "right"]
+    for _, row in m.iterrows():
+        path = tmp_path / "ds" / row["file"]
+        assert sha256_file(path) == row["sha256"] and path.stat().st_size == row["bytes"]
+        img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        assert img.dtype == np.uint16 and img.shape == (24, 32) and img.max() == 65535
+        cam = item_rig(sample_item(tiny_config, int(row["item"])), np.zeros(3))[row["view"]]
+        assert np.array_equal(np.reshape(row["K"], (3, 3)), cam.K)
+        assert np.array_equal(np.reshape(row["R"], (3, 3)), cam.R) and np.array_equal(row["t"], cam.t)
+        assert np.allclose(np.reshape(row["P"], (3, 4)), cam.P, rtol=1e-12)
+    assert _leftovers(tmp_path / "ds") == []
+
+
+def test_tiff32_stores_counts(tmp_path, tiny_raw):
+    tiny_raw["output"] = {"format": "tiff32"}
+    tiny_raw["detector"] = {"noise": "none", "photons_per_pixel": 1000}
+    generate_dataset(validate_config(tiny_raw), tmp_path / "ds", 1, workers=0, progress=False)
+    row = load_manifest(tmp_path / "ds").iloc[0]
+    img = cv2.imread(str(tmp_path / "ds" / row["file"]), cv2.IMREAD_UNCHANGED)
+    assert img.dtype == np.float32 and row["scale"] == 1.0
+    # Noise-free counts lie between I0 exp(-L_max) and I0 (air).
+    assert 0 < img.min() < img.max() <= 1000 * (1 + 1e-6)
+
+
+def test_shards_and_workers_give_the_same_bytes(tmp_path, tiny_config):
+    generate_dataset(tiny_config, tmp_path / "full", 5, workers=0, progress=False)
+    for k in range(3):
+        r = generate_dataset(tiny_config, tmp_path / "sharded", 5, shard=(k, 3), workers=0, progress=False)
+        assert r.requested == len(shard_indices(5, (k, 3)))
+    assert _checksums(tmp_path / "full") == _checksums(tmp_path / "sharded")
+    assert shard_indices(10, (1, 4)) == [1, 5, 9]
+    assert parse_shard("2/5") == (2, 5)
+    for bad in ("5/5", "-1/2", "1-2", "a/b", "1/0"):
+        with pytest.raises(ValueError, match="shard"):
+            parse_shard(bad)
+
+
+def test_resume_skips_complete_items(tmp_path, tiny_config):
+    generate_dataset(tiny_config, tmp_path / "ds", 2, workers=0, progress=False)
+    before = _checksums(tmp_path / "ds")
+    r = generate_dataset(tiny_config, tmp_path / "ds", 4, resume=True, workers=0, progress=False)
+    assert (r.skipped, r.written, r.manifest_rows) == (2, 2, 8)
+    after = _checksums(tmp_path / "ds")
+    assert all(after[k] == v for k, v in before.items())
+    generate_dataset(tiny_config, tmp_path / "ref", 4, workers=0, progress=False)
+    assert after == _checksums(tmp_path / "ref")
+
+
+def test_output_folder_holding_another_dataset_is_refused(tmp_path, tiny_config, tiny_raw):
+    out = tmp_path / "ds"
+    generate_dataset(tiny_config, out, 2, workers=0, progress=False)
+    with pytest.raises(ValueError, match="pass --resume"):
+        generate_dataset(tiny_config, out, 2, workers=0, progress=False)
+    tiny_raw["rig"]["stereo_angle_deg"] = [4, 6]
+    for resume in (False, True):
+        with pytest.raises(ValueError, match="another dataset.*'rig.stereo_angle_deg'"):
+            generate_dataset(validate_config(tiny_raw), out, 2, resume=resume, workers=0, progress=False)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="not empty and holds no stereodrr dataset"):
+        generate_dataset(tiny_config, tmp_path / "other", 1, workers=0, progress=False)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ValueError, match="is a file"):
+        generate_dataset(tiny_config, tmp_path / "file", 1, workers=0, progress=False)
+    # A new shard may join the same dataset without --resume.
+    generate_dataset(tiny_config, out, 6, shard=(2, 3), workers=0, progress=False)
+    assert complete_items(out) == [0, 1, 2, 5]
+
+
+def test_full_disk_mid_item_leaves_no_partial_files(tmp_path, tiny_config, monkeypatch):
+    real_write = gen._write_image
+    calls = []
+
+    def disk_fills(path, image):
+        calls.append(path)
+        if "0000001" in str(path) and path.name.startswith("right"):
+            # As a full disk would: part of the file is on disk when the write fails.
+            path.with_name(f".{path.name}.partial").write_bytes(b"\x89PNG")
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        real_write(path, image)
+
+    monkeypatch.setattr(gen, "_write_image", disk_fills)
+    r = generate_dataset(tiny_config, tmp_path / "ds", 3, workers=0, progress=False)
+    assert list(r.failed) == [1] and "No space left" in r.failed[1] and r.written == 2
+    assert not item_dir(tmp_path / "ds", 1).exists()
+    assert sorted(load_manifest(tmp_path / "ds")["item"].unique()) == [0, 2]
+    assert _leftovers(tmp_path / "ds") == []
+    monkeypatch.setattr(gen, "_write_image", real_write)
+    r = generate_dataset(tiny_config, tmp_path / "ds", 3, resume=True, workers=0, progress=False)
+    assert (r.written, r.skipped, r.failed) == (1, 2, {})
+    generate_dataset(tiny_config, tmp_path / "ref", 3, workers=0, progress=False)
+    assert _checksums(tmp_path / "ds") == _checksums(tmp_path / "ref")
+
+
+def test_killed_worker_leftovers_are_ignored_then_redone(tmp_path, tiny_config):
+    out = tmp_path / "ds"
+    generate_dataset(tiny_config, out, 3, workers=0, progress=False)
+    ref = _checksums(out)
+    # What a worker killed mid-item leaves: one finished image, a temporary file, no record;
+    # and a killed manifest rewrite leaves its temporary file.
+    d = item_dir(out, 2)
+    (d / "item.json").unlink()
+    (d / ".right.png.abc123.png").write_bytes(b"\x89PNG\r\n")
+    (out / ".manifest.parquet.xyz.parquet").write_bytes(b"PAR1")
+    assert sorted(rebuild_manifest(out)["item"].unique()) == [0, 1]
+    r = generate_dataset(tiny_config, out, 3, resume=True, workers=0, progress=False)
+    assert (r.skipped, r.written) == (2, 1)
+    assert _checksums(out) == ref and _leftovers(out) == []
+
+
+def test_corrupt_item_record_is_named(tmp_path, tiny_config):
+    out = tmp_path / "ds"
+    generate_dataset(tiny_config, out, 1, workers=0, progress=False)
+    (item_dir(out, 0) / "item.json").write_text("{")
+    with pytest.raises(ValueError, match="item.json.*not valid JSON"):
+        rebuild_manifest(out)
+    (item_dir(out, 0) / "item.json").write_text(json.dumps({"schema": "x"}))
+    with pytest.raises(ValueError, match="expected schema"):
+        rebuild_manifest(out)
+
+
+def test_local_dask_cluster(tmp_path, tiny_config):
+    r = generate_dataset(tiny_config, tmp_path / "dask", 3, workers=1, progress=False)
+    assert (r.written, r.failed) == (3, {})
+    generate_dataset(tiny_config, tmp_path / "serial", 3, workers=0, progress=False)
+    assert _checksums(tmp_path / "dask") == _checksums(tmp_path / "serial")
+
+
+def test_phantom_markers_ground_truth(tmp_path):
+    from pathlib import Path
+
+    from stereodrr.phantoms import load_phantom
+    from stereodrr.geometry import transform_points
+
+    phantom_file = Path(__file__).resolve().parents[2] / "phantoms" / "lego_cube.json"
+    cfg = validate_config({"subject": {"kind": "phantom", "path": str(phantom_file), "voxel_mm": 3.0},
+                           "rig": {"detector_px": [48, 48], "pixel_spacing_mm": 3.0}})
+    generate_dataset(cfg, tmp_path / "ds", 2, workers=0, progress=False)
+    truth = load_phantom(phantom_file).marker_table()
+    m = load_manifest(tmp_path / "ds")
+    for _, row in m.iterrows():
+        assert list(row["marker_ids"]) == list(truth["marker_id"])
+        T = np.reshape(row["pose"], (4, 4))
+        xyz = np.reshape(row["markers_xyz"], (-1, 3))
+        assert np.allclose(xyz, transform_points(T, truth[["x", "y", "z"]].to_numpy()), atol=1e-9)
+        # Exact projected centres: x ~ P (X, 1).
+        P = np.reshape(row["P"], (3, 4))
+        h = np.c_[xyz, np.ones(len(xyz))] @ P.T
+        assert np.allclose(np.reshape(row["markers_uv"], (-1, 2)), h[:, :2] / h[:, 2:], atol=1e-8)
+        assert len(row["markers_in_image"]) == len(xyz)
