@@ -15,7 +15,7 @@ from typing import Sequence
 from .. import __version__
 
 # Sub-command modules, in the order `--help` lists them.
-COMMANDS = ["rig"]
+COMMANDS = ["rig", "phantom", "render", "dataset"]
 
 
 def build_parser() -> argparse.ArgumentParser:
