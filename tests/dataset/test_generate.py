@@ -180,3 +180,14 @@ def test_phantom_markers_ground_truth(tmp_path):
         h = np.c_[xyz, np.ones(len(xyz))] @ P.T
         assert np.allclose(np.reshape(row["markers_uv"], (-1, 2)), h[:, :2] / h[:, 2:], atol=1e-8)
         assert len(row["markers_in_image"]) == len(xyz)
+
+
+@pytest.mark.slow
+def test_running_scheduler_address(tmp_path, tiny_config):
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        r = generate_dataset(tiny_config, tmp_path / "ds", 4, scheduler=cluster.scheduler_address, progress=False)
+    assert (r.written, r.failed) == (4, {})
+    generate_dataset(tiny_config, tmp_path / "serial", 4, workers=0, progress=False)
+    assert _checksums(tmp_path / "ds") == _checksums(tmp_path / "serial")
