@@ -1,0 +1,298 @@
+"""The whole calibration from images: detect -> identify -> F (every method) -> epipolar
+validation -> DLT -> triangulation, with every error measured against what is known.
+
+Inputs are what a user has: one image per view, the phantom's marker table (the known 3D side
+of the DLT, in the world frame the calibration will use) and a nominal rig (only the detector
+sizes and a starting point for identifying the markers). With ``truth`` (the rig that really
+took the images, known in simulation) the calibrated geometry is also compared with it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from ..geometry import StereoRig, fundamental_from_cameras, matrix_to_rotvec
+from .detect import detect_markers
+from .dlt import RigCalibration, calibrate_rig, opencv_crosscheck
+from .fundamental import METHODS as F_METHODS
+from .fundamental import FundamentalEstimate, estimate_fundamental
+from .identify import Identification, identify_markers, match_views
+from .triangulate import METHODS as TRI_METHODS
+from .triangulate import Triangulation, error_table, triangulate
+from .validate import EpipolarReport, compare_fundamental, validate_epipolar
+
+__all__ = ["StereoCalibration", "calibrate_stereo", "check_images", "held_out_points"]
+
+
+def check_images(images: Mapping[str, np.ndarray], rig: StereoRig) -> None:
+    """Raise unless there is one 2D image per rig view (>= 2) with the view's detector size."""
+    missing = [n for n in rig.names if n not in images]
+    extra = [n for n in images if n not in rig.names]
+    if missing or extra:
+        raise ValueError(f"images: expected one image per rig view {rig.names}; missing {missing}, unknown {extra}")
+    if len(images) < 2:
+        raise ValueError(f"images: a stereo calibration needs at least 2 views, got {len(images)}")
+    for n, img in images.items():
+        shape = np.shape(img)
+        cam = rig[n]
+        if len(shape) != 2:
+            raise ValueError(f"image {n!r}: expected a 2D (H, W) image, got shape {shape}")
+        if shape != (cam.height, cam.width):
+            raise ValueError(f"image {n!r}: {shape[1]}x{shape[0]} px (W x H) but the rig's view {n!r} has a "
+                             f"{cam.width}x{cam.height} detector")
+
+
+def held_out_points(markers: pd.DataFrame, rig: StereoRig, n: int = 300, seed: int = 0,
+                    names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    """Correspondences never used by any estimate: ``n`` random 3D points in the markers'
+    bounding box (grown by 10 %), projected by ``rig`` (kept where they fall on every detector)."""
+    X = markers[["x", "y", "z"]].to_numpy(np.float64)
+    lo, hi = X.min(axis=0), X.max(axis=0)
+    pad = 0.1 * (hi - lo)
+    P = np.random.default_rng(seed).uniform(lo - pad, hi + pad, (n, 3))
+    names = list(names or rig.names)
+    uv = {k: rig[k].project(P)[0] for k in names}
+    keep = np.all([rig[k].in_image(uv[k]) for k in names], axis=0)
+    return {k: v[keep] for k, v in uv.items()}
+
+
+@dataclass
+class StereoCalibration:
+    """Everything :func:`calibrate_stereo` found; :meth:`report` is the JSON-ready summary."""
+
+    views: list[str]
+    detections: dict[str, pd.DataFrame]
+    identified: dict[str, Identification]
+    ids: np.ndarray
+    uv: dict[str, np.ndarray]
+    fundamental: dict[str, FundamentalEstimate]
+    epipolar: dict[str, EpipolarReport]
+    heldout: dict[str, dict]
+    best_method: str
+    nominal_epipolar: EpipolarReport
+    calibration: RigCalibration
+    crosscheck: dict[str, dict]
+    triangulations: dict[str, Triangulation]
+    errors: pd.DataFrame
+    loo_errors: pd.DataFrame
+    sigma_px: float
+    detection_errors_px: dict[str, np.ndarray] = field(default_factory=dict)
+    truth_comparison: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def rig(self) -> StereoRig:
+        return self.calibration.rig
+
+    def report(self) -> dict:
+        """JSON-ready summary (the keys of ``report.json``)."""
+        e = self.errors
+        rms = lambda x: float(np.sqrt(np.mean(np.square(x))))  # noqa: E731
+        out = {
+            "epipolar_error_px": self.epipolar[self.best_method].mean_symmetric_px,
+            "epipolar_method": self.best_method,
+            "epipolar_passed": self.epipolar[self.best_method].passed,
+            "epipolar_threshold_px": self.epipolar[self.best_method].threshold_px,
+            "nominal_rig_epipolar_error_px": self.nominal_epipolar.mean_symmetric_px,
+            "reprojection_rms_px": self.calibration.rms_px,
+            "triangulation_rms_mm": rms(e["error_mm"]),
+            "triangulation_depth_rms_mm": rms(e["depth_mm"]),
+            "triangulation_inplane_rms_mm": rms(e["inplane_mm"]),
+            "predicted_depth_rms_mm": rms(e["predicted_depth_mm"]),
+            "predicted_inplane_rms_mm": rms(e["predicted_inplane_mm"]),
+            "triangulation_heldout_rms_mm": rms(self.loo_errors["error_mm"]),
+            "triangulation_heldout_depth_rms_mm": rms(self.loo_errors["depth_mm"]),
+            "crossing_line_mean_mm": float(e["crossing_mm"].mean()),
+            "image_sigma_px": self.sigma_px,
+            "markers_used": int(len(self.ids)),
+            "seconds": self.seconds,
+            "views": self.views,
+            "detection": {
+                n: {"detected": int(len(self.detections[n])), "identified": int(len(self.identified[n].table)),
+                    "unmatched_detections": len(self.identified[n].unmatched),
+                    "missing_markers": self.identified[n].missing,
+                    **({"rms_vs_truth_px": rms(self.detection_errors_px[n])} if n in self.detection_errors_px else {})}
+                for n in self.views
+            },
+            "fundamental": {
+                m: {"method_used": f.method_used, "note": f.note, "degeneracy": f.degeneracy,
+                    "inliers": int(f.inliers.sum()), **self.epipolar[m].to_dict(), "heldout": self.heldout[m]}
+                for m, f in self.fundamental.items()
+            },
+            "dlt": self.calibration.to_dict(),
+            "opencv_crosscheck": self.crosscheck,
+            "triangulation_methods": {
+                m: {"rms_mm": rms(np.linalg.norm(t.points - self._truth_xyz(), axis=1)),
+                    "reprojection_rms_px": rms(t.reprojection_px)}
+                for m, t in self.triangulations.items()
+            },
+        }
+        if self.truth_comparison:
+            out["calibrated_vs_truth"] = self.truth_comparison
+        return out
+
+    def _truth_xyz(self) -> np.ndarray:
+        return self.errors[["x", "y", "z"]].to_numpy()
+
+    def summary(self) -> str:
+        """A plain-text table of the main numbers."""
+        r = self.report()
+        lines = ["F estimation (mean symmetric epipolar error on the markers | on held-out points):"]
+        for m, f in r["fundamental"].items():
+            used = f["method_used"] + (" *" if f["method_used"] != m else "")
+            lines.append(f"  {m:9s} ran {used:10s} inliers {f['inliers']:3d}  {f['mean_symmetric_px']:.4f} px | "
+                         f"{f['heldout']['mean_symmetric_px_est']:.4f} px" + ("  " + f["note"] if f["note"] else ""))
+        ep = self.epipolar[self.best_method]
+        lines += [
+            f"epipolar validation ({self.best_method}): {ep.summary()}",
+            f"nominal rig (uncalibrated) epipolar error: {r['nominal_rig_epipolar_error_px']:.3f} px",
+            f"DLT reprojection RMS: {r['reprojection_rms_px']:.4f} px ("
+            + ", ".join(f"{n} {v['rms_px']:.4f}" for n, v in r["dlt"]["views"].items()) + ")",
+            f"triangulation RMS ({len(self.ids)} markers, N-view): {r['triangulation_rms_mm']:.4f} mm "
+            f"(depth {r['triangulation_depth_rms_mm']:.4f}, in-plane {r['triangulation_inplane_rms_mm']:.4f}; "
+            f"predicted depth {r['predicted_depth_rms_mm']:.4f} for {self.sigma_px:.3f} px)",
+            f"triangulation RMS, leave-one-marker-out calibration: {r['triangulation_heldout_rms_mm']:.4f} mm",
+            f"crossing-line distance mean: {r['crossing_line_mean_mm']:.4f} mm",
+        ]
+        if self.detection_errors_px:
+            lines.append("detection RMS vs exact projected centres: " + ", ".join(
+                f"{n} {v['rms_vs_truth_px']:.4f} px" for n, v in r["detection"].items() if "rms_vs_truth_px" in v))
+        if self.truth_comparison:
+            lines.append("calibrated vs true rig: " + ", ".join(
+                f"{n}: source {v['source_error_mm']:.3f} mm, rotation {v['rotation_error_deg']:.4f} deg"
+                for n, v in self.truth_comparison.items()))
+        return "\n".join(lines)
+
+
+def _expected_diameters_px(markers: pd.DataFrame, rig: StereoRig) -> tuple[float, float]:
+    X = markers[["x", "y", "z"]].to_numpy(np.float64)
+    d = markers["diameter_mm"].to_numpy(np.float64) if "diameter_mm" in markers else np.full(len(X), 2.0)
+    sizes = np.concatenate([d * cam.K[0, 0] / cam.project(X)[1] for cam in rig.cameras.values()])
+    return 0.6 * float(sizes.min()), 1.4 * float(sizes.max())
+
+
+def calibrate_stereo(
+    images: Mapping[str, np.ndarray],
+    markers: pd.DataFrame,
+    nominal: StereoRig,
+    *,
+    kind: str = "auto",
+    epipolar_threshold_px: float = 1.0,
+    f_threshold_px: float = 1.0,
+    methods: Sequence[str] = tuple(F_METHODS),
+    shared_intrinsics: bool = False,
+    truth: StereoRig | None = None,
+    truth_centres_px: Mapping[str, np.ndarray] | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> StereoCalibration:
+    """Calibrate a stereo rig from images of a marker phantom.
+
+    Args:
+        images: view name -> ``(H, W)`` image (one per view of ``nominal``).
+        markers: the phantom's marker table (``marker_id, x, y, z, diameter_mm`` in world mm).
+        nominal: the nominal rig (detector sizes; starting point of the identification only).
+        kind: image kind for detection (``"auto"``, ``"line_integral"``, ``"intensity"``).
+        epipolar_threshold_px: the validation passes below this mean symmetric error.
+        f_threshold_px: inlier threshold of the robust F methods.
+        methods: F methods to run (keys of :data:`stereodrr.calib.fundamental.METHODS`).
+        shared_intrinsics: one K for all views in the DLT refinement.
+        truth: the rig that took the images (simulation), for the held-out F comparison and
+            the calibrated-vs-true geometry.
+        truth_centres_px: view -> exact projected centres in marker-table order (simulation),
+            for the detection error.
+        seed: seed of the robust estimators and the held-out points.
+
+    Raises:
+        ValueError: images missing, of the wrong size or not 2D; no markers found; markers not
+            identifiable; too few for F (8) or DLT (6) points; degenerate geometry.
+    """
+    t0 = time.perf_counter()
+    check_images(images, nominal)
+    names = nominal.names
+    dmin, dmax = _expected_diameters_px(markers, nominal)
+    detections, identified = {}, {}
+    for n in tqdm(names, desc="detect + identify", disable=not progress):
+        det = detect_markers(images[n], kind=kind, diameter_px=(dmin, dmax), name=f"image {n!r}")
+        detections[n] = det
+        identified[n] = identify_markers(det[["u", "v"]].to_numpy(), markers, nominal[n],
+                                         det["diameter_px"].to_numpy(), name=n)
+    ids, uv = match_views(identified)
+    table = markers.set_index("marker_id")
+    X_common = table.loc[ids, ["x", "y", "z"]].to_numpy(np.float64)
+    a, b = names[0], names[1]
+
+    fundamental, epipolar = {}, {}
+    for m in methods:
+        est = estimate_fundamental(uv[a], uv[b], method=m, threshold_px=f_threshold_px, seed=seed)
+        fundamental[m] = est
+        epipolar[m] = validate_epipolar(est.F, uv[a], uv[b], epipolar_threshold_px, ids=ids)
+    best = min(methods, key=lambda m: epipolar[m].mean_symmetric_px)
+    nominal_epipolar = validate_epipolar(fundamental_from_cameras(nominal[a], nominal[b]), uv[a], uv[b],
+                                         epipolar_threshold_px, ids=ids)
+
+    corr = {}
+    for n in names:
+        t = identified[n].table
+        corr[n] = (table.loc[t["marker_id"], ["x", "y", "z"]].to_numpy(np.float64), t[["u", "v"]].to_numpy())
+    calibration = calibrate_rig(corr, nominal.cameras, shared_intrinsics=shared_intrinsics)
+    crosscheck = {n: opencv_crosscheck(calibration.rig[n], *corr[n]) for n in names}
+
+    # The analytic F of the true rig (simulation) or of the calibrated one, on held-out points.
+    ref = truth if truth is not None else calibration.rig
+    held = held_out_points(markers, ref, seed=seed, names=[a, b])
+    F_ref = fundamental_from_cameras(ref[a], ref[b])
+    heldout = {m: compare_fundamental(f.F, F_ref, held[a], held[b]) for m, f in fundamental.items()}
+
+    # Image error per coordinate from the DLT residuals (2N residuals, 10 parameters per view).
+    n_res = sum(2 * len(c[1]) for c in corr.values())
+    n_par = 10 * len(names)
+    sigma = float(np.sqrt(sum(np.sum(v.errors_px**2) for v in calibration.views.values()) / max(n_res - n_par, 1)))
+
+    triangulations = {m: triangulate(calibration.rig.cameras, {n: uv[n] for n in (names if m == "nview" else [a, b])}, m)
+                      for m in TRI_METHODS}
+    errors = error_table(triangulations["nview"], X_common, calibration.rig.cameras, ids=ids, sigma_px=sigma)
+    errors[["x", "y", "z"]] = X_common
+
+    # Leave one marker out: calibrate without it, then triangulate it.
+    loo = []
+    for k, mid in enumerate(tqdm(ids, desc="leave-one-out", disable=not progress)):
+        sub = {}
+        for n in names:
+            keep = identified[n].table["marker_id"].to_numpy() != mid
+            sub[n] = (corr[n][0][keep], corr[n][1][keep])
+        cal_k = calibrate_rig(sub, nominal.cameras, shared_intrinsics=shared_intrinsics)
+        tri_k = triangulate(cal_k.rig.cameras, {n: uv[n][k:k + 1] for n in names}, "nview")
+        loo.append(error_table(tri_k, X_common[k:k + 1], cal_k.rig.cameras, ids=[mid]))
+    loo_errors = pd.concat(loo, ignore_index=True)
+
+    det_err = {}
+    if truth_centres_px is not None:
+        order = {mid: i for i, mid in enumerate(markers["marker_id"].to_numpy())}
+        for n in names:
+            t = identified[n].table
+            exact = np.asarray(truth_centres_px[n])[[order[m] for m in t["marker_id"]]]
+            det_err[n] = np.linalg.norm(t[["u", "v"]].to_numpy() - exact, axis=1)
+    truth_cmp = {}
+    if truth is not None:
+        for n in names:
+            c, tr = calibration.rig[n], truth[n]
+            truth_cmp[n] = {
+                "source_error_mm": float(np.linalg.norm(c.center - tr.center)),
+                "rotation_error_deg": float(np.degrees(np.linalg.norm(matrix_to_rotvec(c.R @ tr.R.T)))),
+                "focal_rel_error": float(np.max(np.abs(np.diag(c.K)[:2] / np.diag(tr.K)[:2] - 1))),
+                "principal_point_error_px": float(np.linalg.norm(c.K[:2, 2] - tr.K[:2, 2])),
+            }
+    return StereoCalibration(
+        views=names, detections=detections, identified=identified, ids=ids, uv=uv, fundamental=fundamental,
+        epipolar=epipolar, heldout=heldout, best_method=best, nominal_epipolar=nominal_epipolar,
+        calibration=calibration, crosscheck=crosscheck, triangulations=triangulations, errors=errors,
+        loo_errors=loo_errors, sigma_px=sigma, detection_errors_px=det_err, truth_comparison=truth_cmp,
+        seconds=time.perf_counter() - t0,
+    )

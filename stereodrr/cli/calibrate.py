@@ -1,0 +1,132 @@
+"""``stereodrr calibrate``: calibrate a stereo rig from a user's images of a marker phantom.
+
+Runs :func:`stereodrr.calib.pipeline.calibrate_stereo` (detect, identify, F with every method,
+epipolar validation, DLT, triangulation) and writes into the output folder: ``report.json``,
+``summary.txt``, ``markers.csv`` (per-marker errors), ``epipolar.csv``, the calibrated rig
+(``rig.json``, ``dlt_coefficients.csv``, ``opencv.yaml``) and the figures ``stereo_pair.png``
+and ``marker_errors.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from .._io import atomic_path, atomic_write_text
+from ..calib.detect import KINDS
+from ..calib.export import export_calibration
+from ..calib.fundamental import METHODS
+from ..calib.pipeline import StereoCalibration, calibrate_stereo
+from ..geometry import load_rig
+from ..phantoms import load_phantom
+from ..plot.calib import plot_marker_errors, plot_stereo_pair
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("calibrate", help="calibrate a stereo rig from images of a marker phantom",
+                       description="Detect and identify the phantom's markers, estimate F with every OpenCV "
+                                   "method, validate the epipolar error, DLT-calibrate and triangulate.")
+    p.add_argument("--images", nargs="+", required=True, metavar="IMAGE",
+                   help="one image per rig view, in the rig's view order (TIFF/PNG, 16-bit or float)")
+    p.add_argument("--phantom", required=True, help="phantom JSON with the markers (e.g. phantoms/lego_stereo.json)")
+    p.add_argument("--rig", required=True, help="nominal rig.json (detector sizes, starting point only)")
+    p.add_argument("-o", "--output", default="out", help="output folder")
+    p.add_argument("--kind", choices=KINDS, default="auto", help="image kind (default: decide from the image)")
+    p.add_argument("--threshold", type=float, default=1.0, help="epipolar pass threshold, mean px (default 1)")
+    p.add_argument("--shared-intrinsics", action="store_true", help="one K for all views in the DLT refinement")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=run)
+
+
+def read_image(path: str | os.PathLike[str]) -> np.ndarray:
+    """A single-channel image as stored (uint8/uint16/float32), via OpenCV."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"image {str(p)!r} does not exist")
+    img = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise ValueError(f"image {str(p)!r}: OpenCV cannot read it (expected TIFF, PNG, ...)")
+    if img.ndim != 2:
+        raise ValueError(f"image {str(p)!r}: expected a single-channel X-ray image, got shape {img.shape}")
+    return img
+
+
+def write_image(path: str | os.PathLike[str], image: np.ndarray) -> Path:
+    """Write a uint16 or float32 image (TIFF keeps both exactly) atomically."""
+    with atomic_path(path) as tmp:
+        if not cv2.imwrite(str(tmp), image):
+            raise ValueError(f"could not write image {str(path)!r}")
+    return Path(path)
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return _jsonable(x.tolist())
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, float) and not np.isfinite(x):
+        return None
+    return x
+
+
+def write_results(result: StereoCalibration, images: Mapping[str, np.ndarray], out: Path,
+                  extra: Mapping[str, Any] | None = None, title: str = "") -> dict:
+    """Write the report, tables, calibrated rig and figures; returns the report dict."""
+    out.mkdir(parents=True, exist_ok=True)
+    report = {**result.report(), **(extra or {})}
+    report["files"] = {k: str(v) for k, v in export_calibration(result.rig, out).items()}
+    a, b = result.views[:2]
+    plot_stereo_pair({a: images[a], b: images[b]}, result.detections,
+                     {n: result.identified[n].table for n in (a, b)},
+                     result.fundamental[result.best_method].F, out / "stereo_pair.png",
+                     title=f"{title} F: {result.best_method}, mean symmetric epipolar error "
+                           f"{report['epipolar_error_px']:.4f} px")
+    plot_marker_errors(result.errors, out / "marker_errors.png", title=title, heldout=result.loo_errors)
+    errors = result.errors.copy()
+    errors["heldout_error_mm"] = result.loo_errors["error_mm"].to_numpy()
+    errors["heldout_depth_mm"] = result.loo_errors["depth_mm"].to_numpy()
+    with atomic_path(out / "markers.csv") as tmp:
+        errors.to_csv(tmp, index=False, float_format="%.6g")
+    ep = pd.concat([r.table().assign(method=m) for m, r in result.epipolar.items()], ignore_index=True)
+    with atomic_path(out / "epipolar.csv") as tmp:
+        ep.to_csv(tmp, index=False, float_format="%.6g")
+    report["files"].update({k: str(out / f) for k, f in (
+        ("stereo_pair", "stereo_pair.png"), ("marker_errors", "marker_errors.png"),
+        ("markers", "markers.csv"), ("epipolar", "epipolar.csv"), ("summary", "summary.txt"))})
+    atomic_write_text(out / "summary.txt", result.summary() + "\n")
+    atomic_write_text(out / "report.json", json.dumps(_jsonable(report), indent=2) + "\n")
+    return report
+
+
+def run(args: argparse.Namespace) -> int:
+    import time
+
+    t0 = time.perf_counter()
+    nominal = load_rig(args.rig)
+    if len(args.images) != len(nominal):
+        raise ValueError(f"--images: the rig {args.rig} has {len(nominal)} views {nominal.names}, "
+                         f"got {len(args.images)} image(s)")
+    images = {n: read_image(p) for n, p in zip(nominal.names, args.images)}
+    phantom = load_phantom(args.phantom)
+    if not phantom.markers:
+        raise ValueError(f"--phantom {args.phantom}: the phantom has no markers")
+    result = calibrate_stereo(images, phantom.marker_table(), nominal, kind=args.kind,
+                              epipolar_threshold_px=args.threshold, methods=tuple(METHODS),
+                              shared_intrinsics=args.shared_intrinsics, seed=args.seed)
+    result.seconds = time.perf_counter() - t0
+    write_results(result, images, Path(args.output), {"images": list(args.images)})
+    print(result.summary())
+    print(f"wrote {args.output}/report.json, rig.json, dlt_coefficients.csv, opencv.yaml, figures "
+          f"({result.seconds:.1f} s)")
+    return 0
