@@ -18,7 +18,7 @@ Typical use::
     balls = ph.marker_arrays(60)       # .centers (N, 3) world mm, .diameters (N,), .mu (N,) 1/mm (true)
 
     vox = voxelize(ph, 0.5)            # .mu, .hu (clipped to 12 bits), .labels, .marker_fraction
-    save_voxelized(vox, "out/", phantom=ph)   # mu/hu/labels .nii.gz, markers.csv, mip.png, voxelize.json
+    save_voxelized(vox, "out/", phantom=ph)   # mu/hu/labels .mha, markers.csv, mip.png, voxelize.json
 
 Materials (:data:`MATERIALS`: air, water, soft_tissue, adipose, lung, cortical_bone, abs,
 stainless_steel, tantalum) carry a density and NIST mass attenuation tables:

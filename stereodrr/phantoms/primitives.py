@@ -64,6 +64,10 @@ class Primitive:
         """
         raise NotImplementedError
 
+    def contains(self, p: Tensor) -> Tensor:
+        """``(...)`` bool, True where ``p`` ``(..., 3)`` is inside or on the surface (``g <= 0``)."""
+        return self.implicit(p) <= 0
+
     def half_extent(self) -> np.ndarray:
         """``(3,)`` half sizes of the local axis-aligned bounding box (mm)."""
         raise NotImplementedError
@@ -71,6 +75,11 @@ class Primitive:
     def volume(self) -> float:
         """Exact solid volume in mm^3."""
         raise NotImplementedError
+
+    def curvature_size(self) -> float:
+        """Smallest diameter of curvature of the surface in mm (``inf`` for flat faces only); the
+        voxelizer supersamples small curved features more finely."""
+        return math.inf
 
     def params(self) -> dict:
         """The phantom-file fields of this primitive (besides type, material and pose)."""
@@ -89,6 +98,9 @@ class Box(Primitive):
 
     def implicit(self, p: Tensor) -> Tensor:
         return _box_sdf(p, p.new_tensor(self.size) / 2)
+
+    def contains(self, p: Tensor) -> Tensor:
+        return (p.abs() <= p.new_tensor(self.size) / 2).all(-1)
 
     def half_extent(self) -> np.ndarray:
         return np.asarray(self.size) / 2
@@ -129,6 +141,13 @@ class HollowBox(Primitive):
         cav_half = p.new_tensor([sx / 2 - self.wall, sy / 2 - self.wall, (hi - lo) / 2])
         cav_centre = p.new_tensor([0.0, 0.0, (hi + lo) / 2])
         return torch.maximum(_box_sdf(p, p.new_tensor(self.size) / 2), -_box_sdf(p - cav_centre, cav_half))
+
+    def contains(self, p: Tensor) -> Tensor:
+        sx, sy, sz = self.size
+        outer = (p.abs() <= p.new_tensor(self.size) / 2).all(-1)
+        cavity = ((p[..., 0].abs() < sx / 2 - self.wall) & (p[..., 1].abs() < sy / 2 - self.wall)
+                  & (p[..., 2] < sz / 2 - self.top))
+        return outer & ~cavity
 
     def half_extent(self) -> np.ndarray:
         return np.asarray(self.size) / 2
@@ -175,6 +194,14 @@ class Cylinder(Primitive):
         # Exact for a circular cylinder; a bound otherwise (both components are bounds).
         return torch.linalg.norm(d.clamp_min(0.0), dim=-1) + d.max(-1).values.clamp_max(0.0)
 
+    def contains(self, p: Tensor) -> Tensor:
+        rx, ry = self.radii
+        rho2 = p[..., 0].square() / rx**2 + p[..., 1].square() / ry**2
+        inside = (rho2 <= 1.0) & (p[..., 2].abs() <= self.height / 2)
+        if self.inner_radius > 0:
+            inside &= p[..., 0].square() + p[..., 1].square() >= self.inner_radius**2
+        return inside
+
     def half_extent(self) -> np.ndarray:
         rx, ry = self.radii
         return np.array([rx, ry, self.height / 2])
@@ -182,6 +209,11 @@ class Cylinder(Primitive):
     def volume(self) -> float:
         rx, ry = self.radii
         return float(math.pi * (rx * ry - self.inner_radius**2) * self.height)
+
+    def curvature_size(self) -> float:
+        rx, ry = sorted(self.radii)
+        size = 2.0 * rx**2 / ry
+        return min(size, 2.0 * self.inner_radius) if self.inner_radius > 0 else size
 
     def params(self) -> dict:
         out = {"radius": self.radius if np.ndim(self.radius) == 0 else list(self.radius), "height": self.height}
@@ -203,11 +235,17 @@ class Sphere(Primitive):
     def implicit(self, p: Tensor) -> Tensor:
         return torch.linalg.norm(p, dim=-1) - self.radius
 
+    def contains(self, p: Tensor) -> Tensor:
+        return p.square().sum(-1) <= self.radius**2
+
     def half_extent(self) -> np.ndarray:
         return np.full(3, self.radius)
 
     def volume(self) -> float:
         return 4.0 / 3.0 * math.pi * self.radius**3
+
+    def curvature_size(self) -> float:
+        return 2.0 * self.radius
 
     def params(self) -> dict:
         return {"radius": self.radius}
@@ -226,11 +264,18 @@ class Ellipsoid(Primitive):
     def implicit(self, p: Tensor) -> Tensor:
         return _ellipse_bound(p, p.new_tensor(self.radii))
 
+    def contains(self, p: Tensor) -> Tensor:
+        return (p / p.new_tensor(self.radii)).square().sum(-1) <= 1.0
+
     def half_extent(self) -> np.ndarray:
         return np.asarray(self.radii)
 
     def volume(self) -> float:
         return 4.0 / 3.0 * math.pi * float(np.prod(self.radii))
+
+    def curvature_size(self) -> float:
+        r = sorted(self.radii)
+        return 2.0 * r[0] ** 2 / r[2]  # smallest radius of curvature, b^2 / a at the end of the major axis
 
     def params(self) -> dict:
         return {"radii": list(self.radii)}

@@ -7,7 +7,10 @@ displace earlier ones, markers last)::
 
 ``f`` is exact 0 or 1 where the body's distance bound ``|g|`` at the voxel centre exceeds half
 the voxel diagonal; the other (boundary) voxels are supersampled with ``s^3`` sub-voxel centres
-(midpoint rule), so a 1 mm ball at 0.5 mm voxels keeps its volume and centroid. The grid is
+(midpoint rule). ``s`` is ``supersample`` (default 4) but at least ``32 h / c`` (at most 16) for a
+body whose smallest diameter of curvature ``c`` spans few voxels of size ``h``: a 1 mm ball at
+0.5 mm voxels gets ``s = 16`` and keeps its volume within 0.6 % wherever it sits on the grid
+(sub-sample lattice counting error), and its centroid. The grid is
 processed in slabs along k, and each body only over its bounding box, so the working memory is
 bounded by ``max_chunk_voxels`` besides the outputs (4 float32 volumes).
 
@@ -22,6 +25,7 @@ with ``markers="carve"``.
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,6 +121,12 @@ def phantom_grid(phantom: Phantom, spacing: float | Sequence[float], margin_mm: 
     return org, sp, D, (int(n[0]), int(n[1]), int(n[2]))
 
 
+def _subvoxel_offsets(s: int, device: torch.device) -> torch.Tensor:
+    """``(s^3, 3)`` centres of the ``s^3`` sub-voxels of a voxel, in index units about its centre."""
+    o = (torch.arange(s, dtype=torch.float32, device=device) + 0.5) / s - 0.5
+    return torch.stack(torch.meshgrid(o, o, o, indexing="ij"), -1).reshape(-1, 3)
+
+
 def _coverage(body: Body, M: torch.Tensor, ijk_lo: Sequence[int], ijk_hi: Sequence[int], half_diag: float,
               offsets: torch.Tensor, max_points: int) -> torch.Tensor:
     """Covered fraction ``(nk, nj, ni)`` of the voxels ``ijk_lo <= (i, j, k) < ijk_hi``.
@@ -138,8 +148,8 @@ def _coverage(body: Body, M: torch.Tensor, ijk_lo: Sequence[int], ijk_hi: Sequen
         pe = p[edge]  # (nb, 3)
         sub = offsets @ A.T  # (s^3, 3) local offsets of the sub-voxel centres
         step = max(1, max_points // sub.shape[0])
-        parts = [(body.shape.implicit(pe[a:a + step, None, :] + sub) <= 0).to(dt).mean(-1) for a in range(0, pe.shape[0], step)]
-        frac[edge] = torch.cat(parts)
+        parts = [body.shape.contains(pe[a:a + step, None, :] + sub).sum(-1) for a in range(0, pe.shape[0], step)]
+        frac[edge] = torch.cat(parts).to(dt) / sub.shape[0]
     return frac
 
 
@@ -170,7 +180,9 @@ def voxelize(
         size, origin, direction: an explicit grid (``size`` voxels x, y, z); missing parts are
             derived as in :func:`phantom_grid`.
         reference: voxelize onto this volume's grid (e.g. a CT) instead.
-        supersample: sub-samples per axis for boundary voxels (``s^3`` per voxel).
+        supersample: sub-samples per axis for boundary voxels (``s^3`` per voxel); raised to
+            ``32 h / c`` (at most 16) for bodies whose smallest diameter of curvature ``c`` spans few
+            voxels ``h`` (small balls).
         markers: ``"include"`` paints marker balls; ``"exclude"`` leaves them out (the bodies
             stay whole); ``"carve"`` paints them as air, so adding analytic spheres of the true
             ``mu`` (:meth:`Phantom.marker_arrays`) reproduces the full phantom.
@@ -230,28 +242,35 @@ def voxelize(
         maps.append(torch.as_tensor(M, dtype=torch.float32, device=dev))
 
     s = int(supersample)
-    o = (torch.arange(s, dtype=torch.float32, device=dev) + 0.5) / s - 0.5
-    offsets = torch.stack(torch.meshgrid(o, o, o, indexing="ij"), -1).reshape(-1, 3)
+    # Sub-samples per axis: at least 32 across the smallest curved feature (sphere diameter ...).
+    h = float(sp.max())
+    per_body = [min(max(s, 16), max(s, math.ceil(32 * h / body.shape.curvature_size() - 1e-9)))
+                if math.isfinite(body.shape.curvature_size()) else s for body, *_ in items]
+    offsets = {n: _subvoxel_offsets(n, dev) for n in set(per_body)}
     half_diag = 0.5 * float(np.linalg.norm(sp))
     slab = max(1, int(max_chunk_voxels) // (nx * ny))
     data = mu.data
     hu = torch.empty_like(data)
-    for k0 in tqdm(range(0, nz, slab), desc=f"voxelize {phantom.name}", unit="slab", disable=not progress):
-        k1 = min(nz, k0 + slab)
-        for (body, mu_b, label_b, is_marker), (lo, hi), M in zip(items, boxes, maps):
-            kl, kh = max(lo[2], k0), min(hi[2], k1)
-            if kl >= kh:
-                continue
-            f = _coverage(body, M, (lo[0], lo[1], kl), (hi[0], hi[1], kh), half_diag, offsets, max_chunk_voxels)
-            sl = (slice(kl, kh), slice(lo[1], hi[1]), slice(lo[0], hi[0]))
-            if mu_b is not None:
-                data[sl] += f * (mu_b - data[sl])
-                labels[sl] = torch.where(f >= 0.5, float(label_b), labels[sl])
-            if is_marker:
-                mfrac[sl] += f * (1.0 - mfrac[sl])
-        hu[k0:k1] = mu_to_hu(data[k0:k1], energy_kev)
-        if hu_range is not None:
-            hu[k0:k1].clamp_(hu_range[0], hu_range[1])
+    # Work units: every body over its box, slab by slab; the bar counts evaluated voxels.
+    work = [[(it, lo, hi, M, offsets[n], max(lo[2], k0), min(hi[2], k0 + slab))
+             for it, (lo, hi), M, n in zip(items, boxes, maps, per_body) if max(lo[2], k0) < min(hi[2], k0 + slab)]
+            for k0 in range(0, nz, slab)]
+    total = sum(int(np.prod(hi[:2] - lo[:2])) * (kh - kl) for units in work for _, lo, hi, _, _, kl, kh in units)
+    with tqdm(total=total, desc=f"voxelize {phantom.name}", unit="vox", unit_scale=True, disable=not progress) as bar:
+        for k0, units in zip(range(0, nz, slab), work):
+            k1 = min(nz, k0 + slab)
+            for (body, mu_b, label_b, is_marker), lo, hi, M, sub, kl, kh in units:
+                f = _coverage(body, M, (lo[0], lo[1], kl), (hi[0], hi[1], kh), half_diag, sub, max_chunk_voxels)
+                sl = (slice(kl, kh), slice(lo[1], hi[1]), slice(lo[0], hi[0]))
+                if mu_b is not None:
+                    data[sl] += f * (mu_b - data[sl])
+                    labels[sl] = torch.where(f >= 0.5, float(label_b), labels[sl])
+                if is_marker:
+                    mfrac[sl] += f * (1.0 - mfrac[sl])
+                bar.update(int(np.prod(hi[:2] - lo[:2])) * (kh - kl))
+            hu[k0:k1] = mu_to_hu(data[k0:k1], energy_kev)
+            if hu_range is not None:
+                hu[k0:k1].clamp_(hu_range[0], hu_range[1])
     return VoxelizedPhantom(
         mu=mu, hu=mu.with_data(hu), labels=mu.with_data(labels), marker_fraction=mu.with_data(mfrac),
         markers=phantom.marker_table(), energy_kev=float(energy_kev),
@@ -266,11 +285,12 @@ def _write_image(volume: Volume, path: Path, pixel: int) -> Path:
     return path
 
 
-def save_voxelized(vox: VoxelizedPhantom, out_dir: str | os.PathLike[str], fmt: str = "nii.gz",
+def save_voxelized(vox: VoxelizedPhantom, out_dir: str | os.PathLike[str], fmt: str = "mha",
                    phantom: Phantom | None = None) -> dict[str, Path]:
     """Write the volumes, the ground truth and a MIP figure into ``out_dir`` (each file atomically).
 
-    Files: ``mu.<fmt>`` (float32, 1/mm), ``hu.<fmt>`` (int16, rounded, clipped),
+    Files (MHA by default: it stores the geometry exactly, NIfTI headers hold float32):
+    ``mu.<fmt>`` (float32, 1/mm), ``hu.<fmt>`` (int16, rounded, clipped),
     ``labels.<fmt>`` (uint8), ``markers.csv``, ``mip.png`` (three orthogonal maximum-intensity
     projections of HU) and ``voxelize.json`` (energy, clipping, grid, material table).
 
