@@ -137,6 +137,14 @@ def test_bad_arguments():
             voxelize(ph, 0.5, progress=False, **kwargs)
     with pytest.raises(ValueError, match="spacing"):
         voxelize(ph, -1.0, progress=False)
+    with pytest.raises(ValueError, match="threads"):
+        voxelize(ph, 0.5, threads=0, progress=False)
+
+
+def test_thread_setting_is_restored():
+    before = torch.get_num_threads()
+    voxelize(Phantom("p", bodies=(Body(Box((1.0, 1.0, 1.0)), WATER),)), 0.5, threads=1, progress=False)
+    assert torch.get_num_threads() == before
 
 
 @pytest.mark.parametrize("fmt, tol", [("mha", 0.0), ("nii.gz", 1e-6)])
