@@ -34,63 +34,76 @@ def available(data: Tensor) -> bool:
     return numba is not None and data.device.type == "cpu" and data.dtype in (torch.float32, torch.float64)
 
 
+_F0, _F1, _HALF = np.float32(0.0), np.float32(1.0), np.float32(0.5)
+
 if numba is not None:
+    # fastmath: inputs are validated finite, and the reassociation it allows (FMA, float32 kept in
+    # registers) doubles throughput; results agree with the torch path to rounding.
 
-    @njit(inline="always", cache=True)
-    def _axis(x: float, n: int) -> tuple[int, int, float, float]:
-        """Clamped linear-interpolation cell of coordinate ``x`` on ``n`` samples:
-        ``(i0, i1, frac, d frac/dx)``."""
-        if x <= 0.0:
-            return 0, min(1, n - 1), 0.0, 0.0
-        if x >= n - 1:
-            return max(n - 2, 0), n - 1, 1.0 if n > 1 else 0.0, 0.0
-        i0 = int(x)
-        return i0, i0 + 1, x - i0, 1.0
+    @njit(inline="always", fastmath=True, cache=True)
+    def _cell(p, n):  # pragma: no cover - compiled
+        """Edge-clamped linear cell of index coordinate ``p`` on ``n`` voxels:
+        ``(i0, stride multiplier 0/1 to i1, frac, d frac / dp)``."""
+        zero = p * _F0
+        if n == 1:
+            return 0, 0, zero, zero
+        top = np.float32(n - 1)  # exact below 2**24 voxels; float32 constants keep float32 math
+        x = min(max(p, zero), top)
+        i0 = min(int(x), n - 2)
+        inside = zero + _F1 if (p > zero and p < top) else zero
+        return i0, 1, x - np.float32(i0), inside
 
-    @njit(parallel=True, cache=True, error_model="numpy")
+    @njit(parallel=True, fastmath=True, cache=True, error_model="numpy")
     def _forward(vol, o, e, s0, ds, n, out):  # pragma: no cover - compiled
         nz, ny, nx = vol.shape
+        flat = vol.ravel()
+        sy, sz = nx, nx * ny
         for r in prange(o.shape[0]):
-            acc = 0.0
+            acc = ds[r] * _F0
             for k in range(n[r]):
-                s = s0[r] + (k + 0.5) * ds[r]
-                x0, x1, fx, _ = _axis(o[r, 0] + s * e[r, 0], nx)
-                y0, y1, fy, _ = _axis(o[r, 1] + s * e[r, 1], ny)
-                z0, z1, fz, _ = _axis(o[r, 2] + s * e[r, 2], nz)
-                c00 = vol[z0, y0, x0] + fx * (vol[z0, y0, x1] - vol[z0, y0, x0])
-                c01 = vol[z0, y1, x0] + fx * (vol[z0, y1, x1] - vol[z0, y1, x0])
-                c10 = vol[z1, y0, x0] + fx * (vol[z1, y0, x1] - vol[z1, y0, x0])
-                c11 = vol[z1, y1, x0] + fx * (vol[z1, y1, x1] - vol[z1, y1, x0])
+                s = s0[r] + (np.float32(k) + _HALF) * ds[r]
+                i0, ox, fx, _ = _cell(o[r, 0] + s * e[r, 0], nx)
+                j0, oy, fy, _ = _cell(o[r, 1] + s * e[r, 1], ny)
+                k0, oz, fz, _ = _cell(o[r, 2] + s * e[r, 2], nz)
+                b = k0 * sz + j0 * sy + i0
+                dy, dz = oy * sy, oz * sz
+                v000, v001 = flat[b], flat[b + ox]
+                v010, v011 = flat[b + dy], flat[b + dy + ox]
+                v100, v101 = flat[b + dz], flat[b + dz + ox]
+                v110, v111 = flat[b + dz + dy], flat[b + dz + dy + ox]
+                c00 = v000 + fx * (v001 - v000)
+                c01 = v010 + fx * (v011 - v010)
+                c10 = v100 + fx * (v101 - v100)
+                c11 = v110 + fx * (v111 - v110)
                 c0 = c00 + fy * (c01 - c00)
                 c1 = c10 + fy * (c11 - c10)
                 acc += c0 + fz * (c1 - c0)
             out[r] = acc * ds[r]
 
-    @njit(parallel=True, cache=True, error_model="numpy")
+    @njit(parallel=True, fastmath=True, cache=True, error_model="numpy")
     def _backward(vol, o, e, s0, ds, n, g, want_vol, gvol, go, ge, gs0, gds):  # pragma: no cover
         nz, ny, nx = vol.shape
+        flat = vol.ravel()
+        sy, sz = nx, nx * ny
         n_blocks = gvol.shape[0]
-        for b in prange(n_blocks):
-            buf = gvol[b]
-            for r in range(b, o.shape[0], n_blocks):  # interleaved: blocks get similar ray lengths
+        for blk in prange(n_blocks):
+            buf = gvol[blk].ravel()
+            for r in range(blk, o.shape[0], n_blocks):  # interleaved: blocks get similar ray lengths
                 w = g[r] * ds[r]  # dL_total/d(sample value) for every sample of this ray
-                sf = 0.0
-                gx = gy = gz = 0.0
-                hx = hy = hz = 0.0
-                ke = 0.0
+                zero = w * _F0
+                sf = gx = gy = gz = hx = hy = hz = ke = zero
                 for k in range(n[r]):
-                    s = s0[r] + (k + 0.5) * ds[r]
-                    x0, x1, fx, dx = _axis(o[r, 0] + s * e[r, 0], nx)
-                    y0, y1, fy, dy = _axis(o[r, 1] + s * e[r, 1], ny)
-                    z0, z1, fz, dz = _axis(o[r, 2] + s * e[r, 2], nz)
-                    v000 = vol[z0, y0, x0]
-                    v001 = vol[z0, y0, x1]
-                    v010 = vol[z0, y1, x0]
-                    v011 = vol[z0, y1, x1]
-                    v100 = vol[z1, y0, x0]
-                    v101 = vol[z1, y0, x1]
-                    v110 = vol[z1, y1, x0]
-                    v111 = vol[z1, y1, x1]
+                    kh = np.float32(k) + _HALF
+                    s = s0[r] + kh * ds[r]
+                    i0, ox, fx, ddx = _cell(o[r, 0] + s * e[r, 0], nx)
+                    j0, oy, fy, ddy = _cell(o[r, 1] + s * e[r, 1], ny)
+                    k0, oz, fz, ddz = _cell(o[r, 2] + s * e[r, 2], nz)
+                    b = k0 * sz + j0 * sy + i0
+                    dy, dz = oy * sy, oz * sz
+                    v000, v001 = flat[b], flat[b + ox]
+                    v010, v011 = flat[b + dy], flat[b + dy + ox]
+                    v100, v101 = flat[b + dz], flat[b + dz + ox]
+                    v110, v111 = flat[b + dz + dy], flat[b + dz + dy + ox]
                     c00 = v000 + fx * (v001 - v000)
                     c01 = v010 + fx * (v011 - v010)
                     c10 = v100 + fx * (v101 - v100)
@@ -99,28 +112,29 @@ if numba is not None:
                     c1 = c10 + fy * (c11 - c10)
                     sf += c0 + fz * (c1 - c0)
                     # Spatial gradient of the interpolant (zero where the axis is clamped).
-                    dfx = dx * ((1 - fz) * ((1 - fy) * (v001 - v000) + fy * (v011 - v010))
-                                + fz * ((1 - fy) * (v101 - v100) + fy * (v111 - v110)))
-                    dfy = dy * ((1 - fz) * (c01 - c00) + fz * (c11 - c10))
-                    dfz = dz * (c1 - c0)
+                    gx_, gy_, gz_ = _F1 - fx, _F1 - fy, _F1 - fz
+                    dfx = ddx * (gz_ * (gy_ * (v001 - v000) + fy * (v011 - v010))
+                                 + fz * (gy_ * (v101 - v100) + fy * (v111 - v110)))
+                    dfy = ddy * (gz_ * (c01 - c00) + fz * (c11 - c10))
+                    dfz = ddz * (c1 - c0)
                     gx += dfx
                     gy += dfy
                     gz += dfz
                     hx += s * dfx
                     hy += s * dfy
                     hz += s * dfz
-                    ke += (k + 0.5) * (dfx * e[r, 0] + dfy * e[r, 1] + dfz * e[r, 2])
+                    ke += kh * (dfx * e[r, 0] + dfy * e[r, 1] + dfz * e[r, 2])
                     if want_vol:
-                        a = w * (1 - fz)
-                        c = w * fz
-                        buf[z0, y0, x0] += a * (1 - fy) * (1 - fx)
-                        buf[z0, y0, x1] += a * (1 - fy) * fx
-                        buf[z0, y1, x0] += a * fy * (1 - fx)
-                        buf[z0, y1, x1] += a * fy * fx
-                        buf[z1, y0, x0] += c * (1 - fy) * (1 - fx)
-                        buf[z1, y0, x1] += c * (1 - fy) * fx
-                        buf[z1, y1, x0] += c * fy * (1 - fx)
-                        buf[z1, y1, x1] += c * fy * fx
+                        a0 = w * gz_
+                        a1 = w * fz
+                        buf[b] += a0 * gy_ * gx_
+                        buf[b + ox] += a0 * gy_ * fx
+                        buf[b + dy] += a0 * fy * gx_
+                        buf[b + dy + ox] += a0 * fy * fx
+                        buf[b + dz] += a1 * gy_ * gx_
+                        buf[b + dz + ox] += a1 * gy_ * fx
+                        buf[b + dz + dy] += a1 * fy * gx_
+                        buf[b + dz + dy + ox] += a1 * fy * fx
                 go[r, 0] = w * gx
                 go[r, 1] = w * gy
                 go[r, 2] = w * gz
@@ -140,7 +154,7 @@ class TrilinearMarch(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, data: Tensor, o: Tensor, e: Tensor, s0: Tensor, ds: Tensor, n: Tensor) -> Tensor:  # type: ignore[override]
-        out = np.empty(o.shape[0], dtype=_np(o).dtype)
+        out = np.zeros(o.shape[0], dtype=_np(o).dtype)
         if o.shape[0]:
             _forward(_np(data), _np(o), _np(e), _np(s0), _np(ds), _np(n), out)
         ctx.save_for_backward(data, o, e, s0, ds, n)

@@ -39,6 +39,14 @@ class RaysMissWarning(UserWarning):
     """Every ray of a view misses the volume: that view renders as zeros."""
 
 
+def _all_finite(x: Tensor) -> bool:
+    """NaN/inf check in one reduction pass without a mask tensor (min and max propagate NaN)."""
+    if x.numel() == 0:
+        return True
+    lo, hi = torch.aminmax(x.detach())
+    return bool(torch.isfinite(lo) & torch.isfinite(hi))
+
+
 def _check_inputs(data: Tensor, index_from_world: Tensor, K: Tensor, R: Tensor, t: Tensor,
                   height: int, width: int, mode: str, step_mm: float | None) -> None:
     if not isinstance(data, Tensor) or data.ndim != 3 or not data.is_floating_point():
@@ -54,11 +62,11 @@ def _check_inputs(data: Tensor, index_from_world: Tensor, K: Tensor, R: Tensor, 
         if x.device != data.device or x.dtype != data.dtype:
             raise ValueError(f"{name}: on {x.device} as {x.dtype}, but the volume is on {data.device} as "
                              f"{data.dtype}; move both to one device and dtype")
-        if not bool(torch.isfinite(x).all()):
+        if not _all_finite(x):
             raise ValueError(f"{name}: contains NaN or inf")
     if not K.shape[0] == R.shape[0] == t.shape[0]:
         raise ValueError(f"K, R, t: expected one batch size, got {K.shape[0]}, {R.shape[0]}, {t.shape[0]}")
-    if not bool(torch.isfinite(data).all()):
+    if not _all_finite(data):
         raise ValueError(f"data: {int((~torch.isfinite(data)).sum())} voxel(s) are NaN or inf")
     if int(height) != height or int(width) != width or height <= 0 or width <= 0:
         raise ValueError(f"image size: expected positive integers, got height={height}, width={width}")
