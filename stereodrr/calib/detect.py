@@ -17,17 +17,21 @@ Steps, for a ``(H, W)`` image (float or 16-bit):
    fits the expected ball size and their second moments are round (edges of plastic walls seen
    end-on are long and thin, and fail).
 4. Sub-pixel centre. The top-hat-weighted centroid gives a coarse centre and radius. The
-   background under the ball is then inpainted from the pixels around it (``cv2.inpaint``,
-   Navier-Stokes: edges of plastic walls continue through the hole along their direction),
-   which the line openings cannot do exactly where a wall edge crosses the ball. On the ball
-   alone (image minus inpainted background) the centre is the weighted centroid
+   background under the ball is then interpolated from the ring around it along the ring's
+   dominant edge direction, so the edge of a brick wall crossing the ball continues straight
+   through it (where line openings, and isotropic inpainting such as ``cv2.inpaint``, leave
+   an asymmetric error that shifts the centre). On the ball alone (image minus interpolated
+   background) the centre is the weighted centroid
    (``subpixel="centroid"``) or (``"fit"``, default) a least-squares fit of the
    projected-sphere model (the plane absorbs what the background estimate leaves),
 
-       a(u, v) = b0 + bu (u - u0) + bv (v - v0) + A sqrt(max(0, 1 - ((u - u0)^2 + (v - v0)^2) / rho^2)),
+       a(u, v) = b0 + bu (u - u0) + bv (v - v0) + G_s * [A sqrt(max(0, 1 - ((u - u0)^2 + (v - v0)^2) / rho^2))],
 
-   the chord profile of a ball of projected radius ``rho`` px sampled at pixel centres over a
-   planar background. A ball's silhouette is a circle centred on the projected centre to within
+   the chord profile of a ball of projected radius ``rho`` px sampled at pixel centres,
+   blurred by a Gaussian ``G_s`` whose sigma ``s`` is fitted too (detector and focal-spot
+   blur: a sharp-edged model fitted to a blurred ball is pulled towards the pixel grid), over
+   a planar background; a second pass re-centres the background estimate on the fit and
+   widens it by the blurred rim. A ball's silhouette is a circle centred on the projected centre to within
    ~1e-3 px for millimetre balls at clinical distances (perspective elongation is ~(r/D)^2), so
    the fitted ``(u0, v0)`` estimates the exact projected centre.
 """
@@ -39,6 +43,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 import pandas as pd
+from scipy.ndimage import convolve1d
 from scipy.optimize import least_squares
 
 __all__ = ["KINDS", "attenuation_image", "detect_markers"]
@@ -63,7 +68,9 @@ def _check_image(image: np.ndarray, name: str) -> np.ndarray:
 
 
 _N_DIRECTIONS = 12
-# Context around a ball for inpainting its background: enough to carry edges across the hole.
+# Half width (taps) of the blur kernel of the ball model; covers sigma up to a third of it.
+_BLUR_HALF_WIDTH = 6
+# Context around a ball for its background estimate (the ring and its gradients).
 _INPAINT_CONTEXT_PX = 8.0
 
 
@@ -113,42 +120,85 @@ def attenuation_image(image: np.ndarray, kind: str = "auto", max_diameter_px: fl
     return img, kind
 
 
-def _ball_residual(a: np.ndarray, u0: float, v0: float, rho: float) -> tuple[np.ndarray, int, int] | None:
-    """The ball alone: a patch of ``a`` minus its background inpainted (``cv2.inpaint``,
-    Navier-Stokes, which carries edges into the hole along their direction) over the disk of
-    radius ``rho + 1`` around ``(u0, v0)``. Returns the patch and its top-left pixel, or ``None``
-    when the patch would leave the image."""
-    r = int(np.ceil(rho + _INPAINT_CONTEXT_PX))
+def _ball_residual(a: np.ndarray, u0: float, v0: float, rho: float,
+                   margin: float = 1.0) -> tuple[np.ndarray, int, int] | None:
+    """The ball alone: a patch of ``a`` minus its background, interpolated across the disk of
+    radius ``R = rho + margin`` around ``(u0, v0)`` along the dominant edge direction of the ring
+    around it (the eigenvector of the smallest eigenvalue of the ring's structure tensor).
+
+    Each pixel of the disk gets the linear interpolation, by distance, of the two image values
+    where its line along that direction leaves the disk (at ``R + 0.5``, bilinear via
+    ``cv2.remap``). A straight edge of a brick wall crossing the ball is then continued
+    exactly, which isotropic inpainting cannot do; on a flat or sloped background any direction
+    is exact. Returns the patch of ``a - background`` (zero outside the disk) and its top-left
+    pixel, or ``None`` when the patch would leave the image.
+    """
+    r = int(np.ceil(rho + margin + _INPAINT_CONTEXT_PX))
     ui, vi = int(round(u0)), int(round(v0))
     if ui - r < 0 or vi - r < 0 or ui + r + 1 > a.shape[1] or vi + r + 1 > a.shape[0]:
         return None
     patch = a[vi - r:vi + r + 1, ui - r:ui + r + 1]
-    vv, uu = np.mgrid[vi - r:vi + r + 1, ui - r:ui + r + 1]
-    hole = ((uu - u0) ** 2 + (vv - v0) ** 2 <= (rho + 1.0) ** 2).astype(np.uint8)
-    # Inpaint in float32 around the patch's own level, so float32 keeps the detail.
-    base = float(np.median(patch))
-    bg = cv2.inpaint((patch - base).astype(np.float32), hole, 2, cv2.INPAINT_NS).astype(np.float64) + base
-    return np.where(hole > 0, patch - bg, 0.0), ui - r, vi - r
+    vv, uu = np.mgrid[-r:r + 1, -r:r + 1].astype(np.float64)
+    du, dv = uu + ui - u0, vv + vi - v0
+    radius = rho + margin
+    d2 = du * du + dv * dv
+    hole = d2 <= radius**2
+    ring = ~hole & (d2 <= (radius + 4.0) ** 2)
+    gv, gu = np.gradient(patch)
+    J = np.array([[np.sum(gu[ring] ** 2), np.sum(gu[ring] * gv[ring])],
+                  [np.sum(gu[ring] * gv[ring]), np.sum(gv[ring] ** 2)]])
+    e = np.linalg.eigh(J)[1][:, 0]
+    # Line p + s e meets the circle |p + s e| = R + 0.5 at s = -b +- sqrt(b^2 - c).
+    pu, pv = du[hole], dv[hole]
+    b = pu * e[0] + pv * e[1]
+    root = np.sqrt(b * b - (pu * pu + pv * pv - (radius + 0.5) ** 2))
+    s1, s2 = -b + root, -b - root
+    src = patch.astype(np.float32)
+
+    def sample(s: np.ndarray) -> np.ndarray:
+        mu = (pu + s * e[0] + (u0 - ui + r)).astype(np.float32).reshape(-1, 1)
+        mv = (pv + s * e[1] + (v0 - vi + r)).astype(np.float32).reshape(-1, 1)
+        return cv2.remap(src, mu, mv, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).ravel().astype(np.float64)
+
+    bg = (sample(s1) * -s2 + sample(s2) * s1) / (s1 - s2)
+    res = np.zeros_like(patch)
+    res[hole] = patch[hole] - bg
+    return res, ui - r, vi - r
 
 
-def _fit_ball(res: np.ndarray, u_lo: int, v_lo: int, u0: float, v0: float, rho: float,
-              amp: float) -> tuple[np.ndarray, float]:
-    """Least-squares fit of the projected-sphere model on a residual patch (top-left pixel
-    ``(u_lo, v_lo)``), in the disk of radius ``rho + 2`` around (u0, v0)."""
-    vv, uu = np.mgrid[v_lo:v_lo + res.shape[0], u_lo:u_lo + res.shape[1]]
-    sel = (uu - u0) ** 2 + (vv - v0) ** 2 <= (rho + 2.0) ** 2
-    uu, vv, vals = uu[sel].astype(np.float64), vv[sel].astype(np.float64), res[sel]
+def _gaussian_blur(img: np.ndarray, sigma: float) -> np.ndarray:
+    """Separable Gaussian blur with a fixed +-_BLUR_HALF_WIDTH tap kernel (smooth in sigma)."""
+    k = np.arange(-_BLUR_HALF_WIDTH, _BLUR_HALF_WIDTH + 1, dtype=np.float64)
+    w = np.exp(-0.5 * (k / max(sigma, 1e-3)) ** 2)
+    w /= w.sum()
+    return convolve1d(convolve1d(img, w, axis=0, mode="constant"), w, axis=1, mode="constant")
+
+
+def _fit_ball(res: np.ndarray, u_lo: int, v_lo: int, u0: float, v0: float, rho: float, amp: float,
+              blur: float, window: float) -> tuple[np.ndarray, float]:
+    """Least-squares fit of the blurred projected-sphere model on a residual patch (top-left
+    pixel ``(u_lo, v_lo)``), over the disk of radius ``window`` around (u0, v0).
+
+    Parameters ``x = (u0, v0, rho, A, b0, bu, bv, sigma)``: the chord profile sampled at the
+    pixel centres, blurred by a Gaussian of ``sigma`` px (detector and focal-spot blur, fitted;
+    0 for an ideal detector), over a planar background.
+    """
+    vv, uu = np.mgrid[v_lo:v_lo + res.shape[0], u_lo:u_lo + res.shape[1]].astype(np.float64)
+    sel = (uu - u0) ** 2 + (vv - v0) ** 2 <= window**2
+    vals = res[sel]
 
     def model(x: np.ndarray) -> np.ndarray:
         du, dv = uu - x[0], vv - x[1]
         q = 1.0 - (du * du + dv * dv) / (x[2] * x[2])
-        return x[4] + x[5] * du + x[6] * dv + x[3] * np.sqrt(np.maximum(q, 0.0))
+        ball = _gaussian_blur(x[3] * np.sqrt(np.maximum(q, 0.0)), x[7])
+        return (x[4] + x[5] * du + x[6] * dv + ball)[sel]
 
-    x0 = np.array([u0, v0, rho, amp, 0.0, 0.0, 0.0])
-    lo = [u0 - 2, v0 - 2, 0.5, 0.0, -np.inf, -np.inf, -np.inf]
-    hi = [u0 + 2, v0 + 2, rho + 2, np.inf, np.inf, np.inf, np.inf]
+    # Start the blur at >= 0.5 px: below ~0.2 px its derivative vanishes (the taps underflow).
+    x0 = np.array([u0, v0, rho, amp, 0.0, 0.0, 0.0, max(blur, 0.5)])
+    lo = [u0 - 2, v0 - 2, 0.5, 0.0, -np.inf, -np.inf, -np.inf, 0.0]
+    hi = [u0 + 2, v0 + 2, rho + 2, np.inf, np.inf, np.inf, np.inf, _BLUR_HALF_WIDTH / 3]
     sol = least_squares(lambda x: model(x) - vals, x0, bounds=(lo, hi), x_scale="jac", method="trf",
-                        xtol=1e-12, ftol=1e-12, gtol=1e-12, max_nfev=200)
+                        xtol=1e-12, ftol=1e-12, gtol=1e-12, max_nfev=300)
     return sol.x, float(np.sqrt(np.mean(sol.fun**2)))
 
 
@@ -177,8 +227,8 @@ def detect_markers(
 
     Returns:
         One row per ball, sorted by ``v`` then ``u``: ``u, v`` (px), ``diameter_px``,
-        ``peak`` (attenuation above background), ``roundness``, ``fit_rms`` (model residual,
-        NaN for centroids).
+        ``peak`` (attenuation above background), ``roundness``, ``blur_px`` (fitted Gaussian
+        blur sigma) and ``fit_rms`` (model residual); the last two NaN for centroids.
 
     Raises:
         ValueError: not a 2D image, NaN/inf, a constant image, bad options, or no markers found.
@@ -226,16 +276,21 @@ def detect_markers(
         if local is None:
             continue  # too close to the image edge for a background estimate: skip the ball
         res, pu, pv = local
-        fit_rms = float("nan")
+        fit_rms, blur = float("nan"), float("nan")
         if subpixel == "fit":
-            x, fit_rms = _fit_ball(res, pu, pv, cu, cv_, rho, peak)
-            cu, cv_, rho, peak = float(x[0]), float(x[1]), float(x[2]), float(x[3])
+            x, fit_rms = _fit_ball(res, pu, pv, cu, cv_, rho, peak, 0.0, rho + 2.0)
+            # Second pass: the hole re-centred on the fit and widened by the blurred rim.
+            local = _ball_residual(a, x[0], x[1], x[2], 1.0 + 3.0 * x[7])
+            if local is not None:
+                res, pu, pv = local
+                x, fit_rms = _fit_ball(res, pu, pv, x[0], x[1], x[2], x[3], x[7], x[2] + 2.0 + 3.0 * x[7])
+            cu, cv_, rho, peak, blur = (float(v) for v in (x[0], x[1], x[2], x[3], x[7]))
         else:
             vv, uu = np.mgrid[pv:pv + res.shape[0], pu:pu + res.shape[1]]
             w = np.clip(res, 0, None)
             cu, cv_ = float((w * uu).sum() / w.sum()), float((w * vv).sum() / w.sum())
         rows.append({"u": cu, "v": cv_, "diameter_px": 2 * rho, "peak": peak, "roundness": roundness,
-                     "fit_rms": fit_rms})
+                     "blur_px": blur, "fit_rms": fit_rms})
     if not rows:
         raise ValueError(
             f"{name}: no markers found (kind {kind!r}, expected ball diameter {dmin:g}-{dmax:g} px, "
