@@ -50,12 +50,6 @@ def _check_pose(name: str, T: np.ndarray) -> np.ndarray:
     return T
 
 
-def _aabb(half: np.ndarray, T: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """World-axis-aligned box of a local box ``|x| <= half`` under ``T``: centre ``t``, half ``|R| half``."""
-    h = np.abs(T[:3, :3]) @ half
-    return T[:3, 3] - h, T[:3, 3] + h
-
-
 @dataclass(frozen=True, eq=False)
 class Body:
     """A primitive of one material placed in the phantom frame.
@@ -76,8 +70,11 @@ class Body:
         object.__setattr__(self, "pose", _check_pose(f"body {self.name!r} pose", self.pose))
 
     def bounds(self, T: np.ndarray = np.eye(4)) -> tuple[np.ndarray, np.ndarray]:
-        """``(lo (3,), hi (3,))`` axis-aligned bounds in the frame that ``T`` maps the phantom frame to."""
-        return _aabb(self.shape.half_extent(), compose(np.asarray(T, dtype=np.float64), self.pose))
+        """``(lo (3,), hi (3,))`` tight axis-aligned bounds after the affine map ``T`` (4x4) of the
+        phantom frame (e.g. to world, or to voxel indices)."""
+        M = compose(np.asarray(T, dtype=np.float64), self.pose)
+        half = self.shape.half_extent_under(M[:3, :3])
+        return M[:3, 3] - half, M[:3, 3] + half
 
 
 @dataclass(frozen=True, eq=False)

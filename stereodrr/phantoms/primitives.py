@@ -72,6 +72,11 @@ class Primitive:
         """``(3,)`` half sizes of the local axis-aligned bounding box (mm)."""
         raise NotImplementedError
 
+    def half_extent_under(self, A: np.ndarray) -> np.ndarray:
+        """``(3,)`` half sizes of the tight axis-aligned box of the solid mapped by the linear map
+        ``A`` (3, 3), about the mapped centre. For a box: ``|A| @ half`` (element-wise ``|A|``)."""
+        return np.abs(A) @ self.half_extent()
+
     def volume(self) -> float:
         """Exact solid volume in mm^3."""
         raise NotImplementedError
@@ -206,6 +211,11 @@ class Cylinder(Primitive):
         rx, ry = self.radii
         return np.array([rx, ry, self.height / 2])
 
+    def half_extent_under(self, A: np.ndarray) -> np.ndarray:
+        # An elliptic disc of semi-axes (rx, ry) spans sqrt((A_i0 rx)^2 + (A_i1 ry)^2) along axis i.
+        rx, ry = self.radii
+        return np.hypot(A[:, 0] * rx, A[:, 1] * ry) + np.abs(A[:, 2]) * self.height / 2
+
     def volume(self) -> float:
         rx, ry = self.radii
         return float(math.pi * (rx * ry - self.inner_radius**2) * self.height)
@@ -241,6 +251,9 @@ class Sphere(Primitive):
     def half_extent(self) -> np.ndarray:
         return np.full(3, self.radius)
 
+    def half_extent_under(self, A: np.ndarray) -> np.ndarray:
+        return np.linalg.norm(A, axis=1) * self.radius
+
     def volume(self) -> float:
         return 4.0 / 3.0 * math.pi * self.radius**3
 
@@ -269,6 +282,10 @@ class Ellipsoid(Primitive):
 
     def half_extent(self) -> np.ndarray:
         return np.asarray(self.radii)
+
+    def half_extent_under(self, A: np.ndarray) -> np.ndarray:
+        # Support function of an ellipsoid: the extent along e_i is |diag(r) A^T e_i|.
+        return np.linalg.norm(A * np.asarray(self.radii)[None, :], axis=1)
 
     def volume(self) -> float:
         return 4.0 / 3.0 * math.pi * float(np.prod(self.radii))

@@ -80,3 +80,16 @@ def test_lego_brick_has_the_real_dimensions():
 def test_bad_sizes_name_the_field(make, field):
     with pytest.raises(ValueError, match=field):
         make()
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: s.kind)
+def test_bounds_under_a_linear_map_are_tight(shape):
+    # Map dense surface-near samples of the solid with A; their extent must fill the bound.
+    gen = torch.Generator().manual_seed(2)
+    A = np.diag([0.5, 2.0, 1.3]) @ np.linalg.qr(np.random.default_rng(3).normal(size=(3, 3)))[0]
+    half = torch.as_tensor(shape.half_extent(), dtype=torch.float64)
+    p = (torch.rand(300_000, 3, generator=gen, dtype=torch.float64) * 2 - 1) * half
+    inside = p[shape.contains(p)].numpy() @ A.T
+    bound = shape.half_extent_under(A)
+    assert np.all(np.abs(inside) <= bound + 1e-9)
+    assert np.all(np.abs(inside).max(0) > 0.95 * bound)

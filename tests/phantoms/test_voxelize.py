@@ -12,6 +12,7 @@ import torch
 from scipy import ndimage
 
 from stereodrr.geometry import rotvec_to_matrix, transform_points
+from stereodrr.volume import Volume
 from stereodrr.phantoms import (
     Body, Box, Marker, Phantom, Sphere, get_material, lego_brick, load_phantom, rigid_pose, save_voxelized, voxelize,
 )
@@ -120,6 +121,17 @@ def test_oblique_grid_and_moved_phantom():
     assert _filled_volume_mm3(vox, WATER) == pytest.approx(8 * 6 * 4, rel=0.01)
     ball = float(vox.marker_fraction.data.double().sum()) * 0.4**3
     assert ball == pytest.approx(4 / 3 * math.pi, rel=0.01)
+
+
+def test_reference_grid_is_used_exactly():
+    ref = Volume.from_numpy(np.zeros((30, 20, 25), np.float32), spacing=(0.7, 0.8, 0.9), origin=(-8.0, -7.0, -12.0),
+                            direction=rotvec_to_matrix(np.array([0.0, 0.0, 0.4])))
+    ph = Phantom("p", bodies=(Body(Sphere(3.0), WATER),))
+    vox = voxelize(ph, reference=ref, progress=False)
+    assert vox.mu.size == ref.size
+    assert np.array_equal(vox.mu.origin, ref.origin) and np.array_equal(vox.mu.spacing, ref.spacing)
+    assert np.array_equal(vox.mu.direction, ref.direction)
+    assert _filled_volume_mm3(vox, WATER) == pytest.approx(36 * math.pi, rel=0.01)
 
 
 def test_grid_that_cannot_hold_the_phantom():
