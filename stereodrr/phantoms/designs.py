@@ -9,8 +9,9 @@
   (seed 7) and kept only when, in both views of the default convergent rig (5 deg, SID 750,
   SDD 1200, 0.3 mm pixels, 512 x 512), every ball's shadow stays inside the detector with
   a margin and clear of every other shadow.
-* ``lego_cube``: an XMALab-style calibration cube. XMALab's cube is a 4 x 4 x 4 lattice of 5 mm
-  balls at 64 mm spacing; it does not fit a ~92 mm field, so this one is scaled to 16 mm spacing
+* ``lego_cube``: an XMALab-style calibration cube. The cube the project brief describes for
+  XMALab is a 4 x 4 x 4 lattice of 5 mm balls at 64 mm spacing (192 mm across); it does not fit
+  the ~92 mm field of the default rig, so this one is scaled by 1/4 to 16 mm spacing
   (2 studs horizontally, 5 plates vertically) with 2.0 mm steel balls, held in four LEGO 7x7
   plates joined by 2x2 corner pillars; four reference balls (3.0 mm) mark the origin and the
   three axes. Its world pose (rotated 20 deg about z and 12 deg about x) spreads the lattice
@@ -193,8 +194,8 @@ def lego_cube_spec(spacing: float = 16.0, ball: float = 2.0, reference_ball: flo
         "schema": PHANTOM_SCHEMA,
         "name": "lego_cube",
         "description": (
-            f"XMALab-style calibration cube: 4x4x4 steel balls ({ball:g} mm) at {spacing:g} mm spacing (XMALab's cube: "
-            f"5 mm balls at 64 mm, scaled to fit a ~92 mm field) in four LEGO 7x7 plates joined by 2x2 corner pillars; "
+            f"XMALab-style calibration cube: 4x4x4 steel balls ({ball:g} mm) at {spacing:g} mm spacing (the XMALab "
+            f"cube's 5 mm balls at 64 mm scaled by 1/4 in spacing to fit a ~92 mm field) in four LEGO 7x7 plates joined by 2x2 corner pillars; "
             f"reference balls ({reference_ball:g} mm): ids 1 (origin corner), 2 (+x), 5 (+y), 17 (+z). "
             f"Pose: rotated {list(rotation_deg)} deg (extrinsic x, y, z) so no shadows coincide in the default rig."
         ),

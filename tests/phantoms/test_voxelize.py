@@ -109,8 +109,9 @@ def test_chunking_does_not_change_the_result():
         assert torch.equal(getattr(a, name).data, getattr(b, name).data), name
 
 
-def test_oblique_grid_and_moved_phantom():
-    D = rotvec_to_matrix(np.array([0.2, -0.4, 0.3]))
+@pytest.mark.parametrize("D", [rotvec_to_matrix(np.array([0.2, -0.4, 0.3])), np.diag([-1.0, 1.0, 1.0])],
+                         ids=["oblique", "improper"])
+def test_oblique_grid_and_moved_phantom(D):
     T_box = rigid_pose((10, 20, 30))
     ball_centre = transform_points(T_box, np.array([[0.5, 0.3, -0.2]]))[0]  # well inside the box
     ph = Phantom("p", bodies=(Body(Box((8.0, 6.0, 4.0)), WATER, T_box),), markers=(Marker(7, ball_centre, 2.0, STEEL),))
