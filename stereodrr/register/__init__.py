@@ -1,0 +1,34 @@
+"""Multi-view 2D/3D registration: one rigid world-frame pose of a CT fitted to every X-ray view
+of a rig at once, by gradient descent through the differentiable renderer."""
+
+from .metrics import (
+    mean_viewing_direction,
+    registration_errors,
+    rotation_error_deg,
+    target_registration_error,
+    translation_errors,
+)
+from .optimize import (
+    DEFAULT_LEVELS,
+    Level,
+    RegistrationDivergedWarning,
+    RegistrationResult,
+    downsample_images,
+    multiview_loss,
+    register,
+    render_views,
+    scale_intrinsics,
+    translation_basis,
+    views_seeing,
+)
+from .pose import POSE_SCHEMA, RigidPose, load_pose, moved_extrinsics, pose_matrix, save_pose
+from .similarity import SIMILARITIES, check_target, get_similarity, gradient_ncc, multiscale_ncc, ncc, patch_ncc
+
+__all__ = [
+    "mean_viewing_direction", "registration_errors", "rotation_error_deg", "target_registration_error",
+    "translation_errors",
+    "DEFAULT_LEVELS", "Level", "RegistrationDivergedWarning", "RegistrationResult", "downsample_images", "multiview_loss", "register",
+    "render_views", "scale_intrinsics", "translation_basis", "views_seeing",
+    "POSE_SCHEMA", "RigidPose", "load_pose", "moved_extrinsics", "pose_matrix", "save_pose",
+    "SIMILARITIES", "check_target", "get_similarity", "gradient_ncc", "multiscale_ncc", "ncc", "patch_ncc",
+]

@@ -1,0 +1,76 @@
+"""Registration errors against a known pose: mTRE, rotation error, in-plane / depth translation.
+
+The translation error is the displacement of the volume centre, split along the rig's mean
+viewing direction ``n`` (the normalised sum of the views' principal rays): the component along
+``n`` is the depth error, the rest the in-plane error. For one view ``n`` is its principal ray,
+the direction a single radiograph cannot see well.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..geometry import StereoRig, matrix_to_rotvec, transform_points
+from .pose import RigidPose
+
+__all__ = ["mean_viewing_direction", "target_registration_error", "rotation_error_deg",
+           "translation_errors", "registration_errors"]
+
+
+def mean_viewing_direction(rig: StereoRig) -> np.ndarray:
+    """``(3,)`` unit vector ``n = sum_v d_v / |sum_v d_v|`` of the principal rays ``d_v``.
+
+    Raises:
+        ValueError: when the rays cancel (e.g. two opposed views), so no depth axis exists.
+    """
+    s = np.sum([cam.principal_ray for cam in rig.cameras.values()], axis=0)
+    norm = float(np.linalg.norm(s))
+    if norm < 1e-6 * len(rig):
+        raise ValueError("rig: the principal rays cancel out; the mean viewing direction (depth axis) is undefined")
+    return s / norm
+
+
+def target_registration_error(estimate: RigidPose, truth: RigidPose, landmarks: np.ndarray) -> np.ndarray:
+    """Per-landmark TRE ``|T_est x - T_true x|`` in mm.
+
+    Args:
+        landmarks: ``(N, 3)`` world mm in the volume's own (unmoved) frame, e.g.
+            :meth:`Volume.corners`.
+
+    Returns:
+        ``(N,)``; its mean is the mTRE.
+    """
+    pts = np.asarray(landmarks, dtype=np.float64)
+    if pts.ndim != 2 or pts.shape[1] != 3 or len(pts) == 0 or not np.all(np.isfinite(pts)):
+        raise ValueError(f"landmarks: expected a finite (N, 3) array with N >= 1, got shape {pts.shape}")
+    return np.linalg.norm(transform_points(estimate.matrix, pts) - transform_points(truth.matrix, pts), axis=-1)
+
+
+def rotation_error_deg(estimate: RigidPose, truth: RigidPose) -> float:
+    """Angle of ``R_est R_true^T`` in degrees."""
+    return float(np.degrees(np.linalg.norm(matrix_to_rotvec(estimate.rotation @ truth.rotation.T))))
+
+
+def translation_errors(estimate: RigidPose, truth: RigidPose, direction: np.ndarray) -> tuple[float, float]:
+    """In-plane and depth error (mm) of the volume centre's displacement ``d = T_est c - T_true c``.
+
+    ``depth = |d . n|``, ``in-plane = |d - (d . n) n|``, ``n`` a unit viewing direction.
+    """
+    n = np.asarray(direction, dtype=np.float64)
+    n = n / np.linalg.norm(n)
+    c = truth.center[None]
+    d = (transform_points(estimate.matrix, c) - transform_points(truth.matrix, c))[0]
+    depth = float(d @ n)
+    return float(np.linalg.norm(d - depth * n)), abs(depth)
+
+
+def registration_errors(estimate: RigidPose, truth: RigidPose, rig: StereoRig,
+                        landmarks: np.ndarray) -> dict[str, float]:
+    """All errors at once: ``mtre_mm``, ``rotation_error_deg``, ``inplane_error_mm``, ``depth_error_mm``."""
+    inplane, depth = translation_errors(estimate, truth, mean_viewing_direction(rig))
+    return {
+        "mtre_mm": float(target_registration_error(estimate, truth, landmarks).mean()),
+        "rotation_error_deg": rotation_error_deg(estimate, truth),
+        "inplane_error_mm": inplane,
+        "depth_error_mm": depth,
+    }

@@ -1,0 +1,228 @@
+"""Image similarity for 2D/3D registration: NCC, gradient NCC and multiscale patch NCC.
+
+Every measure compares a batch of rendered (moving) images with target (fixed) images, one pair
+per view, optionally weighted by a mask per view, and returns one similarity per view in
+``[-1, 1]`` (1 = identical up to a positive affine change of intensity). The registration loss
+of a view is ``1 - similarity``; the loss of a pose is the sum over views.
+
+NCC is undefined for a constant image. A target that is constant (under its mask) is refused by
+:func:`check_target`; a rendered image that is (locally) constant, e.g. a view that misses the
+volume or a patch of air, gets similarity 0 (no information) through a variance floor of
+``eps`` times the image's mean square, never a NaN.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["ncc", "gradient_ncc", "patch_ncc", "multiscale_ncc", "SIMILARITIES", "get_similarity", "check_target"]
+
+_EPS = 1e-6
+
+Similarity = Callable[[Tensor, Tensor, "Tensor | None"], Tensor]
+
+
+def _weights(x: Tensor, mask: Tensor | None) -> Tensor:
+    if mask is None:
+        return torch.ones_like(x)
+    if mask.shape != x.shape:
+        raise ValueError(f"mask: expected shape {tuple(x.shape)} (views, H, W), got {tuple(mask.shape)}")
+    return mask.to(x.dtype)
+
+
+def _ncc_from_moments(mx: Tensor, my: Tensor, mxx: Tensor, myy: Tensor, mxy: Tensor,
+                      floor_x: Tensor, floor_y: Tensor) -> Tensor:
+    """``cov / sqrt((var_x + f_x)(var_y + f_y))`` from weighted first and second moments."""
+    var_x = (mxx - mx * mx).clamp_min(0.0)
+    var_y = (myy - my * my).clamp_min(0.0)
+    cov = mxy - mx * my
+    return cov / torch.sqrt((var_x + floor_x) * (var_y + floor_y))
+
+
+def _floor(x: Tensor, w: Tensor, eps: float) -> Tensor:
+    """Per-image variance floor ``eps * mean(w x^2)`` (+ a tiny absolute term for all-zero images)."""
+    ms = (w * x * x).sum((-2, -1)) / w.sum((-2, -1)).clamp_min(1e-12)
+    return (eps * ms + 1e-30).detach()
+
+
+def ncc(moving: Tensor, fixed: Tensor, mask: Tensor | None = None, eps: float = _EPS) -> Tensor:
+    """Normalised cross-correlation per view, weighted by ``mask``.
+
+    ``NCC = sum w (x - mx)(y - my) / sqrt(sum w (x - mx)^2 * sum w (y - my)^2)``, with
+    ``mx, my`` the weighted means.
+
+    Args:
+        moving: ``(B, H, W)`` rendered images.
+        fixed: ``(B, H, W)`` targets.
+        mask: ``(B, H, W)`` non-negative weights, or None for all pixels.
+        eps: relative variance floor (see the module docstring).
+
+    Returns:
+        ``(B,)`` similarities in ``[-1, 1]``.
+    """
+    if moving.shape != fixed.shape or moving.ndim != 3:
+        raise ValueError(f"images: expected two (views, H, W) batches of one shape, got {tuple(moving.shape)} "
+                         f"and {tuple(fixed.shape)}")
+    w = _weights(moving, mask)
+    sw = w.sum((-2, -1)).clamp_min(1e-12)
+
+    def mean(v: Tensor) -> Tensor:
+        return (w * v).sum((-2, -1)) / sw
+
+    # Centre first: second moments of centred data lose no precision in float32.
+    x = moving - mean(moving)[:, None, None]
+    y = fixed - mean(fixed)[:, None, None]
+    zero = torch.zeros_like(sw)
+    return _ncc_from_moments(zero, zero, mean(x * x), mean(y * y), mean(x * y),
+                             _floor(x, w, eps), _floor(y, w, eps))
+
+
+_SOBEL = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]) / 8.0
+
+
+def _sobel(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Sobel derivatives ``(d/du, d/dv)`` of ``(B, H, W)`` images, valid part ``(B, H-2, W-2)``."""
+    k = _SOBEL.to(dtype=x.dtype, device=x.device)
+    kernels = torch.stack([k, k.T])[:, None]  # (2, 1, 3, 3)
+    g = F.conv2d(x[:, None], kernels)
+    return g[:, 0], g[:, 1]
+
+
+def gradient_ncc(moving: Tensor, fixed: Tensor, mask: Tensor | None = None, eps: float = _EPS) -> Tensor:
+    """Gradient correlation: mean of the NCCs of the horizontal and vertical Sobel derivatives.
+
+    ``GC = (NCC(dx/du, dy/du) + NCC(dx/dv, dy/dv)) / 2`` (Penney et al. 1998); insensitive to
+    smooth intensity differences (scatter, soft tissue), sensitive to edges.
+
+    Args and returns as :func:`ncc` (images need ``H, W >= 3``).
+    """
+    if moving.ndim != 3 or min(moving.shape[-2:]) < 3:
+        raise ValueError(f"images: gradient NCC needs (views, H, W) with H, W >= 3, got {tuple(moving.shape)}")
+    mu, mv = _sobel(moving)
+    fu, fv = _sobel(fixed)
+    # A derivative is valid where its whole 3x3 neighbourhood is inside the mask.
+    m = None if mask is None else -F.max_pool2d(-_weights(moving, mask)[:, None], 3, stride=1)[:, 0]
+    return 0.5 * (ncc(mu, fu, m, eps) + ncc(mv, fv, m, eps))
+
+
+def patch_ncc(moving: Tensor, fixed: Tensor, mask: Tensor | None = None, patch: int = 9,
+              flat: float = 1e-3) -> Tensor:
+    """Mean NCC over non-overlapping ``patch x patch`` tiles (local NCC).
+
+    Each tile gets its own means and variances, so the measure follows local contrast. Only
+    tiles where the *target* has structure count: tiles with no mask weight or with a target
+    variance below ``flat`` times the target's global variance (air, flat tissue) are left out.
+    The choice depends on the target alone, so it does not move the optimum; tiles that are
+    flat in the rendered image only contribute about 0. Images are standardised first (NCC is
+    invariant to it) so that the moments are accurate in float32.
+
+    Args:
+        moving, fixed, mask: as :func:`ncc`.
+        patch: tile size in pixels (a partial last row/column of tiles is dropped).
+        flat: relative target variance below which a tile is left out.
+
+    Returns:
+        ``(B,)`` (0 for a view without any structured tile).
+    """
+    if moving.shape != fixed.shape or moving.ndim != 3:
+        raise ValueError(f"images: expected two (views, H, W) batches of one shape, got {tuple(moving.shape)} "
+                         f"and {tuple(fixed.shape)}")
+    if int(patch) != patch or patch < 2 or patch > min(moving.shape[-2:]):
+        raise ValueError(f"patch: expected an integer 2..{min(moving.shape[-2:])} pixels, got {patch}")
+    w = _weights(moving, mask)
+
+    def standardise(v: Tensor) -> Tensor:
+        sw = w.sum((-2, -1), keepdim=True).clamp_min(1e-12)
+        m = (w * v).sum((-2, -1), keepdim=True) / sw
+        s = torch.sqrt(((w * (v - m) ** 2).sum((-2, -1), keepdim=True) / sw).detach() + 1e-30)
+        return (v - m) / s
+
+    x, y = standardise(moving), standardise(fixed)
+
+    def pool(v: Tensor) -> Tensor:
+        return F.avg_pool2d(v[:, None], patch, stride=patch)[:, 0]
+
+    pw = pool(w)
+    den = pw.clamp_min(1e-12)
+
+    def local(v: Tensor) -> Tensor:
+        return pool(w * v) / den
+
+    my, myy = local(y), local(y * y)
+    # Standardised images have unit global variance, so these thresholds are relative.
+    valid = (pw > 0) & (myy - my * my > flat)
+    floor = torch.full_like(pw, _EPS)
+    tiles = _ncc_from_moments(local(x), my, local(x * x), myy, local(x * y), floor, floor)
+    tiles = torch.where(valid, tiles, torch.zeros_like(tiles))
+    return tiles.sum((-2, -1)) / valid.sum((-2, -1)).clamp_min(1)
+
+
+def multiscale_ncc(moving: Tensor, fixed: Tensor, mask: Tensor | None = None,
+                   patch_sizes: Sequence[int | None] = (None, 13), weights: Sequence[float] = (0.5, 0.5),
+                   eps: float = _EPS) -> Tensor:
+    """Weighted sum of global NCC (``None``) and patch NCCs at several tile sizes.
+
+    ``S = sum_k w_k NCC_{p_k}``: the global term gives a wide basin, the patch terms sharpen
+    the optimum on local structure. Patch sizes larger than the image are skipped (their weight
+    goes to the global term), so the same measure works on every pyramid level.
+
+    Args:
+        moving, fixed, mask: as :func:`ncc`.
+        patch_sizes: tile sizes in pixels; ``None`` for the whole image.
+        weights: one per patch size, summing to 1.
+
+    Returns:
+        ``(B,)``.
+    """
+    if len(patch_sizes) != len(weights) or abs(sum(weights) - 1.0) > 1e-6:
+        raise ValueError(f"weights: expected one weight per patch size summing to 1, got {list(weights)} "
+                         f"for {list(patch_sizes)}")
+    total = torch.zeros(moving.shape[0], dtype=moving.dtype, device=moving.device)
+    global_weight = 0.0
+    for p, wk in zip(patch_sizes, weights):
+        if p is None or p > min(moving.shape[-2:]) // 2:
+            global_weight += wk
+        else:
+            total = total + wk * patch_ncc(moving, fixed, mask, p)
+    if global_weight:
+        total = total + global_weight * ncc(moving, fixed, mask, eps)
+    return total
+
+
+SIMILARITIES: dict[str, Similarity] = {"ncc": ncc, "gncc": gradient_ncc, "mncc": multiscale_ncc}
+
+
+def get_similarity(name: str) -> Similarity:
+    """The measure called ``name``: ``"ncc"``, ``"gncc"`` (gradient NCC) or ``"mncc"`` (multiscale)."""
+    if name not in SIMILARITIES:
+        raise ValueError(f"similarity: expected one of {sorted(SIMILARITIES)}, got {name!r}")
+    return SIMILARITIES[name]
+
+
+def check_target(image: Tensor, name: str, mask: Tensor | None = None) -> None:
+    """Refuse a target NCC cannot use: NaN/inf pixels or no contrast under the mask.
+
+    Args:
+        image: ``(H, W)``.
+        name: the view, for the message.
+        mask: ``(H, W)`` weights or None.
+
+    Raises:
+        ValueError: naming the view and what is wrong.
+    """
+    if not bool(torch.isfinite(image).all()):
+        raise ValueError(f"image {name!r}: {int((~torch.isfinite(image)).sum())} pixel(s) are NaN or inf")
+    w = torch.ones_like(image) if mask is None else mask.to(image.dtype)
+    if bool((w < 0).any()) or float(w.sum()) <= 0:
+        raise ValueError(f"mask of {name!r}: expected non-negative weights with a positive sum")
+    sel = image[w > 0]
+    spread = float(sel.max() - sel.min())
+    if not spread > 1e-6 * max(float(sel.abs().max()), 1e-30):
+        raise ValueError(
+            f"image {name!r} is constant (value {float(sel[0]):.6g} everywhere{' under its mask' if mask is not None else ''}): "
+            "NCC is undefined for an image without contrast; expected an X-ray line-integral image"
+        )

@@ -1,0 +1,54 @@
+import numpy as np
+import pytest
+import torch
+
+from stereodrr.register import check_target, gradient_ncc, multiscale_ncc, ncc, patch_ncc
+
+
+@pytest.fixture
+def images():
+    g = torch.Generator().manual_seed(0)
+    base = torch.nn.functional.avg_pool2d(torch.rand(2, 1, 40, 48, generator=g, dtype=torch.float64), 3, 1, 1)[:, 0]
+    return base, torch.rand(2, 40, 48, generator=g, dtype=torch.float64)
+
+
+def test_ncc_matches_weighted_pearson(images):
+    x, y = images
+    mask = (torch.rand(x.shape, generator=torch.Generator().manual_seed(1)) > 0.3).double()
+    got = ncc(x, y, mask)
+    for b in range(2):
+        sel = mask[b] > 0
+        expected = np.corrcoef(x[b][sel].numpy(), y[b][sel].numpy())[0, 1]
+        assert float(got[b]) == pytest.approx(expected, abs=1e-5)
+
+
+@pytest.mark.parametrize("measure", [ncc, gradient_ncc, lambda a, b, m=None: patch_ncc(a, b, m, 8), multiscale_ncc])
+def test_affine_invariance_and_sign(images, measure):
+    x, _ = images
+    np.testing.assert_allclose(measure(3.0 * x + 7.0, x).numpy(), 1.0, atol=1e-4)
+    np.testing.assert_allclose(measure(-x, x).numpy(), -1.0, atol=1e-4)
+
+
+def test_constant_rendering_gives_zero_not_nan(images):
+    x, y = images
+    flat = torch.zeros_like(x, requires_grad=True)
+    for measure in (ncc, gradient_ncc, multiscale_ncc):
+        s = measure(flat, y)
+        assert torch.isfinite(s).all() and float(s.detach().abs().max()) < 1e-6
+        s.sum().backward()
+        assert torch.isfinite(flat.grad).all()
+        flat.grad = None
+
+
+def test_bad_targets(images):
+    x, _ = images
+    with pytest.raises(ValueError, match="'left' is constant"):
+        check_target(torch.full((8, 8), 2.0), "left")
+    img = x[0].clone()
+    img[3, 4] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        check_target(img, "right")
+    with pytest.raises(ValueError, match="mask"):
+        ncc(x, x, torch.ones(1, 4, 4))
+    with pytest.raises(ValueError, match="patch"):
+        patch_ncc(x, x, patch=100)
