@@ -32,6 +32,10 @@ real dimensions are built from them by :func:`lego_brick`.
 
 Label map classes (:data:`LABELS`): 0 air, 1 plastic / soft tissue, 2 bone, 3 metal marker,
 4 lung.
+
+The shipped definition files (``lego_stereo``, ``lego_cube``, ``torso``) are written by
+:mod:`stereodrr.phantoms.designs` (``python -m stereodrr.phantoms.designs phantoms/``), which
+documents how they were designed and checked against the default 5 deg stereo rig.
 """
 
 from .io import PHANTOM_SCHEMA, load_phantom, phantom_from_dict, phantom_to_dict, save_phantom
