@@ -34,3 +34,13 @@ def test_rig_command_bad_input(tmp_path, capsys):
     assert rc == 1
     assert "SID < SDD" in capsys.readouterr().err
     assert not (tmp_path / "r.json").exists()
+
+
+def test_written_files_have_default_permissions(tmp_path):
+    import os
+    import stat
+
+    main(["rig", "-o", str(tmp_path / "rig.json")])
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE((tmp_path / "rig.json").stat().st_mode) == 0o666 & ~mask
