@@ -15,7 +15,7 @@ from typing import Sequence
 from .. import __version__
 
 # Sub-command modules, in the order `--help` lists them.
-COMMANDS = ["rig", "phantom", "render", "dataset", "calibrate", "demo"]
+COMMANDS = ["rig", "phantom", "render", "dataset", "calibrate", "demo", "register"]
 
 
 def build_parser() -> argparse.ArgumentParser:

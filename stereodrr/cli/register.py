@@ -1,0 +1,113 @@
+"""``stereodrr register``: fit one rigid pose of a CT to X-ray images of every view of a rig.
+
+Writes ``pose.json`` (schema ``stereodrr.pose/1``), ``iterations.csv`` (one row per iteration:
+pose, loss per view, time), ``loss.png``, ``overlay.png`` (target with the edges of the initial
+and registered DRRs) and ``errors.png`` (errors against iteration with ``--truth``, otherwise
+the pose relative to the result).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import cv2
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from .._io import atomic_path
+from ..geometry import load_rig
+from ..plot.register import plot_errors, plot_loss, plot_overlay
+from ..register import Level, RigidPose, load_pose, register, registration_errors, render_views, save_pose
+from ..volume import Volume, hu_to_mu, load_volume
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("register", help="register a CT to the X-ray images of a rig (one pose for all views)",
+                       description="Find the rigid pose of a CT whose DRRs match every view of a rig at once. "
+                                   "Images are matched to the rig's views in order.")
+    p.add_argument("--ct", required=True, help="CT volume in HU (NIfTI, MHA, NRRD or a DICOM folder)")
+    p.add_argument("--rig", required=True, help="rig.json (schema stereodrr.rig/1)")
+    p.add_argument("--images", required=True, nargs="+",
+                   help="one float32 line-integral image per view, in the rig's view order (TIFF as "
+                        "'stereodrr render' writes, or anything SimpleITK/OpenCV reads)")
+    p.add_argument("--init", help="initial pose.json (default: the identity, the CT where its header puts it)")
+    p.add_argument("--truth", help="known pose.json: only to record and plot the errors, never used to fit")
+    p.add_argument("--masks", nargs="+", help="optional weight images per view (0 = ignore the pixel)")
+    p.add_argument("-o", "--output", required=True, help="output folder")
+    p.add_argument("--energy", type=float, default=60.0, help="effective energy in keV for HU -> mu (default 60)")
+    p.add_argument("--similarity", choices=["mncc", "ncc", "gncc"], default="mncc")
+    p.add_argument("--optimizer", choices=["adam", "lbfgs"], default="adam")
+    p.add_argument("--levels", default="4:4:150,2:2:100,1:1:40",
+                   help="pyramid, coarse to fine: image_scale:volume_factor:iterations,... (default %(default)s)")
+    p.add_argument("--lr-rotation", type=float, default=0.5, help="initial rotation step, deg (default 0.5)")
+    p.add_argument("--lr-translation", type=float, default=2.0, help="initial translation step, mm (default 2)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def parse_levels(text: str) -> tuple[Level, ...]:
+    """``"4:4:150,2:2:100"`` -> levels (scale, volume factor, iterations)."""
+    levels = []
+    for part in text.split(","):
+        fields = part.strip().split(":")
+        if len(fields) != 3 or not all(f.strip().isdigit() for f in fields):
+            raise ValueError(f"--levels: expected scale:volume_factor:iterations (positive integers), got {part!r}")
+        levels.append(Level(*(int(f) for f in fields)))
+    return tuple(levels)
+
+
+def read_image(path: str) -> np.ndarray:
+    """A 2D image as float32 ``(H, W)`` via SimpleITK, falling back to OpenCV."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"image {str(p)!r} does not exist")
+    try:
+        arr = sitk.GetArrayFromImage(sitk.ReadImage(str(p)))
+    except RuntimeError:
+        arr = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
+        if arr is None:
+            raise ValueError(f"{p}: neither SimpleITK nor OpenCV can read it as an image") from None
+    arr = np.squeeze(np.asarray(arr))
+    if arr.ndim != 2:
+        raise ValueError(f"{p}: expected a single-channel 2D image, got shape {arr.shape}")
+    return arr.astype(np.float32)
+
+
+def run(args: argparse.Namespace) -> int:
+    rig = load_rig(args.rig)
+    if len(args.images) != len(rig):
+        raise ValueError(f"--images: expected {len(rig)} (one per view {rig.names}), got {len(args.images)}")
+    images = {name: read_image(f) for name, f in zip(rig.names, args.images)}
+    masks = None
+    if args.masks:
+        if len(args.masks) != len(rig):
+            raise ValueError(f"--masks: expected {len(rig)} (one per view {rig.names}), got {len(args.masks)}")
+        masks = {name: read_image(f) for name, f in zip(rig.names, args.masks)}
+    ct = load_volume(args.ct)
+    vol = Volume(hu_to_mu(ct.data, args.energy), ct.origin, ct.spacing, ct.direction).to(args.device)
+    init = load_pose(args.init) if args.init else None
+    truth = load_pose(args.truth) if args.truth else None
+    res = register(vol, rig, images, init, masks=masks, similarity=args.similarity, optimizer=args.optimizer,
+                   levels=parse_levels(args.levels), lr_rotation_deg=args.lr_rotation,
+                   lr_translation_mm=args.lr_translation, truth=truth, progress=not args.quiet)
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    save_pose(res.pose, out / "pose.json")
+    with atomic_path(out / "iterations.csv") as tmp:
+        res.history.to_csv(tmp, index=False)
+    start = RigidPose.identity(vol.center) if init is None else init
+    initial = render_views(vol, rig, start)
+    plot_loss(res.history, out / "loss.png")
+    plot_overlay(images, res.rendered, out / "overlay.png", initial={n: initial[i].cpu().numpy() for i, n in enumerate(rig.names)})
+    plot_errors(res.history, out / "errors.png")
+    print(f"{res.status}: {res.message} ({len(res.history)} iterations, {res.seconds:.1f} s)")
+    print(f"pose: {res.pose}")
+    print("loss per view: " + ", ".join(f"{n} {v:.5f}" for n, v in res.view_losses.items()))
+    if truth is not None:
+        err = registration_errors(res.pose, truth, rig, vol.corners())
+        print("errors: " + ", ".join(f"{k} {v:.3f}" for k, v in err.items()))
+    print(f"wrote {out / 'pose.json'}, iterations.csv, loss.png, overlay.png, errors.png")
+    return 0 if res.status != "diverged" else 3
