@@ -95,6 +95,9 @@ def plot_fundamental_methods(df: pd.DataFrame, path: str | os.PathLike[str], noi
         ax.set_yscale("log")
         if x == "n_markers":
             ax.set_xscale("log")
+            ticks = sorted(sub[x].unique())
+            ax.set_xticks(ticks, [str(int(t)) for t in ticks])
+            ax.minorticks_off()
         ax.set_xlabel(x.replace("_", " "))
         ax.set_title(title, fontsize=10)
     axes[0].set_ylabel("held-out symmetric epipolar error (px, median, IQR)")
@@ -109,13 +112,22 @@ def plot_phantom_design(grid: pd.DataFrame, phantoms: pd.DataFrame, path: str | 
     _require(grid, ["n_markers", "spread_mm", "triangulation_mm", "condition"], "phantom design grid")
     _require(phantoms, ["design", "triangulation_mm", "dlt_reprojection_px"], "phantom comparison")
     fig, (ax, bx, cx) = plt.subplots(1, 3, figsize=(16, 4.6))
+    finite = grid["triangulation_mm"][np.isfinite(grid["triangulation_mm"])]
+    ceiling = 1.5 * float(finite.max()) if len(finite) else 1.0
     for spread, g in grid.groupby("spread_mm"):
         med = g.groupby("n_markers")[["triangulation_mm", "condition"]].median()
-        ax.plot(med.index, med["triangulation_mm"], "o-", ms=4, label=f"spread +-{spread:g} mm")
+        line, = ax.plot(med.index, med["triangulation_mm"].where(np.isfinite(med["triangulation_mm"])), "o-", ms=4,
+                        label=f"spread +-{spread:g} mm")
+        broken = med.index[~np.isfinite(med["triangulation_mm"])]
+        ax.plot(broken, np.full(len(broken), ceiling), "x", color=line.get_color(), ms=8)
         bx.plot(med.index, med["condition"], "o-", ms=4, label=f"spread +-{spread:g} mm")
+    ax.plot([], [], "kx", label="calibration failed (median)")
+    ticks = sorted(grid["n_markers"].unique())
     for a, label in ((ax, "3D error of test points (mm, median)"), (bx, "DLT condition number (median)")):
         a.set_xscale("log")
         a.set_yscale("log")
+        a.set_xticks(ticks, [str(int(t)) for t in ticks])
+        a.minorticks_off()
         a.set_xlabel("markers")
         a.set_ylabel(label)
         a.legend(fontsize=8)
