@@ -198,7 +198,7 @@ def _fit_ball(res: np.ndarray, u_lo: int, v_lo: int, u0: float, v0: float, rho: 
     lo = [u0 - 2, v0 - 2, 0.5, 0.0, -np.inf, -np.inf, -np.inf, 0.0]
     hi = [u0 + 2, v0 + 2, rho + 2, np.inf, np.inf, np.inf, np.inf, _BLUR_HALF_WIDTH / 3]
     sol = least_squares(lambda x: model(x) - vals, x0, bounds=(lo, hi), x_scale="jac", method="trf",
-                        xtol=1e-12, ftol=1e-12, gtol=1e-12, max_nfev=300)
+                        xtol=1e-8, ftol=1e-9, gtol=1e-10, max_nfev=100)
     return sol.x, float(np.sqrt(np.mean(sol.fun**2)))
 
 

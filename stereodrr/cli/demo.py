@@ -1,6 +1,7 @@
 """``stereodrr demo -o out/``: the whole calibration on a simulated stereo shot.
 
-A 5 deg convergent rig (SID 750 mm, SDD 1200 mm, 0.3 mm pixels, 512 x 512) is the nominal rig;
+A 5 deg convergent rig (SID 750 mm, SDD 1200 mm, 0.3 mm pixels, 512 x 512 by default) is the
+nominal rig;
 the rig that takes the pictures is the nominal one moved by a few millimetres and tenths of a
 degree (seeded), as a real installation differs from its drawing. Both views of the LEGO stereo
 phantom (plastic bricks voxelized, steel balls analytic) are rendered with a flat-panel
@@ -42,6 +43,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--photons", type=float, default=1e4, help="photons per pixel without attenuation")
     p.add_argument("--electronic-noise", type=float, default=2.0, help="read-out noise sigma, photons")
     p.add_argument("--blur", type=float, default=0.5, help="detector blur sigma, px")
+    p.add_argument("--pixel", type=float, default=0.3, help="detector pixel pitch, mm (default 0.3)")
+    p.add_argument("--size", type=int, nargs=2, default=[512, 512], metavar=("W", "H"), help="detector pixels")
     p.add_argument("--phantom", default=None, help="phantom JSON (default phantoms/lego_stereo.json)")
     p.add_argument("--seed", type=int, default=0, help="seed of the rig perturbation and the noise")
     p.set_defaults(func=run)
@@ -51,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     out = Path(args.output)
     phantom = load_phantom(args.phantom or _default_phantom())
-    nominal = StereoRig.convergent(args.angle, 750.0, 1200.0, 0.3, 512, 512)
+    nominal = StereoRig.convergent(args.angle, 750.0, 1200.0, args.pixel, args.size[0], args.size[1])
     truth = perturbed_rig(nominal, seed=args.seed)
     noisy = not args.no_noise
     shots = render_calibration_images(

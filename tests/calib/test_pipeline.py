@@ -1,0 +1,126 @@
+"""End-to-end calibration from images: fast on analytic balls, slow on the full demo."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from stereodrr.calib.pipeline import calibrate_stereo, check_images
+from stereodrr.calib.scene import perturbed_rig
+from stereodrr.cli import main
+from stereodrr.cli.calibrate import write_image
+from stereodrr.geometry import StereoRig, save_rig
+from stereodrr.phantoms import load_phantom
+from stereodrr.render import render_spheres
+
+PHANTOM = Path(__file__).resolve().parents[2] / "phantoms" / "lego_stereo.json"
+
+
+@pytest.fixture(scope="module")
+def shots():
+    """The LEGO phantom's steel balls (analytic, no bricks) seen by a perturbed 5 deg rig, 320x320."""
+    phantom = load_phantom(PHANTOM)
+    nominal = StereoRig.convergent(5.0, 750.0, 1200.0, 0.45, 320, 320)
+    truth = perturbed_rig(nominal, seed=3)
+    balls = phantom.marker_arrays(60.0)
+    images, centres = {}, {}
+    for name, cam in truth.cameras.items():
+        img, c = render_spheres(balls.centers, balls.diameters, balls.mu, cam, dtype=torch.float64)
+        images[name] = img[0].numpy()
+        centres[name] = c[0].numpy()
+    return phantom, nominal, truth, images, centres
+
+
+def test_noise_free_goals(shots):
+    phantom, nominal, truth, images, centres = shots
+    res = calibrate_stereo(images, phantom.marker_table(), nominal, truth=truth, truth_centres_px=centres,
+                           progress=False)
+    r = res.report()
+    assert r["markers_used"] == 24
+    assert r["epipolar_error_px"] < 0.1 and r["epipolar_passed"]
+    assert r["nominal_rig_epipolar_error_px"] > 1.0  # the nominal rig alone would fail validation
+    assert r["reprojection_rms_px"] < 0.1
+    assert r["triangulation_rms_mm"] <= 0.02
+    assert all(v["rms_vs_truth_px"] < 0.01 for v in r["detection"].values())
+    assert set(r["fundamental"]) == {"8point", "ransac", "lmeds", "magsac", "accurate"}
+    for f in r["fundamental"].values():
+        assert f["heldout"]["mean_symmetric_px_est"] < 0.1
+    for v in r["calibrated_vs_truth"].values():
+        # Focal length and source distance trade off along the beam: the pose is the weak part.
+        assert v["source_error_mm"] < 2.0 and v["rotation_error_deg"] < 0.1
+    for v in r["opencv_crosscheck"].values():
+        assert v["pnp_rms_px"] < 0.1
+    # The depth error dominates at 5 deg, and the rig predicts its size.
+    assert r["triangulation_depth_rms_mm"] > 5 * r["triangulation_inplane_rms_mm"]
+    assert 0.3 < r["triangulation_depth_rms_mm"] / r["predicted_depth_rms_mm"] < 3
+    assert "epipolar error" in res.summary()
+
+
+def test_bad_images(shots):
+    phantom, nominal, _, images, _ = shots
+    table = phantom.marker_table()
+    with pytest.raises(ValueError, match="missing"):
+        calibrate_stereo({"left": images["left"]}, table, nominal, progress=False)
+    with pytest.raises(ValueError, match="320x320 detector"):
+        check_images({"left": images["left"][:, :300], "right": images["right"]}, nominal)
+    smooth = np.add.outer(np.linspace(0.0, 0.3, 320), np.linspace(0.0, 0.2, 320))
+    with pytest.raises(ValueError, match="no markers found"):
+        calibrate_stereo({n: smooth for n in nominal.names}, table, nominal, kind="line_integral", progress=False)
+    noise = {n: np.random.default_rng(0).normal(100.0, 1.0, (320, 320)) for n in nominal.names}
+    with pytest.raises(ValueError, match="could not identify|no markers found"):
+        calibrate_stereo(noise, table, nominal, kind="line_integral", progress=False)
+    with pytest.raises(ValueError, match="NaN"):
+        calibrate_stereo({**images, "left": np.full((320, 320), np.nan)}, table, nominal, progress=False)
+
+
+def test_calibrate_cli_on_files(shots, tmp_path, capsys):
+    _, nominal, _, images, _ = shots
+    paths = [write_image(tmp_path / f"{n}.tif", images[n].astype(np.float32)) for n in nominal.names]
+    save_rig(nominal, tmp_path / "nominal.json")
+    out = tmp_path / "out"
+    rc = main(["calibrate", "--images", *map(str, paths), "--phantom", str(PHANTOM),
+               "--rig", str(tmp_path / "nominal.json"), "-o", str(out)])
+    assert rc == 0
+    report = json.loads((out / "report.json").read_text())
+    for key in ("epipolar_error_px", "reprojection_rms_px", "triangulation_rms_mm", "triangulation_depth_rms_mm",
+                "triangulation_inplane_rms_mm", "seconds"):
+        assert key in report
+    for f in ("rig.json", "dlt_coefficients.csv", "opencv.yaml", "stereo_pair.png", "marker_errors.png",
+              "markers.csv", "epipolar.csv", "summary.txt"):
+        assert (out / f).is_file(), f
+    assert "triangulation RMS" in capsys.readouterr().out
+    # Bad input reaches the user as one clear line, exit code 1.
+    rc = main(["calibrate", "--images", str(paths[0]), "--phantom", str(PHANTOM),
+               "--rig", str(tmp_path / "nominal.json"), "-o", str(out)])
+    assert rc == 1 and "2 views" in capsys.readouterr().err
+    rc = main(["calibrate", "--images", str(paths[0]), str(tmp_path / "none.tif"), "--phantom", str(PHANTOM),
+               "--rig", str(tmp_path / "nominal.json"), "-o", str(out)])
+    assert rc == 1 and "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("noise", [False, True])
+def test_demo_default(tmp_path, noise):
+    out = tmp_path / "demo"
+    assert main(["demo", "-o", str(out)] + ([] if noise else ["--no-noise"])) == 0
+    r = json.loads((out / "report.json").read_text())
+    assert (out / "stereo_pair.png").is_file() and (out / "marker_errors.png").is_file()
+    assert r["markers_used"] == 24 and r["epipolar_passed"]
+    if noise:
+        assert r["epipolar_error_px"] < 0.2 and r["reprojection_rms_px"] < 0.2
+        assert r["triangulation_rms_mm"] < 0.15
+    else:
+        assert r["epipolar_error_px"] < 0.1 and r["reprojection_rms_px"] < 0.1
+        assert r["triangulation_rms_mm"] < 0.05
+
+
+@pytest.mark.slow
+def test_demo_noise_free_fine_detector_reaches_20_microns(tmp_path):
+    out = tmp_path / "demo"
+    assert main(["demo", "-o", str(out), "--no-noise", "--pixel", "0.15", "--size", "1024", "1024"]) == 0
+    r = json.loads((out / "report.json").read_text())
+    assert r["epipolar_error_px"] < 0.1
+    assert r["reprojection_rms_px"] < 0.1
+    assert r["triangulation_rms_mm"] <= 0.02
