@@ -31,7 +31,14 @@ from ..geometry import Camera, project_points, rotvec_to_matrix
 from ._checks import as_points, same_count
 from .dlt import MIN_DLT_POINTS, dlt_projection
 
-__all__ = ["Identification", "identify_markers", "match_views"]
+__all__ = ["Identification", "identify_markers", "match_views", "shadow_diameters_px"]
+
+
+def shadow_diameters_px(camera: Camera, centers: np.ndarray, diameters_mm: np.ndarray) -> np.ndarray:
+    """``(M,)`` diameter in pixels of each ball's shadow, ``f d / Z`` (``f = K[0, 0]``, ``Z`` the
+    ball's depth along the principal axis)."""
+    _, depth = camera.project(centers)
+    return np.asarray(diameters_mm, np.float64) * camera.K[0, 0] / depth
 
 
 @dataclass(frozen=True)
@@ -114,12 +121,12 @@ def identify_markers(
             raise ValueError(f"markers: missing column {col!r} (expected marker_id, x, y, z[, diameter_mm])")
     X = as_points("markers x,y,z", markers[["x", "y", "z"]].to_numpy(), 3, MIN_DLT_POINTS, "identification")
     ids = markers["marker_id"].to_numpy()
-    pred, depth = camera.project(X)
+    pred, _ = camera.project(X)
     ok = np.ones((len(det), len(X)), bool)
     if detection_diameters_px is not None and "diameter_mm" in markers.columns:
         dd = np.asarray(detection_diameters_px, np.float64).ravel()
         same_count(detections=det, detection_diameters_px=dd)
-        expected = markers["diameter_mm"].to_numpy(np.float64) * camera.K[0, 0] / depth
+        expected = shadow_diameters_px(camera, X, markers["diameter_mm"].to_numpy(np.float64))
         ok = np.abs(dd[:, None] / expected[None, :] - 1.0) <= size_tol
     if tol_px is None:
         gaps = np.linalg.norm(pred[:, None] - pred[None], axis=-1) + np.diag(np.full(len(pred), np.inf))

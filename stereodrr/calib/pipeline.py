@@ -22,7 +22,7 @@ from .detect import detect_markers
 from .dlt import RigCalibration, calibrate_rig, opencv_crosscheck
 from .fundamental import METHODS as F_METHODS
 from .fundamental import FundamentalEstimate, estimate_fundamental
-from .identify import Identification, identify_markers, match_views
+from .identify import Identification, identify_markers, match_views, shadow_diameters_px
 from .triangulate import METHODS as TRI_METHODS
 from .triangulate import Triangulation, error_table, triangulate
 from .validate import EpipolarReport, compare_fundamental, validate_epipolar
@@ -173,7 +173,7 @@ class StereoCalibration:
 def _expected_diameters_px(markers: pd.DataFrame, rig: StereoRig) -> tuple[float, float]:
     X = markers[["x", "y", "z"]].to_numpy(np.float64)
     d = markers["diameter_mm"].to_numpy(np.float64) if "diameter_mm" in markers else np.full(len(X), 2.0)
-    sizes = np.concatenate([d * cam.K[0, 0] / cam.project(X)[1] for cam in rig.cameras.values()])
+    sizes = np.concatenate([shadow_diameters_px(cam, X, d) for cam in rig.cameras.values()])
     return 0.6 * float(sizes.min()), 1.4 * float(sizes.max())
 
 
