@@ -4,7 +4,7 @@ One CT (the torso phantom ``phantoms/torso.json`` voxelized at 2.5 mm, or the bu
 ``torso_phantom`` with ``--ct builtin``), known true pose (the identity), ``--trials`` random
 initial poses (rotation vector components uniform in +-10 deg, translation components in
 +-20 mm about the volume centre; fixed seed, the same poses for every setup), three rigs with
-the same detector (SID 750 mm, SDD 1200 mm, a 512 mm detector of ``--size`` pixels):
+the same detector (SID 750 mm, SDD 1200 mm, a ``--detector-mm`` wide detector of ``--size`` pixels):
 
 * ``single``: one AP view;
 * ``stereo5``: a convergent 5 deg pair (:meth:`StereoRig.convergent`);
@@ -38,14 +38,14 @@ import pandas as pd
 import torch
 
 from stereodrr._io import atomic_path
-from stereodrr.geometry import StereoRig
+from stereodrr.geometry import StereoRig, invert, rigid_matrix
 from stereodrr.plot.register import plot_registration_study
 from stereodrr.register import RigidPose, moved_extrinsics, register, registration_errors
 from stereodrr.render import detect, negative_log, render_drr
 from stereodrr.volume import Volume, hu_to_mu, torso_phantom
 
 SETUPS = ("single", "stereo5", "biplanar", "nanodrr")
-SID, SDD, DETECTOR_MM = 750.0, 1200.0, 512.0
+SID, SDD = 750.0, 1200.0
 COLUMNS = ["setup", "trial", "success", "mtre_mm", "depth_error_mm", "inplane_error_mm", "rotation_error_deg",
            "seconds", "status", "init_mtre_mm", "iterations"]
 
@@ -61,8 +61,8 @@ def load_ct(kind: str, spacing: float) -> Volume:
     return ct.with_data(hu_to_mu(ct.data))
 
 
-def build_rigs(size: int) -> dict[str, StereoRig]:
-    common = dict(sid=SID, sdd=SDD, pixel_spacing=DETECTOR_MM / size, width=size, height=size)
+def build_rigs(size: int, detector_mm: float) -> dict[str, StereoRig]:
+    common = dict(sid=SID, sdd=SDD, pixel_spacing=detector_mm / size, width=size, height=size)
     single = StereoRig.arc(1, 0.0, names=("ap",), **common)
     return {"single": single, "stereo5": StereoRig.convergent(5.0, **common), "biplanar": StereoRig.biplanar(**common),
             "nanodrr": single}
@@ -102,13 +102,10 @@ def run_nanodrr(volume: Volume, rig: StereoRig, target: torch.Tensor, init: Rigi
     # nanodrr puts pixel centres at (u + 1/2, v + 1/2); stereodrr at integers.
     K = cam.K.copy()
     K[:2, 2] += 0.5
-    E = np.eye(4)
-    E[:3, :3], E[:3, 3] = cam.R, cam.t
-    E_init = moved_extrinsics(cam.R[None], cam.t[None], init.matrix)
-    E0 = np.eye(4)
-    E0[:3, :3], E0[:3, 3] = E_init[0][0], E_init[1][0]
+    E = rigid_matrix(cam.R, cam.t)
+    E0 = rigid_matrix(*moved_extrinsics(cam.R, cam.t, init.matrix))  # the camera that sees the start pose
     torch.manual_seed(0)  # Registration draws its tiny initial perturbation at random
-    reg = Registration(subject, torch.as_tensor(np.linalg.inv(E0), dtype=torch.float32)[None],
+    reg = Registration(subject, torch.as_tensor(invert(E0), dtype=torch.float32)[None],
                        torch.as_tensor(np.linalg.inv(K), dtype=torch.float32)[None],
                        torch.tensor([cam.sdd], dtype=torch.float32), cam.height, cam.width)
     loss_fn = MultiscaleNormalizedCrossCorrelation2d([None, 13], [0.5, 0.5])
@@ -127,7 +124,7 @@ def run_nanodrr(volume: Volume, rig: StereoRig, target: torch.Tensor, init: Rigi
     with torch.no_grad():
         cam_to_world = reg.pose[0].double().numpy()
     # E T = inv(cam_to_world)  =>  T = inv(E) inv(cam_to_world)
-    T = np.linalg.inv(E) @ np.linalg.inv(cam_to_world)
+    T = invert(E) @ invert(cam_to_world)
     return RigidPose.from_matrix(T, volume.center), steps
 
 
@@ -136,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--trials", type=int, default=20)
     ap.add_argument("--out", default="out/registration")
     ap.add_argument("--size", type=int, default=128, help="detector pixels per side")
+    ap.add_argument("--detector-mm", type=float, default=512.0,
+                    help="detector side in mm (default 512: the whole 320 mm torso in the field at SID 750 / SDD 1200)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--setups", nargs="+", default=list(SETUPS), choices=SETUPS)
     ap.add_argument("--ct", choices=["torso_json", "builtin"], default="torso_json")
@@ -162,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
 
     volume = load_ct(args.ct, args.spacing)
-    rigs = build_rigs(args.size)
+    rigs = build_rigs(args.size, args.detector_mm)
     truth = RigidPose.identity(volume.center)
     inits = initial_poses(args.trials, args.seed, volume.center, args.max_deg, args.max_mm)
     corners = volume.corners()
@@ -175,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
             print("note: nanodrr is not installed (make bench-install); skipping the nanodrr baseline")
             setups.remove("nanodrr")
     print(f"CT {args.ct}: {volume.size} voxels of {volume.spacing.tolist()} mm; detector {args.size}^2 px of "
-          f"{DETECTOR_MM / args.size:.2f} mm; {photons or 'no'} photons/pixel; {args.trials} trials; setups {setups}")
+          f"{args.detector_mm / args.size:.2f} mm; {f'{photons:g}' if photons else 'no'} photons/pixel; {args.trials} trials; setups {setups}")
 
     rows: list[dict] = []
     csv = out / "results.csv"
@@ -214,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     print(summary.to_string(float_format=lambda v: f"{v:.3f}"))
     plot_registration_study(df, out / "results.png",
                             f"{args.trials} random starts (+-{args.max_deg:g} deg, +-{args.max_mm:g} mm), "
-                            f"{args.size}x{args.size} px, {photons or 'no'} photons/px")
+                            f"{args.size}x{args.size} px, {f'{photons:g}' if photons else 'no'} photons/px")
     print(f"wrote {csv} and {out / 'results.png'}")
     return 0
 

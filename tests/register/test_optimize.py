@@ -123,3 +123,11 @@ def test_diverging_run_stops_with_the_best_pose(volume, rig, targets):
     assert np.all(np.isfinite(res.pose.matrix))
     np.testing.assert_allclose(res.pose.matrix, init.matrix, atol=1e-6)  # the start was the best seen
     assert len(res.history) >= 1 and np.isfinite(res.loss)
+
+
+def test_quaternion_increments_reach_the_same_pose(volume, rig, targets):
+    truth = RigidPose.identity(volume.center)
+    init = RigidPose.from_degrees([1.5, 0.0, -1.0], [3.0, 0.0, -2.0], volume.center)
+    res = register(volume, rig, targets, init, levels=(Level(2, 2, 60), Level(1, 1, 30)), rotation="quaternion",
+                   progress=False)
+    assert registration_errors(res.pose, truth, rig, volume.corners())["mtre_mm"] < 1.0
