@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -110,8 +111,6 @@ def write_results(result: StereoCalibration, images: Mapping[str, np.ndarray], o
 
 
 def run(args: argparse.Namespace) -> int:
-    import time
-
     t0 = time.perf_counter()
     nominal = load_rig(args.rig)
     if len(args.images) != len(nominal):
