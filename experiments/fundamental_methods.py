@@ -22,6 +22,7 @@ import itertools
 import warnings
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
@@ -55,7 +56,7 @@ def run_trial(rig: StereoRig, method: str, noise: float, outliers: float, n: int
     row = {"method": method, "noise_px": noise, "outlier_fraction": outliers, "n_markers": n, "trial": trial}
     try:
         est = estimate_fundamental(p1, p2, method=method, threshold_px=max(1.0, 3.0 * noise), seed=trial)
-    except ValueError as exc:  # OpenCV found no F: counts as broken
+    except (ValueError, cv2.error) as exc:  # no F (or an OpenCV assertion inside USAC): counts as broken
         return {**row, "heldout_px": np.inf, "method_used": method, "degenerate": False, "failed": str(exc)[:80],
                 "inlier_recall": np.nan, "outliers_kept": np.nan}
     err = symmetric_epipolar_distance(est.F, *heldout)
@@ -124,6 +125,10 @@ def main() -> None:
     fig = plot_fundamental_methods(df, out / "fundamental_methods.png", slice_["noise_px"], slice_["outliers"],
                                    slice_["markers"])
     print(summary.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+    failed = df[df["failed"] != ""]
+    if len(failed):
+        print(f"{len(failed)} fits raised (counted as broken): "
+              + "; ".join(f"{m}: {g['failed'].iloc[0]} ({len(g)}x)" for m, g in failed.groupby("method")))
     fallback = df[df["method"] != df["method_used"]]
     if len(fallback):
         print(f"OpenCV ran another method in {len(fallback)} fits: "
