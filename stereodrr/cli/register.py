@@ -39,22 +39,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--energy", type=float, default=60.0, help="effective energy in keV for HU -> mu (default 60)")
     p.add_argument("--similarity", choices=["mncc", "ncc", "gncc"], default="mncc")
     p.add_argument("--optimizer", choices=["adam", "lbfgs"], default="adam")
-    p.add_argument("--levels", default="4:4:150,2:2:100,1:1:40",
-                   help="pyramid, coarse to fine: image_scale:volume_factor:iterations,... (default %(default)s)")
+    p.add_argument("--levels", default="4:150,2:100,1:40",
+                   help="pyramid, coarse to fine: image_scale:iterations[:volume_factor],... (default %(default)s; "
+                        "the volume factor defaults to voxels about one pixel's footprint at the isocenter)")
     p.add_argument("--lr-rotation", type=float, default=0.5, help="initial rotation step, deg (default 0.5)")
     p.add_argument("--lr-translation", type=float, default=2.0, help="initial translation step, mm (default 2)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--threads", type=int, help="CPU threads (default: torch's; 1 is fastest on a busy CPU)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
 def parse_levels(text: str) -> tuple[Level, ...]:
-    """``"4:4:150,2:2:100"`` -> levels (scale, volume factor, iterations)."""
+    """``"4:150,2:100:2"`` -> levels (scale, iterations[, volume factor])."""
     levels = []
     for part in text.split(","):
         fields = part.strip().split(":")
-        if len(fields) != 3 or not all(f.strip().isdigit() for f in fields):
-            raise ValueError(f"--levels: expected scale:volume_factor:iterations (positive integers), got {part!r}")
+        if len(fields) not in (2, 3) or not all(f.strip().isdigit() for f in fields):
+            raise ValueError(f"--levels: expected scale:iterations[:volume_factor] (positive integers), got {part!r}")
         levels.append(Level(*(int(f) for f in fields)))
     return tuple(levels)
 
@@ -77,6 +79,10 @@ def read_image(path: str) -> np.ndarray:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads: expected a positive count, got {args.threads}")
+        torch.set_num_threads(args.threads)
     rig = load_rig(args.rig)
     if len(args.images) != len(rig):
         raise ValueError(f"--images: expected {len(rig)} (one per view {rig.names}), got {len(args.images)}")

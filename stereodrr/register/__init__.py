@@ -13,6 +13,7 @@ from .optimize import (
     Level,
     RegistrationDivergedWarning,
     RegistrationResult,
+    auto_volume_factor,
     downsample_images,
     multiview_loss,
     register,
@@ -27,7 +28,7 @@ from .similarity import SIMILARITIES, check_target, get_similarity, gradient_ncc
 __all__ = [
     "mean_viewing_direction", "registration_errors", "rotation_error_deg", "target_registration_error",
     "translation_errors",
-    "DEFAULT_LEVELS", "Level", "RegistrationDivergedWarning", "RegistrationResult", "downsample_images", "multiview_loss", "register",
+    "DEFAULT_LEVELS", "Level", "RegistrationDivergedWarning", "RegistrationResult", "auto_volume_factor", "downsample_images", "multiview_loss", "register",
     "render_views", "scale_intrinsics", "translation_basis", "views_seeing",
     "POSE_SCHEMA", "RigidPose", "load_pose", "moved_extrinsics", "pose_matrix", "save_pose",
     "SIMILARITIES", "check_target", "get_similarity", "gradient_ncc", "multiscale_ncc", "ncc", "patch_ncc",

@@ -16,7 +16,8 @@ unit quaternion ``dq`` instead of ``dr``.)
 
 Coarse to fine: each :class:`Level` renders at ``1/scale`` of the detector resolution (targets
 average-pooled, intrinsics rescaled so that pixel centres stay at integers,
-``u' = (u + 1/2)/s - 1/2``) from a volume averaged over ``volume_factor^3`` blocks.
+``u' = (u + 1/2)/s - 1/2``) from a volume averaged over ``volume_factor^3`` blocks (by default
+voxels about the size of a pixel's footprint at the isocenter, ``z_iso s / f``).
 
 Stopping: a level ends when its step size (Adam, halved after ``patience`` iterations without
 improvement) or its pose change (L-BFGS) falls below the tolerances, or after ``iterations``.
@@ -48,7 +49,7 @@ from .pose import RigidPose, moved_extrinsics, pose_matrix
 from .similarity import check_target, get_similarity
 
 __all__ = ["Level", "DEFAULT_LEVELS", "RegistrationResult", "RegistrationDivergedWarning", "register",
-           "render_views", "views_seeing", "multiview_loss", "scale_intrinsics", "downsample_images", "translation_basis"]
+           "render_views", "views_seeing", "multiview_loss", "auto_volume_factor", "scale_intrinsics", "downsample_images", "translation_basis"]
 
 
 class RegistrationDivergedWarning(UserWarning):
@@ -61,26 +62,30 @@ class Level:
 
     Attributes:
         scale: detector downsampling factor (1 = full resolution).
-        volume_factor: volume downsampling factor (:meth:`Volume.downsample`).
         iterations: most optimiser steps at this level.
+        volume_factor: volume downsampling factor (:meth:`Volume.downsample`); ``None`` picks the
+            largest whose voxels stay no larger than the level's pixel footprint at the
+            isocenter (finer voxels than pixels add cost, not information).
         similarity: the measure at this level (default: :func:`register`'s ``similarity``).
     """
 
     scale: int = 1
-    volume_factor: int = 1
     iterations: int = 100
+    volume_factor: int | None = None
     similarity: str | None = None
 
     def __post_init__(self) -> None:
-        for name in ("scale", "volume_factor", "iterations"):
+        for name in ("scale", "iterations", "volume_factor"):
             v = getattr(self, name)
+            if v is None and name == "volume_factor":
+                continue
             if int(v) != v or v < 1:
                 raise ValueError(f"level {name}: expected a positive integer, got {v}")
         if self.similarity is not None:
             get_similarity(self.similarity)
 
 
-DEFAULT_LEVELS = (Level(4, 4, 150), Level(2, 2, 100), Level(1, 1, 40))
+DEFAULT_LEVELS = (Level(4, 150), Level(2, 100), Level(1, 40))
 
 
 @dataclass
@@ -126,6 +131,17 @@ def scale_intrinsics(K: Tensor, scale: int) -> Tensor:
     A = torch.tensor([[1 / s, 0.0, (1 / s - 1) / 2], [0.0, 1 / s, (1 / s - 1) / 2], [0.0, 0.0, 1.0]],
                      dtype=K.dtype, device=K.device)
     return A @ K
+
+
+def auto_volume_factor(volume: Volume, rig: StereoRig, scale: int) -> int:
+    """Largest ``k >= 1`` with ``k * min(spacing) <= min_v z_v s / f_v``: voxels no larger than
+    the footprint of a binned pixel at the isocenter (``z_v`` its depth in view ``v``, ``f_v``
+    the mean focal length in pixels)."""
+    footprint = min(
+        float(cam.project(rig.isocenter[None])[1][0]) * scale / (0.5 * (cam.K[0, 0] + cam.K[1, 1]))
+        for cam in rig.cameras.values()
+    )
+    return max(1, int(math.floor(footprint / float(volume.spacing.min()) + 1e-9)))
 
 
 def downsample_images(images: Tensor, scale: int) -> Tensor:
@@ -366,11 +382,12 @@ def register(
     volumes: dict[int, tuple[Tensor, Tensor]] = {}
     try:
         for li, lv in enumerate(levels):
-            if lv.volume_factor not in volumes:
-                vol = volume.downsample(lv.volume_factor)
+            factor = lv.volume_factor or auto_volume_factor(volume, rig, lv.scale)
+            if factor not in volumes:
+                vol = volume.downsample(factor)
                 ifw = torch.as_tensor(np.linalg.inv(vol.affine), dtype=dtype, device=device)
-                volumes[lv.volume_factor] = (vol.data, ifw)
-            data, ifw = volumes[lv.volume_factor]
+                volumes[factor] = (vol.data, ifw)
+            data, ifw = volumes[factor]
             K_l = scale_intrinsics(K, lv.scale)
             tgt = downsample_images(targets, lv.scale)
             msk = None if weights is None else downsample_images(weights, lv.scale)
@@ -383,7 +400,7 @@ def register(
                                       mode=render_mode, step_mm=step_mm)
 
             def record(loss: Tensor, per_view: Tensor, pose: RigidPose, lr: tuple[float, float]) -> None:
-                row = {"level": li, "scale": lv.scale, "iteration": it_global, "time_s": time.perf_counter() - t_start,
+                row = {"level": li, "scale": lv.scale, "volume_factor": factor, "iteration": it_global, "time_s": time.perf_counter() - t_start,
                        "loss": float(loss)}
                 row.update({f"loss_{n}": float(v) for n, v in zip(names, per_view)})
                 row.update(dict(zip(("rx_deg", "ry_deg", "rz_deg"), pose.rotvec_deg.tolist())))

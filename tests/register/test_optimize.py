@@ -80,11 +80,11 @@ def test_loss_gradient_matches_finite_differences(volume, rig, targets):
 
 # L-BFGS's line search needs the sharper gradient-NCC optimum (it stalls on mncc's flat
 # out-of-plane rotation); Adam works with either.
-@pytest.mark.parametrize("optimizer, similarity", [("adam", "mncc"), ("lbfgs", "gncc")])
+@pytest.mark.parametrize("optimizer, similarity", [("adam", "mncc"), pytest.param("lbfgs", "gncc", marks=pytest.mark.slow)])
 def test_recovers_known_offset_from_two_views(volume, rig, targets, optimizer, similarity):
     truth = RigidPose.identity(volume.center)
     init = RigidPose.from_degrees([2.0, -1.5, 2.5], [4.0, -5.0, 3.0], volume.center)
-    res = register(volume, rig, targets, init, levels=(Level(2, 2, 60), Level(1, 1, 40)), optimizer=optimizer,
+    res = register(volume, rig, targets, init, levels=(Level(2, 60, 2), Level(1, 40, 1)), optimizer=optimizer,
                    similarity=similarity, truth=truth, progress=False)
     err = registration_errors(res.pose, truth, rig, volume.corners())
     start = registration_errors(init, truth, rig, volume.corners())
@@ -117,7 +117,7 @@ def test_diverging_run_stops_with_the_best_pose(volume, rig, targets):
     init = RigidPose.from_degrees([1.0, 0.0, 0.0], [2.0, 0.0, 0.0], volume.center)
     # A 400 mm first step throws the volume out of every view.
     with pytest.warns(RegistrationDivergedWarning, match="diverged"):
-        res = register(volume, rig, targets, init, levels=(Level(2, 2, 20),), lr_translation_mm=400.0,
+        res = register(volume, rig, targets, init, levels=(Level(2, 20, 2),), lr_translation_mm=400.0,
                        lr_rotation_deg=30.0, progress=False)
     assert res.status == "diverged" and "left every view" in res.message
     assert np.all(np.isfinite(res.pose.matrix))
@@ -125,9 +125,10 @@ def test_diverging_run_stops_with_the_best_pose(volume, rig, targets):
     assert len(res.history) >= 1 and np.isfinite(res.loss)
 
 
+@pytest.mark.slow
 def test_quaternion_increments_reach_the_same_pose(volume, rig, targets):
     truth = RigidPose.identity(volume.center)
     init = RigidPose.from_degrees([1.5, 0.0, -1.0], [3.0, 0.0, -2.0], volume.center)
-    res = register(volume, rig, targets, init, levels=(Level(2, 2, 60), Level(1, 1, 30)), rotation="quaternion",
+    res = register(volume, rig, targets, init, levels=(Level(2, 60, 2), Level(1, 30, 1)), rotation="quaternion",
                    progress=False)
     assert registration_errors(res.pose, truth, rig, volume.corners())["mtre_mm"] < 1.0
