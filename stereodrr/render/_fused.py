@@ -53,38 +53,52 @@ if numba is not None:
         inside = zero + _F1 if (p > zero and p < top) else zero
         return i0, 1, x - np.float32(i0), inside
 
+    @njit(inline="always", fastmath=True, cache=True)
+    def _sample(flat, px, py, pz, nx, ny, nz):  # pragma: no cover - compiled
+        """Edge-clamped trilinear sample at index ``(px, py, pz)`` of the flat ``(Z, Y, X)`` volume.
+
+        Returns the value, its spatial gradient ``(dfx, dfy, dfz)``, the flat index ``b`` of the
+        base voxel, the offsets ``(ox, dy, dz)`` to its neighbours and the fractions
+        ``(fx, fy, fz)`` (the forward pass uses the value only; the rest compiles away there).
+        """
+        i0, ox, fx, ddx = _cell(px, nx)
+        j0, oy, fy, ddy = _cell(py, ny)
+        k0, oz, fz, ddz = _cell(pz, nz)
+        b = (k0 * ny + j0) * nx + i0
+        dy, dz = oy * nx, oz * nx * ny
+        v000, v001 = flat[b], flat[b + ox]
+        v010, v011 = flat[b + dy], flat[b + dy + ox]
+        v100, v101 = flat[b + dz], flat[b + dz + ox]
+        v110, v111 = flat[b + dz + dy], flat[b + dz + dy + ox]
+        c00 = v000 + fx * (v001 - v000)
+        c01 = v010 + fx * (v011 - v010)
+        c10 = v100 + fx * (v101 - v100)
+        c11 = v110 + fx * (v111 - v110)
+        c0 = c00 + fy * (c01 - c00)
+        c1 = c10 + fy * (c11 - c10)
+        gy_, gz_ = _F1 - fy, _F1 - fz
+        dfx = ddx * (gz_ * (gy_ * (v001 - v000) + fy * (v011 - v010))
+                     + fz * (gy_ * (v101 - v100) + fy * (v111 - v110)))
+        dfy = ddy * (gz_ * (c01 - c00) + fz * (c11 - c10))
+        dfz = ddz * (c1 - c0)
+        return c0 + fz * (c1 - c0), dfx, dfy, dfz, b, ox, dy, dz, fx, fy, fz
+
     @njit(parallel=True, fastmath=True, cache=True, error_model="numpy")
     def _forward(vol, o, e, s0, ds, n, out):  # pragma: no cover - compiled
         nz, ny, nx = vol.shape
         flat = vol.ravel()
-        sy, sz = nx, nx * ny
         for r in prange(o.shape[0]):
             acc = ds[r] * _F0
             for k in range(n[r]):
                 s = s0[r] + (np.float32(k) + _HALF) * ds[r]
-                i0, ox, fx, _ = _cell(o[r, 0] + s * e[r, 0], nx)
-                j0, oy, fy, _ = _cell(o[r, 1] + s * e[r, 1], ny)
-                k0, oz, fz, _ = _cell(o[r, 2] + s * e[r, 2], nz)
-                b = k0 * sz + j0 * sy + i0
-                dy, dz = oy * sy, oz * sz
-                v000, v001 = flat[b], flat[b + ox]
-                v010, v011 = flat[b + dy], flat[b + dy + ox]
-                v100, v101 = flat[b + dz], flat[b + dz + ox]
-                v110, v111 = flat[b + dz + dy], flat[b + dz + dy + ox]
-                c00 = v000 + fx * (v001 - v000)
-                c01 = v010 + fx * (v011 - v010)
-                c10 = v100 + fx * (v101 - v100)
-                c11 = v110 + fx * (v111 - v110)
-                c0 = c00 + fy * (c01 - c00)
-                c1 = c10 + fy * (c11 - c10)
-                acc += c0 + fz * (c1 - c0)
+                acc += _sample(flat, o[r, 0] + s * e[r, 0], o[r, 1] + s * e[r, 1], o[r, 2] + s * e[r, 2],
+                               nx, ny, nz)[0]
             out[r] = acc * ds[r]
 
     @njit(parallel=True, fastmath=True, cache=True, error_model="numpy")
     def _backward(vol, o, e, s0, ds, n, g, want_vol, gvol, go, ge, gs0, gds):  # pragma: no cover
         nz, ny, nx = vol.shape
         flat = vol.ravel()
-        sy, sz = nx, nx * ny
         n_blocks = gvol.shape[0]
         for blk in prange(n_blocks):
             buf = gvol[blk].ravel()
@@ -95,28 +109,9 @@ if numba is not None:
                 for k in range(n[r]):
                     kh = np.float32(k) + _HALF
                     s = s0[r] + kh * ds[r]
-                    i0, ox, fx, ddx = _cell(o[r, 0] + s * e[r, 0], nx)
-                    j0, oy, fy, ddy = _cell(o[r, 1] + s * e[r, 1], ny)
-                    k0, oz, fz, ddz = _cell(o[r, 2] + s * e[r, 2], nz)
-                    b = k0 * sz + j0 * sy + i0
-                    dy, dz = oy * sy, oz * sz
-                    v000, v001 = flat[b], flat[b + ox]
-                    v010, v011 = flat[b + dy], flat[b + dy + ox]
-                    v100, v101 = flat[b + dz], flat[b + dz + ox]
-                    v110, v111 = flat[b + dz + dy], flat[b + dz + dy + ox]
-                    c00 = v000 + fx * (v001 - v000)
-                    c01 = v010 + fx * (v011 - v010)
-                    c10 = v100 + fx * (v101 - v100)
-                    c11 = v110 + fx * (v111 - v110)
-                    c0 = c00 + fy * (c01 - c00)
-                    c1 = c10 + fy * (c11 - c10)
-                    sf += c0 + fz * (c1 - c0)
-                    # Spatial gradient of the interpolant (zero where the axis is clamped).
-                    gx_, gy_, gz_ = _F1 - fx, _F1 - fy, _F1 - fz
-                    dfx = ddx * (gz_ * (gy_ * (v001 - v000) + fy * (v011 - v010))
-                                 + fz * (gy_ * (v101 - v100) + fy * (v111 - v110)))
-                    dfy = ddy * (gz_ * (c01 - c00) + fz * (c11 - c10))
-                    dfz = ddz * (c1 - c0)
+                    f, dfx, dfy, dfz, b, ox, dy, dz, fx, fy, fz = _sample(
+                        flat, o[r, 0] + s * e[r, 0], o[r, 1] + s * e[r, 1], o[r, 2] + s * e[r, 2], nx, ny, nz)
+                    sf += f
                     gx += dfx
                     gy += dfy
                     gz += dfz
@@ -125,7 +120,8 @@ if numba is not None:
                     hz += s * dfz
                     ke += kh * (dfx * e[r, 0] + dfy * e[r, 1] + dfz * e[r, 2])
                     if want_vol:
-                        a0 = w * gz_
+                        gx_, gy_ = _F1 - fx, _F1 - fy
+                        a0 = w * (_F1 - fz)
                         a1 = w * fz
                         buf[b] += a0 * gy_ * gx_
                         buf[b + ox] += a0 * gy_ * fx
