@@ -109,6 +109,10 @@ def test_bad_inputs(volume, rig, targets):
     assert views_seeing(volume, rig, far) == []
     with pytest.raises(ValueError, match="outside every view"):
         register(volume, rig, targets, far, progress=False)
+    with pytest.raises(ValueError, match="mask 'right'"):
+        register(volume, rig, targets, masks=[torch.ones(64, 64), torch.ones(8, 8)], progress=False)
+    with pytest.raises(ValueError, match="mask of 'left'"):
+        register(volume, rig, targets, masks=[torch.zeros(64, 64), torch.ones(64, 64)], progress=False)
     with pytest.raises(ValueError, match="optimizer"):
         register(volume, rig, targets, optimizer="sgd", progress=False)
 
