@@ -344,6 +344,9 @@ def generate_dataset(
                 bar.update(1)
         elif todo:
             written, failed = _run_dask(todo, root, config, workers, scheduler, torch_threads, bar)
+    # A worker that died mid-item (and was not retried) could not clean up after itself: every
+    # task of this run has ended, so any of its items still without a record is partial.
+    remove_incomplete(root, todo)
     manifest = rebuild_manifest(root)
     return GenerationReport(root, len(indices), len(indices) - len(todo), written, dict(sorted(failed.items())),
                             len(manifest))

@@ -191,3 +191,23 @@ def test_running_scheduler_address(tmp_path, tiny_config):
     assert (r.written, r.failed) == (4, {})
     generate_dataset(tiny_config, tmp_path / "serial", 4, workers=0, progress=False)
     assert _checksums(tmp_path / "ds") == _checksums(tmp_path / "serial")
+
+
+def test_items_of_a_dead_worker_are_swept_at_the_end(tmp_path, tiny_config, monkeypatch):
+    """A worker killed mid-item cannot delete its partial folder (Dask then reports the task
+    failed); the run removes it once all of its tasks have ended."""
+    real_item = gen.write_item
+
+    def worker_dies(root, config, index, torch_threads=None):
+        if index == 1:  # the net effect of a worker killed after writing one view
+            folder = item_dir(root, index)
+            folder.mkdir(parents=True)
+            (folder / "left.png").write_bytes(b"\x89PNG partial")
+            raise RuntimeError("KilledWorker: worker died while running the task")
+        return real_item(root, config, index, torch_threads)
+
+    monkeypatch.setattr(gen, "write_item", worker_dies)
+    r = generate_dataset(tiny_config, tmp_path / "ds", 3, workers=0, progress=False)
+    assert list(r.failed) == [1] and "KilledWorker" in r.failed[1]
+    assert not item_dir(tmp_path / "ds", 1).exists() and _leftovers(tmp_path / "ds") == []
+    assert sorted(load_manifest(tmp_path / "ds")["item"].unique()) == [0, 2]
