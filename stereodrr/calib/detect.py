@@ -25,13 +25,14 @@ Steps, for a ``(H, W)`` image (float or 16-bit):
    (``subpixel="centroid"``) or (``"fit"``, default) a least-squares fit of the
    projected-sphere model (the plane absorbs what the background estimate leaves),
 
-       a(u, v) = b0 + bu (u - u0) + bv (v - v0) + G_s * [A sqrt(max(0, 1 - ((u - u0)^2 + (v - v0)^2) / rho^2))],
+       a(u, v) = b0 + bu (u - u0) + bv (v - v0) - log(G_s * exp(-A sqrt(max(0, 1 - ((u - u0)^2 + (v - v0)^2) / rho^2)))),
 
    the chord profile of a ball of projected radius ``rho`` px sampled at pixel centres,
-   blurred by a Gaussian ``G_s`` whose sigma ``s`` is fitted too (detector and focal-spot
-   blur: a sharp-edged model fitted to a blurred ball is pulled towards the pixel grid), over
-   a planar background; a second pass re-centres the background estimate on the fit and
-   widens it by the blurred rim. A ball's silhouette is a circle centred on the projected centre to within
+   blurred by a Gaussian ``G_s`` whose sigma ``s`` is fitted too. Detector (scintillator) and
+   focal-spot blur act on the intensity ``exp(-a)``, not on its logarithm, hence the
+   ``-log(G * exp(.))``; a sharp-edged model fitted to a blurred ball is pulled towards the pixel
+   grid. The background is planar, and a second pass re-centres the background estimate on the
+   fit and widens it by the blurred rim. A ball's silhouette is a circle centred on the projected centre to within
    ~1e-3 px for millimetre balls at clinical distances (perspective elongation is ~(r/D)^2), so
    the fitted ``(u0, v0)`` estimates the exact projected centre.
 """
@@ -180,8 +181,9 @@ def _fit_ball(res: np.ndarray, u_lo: int, v_lo: int, u0: float, v0: float, rho: 
     pixel ``(u_lo, v_lo)``), over the disk of radius ``window`` around (u0, v0).
 
     Parameters ``x = (u0, v0, rho, A, b0, bu, bv, sigma)``: the chord profile sampled at the
-    pixel centres, blurred by a Gaussian of ``sigma`` px (detector and focal-spot blur, fitted;
-    0 for an ideal detector), over a planar background.
+    pixel centres, blurred in the intensity domain (``-log(G_sigma * exp(-A chord))``) by a
+    Gaussian of ``sigma`` px (detector and focal-spot blur; 0 for an ideal detector), over a
+    planar background.
     """
     vv, uu = np.mgrid[v_lo:v_lo + res.shape[0], u_lo:u_lo + res.shape[1]].astype(np.float64)
     sel = (uu - u0) ** 2 + (vv - v0) ** 2 <= window**2
@@ -190,15 +192,14 @@ def _fit_ball(res: np.ndarray, u_lo: int, v_lo: int, u0: float, v0: float, rho: 
     def model(x: np.ndarray) -> np.ndarray:
         du, dv = uu - x[0], vv - x[1]
         q = 1.0 - (du * du + dv * dv) / (x[2] * x[2])
-        ball = _gaussian_blur(x[3] * np.sqrt(np.maximum(q, 0.0)), x[7])
+        ball = -np.log(_gaussian_blur(np.exp(-x[3] * np.sqrt(np.maximum(q, 0.0))), x[7]))
         return (x[4] + x[5] * du + x[6] * dv + ball)[sel]
 
-    # Start the blur at >= 0.5 px: below ~0.2 px its derivative vanishes (the taps underflow).
-    x0 = np.array([u0, v0, rho, amp, 0.0, 0.0, 0.0, max(blur, 0.5)])
+    x0 = np.array([u0, v0, rho, amp, 0.0, 0.0, 0.0, blur])
     lo = [u0 - 2, v0 - 2, 0.5, 0.0, -np.inf, -np.inf, -np.inf, 0.0]
     hi = [u0 + 2, v0 + 2, rho + 2, np.inf, np.inf, np.inf, np.inf, _BLUR_HALF_WIDTH / 3]
     sol = least_squares(lambda x: model(x) - vals, x0, bounds=(lo, hi), x_scale="jac", method="trf",
-                        xtol=1e-8, ftol=1e-9, gtol=1e-10, max_nfev=100)
+                        xtol=1e-7, ftol=1e-8, gtol=1e-10, max_nfev=60)
     return sol.x, float(np.sqrt(np.mean(sol.fun**2)))
 
 
@@ -278,7 +279,10 @@ def detect_markers(
         res, pu, pv = local
         fit_rms, blur = float("nan"), float("nan")
         if subpixel == "fit":
-            x, fit_rms = _fit_ball(res, pu, pv, cu, cv_, rho, peak, 0.0, rho + 2.0)
+            # Two starts: sharp (near 0 the blur's derivative vanishes, the kernel taps underflow,
+            # so it stays sharp) and 0.5 px blurred; the blurred model has local minima.
+            x, fit_rms = min((_fit_ball(res, pu, pv, cu, cv_, rho, peak, s0, rho + 2.0) for s0 in (1e-3, 0.5)),
+                             key=lambda fit: fit[1])
             # Second pass: the hole re-centred on the fit and widened by the blurred rim.
             local = _ball_residual(a, x[0], x[1], x[2], 1.0 + 3.0 * x[7])
             if local is not None:
