@@ -18,7 +18,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True, help="dataset folder")
     p.add_argument("--n", type=int, required=True, help="number of items in the dataset")
     p.add_argument("--resume", action="store_true", help="continue the dataset in --output (same config)")
-    p.add_argument("--shard", default="0/1", help="do only shard i of n (items k with k mod n == i), e.g. 0/4")
+    p.add_argument("--shard", default="0/1",
+                   help="do only shard i of n (items k with k mod n == i), e.g. 0/4; shards may share --output. "
+                        "When shards ran at once, finish with one --resume run without --shard: it renders "
+                        "nothing and rebuilds the manifest from every complete item")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--workers", type=int, default=1,
                        help="local Dask worker processes (default 1; 0 renders in this process without Dask)")

@@ -316,6 +316,9 @@ def generate_dataset(
         n: number of items in the whole dataset.
         resume: continue a dataset in ``out`` (complete items are skipped, interrupted ones redone).
         shard: ``(i, n_shards)``: this run does the items ``k`` with ``k mod n_shards == i``.
+            Each run ends by rebuilding the manifest from every complete item in ``out``; after
+            shards that ran at once, one ``resume`` run of the whole dataset renders nothing
+            and leaves the manifest complete.
         workers: local Dask worker processes; ``0`` renders in this process without Dask.
         scheduler: address of a running Dask scheduler (``tcp://host:port``); overrides ``workers``.
             Its workers need stereodrr installed and ``out`` (and the subject file) on a shared path.
