@@ -21,9 +21,9 @@ Steps, for a ``(H, W)`` image (float or 16-bit):
    dominant edge direction, so the edge of a brick wall crossing the ball continues straight
    through it (where line openings, and isotropic inpainting such as ``cv2.inpaint``, leave
    an asymmetric error that shifts the centre). On the ball alone (image minus interpolated
-   background) the centre is the weighted centroid
-   (``subpixel="centroid"``) or (``"fit"``, default) a least-squares fit of the
-   projected-sphere model (the plane absorbs what the background estimate leaves),
+   background) the centre is the weighted centroid (``subpixel="centroid"``) or (``"fit"``,
+   default) a least-squares fit of the projected-sphere model (the plane absorbs what the
+   background estimate leaves),
 
        a(u, v) = b0 + bu (u - u0) + bv (v - v0) - log(G_s * exp(-A sqrt(max(0, 1 - ((u - u0)^2 + (v - v0)^2) / rho^2)))),
 
@@ -31,10 +31,10 @@ Steps, for a ``(H, W)`` image (float or 16-bit):
    blurred by a Gaussian ``G_s`` whose sigma ``s`` is fitted too. Detector (scintillator) and
    focal-spot blur act on the intensity ``exp(-a)``, not on its logarithm, hence the
    ``-log(G * exp(.))``; a sharp-edged model fitted to a blurred ball is pulled towards the pixel
-   grid. The background is planar, and a second pass re-centres the background estimate on the
-   fit and widens it by the blurred rim. A ball's silhouette is a circle centred on the projected centre to within
-   ~1e-3 px for millimetre balls at clinical distances (perspective elongation is ~(r/D)^2), so
-   the fitted ``(u0, v0)`` estimates the exact projected centre.
+   grid. A second pass re-centres the background estimate on the fit and widens it by the
+   blurred rim. A ball's silhouette is a circle centred on the projected centre to within
+   ~1e-3 px for millimetre balls at clinical distances (perspective elongation is ~(r/D)^2),
+   so the fitted ``(u0, v0)`` estimates the exact projected centre.
 """
 
 from __future__ import annotations
@@ -68,6 +68,7 @@ def _check_image(image: np.ndarray, name: str) -> np.ndarray:
     return img
 
 
+# Directions of the line openings (every 15 degrees).
 _N_DIRECTIONS = 12
 # Half width (taps) of the blur kernel of the ball model; covers sigma up to a third of it.
 _BLUR_HALF_WIDTH = 6
@@ -106,13 +107,10 @@ def attenuation_image(image: np.ndarray, kind: str = "auto", max_diameter_px: fl
         raise ValueError(f"kind: expected one of {KINDS}, got {kind!r}")
     img = _check_image(image, name)
     if kind == "auto":
-        if img.min() <= 0:
-            kind = "line_integral"  # intensities are positive counts
-        else:
-            d = int(2 * np.ceil(max_diameter_px / 2) + 5)
-            bright = np.percentile(_tophat(img, d), 99.99)
-            dark = np.percentile(_tophat(-img, d), 99.99)
-            kind = "line_integral" if bright >= dark else "intensity"
+        d = int(2 * np.ceil(max_diameter_px / 2) + 5)
+        bright = np.percentile(_tophat(img, d), 99.99)
+        dark = np.percentile(_tophat(-img, d), 99.99)
+        kind = "line_integral" if bright >= dark else "intensity"
     if kind == "intensity":
         if img.min() <= 0:
             # Zero counts (photon starvation behind metal): clip at half a count before the log.
