@@ -13,7 +13,7 @@ A config (schema ``stereodrr.dataset/1``; every section and key optional, defaul
       "pose": {"rotation_deg": [[-5, 5], [-5, 5], [-10, 10]], "translation_mm": [[-10, 10], [-10, 10], [-10, 10]]},
       "detector": {"photons_per_pixel": [1e3, 1e5], "noise": "poisson", "electronic_sigma": 0,
                    "blur_px": 0},
-      "render": {"mode": "trilinear", "step_mm": null},
+      "render": {"mode": "trilinear", "step_mm": null, "device": "cpu"},
       "output": {"format": "png16"}
     }
 
@@ -28,6 +28,8 @@ keys ``size``, ``spacing_mm``), ``"volume"`` (a CT file, keys ``path``, ``units`
 them), ``"arc"`` (``views`` sources spread over the stereo angle) or ``"biplanar"`` (90 deg,
 the stereo angle range is ignored). Pose: rotation (extrinsic x, y, z degrees, LPS axes) about
 the subject's centre, then translation; the rig's isocenter is the un-posed subject's centre.
+``render.device`` is a torch device (``"cpu"``, ``"cuda"``, ``"cuda:1"``) for the renderer and
+the detector model on every worker; items are bit-reproducible on one kind of device.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import hashlib
 import json
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -63,7 +66,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
         "translation_mm": [[-10.0, 10.0], [-10.0, 10.0], [-10.0, 10.0]],
     },
     "detector": {"photons_per_pixel": [1.0e3, 1.0e5], "noise": "poisson", "electronic_sigma": 0.0, "blur_px": 0.0},
-    "render": {"mode": "trilinear", "step_mm": None},
+    "render": {"mode": "trilinear", "step_mm": None, "device": "cpu"},
     "output": {"format": "png16"},
 }
 
@@ -260,5 +263,8 @@ def validate_config(raw: Mapping[str, Any], base_dir: str | os.PathLike[str] | N
     render["mode"] = _choice("render.mode", render["mode"], RENDER_MODES)
     if render["step_mm"] is not None:
         render["step_mm"] = _range("render.step_mm", render["step_mm"], 0.0, open_lo=True)[0]
+    # Checked for form only: whether the device exists is a property of each worker's machine.
+    if not isinstance(render["device"], str) or not re.fullmatch(r"cpu|cuda(:\d+)?|mps", render["device"]):
+        raise ValueError(f"config: render.device: expected 'cpu', 'cuda', 'cuda:N' or 'mps', got {render['device']!r}")
     cfg["output"]["format"] = _choice("output.format", cfg["output"]["format"], FORMATS)
     return cfg

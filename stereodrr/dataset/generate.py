@@ -164,16 +164,17 @@ def render_item(config: Mapping[str, Any], index: int) -> RenderedItem:
     (:func:`stereodrr.render.detector.to_uint16`), ``tiff32`` keeps float32 counts (scale 1).
     """
     sample = sample_item(config, index)
-    subject = load_subject(config)
+    render, det = config["render"], config["detector"]
+    subject = load_subject(config, render["device"])
     iso = subject.center
     T = item_pose(sample, iso)
     rig = item_rig(sample, iso)
     xyz = transform_points(T, subject.marker_centers)
-    render, det = config["render"], config["detector"]
     with torch.no_grad():
         L = render_drr(posed_volume(subject.volume, T), rig, mode=render["mode"], step_mm=render["step_mm"])
         if subject.has_markers:
-            L = L + render_spheres(xyz, subject.marker_diameters, subject.marker_mu, rig, dtype=L.dtype)[0]
+            L = L + render_spheres(xyz, subject.marker_diameters, subject.marker_mu, rig, device=L.device,
+                                   dtype=L.dtype)[0]
         poisson = det["noise"] == "poisson"
         views = {}
         for v, name in enumerate(rig.names):
@@ -185,7 +186,7 @@ def render_item(config: Mapping[str, Any], index: int) -> RenderedItem:
             if config["output"]["format"] == "png16":
                 image, scale = to_uint16(counts.clamp_min(0.0))
             else:
-                image, scale = counts.numpy().astype(np.float32), 1.0
+                image, scale = counts.cpu().numpy().astype(np.float32), 1.0
             cam = rig[name]
             views[name] = RenderedView(cam, image, scale, cam.project(xyz)[0] if len(xyz) else np.zeros((0, 2)))
     return RenderedItem(sample, T, iso, views, subject.marker_ids, xyz)
@@ -331,6 +332,9 @@ def generate_dataset(
     """
     if int(workers) != workers or workers < 0:
         raise ValueError(f"workers: expected a non-negative integer, got {workers}")
+    device = config["render"]["device"]
+    if scheduler is None and device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"render.device: {device!r} requested but CUDA is not available on this machine")
     indices = shard_indices(n, shard)
     root = prepare_output(out, config, indices, resume)
     todo = [i for i in indices if not is_complete(root, i)]

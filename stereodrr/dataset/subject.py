@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 import numpy as np
+import torch
 
 from ..geometry import transform_points
 from ..volume import Volume, hu_to_mu, load_volume, torso_phantom
@@ -67,7 +68,15 @@ def _no_markers(volume: Volume) -> Subject:
 
 
 @functools.lru_cache(maxsize=4)
-def _load_cached(subject_json: str, energy_kev: float) -> Subject:
+def _load_cached(subject_json: str, energy_kev: float, device: str) -> Subject:
+    base = _load_cpu(subject_json, energy_kev)
+    if device == "cpu":
+        return base
+    return Subject(base.volume.to(device), base.marker_ids, base.marker_centers, base.marker_diameters, base.marker_mu)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_cpu(subject_json: str, energy_kev: float) -> Subject:
     spec = json.loads(subject_json)
     kind = spec["kind"]
     if kind == "torso":
@@ -88,6 +97,13 @@ def _load_cached(subject_json: str, energy_kev: float) -> Subject:
     return Subject(vol, m.ids, m.centers, m.diameters, m.mu)
 
 
-def load_subject(config: Mapping[str, Any]) -> Subject:
-    """The subject of a validated config, loaded once per process (cached on the subject spec)."""
-    return _load_cached(canonical_json(config["subject"]), float(config["energy_kev"]))
+def load_subject(config: Mapping[str, Any], device: str = "cpu") -> Subject:
+    """The subject of a validated config with its volume on ``device``, loaded once per process
+    (cached on the subject spec, energy and device).
+
+    Raises:
+        ValueError: ``device`` is a CUDA device and this machine has none.
+    """
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"render.device: {device!r} requested but CUDA is not available on this machine")
+    return _load_cached(canonical_json(config["subject"]), float(config["energy_kev"]), device)

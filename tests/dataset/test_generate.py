@@ -4,6 +4,7 @@ import json
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from stereodrr.dataset import (
     complete_items, generate_dataset, item_dir, item_rig, load_manifest, parse_shard, rebuild_manifest,
@@ -211,3 +212,23 @@ def test_items_of_a_dead_worker_are_swept_at_the_end(tmp_path, tiny_config, monk
     assert list(r.failed) == [1] and "KilledWorker" in r.failed[1]
     assert not item_dir(tmp_path / "ds", 1).exists() and _leftovers(tmp_path / "ds") == []
     assert sorted(load_manifest(tmp_path / "ds")["item"].unique()) == [0, 2]
+
+
+def test_render_device(tmp_path, tiny_raw):
+    tiny_raw["render"] = {"device": "gpu"}
+    with pytest.raises(ValueError, match="render.device"):
+        validate_config(tiny_raw)
+    tiny_raw["render"] = {"device": "cuda"}
+    cfg = validate_config(tiny_raw)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            generate_dataset(cfg, tmp_path / "ds", 1, workers=0, progress=False)
+        return
+    # On a CUDA machine the GPU render matches the CPU one to float32 rounding.
+    tiny_raw["detector"] = {"noise": "none", "photons_per_pixel": 1000}
+    tiny_raw["output"] = {"format": "tiff32"}
+    gpu = gen.render_item(validate_config(tiny_raw), 0)
+    tiny_raw["render"] = {"device": "cpu"}
+    cpu = gen.render_item(validate_config(tiny_raw), 0)
+    for name in cpu.views:
+        assert np.allclose(gpu.views[name].image, cpu.views[name].image, rtol=1e-4)
