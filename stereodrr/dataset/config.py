@@ -20,8 +20,8 @@ A config (schema ``stereodrr.dataset/1``; every section and key optional, defaul
 A *range* is a number (fixed) or ``[lo, hi]`` sampled uniformly; ``photons_per_pixel`` is
 sampled log-uniformly (dose spans decades); ``noise`` is ``"poisson"`` (quantum noise plus
 Gaussian read-out noise of ``electronic_sigma`` photons) or ``"none"`` (the expected intensity);
-``blur_px`` is the detector's Gaussian blur sigma (:func:`stereodrr.render.detector.detect`). ``detector_px`` is one ``[W, H]`` or a list of them
-to choose from. ``subject.kind``: ``"torso"`` (the built-in :func:`stereodrr.volume.torso_phantom`,
+``blur_px`` is the detector's Gaussian blur sigma (:func:`stereodrr.render.detector.detect`).
+``detector_px`` is one ``[W, H]`` or a list of them to choose from. ``subject.kind``: ``"torso"`` (the built-in :func:`stereodrr.volume.torso_phantom`,
 keys ``size``, ``spacing_mm``), ``"volume"`` (a CT file, keys ``path``, ``units`` ``"hu"`` or
 ``"mu"``, optional ``spacing_mm`` to resample) or ``"phantom"`` (a phantom JSON file, keys
 ``path``, ``voxel_mm``). ``rig.kind``: ``"convergent"`` (two views, the stereo angle between
