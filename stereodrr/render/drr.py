@@ -140,22 +140,24 @@ def drr(
     fused = mode == "trilinear" and _fused.available(data) and not torch.compiler.is_compiling()
     chunk = _FUSED_CHUNK if fused else max(1, SAMPLE_BUDGET // per_ray)
     needs_grad = torch.is_grad_enabled() and any(x.requires_grad for x in (data, index_from_world, K, R, t))
-    views = []
+    # One output buffer, written chunk by chunk: no list of parts to concatenate (the output is
+    # the only memory that grows with the image; autograd tracks the slice writes).
+    out = data.new_zeros(K.shape[0], n_pix)
     for b in range(K.shape[0]):
-        parts, hits = [], 0
+        hits = 0
         for start in range(0, n_pix, chunk):
-            args = (data, index_from_world, K[b], R[b], t[b], start, min(start + chunk, n_pix), width, mode, step)
+            stop = min(start + chunk, n_pix)
+            args = (data, index_from_world, K[b], R[b], t[b], start, stop, width, mode, step)
             if needs_grad and not fused:
                 part, hit = checkpoint(_chunk_integral, *args, use_reentrant=False)
             else:
                 part, hit = _chunk_integral(*args)
-            parts.append(part)
+            out[b, start:stop] = part
             hits = hits + hit
         if not torch.compiler.is_compiling() and int(hits) == 0:
             warnings.warn(f"view {b}: no ray of this camera meets the volume's box; the view renders as zeros",
                           RaysMissWarning, stacklevel=2)
-        views.append(torch.cat(parts).reshape(height, width))
-    return torch.stack(views)
+    return out.reshape(K.shape[0], height, width)
 
 
 def camera_batch(cameras: Camera | Sequence[Camera] | Mapping[str, Camera] | StereoRig) -> tuple[list[str], list[Camera]]:
