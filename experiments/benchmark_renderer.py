@@ -37,7 +37,13 @@ import time
 from pathlib import Path
 from typing import Callable
 
-import matplotlib
+# Idle OpenMP threads sleep instead of spinning (read when torch loads libgomp, so set before the
+# import). On a shared or oversubscribed CPU, threads spinning after one parallel op starve the
+# next op and Numba's workers; measured here, that inflates small torch ops ~20x. It applies to
+# every renderer alike; export OMP_WAIT_POLICY=ACTIVE to measure with spinning.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -150,7 +156,8 @@ def _poses(cams: list[Camera], dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
 
 
 # --------------------------------------------------------------------------- renderers
-def stereodrr_renderer(vol: Volume, mode: str, fused: bool = True) -> Callable[[list[Camera], bool], torch.Tensor]:
+def stereodrr_renderer(vol: Volume, mode: str, fused: bool = True,
+                       step_mm: float | None = None) -> Callable[[list[Camera], bool], torch.Tensor]:
     A = _index_from_world(vol, torch.float32)
 
     def render(cams: list[Camera], grad: bool = False) -> torch.Tensor:
@@ -163,7 +170,7 @@ def stereodrr_renderer(vol: Volume, mode: str, fused: bool = True) -> Callable[[
             _fused.available = lambda data: False
         try:
             with torch.set_grad_enabled(grad):
-                img = drr(vol.data, A, K, R, t, cams[0].height, cams[0].width, mode=mode)
+                img = drr(vol.data, A, K, R, t, cams[0].height, cams[0].width, mode=mode, step_mm=step_mm)
                 if grad:
                     img.sum().backward()
         finally:
@@ -233,13 +240,24 @@ def diffdrr_renderer(vol: Volume, renderer: str) -> Callable[[list[Camera], bool
 
 
 # --------------------------------------------------------------------------- study
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
 def run(out: Path, sizes: list[int], repeats: int, torch_path_max: int) -> pd.DataFrame:
     vol, ct_name = load_ct()
     threads = torch.get_num_threads()
-    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU(s), torch {torch.__version__} ({threads} threads)"
+    machine = (f"{_cpu_name()}, {os.cpu_count()} CPU(s), torch {torch.__version__} "
+               f"({threads} threads), OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}")
     print(f"{ct_name}: {tuple(vol.data.shape[::-1])} voxels, spacing {vol.spacing.tolist()} mm; {machine}")
+    voxel = float(vol.spacing.min())
     methods: dict[str, Callable] = {
         "stereodrr trilinear (fused CPU)": stereodrr_renderer(vol, "trilinear"),
+        f"stereodrr trilinear (fused CPU, step {voxel:.2f} mm)": stereodrr_renderer(vol, "trilinear", step_mm=voxel),
         "stereodrr trilinear (torch path)": stereodrr_renderer(vol, "trilinear", fused=False),
         "stereodrr exact": stereodrr_renderer(vol, "exact"),
     }
@@ -297,8 +315,8 @@ def figure(df: pd.DataFrame, images: dict, sizes: list[int], path: Path) -> None
     fwd = df[df["pass"] == "forward"]
     n = max(sizes)
     names = [m for m in fwd.method.unique() if (n, m) in images]
-    fig = plt.figure(figsize=(4 + 2.6 * len(names), 8.5))
-    gs = fig.add_gridspec(3, len(names) + 1)
+    fig = plt.figure(figsize=(4 + 2.6 * len(names), 10), layout="constrained")
+    gs = fig.add_gridspec(3, len(names) + 1, height_ratios=[1.3, 1, 1])
     ax = fig.add_subplot(gs[0, : (len(names) + 1) // 2])
     piv = fwd.pivot(index="method", columns="size", values="ms_per_frame")
     piv.plot.barh(ax=ax, logx=True)
@@ -338,7 +356,7 @@ def main() -> None:
     p.add_argument("--out", default="out/bench_renderer", help="output folder for the CSV and figure")
     p.add_argument("--sizes", type=int, nargs="+", default=[200, 512], help="square detector sizes in pixels")
     p.add_argument("--repeats", type=int, default=3, help="timed repetitions after the warm-up")
-    p.add_argument("--torch-path-max", type=int, default=200,
+    p.add_argument("--torch-path-max", type=int, default=512,
                    help="largest size at which to time stereodrr's grid_sample path (slow on CPU)")
     args = p.parse_args()
     df = run(Path(args.out), args.sizes, args.repeats, args.torch_path_max)
