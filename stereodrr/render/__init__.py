@@ -31,10 +31,15 @@ Detector model (:mod:`stereodrr.render.detector`): Beer-Lambert intensity, seede
 quantum noise, Gaussian electronic noise, Gaussian detector and focal-spot blur, 16-bit output,
 negative-log image.
 
-Memory: rays are rendered in chunks (a bounded working set whatever the image size). On CPU a
+Memory: rays are rendered in chunks into one output buffer (a bounded working set whatever the
+image size; with autograd the torch path recomputes each chunk in the backward pass). On CPU a
 fused Numba kernel with an analytic backward pass runs the trilinear mode when Numba is
 installed; the ``grid_sample`` torch path (the same samples) runs on CUDA, under
 ``torch.compile`` and everywhere else.
+
+Speed on a shared or oversubscribed CPU: export ``OMP_WAIT_POLICY=PASSIVE`` before starting
+Python, so torch's idle OpenMP threads sleep instead of spinning against the kernel's threads
+(experiments/benchmark_renderer.py does this for every renderer it times).
 """
 
 from .detector import beer_lambert, detect, focal_spot_sigma_px, gaussian_blur, negative_log, to_uint16
