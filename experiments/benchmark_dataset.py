@@ -15,17 +15,24 @@ Writes ``benchmark_dataset.csv`` and prints the table.
 
 from __future__ import annotations
 
-import argparse
-import shutil
-import tempfile
-import time
-from pathlib import Path
+import os
 
-import pandas as pd
-import torch
+# One CPU thread per process everywhere (set before numba/torch load): the in-process run
+# must not use the cores the Dask runs give one worker each.
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+    os.environ[_var] = "1"
 
-from stereodrr._io import atomic_path
-from stereodrr.dataset import generate_dataset, render_item, validate_config
+import argparse  # noqa: E402
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+
+from stereodrr._io import atomic_path  # noqa: E402
+from stereodrr.dataset import generate_dataset, render_item, validate_config  # noqa: E402
 
 CONFIG = {
     "seed": 0,
@@ -71,7 +78,10 @@ def run_case(config: dict, n: int, workers: int, scratch: Path) -> dict:
     return {"workers": workers, "mode": "in-process" if workers == 0 else "local Dask", "items": n,
             "seconds": seconds, "items_per_s": n / seconds, "startup_s": startup,
             "views_per_item": 2, "detector_px": "x".join(map(str, config["rig"]["detector_px"][0])),
-            "volume_voxels": "x".join(map(str, config["subject"]["size"])), "torch_threads_per_process": 1}
+            "volume_voxels": "x".join(map(str, config["subject"]["size"])), "threads_per_process": 1,
+            # Other work on a shared machine shows here: runs with a load above the core count
+            # measure contention, not scaling.
+            "load_avg_1min": os.getloadavg()[0], "cpu_cores": os.cpu_count()}
 
 
 def main() -> None:
@@ -94,7 +104,8 @@ def main() -> None:
     df = pd.DataFrame(rows)
     with atomic_path(out / "benchmark_dataset.csv") as p:
         df.to_csv(p, index=False, float_format="%.4g")
-    print(df[["mode", "workers", "items", "seconds", "items_per_s", "startup_s", "detector_px", "volume_voxels"]]
+    print(df[["mode", "workers", "items", "seconds", "items_per_s", "startup_s", "detector_px", "volume_voxels",
+              "load_avg_1min", "cpu_cores"]]
           .to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"wrote {out / 'benchmark_dataset.csv'}")
 

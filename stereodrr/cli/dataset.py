@@ -26,17 +26,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     where.add_argument("--workers", type=int, default=1,
                        help="local Dask worker processes (default 1; 0 renders in this process without Dask)")
     where.add_argument("--scheduler", help="address of a running Dask scheduler, e.g. tcp://10.0.0.5:8786")
-    p.add_argument("--threads", type=int, default=1, help="torch threads per worker (default 1)")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads per Dask worker (default 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.threads < 1:
-        raise ValueError(f"--threads: expected a positive integer, got {args.threads}")
     config = load_config(args.config)
     report = generate_dataset(config, args.output, args.n, resume=args.resume, shard=parse_shard(args.shard),
-                              workers=args.workers, scheduler=args.scheduler, torch_threads=args.threads,
+                              workers=args.workers, scheduler=args.scheduler, threads=args.threads,
                               progress=not args.quiet)
     print(f"{report.root}: {report.written} item(s) written, {report.skipped} already complete, "
           f"{len(report.failed)} failed; manifest lists {report.manifest_rows} view(s)")

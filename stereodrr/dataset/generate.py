@@ -204,7 +204,7 @@ def _flat(a: np.ndarray) -> list[float]:
 
 
 def write_item(root: str | os.PathLike[str], config: Mapping[str, Any], index: int,
-               torch_threads: int | None = None) -> bool:
+               threads: int | None = None) -> bool:
     """Render item ``index`` and write its images, then its record (the completion marker).
 
     Any failure (including a full disk) deletes the item's folder before re-raising, so no
@@ -214,13 +214,14 @@ def write_item(root: str | os.PathLike[str], config: Mapping[str, Any], index: i
         root: dataset folder (prepared by :func:`prepare_output`).
         config: validated config.
         index: item number.
-        torch_threads: intra-op threads of this process (workers use 1 so N workers use N cores).
+        threads: torch intra-op threads of this process (Dask workers use 1 by default, so N
+            workers use N cores).
 
     Returns:
         False when the item was already complete (nothing written), else True.
     """
-    if torch_threads is not None:
-        torch.set_num_threads(int(torch_threads))
+    if threads is not None:
+        torch.set_num_threads(int(threads))
     root = Path(root)
     if is_complete(root, index):
         return False
@@ -271,17 +272,21 @@ class GenerationReport:
 
 
 def _run_dask(todo: Sequence[int], root: Path, config: Mapping[str, Any], workers: int, scheduler: str | None,
-              torch_threads: int, bar: tqdm) -> tuple[int, dict[int, str]]:
+              threads: int, bar: tqdm) -> tuple[int, dict[int, str]]:
     from distributed import Client, LocalCluster, as_completed
 
     if scheduler is not None:
         cluster, client = None, Client(scheduler)
     else:
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+        # The standard thread-count variables, read when a worker process starts, cap OpenMP,
+        # MKL and Numba pools as torch.set_num_threads caps torch's: N workers use N x threads cores.
+        env = {k: str(threads) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")}
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                               env=env)
         client = Client(cluster)
     written, failed = 0, {}
     try:
-        task = functools.partial(write_item, str(root), dict(config), torch_threads=torch_threads)
+        task = functools.partial(write_item, str(root), dict(config), threads=threads)
         futures = client.map(task, todo, pure=False)
         index_of = {f.key: i for f, i in zip(futures, todo)}
         for fut in as_completed(futures):
@@ -306,7 +311,7 @@ def generate_dataset(
     shard: tuple[int, int] = (0, 1),
     workers: int = 1,
     scheduler: str | None = None,
-    torch_threads: int = 1,
+    threads: int = 1,
     progress: bool = True,
 ) -> GenerationReport:
     """Generate items ``0 .. n-1`` of shard ``i/n`` into ``out`` and rebuild the manifest.
@@ -323,7 +328,8 @@ def generate_dataset(
         workers: local Dask worker processes; ``0`` renders in this process without Dask.
         scheduler: address of a running Dask scheduler (``tcp://host:port``); overrides ``workers``.
             Its workers need stereodrr installed and ``out`` (and the subject file) on a shared path.
-        torch_threads: torch intra-op threads per Dask worker.
+        threads: CPU threads per Dask worker (torch, OpenMP, MKL and Numba pools of local
+            workers; torch's on a remote cluster, whose workers' environment sets the rest).
         progress: show a tqdm bar.
 
     Returns:
@@ -332,6 +338,8 @@ def generate_dataset(
     """
     if int(workers) != workers or workers < 0:
         raise ValueError(f"workers: expected a non-negative integer, got {workers}")
+    if int(threads) != threads or threads < 1:
+        raise ValueError(f"threads: expected a positive integer, got {threads}")
     device = config["render"]["device"]
     if scheduler is None and device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"render.device: {device!r} requested but CUDA is not available on this machine")
@@ -350,7 +358,7 @@ def generate_dataset(
                     failed[i] = f"{type(exc).__name__}: {exc}"
                 bar.update(1)
         elif todo:
-            written, failed = _run_dask(todo, root, config, workers, scheduler, torch_threads, bar)
+            written, failed = _run_dask(todo, root, config, workers, scheduler, threads, bar)
     # A worker that died mid-item (and was not retried) could not clean up after itself: every
     # task of this run has ended, so any of its items still without a record is partial.
     remove_incomplete(root, todo)

@@ -199,13 +199,13 @@ def test_items_of_a_dead_worker_are_swept_at_the_end(tmp_path, tiny_config, monk
     failed); the run removes it once all of its tasks have ended."""
     real_item = gen.write_item
 
-    def worker_dies(root, config, index, torch_threads=None):
+    def worker_dies(root, config, index, threads=None):
         if index == 1:  # the net effect of a worker killed after writing one view
             folder = item_dir(root, index)
             folder.mkdir(parents=True)
             (folder / "left.png").write_bytes(b"\x89PNG partial")
             raise RuntimeError("KilledWorker: worker died while running the task")
-        return real_item(root, config, index, torch_threads)
+        return real_item(root, config, index, threads)
 
     monkeypatch.setattr(gen, "write_item", worker_dies)
     r = generate_dataset(tiny_config, tmp_path / "ds", 3, workers=0, progress=False)
