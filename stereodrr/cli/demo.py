@@ -1,6 +1,7 @@
 """``stereodrr demo -o out/``: the whole calibration on a simulated stereo shot.
 
-A 5 deg convergent rig (SID 750 mm, SDD 1200 mm, 0.3 mm pixels, 512 x 512 by default) is the
+A 5 deg convergent rig (SID 750 mm, SDD 1200 mm, a 1024 x 1024 flat panel of 0.15 mm pixels
+by default; ``--pixel 0.3 --size 512 512`` for the project's coarse default detector) is the
 nominal rig;
 the rig that takes the pictures is the nominal one moved by a few millimetres and tenths of a
 degree (seeded), as a real installation differs from its drawing. Both views of the LEGO stereo
@@ -43,8 +44,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--photons", type=float, default=1e4, help="photons per pixel without attenuation")
     p.add_argument("--electronic-noise", type=float, default=2.0, help="read-out noise sigma, photons")
     p.add_argument("--blur", type=float, default=0.5, help="detector blur sigma, px")
-    p.add_argument("--pixel", type=float, default=0.3, help="detector pixel pitch, mm (default 0.3)")
-    p.add_argument("--size", type=int, nargs=2, default=[512, 512], metavar=("W", "H"), help="detector pixels")
+    p.add_argument("--pixel", type=float, default=0.15, help="detector pixel pitch, mm (default 0.15)")
+    p.add_argument("--size", type=int, nargs=2, default=[1024, 1024], metavar=("W", "H"),
+                   help="detector pixels (default 1024 1024)")
     p.add_argument("--phantom", default=None, help="phantom JSON (default phantoms/lego_stereo.json)")
     p.add_argument("--seed", type=int, default=0, help="seed of the rig perturbation and the noise")
     p.set_defaults(func=run)
