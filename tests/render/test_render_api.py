@@ -102,8 +102,13 @@ def test_bad_input(torso, rig):
 
 
 @pytest.mark.slow
-def test_torch_compile_matches_eager(torso, rig):
+def test_torch_compile_matches_eager_with_gradients(torso, rig):
     data, A, K, R, t = _core_args(torso, rig)
+    t = t.clone().requires_grad_(True)
     eager = drr(data, A, K, R, t, 32, 40)
+    (g_eager,) = torch.autograd.grad(eager.sum(), t)
     compiled = torch.compile(drr)
-    assert torch.allclose(compiled(data, A, K, R, t, 32, 40), eager, rtol=1e-5, atol=1e-6)
+    out = compiled(data, A, K, R, t, 32, 40)
+    (g_compiled,) = torch.autograd.grad(out.sum(), t)
+    assert torch.allclose(out, eager, rtol=1e-5, atol=1e-6)
+    assert torch.allclose(g_compiled, g_eager, rtol=1e-3, atol=1e-4)
