@@ -35,6 +35,7 @@ def available(data: Tensor) -> bool:
 
 
 _F0, _F1, _HALF = np.float32(0.0), np.float32(1.0), np.float32(0.5)
+_GRAD_BUFFER_BYTES = 2 * 2**30  # volume-gradient scatter buffers, all threads together
 
 if numba is not None:
     # fastmath: inputs are validated finite, and the reassociation it allows (FMA, float32 kept in
@@ -163,7 +164,10 @@ class TrilinearMarch(torch.autograd.Function):
         want_vol = bool(ctx.needs_input_grad[0])
         dtype = _np(o).dtype
         n_blocks = numba.get_num_threads()
-        # One scatter buffer per thread when the volume needs a gradient (no atomics on CPU).
+        if want_vol:
+            # One scatter buffer per thread block (no atomics on CPU), at most _GRAD_BUFFER_BYTES in
+            # all: many-core machines trade some parallelism for memory rather than copy the volume per core.
+            n_blocks = max(1, min(n_blocks, _GRAD_BUFFER_BYTES // max(1, data.numel() * data.element_size())))
         gvol = np.zeros((n_blocks, *data.shape) if want_vol else (n_blocks, 1, 1, 1), dtype=dtype)
         go, ge = np.empty((o.shape[0], 3), dtype), np.empty((o.shape[0], 3), dtype)
         gs0, gds = np.empty(o.shape[0], dtype), np.empty(o.shape[0], dtype)
