@@ -76,3 +76,18 @@ def test_sphere_gradient_wrt_centres():
     dia = torch.tensor([1.5, 1.0], dtype=torch.float64)
     mu = torch.tensor([0.5, 0.8], dtype=torch.float64)
     assert torch.autograd.gradcheck(lambda c: sphere_drr(c, dia, mu, K, R, t, 8, 9), (centers,), eps=1e-7, atol=1e-5)
+
+
+def test_volume_gradient_independent_of_scatter_buffers(oblique_direction, monkeypatch):
+    from stereodrr.render import _fused
+
+    if not _fused.available(torch.zeros(1)):
+        pytest.skip("numba not installed")
+    data, A, K, R, t = _setup(oblique_direction)
+    grads = []
+    for budget in (2**31, 1):  # one buffer per thread, then a single shared buffer
+        monkeypatch.setattr(_fused, "_GRAD_BUFFER_BYTES", budget)
+        d = data.clone().requires_grad_(True)
+        drr(d, A, K, R, t, H, W).sum().backward()
+        grads.append(d.grad)
+    assert torch.allclose(grads[0], grads[1], rtol=1e-12, atol=1e-14)
