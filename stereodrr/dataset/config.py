@@ -43,6 +43,8 @@ import re
 from pathlib import Path
 from typing import Any, Mapping
 
+from .._io import read_json
+
 __all__ = ["SCHEMA", "DEFAULT_CONFIG", "load_config", "validate_config", "config_digest", "canonical_json"]
 
 SCHEMA = "stereodrr.dataset/1"
@@ -99,12 +101,7 @@ def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
         ValueError: not JSON, or an invalid config (the message names the key).
     """
     p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"config {str(p)!r} does not exist")
-    try:
-        raw = json.loads(p.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"config {str(p)!r}: not valid JSON ({exc})") from None
+    raw = read_json(p, "config")
     return validate_config(raw, base_dir=p.parent)
 
 

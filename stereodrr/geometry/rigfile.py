@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .._io import atomic_path, atomic_write_text
+from .._io import atomic_path, atomic_write_text, read_json
 from .camera import Camera
 from .dlt import dlt_from_projection
 from .rig import StereoRig
@@ -111,16 +111,8 @@ def load_rig(path: str | os.PathLike[str]) -> StereoRig:
         ValueError: malformed JSON (with line and column), wrong schema, missing keys, or a view
             whose K/R/t is invalid (e.g. R not a rotation), or an isocenter behind a camera.
     """
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"rig file {str(p)!r} does not exist")
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{p}: malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
-    except UnicodeDecodeError:
-        raise ValueError(f"{p}: not a UTF-8 text file") from None
-    return rig_from_dict(data, source=str(p))
+    data = read_json(path, "rig file")
+    return rig_from_dict(data, source=str(path))
 
 
 def save_dlt_csv(rig: StereoRig, path: str | os.PathLike[str]) -> np.ndarray:

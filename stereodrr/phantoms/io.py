@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from .._io import atomic_write_text
+from .._io import atomic_write_text, read_json
 from ..geometry.se3 import matrix_to_euler
 from .lego import lego_brick
 from .materials import get_material
@@ -144,16 +144,8 @@ def load_phantom(path: str | os.PathLike[str]) -> Phantom:
         FileNotFoundError: no such file.
         ValueError: malformed JSON (with line and column) or an invalid field (named).
     """
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"phantom file {str(p)!r} does not exist")
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{p}: malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"{p}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    return phantom_from_dict(data, str(p))
+    data = read_json(path, "phantom file")
+    return phantom_from_dict(data, str(path))
 
 
 def _pose_fields(T: np.ndarray, t_key: str) -> dict:

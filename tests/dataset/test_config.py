@@ -64,7 +64,7 @@ def test_load_config_bad_files(tmp_path):
         load_config(tmp_path / "nope.json")
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
-    with pytest.raises(ValueError, match="not valid JSON"):
+    with pytest.raises(ValueError, match="bad.json: malformed JSON at line 1, column 2"):
         load_config(bad)
     bad.write_text("[1, 2]")
     with pytest.raises(ValueError, match="expected a JSON object"):
