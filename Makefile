@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 setup: $(VENV)/.installed
 
 demo: setup
-	$(VENV)/bin/stereodrr rig --angle 5 --sid 750 --sdd 1200 --pixel 0.3 --size 512 512 -o out/rig.json
+	$(VENV)/bin/stereodrr demo -o out/demo
 
 test: setup
 	$(PY) -m pytest -q

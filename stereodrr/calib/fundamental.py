@@ -154,10 +154,14 @@ def estimate_fundamental(
         notes.append(f"LMedS is unreliable below {_LMEDS_MIN_POINTS} points: OpenCV's median is the "
                      f"{n // 2 + 1}th smallest error, which any 7-point model fits exactly")
     cv2.setRNGSeed(seed)
-    if method == "8point":
-        Fn, mask = cv2.findFundamentalMat(q1, q2, cv2.FM_8POINT)
-    else:
-        Fn, mask = cv2.findFundamentalMat(q1, q2, METHODS[method], threshold_px, confidence, max_iters)
+    try:
+        if method == "8point":
+            Fn, mask = cv2.findFundamentalMat(q1, q2, cv2.FM_8POINT)
+        else:
+            Fn, mask = cv2.findFundamentalMat(q1, q2, METHODS[method], threshold_px, confidence, max_iters)
+    except cv2.error:
+        # USAC asserts (`!model.empty()`) instead of returning nothing when no model has support.
+        Fn, mask = None, None
     if Fn is None or Fn.shape != (3, 3):
         raise ValueError(f"fundamental matrix ({method}): OpenCV found no solution from {n} points"
                          + (f"; {degeneracy}" if degeneracy else ""))
