@@ -11,7 +11,6 @@ from stereodrr.register import RigidPose, load_pose, registration_errors, render
 from stereodrr.volume import hu_to_mu, save_volume, torso_phantom
 
 
-@pytest.mark.slow
 def test_register_command_end_to_end(tmp_path, capsys):
     ct = torso_phantom(size=(48, 40, 32), spacing=6.0)
     save_volume(ct, tmp_path / "ct.nii.gz")

@@ -80,7 +80,7 @@ def test_loss_gradient_matches_finite_differences(volume, rig, targets):
 
 # L-BFGS's line search needs the sharper gradient-NCC optimum (it stalls on mncc's flat
 # out-of-plane rotation); Adam works with either.
-@pytest.mark.parametrize("optimizer, similarity", [("adam", "mncc"), pytest.param("lbfgs", "gncc", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("optimizer, similarity", [("adam", "mncc"), ("lbfgs", "gncc")])
 def test_recovers_known_offset_from_two_views(volume, rig, targets, optimizer, similarity):
     truth = RigidPose.identity(volume.center)
     init = RigidPose.from_degrees([2.0, -1.5, 2.5], [4.0, -5.0, 3.0], volume.center)
@@ -129,7 +129,6 @@ def test_diverging_run_stops_with_the_best_pose(volume, rig, targets):
     assert len(res.history) >= 1 and np.isfinite(res.loss)
 
 
-@pytest.mark.slow
 def test_quaternion_increments_reach_the_same_pose(volume, rig, targets):
     truth = RigidPose.identity(volume.center)
     init = RigidPose.from_degrees([1.5, 0.0, -1.0], [3.0, 0.0, -2.0], volume.center)
