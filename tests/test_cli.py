@@ -2,8 +2,6 @@ import json
 import subprocess
 import sys
 
-import numpy as np
-
 from stereodrr import __version__
 from stereodrr.cli import main
 from stereodrr.geometry import load_dlt_csv, load_rig

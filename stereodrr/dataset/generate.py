@@ -32,7 +32,7 @@ from .._io import atomic_path, atomic_write_text
 from ..geometry import transform_points
 from ..render import render_drr, render_spheres
 from ..render.detector import detect, to_uint16
-from .config import SCHEMA, canonical_json, config_digest
+from .config import SCHEMA, config_digest
 from .manifest import (
     ROOT_FILE, is_complete, item_dir, rebuild_manifest, remove_incomplete, sha256_file,
     write_item_record,

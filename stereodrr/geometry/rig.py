@@ -12,9 +12,12 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Iterator, Mapping, Sequence
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 from .camera import Camera
 from .se3 import rotvec_to_matrix
@@ -149,7 +152,7 @@ class StereoRig:
             raise ValueError("depth resolution: the two sources coincide (zero baseline)")
         return float(depth_mm**2 * disparity_error_px / (B * f))
 
-    def summary(self, disparity_error_px: float = 0.1) -> "pandas.DataFrame":  # noqa: F821
+    def summary(self, disparity_error_px: float = 0.1) -> pd.DataFrame:
         """One row per view: size, pitch, SDD, source position, distance to the isocenter."""
         import pandas as pd
 

@@ -22,9 +22,12 @@ markers, 4 lung.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 from ..volume import WATER_MASS_ATTENUATION, mu_to_hu
 
@@ -152,7 +155,7 @@ def get_material(name: str) -> Material:
         raise ValueError(f"unknown material {name!r}; expected one of {sorted(MATERIALS)}") from None
 
 
-def material_table(energy_kev: float = 60.0) -> "pandas.DataFrame":  # noqa: F821
+def material_table(energy_kev: float = 60.0) -> pd.DataFrame:
     """One row per material: density, label, ``mu/rho``, ``mu`` (1/mm) and unclipped HU at ``energy_kev``."""
     import pandas as pd
 

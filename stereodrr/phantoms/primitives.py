@@ -13,6 +13,7 @@ local z; hollow box: open face at local -z (the underside of a LEGO brick).
 
 from __future__ import annotations
 
+import abc
 import math
 from dataclasses import dataclass
 from typing import ClassVar, Sequence
@@ -48,11 +49,12 @@ def _ellipse_bound(p: Tensor, radii: Tensor) -> Tensor:
     return (torch.linalg.norm(p / radii, dim=-1) - 1.0) * radii.min()
 
 
-class Primitive:
+class Primitive(abc.ABC):
     """Base class: ``implicit``, ``half_extent``, ``volume`` and the JSON ``params``."""
 
     kind: ClassVar[str]
 
+    @abc.abstractmethod
     def implicit(self, p: Tensor) -> Tensor:
         """Distance bound ``g``, negative inside.
 
@@ -62,33 +64,32 @@ class Primitive:
         Returns:
             ``(...)``.
         """
-        raise NotImplementedError
 
     def contains(self, p: Tensor) -> Tensor:
         """``(...)`` bool, True where ``p`` ``(..., 3)`` is inside or on the surface (``g <= 0``)."""
         return self.implicit(p) <= 0
 
+    @abc.abstractmethod
     def half_extent(self) -> np.ndarray:
         """``(3,)`` half sizes of the local axis-aligned bounding box (mm)."""
-        raise NotImplementedError
 
     def half_extent_under(self, A: np.ndarray) -> np.ndarray:
         """``(3,)`` half sizes of the tight axis-aligned box of the solid mapped by the linear map
         ``A`` (3, 3), about the mapped centre. For a box: ``|A| @ half`` (element-wise ``|A|``)."""
         return np.abs(A) @ self.half_extent()
 
+    @abc.abstractmethod
     def volume(self) -> float:
         """Exact solid volume in mm^3."""
-        raise NotImplementedError
 
     def curvature_size(self) -> float:
         """Smallest diameter of curvature of the surface in mm (``inf`` for flat faces only); the
         voxelizer supersamples small curved features more finely."""
         return math.inf
 
+    @abc.abstractmethod
     def params(self) -> dict:
         """The phantom-file fields of this primitive (besides type, material and pose)."""
-        raise NotImplementedError
 
 
 @dataclass(frozen=True)
