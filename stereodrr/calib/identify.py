@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import linear_sum_assignment
 
-from ..geometry import Camera, project_points, rotvec_to_matrix
+from ..geometry import Camera, project_points, projection_matrix, rotvec_to_matrix
 from ._checks import as_points, same_count
 from .dlt import MIN_DLT_POINTS, dlt_projection
 
@@ -155,7 +155,7 @@ def identify_markers(
                                                        reprojectionError=tol_px, iterationsCount=200,
                                                        flags=cv2.SOLVEPNP_ITERATIVE)
             if ok_pnp:
-                P = camera.K @ np.c_[rotvec_to_matrix(rvec.ravel().astype(np.float64)), tvec.ravel()]
+                P = projection_matrix(camera.K, rotvec_to_matrix(rvec.ravel().astype(np.float64)), tvec.ravel().astype(np.float64))
         else:
             try:
                 P = dlt_projection(X[cols], det[rows], what=name)

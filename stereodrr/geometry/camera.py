@@ -355,11 +355,6 @@ class Camera:
             raise ValueError(f"uv: expected shape (N, 2), got {uv.shape}")
         return pixel_to_ray(self.K, self.R, self.t, uv)
 
-    def pixel_grid(self) -> np.ndarray:
-        """``(H*W, 2)`` centres ``(u, v)`` of every pixel in row-major (image) order."""
-        v, u = np.mgrid[0 : self.height, 0 : self.width]
-        return np.stack([u.ravel(), v.ravel()], -1).astype(np.float64)
-
     def in_image(self, uv: np.ndarray) -> np.ndarray:
         """``(N,)`` True where pixel coordinates fall on the detector (pixel edges at -0.5, W-0.5)."""
         uv = np.asarray(uv, dtype=np.float64)

@@ -10,12 +10,9 @@ from __future__ import annotations
 import numpy as np
 
 from .camera import Camera, camera_center
+from .se3 import skew
 
 __all__ = ["fundamental_from_projections", "fundamental_from_cameras", "epipoles", "epipolar_lines"]
-
-
-def _skew(v: np.ndarray) -> np.ndarray:
-    return np.array([[0.0, -v[2], v[1]], [v[2], 0.0, -v[0]], [-v[1], v[0], 0.0]])
 
 
 def fundamental_from_projections(P1: np.ndarray, P2: np.ndarray) -> np.ndarray:
@@ -35,7 +32,7 @@ def fundamental_from_projections(P1: np.ndarray, P2: np.ndarray) -> np.ndarray:
     # Camera centre of view 1: the right null vector of P1.
     C1 = np.linalg.svd(P1)[2][-1]
     e2 = P2 @ C1
-    F = _skew(e2) @ P2 @ np.linalg.pinv(P1)
+    F = skew(e2) @ P2 @ np.linalg.pinv(P1)
     n = np.linalg.norm(F)
     if n < 1e-300:
         raise ValueError("fundamental matrix: the two cameras share their centre (zero baseline)")
