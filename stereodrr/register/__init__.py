@@ -22,6 +22,7 @@ from .optimize import (
     translation_basis,
     views_seeing,
 )
+from .precision import PARAMETERS, pose_crlb, pose_fisher_information, pose_jacobian
 from .pose import POSE_SCHEMA, RigidPose, load_pose, moved_extrinsics, pose_matrix, save_pose
 from .similarity import SIMILARITIES, check_target, get_similarity, gradient_ncc, multiscale_ncc, ncc, patch_ncc
 
@@ -30,6 +31,7 @@ __all__ = [
     "translation_errors",
     "DEFAULT_LEVELS", "Level", "RegistrationDivergedWarning", "RegistrationResult", "auto_volume_factor", "downsample_images", "multiview_loss", "register",
     "render_views", "scale_intrinsics", "translation_basis", "views_seeing",
+    "PARAMETERS", "pose_crlb", "pose_fisher_information", "pose_jacobian",
     "POSE_SCHEMA", "RigidPose", "load_pose", "moved_extrinsics", "pose_matrix", "save_pose",
     "SIMILARITIES", "check_target", "get_similarity", "gradient_ncc", "multiscale_ncc", "ncc", "patch_ncc",
 ]
