@@ -12,14 +12,15 @@ the same detector (SID 750 mm, SDD 1200 mm, a ``--detector-mm`` wide detector of
 * ``nanodrr``: nanodrr's single-view ``Registration`` (bench extra) on the single-view problem,
   the peer baseline, skipped with a note when nanodrr is not installed.
 
-The targets are simulated X-rays, not the optimiser's own model: exact (Siddon) line integrals
-at full resolution, Poisson quantum noise at ``--photons`` per unattenuated pixel, -log. The
-registration renders trilinear DRRs, so the optimum is not trivially the truth. The truth is
-used only to score the result.
+The targets are simulated X-rays of the patient, not the optimiser's own model: the phantom
+voxelized ``--patient-factor`` times finer than the CT (a stand-in for the continuous anatomy),
+exact (Siddon) line integrals, Poisson quantum noise at ``--photons`` per unattenuated pixel,
+-log. The registration renders trilinear DRRs of the coarser CT, so, as with a real CT, the
+optimum is not exactly the truth. The truth is used only to score the result.
 
-First ``<out>/curvature.csv``: how sharply the noise-free loss rises along the in-plane axes and
-the depth axis of each rig (the information each setup has about depth; ``--curvature-only``
-stops there). Then ``<out>/results.csv`` (setup, trial, success, mtre_mm, depth_error_mm, inplane_error_mm,
+First ``<out>/bounds.csv``: the Cramér–Rao bound of each setup (:func:`stereodrr.register.pose_crlb`,
+the smallest depth, in-plane and rotation error any unbiased registration reaches at this dose;
+``--bounds-only`` stops there). Then ``<out>/results.csv`` (setup, trial, success, mtre_mm, depth_error_mm, inplane_error_mm,
 rotation_error_deg, seconds, ...; success = mTRE over the 8 box corners < 1 mm) after every trial,
 ``<out>/results.png`` and prints a summary table. Example::
 
@@ -42,15 +43,7 @@ import torch
 from stereodrr._io import atomic_path
 from stereodrr.geometry import StereoRig, invert, rigid_matrix
 from stereodrr.plot.register import plot_registration_study
-from stereodrr.register import (
-    RigidPose,
-    get_similarity,
-    moved_extrinsics,
-    register,
-    registration_errors,
-    render_views,
-    translation_basis,
-)
+from stereodrr.register import RigidPose, moved_extrinsics, pose_crlb, register, registration_errors
 from stereodrr.render import detect, negative_log, render_drr
 from stereodrr.volume import Volume, hu_to_mu, torso_phantom
 
@@ -61,7 +54,8 @@ COLUMNS = ["setup", "trial", "success", "mtre_mm", "depth_error_mm", "inplane_er
 
 
 def load_ct(kind: str, spacing: float) -> Volume:
-    """The CT as attenuation (1/mm, 60 keV)."""
+    """The CT as attenuation (1/mm, 60 keV); ``voxelize`` and ``torso_phantom`` centre the box on
+    the phantom, so CTs of different spacings share one world frame."""
     if kind == "torso_json":
         from stereodrr.phantoms import load_phantom, voxelize
 
@@ -78,9 +72,9 @@ def build_rigs(size: int, detector_mm: float) -> dict[str, StereoRig]:
             "nanodrr": single}
 
 
-def simulate_xrays(volume: Volume, rig: StereoRig, photons: float | None, seed: int) -> torch.Tensor:
-    """Exact line integrals -> Poisson counts -> -log images ``(V, H, W)``."""
-    line = render_drr(volume, rig, mode="exact")
+def simulate_xrays(patient: Volume, rig: StereoRig, photons: float | None, seed: int) -> torch.Tensor:
+    """Exact line integrals of the patient -> Poisson counts -> -log images ``(V, H, W)``."""
+    line = render_drr(patient, rig, mode="exact")
     if photons is None:
         return line
     return negative_log(detect(line, photons, seed=seed), photons)
@@ -90,26 +84,6 @@ def initial_poses(n: int, seed: int, center: np.ndarray, max_deg: float, max_mm:
     rng = np.random.default_rng(seed)
     return [RigidPose.from_degrees(rng.uniform(-max_deg, max_deg, 3), rng.uniform(-max_mm, max_mm, 3), center)
             for _ in range(n)]
-
-
-def loss_curvature(volume: Volume, rig: StereoRig, similarity: str, step_mm: float = 1.0) -> dict[str, float]:
-    """How sharply the noise-free loss rises for a translation along each axis of the rig frame
-    (two in-plane axes ``u``, ``v`` and the mean viewing direction): ``(L(+h) + L(-h))/2 - L(0)``
-    per mm^2 at ``h = step_mm``. The Fisher information of a parameter scales with it, so the
-    ratio depth/in-plane tells how much worse depth is determined than in-plane position."""
-    truth = RigidPose.identity(volume.center)
-    target = render_views(volume, rig, truth)
-    basis = translation_basis(rig)
-
-    def loss(pose: RigidPose) -> float:
-        return float((1.0 - get_similarity(similarity)(render_views(volume, rig, pose), target)).sum())
-
-    base = loss(truth)
-    rise = [(loss(RigidPose(np.zeros(3), step_mm * basis[:, a], volume.center))
-             + loss(RigidPose(np.zeros(3), -step_mm * basis[:, a], volume.center))) / 2 - base
-            for a in range(3)]
-    return {"u_per_mm2": rise[0] / step_mm**2, "v_per_mm2": rise[1] / step_mm**2, "depth_per_mm2": rise[2] / step_mm**2,
-            "depth_over_inplane": rise[2] / (0.5 * (rise[0] + rise[1]))}
 
 
 def run_nanodrr(volume: Volume, rig: StereoRig, target: torch.Tensor, init: RigidPose,
@@ -169,18 +143,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--setups", nargs="+", default=list(SETUPS), choices=SETUPS)
     ap.add_argument("--ct", choices=["torso_json", "builtin"], default="torso_json")
     ap.add_argument("--spacing", type=float, default=2.5, help="CT voxel size, mm")
+    ap.add_argument("--patient-factor", type=int, default=2,
+                    help="the X-rays are rendered from the phantom voxelized this many times finer than the CT")
     ap.add_argument("--photons", type=float, default=1e4, help="photons per unattenuated pixel; 0 = noise-free")
     ap.add_argument("--max-deg", type=float, default=10.0)
     ap.add_argument("--max-mm", type=float, default=20.0)
     ap.add_argument("--similarity", default="mncc")
     ap.add_argument("--optimizer", default="adam")
-    ap.add_argument("--curvature-only", action="store_true",
-                    help="only write <out>/curvature.csv: loss rise per mm^2 along in-plane and depth axes per setup")
+    ap.add_argument("--bounds-only", action="store_true",
+                    help="only write <out>/bounds.csv: the Cramer-Rao bound of each setup")
     ap.add_argument("--threads", type=int, default=1,
                     help="CPU threads (default 1: on a shared CPU one thread per run is fastest)")
     args = ap.parse_args(argv)
-    if args.trials < 1 or args.size < 16:
-        ap.error("--trials must be >= 1 and --size >= 16")
+    if args.trials < 1 or args.size < 16 or args.patient_factor < 1:
+        ap.error("--trials and --patient-factor must be >= 1 and --size >= 16")
     torch.set_num_threads(args.threads)
     try:
         import numba
@@ -193,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
 
     volume = load_ct(args.ct, args.spacing)
+    patient = load_ct(args.ct, args.spacing / args.patient_factor)
     rigs = build_rigs(args.size, args.detector_mm)
     truth = RigidPose.identity(volume.center)
     inits = initial_poses(args.trials, args.seed, volume.center, args.max_deg, args.max_mm)
@@ -205,23 +182,26 @@ def main(argv: list[str] | None = None) -> int:
         except ImportError:
             print("note: nanodrr is not installed (make bench-install); skipping the nanodrr baseline")
             setups.remove("nanodrr")
-    print(f"CT {args.ct}: {volume.size} voxels of {volume.spacing.tolist()} mm; detector {args.size}^2 px of "
+    print(f"CT {args.ct}: {volume.size} voxels of {volume.spacing.tolist()} mm (X-rays from {patient.spacing.tolist()} mm); detector {args.size}^2 px of "
           f"{args.detector_mm / args.size:.2f} mm; {f'{photons:g}' if photons else 'no'} photons/pixel; {args.trials} trials; setups {setups}")
 
-    curv = pd.DataFrame([{"setup": s, **loss_curvature(volume, rigs[s], args.similarity)}
-                         for s in setups if s != "nanodrr"])
-    print("noise-free loss rise along the rig axes (a Fisher-information proxy):")
-    print(curv.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
-    with atomic_path(out / "curvature.csv") as tmp:
-        curv.to_csv(tmp, index=False)
-    if args.curvature_only:
+    photons_bound = photons if photons else 1e4
+    bounds = pd.DataFrame([{"setup": s, **pose_crlb(volume, rigs[s], photons=photons_bound)}
+                           for s in setups if s != "nanodrr"])
+    if "single" in set(bounds["setup"]):
+        bounds["depth_gain_bound"] = float(bounds.loc[bounds["setup"] == "single", "depth_mm"].iloc[0]) / bounds["depth_mm"]
+    print(f"Cramer-Rao bound at {photons_bound:g} photons/px (std; the smallest error any unbiased registration reaches):")
+    print(bounds.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+    with atomic_path(out / "bounds.csv") as tmp:
+        bounds.to_csv(tmp, index=False)
+    if args.bounds_only:
         return 0
 
     rows: list[dict] = []
     csv = out / "results.csv"
     for setup in setups:
         rig = rigs[setup]
-        targets = simulate_xrays(volume, rig, photons, args.seed)
+        targets = simulate_xrays(patient, rig, photons, args.seed)
         for trial, init in enumerate(inits):
             t0 = time.perf_counter()
             if setup == "nanodrr":

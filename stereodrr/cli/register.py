@@ -19,7 +19,7 @@ import torch
 from .._io import atomic_path
 from ..geometry import load_rig
 from ..plot.register import plot_errors, plot_loss, plot_overlay
-from ..register import Level, RigidPose, load_pose, register, registration_errors, render_views, save_pose
+from ..register import SIMILARITIES, Level, RigidPose, load_pose, register, registration_errors, render_views, save_pose
 from ..volume import Volume, hu_to_mu, load_volume
 
 
@@ -37,11 +37,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--masks", nargs="+", help="optional weight images per view (0 = ignore the pixel)")
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.add_argument("--energy", type=float, default=60.0, help="effective energy in keV for HU -> mu (default 60)")
-    p.add_argument("--similarity", choices=["mncc", "ncc", "gncc"], default="mncc")
+    p.add_argument("--similarity", choices=sorted(SIMILARITIES), default="mncc",
+                   help="measure at the levels that do not name one (default %(default)s)")
     p.add_argument("--optimizer", choices=["adam", "lbfgs"], default="adam")
-    p.add_argument("--levels", default="4:150,2:100,1:40",
-                   help="pyramid, coarse to fine: image_scale:iterations[:volume_factor],... (default %(default)s; "
-                        "the volume factor defaults to voxels about one pixel's footprint at the isocenter)")
+    p.add_argument("--levels", default="4:150,2:100,1:100:gncc",
+                   help="pyramid, coarse to fine: image_scale:iterations[:volume_factor][:similarity],... (default "
+                        "%(default)s; the volume factor defaults to voxels about one pixel's footprint at the "
+                        "isocenter, the similarity to --similarity)")
     p.add_argument("--lr-rotation", type=float, default=0.5, help="initial rotation step, deg (default 0.5)")
     p.add_argument("--lr-translation", type=float, default=2.0, help="initial translation step, mm (default 2)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -51,13 +53,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def parse_levels(text: str) -> tuple[Level, ...]:
-    """``"4:150,2:100:2"`` -> levels (scale, iterations[, volume factor])."""
+    """``"4:150,2:100:2,1:100:gncc"`` -> levels (scale, iterations[, volume factor][, similarity])."""
     levels = []
     for part in text.split(","):
-        fields = part.strip().split(":")
-        if len(fields) not in (2, 3) or not all(f.strip().isdigit() for f in fields):
-            raise ValueError(f"--levels: expected scale:iterations[:volume_factor] (positive integers), got {part!r}")
-        levels.append(Level(*(int(f) for f in fields)))
+        fields = [f.strip() for f in part.strip().split(":")]
+        similarity = fields.pop() if fields and fields[-1] in SIMILARITIES else None
+        if len(fields) not in (2, 3) or not all(f.isdigit() for f in fields):
+            raise ValueError(f"--levels: expected scale:iterations[:volume_factor][:similarity] (positive integers; "
+                             f"similarity one of {sorted(SIMILARITIES)}), got {part!r}")
+        levels.append(Level(*(int(f) for f in fields), similarity=similarity))
     return tuple(levels)
 
 

@@ -17,7 +17,7 @@ import pandas as pd  # noqa: E402
 
 from .._io import atomic_path  # noqa: E402
 
-__all__ = ["plot_loss", "plot_overlay", "plot_errors", "plot_registration_study", "edge_map"]
+__all__ = ["plot_loss", "plot_overlay", "plot_errors", "plot_registration_study", "plot_depth_information", "edge_map"]
 
 _ERRORS = (("mtre_mm", "mTRE (mm)"), ("depth_error_mm", "depth error (mm)"),
            ("inplane_error_mm", "in-plane error (mm)"), ("rotation_error_deg", "rotation error (deg)"))
@@ -134,4 +134,25 @@ def plot_registration_study(results: pd.DataFrame, path: str | os.PathLike[str],
         if col == "mtre_mm":
             ax.axhline(1.0, color="tab:red", ls="--", lw=0.8)
     fig.suptitle(title or "registration: single view vs stereo vs biplanar")
+    return _save(fig, path)
+
+
+def plot_depth_information(bounds: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
+    """Depth gain of a convergent pair over one view against stereo angle, one line per field fan
+    angle (columns ``fan_deg, stereo_deg, depth_gain``, e.g. from ``experiments/depth_information.py``);
+    the recommended 3-7 deg band, the sqrt(2) of two identical views and a 5x gain are marked."""
+    fig, ax = plt.subplots(figsize=(7, 4.5), constrained_layout=True)
+    for fan, g in bounds.groupby("fan_deg", sort=True):
+        g = g.sort_values("stereo_deg")
+        ax.loglog(g["stereo_deg"], g["depth_gain"], "o-", ms=3, label=f"field fan {fan:.1f} deg")
+    ax.axvspan(3, 7, color="0.9", label="stereo 3-7 deg")
+    ax.axhline(np.sqrt(2), color="0.4", ls=":", lw=1, label="two identical views")
+    ax.axhline(5.0, color="tab:red", ls="--", lw=0.8, label="5x")
+    ticks = [1, 1.41, 2, 3, 5, 10, 20, 30]
+    ax.set_yticks(ticks, [f"{t:g}" for t in ticks])
+    ax.set_xticks([1, 3, 5, 7, 10, 20, 45, 90], ["1", "3", "5", "7", "10", "20", "45", "90"])
+    ax.minorticks_off()
+    ax.set(xlabel="stereo angle (deg)", ylabel="depth error bound: single / pair",
+           title="Cramér–Rao depth gain of a convergent pair over one cone-beam view")
+    ax.legend(fontsize=8)
     return _save(fig, path)

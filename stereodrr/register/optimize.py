@@ -85,7 +85,11 @@ class Level:
             get_similarity(self.similarity)
 
 
-DEFAULT_LEVELS = (Level(4, 150), Level(2, 100), Level(1, 40))
+# The full-resolution level matches gradients (gncc): a CT's DRR is blurrier than an X-ray of the
+# patient (voxel averaging, trilinear sampling), and on the low frequencies that mismatch pulls
+# an intensity NCC's optimum off the truth (torso study: mTRE 0.43 -> 0.19 mm for one view,
+# 0.28 -> 0.14 mm for the 5 deg pair). The coarse levels keep the wider basin of mncc.
+DEFAULT_LEVELS = (Level(4, 150), Level(2, 100), Level(1, 100, similarity="gncc"))
 
 
 @dataclass
@@ -309,7 +313,8 @@ def register(
             in the rig's view order).
         init: starting pose (default: identity, the volume where its geometry puts it).
         masks: optional ``(H, W)`` pixel weights per view (0 = ignore).
-        similarity: ``"mncc"`` (global + patch NCC), ``"ncc"`` or ``"gncc"`` (gradient NCC).
+        similarity: ``"mncc"`` (global + patch NCC), ``"ncc"`` or ``"gncc"`` (gradient NCC), at
+            every level that does not name its own (the default pyramid's last level uses gncc).
         optimizer: ``"adam"`` (separate rotation / translation learning rates, halved on a
             plateau) or ``"lbfgs"`` (strong-Wolfe line search on the scaled parameters; pair
             it with ``"gncc"``: on the flatter NCC/mNCC optimum of out-of-plane rotations its

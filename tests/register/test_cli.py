@@ -54,3 +54,14 @@ def test_register_command_bad_input(tmp_path, capsys):
         main(base + ["--images", small, small, "--optimizer", "sgd"])
     (tmp_path / "init.json").write_text(json.dumps({"schema": "stereodrr.pose/1", "center": [0, 0, 0]}))
     assert main(base + ["--images", small, small, "--init", str(tmp_path / "init.json")]) == 1
+
+
+def test_levels_option_names_a_similarity_per_level():
+    from stereodrr.cli.register import parse_levels
+    from stereodrr.register import DEFAULT_LEVELS, Level
+
+    assert parse_levels("4:150,2:100,1:100:gncc") == DEFAULT_LEVELS
+    assert parse_levels("2:60:2, 1:30:1:ncc") == (Level(2, 60, 2), Level(1, 30, 1, "ncc"))
+    for bad in ("2:60:x", "2", "1:30:1:2:gncc", "1:30:sad"):
+        with pytest.raises(ValueError, match="--levels"):
+            parse_levels(bad)
