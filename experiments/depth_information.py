@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="out/depth_information")
     ap.add_argument("--size", type=int, default=128, help="detector pixels per side")
-    ap.add_argument("--detectors-mm", type=float, nargs="+", default=[512, 300, 200, 128, 64],
+    ap.add_argument("--detectors-mm", type=float, nargs="+", default=[512, 300, 200, 128, 64, 32],
                     help="detector widths (mm); the field fan angle is 2 atan(w / 2 SDD)")
     ap.add_argument("--angles-deg", type=float, nargs="+", default=[1, 3, 5, 7, 10, 15, 20, 30, 45, 60, 90],
                     help="stereo angles of the convergent pair")
