@@ -148,7 +148,7 @@ def plot_depth_information(bounds: pd.DataFrame, path: str | os.PathLike[str]) -
     ax.axvspan(3, 7, color="0.9", label="stereo 3-7 deg")
     ax.axhline(np.sqrt(2), color="0.4", ls=":", lw=1, label="two identical views")
     ax.axhline(5.0, color="tab:red", ls="--", lw=0.8, label="5x")
-    ticks = [1, 1.41, 2, 3, 5, 10, 20, 30]
+    ticks = [1, 1.41, 2, 3, 5, 10, 20, 50, 100]
     ax.set_yticks(ticks, [f"{t:g}" for t in ticks])
     ax.set_xticks([1, 3, 5, 7, 10, 20, 45, 90], ["1", "3", "5", "7", "10", "20", "45", "90"])
     ax.minorticks_off()

@@ -87,8 +87,8 @@ class Level:
 
 # The full-resolution level matches gradients (gncc): a CT's DRR is blurrier than an X-ray of the
 # patient (voxel averaging, trilinear sampling), and on the low frequencies that mismatch pulls
-# an intensity NCC's optimum off the truth (torso study: mTRE 0.43 -> 0.19 mm for one view,
-# 0.28 -> 0.14 mm for the 5 deg pair). The coarse levels keep the wider basin of mncc.
+# an intensity NCC's optimum off the truth (torso study, one noise draw: mTRE 0.43 -> 0.19 mm for
+# one view, 0.28 -> 0.14 mm for the 5 deg pair). The coarse levels keep the wider basin of mncc.
 DEFAULT_LEVELS = (Level(4, 150), Level(2, 100), Level(1, 100, similarity="gncc"))
 
 
