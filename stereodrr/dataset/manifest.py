@@ -27,7 +27,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .._io import atomic_path, atomic_write_text
+from .._io import atomic_path, atomic_write_text, read_json
 
 __all__ = [
     "ROOT_FILE", "MANIFEST_FILE", "ITEM_RECORD", "ITEM_SCHEMA", "MANIFEST_SCHEMA",
@@ -94,13 +94,11 @@ def read_item_record(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read one ``item.json``.
 
     Raises:
-        ValueError: not JSON or not an item record.
+        FileNotFoundError: the file does not exist.
+        ValueError: malformed JSON (with line and column) or not an item record.
     """
     p = Path(path)
-    try:
-        rec = json.loads(p.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"item record {str(p)!r}: not valid JSON ({exc})") from None
+    rec = read_json(p, "item record")
     if not isinstance(rec, dict) or rec.get("schema") != ITEM_SCHEMA or not isinstance(rec.get("views"), list):
         raise ValueError(f"item record {str(p)!r}: expected schema {ITEM_SCHEMA!r} with a 'views' list")
     return rec

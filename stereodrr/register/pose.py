@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .._io import atomic_write_text
+from .._io import atomic_write_text, read_json
 from ..geometry._dual import numpy_or_torch
 from ..geometry.se3 import (
     compose,
@@ -228,13 +228,6 @@ def load_pose(path: str | os.PathLike[str]) -> RigidPose:
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: not JSON, wrong schema or a bad field.
+        ValueError: malformed JSON (with line and column), wrong schema or a bad field.
     """
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"pose file {str(p)!r} does not exist")
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{p}: not valid JSON ({exc})") from None
-    return RigidPose.from_dict(data, str(p))
+    return RigidPose.from_dict(read_json(path, "pose file"), str(path))

@@ -68,7 +68,7 @@ def test_bad_pose_input(tmp_path):
         load_pose(tmp_path / "missing.json")
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
-    with pytest.raises(ValueError, match="not valid JSON"):
+    with pytest.raises(ValueError, match="bad.json: malformed JSON at line 1, column 2"):
         load_pose(bad)
     with pytest.raises(ValueError, match="schema"):
         RigidPose.from_dict({"schema": "other", "center": [0, 0, 0]})
