@@ -1,6 +1,7 @@
-"""Atomic file writes shared by every stage: write a temporary file beside the target, then
+"""File helpers shared by every stage. Atomic writes: write a temporary file beside the target, then
 rename it over the target, so a reader never sees a half-written file and a failure leaves the
-old file intact."""
+old file intact. Reads: a JSON reader and an input-file check whose errors name the file, what
+it was expected to be, and the line and column of malformed JSON."""
 
 from __future__ import annotations
 
@@ -45,16 +46,31 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
+def check_input_file(path: str | os.PathLike[str], what: str) -> Path:
+    """An existing regular file: a folder or a missing path raise, naming ``what``.
+
+    Raises:
+        FileNotFoundError: the path does not exist.
+        ValueError: it is a folder (or another non-file).
+    """
+    p = Path(path)
+    if p.is_dir():
+        raise ValueError(f"{what} {str(p)!r} is a folder, expected a file")
+    if not p.exists():
+        raise FileNotFoundError(f"{what} {str(p)!r} does not exist")
+    if not p.is_file():
+        raise ValueError(f"{what} {str(p)!r} is not a regular file")
+    return p
+
+
 def read_json(path: str | os.PathLike[str], what: str) -> Any:
     """Parse a JSON file; errors name ``what`` and the file, and give line and column.
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: not UTF-8 text, or malformed JSON.
+        ValueError: a folder, not UTF-8 text, or malformed JSON.
     """
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"{what} {str(p)!r} does not exist")
+    p = check_input_file(path, what)
     try:
         return json.loads(p.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:

@@ -14,10 +14,16 @@ The volume's box spans indices ``-0.5 .. n - 0.5`` on each axis (voxel edges).
 
 from __future__ import annotations
 
+import contextlib
+import gzip
 import os
+import struct
+import sys
+import tempfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import SimpleITK as sitk
@@ -241,31 +247,152 @@ _EXTS = (".nii", ".nii.gz", ".mha", ".mhd", ".nrrd", ".nhdr")
 def load_volume(path: str | os.PathLike[str]) -> Volume:
     """Read NIfTI, MHA/MHD, NRRD or a DICOM series folder into a :class:`Volume`.
 
+    A file is checked to be complete before it is read (SimpleITK fills the missing part of a
+    truncated NIfTI with zeros without a word): a compressed stream must reach its end marker,
+    and the voxel bytes present must match the header's size and pixel type.
+
     Raises:
         FileNotFoundError: the path does not exist.
-        ValueError: the file cannot be read as an image, is not 3D scalar, or holds NaN voxels.
+        ValueError: the file cannot be read as an image, is truncated or corrupt (the message
+            says how many bytes the header promises and how many are there), is not 3D scalar,
+            or holds NaN voxels.
     """
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"volume {str(p)!r} does not exist")
-    try:
-        if p.is_dir():
-            reader = sitk.ImageSeriesReader()
-            series = reader.GetGDCMSeriesIDs(str(p))
-            if not series:
-                raise ValueError(f"{p}: folder holds no DICOM series")
-            files = reader.GetGDCMSeriesFileNames(str(p), series[0])
-            reader.SetFileNames(files)
-            image = reader.Execute()
-        else:
-            image = sitk.ReadImage(str(p))
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unreadable"
-        raise ValueError(f"{p}: cannot read as a medical image ({first})") from None
+    with _captured_stderr() as native:
+        try:
+            if p.is_dir():
+                reader = sitk.ImageSeriesReader()
+                series = reader.GetGDCMSeriesIDs(str(p))
+                if not series:
+                    raise ValueError(f"{p}: folder holds no DICOM series")
+                files = reader.GetGDCMSeriesFileNames(str(p), series[0])
+                reader.SetFileNames(files)
+                image = reader.Execute()
+            else:
+                info = sitk.ImageFileReader()
+                info.SetFileName(str(p))
+                info.ReadImageInformation()
+                _check_complete(p, info)
+                image = sitk.ReadImage(str(p))
+        except RuntimeError as exc:
+            raise ValueError(f"{p}: cannot read as a medical image ({_itk_reason(str(exc), native())})") from None
     try:
         return Volume.from_sitk(image)
     except ValueError as exc:
         raise ValueError(f"{p}: {exc}") from None
+
+
+@contextlib.contextmanager
+def _captured_stderr() -> Iterator[Callable[[], str]]:
+    """Collect what native code (ITK's MetaIO, GDCM) prints on file descriptor 2 during the
+    block, so the user sees one error line instead of library chatter; the text is passed on to
+    stderr afterwards unless the block raised (then it is part of the error message)."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real stderr (embedded interpreters): nothing to capture
+        yield lambda: ""
+        return
+    with tempfile.TemporaryFile() as buf:
+        os.dup2(buf.fileno(), 2)
+        failed = False
+
+        def text() -> str:
+            buf.seek(0)
+            return buf.read().decode("utf-8", "replace")
+
+        try:
+            yield text
+        except BaseException:
+            failed = True
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            if not failed and (extra := text()):
+                sys.stderr.write(extra)
+
+
+def _itk_reason(message: str, native: str) -> str:
+    """The informative line of an ITK exception (plus what the library printed), one line."""
+    lines = [ln.strip() for ln in (native + "\n" + message).splitlines() if ln.strip()]
+    useful = [ln for ln in lines if not ln.startswith(("Reason:", "itk::", "Description:", "sitk::ERROR: Unable"))
+              and "No such file or directory" not in ln]
+    return " ".join((useful or lines or ["unreadable"])[-2:])
+
+
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+def _stream_size(path: Path, what: str, start: int = 0, zlib_header: bool = False) -> int:
+    """Bytes a compressed stream inflates to; raises ValueError when it ends early or is corrupt."""
+    d = zlib.decompressobj(zlib.MAX_WBITS if zlib_header else 16 + zlib.MAX_WBITS)
+    total = 0
+    with open(path, "rb") as f:
+        f.seek(start)
+        try:
+            while block := f.read(1 << 22):
+                total += len(d.decompress(block))
+                while d.eof and d.unused_data:  # concatenated gzip members
+                    rest = d.unused_data
+                    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                    total += len(d.decompress(rest))
+        except zlib.error as exc:
+            raise ValueError(f"{path}: corrupt compressed data ({exc})") from None
+    if not d.eof:
+        raise ValueError(f"{path}: truncated: the compressed stream ends early; {what}, it inflates to {total}")
+    return total
+
+
+def _check_complete(path: Path, info: sitk.ImageFileReader) -> None:
+    """Compare the voxel bytes a file holds with what its header promises (NIfTI, MetaImage)."""
+    nvox = int(np.prod(info.GetSize())) * int(info.GetNumberOfComponents())
+    sample = sitk.Image([1] * info.GetDimension(), info.GetPixelID(), int(info.GetNumberOfComponents()))
+    need = nvox * int(sample.GetSizeOfPixelComponent())
+    shape = " x ".join(map(str, info.GetSize()))
+    name = path.name.lower()
+    what = f"the header promises {shape} voxels of {sitk.GetPixelIDValueAsString(info.GetPixelID())} ({need} bytes)"
+    if name.endswith((".nii", ".nii.gz")):
+        with open(path, "rb") as f:
+            gz = f.read(2) == _GZIP_MAGIC
+        with (gzip.open(path, "rb") if gz else open(path, "rb")) as f:
+            head = f.read(544)
+        little = int.from_bytes(head[:4], "little")
+        order = "<" if little in (348, 540) else ">"
+        sizeof_hdr = struct.unpack(order + "i", head[:4])[0]
+        offset = int(struct.unpack(order + "f", head[108:112])[0]) if sizeof_hdr == 348 else \
+            int(struct.unpack(order + "q", head[168:176])[0])
+        have = (_stream_size(path, what) if gz else path.stat().st_size) - offset
+        if have < need:
+            raise ValueError(f"{path}: truncated: {what}, the file holds {max(have, 0)}")
+    elif name.endswith((".mha", ".mhd")):
+        with open(path, "rb") as f:
+            header, line = {}, b""
+            while line := f.readline():
+                if b"=" not in line:
+                    break
+                key, _, value = line.decode("latin-1").partition("=")
+                header[key.strip()] = value.strip()
+                if key.strip() == "ElementDataFile":
+                    break
+            data_start = f.tell()
+        source = header.get("ElementDataFile", "")
+        if source.upper() == "LOCAL":
+            data, start = path, data_start
+        elif source and " " not in source and "%" not in source and source.upper() != "LIST":
+            data, start = path.parent / source, 0
+            if not data.is_file():
+                raise ValueError(f"{path}: its data file {str(data)!r} (ElementDataFile) does not exist")
+        else:
+            return  # file lists: left to ITK
+        if header.get("CompressedData", "False").lower() == "true":
+            have = _stream_size(data, what, start, zlib_header=True)
+        else:
+            have = data.stat().st_size - start
+        if have < need:
+            raise ValueError(f"{path}: truncated: {what}, the file holds {have}")
 
 
 def save_volume(volume: Volume, path: str | os.PathLike[str]) -> Path:

@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from .._io import atomic_path, atomic_write_text
+from .._io import atomic_path, atomic_write_text, check_input_file
 from ..calib.detect import KINDS
 from ..calib.export import export_calibration
 from ..calib.fundamental import METHODS
@@ -28,6 +28,7 @@ from ..calib.pipeline import StereoCalibration, calibrate_stereo
 from ..geometry import load_rig
 from ..phantoms import load_phantom
 from ..plot.calib import plot_marker_errors, plot_stereo_pair
+from ._args import UsageError, input_file, integer, number, output_folder
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -36,21 +37,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                    "method, validate the epipolar error, DLT-calibrate and triangulate.")
     p.add_argument("--images", nargs="+", required=True, metavar="IMAGE",
                    help="one image per rig view, in the rig's view order (TIFF/PNG, 16-bit or float)")
-    p.add_argument("--phantom", required=True, help="phantom JSON with the markers (e.g. phantoms/lego_stereo.json)")
+    p.add_argument("--phantom", required=True, help="phantom JSON with the markers, or a built-in name (e.g. lego_stereo)")
     p.add_argument("--rig", required=True, help="nominal rig.json (detector sizes, starting point only)")
     p.add_argument("-o", "--output", default="out", help="output folder")
     p.add_argument("--kind", choices=KINDS, default="auto", help="image kind (default: decide from the image)")
-    p.add_argument("--threshold", type=float, default=1.0, help="epipolar pass threshold, mean px (default 1)")
+    p.add_argument("--threshold", type=number(0.0, open_lo=True, what="threshold in px"), default=1.0, help="epipolar pass threshold, mean px (default 1)")
     p.add_argument("--shared-intrinsics", action="store_true", help="one K for all views in the DLT refinement")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=integer(0, 2**32 - 1, what="seed"), default=0)
     p.set_defaults(func=run)
 
 
 def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     """A single-channel image as stored (uint8/uint16/float32), via OpenCV."""
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"image {str(p)!r} does not exist")
+    p = check_input_file(path, "image")
     img = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
     if img is None:
         raise ValueError(f"image {str(p)!r}: OpenCV cannot read it (expected TIFF, PNG, ...)")
@@ -112,9 +111,10 @@ def write_results(result: StereoCalibration, images: Mapping[str, np.ndarray], o
 
 def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
-    nominal = load_rig(args.rig)
+    output_folder(args.output)
+    nominal = load_rig(input_file(args.rig, "--rig", "rig file"))
     if len(args.images) != len(nominal):
-        raise ValueError(f"--images: the rig {args.rig} has {len(nominal)} views {nominal.names}, "
+        raise UsageError(f"--images: the rig {args.rig} has {len(nominal)} views {nominal.names}, "
                          f"got {len(args.images)} image(s)")
     images = {n: read_image(p) for n, p in zip(nominal.names, args.images)}
     phantom = load_phantom(args.phantom)

@@ -16,22 +16,22 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 from ..calib.fundamental import METHODS
 from ..calib.pipeline import calibrate_stereo
 from ..calib.scene import perturbed_rig, render_calibration_images
 from ..geometry import StereoRig, save_rig
 from ..phantoms import load_phantom
+from .._resources import MAX_BLUR_PX, PIXEL_PITCH_MM, SHOT_BYTES_PER_PIXEL, check_memory, render_bytes
+from ._args import integer, number, output_folder
 from .calibrate import write_image, write_results
 
 # XMALab's reported precision (mm): the reference figure issue 5 compares the noisy demo with.
 XMALAB_PRECISION_MM = 0.043
 
 
-def _default_phantom() -> Path:
-    here = Path("phantoms/lego_stereo.json")
-    return here if here.is_file() else Path(__file__).resolve().parents[2] / "phantoms" / "lego_stereo.json"
+def _default_phantom() -> str:
+    return "lego_stereo"  # built-in (package data), found from any folder
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -40,21 +40,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                    "calibration (detect, identify, F, epipolar validation, DLT, triangulation).")
     p.add_argument("-o", "--output", default="out", help="output folder")
     p.add_argument("--no-noise", action="store_true", help="render noise-free line integrals")
-    p.add_argument("--angle", type=float, default=5.0, help="stereo angle in degrees (default 5)")
-    p.add_argument("--photons", type=float, default=1e4, help="photons per pixel without attenuation")
-    p.add_argument("--electronic-noise", type=float, default=2.0, help="read-out noise sigma, photons")
-    p.add_argument("--blur", type=float, default=0.5, help="detector blur sigma, px")
-    p.add_argument("--pixel", type=float, default=0.15, help="detector pixel pitch, mm (default 0.15)")
-    p.add_argument("--size", type=int, nargs=2, default=[1024, 1024], metavar=("W", "H"),
+    p.add_argument("--angle", type=number(0.0, 179.0, open_lo=True, what="angle in degrees"), default=5.0, help="stereo angle in degrees (default 5)")
+    p.add_argument("--photons", type=number(0.0, open_lo=True, what="photon count"), default=1e4, help="photons per pixel without attenuation")
+    p.add_argument("--electronic-noise", type=number(0.0, what="noise sigma"), default=2.0, help="read-out noise sigma, photons")
+    p.add_argument("--blur", type=number(0.0, MAX_BLUR_PX, what="blur sigma in px"), default=0.5, help="detector blur sigma, px")
+    p.add_argument("--pixel", type=number(*PIXEL_PITCH_MM, what="pixel pitch in mm"), default=0.15, help="detector pixel pitch, mm (default 0.15)")
+    p.add_argument("--size", type=integer(1, what="pixel count"), nargs=2, default=[1024, 1024], metavar=("W", "H"),
                    help="detector pixels (default 1024 1024)")
-    p.add_argument("--phantom", default=None, help="phantom JSON (default phantoms/lego_stereo.json)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the rig perturbation and the noise")
+    p.add_argument("--phantom", default=None, help="phantom JSON file or built-in name (default lego_stereo)")
+    p.add_argument("--seed", type=integer(0, 2**32 - 1, what="seed"), default=0, help="seed of the rig perturbation and the noise")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
-    out = Path(args.output)
+    out = output_folder(args.output)
+    w, h = args.size
+    check_memory(render_bytes([(w, h)] * 2, SHOT_BYTES_PER_PIXEL), f"demo: two {w} x {h} px views (--size)")
     phantom = load_phantom(args.phantom or _default_phantom())
     nominal = StereoRig.convergent(args.angle, 750.0, 1200.0, args.pixel, args.size[0], args.size[1])
     truth = perturbed_rig(nominal, seed=args.seed)

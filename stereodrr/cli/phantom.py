@@ -7,7 +7,10 @@ import time
 
 import numpy as np
 
+from .._resources import MAX_SUPERSAMPLE, check_memory, voxelize_bytes
 from ..phantoms import load_phantom, material_table, rigid_pose, save_voxelized, voxelize
+from ..phantoms.voxelize import phantom_grid
+from ._args import UsageError, integer, number, output_folder
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -16,17 +19,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Voxelize a phantom definition (phantoms/*.json) with partial-volume anti-aliasing. Writes "
                     "mu (1/mm, true metal values), hu (clipped to 12 bits), labels, markers.csv (world mm), "
                     "mip.png and voxelize.json into the output folder.")
-    p.add_argument("definition", help="phantom JSON file, e.g. phantoms/lego_stereo.json")
-    p.add_argument("--spacing", type=float, nargs="+", default=[0.5], metavar="MM", help="voxel size: one value or x y z (default 0.5)")
-    p.add_argument("--size", type=int, nargs=3, metavar=("NX", "NY", "NZ"), help="grid size in voxels (default: phantom + margin)")
-    p.add_argument("--margin", type=float, default=5.0, help="air margin around the phantom for an automatic grid, mm")
-    p.add_argument("--energy", type=float, default=60.0, help="effective energy in keV for mu and HU (default 60)")
-    p.add_argument("--supersample", type=int, default=4, help="sub-samples per axis in boundary voxels (default 4)")
+    p.add_argument("definition", help="phantom JSON file (e.g. my_phantom.json) or a built-in name: lego_stereo, "
+                                      "lego_cube, torso")
+    p.add_argument("--spacing", type=number(0.0, open_lo=True, what="voxel size in mm"), nargs="+", default=[0.5], metavar="MM", help="voxel size: one value or x y z (default 0.5)")
+    p.add_argument("--size", type=integer(1, what="voxel count"), nargs=3, metavar=("NX", "NY", "NZ"), help="grid size in voxels (default: phantom + margin)")
+    p.add_argument("--margin", type=number(0.0, what="margin in mm"), default=5.0, help="air margin around the phantom for an automatic grid, mm")
+    p.add_argument("--energy", type=number(10.0, 200.0, what="energy in keV"), default=60.0, help="effective energy in keV for mu and HU (default 60)")
+    p.add_argument("--supersample", type=integer(1, MAX_SUPERSAMPLE, what="sub-sample count"), default=4,
+                   help=f"sub-samples per axis in boundary voxels, 1-{MAX_SUPERSAMPLE} (default 4)")
     p.add_argument("--markers", choices=["include", "exclude", "carve"], default="include",
                    help="paint the marker balls, leave them out, or carve them as air (for analytic rendering)")
-    p.add_argument("--rotate", type=float, nargs=3, default=None, metavar=("RX", "RY", "RZ"),
+    p.add_argument("--rotate", type=number(what="angle in degrees"), nargs=3, default=None, metavar=("RX", "RY", "RZ"),
                    help="move the phantom: rotation in degrees (extrinsic x, y, z) about the world origin")
-    p.add_argument("--translate", type=float, nargs=3, default=None, metavar=("X", "Y", "Z"), help="then translate, mm")
+    p.add_argument("--translate", type=number(what="distance in mm"), nargs=3, default=None, metavar=("X", "Y", "Z"), help="then translate, mm")
     p.add_argument("--format", choices=["mha", "nii.gz", "nii", "nrrd"], default="mha",
                    help="image format (default mha: exact geometry; NIfTI headers store float32)")
     p.add_argument("--no-clip", action="store_true", help="keep unclipped HU (written as float32) instead of the 12-bit range")
@@ -36,12 +41,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    output_folder(args.output)
+    if len(args.spacing) not in (1, 3):
+        raise UsageError(f"--spacing: expected one or three values, got {len(args.spacing)}")
     phantom = load_phantom(args.definition)
     if args.rotate is not None or args.translate is not None:
         phantom = phantom.moved(rigid_pose(args.rotate or (0.0, 0.0, 0.0), args.translate or (0.0, 0.0, 0.0)))
     spacing = args.spacing[0] if len(args.spacing) == 1 else args.spacing
-    if len(args.spacing) not in (1, 3):
-        raise ValueError(f"--spacing: expected one or three values, got {len(args.spacing)}")
+    nx, ny, nz = phantom_grid(phantom, spacing, args.margin, size=args.size)[3]
+    check_memory(voxelize_bytes(nx, ny, nz), f"voxelizing {phantom.name} onto {nx} x {ny} x {nz} voxels "
+                                             f"(--spacing {' '.join(map(str, args.spacing))})")
     t0 = time.perf_counter()
     vox = voxelize(phantom, spacing, energy_kev=args.energy, margin_mm=args.margin, size=args.size,
                    supersample=args.supersample, markers=args.markers, hu_range=None if args.no_clip else (-1024.0, 3071.0),

@@ -16,11 +16,12 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from .._io import atomic_path
+from .._io import atomic_path, check_input_file
 from ..geometry import load_rig
 from ..plot.register import plot_errors, plot_loss, plot_overlay
 from ..register import SIMILARITIES, Level, RigidPose, load_pose, register, registration_errors, render_views, save_pose
 from ..volume import Volume, hu_to_mu, load_volume
+from ._args import UsageError, input_file, number, output_folder
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -36,7 +37,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--truth", help="known pose.json: only to record and plot the errors, never used to fit")
     p.add_argument("--masks", nargs="+", help="optional weight images per view (0 = ignore the pixel)")
     p.add_argument("-o", "--output", required=True, help="output folder")
-    p.add_argument("--energy", type=float, default=60.0, help="effective energy in keV for HU -> mu (default 60)")
+    p.add_argument("--energy", type=number(10.0, 200.0, what="energy in keV"), default=60.0, help="effective energy in keV for HU -> mu (default 60)")
     p.add_argument("--similarity", choices=sorted(SIMILARITIES), default="mncc",
                    help="measure at the levels that do not name one (default %(default)s)")
     p.add_argument("--optimizer", choices=["adam", "lbfgs"], default="adam")
@@ -44,8 +45,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="pyramid, coarse to fine: image_scale:iterations[:volume_factor][:similarity],... (default "
                         "%(default)s; the volume factor defaults to voxels about one pixel's footprint at the "
                         "isocenter, the similarity to --similarity)")
-    p.add_argument("--lr-rotation", type=float, default=0.5, help="initial rotation step, deg (default 0.5)")
-    p.add_argument("--lr-translation", type=float, default=2.0, help="initial translation step, mm (default 2)")
+    p.add_argument("--lr-rotation", type=number(0.0, open_lo=True, what="step in degrees"), default=0.5, help="initial rotation step, deg (default 0.5)")
+    p.add_argument("--lr-translation", type=number(0.0, open_lo=True, what="step in mm"), default=2.0, help="initial translation step, mm (default 2)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, help="CPU threads (default: torch's; 1 is fastest on a busy CPU)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -59,7 +60,7 @@ def parse_levels(text: str) -> tuple[Level, ...]:
         fields = [f.strip() for f in part.strip().split(":")]
         similarity = fields.pop() if fields and fields[-1] in SIMILARITIES else None
         if len(fields) not in (2, 3) or not all(f.isdigit() for f in fields):
-            raise ValueError(f"--levels: expected scale:iterations[:volume_factor][:similarity] (positive integers; "
+            raise UsageError(f"--levels: expected scale:iterations[:volume_factor][:similarity] (positive integers; "
                              f"similarity one of {sorted(SIMILARITIES)}), got {part!r}")
         levels.append(Level(*(int(f) for f in fields), similarity=similarity))
     return tuple(levels)
@@ -67,9 +68,7 @@ def parse_levels(text: str) -> tuple[Level, ...]:
 
 def read_image(path: str) -> np.ndarray:
     """A 2D image as float32 ``(H, W)`` via SimpleITK, falling back to OpenCV."""
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"image {str(p)!r} does not exist")
+    p = check_input_file(path, "image")
     try:
         arr = sitk.GetArrayFromImage(sitk.ReadImage(str(p)))
     except RuntimeError:
@@ -85,16 +84,17 @@ def read_image(path: str) -> np.ndarray:
 def run(args: argparse.Namespace) -> int:
     if args.threads is not None:
         if args.threads < 1:
-            raise ValueError(f"--threads: expected a positive count, got {args.threads}")
+            raise UsageError(f"--threads: expected a positive count, got {args.threads}")
         torch.set_num_threads(args.threads)
-    rig = load_rig(args.rig)
+    output_folder(args.output)
+    rig = load_rig(input_file(args.rig, "--rig", "rig file"))
     if len(args.images) != len(rig):
-        raise ValueError(f"--images: expected {len(rig)} (one per view {rig.names}), got {len(args.images)}")
+        raise UsageError(f"--images: expected {len(rig)} (one per view {rig.names}), got {len(args.images)}")
     images = {name: read_image(f) for name, f in zip(rig.names, args.images)}
     masks = None
     if args.masks:
         if len(args.masks) != len(rig):
-            raise ValueError(f"--masks: expected {len(rig)} (one per view {rig.names}), got {len(args.masks)}")
+            raise UsageError(f"--masks: expected {len(rig)} (one per view {rig.names}), got {len(args.masks)}")
         masks = {name: read_image(f) for name, f in zip(rig.names, args.masks)}
     ct = load_volume(args.ct)
     vol = Volume(hu_to_mu(ct.data, args.energy), ct.origin, ct.spacing, ct.direction).to(args.device)

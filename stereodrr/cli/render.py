@@ -18,9 +18,11 @@ import torch
 from tqdm import tqdm
 
 from .._io import atomic_path
+from .._resources import MIN_STEP_MM, check_memory, render_bytes, voxelize_bytes
 from ..geometry import load_rig, save_rig
 from ..render import render_rig, render_spheres
 from ..volume import Volume, hu_to_mu, load_volume
+from ._args import UsageError, input_file, number, output_folder
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -28,14 +30,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description="Render the line integral of mu for each view of a rig.json; writes "
                                    "<view>.tif (float32), <view>.png (preview) and rig.json to the output folder.")
     p.add_argument("--ct", help="CT volume in HU (NIfTI, MHA, NRRD or a DICOM folder)")
-    p.add_argument("--phantom", help="phantom definition (phantoms/*.json): plastic/tissue voxelised, "
+    p.add_argument("--phantom", help="phantom definition (JSON file or built-in name): plastic/tissue voxelised, "
                                      "markers rendered as exact spheres")
     p.add_argument("--rig", required=True, help="rig.json (schema stereodrr.rig/1)")
     p.add_argument("-o", "--output", required=True, help="output folder")
-    p.add_argument("--energy", type=float, default=60.0, help="effective energy in keV for HU -> mu (default 60)")
+    p.add_argument("--energy", type=number(10.0, 200.0, what="energy in keV"), default=60.0, help="effective energy in keV for HU -> mu (default 60)")
     p.add_argument("--mode", choices=["trilinear", "exact"], default="trilinear")
-    p.add_argument("--step", type=float, default=None, help="trilinear step in mm (default half the smallest voxel)")
-    p.add_argument("--voxel", type=float, default=0.5, help="phantom voxel size in mm (default 0.5)")
+    p.add_argument("--step", type=number(MIN_STEP_MM, what="step in mm"), default=None, help="trilinear step in mm (default half the smallest voxel)")
+    p.add_argument("--voxel", type=number(0.0, open_lo=True, what="voxel size in mm"), default=0.5, help="phantom voxel size in mm (default 0.5)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.set_defaults(func=run)
 
@@ -57,9 +59,12 @@ def preview_png(image: np.ndarray, path: Path) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if not args.ct and not args.phantom:
-        raise ValueError("give --ct and/or --phantom")
-    rig = load_rig(args.rig)
-    out = Path(args.output)
+        raise UsageError("give --ct and/or --phantom")
+    out = output_folder(args.output)
+    rig = load_rig(input_file(args.rig, "--rig", "rig file"))
+    sizes = [(c.width, c.height) for c in rig.cameras.values()]
+    check_memory(render_bytes(sizes), f"rendering {len(rig)} view(s) of " + ", ".join(f"{w} x {h}" for w, h in sizes)
+                 + f" px (--rig {args.rig})")
     images = {name: 0.0 for name in rig.names}
     marker_rows = []
     if args.ct:
@@ -70,7 +75,12 @@ def run(args: argparse.Namespace) -> int:
     if args.phantom:
         from ..phantoms import load_phantom, voxelize  # phantoms sit beside volumes, upstream of render
 
+        from ..phantoms.voxelize import phantom_grid
+
         ph = load_phantom(args.phantom)
+        grid = phantom_grid(ph, args.voxel)[3]
+        check_memory(voxelize_bytes(*grid), f"voxelizing {ph.name} onto {' x '.join(map(str, grid))} voxels "
+                                            f"(--voxel {args.voxel:g})")
         bodies = voxelize(ph, args.voxel, energy_kev=args.energy, markers="carve", device=args.device).mu
         for name, img in render_rig(bodies.to(args.device), rig, mode=args.mode, step_mm=args.step).items():
             images[name] = images[name] + img

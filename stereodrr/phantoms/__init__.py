@@ -2,8 +2,10 @@
 
 A :class:`Phantom` is a list of bodies (posed primitives of one material, painted in order)
 plus spherical markers (id, centre, diameter, material), in a phantom frame that ``pose``
-places in the world (LPS, mm). Definition files live in the top-level ``phantoms/`` folder
-(JSON, schema ``stereodrr.phantom/1``, see :mod:`stereodrr.phantoms.io`).
+places in the world (LPS, mm). Definition files are JSON (schema ``stereodrr.phantom/1``, see
+:mod:`stereodrr.phantoms.io`); the built-in ones ship as package data in
+``stereodrr/phantoms/data/`` (``phantoms/`` in the repository links there) and load by name,
+``load_phantom("lego_stereo")``.
 
 Typical use::
 

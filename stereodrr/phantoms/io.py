@@ -41,9 +41,12 @@ from .materials import get_material
 from .model import Body, Marker, Phantom, rigid_pose
 from .primitives import PRIMITIVES
 
-__all__ = ["PHANTOM_SCHEMA", "load_phantom", "save_phantom", "phantom_from_dict", "phantom_to_dict"]
+__all__ = ["PHANTOM_SCHEMA", "BUILTIN_DIR", "builtin_phantoms", "resolve_phantom", "load_phantom", "save_phantom",
+           "phantom_from_dict", "phantom_to_dict"]
 
 PHANTOM_SCHEMA = "stereodrr.phantom/1"
+#: The built-in definitions, shipped as package data (``phantoms/`` in the repository links here).
+BUILTIN_DIR = Path(__file__).resolve().parent / "data"
 _POSE_KEYS = {"center", "rotation_deg"}
 _COMMON_KEYS = {"type", "material", "name"} | _POSE_KEYS
 _PARAM_KEYS = {
@@ -137,15 +140,38 @@ def phantom_from_dict(data: Any, source: str = "<phantom>") -> Phantom:
         raise ValueError(f"{source}: {exc}") from None
 
 
-def load_phantom(path: str | os.PathLike[str]) -> Phantom:
-    """Read a phantom JSON file.
+def builtin_phantoms() -> list[str]:
+    """Names of the built-in phantom definitions (``lego_stereo``, ``lego_cube``, ``torso``)."""
+    return sorted(p.stem for p in BUILTIN_DIR.glob("*.json"))
+
+
+def resolve_phantom(name_or_path: str | os.PathLike[str]) -> Path:
+    """A phantom file: an existing path as given, else a built-in name (``"lego_stereo"`` or
+    ``"lego_stereo.json"``).
 
     Raises:
-        FileNotFoundError: no such file.
+        FileNotFoundError: neither a file nor a built-in name (the message lists the names).
+    """
+    p = Path(name_or_path)
+    if p.exists() or p.parent != Path("."):
+        return p
+    stem = p.name[:-5] if p.name.endswith(".json") else p.name
+    if stem in builtin_phantoms():
+        return BUILTIN_DIR / f"{stem}.json"
+    raise FileNotFoundError(f"phantom {str(p)!r}: no such file and no built-in phantom of that name "
+                            f"(built-in: {', '.join(builtin_phantoms())})")
+
+
+def load_phantom(path: str | os.PathLike[str]) -> Phantom:
+    """Read a phantom JSON file, or a built-in phantom by name (:func:`resolve_phantom`).
+
+    Raises:
+        FileNotFoundError: no such file or built-in name.
         ValueError: malformed JSON (with line and column) or an invalid field (named).
     """
-    data = read_json(path, "phantom file")
-    return phantom_from_dict(data, str(path))
+    p = resolve_phantom(path)
+    data = read_json(p, "phantom file")
+    return phantom_from_dict(data, str(p))
 
 
 def _pose_fields(T: np.ndarray, t_key: str) -> dict:

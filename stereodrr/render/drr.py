@@ -15,6 +15,7 @@ instead of storing its samples.
 from __future__ import annotations
 
 import math
+import re
 import warnings
 from typing import Mapping, Sequence
 
@@ -230,7 +231,15 @@ def render_rig(
         groups.setdefault((c.height, c.width), []).append(i)
     out: dict[str, Tensor] = {}
     for idx in groups.values():
-        imgs = render_drr(volume, [cams[i] for i in idx], mode=mode, step_mm=step_mm)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", RaysMissWarning)
+            imgs = render_drr(volume, [cams[i] for i in idx], mode=mode, step_mm=step_mm)
+        for w in caught:  # name the view as the rig does, not by its place in this batch
+            m = re.match(r"view (\d+): (.*)", str(w.message), re.S) if issubclass(w.category, RaysMissWarning) else None
+            if m is None:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+            else:
+                warnings.warn(f"view {names[idx[int(m.group(1))]]!r}: {m.group(2)}", RaysMissWarning, stacklevel=2)
         out.update({names[i]: img for i, img in zip(idx, imgs)})
     return {n: out[n] for n in names}
 

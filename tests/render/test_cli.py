@@ -51,7 +51,7 @@ def test_render_phantom_with_exact_markers(tmp_path):
 
 def test_render_needs_an_input(tmp_path, capsys):
     save_rig(StereoRig.convergent(5.0, sid=600, sdd=1000, pixel_spacing=4.0, width=8, height=8), tmp_path / "rig.json")
-    assert main(["render", "--rig", str(tmp_path / "rig.json"), "-o", str(tmp_path)]) == 1
+    assert main(["render", "--rig", str(tmp_path / "rig.json"), "-o", str(tmp_path)]) == 2  # a usage error
     assert "--ct" in capsys.readouterr().err
     assert main(["render", "--ct", str(tmp_path / "missing.nii.gz"), "--rig", str(tmp_path / "rig.json"),
                  "-o", str(tmp_path)]) == 1

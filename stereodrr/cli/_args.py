@@ -1,0 +1,123 @@
+"""Argument checks shared by the sub-commands: argparse ``type=`` factories for numbers with a
+range, and output-path checks run before any work, so a bad value fails at once with the
+user's option name and nothing is written.
+
+Usage errors (a bad argument) exit with status 2, failures with 1 (see :mod:`stereodrr.cli`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+from pathlib import Path
+from typing import Callable
+
+__all__ = ["UsageError", "number", "integer", "output_folder", "output_file", "input_file"]
+
+
+class UsageError(ValueError):
+    """A command-line argument is invalid (exit status 2)."""
+
+
+def number(lo: float | None = None, hi: float | None = None, *, open_lo: bool = False,
+           what: str = "number") -> Callable[[str], float]:
+    """An argparse ``type`` for a finite float in ``[lo, hi]`` (``(lo, hi]`` with ``open_lo``)."""
+
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a {what}, got {text!r}") from None
+        bad = not math.isfinite(v) or (lo is not None and (v < lo or (open_lo and v <= lo))) \
+            or (hi is not None and v > hi)
+        if bad:
+            raise argparse.ArgumentTypeError(f"expected a finite {what}{_interval(lo, hi, open_lo)}, got {text!r}")
+        return v
+
+    return parse
+
+
+def integer(lo: int | None = None, hi: int | None = None, *, what: str = "integer") -> Callable[[str], int]:
+    """An argparse ``type`` for an integer in ``[lo, hi]``."""
+
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an {what}, got {text!r}") from None
+        if (lo is not None and v < lo) or (hi is not None and v > hi):
+            raise argparse.ArgumentTypeError(f"expected an {what}{_interval(lo, hi, False)}, got {text!r}")
+        return v
+
+    return parse
+
+
+def _interval(lo: float | None, hi: float | None, open_lo: bool) -> str:
+    if lo is None and hi is None:
+        return ""
+    if hi is None:
+        return f" > {lo:g}" if open_lo else f" >= {lo:g}"
+    if lo is None:
+        return f" <= {hi:g}"
+    return f" in {'(' if open_lo else '['}{lo:g}, {hi:g}]"
+
+
+def _writable_parent(p: Path, option: str) -> None:
+    """The nearest existing ancestor of ``p`` must be a writable folder."""
+    parent = p.parent if str(p.parent) else Path(".")
+    while not parent.exists():
+        if parent.parent == parent:
+            break
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UsageError(f"{option} {str(p)!r}: {str(parent)!r} is a file, expected a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"{option} {str(p)!r}: folder {str(parent)!r} is not writable")
+
+
+def output_folder(path: str | os.PathLike[str], option: str = "-o/--output") -> Path:
+    """Check an output folder before any work: a folder or a new path, in a writable place.
+
+    Raises:
+        UsageError: it names a file, lies under a file, or cannot be created or written.
+    """
+    p = Path(path)
+    if p.exists():
+        if not p.is_dir():
+            raise UsageError(f"{option} {str(p)!r}: is a file, expected a folder")
+        if not os.access(p, os.W_OK | os.X_OK):
+            raise UsageError(f"{option} {str(p)!r}: folder is not writable")
+        return p
+    _writable_parent(p, option)
+    return p
+
+
+def output_file(path: str | os.PathLike[str], option: str = "-o/--output") -> Path:
+    """Check an output file before any work: a file or a new path, in a writable place.
+
+    Raises:
+        UsageError: it names a folder, lies under a file, or its folder is not writable.
+    """
+    p = Path(path)
+    if p.is_dir():
+        raise UsageError(f"{option} {str(p)!r}: is a folder, expected a file name")
+    if p.exists() and not os.access(p, os.W_OK):
+        raise UsageError(f"{option} {str(p)!r}: file is not writable")
+    _writable_parent(p, option)
+    return p
+
+
+def input_file(path: str | os.PathLike[str], option: str, what: str = "file") -> Path:
+    """An existing file (not a folder).
+
+    Raises:
+        FileNotFoundError: missing.
+        UsageError: a folder.
+    """
+    p = Path(path)
+    if p.is_dir():
+        raise UsageError(f"{option} {str(p)!r}: is a folder, expected a {what}")
+    if not p.exists():
+        raise FileNotFoundError(f"{option} {str(p)!r}: no such {what}")
+    return p
