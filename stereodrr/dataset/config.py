@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .._io import read_json
+from .._resources import MAX_BLUR_PX, MAX_INT64, MIN_STEP_MM, PIXEL_PITCH_MM
 
 __all__ = ["SCHEMA", "DEFAULT_CONFIG", "load_config", "validate_config", "config_digest", "canonical_json"]
 
@@ -198,6 +199,8 @@ def _subject(v: Any, base_dir: Path | None) -> dict[str, Any]:
     path = path.resolve()
     if not path.exists():
         raise FileNotFoundError(f"config: subject.path: {str(path)!r} does not exist")
+    if kind == "phantom" and not path.is_file():
+        raise ValueError(f"config: subject.path: {str(path)!r} is a folder, expected a phantom JSON file")
     out["path"] = str(path)
     if kind == "volume":
         out["units"] = _choice("subject.units", v.get("units", "hu"), ("hu", "mu"))
@@ -224,8 +227,9 @@ def validate_config(raw: Mapping[str, Any], base_dir: str | os.PathLike[str] | N
         raise ValueError(f"config: schema: expected {SCHEMA!r}, got {raw.get('schema')!r}")
     cfg = _merge(DEFAULT_CONFIG, raw, "")
     seed = cfg["seed"]
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"config: seed: expected a non-negative integer, got {seed!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_INT64:
+        # Seeds are stored as int64 in the item records and the manifest.
+        raise ValueError(f"config: seed: expected an integer in [0, 2^63 - 1], got {seed!r}")
     cfg["subject"] = _subject(cfg["subject"], Path(base_dir) if base_dir is not None else None)
     # NIST tables (stereodrr.volume.WATER_MASS_ATTENUATION) span 10-200 keV.
     cfg["energy_kev"] = _range("energy_kev", cfg["energy_kev"], 10.0, 200.0)[0]
@@ -241,7 +245,7 @@ def validate_config(raw: Mapping[str, Any], base_dir: str | os.PathLike[str] | N
     if rig["sid_mm"][1] >= rig["sdd_mm"][0]:
         raise ValueError(f"config: rig.sid_mm: every SID must be below every SDD (the isocenter lies between "
                          f"source and detector), but max SID {rig['sid_mm'][1]:g} >= min SDD {rig['sdd_mm'][0]:g}")
-    rig["pixel_spacing_mm"] = _range("rig.pixel_spacing_mm", rig["pixel_spacing_mm"], 0.0, open_lo=True)
+    rig["pixel_spacing_mm"] = _range("rig.pixel_spacing_mm", rig["pixel_spacing_mm"], *PIXEL_PITCH_MM)
     rig["detector_px"] = _detector_sizes("rig.detector_px", rig["detector_px"])
 
     pose = cfg["pose"]
@@ -252,14 +256,14 @@ def validate_config(raw: Mapping[str, Any], base_dir: str | os.PathLike[str] | N
     det["photons_per_pixel"] = _range("detector.photons_per_pixel", det["photons_per_pixel"], 0.0, open_lo=True)
     det["noise"] = _choice("detector.noise", det["noise"], NOISE_MODELS)
     det["electronic_sigma"] = _range("detector.electronic_sigma", det["electronic_sigma"], 0.0)
-    det["blur_px"] = _range("detector.blur_px", det["blur_px"], 0.0)
+    det["blur_px"] = _range("detector.blur_px", det["blur_px"], 0.0, MAX_BLUR_PX)
     if det["noise"] == "none" and det["electronic_sigma"][1] > 0:
         raise ValueError("config: detector.electronic_sigma: must be 0 with detector.noise 'none'")
 
     render = cfg["render"]
     render["mode"] = _choice("render.mode", render["mode"], RENDER_MODES)
     if render["step_mm"] is not None:
-        render["step_mm"] = _range("render.step_mm", render["step_mm"], 0.0, open_lo=True)[0]
+        render["step_mm"] = _range("render.step_mm", render["step_mm"], MIN_STEP_MM)[0]
     # Checked for form only: whether the device exists is a property of each worker's machine.
     if not isinstance(render["device"], str) or not re.fullmatch(r"cpu|cuda(:\d+)?|mps", render["device"]):
         raise ValueError(f"config: render.device: expected 'cpu', 'cuda', 'cuda:N' or 'mps', got {render['device']!r}")

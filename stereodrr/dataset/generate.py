@@ -16,8 +16,11 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
+import re
 import shutil
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -29,6 +32,8 @@ from tqdm.auto import tqdm
 
 from .. import __version__
 from .._io import atomic_path, atomic_write_text
+from .._resources import MAX_INT64, check_memory, render_bytes, voxelize_bytes
+from ..volume import load_volume
 from ..geometry import transform_points
 from ..render import render_drr, render_spheres
 from ..render.detector import detect, to_uint16
@@ -37,6 +42,8 @@ from .manifest import (
     ROOT_FILE, is_complete, item_dir, rebuild_manifest, remove_incomplete, sha256_file,
     write_item_record,
 )
+from .lock import LOCK_DIR, dataset_lock
+from .manifest import MANIFEST_FILE
 from .sample import ItemSample, item_pose, item_rig, sample_item
 from .subject import load_subject, posed_volume
 
@@ -44,6 +51,13 @@ __all__ = ["parse_shard", "shard_indices", "prepare_output", "render_item", "wri
            "GenerationReport", "RenderedItem", "RenderedView", "IMAGE_SUFFIX"]
 
 IMAGE_SUFFIX = {"png16": ".png", "tiff32": ".tiff"}
+#: Seconds Dask's client waits for a scheduler that accepted the TCP connection.
+SCHEDULER_TIMEOUT_S = 20
+#: Peak bytes per voxel of the built-in torso (float64 supersampled coordinates, 2^3 per voxel).
+TORSO_BYTES_PER_VOXEL = 320
+#: Peak bytes per detector pixel and view of an item: line integrals, counts, noise and blur
+#: buffers (float32/float64) and the written image.
+ITEM_BYTES_PER_PIXEL = 48
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -81,8 +95,10 @@ def _first_difference(a: Any, b: Any, where: str = "") -> str:
 
 
 def prepare_output(out: str | os.PathLike[str], config: Mapping[str, Any], indices: Iterable[int],
-                   resume: bool) -> Path:
+                   resume: bool, write: bool = True) -> Path:
     """Create or check the dataset folder and clean this run's interrupted items.
+
+    With ``write=False`` only the checks run (nothing is created or deleted).
 
     * empty or new folder: writes ``dataset.json``;
     * folder of a dataset with another config: refused (always);
@@ -114,12 +130,14 @@ def prepare_output(out: str | os.PathLike[str], config: Mapping[str, Any], indic
         if present and not resume:
             raise ValueError(f"output {str(root)!r} already holds {len(present)} item(s) of this run "
                              f"(first: {present[0]}); pass --resume to continue it")
-        if resume:
+        if resume and write:
             remove_incomplete(root, indices)
         return root
-    if root.is_dir() and any(root.iterdir()):
+    if root.is_dir() and any(p.name != LOCK_DIR for p in root.iterdir()):
         raise ValueError(f"output {str(root)!r} is not empty and holds no stereodrr dataset ({ROOT_FILE} missing); "
                          "choose an empty or new folder")
+    if not write:
+        return root
     atomic_write_text(meta_path, json.dumps(
         {"schema": SCHEMA, "stereodrr_version": __version__, "config_sha256": digest, "config": config}, indent=1))
     return root
@@ -261,7 +279,8 @@ def write_item(root: str | os.PathLike[str], config: Mapping[str, Any], index: i
 @dataclass
 class GenerationReport:
     """What a run did: folder, items asked for (this shard), already complete, written, failed
-    (index -> error), and manifest rows."""
+    (index -> error), manifest rows, and why the manifest could not be rebuilt (e.g. a full
+    disk; the previous manifest is then left as it was)."""
 
     root: Path
     requested: int
@@ -269,6 +288,7 @@ class GenerationReport:
     written: int
     failed: dict[int, str] = field(default_factory=dict)
     manifest_rows: int = 0
+    manifest_error: str | None = None
 
 
 def _run_dask(todo: Sequence[int], root: Path, config: Mapping[str, Any], workers: int, scheduler: str | None,
@@ -276,7 +296,10 @@ def _run_dask(todo: Sequence[int], root: Path, config: Mapping[str, Any], worker
     from distributed import Client, LocalCluster, as_completed
 
     if scheduler is not None:
-        cluster, client = None, Client(scheduler)
+        try:
+            cluster, client = None, Client(scheduler, timeout=SCHEDULER_TIMEOUT_S)
+        except OSError as exc:
+            raise ConnectionError(f"scheduler {scheduler!r}: cannot connect ({exc})") from None
     else:
         # The standard thread-count variables, read when a worker process starts, cap OpenMP,
         # MKL and Numba pools as torch.set_num_threads caps torch's: N workers use N x threads cores.
@@ -343,25 +366,98 @@ def generate_dataset(
     device = config["render"]["device"]
     if scheduler is None and device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"render.device: {device!r} requested but CUDA is not available on this machine")
+    if int(n) != n or not 0 <= n <= MAX_INT64:
+        raise ValueError(f"n: expected a number of items in [0, 2^63 - 1], got {n}")
     indices = shard_indices(n, shard)
-    root = prepare_output(out, config, indices, resume)
-    todo = [i for i in indices if not is_complete(root, i)]
-    bar = tqdm(total=len(todo), desc=f"items (shard {shard[0]}/{shard[1]})", unit="item", disable=not progress)
-    failed: dict[int, str] = {}
-    written = 0
-    with bar:
-        if scheduler is None and workers == 0:
-            for i in todo:
-                try:
-                    written += write_item(root, config, i)
-                except Exception as exc:  # a failed item is reported, the others go on
-                    failed[i] = f"{type(exc).__name__}: {exc}"
-                bar.update(1)
-        elif todo:
-            written, failed = _run_dask(todo, root, config, workers, scheduler, threads, bar)
-    # A worker that died mid-item (and was not retried) could not clean up after itself: every
-    # task of this run has ended, so any of its items still without a record is partial.
-    remove_incomplete(root, todo)
-    manifest = rebuild_manifest(root)
+    # Everything that can be checked before a file is written: the subject (once, not per
+    # item), the memory an item needs, the scheduler, the folder.
+    check_subject_and_memory(config, max(1, workers if scheduler is None else 1))
+    if scheduler is not None:
+        probe_scheduler(scheduler)
+    prepare_output(out, config, indices, resume, write=False)
+    with dataset_lock(out, shard, n):
+        root = prepare_output(out, config, indices, resume)
+        todo = [i for i in indices if not is_complete(root, i)]
+        bar = tqdm(total=len(todo), desc=f"items (shard {shard[0]}/{shard[1]})", unit="item", disable=not progress)
+        failed: dict[int, str] = {}
+        written = 0
+        with bar:
+            if scheduler is None and workers == 0:
+                for i in todo:
+                    try:
+                        written += write_item(root, config, i)
+                    except Exception as exc:  # a failed item is reported, the others go on
+                        failed[i] = f"{type(exc).__name__}: {exc}"
+                    bar.update(1)
+            elif todo:
+                written, failed = _run_dask(todo, root, config, workers, scheduler, threads, bar)
+        # A worker that died mid-item (and was not retried) could not clean up after itself: every
+        # task of this run has ended, so any of its items still without a record is partial.
+        remove_incomplete(root, todo)
+        rows, manifest_error = 0, None
+        try:
+            rows = len(rebuild_manifest(root))
+        except OSError as exc:  # full disk: the previous manifest stays (atomic write), the items too
+            manifest_error = f"{root / MANIFEST_FILE}: not rebuilt ({exc.strerror or exc}); the previous " \
+                             "manifest and every written item are intact: free space and rerun with --resume"
     return GenerationReport(root, len(indices), len(indices) - len(todo), written, dict(sorted(failed.items())),
-                            len(manifest))
+                            rows, manifest_error)
+
+
+def probe_scheduler(address: str, timeout_s: float = 5.0) -> None:
+    """Fail fast when nothing listens at a ``tcp://host:port`` scheduler address (other schemes
+    are left to Dask's own connect, bounded by :data:`SCHEDULER_TIMEOUT_S`).
+
+    Raises:
+        ConnectionError: the address is malformed or refuses the connection.
+    """
+    m = re.fullmatch(r"(?:tcp://)?\[?([^\]/]+?)\]?:(\d+)/?", address.strip())
+    if not m:
+        if "://" in address and not address.startswith("tcp://"):
+            return
+        raise ValueError(f"scheduler {address!r}: expected an address tcp://host:port")
+    try:
+        socket.create_connection((m.group(1), int(m.group(2))), timeout=timeout_s).close()
+    except OSError as exc:
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        raise ConnectionError(f"scheduler {address!r}: cannot connect ({reason}); is the Dask scheduler running "
+                              "there?") from None
+
+
+def check_subject_and_memory(config: Mapping[str, Any], processes: int = 1) -> None:
+    """Validate the subject file once, up front, and refuse items that cannot fit the memory budget.
+
+    The volume of a ``volume`` subject is read in full here (so a truncated or corrupt file
+    fails before any item, with its own message, not once per item); a ``phantom`` subject's
+    definition is parsed. The estimate counts the subject volume and the detector buffers of
+    the largest detector for every view, times the local worker processes.
+
+    Raises:
+        ValueError, FileNotFoundError: the subject file is unreadable (the message names it).
+        ResourceError: over the budget (the message names the sizes).
+    """
+    subj = config["subject"]
+    if subj["kind"] == "torso":
+        nvox = math.prod(subj["size"])
+        subject_bytes = nvox * TORSO_BYTES_PER_VOXEL
+        what = f"torso of {' x '.join(map(str, subj['size']))} voxels"
+    elif subj["kind"] == "volume":
+        vol = load_volume(subj["path"])
+        size = np.asarray(vol.size, dtype=np.float64)
+        if subj["spacing_mm"] is not None:
+            size = np.maximum(np.round(size * vol.spacing / subj["spacing_mm"]), 1)
+        subject_bytes = int(np.prod(size)) * 4 * 3
+        what = f"volume {subj['path']} ({' x '.join(str(int(v)) for v in size)} voxels)"
+    else:
+        from ..phantoms import load_phantom
+        from ..phantoms.voxelize import phantom_grid
+
+        grid = phantom_grid(load_phantom(subj["path"]), subj["voxel_mm"])[3]
+        subject_bytes = voxelize_bytes(*grid)
+        what = f"phantom {subj['path']} at {subj['voxel_mm']:g} mm ({' x '.join(map(str, grid))} voxels)"
+    rig = config["rig"]
+    w, h = max(rig["detector_px"], key=lambda s: s[0] * s[1])
+    image_bytes = render_bytes([(w, h)] * rig["views"], ITEM_BYTES_PER_PIXEL)
+    check_memory(processes * (subject_bytes + image_bytes),
+                 f"dataset items ({processes} process(es), each the {what} and {rig['views']} views of up to "
+                 f"{w} x {h} px)")

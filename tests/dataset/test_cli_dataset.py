@@ -38,7 +38,7 @@ def test_cli_bad_config_names_the_key(tmp_path, tiny_raw, capsys):
     assert rc == 1 and "missing.json" in capsys.readouterr().err
     rc = main(["dataset", "--config", str(_write(tmp_path, {})), "-o", str(tmp_path / "ds"), "--n", "1",
                "--shard", "3/2"])
-    assert rc == 1 and "shard" in capsys.readouterr().err
+    assert rc == 2 and "--shard" in capsys.readouterr().err
 
 
 @pytest.mark.slow
