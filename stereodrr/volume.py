@@ -317,10 +317,12 @@ def _captured_stderr() -> Iterator[Callable[[], str]]:
 
 def _itk_reason(message: str, native: str) -> str:
     """The informative line of an ITK exception (plus what the library printed), one line."""
+    if "Unable to determine ImageIO reader" in message:
+        return "not a NIfTI, MetaImage, NRRD or other format ITK reads (empty or corrupt?)"
     lines = [ln.strip() for ln in (native + "\n" + message).splitlines() if ln.strip()]
-    useful = [ln for ln in lines if not ln.startswith(("Reason:", "itk::", "Description:", "sitk::ERROR: Unable"))
+    useful = [ln for ln in lines if not ln.startswith(("Reason:", "itk::", "Description:", "Exception thrown in"))
               and "No such file or directory" not in ln]
-    return " ".join((useful or lines or ["unreadable"])[-2:])
+    return " ".join((useful or lines or ["unreadable"])[-2:]).removeprefix("sitk::ERROR: ")
 
 
 _GZIP_MAGIC = b"\x1f\x8b"

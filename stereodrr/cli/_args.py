@@ -38,29 +38,32 @@ def number(lo: float | None = None, hi: float | None = None, *, open_lo: bool = 
     return parse
 
 
-def integer(lo: int | None = None, hi: int | None = None, *, what: str = "integer") -> Callable[[str], int]:
+def integer(lo: int | None = None, hi: int | None = None, *, what: str = "count") -> Callable[[str], int]:
     """An argparse ``type`` for an integer in ``[lo, hi]``."""
 
     def parse(text: str) -> int:
         try:
             v = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an {what}, got {text!r}") from None
+            raise argparse.ArgumentTypeError(f"expected an integer ({what}), got {text!r}") from None
         if (lo is not None and v < lo) or (hi is not None and v > hi):
-            raise argparse.ArgumentTypeError(f"expected an {what}{_interval(lo, hi, False)}, got {text!r}")
+            raise argparse.ArgumentTypeError(f"expected an integer ({what}){_interval(lo, hi, False)}, got {text!r}")
         return v
 
     return parse
 
 
 def _interval(lo: float | None, hi: float | None, open_lo: bool) -> str:
+    def g(x: float) -> str:
+        return str(x) if isinstance(x, int) else f"{x:g}"
+
     if lo is None and hi is None:
         return ""
     if hi is None:
-        return f" > {lo:g}" if open_lo else f" >= {lo:g}"
+        return f" > {g(lo)}" if open_lo else f" >= {g(lo)}"
     if lo is None:
-        return f" <= {hi:g}"
-    return f" in {'(' if open_lo else '['}{lo:g}, {hi:g}]"
+        return f" <= {g(hi)}"
+    return f" in {'(' if open_lo else '['}{g(lo)}, {g(hi)}]"
 
 
 def _writable_parent(p: Path, option: str) -> None:
