@@ -53,7 +53,7 @@ def test_builtin_phantoms_by_name(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match="built-in: lego_cube, lego_stereo, torso"):
         resolve_phantom("nothing")
     with pytest.raises(FileNotFoundError):
-        resolve_phantom("sub/lego_stereo.json")  # a path is a path
+        load_phantom("sub/lego_stereo.json")  # a path is a path, never a built-in
 
 
 def test_miss_warning_names_the_rigs_view():
