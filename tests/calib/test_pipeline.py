@@ -91,10 +91,10 @@ def test_calibrate_cli_on_files(shots, tmp_path, capsys):
               "markers.csv", "epipolar.csv", "summary.txt"):
         assert (out / f).is_file(), f
     assert "triangulation RMS" in capsys.readouterr().out
-    # Bad input reaches the user as one clear line, exit code 1.
+    # Bad input reaches the user as one clear line: exit code 2 for a usage error, 1 for a bad file.
     rc = main(["calibrate", "--images", str(paths[0]), "--phantom", str(PHANTOM),
                "--rig", str(tmp_path / "nominal.json"), "-o", str(out)])
-    assert rc == 1 and "2 views" in capsys.readouterr().err
+    assert rc == 2 and "2 views" in capsys.readouterr().err
     rc = main(["calibrate", "--images", str(paths[0]), str(tmp_path / "none.tif"), "--phantom", str(PHANTOM),
                "--rig", str(tmp_path / "nominal.json"), "-o", str(out)])
     assert rc == 1 and "does not exist" in capsys.readouterr().err
