@@ -23,8 +23,8 @@ Gaussian read-out noise of ``electronic_sigma`` photons) or ``"none"`` (the expe
 ``blur_px`` is the detector's Gaussian blur sigma (:func:`stereodrr.render.detector.detect`).
 ``detector_px`` is one ``[W, H]`` or a list of them to choose from. ``subject.kind``: ``"torso"`` (the built-in :func:`stereodrr.volume.torso_phantom`,
 keys ``size``, ``spacing_mm``), ``"volume"`` (a CT file, keys ``path``, ``units`` ``"hu"`` or
-``"mu"``, optional ``spacing_mm`` to resample) or ``"phantom"`` (a phantom JSON file, keys
-``path``, ``voxel_mm``). ``rig.kind``: ``"convergent"`` (two views, the stereo angle between
+``"mu"``, optional ``spacing_mm`` to resample) or ``"phantom"`` (a phantom JSON file or a
+built-in phantom's name such as ``"lego_stereo"``, keys ``path``, ``voxel_mm``). ``rig.kind``: ``"convergent"`` (two views, the stereo angle between
 them), ``"arc"`` (``views`` sources spread over the stereo angle) or ``"biplanar"`` (90 deg,
 the stereo angle range is ignored). Pose: rotation (extrinsic x, y, z degrees, LPS axes) about
 the subject's centre, then translation; the rig's isocenter is the un-posed subject's centre.
@@ -197,6 +197,12 @@ def _subject(v: Any, base_dir: Path | None) -> dict[str, Any]:
     if not path.is_absolute() and base_dir is not None:
         path = base_dir / path
     path = path.resolve()
+    if kind == "phantom" and not path.exists() and Path(str(v["path"])).parent == Path("."):
+        from ..phantoms.io import BUILTIN_DIR, builtin_phantoms  # a built-in phantom by name
+
+        stem = Path(str(v["path"])).name.removesuffix(".json")
+        if stem in builtin_phantoms():
+            path = BUILTIN_DIR / f"{stem}.json"
     if not path.exists():
         raise FileNotFoundError(f"config: subject.path: {str(path)!r} does not exist")
     if kind == "phantom" and not path.is_file():
