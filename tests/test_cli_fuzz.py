@@ -215,6 +215,8 @@ def _cases() -> list[tuple[str, list[str]]]:
           ("demo-seed-negative", ["demo", "--seed", "-3", "-o", "OUT"]),
           ("demo-phantom-malformed", ["demo", "--phantom", "{malformed}", "-o", "OUT"]),
           ("demo-phantom-folder", ["demo", "--phantom", "{folder}", "-o", "OUT"]),
+          ("demo-phantom-no-markers", ["demo", "--phantom", "{phantom_no_markers}", "--size", "64", "64", "--pixel",
+                                       "2", "-o", "OUT"]),
           ("demo-out-file", ["demo", "-o", "{file}"]),
           ("demo-out-under-file", ["demo", "-o", "{under_file}"])]
     # register
@@ -223,7 +225,8 @@ def _cases() -> list[tuple[str, list[str]]]:
         c.append((f"register-ct-{bad}", [*reg, "--ct", f"{{{bad}}}", "--images", "{img_f}", "{img_f}"]))
     for bad in ("missing", "folder", "empty", "corrupt_tif", "img_wrong_size", "img_rgb"):
         c.append((f"register-images-{bad}", [*reg, "--ct", "{ct}", "--images", "{img_f}", f"{{{bad}}}"]))
-    c += [("register-images-count", [*reg, "--ct", "{ct}", "--images", "{img_f}"]),
+    c += [("register-images-constant", [*reg, "--ct", "{ct}", "--images", "{img_f}", "{img_f}"]),
+          ("register-images-count", [*reg, "--ct", "{ct}", "--images", "{img_f}"]),
           ("register-rig-not-rotation", ["register", "--rig", "{rig_not_rotation}", "-o", "OUT", "--ct", "{ct}",
                                          "--images", "{img_f}", "{img_f}"]),
           ("register-init-bad", [*reg, "--ct", "{ct}", "--images", "{img_f}", "{img_f}", "--init", "{pose_bad}"]),
