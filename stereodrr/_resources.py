@@ -66,7 +66,7 @@ def memory_budget() -> tuple[int, str]:
         value = float(m.group(1)) if m else -1.0
     except ValueError:
         value = -1.0
-    if not (value > 0 and value < float("inf")):
+    if m is None or not 0 < value < float("inf"):
         raise ValueError(f"{ENV}={text!r}: expected a size (e.g. 8G, 512M, bytes) or a fraction of available "
                          "memory (e.g. 0.8 or 80%)")
     unit = (m.group(2) or "").upper()

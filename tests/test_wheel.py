@@ -11,6 +11,7 @@ and ``stereodrr demo`` and ``stereodrr phantom lego_stereo`` run in a folder wit
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -35,9 +36,14 @@ def _clean_env(env_dir: Path | None = None) -> dict[str, str]:
 def installed(tmp_path_factory) -> Path:
     pytest.importorskip("setuptools")
     tmp = tmp_path_factory.mktemp("wheel")
-    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                            "-w", str(tmp / "dist"), str(ROOT)], capture_output=True, text=True, timeout=300,
-                           cwd=tmp)
+    leftovers = [p for p in (ROOT / "build", ROOT / "stereodrr.egg-info") if not p.exists()]
+    try:
+        build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                                "-w", str(tmp / "dist"), str(ROOT)], capture_output=True, text=True, timeout=300,
+                               cwd=tmp, env=_clean_env())
+    finally:  # setuptools builds in the source tree: remove what it left there
+        for p in leftovers:
+            shutil.rmtree(p, ignore_errors=True)
     assert build.returncode == 0, build.stderr
     (wheel,) = (tmp / "dist").glob("stereodrr-*.whl")
     names = zipfile.ZipFile(wheel).namelist()

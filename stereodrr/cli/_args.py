@@ -54,7 +54,7 @@ def integer(lo: int | None = None, hi: int | None = None, *, what: str = "count"
 
 
 def _interval(lo: float | None, hi: float | None, open_lo: bool) -> str:
-    def g(x: float) -> str:
+    def g(x: float | None) -> str:
         return str(x) if isinstance(x, int) else f"{x:g}"
 
     if lo is None and hi is None:

@@ -44,7 +44,7 @@ def test_register_command_bad_input(tmp_path, capsys):
     small = str(tmp_path / "small.tif")
     sitk.WriteImage(sitk.GetImageFromArray(np.random.default_rng(0).random((32, 32)).astype(np.float32)), small)
     base = ["register", "--ct", str(tmp_path / "ct.nii.gz"), "--rig", str(tmp_path / "rig.json"), "-o", str(tmp_path / "o")]
-    assert main(base + ["--images", small]) == 1
+    assert main(base + ["--images", small]) == 2  # a usage error
     assert "expected 2" in capsys.readouterr().err
     assert main(base + ["--images", small, small]) == 1
     assert "differs from the rig's view 'left'" in capsys.readouterr().err
