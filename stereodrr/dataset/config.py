@@ -227,7 +227,7 @@ def validate_config(raw: Mapping[str, Any], base_dir: str | os.PathLike[str] | N
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"config: seed: expected a non-negative integer, got {seed!r}")
     cfg["subject"] = _subject(cfg["subject"], Path(base_dir) if base_dir is not None else None)
-    # NIST tables (stereodrr.volume.WATER_MASS_ATTENUATION) span 10-200 keV.
+    # The diagnostic range of effective energies (the attenuation tables reach 1-800 keV).
     cfg["energy_kev"] = _range("energy_kev", cfg["energy_kev"], 10.0, 200.0)[0]
 
     rig = cfg["rig"]
