@@ -9,11 +9,11 @@ decomposition of a CT into materials so it can be rendered at any spectrum.
 """
 
 from .attenuation import (
-    ATTENUATION_RANGE_KEV, check_energies, compound_density, mass_attenuation, mass_energy_absorption,
+    ATTENUATION_RANGE_KEV, check_energies, compound_density, mass_attenuation, mass_photoabsorption,
 )
-# spectrum imported below once written
+from .spectrum import Spectrum, parse_filters
 
 __all__ = [
-    "ATTENUATION_RANGE_KEV", "check_energies", "compound_density", "mass_attenuation", "mass_energy_absorption",
+    "ATTENUATION_RANGE_KEV", "check_energies", "compound_density", "mass_attenuation", "mass_photoabsorption",
     "Spectrum", "parse_filters",
 ]

@@ -10,7 +10,7 @@ A *material spec* is one of
 * a mixture: a sequence of ``(spec, mass fraction)`` pairs (fractions summing to 1).
 
 Mass attenuation ``mu/rho`` (cm^2/g, coherent scattering included, as NIST XCOM "total with
-coherent") and mass energy-absorption ``mu_en/rho`` follow the mixture rule over the elemental
+coherent") and its photoelectric part follow the mixture rule over the elemental
 mass fractions ``w_i`` (Hubbell & Seltzer, NISTIR 5632, section 2)::
 
     mu/rho = sum_i w_i (mu/rho)_i(E)
@@ -29,7 +29,7 @@ import xraylib
 import xraylib_np
 
 __all__ = ["ATTENUATION_RANGE_KEV", "MaterialSpec", "check_energies", "elemental_fractions",
-           "mass_attenuation", "mass_energy_absorption", "compound_density"]
+           "mass_attenuation", "mass_photoabsorption", "compound_density"]
 
 #: Energies (keV) where xraylib's splines are defined (it refuses to extrapolate above ~800 keV).
 ATTENUATION_RANGE_KEV = (1.0, 800.0)
@@ -111,9 +111,13 @@ def mass_attenuation(spec: MaterialSpec, energies_kev: np.ndarray | Sequence[flo
     return _mixture(xraylib_np.CS_Total, spec, energies_kev)
 
 
-def mass_energy_absorption(spec: MaterialSpec, energies_kev: np.ndarray | Sequence[float] | float) -> np.ndarray:
-    """Mass energy-absorption coefficient ``mu_en/rho`` (cm^2/g) at each energy: ``(E,)``."""
-    return _mixture(xraylib_np.CS_Energy, spec, energies_kev)
+def mass_photoabsorption(spec: MaterialSpec, energies_kev: np.ndarray | Sequence[float] | float) -> np.ndarray:
+    """Photoelectric part of ``mu/rho`` (cm^2/g) at each energy: ``(E,)``.
+
+    (xraylib's ``CS_Energy`` energy-absorption table is not used: for air it is 35 % below
+    NIST's ``mu_en/rho`` at 20-30 keV; kerma uses NIST's table as spekpy ships it.)
+    """
+    return _mixture(xraylib_np.CS_Photo, spec, energies_kev)
 
 
 def compound_density(spec: str) -> float:
