@@ -9,7 +9,11 @@ decomposition of a CT into materials so it can be rendered at any spectrum.
 """
 
 from .attenuation import (
-    ATTENUATION_RANGE_KEV, check_energies, compound_density, mass_attenuation, mass_photoabsorption,
+    ATTENUATION_RANGE_KEV,
+    check_energies,
+    compound_density,
+    mass_attenuation,
+    mass_photoabsorption,
 )
 from .spectrum import Spectrum, parse_filters
 

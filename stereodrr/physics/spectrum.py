@@ -84,7 +84,7 @@ def _muen_air(energies_kev: np.ndarray) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=1)
-def _muen_table():  # noqa: ANN202 - spekpy's table object
+def _muen_table():
     from spekpy.DataTables import MuEnAirData
 
     return MuEnAirData("nist_muen_air.dat")
@@ -229,7 +229,7 @@ class Spectrum:
     def hvl_mm(self, material: str = "Al") -> float:
         """First half-value layer in mm of ``material`` (air kerma; module docstring)."""
         k0 = float(self.air_kerma(material, 0.0)[0])
-        f = lambda x: float(self.air_kerma(material, x)[0]) - 0.5 * k0  # noqa: E731
+        f = lambda x: float(self.air_kerma(material, x)[0]) - 0.5 * k0
         hi = 1.0
         while f(hi) > 0:
             hi *= 2.0
@@ -239,7 +239,7 @@ class Spectrum:
         """Energy of the monochromatic beam with the same HVL: ``mu(E_eff) = ln 2 / HVL``."""
         target = math.log(2.0) / self.hvl_mm(material)
         rho = compound_density(material)
-        g = lambda e: rho * float(mass_attenuation(material, e)[0]) / 10.0 - target  # noqa: E731
+        g = lambda e: rho * float(mass_attenuation(material, e)[0]) / 10.0 - target
         # mu falls with energy between absorption edges; search over the spectrum's span.
         lo, hi = max(1.0, float(self.energies_kev.min())), float(self.energies_kev.max())
         if g(lo) * g(hi) > 0:

@@ -5,7 +5,11 @@ import numpy as np
 import pytest
 
 from stereodrr.phantoms import MATERIALS, get_material, material_table
-from stereodrr.physics.attenuation import compound_density, mass_attenuation, mass_photoabsorption
+from stereodrr.physics.attenuation import (
+    compound_density,
+    mass_attenuation,
+    mass_photoabsorption,
+)
 from stereodrr.volume import mu_water
 
 # NIST SRD 126 (Hubbell & Seltzer), mu/rho in cm^2/g, typed from Table 3 (elements) and Table 4
