@@ -189,7 +189,8 @@ class Spectrum:
         if not p.is_file():
             raise FileNotFoundError(f"spectrum file {str(p)!r} does not exist")
         try:
-            a = np.loadtxt(p, delimiter=",", comments="#", skiprows=0 if p.read_text().strip()[:1].isdigit() else 1)
+            a = np.loadtxt(p, delimiter=",", comments="#", ndmin=2,
+                           skiprows=0 if p.read_text().strip()[:1].isdigit() else 1)
         except ValueError as exc:
             raise ValueError(f"{p}: expected two numeric columns energy_kev, fluence ({exc})") from None
         if a.ndim != 2 or a.shape[1] != 2:
