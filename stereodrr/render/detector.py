@@ -31,7 +31,7 @@ mean ``N0 t`` and variance ``N0 q`` (Swank-type spread of deposited energies), e
 ``Poisson(N0 t)`` for one energy. Then the detector PSF, read-out noise (counts), the gain
 (counts per photon-equivalent), the offset, saturation and rounding to ``bit_depth`` bits::
 
-    counts = clip(round(gain N + offset + Normal(0, sigma_e^2)), 0, 2^bits - 1)
+    counts = clip(round(gain (N + Normal(0, (sigma_e / gain)^2)) + offset), 0, 2^bits - 1)
 """
 
 from __future__ import annotations
@@ -328,30 +328,37 @@ class DetectorModel:
         att = attenuation_table(names, self.spectrum.energies_kev, channels.device, channels.dtype)
         w = self.spectral_weights(channels.device, channels.dtype)
         t, q = spectral_sums(channels, att, w)
-        if self.scatter is not None:
-            if camera is None:
-                raise ValueError("detector: a scatter model needs the view's camera (pixel pitch, field size)")
-            from ..volume import mu_water
+        return self.add_scatter(t, q, camera)
 
-            e_mean = min(max(self.spectrum.mean_energy_kev, 1.0), 800.0)
-            du, dv = (float(v) for v in np.broadcast_to(np.asarray(camera.pixel_spacing, float), (2,)))
-            area = camera.width * du * camera.height * dv / 100.0  # detector field, cm^2
-            p, sc = add_scatter(t, self.scatter, pixel_spacing_mm=du, field_area_cm2=area,
-                                mu_water_per_mm=mu_water(e_mean))
-            ratio = (q / t.clamp_min(1e-30)).detach()  # scatter's spectrum taken as the primary's
-            t, q = p + sc, ratio * (p + sc)
-        return t, q
+    def add_scatter(self, t: Tensor, q: Tensor | None, camera: "Camera | None") -> tuple[Tensor, Tensor | None]:
+        """Primary ``t`` (and its variance factor ``q``, ``None`` for plain Poisson) plus the
+        scatter model's scatter, behind the grid; unchanged without a scatter model."""
+        if self.scatter is None:
+            return t, q
+        if camera is None:
+            raise ValueError("detector: a scatter model needs the view's camera (pixel pitch, field size)")
+        from ..volume import mu_water
 
-    def counts(self, t: Tensor, q: Tensor, seed: int | None = 0) -> Tensor:
+        e_mean = min(max(self.spectrum.mean_energy_kev, 1.0), 800.0)
+        du, dv = (float(v) for v in np.broadcast_to(np.asarray(camera.pixel_spacing, float), (2,)))
+        area = camera.width * du * camera.height * dv / 100.0  # detector field, cm^2
+        p, sc = add_scatter(t, self.scatter, pixel_spacing_mm=du, field_area_cm2=area,
+                            mu_water_per_mm=mu_water(e_mean))
+        if q is None:
+            return p + sc, None
+        ratio = (q / t.clamp_min(1e-30)).detach()  # scatter's spectrum taken as the primary's
+        return p + sc, ratio * (p + sc)
+
+    def counts(self, t: Tensor, q: Tensor | None, seed: int | None = 0) -> Tensor:
         """Detector counts ``(H, W)`` from ``t, q`` (module docstring): noise, PSF, gain, offset,
-        saturation, bits. Noiseless (``photons=None``) models return ``gain t + offset`` with
-        ``photons = 1``."""
-        n = _photon_chain(t, q, self.photons, electronic_sigma=0.0, detector_blur_px=self.detector_blur_px,
-                          focal_spot_blur_px=self.focal_spot_blur_px, generator=_generator(seed, t.device))
+        saturation, bits. ``q = None`` is plain Poisson (one energy): with gain 1 and offset 0
+        this is :func:`detect` draw for draw. Noiseless (``photons=None``) models return
+        ``gain t + offset`` with ``photons = 1``."""
+        # Read-out noise in photon units inside the chain keeps detect()'s order of random draws.
+        n = _photon_chain(t, q, self.photons, electronic_sigma=self.electronic_sigma / self.gain,
+                          detector_blur_px=self.detector_blur_px, focal_spot_blur_px=self.focal_spot_blur_px,
+                          generator=_generator(seed, t.device))
         c = self.gain * n + self.offset
-        if self.electronic_sigma:
-            gen = _generator(None if seed is None else seed + 7919, t.device)
-            c = c + self.electronic_sigma * torch.randn(c.shape, generator=gen, device=c.device, dtype=c.dtype)
         if self.bit_depth is not None:
             c = c.clamp(0.0, float(2**self.bit_depth - 1))
             c = c + (torch.round(c) - c).detach()  # rounded values, straight-through gradient
