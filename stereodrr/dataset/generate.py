@@ -36,12 +36,7 @@ from ..render.polychromatic import material_line_integrals
 from ..volume import mu_to_hu
 from .config import SCHEMA, config_digest
 from .manifest import (
-    ROOT_FILE,
-    is_complete,
-    item_dir,
-    rebuild_manifest,
-    remove_incomplete,
-    sha256_file,
+    ROOT_FILE, is_complete, item_dir, rebuild_manifest, remove_incomplete, sha256_file,
     write_item_record,
 )
 from .sample import ItemSample, item_detector, item_pose, item_rig, sample_item
