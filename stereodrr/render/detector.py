@@ -352,14 +352,15 @@ class DetectorModel:
     def counts(self, t: Tensor, q: Tensor | None, seed: int | None = 0) -> Tensor:
         """Detector counts ``(H, W)`` from ``t, q`` (module docstring): noise, PSF, gain, offset,
         saturation, bits. ``q = None`` is plain Poisson (one energy): with gain 1 and offset 0
-        this is :func:`detect` draw for draw. Noiseless (``photons=None``) models return
-        ``gain t + offset`` with ``photons = 1``."""
+        this is :func:`detect` draw for draw. Noiseless (``photons=None``) models return the
+        float ``gain t + offset`` (``photons = 1``; no rounding to bits, which would be
+        meaningless at one photon)."""
         # Read-out noise in photon units inside the chain keeps detect()'s order of random draws.
         n = _photon_chain(t, q, self.photons, electronic_sigma=self.electronic_sigma / self.gain,
                           detector_blur_px=self.detector_blur_px, focal_spot_blur_px=self.focal_spot_blur_px,
                           generator=_generator(seed, t.device))
         c = self.gain * n + self.offset
-        if self.bit_depth is not None:
+        if self.bit_depth is not None and self.photons is not None:
             c = c.clamp(0.0, float(2**self.bit_depth - 1))
             c = c + (torch.round(c) - c).detach()  # rounded values, straight-through gradient
         return c

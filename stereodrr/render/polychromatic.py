@@ -52,7 +52,7 @@ if TYPE_CHECKING:
     from .detector import DetectorModel
 
 __all__ = ["DECOMPOSITIONS", "decompose_hu", "material_line_integrals", "attenuation_table", "spectral_sums",
-           "render_polychromatic"]
+           "render_polychromatic", "metal_thickness"]
 
 DECOMPOSITIONS = ("tissue_bone", "water")
 
@@ -219,3 +219,55 @@ def _mono(energy_kev: float):
     from ..physics.spectrum import Spectrum
 
     return Spectrum.monochromatic(energy_kev)
+
+
+def metal_thickness(image: np.ndarray, detector: "DetectorModel", metal: str = "stainless_steel",
+                    background: str = "water", window_px: int = 31, max_mm: float = 10.0) -> np.ndarray:
+    """Two-material beam-hardening correction: metal thickness (mm) per pixel of a
+    ``-log(I / I_open)`` image, for locating metal markers on a polychromatic image.
+
+    Beam hardening makes a ball's ``-log`` profile non-linear in its chord (the centre hardens
+    most), so a detector that fits the linear ``mu x chord`` model of a sphere shifts its centre
+    with the sub-pixel phase (about 0.03-0.05 px at 80 kVp). Here the background is estimated
+    per pixel by a median filter wider than the balls, converted to a ``background``-equivalent
+    thickness through the spectrum's own curve, and the pixel's value inverted for the metal
+    thickness on that background (bisection on ``p(b, s) = -log t`` of equation (1)), which is
+    linear in the chord again. Uses the detector's spectrum and response, not its scatter (the
+    median background absorbs scatter's smooth pedestal).
+
+    Args:
+        image: ``(H, W)`` ``-log(I / I_open)``.
+        detector: the model that made the image.
+        window_px: median window (odd), a few ball diameters.
+        max_mm: largest metal thickness searched.
+
+    Returns:
+        ``(H, W)`` float64 metal thickness in mm (0 on the background).
+    """
+    from scipy.ndimage import median_filter
+
+    img = np.asarray(image, dtype=np.float64)
+    if img.ndim != 2 or not np.all(np.isfinite(img)):
+        raise ValueError("image: expected a finite (H, W) -log image")
+    att = attenuation_table([background, metal], detector.spectrum.energies_kev, dtype=torch.float64)
+    w = detector.spectral_weights()
+    rho_b, rho_m = get_material(background).density, get_material(metal).density
+
+    def p(b_mm: np.ndarray, s_mm: np.ndarray) -> np.ndarray:
+        ch = torch.as_tensor(np.stack([rho_b * b_mm, rho_m * s_mm]).reshape(2, 1, -1))
+        return -np.log(spectral_sums(ch, att, w)[0].numpy().reshape(b_mm.shape))
+
+    bg = median_filter(img, size=int(window_px) | 1, mode="nearest")
+    # Background-equivalent thickness: invert p(b, 0) on a table (monotone in b).
+    b_tab = np.linspace(0.0, 1000.0, 2001)
+    b = np.interp(bg, p(b_tab, np.zeros_like(b_tab)), b_tab)
+    out = np.zeros_like(img)
+    sel = img > bg  # only pixels above their background can hold metal
+    b, target = b[sel], img[sel]
+    lo, hi = np.zeros_like(target), np.full_like(target, float(max_mm))
+    for _ in range(32):  # bisection to max_mm / 2^32
+        mid = 0.5 * (lo + hi)
+        below = p(b, mid) < target
+        lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
+    out[sel] = 0.5 * (lo + hi)
+    return out
