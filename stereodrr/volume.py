@@ -32,6 +32,7 @@ from torch import Tensor
 
 from ._io import atomic_path
 from .geometry.se3 import transform_points
+from .physics.attenuation import mass_attenuation
 
 __all__ = [
     "Volume",
@@ -41,30 +42,17 @@ __all__ = [
     "hu_to_mu",
     "mu_to_hu",
     "torso_phantom",
-    "WATER_MASS_ATTENUATION",
 ]
 
-# Mass attenuation coefficient mu/rho of liquid water (cm^2/g) against photon energy (keV).
-# Source: NIST X-Ray Mass Attenuation Coefficients, Table 4 (Hubbell & Seltzer, NISTIR 5632,
-# https://physics.nist.gov/PhysRefData/XrayMassCoef/ComTab/water.html). Density 1.000 g/cm^3.
-WATER_MASS_ATTENUATION = np.array([
-    (10.0, 5.329), (15.0, 1.673), (20.0, 0.8096), (30.0, 0.3756), (40.0, 0.2683),
-    (50.0, 0.2269), (60.0, 0.2059), (80.0, 0.1837), (100.0, 0.1707), (150.0, 0.1505),
-    (200.0, 0.1370),
-])
-
-
 def mu_water(energy_kev: float = 60.0) -> float:
-    """Linear attenuation of water in 1/mm at an effective energy (log-log interpolation of NIST).
+    """Linear attenuation of liquid water in 1/mm at an effective energy: xraylib's NIST
+    compound "Water, Liquid" (density 1.000 g/cm^3, :mod:`stereodrr.physics.attenuation`).
 
     60 keV gives 0.02059 /mm.
     """
-    e = float(energy_kev)
-    lo, hi = WATER_MASS_ATTENUATION[0, 0], WATER_MASS_ATTENUATION[-1, 0]
-    if not lo <= e <= hi:
-        raise ValueError(f"energy_kev: expected {lo:g}-{hi:g} keV (NIST table range), got {energy_kev}")
-    log_mu = np.interp(np.log(e), np.log(WATER_MASS_ATTENUATION[:, 0]), np.log(WATER_MASS_ATTENUATION[:, 1]))
-    return float(np.exp(log_mu)) * 1.0 / 10.0  # cm^2/g * 1 g/cm^3 = 1/cm -> 1/mm
+    if np.ndim(energy_kev) != 0:
+        raise ValueError(f"energy_kev: expected one energy in keV, got {energy_kev!r}")
+    return float(mass_attenuation("Water, Liquid", float(energy_kev))[0]) * 1.0 / 10.0  # cm^2/g * g/cm^3 -> 1/mm
 
 
 def hu_to_mu(hu: Tensor | np.ndarray, energy_kev: float = 60.0) -> Tensor | np.ndarray:

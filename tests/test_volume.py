@@ -75,15 +75,16 @@ def test_dicom_series(tmp_path):
 
 
 def test_hu_mu():
-    assert mu_water(60) == pytest.approx(0.02059)
-    assert mu_water(80) == pytest.approx(0.01837)
+    # NIST SRD 126 Table 4 (water), four printed digits.
+    assert mu_water(60) == pytest.approx(0.02059, rel=5e-4)
+    assert mu_water(80) == pytest.approx(0.01837, rel=5e-4)
     assert 0.01837 < mu_water(70) < 0.02059
     hu = np.array([-1000.0, 0.0, 1000.0, -1500.0])
     mu = hu_to_mu(hu, 60)
-    assert np.allclose(mu, [0, 0.02059, 0.04118, 0])
+    assert np.allclose(mu, [0, 0.02059, 0.04118, 0], rtol=5e-4)
     assert np.allclose(mu_to_hu(mu[:3], 60), hu[:3])
     with pytest.raises(ValueError, match="energy_kev"):
-        mu_water(5)
+        mu_water(0.5)  # below the attenuation tables (1-800 keV)
 
 
 def test_resample_and_downsample_keep_the_box():

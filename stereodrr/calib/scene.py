@@ -21,7 +21,9 @@ from ..geometry import Camera, StereoRig, rotvec_to_matrix
 from ..phantoms import Phantom, voxelize
 from ..render import render_rig, render_spheres
 from ..render.detector import detect as detector_counts
-from ..render.detector import to_uint16
+from ..render.detector import DetectorModel, to_uint16
+from ..render.polychromatic import render_polychromatic
+from ..volume import mu_to_hu
 
 __all__ = ["CalibrationShots", "perturbed_rig", "render_calibration_images"]
 
@@ -75,6 +77,7 @@ def render_calibration_images(
     seed: int = 0,
     device: torch.device | str = "cpu",
     progress: bool = True,
+    detector: DetectorModel | None = None,
 ) -> CalibrationShots:
     """Render every view of ``rig`` looking at ``phantom``.
 
@@ -86,11 +89,17 @@ def render_calibration_images(
         photons: mean photons per pixel without attenuation; ``None``: noise-free line integrals.
         electronic_sigma: read-out noise in photons; detector_blur_px: Gaussian sigma.
         seed: noise seed (view ``i`` uses ``seed + i``).
+        detector: a :class:`~stereodrr.render.DetectorModel` (spectrum, scatter, noise, ...):
+            the polychromatic chain replaces the arguments above; images are its float32
+            ``-log(I / I_open)`` (kind ``"line_integral"``), bodies decomposed from their HU at
+            ``energy_kev``, balls exact in their own material's channel.
     """
     if not phantom.markers:
         raise ValueError("phantom: has no markers to calibrate with")
     vox = voxelize(phantom, voxel_mm, energy_kev=energy_kev, markers="carve", supersample=2,
                    device=device, progress=progress)
+    if detector is not None:
+        return _polychromatic_shots(phantom, rig, vox.mu, energy_kev, detector, seed)
     bodies = render_rig(vox.mu, rig)
     balls = phantom.marker_arrays(energy_kev)
     images, centres = {}, {}
@@ -107,3 +116,15 @@ def render_calibration_images(
             scale = 1.0 if float(counts.max()) <= 65535 else None
             images[name], _ = to_uint16(counts.clamp_min(0), scale)
     return CalibrationShots(images, "line_integral" if photons is None else "intensity", centres, balls.ids)
+
+
+def _polychromatic_shots(phantom: Phantom, rig: StereoRig, mu, energy_kev: float,  # noqa: ANN001
+                         detector: DetectorModel, seed: int) -> CalibrationShots:
+    balls = phantom.marker_arrays(energy_kev)
+    spheres = (balls.centers, balls.diameters, [m.material.name for m in phantom.markers])
+    with torch.no_grad():
+        imgs = render_polychromatic(mu.with_data(mu_to_hu(mu.data, energy_kev)), rig, detector,
+                                    reference_kev=energy_kev, spheres=spheres, seed=seed)
+    centres = {n: rig[n].project(balls.centers)[0].astype(np.float64) for n in rig.names}
+    return CalibrationShots({n: im.cpu().numpy().astype(np.float32) for n, im in imgs.items()}, "line_integral",
+                            centres, balls.ids)

@@ -49,6 +49,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="detector pixels (default 1024 1024)")
     p.add_argument("--phantom", default=None, help="phantom JSON file or built-in name (default lego_stereo)")
     p.add_argument("--seed", type=integer(0, 2**32 - 1, what="seed"), default=0, help="seed of the rig perturbation and the noise")
+    p.add_argument("--preset", default=None,
+                   help="polychromatic detector preset (e.g. fluoro80: 80 kVp, CsI, scatter behind a grid, "
+                        "noise); replaces --photons/--electronic-noise/--blur")
     p.set_defaults(func=run)
 
 
@@ -61,10 +64,17 @@ def run(args: argparse.Namespace) -> int:
     nominal = StereoRig.convergent(args.angle, 750.0, 1200.0, args.pixel, args.size[0], args.size[1])
     truth = perturbed_rig(nominal, seed=args.seed)
     noisy = not args.no_noise
+    detector = None
+    if args.preset:
+        from ..render import detector_preset
+
+        detector = detector_preset(args.preset)
+        if args.no_noise:
+            detector = detector.with_(photons=None, electronic_sigma=0.0)
     shots = render_calibration_images(
         phantom, truth, photons=args.photons if noisy else None,
         electronic_sigma=args.electronic_noise if noisy else 0.0,
-        detector_blur_px=args.blur if noisy else 0.0, seed=args.seed)
+        detector_blur_px=args.blur if noisy else 0.0, seed=args.seed, detector=detector)
     t_render = time.perf_counter() - t0
     paths = [write_image(out / "images" / f"{n}.tif", img) for n, img in shots.images.items()]
     save_rig(nominal, out / "nominal_rig.json")
@@ -75,6 +85,9 @@ def run(args: argparse.Namespace) -> int:
     result.seconds = time.perf_counter() - t0
     noise = (f"Poisson {args.photons:g} photons/px, read-out {args.electronic_noise:g}, blur {args.blur:g} px"
              if noisy else "noise-free")
+    if detector is not None:
+        noise = f"preset {args.preset} ({detector.spectrum.description}), " + (
+            f"{detector.photons:g} photons/px" if detector.photons else "noise-free")
     report = write_results(result, shots.images, out, {
         "noise": noise, "stereo_angle_deg": nominal.stereo_angle_deg(), "render_seconds": t_render,
         "phantom": str(args.phantom or _default_phantom()), "xmalab_precision_mm": XMALAB_PRECISION_MM,

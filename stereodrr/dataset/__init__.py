@@ -20,7 +20,7 @@ from .generate import (
     shard_indices, write_item,
 )
 from .manifest import MANIFEST_SCHEMA, complete_items, item_dir, load_manifest, rebuild_manifest
-from .sample import ItemSample, item_pose, item_rig, item_rng, sample_item
+from .sample import ItemSample, item_detector, item_pose, item_rig, item_rng, sample_item
 from .subject import Subject, load_subject, posed_volume
 from .torch_dataset import StereoDRRDataset
 
@@ -29,7 +29,7 @@ __all__ = [
     "GenerationReport", "RenderedItem", "RenderedView", "generate_dataset", "parse_shard", "prepare_output",
     "render_item", "shard_indices", "write_item",
     "MANIFEST_SCHEMA", "complete_items", "item_dir", "load_manifest", "rebuild_manifest",
-    "ItemSample", "item_pose", "item_rig", "item_rng", "sample_item",
+    "ItemSample", "item_detector", "item_pose", "item_rig", "item_rng", "sample_item",
     "Subject", "load_subject", "posed_volume",
     "StereoDRRDataset",
 ]

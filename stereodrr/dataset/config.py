@@ -12,7 +12,9 @@ A config (schema ``stereodrr.dataset/1``; every section and key optional, defaul
               "detector_px": [[256, 256]]},
       "pose": {"rotation_deg": [[-5, 5], [-5, 5], [-10, 10]], "translation_mm": [[-10, 10], [-10, 10], [-10, 10]]},
       "detector": {"photons_per_pixel": [1e3, 1e5], "noise": "poisson", "electronic_sigma": 0,
-                   "blur_px": 0},
+                   "blur_px": 0, "focal_spot_blur_px": 0, "spectrum": null, "layer": "ideal",
+                   "scatter": "none", "decomposition": "tissue_bone", "gain": 1, "offset": 0,
+                   "bit_depth": null, "aperture": "area", "subpixels": 1},
       "render": {"mode": "trilinear", "step_mm": null, "device": "cpu"},
       "output": {"format": "png16"}
     }
@@ -20,7 +22,16 @@ A config (schema ``stereodrr.dataset/1``; every section and key optional, defaul
 A *range* is a number (fixed) or ``[lo, hi]`` sampled uniformly; ``photons_per_pixel`` is
 sampled log-uniformly (dose spans decades); ``noise`` is ``"poisson"`` (quantum noise plus
 Gaussian read-out noise of ``electronic_sigma`` photons) or ``"none"`` (the expected intensity);
-``blur_px`` is the detector's Gaussian blur sigma (:func:`stereodrr.render.detector.detect`).
+``blur_px`` is the detector's Gaussian blur sigma (:func:`stereodrr.render.detector.detect`),
+``focal_spot_blur_px`` the focal spot's (both ranges). The rest of ``detector`` is the
+:class:`~stereodrr.render.DetectorModel`: ``spectrum`` ``null`` (one line at ``energy_kev``: the
+monochromatic model) or ``{"kvp": 80, "filter": "Al:2.5", "anode_angle_deg": 12}`` (spekpy) or
+``{"table": "spectrum.csv"}``; ``layer`` ``"ideal"``, ``"csi"``, ``"gos"`` or ``{"material":
+"Cesium Iodide", "thickness_mm": 0.6}``; ``scatter`` ``"none"``, ``"kernel"`` or ``"grid"``;
+``decomposition`` of the CT into materials when the spectrum is not one line (``"tissue_bone"``
+or ``"water"``; HU taken at ``energy_kev``); ``gain`` (counts per photon), ``offset`` (counts),
+``bit_depth`` (``null`` or 1-16: counts rounded and clipped, stored unscaled in png16),
+``aperture`` / ``subpixels`` (recorded for the renderer's pixel aperture).
 ``detector_px`` is one ``[W, H]`` or a list of them to choose from. ``subject.kind``: ``"torso"`` (the built-in :func:`stereodrr.volume.torso_phantom`,
 keys ``size``, ``spacing_mm``), ``"volume"`` (a CT file, keys ``path``, ``units`` ``"hu"`` or
 ``"mu"``, optional ``spacing_mm`` to resample) or ``"phantom"`` (a phantom JSON file or a
@@ -68,7 +79,10 @@ DEFAULT_CONFIG: dict[str, Any] = {
         "rotation_deg": [[-5.0, 5.0], [-5.0, 5.0], [-10.0, 10.0]],
         "translation_mm": [[-10.0, 10.0], [-10.0, 10.0], [-10.0, 10.0]],
     },
-    "detector": {"photons_per_pixel": [1.0e3, 1.0e5], "noise": "poisson", "electronic_sigma": 0.0, "blur_px": 0.0},
+    "detector": {"photons_per_pixel": [1.0e3, 1.0e5], "noise": "poisson", "electronic_sigma": 0.0, "blur_px": 0.0,
+                 "focal_spot_blur_px": 0.0, "spectrum": None, "layer": "ideal", "scatter": "none",
+                 "decomposition": "tissue_bone", "gain": 1.0, "offset": 0.0, "bit_depth": None,
+                 "aperture": "area", "subpixels": 1},
     "render": {"mode": "trilinear", "step_mm": None, "device": "cpu"},
     "output": {"format": "png16"},
 }
@@ -217,6 +231,66 @@ def _subject(v: Any, base_dir: Path | None) -> dict[str, Any]:
     return out
 
 
+def _detector_model_keys(det: dict[str, Any], base_dir: Path | None) -> None:
+    """Check (in place) the DetectorModel keys of the ``detector`` section."""
+    from ..render.detector import LAYERS
+    from ..render.polychromatic import DECOMPOSITIONS
+    from ..render.scatter import SCATTER_MODELS
+
+    det["focal_spot_blur_px"] = _range("detector.focal_spot_blur_px", det["focal_spot_blur_px"], 0.0)
+    spec = det["spectrum"]
+    if spec is not None:
+        if not isinstance(spec, Mapping) or not (set(spec) <= {"kvp", "filter", "anode_angle_deg"} and "kvp" in spec
+                                                 or set(spec) == {"table"}):
+            raise ValueError('config: detector.spectrum: expected null, {"kvp": kV, "filter": "Al:2.5", '
+                             f'"anode_angle_deg": 12}} or {{"table": "file.csv"}}, got {spec!r}')
+        spec = dict(spec)
+        if "table" in spec:
+            path = Path(str(spec["table"]))
+            path = (base_dir / path if not path.is_absolute() and base_dir is not None else path).resolve()
+            if not path.is_file():
+                raise FileNotFoundError(f"config: detector.spectrum.table: {str(path)!r} does not exist")
+            spec["table"] = str(path)
+        else:
+            spec["kvp"] = _number("detector.spectrum.kvp", spec["kvp"])
+            spec["anode_angle_deg"] = _number("detector.spectrum.anode_angle_deg", spec.get("anode_angle_deg", 12.0))
+            spec["filter"] = str(spec.get("filter", "Al:2.5"))
+        from ..render.detector import spectrum_from_spec
+
+        try:
+            spectrum_from_spec(spec)
+        except ValueError as exc:
+            raise ValueError(f"config: detector.spectrum: {exc}") from None
+        det["spectrum"] = spec
+    layer = det["layer"]
+    if isinstance(layer, Mapping):
+        if set(layer) - {"material", "thickness_mm", "density"} or "material" not in layer:
+            raise ValueError(f"config: detector.layer: expected a name {sorted(LAYERS)} or "
+                             f"{{\"material\", \"thickness_mm\", \"density\"}}, got {layer!r}")
+        from ..render.detector import ScintillatorLayer
+
+        try:
+            det["layer"] = asdict_layer(ScintillatorLayer(**dict(layer)))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"config: detector.layer: {exc}") from None
+    else:
+        det["layer"] = _choice("detector.layer", layer, tuple(LAYERS))
+    det["scatter"] = _choice("detector.scatter", det["scatter"], tuple(SCATTER_MODELS))
+    det["decomposition"] = _choice("detector.decomposition", det["decomposition"], DECOMPOSITIONS)
+    det["gain"] = _range("detector.gain", det["gain"], 0.0, open_lo=True)[0]
+    det["offset"] = _range("detector.offset", det["offset"], 0.0)[0]
+    if det["bit_depth"] is not None:
+        det["bit_depth"] = _positive_int("detector.bit_depth", det["bit_depth"])
+        if det["bit_depth"] > 16:
+            raise ValueError(f"config: detector.bit_depth: expected 1-16 bits (16-bit PNG), got {det['bit_depth']}")
+    det["aperture"] = _choice("detector.aperture", det["aperture"], ("area", "point"))
+    det["subpixels"] = _positive_int("detector.subpixels", det["subpixels"])
+
+
+def asdict_layer(layer: Any) -> dict[str, Any]:
+    return {"material": layer.material, "thickness_mm": float(layer.thickness_mm), "density": float(layer.density)}
+
+
 def validate_config(raw: Mapping[str, Any], base_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """Fill defaults and check every key and range; returns the normalised config.
 
@@ -237,7 +311,7 @@ def validate_config(raw: Mapping[str, Any], base_dir: str | os.PathLike[str] | N
         # Seeds are stored as int64 in the item records and the manifest.
         raise ValueError(f"config: seed: expected an integer in [0, 2^63 - 1], got {seed!r}")
     cfg["subject"] = _subject(cfg["subject"], Path(base_dir) if base_dir is not None else None)
-    # NIST tables (stereodrr.volume.WATER_MASS_ATTENUATION) span 10-200 keV.
+    # The diagnostic range of effective energies (the attenuation tables reach 1-800 keV).
     cfg["energy_kev"] = _range("energy_kev", cfg["energy_kev"], 10.0, 200.0)[0]
 
     rig = cfg["rig"]
@@ -265,6 +339,7 @@ def validate_config(raw: Mapping[str, Any], base_dir: str | os.PathLike[str] | N
     det["blur_px"] = _range("detector.blur_px", det["blur_px"], 0.0, MAX_BLUR_PX)
     if det["noise"] == "none" and det["electronic_sigma"][1] > 0:
         raise ValueError("config: detector.electronic_sigma: must be 0 with detector.noise 'none'")
+    _detector_model_keys(det, Path(base_dir) if base_dir is not None else None)
 
     render = cfg["render"]
     render["mode"] = _choice("render.mode", render["mode"], RENDER_MODES)

@@ -33,10 +33,11 @@ from tqdm.auto import tqdm
 from .. import __version__
 from .._io import atomic_path, atomic_write_text
 from .._resources import MAX_INT64, check_memory, render_bytes, voxelize_bytes
-from ..volume import load_volume
 from ..geometry import transform_points
 from ..render import render_drr, render_spheres
-from ..render.detector import detect, to_uint16
+from ..render.detector import to_uint16
+from ..render.polychromatic import material_line_integrals
+from ..volume import load_volume, mu_to_hu
 from .config import SCHEMA, config_digest
 from .manifest import (
     ROOT_FILE, is_complete, item_dir, rebuild_manifest, remove_incomplete, sha256_file,
@@ -44,7 +45,7 @@ from .manifest import (
 )
 from .lock import LOCK_DIR, dataset_lock
 from .manifest import MANIFEST_FILE
-from .sample import ItemSample, item_pose, item_rig, sample_item
+from .sample import ItemSample, item_detector, item_pose, item_rig, sample_item
 from .subject import load_subject, posed_volume
 
 __all__ = ["parse_shard", "shard_indices", "prepare_output", "render_item", "write_item", "generate_dataset",
@@ -171,15 +172,19 @@ class RenderedItem:
     views: dict[str, RenderedView]
     marker_ids: np.ndarray
     markers_xyz: np.ndarray
+    detector: dict[str, Any] = field(default_factory=dict)
 
 
 def render_item(config: Mapping[str, Any], index: int) -> RenderedItem:
     """Sample item ``index``, render its views (CT plus analytic markers) and apply the detector.
 
-    Images are ``I0 exp(-L)`` with Poisson and read-out noise (seed ``noise_seed + v`` for view
-    ``v``) and detector blur (:func:`stereodrr.render.detector.detect`); ``png16`` quantises the
-    counts to 16 bits with the scale that maps the image maximum to 65535
-    (:func:`stereodrr.render.detector.to_uint16`), ``tiff32`` keeps float32 counts (scale 1).
+    Images are the item's :class:`~stereodrr.render.DetectorModel` counts (seed ``noise_seed + v``
+    for view ``v``): for the monochromatic model ``I0 exp(-L)`` with Poisson and read-out noise and
+    detector blur, exactly as :func:`stereodrr.render.detector.detect`; with a tube spectrum or
+    a scintillator, the polychromatic chain over per-material line integrals. ``png16`` quantises
+    the counts to 16 bits with the scale that maps the image maximum to 65535
+    (:func:`stereodrr.render.detector.to_uint16`; scale 1 when the model has a bit depth),
+    ``tiff32`` keeps float32 counts (scale 1).
     """
     sample = sample_item(config, index)
     render, det = config["render"], config["detector"]
@@ -188,26 +193,37 @@ def render_item(config: Mapping[str, Any], index: int) -> RenderedItem:
     T = item_pose(sample, iso)
     rig = item_rig(sample, iso)
     xyz = transform_points(T, subject.marker_centers)
+    model = item_detector(config, sample)
+    poisson = det["noise"] == "poisson"
     with torch.no_grad():
-        L = render_drr(posed_volume(subject.volume, T), rig, mode=render["mode"], step_mm=render["step_mm"])
-        if subject.has_markers:
-            L = L + render_spheres(xyz, subject.marker_diameters, subject.marker_mu, rig, device=L.device,
-                                   dtype=L.dtype)[0]
-        poisson = det["noise"] == "poisson"
+        if model.spectrum.is_monochromatic and model.layer is None:
+            # The monochromatic model: one render of mu (today's images, draw for draw).
+            L = render_drr(posed_volume(subject.volume, T), rig, mode=render["mode"], step_mm=render["step_mm"])
+            if subject.has_markers:
+                L = L + render_spheres(xyz, subject.marker_diameters, subject.marker_mu, rig, device=L.device,
+                                       dtype=L.dtype)[0]
+            signal = {name: model.add_scatter(torch.exp(-L[v]), None, rig[name]) for v, name in enumerate(rig.names)}
+        else:
+            # Polychromatic: the CT back in HU at the config's energy, one channel per material.
+            vol = posed_volume(subject.volume, T)
+            spheres = (xyz, subject.marker_diameters, subject.marker_materials) if subject.has_markers else None
+            names, chans = material_line_integrals(vol.with_data(mu_to_hu(vol.data, float(config["energy_kev"]))),
+                                                   rig, reference_kev=float(config["energy_kev"]),
+                                                   decomposition=det["decomposition"], spheres=spheres,
+                                                   mode=render["mode"], step_mm=render["step_mm"])
+            signal = {name: model.transmission(chans[name], names, rig[name]) for name in rig.names}
         views = {}
         for v, name in enumerate(rig.names):
-            counts = detect(L[v], sample.photons_per_pixel if poisson else None,
-                            electronic_sigma=sample.electronic_sigma, detector_blur_px=sample.blur_px,
-                            seed=sample.noise_seed + v)
+            counts = model.counts(*signal[name], seed=sample.noise_seed + v)
             if not poisson:  # the expected intensity comes out normalised (I0 = 1)
                 counts = counts * sample.photons_per_pixel
             if config["output"]["format"] == "png16":
-                image, scale = to_uint16(counts.clamp_min(0.0))
+                image, scale = to_uint16(counts.clamp_min(0.0), 1.0 if model.bit_depth is not None else None)
             else:
                 image, scale = counts.cpu().numpy().astype(np.float32), 1.0
             cam = rig[name]
             views[name] = RenderedView(cam, image, scale, cam.project(xyz)[0] if len(xyz) else np.zeros((0, 2)))
-    return RenderedItem(sample, T, iso, views, subject.marker_ids, xyz)
+    return RenderedItem(sample, T, iso, views, subject.marker_ids, xyz, model.to_dict())
 
 
 def _write_image(path: Path, image: np.ndarray) -> None:
@@ -266,6 +282,7 @@ def write_item(root: str | os.PathLike[str], config: Mapping[str, Any], index: i
             "sid_mm": s.sid_mm, "sdd_mm": s.sdd_mm, "pixel_spacing_mm": s.pixel_spacing_mm,
             "photons_per_pixel": s.photons_per_pixel, "noise": config["detector"]["noise"],
             "electronic_sigma": s.electronic_sigma, "blur_px": s.blur_px, "noise_seed": s.noise_seed,
+            "focal_spot_blur_px": s.focal_spot_blur_px, "detector": json.dumps(item.detector, sort_keys=True),
             "pose": _flat(item.pose), "rotation_deg": list(s.rotation_deg), "translation_mm": list(s.translation_mm),
             "isocenter": _flat(item.isocenter), "marker_ids": [int(i) for i in item.marker_ids],
             "markers_xyz": _flat(item.markers_xyz), "views": views,

@@ -53,7 +53,7 @@ MANIFEST_SCHEMA = pa.schema([
     ("width", pa.int32()), ("height", pa.int32()), ("pixel_spacing_mm", _f64), ("sid_mm", _f64),
     ("sdd_mm", _f64), ("rig_kind", pa.string()), ("stereo_angle_deg", _f64),
     ("photons_per_pixel", _f64), ("noise", pa.string()), ("electronic_sigma", _f64), ("blur_px", _f64),
-    ("noise_seed", pa.int64()),
+    ("noise_seed", pa.int64()), ("focal_spot_blur_px", _f64), ("detector", pa.string()),
     ("K", pa.list_(_f64)), ("R", pa.list_(_f64)), ("t", pa.list_(_f64)), ("P", pa.list_(_f64)),
     ("pose", pa.list_(_f64)), ("rotation_deg", pa.list_(_f64)), ("translation_mm", pa.list_(_f64)),
     ("isocenter", pa.list_(_f64)), ("marker_ids", pa.list_(pa.int64())), ("markers_uv", pa.list_(_f64)),
@@ -148,6 +148,8 @@ def _record_rows(rec: dict[str, Any]) -> list[dict[str, Any]]:
                  "photons_per_pixel", "noise", "electronic_sigma", "blur_px", "noise_seed", "pose", "rotation_deg", "translation_mm",
                  "isocenter", "marker_ids", "markers_xyz"}
     shared = {k: rec[k] for k in item_keys}
+    # The detector model (JSON: spectrum, layer, scatter, noise, gain, bits); absent in older records.
+    shared.update(focal_spot_blur_px=rec.get("focal_spot_blur_px", 0.0), detector=rec.get("detector"))
     return [{**shared, **view} for view in rec["views"]]
 
 

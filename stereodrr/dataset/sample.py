@@ -17,7 +17,7 @@ import numpy as np
 
 from ..geometry import StereoAngleWarning, StereoRig, euler_to_matrix, rotate_about
 
-__all__ = ["ItemSample", "item_rng", "sample_item", "item_rig", "item_pose"]
+__all__ = ["ItemSample", "item_rng", "sample_item", "item_rig", "item_pose", "item_detector"]
 
 # Extrinsic rotations about the fixed LPS x, then y, then z axes (see geometry.se3 conventions).
 POSE_EULER_SEQ = "xyz"
@@ -42,6 +42,8 @@ class ItemSample:
         electronic_sigma: read-out noise standard deviation in photons.
         blur_px: detector blur sigma in pixels.
         noise_seed: seed of the detector noise of view 0; view ``v`` uses ``noise_seed + v``.
+        focal_spot_blur_px: focal-spot blur sigma in pixels (drawn after the noise seed, so
+            configs without it keep their items).
     """
 
     index: int
@@ -60,6 +62,7 @@ class ItemSample:
     electronic_sigma: float
     blur_px: float
     noise_seed: int
+    focal_spot_blur_px: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -81,7 +84,8 @@ def sample_item(config: Mapping[str, Any], index: int) -> ItemSample:
     """Draw item ``index`` of a validated config (:func:`stereodrr.dataset.config.validate_config`).
 
     Draw order (fixed): stereo angle, SID, SDD, pixel pitch, detector size, three rotations,
-    three translations, log-dose ``ln I0 ~ U(ln lo, ln hi)``, read-out noise, blur, noise seed.
+    three translations, log-dose ``ln I0 ~ U(ln lo, ln hi)``, read-out noise, blur, noise seed,
+    focal-spot blur.
     """
     rng = item_rng(config["seed"], index)
     rig, pose, det = config["rig"], config["pose"], config["detector"]
@@ -98,13 +102,34 @@ def sample_item(config: Mapping[str, Any], index: int) -> ItemSample:
     blur = _uniform(rng, det["blur_px"])
     # 2**62 leaves room for the per-view offsets below 2**63.
     noise_seed = int(rng.integers(2**62))
+    focal = _uniform(rng, det.get("focal_spot_blur_px", [0.0, 0.0]))
     if rig["kind"] == "biplanar":
         angle = 90.0
     return ItemSample(
         index=int(index), seed=int(config["seed"]), rig_kind=rig["kind"], n_views=int(rig["views"]),
         stereo_angle_deg=angle, sid_mm=sid, sdd_mm=sdd, pixel_spacing_mm=pitch, width=int(w), height=int(h),
         rotation_deg=rot, translation_mm=trans, photons_per_pixel=i0, electronic_sigma=sigma_e, blur_px=blur,
-        noise_seed=noise_seed,
+        noise_seed=noise_seed, focal_spot_blur_px=focal,
+    )
+
+
+def item_detector(config: Mapping[str, Any], sample: ItemSample) -> Any:
+    """The item's :class:`~stereodrr.render.DetectorModel`: the config's detector section with
+    the item's dose, read-out noise and blurs (``photons`` is ``None`` for ``noise: "none"``)."""
+    from ..render.detector import LAYERS, DetectorModel, ScintillatorLayer, spectrum_from_spec
+    from ..render.scatter import SCATTER_MODELS
+
+    det = config["detector"]
+    layer = det.get("layer", "ideal")
+    return DetectorModel(
+        spectrum=spectrum_from_spec(det.get("spectrum"), float(config["energy_kev"])),
+        layer=ScintillatorLayer(**layer) if isinstance(layer, Mapping) else LAYERS[layer],
+        scatter=SCATTER_MODELS[det.get("scatter", "none")],
+        aperture=det.get("aperture", "area"), subpixels=int(det.get("subpixels", 1)),
+        detector_blur_px=sample.blur_px, focal_spot_blur_px=sample.focal_spot_blur_px,
+        photons=sample.photons_per_pixel if det["noise"] == "poisson" else None,
+        electronic_sigma=sample.electronic_sigma, gain=float(det.get("gain", 1.0)),
+        offset=float(det.get("offset", 0.0)), bit_depth=det.get("bit_depth"), name="dataset",
     )
 
 

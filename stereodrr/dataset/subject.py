@@ -37,6 +37,7 @@ class Subject:
         marker_centers: ``(M, 3)`` world mm.
         marker_diameters: ``(M,)`` mm.
         marker_mu: ``(M,)`` 1/mm.
+        marker_materials: ``(M,)`` material names (for the polychromatic render).
     """
 
     volume: Volume
@@ -44,6 +45,7 @@ class Subject:
     marker_centers: np.ndarray
     marker_diameters: np.ndarray
     marker_mu: np.ndarray
+    marker_materials: tuple[str, ...] = ()
 
     @property
     def center(self) -> np.ndarray:
@@ -72,7 +74,8 @@ def _load_cached(subject_json: str, energy_kev: float, device: str) -> Subject:
     base = _load_cpu(subject_json, energy_kev)
     if device == "cpu":
         return base
-    return Subject(base.volume.to(device), base.marker_ids, base.marker_centers, base.marker_diameters, base.marker_mu)
+    return Subject(base.volume.to(device), base.marker_ids, base.marker_centers, base.marker_diameters, base.marker_mu,
+                   base.marker_materials)
 
 
 @functools.lru_cache(maxsize=4)
@@ -94,7 +97,7 @@ def _load_cpu(subject_json: str, energy_kev: float) -> Subject:
     # their true mu, so their projected centres are exact.
     vol = voxelize(phantom, spec["voxel_mm"], energy_kev=energy_kev, markers="carve", progress=False).mu
     m = phantom.marker_arrays(energy_kev)
-    return Subject(vol, m.ids, m.centers, m.diameters, m.mu)
+    return Subject(vol, m.ids, m.centers, m.diameters, m.mu, tuple(mk.material.name for mk in phantom.markers))
 
 
 def load_subject(config: Mapping[str, Any], device: str = "cpu") -> Subject:

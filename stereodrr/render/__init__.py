@@ -29,7 +29,10 @@ Wrappers on :class:`~stereodrr.volume.Volume` (``volume.data`` is mu) and camera
 
 Detector model (:mod:`stereodrr.render.detector`): Beer-Lambert intensity, seeded Poisson
 quantum noise, Gaussian electronic noise, Gaussian detector and focal-spot blur, 16-bit output,
-negative-log image.
+negative-log image; :class:`DetectorModel` is the whole polychromatic chain (spectrum,
+scintillator, scatter, PSF, noise, gain, bits) over the per-material line integrals of
+:mod:`stereodrr.render.polychromatic` (``render_polychromatic``); scatter:
+:mod:`stereodrr.render.scatter`.
 
 Memory: rays are rendered in chunks into one output buffer (a bounded working set whatever the
 image size; with autograd the torch path recomputes each chunk in the backward pass). On CPU a
@@ -42,12 +45,20 @@ Python, so torch's idle OpenMP threads sleep instead of spinning against the ker
 (experiments/benchmark_renderer.py does this for every renderer it times).
 """
 
-from .detector import beer_lambert, detect, focal_spot_sigma_px, gaussian_blur, negative_log, to_uint16
+from .detector import (
+    LAYERS, PRESETS, DetectorModel, ScintillatorLayer, beer_lambert, detect, detector_preset, focal_spot_sigma_px,
+    gaussian_blur, negative_log, to_uint16,
+)
 from .drr import MODES, RaysMissWarning, camera_batch, drr, render_drr, render_rig, render_structures
 from .markers import render_spheres, sphere_centers_px, sphere_drr
+from .polychromatic import decompose_hu, material_line_integrals, render_polychromatic
+from .scatter import SCATTER_MODELS, AntiScatterGrid, ScatterModel
 
 __all__ = [
     "beer_lambert", "detect", "focal_spot_sigma_px", "gaussian_blur", "negative_log", "to_uint16",
     "MODES", "RaysMissWarning", "camera_batch", "drr", "render_drr", "render_rig", "render_structures",
     "render_spheres", "sphere_centers_px", "sphere_drr",
+    "DetectorModel", "ScintillatorLayer", "LAYERS", "PRESETS", "detector_preset",
+    "decompose_hu", "material_line_integrals", "render_polychromatic",
+    "ScatterModel", "AntiScatterGrid", "SCATTER_MODELS",
 ]

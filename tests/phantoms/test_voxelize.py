@@ -145,7 +145,7 @@ def test_grid_that_cannot_hold_the_phantom():
 def test_bad_arguments():
     ph = Phantom("p", bodies=(Body(Box((1.0, 1.0, 1.0)), WATER),))
     for kwargs, pattern in [({"markers": "paint"}, "markers"), ({"supersample": 0}, "supersample"),
-                            ({"hu_range": (10, -10)}, "hu_range"), ({"energy_kev": 500}, "energy_kev")]:
+                            ({"hu_range": (10, -10)}, "hu_range"), ({"energy_kev": 900}, "energy_kev")]:
         with pytest.raises(ValueError, match=pattern):
             voxelize(ph, 0.5, progress=False, **kwargs)
     with pytest.raises(ValueError, match="spacing"):

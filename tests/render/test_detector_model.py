@@ -1,0 +1,121 @@
+"""DetectorModel: the monochromatic chain equals detect(), scintillator absorption against
+Beer-Lambert by hand, polychromatic noise statistics, gain/offset/bits/saturation, scatter."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from stereodrr.geometry import Camera
+from stereodrr.physics import Spectrum
+from stereodrr.physics.attenuation import mass_attenuation, mass_photoabsorption
+from stereodrr.render import (
+    LAYERS,
+    SCATTER_MODELS,
+    DetectorModel,
+    ScintillatorLayer,
+    detect,
+    detector_preset,
+)
+from stereodrr.render.scatter import AntiScatterGrid, ScatterModel, add_scatter
+
+
+def _water_channels(mm: float, shape=(64, 64)) -> torch.Tensor:
+    return torch.full((1, *shape), float(mm), dtype=torch.float64)
+
+
+def test_monochromatic_model_reproduces_detect_bit_for_bit():
+    L = torch.rand(50, 60, dtype=torch.float64, generator=torch.Generator().manual_seed(1)) * 3
+    mu_w = mass_attenuation("Water, Liquid", 60.0)[0] / 10
+    det = DetectorModel(spectrum=Spectrum.monochromatic(60.0), photons=500.0, detector_blur_px=0.7,
+                        focal_spot_blur_px=0.4)
+    t, q = det.transmission((L / mu_w)[None], ["water"])
+    assert torch.allclose(t, torch.exp(-L), rtol=1e-12) and torch.allclose(q, t / 500.0 * 500.0, rtol=1e-12)
+    ref = detect(L, 500.0, detector_blur_px=0.7, focal_spot_blur_px=0.4, seed=5)
+    assert torch.allclose(det.counts(t, q, seed=5), ref, rtol=1e-12)
+
+
+def test_scintillator_absorption_by_hand_and_ideal_response():
+    csi = LAYERS["csi"]
+    e = np.array([20.0, 33.2, 36.0, 60.0, 100.0])
+    mu = mass_attenuation("Cesium Iodide", e) * 4.51 / 10
+    eta = mass_photoabsorption("Cesium Iodide", e) / mass_attenuation("Cesium Iodide", e) * (1 - np.exp(-mu * 0.6))
+    assert csi.density == pytest.approx(4.51)
+    assert np.allclose(csi.absorption(e), eta, rtol=1e-12)
+    assert eta[0] > 0.9 and eta[-1] < 0.5 and eta[2] > eta[1]  # Cs/I K edges at 33-36 keV raise absorption
+    assert np.allclose(DetectorModel().response(e), e)  # ideal: eta = 1
+    with pytest.raises(ValueError, match="unknown material or compound 'Unobtainium'"):
+        ScintillatorLayer("Unobtainium", 0.5)
+
+
+def test_polychromatic_quantum_noise_mean_and_variance():
+    det = DetectorModel(spectrum=Spectrum.from_tube(80.0, "Al:2.5"), layer=LAYERS["csi"], photons=2000.0)
+    t, q = det.transmission(_water_channels(100.0, (256, 256)), ["water"])
+    counts = det.counts(t, q, seed=3)
+    # Independent expectation: the sums over the spectrum by numpy.
+    s, e = det.spectrum.weights, det.spectrum.energies_kev
+    eps = det.response(e)
+    tr = np.exp(-mass_attenuation("Water, Liquid", e) * 100.0 / 10)
+    mean = 2000.0 * (s * eps * tr).sum() / (s * eps).sum()
+    var = 2000.0 * (s * eps**2 * tr).sum() / (s * eps).sum() ** 2
+    assert float(counts.mean()) == pytest.approx(mean, rel=5e-3)
+    assert float(counts.var()) == pytest.approx(var, rel=0.03)
+    assert var > mean  # energy-weighted counting: variance above Poisson's (Swank)
+
+
+def test_gain_offset_bits_and_saturation():
+    det = DetectorModel(photons=1e4, gain=8.0, offset=100.0, bit_depth=16)
+    t = torch.tensor([[1.0, 0.5, 1e-9]], dtype=torch.float64)
+    c = det.counts(t, t / 1.0, seed=0)
+    assert float(c[0, 0]) == 65535.0  # 8 x 1e4 + 100 saturates 16 bits
+    assert torch.equal(c, c.round()) and float(c[0, 2]) == 100.0
+    assert abs(float(c[0, 1]) - (8 * 5000 + 100)) < 8 * 5 * math.sqrt(5000)
+    img = det.negative_log(c)
+    assert float(img[0, 1]) == pytest.approx(math.log(2), abs=0.05)
+    assert float(img[0, 2]) == pytest.approx(-math.log(0.5 / 1e4))  # starved pixel: floored, finite
+    noiseless = DetectorModel()
+    assert torch.allclose(noiseless.image(_water_channels(0.0, (2, 2)), ["water"]), torch.zeros(2, 2, dtype=torch.float64))
+
+
+def test_description_round_trips_into_json():
+    import json
+
+    d = detector_preset("fluoro80").to_dict()
+    assert json.loads(json.dumps(d)) == d
+    assert d["layer"]["material"] == "Cesium Iodide" and d["scatter"]["grid"]["primary_transmission"] == 0.7
+    assert d["spectrum"]["kvp"] == 80 and 3.5 < d["spectrum"]["hvl_al_mm"] < 5.5 and d["bit_depth"] == 16
+    with pytest.raises(ValueError, match="unknown detector preset 'xray9000'"):
+        detector_preset("xray9000")
+    with pytest.raises(ValueError, match="aperture"):
+        DetectorModel(aperture="round")
+
+
+def test_scatter_of_a_uniform_slab_is_its_spr():
+    m = ScatterModel(spr_per_cm=0.2, field_area_cm2=100.0, kernel_sigma_mm=20.0)
+    mu = 0.02  # 1/mm
+    p = torch.full((200, 200), math.exp(-mu * 150.0), dtype=torch.float64)
+    prim, sc = add_scatter(p, m, pixel_spacing_mm=1.0, field_area_cm2=400.0, mu_water_per_mm=mu)
+    spr = 0.2 * 15.0 * (1 - math.exp(-4.0))
+    assert float(sc[100, 100] / prim[100, 100]) == pytest.approx(spr, rel=1e-3)  # centre: full kernel support
+    assert float(sc[0, 0]) < 0.4 * float(sc[100, 100])  # field corner: a quarter of the kernel
+    gp, gs = add_scatter(p, ScatterModel(0.2, 100.0, 20.0, AntiScatterGrid()), pixel_spacing_mm=1.0,
+                         field_area_cm2=400.0, mu_water_per_mm=mu)
+    assert float(gs[100, 100] / gp[100, 100]) == pytest.approx(spr * 0.1 / 0.7, rel=1e-3)
+    assert SCATTER_MODELS["none"] is None
+    with pytest.raises(ValueError, match="fraction"):
+        AntiScatterGrid(primary_transmission=1.5)
+
+
+def test_scatter_in_the_chain_lowers_the_negative_log_image():
+    cam = Camera.from_detector(1200.0, 0.5, 64, 64)
+    chans = _water_channels(150.0)
+    base = DetectorModel(spectrum=Spectrum.monochromatic(60.0))
+    with_s = base.with_(scatter=SCATTER_MODELS["kernel"])
+    a, b = base.image(chans, ["water"], cam), with_s.image(chans, ["water"], cam)
+    assert float(a.mean()) == pytest.approx(150.0 * mass_attenuation("Water, Liquid", 60.0)[0] / 10, rel=1e-9)
+    assert float(b.max()) < float(a.min())
+    with pytest.raises(ValueError, match="needs the view's camera"):
+        with_s.image(chans, ["water"])
