@@ -35,7 +35,7 @@ from .._io import atomic_path, atomic_write_text
 from .._resources import MAX_INT64, check_memory, render_bytes, voxelize_bytes
 from ..volume import load_volume
 from ..geometry import transform_points
-from ..render import render_drr, render_spheres
+from ..render import render_rig, render_spheres
 from ..render.detector import detect, to_uint16
 from .config import SCHEMA, config_digest
 from .manifest import (
@@ -189,7 +189,10 @@ def render_item(config: Mapping[str, Any], index: int) -> RenderedItem:
     rig = item_rig(sample, iso)
     xyz = transform_points(T, subject.marker_centers)
     with torch.no_grad():
-        L = render_drr(posed_volume(subject.volume, T), rig, mode=render["mode"], step_mm=render["step_mm"])
+        # render_rig (one batch: every view of an item has one detector size) names a view that
+        # misses the subject by the rig's view name.
+        L = torch.stack(list(render_rig(posed_volume(subject.volume, T), rig, mode=render["mode"],
+                                        step_mm=render["step_mm"]).values()))
         if subject.has_markers:
             L = L + render_spheres(xyz, subject.marker_diameters, subject.marker_mu, rig, device=L.device,
                                    dtype=L.dtype)[0]
