@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def _clean_env(env_dir: Path | None = None) -> dict[str, str]:
     """The environment without the test run's PYTHONPATH (which may point at this checkout)."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
+    env["PYTHONIOENCODING"] = "utf-8"  # the demo prints degrees and mu, whatever the locale
     if env_dir is not None:
         env["PATH"] = f"{env_dir / 'bin'}{os.pathsep}{env.get('PATH', '')}"
     return env
@@ -65,7 +66,8 @@ def installed(tmp_path_factory) -> Path:
 
 
 def _run(env_dir: Path, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(args, cwd=cwd, env=_clean_env(env_dir), capture_output=True, text=True, timeout=600)
+    return subprocess.run(args, cwd=cwd, env=_clean_env(env_dir), capture_output=True, encoding="utf-8",
+                          errors="replace", timeout=600)
 
 
 def test_installed_wheel_runs_demo_from_an_empty_folder(installed, tmp_path):

@@ -34,7 +34,7 @@ from .. import __version__
 from .._io import atomic_path, atomic_write_text
 from .._resources import MAX_INT64, check_memory, render_bytes, voxelize_bytes
 from ..geometry import transform_points
-from ..render import render_drr, render_spheres
+from ..render import render_rig, render_spheres
 from ..render.detector import to_uint16
 from ..render.polychromatic import material_line_integrals
 from ..volume import load_volume, mu_to_hu
@@ -198,7 +198,10 @@ def render_item(config: Mapping[str, Any], index: int) -> RenderedItem:
     with torch.no_grad():
         if model.spectrum.is_monochromatic and model.layer is None:
             # The monochromatic model: one render of mu (today's images, draw for draw).
-            L = render_drr(posed_volume(subject.volume, T), rig, mode=render["mode"], step_mm=render["step_mm"])
+            # render_rig (one batch: every view of an item has one detector size) names a view that
+            # misses the subject by the rig's view name.
+            L = torch.stack(list(render_rig(posed_volume(subject.volume, T), rig, mode=render["mode"],
+                                            step_mm=render["step_mm"]).values()))
             if subject.has_markers:
                 L = L + render_spheres(xyz, subject.marker_diameters, subject.marker_mu, rig, device=L.device,
                                        dtype=L.dtype)[0]
