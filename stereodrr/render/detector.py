@@ -264,7 +264,8 @@ class DetectorModel:
             ``subpixels`` samples per axis. Recorded and handed to the renderer where it takes them.
         detector_blur_px: Gaussian PSF sigma of the scintillator / panel, pixels.
         focal_spot_blur_px: Gaussian sigma of the focal-spot blur, pixels.
-        photons: mean photons per pixel in the open field ``N0`` (``None``: noiseless expected signal).
+        photons: mean photons per pixel in the open field ``N0``, reaching the detector (behind
+            the grid, if any) (``None``: noiseless expected signal).
         electronic_sigma: read-out noise, counts.
         gain: counts per photon-equivalent; offset: dark offset, counts.
         bit_depth: ``None`` keeps float counts; ``16`` rounds and clips to 0..65535 (saturation).
@@ -332,7 +333,8 @@ class DetectorModel:
 
     def add_scatter(self, t: Tensor, q: Tensor | None, camera: "Camera | None") -> tuple[Tensor, Tensor | None]:
         """Primary ``t`` (and its variance factor ``q``, ``None`` for plain Poisson) plus the
-        scatter model's scatter, behind the grid; unchanged without a scatter model."""
+        scatter model's scatter, behind the grid, relative to the open field behind the grid
+        (``P + (g_s / g_p) S``); unchanged without a scatter model."""
         if self.scatter is None:
             return t, q
         if camera is None:
@@ -344,6 +346,10 @@ class DetectorModel:
         area = camera.width * du * camera.height * dv / 100.0  # detector field, cm^2
         p, sc = add_scatter(t, self.scatter, pixel_spacing_mm=du, field_area_cm2=area,
                             mu_water_per_mm=mu_water(e_mean))
+        # Relative to the open field behind the same grid (I_open: nothing in the beam, so no scatter).
+        g = self.scatter.grid
+        gp = g.primary_transmission if g is not None else 1.0
+        p, sc = p / gp, sc / gp
         if q is None:
             return p + sc, None
         ratio = (q / t.clamp_min(1e-30)).detach()  # scatter's spectrum taken as the primary's

@@ -221,8 +221,9 @@ def _mono(energy_kev: float):
     return Spectrum.monochromatic(energy_kev)
 
 
-def metal_thickness(image: np.ndarray, detector: "DetectorModel", metal: str = "stainless_steel",
-                    background: str = "water", window_px: int = 31, max_mm: float = 10.0) -> np.ndarray:
+def metal_thickness(image: np.ndarray, detector: "DetectorModel", camera: Camera | None = None,
+                    metal: str = "stainless_steel", background: str = "water", window_px: int = 31,
+                    max_mm: float = 10.0) -> np.ndarray:
     """Two-material beam-hardening correction: metal thickness (mm) per pixel of a
     ``-log(I / I_open)`` image, for locating metal markers on a polychromatic image.
 
@@ -232,8 +233,10 @@ def metal_thickness(image: np.ndarray, detector: "DetectorModel", metal: str = "
     per pixel by a median filter wider than the balls, converted to a ``background``-equivalent
     thickness through the spectrum's own curve, and the pixel's value inverted for the metal
     thickness on that background (bisection on ``p(b, s) = -log t`` of equation (1)), which is
-    linear in the chord again. Uses the detector's spectrum and response, not its scatter (the
-    median background absorbs scatter's smooth pedestal).
+    linear in the chord again. Scatter, a pedestal that does not drop under the ball, compresses
+    the ball's contrast as well: with a scatter model and the ``camera``, it is removed first by
+    the fixed point ``P <- t - (g_s / g_p) S(P)`` of the model itself (the convolution scatter
+    correction of Love and Kruger, 1987), five iterations.
 
     Args:
         image: ``(H, W)`` ``-log(I / I_open)``.
@@ -249,6 +252,15 @@ def metal_thickness(image: np.ndarray, detector: "DetectorModel", metal: str = "
     img = np.asarray(image, dtype=np.float64)
     if img.ndim != 2 or not np.all(np.isfinite(img)):
         raise ValueError("image: expected a finite (H, W) -log image")
+    if detector.scatter is not None:
+        if camera is None:
+            raise ValueError("metal_thickness: the detector has a scatter model; pass the view's camera")
+        t = torch.exp(-torch.as_tensor(img))
+        prim = t
+        for _ in range(5):
+            total, _q = detector.add_scatter(prim, None, camera)
+            prim = (prim - (total - t)).clamp_min(1e-12)  # total - t: the model's excess for this primary
+        img = (-torch.log(prim)).numpy()
     att = attenuation_table([background, metal], detector.spectrum.energies_kev, dtype=torch.float64)
     w = detector.spectral_weights()
     rho_b, rho_m = get_material(background).density, get_material(metal).density

@@ -12,7 +12,9 @@ Med. Phys. 15 (1988) 721-725)::
     S        = G_sigma * (SPR(T) P)                      scatter: a wide Gaussian of the local scatter
     I        = g_p P + g_s S                             behind the grid (primary / scatter transmission)
 
-``P`` is the primary transmission (relative to the open field), ``A`` the irradiated field area
+``P`` is the primary transmission (relative to the open field; the detector model divides ``I``
+by ``g_p``, the open field behind the same grid, so ``-log(I / I_open)`` is 0 with nothing in the
+beam), ``A`` the irradiated field area
 on the detector (the detector's area: the beam is collimated to it), ``sigma`` the kernel width
 on the detector.
 Scatter reaches the detector with about the primary's spectrum, so it passes the same detector

@@ -24,7 +24,7 @@ def test_steel_ball_centres_under_beam_hardening_and_scatter():
     # 80 kVp Al:2.5 + Cu:0.1, CsI, scatter behind a grid; noise-free so only physics moves the centres.
     det = detector_preset("fluoro80").with_(photons=None, electronic_sigma=0.0, detector_blur_px=0.0)
     img = render_polychromatic(vol, [cam], det, spheres=(balls, np.full(3, 2.0), ["stainless_steel"] * 3))["view0"]
-    thick = metal_thickness(img.numpy(), det)
+    thick = metal_thickness(img.numpy(), det, cam)
     assert thick.max() == pytest.approx(2.0, rel=0.03)  # the 2 mm ball's central chord
     found = detect_markers(thick, kind="line_integral", diameter_px=(4, 14))[["u", "v"]].to_numpy()
     err = np.array([np.linalg.norm(found - e, axis=1).min() for e in exact])
