@@ -11,7 +11,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) --upgrade pip
 	$(PIP) torch==2.13.0
-	$(PIP) -e '.[test]'
+	$(PIP) -e '.[test,gpu]'
 	touch $@
 
 setup: $(VENV)/.installed
@@ -29,7 +29,7 @@ test-all: setup
 # the `bench` extra; diffdrr declares torchvision (no CPU wheel here, used only by its metrics),
 # so it is installed without dependencies.
 bench-install: setup
-	$(PIP) -e '.[test,bench]'
+	$(PIP) -e '.[test,gpu,bench]'
 	$(PIP) --no-deps diffdrr==0.6.1
 
 clean:

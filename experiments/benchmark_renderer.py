@@ -6,7 +6,14 @@ one AP camera (OpenCV K, R, t) mapped onto each renderer's own convention:
 * nanodrr: ``k_inv`` of ``K`` with the principal point moved by +0.5 px (nanodrr puts pixel
   centres at ``u + 0.5``), ``rt_inv`` the camera-to-world matrix, volume affine = ours;
 * DiffDRR: its renderers (``DRR.render``) fed the world source and per-pixel detector points of
-  the same camera, volume affine = ours (``patch_size`` bounds its memory).
+  the same camera, volume affine = ours (``patch_size`` bounds its memory);
+* RTK (``itk-rtk``): its Joseph forward projector, the source and detector of each camera
+  given as RTK's free-form geometry (source position, detector position of pixel (0, 0), row
+  and column vectors ``R^T e_x``, ``R^T e_y``, pixel pitch as the projection spacing).
+
+On a CUDA machine the same run adds nanodrr's Triton backend, stereodrr's Triton kernel and
+stereodrr's torch path on the GPU (volume on the device, timed with synchronisation, peak
+memory from ``torch.cuda.max_memory_allocated``).
 
 Every image is compared with stereodrr's exact (Siddon/Jacobs) render in float64; the errors
 also verify the camera mapping (DiffDRR's Siddon must agree to float32 rounding).
@@ -37,12 +44,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
-# Idle OpenMP threads sleep instead of spinning (read when torch loads libgomp, so set before the
-# import). On a shared or oversubscribed CPU, threads spinning after one parallel op starve the
-# next op and Numba's workers; measured here, that inflates small torch ops ~20x. It applies to
-# every renderer alike; export OMP_WAIT_POLICY=ACTIVE to measure with spinning.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
+# No thread settings here: stereodrr sets its own defaults on import (stereodrr.render.threads),
+# so what is timed is what a user gets. The machine string records the wait policy in force.
 import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")
@@ -54,7 +57,7 @@ from tqdm import tqdm  # noqa: E402
 
 from stereodrr._io import atomic_path  # noqa: E402
 from stereodrr.geometry import Camera  # noqa: E402
-from stereodrr.render import _fused, drr  # noqa: E402
+from stereodrr.render import drr  # noqa: E402
 from stereodrr.volume import Volume, hu_to_mu, load_volume, torso_phantom  # noqa: E402
 
 SID, SDD = 600.0, 1020.0  # mm
@@ -102,11 +105,26 @@ def _malloc_trim() -> None:
         pass
 
 
-def measure(fn: Callable[[], np.ndarray], repeats: int, slow_s: float = 15.0) -> tuple[np.ndarray, float, int]:
-    """Best-of-``repeats`` seconds after a warm-up (JIT, caches), and the peak RSS of one warm call.
+def measure(fn: Callable[[], np.ndarray], repeats: int, slow_s: float = 15.0,
+            cuda: bool = False) -> tuple[np.ndarray, float, int]:
+    """Best-of-``repeats`` seconds after a warm-up (JIT, caches), and the peak memory of one warm
+    call: resident memory on CPU, ``torch.cuda.max_memory_allocated`` above the start for CUDA
+    (``fn`` returns a host array, so each call ends synchronised).
 
     A call slower than ``slow_s`` is timed and measured once (its warm-up is the measurement).
     """
+    if cuda:
+        fn()  # warm-up (Triton compiles)
+        times = []
+        for _ in range(max(1, repeats)):
+            _sync()
+            torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated()
+            t0 = time.perf_counter()
+            img = fn()
+            _sync()
+            times.append(time.perf_counter() - t0)
+        return img, min(times), torch.cuda.max_memory_allocated() - base
     with PeakRSS() as mem:
         t0 = time.perf_counter()
         img = fn()
@@ -156,37 +174,33 @@ def _poses(cams: list[Camera], dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
 
 
 # --------------------------------------------------------------------------- renderers
-def stereodrr_renderer(vol: Volume, mode: str, fused: bool = True,
-                       step_mm: float | None = None) -> Callable[[list[Camera], bool], torch.Tensor]:
-    A = _index_from_world(vol, torch.float32)
+def stereodrr_renderer(vol: Volume, mode: str, backend: str = "auto", step_mm: float | None = None,
+                       device: str = "cpu") -> Callable[[list[Camera], bool], torch.Tensor]:
+    A = _index_from_world(vol, torch.float32).to(device)
+    data = vol.data.to(device)
 
     def render(cams: list[Camera], grad: bool = False) -> torch.Tensor:
-        K, R, t = _poses(cams, torch.float32)
+        K, R, t = (x.to(device) for x in _poses(cams, torch.float32))
         if grad:
             R.requires_grad_(True)
             t.requires_grad_(True)
-        saved = _fused.available
-        if not fused:
-            _fused.available = lambda data: False
-        try:
-            with torch.set_grad_enabled(grad):
-                img = drr(vol.data, A, K, R, t, cams[0].height, cams[0].width, mode=mode, step_mm=step_mm)
-                if grad:
-                    img.sum().backward()
-        finally:
-            _fused.available = saved
-        return img.detach()
+        with torch.set_grad_enabled(grad):
+            img = drr(data, A, K, R, t, cams[0].height, cams[0].width, mode=mode, step_mm=step_mm,
+                      backend=backend)
+            if grad:
+                img.sum().backward()
+        return img.detach().cpu()
 
     return render
 
 
-def nanodrr_renderer(vol: Volume) -> Callable[[list[Camera], bool], torch.Tensor]:
+def nanodrr_renderer(vol: Volume, backend: str = "torch", device: str = "cpu") -> Callable[[list[Camera], bool], torch.Tensor]:
     from nanodrr.data import Subject
     from nanodrr.drr import render as nano_render
     from torchio import ScalarImage
 
     subject = Subject.from_images(ScalarImage(tensor=vol.data.permute(2, 1, 0)[None], affine=vol.affine),
-                                  convert_to_mu=False)
+                                  convert_to_mu=False).to(device)
 
     def render(cams: list[Camera], grad: bool = False) -> torch.Tensor:
         k_inv, rt_inv = [], []
@@ -198,14 +212,14 @@ def nanodrr_renderer(vol: Volume) -> Callable[[list[Camera], bool], torch.Tensor
             T[:3, :3] = torch.tensor(c.R.T, dtype=torch.float32)
             T[:3, 3] = torch.tensor(c.center, dtype=torch.float32)
             rt_inv.append(T)
-        rt = torch.stack(rt_inv).requires_grad_(grad)
-        sdd = torch.tensor([c.sdd for c in cams], dtype=torch.float32)
+        rt = torch.stack(rt_inv).to(device).requires_grad_(grad)
+        sdd = torch.tensor([c.sdd for c in cams], dtype=torch.float32, device=device)
         with torch.set_grad_enabled(grad):
-            img = nano_render(subject, torch.stack(k_inv), rt, sdd, cams[0].height, cams[0].width,
-                              n_samples=PEER_SAMPLES, backend="torch")[:, 0]
+            img = nano_render(subject, torch.stack(k_inv).to(device), rt, sdd, cams[0].height, cams[0].width,
+                              n_samples=PEER_SAMPLES, backend=backend)[:, 0]
             if grad:
                 img.sum().backward()
-        return img.detach()
+        return img.detach().cpu()
 
     return render
 
@@ -239,6 +253,55 @@ def diffdrr_renderer(vol: Volume, renderer: str) -> Callable[[list[Camera], bool
     return render
 
 
+def rtk_renderer(vol: Volume) -> Callable[[list[Camera], bool], torch.Tensor]:
+    """RTK's Joseph forward projector (C++, ITK's thread pool) on the same cameras."""
+    import itk
+    from itk import RTK as rtk
+
+    image_type = itk.Image[itk.F, 3]
+    # ITK loads its wrapped classes lazily (minutes on a loaded machine): load them here, not in
+    # the timed calls.
+    rtk.JosephForwardProjectionImageFilter[image_type, image_type].New()
+    rtk.ConstantImageSource[image_type].New()
+    volume = itk.GetImageFromArray(np.ascontiguousarray(vol.data.numpy(), dtype=np.float32))  # (Z, Y, X) -> x fastest
+    volume.SetOrigin([float(v) for v in vol.origin])
+    volume.SetSpacing([float(v) for v in vol.spacing])
+    volume.SetDirection(itk.matrix_from_array(np.ascontiguousarray(vol.direction, dtype=np.float64)))
+
+    def render(cams: list[Camera], grad: bool = False) -> torch.Tensor:
+        if grad:
+            raise ValueError("RTK's projector has no gradient")
+        geometry = rtk.ThreeDCircularProjectionGeometry.New()
+        for c in cams:
+            # Pixel (u, v) lies at C + R^T ((u - cx) du, (v - cy) dv, SDD) (zero skew, fx = SDD / du):
+            # RTK places projection index (i, j) at detector + i du row + j dv column.
+            Rt = c.R.T
+            du, dv = (float(v) for v in c.pixel_spacing)
+            det = c.center + Rt @ np.array([-c.K[0, 2] * du, -c.K[1, 2] * dv, c.sdd])
+            geometry.AddProjection(itk.Point[itk.D, 3]([float(v) for v in c.center]),
+                                   itk.Point[itk.D, 3]([float(v) for v in det]),
+                                   itk.Vector[itk.D, 3]([float(v) for v in Rt[:, 0]]),
+                                   itk.Vector[itk.D, 3]([float(v) for v in Rt[:, 1]]))
+        source = rtk.ConstantImageSource[image_type].New()
+        source.SetOrigin([0.0, 0.0, 0.0])
+        source.SetSpacing([du, dv, 1.0])
+        source.SetSize([cams[0].width, cams[0].height, len(cams)])
+        source.SetConstant(0.0)
+        fp = rtk.JosephForwardProjectionImageFilter[image_type, image_type].New()
+        fp.SetInput(0, source.GetOutput())
+        fp.SetInput(1, volume)
+        fp.SetGeometry(geometry)
+        fp.Update()
+        return torch.from_numpy(itk.GetArrayFromImage(fp.GetOutput()).copy())
+
+    return render
+
+
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 # --------------------------------------------------------------------------- study
 def _cpu_name() -> str:
     try:
@@ -248,25 +311,43 @@ def _cpu_name() -> str:
         return platform.processor() or platform.machine()
 
 
-def run(out: Path, sizes: list[int], repeats: int, torch_path_max: int) -> pd.DataFrame:
+PEERS = ("nanodrr", "rtk", "diffdrr")
+
+
+def run(out: Path, sizes: list[int], repeats: int, torch_path_max: int, peers: tuple[str, ...] = PEERS,
+        skip: tuple[str, ...] = ()) -> pd.DataFrame:
     vol, ct_name = load_ct()
     threads = torch.get_num_threads()
-    machine = (f"{_cpu_name()}, {os.cpu_count()} CPU(s), torch {torch.__version__} "
-               f"({threads} threads), OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}")
+    gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no GPU"
+    load = " ".join(open("/proc/loadavg").read().split()[:3]) if os.path.exists("/proc/loadavg") else "n/a"
+    machine = (f"{_cpu_name()}, {os.cpu_count()} CPU(s){gpu}, torch {torch.__version__} "
+               f"({threads} threads), OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, load {load}")
     print(f"{ct_name}: {tuple(vol.data.shape[::-1])} voxels, spacing {vol.spacing.tolist()} mm; {machine}")
     voxel = float(vol.spacing.min())
     methods: dict[str, Callable] = {
         "stereodrr trilinear (fused CPU)": stereodrr_renderer(vol, "trilinear"),
+        "stereodrr joseph (fused CPU)": stereodrr_renderer(vol, "joseph"),
         f"stereodrr trilinear (fused CPU, step {voxel:.2f} mm)": stereodrr_renderer(vol, "trilinear", step_mm=voxel),
-        "stereodrr trilinear (torch path)": stereodrr_renderer(vol, "trilinear", fused=False),
+        "stereodrr trilinear (torch path)": stereodrr_renderer(vol, "trilinear", backend="torch"),
         "stereodrr exact": stereodrr_renderer(vol, "exact"),
     }
-    try:
-        methods["nanodrr torch"] = nanodrr_renderer(vol)
-        methods["DiffDRR siddon"] = diffdrr_renderer(vol, "siddon")
-        methods["DiffDRR trilinear"] = diffdrr_renderer(vol, "trilinear")
-    except ImportError as exc:
-        print(f"peers unavailable ({exc}); run `make bench-install` to compare")
+    if torch.cuda.is_available():
+        methods["stereodrr trilinear (triton CUDA)"] = stereodrr_renderer(vol, "trilinear", device="cuda")
+        methods["stereodrr joseph (triton CUDA)"] = stereodrr_renderer(vol, "joseph", device="cuda")
+        methods["stereodrr trilinear (torch CUDA)"] = stereodrr_renderer(vol, "trilinear", backend="torch",
+                                                                         device="cuda")
+        methods["stereodrr exact (CUDA)"] = stereodrr_renderer(vol, "exact", device="cuda")
+    for name, make in {"nanodrr torch": lambda: nanodrr_renderer(vol),
+                       "nanodrr triton (CUDA)": lambda: nanodrr_renderer(vol, "triton", "cuda"),
+                       "RTK joseph": lambda: rtk_renderer(vol),
+                       "DiffDRR siddon": lambda: diffdrr_renderer(vol, "siddon"),
+                       "DiffDRR trilinear": lambda: diffdrr_renderer(vol, "trilinear")}.items():
+        if ("CUDA" in name and not torch.cuda.is_available()) or name.split()[0].lower() not in peers:
+            continue
+        try:
+            methods[name] = make()
+        except ImportError as exc:
+            print(f"{name} unavailable ({exc}); run `make bench-install` to compare")
     A64 = _index_from_world(vol, torch.float64)
     data64 = vol.data.double()
     rows = []
@@ -276,9 +357,9 @@ def run(out: Path, sizes: list[int], repeats: int, torch_path_max: int) -> pd.Da
         K, R, t = _poses([cam], torch.float64)
         ref = drr(data64, A64, K, R, t, n, n, mode="exact")[0].numpy()
         for name, fn in tqdm(methods.items(), desc=f"{n}x{n}"):
-            if "torch path" in name and n > torch_path_max:
+            if ("torch path" in name and n > torch_path_max) or any(k in name for k in skip):
                 continue
-            img, sec, mem = measure(lambda: fn([cam])[0].numpy(), repeats)
+            img, sec, mem = measure(lambda: fn([cam])[0].numpy(), repeats, cuda="CUDA" in name)
             err = float(np.linalg.norm(img - ref) / np.linalg.norm(ref))
             rows.append({"size": f"{n}x{n}", "views": 1, "pass": "forward", "method": name, "ms_per_frame": sec * 1e3,
                          "peak_mb": mem / 2**20, "rel_l2_error": err})
@@ -289,18 +370,27 @@ def run(out: Path, sizes: list[int], repeats: int, torch_path_max: int) -> pd.Da
     base = ap_camera(vol, n)
     rot = Camera.look_at(vol.center + SID * np.array([np.sin(np.radians(5.0)), -np.cos(np.radians(5.0)), 0.0]),
                          vol.center, sdd=SDD, pixel_spacing=base.pixel_spacing, width=n, height=n)
-    for name in ("stereodrr trilinear (fused CPU)", "nanodrr torch"):
-        if name not in methods:
+    for name in ("stereodrr trilinear (fused CPU)", "stereodrr joseph (fused CPU)", "nanodrr torch",
+                 "stereodrr trilinear (triton CUDA)", "stereodrr joseph (triton CUDA)", "nanodrr triton (CUDA)"):
+        if name not in methods or any(k in name for k in skip):
             continue
-        img, sec, mem = measure(lambda: methods[name]([base, rot], grad=True).numpy(), max(1, repeats - 1))
+        img, sec, mem = measure(lambda: methods[name]([base, rot], grad=True).numpy(), max(1, repeats - 1),
+                                cuda="CUDA" in name)
         rows.append({"size": f"{n}x{n}", "views": 2, "pass": "forward+backward", "method": name,
                      "ms_per_frame": sec * 1e3 / 2, "peak_mb": mem / 2**20, "rel_l2_error": np.nan})
     df = pd.DataFrame(rows)
+    # Ratios to the peer on the same kind of device: nanodrr torch (CPU rows), nanodrr triton
+    # (CUDA rows), RTK Joseph (CPU rows).
     for key, grp in df.groupby(["size", "views", "pass"]):
-        nano = grp[grp.method == "nanodrr torch"]
-        if len(nano):
-            df.loc[grp.index, "speedup_vs_nanodrr"] = float(nano.ms_per_frame.iloc[0]) / grp.ms_per_frame
-            df.loc[grp.index, "memory_vs_nanodrr"] = grp.peak_mb / float(nano.peak_mb.iloc[0])
+        on_gpu = grp.method.str.contains("CUDA")
+        for peer, rows_of, col in (("nanodrr torch", ~on_gpu, "nanodrr"), ("nanodrr triton (CUDA)", on_gpu, "nanodrr"),
+                                   ("RTK joseph", ~on_gpu, "rtk")):
+            ref_row = grp[grp.method == peer]
+            if len(ref_row):
+                idx = grp.index[rows_of]
+                df.loc[idx, f"speedup_vs_{col}"] = float(ref_row.ms_per_frame.iloc[0]) / df.loc[idx, "ms_per_frame"]
+                if col == "nanodrr":
+                    df.loc[idx, "memory_vs_nanodrr"] = df.loc[idx, "peak_mb"] / float(ref_row.peak_mb.iloc[0])
     df["machine"] = machine
     df["ct"] = ct_name
     out.mkdir(parents=True, exist_ok=True)
@@ -358,10 +448,13 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3, help="timed repetitions after the warm-up")
     p.add_argument("--torch-path-max", type=int, default=512,
                    help="largest size at which to time stereodrr's grid_sample path (slow on CPU)")
+    p.add_argument("--peers", nargs="*", default=list(PEERS), choices=PEERS, help="peer renderers to time")
+    p.add_argument("--skip", nargs="*", default=[], help="skip methods whose name contains any of these words")
     args = p.parse_args()
-    df = run(Path(args.out), args.sizes, args.repeats, args.torch_path_max)
+    df = run(Path(args.out), args.sizes, args.repeats, args.torch_path_max, peers=tuple(args.peers),
+             skip=tuple(args.skip))
     cols = ["size", "views", "pass", "method", "ms_per_frame", "peak_mb", "rel_l2_error", "speedup_vs_nanodrr",
-            "memory_vs_nanodrr"]
+            "speedup_vs_rtk", "memory_vs_nanodrr"]
     print(df[[c for c in cols if c in df]].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     print(f"wrote {args.out}/renderer_benchmark.csv and .png")
 

@@ -7,13 +7,19 @@ cameras in the OpenCV convention (``x_cam = R x + t``, ``x ~ K x_cam``). The det
 
 Functional core (tensors in, tensors out; autograd flows to every floating input)::
 
-    drr(data, index_from_world, K, R, t, height, width, *, mode="trilinear", step_mm=None) -> (B, H, W)
+    drr(data, index_from_world, K, R, t, height, width, *, mode="trilinear", step_mm=None,
+        backend="auto", chunk_rays=None) -> (B, H, W)
         data (Z, Y, X) mu; index_from_world (4, 4) = inverse of Volume.affine;
-        K (B, 3, 3), R (B, 3, 3), t (B, 3), all on data's device and dtype.
+        K (B, 3, 3), R (B, 3, 3), t (B, 3), all on data's device and dtype (float32 poses for a
+        bfloat16/float16 volume).
         mode "trilinear": ray marching with the edge-clamped trilinear interpolant, ceil(len/step)
         equal steps over each ray's clipped segment (default step: half the smallest spacing).
+        mode "joseph": the same samples at Joseph's density, one per slice crossed along each
+        ray's dominant index axis (about half the samples).
         mode "exact": Siddon/Jacobs radiological path (the reference). A uniform box of N voxels
-        integrates to N voxel lengths in both modes.
+        integrates to N voxel lengths in every mode.
+        backend: "auto", "triton" (fused GPU kernel), "numba" (fused CPU kernel) or "torch"
+        (grid_sample reference; the one that renders "exact"); see stereodrr.render.backends.
     sphere_drr(centers (M,3), diameters (M,), mu (M,), K, R, t, height, width) -> (B, H, W)
         exact mu x chord length per pixel-centre ray; add to a CT render.
     sphere_centers_px(centers (M,3), K, R, t) -> (B, M, 2)   exact projected centres.
@@ -34,15 +40,19 @@ scintillator, scatter, PSF, noise, gain, bits) over the per-material line integr
 :mod:`stereodrr.render.polychromatic` (``render_polychromatic``); scatter:
 :mod:`stereodrr.render.scatter`.
 
-Memory: rays are rendered in chunks into one output buffer (a bounded working set whatever the
-image size; with autograd the torch path recomputes each chunk in the backward pass). On CPU a
-fused Numba kernel with an analytic backward pass runs the trilinear mode when Numba is
-installed; the ``grid_sample`` torch path (the same samples) runs on CUDA, under
-``torch.compile`` and everywhere else.
+Backends (:mod:`stereodrr.render.backends`): one kernel contract (index-space rays and their
+clipped, sampled segments in, line integrals out, plus the backward) and a table chosen by
+device, dtype and mode. ``auto`` runs the fused Triton kernel on CUDA (every view of a batch in
+one launch, no host sync), the fused Numba kernel on CPU, and the ``grid_sample`` torch path
+elsewhere and for ``mode="exact"``. The fused kernels are ``torch.library`` custom ops, so
+``torch.compile(fullgraph=True)`` keeps them.
 
-Speed on a shared or oversubscribed CPU: export ``OMP_WAIT_POLICY=PASSIVE`` before starting
-Python, so torch's idle OpenMP threads sleep instead of spinning against the kernel's threads
-(experiments/benchmark_renderer.py does this for every renderer it times).
+Memory: rays are rendered in chunks into one output buffer (a bounded working set whatever the
+image size; with autograd the torch path recomputes each chunk in the backward pass).
+
+Threads: ``import stereodrr`` makes idle OpenMP workers sleep (``OMP_WAIT_POLICY=PASSIVE``
+unless set), so torch's and Numba's pools do not spin against each other
+(:mod:`stereodrr.render.threads`).
 """
 
 from .detector import (

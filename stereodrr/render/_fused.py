@@ -26,11 +26,11 @@ try:  # Numba is an optional accelerator; the torch path is complete without it.
 except ImportError:  # pragma: no cover - exercised only where numba is absent
     numba = None
 
-__all__ = ["available", "TrilinearMarch"]
+__all__ = ["available", "forward", "backward"]
 
 
 def available(data: Tensor) -> bool:
-    """True when the fused CPU kernel can render ``data``."""
+    """True when the fused CPU kernel can render ``data`` (a float32/float64 CPU volume)."""
     return numba is not None and data.device.type == "cpu" and data.dtype in (torch.float32, torch.float64)
 
 
@@ -146,34 +146,31 @@ def _np(x: Tensor) -> np.ndarray:
     return x.detach().contiguous().numpy()
 
 
-class TrilinearMarch(torch.autograd.Function):
-    """``(data (Z,Y,X), o (N,3), e (N,3), s0 (N,), ds (N,), n (N,) int64) -> L (N,)`` on CPU."""
+def forward(data: Tensor, o: Tensor, e: Tensor, s0: Tensor, ds: Tensor, n: Tensor) -> Tensor:
+    """``L (N,)`` for ``data (Z, Y, X)``, ``o, e (N, 3)``, ``s0, ds (N,)``, ``n (N,)`` int on CPU."""
+    out = np.zeros(o.shape[0], dtype=_np(o).dtype)
+    if o.shape[0]:
+        _forward(_np(data), _np(o), _np(e), _np(s0), _np(ds), _np(n), out)
+    return torch.from_numpy(out)
 
-    @staticmethod
-    def forward(ctx, data: Tensor, o: Tensor, e: Tensor, s0: Tensor, ds: Tensor, n: Tensor) -> Tensor:  # type: ignore[override]
-        out = np.zeros(o.shape[0], dtype=_np(o).dtype)
-        if o.shape[0]:
-            _forward(_np(data), _np(o), _np(e), _np(s0), _np(ds), _np(n), out)
-        ctx.save_for_backward(data, o, e, s0, ds, n)
-        return torch.from_numpy(out)
 
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad: Tensor):  # type: ignore[override]
-        data, o, e, s0, ds, n = ctx.saved_tensors
-        want_vol = bool(ctx.needs_input_grad[0])
-        dtype = _np(o).dtype
-        n_blocks = numba.get_num_threads()
-        if want_vol:
-            # One scatter buffer per thread block (no atomics on CPU), at most _GRAD_BUFFER_BYTES in
-            # all: many-core machines trade some parallelism for memory rather than copy the volume per core.
-            n_blocks = max(1, min(n_blocks, _GRAD_BUFFER_BYTES // max(1, data.numel() * data.element_size())))
-        gvol = np.zeros((n_blocks, *data.shape) if want_vol else (n_blocks, 1, 1, 1), dtype=dtype)
-        go, ge = np.empty((o.shape[0], 3), dtype), np.empty((o.shape[0], 3), dtype)
-        gs0, gds = np.empty(o.shape[0], dtype), np.empty(o.shape[0], dtype)
-        if o.shape[0]:
-            _backward(_np(data), _np(o), _np(e), _np(s0), _np(ds), _np(n), _np(grad.to(data.dtype)),
-                      want_vol, gvol, go, ge, gs0, gds)
-        g_data = torch.from_numpy(gvol.sum(0)) if want_vol else None
-        return g_data, torch.from_numpy(go), torch.from_numpy(ge), torch.from_numpy(gs0), torch.from_numpy(gds), None
+def backward(grad: Tensor, data: Tensor, o: Tensor, e: Tensor, s0: Tensor, ds: Tensor, n: Tensor,
+             want_data: bool, buffer_bytes: int = _GRAD_BUFFER_BYTES) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Gradients ``(data or (0,), o, e, s0, ds)`` of ``sum(grad * L)``.
 
+    The volume gradient is scattered into one buffer per thread block (no atomics on CPU), at
+    most ``buffer_bytes`` in all: many-core machines trade some parallelism for memory rather
+    than copy the volume per core.
+    """
+    dtype = _np(o).dtype
+    n_blocks = numba.get_num_threads()
+    if want_data:
+        n_blocks = max(1, min(n_blocks, buffer_bytes // max(1, data.numel() * data.element_size())))
+    gvol = np.zeros((n_blocks, *data.shape) if want_data else (n_blocks, 1, 1, 1), dtype=dtype)
+    go, ge = np.empty((o.shape[0], 3), dtype), np.empty((o.shape[0], 3), dtype)
+    gs0, gds = np.empty(o.shape[0], dtype), np.empty(o.shape[0], dtype)
+    if o.shape[0]:
+        _backward(_np(data), _np(o), _np(e), _np(s0), _np(ds), _np(n), _np(grad.to(data.dtype)),
+                  want_data, gvol, go, ge, gs0, gds)
+    g_data = torch.from_numpy(gvol.sum(0)) if want_data else data.new_zeros(0)
+    return g_data, torch.from_numpy(go), torch.from_numpy(ge), torch.from_numpy(gs0), torch.from_numpy(gds)

@@ -25,15 +25,13 @@ from torch.utils.checkpoint import checkpoint
 
 from ..geometry import Camera, StereoRig
 from ..volume import Volume
-from . import _fused
-from .integrate import SAMPLE_BUDGET, exact_integral, trilinear_integral
+from .backends import LOW_PRECISION, Backend, select_backend
+from .integrate import SAMPLE_BUDGET, exact_integral, segment_samples
 from .rays import clip_to_box, index_rays, pixel_grid_chunk, voxel_spacing
 
 __all__ = ["drr", "render_drr", "render_rig", "render_structures", "camera_batch", "MODES", "RaysMissWarning"]
 
-MODES = ("trilinear", "exact")
-# Rays per call of the fused CPU kernel: amortises the call, keeps per-ray parameters a few MB.
-_FUSED_CHUNK = 2**16
+MODES = ("trilinear", "joseph", "exact")
 
 
 class RaysMissWarning(UserWarning):
@@ -55,14 +53,17 @@ def _check_inputs(data: Tensor, index_from_world: Tensor, K: Tensor, R: Tensor, 
                          f"{type(data).__name__} {tuple(getattr(data, 'shape', ()))}")
     shapes = {"index_from_world": (index_from_world, (4, 4)), "K": (K, (None, 3, 3)),
               "R": (R, (None, 3, 3)), "t": (t, (None, 3))}
+    # A bfloat16/float16 volume is traced with float32 rays (a low-precision ray would be off by voxels).
+    pose_dtype = torch.float32 if data.dtype in LOW_PRECISION else data.dtype
     for name, (x, shape) in shapes.items():
         if not isinstance(x, Tensor) or x.ndim != len(shape) or any(
                 s is not None and a != s for a, s in zip(x.shape, shape)):
             raise ValueError(f"{name}: expected a tensor of shape {shape} (None = batch), got "
                              f"{tuple(getattr(x, 'shape', ()))}")
-        if x.device != data.device or x.dtype != data.dtype:
+        if x.device != data.device or x.dtype != pose_dtype:
             raise ValueError(f"{name}: on {x.device} as {x.dtype}, but the volume is on {data.device} as "
-                             f"{data.dtype}; move both to one device and dtype")
+                             f"{data.dtype}; move both to one device and dtype (float32 poses for a "
+                             "bfloat16/float16 volume)")
         if not _all_finite(x):
             raise ValueError(f"{name}: contains NaN or inf")
     if not K.shape[0] == R.shape[0] == t.shape[0]:
@@ -77,16 +78,46 @@ def _check_inputs(data: Tensor, index_from_world: Tensor, K: Tensor, R: Tensor, 
         raise ValueError(f"step_mm: expected a positive length in mm, got {step_mm}")
 
 
-def _chunk_integral(data: Tensor, index_from_world: Tensor, K: Tensor, R: Tensor, t: Tensor,
-                    start: int, stop: int, width: int, mode: str, step: float) -> tuple[Tensor, Tensor]:
-    """Line integrals ``(stop - start,)`` of one chunk of pixels, and how many of its rays hit."""
-    uv = pixel_grid_chunk(start, stop, width, data.device, data.dtype)
-    o, e = index_rays(index_from_world, K, R, t, uv)
+def _chunk_integral(data: Tensor, index_from_world: Tensor, K: Tensor, R: Tensor, t: Tensor, start: int, stop: int,
+                    width: int, mode: str, step: float | Tensor | None, backend: Backend) -> tuple[Tensor, Tensor]:
+    """Line integrals ``(V, stop - start)`` of pixels ``start .. stop-1`` of ``V`` views
+    (``K, R`` ``(V, 3, 3)``, ``t`` ``(V, 3)``), and how many rays of each view hit ``(V,)``."""
+    uv = pixel_grid_chunk(start, stop, width, K.device, K.dtype)
+    o, e = index_rays(index_from_world, K, R, t, uv)  # (V, N, 3)
+    o, e = o.reshape(-1, 3), e.reshape(-1, 3)
     s0, s1 = clip_to_box(o, e, tuple(data.shape[::-1]))
-    hits = (s1 > s0).sum()
+    hits = (s1 > s0).reshape(K.shape[0], -1).sum(-1)
     if mode == "exact":
-        return exact_integral(data, o, e, s0, s1), hits
-    return trilinear_integral(data, o, e, s0, s1, step), hits
+        part = exact_integral(data, o, e, s0, s1)
+    else:  # trilinear at a fixed step, or joseph: one sample per slice (step None)
+        ds, n = segment_samples(e, s0, s1, step)
+        part = backend.march(data, o, e, s0, ds, n)
+    return part.reshape(K.shape[0], stop - start), hits
+
+
+def _chunks(views: int, n_pix: int, rays: int) -> list[tuple[int, int, int, int]]:
+    """``(b0, b1, start, stop)``: whole views at a time while they fit in ``rays``, else pixel
+    ranges of one view."""
+    if n_pix <= rays:
+        per = max(1, rays // n_pix)
+        return [(b, min(b + per, views), 0, n_pix) for b in range(0, views, per)]
+    return [(b, b + 1, s, min(s + rays, n_pix)) for b in range(views) for s in range(0, n_pix, rays)]
+
+
+def _rays_per_chunk(data: Tensor, index_from_world: Tensor, mode: str, step: float | Tensor | None,
+                    backend: Backend) -> int:
+    """Rays per kernel call: the backend's, or for the unfused torch path as many as keep
+    ``SAMPLE_BUDGET`` samples (or plane crossings) of the longest possible ray in memory."""
+    if mode != "exact" and backend.chunk_rays is not None:
+        return backend.chunk_rays
+    nz, ny, nx = data.shape
+    if mode == "exact" or step is None:
+        per_ray = nx + ny + nz + 5  # plane crossings; at most as many slices along any one axis
+    else:
+        diag_mm = float(torch.linalg.norm(torch.tensor([nx, ny, nz], dtype=torch.float64)
+                                          * voxel_spacing(index_from_world.detach()).cpu().double()))
+        per_ray = math.ceil(diag_mm / float(step)) + 1
+    return max(1, SAMPLE_BUDGET // per_ray)
 
 
 def drr(
@@ -100,6 +131,8 @@ def drr(
     *,
     mode: str = "trilinear",
     step_mm: float | None = None,
+    backend: str = "auto",
+    chunk_rays: int | None = None,
 ) -> Tensor:
     """Line integral of mu along every pixel ray of a batch of views.
 
@@ -107,58 +140,70 @@ def drr(
     ``d_b ~ R_b^T K_b^-1 (u, v, 1)``, over the part of the ray inside the volume's box.
 
     Args:
-        data: ``(Z, Y, X)`` mu in 1/mm (float32 or float64, any device).
+        data: ``(Z, Y, X)`` mu in 1/mm (float32 or float64; bfloat16/float16 with float32
+            poses; any device).
         index_from_world: ``(4, 4)`` world mm -> continuous index (i, j, k); the inverse of
             ``Volume.affine``.
-        K: ``(B, 3, 3)``; R: ``(B, 3, 3)``; t: ``(B, 3)`` OpenCV world -> camera, same dtype
-            and device as ``data``.
+        K: ``(B, 3, 3)``; R: ``(B, 3, 3)``; t: ``(B, 3)`` OpenCV world -> camera, on ``data``'s
+            device in its dtype (float32 for a bfloat16/float16 volume).
         height, width: detector size in pixels.
-        mode: ``"trilinear"`` (ray marching, step ``step_mm``) or ``"exact"`` (Siddon/Jacobs
+        mode: ``"trilinear"`` (ray marching at a fixed step), ``"joseph"`` (the same trilinear
+            samples at Joseph's density: one per slice crossed along each ray's dominant index
+            axis, :func:`stereodrr.render.integrate.segment_samples`; about half the samples of
+            the default step, for a slightly larger error) or ``"exact"`` (Siddon/Jacobs
             radiological path, the reference).
-        step_mm: trilinear step in mm; default half the smallest voxel spacing. Each ray uses
-            ``ceil(length / step_mm)`` equal steps over its own clipped segment.
+        step_mm: trilinear step in mm, ``ceil(length / step_mm)`` equal steps over each ray's
+            clipped segment; default half the smallest voxel spacing. Not used by the other modes.
+        backend: ``"auto"`` (fused triton on CUDA, fused numba on CPU, else torch), or one of
+            :data:`stereodrr.render.backends.BACKENDS` by name.
+        chunk_rays: rays per kernel call (bounds memory); default the backend's.
 
     Returns:
-        ``(B, H, W)`` in ``data``'s dtype and device; differentiable w.r.t. ``data``, ``K``,
-        ``R``, ``t`` (and ``index_from_world``).
+        ``(B, H, W)`` in the poses' dtype on ``data``'s device; differentiable w.r.t. ``data``,
+        ``K``, ``R``, ``t`` (and ``index_from_world``).
 
     Raises:
-        ValueError: wrong shapes, mixed devices/dtypes, NaN/inf, size <= 0, unknown mode.
+        ValueError: wrong shapes, mixed devices/dtypes, NaN/inf, size <= 0, unknown mode, a
+            backend that cannot run here.
 
     Warns:
         RaysMissWarning: a view whose rays all miss the volume (it renders as zeros).
     """
-    _check_inputs(data, index_from_world, K, R, t, height, width, mode, step_mm)
-    step = float(step_mm) if step_mm is not None else 0.5 * float(voxel_spacing(index_from_world.detach()).min())
+    compiling = torch.compiler.is_compiling()
+    if not compiling:  # the checks read values on the host; a compiled graph skips them
+        _check_inputs(data, index_from_world, K, R, t, height, width, mode, step_mm)
+        if chunk_rays is not None and (int(chunk_rays) != chunk_rays or chunk_rays < 1):
+            raise ValueError(f"chunk_rays: expected a positive integer, got {chunk_rays}")
+    kernel_mode = "exact" if mode == "exact" else "trilinear"  # joseph runs the trilinear kernel
+    be = select_backend(backend, data.device, data.dtype, kernel_mode)
+    if data.dtype != K.dtype and not (kernel_mode == "trilinear" and be.low_precision):
+        data = data.to(K.dtype)
+    step: float | Tensor | None = None  # joseph, exact
+    if mode == "trilinear":  # the default stays a device tensor: no host sync under torch.compile
+        step = float(step_mm) if step_mm is not None else 0.5 * voxel_spacing(index_from_world.detach()).min()
     n_pix = height * width
-    nz, ny, nx = data.shape
-    if mode == "exact":
-        per_ray = nx + ny + nz + 5
-    else:
-        diag_mm = float(torch.linalg.norm(torch.tensor([nx, ny, nz], dtype=torch.float64)
-                                          * voxel_spacing(index_from_world.detach()).cpu().double()))
-        per_ray = math.ceil(diag_mm / step) + 1
-    fused = mode == "trilinear" and _fused.available(data) and not torch.compiler.is_compiling()
-    chunk = _FUSED_CHUNK if fused else max(1, SAMPLE_BUDGET // per_ray)
-    needs_grad = torch.is_grad_enabled() and any(x.requires_grad for x in (data, index_from_world, K, R, t))
+    views = K.shape[0]
+    rays = int(chunk_rays) if chunk_rays is not None else _rays_per_chunk(data, index_from_world, mode, step, be)
+    checkpointed = (mode == "exact" or be.chunk_rays is None) and torch.is_grad_enabled() and any(
+        x.requires_grad for x in (data, index_from_world, K, R, t))
     # One output buffer, written chunk by chunk: no list of parts to concatenate (the output is
-    # the only memory that grows with the image; autograd tracks the slice writes).
-    out = data.new_zeros(K.shape[0], n_pix)
-    for b in range(K.shape[0]):
-        hits = 0
-        for start in range(0, n_pix, chunk):
-            stop = min(start + chunk, n_pix)
-            args = (data, index_from_world, K[b], R[b], t[b], start, stop, width, mode, step)
-            if needs_grad and not fused:
-                part, hit = checkpoint(_chunk_integral, *args, use_reentrant=False)
-            else:
-                part, hit = _chunk_integral(*args)
-            out[b, start:stop] = part
-            hits = hits + hit
-        if not torch.compiler.is_compiling() and int(hits) == 0:
+    # the only memory that grows with the image; autograd tracks the slice writes). Hits are
+    # counted on the device and read once, after the loop.
+    out = K.new_zeros(views, n_pix)
+    hits = torch.zeros(views, dtype=torch.int64, device=K.device)
+    for b0, b1, start, stop in _chunks(views, n_pix, rays):
+        args = (data, index_from_world, K[b0:b1], R[b0:b1], t[b0:b1], start, stop, width, mode, step, be)
+        if checkpointed:
+            part, hit = checkpoint(_chunk_integral, *args, use_reentrant=False)
+        else:
+            part, hit = _chunk_integral(*args)
+        out[b0:b1, start:stop] = part
+        hits[b0:b1] += hit
+    if not compiling:
+        for b in torch.nonzero(hits == 0).flatten().tolist():
             warnings.warn(f"view {b}: no ray of this camera meets the volume's box; the view renders as zeros",
                           RaysMissWarning, stacklevel=2)
-    return out.reshape(K.shape[0], height, width)
+    return out.reshape(views, height, width)
 
 
 def camera_batch(cameras: Camera | Sequence[Camera] | Mapping[str, Camera] | StereoRig) -> tuple[list[str], list[Camera]]:

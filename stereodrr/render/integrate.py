@@ -28,16 +28,31 @@ from torch import Tensor
 
 from .rays import nonzero_direction
 
-__all__ = ["trilinear_integral", "exact_integral", "samples_per_ray", "SAMPLE_BUDGET"]
+__all__ = ["trilinear_torch", "exact_integral", "segment_samples", "SAMPLE_BUDGET"]
 
 # Samples (trilinear) or plane crossings (exact) held at once per chunk of rays: ~10 floats
 # each in the torch path, so 2**20 keeps a chunk's working set near 40 MB (float32).
 SAMPLE_BUDGET = 2**20
 
 
-def samples_per_ray(s0: Tensor, s1: Tensor, step: float) -> Tensor:
-    """``n = max(1, ceil((s1 - s0) / step))`` as an integer tensor ``(N,)``."""
-    return torch.ceil((s1 - s0).detach() / step).clamp_min(1).to(torch.int64)
+def segment_samples(e: Tensor, s0: Tensor, s1: Tensor, step: float | Tensor | None) -> tuple[Tensor, Tensor]:
+    """Samples of each clipped segment: ``(ds (N,), n (N,) int64)`` with ``ds = (s1 - s0) / n``.
+
+    ``step`` in mm (a number or a 0-d tensor): ``n = max(1, ceil((s1 - s0) / step))``.
+
+    ``step=None``: one sample per slice crossed along the ray's dominant index axis,
+    ``n = max(1, round((s1 - s0) max_a |e_a|))`` (``|e_a|`` is index units per mm, so
+    ``1 / max_a |e_a|`` is the path between two slices of that axis). A ray through both faces
+    of that axis gets exactly one sample per slice, on the slice (Joseph's projector, with the
+    in-slice bilinear weights); any other ray keeps its exact segment. Rounding (not ``ceil``)
+    keeps ``n`` constant around such rays, whose ``(s1 - s0) |e_a|`` is an integer.
+    """
+    length = s1 - s0
+    if step is None:
+        n = torch.round(length.detach() * e.detach().abs().amax(-1)).clamp_min(1).to(torch.int64)
+    else:
+        n = torch.ceil(length.detach() / step).clamp_min(1).to(torch.int64)
+    return length / n.to(length.dtype), n
 
 
 def trilinear_torch(data: Tensor, o: Tensor, e: Tensor, s0: Tensor, ds: Tensor, n: Tensor) -> Tensor:
@@ -62,22 +77,6 @@ def trilinear_torch(data: Tensor, o: Tensor, e: Tensor, s0: Tensor, ds: Tensor, 
                         padding_mode="border", align_corners=True)[0, 0, :, :, 0]
     val = torch.where(k[None, :] < n[:, None].to(o.dtype), val, torch.zeros_like(val))
     return val.sum(-1) * ds
-
-
-def trilinear_integral(data: Tensor, o: Tensor, e: Tensor, s0: Tensor, s1: Tensor, step: float) -> Tensor:
-    """Trilinear line integrals ``(N,)`` (module docstring); differentiable w.r.t. all tensors.
-
-    A fused Numba kernel (:mod:`stereodrr.render._fused`, analytic backward) runs on CPU when
-    Numba is installed; the ``grid_sample`` path runs everywhere else (CUDA, ``torch.compile``,
-    higher-order gradients). Both evaluate the same samples and agree to rounding.
-    """
-    from . import _fused
-
-    n = samples_per_ray(s0, s1, step)
-    ds = (s1 - s0) / n.to(s0.dtype)
-    if _fused.available(data) and not torch.compiler.is_compiling():
-        return _fused.TrilinearMarch.apply(data, o, e, s0, ds, n)
-    return trilinear_torch(data, o, e, s0, ds, n)
 
 
 def exact_integral(data: Tensor, o: Tensor, e: Tensor, s0: Tensor, s1: Tensor) -> Tensor:

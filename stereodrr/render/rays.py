@@ -35,11 +35,11 @@ def index_rays(index_from_world: Tensor, K: Tensor, R: Tensor, t: Tensor, uv: Te
 
     Args:
         index_from_world: ``(4, 4)`` inverse of the volume affine.
-        K, R: ``(3, 3)``; t: ``(3,)`` one view (OpenCV world -> camera).
-        uv: ``(N, 2)`` pixel coordinates.
+        K, R: ``(..., 3, 3)``; t: ``(..., 3)`` views (OpenCV world -> camera).
+        uv: ``(N, 2)`` pixel coordinates (the same for every view).
 
     Returns:
-        o: ``(N, 3)`` source in indices; e: ``(N, 3)`` index displacement per mm of path.
+        o: ``(..., N, 3)`` source in indices; e: ``(..., N, 3)`` index displacement per mm of path.
     """
     origin, direction = pixel_to_ray(K, R, t, uv)
     M, b = index_from_world[:3, :3], index_from_world[:3, 3]

@@ -1,12 +1,32 @@
-"""Shared fixtures for renderer tests: small analytic volumes and cameras."""
+"""Shared fixtures for renderer tests: small analytic volumes and cameras, and every backend.
+
+Without a CUDA device the Triton kernels run in Triton's interpreter on CPU tensors; the switch
+is read when a kernel is defined (stereodrr imports its Triton module lazily, at first use), so
+setting it here, before any test renders, is early enough.
+"""
 
 from __future__ import annotations
+
+import importlib.util
+import os
 
 import numpy as np
 import pytest
 import torch
 
 from stereodrr.geometry import rotvec_to_matrix
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+HAS_TRITON = importlib.util.find_spec("triton") is not None
+# (mode, backend) of each renderer implementation.
+PATHS = [(m, b) for m in ("trilinear", "joseph") for b in ("numba", "torch", "triton")] + [("exact", "torch")]
+
+
+def device_for(backend: str) -> str:
+    """Where a backend's test tensors live: CUDA for triton when there is a GPU."""
+    return "cuda" if backend == "triton" and torch.cuda.is_available() else "cpu"
 
 
 @pytest.fixture
@@ -15,13 +35,18 @@ def oblique_direction() -> np.ndarray:
     return rotvec_to_matrix(np.array([0.3, -0.5, 0.7]))
 
 
-@pytest.fixture(params=["trilinear-fused", "trilinear-torch", "exact"])
-def render_path(request, monkeypatch) -> str:
-    """Each renderer implementation once: returns the ``mode`` to pass."""
-    from stereodrr.render import _fused
+@pytest.fixture(params=PATHS, ids=[f"{m}-{b}" for m, b in PATHS])
+def render_path(request) -> dict:
+    """Each renderer implementation once: the ``mode`` and ``backend`` keywords to pass."""
+    mode, backend = request.param
+    if backend == "triton" and not HAS_TRITON:
+        pytest.skip("triton not installed (pip install 'stereodrr[gpu]')")
+    return {"mode": mode, "backend": backend}
 
-    if request.param == "trilinear-torch":
-        monkeypatch.setattr(_fused, "available", lambda data: False)
-    elif request.param == "trilinear-fused" and not _fused.available(torch.zeros(1)):
-        pytest.skip("numba not installed")
-    return request.param.split("-")[0]
+
+@pytest.fixture(params=["numba", "torch", "triton"])
+def backend(request) -> str:
+    """Each trilinear backend once."""
+    if request.param == "triton" and not HAS_TRITON:
+        pytest.skip("triton not installed (pip install 'stereodrr[gpu]')")
+    return request.param

@@ -35,8 +35,8 @@ def test_uniform_box_integrates_n_voxel_lengths(tilt_deg, oblique, oblique_direc
     direction = oblique_direction if oblique else np.eye(3)
     origin = np.array([-31.7, 12.25, 140.0]) if oblique else np.array([0.0, 0.0, 0.0])
     vol, cam, truth = _slab_case(direction, tilt_deg, origin)
-    img = render(vol, cam, mode=render_path)
-    assert np.abs(img / truth - 1).max() < (1e-5 if render_path == "exact" else 1e-3)
+    img = render(vol, cam, **render_path)
+    assert np.abs(img / truth - 1).max() < (1e-5 if render_path["mode"] == "exact" else 1e-3)
 
 
 def test_uniform_box_float32_wrapper(oblique_direction):
@@ -88,10 +88,10 @@ def ellipsoid_case():
 # Piecewise-constant voxels cannot follow a curved surface: each boundary crossing of a ray errs by
 # a fraction of a voxel either way, so per-ray exact-mode errors are ~0.3 voxel / chord (0.5% here)
 # while their median stays unbiased; the trilinear interpolant smooths that scatter away.
-@pytest.mark.parametrize("mode,tol_abs,tol_signed", [("trilinear", 5e-3, 1e-3), ("exact", 1e-2, 1e-3)])
-def test_ellipsoid_chords(mode, tol_abs, tol_signed, ellipsoid_case):
+def test_ellipsoid_chords(render_path, ellipsoid_case):
     vol, data, cam, chord = ellipsoid_case
-    img = render(vol, cam, data=data, mode=mode)
+    tol_abs, tol_signed = (1e-2, 1e-3) if render_path["mode"] == "exact" else (5e-3, 1e-3)
+    img = render(vol, cam, data=data, **render_path)
     sel = chord >= 10.0
     assert sel.sum() > 200
     rel = img[sel] / (MU * chord[sel]) - 1
@@ -99,7 +99,11 @@ def test_ellipsoid_chords(mode, tol_abs, tol_signed, ellipsoid_case):
     assert abs(np.median(rel)) <= tol_signed
 
 
-def test_blob_centroid_where_camera_projects():
+# 15k rays through a 64^3 volume: slow in Triton's interpreter, so triton runs with -m slow.
+@pytest.mark.parametrize("backend", ["numba", "torch", pytest.param("triton", marks=pytest.mark.slow)])
+def test_blob_centroid_where_camera_projects(backend):
+    if backend == "triton":
+        pytest.importorskip("triton")
     spacing = 0.5
     n = 64
     X0 = np.array([12.0, -30.0, 8.0])
@@ -111,7 +115,7 @@ def test_blob_centroid_where_camera_projects():
     # The blob (sigma 1.5 mm, ~10 px on the detector) lands off-centre but far from the image edges.
     cam = Camera.look_at(X0 + np.array([40.0, -600.0, 25.0]), X0 + np.array([1.0, 0.0, -0.7]), sdd=1000,
                          pixel_spacing=0.25, width=128, height=120)
-    img = render(vol, cam, data=blob)
+    img = render(vol, cam, data=blob, backend=backend)
     v, u = np.mgrid[0:cam.height, 0:cam.width]
     centroid = np.array([(img * u).sum(), (img * v).sum()]) / img.sum()
     uv, _ = cam.project(X0[None])
@@ -128,11 +132,10 @@ def _anatomy() -> tuple[Volume, Camera]:
     return vol, cam
 
 
-@pytest.mark.parametrize("mode", ["exact", "trilinear"])
 @pytest.mark.parametrize("change", ["flip", "origin", "oblique"])
-def test_convention_invariance(change, mode, oblique_direction):
+def test_convention_invariance(change, render_path, oblique_direction):
     vol, cam = _anatomy()
-    ref = render_drr(vol, cam, mode=mode)[0].numpy()
+    ref = render(vol, cam, dtype=torch.float32, **render_path)
     data = vol.data.numpy()
     if change == "flip":  # store x and z reversed: same world positions
         last = vol.index_to_world(np.array([[data.shape[2] - 1, 0, data.shape[0] - 1]], float))[0]
@@ -146,5 +149,5 @@ def test_convention_invariance(change, mode, oblique_direction):
         Q = oblique_direction
         other = Volume.from_numpy(data, vol.spacing, Q @ vol.origin, Q @ vol.direction)
         cam2 = cam.with_pose(cam.R @ Q.T, cam.t)
-    img = render_drr(other, cam2, mode=mode)[0].numpy()
+    img = render(other, cam2, dtype=torch.float32, **render_path)
     assert np.abs(img - ref).max() <= 5e-3 * np.abs(ref).max()

@@ -1,0 +1,226 @@
+"""Renderer backends: one kernel contract, a table of implementations, one selection rule.
+
+Contract (trilinear ray marching, :mod:`stereodrr.render.integrate`): rays in the volume's
+index space and their clipped, sampled segments in, line integrals out::
+
+    march(data (Z, Y, X), o (N, 3), e (N, 3), s0 (N,), ds (N,), n (N,) int64) -> L (N,)
+    L = ds sum_{k < n} f(o + (s0 + (k + 1/2) ds) e)     (f: edge-clamped trilinear interpolant)
+
+differentiable w.r.t. ``data``, ``o``, ``e``, ``s0`` and ``ds`` (so gradients reach the pose and
+the intrinsics through the ray set-up). ``mode="exact"`` (Siddon/Jacobs) is implemented by the
+torch backend, on any device.
+
+Backends (:data:`BACKENDS`, extend with :func:`register_backend`):
+
+* ``torch``: ``grid_sample`` reference; any device, every mode, chunks of rays recomputed in
+  the backward pass.
+* ``numba``: fused CPU kernel (:mod:`stereodrr.render._fused`), float32/float64.
+* ``triton``: fused GPU kernel (:mod:`stereodrr.render._triton`), every view of a batch in one
+  launch; float32/bfloat16/float16/float64 volumes; on CPU tensors only under
+  ``TRITON_INTERPRET=1`` (the test suite's way to check it without a GPU).
+
+The fused kernels are ``torch.library`` custom ops (``stereodrr::march_numba``,
+``stereodrr::march_triton`` and their ``_backward`` ops) with fake implementations and a
+registered autograd formula, so ``torch.compile(fullgraph=True)`` keeps them in the graph.
+The triton volume gradient uses float32 atomics, or exact fixed-point integer atomics (the same
+bits on every run) when ``torch.use_deterministic_algorithms(True)`` is on.
+
+``backend="auto"`` takes the first of triton (CUDA), numba (CPU), torch that can run the
+volume's device, dtype and mode; an explicit backend that cannot raises a ValueError that
+names it and how to install it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from . import threads
+
+__all__ = ["Backend", "BACKENDS", "register_backend", "select_backend", "LOW_PRECISION"]
+
+LOW_PRECISION = (torch.bfloat16, torch.float16)
+_HAS_NUMBA = importlib.util.find_spec("numba") is not None
+_HAS_TRITON = importlib.util.find_spec("triton") is not None
+
+March = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor], Tensor]
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One implementation of the kernel contract.
+
+    Attributes:
+        name: the ``backend=`` value.
+        march: the trilinear kernel (contract above).
+        modes: the ``mode=`` values it renders.
+        unavailable: ``(device, dtype) -> None`` when it can render such a volume, else the reason.
+        auto_devices: device types ``backend="auto"`` picks it for (in table order).
+        chunk_rays: rays per kernel call; ``None``: sized by the sample budget, with each chunk
+            recomputed in the backward pass (activation checkpointing), for unfused paths.
+        low_precision: reads bfloat16/float16 volumes as they are (else :func:`drr` casts
+            them to the rays' float32 first, a copy of the volume per call).
+    """
+
+    name: str
+    march: March
+    modes: tuple[str, ...]
+    unavailable: Callable[[torch.device, torch.dtype], str | None]
+    auto_devices: tuple[str, ...]
+    chunk_rays: int | None
+    low_precision: bool = False
+
+
+BACKENDS: dict[str, Backend] = {}
+
+
+def register_backend(backend: Backend) -> Backend:
+    """Add (or replace) a backend in the table; later entries come later in ``auto``'s order."""
+    BACKENDS[backend.name] = backend
+    return backend
+
+
+def select_backend(name: str, device: torch.device, dtype: torch.dtype, mode: str) -> Backend:
+    """The backend that renders a ``dtype`` volume on ``device`` in ``mode``.
+
+    Raises:
+        ValueError: an unknown name, or a named backend that cannot run here (the message says
+            why and how to install it).
+    """
+    if name == "auto":
+        for b in BACKENDS.values():
+            if device.type in b.auto_devices and mode in b.modes and b.unavailable(device, dtype) is None:
+                return b
+        raise ValueError(f"backend: none of {list(BACKENDS)} renders mode {mode!r} for a {dtype} volume on {device}")
+    if name not in BACKENDS:
+        raise ValueError(f"backend: expected 'auto' or one of {list(BACKENDS)}, got {name!r}")
+    b = BACKENDS[name]
+    if mode not in b.modes:
+        raise ValueError(f"backend: {name!r} renders modes {b.modes}, not {mode!r}; use backend='torch' or 'auto'")
+    reason = b.unavailable(device, dtype)
+    if reason is not None:
+        raise ValueError(f"backend: {name!r} cannot render a {dtype} volume on {device}: {reason}")
+    return b
+
+
+def _fused_op(name: str, forward: Callable[..., Tensor], backward: Callable[..., tuple[Tensor, ...]]) -> March:
+    """A custom op ``stereodrr::<name>`` (and ``<name>_backward``) around host functions
+    ``forward(data, o, e, s0, ds, n)`` and ``backward(grad, data, o, e, s0, ds, n, want_data, deterministic)``."""
+
+    @torch.library.custom_op(f"stereodrr::{name}", mutates_args=())
+    def march(data: Tensor, o: Tensor, e: Tensor, s0: Tensor, ds: Tensor, n: Tensor) -> Tensor:
+        return forward(data, o, e, s0, ds, n)
+
+    @march.register_fake
+    def _(data: Tensor, o: Tensor, e: Tensor, s0: Tensor, ds: Tensor, n: Tensor) -> Tensor:
+        return o.new_empty(o.shape[0])
+
+    @torch.library.custom_op(f"stereodrr::{name}_backward", mutates_args=())
+    def march_backward(grad: Tensor, data: Tensor, o: Tensor, e: Tensor, s0: Tensor, ds: Tensor, n: Tensor,
+                       want_data: bool, deterministic: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        return backward(grad, data, o, e, s0, ds, n, want_data, deterministic)
+
+    @march_backward.register_fake
+    def _(grad: Tensor, data: Tensor, o: Tensor, e: Tensor, s0: Tensor, ds: Tensor, n: Tensor,
+          want_data: bool, deterministic: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        g_data = torch.empty_like(data) if want_data else data.new_empty(0)
+        return g_data, torch.empty_like(o), torch.empty_like(e), torch.empty_like(s0), torch.empty_like(ds)
+
+    def setup_context(ctx, inputs, output) -> None:  # type: ignore[no-untyped-def]
+        ctx.save_for_backward(*inputs)
+        ctx.deterministic = torch.are_deterministic_algorithms_enabled()
+
+    def grad_fn(ctx, grad: Tensor):  # type: ignore[no-untyped-def]
+        data, o, e, s0, ds, n = ctx.saved_tensors
+        want = bool(ctx.needs_input_grad[0])
+        g_data, go, ge, gs0, gds = march_backward(grad.contiguous(), data, o, e, s0, ds, n, want, ctx.deterministic)
+        return (g_data if want else None), go, ge, gs0, gds, None
+
+    march.register_autograd(grad_fn, setup_context=setup_context)
+    return march
+
+
+# --------------------------------------------------------------------------- torch reference
+def _march_torch(data: Tensor, o: Tensor, e: Tensor, s0: Tensor, ds: Tensor, n: Tensor) -> Tensor:
+    from .integrate import trilinear_torch
+
+    return trilinear_torch(data, o, e, s0, ds, n)
+
+
+
+
+# --------------------------------------------------------------------------- numba (CPU)
+def _numba_forward(data: Tensor, o: Tensor, e: Tensor, s0: Tensor, ds: Tensor, n: Tensor) -> Tensor:
+    from . import _fused
+
+    with threads.numba_kernel():
+        return _fused.forward(data, o, e, s0, ds, n)
+
+
+def _numba_backward(grad: Tensor, data: Tensor, o: Tensor, e: Tensor, s0: Tensor, ds: Tensor, n: Tensor,
+                    want_data: bool, deterministic: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    from . import _fused
+
+    with threads.numba_kernel():  # per-thread scatter buffers summed in a fixed order: always deterministic
+        return _fused.backward(grad, data, o, e, s0, ds, n, want_data)
+
+
+def _numba_unavailable(device: torch.device, dtype: torch.dtype) -> str | None:
+    if not _HAS_NUMBA:
+        return "numba is not installed (pip install numba, or reinstall stereodrr, which requires it)"
+    if device.type != "cpu":
+        return "it runs on CPU tensors only; use backend='triton' (pip install stereodrr[gpu]) or 'torch'"
+    if dtype not in (torch.float32, torch.float64, *LOW_PRECISION):
+        return f"it reads float32/float64 volumes (bfloat16/float16 are cast to float32 first), not {dtype}"
+    return None
+
+
+march_numba = _fused_op("march_numba", _numba_forward, _numba_backward)
+# 2^16 rays per call amortise the call and keep the per-ray arrays a few MB.
+register_backend(Backend("numba", march_numba, ("trilinear",), _numba_unavailable, auto_devices=("cpu",),
+                         chunk_rays=2**16))
+
+
+# --------------------------------------------------------------------------- triton (GPU)
+def _triton_forward(data: Tensor, o: Tensor, e: Tensor, s0: Tensor, ds: Tensor, n: Tensor) -> Tensor:
+    from . import _triton
+
+    return _triton.forward(data, o, e, s0, ds, n)
+
+
+def _triton_backward(grad: Tensor, data: Tensor, o: Tensor, e: Tensor, s0: Tensor, ds: Tensor, n: Tensor,
+                     want_data: bool, deterministic: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    from . import _triton
+
+    return _triton.backward(grad, data, o, e, s0, ds, n, want_data, deterministic)
+
+
+def triton_interpreting() -> bool:
+    """True when Triton kernels run in its CPU interpreter (``TRITON_INTERPRET=1``)."""
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def _triton_unavailable(device: torch.device, dtype: torch.dtype) -> str | None:
+    if not _HAS_TRITON:
+        return "triton is not installed; pip install 'stereodrr[gpu]'"
+    if device.type == "cuda":
+        return None
+    if device.type == "cpu" and triton_interpreting():
+        return None
+    return ("it runs on CUDA tensors (on CPU tensors only in Triton's interpreter, TRITON_INTERPRET=1 set "
+            "before triton is imported); use backend='numba' or 'torch' here")
+
+
+march_triton = _fused_op("march_triton", _triton_forward, _triton_backward)
+# Every view of a batch in one launch: 2^24 rays (~0.6 GB of ray parameters) per call bounds memory.
+register_backend(Backend("triton", march_triton, ("trilinear",), _triton_unavailable, auto_devices=("cuda",),
+                         chunk_rays=2**24, low_precision=True))
+
+# The reference last: auto prefers the fused kernels where they run.
+register_backend(Backend("torch", _march_torch, ("trilinear", "exact"), lambda device, dtype: None,
+                         auto_devices=("cpu", "cuda", "mps", "xpu", "meta"), chunk_rays=None))

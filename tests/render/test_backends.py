@@ -1,0 +1,136 @@
+"""The backend seam: selection, clear errors, custom ops under torch.compile, Triton precision
+options (deterministic volume gradient, bfloat16 volumes)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from stereodrr.geometry import Camera
+from stereodrr.render import backends, drr
+from stereodrr.volume import Volume
+
+from .conftest import HAS_TRITON, device_for
+
+H, W = 6, 7
+
+
+def _scene(device: str = "cpu", dtype=torch.float32):
+    g = torch.Generator().manual_seed(1)
+    data = (torch.rand(9, 8, 10, generator=g, dtype=torch.float64) * 0.05).to(device, dtype)
+    vol = Volume.from_numpy(np.zeros((9, 8, 10)), spacing=(2.0, 2.5, 3.0), origin=(-5.0, 2.0, 1.0))
+    pose_dtype = torch.float32 if dtype in backends.LOW_PRECISION else dtype
+    A = torch.linalg.inv(torch.tensor(vol.affine)).to(device, pose_dtype)
+    cams = [Camera.look_at(vol.center + np.array([60.0 * s, -300.0, 40.0]), vol.center, sdd=600, pixel_spacing=4.0,
+                           width=W, height=H) for s in (1.0, -0.5)]
+    K, R, t = (torch.stack(x).to(device, pose_dtype) for x in zip(*(c.to_torch("cpu", torch.float64) for c in cams)))
+    return data, A, K, R, t
+
+
+def test_auto_picks_a_backend_that_runs():
+    cpu = torch.device("cpu")
+    assert backends.select_backend("auto", cpu, torch.float32, "trilinear").name == "numba"
+    assert backends.select_backend("auto", cpu, torch.bfloat16, "trilinear").name == "numba"
+    assert backends.select_backend("auto", cpu, torch.float32, "exact").name == "torch"
+    # auto never picks the interpreter on CPU, even when it is switched on
+    assert backends.select_backend("auto", cpu, torch.float64, "trilinear").name != "triton"
+    if torch.cuda.is_available():  # pragma: no cover - needs a GPU
+        want = "triton" if HAS_TRITON else "torch"
+        assert backends.select_backend("auto", torch.device("cuda"), torch.float32, "trilinear").name == want
+
+
+def test_backend_errors_name_the_backend_and_the_fix(monkeypatch):
+    data, A, K, R, t = _scene()
+    with pytest.raises(ValueError, match="backend: expected 'auto' or one of"):
+        drr(data, A, K, R, t, H, W, backend="opencl")
+    with pytest.raises(ValueError, match="'numba' renders modes"):
+        drr(data, A, K, R, t, H, W, backend="numba", mode="exact")
+    with pytest.raises(ValueError, match=r"'triton' cannot render .* on meta: .*CUDA"):
+        backends.select_backend("triton", torch.device("meta"), torch.float32, "trilinear")
+    monkeypatch.setattr(backends, "_HAS_TRITON", False)  # as on a machine without triton
+    with pytest.raises(ValueError, match=r"triton is not installed; pip install 'stereodrr\[gpu\]'"):
+        drr(data, A, K, R, t, H, W, backend="triton")
+
+
+def test_low_precision_volume_needs_float32_poses():
+    data, A, K, R, t = _scene(dtype=torch.bfloat16)
+    with pytest.raises(ValueError, match="float32 poses for a bfloat16"):
+        drr(data, A.double(), K, R, t, H, W)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_volume_on_every_backend(backend, dtype):
+    """A bfloat16/float16 volume renders like its float32 copy (float32 rays and sums): the
+    only error is the volume's own rounding (< 2^-8 relative)."""
+    dev = device_for(backend)
+    data, A, K, R, t = _scene(dev, dtype)
+    img = drr(data, A, K, R, t, H, W, backend=backend)
+    ref = drr(data.float(), A, K, R, t, H, W, backend="torch")
+    assert img.dtype == torch.float32
+    assert torch.allclose(img, ref, rtol=1e-5, atol=1e-6)
+    d = data.clone().requires_grad_(True)
+    drr(d, A, K, R, t, H, W, backend=backend).sum().backward()
+    assert d.grad.dtype == dtype and float(d.grad.float().abs().sum()) > 0
+
+
+@pytest.mark.skipif(not HAS_TRITON, reason="triton not installed")
+def test_triton_deterministic_volume_gradient():
+    """Fixed-point integer atomics: the same bits on every run, equal to the torch reference's
+    gradient to float32 rounding."""
+    dev = device_for("triton")
+    data, A, K, R, t = _scene(dev)
+    ref_data = data.clone().requires_grad_(True)
+    drr(ref_data, A, K, R, t, H, W, backend="torch").sum().backward()
+    grads = []
+    torch.use_deterministic_algorithms(True)
+    try:
+        for _ in range(2):
+            d = data.clone().requires_grad_(True)
+            drr(d, A, K, R, t, H, W, backend="triton").sum().backward()
+            grads.append(d.grad)
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert torch.equal(grads[0], grads[1])
+    err = float((grads[0] - ref_data.grad).abs().max())
+    assert float(ref_data.grad.abs().max()) > 1 and err <= 1e-5 * float(ref_data.grad.abs().max()), err
+    d = data.clone().requires_grad_(True)
+    drr(d, A, K, R, t, H, W, backend="triton").sum().backward()  # float atomics: same to rounding
+    assert float((d.grad - grads[0]).abs().max()) <= 1e-5 * float(grads[0].abs().max())
+
+
+@pytest.mark.parametrize("name", ["numba", "triton"])
+def test_fused_ops_survive_torch_compile_fullgraph(name):
+    """The custom ops stay in one graph (fullgraph=True raises on any break) and give eager's
+    image and pose gradient."""
+    if name == "triton" and not HAS_TRITON:
+        pytest.skip("triton not installed")
+    if name == "triton" and not torch.cuda.is_available():
+        pytest.skip("torch.compile of the interpreted kernel: checked on CUDA only")
+    dev = device_for(name)
+    data, A, K, R, t = _scene(dev)
+    t = t.clone().requires_grad_(True)
+
+    def f(data, A, K, R, t):
+        return drr(data, A, K, R, t, H, W, backend=name)
+
+    eager = f(data, A, K, R, t)
+    (g_eager,) = torch.autograd.grad(eager.sum(), t)
+    torch._dynamo.reset()
+    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
+    out = compiled(data, A, K, R, t)
+    (g_compiled,) = torch.autograd.grad(out.sum(), t)
+    assert torch.allclose(out, eager, rtol=1e-5, atol=1e-6)
+    assert torch.allclose(g_compiled, g_eager, rtol=1e-4, atol=1e-6)
+
+
+def test_custom_ops_pass_opcheck():
+    """torch.library's own consistency checks of schema, fake kernel and autograd registration."""
+    g = torch.Generator().manual_seed(0)
+    data = torch.rand(4, 5, 6, generator=g, dtype=torch.float64, requires_grad=True)
+    o = torch.tensor([[-3.0, 2.0, 1.5], [2.5, -4.0, 2.0]], dtype=torch.float64, requires_grad=True)
+    e = torch.tensor([[0.5, 0.1, 0.05], [0.0, 0.4, 0.1]], dtype=torch.float64, requires_grad=True)
+    s0 = torch.tensor([5.0, 8.0], dtype=torch.float64, requires_grad=True)
+    ds = torch.tensor([0.6, 0.5], dtype=torch.float64, requires_grad=True)
+    n = torch.tensor([12, 10])
+    torch.library.opcheck(backends.march_numba, (data, o, e, s0, ds, n))
