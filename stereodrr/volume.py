@@ -215,17 +215,24 @@ class Volume:
         )
         return Volume.from_sitk(out).to(self.device)
 
-    def downsample(self, factor: int) -> "Volume":
-        """Average ``factor^3`` blocks (box centre and extent kept where the size divides)."""
-        if int(factor) != factor or factor < 1:
-            raise ValueError(f"factor: expected a positive integer, got {factor}")
-        if factor == 1:
+    def downsample(self, factor: int | Sequence[int]) -> "Volume":
+        """Average blocks of ``factor`` voxels: one integer for every axis, or three ``(fi, fj, fk)``
+        along the index axes i, j, k (x, y, z order) so thick slices need not be merged further.
+
+        The box centre and extent are kept where the sizes divide (a partial last block averages
+        the voxels it has).
+        """
+        f = np.broadcast_to(np.asarray(factor), (3,)) if np.ndim(factor) == 0 else np.asarray(factor)
+        if f.shape != (3,) or not all(float(v).is_integer() and v >= 1 for v in f.tolist()):
+            raise ValueError(f"factor: expected a positive integer or three (x, y, z order), got {factor}")
+        f = f.astype(int)
+        if np.all(f == 1):
             return self
-        pooled = torch.nn.functional.avg_pool3d(self.data[None, None], factor, ceil_mode=True)[0, 0]
-        sp = self.spacing * factor
-        # Index 0 of the pooled grid is the centre of the first block of `factor` voxels.
-        origin = self.index_to_world(np.full((1, 3), (factor - 1) / 2))[0]
-        return Volume(pooled, origin, sp, self.direction)
+        kernel = (int(f[2]), int(f[1]), int(f[0]))  # data is (Z, Y, X)
+        pooled = torch.nn.functional.avg_pool3d(self.data[None, None], kernel, ceil_mode=True)[0, 0]
+        # Index 0 of the pooled grid is the centre of the first block of `f` voxels.
+        origin = self.index_to_world(((f - 1) / 2.0)[None])[0]
+        return Volume(pooled, origin, self.spacing * f, self.direction)
 
 
 # ---- file I/O

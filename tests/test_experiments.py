@@ -42,3 +42,18 @@ def test_depth_information_sweep(tmp_path):
     gain = df.set_index(["detector_mm", "stereo_deg"])["depth_gain"]
     # Wider stereo angles and narrower fields both favour the pair.
     assert gain[(512, 45)] > gain[(512, 5)] and gain[(128, 5)] > gain[(512, 5)]
+
+
+def test_real_ct_study_smoke(tmp_path):
+    import registration_real_ct as study
+
+    assert study.main(["--ct", "builtin", "--builtin-size", "60", "44", "16", "--size", "32", "--detector-mm", "96",
+                       "--trials", "1", "--setups", "single", "stereo5", "--targets", "model", "--max-deg", "2",
+                       "--max-mm", "3", "--levels", "2:30,1:10:gncc:lbfgs", "--out", str(tmp_path)]) == 0
+    df = pd.read_csv(tmp_path / "results.csv")
+    assert list(df["setup"]) == ["single", "stereo5"]
+    assert {"mtre_mm", "depth_bound_mm", "rotation_bound_deg", "seconds", "status"} <= set(df.columns)
+    assert (df["depth_bound_mm"] > 0).all() and df["mtre_mm"].notna().all()
+    summary = pd.read_csv(tmp_path / "summary.csv").set_index("setup")
+    assert {"rms_depth_mm", "depth_vs_bound", "rotation_vs_bound", "success_pct"} <= set(summary.columns)
+    assert (tmp_path / "results.png").stat().st_size > 0 and (tmp_path / "bounds.csv").is_file()

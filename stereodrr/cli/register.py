@@ -19,7 +19,8 @@ import torch
 from .._io import atomic_path, check_input_file
 from ..geometry import load_rig
 from ..plot.register import plot_errors, plot_loss, plot_overlay
-from ..register import SIMILARITIES, Level, RigidPose, load_pose, register, registration_errors, render_views, save_pose
+from ..register.inputs import IMAGE_KINDS, to_line_integral
+from ..register import DEFAULT_LEVELS, OPTIMIZERS, SIMILARITIES, Level, RigidPose, load_pose, register, registration_errors, render_views, save_pose
 from ..volume import Volume, hu_to_mu, load_volume
 from ._args import UsageError, input_file, number, output_folder
 
@@ -31,8 +32,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ct", required=True, help="CT volume in HU (NIfTI, MHA, NRRD or a DICOM folder)")
     p.add_argument("--rig", required=True, help="rig.json (schema stereodrr.rig/1)")
     p.add_argument("--images", required=True, nargs="+",
-                   help="one float32 line-integral image per view, in the rig's view order (TIFF as "
-                        "'stereodrr render' writes, or anything SimpleITK/OpenCV reads)")
+                   help="one X-ray per view, in the rig's view order: a float32 line-integral image (TIFF as "
+                        "'stereodrr render' writes) or a raw intensity frame (see --kind); anything SimpleITK/OpenCV reads")
+    p.add_argument("--kind", choices=IMAGE_KINDS, default="auto",
+                   help="image kind: line_integral (-log(I/I0)), intensity (raw counts or a 16-bit frame, converted) "
+                        "or auto (integer images are intensities; float ones line integrals unless their -log "
+                        "matches the DRR at --init better; default)")
     p.add_argument("--init", help="initial pose.json (default: the identity, the CT where its header puts it)")
     p.add_argument("--truth", help="known pose.json: only to record and plot the errors, never used to fit")
     p.add_argument("--masks", nargs="+", help="optional weight images per view (0 = ignore the pixel)")
@@ -40,11 +45,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--energy", type=number(10.0, 200.0, what="energy in keV"), default=60.0, help="effective energy in keV for HU -> mu (default 60)")
     p.add_argument("--similarity", choices=sorted(SIMILARITIES), default="mncc",
                    help="measure at the levels that do not name one (default %(default)s)")
-    p.add_argument("--optimizer", choices=["adam", "lbfgs"], default="adam")
-    p.add_argument("--levels", default="4:150,2:100,1:100:gncc",
-                   help="pyramid, coarse to fine: image_scale:iterations[:volume_factor][:similarity],... (default "
-                        "%(default)s; the volume factor defaults to voxels about one pixel's footprint at the "
-                        "isocenter, the similarity to --similarity)")
+    p.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="adam",
+                   help="optimiser at the levels that do not name one (default %(default)s)")
+    p.add_argument("--levels", default=format_levels(DEFAULT_LEVELS),
+                   help="pyramid, coarse to fine: image_scale:iterations[:volume_factor][:similarity][:optimizer],... "
+                        "(default %(default)s; the volume factor, one integer or three like 3x3x1 along x, y, z, "
+                        "defaults to the CT as it is at the last level and elsewhere to voxels no larger than a "
+                        "pixel's footprint at the isocenter per axis; the similarity to --similarity, the "
+                        "optimizer to --optimizer)")
     p.add_argument("--lr-rotation", type=number(0.0, open_lo=True, what="step in degrees"), default=0.5, help="initial rotation step, deg (default 0.5)")
     p.add_argument("--lr-translation", type=number(0.0, open_lo=True, what="step in mm"), default=2.0, help="initial translation step, mm (default 2)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -53,21 +61,44 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def format_levels(levels: tuple[Level, ...]) -> str:
+    """The ``--levels`` text of ``levels`` (inverse of :func:`parse_levels`)."""
+    parts = []
+    for lv in levels:
+        f = lv.volume_factor
+        fields = [str(lv.scale), str(lv.iterations)]
+        if f is not None:
+            fields.append(str(f) if np.ndim(f) == 0 else "x".join(map(str, f)))
+        fields += [v for v in (lv.similarity, lv.optimizer) if v]
+        parts.append(":".join(fields))
+    return ",".join(parts)
+
+
 def parse_levels(text: str) -> tuple[Level, ...]:
-    """``"4:150,2:100:2,1:100:gncc"`` -> levels (scale, iterations[, volume factor][, similarity])."""
+    """``"4:150,2:100:2,1:40:gncc:lbfgs"`` -> levels: scale:iterations[:volume_factor][:similarity][:optimizer];
+    a volume factor is one integer or three along x, y, z (``3x3x1``)."""
     levels = []
     for part in text.split(","):
         fields = [f.strip() for f in part.strip().split(":")]
+        optimizer = fields.pop() if fields and fields[-1] in OPTIMIZERS else None
         similarity = fields.pop() if fields and fields[-1] in SIMILARITIES else None
-        if len(fields) not in (2, 3) or not all(f.isdigit() for f in fields):
-            raise UsageError(f"--levels: expected scale:iterations[:volume_factor][:similarity] (positive integers; "
-                             f"similarity one of {sorted(SIMILARITIES)}), got {part!r}")
-        levels.append(Level(*(int(f) for f in fields), similarity=similarity))
+        factor = None
+        if len(fields) == 3:
+            axes = fields.pop().split("x")
+            if len(axes) in (1, 3) and all(a.isdigit() for a in axes):
+                factor = int(axes[0]) if len(axes) == 1 else tuple(int(a) for a in axes)
+            else:
+                fields.append("bad")
+        if len(fields) != 2 or not all(f.isdigit() for f in fields):
+            raise UsageError(f"--levels: expected scale:iterations[:volume_factor][:similarity][:optimizer] (positive "
+                             f"integers, a volume factor like 2 or 3x3x1, similarity one of {sorted(SIMILARITIES)}, "
+                             f"optimizer one of {sorted(OPTIMIZERS)}), got {part!r}")
+        levels.append(Level(int(fields[0]), int(fields[1]), factor, similarity=similarity, optimizer=optimizer))
     return tuple(levels)
 
 
 def read_image(path: str) -> np.ndarray:
-    """A 2D image as float32 ``(H, W)`` via SimpleITK, falling back to OpenCV."""
+    """A 2D image ``(H, W)`` in its stored dtype via SimpleITK, falling back to OpenCV."""
     p = check_input_file(path, "image")
     try:
         arr = sitk.GetArrayFromImage(sitk.ReadImage(str(p)))
@@ -78,7 +109,7 @@ def read_image(path: str) -> np.ndarray:
     arr = np.squeeze(np.asarray(arr))
     if arr.ndim != 2:
         raise ValueError(f"{p}: expected a single-channel 2D image, got shape {arr.shape}")
-    return arr.astype(np.float32)
+    return arr
 
 
 def run(args: argparse.Namespace) -> int:
@@ -90,16 +121,26 @@ def run(args: argparse.Namespace) -> int:
     rig = load_rig(input_file(args.rig, "--rig", "rig file"))
     if len(args.images) != len(rig):
         raise UsageError(f"--images: expected {len(rig)} (one per view {rig.names}), got {len(args.images)}")
-    images = {name: read_image(f) for name, f in zip(rig.names, args.images)}
+    raw = {name: read_image(f) for name, f in zip(rig.names, args.images)}
     masks = None
     if args.masks:
         if len(args.masks) != len(rig):
             raise UsageError(f"--masks: expected {len(rig)} (one per view {rig.names}), got {len(args.masks)}")
-        masks = {name: read_image(f) for name, f in zip(rig.names, args.masks)}
+        masks = {name: read_image(f).astype(np.float32) for name, f in zip(rig.names, args.masks)}
     ct = load_volume(args.ct)
     vol = Volume(hu_to_mu(ct.data, args.energy), ct.origin, ct.spacing, ct.direction).to(args.device)
     init = load_pose(args.init) if args.init else None
     truth = load_pose(args.truth) if args.truth else None
+    start = RigidPose.identity(vol.center) if init is None else init
+    initial = render_views(vol, rig, start)
+    images = {}
+    for i, (name, f) in enumerate(zip(rig.names, args.images)):
+        if raw[name].shape != (rig[name].height, rig[name].width):
+            raise ValueError(f"--images {f}: size {raw[name].shape[0]}x{raw[name].shape[1]} (H x W) differs from the "
+                             f"rig's view {name!r}, {rig[name].height}x{rig[name].width}")
+        images[name], kind = to_line_integral(raw[name], args.kind, f"--images {f}", initial[i].cpu().numpy())
+        if kind != "line_integral":
+            print(f"{f}: read as raw intensity ({raw[name].dtype}); converted to -log(I/I0), I0 from the brightest (air) pixels")
     res = register(vol, rig, images, init, masks=masks, similarity=args.similarity, optimizer=args.optimizer,
                    levels=parse_levels(args.levels), lr_rotation_deg=args.lr_rotation,
                    lr_translation_mm=args.lr_translation, truth=truth, progress=not args.quiet)
@@ -108,8 +149,6 @@ def run(args: argparse.Namespace) -> int:
     save_pose(res.pose, out / "pose.json")
     with atomic_path(out / "iterations.csv") as tmp:
         res.history.to_csv(tmp, index=False)
-    start = RigidPose.identity(vol.center) if init is None else init
-    initial = render_views(vol, rig, start)
     plot_loss(res.history, out / "loss.png")
     plot_overlay(images, res.rendered, out / "overlay.png", initial={n: initial[i].cpu().numpy() for i, n in enumerate(rig.names)})
     plot_errors(res.history, out / "errors.png")

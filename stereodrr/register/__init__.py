@@ -10,12 +10,16 @@ from .metrics import (
 )
 from .optimize import (
     DEFAULT_LEVELS,
+    OPTIMIZERS,
     Level,
     RegistrationDivergedWarning,
+    RegistrationInputWarning,
+    StoppingRule,
     RegistrationResult,
     auto_volume_factor,
     downsample_images,
     multiview_loss,
+    pixel_footprint_mm,
     register,
     render_views,
     scale_intrinsics,
@@ -24,14 +28,15 @@ from .optimize import (
 )
 from .precision import PARAMETERS, pose_crlb, pose_fisher_information, pose_jacobian
 from .pose import POSE_SCHEMA, RigidPose, load_pose, moved_extrinsics, pose_matrix, save_pose
-from .similarity import SIMILARITIES, check_target, get_similarity, gradient_ncc, multiscale_ncc, ncc, patch_ncc
+from .similarity import SIMILARITIES, check_target, count_weighted_ncc, get_similarity, gradient_ncc, multiscale_ncc, ncc, patch_ncc
 
 __all__ = [
     "mean_viewing_direction", "registration_errors", "rotation_error_deg", "target_registration_error",
     "translation_errors",
-    "DEFAULT_LEVELS", "Level", "RegistrationDivergedWarning", "RegistrationResult", "auto_volume_factor", "downsample_images", "multiview_loss", "register",
+    "DEFAULT_LEVELS", "OPTIMIZERS", "Level", "RegistrationDivergedWarning", "RegistrationInputWarning", "StoppingRule",
+    "pixel_footprint_mm", "RegistrationResult", "auto_volume_factor", "downsample_images", "multiview_loss", "register",
     "render_views", "scale_intrinsics", "translation_basis", "views_seeing",
     "PARAMETERS", "pose_crlb", "pose_fisher_information", "pose_jacobian",
     "POSE_SCHEMA", "RigidPose", "load_pose", "moved_extrinsics", "pose_matrix", "save_pose",
-    "SIMILARITIES", "check_target", "get_similarity", "gradient_ncc", "multiscale_ncc", "ncc", "patch_ncc",
+    "SIMILARITIES", "check_target", "count_weighted_ncc", "get_similarity", "gradient_ncc", "multiscale_ncc", "ncc", "patch_ncc",
 ]

@@ -12,18 +12,28 @@ Parametrisation (per pyramid level, relative to the level's starting pose ``(R0,
 Expressing the translation in the rig's frame keeps the poorly constrained depth ``dt_3`` on
 its own coordinate, where Adam's per-coordinate step size and L-BFGS's curvature estimate can
 treat it separately from the well-seen in-plane motion. (``rotation="quaternion"`` uses a
-unit quaternion ``dq`` instead of ``dr``.)
+unit quaternion ``dq`` instead of ``dr``.) The pose parameters, the pose matrix and the loss are
+float64 (the renderer runs in the volume's dtype): line searches then compare losses that do not
+depend on float32 rounding.
 
 Coarse to fine: each :class:`Level` renders at ``1/scale`` of the detector resolution (targets
 average-pooled, intrinsics rescaled so that pixel centres stay at integers,
-``u' = (u + 1/2)/s - 1/2``) from a volume averaged over ``volume_factor^3`` blocks (by default
-voxels about the size of a pixel's footprint at the isocenter, ``z_iso s / f``).
+``u' = (u + 1/2)/s - 1/2``) from a volume averaged over blocks of ``volume_factor`` voxels per
+axis. By default the last level uses the CT as it is and the coarser ones the largest block per
+axis whose size stays within the pixel footprint at the isocenter, ``z_iso s / f``, so a CT with
+thick slices is merged in-plane but not across slices (:func:`auto_volume_factor`).
 
-Stopping: a level ends when its step size (Adam, halved after ``patience`` iterations without
-improvement) or its pose change (L-BFGS) falls below the tolerances, or after ``iterations``.
-The run stops early as *diverged* when the loss or the pose is not finite, the volume leaves
-every view, or the loss stays above the level's starting loss by ``divergence_margin`` per view
-for ``patience`` iterations; it then warns and returns the best pose seen, never a NaN.
+Pieces: an optimiser step per method (:data:`OPTIMIZERS`: ``adam``, ``lbfgs``), a per-level
+runner (:func:`_run_level`), a stopping rule (:class:`StoppingRule`) and a history recorder
+(:class:`_History`).
+
+Stopping: a level converges when its step (Adam: the step size, halved after ``patience``
+evaluations without improvement; L-BFGS: the pose change of two iterations in a row) falls
+below the level's tolerances, the given tolerances times ``scale^2`` (a coarse level only has to
+hand over to the next one). It stops after ``iterations`` otherwise. The run stops
+early as *diverged* when the loss or the pose is not finite, the volume leaves every view, or
+the loss stays above the level's starting loss by ``divergence_margin`` per view for
+``patience`` evaluations; it then warns and returns the best pose seen, never a NaN.
 """
 
 from __future__ import annotations
@@ -32,7 +42,7 @@ import math
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -46,14 +56,22 @@ from ..render.drr import drr
 from ..volume import Volume
 from .metrics import mean_viewing_direction, registration_errors
 from .pose import RigidPose, moved_extrinsics, pose_matrix
-from .similarity import check_target, get_similarity
+from .similarity import check_target, get_similarity, ncc
 
-__all__ = ["Level", "DEFAULT_LEVELS", "RegistrationResult", "RegistrationDivergedWarning", "register",
-           "render_views", "views_seeing", "multiview_loss", "auto_volume_factor", "scale_intrinsics", "downsample_images", "translation_basis"]
+__all__ = ["Level", "DEFAULT_LEVELS", "OPTIMIZERS", "StoppingRule", "RegistrationResult", "RegistrationDivergedWarning",
+           "RegistrationInputWarning", "register", "render_views", "views_seeing", "multiview_loss",
+           "auto_volume_factor", "pixel_footprint_mm", "scale_intrinsics", "downsample_images", "translation_basis"]
 
 
 class RegistrationDivergedWarning(UserWarning):
     """The optimiser diverged; the best pose seen is returned."""
+
+
+class RegistrationInputWarning(UserWarning):
+    """The input looks doubtful (inverted contrast, slices far thicker than the pixel footprint)."""
+
+
+VolumeFactor = int | tuple[int, int, int]
 
 
 @dataclass(frozen=True)
@@ -62,34 +80,34 @@ class Level:
 
     Attributes:
         scale: detector downsampling factor (1 = full resolution).
-        iterations: most optimiser steps at this level.
-        volume_factor: volume downsampling factor (:meth:`Volume.downsample`); ``None`` picks the
-            largest whose voxels stay no larger than the level's pixel footprint at the
-            isocenter (finer voxels than pixels add cost, not information).
+        iterations: most optimiser iterations at this level.
+        volume_factor: volume block size (:meth:`Volume.downsample`), one integer or three along
+            x, y, z; ``None``: the CT as it is at the last level, elsewhere the largest block per
+            axis no larger than the level's pixel footprint (:func:`auto_volume_factor`).
         similarity: the measure at this level (default: :func:`register`'s ``similarity``).
+        optimizer: a name of :data:`OPTIMIZERS` (default: :func:`register`'s ``optimizer``).
     """
 
     scale: int = 1
     iterations: int = 100
-    volume_factor: int | None = None
+    volume_factor: VolumeFactor | None = None
     similarity: str | None = None
+    optimizer: str | None = None
 
     def __post_init__(self) -> None:
-        for name in ("scale", "iterations", "volume_factor"):
+        for name in ("scale", "iterations"):
             v = getattr(self, name)
-            if v is None and name == "volume_factor":
-                continue
             if int(v) != v or v < 1:
                 raise ValueError(f"level {name}: expected a positive integer, got {v}")
+        f = self.volume_factor
+        if f is not None:
+            fs = (f,) if np.ndim(f) == 0 else tuple(f)
+            if len(fs) not in (1, 3) or not all(float(v).is_integer() and v >= 1 for v in fs):
+                raise ValueError(f"level volume_factor: expected a positive integer or three (x, y, z), got {f}")
         if self.similarity is not None:
             get_similarity(self.similarity)
-
-
-# The full-resolution level matches gradients (gncc): a CT's DRR is blurrier than an X-ray of the
-# patient (voxel averaging, trilinear sampling), and on the low frequencies that mismatch pulls
-# an intensity NCC's optimum off the truth (torso study, one noise draw: mTRE 0.43 -> 0.19 mm for
-# one view, 0.28 -> 0.14 mm for the 5 deg pair). The coarse levels keep the wider basin of mncc.
-DEFAULT_LEVELS = (Level(4, 150), Level(2, 100), Level(1, 100, similarity="gncc"))
+        if self.optimizer is not None and self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"level optimizer: expected one of {sorted(OPTIMIZERS)}, got {self.optimizer!r}")
 
 
 @dataclass
@@ -100,10 +118,13 @@ class RegistrationResult:
         pose: best pose (lowest loss at the finest level reached).
         status: ``"converged"``, ``"max_iterations"`` or ``"diverged"``.
         message: one line for a person.
-        history: one row per loss evaluation: ``level, scale, iteration, time_s, loss,
-            loss_<view>..., rx_deg, ry_deg, rz_deg, tx_mm, ty_mm, tz_mm`` (the pose evaluated,
-            rotation vector in degrees) and, when a truth was given, its errors.
-        loss: loss of ``pose`` at full resolution; view_losses: per view.
+        history: one row per loss evaluation: ``level, scale, volume_factor, optimizer,
+            similarity, iteration, time_s, loss, loss_<view>..., rx_deg, ry_deg, rz_deg,
+            tx_mm, ty_mm, tz_mm`` (the pose evaluated, rotation vector in degrees), the step
+            sizes and, when a truth was given, its errors.
+        loss: loss of ``pose`` at full resolution in the similarity the last level minimised;
+            view_losses: per view.
+        similarity: that similarity's name.
         rendered: full-resolution DRR ``(H, W)`` of each view at ``pose``.
         seconds: wall time of the optimisation.
     """
@@ -116,6 +137,7 @@ class RegistrationResult:
     view_losses: dict[str, float]
     rendered: dict[str, np.ndarray] = field(repr=False)
     seconds: float
+    similarity: str = "mncc"
 
 
 # --------------------------------------------------------------------------- functional pieces
@@ -137,15 +159,26 @@ def scale_intrinsics(K: Tensor, scale: int) -> Tensor:
     return A @ K
 
 
-def auto_volume_factor(volume: Volume, rig: StereoRig, scale: int) -> int:
-    """Largest ``k >= 1`` with ``k * min(spacing) <= min_v z_v s / f_v``: voxels no larger than
-    the footprint of a binned pixel at the isocenter (``z_v`` its depth in view ``v``, ``f_v``
-    the mean focal length in pixels)."""
-    footprint = min(
+def pixel_footprint_mm(rig: StereoRig, scale: int = 1) -> float:
+    """Smallest footprint at the isocenter of a pixel binned by ``scale``: ``min_v z_v s / f_v``
+    (``z_v`` the isocenter's depth in view ``v``, ``f_v`` its mean focal length in pixels)."""
+    return min(
         float(cam.project(rig.isocenter[None])[1][0]) * scale / (0.5 * (cam.K[0, 0] + cam.K[1, 1]))
         for cam in rig.cameras.values()
     )
-    return max(1, int(math.floor(footprint / float(volume.spacing.min()) + 1e-9)))
+
+
+def auto_volume_factor(volume: Volume, rig: StereoRig, scale: int) -> tuple[int, int, int]:
+    """Per index axis ``a`` (x, y, z) the largest ``k_a >= 1`` with ``k_a * spacing_a <=``
+    :func:`pixel_footprint_mm`: voxels no larger than a binned pixel's footprint on any axis (a
+    CT with 0.7 x 0.7 x 2.5 mm voxels at a 2.5 mm footprint gets ``(3, 3, 1)``, not 3 on every
+    axis)."""
+    footprint = pixel_footprint_mm(rig, scale)
+    return tuple(max(1, int(math.floor(footprint / float(sp) + 1e-9))) for sp in volume.spacing)  # type: ignore[return-value]
+
+
+def _as_factor(f: VolumeFactor) -> tuple[int, int, int]:
+    return (int(f),) * 3 if np.ndim(f) == 0 else tuple(int(v) for v in f)  # type: ignore[return-value]
 
 
 def downsample_images(images: Tensor, scale: int) -> Tensor:
@@ -198,8 +231,12 @@ def multiview_loss(data: Tensor, index_from_world: Tensor, K: Tensor, R: Tensor,
                    mode: str = "trilinear", step_mm: float | None = None) -> tuple[Tensor, Tensor]:
     """Registration loss of one volume pose over every view: ``L = sum_v (1 - S(DRR_v(T), I_v))``.
 
+    The extrinsics are moved in ``T``'s dtype, the DRR is rendered in ``data``'s dtype and
+    compared with the targets in theirs (float64 targets and pose with a float32 volume: a
+    float64 loss from a float32 renderer).
+
     Args:
-        data: ``(Z, Y, X)`` mu; index_from_world: ``(4, 4)`` inverse volume affine.
+        data: ``(Z, Y, X)`` mu; index_from_world: ``(4, 4)`` inverse volume affine (``data``'s dtype).
         K, R, t: ``(V, 3, 3)``, ``(V, 3, 3)``, ``(V, 3)`` the views (OpenCV world -> camera).
         T: ``(4, 4)`` pose of the volume in the world (:func:`pose_matrix`).
         targets: ``(V, H, W)`` images; mask: ``(V, H, W)`` weights or None.
@@ -210,9 +247,11 @@ def multiview_loss(data: Tensor, index_from_world: Tensor, K: Tensor, R: Tensor,
         ``L`` (scalar) and the per-view losses ``(V,)``; differentiable w.r.t. ``T`` (and all
         other floating inputs).
     """
-    Rm, tm = moved_extrinsics(R, t, T)
-    img = drr(data, index_from_world, K, Rm, tm, targets.shape[-2], targets.shape[-1], mode=mode, step_mm=step_mm)
-    per_view = 1.0 - get_similarity(similarity)(img, targets, mask)
+    Rm, tm = moved_extrinsics(R.to(T.dtype), t.to(T.dtype), T)
+    dt = data.dtype
+    img = drr(data, index_from_world, K.to(dt), Rm.to(dt), tm.to(dt), targets.shape[-2], targets.shape[-1],
+              mode=mode, step_mm=step_mm)
+    per_view = 1.0 - get_similarity(similarity)(img.to(targets.dtype), targets, mask)
     return per_view.sum(), per_view
 
 
@@ -232,7 +271,7 @@ def _stack_images(rig: StereoRig, images: Mapping[str, np.ndarray | Tensor] | Se
             raise ValueError(f"{what}: expected {len(names)} (one per rig view {names}), got {len(seq)}")
     out = []
     for name, img in zip(names, seq):
-        a = torch.as_tensor(np.asarray(img.detach().cpu() if isinstance(img, Tensor) else img, dtype=np.float32))
+        a = torch.as_tensor(np.asarray(img.detach().cpu() if isinstance(img, Tensor) else img, dtype=np.float64))
         cam = rig[name]
         if a.ndim != 2:
             raise ValueError(f"{what} {name!r}: expected a 2D (H, W) image, got shape {tuple(a.shape)}")
@@ -248,15 +287,43 @@ def _stack_images(rig: StereoRig, images: Mapping[str, np.ndarray | Tensor] | Se
     return torch.stack(out).to(device)
 
 
-# --------------------------------------------------------------------------- the optimiser
-class _Params:
-    """Pose increments of one level (see the module docstring)."""
+def _check_contrast(volume: Volume, rig: StereoRig, pose: RigidPose, targets: Tensor, weights: Tensor | None) -> None:
+    """Warn when a target correlates negatively with the DRR at the starting pose: a raw
+    intensity image (air bright) given where line integrals (air dark) are expected."""
+    scale = max(1, min(rig[rig.names[0]].height, rig[rig.names[0]].width) // 64)
+    drrs = render_views(volume.downsample(auto_volume_factor(volume, rig, scale)), rig, pose, scale).double()
+    tgt = downsample_images(targets, scale)
+    w = None if weights is None else downsample_images(weights, scale)
+    r = ncc(drrs, tgt, w)
+    for name, v in zip(rig.names, r.tolist()):
+        if v < -0.1:
+            warnings.warn(
+                f"image {name!r}: its contrast looks inverted (NCC {v:.2f} with the DRR at the initial pose); expected "
+                "a line-integral image -log(I/I0), bright where the body attenuates; a raw intensity image must be "
+                "converted (stereodrr register --kind intensity)", RegistrationInputWarning, stacklevel=3)
 
-    def __init__(self, start: RigidPose, basis: Tensor, rotation: str, dtype: torch.dtype, device: torch.device):
+
+def _check_slices(volume: Volume, rig: StereoRig) -> None:
+    footprint = pixel_footprint_mm(rig, 1)
+    thick = float(volume.spacing.max())
+    if thick > 2.0 * footprint:
+        warnings.warn(
+            f"volume: voxels of {thick:g} mm along one axis are {thick / footprint:.1f}x the detector pixel's footprint "
+            f"at the isocenter ({footprint:.2g} mm); the DRR is blurrier than the X-ray along that axis, so expect a "
+            "biased pose; a CT with thinner slices, or a coarser detector, fits better", RegistrationInputWarning,
+            stacklevel=3)
+
+
+# --------------------------------------------------------------------------- pose parameters
+class _Params:
+    """Pose increments of one level (see the module docstring), float64."""
+
+    def __init__(self, start: RigidPose, basis: Tensor, rotation: str, device: torch.device):
+        dtype = torch.float64
         self.R0 = torch.tensor(start.rotation, dtype=dtype, device=device)
         self.tau0 = torch.tensor(start.translation, dtype=dtype, device=device)
         self.center = torch.tensor(start.center, dtype=dtype, device=device)
-        self.basis = basis
+        self.basis = basis.to(dtype)
         self.rotation = rotation
         if rotation == "rotvec":
             self.rot = torch.zeros(3, dtype=dtype, device=device, requires_grad=True)
@@ -264,18 +331,312 @@ class _Params:
             self.rot = torch.tensor([1.0, 0.0, 0.0, 0.0], dtype=dtype, device=device, requires_grad=True)
         self.trans = torch.zeros(3, dtype=dtype, device=device, requires_grad=True)
 
-    def matrices(self) -> tuple[Tensor, Tensor]:
+    @property
+    def rotation_gain(self) -> float:
+        """Radians of rotation per unit of ``rot`` (a quaternion increment ``dq`` turns by ``2|dq_xyz|``)."""
+        return 1.0 if self.rotation == "rotvec" else 2.0
+
+    def rotation_translation(self) -> tuple[Tensor, Tensor]:
+        """``(R (3, 3), tau (3,))`` of the current increments."""
         dR = rotvec_to_matrix(self.rot) if self.rotation == "rotvec" else quaternion_to_matrix(self.rot)
         return dR @ self.R0, self.tau0 + self.basis @ self.trans
 
+    def matrix(self) -> Tensor:
+        return pose_matrix(*self.rotation_translation(), self.center)
+
     def pose(self) -> RigidPose:
         with torch.no_grad():
-            R, tau = self.matrices()
-        R = R.cpu().numpy()
-        return RigidPose(matrix_to_rotvec(R), tau.cpu().numpy(), self.center.cpu().numpy())
+            R, tau = self.rotation_translation()
+        return RigidPose(matrix_to_rotvec(R.cpu().numpy()), tau.cpu().numpy(), self.center.cpu().numpy())
 
     def finite(self) -> bool:
         return bool(torch.isfinite(self.rot).all() and torch.isfinite(self.trans).all())
+
+
+# --------------------------------------------------------------------------- history
+class _History:
+    """One row per loss evaluation, with the level's context and (given a truth) its errors."""
+
+    def __init__(self, names: Sequence[str], rig: StereoRig, truth: RigidPose | None, landmarks: np.ndarray, t_start: float):
+        self.rows: list[dict] = []
+        self.names, self.rig, self.truth, self.landmarks, self.t_start = list(names), rig, truth, landmarks, t_start
+        self.context: dict = {}
+
+    def record(self, loss: float, per_view: Tensor, pose: RigidPose, steps: tuple[float, float]) -> None:
+        row = {**self.context, "iteration": len(self.rows), "time_s": time.perf_counter() - self.t_start, "loss": loss}
+        row.update({f"loss_{n}": float(v) for n, v in zip(self.names, per_view)})
+        row.update(dict(zip(("rx_deg", "ry_deg", "rz_deg"), pose.rotvec_deg.tolist())))
+        row.update(dict(zip(("tx_mm", "ty_mm", "tz_mm"), pose.translation.tolist())))
+        row["lr_rotation_deg"], row["lr_translation_mm"] = steps
+        if self.truth is not None:
+            row.update(registration_errors(pose, self.truth, self.rig, self.landmarks))
+        self.rows.append(row)
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.rows)
+
+
+# --------------------------------------------------------------------------- objective of a level
+class _Objective:
+    """The loss of one level at the current parameters; records every evaluation and keeps the
+    level's best pose and the counters the stopping rule and the optimisers read."""
+
+    def __init__(self, evaluate: Callable[[], tuple[Tensor, Tensor]], params: _Params, history: _History,
+                 start: RigidPose, on_eval: Callable[[float], None]):
+        self.evaluate, self.params, self.history, self.on_eval = evaluate, params, history, on_eval
+        self.best_value, self.best_pose = math.inf, start
+        self.start_value: float | None = None
+        self.last_value = math.inf
+        self.improved = False
+        self.steps = (math.nan, math.nan)
+
+    def __call__(self, grad: bool = True) -> Tensor:
+        pose = self.params.pose()
+        if grad:
+            loss, per_view = self.evaluate()
+        else:
+            with torch.no_grad():
+                loss, per_view = self.evaluate()
+        value = float(loss.detach())
+        if self.start_value is None:
+            self.start_value = value
+        self.last_value = value
+        self.history.record(value, per_view.detach(), pose, self.steps)
+        # A real improvement, for the step-size rule: by more than a relative 1e-4 (on noisy images
+        # Adam keeps finding improvements of the order of float rounding while it jitters).
+        self.improved = math.isfinite(value) and value < self.best_value - 1e-4 * abs(self.best_value)
+        if math.isfinite(value) and value < self.best_value:
+            self.best_value, self.best_pose = value, pose
+        self.on_eval(value)
+        return loss
+
+
+# --------------------------------------------------------------------------- optimisers
+class _Adam:
+    """Adam with separate rotation / translation step sizes, halved after ``patience``
+    evaluations that did not improve the level's best loss by a relative 1e-4; one evaluation per
+    iteration."""
+
+    def __init__(self, params: _Params, lr_rad: float, lr_mm: float, patience: int):
+        self.params, self.patience, self.stalled = params, patience, 0
+        self.opt = torch.optim.Adam([{"params": [params.rot], "lr": lr_rad / params.rotation_gain},
+                                     {"params": [params.trans], "lr": lr_mm}])
+
+    def steps(self) -> tuple[float, float]:
+        """The current step sizes (deg, mm)."""
+        return (math.degrees(self.opt.param_groups[0]["lr"] * self.params.rotation_gain), self.opt.param_groups[1]["lr"])
+
+    def iterate(self, f: _Objective) -> tuple[float, float] | None:
+        """One iteration; the step sizes it used (deg, mm), or None when the gradient is not finite."""
+        f.steps = self.steps()
+        self.opt.zero_grad()
+        loss = f(grad=True)
+        if not torch.isfinite(loss):
+            return None
+        loss.backward()
+        if not all(p.grad is not None and bool(torch.isfinite(p.grad).all()) for p in (self.params.rot, self.params.trans)):
+            return None
+        self.stalled = 0 if f.improved else self.stalled + 1
+        if self.stalled >= self.patience:
+            for g in self.opt.param_groups:
+                g["lr"] *= 0.5
+            self.stalled = 0
+        used = self.steps()
+        self.opt.step()
+        return used
+
+
+class _QuasiNewton:
+    """BFGS with a backtracking (Armijo) line search, in float64, on the six parameters scaled by
+    the step sizes (one unit = ``lr_rotation`` / ``lr_translation``).
+
+    With six parameters the full inverse-Hessian estimate costs nothing, so this is L-BFGS with
+    an unlimited memory. Everything is deterministic: a fixed evaluation order, no data-dependent
+    thresholds in float32. The first step, and every step after a reset (a direction that is not
+    downhill, or a line search that found no decrease), moves one unit along the steepest
+    coordinate. One iteration is one line search: 1 evaluation when the step is accepted, up to
+    ``max_backtracks + 1`` otherwise.
+    """
+
+    c1 = 1e-4
+    max_backtracks = 6
+
+    def __init__(self, params: _Params, lr_rad: float, lr_mm: float, patience: int):
+        self.params = params
+        self.scale = torch.tensor([lr_rad / params.rotation_gain] * 3 + [lr_mm] * 3, dtype=torch.float64,
+                                  device=params.trans.device)
+        self.rot0 = params.rot.detach().clone()
+        self.x = torch.zeros(6, dtype=torch.float64, device=params.trans.device)
+        self.H: Tensor | None = None
+        self.g: Tensor | None = None
+        self.value = math.nan
+        self.just_reset = False
+
+    def _set(self, x: Tensor) -> None:
+        dr = x[:3] * self.scale[:3]
+        if self.params.rotation == "quaternion":
+            dr = torch.cat([dr.new_zeros(1), dr])
+        self.params.rot = (self.rot0 + dr).requires_grad_(True)
+        self.params.trans = (x[3:] * self.scale[3:]).requires_grad_(True)
+
+    def _evaluate(self, f: _Objective, x: Tensor) -> tuple[float, Tensor | None]:
+        """Loss and gradient (in scaled units) at ``x``; None for a non-finite gradient."""
+        self._set(x)
+        loss = f(grad=True)
+        if not torch.isfinite(loss):
+            return math.inf, None
+        gr, gt = torch.autograd.grad(loss, [self.params.rot, self.params.trans], allow_unused=True)
+        gr = torch.zeros(len(self.params.rot), dtype=torch.float64) if gr is None else gr
+        gt = torch.zeros(3, dtype=torch.float64) if gt is None else gt
+        g = torch.cat([gr[-3:], gt]) * self.scale  # chain rule through the scaling
+        return float(loss.detach()), (g if bool(torch.isfinite(g).all()) else None)
+
+    def iterate(self, f: _Objective) -> tuple[float, float] | None:
+        f.steps = (math.degrees(float(self.scale[0]) * self.params.rotation_gain), float(self.scale[3]))
+        if self.g is None:
+            self.value, self.g = self._evaluate(f, self.x)
+            if self.g is None:
+                return None
+        g = self.g
+        if self.H is None:
+            d = -g / g.abs().max().clamp_min(1e-300)  # one unit along the steepest coordinate
+        else:
+            d = -self.H @ g
+        slope = float(g @ d)
+        if not slope < 0:
+            self.H = None
+            d = -g / g.abs().max().clamp_min(1e-300)
+            slope = float(g @ d)
+        t = 1.0
+        for _ in range(self.max_backtracks + 1):
+            value, g_new = self._evaluate(f, self.x + t * d)
+            if g_new is not None and value <= self.value + self.c1 * t * slope:
+                break
+            # Minimum of the quadratic through f(0), f'(0) and f(t), kept within [0.1 t, 0.5 t].
+            q = -slope * t * t / (2.0 * (value - self.value - slope * t)) if math.isfinite(value) else 0.1 * t
+            t = min(max(q, 0.1 * t), 0.5 * t)
+        else:
+            # No decrease along d: restart from the steepest coordinate, or stop if that failed too.
+            self._set(self.x)  # back at the last accepted point
+            if self.H is None:
+                return (0.0, 0.0)
+            self.H = None
+            return (math.inf, math.inf)
+        s = t * d
+        y = g_new - g
+        ys = float(y @ s)
+        if ys > 1e-12 * float(y.norm() * s.norm()):
+            if self.H is None:
+                self.H = torch.eye(6, dtype=torch.float64, device=g.device) * (ys / float(y @ y))
+            rho = 1.0 / ys
+            V = torch.eye(6, dtype=torch.float64, device=g.device) - rho * torch.outer(s, y)
+            self.H = V @ self.H @ V.T + rho * torch.outer(s, s)
+        self.x, self.value, self.g = self.x + s, value, g_new
+        step = (s * self.scale).abs()
+        return math.degrees(float(step[:3].max()) * self.params.rotation_gain), float(step[3:].max())
+
+
+OPTIMIZERS: dict[str, type] = {"adam": _Adam, "lbfgs": _QuasiNewton}
+
+
+# --------------------------------------------------------------------------- stopping rule
+@dataclass
+class StoppingRule:
+    """When a level ends.
+
+    ``converged`` once the step (Adam: its step sizes; L-BFGS: the pose change, ``repeat``
+    iterations in a row, since a single tiny step may be a line search that merely failed) is
+    below both tolerances; ``diverged`` when the loss stayed more than ``margin`` above the
+    level's starting loss for ``patience`` evaluations.
+    """
+
+    rotation_tol_deg: float
+    translation_tol_mm: float
+    patience: int
+    margin: float
+    repeat: int = 1
+    _small: int = 0
+    _above: int = 0
+
+    def after_evaluation(self, value: float, start: float) -> str | None:
+        self._above = self._above + 1 if value > start + self.margin else 0
+        return "diverged" if self._above >= self.patience else None
+
+    def after_iteration(self, step: tuple[float, float]) -> str | None:
+        small = step[0] < self.rotation_tol_deg and step[1] < self.translation_tol_mm
+        self._small = self._small + 1 if small else 0
+        return "converged" if self._small >= self.repeat else None
+
+
+# --------------------------------------------------------------------------- per-level runner
+@dataclass
+class _Problem:
+    """What every level shares."""
+
+    volume: Volume
+    rig: StereoRig
+    K: Tensor
+    R: Tensor
+    t: Tensor
+    targets: Tensor
+    weights: Tensor | None
+    basis: Tensor
+    rotation: str
+    render_mode: str
+    step_mm: float | None
+    volumes: dict = field(default_factory=dict)
+
+    def level_volume(self, factor: tuple[int, int, int]) -> tuple[Tensor, Tensor]:
+        if factor not in self.volumes:
+            vol = self.volume.downsample(factor)
+            self.volumes[factor] = (vol.data, torch.as_tensor(np.linalg.inv(vol.affine), dtype=vol.data.dtype,
+                                                              device=vol.device))
+        return self.volumes[factor]
+
+
+def _run_level(problem: _Problem, lv: Level, factor: tuple[int, int, int], similarity: str, optimizer: str,
+               start: RigidPose, lr: tuple[float, float], rule: StoppingRule, history: _History,
+               tick: Callable[[float], None]) -> tuple[str, str, RigidPose]:
+    """Optimise one level from ``start``; returns its status, a message when it diverged, and its best pose."""
+    data, ifw = problem.level_volume(factor)
+    K = scale_intrinsics(problem.K, lv.scale)
+    tgt = downsample_images(problem.targets, lv.scale)
+    msk = None if problem.weights is None else downsample_images(problem.weights, lv.scale)
+    params = _Params(start, problem.basis, problem.rotation, tgt.device)
+
+    def evaluate() -> tuple[Tensor, Tensor]:
+        return multiview_loss(data, ifw, K, problem.R, problem.t, params.matrix(), tgt, similarity, msk,
+                              mode=problem.render_mode, step_mm=problem.step_mm)
+
+    verdict: list[str] = []
+
+    def on_eval(value: float) -> None:
+        tick(value)
+        if not verdict and f.start_value is not None and rule.after_evaluation(value, f.start_value) == "diverged":
+            verdict.append(f"the loss rose above its starting value {f.start_value:.4f} by more than "
+                           f"{rule.margin / len(problem.rig):g} per view for {rule.patience} evaluations")
+
+    f = _Objective(evaluate, params, history, start, on_eval)
+    stepper = OPTIMIZERS[optimizer](params, lr[0], lr[1], rule.patience)
+    for k in range(lv.iterations):
+        step = stepper.iterate(f)
+        if step is None:
+            return "diverged", f"the loss or its gradient became NaN/inf at iteration {k}", f.best_pose
+        if verdict:
+            return "diverged", verdict[0], f.best_pose
+        if not params.finite():
+            return "diverged", f"the pose became NaN/inf at iteration {k}", f.best_pose
+        if not views_seeing(problem.volume, problem.rig, params.pose()):
+            return "diverged", f"the volume left every view at iteration {k}", f.best_pose
+        if rule.after_iteration(step) == "converged":
+            return "converged", "", f.best_pose
+    return "max_iterations", "", f.best_pose
+
+
+# The last level runs L-BFGS on the CT as it is: the coarse Adam levels bring the pose into
+# the basin, and on a smooth loss a quasi-Newton method reaches the minimum to well below the
+# noise in a few line searches (each evaluation at full resolution is the costly one).
+DEFAULT_LEVELS = (Level(4, 150), Level(2, 100), Level(1, 40, similarity="gncc", optimizer="lbfgs"))
 
 
 def register(
@@ -291,8 +652,8 @@ def register(
     lr_rotation_deg: float = 0.5,
     lr_translation_mm: float = 2.0,
     rotation: str = "rotvec",
-    rotation_tol_deg: float = 0.01,
-    translation_tol_mm: float = 0.05,
+    rotation_tol_deg: float = 0.002,
+    translation_tol_mm: float = 0.01,
     patience: int = 8,
     divergence_margin: float = 0.25,
     render_mode: str = "trilinear",
@@ -309,21 +670,22 @@ def register(
     Args:
         volume: attenuation volume (mu, 1/mm), e.g. ``hu_to_mu`` of a CT; any device.
         rig: the calibrated views; ``images`` must be at their detector size.
-        images: one ``(H, W)`` line-integral image per view (a dict by view name, or a sequence
-            in the rig's view order).
+        images: one ``(H, W)`` line-integral image ``-log(I/I0)`` per view (a dict by view
+            name, or a sequence in the rig's view order); :func:`~stereodrr.register.inputs.to_line_integral`
+            converts raw intensities.
         init: starting pose (default: identity, the volume where its geometry puts it).
         masks: optional ``(H, W)`` pixel weights per view (0 = ignore).
-        similarity: ``"mncc"`` (global + patch NCC), ``"ncc"`` or ``"gncc"`` (gradient NCC), at
-            every level that does not name its own (the default pyramid's last level uses gncc).
-        optimizer: ``"adam"`` (separate rotation / translation learning rates, halved on a
-            plateau) or ``"lbfgs"`` (strong-Wolfe line search on the scaled parameters; pair
-            it with ``"gncc"``: on the flatter NCC/mNCC optimum of out-of-plane rotations its
-            line search stalls).
+        similarity: a name of :data:`~stereodrr.register.similarity.SIMILARITIES` at every level
+            that does not name its own.
+        optimizer: ``"adam"`` or ``"lbfgs"`` (:data:`OPTIMIZERS`) at every level that does not
+            name its own (the default pyramid's last level uses L-BFGS).
         levels: the pyramid, coarse to fine.
-        lr_rotation_deg, lr_translation_mm: Adam's initial steps; for L-BFGS the parameter scales.
+        lr_rotation_deg, lr_translation_mm: Adam's initial steps at the first level (smaller in
+            proportion to the scale at finer levels); for L-BFGS the parameter scales.
         rotation: ``"rotvec"`` or ``"quaternion"`` increments.
-        rotation_tol_deg, translation_tol_mm: convergence tolerances on the step.
-        patience: iterations without improvement before halving the step (Adam) or declaring
+        rotation_tol_deg, translation_tol_mm: convergence tolerances on the step at full
+            resolution (times ``scale^2`` at coarser levels, which only hand over to the next).
+        patience: evaluations without improvement before halving the step (Adam) or declaring
             divergence.
         divergence_margin: loss rise per view above the level's start that counts as diverging.
         render_mode, step_mm: passed to the renderer.
@@ -338,9 +700,14 @@ def register(
         ValueError: images missing or of another size than the rig's views, NaN or constant
             targets, bad masks, an initial pose that puts the volume outside every view, or a
             bad option.
+
+    Warns:
+        RegistrationInputWarning: a target whose contrast is inverted with respect to the DRR,
+            or voxels far thicker than the pixel footprint.
+        RegistrationDivergedWarning: the run diverged (the best pose seen is returned).
     """
-    if optimizer not in ("adam", "lbfgs"):
-        raise ValueError(f"optimizer: expected 'adam' or 'lbfgs', got {optimizer!r}")
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer: expected one of {sorted(OPTIMIZERS)}, got {optimizer!r}")
     if rotation not in ("rotvec", "quaternion"):
         raise ValueError(f"rotation: expected 'rotvec' or 'quaternion', got {rotation!r}")
     if not levels:
@@ -349,199 +716,73 @@ def register(
                     ("rotation_tol_deg", rotation_tol_deg), ("translation_tol_mm", translation_tol_mm)):
         if not (v > 0 and math.isfinite(v)):
             raise ValueError(f"{name}: expected a positive number, got {v}")
-    sim = get_similarity(similarity)
+    get_similarity(similarity)
     device = volume.device
-    dtype = volume.data.dtype
     names = rig.names
     targets = _stack_images(rig, images, "image", device)
     weights = None if masks is None else _stack_images(rig, masks, "mask", device)
     for i, name in enumerate(names):
         check_target(targets[i], name, None if weights is None else weights[i])
     center = volume.center
-    if init is None:
-        pose0 = RigidPose.identity(center)
-    else:
-        pose0 = RigidPose.from_matrix(init.matrix, center)  # re-express about this volume's centre
+    pose0 = RigidPose.identity(center) if init is None else RigidPose.from_matrix(init.matrix, center)
     if not views_seeing(volume, rig, pose0):
         raise ValueError(
             f"init: the initial pose {pose0} puts the volume outside every view {names} (its projected box "
             "misses every detector or lies behind a source); give a pose that shows it in at least one view"
         )
-    if landmarks is None:
-        landmarks = volume.corners()
-
     cams = list(rig.cameras.values())
-    K, Rc, tc = (torch.stack(m) for m in zip(*(c.to_torch(device, dtype) for c in cams)))
-    basis = torch.as_tensor(translation_basis(rig), dtype=dtype, device=device)
     H, W = cams[0].height, cams[0].width
     for lv in levels:
         if H // lv.scale < 3 or W // lv.scale < 3:
             raise ValueError(f"levels: scale {lv.scale} leaves fewer than 3x3 pixels of the {H}x{W} detector")
+    _check_contrast(volume, rig, pose0, targets, weights)
+    _check_slices(volume, rig)
 
-    rows: list[dict] = []
-    best_pose = pose0
-    status, message = "max_iterations", ""
+    K, Rc, tc = (torch.stack(m) for m in zip(*(c.to_torch(device, torch.float64) for c in cams)))
+    problem = _Problem(volume, rig, K, Rc, tc, targets, weights,
+                       torch.as_tensor(translation_basis(rig), dtype=torch.float64, device=device),
+                       rotation, render_mode, step_mm)
     t_start = time.perf_counter()
-    bar = tqdm(total=sum(lv.iterations for lv in levels), disable=not progress, desc="register", unit="it", leave=False)
-    it_global = 0
-    volumes: dict[int, tuple[Tensor, Tensor]] = {}
+    history = _History(names, rig, truth, volume.corners() if landmarks is None else landmarks, t_start)
+    bar = tqdm(total=sum(lv.iterations for lv in levels), disable=not progress, desc="register", unit="eval", leave=False)
+    best_pose, status, message = pose0, "max_iterations", ""
     try:
         for li, lv in enumerate(levels):
-            factor = lv.volume_factor or auto_volume_factor(volume, rig, lv.scale)
-            if factor not in volumes:
-                vol = volume.downsample(factor)
-                ifw = torch.as_tensor(np.linalg.inv(vol.affine), dtype=dtype, device=device)
-                volumes[factor] = (vol.data, ifw)
-            data, ifw = volumes[factor]
-            K_l = scale_intrinsics(K, lv.scale)
-            tgt = downsample_images(targets, lv.scale)
-            msk = None if weights is None else downsample_images(weights, lv.scale)
-            params = _Params(best_pose, basis, rotation, dtype, device)
-            sim_l = similarity if lv.similarity is None else lv.similarity
-
-            def evaluate() -> tuple[Tensor, Tensor]:
-                R, tau = params.matrices()
-                return multiview_loss(data, ifw, K_l, Rc, tc, pose_matrix(R, tau, params.center), tgt, sim_l, msk,
-                                      mode=render_mode, step_mm=step_mm)
-
-            def record(loss: Tensor, per_view: Tensor, pose: RigidPose, lr: tuple[float, float]) -> None:
-                row = {"level": li, "scale": lv.scale, "volume_factor": factor, "iteration": it_global, "time_s": time.perf_counter() - t_start,
-                       "loss": float(loss)}
-                row.update({f"loss_{n}": float(v) for n, v in zip(names, per_view)})
-                row.update(dict(zip(("rx_deg", "ry_deg", "rz_deg"), pose.rotvec_deg.tolist())))
-                row.update(dict(zip(("tx_mm", "ty_mm", "tz_mm"), pose.translation.tolist())))
-                row["lr_rotation_deg"], row["lr_translation_mm"] = lr
-                if truth is not None:
-                    row.update(registration_errors(pose, truth, rig, landmarks))
-                rows.append(row)
-
-            level_best = (math.inf, best_pose)
-            start_loss = None
-            stalled = 0
-            diverging = 0
-            small_steps = 0
+            last = li == len(levels) - 1
+            factor = (_as_factor(lv.volume_factor) if lv.volume_factor is not None
+                      else (1, 1, 1) if last else auto_volume_factor(volume, rig, lv.scale))
+            sim_l = lv.similarity or similarity
+            opt_l = lv.optimizer or optimizer
+            history.context = {"level": li, "scale": lv.scale, "volume_factor": "x".join(map(str, factor)),
+                               "optimizer": opt_l, "similarity": sim_l}
             # Steps shrink with the pixel size: a finer level starts from a closer pose.
             shrink = lv.scale / levels[0].scale
-            lr_r, lr_t = math.radians(lr_rotation_deg) * shrink, lr_translation_mm * shrink
-            if optimizer == "adam":
-                # A quaternion increment dq turns by ~2|dq_xyz| rad, hence half the step.
-                opt = torch.optim.Adam([{"params": [params.rot], "lr": lr_r / (2 if rotation == "quaternion" else 1)},
-                                        {"params": [params.trans], "lr": lr_t}])
-            else:
-                # Scaled coordinates: one unit = lr_rotation_deg / lr_translation_mm.
-                scale_r, scale_t = lr_r, lr_t
-                xr = torch.zeros_like(params.rot).requires_grad_(True)
-                xt = torch.zeros(3, dtype=dtype, device=device, requires_grad=True)
-                rot0 = params.rot.detach().clone()
-                opt = torch.optim.LBFGS([xr, xt], lr=1.0, max_iter=1, history_size=10, line_search_fn="strong_wolfe")
+            lr = (math.radians(lr_rotation_deg) * shrink, lr_translation_mm * shrink)
+            rule = StoppingRule(rotation_tol_deg * lv.scale ** 2, translation_tol_mm * lv.scale ** 2, patience,
+                                divergence_margin * len(names), repeat=2 if opt_l == "lbfgs" else 1)
 
-                def sync() -> None:
-                    params.rot = rot0 + xr * scale_r
-                    params.trans = xt * scale_t
-
-            level_status = "max_iterations"
-            for k in range(lv.iterations):
-                pose_k = params.pose()
-                if optimizer == "adam":
-                    opt.zero_grad()
-                    loss, per_view = evaluate()
-                    if torch.isfinite(loss):
-                        loss.backward()
-                    last = (params.rot.detach().clone(), params.trans.detach().clone())
-                else:
-                    sync()
-                    with torch.no_grad():
-                        loss, per_view = evaluate()
-                    last = (xr.detach().clone(), xt.detach().clone())
-                value = float(loss.detach())
-                if start_loss is None:
-                    start_loss = value
-                lr_now = (math.degrees(opt.param_groups[0]["lr"] * (2 if rotation == "quaternion" else 1)),
-                          opt.param_groups[1]["lr"]) if optimizer == "adam" else (math.degrees(lr_r), lr_t)
-                record(loss.detach(), per_view.detach(), pose_k, lr_now)
-                it_global += 1
+            def tick(value: float, li: int = li) -> None:
                 bar.update(1)
                 bar.set_postfix(level=li, loss=f"{value:.4f}")
 
-                grads_ok = optimizer == "lbfgs" or all(
-                    p.grad is not None and bool(torch.isfinite(p.grad).all()) for p in (params.rot, params.trans))
-                if not (torch.isfinite(loss) and grads_ok):
-                    level_status, message = "diverged", f"level {li}: the loss or its gradient became NaN/inf at iteration {k}"
-                    break
-                if value < level_best[0] - 1e-9 * abs(start_loss):
-                    level_best = (value, pose_k)
-                    stalled = 0
-                else:
-                    stalled += 1
-                diverging = diverging + 1 if value > start_loss + divergence_margin * len(names) else 0
-                if diverging >= patience:
-                    level_status, message = "diverged", (
-                        f"level {li}: the loss rose above its starting value {start_loss:.4f} by more than "
-                        f"{divergence_margin:g} per view for {patience} iterations")
-                    break
-
-                if optimizer == "adam":
-                    if stalled >= patience:
-                        for g in opt.param_groups:
-                            g["lr"] *= 0.5
-                        stalled = 0
-                    r_deg = math.degrees(opt.param_groups[0]["lr"])
-                    if r_deg < rotation_tol_deg and opt.param_groups[1]["lr"] < translation_tol_mm:
-                        level_status = "converged"
-                        break
-                    opt.step()
-                    moved = (params.rot.detach() - last[0], params.trans.detach() - last[1])
-                else:
-                    def closure() -> Tensor:
-                        opt.zero_grad()
-                        sync()
-                        value, _ = evaluate()
-                        if torch.isfinite(value):
-                            value.backward()
-                        return value
-                    opt.step(closure)
-                    moved = ((xr.detach() - last[0]) * scale_r, (xt.detach() - last[1]) * scale_t)
-                    sync()
-                    tiny = (math.degrees(float(moved[0].abs().max())) < rotation_tol_deg
-                            and float(moved[1].abs().max()) < translation_tol_mm)
-                    small_steps = small_steps + 1 if tiny else 0
-                    # Three tiny steps in a row: one may be a line search that merely failed.
-                    if small_steps >= 3:
-                        level_status = "converged"
-                        # The step was accepted by the line search: evaluate it as the last pose.
-                        with torch.no_grad():
-                            loss, per_view = evaluate()
-                        pose_end = params.pose()
-                        record(loss, per_view, pose_end, lr_now)
-                        it_global += 1
-                        if float(loss) < level_best[0]:
-                            level_best = (float(loss), pose_end)
-                        break
-                if not params.finite():
-                    level_status, message = "diverged", f"level {li}: the pose became NaN/inf at iteration {k}"
-                    break
-                if not views_seeing(volume, rig, params.pose()):
-                    level_status, message = "diverged", f"level {li}: the volume left every view at iteration {k}"
-                    break
-            best_pose = level_best[1]
-            bar.update(lv.iterations - (k + 1))
-            if level_status == "diverged":
-                status = "diverged"
-                warnings.warn(f"registration diverged ({message}); returning the best pose seen", RegistrationDivergedWarning,
-                              stacklevel=2)
+            status, msg, best_pose = _run_level(problem, lv, factor, sim_l, opt_l, best_pose, lr, rule, history, tick)
+            if status == "diverged":
+                message = f"level {li}: {msg}"
+                warnings.warn(f"registration diverged ({message}); returning the best pose seen",
+                              RegistrationDivergedWarning, stacklevel=2)
                 break
-            status = level_status
     finally:
         bar.close()
     seconds = time.perf_counter() - t_start
     if status != "diverged":
-        message = {"converged": "converged: the step fell below the tolerances at the finest level",
+        message = {"converged": "the step fell below the tolerances at the finest level",
                    "max_iterations": "stopped at the iteration limit of the finest level"}[status]
+    final_sim = levels[-1].similarity or similarity
     rendered = render_views(volume, rig, best_pose, 1, render_mode, step_mm)
     with torch.no_grad():
-        per_view = 1.0 - sim(rendered, targets, weights)
+        per_view = 1.0 - get_similarity(final_sim)(rendered.double(), targets, weights)
     return RegistrationResult(
-        pose=best_pose, status=status, message=message, history=pd.DataFrame(rows), loss=float(per_view.sum()),
+        pose=best_pose, status=status, message=message, history=history.frame(), loss=float(per_view.sum()),
         view_losses={n: float(v) for n, v in zip(names, per_view)},
-        rendered={n: rendered[i].cpu().numpy() for i, n in enumerate(names)}, seconds=seconds,
+        rendered={n: rendered[i].cpu().numpy() for i, n in enumerate(names)}, seconds=seconds, similarity=final_sim,
     )

@@ -1,4 +1,5 @@
-"""Image similarity for 2D/3D registration: NCC, gradient NCC and multiscale patch NCC.
+"""Image similarity for 2D/3D registration: NCC, gradient NCC, multiscale patch NCC and NCC
+weighted by the expected photon counts.
 
 Every measure compares a batch of rendered (moving) images with target (fixed) images, one pair
 per view, optionally weighted by a mask per view, and returns one similarity per view in
@@ -19,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["ncc", "gradient_ncc", "patch_ncc", "multiscale_ncc", "SIMILARITIES", "get_similarity", "check_target"]
+__all__ = ["ncc", "gradient_ncc", "patch_ncc", "multiscale_ncc", "count_weighted_ncc", "SIMILARITIES", "get_similarity", "check_target"]
 
 _EPS = 1e-6
 
@@ -193,11 +194,43 @@ def multiscale_ncc(moving: Tensor, fixed: Tensor, mask: Tensor | None = None,
     return total
 
 
-SIMILARITIES: dict[str, Similarity] = {"ncc": ncc, "gncc": gradient_ncc, "mncc": multiscale_ncc}
+def count_weighted_ncc(moving: Tensor, fixed: Tensor, mask: Tensor | None = None, smooth: int = 5,
+                       eps: float = _EPS) -> Tensor:
+    """NCC weighted by the expected photon counts: efficient under quantum noise.
+
+    A line-integral image ``y = -log(N / N0)`` of Poisson counts ``N`` has the variance
+    ``exp(y) / N0`` per pixel, so the maximum-likelihood fit of a DRR ``x`` up to the unknown
+    intensity scale and offset of the X-ray, ``y ~ a x + b``, minimises
+    ``sum w (y - a x - b)^2`` with ``w = exp(-y) N0`` (the counts). Profiling ``a, b`` out leaves
+    ``sum w (y - y_w)^2 (1 - NCC_w^2)``: the NCC weighted by the counts, which this returns. The
+    weights are taken from the target smoothed over ``smooth x smooth`` pixels (the noise of a
+    single pixel's weight would correlate with its residual and bias the fit), times ``mask``;
+    their scale ``N0`` cancels. Expects line integrals in natural units (``-log`` of counts).
+
+    Args and returns as :func:`ncc`; smooth: odd box size in pixels (1 = none).
+    """
+    if moving.shape != fixed.shape or moving.ndim != 3:
+        raise ValueError(f"images: expected two (views, H, W) batches of one shape, got {tuple(moving.shape)} "
+                         f"and {tuple(fixed.shape)}")
+    if int(smooth) != smooth or smooth < 1 or smooth % 2 == 0:
+        raise ValueError(f"smooth: expected an odd positive number of pixels, got {smooth}")
+    y = fixed.detach()
+    if smooth > 1:
+        y = F.avg_pool2d(y[:, None], smooth, stride=1, padding=smooth // 2, count_include_pad=False)[:, 0]
+    # Relative to each view's least attenuated pixel: the weights stay in (0, 1] in float32.
+    w = torch.exp(-(y - y.amin((-2, -1), keepdim=True)))
+    if mask is not None:
+        w = w * _weights(moving, mask)
+    return ncc(moving, fixed, w, eps)
+
+
+SIMILARITIES: dict[str, Similarity] = {"ncc": ncc, "gncc": gradient_ncc, "mncc": multiscale_ncc,
+                                       "wncc": count_weighted_ncc}
 
 
 def get_similarity(name: str) -> Similarity:
-    """The measure called ``name``: ``"ncc"``, ``"gncc"`` (gradient NCC) or ``"mncc"`` (multiscale)."""
+    """The measure called ``name``: ``"ncc"``, ``"gncc"`` (gradient NCC), ``"mncc"`` (multiscale) or
+    ``"wncc"`` (weighted by the expected counts)."""
     if name not in SIMILARITIES:
         raise ValueError(f"similarity: expected one of {sorted(SIMILARITIES)}, got {name!r}")
     return SIMILARITIES[name]

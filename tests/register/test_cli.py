@@ -27,7 +27,10 @@ def test_register_command_end_to_end(tmp_path, capsys):
     code = main(["register", "--ct", str(tmp_path / "ct.nii.gz"), "--rig", str(tmp_path / "rig.json"),
                  "--images", *paths, "--levels", "2:60:2,1:30:1", "--truth", str(tmp_path / "truth.json"),
                  "-o", str(out), "--quiet"])
-    assert code == 0, capsys.readouterr()
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    status, message = printed.splitlines()[0].split(": ", 1)
+    assert status in ("converged", "max_iterations") and not message.startswith(status), printed
     pose = load_pose(out / "pose.json")
     assert registration_errors(pose, truth, rig, vol.corners())["mtre_mm"] < 1.0
     table = pd.read_csv(out / "iterations.csv")
@@ -57,11 +60,37 @@ def test_register_command_bad_input(tmp_path, capsys):
 
 
 def test_levels_option_names_a_similarity_per_level():
-    from stereodrr.cli.register import parse_levels
+    from stereodrr.cli.register import format_levels, parse_levels
     from stereodrr.register import DEFAULT_LEVELS, Level
 
-    assert parse_levels("4:150,2:100,1:100:gncc") == DEFAULT_LEVELS
+    assert parse_levels(format_levels(DEFAULT_LEVELS)) == DEFAULT_LEVELS
     assert parse_levels("2:60:2, 1:30:1:ncc") == (Level(2, 60, 2), Level(1, 30, 1, "ncc"))
-    for bad in ("2:60:x", "2", "1:30:1:2:gncc", "1:30:sad"):
+    assert parse_levels("4:150:8x8x2,1:40:wncc:lbfgs") == (Level(4, 150, (8, 8, 2)), Level(1, 40, None, "wncc", "lbfgs"))
+    for bad in ("2:60:x", "2", "1:30:1:2:gncc", "1:30:sad", "2:60:2x2", "1:30:lbfgs:gncc"):
         with pytest.raises(ValueError, match="--levels"):
             parse_levels(bad)
+
+
+def test_register_command_converts_raw_16bit_frames(tmp_path, capsys):
+    from stereodrr.render import detect
+    from stereodrr.render.detector import to_uint16
+
+    ct = torso_phantom(size=(48, 40, 32), spacing=6.0)
+    save_volume(ct, tmp_path / "ct.nii.gz")
+    rig = StereoRig.convergent(5.0, 750, 1200, 8.0, 64, 64)
+    save_rig(rig, tmp_path / "rig.json")
+    vol = ct.with_data(hu_to_mu(ct.data, 60.0))
+    truth = RigidPose.from_degrees([1.0, 0.0, -1.5], [3.0, -2.0, 1.0], vol.center)
+    paths = []
+    for name, line in zip(rig.names, render_views(vol, rig, truth)):
+        raw, _ = to_uint16(detect(line, 3e4, seed=2).clamp_min(0), 1.0)  # a raw flat-panel frame
+        paths.append(str(tmp_path / f"{name}.tif"))
+        sitk.WriteImage(sitk.GetImageFromArray(raw), paths[-1])
+    save_pose(truth, tmp_path / "truth.json")
+    args = ["register", "--ct", str(tmp_path / "ct.nii.gz"), "--rig", str(tmp_path / "rig.json"), "--images", *paths,
+            "--levels", "2:60:2,1:30:1", "-o", str(tmp_path / "out"), "--quiet"]
+    assert main(args) == 0
+    assert "read as raw intensity (uint16)" in capsys.readouterr().out
+    assert registration_errors(load_pose(tmp_path / "out" / "pose.json"), truth, rig, vol.corners())["mtre_mm"] < 1.0
+    assert main(args[:-3] + ["--kind", "line_integral", "-o", str(tmp_path / "o2"), "--quiet"]) == 1
+    assert "is a raw frame, not a line integral" in capsys.readouterr().err

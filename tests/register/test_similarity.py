@@ -52,3 +52,26 @@ def test_bad_targets(images):
         ncc(x, x, torch.ones(1, 4, 4))
     with pytest.raises(ValueError, match="patch"):
         patch_ncc(x, x, patch=100)
+
+
+def test_count_weighted_ncc_is_the_weighted_least_squares_fit():
+    # min_{a,b} sum w (y - a x - b)^2 = S_yy (1 - NCC_w^2) with w = exp(-y) (the counts of a -log image).
+    from stereodrr.register import count_weighted_ncc, get_similarity
+
+    rng = np.random.default_rng(3)
+    x = rng.uniform(0, 4, size=(2, 12, 10))
+    y = 0.8 * x + 0.3 + rng.normal(0, 0.2, size=x.shape)
+    r = count_weighted_ncc(torch.as_tensor(x), torch.as_tensor(y), smooth=1, eps=0.0).numpy()
+    for v in range(2):
+        w = np.exp(-y[v]).ravel()
+        A = np.stack([x[v].ravel(), np.ones(x[v].size)], 1) * np.sqrt(w)[:, None]
+        _, res, _, _ = np.linalg.lstsq(A, y[v].ravel() * np.sqrt(w), rcond=None)
+        ym = (w * y[v].ravel()).sum() / w.sum()
+        syy = (w * (y[v].ravel() - ym) ** 2).sum()
+        assert res[0] == pytest.approx(syy * (1 - r[v] ** 2), rel=1e-6)
+    assert get_similarity("wncc") is count_weighted_ncc
+    # Invariant to the scale of the counts and to an affine change of the DRR.
+    r2 = count_weighted_ncc(torch.as_tensor(3 * x - 1), torch.as_tensor(y), smooth=1, eps=0.0).numpy()
+    np.testing.assert_allclose(r, r2, rtol=1e-9)
+    with pytest.raises(ValueError, match="smooth"):
+        count_weighted_ncc(torch.as_tensor(x), torch.as_tensor(y), smooth=4)
