@@ -20,6 +20,7 @@ import torch
 from ..geometry import Camera, StereoRig, rotvec_to_matrix
 from ..phantoms import Phantom, voxelize
 from ..render import render_rig, render_spheres
+from ..render.aperture import check_aperture, subpixel_cameras
 from ..render.detector import detect as detector_counts
 from ..render.detector import to_uint16
 
@@ -75,6 +76,8 @@ def render_calibration_images(
     seed: int = 0,
     device: torch.device | str = "cpu",
     progress: bool = True,
+    aperture: str = "area",
+    subpixels: int = 6,
 ) -> CalibrationShots:
     """Render every view of ``rig`` looking at ``phantom``.
 
@@ -86,7 +89,13 @@ def render_calibration_images(
         photons: mean photons per pixel without attenuation; ``None``: noise-free line integrals.
         electronic_sigma: read-out noise in photons; detector_blur_px: Gaussian sigma.
         seed: noise seed (view ``i`` uses ``seed + i``).
+        aperture: ``"area"``: each pixel reports the average over its area of the transmitted
+            intensity ``exp(-L)`` (a flat panel), from ``subpixels x subpixels`` sub-rays through the
+            balls (:func:`stereodrr.render.aperture.subpixel_cameras`; the plastic bodies, smooth
+            on the pixel scale, at the pixel centre); noise-free images are then ``-log`` of it.
+            ``"point"``: the pixel-centre ray.
     """
+    check_aperture(aperture, subpixels)
     if not phantom.markers:
         raise ValueError("phantom: has no markers to calibrate with")
     vox = voxelize(phantom, voxel_mm, energy_kev=energy_kev, markers="carve", supersample=2,
@@ -95,8 +104,11 @@ def render_calibration_images(
     balls = phantom.marker_arrays(energy_kev)
     images, centres = {}, {}
     for i, (name, cam) in enumerate(rig.cameras.items()):
-        spheres, c = render_spheres(balls.centers, balls.diameters, balls.mu, cam, device=device)
-        L = bodies[name] + spheres[0].to(bodies[name].device)
+        sub = subpixel_cameras(cam, subpixels) if aperture == "area" else [cam]
+        spheres, _ = render_spheres(balls.centers, balls.diameters, balls.mu, sub, device=device)
+        _, c = render_spheres(balls.centers, balls.diameters, balls.mu, cam, device=device)
+        transmitted = torch.exp(-spheres.double()).mean(dim=0)
+        L = bodies[name] + (-torch.log(transmitted)).to(bodies[name].device, bodies[name].dtype)
         centres[name] = c[0].cpu().numpy().astype(np.float64)
         if photons is None:
             images[name] = L.cpu().numpy().astype(np.float32)

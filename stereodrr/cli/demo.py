@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ..calib.fundamental import METHODS
 from ..calib.pipeline import calibrate_stereo
+from ..render.aperture import APERTURES
 from ..calib.scene import perturbed_rig, render_calibration_images
 from ..geometry import StereoRig, save_rig
 from ..phantoms import load_phantom
@@ -49,6 +50,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="detector pixels (default 1024 1024)")
     p.add_argument("--phantom", default=None, help="phantom JSON (default phantoms/lego_stereo.json)")
     p.add_argument("--seed", type=int, default=0, help="seed of the rig perturbation and the noise")
+    p.add_argument("--aperture", choices=APERTURES, default="area",
+                   help="detector pixels: 'area' (average over the pixel, a flat panel) or 'point' (pixel centre)")
     p.set_defaults(func=run)
 
 
@@ -62,14 +65,14 @@ def run(args: argparse.Namespace) -> int:
     shots = render_calibration_images(
         phantom, truth, photons=args.photons if noisy else None,
         electronic_sigma=args.electronic_noise if noisy else 0.0,
-        detector_blur_px=args.blur if noisy else 0.0, seed=args.seed)
+        detector_blur_px=args.blur if noisy else 0.0, seed=args.seed, aperture=args.aperture)
     t_render = time.perf_counter() - t0
     paths = [write_image(out / "images" / f"{n}.tif", img) for n, img in shots.images.items()]
     save_rig(nominal, out / "nominal_rig.json")
     save_rig(truth, out / "true_rig.json")
     result = calibrate_stereo(shots.images, phantom.marker_table(), nominal, kind=shots.kind,
                               methods=tuple(METHODS), truth=truth, truth_centres_px=shots.centres_px,
-                              seed=args.seed)
+                              seed=args.seed, aperture=args.aperture)
     result.seconds = time.perf_counter() - t0
     noise = (f"Poisson {args.photons:g} photons/px, read-out {args.electronic_noise:g}, blur {args.blur:g} px"
              if noisy else "noise-free")
