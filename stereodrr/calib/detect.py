@@ -27,8 +27,8 @@ Steps, for a ``(H, W)`` image (float or 16-bit):
 
        a(u, v) = b0 + bu (u - u0) + bv (v - v0) - log(G_s * exp(-A sqrt(max(0, 1 - ((u - u0)^2 + (v - v0)^2) / rho^2)))),
 
-   the chord profile of a ball of projected radius ``rho`` px sampled at pixel centres,
-   blurred by a Gaussian ``G_s`` whose sigma ``s`` is fitted too. Detector (scintillator) and
+   the chord profile of a ball of projected radius ``rho`` px averaged over each pixel's area
+   (a flat panel's aperture; ``aperture="point"`` samples it at the pixel centres), blurred by a Gaussian ``G_s`` whose sigma ``s`` is fitted too. Detector (scintillator) and
    focal-spot blur act on the intensity ``exp(-a)``, not on its logarithm, hence the
    ``-log(G * exp(.))``; a sharp-edged model fitted to a blurred ball is pulled towards the pixel
    grid. A second pass re-centres the background estimate on the fit and widens it by the
@@ -47,7 +47,7 @@ import pandas as pd
 from scipy.ndimage import convolve1d
 from scipy.optimize import least_squares
 
-__all__ = ["KINDS", "attenuation_image", "detect_markers"]
+__all__ = ["KINDS", "APERTURES", "attenuation_image", "detect_markers"]
 
 KINDS = ("auto", "line_integral", "intensity")
 # Gaussian sigma from the median absolute deviation (normal consistency constant).
@@ -173,24 +173,45 @@ def _gaussian_blur(img: np.ndarray, sigma: float) -> np.ndarray:
     return convolve1d(convolve1d(img, w, axis=0, mode="constant"), w, axis=1, mode="constant")
 
 
+# Sub-samples per pixel axis of the box-integrated model, and the band around the rim (px)
+# where they are used: elsewhere the chord profile is smooth on the pixel scale and the pixel
+# centre stands for the pixel average.
+_APERTURE_SUBPIXELS = 5
+_APERTURE_RIM_PX = 2.0
+APERTURES = ("area", "point")
+
+
 def _fit_ball(res: np.ndarray, u_lo: int, v_lo: int, u0: float, v0: float, rho: float, amp: float,
-              blur: float, window: float) -> tuple[np.ndarray, float]:
+              blur: float, window: float, aperture: str = "area") -> tuple[np.ndarray, float]:
     """Least-squares fit of the blurred projected-sphere model on a residual patch (top-left
     pixel ``(u_lo, v_lo)``), over the disk of radius ``window`` around (u0, v0).
 
-    Parameters ``x = (u0, v0, rho, A, b0, bu, bv, sigma)``: the chord profile sampled at the
-    pixel centres, blurred in the intensity domain (``-log(G_sigma * exp(-A chord))``) by a
-    Gaussian of ``sigma`` px (detector and focal-spot blur; 0 for an ideal detector), over a
-    planar background.
+    Parameters ``x = (u0, v0, rho, A, b0, bu, bv, sigma)``. The ball's intensity
+    ``exp(-A chord)`` is averaged over each pixel's area (``aperture="area"``: a flat panel
+    integrates over its pixel; ``_APERTURE_SUBPIXELS``^2 sub-samples in the band of
+    ``_APERTURE_RIM_PX`` around the rim, where the profile is sharp) or sampled at the pixel
+    centre (``"point"``), then blurred by a Gaussian of ``sigma`` px (detector and focal-spot
+    blur; 0 for an ideal detector) and taken back to the log domain, over a planar background.
     """
     vv, uu = np.mgrid[v_lo:v_lo + res.shape[0], u_lo:u_lo + res.shape[1]].astype(np.float64)
     sel = (uu - u0) ** 2 + (vv - v0) ** 2 <= window**2
     vals = res[sel]
+    rim = np.zeros_like(sel)
+    if aperture == "area":
+        rim = np.abs(np.hypot(uu - u0, vv - v0) - rho) <= _APERTURE_RIM_PX + 0.71
+        off = (np.arange(_APERTURE_SUBPIXELS) + 0.5) / _APERTURE_SUBPIXELS - 0.5
+        ou, ov = (o.ravel() for o in np.meshgrid(off, off))
+        fu, fv = uu[rim][:, None] + ou[None], vv[rim][:, None] + ov[None]
 
     def model(x: np.ndarray) -> np.ndarray:
         du, dv = uu - x[0], vv - x[1]
-        q = 1.0 - (du * du + dv * dv) / (x[2] * x[2])
-        ball = -np.log(_gaussian_blur(np.exp(-x[3] * np.sqrt(np.maximum(q, 0.0))), x[7]))
+        inv_r2 = 1.0 / (x[2] * x[2])
+        intensity = np.exp(-x[3] * np.sqrt(np.maximum(1.0 - (du * du + dv * dv) * inv_r2, 0.0)))
+        if aperture == "area":
+            gu, gv = fu - x[0], fv - x[1]
+            sub = np.exp(-x[3] * np.sqrt(np.maximum(1.0 - (gu * gu + gv * gv) * inv_r2, 0.0)))
+            intensity[rim] = sub.mean(axis=1)
+        ball = -np.log(_gaussian_blur(intensity, x[7]))
         return (x[4] + x[5] * du + x[6] * dv + ball)[sel]
 
     x0 = np.array([u0, v0, rho, amp, 0.0, 0.0, 0.0, blur])
@@ -209,6 +230,7 @@ def detect_markers(
     threshold_sigma: float = 6.0,
     threshold_fraction: float = 0.2,
     min_roundness: float = 0.6,
+    aperture: str = "area",
     name: str = "image",
 ) -> pd.DataFrame:
     """Detect metal balls and locate their projected centres to sub-pixel precision.
@@ -222,6 +244,9 @@ def detect_markers(
         threshold_sigma, threshold_fraction: candidate pixels exceed ``threshold_sigma`` noise
             sigmas and ``threshold_fraction`` of the strongest top-hat response.
         min_roundness: smallest accepted ratio of the minor to the major axis of a candidate.
+        aperture: the detector pixels' sampling the fit models: ``"area"`` (each pixel the
+            average over its area, as a flat panel and stereodrr's default renderer) or
+            ``"point"`` (sampled at the pixel centre).
         name: the image's name in error messages.
 
     Returns:
@@ -232,6 +257,8 @@ def detect_markers(
     Raises:
         ValueError: not a 2D image, NaN/inf, a constant image, bad options, or no markers found.
     """
+    if aperture not in APERTURES:
+        raise ValueError(f"aperture: expected one of {APERTURES}, got {aperture!r}")
     if subpixel not in ("fit", "centroid"):
         raise ValueError(f"subpixel: expected 'fit' or 'centroid', got {subpixel!r}")
     dmin, dmax = (float(x) for x in diameter_px)
@@ -279,13 +306,13 @@ def detect_markers(
         if subpixel == "fit":
             # Two starts: sharp (near 0 the blur's derivative vanishes, the kernel taps underflow,
             # so it stays sharp) and 0.5 px blurred; the blurred model has local minima.
-            x, fit_rms = min((_fit_ball(res, pu, pv, cu, cv_, rho, peak, s0, rho + 2.0) for s0 in (1e-3, 0.5)),
+            x, fit_rms = min((_fit_ball(res, pu, pv, cu, cv_, rho, peak, s0, rho + 2.0, aperture) for s0 in (1e-3, 0.5)),
                              key=lambda fit: fit[1])
             # Second pass: the hole re-centred on the fit and widened by the blurred rim.
             local = _ball_residual(a, x[0], x[1], x[2], 1.0 + 3.0 * x[7])
             if local is not None:
                 res, pu, pv = local
-                x, fit_rms = _fit_ball(res, pu, pv, x[0], x[1], x[2], x[3], x[7], x[2] + 2.0 + 3.0 * x[7])
+                x, fit_rms = _fit_ball(res, pu, pv, x[0], x[1], x[2], x[3], x[7], x[2] + 2.0 + 3.0 * x[7], aperture)
             cu, cv_, rho, peak, blur = (float(v) for v in (x[0], x[1], x[2], x[3], x[7]))
         else:
             vv, uu = np.mgrid[pv:pv + res.shape[0], pu:pu + res.shape[1]]

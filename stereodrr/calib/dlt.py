@@ -243,7 +243,12 @@ def calibrate_rig(
         if not refine:  # keep the linear DLT exactly (with its skew)
             K, R, t = krt[names.index(n)]
         det = detectors[n]
-        cam = Camera(K=K, R=R, t=t, width=det.width, height=det.height, pixel_spacing=det.pixel_spacing)
+        # Calibrated: K, R, t. Derived, so the file agrees with its own K (fx du = fy dv = SDD):
+        # SDD = fx x the detector's nominal du (a DLT cannot separate focal length from pitch),
+        # and dv = SDD / fy (the calibrated pixel aspect).
+        sdd = float(K[0, 0] * det.pixel_spacing[0])
+        cam = Camera(K=K, R=R, t=t, width=det.width, height=det.height,
+                     pixel_spacing=(det.pixel_spacing[0], sdd / K[1, 1]), sdd=sdd)
         X, uv = data[n]
         views[n] = ViewCalibration(cam, P_lin[n], reprojection_errors(cam.P, X, uv), reprojection_errors(P_lin[n], X, uv))
         cams[n] = cam

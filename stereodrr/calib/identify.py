@@ -1,37 +1,58 @@
-"""Label each detected ball with its phantom marker, using the known marker geometry.
+"""Label each detected ball with its phantom marker, using the known marker geometry, and say
+how sure the labelling is.
 
-The phantom's marker table (3D centres and diameters) projected with the nominal camera
-predicts where each ball should appear. The real rig differs from the nominal one, so the
-prediction is off by an unknown, mostly translational, image motion; the identification is a
-robust pose search:
+A labelling is a hypothesis to be tested, not a lock: a phantom's layout has near-symmetries
+(a lattice shifted by one row, a rotated or mirrored copy; :mod:`stereodrr.phantoms.symmetry`)
+and each gives a second labelling that the 11-parameter DLT fits *exactly*, so a small
+reprojection error proves nothing. The identification therefore
 
-1. Consensus shift: every (detection, marker) pair votes for the image shift ``d_i - q_j``
-   (pairs whose apparent diameters disagree by more than ``size_tol`` do not vote); the shift
-   (tried with a few in-plane rotations of the prediction) that brings the most pairs within
-   ``tol_px`` wins. The phantom is asymmetric, so one shift explains the most markers.
-2. Assignment: the Hungarian algorithm (``scipy.optimize.linear_sum_assignment``) on the
-   shifted prediction, gated at ``tol_px``.
-3. Pose refinement: with the assigned pairs the camera is re-estimated (``cv2.solvePnPRansac``
-   with the nominal intrinsics, then the 11-parameter DLT once enough markers are matched), all
-   markers are re-projected and re-assigned with a gate that tightens towards ``final_tol_px``.
+1. **finds a first labelling** from the nominal camera, orbited about the markers' centre by a
+   grid of angles (up to ``max_search_deg``) so that nominal rigs far from the truth still
+   give one: every (detection, marker) pair votes for the image shift ``d_i - q_j`` (pairs whose
+   sizes disagree by more than ``size_tol`` do not vote; a few in-plane rotations are tried),
+   the Hungarian algorithm (``scipy.optimize.linear_sum_assignment``) assigns within the gate
+   of the winning shift, and the pose is refined (``cv2.solvePnPRansac`` with the nominal
+   intrinsics, then the DLT, re-assigning every marker with a gate tightening to
+   ``final_tol_px``);
+2. **enumerates the labellings the layout's near-symmetries allow** from it (each relabelled,
+   re-fitted and re-assigned the same way);
+3. **scores each** by its evidence: markers explained (detections it assigns within
+   ``final_tol_px`` of the DLT's reprojection) minus twice those whose shadow diameter
+   contradicts the marker's size class (relative to the median size ratio, so a wrong
+   magnification does not matter). Only physical cameras compete: the DLT must be right-handed
+   (a left-handed one means a mirrored image) and within ``max_rotation_deg`` and
+   ``max_source_mm`` of the nominal view;
+4. **reports the margin**, the evidence of the best labelling minus that of the runner-up
+   (in markers). Below ``min_margin`` the identification is *ambiguous* and the calibration
+   verdict cannot be PASS.
 
 Matching across views then follows from the marker ids.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 import pandas as pd
 from scipy.optimize import linear_sum_assignment
 
-from ..geometry import Camera, project_points, projection_matrix, rotvec_to_matrix
+from ..geometry import Camera, decompose_projection, matrix_to_rotvec, project_points, projection_matrix, rotvec_to_matrix
+from ..phantoms.io import marker_classes
+from ..phantoms.symmetry import MAX_PRIOR_ROTATION_DEG, marker_symmetries
 from ._checks import as_points, same_count
 from .dlt import MIN_DLT_POINTS, dlt_projection
 
-__all__ = ["Identification", "identify_markers", "match_views", "shadow_diameters_px"]
+__all__ = ["Identification", "identify_markers", "match_views", "shadow_diameters_px", "MIN_MARGIN"]
+
+# Evidence margin (markers) below which a labelling is ambiguous.
+MIN_MARGIN = 3.0
+# A shadow contradicts its marker's size class beyond this relative deviation from the median
+# detected/expected diameter ratio (classes of the shipped phantoms differ by >= 33 %).
+_SIZE_CLASS_TOL = 0.18
+# Weight of a size contradiction in the evidence (a mis-sized match costs more than a miss).
+_SIZE_WEIGHT = 2.0
 
 
 def shadow_diameters_px(camera: Camera, centers: np.ndarray, diameters_mm: np.ndarray) -> np.ndarray:
@@ -51,29 +72,45 @@ class Identification:
         P: ``(3, 4)`` the projection fitted to the identified markers (DLT).
         unmatched: indices of detections no marker explains (spurious blobs).
         missing: ids of markers not found (hidden, overlapping or off the detector).
+        margin: evidence of this labelling minus the runner-up's, in markers (``inf``: none).
+        hypotheses: every labelling scored (best first): ``hypothesis, matched, size_contradictions,
+            evidence, rms_px, rotation_from_nominal_deg, source_from_nominal_mm, mirrored, physical``.
+        min_margin: the margin below which the labelling is ambiguous.
     """
 
     table: pd.DataFrame
     P: np.ndarray
     unmatched: list[int]
     missing: list
+    margin: float = float("inf")
+    hypotheses: pd.DataFrame = field(default_factory=pd.DataFrame)
+    min_margin: float = MIN_MARGIN
+
+    @property
+    def ambiguous(self) -> bool:
+        return bool(self.margin < self.min_margin)
 
 
 def _consensus_shift(det: np.ndarray, pred: np.ndarray, ok: np.ndarray, tol: float) -> tuple[np.ndarray, int]:
-    """Shift with the most (detection, marker) pairs within ``tol``; ``ok`` (N, M) masks pairs."""
-    diff = det[:, None, :] - pred[None, :, :]  # (N, M, 2)
-    cand = diff[ok]
-    if len(cand) == 0:
+    """Shift with the most (detection, marker) pairs within ``tol``; ``ok`` (N, M) masks pairs.
+
+    Votes are binned on grids of ``2 tol`` cells (four half-cell offsets, so a cluster is never
+    split by every grid); the fullest cells' mean shifts are then counted exactly, one vote per
+    marker and per detection at most."""
+    diff = (det[:, None, :] - pred[None, :, :])[ok]
+    if len(diff) == 0:
         return np.zeros(2), 0
     best, best_votes = np.zeros(2), -1
-    for start in range(0, len(cand), 256):
-        c = cand[start:start + 256]
-        close = (np.linalg.norm(diff[None] - c[:, None, None, :], axis=-1) < tol) & ok[None]
-        # One vote per marker and per detection at most: count markers with any close detection.
-        votes = np.minimum(close.any(axis=1).sum(axis=1), close.any(axis=2).sum(axis=1))
-        k = int(np.argmax(votes))
-        if votes[k] > best_votes:
-            best_votes, best = int(votes[k]), c[k]
+    for off in ((0.0, 0.0), (0.5, 0.0), (0.0, 0.5), (0.5, 0.5)):
+        cells = np.floor(diff / (2 * tol) + np.asarray(off)).astype(np.int64)
+        _, inv, counts = np.unique(cells, axis=0, return_inverse=True, return_counts=True)
+        inv = inv.ravel()
+        for k in np.argsort(counts)[::-1][:4]:
+            c = diff[inv == k].mean(axis=0)
+            close = (np.linalg.norm(det[:, None, :] - pred[None, :, :] - c, axis=-1) < tol) & ok
+            votes = min(int(close.any(axis=0).sum()), int(close.any(axis=1).sum()))
+            if votes > best_votes:
+                best_votes, best = votes, c
     return best, best_votes
 
 
@@ -86,6 +123,63 @@ def _assign(det: np.ndarray, pred: np.ndarray, gate: float, ok: np.ndarray) -> t
     return rows[keep], cols[keep]
 
 
+def _refine(det: np.ndarray, X: np.ndarray, K: np.ndarray, ok: np.ndarray, rows: np.ndarray, cols: np.ndarray,
+            gates: tuple[float, ...], P: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Fit a pose to tentative pairs and re-assign every marker with each gate in turn (PnP with
+    the nominal ``K`` first unless ``P`` is given, then the DLT); ``None`` when fewer than
+    :data:`MIN_DLT_POINTS` pairs survive."""
+    for gate in gates:
+        if len(rows) < MIN_DLT_POINTS:
+            return None
+        if P is None:
+            ok_pnp, rvec, tvec, _ = cv2.solvePnPRansac(X[cols], det[rows], K, None, reprojectionError=gates[0],
+                                                       iterationsCount=200, flags=cv2.SOLVEPNP_ITERATIVE)
+            if not ok_pnp:
+                return None
+            P = projection_matrix(K, rotvec_to_matrix(rvec.ravel().astype(np.float64)), tvec.ravel().astype(np.float64))
+        else:
+            try:
+                P = dlt_projection(X[cols], det[rows], what="identification")
+            except ValueError:
+                pass  # too few or coplanar matches so far: keep the previous pose
+        proj, _ = project_points(P, X)
+        rows, cols = _assign(det, proj, gate, ok)
+    if len(rows) < MIN_DLT_POINTS:
+        return None
+    try:
+        P = dlt_projection(X[cols], det[rows], what="identification")
+    except ValueError:
+        return None
+    return P, rows, cols
+
+
+def _orbit(camera: Camera, pivot: np.ndarray, ax_deg: float, ay_deg: float) -> Camera:
+    """The camera rotated about ``pivot`` by ``ax_deg`` about its x axis then ``ay_deg`` about its y axis."""
+    Q = rotvec_to_matrix(camera.R[0] * np.radians(ax_deg)) @ rotvec_to_matrix(camera.R[1] * np.radians(ay_deg))
+    C = pivot + Q @ (camera.center - pivot)
+    R = camera.R @ Q.T
+    return Camera(K=camera.K, R=R, t=-R @ C, width=camera.width, height=camera.height,
+                  pixel_spacing=camera.pixel_spacing, sdd=camera.sdd)
+
+
+def _search_grid(max_deg: float, step_deg: float) -> list[tuple[float, float]]:
+    n = int(np.floor(max_deg / step_deg + 1e-9))
+    g = [(a * step_deg, b * step_deg) for a in range(-n, n + 1) for b in range(-n, n + 1)]
+    return sorted(g, key=lambda p: (max(abs(p[0]), abs(p[1])), abs(p[0]) + abs(p[1])))
+
+
+def _pose_from(P: np.ndarray, X: np.ndarray, width: int) -> tuple[np.ndarray, bool, np.ndarray, np.ndarray]:
+    """``P`` scaled so matched points have positive depth; whether it is left-handed (a mirrored
+    image); and the ``R`` and source of the physical camera (of the un-mirrored image)."""
+    depth = (np.c_[X, np.ones(len(X))] @ P.T)[:, 2]
+    if np.median(depth) < 0:
+        P = -P
+    mirrored = bool(np.linalg.det(P[:, :3]) < 0)
+    Pp = np.array([[-1.0, 0.0, width - 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]) @ P if mirrored else P
+    _, R, t = decompose_projection(Pp)
+    return P, mirrored, R, -R.T @ t
+
+
 def identify_markers(
     detections: np.ndarray,
     markers: pd.DataFrame,
@@ -94,26 +188,40 @@ def identify_markers(
     tol_px: float | None = None,
     final_tol_px: float = 2.0,
     size_tol: float = 0.3,
-    rotations_deg: tuple[float, ...] = (0.0, -2.0, 2.0, -5.0, 5.0, -10.0, 10.0),
+    rotations_deg: tuple[float, ...] = (0.0, -5.0, 5.0, -10.0, 10.0, -20.0, 20.0),
+    max_search_deg: float = 25.0,
+    search_step_deg: float = 5.0,
+    max_rotation_deg: float = MAX_PRIOR_ROTATION_DEG,
+    max_source_mm: float | None = None,
+    min_margin: float = MIN_MARGIN,
     name: str = "view",
 ) -> Identification:
-    """Identify detected balls with phantom markers.
+    """Identify detected balls with phantom markers (see the module docstring).
 
     Args:
         detections: ``(N, 2)`` ball centres in pixels.
         markers: the phantom's ground-truth table with columns ``marker_id, x, y, z`` (world mm)
-            and optionally ``diameter_mm``.
-        camera: the nominal camera of this view (a starting point only).
+            and optionally ``diameter_mm`` and ``material`` (the marker classes).
+        camera: the nominal camera of this view (a starting point and a prior).
         detection_diameters_px: ``(N,)`` measured ball diameters; with ``diameter_mm`` in the
-            table, pairs whose sizes disagree by more than ``size_tol`` (relative) cannot match.
+            table, pairs whose sizes disagree by more than ``size_tol`` (relative) cannot match,
+            and size-class contradictions lower a labelling's evidence.
         tol_px: gate of the consensus and first assignment (default: 0.4 x the smallest
             distance between predicted markers, within 3-15 px).
         final_tol_px: gate of the final assignment against the fitted projection.
         rotations_deg: in-plane rotations of the prediction tried by the consensus search.
+        max_search_deg, search_step_deg: grid of orbits of the nominal camera tried for a first
+            labelling (stops at the first that explains 90 % of the markers).
+        max_rotation_deg, max_source_mm: a labelling whose camera is further than this from the
+            nominal one is not physical (default ``max_source_mm``: the chord of an orbit by
+            ``max_rotation_deg`` about the markers' centre, plus 100 mm).
+        min_margin: evidence margin (markers) below which the result is ambiguous.
         name: view name for messages.
 
     Raises:
-        ValueError: bad input, or fewer than 6 markers could be identified.
+        ValueError: bad input; no physical labelling of at least 6 markers (the message names
+            the likely causes: the nominal rig, the phantom file, the image order); or the
+            image is mirrored.
     """
     det = as_points(f"{name} detections", detections, 2)
     for col in ("marker_id", "x", "y", "z"):
@@ -121,60 +229,132 @@ def identify_markers(
             raise ValueError(f"markers: missing column {col!r} (expected marker_id, x, y, z[, diameter_mm])")
     X = as_points("markers x,y,z", markers[["x", "y", "z"]].to_numpy(), 3, MIN_DLT_POINTS, "identification")
     ids = markers["marker_id"].to_numpy()
-    pred, _ = camera.project(X)
     ok = np.ones((len(det), len(X)), bool)
+    dd = expected = None
     if detection_diameters_px is not None and "diameter_mm" in markers.columns:
         dd = np.asarray(detection_diameters_px, np.float64).ravel()
         same_count(detections=det, detection_diameters_px=dd)
         expected = shadow_diameters_px(camera, X, markers["diameter_mm"].to_numpy(np.float64))
         ok = np.abs(dd[:, None] / expected[None, :] - 1.0) <= size_tol
+    pred0, _ = camera.project(X)
     if tol_px is None:
-        gaps = np.linalg.norm(pred[:, None] - pred[None], axis=-1) + np.diag(np.full(len(pred), np.inf))
+        gaps = np.linalg.norm(pred0[:, None] - pred0[None], axis=-1) + np.diag(np.full(len(pred0), np.inf))
         tol_px = float(np.clip(0.4 * gaps.min(), 3.0, 15.0))
-    centre = pred.mean(axis=0)
-    best = (-1, None)
-    for ang in rotations_deg:
-        Rz = rotvec_to_matrix(np.array([0.0, 0.0, np.radians(ang)]))[:2, :2]
-        rp = (pred - centre) @ Rz.T + centre
-        shift, votes = _consensus_shift(det, rp, ok, tol_px)
-        if votes > best[0]:
-            best = (votes, rp + shift)
-    votes, guess = best
-    rows, cols = _assign(det, guess, tol_px, ok)
-    if len(rows) < MIN_DLT_POINTS:
-        raise ValueError(
-            f"{name}: could not identify the markers: only {len(rows)} of {len(det)} detections match the phantom "
-            f"projected with the nominal camera within {tol_px:.1f} px (at least {MIN_DLT_POINTS} needed); "
-            "check the phantom file, the nominal rig and the detections"
-        )
-    # Pose refinement: PnP with the nominal intrinsics, then the full DLT, tightening the gate.
-    P = None
-    for gate in (tol_px, max(tol_px / 2, final_tol_px), final_tol_px, final_tol_px):
-        if P is None:
-            ok_pnp, rvec, tvec, _ = cv2.solvePnPRansac(X[cols], det[rows], camera.K, None,
-                                                       reprojectionError=tol_px, iterationsCount=200,
-                                                       flags=cv2.SOLVEPNP_ITERATIVE)
-            if ok_pnp:
-                P = projection_matrix(camera.K, rotvec_to_matrix(rvec.ravel().astype(np.float64)), tvec.ravel().astype(np.float64))
-        else:
-            try:
-                P = dlt_projection(X[cols], det[rows], what=name)
-            except ValueError:
-                pass  # too few or coplanar matches so far: keep the PnP pose
-        if P is None:
-            break
+    gates = (tol_px, max(tol_px / 2, final_tol_px), final_tol_px, final_tol_px)
+    final_gates = (final_tol_px, final_tol_px)
+    target = 0.9 * min(len(det), len(X))
+    pivot = X.mean(axis=0)
+    K = camera.K
+    if max_source_mm is None:
+        max_source_mm = 2.0 * float(np.linalg.norm(camera.center - pivot)) * np.sin(np.radians(max_rotation_deg) / 2) + 100.0
+
+    def score(P: np.ndarray, rows: np.ndarray, cols: np.ndarray, how: str) -> dict:
+        P, mirrored, R, src = _pose_from(P, X[cols], camera.width)
         proj, _ = project_points(P, X)
-        rows, cols = _assign(det, proj, gate, ok)
-        if len(rows) < MIN_DLT_POINTS:
-            raise ValueError(f"{name}: the marker identification lost its matches while refining the pose "
-                             f"({len(rows)} left within {gate:.1f} px)")
-    if P is None:
-        raise ValueError(f"{name}: could not estimate a pose from the tentative marker matches")
-    P = dlt_projection(X[cols], det[rows], what=name)
+        res = np.linalg.norm(det[rows] - proj[cols], axis=1)
+        size_bad = 0
+        if dd is not None:
+            ratio = dd[rows] / expected[cols]
+            size_bad = int(np.sum(np.abs(ratio / np.median(ratio) - 1.0) > _SIZE_CLASS_TOL))
+        rot = float(np.degrees(np.linalg.norm(matrix_to_rotvec(R @ camera.R.T))))
+        dsrc = float(np.linalg.norm(src - camera.center))
+        return {"hypothesis": how, "matched": int(len(rows)), "size_contradictions": size_bad,
+                "evidence": float(len(rows) - _SIZE_WEIGHT * size_bad), "rms_px": float(np.sqrt(np.mean(res**2))),
+                "rotation_from_nominal_deg": rot, "source_from_nominal_mm": dsrc, "mirrored": mirrored,
+                "physical": bool(not mirrored and rot <= max_rotation_deg and dsrc <= max_source_mm),
+                "_fit": (P, rows, cols)}
+
+    hyps: dict[frozenset, dict] = {}
+
+    def add(fit: tuple | None, how: str) -> dict | None:
+        if fit is None:
+            return None
+        key = frozenset(zip(fit[1].tolist(), fit[2].tolist()))
+        if key not in hyps:
+            try:
+                hyps[key] = score(*fit, how)
+            except ValueError:
+                return None  # a degenerate projection (all matches on a plane through the source)
+        return hyps[key]
+
+    # 1. First labellings: orbits of the nominal camera, nearest first, until one explains 90 %.
+    for ax, ay in _search_grid(max_search_deg, search_step_deg):
+        cam = camera if (ax, ay) == (0.0, 0.0) else _orbit(camera, pivot, ax, ay)
+        pred, _ = cam.project(X)
+        centre = pred.mean(axis=0)
+        best = (-1, None)
+        for ang in rotations_deg:
+            Rz = rotvec_to_matrix(np.array([0.0, 0.0, np.radians(ang)]))[:2, :2]
+            rp = (pred - centre) @ Rz.T + centre
+            shift, votes = _consensus_shift(det, rp, ok, tol_px)
+            if votes > best[0]:
+                best = (votes, rp + shift)
+        if best[0] < MIN_DLT_POINTS:
+            continue
+        rows, cols = _assign(det, best[1], tol_px, ok)
+        h = add(_refine(det, X, cam.K, ok, rows, cols, gates), f"search orbit ({ax:g}, {ay:g}) deg")
+        if h is not None and h["physical"] and h["matched"] >= target:
+            break
+    if not hyps:
+        raise ValueError(
+            f"{name}: could not identify the markers: no labelling of at least {MIN_DLT_POINTS} of the "
+            f"{len(det)} detections fits the phantom's {len(X)} markers, starting from the nominal view {name!r} "
+            f"orbited by up to {max_search_deg:g} deg; check the nominal rig (is view {name!r} within ~20 deg and "
+            "50 mm of the truth?), the phantom file (is it the phantom imaged?) and the detections")
+    # 2. The labellings the layout's near-symmetries allow, from every first labelling found.
+    # Proper maps beyond the prior's rotation band cannot give a physical camera; mirrors matter
+    # only as the labelling of a mirrored image, when they keep nearly every marker.
+    sym = [s for s in marker_symmetries(X, marker_classes(markers) if "diameter_mm" in markers else None)
+           if not s.identity and ((s.proper and s.angle_deg <= max_rotation_deg) or (not s.proper and s.overlap >= 0.9))]
+    seeds = sorted(hyps.values(), key=lambda h: (not h["physical"], -h["evidence"]))[:2]
+    for seed in seeds:
+        _, rows, cols = seed["_fit"]
+        for k, s in enumerate(sym):
+            new = s.perm[cols]
+            keep = new >= 0
+            if keep.sum() < MIN_DLT_POINTS:
+                continue
+            try:
+                P = dlt_projection(X[new[keep]], det[rows[keep]], what=name)
+            except ValueError:
+                continue
+            add(_refine(det, X, K, ok, rows[keep], new[keep], final_gates, P=P),
+                f"{seed['hypothesis']} + near-symmetry {k} ({'rotation' if s.proper else 'mirror'} "
+                f"{s.angle_deg:.0f} deg, shift {np.linalg.norm(s.t):.1f} mm)")
+    # 3. Rank: physical labellings by evidence, then residual.
+    table = pd.DataFrame([{k: v for k, v in h.items() if k != "_fit"} for h in hyps.values()])
+    order = sorted(range(len(hyps)), key=lambda i: (not table.physical[i], -table.evidence[i], table.rms_px[i]))
+    table = table.iloc[order].reset_index(drop=True)
+    fits = [list(hyps.values())[i]["_fit"] for i in order]
+    phys = table.index[table.physical].tolist()
+    if not phys:
+        first = table.iloc[0]
+        why = ("the image looks mirrored (the best labelling needs a left-handed camera)" if first.mirrored else
+               f"the best labelling puts the camera {first.rotation_from_nominal_deg:.0f} deg and "
+               f"{first.source_from_nominal_mm:.0f} mm from the nominal view {name!r}")
+        raise ValueError(f"{name}: could not identify the markers: {why}; check the nominal rig, the image "
+                         "orientation (mirrored/flipped read-out?) and the image order")
+    b = phys[0]
+    mirrored_alt = table[table.mirrored]
+    if len(mirrored_alt):
+        # A mirrored image: the un-mirrored pose of a left-handed labelling is close to nominal.
+        m = mirrored_alt[(mirrored_alt.rotation_from_nominal_deg <= max_rotation_deg)
+                         & (mirrored_alt.source_from_nominal_mm <= max_source_mm)]
+        if len(m) and m.evidence.iloc[0] > table.evidence[b] + min_margin:
+            raise ValueError(f"{name}: the image looks mirrored: a left-handed camera explains "
+                             f"{int(m.matched.iloc[0])} markers against {int(table.matched[b])} for any real one; "
+                             "check the detector read-out orientation (flipped left-right or up-down?)")
+    rivals = [i for i in phys[1:]]
+    if len(mirrored_alt):
+        rivals += [i for i in mirrored_alt.index if table.rotation_from_nominal_deg[i] <= max_rotation_deg
+                   and table.source_from_nominal_mm[i] <= max_source_mm]
+    margin = float(table.evidence[b] - max(table.evidence[i] for i in rivals)) if rivals else float("inf")
+    P, rows, cols = fits[b]
+    P, _, _, _ = _pose_from(P, X[cols], camera.width)
     proj, _ = project_points(P, X)
-    order = np.argsort(ids[cols], kind="stable")
-    rows, cols = rows[order], cols[order]
-    table = pd.DataFrame({
+    srt = np.argsort(ids[cols], kind="stable")
+    rows, cols = rows[srt], cols[srt]
+    out = pd.DataFrame({
         "marker_id": ids[cols],
         "u": det[rows, 0],
         "v": det[rows, 1],
@@ -183,7 +363,8 @@ def identify_markers(
     })
     unmatched = sorted(set(range(len(det))) - set(rows.tolist()))
     missing = [m for m in ids.tolist() if m not in set(ids[cols].tolist())]
-    return Identification(table, P, unmatched, missing)
+    best_first = pd.concat([table.iloc[[b]], table.drop(index=b)], ignore_index=True)
+    return Identification(out, P, unmatched, missing, margin, best_first, min_margin)
 
 
 def match_views(identified: dict[str, Identification]) -> tuple[np.ndarray, dict[str, np.ndarray]]:

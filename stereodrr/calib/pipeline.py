@@ -26,6 +26,9 @@ from .identify import Identification, identify_markers, match_views, shadow_diam
 from .triangulate import METHODS as TRI_METHODS
 from .triangulate import Triangulation, error_table, triangulate
 from .validate import EpipolarReport, compare_fundamental, validate_epipolar
+from .verdict import Tolerances, Verdict, physics_checks, swap_message, view_assignment
+from ..phantoms.io import marker_classes
+from ..phantoms.symmetry import identification_ambiguities
 
 __all__ = ["StereoCalibration", "calibrate_stereo", "check_images", "held_out_points"]
 
@@ -85,6 +88,10 @@ class StereoCalibration:
     detection_errors_px: dict[str, np.ndarray] = field(default_factory=dict)
     truth_comparison: dict = field(default_factory=dict)
     seconds: float = 0.0
+    physics: dict = field(default_factory=dict)
+    assignment: dict = field(default_factory=dict)
+    phantom_ambiguities: list = field(default_factory=list)
+    verdict: Verdict = field(default_factory=lambda: Verdict(False, ["not evaluated"]))
 
     @property
     def rig(self) -> StereoRig:
@@ -95,6 +102,8 @@ class StereoCalibration:
         e = self.errors
         rms = lambda x: float(np.sqrt(np.mean(np.square(x))))  # noqa: E731
         out = {
+            "verdict": "PASS" if self.verdict.passed else "NOT PASS",
+            "verdict_reasons": self.verdict.reasons,
             "epipolar_error_px": self.epipolar[self.best_method].mean_symmetric_px,
             "epipolar_method": self.best_method,
             "epipolar_passed": self.epipolar[self.best_method].passed,
@@ -117,6 +126,10 @@ class StereoCalibration:
                 n: {"detected": int(len(self.detections[n])), "identified": int(len(self.identified[n].table)),
                     "unmatched_detections": len(self.identified[n].unmatched),
                     "missing_markers": self.identified[n].missing,
+                    "identification_margin": self.identified[n].margin,
+                    "identification_ambiguous": self.identified[n].ambiguous,
+                    "runner_up": (self.identified[n].hypotheses.iloc[1][["hypothesis", "matched", "evidence"]].to_dict()
+                                  if len(self.identified[n].hypotheses) > 1 else None),
                     **({"rms_vs_truth_px": rms(self.detection_errors_px[n])} if n in self.detection_errors_px else {})}
                 for n in self.views
             },
@@ -133,6 +146,9 @@ class StereoCalibration:
                 for m, t in self.triangulations.items()
             },
         }
+        out["physics_vs_nominal"] = self.physics
+        out["view_assignment"] = self.assignment
+        out["phantom_ambiguities"] = self.phantom_ambiguities
         if self.truth_comparison:
             out["calibrated_vs_truth"] = self.truth_comparison
         return out
@@ -167,6 +183,13 @@ class StereoCalibration:
             lines.append("calibrated vs true rig: " + ", ".join(
                 f"{n}: source {v['source_error_mm']:.3f} mm, rotation {v['rotation_error_deg']:.4f} deg"
                 for n, v in self.truth_comparison.items()))
+        lines.append("identification margin (evidence of the labelling minus the runner-up's, markers): " + ", ".join(
+            f"{n} {self.identified[n].margin:.1f}" for n in self.views))
+        lines.append("calibrated vs nominal rig: " + "; ".join(
+            f"{n}: source {p['source_mm']['deviation']:.1f} mm, principal ray {p['principal_ray_deg']['deviation']:.2f} deg, "
+            f"SDD {p['values']['sdd_mm']:.1f} mm, magnification {p['values']['magnification']:.4f}"
+            for n, p in self.physics.items()))
+        lines.append(self.verdict.text())
         return "\n".join(lines)
 
 
@@ -191,6 +214,9 @@ def calibrate_stereo(
     truth_centres_px: Mapping[str, np.ndarray] | None = None,
     seed: int = 0,
     progress: bool = True,
+    tolerances: Tolerances | None = None,
+    min_margin: float | None = None,
+    aperture: str = "area",
 ) -> StereoCalibration:
     """Calibrate a stereo rig from images of a marker phantom.
 
@@ -208,6 +234,11 @@ def calibrate_stereo(
         truth_centres_px: view -> exact projected centres in marker-table order (simulation),
             for the detection error.
         seed: seed of the robust estimators and the held-out points.
+        tolerances: how far the calibrated rig may be from ``nominal`` for a PASS
+            (:class:`stereodrr.calib.verdict.Tolerances`).
+        min_margin: identification evidence margin (markers) needed for a PASS.
+        aperture: the detector's pixel sampling the ball fit models (``"area"``: flat panels
+            and stereodrr's default renderer; ``"point"``: images sampled at pixel centres).
 
     Raises:
         ValueError: images missing, of the wrong size or not 2D; no markers found; markers not
@@ -217,12 +248,40 @@ def calibrate_stereo(
     check_images(images, nominal)
     names = nominal.names
     dmin, dmax = _expected_diameters_px(markers, nominal)
+    tol = tolerances or Tolerances()
+    id_kw = {} if min_margin is None else {"min_margin": float(min_margin)}
     detections, identified = {}, {}
-    for n in tqdm(names, desc="detect + identify", disable=not progress):
-        det = detect_markers(images[n], kind=kind, diameter_px=(dmin, dmax), name=f"image {n!r}")
-        detections[n] = det
-        identified[n] = identify_markers(det[["u", "v"]].to_numpy(), markers, nominal[n],
-                                         det["diameter_px"].to_numpy(), name=n)
+    for n in tqdm(names, desc="detect", disable=not progress):
+        detections[n] = detect_markers(images[n], kind=kind, diameter_px=(dmin, dmax), aperture=aperture,
+                                       name=f"image {n!r}")
+    failed = {}
+    for n in names:
+        det = detections[n]
+        try:
+            identified[n] = identify_markers(det[["u", "v"]].to_numpy(), markers, nominal[n],
+                                             det["diameter_px"].to_numpy(), name=n, **id_kw)
+        except ValueError as e:
+            failed[n] = e
+    if failed:
+        # Images out of order: does each failed image fit another nominal view?
+        fits = {}
+        for n in failed:
+            for m in names:
+                if m == n:
+                    continue
+                try:
+                    det = detections[n]
+                    identify_markers(det[["u", "v"]].to_numpy(), markers, nominal[m], det["diameter_px"].to_numpy(),
+                                     name=m, max_search_deg=5.0, **id_kw)
+                    fits[n] = m
+                    break
+                except ValueError:
+                    pass
+        if fits:
+            raise ValueError("the images look out of order: " + "; ".join(
+                f"the image given for view {n!r} fits the nominal view {m!r}" for n, m in fits.items())
+                + "; give --images in the rig's view order " + str(names))
+        raise next(iter(failed.values()))
     ids, uv = match_views(identified)
     table = markers.set_index("marker_id")
     X_common = table.loc[ids, ["x", "y", "z"]].to_numpy(np.float64)
@@ -289,7 +348,32 @@ def calibrate_stereo(
                 "focal_rel_error": float(np.max(np.abs(np.diag(c.K)[:2] / np.diag(tr.K)[:2] - 1))),
                 "principal_point_error_px": float(np.linalg.norm(c.K[:2, 2] - tr.K[:2, 2])),
             }
+    physics = {n: physics_checks(calibration.rig[n], nominal[n], nominal.isocenter, tol) for n in names}
+    assignment = view_assignment(calibration.rig, nominal)
+    ambiguities = identification_ambiguities(markers[["x", "y", "z"]].to_numpy(np.float64), marker_classes(markers),
+                                              markers["marker_id"].tolist()) if len(markers) >= 4 else []
+    reasons = []
+    ep = epipolar[best]
+    if not ep.passed:
+        reasons.append(f"epipolar error {ep.mean_symmetric_px:.3f} px >= {ep.threshold_px:g} px: recalibrate")
+    reasons += [f"phantom: {a}" for a in ambiguities]
+    for n in names:
+        idf = identified[n]
+        if idf.ambiguous:
+            ru = idf.hypotheses.iloc[1]
+            reasons.append(f"view {n!r}: the marker labelling is ambiguous: margin {idf.margin:.1f} < {idf.min_margin:g} "
+                           f"markers over the runner-up ({ru['hypothesis']}: {int(ru['matched'])} matched)")
+    if assignment["reordered"]:
+        reasons.append(swap_message(assignment))
+    for n, p in physics.items():
+        bad = [k for k, v in p.items() if k != "values" and not v["ok"]]
+        if bad:
+            reasons.append(f"view {n!r}: calibrated rig differs from the nominal rig beyond tolerance: " + ", ".join(
+                f"{k} {p[k]['deviation']:.3g} > {p[k]['tolerance']:g}" for k in bad)
+                + " (wrong nominal rig, wrong phantom scale, or a wrong labelling?)")
+    verdict = Verdict(not reasons, reasons)
     return StereoCalibration(
+        physics=physics, assignment=assignment, phantom_ambiguities=ambiguities, verdict=verdict,
         views=names, detections=detections, identified=identified, ids=ids, uv=uv, fundamental=fundamental,
         epipolar=epipolar, heldout=heldout, best_method=best, nominal_epipolar=nominal_epipolar,
         calibration=calibration, crosscheck=crosscheck, triangulations=triangulations, errors=errors,

@@ -20,6 +20,7 @@ import torch
 from ..geometry import Camera, StereoRig, rotvec_to_matrix
 from ..phantoms import Phantom, voxelize
 from ..render import render_rig, render_spheres
+from ..render.aperture import check_aperture, subpixel_cameras
 from ..render.detector import detect as detector_counts
 from ..render.detector import DetectorModel, to_uint16
 from ..render.polychromatic import render_polychromatic
@@ -78,6 +79,8 @@ def render_calibration_images(
     device: torch.device | str = "cpu",
     progress: bool = True,
     detector: DetectorModel | None = None,
+    aperture: str = "area",
+    subpixels: int = 6,
 ) -> CalibrationShots:
     """Render every view of ``rig`` looking at ``phantom``.
 
@@ -93,7 +96,13 @@ def render_calibration_images(
             the polychromatic chain replaces the arguments above; images are its float32
             ``-log(I / I_open)`` (kind ``"line_integral"``), bodies decomposed from their HU at
             ``energy_kev``, balls exact in their own material's channel.
+        aperture: ``"area"``: each pixel reports the average over its area of the transmitted
+            intensity ``exp(-L)`` (a flat panel), from ``subpixels x subpixels`` sub-rays through the
+            balls (:func:`stereodrr.render.aperture.subpixel_cameras`; the plastic bodies, smooth
+            on the pixel scale, at the pixel centre); noise-free images are then ``-log`` of it.
+            ``"point"``: the pixel-centre ray.
     """
+    check_aperture(aperture, subpixels)
     if not phantom.markers:
         raise ValueError("phantom: has no markers to calibrate with")
     vox = voxelize(phantom, voxel_mm, energy_kev=energy_kev, markers="carve", supersample=2,
@@ -104,8 +113,11 @@ def render_calibration_images(
     balls = phantom.marker_arrays(energy_kev)
     images, centres = {}, {}
     for i, (name, cam) in enumerate(rig.cameras.items()):
-        spheres, c = render_spheres(balls.centers, balls.diameters, balls.mu, cam, device=device)
-        L = bodies[name] + spheres[0].to(bodies[name].device)
+        sub = subpixel_cameras(cam, subpixels) if aperture == "area" else [cam]
+        spheres, _ = render_spheres(balls.centers, balls.diameters, balls.mu, sub, device=device)
+        _, c = render_spheres(balls.centers, balls.diameters, balls.mu, cam, device=device)
+        transmitted = torch.exp(-spheres.double()).mean(dim=0)
+        L = bodies[name] + (-torch.log(transmitted)).to(bodies[name].device, bodies[name].dtype)
         centres[name] = c[0].cpu().numpy().astype(np.float64)
         if photons is None:
             images[name] = L.cpu().numpy().astype(np.float32)

@@ -130,7 +130,7 @@ class EpipolarReport:
         })
 
     def summary(self) -> str:
-        verdict = "PASS (calibrated)" if self.passed else "FAIL (recalibrate)"
+        verdict = ("consistent (necessary, not sufficient)" if self.passed else "FAIL (recalibrate)")
         text = (f"epipolar error: mean symmetric {self.mean_symmetric_px:.4f} px, max {self.max_symmetric_px:.4f} px, "
                 f"Sampson RMS {self.rms_sampson_px:.4f} px over {len(self.ids)} points -> {verdict} "
                 f"(threshold {self.threshold_px:g} px)")

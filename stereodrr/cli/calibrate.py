@@ -2,8 +2,9 @@
 
 Runs :func:`stereodrr.calib.pipeline.calibrate_stereo` (detect, identify, F with every method,
 epipolar validation, DLT, triangulation) and writes into the output folder: ``report.json``,
-``summary.txt``, ``markers.csv`` (per-marker errors), ``epipolar.csv``, the calibrated rig
-(``rig.json``, ``dlt_coefficients.csv``, ``opencv.yaml``) and the figures ``stereo_pair.png``
+``summary.txt``, ``markers.csv`` (per-marker errors), ``points_<view>.csv`` (the 2D detections:
+OpenCV and XMALab pixels), ``epipolar.csv``, the calibrated rig (``rig.json``,
+``dlt_coefficients.csv``, ``opencv.yaml``, ``mayacam_<view>.txt``) and the figures ``stereo_pair.png``
 and ``marker_errors.png``.
 """
 
@@ -22,7 +23,10 @@ import pandas as pd
 
 from .._io import atomic_path, atomic_write_text, check_input_file
 from ..calib.detect import KINDS
-from ..calib.export import export_calibration
+from ..calib.detect import APERTURES
+from ..calib.export import export_calibration, save_points_csv
+from ..calib.identify import MIN_MARGIN
+from ..calib.verdict import Tolerances
 from ..calib.fundamental import METHODS
 from ..calib.pipeline import StereoCalibration, calibrate_stereo
 from ..geometry import load_rig
@@ -43,6 +47,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--kind", choices=KINDS, default="auto", help="image kind (default: decide from the image)")
     p.add_argument("--threshold", type=number(0.0, open_lo=True, what="threshold in px"), default=1.0, help="epipolar pass threshold, mean px (default 1)")
     p.add_argument("--shared-intrinsics", action="store_true", help="one K for all views in the DLT refinement")
+    p.add_argument("--aperture", choices=APERTURES, default="area",
+                   help="detector pixel sampling the ball fit models: 'area' (flat panels, stereodrr's default "
+                        "renderer) or 'point' (images sampled at pixel centres)")
+    d = Tolerances()
+    p.add_argument("--tol-source-mm", type=number(0.0, open_lo=True, what="tolerance"), default=d.source_mm,
+                   help=f"PASS needs each calibrated source within this of the nominal one (default {d.source_mm:g} mm)")
+    p.add_argument("--tol-ray-deg", type=number(0.0, open_lo=True, what="tolerance"), default=d.principal_ray_deg,
+                   help=f"... and each principal ray within this angle (default {d.principal_ray_deg:g} deg)")
+    p.add_argument("--tol-sdd", type=number(0.0, open_lo=True, what="tolerance"), default=d.sdd_rel, help=f"... SDD relative (default {d.sdd_rel:g})")
+    p.add_argument("--tol-magnification", type=number(0.0, open_lo=True, what="tolerance"), default=d.magnification_rel,
+                   help=f"... magnification relative (default {d.magnification_rel:g})")
+    p.add_argument("--tol-aspect", type=number(0.0, open_lo=True, what="tolerance"), default=d.pixel_aspect_rel,
+                   help=f"... pixel aspect fy/fx relative (default {d.pixel_aspect_rel:g})")
+    p.add_argument("--min-margin", type=number(0.0, what="margin in markers"), default=MIN_MARGIN,
+                   help=f"identification evidence margin over the runner-up labelling, markers (default {MIN_MARGIN:g})")
     p.add_argument("--seed", type=integer(0, 2**32 - 1, what="seed"), default=0)
     p.set_defaults(func=run)
 
@@ -98,6 +117,10 @@ def write_results(result: StereoCalibration, images: Mapping[str, np.ndarray], o
     errors["heldout_depth_mm"] = result.loo_errors["depth_mm"].to_numpy()
     with atomic_path(out / "markers.csv") as tmp:
         errors.to_csv(tmp, index=False, float_format="%.6g")
+    for n in result.views:
+        f = f"points_{n}.csv"
+        save_points_csv(result.identified[n].table, result.rig[n].height, out / f)
+        report["files"][f"points_{n}"] = str(out / f)
     ep = pd.concat([r.table().assign(method=m) for m, r in result.epipolar.items()], ignore_index=True)
     with atomic_path(out / "epipolar.csv") as tmp:
         ep.to_csv(tmp, index=False, float_format="%.6g")
@@ -107,6 +130,13 @@ def write_results(result: StereoCalibration, images: Mapping[str, np.ndarray], o
     atomic_write_text(out / "summary.txt", result.summary() + "\n")
     atomic_write_text(out / "report.json", json.dumps(_jsonable(report), indent=2) + "\n")
     return report
+
+
+def _tolerances(args: argparse.Namespace) -> Tolerances:
+    try:
+        return Tolerances(args.tol_source_mm, args.tol_ray_deg, args.tol_sdd, args.tol_magnification, args.tol_aspect)
+    except ValueError as e:
+        raise ValueError(f"--tol-*: {e}") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -122,7 +152,9 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--phantom {args.phantom}: the phantom has no markers")
     result = calibrate_stereo(images, phantom.marker_table(), nominal, kind=args.kind,
                               epipolar_threshold_px=args.threshold, methods=tuple(METHODS),
-                              shared_intrinsics=args.shared_intrinsics, seed=args.seed)
+                              shared_intrinsics=args.shared_intrinsics, seed=args.seed, aperture=args.aperture,
+                              min_margin=args.min_margin,
+                              tolerances=_tolerances(args))
     result.seconds = time.perf_counter() - t0
     write_results(result, images, Path(args.output), {"images": list(args.images)})
     print(result.summary())

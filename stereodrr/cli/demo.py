@@ -19,6 +19,7 @@ import time
 
 from ..calib.fundamental import METHODS
 from ..calib.pipeline import calibrate_stereo
+from ..render.aperture import APERTURES
 from ..calib.scene import perturbed_rig, render_calibration_images
 from ..geometry import StereoRig, save_rig
 from ..phantoms import load_phantom
@@ -52,6 +53,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", default=None,
                    help="polychromatic detector preset (e.g. fluoro80: 80 kVp, CsI, scatter behind a grid, "
                         "noise); replaces --photons/--electronic-noise/--blur")
+    p.add_argument("--aperture", choices=APERTURES, default="area",
+                   help="detector pixels: 'area' (average over the pixel, a flat panel) or 'point' (pixel centre)")
     p.set_defaults(func=run)
 
 
@@ -74,14 +77,14 @@ def run(args: argparse.Namespace) -> int:
     shots = render_calibration_images(
         phantom, truth, photons=args.photons if noisy else None,
         electronic_sigma=args.electronic_noise if noisy else 0.0,
-        detector_blur_px=args.blur if noisy else 0.0, seed=args.seed, detector=detector)
+        detector_blur_px=args.blur if noisy else 0.0, seed=args.seed, detector=detector, aperture=args.aperture)
     t_render = time.perf_counter() - t0
     paths = [write_image(out / "images" / f"{n}.tif", img) for n, img in shots.images.items()]
     save_rig(nominal, out / "nominal_rig.json")
     save_rig(truth, out / "true_rig.json")
     result = calibrate_stereo(shots.images, phantom.marker_table(), nominal, kind=shots.kind,
                               methods=tuple(METHODS), truth=truth, truth_centres_px=shots.centres_px,
-                              seed=args.seed)
+                              seed=args.seed, aperture=args.aperture)
     result.seconds = time.perf_counter() - t0
     noise = (f"Poisson {args.photons:g} photons/px, read-out {args.electronic_noise:g}, blur {args.blur:g} px"
              if noisy else "noise-free")

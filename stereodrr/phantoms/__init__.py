@@ -40,7 +40,9 @@ The shipped definition files (``lego_stereo``, ``lego_cube``, ``torso``) are wri
 documents how they were designed and checked against the default 5 deg stereo rig.
 """
 
-from .io import PHANTOM_SCHEMA, load_phantom, phantom_from_dict, phantom_to_dict, save_phantom
+from .io import (PHANTOM_SCHEMA, PhantomAmbiguityWarning, load_phantom, marker_classes, phantom_from_dict,
+                 phantom_to_dict, save_phantom)
+from .symmetry import MarkerSymmetry, identification_ambiguities, marker_symmetries
 from .lego import brick_size, lego_brick
 from .materials import LABELS, MATERIALS, Material, get_material, material_table
 from .model import MARKER_COLUMNS, Body, Marker, MarkerArrays, Phantom, rigid_pose
@@ -48,7 +50,8 @@ from .primitives import PRIMITIVES, Box, Cylinder, Ellipsoid, HollowBox, Primiti
 from .voxelize import HU_RANGE_12BIT, VoxelizedPhantom, phantom_grid, save_voxelized, voxelize
 
 __all__ = [
-    "PHANTOM_SCHEMA", "load_phantom", "phantom_from_dict", "phantom_to_dict", "save_phantom",
+    "PHANTOM_SCHEMA", "PhantomAmbiguityWarning", "load_phantom", "marker_classes",
+    "MarkerSymmetry", "identification_ambiguities", "marker_symmetries", "phantom_from_dict", "phantom_to_dict", "save_phantom",
     "brick_size", "lego_brick",
     "LABELS", "MATERIALS", "Material", "get_material", "material_table",
     "MARKER_COLUMNS", "Body", "Marker", "MarkerArrays", "Phantom", "rigid_pose",

@@ -29,10 +29,14 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 from .._io import atomic_write_text, read_json
 from ..geometry.se3 import matrix_to_euler
@@ -40,6 +44,7 @@ from .lego import lego_brick
 from .materials import get_material
 from .model import Body, Marker, Phantom, rigid_pose
 from .primitives import PRIMITIVES
+from .symmetry import identification_ambiguities
 
 __all__ = ["PHANTOM_SCHEMA", "BUILTIN_DIR", "builtin_phantoms", "resolve_phantom", "load_phantom", "save_phantom",
            "phantom_from_dict", "phantom_to_dict"]
@@ -168,10 +173,29 @@ def load_phantom(path: str | os.PathLike[str]) -> Phantom:
     Raises:
         FileNotFoundError: no such file or built-in name.
         ValueError: malformed JSON (with line and column) or an invalid field (named).
+
+    Warns:
+        PhantomAmbiguityWarning: the markers cannot be identified unambiguously in an image
+            (:func:`stereodrr.phantoms.symmetry.identification_ambiguities`).
     """
     p = resolve_phantom(path)
-    data = read_json(p, "phantom file")
-    return phantom_from_dict(data, str(p))
+    phantom = phantom_from_dict(read_json(p, "phantom file"), str(p))
+    if len(phantom.markers) >= 4:
+        t = phantom.marker_table()
+        for msg in identification_ambiguities(t[["x", "y", "z"]].to_numpy(), marker_classes(t), t["marker_id"]):
+            warnings.warn(f"phantom {str(p)!r}: {msg}", PhantomAmbiguityWarning, stacklevel=2)
+    return phantom
+
+
+class PhantomAmbiguityWarning(UserWarning):
+    """The phantom's markers allow more than one labelling of an image (see :mod:`.symmetry`)."""
+
+
+def marker_classes(table: "pd.DataFrame") -> list[tuple]:
+    """One ``(diameter_mm, material)`` class per row of a marker table (the cues an image gives)."""
+    d = table["diameter_mm"] if "diameter_mm" in table else [0.0] * len(table)
+    m = table["material"] if "material" in table else [""] * len(table)
+    return [(round(float(a), 3), str(b)) for a, b in zip(d, m)]
 
 
 def _pose_fields(T: np.ndarray, t_key: str) -> dict:

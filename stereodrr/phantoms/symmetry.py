@@ -1,0 +1,162 @@
+"""Near-symmetries of a marker layout, and whether a phantom's markers can be identified.
+
+A labelling of the balls seen in an image is only as good as the layout's asymmetry: any
+rigid map (rotation or mirror, plus translation) that takes most marker centres onto other
+marker centres gives a second labelling that a DLT fits as well as the true one (a lattice
+shifted by one row, a cube rotated by 90 deg, a mirror image). :func:`marker_symmetries` finds
+these maps; the identification (:mod:`stereodrr.calib.identify`) scores every labelling they
+allow, and :func:`identification_ambiguities` says, when a phantom is loaded, which of them its
+marker classes (diameter, material) cannot tell apart.
+
+Search: a base triangle of three markers near the layout's centre is mapped onto every
+congruent triangle of markers (side lengths equal within ``tol_mm``); each correspondence fixes
+one proper and one improper isometry (Kabsch on the three points), kept when it takes at least
+``min_overlap`` of the markers onto markers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+__all__ = ["MarkerSymmetry", "marker_symmetries", "identification_ambiguities", "MAX_PRIOR_ROTATION_DEG",
+           "MIN_CLASS_CONTRADICTIONS", "AMBIGUOUS_OVERLAP"]
+
+# Labellings related by a rotation larger than this are told apart by the nominal rig alone
+# (the identification accepts nominal rigs up to ~20 deg off and rejects poses this far away).
+MAX_PRIOR_ROTATION_DEG = 45.0
+# A near-symmetry is broken by the marker classes when at least this many markers land on a
+# marker of another class (diameter or material); with fewer, one mis-sized shadow flips it.
+MIN_CLASS_CONTRADICTIONS = 2
+# ... for maps that keep at least this fraction of the markers on markers; below it the labellings
+# differ by so many balls (which would all have to be hidden or off the detector) that the
+# image's coverage tells them apart.
+AMBIGUOUS_OVERLAP = 0.7
+
+
+@dataclass(frozen=True)
+class MarkerSymmetry:
+    """An isometry ``x -> R x + t`` that maps markers onto markers.
+
+    Attributes:
+        R: ``(3, 3)`` orthogonal (``det = +1`` proper, ``-1`` a mirror).
+        t: ``(3,)`` mm.
+        perm: ``(M,)`` index of the marker each marker lands on, ``-1`` where none.
+        overlap: fraction of markers that land on a marker.
+        angle_deg: rotation angle of ``R`` (of ``-R`` composed with a point reflection for mirrors).
+        class_contradictions: markers landing on a marker of another class.
+    """
+
+    R: np.ndarray
+    t: np.ndarray
+    perm: np.ndarray
+    overlap: float
+    angle_deg: float
+    class_contradictions: int
+
+    @property
+    def proper(self) -> bool:
+        return bool(np.linalg.det(self.R) > 0)
+
+    @property
+    def identity(self) -> bool:
+        return bool(np.all(self.perm == np.arange(len(self.perm))))
+
+
+def _kabsch(A: np.ndarray, B: np.ndarray, proper: bool) -> tuple[np.ndarray, np.ndarray]:
+    """``R, t`` minimising ``|R A + t - B|`` over rotations (``proper``) or mirrors."""
+    ca, cb = A.mean(axis=0), B.mean(axis=0)
+    U, _, Vt = np.linalg.svd((A - ca).T @ (B - cb))
+    d = np.sign(np.linalg.det(Vt.T @ U.T)) * (1.0 if proper else -1.0)
+    R = Vt.T @ np.diag([1.0, 1.0, d]) @ U.T
+    return R, cb - R @ ca
+
+
+def _angle_deg(R: np.ndarray) -> float:
+    Rp = R if np.linalg.det(R) > 0 else -R
+    return float(np.degrees(np.arccos(np.clip((np.trace(Rp) - 1.0) / 2.0, -1.0, 1.0))))
+
+
+@lru_cache(maxsize=16)
+def _symmetries_cached(key: bytes, n: int, classes: tuple, tol_mm: float, min_overlap: float) -> tuple[MarkerSymmetry, ...]:
+    X = np.frombuffer(key, dtype=np.float64).reshape(n, 3)
+    cls = np.array([hash(c) for c in classes])
+    if n < 4:
+        return ()
+    D = np.linalg.norm(X[:, None] - X[None], axis=-1)
+    a = int(np.argmin(np.linalg.norm(X - X.mean(axis=0), axis=1)))
+    order = np.argsort(D[a])
+    b = int(order[1])
+    c = None
+    for k in order[2:]:
+        e1, e2 = X[b] - X[a], X[k] - X[a]
+        if np.linalg.norm(np.cross(e1, e2)) > 0.3 * np.linalg.norm(e1) * np.linalg.norm(e2):
+            c = int(k)
+            break
+    if c is None:
+        return ()  # collinear layout: not identifiable in 3D anyway
+    base = X[[a, b, c]]
+    dab, dac, dbc = D[a, b], D[a, c], D[b, c]
+    found: dict[bytes, MarkerSymmetry] = {}
+    for a2 in range(n):
+        for b2 in np.nonzero(np.abs(D[a2] - dab) < tol_mm)[0]:
+            for c2 in np.nonzero((np.abs(D[a2] - dac) < tol_mm) & (np.abs(D[b2] - dbc) < tol_mm))[0]:
+                for proper in (True, False):
+                    R, t = _kabsch(base, X[[a2, b2, c2]], proper)
+                    Y = X @ R.T + t
+                    dist = np.linalg.norm(Y[:, None] - X[None], axis=-1)
+                    nearest = np.argmin(dist, axis=1)
+                    hit = dist[np.arange(n), nearest] < tol_mm
+                    if hit.mean() < min_overlap:
+                        continue
+                    perm = np.where(hit, nearest, -1)
+                    k = perm.tobytes()
+                    if k in found:
+                        continue
+                    contra = int(np.sum(hit & (cls[np.maximum(perm, 0)] != cls)))
+                    found[k] = MarkerSymmetry(R, t, perm, float(hit.mean()), _angle_deg(R), contra)
+    return tuple(sorted(found.values(), key=lambda s: (not s.identity, -s.overlap, s.angle_deg)))
+
+
+def marker_symmetries(centers: np.ndarray, classes: list | tuple | None = None, tol_mm: float | None = None,
+                      min_overlap: float = 0.5) -> tuple[MarkerSymmetry, ...]:
+    """Every isometry taking at least ``min_overlap`` of the ``(M, 3)`` marker ``centers`` onto
+    marker centres (within ``tol_mm``, default 5 % of the smallest marker spacing), the
+    identity first. ``classes``: one hashable per marker (e.g. ``(diameter, material)``) to
+    count the class contradictions of each map."""
+    X = np.ascontiguousarray(np.asarray(centers, dtype=np.float64))
+    if X.ndim != 2 or X.shape[1] != 3:
+        raise ValueError(f"centers: expected shape (M, 3), got {X.shape}")
+    n = len(X)
+    classes = tuple(classes) if classes is not None else (0,) * n
+    if len(classes) != n:
+        raise ValueError(f"classes: expected {n} (one per marker), got {len(classes)}")
+    if tol_mm is None:
+        D = np.linalg.norm(X[:, None] - X[None], axis=-1) + np.diag(np.full(n, np.inf))
+        tol_mm = 0.05 * float(D.min()) if n > 1 else 1.0
+    return _symmetries_cached(X.tobytes(), n, classes, float(tol_mm), float(min_overlap))
+
+
+def identification_ambiguities(centers: np.ndarray, classes: list | tuple, ids: list | np.ndarray) -> list[str]:
+    """Near-symmetries the marker classes do not break within the nominal-rig band, as messages
+    (empty: identifiable). A map counts when it is proper, rotates by at most
+    :data:`MAX_PRIOR_ROTATION_DEG`, and fewer than :data:`MIN_CLASS_CONTRADICTIONS` markers
+    land on a marker of another class: such labellings differ only by which balls fall outside
+    the detector, which occlusion or a clipped field of view can fake. Only maps keeping at
+    least :data:`AMBIGUOUS_OVERLAP` of the markers on markers count."""
+    ids = list(ids)
+    out = []
+    for s in marker_symmetries(centers, classes):
+        if s.identity or not s.proper or s.angle_deg > MAX_PRIOR_ROTATION_DEG or s.overlap < AMBIGUOUS_OVERLAP:
+            continue
+        if s.class_contradictions < MIN_CLASS_CONTRADICTIONS:
+            pairs = [(ids[i], ids[j]) for i, j in enumerate(s.perm) if j >= 0 and j != i][:4]
+            what = (f"a shift by {np.linalg.norm(s.t):.1f} mm" if s.angle_deg < 0.5 else
+                    f"a {s.angle_deg:.0f} deg rotation")
+            out.append(f"{what} maps {100 * s.overlap:.0f} % of the markers onto markers of the same size and "
+                       f"material (e.g. {', '.join(f'{i}->{j}' for i, j in pairs)}; only "
+                       f"{s.class_contradictions} contradicted by marker size/material): reference markers "
+                       "are indistinguishable")
+    return out
