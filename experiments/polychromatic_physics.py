@@ -57,7 +57,8 @@ def scene(size: int, voxel_mm: float):
 
 def errors(image: np.ndarray, exact: np.ndarray, dpx: tuple[float, float]) -> np.ndarray:
     found = detect_markers(image, kind="line_integral", diameter_px=dpx)[["u", "v"]].to_numpy()
-    inside = (exact[:, 0] > 8) & (exact[:, 0] < image.shape[1] - 9) & (exact[:, 1] > 8) & (exact[:, 1] < image.shape[0] - 9)
+    h, w = image.shape
+    inside = (exact[:, 0] > 8) & (exact[:, 0] < w - 9) & (exact[:, 1] > 8) & (exact[:, 1] < h - 9)
     return np.array([np.linalg.norm(found - e, axis=1).min() for e in exact[inside]])
 
 
@@ -83,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for k in imgs:
         e = errors(imgs[k], exact, dpx)
-        rows.append({"model": k, "image": "-log", "n": len(e), "rms_px": float(np.sqrt((e**2).mean())), "max_px": float(e.max())})
+        rows.append({"model": k, "image": "-log", "n": len(e), "rms_px": float(np.sqrt((e**2).mean())),
+                     "max_px": float(e.max())})
     for k in ("poly80", "poly80_noscatter"):
         thick = metal_thickness(imgs[k], models[k], cam, window_px=int(4 * d) | 1)
         e = errors(thick, exact, dpx)
@@ -120,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     ax[2].set_title(f"row v = {v} through a 2 mm steel ball", fontsize=10)
     ax[2].legend()
     ax[2].set_ylim(top=ax[2].get_ylim()[1] * 1.25)
-    txt = "\n".join(f"{r.model} {r.image}: centre RMS {r.rms_px:.4f} px (max {r.max_px:.4f})" for r in table.itertuples())
+    txt = "\n".join(f"{r.model} {r.image}: centre RMS {r.rms_px:.4f} px (max {r.max_px:.4f})"
+                    for r in table.itertuples())
     ax[2].text(0.02, 0.98, txt, transform=ax[2].transAxes, fontsize=6.5, va="top")
     fig.tight_layout()
     fig_path = Path(a.figure) if a.figure else out / "polychromatic.png"

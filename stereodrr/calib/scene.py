@@ -21,8 +21,8 @@ from ..geometry import Camera, StereoRig, rotvec_to_matrix
 from ..phantoms import Phantom, voxelize
 from ..render import render_rig, render_spheres
 from ..render.aperture import check_aperture, subpixel_cameras
-from ..render.detector import detect as detector_counts
 from ..render.detector import DetectorModel, to_uint16
+from ..render.detector import detect as detector_counts
 from ..render.polychromatic import render_polychromatic
 from ..volume import mu_to_hu
 

@@ -72,8 +72,8 @@ def detector_from_args(args: argparse.Namespace) -> DetectorModel | None:
     """The detector model the options ask for, or ``None`` for the plain line-integral render."""
     from ..physics import Spectrum
 
-    if not any(getattr(args, k, None) is not None for k in ("preset", "kvp", "filter", "spectrum", "detector", "scatter",
-                                                      "photons")):
+    physics = ("preset", "kvp", "filter", "spectrum", "detector", "scatter", "photons")
+    if not any(getattr(args, k, None) is not None for k in physics):
         return None
     if args.kvp is not None and args.spectrum:
         raise ValueError("give --kvp or --spectrum, not both")

@@ -127,7 +127,8 @@ def material_line_integrals(
             for v, img in render_rig(hu.with_data(d), dict(zip(names_v, cams)), mode=mode, step_mm=step_mm).items():
                 per[v].append(img)
     if spheres is not None and len(spheres[2]):
-        centers, diameters, mats = np.asarray(spheres[0], np.float64), np.asarray(spheres[1], np.float64), list(spheres[2])
+        centers, diameters = np.asarray(spheres[0], np.float64), np.asarray(spheres[1], np.float64)
+        mats = list(spheres[2])
         for mat in sorted(set(mats)):
             sel = np.array([m == mat for m in mats])
             rho = get_material(mat).density

@@ -118,7 +118,10 @@ def add_scatter(primary: Tensor, model: ScatterModel, *, pixel_spacing_mm: float
     q = max(1, int(sigma_px // 4))  # coarse cells per sigma >= 4
     coarse = F.avg_pool2d(local[None, None], q, ceil_mode=True) if q > 1 else local[None, None]
     blurred = _blur(coarse, sigma_px / q)
-    scatter = F.interpolate(blurred, size=(h, w), mode="bilinear", align_corners=False)[0, 0] if q > 1 else blurred[0, 0]
+    if q > 1:
+        scatter = F.interpolate(blurred, size=(h, w), mode="bilinear", align_corners=False)[0, 0]
+    else:
+        scatter = blurred[0, 0]
     g = model.grid
     gp, gs = (g.primary_transmission, g.scatter_transmission) if g is not None else (1.0, 1.0)
     return gp * primary, gs * scatter

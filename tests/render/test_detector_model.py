@@ -77,7 +77,8 @@ def test_gain_offset_bits_and_saturation():
     assert float(img[0, 1]) == pytest.approx(math.log(2), abs=0.05)
     assert float(img[0, 2]) == pytest.approx(-math.log(0.5 / 1e4))  # starved pixel: floored, finite
     noiseless = DetectorModel()
-    assert torch.allclose(noiseless.image(_water_channels(0.0, (2, 2)), ["water"]), torch.zeros(2, 2, dtype=torch.float64))
+    open_field = noiseless.image(_water_channels(0.0, (2, 2)), ["water"])
+    assert torch.allclose(open_field, torch.zeros(2, 2, dtype=torch.float64))
 
 
 def test_description_round_trips_into_json():

@@ -48,7 +48,7 @@ def test_monochromatic_limit_equals_the_monochromatic_render(decomposition, ener
     assert torch.allclose(poly, ref, rtol=1e-6, atol=1e-7)
 
 
-@pytest.mark.parametrize("decomposition, tol", [("water", 1e-6), ("tissue_bone", 0.01)])
+@pytest.mark.parametrize("decomposition, tol", [("water", 1e-4), ("tissue_bone", 0.01)])
 def test_water_beam_hardening_matches_spekpy_times_xraylib(decomposition, tol):
     import spekpy
 
@@ -56,17 +56,18 @@ def test_water_beam_hardening_matches_spekpy_times_xraylib(decomposition, tol):
     # Path length per pixel from the monochromatic render (geometry only).
     length = render_rig(vol.with_data(hu_to_mu(vol.data, 60.0)), [cam])["view0"][3].numpy() / mu_water(60.0)
     spec = Spectrum.from_tube(80.0, "Al:2.5", min_fraction=0.0)
-    img = render_polychromatic(vol, [cam], DetectorModel(spectrum=spec), decomposition=decomposition)["view0"][3].numpy()
+    det = DetectorModel(spectrum=spec)
+    img = render_polychromatic(vol, [cam], det, decomposition=decomposition)["view0"][3].numpy()
     mu_eff = img / length
     # Direct: spekpy's own spectrum, xraylib's water, an ideal energy-integrating detector.
     s = spekpy.Spek(kvp=80.0, th=12.0, dk=1.0)
     s.filter("Al", 2.5)
     k, phi = s.get_spectrum()
-    mu_w = np.array([xraylib.CS_Total_CP("H2O", float(e)) for e in k]) / 10.0  # 1/mm at 1 g/cm^3
+    mu_w = np.array([xraylib.CS_Total_CP("Water, Liquid", float(e)) for e in k]) / 10.0  # 1/mm at 1 g/cm^3
     direct = -np.log((phi * k * np.exp(-np.outer(length, mu_w))).sum(1) / (phi * k).sum()) / length
     assert np.all(np.diff(mu_eff[::4]) < 0)  # beam hardening: effective mu falls with thickness
     assert direct[0] / direct[-1] > 1.1
-    assert np.allclose(mu_eff, direct, rtol=max(tol, 2e-3 if decomposition == "water" else tol))
+    assert np.allclose(mu_eff, direct, rtol=tol, atol=0)
 
 
 def test_decomposition_keeps_mu_at_the_reference_energy_and_separates_bone():
