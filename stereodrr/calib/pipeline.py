@@ -283,6 +283,11 @@ def calibrate_stereo(
                 + "; give --images in the rig's view order " + str(names))
         raise next(iter(failed.values()))
     ids, uv = match_views(identified)
+    if len(ids) < 8:
+        raise ValueError(
+            f"only {len(ids)} marker(s) were identified in every view (at least 8 needed: "
+            + ", ".join(f"{n} {len(identified[n].table)}" for n in names)
+            + "); check the phantom file (is it the phantom imaged?), the image order and orientation (mirrored?)")
     table = markers.set_index("marker_id")
     X_common = table.loc[ids, ["x", "y", "z"]].to_numpy(np.float64)
     a, b = names[0], names[1]

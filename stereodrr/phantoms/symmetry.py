@@ -8,7 +8,8 @@ these maps; the identification (:mod:`stereodrr.calib.identify`) scores every la
 allow, and :func:`identification_ambiguities` says, when a phantom is loaded, which of them its
 marker classes (diameter, material) cannot tell apart.
 
-Search: a base triangle of three markers near the layout's centre is mapped onto every
+Search: base triangles of three markers near the layout's centre (a few, so that a shift
+towards one triangle's outer side is found from another) are mapped onto every
 congruent triangle of markers (side lengths equal within ``tol_mm``); each correspondence fixes
 one proper and one improper isometry (Kabsch on the three points), kept when it takes at least
 ``min_overlap`` of the markers onto markers.
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
+from scipy.spatial import cKDTree
 
 __all__ = ["MarkerSymmetry", "marker_symmetries", "identification_ambiguities", "MAX_PRIOR_ROTATION_DEG",
            "MIN_CLASS_CONTRADICTIONS", "AMBIGUOUS_OVERLAP"]
@@ -79,6 +81,47 @@ def _angle_deg(R: np.ndarray) -> float:
     return float(np.degrees(np.arccos(np.clip((np.trace(Rp) - 1.0) / 2.0, -1.0, 1.0))))
 
 
+# Base triangles tried by the search.
+_N_BASES = 3
+
+
+def _maps_of_triangle(X: np.ndarray, D: np.ndarray, cls: np.ndarray, tri: tuple[int, int, int], tol_mm: float,
+                      min_overlap: float, found: dict, tree: cKDTree) -> None:
+    """Add to ``found`` every isometry taking the triangle ``tri`` onto a congruent marker triangle
+    (all candidate triangles at once: batched Kabsch, one k-d tree query)."""
+    n = len(X)
+    a, b, c = tri
+    ok_ab = np.abs(D - D[a, b]) < tol_mm  # (a2, b2)
+    ok_ac = np.abs(D - D[a, c]) < tol_mm  # (a2, c2)
+    ok_bc = np.abs(D - D[b, c]) < tol_mm  # (b2, c2)
+    a2, b2, c2 = np.nonzero(ok_ab[:, :, None] & ok_ac[:, None, :] & ok_bc[None, :, :])
+    if len(a2) == 0:
+        return
+    base = X[[a, b, c]] - X[[a, b, c]].mean(axis=0)
+    tgt = np.stack([X[a2], X[b2], X[c2]], axis=1)  # (T, 3, 3)
+    ct = tgt.mean(axis=1)
+    U, _, Vt = np.linalg.svd(np.einsum("ki,tkj->tij", base, tgt - ct[:, None]))
+    V, Ut = np.transpose(Vt, (0, 2, 1)), np.transpose(U, (0, 2, 1))
+    d0 = np.sign(np.linalg.det(V @ Ut))
+    cb = X[[a, b, c]].mean(axis=0)
+    for sign in (1.0, -1.0):  # proper, then mirror
+        Dg = np.zeros((len(a2), 3, 3))
+        Dg[:, 0, 0] = Dg[:, 1, 1] = 1.0
+        Dg[:, 2, 2] = d0 * sign
+        R = V @ Dg @ Ut
+        t = ct - R @ cb
+        Y = np.einsum("tij,nj->tni", R, X) + t[:, None, :]
+        dist, nearest = tree.query(Y.reshape(-1, 3), distance_upper_bound=tol_mm)
+        hit = (dist < tol_mm).reshape(len(a2), n)
+        nearest = nearest.reshape(len(a2), n)
+        for k in np.nonzero(hit.mean(axis=1) >= min_overlap)[0]:
+            perm = np.where(hit[k], nearest[k], -1)
+            key = perm.tobytes()
+            if key not in found:
+                contra = int(np.sum(hit[k] & (cls[np.maximum(perm, 0)] != cls)))
+                found[key] = MarkerSymmetry(R[k], t[k], perm, float(hit[k].mean()), _angle_deg(R[k]), contra)
+
+
 @lru_cache(maxsize=16)
 def _symmetries_cached(key: bytes, n: int, classes: tuple, tol_mm: float, min_overlap: float) -> tuple[MarkerSymmetry, ...]:
     X = np.frombuffer(key, dtype=np.float64).reshape(n, 3)
@@ -86,37 +129,21 @@ def _symmetries_cached(key: bytes, n: int, classes: tuple, tol_mm: float, min_ov
     if n < 4:
         return ()
     D = np.linalg.norm(X[:, None] - X[None], axis=-1)
-    a = int(np.argmin(np.linalg.norm(X - X.mean(axis=0), axis=1)))
-    order = np.argsort(D[a])
-    b = int(order[1])
-    c = None
-    for k in order[2:]:
-        e1, e2 = X[b] - X[a], X[k] - X[a]
-        if np.linalg.norm(np.cross(e1, e2)) > 0.3 * np.linalg.norm(e1) * np.linalg.norm(e2):
-            c = int(k)
-            break
-    if c is None:
-        return ()  # collinear layout: not identifiable in 3D anyway
-    base = X[[a, b, c]]
-    dab, dac, dbc = D[a, b], D[a, c], D[b, c]
+    tree = cKDTree(X)
     found: dict[bytes, MarkerSymmetry] = {}
-    for a2 in range(n):
-        for b2 in np.nonzero(np.abs(D[a2] - dab) < tol_mm)[0]:
-            for c2 in np.nonzero((np.abs(D[a2] - dac) < tol_mm) & (np.abs(D[b2] - dbc) < tol_mm))[0]:
-                for proper in (True, False):
-                    R, t = _kabsch(base, X[[a2, b2, c2]], proper)
-                    Y = X @ R.T + t
-                    dist = np.linalg.norm(Y[:, None] - X[None], axis=-1)
-                    nearest = np.argmin(dist, axis=1)
-                    hit = dist[np.arange(n), nearest] < tol_mm
-                    if hit.mean() < min_overlap:
-                        continue
-                    perm = np.where(hit, nearest, -1)
-                    k = perm.tobytes()
-                    if k in found:
-                        continue
-                    contra = int(np.sum(hit & (cls[np.maximum(perm, 0)] != cls)))
-                    found[k] = MarkerSymmetry(R, t, perm, float(hit.mean()), _angle_deg(R), contra)
+    # Several base triangles (around the most central markers): a map is found when one of them
+    # lands entirely on markers, which a shift towards a triangle's outer side may not allow.
+    for a in np.argsort(np.linalg.norm(X - X.mean(axis=0), axis=1))[:_N_BASES]:
+        order = np.argsort(D[a])
+        for b in order[1:3]:
+            c = None
+            for k in order[1:]:
+                e1, e2 = X[b] - X[a], X[k] - X[a]
+                if k != b and np.linalg.norm(np.cross(e1, e2)) > 0.3 * np.linalg.norm(e1) * np.linalg.norm(e2):
+                    c = int(k)
+                    break
+            if c is not None:
+                _maps_of_triangle(X, D, cls, (int(a), int(b), c), tol_mm, min_overlap, found, tree)
     return tuple(sorted(found.values(), key=lambda s: (not s.identity, -s.overlap, s.angle_deg)))
 
 
