@@ -470,7 +470,6 @@ class _QuasiNewton:
         self.H: Tensor | None = None
         self.g: Tensor | None = None
         self.value = math.nan
-        self.just_reset = False
 
     def _set(self, x: Tensor) -> None:
         dr = x[:3] * self.scale[:3]
