@@ -44,8 +44,10 @@ import time
 from pathlib import Path
 from typing import Callable
 
-# No thread settings here: stereodrr sets its own defaults on import (stereodrr.render.threads),
-# so what is timed is what a user gets. The machine string records the wait policy in force.
+# No thread settings here: stereodrr sets its own defaults (stereodrr.render.threads), so what is
+# timed is what a library user who imports torch first gets. The machine string records the
+# wait policy the process started with.
+_WAIT_POLICY_AT_START = os.environ.get("OMP_WAIT_POLICY", "unset")
 import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")
@@ -321,7 +323,7 @@ def run(out: Path, sizes: list[int], repeats: int, torch_path_max: int, peers: t
     gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no GPU"
     load = " ".join(open("/proc/loadavg").read().split()[:3]) if os.path.exists("/proc/loadavg") else "n/a"
     machine = (f"{_cpu_name()}, {os.cpu_count()} CPU(s){gpu}, torch {torch.__version__} "
-               f"({threads} threads), OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, load {load}")
+               f"({threads} threads), OMP_WAIT_POLICY at start: {_WAIT_POLICY_AT_START}, load {load}")
     print(f"{ct_name}: {tuple(vol.data.shape[::-1])} voxels, spacing {vol.spacing.tolist()} mm; {machine}")
     voxel = float(vol.spacing.min())
     methods: dict[str, Callable] = {

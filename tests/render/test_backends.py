@@ -134,3 +134,20 @@ def test_custom_ops_pass_opcheck():
     ds = torch.tensor([0.6, 0.5], dtype=torch.float64, requires_grad=True)
     n = torch.tensor([12, 10])
     torch.library.opcheck(backends.march_numba, (data, o, e, s0, ds, n))
+
+
+@pytest.mark.parametrize("preset", [None, "ACTIVE"])
+def test_import_makes_idle_openmp_workers_sleep_unless_the_user_chose(preset):
+    """``import stereodrr`` sets OMP_WAIT_POLICY=PASSIVE before torch loads libgomp (read at
+    load), and leaves a user's own choice alone."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if preset:
+        env["OMP_WAIT_POLICY"] = preset
+    code = "import sys, os, stereodrr; print(os.environ['OMP_WAIT_POLICY'], 'torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == [preset or "PASSIVE", "False"]
