@@ -33,13 +33,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-o", "--output", default="out/calib_independent")
     ap.add_argument("--quick", action="store_true", help="horizontal 5 deg rig only")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--phantoms", nargs="+", default=["lego_cube", "lego_stereo"])
     args = ap.parse_args(argv)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     warnings.simplefilter("ignore", StereoAngleWarning)
     rigs = [("horizontal", 5.0)] if args.quick else [("horizontal", 5.0), ("vertical", 5.0), ("biplanar", 90.0)]
     rows = []
-    for ph in ("lego_cube", "lego_stereo"):
+    for ph in args.phantoms:
         table = load_phantom(ROOT / "phantoms" / f"{ph}.json").marker_table()
         for kind, angle in rigs:
             truth = odd_rig(kind, angle)

@@ -6,7 +6,7 @@ water ball (analytic chord), each detector pixel averaging ``I0 exp(-L)`` over i
 intensity (scintillator), then Poisson counts. The only stereodrr code used is the camera
 (``K, R, t`` and the detector size), which is what the test is about.
 
-Speed: the water chord is smooth on the pixel scale (radius 40 mm, ~290 px), so away from the
+Speed: the water chord is smooth on the pixel scale (radius 55 mm, ~400 px), so away from the
 balls the pixel average is taken as the centre sample (relative error < 1e-6, the curvature
 term ``f'' / 24``); inside a square around every ball all ``s^2`` sub-rays are traced.
 
@@ -27,7 +27,7 @@ from stereodrr.geometry import Camera, StereoRig, rotvec_to_matrix
 # (iron 0.1964 cm^2/g x 7.9 g/cm^3); the numbers need not match stereodrr's material table.
 MU_WATER = 0.02059
 MU_STEEL = 0.1552
-WATER_RADIUS_MM = 40.0
+WATER_RADIUS_MM = 55.0
 
 
 def odd_camera(source: np.ndarray, target: np.ndarray, up: np.ndarray, sdd: float = 1000.0,
