@@ -20,7 +20,7 @@ import torch
 from ..geometry import Camera, StereoRig, rotvec_to_matrix
 from ..phantoms import Phantom, voxelize
 from ..render import render_rig, render_spheres
-from ..render.aperture import check_aperture, subpixel_cameras
+from ..render.aperture import BALL_SUBPIXELS, check_aperture, subpixel_cameras
 from ..render.detector import DetectorModel, to_uint16
 from ..render.detector import detect as detector_counts
 from ..render.polychromatic import render_polychromatic
@@ -80,7 +80,7 @@ def render_calibration_images(
     progress: bool = True,
     detector: DetectorModel | None = None,
     aperture: str = "area",
-    subpixels: int = 6,
+    subpixels: int = BALL_SUBPIXELS,
 ) -> CalibrationShots:
     """Render every view of ``rig`` looking at ``phantom``.
 

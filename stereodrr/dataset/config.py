@@ -14,7 +14,7 @@ A config (schema ``stereodrr.dataset/1``; every section and key optional, defaul
       "detector": {"photons_per_pixel": [1e3, 1e5], "noise": "poisson", "electronic_sigma": 0,
                    "blur_px": 0, "focal_spot_blur_px": 0, "spectrum": null, "layer": "ideal",
                    "scatter": "none", "decomposition": "tissue_bone", "gain": 1, "offset": 0,
-                   "bit_depth": null, "aperture": "area", "subpixels": 1},
+                   "bit_depth": null, "aperture": "area", "subpixels": 6},
       "render": {"mode": "trilinear", "step_mm": null, "device": "cpu"},
       "output": {"format": "png16"}
     }
@@ -31,7 +31,7 @@ monochromatic model) or ``{"kvp": 80, "filter": "Al:2.5", "anode_angle_deg": 12}
 ``decomposition`` of the CT into materials when the spectrum is not one line (``"tissue_bone"``
 or ``"water"``; HU taken at ``energy_kev``); ``gain`` (counts per photon), ``offset`` (counts),
 ``bit_depth`` (``null`` or 1-16: counts rounded and clipped, stored unscaled in png16),
-``aperture`` / ``subpixels`` (recorded for the renderer's pixel aperture).
+``aperture`` / ``subpixels`` (the pixel aperture: sub-rays per pixel axis through the marker balls).
 ``detector_px`` is one ``[W, H]`` or a list of them to choose from. ``subject.kind``: ``"torso"`` (the built-in :func:`stereodrr.volume.torso_phantom`,
 keys ``size``, ``spacing_mm``), ``"volume"`` (a CT file, keys ``path``, ``units`` ``"hu"`` or
 ``"mu"``, optional ``spacing_mm`` to resample) or ``"phantom"`` (a phantom JSON file or a
@@ -56,6 +56,7 @@ from typing import Any, Mapping
 
 from .._io import read_json
 from .._resources import MAX_BLUR_PX, MAX_INT64, MIN_STEP_MM, PIXEL_PITCH_MM
+from ..render.aperture import BALL_SUBPIXELS
 
 __all__ = ["SCHEMA", "DEFAULT_CONFIG", "load_config", "validate_config", "config_digest", "canonical_json"]
 
@@ -82,7 +83,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "detector": {"photons_per_pixel": [1.0e3, 1.0e5], "noise": "poisson", "electronic_sigma": 0.0, "blur_px": 0.0,
                  "focal_spot_blur_px": 0.0, "spectrum": None, "layer": "ideal", "scatter": "none",
                  "decomposition": "tissue_bone", "gain": 1.0, "offset": 0.0, "bit_depth": None,
-                 "aperture": "area", "subpixels": 1},
+                 "aperture": "area", "subpixels": BALL_SUBPIXELS},
     "render": {"mode": "trilinear", "step_mm": None, "device": "cpu"},
     "output": {"format": "png16"},
 }

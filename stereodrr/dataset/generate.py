@@ -36,7 +36,8 @@ from .._resources import MAX_INT64, check_memory, render_bytes, voxelize_bytes
 from ..geometry import transform_points
 from ..render import render_rig, render_spheres
 from ..render.detector import to_uint16
-from ..render.polychromatic import material_line_integrals
+from ..render.aperture import subpixel_cameras
+from ..render.polychromatic import primary_signals
 from ..volume import load_volume, mu_to_hu
 from .config import SCHEMA, config_digest
 from .manifest import (
@@ -202,19 +203,23 @@ def render_item(config: Mapping[str, Any], index: int) -> RenderedItem:
             # misses the subject by the rig's view name.
             L = torch.stack(list(render_rig(posed_volume(subject.volume, T), rig, mode=render["mode"],
                                             step_mm=render["step_mm"]).values()))
+            t = torch.exp(-L)
             if subject.has_markers:
-                L = L + render_spheres(xyz, subject.marker_diameters, subject.marker_mu, rig, device=L.device,
-                                       dtype=L.dtype)[0]
-            signal = {name: model.add_scatter(torch.exp(-L[v]), None, rig[name]) for v, name in enumerate(rig.names)}
+                # The pixel aperture averages the balls' transmission over sub-rays (bodies at the centre).
+                for v, name in enumerate(rig.names):
+                    sub = subpixel_cameras(rig[name], model.subpixels) if model.aperture == "area" else [rig[name]]
+                    balls = render_spheres(xyz, subject.marker_diameters, subject.marker_mu, sub, device=L.device,
+                                           dtype=torch.float64)[0]
+                    t[v] = t[v] * torch.exp(-balls).mean(0).to(t.dtype)
+            signal = {name: model.add_scatter(t[v], None, rig[name]) for v, name in enumerate(rig.names)}
         else:
             # Polychromatic: the CT back in HU at the config's energy, one channel per material.
             vol = posed_volume(subject.volume, T)
             spheres = (xyz, subject.marker_diameters, subject.marker_materials) if subject.has_markers else None
-            names, chans = material_line_integrals(vol.with_data(mu_to_hu(vol.data, float(config["energy_kev"]))),
-                                                   rig, reference_kev=float(config["energy_kev"]),
-                                                   decomposition=det["decomposition"], spheres=spheres,
-                                                   mode=render["mode"], step_mm=render["step_mm"])
-            signal = {name: model.transmission(chans[name], names, rig[name]) for name in rig.names}
+            primary = primary_signals(vol.with_data(mu_to_hu(vol.data, float(config["energy_kev"]))), rig, model,
+                                      reference_kev=float(config["energy_kev"]), decomposition=det["decomposition"],
+                                      spheres=spheres, mode=render["mode"], step_mm=render["step_mm"])
+            signal = {name: model.add_scatter(*primary[name], rig[name]) for name in rig.names}
         views = {}
         for v, name in enumerate(rig.names):
             counts = model.counts(*signal[name], seed=sample.noise_seed + v)

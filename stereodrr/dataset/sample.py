@@ -16,6 +16,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..geometry import StereoAngleWarning, StereoRig, euler_to_matrix, rotate_about
+from ..render.aperture import BALL_SUBPIXELS
 
 __all__ = ["ItemSample", "item_rng", "sample_item", "item_rig", "item_pose", "item_detector"]
 
@@ -125,7 +126,7 @@ def item_detector(config: Mapping[str, Any], sample: ItemSample) -> Any:
         spectrum=spectrum_from_spec(det.get("spectrum"), float(config["energy_kev"])),
         layer=ScintillatorLayer(**layer) if isinstance(layer, Mapping) else LAYERS[layer],
         scatter=SCATTER_MODELS[det.get("scatter", "none")],
-        aperture=det.get("aperture", "area"), subpixels=int(det.get("subpixels", 1)),
+        aperture=det.get("aperture", "area"), subpixels=int(det.get("subpixels", BALL_SUBPIXELS)),
         detector_blur_px=sample.blur_px, focal_spot_blur_px=sample.focal_spot_blur_px,
         photons=sample.photons_per_pixel if det["noise"] == "poisson" else None,
         electronic_sigma=sample.electronic_sigma, gain=float(det.get("gain", 1.0)),

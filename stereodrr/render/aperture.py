@@ -28,12 +28,15 @@ import numpy as np
 
 from ..geometry import Camera
 
-__all__ = ["APERTURES", "EDGE_TOLERANCE", "auto_subpixels", "subpixel_offsets", "subpixel_cameras",
+__all__ = ["APERTURES", "BALL_SUBPIXELS", "EDGE_TOLERANCE", "auto_subpixels", "subpixel_offsets", "subpixel_cameras",
            "check_aperture", "projected_voxel_px"]
 
 APERTURES = ("area", "point")
 # Edge pixels are within this fraction of the edge height of their area average.
 EDGE_TOLERANCE = 1e-3
+# Sub-rays per pixel axis through analytic marker balls (calibration shots, the detector model):
+# their square-root rim is sharper than the smooth-edge rule of auto_subpixels assumes.
+BALL_SUBPIXELS = 6
 # Upper bound of the automatic choice (s^2 renders per image).
 MAX_AUTO_SUBPIXELS = 16
 

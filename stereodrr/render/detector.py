@@ -51,6 +51,7 @@ from ..physics.attenuation import (
     mass_photoabsorption,
 )
 from ..physics.spectrum import Spectrum
+from .aperture import BALL_SUBPIXELS
 from .scatter import SCATTER_MODELS, ScatterModel, add_scatter
 
 if TYPE_CHECKING:
@@ -261,7 +262,9 @@ class DetectorModel:
         layer: scintillator (``None``: ideal, ``eta = 1``).
         scatter: :class:`~stereodrr.render.scatter.ScatterModel` or ``None`` (off).
         aperture: ``"area"`` (pixel reports its area's average) or ``"point"``; with
-            ``subpixels`` samples per axis. Recorded and handed to the renderer where it takes them.
+            ``subpixels`` sub-rays per pixel axis through the analytic marker balls
+            (:func:`stereodrr.render.polychromatic.primary_signals`; CT bodies, smooth on the
+            pixel scale, at the pixel centre).
         detector_blur_px: Gaussian PSF sigma of the scintillator / panel, pixels.
         focal_spot_blur_px: Gaussian sigma of the focal-spot blur, pixels.
         photons: mean photons per pixel in the open field ``N0``, reaching the detector (behind
@@ -276,7 +279,7 @@ class DetectorModel:
     layer: ScintillatorLayer | None = None
     scatter: ScatterModel | None = None
     aperture: str = "area"
-    subpixels: int = 1
+    subpixels: int = BALL_SUBPIXELS
     detector_blur_px: float = 0.0
     focal_spot_blur_px: float = 0.0
     photons: float | None = None
@@ -320,16 +323,20 @@ class DetectorModel:
         return torch.as_tensor(w, device=device, dtype=dtype)
 
     # ---- the chain
-    def transmission(self, channels: Tensor, names: Sequence[str], camera: "Camera | None" = None
-                     ) -> tuple[Tensor, Tensor]:
-        """Expected signal ``t`` and quantum variance factor ``q``, ``(H, W)`` each, relative to the
-        open field, primary plus scatter (scatter needs the ``camera`` for pitch and field size)."""
+    def primary(self, channels: Tensor, names: Sequence[str]) -> tuple[Tensor, Tensor]:
+        """Expected primary signal ``t`` and quantum variance factor ``q``, ``(H, W)`` each,
+        relative to the open field, of per-material line integrals ``channels`` ``(M, H, W)``."""
         from .polychromatic import attenuation_table, spectral_sums
 
         att = attenuation_table(names, self.spectrum.energies_kev, channels.device, channels.dtype)
         w = self.spectral_weights(channels.device, channels.dtype)
         t, q = spectral_sums(channels, att, w)
-        return self.add_scatter(t, q, camera)
+        return t, q
+
+    def transmission(self, channels: Tensor, names: Sequence[str], camera: "Camera | None" = None
+                     ) -> tuple[Tensor, Tensor]:
+        """:meth:`primary` plus scatter (scatter needs the ``camera`` for pitch and field size)."""
+        return self.add_scatter(*self.primary(channels, names), camera)
 
     def add_scatter(self, t: Tensor, q: Tensor | None, camera: "Camera | None") -> tuple[Tensor, Tensor | None]:
         """Primary ``t`` (and its variance factor ``q``, ``None`` for plain Poisson) plus the

@@ -52,7 +52,7 @@ if TYPE_CHECKING:
     from .detector import DetectorModel
 
 __all__ = ["DECOMPOSITIONS", "decompose_hu", "material_line_integrals", "attenuation_table", "spectral_sums",
-           "render_polychromatic", "metal_thickness"]
+           "render_polychromatic", "primary_signals", "metal_thickness"]
 
 DECOMPOSITIONS = ("tissue_bone", "water")
 
@@ -207,13 +207,67 @@ def render_polychromatic(
     """
     from .detector import DetectorModel
 
+    if output not in ("counts", "neglog"):
+        raise ValueError(f"output: expected 'counts' or 'neglog', got {output!r}")
     det = detector if detector is not None else DetectorModel(spectrum=_mono(reference_kev))
     names_v, cams = camera_batch(cameras)
-    names, chans = material_line_integrals(hu, dict(zip(names_v, cams)), reference_kev=reference_kev,
-                                           decomposition=decomposition, metal=metal, spheres=spheres,
-                                           mode=mode, step_mm=step_mm)
-    return {v: det.image(chans[v], names, c, seed=None if seed is None else seed + i, output=output)
-            for i, (v, c) in enumerate(zip(names_v, cams))}
+    signals = primary_signals(hu, dict(zip(names_v, cams)), det, reference_kev=reference_kev,
+                              decomposition=decomposition, metal=metal, spheres=spheres, mode=mode, step_mm=step_mm)
+    out = {}
+    for i, (v, c) in enumerate(zip(names_v, cams)):
+        counts = det.counts(*det.add_scatter(*signals[v], c), seed=None if seed is None else seed + i)
+        out[v] = counts if output == "counts" else det.negative_log(counts)
+    return out
+
+
+def primary_signals(
+    hu: Volume | None,
+    cameras: Camera | Sequence[Camera] | Mapping[str, Camera] | StereoRig,
+    detector: "DetectorModel",
+    *,
+    reference_kev: float = 60.0,
+    decomposition: str = "tissue_bone",
+    metal: str = "titanium",
+    spheres: tuple[np.ndarray, np.ndarray, Sequence[str]] | None = None,
+    mode: str = "trilinear",
+    step_mm: float | None = None,
+) -> dict[str, tuple[Tensor, Tensor]]:
+    """Expected primary signal and quantum variance factor (:meth:`DetectorModel.primary`) of
+    every view, through the detector's pixel aperture.
+
+    With ``aperture="area"`` each pixel averages the *intensity* (not the line integral) over
+    ``subpixels x subpixels`` sub-rays through the analytic balls
+    (:func:`~stereodrr.render.aperture.subpixel_cameras`); the CT, smooth on the pixel scale,
+    is taken at the pixel centre. ``"point"``: the pixel-centre ray for both.
+
+    Returns:
+        ``{view: (t (H_v, W_v), q (H_v, W_v))}``.
+    """
+    from .aperture import subpixel_cameras
+
+    names_v, cams = camera_batch(cameras)
+    area = detector.aperture == "area" and spheres is not None and len(spheres[2]) > 0
+    if hu is None and not area:
+        names, chans = material_line_integrals(None, dict(zip(names_v, cams)), spheres=spheres)
+    elif hu is not None:
+        names, chans = material_line_integrals(hu, dict(zip(names_v, cams)), reference_kev=reference_kev,
+                                               decomposition=decomposition, metal=metal,
+                                               spheres=None if area else spheres, mode=mode, step_mm=step_mm)
+    else:
+        names, chans = [], {}
+    if not area:
+        return {v: detector.primary(chans[v], names) for v in names_v}
+    out = {}
+    for v, cam in zip(names_v, cams):
+        ball_names, sub = material_line_integrals(None, subpixel_cameras(cam, detector.subpixels), spheres=spheres)
+        t_sum = q_sum = None
+        for ch in sub.values():
+            body = chans.get(v)
+            full = ch if body is None else torch.cat([body, ch.to(body.device, body.dtype)])
+            t, q = detector.primary(full, list(names) + list(ball_names))
+            t_sum, q_sum = (t, q) if t_sum is None else (t_sum + t, q_sum + q)
+        out[v] = (t_sum / len(sub), q_sum / len(sub))
+    return out
 
 
 def _mono(energy_kev: float):
