@@ -14,6 +14,7 @@ instead of storing its samples.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import warnings
@@ -28,6 +29,7 @@ from ..volume import Volume
 from .backends import LOW_PRECISION, Backend, select_backend
 from .integrate import SAMPLE_BUDGET, exact_integral, segment_samples
 from .rays import clip_to_box, index_rays, pixel_grid_chunk, voxel_spacing
+from .threads import single_threaded_torch
 
 __all__ = ["drr", "render_drr", "render_rig", "render_structures", "camera_batch", "MODES", "RaysMissWarning"]
 
@@ -191,14 +193,17 @@ def drr(
     # counted on the device and read once, after the loop.
     out = K.new_zeros(views, n_pix)
     hits = torch.zeros(views, dtype=torch.int64, device=K.device)
-    for b0, b1, start, stop in _chunks(views, n_pix, rays):
-        args = (data, index_from_world, K[b0:b1], R[b0:b1], t[b0:b1], start, stop, width, mode, step, be)
-        if checkpointed:
-            part, hit = checkpoint(_chunk_integral, *args, use_reentrant=False)
-        else:
-            part, hit = _chunk_integral(*args)
-        out[b0:b1, start:stop] = part
-        hits[b0:b1] += hit
+    # The fused CPU kernel's ray set-up runs with torch single-threaded (threads.single_threaded_torch).
+    quiet = single_threaded_torch() if be.name == "numba" and not compiling else contextlib.nullcontext()
+    with quiet:
+        for b0, b1, start, stop in _chunks(views, n_pix, rays):
+            args = (data, index_from_world, K[b0:b1], R[b0:b1], t[b0:b1], start, stop, width, mode, step, be)
+            if checkpointed:
+                part, hit = checkpoint(_chunk_integral, *args, use_reentrant=False)
+            else:
+                part, hit = _chunk_integral(*args)
+            out[b0:b1, start:stop] = part
+            hits[b0:b1] += hit
     if not compiling:
         for b in torch.nonzero(hits == 0).flatten().tolist():
             warnings.warn(f"view {b}: no ray of this camera meets the volume's box; the view renders as zeros",
