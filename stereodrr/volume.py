@@ -359,8 +359,19 @@ def _check_complete(path: Path, info: sitk.ImageFileReader) -> None:
         little = int.from_bytes(head[:4], "little")
         order = "<" if little in (348, 540) else ">"
         sizeof_hdr = struct.unpack(order + "i", head[:4])[0]
-        offset = int(struct.unpack(order + "f", head[108:112])[0]) if sizeof_hdr == 348 else \
-            int(struct.unpack(order + "q", head[168:176])[0])
+        # The stored bytes follow the header's own dim and bitpix: with scl_slope/scl_inter
+        # (int16 CTs stored with an intercept of -1024) ITK reports the scaled float type instead.
+        if sizeof_hdr == 348:
+            dim = struct.unpack(order + "8h", head[40:56])
+            bitpix = struct.unpack(order + "h", head[72:74])[0]
+            offset = int(struct.unpack(order + "f", head[108:112])[0])
+        else:
+            dim = struct.unpack(order + "8q", head[16:80])
+            bitpix = struct.unpack(order + "h", head[14:16])[0]
+            offset = int(struct.unpack(order + "q", head[168:176])[0])
+        if 1 <= dim[0] <= 7 and bitpix > 0:
+            need = int(np.prod([max(int(d), 1) for d in dim[1:dim[0] + 1]])) * bitpix // 8
+            what = f"the header promises {shape} voxels of {bitpix} bits ({need} bytes)"
         have = (_stream_size(path, what) if gz else path.stat().st_size) - offset
         if have < need:
             raise ValueError(f"{path}: truncated: {what}, the file holds {max(have, 0)}")

@@ -132,3 +132,40 @@ def test_bad_volumes(tmp_path):
     empty.mkdir()
     with pytest.raises(ValueError, match="no DICOM series"):
         load_volume(empty)
+
+
+def _nifti1_int16_with_intercept(path, arr: np.ndarray, spacing=(0.7, 0.7, 2.5), truncate: int = 0) -> None:
+    """A NIfTI-1 file written byte by byte (not by SimpleITK): int16 storage, scl_slope 1 and
+    scl_inter -1024, as scanners export CTs. ``truncate`` drops that many data bytes."""
+    import gzip
+    import struct
+
+    z, y, x = arr.shape
+    h = bytearray(348)
+    struct.pack_into("<i", h, 0, 348)
+    struct.pack_into("<8h", h, 40, 3, x, y, z, 1, 1, 1, 1)
+    struct.pack_into("<hh", h, 70, 4, 16)  # datatype int16, bitpix 16
+    struct.pack_into("<8f", h, 76, 1.0, *spacing, 1, 1, 1, 1)
+    struct.pack_into("<fff", h, 108, 352.0, 1.0, -1024.0)  # vox_offset, scl_slope, scl_inter
+    struct.pack_into("<B", h, 123, 2)  # xyzt_units: mm
+    struct.pack_into("<hh", h, 252, 0, 1)  # qform_code 0, sform_code 1
+    struct.pack_into("<4f", h, 280, -spacing[0], 0, 0, 0)
+    struct.pack_into("<4f", h, 296, 0, -spacing[1], 0, 0)
+    struct.pack_into("<4f", h, 312, 0, 0, spacing[2], 0)
+    h[344:348] = b"n+1\0"
+    data = (arr + 1024).astype("<i2").tobytes()
+    with gzip.open(path, "wb") as f:
+        f.write(bytes(h) + b"\0" * 4 + data[:len(data) - truncate])
+
+
+def test_nifti_stored_int16_with_intercept_loads_and_truncation_is_refused(tmp_path, rng):
+    hu = rng.integers(-1000, 2000, size=(6, 5, 4)).astype(np.float32)
+    good = tmp_path / "ct.nii.gz"
+    _nifti1_int16_with_intercept(good, hu)
+    vol = load_volume(good)  # ITK reports the scaled float type; the stored bytes are int16
+    np.testing.assert_array_equal(vol.data.numpy(), hu)
+    np.testing.assert_allclose(vol.spacing, (0.7, 0.7, 2.5), rtol=1e-6)
+    bad = tmp_path / "cut.nii.gz"
+    _nifti1_int16_with_intercept(bad, hu, truncate=40)
+    with pytest.raises(ValueError, match=r"cut\.nii\.gz: truncated.*16 bits \(240 bytes\)"):
+        load_volume(bad)
