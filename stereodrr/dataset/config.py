@@ -56,6 +56,7 @@ from typing import Any, Mapping
 
 from .._io import read_json
 from .._resources import MAX_BLUR_PX, MAX_INT64, MIN_STEP_MM, PIXEL_PITCH_MM
+from ..render import MODES
 from ..render.aperture import BALL_SUBPIXELS
 
 __all__ = ["SCHEMA", "DEFAULT_CONFIG", "load_config", "validate_config", "config_digest", "canonical_json"]
@@ -96,7 +97,6 @@ _SUBJECT_KEYS = {
 RIG_KINDS = ("convergent", "arc", "biplanar")
 NOISE_MODELS = ("poisson", "none")
 FORMATS = ("png16", "tiff32")
-RENDER_MODES = ("trilinear", "exact")
 
 
 def canonical_json(obj: Any) -> str:
@@ -343,7 +343,7 @@ def validate_config(raw: Mapping[str, Any], base_dir: str | os.PathLike[str] | N
     _detector_model_keys(det, Path(base_dir) if base_dir is not None else None)
 
     render = cfg["render"]
-    render["mode"] = _choice("render.mode", render["mode"], RENDER_MODES)
+    render["mode"] = _choice("render.mode", render["mode"], MODES)
     if render["step_mm"] is not None:
         render["step_mm"] = _range("render.step_mm", render["step_mm"], MIN_STEP_MM)[0]
     # Checked for form only: whether the device exists is a property of each worker's machine.
