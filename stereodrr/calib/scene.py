@@ -20,7 +20,8 @@ import torch
 from ..geometry import Camera, StereoRig, rotvec_to_matrix
 from ..phantoms import Phantom, voxelize
 from ..render import render_rig, render_spheres
-from ..render.aperture import BALL_SUBPIXELS, check_aperture, subpixel_cameras
+from ..render.aperture import BALL_SUBPIXELS, check_aperture
+from ..render.markers import sphere_transmission
 from ..render.detector import DetectorModel, to_uint16
 from ..render.detector import detect as detector_counts
 from ..render.polychromatic import render_polychromatic
@@ -98,7 +99,7 @@ def render_calibration_images(
             ``energy_kev``, balls exact in their own material's channel.
         aperture: ``"area"``: each pixel reports the average over its area of the transmitted
             intensity ``exp(-L)`` (a flat panel), from ``subpixels x subpixels`` sub-rays through the
-            balls (:func:`stereodrr.render.aperture.subpixel_cameras`; the plastic bodies, smooth
+            balls (:func:`stereodrr.render.markers.sphere_transmission`; the plastic bodies, smooth
             on the pixel scale, at the pixel centre); noise-free images are then ``-log`` of it.
             ``"point"``: the pixel-centre ray.
     """
@@ -113,10 +114,9 @@ def render_calibration_images(
     balls = phantom.marker_arrays(energy_kev)
     images, centres = {}, {}
     for i, (name, cam) in enumerate(rig.cameras.items()):
-        sub = subpixel_cameras(cam, subpixels) if aperture == "area" else [cam]
-        spheres, _ = render_spheres(balls.centers, balls.diameters, balls.mu, sub, device=device)
+        transmitted = sphere_transmission(balls.centers, balls.diameters, balls.mu, cam, aperture, subpixels,
+                                          device=device)
         _, c = render_spheres(balls.centers, balls.diameters, balls.mu, cam, device=device)
-        transmitted = torch.exp(-spheres.double()).mean(dim=0)
         L = bodies[name] + (-torch.log(transmitted)).to(bodies[name].device, bodies[name].dtype)
         centres[name] = c[0].cpu().numpy().astype(np.float64)
         if photons is None:

@@ -34,9 +34,9 @@ from .. import __version__
 from .._io import atomic_path, atomic_write_text
 from .._resources import MAX_INT64, check_memory, render_bytes, voxelize_bytes
 from ..geometry import transform_points
-from ..render import render_rig, render_spheres
+from ..render import render_rig
 from ..render.detector import to_uint16
-from ..render.aperture import subpixel_cameras
+from ..render.markers import sphere_transmission
 from ..render.polychromatic import primary_signals
 from ..volume import load_volume, mu_to_hu
 from .config import SCHEMA, config_digest
@@ -207,10 +207,8 @@ def render_item(config: Mapping[str, Any], index: int) -> RenderedItem:
             if subject.has_markers:
                 # The pixel aperture averages the balls' transmission over sub-rays (bodies at the centre).
                 for v, name in enumerate(rig.names):
-                    sub = subpixel_cameras(rig[name], model.subpixels) if model.aperture == "area" else [rig[name]]
-                    balls = render_spheres(xyz, subject.marker_diameters, subject.marker_mu, sub, device=L.device,
-                                           dtype=torch.float64)[0]
-                    t[v] = t[v] * torch.exp(-balls).mean(0).to(t.dtype)
+                    t[v] = t[v] * sphere_transmission(xyz, subject.marker_diameters, subject.marker_mu, rig[name],
+                                                      model.aperture, model.subpixels, device=L.device).to(t.dtype)
             signal = {name: model.add_scatter(t[v], None, rig[name]) for v, name in enumerate(rig.names)}
         else:
             # Polychromatic: the CT back in HU at the config's energy, one channel per material.

@@ -25,7 +25,8 @@ from .drr import _stack_poses, camera_batch
 from .integrate import SAMPLE_BUDGET
 from .rays import pixel_grid_chunk
 
-__all__ = ["sphere_drr", "sphere_centers_px", "render_spheres"]
+__all__ = ["sphere_drr", "sphere_centers_px", "render_spheres", "shadow_pixels", "sphere_subpixel_integrals",
+           "sphere_transmission"]
 
 
 def _check(centers: Tensor, diameters: Tensor, mu: Tensor, K: Tensor, R: Tensor, t: Tensor) -> None:
@@ -62,21 +63,92 @@ def sphere_drr(centers: Tensor, diameters: Tensor, mu: Tensor, K: Tensor, R: Ten
         raise ValueError(f"image size: expected positive integers, got height={height}, width={width}")
     n_pix = height * width
     chunk = max(1, SAMPLE_BUDGET // max(centers.shape[0], 1))
-    r2 = (0.5 * diameters) ** 2
     views = []
     for b in range(K.shape[0]):
-        parts = []
-        for start in range(0, n_pix, chunk):
-            uv = pixel_grid_chunk(start, min(start + chunk, n_pix), width, centers.device, centers.dtype)
-            src, d = pixel_to_ray(K[b], R[b], t[b], uv)  # (N, 3)
-            w = centers[None, :, :] - src[:, None, :]  # (N, M, 3)
-            perp = w - (w * d[:, None, :]).sum(-1, keepdim=True) * d[:, None, :]
-            h2 = r2[None, :] - (perp * perp).sum(-1)
-            inside = h2 > 0
-            chord = 2.0 * torch.sqrt(torch.where(inside, h2, torch.ones_like(h2)))
-            parts.append((torch.where(inside, chord, torch.zeros_like(chord)) * mu[None, :]).sum(-1))
+        parts = [_chord_sums(centers, diameters, mu, K[b], R[b], t[b],
+                             pixel_grid_chunk(start, min(start + chunk, n_pix), width, centers.device, centers.dtype))
+                 for start in range(0, n_pix, chunk)]
         views.append(torch.cat(parts).reshape(height, width))
     return torch.stack(views)
+
+
+def _chord_sums(centers: Tensor, diameters: Tensor, mu: Tensor, K: Tensor, R: Tensor, t: Tensor, uv: Tensor) -> Tensor:
+    """``(N,)`` ``sum_m mu_m ell_m`` along the rays of pixel coordinates ``uv`` ``(N, 2)`` of one view."""
+    src, d = pixel_to_ray(K, R, t, uv)  # (N, 3)
+    w = centers[None, :, :] - src[:, None, :]  # (N, M, 3)
+    perp = w - (w * d[:, None, :]).sum(-1, keepdim=True) * d[:, None, :]
+    h2 = (0.5 * diameters)[None, :] ** 2 - (perp * perp).sum(-1)
+    inside = h2 > 0
+    chord = 2.0 * torch.sqrt(torch.where(inside, h2, torch.ones_like(h2)))
+    return (torch.where(inside, chord, torch.zeros_like(chord)) * mu[None, :]).sum(-1)
+
+
+def shadow_pixels(centers: np.ndarray, diameters: np.ndarray, camera: Camera, margin_px: float = 2.0) -> np.ndarray:
+    """Flat (row-major) indices ``(N,)`` of the pixels whose area a ball's shadow may touch: the
+    square around each projected centre of half-width ``r f / (z - r) + margin_px`` (the cone
+    tangent to the ball bounds its silhouette)."""
+    c = np.asarray(centers, np.float64).reshape(-1, 3)
+    r = 0.5 * np.asarray(diameters, np.float64).reshape(-1)
+    mask = np.zeros((camera.height, camera.width), bool)
+    if len(c):
+        uv, z = camera.project(c)
+        f = max(camera.K[0, 0], camera.K[1, 1])
+        half = r * f / np.maximum(z - r, 1e-9) + margin_px
+        for (u, v), h in zip(uv, half):
+            u0, u1 = int(max(np.floor(u - h), 0)), int(min(np.ceil(u + h), camera.width - 1))
+            v0, v1 = int(max(np.floor(v - h), 0)), int(min(np.ceil(v + h), camera.height - 1))
+            if u0 <= u1 and v0 <= v1:
+                mask[v0:v1 + 1, u0:u1 + 1] = True
+    return np.flatnonzero(mask)
+
+
+def sphere_subpixel_integrals(centers: Tensor | np.ndarray, diameters: Tensor | np.ndarray,
+                              mu: Tensor | np.ndarray | Sequence[float] | float, camera: Camera,
+                              pixels: np.ndarray, subpixels: int, *, device: torch.device | str = "cpu",
+                              dtype: torch.dtype = torch.float64) -> Tensor:
+    """The balls' line integrals along ``s x s`` sub-rays of each pixel in ``pixels`` (flat
+    indices, e.g. :func:`shadow_pixels`), sub-ray offsets as in
+    :func:`stereodrr.render.aperture.subpixel_offsets`.
+
+    Returns:
+        ``(N, s * s)``: a pixel's area average of a function of the line integral is the mean
+        of that function over the row (the midpoint rule in each axis).
+    """
+    from .aperture import subpixel_offsets
+
+    c = torch.as_tensor(centers, device=device, dtype=dtype).reshape(-1, 3)
+    dia = torch.as_tensor(diameters, device=device, dtype=dtype).reshape(-1)
+    mu_t = torch.as_tensor(mu, device=device, dtype=dtype).reshape(-1).expand(c.shape[0])
+    K, R, t = camera.to_torch(device, dtype)
+    pix = torch.as_tensor(np.asarray(pixels, np.int64), device=device)
+    o = torch.as_tensor(subpixel_offsets(subpixels), device=device, dtype=dtype)
+    ov, ou = torch.meshgrid(o, o, indexing="ij")
+    base = torch.stack([(pix % camera.width).to(dtype), (pix // camera.width).to(dtype)], -1)  # (N, 2)
+    uv = (base[:, None, :] + torch.stack([ou.reshape(-1), ov.reshape(-1)], -1)[None]).reshape(-1, 2)
+    chunk = max(1, SAMPLE_BUDGET // max(c.shape[0], 1))
+    _check(c, dia, mu_t.contiguous(), K[None], R[None], t[None])
+    out = torch.cat([_chord_sums(c, dia, mu_t, K, R, t, uv[s:s + chunk]) for s in range(0, uv.shape[0], chunk)]) \
+        if uv.shape[0] else uv.new_zeros(0)
+    return out.reshape(len(pixels), -1)
+
+
+def sphere_transmission(centers: np.ndarray, diameters: np.ndarray, mu: np.ndarray | float, camera: Camera,
+                        aperture: str = "area", subpixels: int | None = None, *,
+                        device: torch.device | str = "cpu") -> Tensor:
+    """``(H, W)`` float64 transmission ``exp(-L_balls)`` of one view through the pixel aperture:
+    ``"area"`` averages it over ``subpixels x subpixels`` sub-rays in the pixels the shadows
+    touch (default :data:`~stereodrr.render.aperture.BALL_SUBPIXELS`), ``"point"`` takes the
+    pixel-centre ray."""
+    from .aperture import BALL_SUBPIXELS, check_aperture
+
+    check_aperture(aperture, subpixels)
+    if aperture == "point":
+        return torch.exp(-render_spheres(centers, diameters, mu, camera, device=device, dtype=torch.float64)[0][0])
+    pix = shadow_pixels(centers, diameters, camera)
+    L = sphere_subpixel_integrals(centers, diameters, mu, camera, pix, subpixels or BALL_SUBPIXELS, device=device)
+    out = torch.ones(camera.height * camera.width, device=device, dtype=torch.float64)
+    out[torch.as_tensor(pix, device=device)] = torch.exp(-L).mean(1)
+    return out.reshape(camera.height, camera.width)
 
 
 def sphere_centers_px(centers: Tensor, K: Tensor, R: Tensor, t: Tensor) -> Tensor:

@@ -243,7 +243,7 @@ def primary_signals(
     Returns:
         ``{view: (t (H_v, W_v), q (H_v, W_v))}``.
     """
-    from .aperture import subpixel_cameras
+    from .markers import shadow_pixels, sphere_subpixel_integrals
 
     names_v, cams = camera_batch(cameras)
     area = detector.aperture == "area" and spheres is not None and len(spheres[2]) > 0
@@ -257,16 +257,30 @@ def primary_signals(
         names, chans = [], {}
     if not area:
         return {v: detector.primary(chans[v], names) for v in names_v}
+    device = hu.device if hu is not None else torch.device("cpu")
+    dtype = hu.data.dtype if hu is not None else torch.float32
+    centers, diameters = np.asarray(spheres[0], np.float64), np.asarray(spheres[1], np.float64)
+    mats = list(spheres[2])
+    ball_names = sorted(set(mats))
     out = {}
     for v, cam in zip(names_v, cams):
-        ball_names, sub = material_line_integrals(None, subpixel_cameras(cam, detector.subpixels), spheres=spheres)
-        t_sum = q_sum = None
-        for ch in sub.values():
-            body = chans.get(v)
-            full = ch if body is None else torch.cat([body, ch.to(body.device, body.dtype)])
-            t, q = detector.primary(full, list(names) + list(ball_names))
-            t_sum, q_sum = (t, q) if t_sum is None else (t_sum + t, q_sum + q)
-        out[v] = (t_sum / len(sub), q_sum / len(sub))
+        body = chans.get(v, torch.zeros((0, cam.height, cam.width), device=device, dtype=dtype))
+        # Away from the balls' shadows the pixel-centre signal of the smooth bodies is the area's.
+        t, q = detector.primary(torch.cat([body, body.new_zeros((len(ball_names),) + body.shape[1:])]),
+                                list(names) + ball_names)
+        pix = shadow_pixels(centers, diameters, cam)
+        if len(pix):
+            idx = torch.as_tensor(pix, device=device)
+            balls = [sphere_subpixel_integrals(centers[[m == b for m in mats]], diameters[[m == b for m in mats]],
+                                               get_material(b).density, cam, pix, detector.subpixels,
+                                               device=device).to(dtype) for b in ball_names]  # (N, s^2) each
+            n_sub = balls[0].shape[1]
+            sub = torch.cat([body.reshape(body.shape[0], -1)[:, idx, None].expand(-1, -1, n_sub),
+                             torch.stack(balls)])  # (M, N, s^2) as a (M, H, W) image
+            ts, qs = detector.primary(sub, list(names) + ball_names)
+            t.view(-1)[idx] = ts.mean(1)
+            q.view(-1)[idx] = qs.mean(1)
+        out[v] = (t, q)
     return out
 
 
