@@ -11,6 +11,7 @@ and ``marker_errors.png``.
 from __future__ import annotations
 
 import argparse
+import sys
 import json
 import os
 import time
@@ -160,4 +161,7 @@ def run(args: argparse.Namespace) -> int:
     print(result.summary())
     print(f"wrote {args.output}/report.json, rig.json, dlt_coefficients.csv, opencv.yaml, figures "
           f"({result.seconds:.1f} s)")
+    if not result.verdict.passed:  # results are written for inspection, but a script must not take them as good
+        print("stereodrr calibrate: the verdict is not PASS (see the reasons above); exit status 1", file=sys.stderr)
+        return 1
     return 0

@@ -93,6 +93,14 @@ def test_calibrate_cli_on_files(shots, tmp_path, capsys):
               "mayacam_left.txt", "mayacam_right.txt"):
         assert (out / f).is_file(), f
     assert "triangulation RMS" in capsys.readouterr().out
+    # A verdict that is not PASS (here: a source tolerance no real rig meets) still writes the
+    # results but exits 1, so a script cannot take the calibration as good.
+    strict = tmp_path / "strict"
+    rc = main(["calibrate", "--images", *map(str, paths), "--phantom", str(PHANTOM),
+               "--rig", str(tmp_path / "nominal.json"), "-o", str(strict), "--aperture", "point",
+               "--tol-source-mm", "1e-6"])
+    assert rc == 1 and "not PASS" in capsys.readouterr().err
+    assert json.loads((strict / "report.json").read_text())["verdict"] == "NOT PASS"
     # Bad input reaches the user as one clear line: exit code 2 for a usage error, 1 for a bad file.
     rc = main(["calibrate", "--images", str(paths[0]), "--phantom", str(PHANTOM),
                "--rig", str(tmp_path / "nominal.json"), "-o", str(out)])
