@@ -43,6 +43,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from stereodrr.render.threads import set_cpu_threads  # noqa: E402
 from stereodrr._io import atomic_path
 from stereodrr.geometry import StereoRig, invert, rigid_matrix
 from stereodrr.plot.register import plot_registration_study
@@ -161,13 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.trials < 1 or args.size < 16 or args.patient_factor < 1:
         ap.error("--trials and --patient-factor must be >= 1 and --size >= 16")
-    torch.set_num_threads(args.threads)
-    try:
-        import numba
-
-        numba.set_num_threads(args.threads)
-    except ImportError:
-        pass
+    set_cpu_threads(args.threads)
     warnings.simplefilter("ignore", UserWarning)  # stereo-angle notes and the like; failures are in the table
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

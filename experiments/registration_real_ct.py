@@ -41,11 +41,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from registration_mono_vs_stereo import build_rigs, initial_poses, run_nanodrr, simulate_xrays  # noqa: E402
 
+from stereodrr.render.threads import set_cpu_threads  # noqa: E402
 from stereodrr._io import atomic_path  # noqa: E402
 from stereodrr.plot.register import plot_registration_study  # noqa: E402
 from stereodrr.register import RigidPose, pose_crlb, register, registration_errors, render_views  # noqa: E402
@@ -134,13 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.trials < 1 or args.size < 16:
         ap.error("--trials must be >= 1 and --size >= 16")
-    torch.set_num_threads(args.threads)
-    try:
-        import numba
-
-        numba.set_num_threads(args.threads)
-    except ImportError:
-        pass
+    set_cpu_threads(args.threads)
     warnings.simplefilter("ignore", UserWarning)  # stereo-angle notes and the like; failures are in the table
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

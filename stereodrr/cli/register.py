@@ -21,6 +21,7 @@ from ..geometry import load_rig
 from ..plot.register import plot_errors, plot_loss, plot_overlay
 from ..register.inputs import IMAGE_KINDS, to_line_integral
 from ..register import DEFAULT_LEVELS, OPTIMIZERS, SIMILARITIES, Level, RigidPose, load_pose, register, registration_errors, render_views, save_pose
+from ..render.threads import set_cpu_threads
 from ..volume import Volume, hu_to_mu, load_volume
 from ._args import UsageError, input_file, number, output_folder
 
@@ -56,7 +57,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr-rotation", type=number(0.0, open_lo=True, what="step in degrees"), default=0.5, help="initial rotation step, deg (default 0.5)")
     p.add_argument("--lr-translation", type=number(0.0, open_lo=True, what="step in mm"), default=2.0, help="initial translation step, mm (default 2)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--threads", type=int, help="CPU threads (default: torch's; 1 is fastest on a busy CPU)")
+    p.add_argument("--threads", type=int, help="CPU threads of torch and Numba (default: theirs; 1 is fastest on a busy CPU)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -116,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     if args.threads is not None:
         if args.threads < 1:
             raise UsageError(f"--threads: expected a positive count, got {args.threads}")
-        torch.set_num_threads(args.threads)
+        set_cpu_threads(args.threads)
     output_folder(args.output)
     rig = load_rig(input_file(args.rig, "--rig", "rig file"))
     if len(args.images) != len(rig):

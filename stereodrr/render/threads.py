@@ -26,7 +26,7 @@ import os
 import sys
 from typing import Iterator
 
-__all__ = ["prefer_passive_openmp", "numba_kernel"]
+__all__ = ["prefer_passive_openmp", "numba_kernel", "single_threaded_torch", "set_cpu_threads"]
 
 
 def prefer_passive_openmp() -> bool:
@@ -65,3 +65,18 @@ def single_threaded_torch() -> Iterator[None]:
     finally:
         if n > 1:
             torch.set_num_threads(n)
+
+
+def set_cpu_threads(n: int) -> None:
+    """Cap both CPU pools, torch's intra-op pool and Numba's (when installed), at ``n`` threads
+    (``register --threads``, the studies' one thread per run)."""
+    import torch
+
+    if isinstance(n, bool) or int(n) != n or n < 1:
+        raise ValueError(f"threads: expected a positive count, got {n!r}")
+    torch.set_num_threads(int(n))
+    try:
+        import numba
+    except ImportError:
+        return
+    numba.set_num_threads(min(int(n), numba.config.NUMBA_NUM_THREADS))
