@@ -46,6 +46,9 @@ from .dlt import MIN_DLT_POINTS, dlt_projection
 
 __all__ = ["Identification", "identify_markers", "match_views", "shadow_diameters_px", "MIN_MARGIN"]
 
+# A mirrored labelling whose camera is this much farther (deg) from the nominal view than the
+# best real one is not taken as a rival (see identify_markers, step 3).
+MIRROR_PRIOR_DEG = 5.0
 # Evidence margin (markers) below which a labelling is ambiguous.
 MIN_MARGIN = 3.0
 # A shadow contradicts its marker's size class beyond this relative deviation from the median
@@ -346,7 +349,12 @@ def identify_markers(
                              "check the detector read-out orientation (flipped left-right or up-down?)")
     rivals = [i for i in phys[1:]]
     if len(mirrored_alt):
-        rivals += [i for i in mirrored_alt.index if table.rotation_from_nominal_deg[i] <= max_rotation_deg
+        # A phantom with a mirror symmetry (the cube's lattice with its references) explains a
+        # flipped read-out as well as a real camera elsewhere; only the nominal view tells them
+        # apart, so a mirrored labelling is a rival unless its camera is clearly farther from
+        # the nominal view than the best real one.
+        near = table.rotation_from_nominal_deg[b] + MIRROR_PRIOR_DEG
+        rivals += [i for i in mirrored_alt.index if table.rotation_from_nominal_deg[i] <= min(max_rotation_deg, near)
                    and table.source_from_nominal_mm[i] <= max_source_mm]
     margin = float(table.evidence[b] - max(table.evidence[i] for i in rivals)) if rivals else float("inf")
     P, rows, cols = fits[b]
