@@ -64,10 +64,8 @@ def _corners(data_ptr, b, ox, dy, dz, live, acc_dtype: tl.constexpr):
 
 
 @triton.jit
-def _forward_kernel(data_ptr, o_ptr, e_ptr, s0_ptr, ds_ptr, n_ptr, out_ptr, N, nx, ny,
-                    tx, ty, tz, mx, my, mz, sx, dy, dz, BLOCK: tl.constexpr):
-    r = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    m = r < N
+def _load_ray(o_ptr, e_ptr, s0_ptr, ds_ptr, n_ptr, r, m):
+    """Ray ``r``'s index-space origin and direction, first sample, step and sample count."""
     ox_ = tl.load(o_ptr + 3 * r, mask=m, other=0.0)
     oy_ = tl.load(o_ptr + 3 * r + 1, mask=m, other=0.0)
     oz_ = tl.load(o_ptr + 3 * r + 2, mask=m, other=0.0)
@@ -77,6 +75,15 @@ def _forward_kernel(data_ptr, o_ptr, e_ptr, s0_ptr, ds_ptr, n_ptr, out_ptr, N, n
     s0 = tl.load(s0_ptr + r, mask=m, other=0.0)
     ds = tl.load(ds_ptr + r, mask=m, other=0.0)
     n = tl.load(n_ptr + r, mask=m, other=0)
+    return ox_, oy_, oz_, ex, ey, ez, s0, ds, n
+
+
+@triton.jit
+def _forward_kernel(data_ptr, o_ptr, e_ptr, s0_ptr, ds_ptr, n_ptr, out_ptr, N, nx, ny,
+                    tx, ty, tz, mx, my, mz, sx, dy, dz, BLOCK: tl.constexpr):
+    r = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    m = r < N
+    ox_, oy_, oz_, ex, ey, ez, s0, ds, n = _load_ray(o_ptr, e_ptr, s0_ptr, ds_ptr, n_ptr, r, m)
     acc = tl.zeros_like(ds)
     for k in range(0, tl.max(n, axis=0)):
         live = m & (k < n)
@@ -107,15 +114,7 @@ def _backward_kernel(data_ptr, o_ptr, e_ptr, s0_ptr, ds_ptr, n_ptr, g_ptr, gvol_
                      WANT_DATA: tl.constexpr, DETERMINISTIC: tl.constexpr, BLOCK: tl.constexpr):
     r = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     m = r < N
-    ox_ = tl.load(o_ptr + 3 * r, mask=m, other=0.0)
-    oy_ = tl.load(o_ptr + 3 * r + 1, mask=m, other=0.0)
-    oz_ = tl.load(o_ptr + 3 * r + 2, mask=m, other=0.0)
-    ex = tl.load(e_ptr + 3 * r, mask=m, other=0.0)
-    ey = tl.load(e_ptr + 3 * r + 1, mask=m, other=0.0)
-    ez = tl.load(e_ptr + 3 * r + 2, mask=m, other=0.0)
-    s0 = tl.load(s0_ptr + r, mask=m, other=0.0)
-    ds = tl.load(ds_ptr + r, mask=m, other=0.0)
-    n = tl.load(n_ptr + r, mask=m, other=0)
+    ox_, oy_, oz_, ex, ey, ez, s0, ds, n = _load_ray(o_ptr, e_ptr, s0_ptr, ds_ptr, n_ptr, r, m)
     g = tl.load(g_ptr + r, mask=m, other=0.0).to(ds.dtype)
     scale = tl.load(scale_ptr)
     w = g * ds  # dL_total / d(sample value), the same for every sample of the ray
