@@ -22,14 +22,13 @@ sharper profile (an analytic ball's square-root rim) needs the edge width it act
 from __future__ import annotations
 
 import math
-from typing import Sequence
 
 import numpy as np
 
 from ..geometry import Camera
 
 __all__ = ["APERTURES", "BALL_SUBPIXELS", "EDGE_TOLERANCE", "auto_subpixels", "subpixel_offsets", "subpixel_cameras",
-           "check_aperture", "projected_voxel_px"]
+           "check_aperture"]
 
 APERTURES = ("area", "point")
 # Edge pixels are within this fraction of the edge height of their area average.
@@ -55,13 +54,6 @@ def auto_subpixels(edge_width_px: float, tol: float = EDGE_TOLERANCE) -> int:
     if not (edge_width_px > 0 and tol > 0):
         raise ValueError(f"edge_width_px, tol: expected positive numbers, got {edge_width_px}, {tol}")
     return int(min(max(math.ceil(math.sqrt(1.0 / (8.0 * edge_width_px * tol)) - 1e-9), 1), MAX_AUTO_SUBPIXELS))
-
-
-def projected_voxel_px(spacing_mm: Sequence[float], cameras: Sequence[Camera], depth_mm: Sequence[float]) -> float:
-    """The smallest projected voxel size in pixels: ``min spacing x fx / depth`` at the largest
-    depth given (the voxels nearest the detector project smallest)."""
-    d = float(np.max(depth_mm))
-    return float(min(spacing_mm)) * min(min(c.K[0, 0], c.K[1, 1]) for c in cameras) / d
 
 
 def subpixel_offsets(subpixels: int) -> np.ndarray:
