@@ -23,10 +23,10 @@ from scipy.ndimage import gaussian_filter
 
 from stereodrr.geometry import Camera, StereoRig, rotvec_to_matrix
 
-# Linear attenuation at ~60 keV (1/mm): water (NIST XCOM 0.2059 cm^2/g) and stainless steel
-# (iron 0.1964 cm^2/g x 7.9 g/cm^3); the numbers need not match stereodrr's material table.
+# Linear attenuation at 60 keV (1/mm), NIST XCOM: water 0.2059 cm^2/g, stainless steel taken as
+# iron 1.205 cm^2/g x 7.9 g/cm^3. The numbers need not match stereodrr's material table.
 MU_WATER = 0.02059
-MU_STEEL = 0.1552
+MU_STEEL = 0.9520
 WATER_RADIUS_MM = 55.0
 
 
