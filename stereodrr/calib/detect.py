@@ -74,6 +74,8 @@ _N_DIRECTIONS = 12
 _BLUR_HALF_WIDTH = 6
 # Context around a ball for its background estimate (the ring and its gradients).
 _INPAINT_CONTEXT_PX = 8.0
+# Samples averaged at each end of a background interpolation line (see _ball_residual).
+_RING_SAMPLES = 5
 
 
 def _tophat(a: np.ndarray, length_px: int) -> np.ndarray:
@@ -119,8 +121,8 @@ def attenuation_image(image: np.ndarray, kind: str = "auto", max_diameter_px: fl
     return img, kind
 
 
-def _ball_residual(a: np.ndarray, u0: float, v0: float, rho: float,
-                   margin: float = 1.0) -> tuple[np.ndarray, int, int] | None:
+def _ball_residual(a: np.ndarray, u0: float, v0: float, rho: float, margin: float = 1.0,
+                   foreign: np.ndarray | None = None) -> tuple[np.ndarray, int, int] | None:
     """The ball alone: a patch of ``a`` minus its background, interpolated across the disk of
     radius ``R = rho + margin`` around ``(u0, v0)`` along the dominant edge direction of the ring
     around it (the eigenvector of the smallest eigenvalue of the ring's structure tensor).
@@ -129,7 +131,8 @@ def _ball_residual(a: np.ndarray, u0: float, v0: float, rho: float,
     where its line along that direction leaves the disk (at ``R + 0.5``, bilinear via
     ``cv2.remap``). A straight edge of a brick wall crossing the ball is then continued
     exactly, which isotropic inpainting cannot do; on a flat or sloped background any direction
-    is exact. Returns the patch of ``a - background`` (zero outside the disk) and its top-left
+    is exact. ``foreign`` (``(H, W)`` bool): pixels of other balls, which the outward samples
+    skip. Returns the patch of ``a - background`` (zero outside the disk) and its top-left
     pixel, or ``None`` when the patch would leave the image.
     """
     r = int(np.ceil(rho + margin + _INPAINT_CONTEXT_PX))
@@ -154,12 +157,29 @@ def _ball_residual(a: np.ndarray, u0: float, v0: float, rho: float,
     s1, s2 = -b + root, -b - root
     src = patch.astype(np.float32)
 
-    def sample(s: np.ndarray) -> np.ndarray:
+    other = (np.zeros(patch.shape, np.uint8) if foreign is None
+             else foreign[vi - r:vi + r + 1, ui - r:ui + r + 1].astype(np.uint8))
+
+    def sample(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         mu = (pu + s * e[0] + (u0 - ui + r)).astype(np.float32).reshape(-1, 1)
         mv = (pv + s * e[1] + (v0 - vi + r)).astype(np.float32).reshape(-1, 1)
-        return cv2.remap(src, mu, mv, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).ravel().astype(np.float64)
+        value = cv2.remap(src, mu, mv, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).ravel()
+        hit = cv2.remap(other, mu, mv, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=1).ravel()
+        return value.astype(np.float64), hit == 0
 
-    bg = (sample(s1) * -s2 + sample(s2) * s1) / (s1 - s2)
+    def end(s: np.ndarray, outward: float) -> tuple[np.ndarray, np.ndarray]:
+        # The mean of up to _RING_SAMPLES samples 1 px apart continuing outward along the line
+        # (those on another ball skipped; the first always kept), which cuts the noise a single
+        # sample would copy into the whole chord. It stands at the mean position of the samples
+        # used, so a background linear along the line is still interpolated exactly.
+        total, count, where = sample(s)[0], np.ones_like(s), s.copy()
+        for k in range(1, _RING_SAMPLES):
+            value, ok = sample(s + outward * k)
+            total, count, where = total + ok * value, count + ok, where + ok * (s + outward * k)
+        return total / count, where / count
+
+    (m1, s1), (m2, s2) = end(s1, 1.0), end(s2, -1.0)
+    bg = (m1 * -s2 + m2 * s1) / (s1 - s2)
     res = np.zeros_like(patch)
     res[hole] = patch[hole] - bg
     return res, ui - r, vi - r
@@ -182,7 +202,8 @@ APERTURES = ("area", "point")
 
 
 def _fit_ball(res: np.ndarray, u_lo: int, v_lo: int, u0: float, v0: float, rho: float, amp: float,
-              blur: float, window: float, aperture: str = "area") -> tuple[np.ndarray, float]:
+              blur: float, window: float, aperture: str = "area",
+              weights: np.ndarray | None = None) -> tuple[np.ndarray, float]:
     """Least-squares fit of the blurred projected-sphere model on a residual patch (top-left
     pixel ``(u_lo, v_lo)``), over the disk of radius ``window`` around (u0, v0).
 
@@ -192,10 +213,12 @@ def _fit_ball(res: np.ndarray, u_lo: int, v_lo: int, u0: float, v0: float, rho: 
     ``_APERTURE_RIM_PX`` around the rim, where the profile is sharp) or sampled at the pixel
     centre (``"point"``), then blurred by a Gaussian of ``sigma`` px (detector and focal-spot
     blur; 0 for an ideal detector) and taken back to the log domain, over a planar background.
+    ``weights`` (patch-shaped): residual weights, one over each pixel's noise sigma.
     """
     vv, uu = np.mgrid[v_lo:v_lo + res.shape[0], u_lo:u_lo + res.shape[1]].astype(np.float64)
     sel = (uu - u0) ** 2 + (vv - v0) ** 2 <= window**2
     vals = res[sel]
+    w = np.ones_like(vals) if weights is None else weights[sel]
     rim = np.zeros_like(sel)
     if aperture == "area":
         rim = np.abs(np.hypot(uu - u0, vv - v0) - rho) <= _APERTURE_RIM_PX + 0.71
@@ -217,9 +240,17 @@ def _fit_ball(res: np.ndarray, u_lo: int, v_lo: int, u0: float, v0: float, rho: 
     x0 = np.array([u0, v0, rho, amp, 0.0, 0.0, 0.0, blur])
     lo = [u0 - 2, v0 - 2, 0.5, 0.0, -np.inf, -np.inf, -np.inf, 0.0]
     hi = [u0 + 2, v0 + 2, rho + 2, np.inf, np.inf, np.inf, np.inf, _BLUR_HALF_WIDTH / 3]
-    sol = least_squares(lambda x: model(x) - vals, x0, bounds=(lo, hi), x_scale="jac", method="trf",
+    sol = least_squares(lambda x: (model(x) - vals) * w, x0, bounds=(lo, hi), x_scale="jac", method="trf",
                         xtol=1e-7, ftol=1e-8, gtol=1e-10, max_nfev=60)
-    return sol.x, float(np.sqrt(np.mean(sol.fun**2)))
+    return sol.x, float(np.sqrt(np.mean((sol.fun / w) ** 2)))
+
+
+def _poisson_weights(a_patch: np.ndarray) -> np.ndarray:
+    """Fit weights for ``a = -log(counts)``: its variance is ``1 / counts``, so each pixel weighs
+    ``sqrt(counts) ~ exp(-a / 2)`` (relative). ``a`` is smoothed first (Gaussian, 1 px) so the
+    weights do not follow the noise they weigh."""
+    smooth = cv2.GaussianBlur(a_patch.astype(np.float64), (0, 0), 1.0)
+    return np.exp(-0.5 * (smooth - smooth.min()))
 
 
 def detect_markers(
@@ -274,6 +305,8 @@ def detect_markers(
     area_lo, area_hi = 0.25 * np.pi * (dmin / 2) ** 2, np.pi * (dmax / 2 + 1) ** 2
     rows = []
     H, W = a.shape
+    # Other balls, for each ball's background samples: every candidate's pixels grown by 2 px.
+    grown = cv2.dilate(labels.astype(np.float32), np.ones((5, 5), np.uint8)).astype(np.int64)
     for i in range(1, n):
         area = stats[i, cv2.CC_STAT_AREA]
         if not area_lo <= area <= area_hi:
@@ -298,21 +331,26 @@ def detect_markers(
         peak = float(top[v_lo:v_hi, u_lo:u_hi].max())
         # Equivalent radius of the chord profile: its volume is (2/3) pi rho^2 A.
         rho = float(np.clip(np.sqrt(1.5 * wsum / (np.pi * peak)), 0.6, dmax / 2))
-        local = _ball_residual(a, cu, cv_, rho)
+        foreign = (grown != 0) & (grown != i) & (labels != i)
+        local = _ball_residual(a, cu, cv_, rho, foreign=foreign)
         if local is None:
             continue  # too close to the image edge for a background estimate: skip the ball
         res, pu, pv = local
         fit_rms, blur = float("nan"), float("nan")
         if subpixel == "fit":
+            weights = None
             # Two starts: sharp (near 0 the blur's derivative vanishes, the kernel taps underflow,
             # so it stays sharp) and 0.5 px blurred; the blurred model has local minima.
             x, fit_rms = min((_fit_ball(res, pu, pv, cu, cv_, rho, peak, s0, rho + 2.0, aperture) for s0 in (1e-3, 0.5)),
                              key=lambda fit: fit[1])
             # Second pass: the hole re-centred on the fit and widened by the blurred rim.
-            local = _ball_residual(a, x[0], x[1], x[2], 1.0 + 3.0 * x[7])
+            local = _ball_residual(a, x[0], x[1], x[2], 1.0 + 3.0 * x[7], foreign)
             if local is not None:
                 res, pu, pv = local
-                x, fit_rms = _fit_ball(res, pu, pv, x[0], x[1], x[2], x[3], x[7], x[2] + 2.0 + 3.0 * x[7], aperture)
+                if kind == "intensity":
+                    weights = _poisson_weights(a[pv:pv + res.shape[0], pu:pu + res.shape[1]])
+                x, fit_rms = _fit_ball(res, pu, pv, x[0], x[1], x[2], x[3], x[7], x[2] + 2.0 + 3.0 * x[7], aperture,
+                                       weights)
             cu, cv_, rho, peak, blur = (float(v) for v in (x[0], x[1], x[2], x[3], x[7]))
         else:
             vv, uu = np.mgrid[pv:pv + res.shape[0], pu:pu + res.shape[1]]

@@ -27,7 +27,9 @@ from tqdm import tqdm
 from .._io import atomic_path
 from .._resources import MIN_STEP_MM, check_memory, render_bytes, voxelize_bytes
 from ..geometry import load_rig, save_rig
-from ..render import LAYERS, SCATTER_MODELS, DetectorModel, detector_preset, render_rig, render_spheres
+from ..render import LAYERS, SCATTER_MODELS, DetectorModel, detector_preset, render_rig
+from ..render.aperture import APERTURES, BALL_SUBPIXELS
+from ..render.markers import sphere_transmission
 from ..render.polychromatic import DECOMPOSITIONS, render_polychromatic
 from ..volume import Volume, hu_to_mu, load_volume, mu_to_hu
 from ._args import UsageError, input_file, integer, number, output_folder
@@ -46,6 +48,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mode", choices=["trilinear", "exact"], default="trilinear")
     p.add_argument("--step", type=number(MIN_STEP_MM, what="step in mm"), default=None, help="trilinear step in mm (default half the smallest voxel)")
     p.add_argument("--voxel", type=number(0.0, open_lo=True, what="voxel size in mm"), default=0.5, help="phantom voxel size in mm (default 0.5)")
+    p.add_argument("--aperture", choices=APERTURES, default=None,
+                   help="marker balls: area (each pixel averages the transmitted intensity over its area, as a flat "
+                        "panel; default, or the --preset's) or point (the pixel-centre ray). Bodies and CTs are sampled at the "
+                        "pixel centre")
+    p.add_argument("--subpixels", type=integer(1, 64, what="sub-rays per pixel axis"), default=None,
+                   help=f"sub-rays per pixel axis of --aperture area (default {BALL_SUBPIXELS}, or the --preset's)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     g = p.add_argument_group("polychromatic physics (any of these switches the render to the detector model)")
     g.add_argument("--preset", help="detector preset: " + ", ".join(sorted(_preset_names())))
@@ -92,6 +100,9 @@ def detector_from_args(args: argparse.Namespace) -> DetectorModel | None:
         changes["scatter"] = SCATTER_MODELS[args.scatter]
     if args.photons is not None:
         changes["photons"] = args.photons
+    for key in ("aperture", "subpixels"):
+        if getattr(args, key, None) is not None and getattr(args, key) != getattr(det, key):
+            changes[key] = getattr(args, key)
     return det.with_(**changes, name=det.name if not changes else f"{det.name}+options") if changes else det
 
 
@@ -148,10 +159,13 @@ def run(args: argparse.Namespace) -> int:
         m = ph.marker_arrays(args.energy)
         if len(m.ids):
             for name in tqdm(rig.names, desc="markers", disable=len(rig) < 2):
-                balls, uv = render_spheres(m.centers, m.diameters, m.mu, rig[name], device=args.device)
-                images[name] = images[name] + balls[0]
+                # The detector averages intensity, so an area-averaged ball is -log of its mean transmission.
+                t = sphere_transmission(m.centers, m.diameters, m.mu, rig[name], args.aperture or "area",
+                                        args.subpixels or BALL_SUBPIXELS, device=args.device)
+                images[name] = images[name] + (-torch.log(t)).to(torch.float32)
+                uv = rig[name].project(m.centers)[0]
                 marker_rows += [{"view": name, "marker_id": int(i), "u": float(p[0]), "v": float(p[1])}
-                                for i, p in zip(m.ids, uv[0].cpu().numpy())]
+                                for i, p in zip(m.ids, uv)]
     for name in tqdm(rig.names, desc="write", disable=len(rig) < 2):
         img = images[name].detach().cpu().numpy()
         write_float_tiff(img, out / f"{name}.tif")
