@@ -74,8 +74,8 @@ _N_DIRECTIONS = 12
 _BLUR_HALF_WIDTH = 6
 # Context around a ball for its background estimate (the ring and its gradients).
 _INPAINT_CONTEXT_PX = 8.0
-# Samples averaged at each end of a background interpolation line (see _ball_residual).
-_RING_SAMPLES = 5
+# A ring whose plane fit leaves at most this many noise sigmas (RMS) is planar (_ball_residual).
+_PLANE_TOLERANCE = 1.25
 
 
 def _tophat(a: np.ndarray, length_px: int) -> np.ndarray:
@@ -121,8 +121,8 @@ def attenuation_image(image: np.ndarray, kind: str = "auto", max_diameter_px: fl
     return img, kind
 
 
-def _ball_residual(a: np.ndarray, u0: float, v0: float, rho: float, margin: float = 1.0,
-                   foreign: np.ndarray | None = None) -> tuple[np.ndarray, int, int] | None:
+def _ball_residual(a: np.ndarray, u0: float, v0: float, rho: float,
+                   margin: float = 1.0) -> tuple[np.ndarray, int, int] | None:
     """The ball alone: a patch of ``a`` minus its background, interpolated across the disk of
     radius ``R = rho + margin`` around ``(u0, v0)`` along the dominant edge direction of the ring
     around it (the eigenvector of the smallest eigenvalue of the ring's structure tensor).
@@ -131,8 +131,9 @@ def _ball_residual(a: np.ndarray, u0: float, v0: float, rho: float, margin: floa
     where its line along that direction leaves the disk (at ``R + 0.5``, bilinear via
     ``cv2.remap``). A straight edge of a brick wall crossing the ball is then continued
     exactly, which isotropic inpainting cannot do; on a flat or sloped background any direction
-    is exact. ``foreign`` (``(H, W)`` bool): pixels of other balls, which the outward samples
-    skip. Returns the patch of ``a - background`` (zero outside the disk) and its top-left
+    is exact. A ring that a plane explains within its noise (water, soft tissue: nothing to
+    continue) gets that plane instead, fitted to the whole ring, since two single samples would
+    copy their noise into every chord. Returns the patch of ``a - background`` (zero outside the disk) and its top-left
     pixel, or ``None`` when the patch would leave the image.
     """
     r = int(np.ceil(rho + margin + _INPAINT_CONTEXT_PX))
@@ -146,6 +147,17 @@ def _ball_residual(a: np.ndarray, u0: float, v0: float, rho: float, margin: floa
     d2 = du * du + dv * dv
     hole = d2 <= radius**2
     ring = ~hole & (d2 <= (radius + 4.0) ** 2)
+    # The noise sigma from neighbour differences in the ring (MAD: robust to a few edge pixels).
+    A = np.stack([np.ones(ring.sum()), du[ring], dv[ring]], axis=1)
+    coef = np.linalg.lstsq(A, patch[ring], rcond=None)[0]
+    plane_rms = float(np.sqrt(np.mean((patch[ring] - A @ coef) ** 2)))
+    diffs = np.concatenate([np.diff(patch, axis=0)[ring[1:] & ring[:-1]],
+                            np.diff(patch, axis=1)[ring[:, 1:] & ring[:, :-1]]])
+    noise = _MAD_TO_SIGMA * float(np.median(np.abs(diffs - np.median(diffs)))) / np.sqrt(2.0)
+    res = np.zeros_like(patch)
+    if plane_rms <= _PLANE_TOLERANCE * noise:
+        res[hole] = patch[hole] - (coef[0] + coef[1] * du[hole] + coef[2] * dv[hole])
+        return res, ui - r, vi - r
     gv, gu = np.gradient(patch)
     J = np.array([[np.sum(gu[ring] ** 2), np.sum(gu[ring] * gv[ring])],
                   [np.sum(gu[ring] * gv[ring]), np.sum(gv[ring] ** 2)]])
@@ -157,30 +169,12 @@ def _ball_residual(a: np.ndarray, u0: float, v0: float, rho: float, margin: floa
     s1, s2 = -b + root, -b - root
     src = patch.astype(np.float32)
 
-    other = (np.zeros(patch.shape, np.uint8) if foreign is None
-             else foreign[vi - r:vi + r + 1, ui - r:ui + r + 1].astype(np.uint8))
-
-    def sample(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def sample(s: np.ndarray) -> np.ndarray:
         mu = (pu + s * e[0] + (u0 - ui + r)).astype(np.float32).reshape(-1, 1)
         mv = (pv + s * e[1] + (v0 - vi + r)).astype(np.float32).reshape(-1, 1)
-        value = cv2.remap(src, mu, mv, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).ravel()
-        hit = cv2.remap(other, mu, mv, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=1).ravel()
-        return value.astype(np.float64), hit == 0
+        return cv2.remap(src, mu, mv, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).ravel().astype(np.float64)
 
-    def end(s: np.ndarray, outward: float) -> tuple[np.ndarray, np.ndarray]:
-        # The mean of up to _RING_SAMPLES samples 1 px apart continuing outward along the line
-        # (those on another ball skipped; the first always kept), which cuts the noise a single
-        # sample would copy into the whole chord. It stands at the mean position of the samples
-        # used, so a background linear along the line is still interpolated exactly.
-        total, count, where = sample(s)[0], np.ones_like(s), s.copy()
-        for k in range(1, _RING_SAMPLES):
-            value, ok = sample(s + outward * k)
-            total, count, where = total + ok * value, count + ok, where + ok * (s + outward * k)
-        return total / count, where / count
-
-    (m1, s1), (m2, s2) = end(s1, 1.0), end(s2, -1.0)
-    bg = (m1 * -s2 + m2 * s1) / (s1 - s2)
-    res = np.zeros_like(patch)
+    bg = (sample(s1) * -s2 + sample(s2) * s1) / (s1 - s2)
     res[hole] = patch[hole] - bg
     return res, ui - r, vi - r
 
@@ -305,8 +299,6 @@ def detect_markers(
     area_lo, area_hi = 0.25 * np.pi * (dmin / 2) ** 2, np.pi * (dmax / 2 + 1) ** 2
     rows = []
     H, W = a.shape
-    # Other balls, for each ball's background samples: every candidate's pixels grown by 2 px.
-    grown = cv2.dilate(labels.astype(np.float32), np.ones((5, 5), np.uint8)).astype(np.int64)
     for i in range(1, n):
         area = stats[i, cv2.CC_STAT_AREA]
         if not area_lo <= area <= area_hi:
@@ -331,8 +323,7 @@ def detect_markers(
         peak = float(top[v_lo:v_hi, u_lo:u_hi].max())
         # Equivalent radius of the chord profile: its volume is (2/3) pi rho^2 A.
         rho = float(np.clip(np.sqrt(1.5 * wsum / (np.pi * peak)), 0.6, dmax / 2))
-        foreign = (grown != 0) & (grown != i) & (labels != i)
-        local = _ball_residual(a, cu, cv_, rho, foreign=foreign)
+        local = _ball_residual(a, cu, cv_, rho)
         if local is None:
             continue  # too close to the image edge for a background estimate: skip the ball
         res, pu, pv = local
@@ -344,7 +335,7 @@ def detect_markers(
             x, fit_rms = min((_fit_ball(res, pu, pv, cu, cv_, rho, peak, s0, rho + 2.0, aperture) for s0 in (1e-3, 0.5)),
                              key=lambda fit: fit[1])
             # Second pass: the hole re-centred on the fit and widened by the blurred rim.
-            local = _ball_residual(a, x[0], x[1], x[2], 1.0 + 3.0 * x[7], foreign)
+            local = _ball_residual(a, x[0], x[1], x[2], 1.0 + 3.0 * x[7])
             if local is not None:
                 res, pu, pv = local
                 if kind == "intensity":
