@@ -39,7 +39,7 @@ Steps, for a ``(H, W)`` image (float or 16-bit):
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import cv2
 import numpy as np
@@ -197,6 +197,7 @@ APERTURES = ("area", "point")
 
 def _fit_ball(res: np.ndarray, u_lo: int, v_lo: int, u0: float, v0: float, rho: float, amp: float,
               blur: float, window: float, aperture: str = "area",
+              transmission: Callable[[np.ndarray], np.ndarray] | None = None,
               weights: np.ndarray | None = None) -> tuple[np.ndarray, float]:
     """Least-squares fit of the blurred projected-sphere model on a residual patch (top-left
     pixel ``(u_lo, v_lo)``), over the disk of radius ``window`` around (u0, v0).
@@ -207,8 +208,11 @@ def _fit_ball(res: np.ndarray, u_lo: int, v_lo: int, u0: float, v0: float, rho: 
     ``_APERTURE_RIM_PX`` around the rim, where the profile is sharp) or sampled at the pixel
     centre (``"point"``), then blurred by a Gaussian of ``sigma`` px (detector and focal-spot
     blur; 0 for an ideal detector) and taken back to the log domain, over a planar background.
+    ``transmission`` replaces ``exp(-a)`` by the ball's own transmission curve ``T(a)`` (``a`` its
+    attenuation at small thickness), e.g. a polychromatic beam's, whose hardening bends the profile.
     ``weights`` (patch-shaped): residual weights, one over each pixel's noise sigma.
     """
+    trans = transmission if transmission is not None else (lambda a: np.exp(-a))
     vv, uu = np.mgrid[v_lo:v_lo + res.shape[0], u_lo:u_lo + res.shape[1]].astype(np.float64)
     sel = (uu - u0) ** 2 + (vv - v0) ** 2 <= window**2
     vals = res[sel]
@@ -223,10 +227,10 @@ def _fit_ball(res: np.ndarray, u_lo: int, v_lo: int, u0: float, v0: float, rho: 
     def model(x: np.ndarray) -> np.ndarray:
         du, dv = uu - x[0], vv - x[1]
         inv_r2 = 1.0 / (x[2] * x[2])
-        intensity = np.exp(-x[3] * np.sqrt(np.maximum(1.0 - (du * du + dv * dv) * inv_r2, 0.0)))
+        intensity = trans(x[3] * np.sqrt(np.maximum(1.0 - (du * du + dv * dv) * inv_r2, 0.0)))
         if aperture == "area":
             gu, gv = fu - x[0], fv - x[1]
-            sub = np.exp(-x[3] * np.sqrt(np.maximum(1.0 - (gu * gu + gv * gv) * inv_r2, 0.0)))
+            sub = trans(x[3] * np.sqrt(np.maximum(1.0 - (gu * gu + gv * gv) * inv_r2, 0.0)))
             intensity[rim] = sub.mean(axis=1)
         ball = -np.log(_gaussian_blur(intensity, x[7]))
         return (x[4] + x[5] * du + x[6] * dv + ball)[sel]
@@ -257,6 +261,7 @@ def detect_markers(
     min_roundness: float = 0.6,
     aperture: str = "area",
     name: str = "image",
+    transmission: Callable[[np.ndarray, float], np.ndarray] | None = None,
 ) -> pd.DataFrame:
     """Detect metal balls and locate their projected centres to sub-pixel precision.
 
@@ -273,6 +278,11 @@ def detect_markers(
             average over its area, as a flat panel and stereodrr's default renderer) or
             ``"point"`` (sampled at the pixel centre).
         name: the image's name in error messages.
+        transmission: ``T(a, background)``, the balls' transmission (relative to their background)
+            as a function of their attenuation ``a`` at small thickness, on a background of ``-log``
+            value ``background`` (the image's value around the ball): a polychromatic beam's
+            curve (:func:`stereodrr.render.polychromatic.ball_transmission`) for the fit; default
+            ``exp(-a)``, one energy. ``peak`` is then ``a`` of the central chord.
 
     Returns:
         One row per ball, sorted by ``v`` then ``u``: ``u, v`` (px), ``diameter_px``,
@@ -328,11 +338,19 @@ def detect_markers(
             continue  # too close to the image edge for a background estimate: skip the ball
         res, pu, pv = local
         fit_rms, blur = float("nan"), float("nan")
+        curve = None
+        if transmission is not None:
+            # The ball's background level: the median of its patch outside the interpolated disk.
+            patch = a[pv:pv + res.shape[0], pu:pu + res.shape[1]]
+            vv, uu = np.mgrid[pv:pv + res.shape[0], pu:pu + res.shape[1]]
+            level = float(np.median(patch[(uu - cu) ** 2 + (vv - cv_) ** 2 > (rho + 1.0) ** 2]))
+            curve = lambda x_, _b=level: transmission(x_, _b)  # noqa: E731
         if subpixel == "fit":
             weights = None
             # Two starts: sharp (near 0 the blur's derivative vanishes, the kernel taps underflow,
             # so it stays sharp) and 0.5 px blurred; the blurred model has local minima.
-            x, fit_rms = min((_fit_ball(res, pu, pv, cu, cv_, rho, peak, s0, rho + 2.0, aperture) for s0 in (1e-3, 0.5)),
+            x, fit_rms = min((_fit_ball(res, pu, pv, cu, cv_, rho, peak, s0, rho + 2.0, aperture, curve)
+                              for s0 in (1e-3, 0.5)),
                              key=lambda fit: fit[1])
             # Second pass: the hole re-centred on the fit and widened by the blurred rim.
             local = _ball_residual(a, x[0], x[1], x[2], 1.0 + 3.0 * x[7])
@@ -341,7 +359,7 @@ def detect_markers(
                 if kind == "intensity":
                     weights = _poisson_weights(a[pv:pv + res.shape[0], pu:pu + res.shape[1]])
                 x, fit_rms = _fit_ball(res, pu, pv, x[0], x[1], x[2], x[3], x[7], x[2] + 2.0 + 3.0 * x[7], aperture,
-                                       weights)
+                                       curve, weights)
             cu, cv_, rho, peak, blur = (float(v) for v in (x[0], x[1], x[2], x[3], x[7]))
         else:
             vv, uu = np.mgrid[pv:pv + res.shape[0], pu:pu + res.shape[1]]

@@ -36,7 +36,8 @@ Decomposition models (``decompose_hu``), with the CT's HU defined at a reference
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Mapping, Sequence
+from functools import lru_cache
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -52,7 +53,8 @@ if TYPE_CHECKING:
     from .detector import DetectorModel
 
 __all__ = ["DECOMPOSITIONS", "decompose_hu", "material_line_integrals", "attenuation_table", "spectral_sums",
-           "render_polychromatic", "primary_signals", "metal_thickness"]
+           "render_polychromatic", "primary_signals", "remove_scatter", "ball_transmission",
+           "metal_thickness"]
 
 DECOMPOSITIONS = ("tissue_bone", "water")
 
@@ -275,7 +277,7 @@ def primary_signals(
                                                get_material(b).density, cam, pix, detector.subpixels,
                                                device=device).to(dtype) for b in ball_names]  # (N, s^2) each
             n_sub = balls[0].shape[1]
-            sub = torch.cat([body.reshape(body.shape[0], -1)[:, idx, None].expand(-1, -1, n_sub),
+            sub = torch.cat([body.flatten(1)[:, idx, None].expand(-1, -1, n_sub),
                              torch.stack(balls)])  # (M, N, s^2) as a (M, H, W) image
             ts, qs = detector.primary(sub, list(names) + ball_names)
             t.view(-1)[idx] = ts.mean(1)
@@ -290,31 +292,118 @@ def _mono(energy_kev: float):
     return Spectrum.monochromatic(energy_kev)
 
 
+def remove_scatter(image: np.ndarray, detector: "DetectorModel", camera: Camera, iterations: int = 5) -> np.ndarray:
+    """The primary part of a ``-log(I / I_open)`` image made with ``detector``'s scatter model.
+
+    Scatter, a smooth pedestal that does not drop under a ball, compresses the ball's contrast.
+    It is removed by the fixed point ``P <- t - (g_s / g_p) S(P)`` of the model itself (the
+    convolution scatter correction of Love and Kruger, 1987). Without a scatter model the image
+    is returned unchanged.
+
+    Args:
+        image: ``(H, W)`` ``-log(I / I_open)``.
+        camera: the view (pixel pitch and field size of the scatter model).
+
+    Returns:
+        ``(H, W)`` float64 ``-log`` of the primary transmission.
+    """
+    img = np.asarray(image, dtype=np.float64)
+    if img.ndim != 2 or not np.all(np.isfinite(img)):
+        raise ValueError("image: expected a finite (H, W) -log image")
+    if detector.scatter is None:
+        return img
+    t = torch.exp(-torch.as_tensor(img))
+    prim = t
+    for _ in range(int(iterations)):
+        total, _q = detector.add_scatter(prim, None, camera)
+        prim = (prim - (total - t)).clamp_min(1e-12)  # total - t: the model's excess for this primary
+    return (-torch.log(prim)).numpy()
+
+
+class _TwoMaterialCurve:
+    """``p(b, s) = -log t`` of equation (1) for ``b`` mm of a background material and ``s`` mm of
+    a metal, with the background-equivalent thickness of a ``-log`` value (a table, monotone)."""
+
+    def __init__(self, detector: "DetectorModel", metal: str, background: str) -> None:
+        self.att = attenuation_table([background, metal], detector.spectrum.energies_kev, dtype=torch.float64)
+        self.w = detector.spectral_weights()
+        self.rho = (get_material(background).density, get_material(metal).density)
+        self.b_tab = np.linspace(0.0, 1000.0, 2001)
+        self.p_tab = self(self.b_tab, np.zeros_like(self.b_tab))
+
+    def __call__(self, b_mm: np.ndarray, s_mm: np.ndarray) -> np.ndarray:
+        b_mm, s_mm = np.broadcast_arrays(np.asarray(b_mm, np.float64), np.asarray(s_mm, np.float64))
+        ch = torch.as_tensor(np.stack([self.rho[0] * b_mm, self.rho[1] * s_mm]).reshape(2, 1, -1))
+        return -np.log(spectral_sums(ch, self.att, self.w)[0].numpy().reshape(b_mm.shape))
+
+    def background_mm(self, neglog: np.ndarray) -> np.ndarray:
+        return np.interp(neglog, self.p_tab, self.b_tab)
+
+
+def ball_transmission(detector: "DetectorModel", metal: str = "stainless_steel", background: str = "water",
+                      max_mm: float = 10.0, samples: int = 4096) -> Callable[[np.ndarray, float], np.ndarray]:
+    """The transmission curve of metal balls on a polychromatic beam, for the ball fit of
+    :func:`stereodrr.calib.detect.detect_markers` (its ``transmission`` argument).
+
+    Beam hardening makes a ball's ``-log`` profile non-linear in its chord (the centre hardens
+    most), so the one-energy model ``exp(-a chord)`` of the fit shifts the fitted centre with the
+    sub-pixel phase (0.01-0.02 px at 80 kVp for 1-2 mm steel). This curve is equation (1) itself:
+    on a background of ``-log`` value ``bg`` (taken as ``b`` mm of ``background``, the spectrum's
+    own curve inverted), ``s`` mm of ``metal`` transmits ``T = exp(-(p(b, s) - p(b, 0)))``; it is
+    returned against ``a = mu_0(b) s``, ``mu_0`` the metal's attenuation at zero thickness on that
+    background, so ``T(a) = exp(-a)`` for one energy. The fit then averages ``T`` over each
+    pixel's area as the detector does. Images with scatter: remove it first
+    (:func:`remove_scatter`).
+
+    Returns:
+        ``T(a, bg)``: ``a`` an array of attenuations, ``bg`` the background's ``-log`` value;
+        tabulated on ``samples`` thicknesses up to ``max_mm`` (clamped beyond), one table per
+        background value (cached).
+    """
+    if not (max_mm > 0 and samples >= 16):
+        raise ValueError(f"ball_transmission: expected max_mm > 0 and samples >= 16, got {max_mm}, {samples}")
+    curve = _TwoMaterialCurve(detector, metal, background)
+    s_tab = np.linspace(0.0, float(max_mm), int(samples))
+    ds = 1e-4
+
+    @lru_cache(maxsize=256)
+    def table(bg: float) -> tuple[np.ndarray, np.ndarray]:
+        b = float(curve.background_mm(np.array(max(bg, 0.0))))
+        p0 = float(curve(b, 0.0))
+        mu0 = (float(curve(b, ds)) - p0) / ds
+        return mu0 * s_tab, np.exp(-(curve(np.full_like(s_tab, b), s_tab) - p0))
+
+    def transmission(a: np.ndarray, bg: float) -> np.ndarray:
+        a_tab, t_tab = table(round(float(bg), 6))
+        return np.interp(a, a_tab, t_tab)
+
+    return transmission
+
+
 def metal_thickness(image: np.ndarray, detector: "DetectorModel", camera: Camera | None = None,
                     metal: str = "stainless_steel", background: str = "water", window_px: int = 31,
                     max_mm: float = 10.0) -> np.ndarray:
     """Two-material beam-hardening correction: metal thickness (mm) per pixel of a
-    ``-log(I / I_open)`` image, for locating metal markers on a polychromatic image.
+    ``-log(I / I_open)`` image, e.g. to read a metal marker's or implant's thickness.
 
-    Beam hardening makes a ball's ``-log`` profile non-linear in its chord (the centre hardens
-    most), so a detector that fits the linear ``mu x chord`` model of a sphere shifts its centre
-    with the sub-pixel phase (about 0.03-0.05 px at 80 kVp). Here the background is estimated
-    per pixel by a median filter wider than the balls, converted to a ``background``-equivalent
-    thickness through the spectrum's own curve, and the pixel's value inverted for the metal
-    thickness on that background (bisection on ``p(b, s) = -log t`` of equation (1)), which is
-    linear in the chord again. Scatter, a pedestal that does not drop under the ball, compresses
-    the ball's contrast as well: with a scatter model and the ``camera``, it is removed first by
-    the fixed point ``P <- t - (g_s / g_p) S(P)`` of the model itself (the convolution scatter
-    correction of Love and Kruger, 1987), five iterations.
+    The background is estimated per pixel by a median filter wider than the balls, converted to a
+    ``background``-equivalent thickness through the spectrum's own curve, and the pixel's value
+    inverted for the metal thickness on that background (bisection on ``p(b, s) = -log t`` of
+    equation (1)), which is linear in the chord again. With a scatter model (and the
+    ``camera``) the scatter is removed first (:func:`remove_scatter`). A pixel is one value, so
+    this map is exact for pixel-centre sampling only: a pixel that averages a ball's sharp rim
+    over its area is not linearised by it. For sub-pixel ball centres on area-integrated images
+    fit the polychromatic curve instead (:func:`ball_transmission`).
 
     Args:
         image: ``(H, W)`` ``-log(I / I_open)``.
         detector: the model that made the image.
         window_px: median window (odd), a few ball diameters.
-        max_mm: largest metal thickness searched.
+        max_mm: largest metal thickness searched (either sign).
 
     Returns:
-        ``(H, W)`` float64 metal thickness in mm (0 on the background).
+        ``(H, W)`` float64 metal thickness in mm (near 0 on the background, negative where the
+        image is below its median background).
     """
     from scipy.ndimage import median_filter
 
@@ -324,31 +413,15 @@ def metal_thickness(image: np.ndarray, detector: "DetectorModel", camera: Camera
     if detector.scatter is not None:
         if camera is None:
             raise ValueError("metal_thickness: the detector has a scatter model; pass the view's camera")
-        t = torch.exp(-torch.as_tensor(img))
-        prim = t
-        for _ in range(5):
-            total, _q = detector.add_scatter(prim, None, camera)
-            prim = (prim - (total - t)).clamp_min(1e-12)  # total - t: the model's excess for this primary
-        img = (-torch.log(prim)).numpy()
-    att = attenuation_table([background, metal], detector.spectrum.energies_kev, dtype=torch.float64)
-    w = detector.spectral_weights()
-    rho_b, rho_m = get_material(background).density, get_material(metal).density
-
-    def p(b_mm: np.ndarray, s_mm: np.ndarray) -> np.ndarray:
-        ch = torch.as_tensor(np.stack([rho_b * b_mm, rho_m * s_mm]).reshape(2, 1, -1))
-        return -np.log(spectral_sums(ch, att, w)[0].numpy().reshape(b_mm.shape))
-
-    bg = median_filter(img, size=int(window_px) | 1, mode="nearest")
-    # Background-equivalent thickness: invert p(b, 0) on a table (monotone in b).
-    b_tab = np.linspace(0.0, 1000.0, 2001)
-    b = np.interp(bg, p(b_tab, np.zeros_like(b_tab)), b_tab)
-    out = np.zeros_like(img)
-    sel = img > bg  # only pixels above their background can hold metal
-    b, target = b[sel], img[sel]
-    lo, hi = np.zeros_like(target), np.full_like(target, float(max_mm))
-    for _ in range(32):  # bisection to max_mm / 2^32
+        img = remove_scatter(img, detector, camera)
+    curve = _TwoMaterialCurve(detector, metal, background)
+    b = curve.background_mm(median_filter(img, size=int(window_px) | 1, mode="nearest"))
+    # Every pixel is inverted, those below their background to a negative thickness (p is
+    # monotone in s on both sides of 0): the map stays smooth, so structure of the background
+    # under a ball (brick edges, studs) keeps its shape; clipping at 0 would rectify it.
+    lo, hi = np.full_like(img, -float(max_mm)), np.full_like(img, float(max_mm))
+    for _ in range(36):  # bisection to 2 max_mm / 2^36
         mid = 0.5 * (lo + hi)
-        below = p(b, mid) < target
+        below = curve(b, mid) < img
         lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
-    out[sel] = 0.5 * (lo + hi)
-    return out
+    return 0.5 * (lo + hi)
