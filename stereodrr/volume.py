@@ -167,13 +167,24 @@ class Volume:
         A[:3, 3] = self.origin
         return A
 
+    @property
+    def index_from_world(self) -> np.ndarray:
+        """``(4, 4)`` world mm -> continuous index (i, j, k): the inverse of :attr:`affine`, the
+        map every renderer and resampler needs (the one place it is inverted)."""
+        return np.linalg.inv(self.affine)
+
+    def index_from_world_tensor(self) -> Tensor:
+        """:attr:`index_from_world` as a ``(4, 4)`` tensor in ``data``'s dtype and device (the
+        renderer's argument; inverted in float64, then cast)."""
+        return torch.as_tensor(self.index_from_world, dtype=self.data.dtype, device=self.data.device)
+
     def index_to_world(self, ijk: np.ndarray | Tensor) -> np.ndarray | Tensor:
         """Continuous indices ``(N, 3)`` (i, j, k) -> world ``(N, 3)`` mm."""
         return transform_points(self.affine, ijk)
 
     def world_to_index(self, xyz: np.ndarray | Tensor) -> np.ndarray | Tensor:
         """World ``(N, 3)`` mm -> continuous indices ``(N, 3)`` (i, j, k)."""
-        return transform_points(np.linalg.inv(self.affine), xyz)
+        return transform_points(self.index_from_world, xyz)
 
     def corners(self) -> np.ndarray:
         """``(8, 3)`` world corners of the volume's box (voxel edges, indices -0.5 and n-0.5)."""

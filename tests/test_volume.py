@@ -29,6 +29,12 @@ def test_index_world_maps_equal_simpleitk(rng):
     # torch input keeps torch
     out = vol.index_to_world(torch.tensor(ijk))
     assert isinstance(out, torch.Tensor) and np.allclose(out.numpy(), ref, atol=1e-10)
+    # the renderer's world -> index matrix agrees with SimpleITK's physical -> index map
+    ref_ijk = np.array([img.TransformPhysicalPointToContinuousIndex(tuple(p)) for p in ref])
+    A = vol.index_from_world
+    assert np.allclose(ref @ A[:3, :3].T + A[:3, 3], ref_ijk, atol=1e-10)
+    At = vol.index_from_world_tensor()
+    assert At.dtype == vol.data.dtype and At.shape == (4, 4) and np.allclose(At.numpy(), A, atol=1e-6)
 
 
 def test_box_and_centre(rng):

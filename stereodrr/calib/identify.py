@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import linear_sum_assignment
 
-from ..geometry import Camera, decompose_projection, matrix_to_rotvec, project_points, projection_matrix, rotvec_to_matrix
+from ..geometry import Camera, decompose_projection, project_points, projection_matrix, rotation_angle_deg, rotvec_to_matrix
 from ..phantoms.io import marker_classes
 from ..phantoms.symmetry import MAX_PRIOR_ROTATION_DEG, marker_symmetries
 from ._checks import as_points, same_count
@@ -259,7 +259,7 @@ def identify_markers(
         if dd is not None:
             ratio = dd[rows] / expected[cols]
             size_bad = int(np.sum(np.abs(ratio / np.median(ratio) - 1.0) > _SIZE_CLASS_TOL))
-        rot = float(np.degrees(np.linalg.norm(matrix_to_rotvec(R @ camera.R.T))))
+        rot = rotation_angle_deg(R, camera.R)
         dsrc = float(np.linalg.norm(src - camera.center))
         return {"hypothesis": how, "matched": int(len(rows)), "size_contradictions": size_bad,
                 "evidence": float(len(rows) - _SIZE_WEIGHT * size_bad), "rms_px": float(np.sqrt(np.mean(res**2))),

@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ..geometry import StereoAngleWarning, StereoRig, euler_to_matrix, rotate_about
+from ..geometry import StereoAngleWarning, StereoRig, euler_to_matrix, pose_matrix
 from ..render.aperture import BALL_SUBPIXELS
 
 __all__ = ["ItemSample", "item_rng", "sample_item", "item_rig", "item_pose", "item_detector"]
@@ -153,6 +153,4 @@ def item_rig(sample: ItemSample, isocenter: np.ndarray) -> StereoRig:
 def item_pose(sample: ItemSample, center: np.ndarray) -> np.ndarray:
     """``(4, 4)`` subject pose ``x' = R (x - c) + c + t``: rotation about the centre ``c``, then translation."""
     R = euler_to_matrix(np.radians(np.asarray(sample.rotation_deg, dtype=np.float64)), POSE_EULER_SEQ)
-    T = rotate_about(R, np.asarray(center, dtype=np.float64))
-    T[:3, 3] += np.asarray(sample.translation_mm, dtype=np.float64)
-    return T
+    return pose_matrix(R, np.asarray(sample.translation_mm, dtype=np.float64), np.asarray(center, dtype=np.float64))

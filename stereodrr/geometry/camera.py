@@ -32,6 +32,7 @@ __all__ = [
     "pixel_to_ray",
     "decompose_projection",
     "look_at_rotation",
+    "stack_cameras",
 ]
 
 
@@ -383,3 +384,14 @@ class Camera:
             f"Camera({self.width}x{self.height} px, pitch {self.pixel_spacing[0]:g}x{self.pixel_spacing[1]:g} mm, "
             f"SDD {self.sdd:g} mm, source at ({c[0]:.2f}, {c[1]:.2f}, {c[2]:.2f}) mm)"
         )
+
+
+def stack_cameras(cameras: Sequence[Camera], device: torch.device | str = "cpu",
+                  dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor, Tensor]:
+    """The batched tensor form of views: ``K (V, 3, 3)``, ``R (V, 3, 3)``, ``t (V, 3)`` in the
+    order given (what :func:`stereodrr.render.drr` and the registration take)."""
+    cams = list(cameras)
+    if not cams or not all(isinstance(c, Camera) for c in cams):
+        raise ValueError("cameras: expected a non-empty sequence of Cameras")
+    K, R, t = zip(*(c.to_torch(device, dtype) for c in cams))
+    return torch.stack(K), torch.stack(R), torch.stack(t)

@@ -15,11 +15,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterator, Mapping, Sequence
 
 import numpy as np
+import torch
+from torch import Tensor
 
 if TYPE_CHECKING:
     import pandas as pd
 
-from .camera import Camera
+from .camera import Camera, stack_cameras
 from .se3 import rotvec_to_matrix
 
 __all__ = ["StereoRig", "StereoAngleWarning", "RECOMMENDED_STEREO_ANGLE_DEG", "depth_inplane_ratio"]
@@ -104,6 +106,12 @@ class StereoRig:
 
     def __len__(self) -> int:
         return len(self.cameras)
+
+    def to_torch(self, device: torch.device | str = "cpu",
+                 dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor, Tensor]:
+        """``K (V, 3, 3)``, ``R (V, 3, 3)``, ``t (V, 3)`` of the views in :attr:`names` order
+        (:func:`~stereodrr.geometry.camera.stack_cameras`)."""
+        return stack_cameras(list(self.cameras.values()), device, dtype)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, StereoRig):

@@ -248,7 +248,7 @@ def _voxelize(phantom: Phantom, spacing: float | Sequence[float], energy_kev: fl
         items.append((m.as_body(), *paint, True))
 
     # Index-space boxes, and the index -> local maps (local = inv(pose_world_body) @ affine).
-    idx_from_world = np.linalg.inv(mu.affine)
+    idx_from_world = mu.index_from_world
     boxes, maps = [], []
     for body, *_ in items:
         lo, hi = body.bounds(compose(idx_from_world, phantom.pose))
