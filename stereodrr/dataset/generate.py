@@ -31,7 +31,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import __version__
-from .._io import atomic_path, atomic_write_text
+from .._io import atomic_path, atomic_write_text, read_json
 from .._resources import MAX_INT64, check_memory, render_bytes, voxelize_bytes
 from ..geometry import transform_points
 from ..render import render_rig
@@ -120,10 +120,10 @@ def prepare_output(out: str | os.PathLike[str], config: Mapping[str, Any], indic
     indices = list(indices)
     if meta_path.is_file():
         try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-            theirs = meta["config"]
-        except (json.JSONDecodeError, KeyError, TypeError):
-            raise ValueError(f"output {str(root)!r}: {ROOT_FILE} is unreadable; not a stereodrr dataset folder") from None
+            theirs = read_json(meta_path, ROOT_FILE)["config"]
+        except (ValueError, KeyError, TypeError) as exc:
+            why = f" ({exc})" if isinstance(exc, ValueError) else ""
+            raise ValueError(f"output {str(root)!r}: {ROOT_FILE} is unreadable{why}; not a stereodrr dataset folder") from None
         if config_digest(theirs) != digest:
             key = _first_difference(theirs, dict(config))
             raise ValueError(f"output {str(root)!r} holds another dataset (its config differs at {key!r}); "

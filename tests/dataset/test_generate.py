@@ -232,3 +232,14 @@ def test_render_device(tmp_path, tiny_raw):
     cpu = gen.render_item(validate_config(tiny_raw), 0)
     for name in cpu.views:
         assert np.allclose(gpu.views[name].image, cpu.views[name].image, rtol=1e-4)
+
+
+def test_malformed_dataset_json_is_named_with_its_line(tmp_path, tiny_config):
+    root = tmp_path / "ds"
+    root.mkdir()
+    (root / "dataset.json").write_text('{"config":\n  {"seed": 1,,}}\n')
+    with pytest.raises(ValueError, match=r"dataset\.json is unreadable \(.*line 2, column 14.*\); not a stereodrr"):
+        gen.prepare_output(root, tiny_config, [0], resume=False)
+    (root / "dataset.json").write_text('{"no_config": 1}\n')
+    with pytest.raises(ValueError, match=r"dataset\.json is unreadable; not a stereodrr dataset folder"):
+        gen.prepare_output(root, tiny_config, [0], resume=False)
