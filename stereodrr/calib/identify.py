@@ -42,7 +42,7 @@ from ..geometry import Camera, decompose_projection, project_points, projection_
 from ..phantoms.io import marker_classes
 from ..phantoms.symmetry import MAX_PRIOR_ROTATION_DEG, marker_symmetries
 from ._checks import as_points, same_count
-from .dlt import MIN_DLT_POINTS, dlt_projection
+from .dlt import MIN_DLT_POINTS, projection_from_points
 
 __all__ = ["Identification", "identify_markers", "match_views", "shadow_diameters_px", "MIN_MARGIN"]
 
@@ -142,7 +142,7 @@ def _refine(det: np.ndarray, X: np.ndarray, K: np.ndarray, ok: np.ndarray, rows:
             P = projection_matrix(K, rotvec_to_matrix(rvec.ravel().astype(np.float64)), tvec.ravel().astype(np.float64))
         else:
             try:
-                P = dlt_projection(X[cols], det[rows], what="identification")
+                P = projection_from_points(X[cols], det[rows], what="identification")
             except ValueError:
                 pass  # too few or coplanar matches so far: keep the previous pose
         proj, _ = project_points(P, X)
@@ -150,7 +150,7 @@ def _refine(det: np.ndarray, X: np.ndarray, K: np.ndarray, ok: np.ndarray, rows:
     if len(rows) < MIN_DLT_POINTS:
         return None
     try:
-        P = dlt_projection(X[cols], det[rows], what="identification")
+        P = projection_from_points(X[cols], det[rows], what="identification")
     except ValueError:
         return None
     return P, rows, cols
@@ -318,7 +318,7 @@ def identify_markers(
             if keep.sum() < MIN_DLT_POINTS:
                 continue
             try:
-                P = dlt_projection(X[new[keep]], det[rows[keep]], what=name)
+                P = projection_from_points(X[new[keep]], det[rows[keep]], what=name)
             except ValueError:
                 continue
             add(_refine(det, X, K, ok, rows[keep], new[keep], final_gates, P=P),

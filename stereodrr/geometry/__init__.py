@@ -12,7 +12,7 @@ from .camera import (
     projection_matrix,
     stack_cameras,
 )
-from .dlt import dlt_from_projection, dlt_pixel_flip, projection_from_dlt
+from .dlt_coefficients import dlt_from_projection, dlt_pixel_flip, projection_from_dlt
 from .errors import depth_directions, mean_viewing_direction, rotation_angle_deg, split_depth_inplane
 from .epipolar import epipolar_lines, epipoles, fundamental_from_cameras, fundamental_from_projections
 from .pose import POSE_SCHEMA, RigidPose, load_pose, moved_extrinsics, pose_matrix, save_pose
