@@ -23,7 +23,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from stereodrr._io import atomic_path  # noqa: E402
+from stereodrr.fileio import atomic_path  # noqa: E402
 from stereodrr.geometry import StereoRig  # noqa: E402
 from stereodrr.physics import Spectrum  # noqa: E402
 from stereodrr.render import DetectorModel, detector_preset, render_polychromatic, render_rig  # noqa: E402

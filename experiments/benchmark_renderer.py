@@ -57,7 +57,7 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from stereodrr._io import atomic_path  # noqa: E402
+from stereodrr.fileio import atomic_path  # noqa: E402
 from stereodrr.geometry import Camera  # noqa: E402
 from stereodrr.render import drr  # noqa: E402
 from stereodrr.volume import Volume, hu_to_mu, load_volume, torso_phantom  # noqa: E402

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from stereodrr._io import atomic_path
+from stereodrr.fileio import atomic_path
 from stereodrr.calib import F_METHODS, estimate_fundamental, symmetric_epipolar_distance
 from stereodrr.geometry import StereoRig
 from stereodrr.plot.studies import plot_fundamental_methods

@@ -44,7 +44,7 @@ import pandas as pd
 import torch
 
 from stereodrr.render.threads import set_cpu_threads  # noqa: E402
-from stereodrr._io import atomic_path
+from stereodrr.fileio import atomic_path
 from stereodrr.geometry import StereoRig, invert, rigid_matrix
 from stereodrr.plot.register import plot_registration_study
 from stereodrr.register import RigidPose, moved_extrinsics, pose_crlb, register, registration_errors

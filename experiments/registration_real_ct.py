@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from registration_mono_vs_stereo import build_rigs, initial_poses, run_nanodrr, simulate_xrays  # noqa: E402
 
 from stereodrr.render.threads import set_cpu_threads  # noqa: E402
-from stereodrr._io import atomic_path  # noqa: E402
+from stereodrr.fileio import atomic_path  # noqa: E402
 from stereodrr.plot.register import plot_registration_study  # noqa: E402
 from stereodrr.register import RigidPose, pose_crlb, register, registration_errors, render_views  # noqa: E402
 from stereodrr.cli.register import parse_levels  # noqa: E402

@@ -30,7 +30,7 @@ import SimpleITK as sitk
 import torch
 from torch import Tensor
 
-from ._io import atomic_path
+from .fileio import atomic_path
 from .geometry.se3 import transform_points
 from .physics.attenuation import mass_attenuation
 

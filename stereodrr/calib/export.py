@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from .._io import atomic_path, atomic_write_text
+from ..fileio import atomic_path, atomic_write_text
 from ..geometry import Camera, StereoRig, dlt_pixel_flip, fundamental_from_cameras, save_dlt_csv, save_rig, skew
 from .dlt import rig_isocenter
 

@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from .._io import atomic_path, atomic_write_text, check_input_file
+from ..fileio import atomic_path, atomic_write_text, check_input_file
 from ..calib.detect import KINDS
 from ..calib.detect import APERTURES
 from ..calib.export import export_calibration, save_points_csv

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._resources import MAX_SUPERSAMPLE, check_memory, voxelize_bytes
+from ..resources import MAX_SUPERSAMPLE, check_memory, voxelize_bytes
 from ..phantoms import load_phantom, material_table, rigid_pose, save_voxelized, voxelize
 from ..phantoms.voxelize import phantom_grid
 from ..plot.phantoms import plot_voxelized

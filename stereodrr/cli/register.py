@@ -16,7 +16,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from .._io import atomic_path, check_input_file
+from ..fileio import atomic_path, check_input_file
 from ..geometry import load_rig
 from ..plot.register import plot_errors, plot_loss, plot_overlay
 from ..register.inputs import IMAGE_KINDS, to_line_integral

@@ -54,8 +54,8 @@ import re
 from pathlib import Path
 from typing import Any, Mapping
 
-from .._io import read_json
-from .._resources import MAX_BLUR_PX, MAX_INT64, MIN_STEP_MM, PIXEL_PITCH_MM
+from ..fileio import read_json
+from ..resources import MAX_BLUR_PX, MAX_INT64, MIN_STEP_MM, PIXEL_PITCH_MM
 from ..render import MODES
 from ..render.aperture import BALL_SUBPIXELS
 

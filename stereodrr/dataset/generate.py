@@ -31,8 +31,8 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import __version__
-from .._io import atomic_path, atomic_write_text, read_json
-from .._resources import MAX_INT64, check_memory, render_bytes, voxelize_bytes
+from ..fileio import atomic_path, atomic_write_text, read_json
+from ..resources import MAX_INT64, check_memory, render_bytes, voxelize_bytes
 from ..geometry import transform_points
 from ..render import render_rig
 from ..render.detector import to_uint16

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .._io import atomic_write_text, read_json
+from ..fileio import atomic_write_text, read_json
 from ._dual import numpy_or_torch
 from .se3 import (
     compose,

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .._io import atomic_path, atomic_write_text, read_json
+from ..fileio import atomic_path, atomic_write_text, read_json
 from .camera import Camera
 from .dlt_coefficients import dlt_from_projection
 from .rig import StereoRig

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._io import atomic_write_text
+from ..fileio import atomic_write_text
 from ..geometry import StereoRig
 from .io import PHANTOM_SCHEMA, phantom_from_dict
 from .lego import BRICK_HEIGHT, PLATE_HEIGHT, STUD_HEIGHT, STUD_PITCH, brick_size

@@ -38,7 +38,7 @@ import numpy as np
 if TYPE_CHECKING:
     import pandas as pd
 
-from .._io import atomic_write_text, read_json
+from ..fileio import atomic_write_text, read_json
 from ..geometry.se3 import matrix_to_euler
 from .lego import lego_brick
 from .materials import get_material

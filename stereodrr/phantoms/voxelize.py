@@ -37,7 +37,7 @@ import SimpleITK as sitk
 import torch
 from tqdm.auto import tqdm
 
-from .._io import atomic_path, atomic_write_text
+from ..fileio import atomic_path, atomic_write_text
 from ..geometry.se3 import compose, invert
 from ..volume import Volume, mu_to_hu, mu_water
 from .materials import get_material, material_table

@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from .._io import atomic_path  # noqa: E402
+from ..fileio import atomic_path  # noqa: E402
 from ..calib.detect import attenuation_image  # noqa: E402
 from ..geometry import epipolar_lines  # noqa: E402
 
