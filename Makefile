@@ -1,5 +1,6 @@
 # One-command setup: a virtual environment in .venv with torch pinned to the local CPU wheel
-# (constraints.txt), the package in editable mode, and the test extra.
+# (constraints.txt), the package in editable mode, and the extras the demo and the tests use
+# (test, gpu, numba, dask).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -11,7 +12,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) --upgrade pip
 	$(PIP) torch==2.13.0
-	$(PIP) -e '.[test,gpu]'
+	$(PIP) -e '.[test,gpu,numba,dask]'
 	touch $@
 
 setup: $(VENV)/.installed
@@ -29,7 +30,7 @@ test-all: setup
 # the `bench` extra; diffdrr declares torchvision (no CPU wheel here, used only by its metrics),
 # so it is installed without dependencies.
 bench-install: setup
-	$(PIP) -e '.[test,gpu,bench]'
+	$(PIP) -e '.[test,gpu,numba,dask,bench]'
 	$(PIP) --no-deps diffdrr==0.6.1
 
 clean:

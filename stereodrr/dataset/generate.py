@@ -31,6 +31,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import __version__
+from ..extras import require
 from ..fileio import atomic_path, atomic_write_text, read_json
 from ..resources import MAX_INT64, check_memory, render_bytes, voxelize_bytes
 from ..geometry import transform_points
@@ -395,6 +396,9 @@ def generate_dataset(
     # Everything that can be checked before a file is written: the subject (once, not per
     # item), the memory an item needs, the scheduler, the folder.
     check_subject_and_memory(config, max(1, workers if scheduler is None else 1))
+    if scheduler is not None or workers > 0:
+        require("distributed", "dask", "rendering on Dask workers (workers > 0 or a scheduler)",
+                "use workers=0 (stereodrr dataset --workers 0) to render in this process")
     if scheduler is not None:
         probe_scheduler(scheduler)
     prepare_output(out, config, indices, resume, write=False)
