@@ -60,7 +60,8 @@ from tqdm import tqdm  # noqa: E402
 from stereodrr.fileio import atomic_path  # noqa: E402
 from stereodrr.geometry import Camera  # noqa: E402
 from stereodrr.render import drr  # noqa: E402
-from stereodrr.volume import Volume, hu_to_mu, load_volume, torso_phantom  # noqa: E402
+from stereodrr.volume import Volume, hu_to_mu, load_volume  # noqa: E402
+from stereodrr.phantoms import torso_phantom  # noqa: E402
 
 SID, SDD = 600.0, 1020.0  # mm
 FOV_PX_512 = 1.2  # detector pitch (mm) at 512 px; other sizes keep the field of view

@@ -47,7 +47,7 @@ _EXPORTS = {
     "Camera": "stereodrr.geometry", "StereoRig": "stereodrr.geometry", "RigidPose": "stereodrr.geometry",
     "load_rig": "stereodrr.geometry", "save_rig": "stereodrr.geometry",
     "Volume": "stereodrr.volume", "load_volume": "stereodrr.volume", "save_volume": "stereodrr.volume",
-    "hu_to_mu": "stereodrr.volume", "mu_to_hu": "stereodrr.volume", "torso_phantom": "stereodrr.volume",
+    "hu_to_mu": "stereodrr.volume", "mu_to_hu": "stereodrr.volume", "torso_phantom": "stereodrr.phantoms",
     "load_phantom": "stereodrr.phantoms", "voxelize": "stereodrr.phantoms",
     "render_drr": "stereodrr.render", "render_rig": "stereodrr.render", "drr": "stereodrr.render",
     "render_polychromatic": "stereodrr.render", "DetectorModel": "stereodrr.render",
@@ -58,16 +58,23 @@ _EXPORTS = {
     "StereoDRRDataset": "stereodrr.dataset",
 }
 
-__all__ = ["__version__", *_EXPORTS]
+__all__ = [
+    "__version__",
+    "Camera", "StereoRig", "RigidPose", "load_rig", "save_rig",
+    "Volume", "load_volume", "save_volume", "hu_to_mu", "mu_to_hu", "torso_phantom", "load_phantom", "voxelize",
+    "render_drr", "render_rig", "drr", "render_polychromatic", "DetectorModel",
+    "calibrate_stereo", "register", "registration_errors", "load_pose", "save_pose",
+    "generate_dataset", "load_config", "StereoDRRDataset",
+]
 
 if TYPE_CHECKING:
     from .calib import calibrate_stereo
     from .dataset import StereoDRRDataset, generate_dataset, load_config
     from .geometry import Camera, RigidPose, StereoRig, load_rig, save_rig
-    from .phantoms import load_phantom, voxelize
+    from .phantoms import load_phantom, torso_phantom, voxelize
     from .register import load_pose, register, registration_errors, save_pose
     from .render import DetectorModel, drr, render_drr, render_polychromatic, render_rig
-    from .volume import Volume, hu_to_mu, load_volume, mu_to_hu, save_volume, torso_phantom
+    from .volume import Volume, hu_to_mu, load_volume, mu_to_hu, save_volume
 
 
 def __getattr__(name: str) -> Any:

@@ -1,5 +1,5 @@
-"""CT-like volumes with SimpleITK geometry, medical image I/O, HU <-> attenuation, and a
-built-in anthropomorphic phantom.
+"""CT-like volumes with SimpleITK geometry, medical image I/O and HU <-> attenuation (the
+built-in torso CT is :func:`stereodrr.phantoms.torso_phantom`).
 
 A :class:`Volume` holds a float32 tensor in SimpleITK/numpy array order ``(Z, Y, X)`` and the
 image geometry: ``origin`` (world mm of voxel index 0), ``spacing`` (mm, x/y/z order) and
@@ -41,7 +41,6 @@ __all__ = [
     "mu_water",
     "hu_to_mu",
     "mu_to_hu",
-    "torso_phantom",
 ]
 
 def mu_water(energy_kev: float = 60.0) -> float:
@@ -424,79 +423,3 @@ def save_volume(volume: Volume, path: str | os.PathLike[str]) -> Path:
     with atomic_path(p) as tmp:
         sitk.WriteImage(volume.to_sitk(), str(tmp), useCompression=True)
     return p
-
-
-# ---- built-in phantom
-def torso_phantom(
-    size: Sequence[int] = (128, 96, 80),
-    spacing: Sequence[float] | float = 2.5,
-    center: Sequence[float] = (0.0, 0.0, 0.0),
-    supersample: int = 2,
-) -> Volume:
-    """An anthropomorphic torso in HU (LPS, patient supine, superior = +z): an elliptic body
-    (soft tissue 40 HU) with a subcutaneous fat layer (-100 HU), two lungs (-800 HU), a heart
-    (50 HU), a sternum and a vertebral column (cortical shell 1000 HU, cancellous 250 HU) with
-    spinous processes, and ribs. Deliberately asymmetric (heart to the left, one rib row offset)
-    so orientation errors show.
-
-    Args:
-        size: voxels along x, y, z.
-        spacing: mm per voxel (one number or three).
-        center: world position of the volume's centre.
-        supersample: sub-samples per axis and voxel for partial-volume averaging.
-
-    Returns:
-        A :class:`Volume` in HU (identity direction).
-    """
-    nx, ny, nz = (int(v) for v in size)
-    sp = np.broadcast_to(np.asarray(spacing, dtype=np.float64), (3,)).copy()
-    if min(nx, ny, nz) < 1 or np.any(sp <= 0):
-        raise ValueError(f"size/spacing: expected positive values, got size={size}, spacing={spacing}")
-    c = _vec3("center", center)
-    origin = c - sp * (np.array([nx, ny, nz]) - 1) / 2
-    s = int(supersample)
-    offs = (np.arange(s) + 0.5) / s - 0.5
-    # Coordinates relative to the centre, in mm; x = L, y = P, z = S.
-    xs = ((np.arange(nx)[:, None] + offs[None]) * sp[0] + origin[0] - c[0]).ravel()
-    ys = ((np.arange(ny)[:, None] + offs[None]) * sp[1] + origin[1] - c[1]).ravel()
-    zs = ((np.arange(nz)[:, None] + offs[None]) * sp[2] + origin[2] - c[2]).ravel()
-    Z, Y, X = np.meshgrid(zs, ys, xs, indexing="ij")
-    half_z = nz * sp[2] / 2
-    hu = np.full(X.shape, -1000.0, dtype=np.float32)
-
-    def ell(cx: float, cy: float, ax: float, ay: float) -> np.ndarray:
-        return ((X - cx) / ax) ** 2 + ((Y - cy) / ay) ** 2 <= 1.0
-
-    ax_body, ay_body = 0.42 * nx * sp[0], 0.40 * ny * sp[1]
-    z_in = np.abs(Z) <= 0.9 * half_z
-    hu[ell(0, 0, ax_body, ay_body) & z_in] = -100.0  # fat
-    hu[ell(0, 0, ax_body - 8, ay_body - 8) & z_in] = 40.0  # soft tissue
-    lung_l = ((X - 0.45 * ax_body) / (0.35 * ax_body)) ** 2 + ((Y + 0.05 * ay_body) / (0.6 * ay_body)) ** 2 + (
-        (Z - 0.15 * half_z) / (0.7 * half_z)) ** 2 <= 1
-    lung_r = ((X + 0.45 * ax_body) / (0.35 * ax_body)) ** 2 + ((Y + 0.05 * ay_body) / (0.6 * ay_body)) ** 2 + (
-        (Z - 0.1 * half_z) / (0.75 * half_z)) ** 2 <= 1
-    hu[(lung_l | lung_r) & z_in] = -800.0
-    heart = ((X - 0.15 * ax_body) / (0.3 * ax_body)) ** 2 + ((Y + 0.2 * ay_body) / (0.3 * ay_body)) ** 2 + (
-        (Z + 0.2 * half_z) / (0.35 * half_z)) ** 2 <= 1
-    hu[heart] = 50.0
-    # Vertebral column: cortical shell around cancellous body, posterior of centre.
-    vy = 0.55 * ay_body
-    r_vb = 0.16 * ax_body
-    body = ell(0, vy, r_vb, 0.8 * r_vb) & z_in
-    hu[body] = 1000.0
-    hu[ell(0, vy, r_vb - 2.5, 0.8 * r_vb - 2.5) & z_in] = 250.0
-    # Discs every ~30 mm break the column into vertebrae.
-    disc = (np.mod(Z + half_z, 30.0) < 5.0) & body
-    hu[disc] = 80.0
-    spinous = (np.abs(X) <= 3.0) & (Y > vy + 0.8 * r_vb) & (Y < vy + 0.8 * r_vb + 25) & z_in & ~(np.mod(Z + half_z, 30.0) < 8.0)
-    hu[spinous & ell(0, 0, ax_body, ay_body)] = 700.0
-    # Sternum: a flat bar anterior.
-    hu[(np.abs(X) <= 12) & (np.abs(Y + ay_body - 16) <= 4) & (np.abs(Z) <= 0.6 * half_z)] = 700.0
-    # Ribs: elliptic rings every 25 mm (right side offset by 6 mm in z for asymmetry).
-    ring = np.sqrt((X / (ax_body - 14)) ** 2 + (Y / (ay_body - 14)) ** 2)
-    z_rib = np.where(X < 0, Z + 6.0, Z)
-    rib = (np.abs(ring - 1.0) * min(ax_body, ay_body) <= 3.0) & (np.mod(z_rib + half_z, 25.0) < 6.0) & (np.abs(Z) <= 0.75 * half_z)
-    hu[rib & (Y < vy)] = 700.0
-    # Average the supersamples of each voxel (partial volume).
-    hu = hu.reshape(nz, s, ny, s, nx, s).mean(axis=(1, 3, 5))
-    return Volume.from_numpy(hu, spacing=sp, origin=origin)

@@ -20,7 +20,7 @@ def test_documented_names_resolve_to_their_definitions():
     import stereodrr.register.optimize
     import stereodrr.volume
 
-    assert sorted(DOCUMENTED) == sorted(n for n in sd.__all__ if n != "__version__")
+    assert sorted(DOCUMENTED) == sorted(n for n in sd.__all__ if n != "__version__") == sorted(sd._EXPORTS)
     for name in DOCUMENTED:
         assert f"``{name}``" in sd.__doc__, name  # the module docstring lists it
         assert name in dir(sd)

@@ -56,8 +56,6 @@ __all__ = ["parse_shard", "shard_indices", "prepare_output", "render_item", "wri
 IMAGE_SUFFIX = {"png16": ".png", "tiff32": ".tiff"}
 #: Seconds Dask's client waits for a scheduler that accepted the TCP connection.
 SCHEDULER_TIMEOUT_S = 20
-#: Peak bytes per voxel of the built-in torso (float64 supersampled coordinates, 2^3 per voxel).
-TORSO_BYTES_PER_VOXEL = 320
 #: Peak bytes per detector pixel and view of an item: line integrals, counts, noise and blur
 #: buffers (float32/float64) and the written image.
 ITEM_BYTES_PER_PIXEL = 48
@@ -465,8 +463,7 @@ def check_subject_and_memory(config: Mapping[str, Any], processes: int = 1) -> N
     """
     subj = config["subject"]
     if subj["kind"] == "torso":
-        nvox = math.prod(subj["size"])
-        subject_bytes = nvox * TORSO_BYTES_PER_VOXEL
+        subject_bytes = voxelize_bytes(*subj["size"])  # the torso phantom is voxelized onto that grid
         what = f"torso of {' x '.join(map(str, subj['size']))} voxels"
     elif subj["kind"] == "volume":
         vol = load_volume(subj["path"])

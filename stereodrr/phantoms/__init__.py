@@ -20,7 +20,9 @@ Typical use::
     balls = ph.marker_arrays(60)       # .centers (N, 3) world mm, .diameters (N,), .mu (N,) 1/mm (true)
 
     vox = voxelize(ph, 0.5)            # .mu, .hu (clipped to 12 bits), .labels, .marker_fraction
-    save_voxelized(vox, "out/", phantom=ph)   # mu/hu/labels .mha, markers.csv, mip.png, voxelize.json
+    save_voxelized(vox, "out/", phantom=ph)   # mu/hu/labels .mha, markers.csv, voxelize.json
+
+    ct = torso_phantom((128, 96, 80), 2.5)     # the built-in torso as a CT in HU (a Volume)
 
 Materials (:data:`MATERIALS`: air, water, soft_tissue, adipose, lung, cortical_bone, abs,
 stainless_steel, tantalum) carry a density and NIST mass attenuation tables:
@@ -48,6 +50,7 @@ from .materials import LABELS, MATERIALS, Material, get_material, material_table
 from .model import MARKER_COLUMNS, Body, Marker, MarkerArrays, Phantom, rigid_pose
 from .primitives import PRIMITIVES, Box, Cylinder, Ellipsoid, HollowBox, Primitive, Sphere
 from .voxelize import HU_RANGE_12BIT, VoxelizedPhantom, phantom_grid, save_voxelized, voxelize
+from .designs import torso_phantom
 
 __all__ = [
     "PHANTOM_SCHEMA", "PhantomAmbiguityWarning", "load_phantom", "marker_classes",
@@ -57,4 +60,5 @@ __all__ = [
     "MARKER_COLUMNS", "Body", "Marker", "MarkerArrays", "Phantom", "rigid_pose",
     "PRIMITIVES", "Box", "Cylinder", "Ellipsoid", "HollowBox", "Primitive", "Sphere",
     "HU_RANGE_12BIT", "VoxelizedPhantom", "phantom_grid", "save_voxelized", "voxelize",
+    "torso_phantom",
 ]

@@ -17,7 +17,8 @@ from stereodrr.register import (
     scale_intrinsics,
     views_seeing,
 )
-from stereodrr.volume import hu_to_mu, torso_phantom
+from stereodrr.volume import hu_to_mu
+from stereodrr.phantoms import torso_phantom
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,8 @@ from stereodrr.register import (
     registration_errors,
     render_views,
 )
-from stereodrr.volume import Volume, hu_to_mu, torso_phantom
+from stereodrr.volume import Volume, hu_to_mu
+from stereodrr.phantoms import torso_phantom
 
 
 def test_per_axis_downsample_averages_blocks_and_keeps_the_box():
