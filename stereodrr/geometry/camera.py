@@ -18,6 +18,7 @@ from typing import Sequence
 import numpy as np
 import scipy.linalg
 import torch
+from jaxtyping import Float
 from torch import Tensor
 
 from ._dual import numpy_or_torch
@@ -38,7 +39,8 @@ __all__ = [
 
 # --------------------------------------------------------------------------- functional core
 @numpy_or_torch
-def intrinsic_matrix(sdd: Tensor, pixel_spacing: Tensor, principal_point: Tensor) -> Tensor:
+def intrinsic_matrix(sdd: Float[Tensor, "*batch"], pixel_spacing: Float[Tensor, "*batch 2"],
+                     principal_point: Float[Tensor, "*batch 2"]) -> Float[Tensor, "*batch 3 3"]:
     """``K = [[SDD/du, 0, cu], [0, SDD/dv, cv], [0, 0, 1]]``.
 
     Args:
@@ -59,7 +61,8 @@ def intrinsic_matrix(sdd: Tensor, pixel_spacing: Tensor, principal_point: Tensor
 
 
 @numpy_or_torch
-def projection_matrix(K: Tensor, R: Tensor, t: Tensor) -> Tensor:
+def projection_matrix(K: Float[Tensor, "*batch 3 3"], R: Float[Tensor, "*batch 3 3"],
+                      t: Float[Tensor, "*batch 3"]) -> Float[Tensor, "*batch 3 4"]:
     """``P = K [R | t]``.
 
     Args:
@@ -72,7 +75,8 @@ def projection_matrix(K: Tensor, R: Tensor, t: Tensor) -> Tensor:
 
 
 @numpy_or_torch
-def project_points(P: Tensor, points: Tensor) -> tuple[Tensor, Tensor]:
+def project_points(P: Float[Tensor, "*batch 3 4"], points: Float[Tensor, "*batch N 3"]
+                   ) -> tuple[Float[Tensor, "*batch N 2"], Float[Tensor, "*batch N"]]:
     """Project world points to pixels: ``(u, v, 1) ~ P (X, 1)``.
 
     The depth is the distance of the point from the source along the principal axis (``z_cam``
@@ -93,7 +97,7 @@ def project_points(P: Tensor, points: Tensor) -> tuple[Tensor, Tensor]:
 
 
 @numpy_or_torch
-def camera_center(R: Tensor, t: Tensor) -> Tensor:
+def camera_center(R: Float[Tensor, "*batch 3 3"], t: Float[Tensor, "*batch 3"]) -> Float[Tensor, "*batch 3"]:
     """Source (focal spot) position in world mm, ``C = -R^T t``.
 
     Args:
@@ -106,7 +110,8 @@ def camera_center(R: Tensor, t: Tensor) -> Tensor:
 
 
 @numpy_or_torch
-def pixel_to_ray(K: Tensor, R: Tensor, t: Tensor, uv: Tensor) -> tuple[Tensor, Tensor]:
+def pixel_to_ray(K: Float[Tensor, "*batch 3 3"], R: Float[Tensor, "*batch 3 3"], t: Float[Tensor, "*batch 3"],
+                 uv: Float[Tensor, "*batch N 2"]) -> tuple[Float[Tensor, "*batch N 3"], Float[Tensor, "*batch N 3"]]:
     """Back-project pixels to world rays from the source: ``d ~ R^T K^-1 (u, v, 1)``.
 
     Args:
@@ -160,7 +165,8 @@ def decompose_projection(P: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndar
 
 
 @numpy_or_torch
-def look_at_rotation(source: Tensor, target: Tensor, up: Tensor) -> Tensor:
+def look_at_rotation(source: Float[Tensor, "*batch 3"], target: Float[Tensor, "*batch 3"],
+                     up: Float[Tensor, "*batch 3"]) -> Float[Tensor, "*batch 3 3"]:
     """Rotation ``R`` of a camera at ``source`` whose principal axis (+z) points at ``target``.
 
     The image +v axis (rows, downwards) points opposite to ``up`` projected onto the image
@@ -387,7 +393,8 @@ class Camera:
 
 
 def stack_cameras(cameras: Sequence[Camera], device: torch.device | str = "cpu",
-                  dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor, Tensor]:
+                  dtype: torch.dtype = torch.float32
+                  ) -> tuple[Float[Tensor, "V 3 3"], Float[Tensor, "V 3 3"], Float[Tensor, "V 3"]]:
     """The batched tensor form of views: ``K (V, 3, 3)``, ``R (V, 3, 3)``, ``t (V, 3)`` in the
     order given (what :func:`stereodrr.render.drr` and the registration take)."""
     cams = list(cameras)

@@ -35,6 +35,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+from jaxtyping import Float
 from torch import Tensor
 
 from ..fileio import atomic_write_text, read_json
@@ -56,7 +57,8 @@ POSE_SCHEMA = "stereodrr.pose/1"
 
 
 @numpy_or_torch
-def pose_matrix(rotation: Tensor, translation: Tensor, center: Tensor) -> Tensor:
+def pose_matrix(rotation: Float[Tensor, "*batch 3 3"], translation: Float[Tensor, "*batch 3"],
+                center: Float[Tensor, "*batch 3"]) -> Float[Tensor, "*batch 4 4"]:
     """World transform of a pose about ``center``: ``T = Trans(tau) . Rot_c(R)``.
 
     ``x' = R (x - c) + c + tau``. Differentiable in every argument.
@@ -74,7 +76,8 @@ def pose_matrix(rotation: Tensor, translation: Tensor, center: Tensor) -> Tensor
 
 
 @numpy_or_torch
-def moved_extrinsics(R: Tensor, t: Tensor, T: Tensor) -> tuple[Tensor, Tensor]:
+def moved_extrinsics(R: Float[Tensor, "B 3 3"], t: Float[Tensor, "B 3"], T: Float[Tensor, "*b 4 4"]
+                     ) -> tuple[Float[Tensor, "B 3 3"], Float[Tensor, "B 3"]]:
     """Extrinsics that see the original volume as ``(R, t)`` sees it moved by ``T``.
 
     ``E' = E T``, i.e. ``R' = R R_p``, ``t' = R t_p + t``.

@@ -21,6 +21,7 @@ import warnings
 from typing import Mapping, Sequence
 
 import torch
+from jaxtyping import Float
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
@@ -123,11 +124,11 @@ def _rays_per_chunk(data: Tensor, index_from_world: Tensor, mode: str, step: flo
 
 
 def drr(
-    data: Tensor,
-    index_from_world: Tensor,
-    K: Tensor,
-    R: Tensor,
-    t: Tensor,
+    data: Float[Tensor, "Z Y X"],
+    index_from_world: Float[Tensor, "4 4"],
+    K: Float[Tensor, "B 3 3"],
+    R: Float[Tensor, "B 3 3"],
+    t: Float[Tensor, "B 3"],
     height: int,
     width: int,
     *,
@@ -135,7 +136,7 @@ def drr(
     step_mm: float | None = None,
     backend: str = "auto",
     chunk_rays: int | None = None,
-) -> Tensor:
+) -> Float[Tensor, "B H W"]:
     """Line integral of mu along every pixel ray of a batch of views.
 
     ``L_b(u, v) = integral mu(C_b + s d_b(u, v)) ds`` with ``C_b = -R_b^T t_b`` and
@@ -234,7 +235,7 @@ def render_drr(
     *,
     mode: str = "trilinear",
     step_mm: float | None = None,
-) -> Tensor:
+) -> Float[Tensor, "B H W"]:
     """Render ``volume.data`` (mu in 1/mm) for a batch of views of one detector size.
 
     Args:
