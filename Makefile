@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install -q -c constraints.txt
 
-.PHONY: setup demo test test-all bench-install clean
+.PHONY: setup demo lint test test-all bench-install clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,12 @@ setup: $(VENV)/.installed
 demo: setup
 	$(VENV)/bin/stereodrr demo -o out/demo
 
-test: setup
+# Static checks (configured in pyproject.toml): ruff on the code, tests and studies; mypy on the package.
+lint: setup
+	$(VENV)/bin/ruff check stereodrr tests experiments
+	$(VENV)/bin/mypy
+
+test: lint
 	$(PY) -m pytest -q
 
 test-all: setup

@@ -23,11 +23,12 @@ import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, Sequence, overload
 
 import numpy as np
 import SimpleITK as sitk
 import torch
+from numpy.typing import ArrayLike
 from torch import Tensor
 
 from .fileio import atomic_path
@@ -54,20 +55,29 @@ def mu_water(energy_kev: float = 60.0) -> float:
     return float(mass_attenuation("Water, Liquid", float(energy_kev))[0]) * 1.0 / 10.0  # cm^2/g * g/cm^3 -> 1/mm
 
 
-def hu_to_mu(hu: Tensor | np.ndarray, energy_kev: float = 60.0) -> Tensor | np.ndarray:
+@overload
+def hu_to_mu(hu: Tensor, energy_kev: float = 60.0) -> Tensor: ...
+@overload
+def hu_to_mu(hu: np.ndarray | float, energy_kev: float = 60.0) -> np.ndarray: ...
+def hu_to_mu(hu: Tensor | np.ndarray | float, energy_kev: float = 60.0) -> Tensor | np.ndarray:
     """``mu = mu_water(E) (1 + HU/1000)``, clamped at 0 (nothing attenuates less than vacuum)."""
     mw = mu_water(energy_kev)
     if isinstance(hu, Tensor):
         return (mw * (1.0 + hu / 1000.0)).clamp_min(0.0)
-    return np.maximum(mw * (1.0 + np.asarray(hu) / 1000.0), 0.0)
+    return np.asarray(np.maximum(mw * (1.0 + np.asarray(hu) / 1000.0), 0.0))
 
 
-def mu_to_hu(mu: Tensor | np.ndarray, energy_kev: float = 60.0) -> Tensor | np.ndarray:
+@overload
+def mu_to_hu(mu: Tensor, energy_kev: float = 60.0) -> Tensor: ...
+@overload
+def mu_to_hu(mu: np.ndarray | float, energy_kev: float = 60.0) -> np.ndarray: ...
+def mu_to_hu(mu: Tensor | np.ndarray | float, energy_kev: float = 60.0) -> Tensor | np.ndarray:
     """``HU = 1000 (mu / mu_water(E) - 1)``."""
-    return 1000.0 * (mu / mu_water(energy_kev) - 1.0)
+    hu = 1000.0 * (mu / mu_water(energy_kev) - 1.0)
+    return hu if isinstance(hu, Tensor) else np.asarray(hu)
 
 
-def _vec3(name: str, value: Sequence[float]) -> np.ndarray:
+def _vec3(name: str, value: Sequence[float] | np.ndarray) -> np.ndarray:
     arr = np.asarray(value, dtype=np.float64)
     if arr.shape != (3,) or not np.all(np.isfinite(arr)):
         raise ValueError(f"{name}: expected 3 finite numbers, got {value}")
@@ -112,14 +122,14 @@ class Volume:
 
     # ---- construction
     @classmethod
-    def from_numpy(cls, array: np.ndarray, spacing: Sequence[float] = (1.0, 1.0, 1.0),
-                   origin: Sequence[float] = (0.0, 0.0, 0.0),
-                   direction: np.ndarray | Sequence[float] = np.eye(3)) -> "Volume":
-        """From a ``(Z, Y, X)`` array."""
-        return cls(torch.as_tensor(np.ascontiguousarray(array, dtype=np.float32)), origin, spacing, direction)
+    def from_numpy(cls, array: np.ndarray, spacing: ArrayLike = (1.0, 1.0, 1.0), origin: ArrayLike = (0.0, 0.0, 0.0),
+                   direction: ArrayLike | None = None) -> Volume:
+        """From a ``(Z, Y, X)`` array (identity ``direction`` by default)."""
+        return cls(torch.as_tensor(np.ascontiguousarray(array, dtype=np.float32)), np.asarray(origin, dtype=np.float64),
+                   np.asarray(spacing, dtype=np.float64), np.eye(3) if direction is None else np.asarray(direction, dtype=np.float64))
 
     @classmethod
-    def from_sitk(cls, image: sitk.Image) -> "Volume":
+    def from_sitk(cls, image: sitk.Image) -> Volume:
         """From a 3D scalar SimpleITK image (geometry copied exactly)."""
         if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
             raise ValueError(
@@ -137,13 +147,13 @@ class Volume:
         img.SetDirection(tuple(self.direction.ravel().tolist()))
         return img
 
-    def with_data(self, data: Tensor) -> "Volume":
+    def with_data(self, data: Tensor) -> Volume:
         """Same geometry, other voxel values (``(Z, Y, X)``, same shape)."""
         if tuple(data.shape) != tuple(self.data.shape):
             raise ValueError(f"data: expected shape {tuple(self.data.shape)}, got {tuple(data.shape)}")
         return Volume(data, self.origin, self.spacing, self.direction)
 
-    def to(self, device: torch.device | str) -> "Volume":
+    def to(self, device: torch.device | str) -> Volume:
         """Copy with the voxel tensor on ``device`` (geometry stays numpy float64)."""
         return Volume(self.data.to(device), self.origin, self.spacing, self.direction)
 
@@ -177,10 +187,18 @@ class Volume:
         renderer's argument; inverted in float64, then cast)."""
         return torch.as_tensor(self.index_from_world, dtype=self.data.dtype, device=self.data.device)
 
+    @overload
+    def index_to_world(self, ijk: Tensor) -> Tensor: ...
+    @overload
+    def index_to_world(self, ijk: np.ndarray) -> np.ndarray: ...
     def index_to_world(self, ijk: np.ndarray | Tensor) -> np.ndarray | Tensor:
-        """Continuous indices ``(N, 3)`` (i, j, k) -> world ``(N, 3)`` mm."""
+        """Continuous indices ``(N, 3)`` (i, j, k) -> world ``(N, 3)`` mm (numpy in, numpy out)."""
         return transform_points(self.affine, ijk)
 
+    @overload
+    def world_to_index(self, xyz: Tensor) -> Tensor: ...
+    @overload
+    def world_to_index(self, xyz: np.ndarray) -> np.ndarray: ...
     def world_to_index(self, xyz: np.ndarray | Tensor) -> np.ndarray | Tensor:
         """World ``(N, 3)`` mm -> continuous indices ``(N, 3)`` (i, j, k)."""
         return transform_points(self.index_from_world, xyz)
@@ -202,7 +220,7 @@ class Volume:
         return self.index_to_world((np.asarray(self.size, dtype=np.float64)[None] - 1) / 2)[0]
 
     # ---- resampling
-    def resample(self, spacing: Sequence[float] | float, interpolator: str = "linear") -> "Volume":
+    def resample(self, spacing: Sequence[float] | float, interpolator: str = "linear") -> Volume:
         """Resample to a new voxel size over the same box (same direction), via SimpleITK.
 
         The new grid covers the old box with ``round(extent / spacing)`` voxels (at least one)
@@ -225,7 +243,7 @@ class Volume:
         )
         return Volume.from_sitk(out).to(self.device)
 
-    def downsample(self, factor: int | Sequence[int]) -> "Volume":
+    def downsample(self, factor: int | Sequence[int]) -> Volume:
         """Average blocks of ``factor`` voxels: one integer for every axis, or three ``(fi, fj, fk)``
         along the index axes i, j, k (x, y, z order) so thick slices need not be merged further.
 

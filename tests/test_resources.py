@@ -5,11 +5,11 @@ import warnings
 import numpy as np
 import pytest
 
-from stereodrr.resources import ResourceError, check_memory, memory_budget
 from stereodrr.geometry import Camera, StereoRig
 from stereodrr.phantoms import load_phantom
 from stereodrr.phantoms.io import BUILTIN_DIR, builtin_phantoms, resolve_phantom
 from stereodrr.render import RaysMissWarning, render_rig
+from stereodrr.resources import ResourceError, check_memory, memory_budget
 from stereodrr.volume import Volume
 
 

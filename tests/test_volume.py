@@ -4,8 +4,8 @@ import SimpleITK as sitk
 import torch
 
 from stereodrr.geometry import rotvec_to_matrix
-from stereodrr.volume import Volume, hu_to_mu, load_volume, mu_to_hu, mu_water, save_volume
 from stereodrr.phantoms import torso_phantom
+from stereodrr.volume import Volume, hu_to_mu, load_volume, mu_to_hu, mu_water, save_volume
 
 
 def _oblique_image(rng) -> sitk.Image:

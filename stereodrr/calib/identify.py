@@ -38,7 +38,14 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import linear_sum_assignment
 
-from ..geometry import Camera, decompose_projection, project_points, projection_matrix, rotation_angle_deg, rotvec_to_matrix
+from ..geometry import (
+    Camera,
+    decompose_projection,
+    project_points,
+    projection_matrix,
+    rotation_angle_deg,
+    rotvec_to_matrix,
+)
 from ..phantoms.io import marker_classes
 from ..phantoms.symmetry import MAX_PRIOR_ROTATION_DEG, marker_symmetries
 from ._checks import as_points, same_count

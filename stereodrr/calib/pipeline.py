@@ -18,6 +18,8 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from ..geometry import StereoRig, fundamental_from_cameras, rotation_angle_deg
+from ..phantoms.io import marker_classes
+from ..phantoms.symmetry import identification_ambiguities
 from .detect import detect_markers
 from .dlt import RigCalibration, calibrate_rig, opencv_crosscheck
 from .fundamental import METHODS as F_METHODS
@@ -27,8 +29,6 @@ from .triangulate import METHODS as TRI_METHODS
 from .triangulate import Triangulation, error_table, triangulate
 from .validate import EpipolarReport, compare_fundamental, validate_epipolar
 from .verdict import Tolerances, Verdict, physics_checks, swap_message, view_assignment
-from ..phantoms.io import marker_classes
-from ..phantoms.symmetry import identification_ambiguities
 
 __all__ = ["StereoCalibration", "calibrate_stereo", "check_images", "held_out_points"]
 

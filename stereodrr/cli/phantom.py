@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..resources import MAX_SUPERSAMPLE, check_memory, voxelize_bytes
 from ..phantoms import load_phantom, material_table, rigid_pose, save_voxelized, voxelize
 from ..phantoms.voxelize import phantom_grid
 from ..plot.phantoms import plot_voxelized
+from ..resources import MAX_SUPERSAMPLE, check_memory, voxelize_bytes
 from ._args import UsageError, integer, number, output_folder
 
 

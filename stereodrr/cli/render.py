@@ -25,10 +25,10 @@ import torch
 from tqdm import tqdm
 
 from ..fileio import atomic_path
-from ..resources import MIN_STEP_MM, check_memory, render_bytes, voxelize_bytes
 from ..geometry import load_rig, save_rig
 from ..render import LAYERS, SCATTER_MODELS, DetectorModel, detector_preset, render_rig, render_spheres
 from ..render.polychromatic import DECOMPOSITIONS, render_polychromatic
+from ..resources import MIN_STEP_MM, check_memory, render_bytes, voxelize_bytes
 from ..volume import Volume, hu_to_mu, load_volume, mu_to_hu
 from ._args import UsageError, input_file, integer, number, output_folder
 

@@ -55,9 +55,9 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..fileio import read_json
-from ..resources import MAX_BLUR_PX, MAX_INT64, MIN_STEP_MM, PIXEL_PITCH_MM
 from ..render import MODES
 from ..render.aperture import BALL_SUBPIXELS
+from ..resources import MAX_BLUR_PX, MAX_INT64, MIN_STEP_MM, PIXEL_PITCH_MM
 
 __all__ = ["SCHEMA", "DEFAULT_CONFIG", "load_config", "validate_config", "config_digest", "canonical_json"]
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import os
 import re
 import shutil
@@ -33,20 +32,25 @@ from tqdm.auto import tqdm
 from .. import __version__
 from ..extras import require
 from ..fileio import atomic_path, atomic_write_text, read_json
-from ..resources import MAX_INT64, check_memory, render_bytes, voxelize_bytes
 from ..geometry import transform_points
 from ..render import render_rig
 from ..render.detector import to_uint16
 from ..render.markers import sphere_transmission
 from ..render.polychromatic import primary_signals
+from ..resources import MAX_INT64, check_memory, render_bytes, voxelize_bytes
 from ..volume import load_volume, mu_to_hu
 from .config import SCHEMA, config_digest
+from .lock import LOCK_DIR, dataset_lock
 from .manifest import (
-    ROOT_FILE, is_complete, item_dir, rebuild_manifest, remove_incomplete, sha256_file,
+    MANIFEST_FILE,
+    ROOT_FILE,
+    is_complete,
+    item_dir,
+    rebuild_manifest,
+    remove_incomplete,
+    sha256_file,
     write_item_record,
 )
-from .lock import LOCK_DIR, dataset_lock
-from .manifest import MANIFEST_FILE
 from .sample import ItemSample, item_detector, item_pose, item_rig, sample_item
 from .subject import load_subject, posed_volume
 

@@ -13,8 +13,8 @@ from .camera import (
     stack_cameras,
 )
 from .dlt_coefficients import dlt_from_projection, dlt_pixel_flip, projection_from_dlt
-from .errors import depth_directions, mean_viewing_direction, rotation_angle_deg, split_depth_inplane
 from .epipolar import epipolar_lines, epipoles, fundamental_from_cameras, fundamental_from_projections
+from .errors import depth_directions, mean_viewing_direction, rotation_angle_deg, split_depth_inplane
 from .pose import POSE_SCHEMA, RigidPose, load_pose, moved_extrinsics, pose_matrix, save_pose
 from .rig import RECOMMENDED_STEREO_ANGLE_DEG, StereoAngleWarning, StereoRig, depth_inplane_ratio
 from .rigfile import RIG_SCHEMA, load_dlt_csv, load_rig, rig_from_dict, rig_to_dict, save_dlt_csv, save_rig

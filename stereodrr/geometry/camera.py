@@ -19,6 +19,7 @@ import numpy as np
 import scipy.linalg
 import torch
 from jaxtyping import Float
+from numpy.typing import ArrayLike
 from torch import Tensor
 
 from ._dual import numpy_or_torch
@@ -259,7 +260,7 @@ class Camera:
         principal_offset_mm: Sequence[float] = (0.0, 0.0),
         R: np.ndarray | None = None,
         t: np.ndarray | None = None,
-    ) -> "Camera":
+    ) -> Camera:
         """Camera from the physical detector.
 
         The principal point is the detector centre ``((W-1)/2, (H-1)/2)`` shifted by
@@ -289,7 +290,7 @@ class Camera:
         height: int,
         pixel_spacing: float | Sequence[float] = 1.0,
         sdd: float | None = None,
-    ) -> "Camera":
+    ) -> Camera:
         """Camera from a 3x4 projection matrix (any scale), decomposed by RQ."""
         K, R, t = decompose_projection(P)
         du, dv = np.broadcast_to(np.asarray(pixel_spacing, dtype=np.float64), (2,))
@@ -299,15 +300,15 @@ class Camera:
     @classmethod
     def look_at(
         cls,
-        source: Sequence[float],
-        target: Sequence[float],
+        source: ArrayLike,
+        target: ArrayLike,
         sdd: float,
         pixel_spacing: float | Sequence[float],
         width: int,
         height: int,
-        up: Sequence[float] = (0.0, 0.0, 1.0),
-        principal_offset_mm: Sequence[float] = (0.0, 0.0),
-    ) -> "Camera":
+        up: ArrayLike = (0.0, 0.0, 1.0),
+        principal_offset_mm: ArrayLike = (0.0, 0.0),
+    ) -> Camera:
         """Camera with its focal spot at ``source`` and its principal ray through ``target``.
 
         ``up`` (world) appears towards the top of the image (default +z, superior in LPS).
@@ -321,9 +322,10 @@ class Camera:
         if np.linalg.norm(np.cross(d, upv)) < 1e-9 * np.linalg.norm(d) * max(np.linalg.norm(upv), 1e-300):
             raise ValueError("look_at: 'up' is parallel to the viewing direction")
         R = look_at_rotation(src, tgt, upv)
-        return cls.from_detector(sdd, pixel_spacing, width, height, principal_offset_mm, R=R, t=-R @ src)
+        return cls.from_detector(sdd, pixel_spacing, width, height, tuple(np.asarray(principal_offset_mm, dtype=np.float64)),
+                                 R=R, t=-R @ src)
 
-    def with_pose(self, R: np.ndarray, t: np.ndarray) -> "Camera":
+    def with_pose(self, R: np.ndarray, t: np.ndarray) -> Camera:
         """The same detector and intrinsics with another pose."""
         return Camera(self.K, R, t, self.width, self.height, self.pixel_spacing, self.sdd)
 

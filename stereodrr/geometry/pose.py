@@ -31,11 +31,12 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from jaxtyping import Float
+from numpy.typing import ArrayLike
 from torch import Tensor
 
 from ..fileio import atomic_write_text, read_json
@@ -125,16 +126,17 @@ class RigidPose:
             object.__setattr__(self, "rotvec", matrix_to_rotvec(rotvec_to_matrix(self.rotvec)))
 
     @classmethod
-    def identity(cls, center: Sequence[float]) -> "RigidPose":
-        return cls(np.zeros(3), np.zeros(3), center)
+    def identity(cls, center: ArrayLike) -> RigidPose:
+        return cls(np.zeros(3), np.zeros(3), _vec("center", center, 3))
 
     @classmethod
-    def from_degrees(cls, rotvec_deg: Sequence[float], translation_mm: Sequence[float],
-                     center: Sequence[float]) -> "RigidPose":
-        return cls(np.radians(_vec("rotvec_deg", rotvec_deg, 3)), translation_mm, center)
+    def from_degrees(cls, rotvec_deg: ArrayLike, translation_mm: ArrayLike,
+                     center: ArrayLike) -> RigidPose:
+        return cls(np.radians(_vec("rotvec_deg", rotvec_deg, 3)), _vec("translation", translation_mm, 3),
+                   _vec("center", center, 3))
 
     @classmethod
-    def from_matrix(cls, T: np.ndarray, center: Sequence[float]) -> "RigidPose":
+    def from_matrix(cls, T: np.ndarray, center: ArrayLike) -> RigidPose:
         """Pose about ``center`` of a 4x4 world transform: ``tau = T c - c``."""
         T = np.asarray(T, dtype=np.float64)
         if T.shape != (4, 4) or not np.all(np.isfinite(T)):
@@ -167,11 +169,11 @@ class RigidPose:
         """Move world points ``(N, 3)`` with the volume."""
         return transform_points(self.matrix, np.asarray(points, dtype=np.float64))
 
-    def inverse(self) -> "RigidPose":
+    def inverse(self) -> RigidPose:
         """The pose that undoes this one (about the same centre)."""
         return RigidPose.from_matrix(invert(self.matrix), self.center)
 
-    def compose(self, other: "RigidPose") -> "RigidPose":
+    def compose(self, other: RigidPose) -> RigidPose:
         """``self`` after ``other`` (``T_self @ T_other``), about this pose's centre."""
         return RigidPose.from_matrix(compose(self.matrix, other.matrix), self.center)
 
@@ -185,7 +187,7 @@ class RigidPose:
         }
 
     @classmethod
-    def from_dict(cls, data: Any, source: str = "pose") -> "RigidPose":
+    def from_dict(cls, data: Any, source: str = "pose") -> RigidPose:
         """Validate a ``stereodrr.pose/1`` dict; errors name ``source`` and the field."""
         if not isinstance(data, dict):
             raise ValueError(f"{source}: expected a JSON object")
@@ -194,12 +196,14 @@ class RigidPose:
         try:
             center = _vec("center", data.get("center"), 3)
             if "rotvec_deg" in data:
-                pose = cls.from_degrees(data["rotvec_deg"], data.get("translation_mm"), center)
+                translation: Any = data.get("translation_mm")  # None: _vec names the missing field
+                pose = cls.from_degrees(data["rotvec_deg"], translation, center)
             elif "quaternion" in data:
                 q = _vec("quaternion", data["quaternion"], 4)
                 if np.linalg.norm(q) == 0:
                     raise ValueError("quaternion: expected a non-zero (w, x, y, z)")
-                pose = cls(matrix_to_rotvec(quaternion_to_matrix(q)), data.get("translation_mm"), center)
+                pose = cls(matrix_to_rotvec(quaternion_to_matrix(q)), _vec("translation", data.get("translation_mm"), 3),
+                           center)
             elif "matrix" in data:
                 pose = cls.from_matrix(np.asarray(data["matrix"], dtype=np.float64), center)
             else:

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from scipy.spatial.transform import Rotation
 from jaxtyping import Float
+from scipy.spatial.transform import Rotation
 from torch import Tensor
 
 from ._dual import numpy_or_torch

@@ -42,15 +42,22 @@ The shipped definition files (``lego_stereo``, ``lego_cube``, ``torso``) are wri
 documents how they were designed and checked against the default 5 deg stereo rig.
 """
 
-from .io import (PHANTOM_SCHEMA, PhantomAmbiguityWarning, load_phantom, marker_classes, phantom_from_dict,
-                 phantom_to_dict, save_phantom)
-from .symmetry import MarkerSymmetry, identification_ambiguities, marker_symmetries
+from .designs import torso_phantom
+from .io import (
+                 PHANTOM_SCHEMA,
+                 PhantomAmbiguityWarning,
+                 load_phantom,
+                 marker_classes,
+                 phantom_from_dict,
+                 phantom_to_dict,
+                 save_phantom,
+)
 from .lego import brick_size, lego_brick
 from .materials import LABELS, MATERIALS, Material, get_material, material_table
 from .model import MARKER_COLUMNS, Body, Marker, MarkerArrays, Phantom, rigid_pose
 from .primitives import PRIMITIVES, Box, Cylinder, Ellipsoid, HollowBox, Primitive, Sphere
+from .symmetry import MarkerSymmetry, identification_ambiguities, marker_symmetries
 from .voxelize import HU_RANGE_12BIT, VoxelizedPhantom, phantom_grid, save_voxelized, voxelize
-from .designs import torso_phantom
 
 __all__ = [
     "PHANTOM_SCHEMA", "PhantomAmbiguityWarning", "load_phantom", "marker_classes",

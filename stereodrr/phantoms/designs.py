@@ -188,7 +188,7 @@ def lego_cube_spec(spacing: float = 16.0, ball: float = 2.0, reference_ball: flo
                                    "plates": h_plates, "material": "abs", "center": [sx * c, sy * c, zc + 0.0]})
     # Reference balls: the origin corner and one step along each axis (an asymmetric frame).
     refs = {(0, 0, 0), (1, 0, 0), (0, 1, 0), (0, 0, 1)}
-    markers = []
+    markers: list[dict] = []
     for k in range(n):
         for j in range(n):
             for i in range(n):

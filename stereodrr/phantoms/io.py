@@ -191,7 +191,7 @@ class PhantomAmbiguityWarning(UserWarning):
     """The phantom's markers allow more than one labelling of an image (see :mod:`.symmetry`)."""
 
 
-def marker_classes(table: "pd.DataFrame") -> list[tuple]:
+def marker_classes(table: pd.DataFrame) -> list[tuple]:
     """One ``(diameter_mm, material)`` class per row of a marker table (the cues an image gives)."""
     d = table["diameter_mm"] if "diameter_mm" in table else [0.0] * len(table)
     m = table["material"] if "material" in table else [""] * len(table)

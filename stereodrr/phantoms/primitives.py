@@ -123,7 +123,7 @@ class HollowBox(Primitive):
     """Box of outer ``size`` with side walls ``wall`` thick, a closed top ``top`` thick (+z) and
     an open bottom (-z): the shell of a LEGO brick. ``g = max(g_outer, -g_cavity)``."""
 
-    size: Sequence[float]
+    size: Sequence[float] | np.ndarray
     wall: float
     top: float
     kind: ClassVar[str] = "hollow_box"

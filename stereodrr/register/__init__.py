@@ -18,8 +18,8 @@ from .optimize import (
     Level,
     RegistrationDivergedWarning,
     RegistrationInputWarning,
-    StoppingRule,
     RegistrationResult,
+    StoppingRule,
     auto_volume_factor,
     downsample_images,
     multiview_loss,
@@ -30,9 +30,18 @@ from .optimize import (
     translation_basis,
     views_seeing,
 )
-from .precision import PARAMETERS, pose_crlb, pose_fisher_information, pose_jacobian
 from .pose import POSE_SCHEMA, RigidPose, load_pose, moved_extrinsics, pose_matrix, save_pose
-from .similarity import SIMILARITIES, check_target, count_weighted_ncc, get_similarity, gradient_ncc, multiscale_ncc, ncc, patch_ncc
+from .precision import PARAMETERS, pose_crlb, pose_fisher_information, pose_jacobian
+from .similarity import (
+    SIMILARITIES,
+    check_target,
+    count_weighted_ncc,
+    get_similarity,
+    gradient_ncc,
+    multiscale_ncc,
+    ncc,
+    patch_ncc,
+)
 
 __all__ = [
     "mean_viewing_direction", "registration_errors", "rotation_error_deg", "target_registration_error",

@@ -182,7 +182,7 @@ def spectral_sums(channels: Tensor, att: Tensor, weights: Tensor) -> Tensor:
 def render_polychromatic(
     hu: Volume | None,
     cameras: Camera | Sequence[Camera] | Mapping[str, Camera] | StereoRig,
-    detector: "DetectorModel | None" = None,
+    detector: DetectorModel | None = None,
     *,
     reference_kev: float = 60.0,
     decomposition: str = "tissue_bone",
@@ -223,7 +223,7 @@ def render_polychromatic(
 def primary_signals(
     hu: Volume | None,
     cameras: Camera | Sequence[Camera] | Mapping[str, Camera] | StereoRig,
-    detector: "DetectorModel",
+    detector: DetectorModel,
     *,
     reference_kev: float = 60.0,
     decomposition: str = "tissue_bone",
@@ -290,7 +290,7 @@ def _mono(energy_kev: float):
     return Spectrum.monochromatic(energy_kev)
 
 
-def metal_thickness(image: np.ndarray, detector: "DetectorModel", camera: Camera | None = None,
+def metal_thickness(image: np.ndarray, detector: DetectorModel, camera: Camera | None = None,
                     metal: str = "stainless_steel", background: str = "water", window_px: int = 31,
                     max_mm: float = 10.0) -> np.ndarray:
     """Two-material beam-hardening correction: metal thickness (mm) per pixel of a

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from stereodrr.calib.dlt import calibrate_rig, projection_from_points, opencv_crosscheck, reprojection_errors
+from stereodrr.calib.dlt import calibrate_rig, opencv_crosscheck, projection_from_points, reprojection_errors
 from stereodrr.geometry import Camera, StereoRig, decompose_projection
 
 

@@ -12,10 +12,20 @@ import torch
 from scipy import ndimage
 
 from stereodrr.geometry import rotvec_to_matrix, transform_points
-from stereodrr.volume import Volume
 from stereodrr.phantoms import (
-    Body, Box, Marker, Phantom, Sphere, get_material, lego_brick, load_phantom, rigid_pose, save_voxelized, voxelize,
+    Body,
+    Box,
+    Marker,
+    Phantom,
+    Sphere,
+    get_material,
+    lego_brick,
+    load_phantom,
+    rigid_pose,
+    save_voxelized,
+    voxelize,
 )
+from stereodrr.volume import Volume
 
 ROOT = Path(__file__).resolve().parents[2]
 WATER, AIR = get_material("water"), get_material("air")

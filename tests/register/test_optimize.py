@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from stereodrr.geometry import StereoRig, project_points, rotvec_to_matrix
+from stereodrr.phantoms import torso_phantom
 from stereodrr.register import (
     Level,
     RegistrationDivergedWarning,
@@ -18,7 +19,6 @@ from stereodrr.register import (
     views_seeing,
 )
 from stereodrr.volume import hu_to_mu
-from stereodrr.phantoms import torso_phantom
 
 
 @pytest.fixture(scope="module")

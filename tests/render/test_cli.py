@@ -11,9 +11,9 @@ import SimpleITK as sitk
 
 from stereodrr.cli import main
 from stereodrr.geometry import StereoRig, load_rig, save_rig
+from stereodrr.phantoms import torso_phantom
 from stereodrr.render import render_rig
 from stereodrr.volume import hu_to_mu, load_volume, save_volume
-from stereodrr.phantoms import torso_phantom
 
 ROOT = Path(__file__).resolve().parents[2]
 

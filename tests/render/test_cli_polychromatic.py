@@ -11,9 +11,9 @@ import SimpleITK as sitk
 
 from stereodrr.cli import main
 from stereodrr.geometry import StereoRig, save_rig
+from stereodrr.phantoms import torso_phantom
 from stereodrr.physics.attenuation import mass_attenuation
 from stereodrr.volume import Volume, save_volume
-from stereodrr.phantoms import torso_phantom
 
 
 def _read(path) -> np.ndarray:
