@@ -91,7 +91,8 @@ def triangulate_optimal(P1: np.ndarray, P2: np.ndarray, uv1: np.ndarray, uv2: np
     return triangulate_linear(P1, P2, c1[0], c2[0])
 
 
-def _check_views(Ps: Sequence[np.ndarray], uvs: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+def _check_views(Ps: Sequence[np.ndarray] | np.ndarray, uvs: Sequence[np.ndarray] | np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray]:
     if len(Ps) != len(uvs):
         raise ValueError(f"triangulation: {len(Ps)} projection matrices but {len(uvs)} point sets")
     if len(Ps) < 2:
@@ -102,7 +103,8 @@ def _check_views(Ps: Sequence[np.ndarray], uvs: Sequence[np.ndarray]) -> tuple[n
     return P, np.stack(pts)
 
 
-def triangulate_nview(Ps: Sequence[np.ndarray], uvs: Sequence[np.ndarray], refine: bool = True) -> np.ndarray:
+def triangulate_nview(Ps: Sequence[np.ndarray] | np.ndarray, uvs: Sequence[np.ndarray] | np.ndarray,
+                      refine: bool = True) -> np.ndarray:
     """N-view triangulation: linear, then (optionally) minimum reprojection error.
 
     Args:

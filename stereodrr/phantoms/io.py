@@ -218,7 +218,7 @@ def phantom_to_dict(phantom: Phantom) -> dict:
         spec.update(b.shape.params())
         spec.update(_pose_fields(b.pose, "center"))
         bodies.append(spec)
-    out = {"schema": PHANTOM_SCHEMA, "name": phantom.name}
+    out: dict[str, Any] = {"schema": PHANTOM_SCHEMA, "name": phantom.name}
     if phantom.description:
         out["description"] = phantom.description
     pose = _pose_fields(phantom.pose, "translation_mm")

@@ -227,7 +227,8 @@ class Cylinder(Primitive):
         return min(size, 2.0 * self.inner_radius) if self.inner_radius > 0 else size
 
     def params(self) -> dict:
-        out = {"radius": self.radius if np.ndim(self.radius) == 0 else list(self.radius), "height": self.height}
+        out = {"radius": self.radius if np.ndim(self.radius) == 0 else list(self.radius),  # type: ignore[arg-type]
+               "height": self.height}
         if self.inner_radius > 0:
             out["inner_radius"] = self.inner_radius
         return out
