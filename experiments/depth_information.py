@@ -31,7 +31,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from stereodrr._io import atomic_path
+from stereodrr.fileio import atomic_path
 from stereodrr.geometry import StereoRig
 from stereodrr.plot.register import plot_depth_information
 from stereodrr.register import pose_crlb

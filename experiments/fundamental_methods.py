@@ -27,8 +27,8 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from stereodrr._io import atomic_path
 from stereodrr.calib import F_METHODS, estimate_fundamental, symmetric_epipolar_distance
+from stereodrr.fileio import atomic_path
 from stereodrr.geometry import StereoRig
 from stereodrr.plot.studies import plot_fundamental_methods
 
@@ -76,7 +76,7 @@ def breakdown(df: pd.DataFrame) -> pd.DataFrame:
     for method, g in med.groupby("method", sort=False):
         ok = g["heldout_px"] <= BREAK_PX
 
-        def limit(col: str, fixed: dict, pick) -> float:
+        def limit(col: str, fixed: dict, pick, ok=ok, g=g) -> float:
             m = ok & np.logical_and.reduce([g[k] == v for k, v in fixed.items()])
             vals = g.loc[m, col]
             return float(pick(vals)) if len(vals) else np.nan

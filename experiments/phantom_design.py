@@ -33,8 +33,8 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from stereodrr._io import atomic_path
 from stereodrr.calib import calibrate_rig, split_error, triangulate
+from stereodrr.fileio import atomic_path
 from stereodrr.geometry import Camera, StereoRig, project_points
 from stereodrr.phantoms import load_phantom
 from stereodrr.plot.studies import plot_phantom_design

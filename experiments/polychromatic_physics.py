@@ -32,8 +32,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from stereodrr._io import atomic_path
 from stereodrr.calib.detect import detect_markers
+from stereodrr.fileio import atomic_path
 from stereodrr.geometry import StereoRig
 from stereodrr.phantoms import load_phantom, voxelize
 from stereodrr.render import DetectorModel, detector_preset, render_polychromatic

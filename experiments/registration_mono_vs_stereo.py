@@ -43,13 +43,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from stereodrr.render.threads import set_cpu_threads  # noqa: E402
-from stereodrr._io import atomic_path
+from stereodrr.fileio import atomic_path
 from stereodrr.geometry import StereoRig, invert, rigid_matrix
+from stereodrr.phantoms import torso_phantom
 from stereodrr.plot.register import plot_registration_study
 from stereodrr.register import RigidPose, moved_extrinsics, pose_crlb, register, registration_errors
 from stereodrr.render import detect, negative_log, render_drr
-from stereodrr.volume import Volume, hu_to_mu, torso_phantom
+from stereodrr.render.threads import set_cpu_threads  # noqa: E402
+from stereodrr.volume import Volume, hu_to_mu
 
 SETUPS = ("single", "stereo5", "biplanar", "nanodrr")
 SID, SDD = 750.0, 1200.0

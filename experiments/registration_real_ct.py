@@ -45,13 +45,14 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from registration_mono_vs_stereo import build_rigs, initial_poses, run_nanodrr, simulate_xrays  # noqa: E402
 
-from stereodrr.render.threads import set_cpu_threads  # noqa: E402
-from stereodrr._io import atomic_path  # noqa: E402
+from stereodrr.cli.register import parse_levels  # noqa: E402
+from stereodrr.fileio import atomic_path  # noqa: E402
+from stereodrr.phantoms import torso_phantom  # noqa: E402
 from stereodrr.plot.register import plot_registration_study  # noqa: E402
 from stereodrr.register import RigidPose, pose_crlb, register, registration_errors, render_views  # noqa: E402
-from stereodrr.cli.register import parse_levels  # noqa: E402
 from stereodrr.render import render_drr  # noqa: E402
-from stereodrr.volume import Volume, hu_to_mu, load_volume, torso_phantom  # noqa: E402
+from stereodrr.render.threads import set_cpu_threads  # noqa: E402
+from stereodrr.volume import Volume, hu_to_mu, load_volume  # noqa: E402
 
 SETUPS = ("single", "stereo5", "biplanar", "nanodrr")
 COLUMNS = ["setup", "trial", "success", "mtre_mm", "depth_error_mm", "inplane_error_mm", "rotation_error_deg",

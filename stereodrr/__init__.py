@@ -2,13 +2,89 @@
 
 Stages (data flows left to right): ``geometry`` -> ``volume`` / ``phantoms`` -> ``render`` ->
 ``calib`` -> ``register`` -> ``dataset``; ``plot`` and ``cli`` sit on top.
+
+The top level holds what a user needs for the whole chain (imported on first use, so
+``import stereodrr`` stays cheap)::
+
+    import stereodrr as sd
+
+    ct = sd.Volume.from_numpy(mu, spacing=(1, 1, 1))         # or sd.load_volume("ct.nii.gz")
+    rig = sd.StereoRig.convergent(5, 750, 1200, 0.3, 512, 512)
+    images = sd.render_rig(ct, rig)                            # {view: (H, W)} line integrals
+    result = sd.register(ct, rig, images)                      # RegistrationResult, .pose
+    calib = sd.calibrate_stereo(shots, sd.load_phantom("lego_stereo").marker_table(), rig)
+
+==========================  ===========================================================
+geometry                    ``Camera``, ``StereoRig``, ``RigidPose``, ``load_rig``, ``save_rig``
+volumes and phantoms        ``Volume``, ``load_volume``, ``save_volume``, ``hu_to_mu``,
+                            ``mu_to_hu``, ``torso_phantom``, ``load_phantom``, ``voxelize``
+rendering                   ``render_drr``, ``render_rig``, ``drr`` (the tensor core),
+                            ``render_polychromatic``, ``DetectorModel``
+calibration                 ``calibrate_stereo``
+registration                ``register``, ``registration_errors``, ``load_pose``, ``save_pose``
+datasets                    ``generate_dataset``, ``load_config``, ``StereoDRRDataset``
+==========================  ===========================================================
+
+Everything else is public in its sub-package (``stereodrr.calib``, ``stereodrr.render``, ...,
+each with its own ``__all__``).
 """
 
-__version__ = "0.1.0"
+from __future__ import annotations
 
+import importlib
 import os as _os
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
 
 # Idle OpenMP workers sleep instead of spinning (libgomp reads this when torch loads it, so it
 # must come before any import of torch); unless the user chose a policy. Why and what it
 # measured: stereodrr.render.threads.
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+# name -> the module that defines it (imported when the name is first used)
+_EXPORTS = {
+    "Camera": "stereodrr.geometry", "StereoRig": "stereodrr.geometry", "RigidPose": "stereodrr.geometry",
+    "load_rig": "stereodrr.geometry", "save_rig": "stereodrr.geometry",
+    "Volume": "stereodrr.volume", "load_volume": "stereodrr.volume", "save_volume": "stereodrr.volume",
+    "hu_to_mu": "stereodrr.volume", "mu_to_hu": "stereodrr.volume", "torso_phantom": "stereodrr.phantoms",
+    "load_phantom": "stereodrr.phantoms", "voxelize": "stereodrr.phantoms",
+    "render_drr": "stereodrr.render", "render_rig": "stereodrr.render", "drr": "stereodrr.render",
+    "render_polychromatic": "stereodrr.render", "DetectorModel": "stereodrr.render",
+    "calibrate_stereo": "stereodrr.calib",
+    "register": "stereodrr.register", "registration_errors": "stereodrr.register",
+    "load_pose": "stereodrr.register", "save_pose": "stereodrr.register",
+    "generate_dataset": "stereodrr.dataset", "load_config": "stereodrr.dataset",
+    "StereoDRRDataset": "stereodrr.dataset",
+}
+
+__all__ = [
+    "__version__",
+    "Camera", "StereoRig", "RigidPose", "load_rig", "save_rig",
+    "Volume", "load_volume", "save_volume", "hu_to_mu", "mu_to_hu", "torso_phantom", "load_phantom", "voxelize",
+    "render_drr", "render_rig", "drr", "render_polychromatic", "DetectorModel",
+    "calibrate_stereo", "register", "registration_errors", "load_pose", "save_pose",
+    "generate_dataset", "load_config", "StereoDRRDataset",
+]
+
+if TYPE_CHECKING:
+    from .calib import calibrate_stereo
+    from .dataset import StereoDRRDataset, generate_dataset, load_config
+    from .geometry import Camera, RigidPose, StereoRig, load_rig, save_rig
+    from .phantoms import load_phantom, torso_phantom, voxelize
+    from .register import load_pose, register, registration_errors, save_pose
+    from .render import DetectorModel, drr, render_drr, render_polychromatic, render_rig
+    from .volume import Volume, hu_to_mu, load_volume, mu_to_hu, save_volume
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'stereodrr' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})

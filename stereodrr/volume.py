@@ -1,5 +1,5 @@
-"""CT-like volumes with SimpleITK geometry, medical image I/O, HU <-> attenuation, and a
-built-in anthropomorphic phantom.
+"""CT-like volumes with SimpleITK geometry, medical image I/O and HU <-> attenuation (the
+built-in torso CT is :func:`stereodrr.phantoms.torso_phantom`).
 
 A :class:`Volume` holds a float32 tensor in SimpleITK/numpy array order ``(Z, Y, X)`` and the
 image geometry: ``origin`` (world mm of voxel index 0), ``spacing`` (mm, x/y/z order) and
@@ -23,14 +23,15 @@ import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, Sequence, overload
 
 import numpy as np
 import SimpleITK as sitk
 import torch
+from numpy.typing import ArrayLike
 from torch import Tensor
 
-from ._io import atomic_path
+from .fileio import atomic_path
 from .geometry.se3 import transform_points
 from .physics.attenuation import mass_attenuation
 
@@ -41,7 +42,6 @@ __all__ = [
     "mu_water",
     "hu_to_mu",
     "mu_to_hu",
-    "torso_phantom",
 ]
 
 def mu_water(energy_kev: float = 60.0) -> float:
@@ -55,20 +55,29 @@ def mu_water(energy_kev: float = 60.0) -> float:
     return float(mass_attenuation("Water, Liquid", float(energy_kev))[0]) * 1.0 / 10.0  # cm^2/g * g/cm^3 -> 1/mm
 
 
-def hu_to_mu(hu: Tensor | np.ndarray, energy_kev: float = 60.0) -> Tensor | np.ndarray:
+@overload
+def hu_to_mu(hu: Tensor, energy_kev: float = 60.0) -> Tensor: ...
+@overload
+def hu_to_mu(hu: np.ndarray | float, energy_kev: float = 60.0) -> np.ndarray: ...
+def hu_to_mu(hu: Tensor | np.ndarray | float, energy_kev: float = 60.0) -> Tensor | np.ndarray:
     """``mu = mu_water(E) (1 + HU/1000)``, clamped at 0 (nothing attenuates less than vacuum)."""
     mw = mu_water(energy_kev)
     if isinstance(hu, Tensor):
         return (mw * (1.0 + hu / 1000.0)).clamp_min(0.0)
-    return np.maximum(mw * (1.0 + np.asarray(hu) / 1000.0), 0.0)
+    return np.asarray(np.maximum(mw * (1.0 + np.asarray(hu) / 1000.0), 0.0))
 
 
-def mu_to_hu(mu: Tensor | np.ndarray, energy_kev: float = 60.0) -> Tensor | np.ndarray:
+@overload
+def mu_to_hu(mu: Tensor, energy_kev: float = 60.0) -> Tensor: ...
+@overload
+def mu_to_hu(mu: np.ndarray | float, energy_kev: float = 60.0) -> np.ndarray: ...
+def mu_to_hu(mu: Tensor | np.ndarray | float, energy_kev: float = 60.0) -> Tensor | np.ndarray:
     """``HU = 1000 (mu / mu_water(E) - 1)``."""
-    return 1000.0 * (mu / mu_water(energy_kev) - 1.0)
+    hu = 1000.0 * (mu / mu_water(energy_kev) - 1.0)
+    return hu if isinstance(hu, Tensor) else np.asarray(hu)
 
 
-def _vec3(name: str, value: Sequence[float]) -> np.ndarray:
+def _vec3(name: str, value: Sequence[float] | np.ndarray) -> np.ndarray:
     arr = np.asarray(value, dtype=np.float64)
     if arr.shape != (3,) or not np.all(np.isfinite(arr)):
         raise ValueError(f"{name}: expected 3 finite numbers, got {value}")
@@ -113,14 +122,14 @@ class Volume:
 
     # ---- construction
     @classmethod
-    def from_numpy(cls, array: np.ndarray, spacing: Sequence[float] = (1.0, 1.0, 1.0),
-                   origin: Sequence[float] = (0.0, 0.0, 0.0),
-                   direction: np.ndarray | Sequence[float] = np.eye(3)) -> "Volume":
-        """From a ``(Z, Y, X)`` array."""
-        return cls(torch.as_tensor(np.ascontiguousarray(array, dtype=np.float32)), origin, spacing, direction)
+    def from_numpy(cls, array: np.ndarray, spacing: ArrayLike = (1.0, 1.0, 1.0), origin: ArrayLike = (0.0, 0.0, 0.0),
+                   direction: ArrayLike | None = None) -> Volume:
+        """From a ``(Z, Y, X)`` array (identity ``direction`` by default)."""
+        return cls(torch.as_tensor(np.ascontiguousarray(array, dtype=np.float32)), np.asarray(origin, dtype=np.float64),
+                   np.asarray(spacing, dtype=np.float64), np.eye(3) if direction is None else np.asarray(direction, dtype=np.float64))
 
     @classmethod
-    def from_sitk(cls, image: sitk.Image) -> "Volume":
+    def from_sitk(cls, image: sitk.Image) -> Volume:
         """From a 3D scalar SimpleITK image (geometry copied exactly)."""
         if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
             raise ValueError(
@@ -138,13 +147,13 @@ class Volume:
         img.SetDirection(tuple(self.direction.ravel().tolist()))
         return img
 
-    def with_data(self, data: Tensor) -> "Volume":
+    def with_data(self, data: Tensor) -> Volume:
         """Same geometry, other voxel values (``(Z, Y, X)``, same shape)."""
         if tuple(data.shape) != tuple(self.data.shape):
             raise ValueError(f"data: expected shape {tuple(self.data.shape)}, got {tuple(data.shape)}")
         return Volume(data, self.origin, self.spacing, self.direction)
 
-    def to(self, device: torch.device | str) -> "Volume":
+    def to(self, device: torch.device | str) -> Volume:
         """Copy with the voxel tensor on ``device`` (geometry stays numpy float64)."""
         return Volume(self.data.to(device), self.origin, self.spacing, self.direction)
 
@@ -167,13 +176,32 @@ class Volume:
         A[:3, 3] = self.origin
         return A
 
+    @property
+    def index_from_world(self) -> np.ndarray:
+        """``(4, 4)`` world mm -> continuous index (i, j, k): the inverse of :attr:`affine`, the
+        map every renderer and resampler needs (the one place it is inverted)."""
+        return np.linalg.inv(self.affine)
+
+    def index_from_world_tensor(self) -> Tensor:
+        """:attr:`index_from_world` as a ``(4, 4)`` tensor in ``data``'s dtype and device (the
+        renderer's argument; inverted in float64, then cast)."""
+        return torch.as_tensor(self.index_from_world, dtype=self.data.dtype, device=self.data.device)
+
+    @overload
+    def index_to_world(self, ijk: Tensor) -> Tensor: ...
+    @overload
+    def index_to_world(self, ijk: np.ndarray) -> np.ndarray: ...
     def index_to_world(self, ijk: np.ndarray | Tensor) -> np.ndarray | Tensor:
-        """Continuous indices ``(N, 3)`` (i, j, k) -> world ``(N, 3)`` mm."""
+        """Continuous indices ``(N, 3)`` (i, j, k) -> world ``(N, 3)`` mm (numpy in, numpy out)."""
         return transform_points(self.affine, ijk)
 
+    @overload
+    def world_to_index(self, xyz: Tensor) -> Tensor: ...
+    @overload
+    def world_to_index(self, xyz: np.ndarray) -> np.ndarray: ...
     def world_to_index(self, xyz: np.ndarray | Tensor) -> np.ndarray | Tensor:
         """World ``(N, 3)`` mm -> continuous indices ``(N, 3)`` (i, j, k)."""
-        return transform_points(np.linalg.inv(self.affine), xyz)
+        return transform_points(self.index_from_world, xyz)
 
     def corners(self) -> np.ndarray:
         """``(8, 3)`` world corners of the volume's box (voxel edges, indices -0.5 and n-0.5)."""
@@ -192,7 +220,7 @@ class Volume:
         return self.index_to_world((np.asarray(self.size, dtype=np.float64)[None] - 1) / 2)[0]
 
     # ---- resampling
-    def resample(self, spacing: Sequence[float] | float, interpolator: str = "linear") -> "Volume":
+    def resample(self, spacing: Sequence[float] | float, interpolator: str = "linear") -> Volume:
         """Resample to a new voxel size over the same box (same direction), via SimpleITK.
 
         The new grid covers the old box with ``round(extent / spacing)`` voxels (at least one)
@@ -215,7 +243,7 @@ class Volume:
         )
         return Volume.from_sitk(out).to(self.device)
 
-    def downsample(self, factor: int | Sequence[int]) -> "Volume":
+    def downsample(self, factor: int | Sequence[int]) -> Volume:
         """Average blocks of ``factor`` voxels: one integer for every axis, or three ``(fi, fj, fk)``
         along the index axes i, j, k (x, y, z order) so thick slices need not be merged further.
 
@@ -413,79 +441,3 @@ def save_volume(volume: Volume, path: str | os.PathLike[str]) -> Path:
     with atomic_path(p) as tmp:
         sitk.WriteImage(volume.to_sitk(), str(tmp), useCompression=True)
     return p
-
-
-# ---- built-in phantom
-def torso_phantom(
-    size: Sequence[int] = (128, 96, 80),
-    spacing: Sequence[float] | float = 2.5,
-    center: Sequence[float] = (0.0, 0.0, 0.0),
-    supersample: int = 2,
-) -> Volume:
-    """An anthropomorphic torso in HU (LPS, patient supine, superior = +z): an elliptic body
-    (soft tissue 40 HU) with a subcutaneous fat layer (-100 HU), two lungs (-800 HU), a heart
-    (50 HU), a sternum and a vertebral column (cortical shell 1000 HU, cancellous 250 HU) with
-    spinous processes, and ribs. Deliberately asymmetric (heart to the left, one rib row offset)
-    so orientation errors show.
-
-    Args:
-        size: voxels along x, y, z.
-        spacing: mm per voxel (one number or three).
-        center: world position of the volume's centre.
-        supersample: sub-samples per axis and voxel for partial-volume averaging.
-
-    Returns:
-        A :class:`Volume` in HU (identity direction).
-    """
-    nx, ny, nz = (int(v) for v in size)
-    sp = np.broadcast_to(np.asarray(spacing, dtype=np.float64), (3,)).copy()
-    if min(nx, ny, nz) < 1 or np.any(sp <= 0):
-        raise ValueError(f"size/spacing: expected positive values, got size={size}, spacing={spacing}")
-    c = _vec3("center", center)
-    origin = c - sp * (np.array([nx, ny, nz]) - 1) / 2
-    s = int(supersample)
-    offs = (np.arange(s) + 0.5) / s - 0.5
-    # Coordinates relative to the centre, in mm; x = L, y = P, z = S.
-    xs = ((np.arange(nx)[:, None] + offs[None]) * sp[0] + origin[0] - c[0]).ravel()
-    ys = ((np.arange(ny)[:, None] + offs[None]) * sp[1] + origin[1] - c[1]).ravel()
-    zs = ((np.arange(nz)[:, None] + offs[None]) * sp[2] + origin[2] - c[2]).ravel()
-    Z, Y, X = np.meshgrid(zs, ys, xs, indexing="ij")
-    half_z = nz * sp[2] / 2
-    hu = np.full(X.shape, -1000.0, dtype=np.float32)
-
-    def ell(cx: float, cy: float, ax: float, ay: float) -> np.ndarray:
-        return ((X - cx) / ax) ** 2 + ((Y - cy) / ay) ** 2 <= 1.0
-
-    ax_body, ay_body = 0.42 * nx * sp[0], 0.40 * ny * sp[1]
-    z_in = np.abs(Z) <= 0.9 * half_z
-    hu[ell(0, 0, ax_body, ay_body) & z_in] = -100.0  # fat
-    hu[ell(0, 0, ax_body - 8, ay_body - 8) & z_in] = 40.0  # soft tissue
-    lung_l = ((X - 0.45 * ax_body) / (0.35 * ax_body)) ** 2 + ((Y + 0.05 * ay_body) / (0.6 * ay_body)) ** 2 + (
-        (Z - 0.15 * half_z) / (0.7 * half_z)) ** 2 <= 1
-    lung_r = ((X + 0.45 * ax_body) / (0.35 * ax_body)) ** 2 + ((Y + 0.05 * ay_body) / (0.6 * ay_body)) ** 2 + (
-        (Z - 0.1 * half_z) / (0.75 * half_z)) ** 2 <= 1
-    hu[(lung_l | lung_r) & z_in] = -800.0
-    heart = ((X - 0.15 * ax_body) / (0.3 * ax_body)) ** 2 + ((Y + 0.2 * ay_body) / (0.3 * ay_body)) ** 2 + (
-        (Z + 0.2 * half_z) / (0.35 * half_z)) ** 2 <= 1
-    hu[heart] = 50.0
-    # Vertebral column: cortical shell around cancellous body, posterior of centre.
-    vy = 0.55 * ay_body
-    r_vb = 0.16 * ax_body
-    body = ell(0, vy, r_vb, 0.8 * r_vb) & z_in
-    hu[body] = 1000.0
-    hu[ell(0, vy, r_vb - 2.5, 0.8 * r_vb - 2.5) & z_in] = 250.0
-    # Discs every ~30 mm break the column into vertebrae.
-    disc = (np.mod(Z + half_z, 30.0) < 5.0) & body
-    hu[disc] = 80.0
-    spinous = (np.abs(X) <= 3.0) & (Y > vy + 0.8 * r_vb) & (Y < vy + 0.8 * r_vb + 25) & z_in & ~(np.mod(Z + half_z, 30.0) < 8.0)
-    hu[spinous & ell(0, 0, ax_body, ay_body)] = 700.0
-    # Sternum: a flat bar anterior.
-    hu[(np.abs(X) <= 12) & (np.abs(Y + ay_body - 16) <= 4) & (np.abs(Z) <= 0.6 * half_z)] = 700.0
-    # Ribs: elliptic rings every 25 mm (right side offset by 6 mm in z for asymmetry).
-    ring = np.sqrt((X / (ax_body - 14)) ** 2 + (Y / (ay_body - 14)) ** 2)
-    z_rib = np.where(X < 0, Z + 6.0, Z)
-    rib = (np.abs(ring - 1.0) * min(ax_body, ay_body) <= 3.0) & (np.mod(z_rib + half_z, 25.0) < 6.0) & (np.abs(Z) <= 0.75 * half_z)
-    hu[rib & (Y < vy)] = 700.0
-    # Average the supersamples of each voxel (partial volume).
-    hu = hu.reshape(nz, s, ny, s, nx, s).mean(axis=(1, 3, 5))
-    return Volume.from_numpy(hu, spacing=sp, origin=origin)

@@ -23,8 +23,9 @@ import SimpleITK as sitk
 
 from stereodrr.cli import main
 from stereodrr.geometry import StereoRig, rig_to_dict, save_rig
+from stereodrr.phantoms import torso_phantom
 from stereodrr.phantoms.io import BUILTIN_DIR
-from stereodrr.volume import save_volume, torso_phantom
+from stereodrr.volume import save_volume
 
 CASE_SECONDS = 120  # a hang guard, far above any case (they fail before rendering)
 CASE_MEMORY = 1 << 30  # peak RSS growth allowed per case

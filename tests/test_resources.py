@@ -5,11 +5,11 @@ import warnings
 import numpy as np
 import pytest
 
-from stereodrr._resources import ResourceError, check_memory, memory_budget
 from stereodrr.geometry import Camera, StereoRig
 from stereodrr.phantoms import load_phantom
 from stereodrr.phantoms.io import BUILTIN_DIR, builtin_phantoms, resolve_phantom
 from stereodrr.render import RaysMissWarning, render_rig
+from stereodrr.resources import ResourceError, check_memory, memory_budget
 from stereodrr.volume import Volume
 
 
@@ -21,7 +21,7 @@ def test_budget_sizes(monkeypatch, text, expected):
 
 
 def test_budget_fraction_and_default(monkeypatch):
-    import stereodrr._resources as res
+    import stereodrr.resources as res
 
     monkeypatch.setattr(res, "available_memory", lambda: 1000 << 20)
     monkeypatch.delenv("STEREODRR_MEMORY_BUDGET", raising=False)

@@ -34,7 +34,7 @@ from ._checks import apply_h, as_points, hartley_normalization, same_count
 __all__ = [
     "MIN_DLT_POINTS",
     "check_noncoplanar",
-    "dlt_projection",
+    "projection_from_points",
     "reprojection_errors",
     "ViewCalibration",
     "RigCalibration",
@@ -67,7 +67,7 @@ def check_noncoplanar(points3d: np.ndarray, tol: float = 1e-3, what: str = "3D p
         )
 
 
-def dlt_projection(points3d: np.ndarray, points2d: np.ndarray, what: str = "view") -> np.ndarray:
+def projection_from_points(points3d: np.ndarray, points2d: np.ndarray, what: str = "view") -> np.ndarray:
     """Linear 11-parameter DLT of one view with Hartley normalisation.
 
     Args:
@@ -214,7 +214,7 @@ def calibrate_rig(
     if missing:
         raise ValueError(f"detectors: no detector given for view(s) {missing}")
     data = {n: _check_correspondences(*correspondences[n], what=f"view {n!r}") for n in names}
-    P_lin = {n: dlt_projection(*data[n], what=f"view {n!r}") for n in names}
+    P_lin = {n: projection_from_points(*data[n], what=f"view {n!r}") for n in names}
     krt = [decompose_projection(P_lin[n]) for n in names]
 
     def intr(K: np.ndarray) -> np.ndarray:

@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from .._io import atomic_path, atomic_write_text
+from ..fileio import atomic_path, atomic_write_text
 from ..geometry import Camera, StereoRig, dlt_pixel_flip, fundamental_from_cameras, save_dlt_csv, save_rig, skew
 from .dlt import rig_isocenter
 
@@ -155,7 +155,8 @@ def load_opencv_yaml(path: str | os.PathLike[str]) -> StereoRig:
                 raise ValueError(f"{p}: view {name!r} lacks node(s) {[f'{k}_{m}' for m in absent]}")
             w, h = mats["image_size"].ravel()
             cams[name] = Camera(K=mats["camera_matrix"], R=mats["R"], t=mats["t"].ravel(), width=int(w),
-                                height=int(h), pixel_spacing=tuple(mats["pixel_spacing"].ravel()))
+                                height=int(h), pixel_spacing=(float(mats["pixel_spacing"].ravel()[0]),
+                                                                       float(mats["pixel_spacing"].ravel()[1])))
     finally:
         fs.release()
     return StereoRig(cams, rig_isocenter(cams))

@@ -38,11 +38,18 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import linear_sum_assignment
 
-from ..geometry import Camera, decompose_projection, matrix_to_rotvec, project_points, projection_matrix, rotvec_to_matrix
+from ..geometry import (
+    Camera,
+    decompose_projection,
+    project_points,
+    projection_matrix,
+    rotation_angle_deg,
+    rotvec_to_matrix,
+)
 from ..phantoms.io import marker_classes
 from ..phantoms.symmetry import MAX_PRIOR_ROTATION_DEG, marker_symmetries
 from ._checks import as_points, same_count
-from .dlt import MIN_DLT_POINTS, dlt_projection
+from .dlt import MIN_DLT_POINTS, projection_from_points
 
 __all__ = ["Identification", "identify_markers", "match_views", "shadow_diameters_px", "MIN_MARGIN"]
 
@@ -142,7 +149,7 @@ def _refine(det: np.ndarray, X: np.ndarray, K: np.ndarray, ok: np.ndarray, rows:
             P = projection_matrix(K, rotvec_to_matrix(rvec.ravel().astype(np.float64)), tvec.ravel().astype(np.float64))
         else:
             try:
-                P = dlt_projection(X[cols], det[rows], what="identification")
+                P = projection_from_points(X[cols], det[rows], what="identification")
             except ValueError:
                 pass  # too few or coplanar matches so far: keep the previous pose
         proj, _ = project_points(P, X)
@@ -150,7 +157,7 @@ def _refine(det: np.ndarray, X: np.ndarray, K: np.ndarray, ok: np.ndarray, rows:
     if len(rows) < MIN_DLT_POINTS:
         return None
     try:
-        P = dlt_projection(X[cols], det[rows], what="identification")
+        P = projection_from_points(X[cols], det[rows], what="identification")
     except ValueError:
         return None
     return P, rows, cols
@@ -259,7 +266,7 @@ def identify_markers(
         if dd is not None:
             ratio = dd[rows] / expected[cols]
             size_bad = int(np.sum(np.abs(ratio / np.median(ratio) - 1.0) > _SIZE_CLASS_TOL))
-        rot = float(np.degrees(np.linalg.norm(matrix_to_rotvec(R @ camera.R.T))))
+        rot = rotation_angle_deg(R, camera.R)
         dsrc = float(np.linalg.norm(src - camera.center))
         return {"hypothesis": how, "matched": int(len(rows)), "size_contradictions": size_bad,
                 "evidence": float(len(rows) - _SIZE_WEIGHT * size_bad), "rms_px": float(np.sqrt(np.mean(res**2))),
@@ -318,7 +325,7 @@ def identify_markers(
             if keep.sum() < MIN_DLT_POINTS:
                 continue
             try:
-                P = dlt_projection(X[new[keep]], det[rows[keep]], what=name)
+                P = projection_from_points(X[new[keep]], det[rows[keep]], what=name)
             except ValueError:
                 continue
             add(_refine(det, X, K, ok, rows[keep], new[keep], final_gates, P=P),

@@ -17,7 +17,9 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from ..geometry import StereoRig, fundamental_from_cameras, matrix_to_rotvec
+from ..geometry import StereoRig, fundamental_from_cameras, rotation_angle_deg
+from ..phantoms.io import marker_classes
+from ..phantoms.symmetry import identification_ambiguities
 from .detect import detect_markers
 from .dlt import RigCalibration, calibrate_rig, opencv_crosscheck
 from .fundamental import METHODS as F_METHODS
@@ -27,8 +29,6 @@ from .triangulate import METHODS as TRI_METHODS
 from .triangulate import Triangulation, error_table, triangulate
 from .validate import EpipolarReport, compare_fundamental, validate_epipolar
 from .verdict import Tolerances, Verdict, physics_checks, swap_message, view_assignment
-from ..phantoms.io import marker_classes
-from ..phantoms.symmetry import identification_ambiguities
 
 __all__ = ["StereoCalibration", "calibrate_stereo", "check_images", "held_out_points"]
 
@@ -349,7 +349,7 @@ def calibrate_stereo(
             c, tr = calibration.rig[n], truth[n]
             truth_cmp[n] = {
                 "source_error_mm": float(np.linalg.norm(c.center - tr.center)),
-                "rotation_error_deg": float(np.degrees(np.linalg.norm(matrix_to_rotvec(c.R @ tr.R.T)))),
+                "rotation_error_deg": rotation_angle_deg(c.R, tr.R),
                 "focal_rel_error": float(np.max(np.abs(np.diag(c.K)[:2] / np.diag(tr.K)[:2] - 1))),
                 "principal_point_error_px": float(np.linalg.norm(c.K[:2, 2] - tr.K[:2, 2])),
             }

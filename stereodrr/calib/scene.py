@@ -21,9 +21,9 @@ from ..geometry import Camera, StereoRig, rotvec_to_matrix
 from ..phantoms import Phantom, voxelize
 from ..render import render_rig, render_spheres
 from ..render.aperture import BALL_SUBPIXELS, check_aperture
-from ..render.markers import sphere_transmission
 from ..render.detector import DetectorModel, to_uint16
 from ..render.detector import detect as detector_counts
+from ..render.markers import sphere_transmission
 from ..render.polychromatic import render_polychromatic
 from ..volume import mu_to_hu
 

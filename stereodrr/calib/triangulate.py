@@ -27,7 +27,8 @@ import pandas as pd
 from scipy.optimize import least_squares
 from scipy.sparse import lil_matrix
 
-from ..geometry import Camera, fundamental_from_projections, project_points
+from ..geometry import Camera, fundamental_from_projections, project_points, split_depth_inplane
+from ..geometry.errors import depth_directions as _bisectors
 from ._checks import as_points, same_count
 
 __all__ = [
@@ -90,7 +91,8 @@ def triangulate_optimal(P1: np.ndarray, P2: np.ndarray, uv1: np.ndarray, uv2: np
     return triangulate_linear(P1, P2, c1[0], c2[0])
 
 
-def _check_views(Ps: Sequence[np.ndarray], uvs: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+def _check_views(Ps: Sequence[np.ndarray] | np.ndarray, uvs: Sequence[np.ndarray] | np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray]:
     if len(Ps) != len(uvs):
         raise ValueError(f"triangulation: {len(Ps)} projection matrices but {len(uvs)} point sets")
     if len(Ps) < 2:
@@ -101,7 +103,8 @@ def _check_views(Ps: Sequence[np.ndarray], uvs: Sequence[np.ndarray]) -> tuple[n
     return P, np.stack(pts)
 
 
-def triangulate_nview(Ps: Sequence[np.ndarray], uvs: Sequence[np.ndarray], refine: bool = True) -> np.ndarray:
+def triangulate_nview(Ps: Sequence[np.ndarray] | np.ndarray, uvs: Sequence[np.ndarray] | np.ndarray,
+                      refine: bool = True) -> np.ndarray:
     """N-view triangulation: linear, then (optionally) minimum reprojection error.
 
     Args:
@@ -158,9 +161,7 @@ def projection_jacobian(P: np.ndarray, X: np.ndarray) -> np.ndarray:
 
 def depth_directions(cameras: Sequence[Camera], X: np.ndarray) -> np.ndarray:
     """``(N, 3)`` unit bisector of the viewing rays (source -> point) of all views at each point."""
-    X = as_points("X", X, 3)
-    d = sum((X - c.center) / np.linalg.norm(X - c.center, axis=1, keepdims=True) for c in cameras)
-    return d / np.linalg.norm(d, axis=1, keepdims=True)
+    return _bisectors(cameras, as_points("X", X, 3))
 
 
 def split_error(X_est: np.ndarray, X_true: np.ndarray, cameras: Sequence[Camera]) -> tuple[np.ndarray, np.ndarray]:
@@ -173,11 +174,7 @@ def split_error(X_est: np.ndarray, X_true: np.ndarray, cameras: Sequence[Camera]
     Xe = as_points("X_est", X_est, 3)
     Xt = as_points("X_true", X_true, 3)
     same_count(X_est=Xe, X_true=Xt)
-    e = Xe - Xt
-    d = depth_directions(cameras, Xt)
-    depth = np.sum(e * d, axis=1)
-    inplane = np.linalg.norm(e - depth[:, None] * d, axis=1)
-    return depth, inplane
+    return split_depth_inplane(Xe - Xt, depth_directions(cameras, Xt))
 
 
 def predicted_error(cameras: Sequence[Camera], X: np.ndarray, sigma_px: float) -> tuple[np.ndarray, np.ndarray]:

@@ -11,9 +11,9 @@ and ``marker_errors.png``.
 from __future__ import annotations
 
 import argparse
-import sys
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any, Mapping
@@ -22,14 +22,13 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from .._io import atomic_path, atomic_write_text, check_input_file
-from ..calib.detect import KINDS
-from ..calib.detect import APERTURES
+from ..calib.detect import APERTURES, KINDS
 from ..calib.export import export_calibration, save_points_csv
-from ..calib.identify import MIN_MARGIN
-from ..calib.verdict import Tolerances
 from ..calib.fundamental import METHODS
+from ..calib.identify import MIN_MARGIN
 from ..calib.pipeline import StereoCalibration, calibrate_stereo
+from ..calib.verdict import Tolerances
+from ..fileio import atomic_path, atomic_write_text, check_input_file
 from ..geometry import load_rig
 from ..phantoms import load_phantom
 from ..plot.calib import plot_marker_errors, plot_stereo_pair

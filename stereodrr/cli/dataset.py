@@ -6,8 +6,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .._resources import MAX_INT64
 from ..dataset import generate_dataset, load_config, parse_shard
+from ..resources import MAX_INT64
 from ._args import UsageError, input_file, integer, output_folder
 
 

@@ -19,11 +19,11 @@ import time
 
 from ..calib.fundamental import METHODS
 from ..calib.pipeline import calibrate_stereo
-from ..render.aperture import APERTURES
 from ..calib.scene import perturbed_rig, render_calibration_images
 from ..geometry import StereoRig, save_rig
 from ..phantoms import load_phantom
-from .._resources import MAX_BLUR_PX, PIXEL_PITCH_MM, SHOT_BYTES_PER_PIXEL, check_memory, render_bytes
+from ..render.aperture import APERTURES
+from ..resources import MAX_BLUR_PX, PIXEL_PITCH_MM, SHOT_BYTES_PER_PIXEL, check_memory, render_bytes
 from ._args import integer, number, output_folder
 from .calibrate import write_image, write_results
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import numpy as np
 
-from .._resources import MAX_SUPERSAMPLE, check_memory, voxelize_bytes
 from ..phantoms import load_phantom, material_table, rigid_pose, save_voxelized, voxelize
 from ..phantoms.voxelize import phantom_grid
+from ..plot.phantoms import plot_voxelized
+from ..resources import MAX_SUPERSAMPLE, check_memory, voxelize_bytes
 from ._args import UsageError, integer, number, output_folder
 
 
@@ -57,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
                    device=args.device)
     t_vox = time.perf_counter() - t0
     paths = save_voxelized(vox, args.output, args.format, phantom)
+    paths["mip"] = plot_voxelized(vox, Path(args.output) / "mip.png", phantom.name)
     used = {b.material.name for b in phantom.bodies} | {m.material.name for m in phantom.markers}
     mats = material_table(args.energy)
     mats = mats[mats.material.isin(used)][["material", "density_g_cm3", "label", "mu_per_mm", "hu"]]

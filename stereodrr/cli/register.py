@@ -16,11 +16,22 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from .._io import atomic_path, check_input_file
+from ..fileio import atomic_path, check_input_file
 from ..geometry import load_rig
 from ..plot.register import plot_errors, plot_loss, plot_overlay
+from ..register import (
+    DEFAULT_LEVELS,
+    OPTIMIZERS,
+    SIMILARITIES,
+    Level,
+    RigidPose,
+    load_pose,
+    register,
+    registration_errors,
+    render_views,
+    save_pose,
+)
 from ..register.inputs import IMAGE_KINDS, to_line_integral
-from ..register import DEFAULT_LEVELS, OPTIMIZERS, SIMILARITIES, Level, RigidPose, load_pose, register, registration_errors, render_views, save_pose
 from ..render.threads import set_cpu_threads
 from ..volume import Volume, hu_to_mu, load_volume
 from ._args import UsageError, input_file, number, output_folder

@@ -24,13 +24,13 @@ import SimpleITK as sitk
 import torch
 from tqdm import tqdm
 
-from .._io import atomic_path
-from .._resources import MIN_STEP_MM, check_memory, render_bytes, voxelize_bytes
+from ..fileio import atomic_path
 from ..geometry import load_rig, save_rig
 from ..render import LAYERS, SCATTER_MODELS, DetectorModel, detector_preset, render_rig
 from ..render.aperture import APERTURES, BALL_SUBPIXELS
 from ..render.markers import sphere_transmission
 from ..render.polychromatic import DECOMPOSITIONS, render_polychromatic
+from ..resources import MIN_STEP_MM, check_memory, render_bytes, voxelize_bytes
 from ..volume import Volume, hu_to_mu, load_volume, mu_to_hu
 from ._args import UsageError, input_file, integer, number, output_folder
 
@@ -183,7 +183,7 @@ def _run_polychromatic(args: argparse.Namespace, rig, out: Path, det: DetectorMo
     """CT and/or phantom through the detector model: ``<view>.tif = -log(I / I_open)``."""
     import json
 
-    from .._io import atomic_write_text
+    from ..fileio import atomic_write_text
 
     hu = load_volume(args.ct).to(args.device) if args.ct else None
     spheres, marker_rows = None, []

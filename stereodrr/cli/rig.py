@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from .._resources import PIXEL_PITCH_MM
 from ..geometry import StereoRig, depth_inplane_ratio, save_dlt_csv, save_rig
+from ..resources import PIXEL_PITCH_MM
 from ._args import integer, number, output_file
 
 

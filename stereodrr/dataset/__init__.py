@@ -16,8 +16,15 @@ Command line: ``stereodrr dataset --config cfg.json -o out/ --n 10000 [--resume]
 
 from .config import DEFAULT_CONFIG, SCHEMA, config_digest, load_config, validate_config
 from .generate import (
-    GenerationReport, RenderedItem, RenderedView, generate_dataset, parse_shard, prepare_output, render_item,
-    shard_indices, write_item,
+    GenerationReport,
+    RenderedItem,
+    RenderedView,
+    generate_dataset,
+    parse_shard,
+    prepare_output,
+    render_item,
+    shard_indices,
+    write_item,
 )
 from .manifest import MANIFEST_SCHEMA, complete_items, item_dir, load_manifest, rebuild_manifest
 from .sample import ItemSample, item_detector, item_pose, item_rig, item_rng, sample_item

@@ -32,7 +32,7 @@ monochromatic model) or ``{"kvp": 80, "filter": "Al:2.5", "anode_angle_deg": 12}
 or ``"water"``; HU taken at ``energy_kev``); ``gain`` (counts per photon), ``offset`` (counts),
 ``bit_depth`` (``null`` or 1-16: counts rounded and clipped, stored unscaled in png16),
 ``aperture`` / ``subpixels`` (the pixel aperture: sub-rays per pixel axis through the marker balls).
-``detector_px`` is one ``[W, H]`` or a list of them to choose from. ``subject.kind``: ``"torso"`` (the built-in :func:`stereodrr.volume.torso_phantom`,
+``detector_px`` is one ``[W, H]`` or a list of them to choose from. ``subject.kind``: ``"torso"`` (the built-in :func:`stereodrr.phantoms.torso_phantom`,
 keys ``size``, ``spacing_mm``), ``"volume"`` (a CT file, keys ``path``, ``units`` ``"hu"`` or
 ``"mu"``, optional ``spacing_mm`` to resample) or ``"phantom"`` (a phantom JSON file or a
 built-in phantom's name such as ``"lego_stereo"``, keys ``path``, ``voxel_mm``). ``rig.kind``: ``"convergent"`` (two views, the stereo angle between
@@ -54,10 +54,10 @@ import re
 from pathlib import Path
 from typing import Any, Mapping
 
-from .._io import read_json
-from .._resources import MAX_BLUR_PX, MAX_INT64, MIN_STEP_MM, PIXEL_PITCH_MM
+from ..fileio import read_json
 from ..render import MODES
 from ..render.aperture import BALL_SUBPIXELS
+from ..resources import MAX_BLUR_PX, MAX_INT64, MIN_STEP_MM, PIXEL_PITCH_MM
 
 __all__ = ["SCHEMA", "DEFAULT_CONFIG", "load_config", "validate_config", "config_digest", "canonical_json"]
 

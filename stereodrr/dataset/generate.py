@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import os
 import re
 import shutil
@@ -31,21 +30,27 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import __version__
-from .._io import atomic_path, atomic_write_text
-from .._resources import MAX_INT64, check_memory, render_bytes, voxelize_bytes
+from ..extras import require
+from ..fileio import atomic_path, atomic_write_text, read_json
 from ..geometry import transform_points
 from ..render import render_rig
 from ..render.detector import to_uint16
 from ..render.markers import sphere_transmission
 from ..render.polychromatic import primary_signals
+from ..resources import MAX_INT64, check_memory, render_bytes, voxelize_bytes
 from ..volume import load_volume, mu_to_hu
 from .config import SCHEMA, config_digest
+from .lock import LOCK_DIR, dataset_lock
 from .manifest import (
-    ROOT_FILE, is_complete, item_dir, rebuild_manifest, remove_incomplete, sha256_file,
+    MANIFEST_FILE,
+    ROOT_FILE,
+    is_complete,
+    item_dir,
+    rebuild_manifest,
+    remove_incomplete,
+    sha256_file,
     write_item_record,
 )
-from .lock import LOCK_DIR, dataset_lock
-from .manifest import MANIFEST_FILE
 from .sample import ItemSample, item_detector, item_pose, item_rig, sample_item
 from .subject import load_subject, posed_volume
 
@@ -55,8 +60,6 @@ __all__ = ["parse_shard", "shard_indices", "prepare_output", "render_item", "wri
 IMAGE_SUFFIX = {"png16": ".png", "tiff32": ".tiff"}
 #: Seconds Dask's client waits for a scheduler that accepted the TCP connection.
 SCHEDULER_TIMEOUT_S = 20
-#: Peak bytes per voxel of the built-in torso (float64 supersampled coordinates, 2^3 per voxel).
-TORSO_BYTES_PER_VOXEL = 320
 #: Peak bytes per detector pixel and view of an item: line integrals, counts, noise and blur
 #: buffers (float32/float64) and the written image.
 ITEM_BYTES_PER_PIXEL = 48
@@ -120,10 +123,10 @@ def prepare_output(out: str | os.PathLike[str], config: Mapping[str, Any], indic
     indices = list(indices)
     if meta_path.is_file():
         try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-            theirs = meta["config"]
-        except (json.JSONDecodeError, KeyError, TypeError):
-            raise ValueError(f"output {str(root)!r}: {ROOT_FILE} is unreadable; not a stereodrr dataset folder") from None
+            theirs = read_json(meta_path, ROOT_FILE)["config"]
+        except (ValueError, KeyError, TypeError) as exc:
+            why = f" ({exc})" if isinstance(exc, ValueError) else ""
+            raise ValueError(f"output {str(root)!r}: {ROOT_FILE} is unreadable{why}; not a stereodrr dataset folder") from None
         if config_digest(theirs) != digest:
             key = _first_difference(theirs, dict(config))
             raise ValueError(f"output {str(root)!r} holds another dataset (its config differs at {key!r}); "
@@ -395,6 +398,9 @@ def generate_dataset(
     # Everything that can be checked before a file is written: the subject (once, not per
     # item), the memory an item needs, the scheduler, the folder.
     check_subject_and_memory(config, max(1, workers if scheduler is None else 1))
+    if scheduler is not None or workers > 0:
+        require("distributed", "dask", "rendering on Dask workers (workers > 0 or a scheduler)",
+                "use workers=0 (stereodrr dataset --workers 0) to render in this process")
     if scheduler is not None:
         probe_scheduler(scheduler)
     prepare_output(out, config, indices, resume, write=False)
@@ -461,8 +467,7 @@ def check_subject_and_memory(config: Mapping[str, Any], processes: int = 1) -> N
     """
     subj = config["subject"]
     if subj["kind"] == "torso":
-        nvox = math.prod(subj["size"])
-        subject_bytes = nvox * TORSO_BYTES_PER_VOXEL
+        subject_bytes = voxelize_bytes(*subj["size"])  # the torso phantom is voxelized onto that grid
         what = f"torso of {' x '.join(map(str, subj['size']))} voxels"
     elif subj["kind"] == "volume":
         vol = load_volume(subj["path"])

@@ -9,7 +9,7 @@ Layout of a dataset folder::
     items/0000/0000042/right.png
     items/0000/0000042/item.json         the item's record: written last, marks it complete
 
-Every file is written atomically (temporary file + rename, :mod:`stereodrr._io`), and the
+Every file is written atomically (temporary file + rename, :mod:`stereodrr.fileio`), and the
 record last, so an item folder without ``item.json`` is an interrupted item: a resumed run
 deletes and redoes it, and the manifest, rebuilt from the records alone, never lists it.
 """
@@ -27,7 +27,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .._io import atomic_path, atomic_write_text, read_json
+from ..fileio import atomic_path, atomic_write_text, read_json
 
 __all__ = [
     "ROOT_FILE", "MANIFEST_FILE", "ITEM_RECORD", "ITEM_SCHEMA", "MANIFEST_SCHEMA",

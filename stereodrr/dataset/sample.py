@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ..geometry import StereoAngleWarning, StereoRig, euler_to_matrix, rotate_about
+from ..geometry import StereoAngleWarning, StereoRig, euler_to_matrix, pose_matrix
 from ..render.aperture import BALL_SUBPIXELS
 
 __all__ = ["ItemSample", "item_rng", "sample_item", "item_rig", "item_pose", "item_detector"]
@@ -95,8 +95,9 @@ def sample_item(config: Mapping[str, Any], index: int) -> ItemSample:
     sdd = _uniform(rng, rig["sdd_mm"])
     pitch = _uniform(rng, rig["pixel_spacing_mm"])
     w, h = rig["detector_px"][int(rng.integers(len(rig["detector_px"])))]
-    rot = tuple(_uniform(rng, r) for r in pose["rotation_deg"])
-    trans = tuple(_uniform(rng, r) for r in pose["translation_mm"])
+    r, t = pose["rotation_deg"], pose["translation_mm"]
+    rot = (_uniform(rng, r[0]), _uniform(rng, r[1]), _uniform(rng, r[2]))
+    trans = (_uniform(rng, t[0]), _uniform(rng, t[1]), _uniform(rng, t[2]))
     lo, hi = det["photons_per_pixel"]
     i0 = float(math.exp(_uniform(rng, [math.log(lo), math.log(hi)])))
     sigma_e = _uniform(rng, det["electronic_sigma"])
@@ -139,7 +140,7 @@ def item_rig(sample: ItemSample, isocenter: np.ndarray) -> StereoRig:
 
     The stereo angle comes from the config's range, so the 3-7 deg advisory warning is silenced.
     """
-    common = dict(sid=sample.sid_mm, sdd=sample.sdd_mm, pixel_spacing=sample.pixel_spacing_mm,
+    common: dict[str, Any] = dict(sid=sample.sid_mm, sdd=sample.sdd_mm, pixel_spacing=sample.pixel_spacing_mm,
                   width=sample.width, height=sample.height, isocenter=np.asarray(isocenter, dtype=np.float64))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", StereoAngleWarning)
@@ -153,6 +154,4 @@ def item_rig(sample: ItemSample, isocenter: np.ndarray) -> StereoRig:
 def item_pose(sample: ItemSample, center: np.ndarray) -> np.ndarray:
     """``(4, 4)`` subject pose ``x' = R (x - c) + c + t``: rotation about the centre ``c``, then translation."""
     R = euler_to_matrix(np.radians(np.asarray(sample.rotation_deg, dtype=np.float64)), POSE_EULER_SEQ)
-    T = rotate_about(R, np.asarray(center, dtype=np.float64))
-    T[:3, 3] += np.asarray(sample.translation_mm, dtype=np.float64)
-    return T
+    return pose_matrix(R, np.asarray(sample.translation_mm, dtype=np.float64), np.asarray(center, dtype=np.float64))

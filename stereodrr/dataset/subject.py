@@ -21,7 +21,8 @@ import numpy as np
 import torch
 
 from ..geometry import transform_points
-from ..volume import Volume, hu_to_mu, load_volume, torso_phantom
+from ..phantoms import torso_phantom
+from ..volume import Volume, hu_to_mu, load_volume
 from .config import canonical_json
 
 __all__ = ["Subject", "load_subject", "posed_volume"]

@@ -9,12 +9,15 @@ forms of a formula can never drift apart.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
-F = TypeVar("F", bound=Callable[..., Any])
+# What the decorated function is to a type checker: its parameters are typed for torch, but it
+# takes numpy too and then returns numpy, which no single signature says; so callers see
+# ``Callable[..., Any]`` and the docstrings carry the shapes.
+DualFunction = Callable[..., Any]
 
 
 def _to_torch(x: Any, like: torch.Tensor | None) -> Any:
@@ -32,7 +35,7 @@ def _to_numpy(x: Any) -> Any:
     return x
 
 
-def numpy_or_torch(fn: F) -> F:
+def numpy_or_torch(fn: Callable[..., Any]) -> DualFunction:
     """Run ``fn`` (written for torch tensors) on numpy input in float64 and return numpy.
 
     Mixed input (some tensors, some arrays) runs in torch with the arrays moved to the first
@@ -47,4 +50,4 @@ def numpy_or_torch(fn: F) -> F:
         out = fn(*args, **kwargs)
         return out if like is not None else _to_numpy(out)
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper

@@ -18,6 +18,8 @@ from typing import Sequence
 import numpy as np
 import scipy.linalg
 import torch
+from jaxtyping import Float
+from numpy.typing import ArrayLike
 from torch import Tensor
 
 from ._dual import numpy_or_torch
@@ -32,12 +34,14 @@ __all__ = [
     "pixel_to_ray",
     "decompose_projection",
     "look_at_rotation",
+    "stack_cameras",
 ]
 
 
 # --------------------------------------------------------------------------- functional core
 @numpy_or_torch
-def intrinsic_matrix(sdd: Tensor, pixel_spacing: Tensor, principal_point: Tensor) -> Tensor:
+def intrinsic_matrix(sdd: Float[Tensor, "*batch"], pixel_spacing: Float[Tensor, "*batch 2"],
+                     principal_point: Float[Tensor, "*batch 2"]) -> Float[Tensor, "*batch 3 3"]:
     """``K = [[SDD/du, 0, cu], [0, SDD/dv, cv], [0, 0, 1]]``.
 
     Args:
@@ -58,7 +62,8 @@ def intrinsic_matrix(sdd: Tensor, pixel_spacing: Tensor, principal_point: Tensor
 
 
 @numpy_or_torch
-def projection_matrix(K: Tensor, R: Tensor, t: Tensor) -> Tensor:
+def projection_matrix(K: Float[Tensor, "*batch 3 3"], R: Float[Tensor, "*batch 3 3"],
+                      t: Float[Tensor, "*batch 3"]) -> Float[Tensor, "*batch 3 4"]:
     """``P = K [R | t]``.
 
     Args:
@@ -71,7 +76,8 @@ def projection_matrix(K: Tensor, R: Tensor, t: Tensor) -> Tensor:
 
 
 @numpy_or_torch
-def project_points(P: Tensor, points: Tensor) -> tuple[Tensor, Tensor]:
+def project_points(P: Float[Tensor, "*batch 3 4"], points: Float[Tensor, "*batch N 3"]
+                   ) -> tuple[Float[Tensor, "*batch N 2"], Float[Tensor, "*batch N"]]:
     """Project world points to pixels: ``(u, v, 1) ~ P (X, 1)``.
 
     The depth is the distance of the point from the source along the principal axis (``z_cam``
@@ -92,7 +98,7 @@ def project_points(P: Tensor, points: Tensor) -> tuple[Tensor, Tensor]:
 
 
 @numpy_or_torch
-def camera_center(R: Tensor, t: Tensor) -> Tensor:
+def camera_center(R: Float[Tensor, "*batch 3 3"], t: Float[Tensor, "*batch 3"]) -> Float[Tensor, "*batch 3"]:
     """Source (focal spot) position in world mm, ``C = -R^T t``.
 
     Args:
@@ -105,7 +111,8 @@ def camera_center(R: Tensor, t: Tensor) -> Tensor:
 
 
 @numpy_or_torch
-def pixel_to_ray(K: Tensor, R: Tensor, t: Tensor, uv: Tensor) -> tuple[Tensor, Tensor]:
+def pixel_to_ray(K: Float[Tensor, "*batch 3 3"], R: Float[Tensor, "*batch 3 3"], t: Float[Tensor, "*batch 3"],
+                 uv: Float[Tensor, "*batch N 2"]) -> tuple[Float[Tensor, "*batch N 3"], Float[Tensor, "*batch N 3"]]:
     """Back-project pixels to world rays from the source: ``d ~ R^T K^-1 (u, v, 1)``.
 
     Args:
@@ -159,7 +166,8 @@ def decompose_projection(P: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndar
 
 
 @numpy_or_torch
-def look_at_rotation(source: Tensor, target: Tensor, up: Tensor) -> Tensor:
+def look_at_rotation(source: Float[Tensor, "*batch 3"], target: Float[Tensor, "*batch 3"],
+                     up: Float[Tensor, "*batch 3"]) -> Float[Tensor, "*batch 3 3"]:
     """Rotation ``R`` of a camera at ``source`` whose principal axis (+z) points at ``target``.
 
     The image +v axis (rows, downwards) points opposite to ``up`` projected onto the image
@@ -252,7 +260,7 @@ class Camera:
         principal_offset_mm: Sequence[float] = (0.0, 0.0),
         R: np.ndarray | None = None,
         t: np.ndarray | None = None,
-    ) -> "Camera":
+    ) -> Camera:
         """Camera from the physical detector.
 
         The principal point is the detector centre ``((W-1)/2, (H-1)/2)`` shifted by
@@ -282,7 +290,7 @@ class Camera:
         height: int,
         pixel_spacing: float | Sequence[float] = 1.0,
         sdd: float | None = None,
-    ) -> "Camera":
+    ) -> Camera:
         """Camera from a 3x4 projection matrix (any scale), decomposed by RQ."""
         K, R, t = decompose_projection(P)
         du, dv = np.broadcast_to(np.asarray(pixel_spacing, dtype=np.float64), (2,))
@@ -292,15 +300,15 @@ class Camera:
     @classmethod
     def look_at(
         cls,
-        source: Sequence[float],
-        target: Sequence[float],
+        source: ArrayLike,
+        target: ArrayLike,
         sdd: float,
         pixel_spacing: float | Sequence[float],
         width: int,
         height: int,
-        up: Sequence[float] = (0.0, 0.0, 1.0),
-        principal_offset_mm: Sequence[float] = (0.0, 0.0),
-    ) -> "Camera":
+        up: ArrayLike = (0.0, 0.0, 1.0),
+        principal_offset_mm: ArrayLike = (0.0, 0.0),
+    ) -> Camera:
         """Camera with its focal spot at ``source`` and its principal ray through ``target``.
 
         ``up`` (world) appears towards the top of the image (default +z, superior in LPS).
@@ -314,9 +322,10 @@ class Camera:
         if np.linalg.norm(np.cross(d, upv)) < 1e-9 * np.linalg.norm(d) * max(np.linalg.norm(upv), 1e-300):
             raise ValueError("look_at: 'up' is parallel to the viewing direction")
         R = look_at_rotation(src, tgt, upv)
-        return cls.from_detector(sdd, pixel_spacing, width, height, principal_offset_mm, R=R, t=-R @ src)
+        return cls.from_detector(sdd, pixel_spacing, width, height, tuple(np.asarray(principal_offset_mm, dtype=np.float64)),
+                                 R=R, t=-R @ src)
 
-    def with_pose(self, R: np.ndarray, t: np.ndarray) -> "Camera":
+    def with_pose(self, R: np.ndarray, t: np.ndarray) -> Camera:
         """The same detector and intrinsics with another pose."""
         return Camera(self.K, R, t, self.width, self.height, self.pixel_spacing, self.sdd)
 
@@ -383,3 +392,15 @@ class Camera:
             f"Camera({self.width}x{self.height} px, pitch {self.pixel_spacing[0]:g}x{self.pixel_spacing[1]:g} mm, "
             f"SDD {self.sdd:g} mm, source at ({c[0]:.2f}, {c[1]:.2f}, {c[2]:.2f}) mm)"
         )
+
+
+def stack_cameras(cameras: Sequence[Camera], device: torch.device | str = "cpu",
+                  dtype: torch.dtype = torch.float32
+                  ) -> tuple[Float[Tensor, "V 3 3"], Float[Tensor, "V 3 3"], Float[Tensor, "V 3"]]:
+    """The batched tensor form of views: ``K (V, 3, 3)``, ``R (V, 3, 3)``, ``t (V, 3)`` in the
+    order given (what :func:`stereodrr.render.drr` and the registration take)."""
+    cams = list(cameras)
+    if not cams or not all(isinstance(c, Camera) for c in cams):
+        raise ValueError("cameras: expected a non-empty sequence of Cameras")
+    K, R, t = zip(*(c.to_torch(device, dtype) for c in cams))
+    return torch.stack(K), torch.stack(R), torch.stack(t)

@@ -15,11 +15,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterator, Mapping, Sequence
 
 import numpy as np
+import torch
+from torch import Tensor
 
 if TYPE_CHECKING:
     import pandas as pd
 
-from .camera import Camera
+from .camera import Camera, stack_cameras
 from .se3 import rotvec_to_matrix
 
 __all__ = ["StereoRig", "StereoAngleWarning", "RECOMMENDED_STEREO_ANGLE_DEG", "depth_inplane_ratio"]
@@ -105,6 +107,12 @@ class StereoRig:
     def __len__(self) -> int:
         return len(self.cameras)
 
+    def to_torch(self, device: torch.device | str = "cpu",
+                 dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor, Tensor]:
+        """``K (V, 3, 3)``, ``R (V, 3, 3)``, ``t (V, 3)`` of the views in :attr:`names` order
+        (:func:`~stereodrr.geometry.camera.stack_cameras`)."""
+        return stack_cameras(list(self.cameras.values()), device, dtype)
+
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, StereoRig):
             return NotImplemented
@@ -184,7 +192,7 @@ class StereoRig:
         central_direction: Sequence[float] = (0.0, 1.0, 0.0),
         up: Sequence[float] = (0.0, 0.0, 1.0),
         names: Sequence[str] | None = None,
-    ) -> "StereoRig":
+    ) -> StereoRig:
         """``n_views`` sources evenly spread over ``arc_deg`` about ``up`` through the isocenter.
 
         The arc is centred on ``central_direction`` (the direction of the central principal ray,
@@ -201,7 +209,7 @@ class StereoRig:
     @classmethod
     def _ring(cls, angles_deg: Sequence[float], names: Sequence[str], sid: float, sdd: float,
               pixel_spacing: float | Sequence[float], width: int, height: int, isocenter: Sequence[float],
-              central_direction: Sequence[float], up: Sequence[float]) -> "StereoRig":
+              central_direction: Sequence[float], up: Sequence[float]) -> StereoRig:
         """Views looking at the isocenter along ``central_direction`` rotated by each angle about ``up``."""
         if len(names) != len(angles_deg) or len(set(names)) != len(names):
             raise ValueError(f"names: expected {len(angles_deg)} distinct names, got {list(names)}")
@@ -231,7 +239,7 @@ class StereoRig:
         central_direction: Sequence[float] = (0.0, 1.0, 0.0),
         up: Sequence[float] = (0.0, 0.0, 1.0),
         names: Sequence[str] = ("left", "right"),
-    ) -> "StereoRig":
+    ) -> StereoRig:
         """Symmetric convergent stereo pair: both principal rays through the isocenter, the
         angle between them ``stereo_angle_deg``, baseline ``2 SID sin(theta/2)``.
 
@@ -262,7 +270,7 @@ class StereoRig:
         central_direction: Sequence[float] = (0.0, 1.0, 0.0),
         up: Sequence[float] = (0.0, 0.0, 1.0),
         names: Sequence[str] = ("frontal", "lateral"),
-    ) -> "StereoRig":
+    ) -> StereoRig:
         """Biplanar rig: a frontal view along ``central_direction`` and a lateral view rotated
         90 deg about ``up`` (with the defaults: AP, and a lateral with the source on the
         patient's left (+x), beam towards the right)."""

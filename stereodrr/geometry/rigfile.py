@@ -12,7 +12,7 @@
                 "t": [tx, ty, tz]}, ...]}           # world -> camera translation, mm
 
 Floats are written with Python's shortest round-trip repr, so save -> load is exact. Any
-OpenCV, XMALab (via :func:`~stereodrr.geometry.dlt.projection_from_dlt`) or C-arm K, R, t fits.
+OpenCV, XMALab (via :func:`~stereodrr.geometry.dlt_coefficients.projection_from_dlt`) or C-arm K, R, t fits.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from .._io import atomic_path, atomic_write_text, read_json
+from ..fileio import atomic_path, atomic_write_text, read_json
 from .camera import Camera
-from .dlt import dlt_from_projection
+from .dlt_coefficients import dlt_from_projection
 from .rig import StereoRig
 
 __all__ = ["RIG_SCHEMA", "rig_to_dict", "rig_from_dict", "save_rig", "load_rig", "save_dlt_csv", "load_dlt_csv"]

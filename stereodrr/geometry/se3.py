@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from jaxtyping import Float
 from scipy.spatial.transform import Rotation
 from torch import Tensor
 
@@ -42,7 +43,7 @@ _SMALL = 1e-8
 
 
 @numpy_or_torch
-def skew(v: Tensor) -> Tensor:
+def skew(v: Float[Tensor, "*batch 3"]) -> Float[Tensor, "*batch 3 3"]:
     """Cross-product matrix ``[v]_x`` with ``[v]_x @ w = v x w``.
 
     Args:
@@ -59,7 +60,7 @@ def skew(v: Tensor) -> Tensor:
 
 
 @numpy_or_torch
-def rotvec_to_matrix(rotvec: Tensor) -> Tensor:
+def rotvec_to_matrix(rotvec: Float[Tensor, "*batch 3"]) -> Float[Tensor, "*batch 3 3"]:
     """Rodrigues' formula ``R = I + A [r]_x + B [r]_x^2`` with ``A = sin(a)/a``, ``B = (1-cos a)/a^2``.
 
     Taylor expansions near ``a = 0`` keep the value and the gradient finite there.
@@ -81,7 +82,7 @@ def rotvec_to_matrix(rotvec: Tensor) -> Tensor:
 
 
 @numpy_or_torch
-def quaternion_to_matrix(q: Tensor) -> Tensor:
+def quaternion_to_matrix(q: Float[Tensor, "*batch 4"]) -> Float[Tensor, "*batch 3 3"]:
     """Rotation matrix of a quaternion ``(w, x, y, z)`` (normalised first).
 
     Args:
@@ -103,7 +104,7 @@ def quaternion_to_matrix(q: Tensor) -> Tensor:
 
 
 @numpy_or_torch
-def matrix_to_quaternion(R: Tensor) -> Tensor:
+def matrix_to_quaternion(R: Float[Tensor, "*batch 3 3"]) -> Float[Tensor, "*batch 4"]:
     """Unit quaternion ``(w, x, y, z)`` with ``w >= 0`` of a rotation matrix (Shepperd's method).
 
     Of the four algebraically equivalent formulas the one with the largest denominator is used
@@ -135,7 +136,7 @@ def matrix_to_quaternion(R: Tensor) -> Tensor:
 
 
 @numpy_or_torch
-def matrix_to_rotvec(R: Tensor) -> Tensor:
+def matrix_to_rotvec(R: Float[Tensor, "*batch 3 3"]) -> Float[Tensor, "*batch 3"]:
     """Rotation vector (axis * angle, angle in [0, pi]) of a rotation matrix.
 
     Args:
@@ -176,7 +177,7 @@ def _check_sequence(seq: str) -> str:
 
 
 @numpy_or_torch
-def euler_to_matrix(angles: Tensor, seq: str = "ZYX") -> Tensor:
+def euler_to_matrix(angles: Float[Tensor, "*batch 3"], seq: str = "ZYX") -> Float[Tensor, "*batch 3 3"]:
     """Rotation matrix from three Euler angles in radians about a named axis sequence.
 
     Args:
@@ -213,7 +214,7 @@ def matrix_to_euler(R: np.ndarray, seq: str = "ZYX") -> np.ndarray:
 
 
 @numpy_or_torch
-def rigid_matrix(R: Tensor, t: Tensor) -> Tensor:
+def rigid_matrix(R: Float[Tensor, "*batch 3 3"], t: Float[Tensor, "*batch 3"]) -> Float[Tensor, "*batch 4 4"]:
     """Homogeneous 4x4 transform ``[[R, t], [0, 1]]``.
 
     Args:
@@ -230,20 +231,20 @@ def rigid_matrix(R: Tensor, t: Tensor) -> Tensor:
 
 
 @numpy_or_torch
-def compose(T1: Tensor, T2: Tensor) -> Tensor:
+def compose(T1: Float[Tensor, "*batch 4 4"], T2: Float[Tensor, "*batch 4 4"]) -> Float[Tensor, "*batch 4 4"]:
     """``T1 @ T2``: apply ``T2`` first, then ``T1``. Shapes ``(..., 4, 4)``."""
     return T1 @ T2
 
 
 @numpy_or_torch
-def invert(T: Tensor) -> Tensor:
+def invert(T: Float[Tensor, "*batch 4 4"]) -> Float[Tensor, "*batch 4 4"]:
     """Inverse of rigid transforms, ``[[R^T, -R^T t], [0, 1]]``. Shapes ``(..., 4, 4)``."""
     Rt = T[..., :3, :3].transpose(-1, -2)
     return rigid_matrix(Rt, -(Rt @ T[..., :3, 3:])[..., 0])
 
 
 @numpy_or_torch
-def rotate_about(R: Tensor, center: Tensor) -> Tensor:
+def rotate_about(R: Float[Tensor, "*batch 3 3"], center: Float[Tensor, "*batch 3"]) -> Float[Tensor, "*batch 4 4"]:
     """Rigid transform that rotates by ``R`` about the point ``center``: ``x' = R (x - c) + c``.
 
     Args:
@@ -257,7 +258,7 @@ def rotate_about(R: Tensor, center: Tensor) -> Tensor:
 
 
 @numpy_or_torch
-def transform_points(T: Tensor, points: Tensor) -> Tensor:
+def transform_points(T: Float[Tensor, "*batch 4 4"], points: Float[Tensor, "*batch N 3"]) -> Float[Tensor, "*batch N 3"]:
     """Apply rigid transforms to points: ``x' = R x + t``.
 
     Args:

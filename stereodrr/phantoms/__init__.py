@@ -20,7 +20,9 @@ Typical use::
     balls = ph.marker_arrays(60)       # .centers (N, 3) world mm, .diameters (N,), .mu (N,) 1/mm (true)
 
     vox = voxelize(ph, 0.5)            # .mu, .hu (clipped to 12 bits), .labels, .marker_fraction
-    save_voxelized(vox, "out/", phantom=ph)   # mu/hu/labels .mha, markers.csv, mip.png, voxelize.json
+    save_voxelized(vox, "out/", phantom=ph)   # mu/hu/labels .mha, markers.csv, voxelize.json
+
+    ct = torso_phantom((128, 96, 80), 2.5)     # the built-in torso as a CT in HU (a Volume)
 
 Materials (:data:`MATERIALS`: air, water, soft_tissue, adipose, lung, cortical_bone, abs,
 stainless_steel, tantalum) carry a density and NIST mass attenuation tables:
@@ -40,13 +42,21 @@ The shipped definition files (``lego_stereo``, ``lego_cube``, ``torso``) are wri
 documents how they were designed and checked against the default 5 deg stereo rig.
 """
 
-from .io import (PHANTOM_SCHEMA, PhantomAmbiguityWarning, load_phantom, marker_classes, phantom_from_dict,
-                 phantom_to_dict, save_phantom)
-from .symmetry import MarkerSymmetry, identification_ambiguities, marker_symmetries
+from .designs import torso_phantom
+from .io import (
+                 PHANTOM_SCHEMA,
+                 PhantomAmbiguityWarning,
+                 load_phantom,
+                 marker_classes,
+                 phantom_from_dict,
+                 phantom_to_dict,
+                 save_phantom,
+)
 from .lego import brick_size, lego_brick
 from .materials import LABELS, MATERIALS, Material, get_material, material_table
 from .model import MARKER_COLUMNS, Body, Marker, MarkerArrays, Phantom, rigid_pose
 from .primitives import PRIMITIVES, Box, Cylinder, Ellipsoid, HollowBox, Primitive, Sphere
+from .symmetry import MarkerSymmetry, identification_ambiguities, marker_symmetries
 from .voxelize import HU_RANGE_12BIT, VoxelizedPhantom, phantom_grid, save_voxelized, voxelize
 
 __all__ = [
@@ -57,4 +67,5 @@ __all__ = [
     "MARKER_COLUMNS", "Body", "Marker", "MarkerArrays", "Phantom", "rigid_pose",
     "PRIMITIVES", "Box", "Cylinder", "Ellipsoid", "HollowBox", "Primitive", "Sphere",
     "HU_RANGE_12BIT", "VoxelizedPhantom", "phantom_grid", "save_voxelized", "voxelize",
+    "torso_phantom",
 ]

@@ -26,16 +26,20 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
-from .._io import atomic_write_text
+from ..fileio import atomic_write_text
 from ..geometry import StereoRig
+from ..volume import Volume
 from .io import PHANTOM_SCHEMA, phantom_from_dict
 from .lego import BRICK_HEIGHT, PLATE_HEIGHT, STUD_HEIGHT, STUD_PITCH, brick_size
-from .model import Phantom
+from .model import Phantom, rigid_pose
+from .voxelize import voxelize
 
-__all__ = ["lego_stereo_spec", "lego_cube_spec", "torso_spec", "default_rig", "marker_shadow_gaps", "write_all"]
+__all__ = ["lego_stereo_spec", "lego_cube_spec", "torso_spec", "torso_phantom", "default_rig", "marker_shadow_gaps",
+           "write_all"]
 
 
 def default_rig() -> StereoRig:
@@ -184,7 +188,7 @@ def lego_cube_spec(spacing: float = 16.0, ball: float = 2.0, reference_ball: flo
                                    "plates": h_plates, "material": "abs", "center": [sx * c, sy * c, zc + 0.0]})
     # Reference balls: the origin corner and one step along each axis (an asymmetric frame).
     refs = {(0, 0, 0), (1, 0, 0), (0, 1, 0), (0, 0, 1)}
-    markers = []
+    markers: list[dict] = []
     for k in range(n):
         for j in range(n):
             for i in range(n):
@@ -205,25 +209,40 @@ def lego_cube_spec(spacing: float = 16.0, ball: float = 2.0, reference_ball: flo
     }
 
 
-def torso_spec() -> dict:
-    """The CT-like chest (see the module docstring) as a phantom-file dictionary."""
+def torso_spec(scale: Sequence[float] = (1.0, 1.0, 1.0)) -> dict:
+    """The CT-like chest (see the module docstring) as a phantom-file dictionary.
+
+    ``scale`` (x, y, z) stretches every centre and extent (the shipped file is scale 1); a
+    rotated body's extents are scaled along its own axes, which keeps it a box or ellipsoid.
+    """
+    sx, sy, sz = (float(v) for v in scale)
+    if not min(sx, sy, sz) > 0:
+        raise ValueError(f"scale: expected three positive factors, got {scale}")
+
     def body(kind: str, material: str, name: str, center: list, **params: object) -> dict:
-        return {"type": kind, "material": material, "name": name, "center": center, **params}
+        return {"type": kind, "material": material, "name": name, "center": [sx * center[0], sy * center[1],
+                                                                             sz * center[2]], **params}
+
+    def xy(r: list) -> list:
+        return [sx * r[0], sy * r[1]]
+
+    def xyz(r: list) -> list:
+        return [sx * r[0], sy * r[1], sz * r[2]]
 
     bodies = [
-        body("cylinder", "adipose", "fat", [0, 0, 0], radius=[160, 105], height=300),
-        body("cylinder", "soft_tissue", "muscle", [0, 0, 0], radius=[150, 95], height=300),
-        body("ellipsoid", "lung", "right lung", [-70, 5, 30], radii=[60, 62, 110]),
-        body("ellipsoid", "lung", "left lung", [72, 10, 38], radii=[52, 58, 100]),
-        body("ellipsoid", "soft_tissue", "heart", [25, -25, -30], radii=[50, 42, 55], rotation_deg=[0, 0, -30]),
-        body("box", "cortical_bone", "sternum", [0, -88, 10], size=[24, 8, 150]),
+        body("cylinder", "adipose", "fat", [0, 0, 0], radius=xy([160, 105]), height=sz * 300),
+        body("cylinder", "soft_tissue", "muscle", [0, 0, 0], radius=xy([150, 95]), height=sz * 300),
+        body("ellipsoid", "lung", "right lung", [-70, 5, 30], radii=xyz([60, 62, 110])),
+        body("ellipsoid", "lung", "left lung", [72, 10, 38], radii=xyz([52, 58, 100])),
+        body("ellipsoid", "soft_tissue", "heart", [25, -25, -30], radii=xyz([50, 42, 55]), rotation_deg=[0, 0, -30]),
+        body("box", "cortical_bone", "sternum", [0, -88, 10], size=xyz([24, 8, 150])),
     ]
     # Spine: vertebral bodies (cortical shell around a tissue core) every 30 mm with 6 mm discs,
     # spinous processes pointing posterior (+y) and tilted caudally.
     for i, z in enumerate(np.arange(-135.0, 136.0, 30.0)):
-        bodies.append(body("cylinder", "cortical_bone", f"vertebra{i}", [0, 45, float(z)], radius=[20, 16], height=24,
-                           inner_radius=12))
-        bodies.append(body("box", "cortical_bone", f"spinous{i}", [0, 80, float(z) - 4], size=[7, 34, 10],
+        bodies.append(body("cylinder", "cortical_bone", f"vertebra{i}", [0, 45, float(z)], radius=xy([20, 16]),
+                           height=sz * 24, inner_radius=12 * min(sx, sy)))
+        bodies.append(body("box", "cortical_bone", f"spinous{i}", [0, 80, float(z) - 4], size=xyz([7, 34, 10]),
                            rotation_deg=[20, 0, 0]))
     return {
         "schema": PHANTOM_SCHEMA,
@@ -234,6 +253,45 @@ def torso_spec() -> dict:
         "bodies": bodies,
         "markers": [],
     }
+
+
+def torso_phantom(
+    size: Sequence[int] = (128, 96, 80),
+    spacing: Sequence[float] | float = 2.5,
+    center: Sequence[float] = (0.0, 0.0, 0.0),
+    supersample: int = 2,
+    energy_kev: float = 60.0,
+) -> Volume:
+    """The built-in torso (:func:`torso_spec`, ``torso.json``) as a CT in HU on a grid of ``size``
+    voxels (x, y, z) of ``spacing`` mm centred on ``center``.
+
+    The torso is scaled to the grid as a CT's field of view frames a patient: its 320 x 210 mm
+    cross-section fills 84 % x 80 % of the grid's width and depth and its 300 mm length 90 % of
+    the grid's height, with air around it (the default grid, 320 x 240 x 200 mm, shows it at
+    0.84 x 0.91 x 0.6). HU are unclipped, ``1000 (mu / mu_water - 1)`` at ``energy_kev``, so
+    :func:`~stereodrr.volume.hu_to_mu` at that energy gives back the voxelized mu; identity
+    direction.
+
+    Args:
+        size: voxels along x, y, z.
+        spacing: mm per voxel (one number or three).
+        center: world position of the grid's and the torso's centre.
+        supersample: sub-samples per axis for boundary voxels (:func:`voxelize`).
+        energy_kev: the energy of the HU scale.
+    """
+    n = np.asarray([int(v) for v in size])
+    sp = np.broadcast_to(np.asarray(spacing, dtype=np.float64), (3,)).copy()
+    if n.shape != (3,) or n.min() < 1 or np.any(sp <= 0):
+        raise ValueError(f"size/spacing: expected positive values, got size={size}, spacing={spacing}")
+    c = np.asarray(center, dtype=np.float64)
+    if c.shape != (3,) or not np.all(np.isfinite(c)):
+        raise ValueError(f"center: expected 3 finite numbers (mm), got {center}")
+    extent = n * sp
+    scale = (0.84 * extent[0] / 320.0, 0.80 * extent[1] / 210.0, 0.90 * extent[2] / 300.0)
+    phantom = phantom_from_dict(torso_spec(scale), "torso").moved(rigid_pose((0.0, 0.0, 0.0), c))
+    vox = voxelize(phantom, sp, energy_kev=energy_kev, size=tuple(int(v) for v in n), origin=c - sp * (n - 1) / 2,
+                   direction=np.eye(3), supersample=supersample, hu_range=None, progress=False)
+    return vox.hu
 
 
 def write_all(folder: str | Path) -> list[Path]:

@@ -38,7 +38,7 @@ import numpy as np
 if TYPE_CHECKING:
     import pandas as pd
 
-from .._io import atomic_write_text, read_json
+from ..fileio import atomic_write_text, read_json
 from ..geometry.se3 import matrix_to_euler
 from .lego import lego_brick
 from .materials import get_material
@@ -191,7 +191,7 @@ class PhantomAmbiguityWarning(UserWarning):
     """The phantom's markers allow more than one labelling of an image (see :mod:`.symmetry`)."""
 
 
-def marker_classes(table: "pd.DataFrame") -> list[tuple]:
+def marker_classes(table: pd.DataFrame) -> list[tuple]:
     """One ``(diameter_mm, material)`` class per row of a marker table (the cues an image gives)."""
     d = table["diameter_mm"] if "diameter_mm" in table else [0.0] * len(table)
     m = table["material"] if "material" in table else [""] * len(table)
@@ -218,7 +218,7 @@ def phantom_to_dict(phantom: Phantom) -> dict:
         spec.update(b.shape.params())
         spec.update(_pose_fields(b.pose, "center"))
         bodies.append(spec)
-    out = {"schema": PHANTOM_SCHEMA, "name": phantom.name}
+    out: dict[str, Any] = {"schema": PHANTOM_SCHEMA, "name": phantom.name}
     if phantom.description:
         out["description"] = phantom.description
     pose = _pose_fields(phantom.pose, "translation_mm")

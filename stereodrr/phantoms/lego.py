@@ -45,13 +45,13 @@ def brick_size(studs: Sequence[int], plates: int = 3) -> np.ndarray:
     return np.array([nx * STUD_PITCH - CLEARANCE, ny * STUD_PITCH - CLEARANCE, plates * PLATE_HEIGHT])
 
 
-def lego_brick(studs: Sequence[int] = (4, 2), pose: np.ndarray = np.eye(4), plates: int = 3,
+def lego_brick(studs: Sequence[int] = (4, 2), pose: np.ndarray | None = None, plates: int = 3,
                material: Material | str = "abs", name: str = "brick") -> list[Body]:
     """Bodies of one LEGO brick placed by ``pose`` (brick frame -> phantom frame).
 
     Args:
         studs: ``(nx, ny)`` studs along the brick's x and y (positive integers).
-        pose: ``(4, 4)`` rigid transform of the brick frame (centre of the hollow box).
+        pose: ``(4, 4)`` rigid transform of the brick frame (centre of the hollow box); default identity.
         plates: height in plates (3 = brick, 1 = plate).
         material: material or its name.
         name: prefix of the body names.
@@ -65,7 +65,7 @@ def lego_brick(studs: Sequence[int] = (4, 2), pose: np.ndarray = np.eye(4), plat
     nx, ny, plates = (int(v) for v in vals)
     mat = get_material(material) if isinstance(material, str) else material
     size = brick_size((nx, ny), plates)
-    T = np.asarray(pose, dtype=np.float64)
+    T = np.eye(4) if pose is None else np.asarray(pose, dtype=np.float64)
 
     def at(x: float, y: float, z: float) -> np.ndarray:
         return compose(T, rigid_matrix(np.eye(3), np.array([x, y, z])))

@@ -9,10 +9,10 @@ user-facing boundary a pose is given as a translation in mm and rotation angles 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 
 from ..geometry.se3 import compose, euler_to_matrix, is_rotation, rigid_matrix, transform_points
 from .materials import Material
@@ -24,7 +24,7 @@ __all__ = ["Body", "Marker", "MarkerArrays", "Phantom", "rigid_pose", "MARKER_CO
 MARKER_COLUMNS = ["marker_id", "x", "y", "z", "diameter_mm", "material"]
 
 
-def rigid_pose(rotation_deg: Sequence[float] = (0.0, 0.0, 0.0), translation_mm: Sequence[float] = (0.0, 0.0, 0.0),
+def rigid_pose(rotation_deg: ArrayLike = (0.0, 0.0, 0.0), translation_mm: ArrayLike = (0.0, 0.0, 0.0),
                seq: str = "xyz") -> np.ndarray:
     """4x4 rigid transform from Euler angles in degrees and a translation in mm.
 
@@ -69,10 +69,10 @@ class Body:
     def __post_init__(self) -> None:
         object.__setattr__(self, "pose", _check_pose(f"body {self.name!r} pose", self.pose))
 
-    def bounds(self, T: np.ndarray = np.eye(4)) -> tuple[np.ndarray, np.ndarray]:
+    def bounds(self, T: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """``(lo (3,), hi (3,))`` tight axis-aligned bounds after the affine map ``T`` (4x4) of the
         phantom frame (e.g. to world, or to voxel indices)."""
-        M = compose(np.asarray(T, dtype=np.float64), self.pose)
+        M = compose(np.eye(4) if T is None else np.asarray(T, dtype=np.float64), self.pose)
         half = self.shape.half_extent_under(M[:3, :3])
         return M[:3, 3] - half, M[:3, 3] + half
 
@@ -173,11 +173,11 @@ class Phantom:
                 )
 
     # ---- placement
-    def with_pose(self, pose: np.ndarray) -> "Phantom":
+    def with_pose(self, pose: np.ndarray) -> Phantom:
         """The same phantom with phantom->world ``pose`` (4x4) replaced."""
         return replace(self, pose=pose)
 
-    def moved(self, T: np.ndarray) -> "Phantom":
+    def moved(self, T: np.ndarray) -> Phantom:
         """The phantom moved by the world transform ``T`` (4x4): new pose ``T @ pose``."""
         return replace(self, pose=compose(_check_pose("T", T), self.pose))
 

@@ -123,7 +123,7 @@ class HollowBox(Primitive):
     """Box of outer ``size`` with side walls ``wall`` thick, a closed top ``top`` thick (+z) and
     an open bottom (-z): the shell of a LEGO brick. ``g = max(g_outer, -g_cavity)``."""
 
-    size: Sequence[float]
+    size: Sequence[float] | np.ndarray
     wall: float
     top: float
     kind: ClassVar[str] = "hollow_box"
@@ -227,7 +227,8 @@ class Cylinder(Primitive):
         return min(size, 2.0 * self.inner_radius) if self.inner_radius > 0 else size
 
     def params(self) -> dict:
-        out = {"radius": self.radius if np.ndim(self.radius) == 0 else list(self.radius), "height": self.height}
+        out = {"radius": self.radius if np.ndim(self.radius) == 0 else list(self.radius),  # type: ignore[arg-type]
+               "height": self.height}
         if self.inner_radius > 0:
             out["inner_radius"] = self.inner_radius
         return out

@@ -23,6 +23,8 @@ from functools import lru_cache
 import numpy as np
 from scipy.spatial import cKDTree
 
+from ..geometry.errors import rotation_angle_deg
+
 __all__ = ["MarkerSymmetry", "marker_symmetries", "identification_ambiguities", "MAX_PRIOR_ROTATION_DEG",
            "MIN_CLASS_CONTRADICTIONS", "AMBIGUOUS_OVERLAP"]
 
@@ -78,7 +80,7 @@ def _kabsch(A: np.ndarray, B: np.ndarray, proper: bool) -> tuple[np.ndarray, np.
 
 def _angle_deg(R: np.ndarray) -> float:
     Rp = R if np.linalg.det(R) > 0 else -R
-    return float(np.degrees(np.arccos(np.clip((np.trace(Rp) - 1.0) / 2.0, -1.0, 1.0))))
+    return rotation_angle_deg(Rp, np.eye(3))
 
 
 # Base triangles tried by the search.

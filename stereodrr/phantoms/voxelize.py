@@ -37,7 +37,7 @@ import SimpleITK as sitk
 import torch
 from tqdm.auto import tqdm
 
-from .._io import atomic_path, atomic_write_text
+from ..fileio import atomic_path, atomic_write_text
 from ..geometry.se3 import compose, invert
 from ..volume import Volume, mu_to_hu, mu_water
 from .materials import get_material, material_table
@@ -248,7 +248,7 @@ def _voxelize(phantom: Phantom, spacing: float | Sequence[float], energy_kev: fl
         items.append((m.as_body(), *paint, True))
 
     # Index-space boxes, and the index -> local maps (local = inv(pose_world_body) @ affine).
-    idx_from_world = np.linalg.inv(mu.affine)
+    idx_from_world = mu.index_from_world
     boxes, maps = [], []
     for body, *_ in items:
         lo, hi = body.bounds(compose(idx_from_world, phantom.pose))
@@ -309,24 +309,23 @@ def _write_image(volume: Volume, path: Path, pixel: int) -> Path:
 
 def save_voxelized(vox: VoxelizedPhantom, out_dir: str | os.PathLike[str], fmt: str = "mha",
                    phantom: Phantom | None = None) -> dict[str, Path]:
-    """Write the volumes, the ground truth and a MIP figure into ``out_dir`` (each file atomically).
+    """Write the volumes and the ground truth into ``out_dir`` (each file atomically).
 
     Files (MHA by default: it stores the geometry exactly, NIfTI headers hold float32):
     ``mu.<fmt>`` (float32, 1/mm), ``hu.<fmt>`` (int16, rounded, clipped),
-    ``labels.<fmt>`` (uint8), ``markers.csv``, ``mip.png`` (three orthogonal maximum-intensity
-    projections of HU) and ``voxelize.json`` (energy, clipping, grid, material table).
+    ``labels.<fmt>`` (uint8), ``markers.csv`` and ``voxelize.json`` (energy, clipping, grid,
+    material table). The MIP figure is the plot layer's
+    (:func:`stereodrr.plot.phantoms.plot_voxelized`; ``stereodrr phantom`` writes it).
 
     Args:
         vox: from :func:`voxelize`.
         out_dir: folder (created).
         fmt: ``"nii.gz"``, ``"nii"``, ``"mha"`` or ``"nrrd"``.
-        phantom: if given, its name titles the figure and its definition is stored in the JSON.
+        phantom: if given, its name and definition are stored in the JSON.
 
     Returns:
-        ``{"mu", "hu", "labels", "markers", "mip", "meta"}`` -> path.
+        ``{"mu", "hu", "labels", "markers", "meta"}`` -> path.
     """
-    from ..plot.phantoms import plot_mips
-
     if fmt not in ("nii.gz", "nii", "mha", "nrrd"):
         raise ValueError(f"fmt: expected 'nii.gz', 'nii', 'mha' or 'nrrd', got {fmt!r}")
     out = Path(out_dir)
@@ -344,7 +343,6 @@ def save_voxelized(vox: VoxelizedPhantom, out_dir: str | os.PathLike[str], fmt: 
         vox.markers.to_csv(tmp, index=False, float_format="%.6f")
     paths["markers"] = out / "markers.csv"
     name = phantom.name if phantom is not None else "phantom"
-    paths["mip"] = plot_mips(vox.hu, out / "mip.png", title=f"{name}: HU MIPs ({vox.energy_kev:g} keV)", markers=vox.markers)
     meta = {
         "phantom": name, "energy_kev": vox.energy_kev, "hu_range": vox.hu_range, "markers_mode": vox.markers_mode,
         "supersample": vox.supersample, "size_xyz": list(vox.mu.size), "spacing_mm": vox.mu.spacing.tolist(),

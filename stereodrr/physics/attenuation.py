@@ -22,7 +22,7 @@ outside raise ``ValueError``.
 from __future__ import annotations
 
 import functools
-from typing import Sequence, Union
+from typing import Sequence
 
 import numpy as np
 import xraylib
@@ -34,7 +34,7 @@ __all__ = ["ATTENUATION_RANGE_KEV", "MaterialSpec", "check_energies", "elemental
 #: Energies (keV) where xraylib's splines are defined (it refuses to extrapolate above ~800 keV).
 ATTENUATION_RANGE_KEV = (1.0, 800.0)
 
-MaterialSpec = Union[str, Sequence[tuple[str, float]]]
+MaterialSpec = str | Sequence[tuple[str, float]]
 
 
 def check_energies(energies_kev: np.ndarray | Sequence[float] | float, name: str = "energy_kev") -> np.ndarray:

@@ -139,7 +139,7 @@ class Spectrum:
 
     # ---- construction
     @classmethod
-    def monochromatic(cls, energy_kev: float) -> "Spectrum":
+    def monochromatic(cls, energy_kev: float) -> Spectrum:
         """A one-line spectrum: the monochromatic model is its limit."""
         return cls(np.array([float(energy_kev)]), np.array([1.0]), f"{float(energy_kev):g} keV",
                    {"kind": "monochromatic", "energy_kev": float(energy_kev)})
@@ -147,7 +147,7 @@ class Spectrum:
     @classmethod
     def from_tube(cls, kvp: float, filters: str | Sequence[tuple[str, float]] | None = "Al:2.5",
                   anode_angle_deg: float = DEFAULT_ANODE_ANGLE_DEG, bin_kev: float = 1.0,
-                  min_fraction: float = 1e-6) -> "Spectrum":
+                  min_fraction: float = 1e-6) -> Spectrum:
         """A tungsten-anode tube spectrum from spekpy.
 
         Args:
@@ -178,12 +178,12 @@ class Spectrum:
 
     @classmethod
     def from_table(cls, energies_kev: Sequence[float] | np.ndarray, fluence: Sequence[float] | np.ndarray,
-                   description: str = "table") -> "Spectrum":
+                   description: str = "table") -> Spectrum:
         """A user's spectrum (e.g. measured): columns energy (keV) and fluence (photons per bin)."""
         return cls(np.asarray(energies_kev), np.asarray(fluence), description, {"kind": "table"})
 
     @classmethod
-    def from_csv(cls, path: str | Path) -> "Spectrum":
+    def from_csv(cls, path: str | Path) -> Spectrum:
         """Two columns ``energy_kev, fluence`` (header line optional)."""
         p = Path(path)
         if not p.is_file():
@@ -212,7 +212,7 @@ class Spectrum:
     def is_monochromatic(self) -> bool:
         return self.energies_kev.size == 1
 
-    def filtered(self, material: str, mm: float, density: float | None = None) -> "Spectrum":
+    def filtered(self, material: str, mm: float, density: float | None = None) -> Spectrum:
         """The beam after ``mm`` of a material (Beer-Lambert per bin, xraylib attenuation)."""
         rho = compound_density(material) if density is None else float(density)
         t = np.exp(-rho * mass_attenuation(material, self.energies_kev) * mm / 10.0)
@@ -230,7 +230,9 @@ class Spectrum:
     def hvl_mm(self, material: str = "Al") -> float:
         """First half-value layer in mm of ``material`` (air kerma; module docstring)."""
         k0 = float(self.air_kerma(material, 0.0)[0])
-        f = lambda x: float(self.air_kerma(material, x)[0]) - 0.5 * k0
+        def f(x: float) -> float:
+            return float(self.air_kerma(material, x)[0]) - 0.5 * k0
+
         hi = 1.0
         while f(hi) > 0:
             hi *= 2.0
@@ -240,7 +242,9 @@ class Spectrum:
         """Energy of the monochromatic beam with the same HVL: ``mu(E_eff) = ln 2 / HVL``."""
         target = math.log(2.0) / self.hvl_mm(material)
         rho = compound_density(material)
-        g = lambda e: rho * float(mass_attenuation(material, e)[0]) / 10.0 - target
+        def g(e: float) -> float:
+            return rho * float(mass_attenuation(material, e)[0]) / 10.0 - target
+
         # mu falls with energy between absorption edges; search over the spectrum's span.
         lo, hi = max(1.0, float(self.energies_kev.min())), float(self.energies_kev.max())
         if g(lo) * g(hi) > 0:

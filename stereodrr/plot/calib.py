@@ -14,8 +14,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from .._io import atomic_path  # noqa: E402
 from ..calib.detect import attenuation_image  # noqa: E402
+from ..fileio import atomic_path  # noqa: E402
 from ..geometry import epipolar_lines  # noqa: E402
 
 __all__ = ["plot_stereo_pair", "plot_marker_errors"]
@@ -66,13 +66,13 @@ def plot_stereo_pair(
         other = names[1 - k]
         ids_other = identified[other]
         lines = epipolar_lines(F, ids_other[["u", "v"]].to_numpy(), which=2 if k == 0 else 1)
-        for j, (line, mid) in enumerate(zip(lines, ids_other["marker_id"])):
+        for j, line in enumerate(lines):
             seg = _clip_line(line, W, H)
             if seg is not None:
                 ax.plot(seg[:, 0], seg[:, 1], "-", lw=0.6, color=cmap(j % 20), alpha=0.8)
         det = detections[n]
         ax.plot(det["u"], det["v"], "o", ms=9, mfc="none", mec="yellow", mew=0.8, label="detections")
-        for j, row in enumerate(identified[n].itertuples()):
+        for row in identified[n].itertuples():
             ax.annotate(str(row.marker_id), (row.u, row.v), xytext=(5, -5), textcoords="offset points",
                         color="cyan", fontsize=6)
         ax.set_xlim(-0.5, W - 0.5)

@@ -13,10 +13,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from .._io import atomic_path  # noqa: E402
+from ..fileio import atomic_path  # noqa: E402
+from ..phantoms.voxelize import VoxelizedPhantom  # noqa: E402
 from ..volume import Volume  # noqa: E402
 
-__all__ = ["plot_mips"]
+__all__ = ["plot_mips", "plot_voxelized"]
 
 
 def plot_mips(volume: Volume, path: str | os.PathLike[str], title: str = "", markers: pd.DataFrame | None = None,
@@ -79,3 +80,8 @@ def plot_mips(volume: Volume, path: str | os.PathLike[str], title: str = "", mar
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
     return p
+
+
+def plot_voxelized(vox: VoxelizedPhantom, path: str | os.PathLike[str], name: str = "phantom") -> Path:
+    """The MIP figure of a voxelized phantom (HU, with its markers), titled with ``name``."""
+    return plot_mips(vox.hu, path, title=f"{name}: HU MIPs ({vox.energy_kev:g} keV)", markers=vox.markers)

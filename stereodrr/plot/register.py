@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from .._io import atomic_path  # noqa: E402
+from ..fileio import atomic_path  # noqa: E402
 
 __all__ = ["plot_loss", "plot_overlay", "plot_errors", "plot_registration_study", "plot_depth_information", "edge_map"]
 

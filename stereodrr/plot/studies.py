@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from .._io import atomic_path  # noqa: E402
+from ..fileio import atomic_path  # noqa: E402
 from ..geometry import depth_inplane_ratio  # noqa: E402
 
 __all__ = ["plot_angle_sweep", "plot_fundamental_methods", "plot_phantom_design"]

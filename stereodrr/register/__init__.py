@@ -1,6 +1,10 @@
 """Multi-view 2D/3D registration: one rigid world-frame pose of a CT fitted to every X-ray view
 of a rig at once, by gradient descent through the differentiable renderer."""
 
+import sys as _sys
+import types as _types
+from typing import Any as _Any
+
 from .metrics import (
     mean_viewing_direction,
     registration_errors,
@@ -14,8 +18,8 @@ from .optimize import (
     Level,
     RegistrationDivergedWarning,
     RegistrationInputWarning,
-    StoppingRule,
     RegistrationResult,
+    StoppingRule,
     auto_volume_factor,
     downsample_images,
     multiview_loss,
@@ -26,9 +30,18 @@ from .optimize import (
     translation_basis,
     views_seeing,
 )
-from .precision import PARAMETERS, pose_crlb, pose_fisher_information, pose_jacobian
 from .pose import POSE_SCHEMA, RigidPose, load_pose, moved_extrinsics, pose_matrix, save_pose
-from .similarity import SIMILARITIES, check_target, count_weighted_ncc, get_similarity, gradient_ncc, multiscale_ncc, ncc, patch_ncc
+from .precision import PARAMETERS, pose_crlb, pose_fisher_information, pose_jacobian
+from .similarity import (
+    SIMILARITIES,
+    check_target,
+    count_weighted_ncc,
+    get_similarity,
+    gradient_ncc,
+    multiscale_ncc,
+    ncc,
+    patch_ncc,
+)
 
 __all__ = [
     "mean_viewing_direction", "registration_errors", "rotation_error_deg", "target_registration_error",
@@ -40,3 +53,15 @@ __all__ = [
     "POSE_SCHEMA", "RigidPose", "load_pose", "moved_extrinsics", "pose_matrix", "save_pose",
     "SIMILARITIES", "check_target", "count_weighted_ncc", "get_similarity", "gradient_ncc", "multiscale_ncc", "ncc", "patch_ncc",
 ]
+
+
+class _CallablePackage(_types.ModuleType):
+    """``stereodrr.register`` is the subpackage and, called, :func:`register`: the top-level
+    ``sd.register(volume, rig, images)`` and the subpackage share the attribute name
+    ``stereodrr.register`` (importing the subpackage binds it), so the package forwards calls."""
+
+    def __call__(self, *args: _Any, **kwargs: _Any) -> RegistrationResult:
+        return register(*args, **kwargs)
+
+
+_sys.modules[__name__].__class__ = _CallablePackage

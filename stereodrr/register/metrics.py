@@ -10,24 +10,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..geometry import StereoRig, matrix_to_rotvec, transform_points
+from ..geometry import StereoRig, mean_viewing_direction, rotation_angle_deg, split_depth_inplane, transform_points
 from .pose import RigidPose
 
 __all__ = ["mean_viewing_direction", "target_registration_error", "rotation_error_deg",
            "translation_errors", "registration_errors"]
-
-
-def mean_viewing_direction(rig: StereoRig) -> np.ndarray:
-    """``(3,)`` unit vector ``n = sum_v d_v / |sum_v d_v|`` of the principal rays ``d_v``.
-
-    Raises:
-        ValueError: when the rays cancel (e.g. two opposed views), so no depth axis exists.
-    """
-    s = np.sum([cam.principal_ray for cam in rig.cameras.values()], axis=0)
-    norm = float(np.linalg.norm(s))
-    if norm < 1e-6 * len(rig):
-        raise ValueError("rig: the principal rays cancel out; the mean viewing direction (depth axis) is undefined")
-    return s / norm
 
 
 def target_registration_error(estimate: RigidPose, truth: RigidPose, landmarks: np.ndarray) -> np.ndarray:
@@ -48,7 +35,7 @@ def target_registration_error(estimate: RigidPose, truth: RigidPose, landmarks: 
 
 def rotation_error_deg(estimate: RigidPose, truth: RigidPose) -> float:
     """Angle of ``R_est R_true^T`` in degrees."""
-    return float(np.degrees(np.linalg.norm(matrix_to_rotvec(estimate.rotation @ truth.rotation.T))))
+    return rotation_angle_deg(estimate.rotation, truth.rotation)
 
 
 def translation_errors(estimate: RigidPose, truth: RigidPose, direction: np.ndarray) -> tuple[float, float]:
@@ -56,12 +43,9 @@ def translation_errors(estimate: RigidPose, truth: RigidPose, direction: np.ndar
 
     ``depth = |d . n|``, ``in-plane = |d - (d . n) n|``, ``n`` a unit viewing direction.
     """
-    n = np.asarray(direction, dtype=np.float64)
-    n = n / np.linalg.norm(n)
     c = truth.center[None]
-    d = (transform_points(estimate.matrix, c) - transform_points(truth.matrix, c))[0]
-    depth = float(d @ n)
-    return float(np.linalg.norm(d - depth * n)), abs(depth)
+    depth, inplane = split_depth_inplane(transform_points(estimate.matrix, c) - transform_points(truth.matrix, c), direction)
+    return float(inplane[0]), abs(float(depth[0]))
 
 
 def registration_errors(estimate: RigidPose, truth: RigidPose, rig: StereoRig,

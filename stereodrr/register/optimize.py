@@ -216,10 +216,10 @@ def render_views(volume: Volume, rig: StereoRig, pose: RigidPose, scale: int = 1
     """DRRs ``(V, H/scale, W/scale)`` of the volume moved by ``pose``, one per rig view (no grad)."""
     cams = list(rig.cameras.values())
     dt = volume.data.dtype
-    K, R, t = (torch.stack(m) for m in zip(*(c.to_torch(volume.device, torch.float64) for c in cams)))
+    K, R, t = rig.to_torch(volume.device, torch.float64)
     T = torch.as_tensor(pose.matrix, dtype=torch.float64, device=volume.device)
     Rm, tm = moved_extrinsics(R, t, T)
-    ifw = torch.as_tensor(np.linalg.inv(volume.affine), dtype=dt, device=volume.device)
+    ifw = volume.index_from_world_tensor()
     h, w = cams[0].height // scale, cams[0].width // scale
     with torch.no_grad():
         return drr(volume.data, ifw, scale_intrinsics(K, scale).to(dt), Rm.to(dt), tm.to(dt), h, w,
@@ -588,8 +588,7 @@ class _Problem:
     def level_volume(self, factor: tuple[int, int, int]) -> tuple[Tensor, Tensor]:
         if factor not in self.volumes:
             vol = self.volume.downsample(factor)
-            self.volumes[factor] = (vol.data, torch.as_tensor(np.linalg.inv(vol.affine), dtype=vol.data.dtype,
-                                                              device=vol.device))
+            self.volumes[factor] = (vol.data, vol.index_from_world_tensor())
         return self.volumes[factor]
 
 
@@ -737,7 +736,7 @@ def register(
     _check_contrast(volume, rig, pose0, targets, weights)
     _check_slices(volume, rig)
 
-    K, Rc, tc = (torch.stack(m) for m in zip(*(c.to_torch(device, torch.float64) for c in cams)))
+    K, Rc, tc = rig.to_torch(device, torch.float64)
     problem = _Problem(volume, rig, K, Rc, tc, targets, weights,
                        torch.as_tensor(translation_basis(rig), dtype=torch.float64, device=device),
                        rotation, render_mode, step_mm)

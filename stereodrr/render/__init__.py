@@ -56,8 +56,17 @@ unless set), so torch's and Numba's pools do not spin against each other
 """
 
 from .detector import (
-    LAYERS, PRESETS, DetectorModel, ScintillatorLayer, beer_lambert, detect, detector_preset, focal_spot_sigma_px,
-    gaussian_blur, negative_log, to_uint16,
+    LAYERS,
+    PRESETS,
+    DetectorModel,
+    ScintillatorLayer,
+    beer_lambert,
+    detect,
+    detector_preset,
+    focal_spot_sigma_px,
+    gaussian_blur,
+    negative_log,
+    to_uint16,
 )
 from .drr import MODES, RaysMissWarning, camera_batch, drr, render_drr, render_rig, render_structures
 from .markers import render_spheres, sphere_centers_px, sphere_drr

@@ -172,7 +172,7 @@ def _numba_backward(grad: Tensor, data: Tensor, o: Tensor, e: Tensor, s0: Tensor
 
 def _numba_unavailable(device: torch.device, dtype: torch.dtype) -> str | None:
     if not _HAS_NUMBA:
-        return "numba is not installed (pip install numba, or reinstall stereodrr, which requires it)"
+        return "numba is not installed (pip install 'stereodrr[numba]')"
     if device.type != "cpu":
         return "it runs on CPU tensors only; use backend='triton' (pip install stereodrr[gpu]) or 'torch'"
     if dtype not in (torch.float32, torch.float64, *LOW_PRECISION):

@@ -333,12 +333,12 @@ class DetectorModel:
         t, q = spectral_sums(channels, att, w)
         return t, q
 
-    def transmission(self, channels: Tensor, names: Sequence[str], camera: "Camera | None" = None
+    def transmission(self, channels: Tensor, names: Sequence[str], camera: Camera | None = None
                      ) -> tuple[Tensor, Tensor]:
         """:meth:`primary` plus scatter (scatter needs the ``camera`` for pitch and field size)."""
         return self.add_scatter(*self.primary(channels, names), camera)
 
-    def add_scatter(self, t: Tensor, q: Tensor | None, camera: "Camera | None") -> tuple[Tensor, Tensor | None]:
+    def add_scatter(self, t: Tensor, q: Tensor | None, camera: Camera | None) -> tuple[Tensor, Tensor | None]:
         """Primary ``t`` (and its variance factor ``q``, ``None`` for plain Poisson) plus the
         scatter model's scatter, behind the grid, relative to the open field behind the grid
         (``P + (g_s / g_p) S``); unchanged without a scatter model."""
@@ -389,7 +389,7 @@ class DetectorModel:
         floor_n = floor if self.photons is not None else 1e-12
         return -torch.log(((counts - self.offset) / self.gain).clamp_min(floor_n) / n0)
 
-    def image(self, channels: Tensor, names: Sequence[str], camera: "Camera | None" = None, *,
+    def image(self, channels: Tensor, names: Sequence[str], camera: Camera | None = None, *,
               seed: int | None = 0, output: str = "neglog") -> Tensor:
         """The view's image ``(H, W)``: ``"counts"`` or ``"neglog"`` (``-log(I / I_open)``)."""
         if output not in ("counts", "neglog"):
@@ -407,7 +407,7 @@ class DetectorModel:
         d["mean_deposited_kev"] = float((self.spectrum.weights * self.response(self.spectrum.energies_kev)).sum())
         return d
 
-    def with_(self, **changes: Any) -> "DetectorModel":
+    def with_(self, **changes: Any) -> DetectorModel:
         """A copy with some fields changed."""
         return replace(self, **changes)
 

@@ -21,10 +21,11 @@ import warnings
 from typing import Mapping, Sequence
 
 import torch
+from jaxtyping import Float
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
-from ..geometry import Camera, StereoRig
+from ..geometry import Camera, StereoRig, stack_cameras
 from ..volume import Volume
 from .backends import LOW_PRECISION, Backend, select_backend
 from .integrate import SAMPLE_BUDGET, exact_integral, segment_samples
@@ -123,11 +124,11 @@ def _rays_per_chunk(data: Tensor, index_from_world: Tensor, mode: str, step: flo
 
 
 def drr(
-    data: Tensor,
-    index_from_world: Tensor,
-    K: Tensor,
-    R: Tensor,
-    t: Tensor,
+    data: Float[Tensor, "Z Y X"],
+    index_from_world: Float[Tensor, "4 4"],
+    K: Float[Tensor, "B 3 3"],
+    R: Float[Tensor, "B 3 3"],
+    t: Float[Tensor, "B 3"],
     height: int,
     width: int,
     *,
@@ -135,7 +136,7 @@ def drr(
     step_mm: float | None = None,
     backend: str = "auto",
     chunk_rays: int | None = None,
-) -> Tensor:
+) -> Float[Tensor, "B H W"]:
     """Line integral of mu along every pixel ray of a batch of views.
 
     ``L_b(u, v) = integral mu(C_b + s d_b(u, v)) ds`` with ``C_b = -R_b^T t_b`` and
@@ -228,18 +229,13 @@ def camera_batch(cameras: Camera | Sequence[Camera] | Mapping[str, Camera] | Ste
     return [f"view{i}" for i in range(len(cams))], cams
 
 
-def _stack_poses(cams: Sequence[Camera], device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
-    K, R, t = zip(*(c.to_torch(device, dtype) for c in cams))
-    return torch.stack(K), torch.stack(R), torch.stack(t)
-
-
 def render_drr(
     volume: Volume,
     cameras: Camera | Sequence[Camera] | Mapping[str, Camera] | StereoRig,
     *,
     mode: str = "trilinear",
     step_mm: float | None = None,
-) -> Tensor:
+) -> Float[Tensor, "B H W"]:
     """Render ``volume.data`` (mu in 1/mm) for a batch of views of one detector size.
 
     Args:
@@ -261,9 +257,8 @@ def render_drr(
         listing = ", ".join(f"{n} {c.width}x{c.height}" for n, c in zip(names, cams))
         raise ValueError(f"cameras: render_drr needs one detector size for the batch, got {listing}; "
                          "use render_rig for views of different sizes")
-    K, R, t = _stack_poses(cams, volume.device, volume.data.dtype)
-    index_from_world = torch.linalg.inv(torch.as_tensor(volume.affine, dtype=torch.float64)).to(volume.device, volume.data.dtype)
-    return drr(volume.data, index_from_world, K, R, t, cams[0].height, cams[0].width, mode=mode, step_mm=step_mm)
+    K, R, t = stack_cameras(cams, volume.device, volume.data.dtype)
+    return drr(volume.data, volume.index_from_world_tensor(), K, R, t, cams[0].height, cams[0].width, mode=mode, step_mm=step_mm)
 
 
 def render_rig(

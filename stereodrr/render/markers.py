@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..geometry import Camera, StereoRig, pixel_to_ray, project_points, projection_matrix
-from .drr import _stack_poses, camera_batch
+from ..geometry import Camera, StereoRig, pixel_to_ray, project_points, projection_matrix, stack_cameras
+from .drr import camera_batch
 from .integrate import SAMPLE_BUDGET
 from .rays import pixel_grid_chunk
 
@@ -191,5 +191,5 @@ def render_spheres(
     mu_t = torch.as_tensor(mu, device=device, dtype=dtype).reshape(-1)
     if mu_t.numel() == 1 and m > 0:
         mu_t = mu_t.expand(m)
-    K, R, t = _stack_poses(cams, torch.device(device), dtype)
+    K, R, t = stack_cameras(cams, torch.device(device), dtype)
     return sphere_drr(c, dia, mu_t, K, R, t, cams[0].height, cams[0].width), sphere_centers_px(c, K, R, t)

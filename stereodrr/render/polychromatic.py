@@ -184,7 +184,7 @@ def spectral_sums(channels: Tensor, att: Tensor, weights: Tensor) -> Tensor:
 def render_polychromatic(
     hu: Volume | None,
     cameras: Camera | Sequence[Camera] | Mapping[str, Camera] | StereoRig,
-    detector: "DetectorModel | None" = None,
+    detector: DetectorModel | None = None,
     *,
     reference_kev: float = 60.0,
     decomposition: str = "tissue_bone",
@@ -225,7 +225,7 @@ def render_polychromatic(
 def primary_signals(
     hu: Volume | None,
     cameras: Camera | Sequence[Camera] | Mapping[str, Camera] | StereoRig,
-    detector: "DetectorModel",
+    detector: DetectorModel,
     *,
     reference_kev: float = 60.0,
     decomposition: str = "tissue_bone",
@@ -292,7 +292,7 @@ def _mono(energy_kev: float):
     return Spectrum.monochromatic(energy_kev)
 
 
-def remove_scatter(image: np.ndarray, detector: "DetectorModel", camera: Camera, iterations: int = 5) -> np.ndarray:
+def remove_scatter(image: np.ndarray, detector: DetectorModel, camera: Camera, iterations: int = 5) -> np.ndarray:
     """The primary part of a ``-log(I / I_open)`` image made with ``detector``'s scatter model.
 
     Scatter, a smooth pedestal that does not drop under a ball, compresses the ball's contrast.
@@ -324,7 +324,7 @@ class _TwoMaterialCurve:
     """``p(b, s) = -log t`` of equation (1) for ``b`` mm of a background material and ``s`` mm of
     a metal, with the background-equivalent thickness of a ``-log`` value (a table, monotone)."""
 
-    def __init__(self, detector: "DetectorModel", metal: str, background: str) -> None:
+    def __init__(self, detector: DetectorModel, metal: str, background: str) -> None:
         self.att = attenuation_table([background, metal], detector.spectrum.energies_kev, dtype=torch.float64)
         self.w = detector.spectral_weights()
         self.rho = (get_material(background).density, get_material(metal).density)
@@ -340,7 +340,7 @@ class _TwoMaterialCurve:
         return np.interp(neglog, self.p_tab, self.b_tab)
 
 
-def ball_transmission(detector: "DetectorModel", metal: str = "stainless_steel", background: str = "water",
+def ball_transmission(detector: DetectorModel, metal: str = "stainless_steel", background: str = "water",
                       max_mm: float = 10.0, samples: int = 4096) -> Callable[[np.ndarray, float], np.ndarray]:
     """The transmission curve of metal balls on a polychromatic beam, for the ball fit of
     :func:`stereodrr.calib.detect.detect_markers` (its ``transmission`` argument).
@@ -380,7 +380,7 @@ def ball_transmission(detector: "DetectorModel", metal: str = "stainless_steel",
     return transmission
 
 
-def metal_thickness(image: np.ndarray, detector: "DetectorModel", camera: Camera | None = None,
+def metal_thickness(image: np.ndarray, detector: DetectorModel, camera: Camera | None = None,
                     metal: str = "stainless_steel", background: str = "water", window_px: int = 31,
                     max_mm: float = 10.0) -> np.ndarray:
     """Two-material beam-hardening correction: metal thickness (mm) per pixel of a

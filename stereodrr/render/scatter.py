@@ -80,7 +80,7 @@ class ScatterModel:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "ScatterModel":
+    def from_dict(cls, d: Mapping[str, Any]) -> ScatterModel:
         d = dict(d)
         g = d.pop("grid", None)
         return cls(**d, grid=AntiScatterGrid(**g) if isinstance(g, Mapping) else g)

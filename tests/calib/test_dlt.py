@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from stereodrr.calib.dlt import calibrate_rig, dlt_projection, opencv_crosscheck, reprojection_errors
+from stereodrr.calib.dlt import calibrate_rig, opencv_crosscheck, projection_from_points, reprojection_errors
 from stereodrr.geometry import Camera, StereoRig, decompose_projection
 
 
@@ -14,7 +14,7 @@ def _krt_close(cam: Camera, ref: Camera, tol_k: float, tol_c_mm: float) -> None:
 def test_linear_dlt_recovers_P_K_R_t(rig5, points3d, project):
     uv = project(rig5, points3d)
     for name, cam in rig5.cameras.items():
-        P = dlt_projection(points3d, uv[name])
+        P = projection_from_points(points3d, uv[name])
         K, R, t = decompose_projection(P)
         np.testing.assert_allclose(K, cam.K, rtol=1e-8, atol=1e-6)
         np.testing.assert_allclose(R, cam.R, atol=1e-10)
@@ -25,7 +25,7 @@ def test_linear_dlt_recovers_P_K_R_t(rig5, points3d, project):
 def test_dlt_with_exactly_six_points(rig5, project):
     X = np.array([[0, 0, 0], [30, 0, 0], [0, 30, 0], [0, 0, 30], [20, 25, -10], [-15, 10, 20.0]])
     uv = project(rig5, X)["left"]
-    P = dlt_projection(X, uv)
+    P = projection_from_points(X, uv)
     assert reprojection_errors(P, X, uv).max() < 1e-6
 
 
@@ -86,16 +86,16 @@ def test_other_rig_and_oblique_world(project):
 def test_bad_input(rig5, points3d, project):
     uv = project(rig5, points3d)["left"]
     with pytest.raises(ValueError, match="at least 6"):
-        dlt_projection(points3d[:5], uv[:5])
+        projection_from_points(points3d[:5], uv[:5])
     with pytest.raises(ValueError, match="mismatched"):
-        dlt_projection(points3d[:10], uv[:9])
+        projection_from_points(points3d[:10], uv[:9])
     flat = points3d.copy()
     flat[:, 1] = 4.0
     with pytest.raises(ValueError, match="coplanar"):
-        dlt_projection(flat, project(rig5, flat)["left"])
+        projection_from_points(flat, project(rig5, flat)["left"])
     bad = uv.copy()
     bad[0, 1] = np.inf
     with pytest.raises(ValueError, match="NaN or inf"):
-        dlt_projection(points3d, bad)
+        projection_from_points(points3d, bad)
     with pytest.raises(ValueError, match="no detector"):
         calibrate_rig({"middle": (points3d, uv)}, rig5.cameras)

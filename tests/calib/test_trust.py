@@ -118,7 +118,7 @@ def test_calibrated_rig_file_agrees_with_its_K(tables):
     rig = odd_rig("horizontal", 5.0)
     X = tables["lego_cube"][["x", "y", "z"]].to_numpy()
     cal = calibrate_rig({n: (X, c.project(X)[0]) for n, c in rig.cameras.items()}, rig.cameras)
-    for n, cam in cal.rig.cameras.items():
+    for cam in cal.rig.cameras.values():
         du, dv = cam.pixel_spacing
         assert cam.K[0, 0] * du == pytest.approx(cam.sdd, rel=1e-12)
         assert cam.K[1, 1] * dv == pytest.approx(cam.sdd, rel=1e-12)

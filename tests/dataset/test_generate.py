@@ -7,8 +7,16 @@ import pytest
 import torch
 
 from stereodrr.dataset import (
-    complete_items, generate_dataset, item_dir, item_rig, load_manifest, parse_shard, rebuild_manifest,
-    sample_item, shard_indices, validate_config,
+    complete_items,
+    generate_dataset,
+    item_dir,
+    item_rig,
+    load_manifest,
+    parse_shard,
+    rebuild_manifest,
+    sample_item,
+    shard_indices,
+    validate_config,
 )
 from stereodrr.dataset import generate as gen
 from stereodrr.dataset.manifest import sha256_file
@@ -162,8 +170,8 @@ def test_local_dask_cluster(tmp_path, tiny_config):
 def test_phantom_markers_ground_truth(tmp_path):
     from pathlib import Path
 
-    from stereodrr.phantoms import load_phantom
     from stereodrr.geometry import transform_points
+    from stereodrr.phantoms import load_phantom
 
     phantom_file = Path(__file__).resolve().parents[2] / "phantoms" / "lego_cube.json"
     cfg = validate_config({"subject": {"kind": "phantom", "path": str(phantom_file), "voxel_mm": 3.0},
@@ -232,3 +240,14 @@ def test_render_device(tmp_path, tiny_raw):
     cpu = gen.render_item(validate_config(tiny_raw), 0)
     for name in cpu.views:
         assert np.allclose(gpu.views[name].image, cpu.views[name].image, rtol=1e-4)
+
+
+def test_malformed_dataset_json_is_named_with_its_line(tmp_path, tiny_config):
+    root = tmp_path / "ds"
+    root.mkdir()
+    (root / "dataset.json").write_text('{"config":\n  {"seed": 1,,}}\n')
+    with pytest.raises(ValueError, match=r"dataset\.json is unreadable \(.*line 2, column 14.*\); not a stereodrr"):
+        gen.prepare_output(root, tiny_config, [0], resume=False)
+    (root / "dataset.json").write_text('{"no_config": 1}\n')
+    with pytest.raises(ValueError, match=r"dataset\.json is unreadable; not a stereodrr dataset folder"):
+        gen.prepare_output(root, tiny_config, [0], resume=False)

@@ -5,7 +5,14 @@ import torch
 from torch.utils.data import DataLoader
 
 from stereodrr.dataset import (
-    StereoDRRDataset, generate_dataset, item_pose, item_rig, load_subject, posed_volume, sample_item, validate_config,
+    StereoDRRDataset,
+    generate_dataset,
+    item_pose,
+    item_rig,
+    load_subject,
+    posed_volume,
+    sample_item,
+    validate_config,
 )
 from stereodrr.render import render_drr
 

@@ -64,3 +64,18 @@ def test_bad_rigs():
         StereoRig.convergent(0, 750, 1200, 0.3, 64, 64)
     with pytest.raises(KeyError, match="no view"):
         StereoRig({"a": cam}, np.zeros(3))["b"]
+
+
+def test_rig_to_torch_stacks_views_in_name_order():
+    import torch
+
+    rig = StereoRig.arc(3, 20, 750, 1200, 0.5, 32, 24)
+    K, R, t = rig.to_torch("cpu", torch.float64)
+    assert K.shape == (3, 3, 3) and R.shape == (3, 3, 3) and t.shape == (3, 3) and K.dtype == torch.float64
+    for v, name in enumerate(rig.names):
+        P = K[v].numpy() @ np.concatenate([R[v].numpy(), t[v].numpy()[:, None]], axis=1)
+        assert np.allclose(P, rig[name].P, atol=1e-9)
+    with pytest.raises(ValueError, match="cameras"):
+        from stereodrr.geometry import stack_cameras
+
+        stack_cameras([])

@@ -21,6 +21,7 @@ def test_phantom_command_writes_volumes_truth_and_figure(tmp_path, capsys):
     assert "stainless_steel" in text and "grid" in text
     for name in ("mu.mha", "hu.mha", "labels.mha", "markers.csv", "mip.png", "voxelize.json"):
         assert (out / name).is_file(), name
+    assert (out / "mip.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     table = pd.read_csv(out / "markers.csv")
     ph = load_phantom(ROOT / "phantoms" / "lego_stereo.json")
     R = np.array([[np.cos(np.pi / 6), -np.sin(np.pi / 6), 0], [np.sin(np.pi / 6), np.cos(np.pi / 6), 0], [0, 0, 1]])

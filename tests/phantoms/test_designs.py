@@ -110,3 +110,21 @@ def test_torso_has_tissue_bone_and_lungs():
     assert set(torch.unique(vox.labels.data).tolist()) == {0.0, 1.0, 2.0, 4.0}
     lung = vox.hu.data[vox.labels.data == 4]
     assert float(lung.median()) == pytest.approx(-741, abs=30)
+
+
+def test_torso_phantom_is_the_torso_file_as_a_ct():
+    from stereodrr.phantoms import get_material, torso_phantom
+
+    c = np.array([10.0, -5.0, 0.0])
+    vol = torso_phantom((64, 42, 50), 5.0, center=c)  # 320 x 210 x 250 mm: scale (0.84, 0.8, 0.75)
+    assert np.allclose(vol.center, c) and vol.size == (64, 42, 50)
+    s = np.array([0.84, 0.80, 0.75])
+    # interior points of the torso.json bodies (scaled, torso frame, mm) carry their material's HU at 60 keV
+    for material, p in (("lung", (-70, 5, 30)), ("lung", (72, 10, 38)), ("soft_tissue", (25, -25, -30)),
+                        ("adipose", (0, -101, 0)), ("soft_tissue", (-120, 0, -100)), ("air", (0, -118, 0)),
+                        ("air", (165, 0, 0)), ("air", (0, 0, 160))):
+        i, j, k = np.round(vol.world_to_index((np.array([p], dtype=float) * s) + c)[0]).astype(int)
+        assert float(vol.data[k, j, i]) == pytest.approx(get_material(material).hu(60.0), abs=0.5), (material, p)
+    assert float(vol.data.max()) > 900  # the thin cortical bones, partial-volume averaged at 5 mm
+    # the scale-1 spec is the shipped file
+    assert torso_spec((1, 1, 1)) == json.loads((ROOT / "phantoms" / "torso.json").read_text())

@@ -9,7 +9,14 @@ import pytest
 
 from stereodrr.geometry import rotvec_to_matrix, transform_points
 from stereodrr.phantoms import (
-    MARKER_COLUMNS, Marker, Phantom, get_material, load_phantom, phantom_from_dict, phantom_to_dict, rigid_pose,
+    MARKER_COLUMNS,
+    Marker,
+    Phantom,
+    get_material,
+    load_phantom,
+    phantom_from_dict,
+    phantom_to_dict,
+    rigid_pose,
     save_phantom,
 )
 

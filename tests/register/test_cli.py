@@ -7,8 +7,9 @@ import SimpleITK as sitk
 
 from stereodrr.cli import main
 from stereodrr.geometry import StereoRig, save_rig
+from stereodrr.phantoms import torso_phantom
 from stereodrr.register import RigidPose, load_pose, registration_errors, render_views, save_pose
-from stereodrr.volume import hu_to_mu, save_volume, torso_phantom
+from stereodrr.volume import hu_to_mu, save_volume
 
 
 def test_register_command_end_to_end(tmp_path, capsys):

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from stereodrr.geometry import StereoRig, project_points, rotvec_to_matrix
+from stereodrr.phantoms import torso_phantom
 from stereodrr.register import (
     Level,
     RegistrationDivergedWarning,
@@ -17,7 +18,7 @@ from stereodrr.register import (
     scale_intrinsics,
     views_seeing,
 )
-from stereodrr.volume import hu_to_mu, torso_phantom
+from stereodrr.volume import hu_to_mu
 
 
 @pytest.fixture(scope="module")

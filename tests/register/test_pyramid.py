@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from stereodrr.geometry import StereoRig
+from stereodrr.phantoms import torso_phantom
 from stereodrr.register import (
     Level,
     RigidPose,
@@ -14,7 +15,7 @@ from stereodrr.register import (
     registration_errors,
     render_views,
 )
-from stereodrr.volume import Volume, hu_to_mu, torso_phantom
+from stereodrr.volume import Volume, hu_to_mu
 
 
 def test_per_axis_downsample_averages_blocks_and_keeps_the_box():

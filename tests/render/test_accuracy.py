@@ -123,7 +123,8 @@ def test_blob_centroid_where_camera_projects(backend):
 
 
 def _anatomy() -> tuple[Volume, Camera]:
-    from stereodrr.volume import hu_to_mu, torso_phantom
+    from stereodrr.phantoms import torso_phantom
+    from stereodrr.volume import hu_to_mu
 
     hu = torso_phantom(size=(40, 32, 24), spacing=(4.0, 4.5, 5.0), supersample=1)
     vol = hu.with_data(hu_to_mu(hu.data))

@@ -11,8 +11,9 @@ import SimpleITK as sitk
 
 from stereodrr.cli import main
 from stereodrr.geometry import StereoRig, load_rig, save_rig
+from stereodrr.phantoms import torso_phantom
 from stereodrr.render import render_rig
-from stereodrr.volume import hu_to_mu, load_volume, save_volume, torso_phantom
+from stereodrr.volume import hu_to_mu, load_volume, save_volume
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -11,8 +11,9 @@ import SimpleITK as sitk
 
 from stereodrr.cli import main
 from stereodrr.geometry import StereoRig, save_rig
+from stereodrr.phantoms import torso_phantom
 from stereodrr.physics.attenuation import mass_attenuation
-from stereodrr.volume import Volume, save_volume, torso_phantom
+from stereodrr.volume import Volume, save_volume
 
 
 def _read(path) -> np.ndarray:

@@ -35,7 +35,7 @@ def _wedge() -> tuple[Volume, Camera]:
 
 @pytest.mark.parametrize("decomposition, energy", [("water", 45.0), ("water", 80.0), ("tissue_bone", 60.0)])
 def test_monochromatic_limit_equals_the_monochromatic_render(decomposition, energy):
-    from stereodrr.volume import torso_phantom
+    from stereodrr.phantoms import torso_phantom
 
     hu = torso_phantom(size=(32, 24, 20), spacing=8.0)
     cam = Camera.look_at(hu.center + np.array([0, -700.0, 0]), hu.center, 1100.0, 2.0, 48, 40)

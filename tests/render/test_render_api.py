@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from stereodrr.geometry import Camera, StereoRig
+from stereodrr.phantoms import torso_phantom
 from stereodrr.render import RaysMissWarning, drr, render_drr, render_rig, render_structures
-from stereodrr.volume import Volume, hu_to_mu, torso_phantom
+from stereodrr.volume import Volume, hu_to_mu
 
 from .conftest import device_for
 

@@ -13,6 +13,10 @@ in *their* image convention: MATLAB-style 1-based pixel indices with the y axis 
 i.e. ``(x, y, 1)^T = A (u, v, 1)^T`` with ``A = [[1, 0, 1], [0, -1, H], [0, 0, 1]]``, and the DLT
 matrix is ``A P`` scaled so its (3, 4) entry is 1. The coefficient file layout is 11 rows x
 n cameras (one column per camera), as XMALab's "DLT coefficients" CSV export.
+
+Naming: "DLT" alone means these 11 coefficients; conversions are named ``<result>_from_<input>``
+(:func:`dlt_from_projection`, :func:`projection_from_dlt`), and the DLT *fit* of a camera to
+3D-2D correspondences is :func:`stereodrr.calib.dlt.projection_from_points`.
 """
 
 from __future__ import annotations
