@@ -142,6 +142,127 @@ if numba is not None:
                 gds[r] = g[r] * (sf + ds[r] * ke)
 
 
+    # ------------------------------------------------------------------ joseph (slice planes)
+    @njit(inline="always", fastmath=True, cache=True)
+    def _slice_axes(o0, o1, o2, e0, e1, e2, nx, ny, nz):  # pragma: no cover - compiled
+        """The ray's dominant index axis ``a`` (largest ``|e_a|``, first on ties) and the two
+        in-slice axes ``b``, ``c``: ``(axis ids, origins, directions, sizes, flat strides)``."""
+        sxy = nx * ny
+        if abs(e0) >= abs(e1) and abs(e0) >= abs(e2):
+            return 0, 1, 2, o0, o1, o2, e0, e1, e2, nx, ny, nz, 1, nx, sxy
+        if abs(e1) >= abs(e2):
+            return 1, 0, 2, o1, o0, o2, e1, e0, e2, ny, nx, nz, nx, 1, sxy
+        return 2, 0, 1, o2, o0, o1, e2, e0, e1, nz, nx, ny, sxy, 1, nx
+
+    @njit(inline="always", fastmath=True, cache=True)
+    def _slab_range(oa, ea, s0, s1, na):  # pragma: no cover - compiled
+        """Slices ``m0 .. m1`` whose slabs ``|p_a - m| <= 1/2`` meet the segment ``[s0, s1]``."""
+        pa0, pa1 = oa + s0 * ea, oa + s1 * ea
+        m0 = max(int(np.floor(min(pa0, pa1) + _HALF)), 0)
+        m1 = min(int(np.floor(max(pa0, pa1) + _HALF)), na - 1)
+        return m0, m1
+
+    @njit(parallel=True, fastmath=True, cache=True, error_model="numpy")
+    def _joseph_forward(vol, o, e, s0, s1, out):  # pragma: no cover - compiled
+        nz, ny, nx = vol.shape
+        flat = vol.ravel()
+        for r in prange(o.shape[0]):
+            lo, hi = s0[r], s1[r]
+            acc = lo * _F0
+            if hi > lo:
+                _a, _b, _c, oa, ob, oc, ea, eb, ec, na, nb, nc, sa, sb, sc = _slice_axes(
+                    o[r, 0], o[r, 1], o[r, 2], e[r, 0], e[r, 1], e[r, 2], nx, ny, nz)
+                inv = _F1 / ea
+                h = _HALF * abs(inv)  # half a slab's path length
+                m0, m1 = _slab_range(oa, ea, lo, hi, na)
+                for m in range(m0, m1 + 1):
+                    sm = (np.float32(m) - oa) * inv  # path length at slice m (recomputed: no drift)
+                    w = max(min(hi, sm + h) - max(lo, sm - h), acc * _F0)
+                    i0, db, fb, _ = _cell(ob + sm * eb, nb)
+                    k0, dc, fc, _ = _cell(oc + sm * ec, nc)
+                    base = m * sa + i0 * sb + k0 * sc
+                    db *= sb
+                    dc *= sc
+                    v00, v01 = flat[base], flat[base + db]
+                    v10, v11 = flat[base + dc], flat[base + dc + db]
+                    c0 = v00 + fb * (v01 - v00)
+                    c1 = v10 + fb * (v11 - v10)
+                    acc += w * (c0 + fc * (c1 - c0))
+            out[r] = acc
+
+    @njit(parallel=True, fastmath=True, cache=True, error_model="numpy")
+    def _joseph_backward(vol, o, e, s0, s1, g, want_vol, gvol, go, ge, gs0, gs1):  # pragma: no cover
+        nz, ny, nx = vol.shape
+        flat = vol.ravel()
+        n_blocks = gvol.shape[0]
+        for blk in prange(n_blocks):
+            buf = gvol[blk].ravel()
+            for r in range(blk, o.shape[0], n_blocks):
+                lo, hi, gr = s0[r], s1[r], g[r]
+                zero = lo * _F0
+                ga_o = ga_e = gb_o = gb_e = gc_o = gc_e = d_lo = d_hi = zero
+                a = b = c = 0
+                if hi > lo:
+                    a, b, c, oa, ob, oc, ea, eb, ec, na, nb, nc, sa, sb, sc = _slice_axes(
+                        o[r, 0], o[r, 1], o[r, 2], e[r, 0], e[r, 1], e[r, 2], nx, ny, nz)
+                    inv = _F1 / ea
+                    h = _HALF * abs(inv)
+                    m0, m1 = _slab_range(oa, ea, lo, hi, na)
+                    ds_m = dsm_s = dh = zero  # dL/ds_m summed (plain and times s_m), dL/dh
+                    for m in range(m0, m1 + 1):
+                        sm = (np.float32(m) - oa) * inv
+                        top, bot = sm + h, sm - h
+                        w = min(hi, top) - max(lo, bot)
+                        if w <= zero:
+                            continue
+                        i0, db, fb, ib = _cell(ob + sm * eb, nb)
+                        k0, dc, fc, ic = _cell(oc + sm * ec, nc)
+                        base = m * sa + i0 * sb + k0 * sc
+                        db *= sb
+                        dc *= sc
+                        v00, v01 = flat[base], flat[base + db]
+                        v10, v11 = flat[base + dc], flat[base + dc + db]
+                        c0 = v00 + fb * (v01 - v00)
+                        c1 = v10 + fb * (v11 - v10)
+                        f = c0 + fc * (c1 - c0)
+                        dfb = ib * ((_F1 - fc) * (v01 - v00) + fc * (v11 - v10))
+                        dfc = ic * (c1 - c0)
+                        # w = min(hi, s_m + h) - max(lo, s_m - h): which end moves with what
+                        t_hi = hi < top
+                        t_lo = lo > bot
+                        if t_hi:
+                            d_hi += f
+                        if t_lo:
+                            d_lo -= f
+                        cw = (zero if t_hi else f) - (zero if t_lo else f)  # dw/ds_m * f
+                        ch = (zero if t_hi else f) + (zero if t_lo else f)  # dw/dh * f
+                        csm = cw + w * (dfb * eb + dfc * ec)
+                        ds_m += csm
+                        dsm_s += csm * sm
+                        dh += ch
+                        gb_o += w * dfb
+                        gb_e += w * dfb * sm
+                        gc_o += w * dfc
+                        gc_e += w * dfc * sm
+                        if want_vol:
+                            wg = w * gr
+                            buf[base] += wg * (_F1 - fb) * (_F1 - fc)
+                            buf[base + db] += wg * fb * (_F1 - fc)
+                            buf[base + dc] += wg * (_F1 - fb) * fc
+                            buf[base + dc + db] += wg * fb * fc
+                    # s_m = (m - o_a) / e_a, h = 1 / (2 |e_a|)
+                    ga_o = -inv * ds_m
+                    ga_e = -inv * (dsm_s + h * dh)
+                go[r, a] = gr * ga_o
+                ge[r, a] = gr * ga_e
+                go[r, b] = gr * gb_o
+                ge[r, b] = gr * gb_e
+                go[r, c] = gr * gc_o
+                ge[r, c] = gr * gc_e
+                gs0[r] = gr * d_lo
+                gs1[r] = gr * d_hi
+
+
 def _np(x: Tensor) -> np.ndarray:
     return x.detach().contiguous().numpy()
 
@@ -174,3 +295,30 @@ def backward(grad: Tensor, data: Tensor, o: Tensor, e: Tensor, s0: Tensor, ds: T
                   want_data, gvol, go, ge, gs0, gds)
     g_data = torch.from_numpy(gvol.sum(0)) if want_data else data.new_zeros(0)
     return g_data, torch.from_numpy(go), torch.from_numpy(ge), torch.from_numpy(gs0), torch.from_numpy(gds)
+
+
+def joseph_forward(data: Tensor, o: Tensor, e: Tensor, s0: Tensor, s1: Tensor) -> Tensor:
+    """Joseph line integrals ``L (N,)`` (:func:`stereodrr.render.integrate.joseph_torch`'s
+    definition) for ``data (Z, Y, X)``, ``o, e (N, 3)``, ``s0, s1 (N,)`` on CPU."""
+    out = np.zeros(o.shape[0], dtype=_np(o).dtype)
+    if o.shape[0]:
+        _joseph_forward(_np(data), _np(o), _np(e), _np(s0), _np(s1), out)
+    return torch.from_numpy(out)
+
+
+def joseph_backward(grad: Tensor, data: Tensor, o: Tensor, e: Tensor, s0: Tensor, s1: Tensor, want_data: bool,
+                    buffer_bytes: int = _GRAD_BUFFER_BYTES) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Gradients ``(data or (0,), o, e, s0, s1)`` of ``sum(grad * L)`` (scatter buffers as in
+    :func:`backward`)."""
+    dtype = _np(o).dtype
+    n_blocks = numba.get_num_threads()
+    if want_data:
+        n_blocks = max(1, min(n_blocks, buffer_bytes // max(1, data.numel() * data.element_size())))
+    gvol = np.zeros((n_blocks, *data.shape) if want_data else (n_blocks, 1, 1, 1), dtype=dtype)
+    go, ge = np.zeros((o.shape[0], 3), dtype), np.zeros((o.shape[0], 3), dtype)
+    gs0, gs1 = np.empty(o.shape[0], dtype), np.empty(o.shape[0], dtype)
+    if o.shape[0]:
+        _joseph_backward(_np(data), _np(o), _np(e), _np(s0), _np(s1), _np(grad.to(data.dtype)), want_data, gvol,
+                         go, ge, gs0, gs1)
+    g_data = torch.from_numpy(gvol.sum(0)) if want_data else data.new_zeros(0)
+    return g_data, torch.from_numpy(go), torch.from_numpy(ge), torch.from_numpy(gs0), torch.from_numpy(gs1)
