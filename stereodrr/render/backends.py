@@ -6,9 +6,9 @@ clipped (and, for trilinear, sampled) segments in, line integrals out::
     march(data (Z, Y, X), o (N, 3), e (N, 3), s0 (N,), ds (N,), n (N,) int64) -> L (N,)
     L = ds sum_{k < n} f(o + (s0 + (k + 1/2) ds) e)     (f: edge-clamped trilinear interpolant)
 
-    joseph(data (Z, Y, X), o (N, 3), e (N, 3), s0 (N,), s1 (N,)) -> L (N,)
-    L = sum_m w_m f(p(s_m))     (one bilinear sample per slice of the dominant axis, weighted by
-                                 the path length in its slab; integrate.joseph_torch)
+    joseph(data (Z, Y, X), o (N, 3), e (N, 3), s0 (N,), s1 (N,), k (N,) int64) -> L (N,)
+    L = sum_j w_j f(p(s_j))     (one bilinear sample on every k-th slice of the dominant axis,
+                                 weighted by the path length in its slab; integrate.joseph_torch)
 
 both differentiable w.r.t. every floating input (so gradients reach the pose and the
 intrinsics through the ray set-up). ``mode="exact"`` (Siddon/Jacobs) is implemented by the
@@ -46,7 +46,6 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from . import threads
 
 __all__ = ["Backend", "BACKENDS", "register_backend", "select_backend", "LOW_PRECISION"]
 
@@ -55,7 +54,7 @@ _HAS_NUMBA = importlib.util.find_spec("numba") is not None
 _HAS_TRITON = importlib.util.find_spec("triton") is not None
 
 March = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor], Tensor]
-Joseph = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor], Tensor]
+Joseph = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor], Tensor]
 
 
 @dataclass(frozen=True)
@@ -122,7 +121,7 @@ def _fused_op(name: str, forward: Callable[..., Tensor], backward: Callable[...,
     """A custom op ``stereodrr::<name>`` (and ``<name>_backward``) around host functions
     ``forward(data, o, e, s0, x, *rest)`` and ``backward(grad, data, o, e, s0, x, *rest, want_data,
     deterministic)``: ``segment="march"`` takes ``(ds, n)`` after ``s0`` (the trilinear
-    contract), ``"joseph"`` takes ``s1``."""
+    contract), ``"joseph"`` takes ``(s1, k)``."""
     if segment == "march":
         @torch.library.custom_op(f"stereodrr::{name}", mutates_args=())
         def op(data: Tensor, o: Tensor, e: Tensor, s0: Tensor, ds: Tensor, n: Tensor) -> Tensor:
@@ -134,13 +133,13 @@ def _fused_op(name: str, forward: Callable[..., Tensor], backward: Callable[...,
             return backward(grad, data, o, e, s0, ds, n, want_data, deterministic)
     else:
         @torch.library.custom_op(f"stereodrr::{name}", mutates_args=())
-        def op(data: Tensor, o: Tensor, e: Tensor, s0: Tensor, s1: Tensor) -> Tensor:
-            return forward(data, o, e, s0, s1)
+        def op(data: Tensor, o: Tensor, e: Tensor, s0: Tensor, s1: Tensor, k: Tensor) -> Tensor:
+            return forward(data, o, e, s0, s1, k)
 
         @torch.library.custom_op(f"stereodrr::{name}_backward", mutates_args=())
-        def op_backward(grad: Tensor, data: Tensor, o: Tensor, e: Tensor, s0: Tensor, s1: Tensor,
+        def op_backward(grad: Tensor, data: Tensor, o: Tensor, e: Tensor, s0: Tensor, s1: Tensor, k: Tensor,
                         want_data: bool, deterministic: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-            return backward(grad, data, o, e, s0, s1, want_data, deterministic)
+            return backward(grad, data, o, e, s0, s1, k, want_data, deterministic)
 
     @op.register_fake
     def _(data: Tensor, o: Tensor, *rest: Tensor) -> Tensor:
@@ -174,41 +173,38 @@ def _march_torch(data: Tensor, o: Tensor, e: Tensor, s0: Tensor, ds: Tensor, n: 
     return trilinear_torch(data, o, e, s0, ds, n)
 
 
-def _joseph_torch(data: Tensor, o: Tensor, e: Tensor, s0: Tensor, s1: Tensor) -> Tensor:
+def _joseph_torch(data: Tensor, o: Tensor, e: Tensor, s0: Tensor, s1: Tensor, k: Tensor) -> Tensor:
     from .integrate import joseph_torch
 
-    return joseph_torch(data, o, e, s0, s1)
+    return joseph_torch(data, o, e, s0, s1, k)
 
 
 # --------------------------------------------------------------------------- numba (CPU)
 def _numba_forward(data: Tensor, o: Tensor, e: Tensor, s0: Tensor, ds: Tensor, n: Tensor) -> Tensor:
     from . import _fused
 
-    with threads.numba_kernel():
-        return _fused.forward(data, o, e, s0, ds, n)
+    return _fused.forward(data, o, e, s0, ds, n)
 
 
 def _numba_backward(grad: Tensor, data: Tensor, o: Tensor, e: Tensor, s0: Tensor, ds: Tensor, n: Tensor,
                     want_data: bool, deterministic: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     from . import _fused
 
-    with threads.numba_kernel():  # per-thread scatter buffers summed in a fixed order: always deterministic
-        return _fused.backward(grad, data, o, e, s0, ds, n, want_data)
+    # per-thread scatter buffers summed in a fixed order: always deterministic
+    return _fused.backward(grad, data, o, e, s0, ds, n, want_data)
 
 
-def _numba_joseph_forward(data: Tensor, o: Tensor, e: Tensor, s0: Tensor, s1: Tensor) -> Tensor:
+def _numba_joseph_forward(data: Tensor, o: Tensor, e: Tensor, s0: Tensor, s1: Tensor, k: Tensor) -> Tensor:
     from . import _fused
 
-    with threads.numba_kernel():
-        return _fused.joseph_forward(data, o, e, s0, s1)
+    return _fused.joseph_forward(data, o, e, s0, s1, k)
 
 
-def _numba_joseph_backward(grad: Tensor, data: Tensor, o: Tensor, e: Tensor, s0: Tensor, s1: Tensor,
+def _numba_joseph_backward(grad: Tensor, data: Tensor, o: Tensor, e: Tensor, s0: Tensor, s1: Tensor, k: Tensor,
                            want_data: bool, deterministic: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     from . import _fused
 
-    with threads.numba_kernel():
-        return _fused.joseph_backward(grad, data, o, e, s0, s1, want_data)
+    return _fused.joseph_backward(grad, data, o, e, s0, s1, k, want_data)  # deterministic as above
 
 
 def _numba_unavailable(device: torch.device, dtype: torch.dtype) -> str | None:

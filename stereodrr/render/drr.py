@@ -27,7 +27,7 @@ from torch.utils.checkpoint import checkpoint
 from ..geometry import Camera, StereoRig
 from ..volume import Volume
 from .backends import LOW_PRECISION, Backend, select_backend
-from .integrate import SAMPLE_BUDGET, exact_integral, segment_samples
+from .integrate import SAMPLE_BUDGET, exact_integral, segment_samples, slab_slices
 from .rays import clip_to_box, index_rays, pixel_grid_chunk, voxel_spacing
 from .threads import single_threaded_torch
 
@@ -93,7 +93,7 @@ def _chunk_integral(data: Tensor, index_from_world: Tensor, K: Tensor, R: Tensor
         part = exact_integral(data, o, e, s0, s1)
     elif mode == "joseph":
         assert backend.joseph is not None  # select_backend checked the mode
-        part = backend.joseph(data, o, e, s0, s1)
+        part = backend.joseph(data, o, e, s0, s1, slab_slices(e, step))
     else:
         assert step is not None
         ds, n = segment_samples(e, s0, s1, step)
@@ -117,8 +117,8 @@ def _rays_per_chunk(data: Tensor, index_from_world: Tensor, mode: str, step: flo
     if mode != "exact" and backend.chunk_rays is not None:
         return backend.chunk_rays
     nz, ny, nx = data.shape
-    if mode == "exact" or step is None:
-        per_ray = nx + ny + nz + 5  # plane crossings (exact); at least the slices of any one axis (joseph)
+    if mode in ("exact", "joseph"):
+        per_ray = nx + ny + nz + 5  # plane crossings (exact); at least the slabs of any one axis (joseph)
     else:
         diag_mm = float(torch.linalg.norm(torch.tensor([nx, ny, nz], dtype=torch.float64)
                                           * voxel_spacing(index_from_world.detach()).cpu().double()))
@@ -157,10 +157,13 @@ def drr(
             one bilinear sample on each slice crossed along the ray's dominant index axis,
             weighted by the path length in that slice's slab,
             :func:`stereodrr.render.integrate.joseph_torch`; half the samples of the default
-            step at a quarter of the volume reads, the fastest on CPU) or ``"exact"``
+            step at a quarter of the volume reads each, the fastest on CPU) or ``"exact"``
             (Siddon/Jacobs radiological path, the reference).
-        step_mm: trilinear step in mm, ``ceil(length / step_mm)`` equal steps over each ray's
-            clipped segment; default half the smallest voxel spacing. Not used by the other modes.
+        step_mm: trilinear: the step in mm, ``ceil(length / step_mm)`` equal steps over each
+            ray's clipped segment; default half the smallest voxel spacing. joseph: the slab
+            thickness, ``k = max(1, round(step_mm max_a |e_a|))`` slices of the dominant axis per
+            sample (:func:`stereodrr.render.integrate.slab_slices`); default one slice. Not used
+            by ``"exact"``.
         backend: ``"auto"`` (fused triton on CUDA, fused numba on CPU, else torch), or one of
             :data:`stereodrr.render.backends.BACKENDS` by name.
         chunk_rays: rays per kernel call (bounds memory); default the backend's.
@@ -184,9 +187,11 @@ def drr(
     be = select_backend(backend, data.device, data.dtype, mode)
     if data.dtype != K.dtype and not (mode != "exact" and be.low_precision):
         data = data.to(K.dtype)
-    step: float | Tensor | None = None  # joseph, exact
+    step: float | Tensor | None = None  # exact; joseph: one slice per slab
     if mode == "trilinear":  # the default stays a device tensor: no host sync under torch.compile
         step = float(step_mm) if step_mm is not None else 0.5 * voxel_spacing(index_from_world.detach()).min()
+    elif mode == "joseph" and step_mm is not None:
+        step = float(step_mm)
     n_pix = height * width
     views = K.shape[0]
     rays = int(chunk_rays) if chunk_rays is not None else _rays_per_chunk(data, index_from_world, mode, step, be)

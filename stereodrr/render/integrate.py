@@ -12,14 +12,18 @@ Trilinear (midpoint rule on each ray's own clipped segment)::
 ``[0, n_a - 1]`` (the edge voxels extend to the box edge), so a uniform box of ``N`` voxels
 integrates to ``N`` voxel lengths, never ``N - 1``.
 
-Joseph (one bilinear sample per slice of the ray's dominant index axis ``a = argmax_a |e_a|``)::
+Joseph (one bilinear sample per slab of ``k`` slices of the ray's dominant index axis
+``a = argmax_a |e_a|``; Joseph's projector for ``k = 1``)::
 
-    L = sum_m w_m f(p(s_m)),   s_m = (m - o_a) / e_a,   w_m = |[s0, s1] & [s_m - h, s_m + h]|,  h = 1 / (2 |e_a|)
+    L = sum_j w_j f(p(s(m_j))),   s(x) = (x - o_a) / e_a,   c_j = j k + (k - 1) // 2,   m_j = min(c_j, n_a - 1)
+    w_j = |[s0, s1] & [s(c_j) - h, s(c_j) + h]|,   h = k / (2 |e_a|)
 
-over the slices ``m = 0 .. n_a - 1`` whose slab ``|p_a - m| <= 1/2`` the clipped segment meets:
-``p(s_m)`` lies on slice ``m`` (``p_a = m`` exactly), so ``f`` there is the bilinear interpolant
-of that slice (4 voxels, not 8), and ``w_m`` is the path length inside the slab (``2 h`` inside,
-less in the first and last). The ``w_m`` sum to ``s1 - s0``: a uniform box integrates exactly.
+over the slabs ``|p_a - c_j| <= k / 2`` (``j >= 0``, a fixed grid that covers the box) that the
+clipped segment meets. The sample lies on slice ``m_j`` (``p_a = m_j`` exactly: the slab's
+centre, or the last slice where a slab reaches past the box), so ``f`` there is the bilinear
+interpolant of that slice (4 voxels, not 8); ``w_j`` is the path length inside the slab (``2 h``
+inside, less in the first and last). The ``w_j`` sum to ``s1 - s0``: a uniform box integrates
+exactly. ``k`` comes from a step in mm (:func:`slab_slices`).
 
 Exact::
 
@@ -37,7 +41,7 @@ from torch import Tensor
 
 from .rays import nonzero_direction
 
-__all__ = ["trilinear_torch", "joseph_torch", "exact_integral", "segment_samples", "SAMPLE_BUDGET"]
+__all__ = ["trilinear_torch", "joseph_torch", "exact_integral", "segment_samples", "slab_slices", "SAMPLE_BUDGET"]
 
 # Samples (trilinear) or plane crossings (exact) held at once per chunk of rays: ~10 floats
 # each in the torch path, so 2**20 keeps a chunk's working set near 40 MB (float32).
@@ -50,6 +54,14 @@ def segment_samples(e: Tensor, s0: Tensor, s1: Tensor, step: float | Tensor) -> 
     length = s1 - s0
     n = torch.ceil(length.detach() / step).clamp_min(1).to(torch.int64)
     return length / n.to(length.dtype), n
+
+
+def slab_slices(e: Tensor, step: float | None) -> Tensor:
+    """Slices per Joseph slab ``k (N,) int64``: ``1`` for ``step=None`` (Joseph's projector),
+    else ``max(1, round(step max_a |e_a|))``, the slices of the dominant axis in ``step`` mm."""
+    if step is None:
+        return torch.ones(e.shape[0], dtype=torch.int64, device=e.device)
+    return torch.round(step * e.detach().abs().amax(-1)).clamp_min(1).to(torch.int64)
 
 
 def _sample_torch(data: Tensor, p: Tensor) -> Tensor:
@@ -82,33 +94,39 @@ def trilinear_torch(data: Tensor, o: Tensor, e: Tensor, s0: Tensor, ds: Tensor, 
     return val.sum(-1) * ds
 
 
-def joseph_torch(data: Tensor, o: Tensor, e: Tensor, s0: Tensor, s1: Tensor) -> Tensor:
+def joseph_torch(data: Tensor, o: Tensor, e: Tensor, s0: Tensor, s1: Tensor, k: Tensor) -> Tensor:
     """Joseph's projector (module docstring) with ``grid_sample`` (any device, autograd).
 
     Args:
-        data: ``(Z, Y, X)``; o, e: ``(N, 3)``; s0, s1: ``(N,)`` clipped segment (mm).
+        data: ``(Z, Y, X)``; o, e: ``(N, 3)``; s0, s1: ``(N,)`` clipped segment (mm);
+        k: ``(N,)`` int64 slices per slab.
 
     Returns:
-        ``(N,)`` line integrals ``sum_m w_m f(p(s_m))``; differentiable w.r.t. every input (the
-        dominant axis and the slice range are piecewise constant).
+        ``(N,)`` line integrals ``sum_j w_j f(p(s(m_j)))``; differentiable w.r.t. every floating
+        input (the dominant axis and the slab range are piecewise constant).
     """
     nz, ny, nx = data.shape
     a = e.detach().abs().argmax(-1, keepdim=True)  # (N, 1), first axis on ties as the fused kernels
     oa, ea = o.gather(1, a)[:, 0], e.gather(1, a)[:, 0]
     na = torch.tensor([nx, ny, nz], device=o.device)[a[:, 0]]
+    c0 = torch.div(k - 1, 2, rounding_mode="floor")
+    kf = k.to(o.dtype)
     with torch.no_grad():
         pa0, pa1 = oa + s0 * ea, oa + s1 * ea
-        m0 = torch.floor(torch.minimum(pa0, pa1) + 0.5).to(torch.int64).clamp_min(0)
-        m1 = torch.minimum(torch.floor(torch.maximum(pa0, pa1) + 0.5).to(torch.int64), na - 1)
-        count = torch.where(s1 > s0, m1 - m0 + 1, 0).clamp_min(0)
+        j0 = torch.floor((torch.minimum(pa0, pa1) - c0 + 0.5 * kf) / kf).to(torch.int64).clamp_min(0)
+        j1 = torch.minimum(torch.floor((torch.maximum(pa0, pa1) - c0 + 0.5 * kf) / kf).to(torch.int64),
+                           torch.div(na - 1 - c0, k, rounding_mode="floor") + 1)
+        count = torch.where(s1 > s0, j1 - j0 + 1, 0).clamp_min(0)
     n_max = max(int(count.max()) if count.numel() else 1, 1)
-    k = torch.arange(n_max, device=o.device)
-    m = (m0[:, None] + k[None, :]).to(o.dtype)  # (N, n_max) slice indices
-    inv = 1.0 / ea
-    h = (0.5 * inv.abs())[:, None]
-    sm = (m - oa[:, None]) * inv[:, None]
-    w = (torch.minimum(s1[:, None], sm + h) - torch.maximum(s0[:, None], sm - h)).clamp_min(0.0)
-    w = torch.where(k[None, :] < count[:, None], w, torch.zeros_like(w))
+    i = torch.arange(n_max, device=o.device)
+    c = (j0[:, None] + i[None, :]) * k[:, None] + c0[:, None]  # (N, n_max) slab centres (slices)
+    m = torch.minimum(c, (na - 1)[:, None]).to(o.dtype)  # the sample's slice
+    inv = (1.0 / ea)[:, None]
+    h = 0.5 * kf[:, None] * inv.abs()
+    sm = (m - oa[:, None]) * inv
+    sw = (c.to(o.dtype) - oa[:, None]) * inv
+    w = (torch.minimum(s1[:, None], sw + h) - torch.maximum(s0[:, None], sw - h)).clamp_min(0.0)
+    w = torch.where(i[None, :] < count[:, None], w, torch.zeros_like(w))
     p = o[:, None, :] + sm[..., None] * e[:, None, :]
     # On the slice exactly (p_a = m, a constant): the trilinear interpolant is the slice's bilinear one.
     on_axis = torch.arange(3, device=o.device)[None, None, :] == a[:, :, None]

@@ -135,7 +135,8 @@ def test_custom_ops_pass_opcheck():
     n = torch.tensor([12, 10])
     torch.library.opcheck(backends.march_numba, (data, o, e, s0, ds, n))
     s1 = (s0 + ds * n).detach().requires_grad_(True)
-    torch.library.opcheck(backends.joseph_numba, (data, o, e, s0, s1))
+    for k in (1, 3):
+        torch.library.opcheck(backends.joseph_numba, (data, o, e, s0, s1, torch.full((2,), k)))
 
 
 @pytest.mark.parametrize("preset", [None, "ACTIVE"])
