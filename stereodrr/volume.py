@@ -182,10 +182,10 @@ class Volume:
         map every renderer and resampler needs (the one place it is inverted)."""
         return np.linalg.inv(self.affine)
 
-    def index_from_world_tensor(self) -> Tensor:
-        """:attr:`index_from_world` as a ``(4, 4)`` tensor in ``data``'s dtype and device (the
-        renderer's argument; inverted in float64, then cast)."""
-        return torch.as_tensor(self.index_from_world, dtype=self.data.dtype, device=self.data.device)
+    def index_from_world_tensor(self, dtype: torch.dtype | None = None) -> Tensor:
+        """:attr:`index_from_world` as a ``(4, 4)`` tensor on ``data``'s device, in ``dtype``
+        (default ``data``'s; the renderer's argument; inverted in float64, then cast)."""
+        return torch.as_tensor(self.index_from_world, dtype=dtype or self.data.dtype, device=self.data.device)
 
     @overload
     def index_to_world(self, ijk: Tensor) -> Tensor: ...

@@ -14,8 +14,9 @@ Functional core (tensors in, tensors out; autograd flows to every floating input
         bfloat16/float16 volume).
         mode "trilinear": ray marching with the edge-clamped trilinear interpolant, ceil(len/step)
         equal steps over each ray's clipped segment (default step: half the smallest spacing).
-        mode "joseph": the same samples at Joseph's density, one per slice crossed along each
-        ray's dominant index axis (about half the samples).
+        mode "joseph": Joseph's projector, one bilinear sample per slice crossed along each
+        ray's dominant index axis weighted by its slab's path length (step_mm: slabs of
+        several slices); the fastest on CPU.
         mode "exact": Siddon/Jacobs radiological path (the reference). A uniform box of N voxels
         integrates to N voxel lengths in every mode.
         backend: "auto", "triton" (fused GPU kernel), "numba" (fused CPU kernel) or "torch"

@@ -16,9 +16,14 @@ Numba is optional: without it (or off the CPU) the torch path runs.
 
 from __future__ import annotations
 
+import functools
+from typing import Callable, ParamSpec, TypeVar
+
 import numpy as np
 import torch
 from torch import Tensor
+
+from .threads import numba_kernel
 
 try:  # Numba is an optional accelerator; the torch path is complete without it.
     import numba
@@ -26,7 +31,10 @@ try:  # Numba is an optional accelerator; the torch path is complete without it.
 except ImportError:  # pragma: no cover - exercised only where numba is absent
     numba = None
 
-__all__ = ["available", "forward", "backward"]
+P = ParamSpec("P")
+R = TypeVar("R")
+
+__all__ = ["available", "forward", "backward", "joseph_forward", "joseph_backward"]
 
 
 def available(data: Tensor) -> bool:
@@ -142,10 +150,156 @@ if numba is not None:
                 gds[r] = g[r] * (sf + ds[r] * ke)
 
 
+    # ------------------------------------------------------------------ joseph (slice planes)
+    @njit(inline="always", fastmath=True, cache=True)
+    def _slice_axes(o0, o1, o2, e0, e1, e2, nx, ny, nz):  # pragma: no cover - compiled
+        """The ray's dominant index axis ``a`` (largest ``|e_a|``, first on ties) and the two
+        in-slice axes ``b``, ``c``: ``(axis ids, origins, directions, sizes, flat strides)``."""
+        sxy = nx * ny
+        if abs(e0) >= abs(e1) and abs(e0) >= abs(e2):
+            return 0, 1, 2, o0, o1, o2, e0, e1, e2, nx, ny, nz, 1, nx, sxy
+        if abs(e1) >= abs(e2):
+            return 1, 0, 2, o1, o0, o2, e1, e0, e2, ny, nx, nz, nx, 1, sxy
+        return 2, 0, 1, o2, o0, o1, e2, e0, e1, nz, nx, ny, sxy, 1, nx
+
+    @njit(inline="always", fastmath=True, cache=True)
+    def _slab_range(oa, ea, s0, s1, na, k):  # pragma: no cover - compiled
+        """Slabs ``j0 .. j1`` (``|p_a - c_j| <= k/2``, ``c_j = j k + (k - 1) // 2``) that the segment
+        ``[s0, s1]`` meets, and ``c_0``."""
+        c0 = (k - 1) // 2
+        half = np.float32(k) * _HALF
+        pa0, pa1 = oa + s0 * ea, oa + s1 * ea
+        j0 = max(int(np.floor((min(pa0, pa1) - np.float32(c0) + half) / np.float32(k))), 0)
+        j1 = min(int(np.floor((max(pa0, pa1) - np.float32(c0) + half) / np.float32(k))), (na - 1 - c0) // k + 1)
+        return j0, j1, c0
+
+    @njit(parallel=True, fastmath=True, cache=True, error_model="numpy")
+    def _joseph_forward(vol, o, e, s0, s1, kk, out):  # pragma: no cover - compiled
+        nz, ny, nx = vol.shape
+        flat = vol.ravel()
+        for r in prange(o.shape[0]):
+            lo, hi = s0[r], s1[r]
+            acc = lo * _F0
+            if hi > lo:
+                k = kk[r]
+                _a, _b, _c, oa, ob, oc, ea, eb, ec, na, nb, nc, sa, sb, sc = _slice_axes(
+                    o[r, 0], o[r, 1], o[r, 2], e[r, 0], e[r, 1], e[r, 2], nx, ny, nz)
+                inv = _F1 / ea
+                h = np.float32(k) * _HALF * abs(inv)  # half a slab's path length
+                j0, j1, c0 = _slab_range(oa, ea, lo, hi, na, k)
+                for j in range(j0, j1 + 1):
+                    c = j * k + c0
+                    m = min(c, na - 1)  # the sample's slice (the last slab may reach past the box)
+                    sm = (np.float32(m) - oa) * inv  # path length at slice m (recomputed: no drift)
+                    sw = sm + np.float32(c - m) * inv  # at the slab's centre
+                    w = max(min(hi, sw + h) - max(lo, sw - h), acc * _F0)
+                    i0, db, fb, _ = _cell(ob + sm * eb, nb)
+                    k0, dc, fc, _ = _cell(oc + sm * ec, nc)
+                    base = m * sa + i0 * sb + k0 * sc
+                    db *= sb
+                    dc *= sc
+                    v00, v01 = flat[base], flat[base + db]
+                    v10, v11 = flat[base + dc], flat[base + dc + db]
+                    c0_ = v00 + fb * (v01 - v00)
+                    c1_ = v10 + fb * (v11 - v10)
+                    acc += w * (c0_ + fc * (c1_ - c0_))
+            out[r] = acc
+
+    @njit(parallel=True, fastmath=True, cache=True, error_model="numpy")
+    def _joseph_backward(vol, o, e, s0, s1, kk, g, want_vol, gvol, go, ge, gs0, gs1):  # pragma: no cover
+        nz, ny, nx = vol.shape
+        flat = vol.ravel()
+        n_blocks = gvol.shape[0]
+        for blk in prange(n_blocks):
+            buf = gvol[blk].ravel()
+            for r in range(blk, o.shape[0], n_blocks):
+                lo, hi, gr = s0[r], s1[r], g[r]
+                zero = lo * _F0
+                ga_o = ga_e = gb_o = gb_e = gc_o = gc_e = d_lo = d_hi = zero
+                a = b = c = 0
+                if hi > lo:
+                    k = kk[r]
+                    a, b, c, oa, ob, oc, ea, eb, ec, na, nb, nc, sa, sb, sc = _slice_axes(
+                        o[r, 0], o[r, 1], o[r, 2], e[r, 0], e[r, 1], e[r, 2], nx, ny, nz)
+                    inv = _F1 / ea
+                    h = np.float32(k) * _HALF * abs(inv)
+                    j0, j1, c0 = _slab_range(oa, ea, lo, hi, na, k)
+                    # dL/ds summed over samples (plain and times s) for the slab centres s_w and
+                    # the sample points s_m (both (x - o_a) / e_a), and dL/dh
+                    d_s = d_ss = dh = zero
+                    for j in range(j0, j1 + 1):
+                        cj = j * k + c0
+                        m = min(cj, na - 1)
+                        sm = (np.float32(m) - oa) * inv
+                        sw = sm + np.float32(cj - m) * inv
+                        top, bot = sw + h, sw - h
+                        w = min(hi, top) - max(lo, bot)
+                        if w <= zero:
+                            continue
+                        i0, db, fb, ib = _cell(ob + sm * eb, nb)
+                        k0, dc, fc, ic = _cell(oc + sm * ec, nc)
+                        base = m * sa + i0 * sb + k0 * sc
+                        db *= sb
+                        dc *= sc
+                        v00, v01 = flat[base], flat[base + db]
+                        v10, v11 = flat[base + dc], flat[base + dc + db]
+                        c0_ = v00 + fb * (v01 - v00)
+                        c1_ = v10 + fb * (v11 - v10)
+                        f = c0_ + fc * (c1_ - c0_)
+                        dfb = ib * ((_F1 - fc) * (v01 - v00) + fc * (v11 - v10))
+                        dfc = ic * (c1_ - c0_)
+                        # w = min(hi, s_w + h) - max(lo, s_w - h): which end moves with what
+                        t_hi = hi < top
+                        t_lo = lo > bot
+                        if t_hi:
+                            d_hi += f
+                        if t_lo:
+                            d_lo -= f
+                        cw = (zero if t_hi else f) - (zero if t_lo else f)  # f dw/ds_w
+                        dh += (zero if t_hi else f) + (zero if t_lo else f)  # f dw/dh
+                        cp = w * (dfb * eb + dfc * ec)  # w df/ds_m
+                        d_s += cw + cp
+                        d_ss += cw * sw + cp * sm
+                        gb_o += w * dfb
+                        gb_e += w * dfb * sm
+                        gc_o += w * dfc
+                        gc_e += w * dfc * sm
+                        if want_vol:
+                            wg = w * gr
+                            buf[base] += wg * (_F1 - fb) * (_F1 - fc)
+                            buf[base + db] += wg * fb * (_F1 - fc)
+                            buf[base + dc] += wg * (_F1 - fb) * fc
+                            buf[base + dc + db] += wg * fb * fc
+                    # ds/do_a = -1/e_a, ds/de_a = -s/e_a; h = k / (2 |e_a|), dh/de_a = -h/e_a
+                    ga_o = -inv * d_s
+                    ga_e = -inv * (d_ss + h * dh)
+                go[r, a] = gr * ga_o
+                ge[r, a] = gr * ga_e
+                go[r, b] = gr * gb_o
+                ge[r, b] = gr * gb_e
+                go[r, c] = gr * gc_o
+                ge[r, c] = gr * gc_e
+                gs0[r] = gr * d_lo
+                gs1[r] = gr * d_hi
+
+
+def _in_numba_kernel(fn: Callable[P, R]) -> Callable[P, R]:
+    """Run ``fn`` inside :func:`stereodrr.render.threads.numba_kernel` (threading layer chosen
+    before Numba starts its threads, one call at a time)."""
+
+    @functools.wraps(fn)
+    def wrapped(*args: P.args, **kwargs: P.kwargs) -> R:
+        with numba_kernel():
+            return fn(*args, **kwargs)
+
+    return wrapped
+
+
 def _np(x: Tensor) -> np.ndarray:
     return x.detach().contiguous().numpy()
 
 
+@_in_numba_kernel
 def forward(data: Tensor, o: Tensor, e: Tensor, s0: Tensor, ds: Tensor, n: Tensor) -> Tensor:
     """``L (N,)`` for ``data (Z, Y, X)``, ``o, e (N, 3)``, ``s0, ds (N,)``, ``n (N,)`` int on CPU."""
     out = np.zeros(o.shape[0], dtype=_np(o).dtype)
@@ -154,6 +308,7 @@ def forward(data: Tensor, o: Tensor, e: Tensor, s0: Tensor, ds: Tensor, n: Tenso
     return torch.from_numpy(out)
 
 
+@_in_numba_kernel
 def backward(grad: Tensor, data: Tensor, o: Tensor, e: Tensor, s0: Tensor, ds: Tensor, n: Tensor,
              want_data: bool, buffer_bytes: int = _GRAD_BUFFER_BYTES) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Gradients ``(data or (0,), o, e, s0, ds)`` of ``sum(grad * L)``.
@@ -174,3 +329,33 @@ def backward(grad: Tensor, data: Tensor, o: Tensor, e: Tensor, s0: Tensor, ds: T
                   want_data, gvol, go, ge, gs0, gds)
     g_data = torch.from_numpy(gvol.sum(0)) if want_data else data.new_zeros(0)
     return g_data, torch.from_numpy(go), torch.from_numpy(ge), torch.from_numpy(gs0), torch.from_numpy(gds)
+
+
+@_in_numba_kernel
+def joseph_forward(data: Tensor, o: Tensor, e: Tensor, s0: Tensor, s1: Tensor, k: Tensor) -> Tensor:
+    """Joseph line integrals ``L (N,)`` (:func:`stereodrr.render.integrate.joseph_torch`'s
+    definition) for ``data (Z, Y, X)``, ``o, e (N, 3)``, ``s0, s1 (N,)``, ``k (N,)`` int on CPU."""
+    out = np.zeros(o.shape[0], dtype=_np(o).dtype)
+    if o.shape[0]:
+        _joseph_forward(_np(data), _np(o), _np(e), _np(s0), _np(s1), _np(k), out)
+    return torch.from_numpy(out)
+
+
+@_in_numba_kernel
+def joseph_backward(grad: Tensor, data: Tensor, o: Tensor, e: Tensor, s0: Tensor, s1: Tensor, k: Tensor,
+                    want_data: bool,
+                    buffer_bytes: int = _GRAD_BUFFER_BYTES) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Gradients ``(data or (0,), o, e, s0, s1)`` of ``sum(grad * L)`` (scatter buffers as in
+    :func:`backward`)."""
+    dtype = _np(o).dtype
+    n_blocks = numba.get_num_threads()
+    if want_data:
+        n_blocks = max(1, min(n_blocks, buffer_bytes // max(1, data.numel() * data.element_size())))
+    gvol = np.zeros((n_blocks, *data.shape) if want_data else (n_blocks, 1, 1, 1), dtype=dtype)
+    go, ge = np.zeros((o.shape[0], 3), dtype), np.zeros((o.shape[0], 3), dtype)
+    gs0, gs1 = np.empty(o.shape[0], dtype), np.empty(o.shape[0], dtype)
+    if o.shape[0]:
+        _joseph_backward(_np(data), _np(o), _np(e), _np(s0), _np(s1), _np(k), _np(grad.to(data.dtype)),
+                         want_data, gvol, go, ge, gs0, gs1)
+    g_data = torch.from_numpy(gvol.sum(0)) if want_data else data.new_zeros(0)
+    return g_data, torch.from_numpy(go), torch.from_numpy(ge), torch.from_numpy(gs0), torch.from_numpy(gs1)

@@ -1,27 +1,33 @@
-"""Renderer backends: one kernel contract, a table of implementations, one selection rule.
+"""Renderer backends: one kernel contract per mode, a table of implementations, one selection rule.
 
-Contract (trilinear ray marching, :mod:`stereodrr.render.integrate`): rays in the volume's
-index space and their clipped, sampled segments in, line integrals out::
+Contracts (:mod:`stereodrr.render.integrate`): rays in the volume's index space and their
+clipped (and, for trilinear, sampled) segments in, line integrals out::
 
     march(data (Z, Y, X), o (N, 3), e (N, 3), s0 (N,), ds (N,), n (N,) int64) -> L (N,)
     L = ds sum_{k < n} f(o + (s0 + (k + 1/2) ds) e)     (f: edge-clamped trilinear interpolant)
 
-differentiable w.r.t. ``data``, ``o``, ``e``, ``s0`` and ``ds`` (so gradients reach the pose and
-the intrinsics through the ray set-up). ``mode="exact"`` (Siddon/Jacobs) is implemented by the
+    joseph(data (Z, Y, X), o (N, 3), e (N, 3), s0 (N,), s1 (N,), k (N,) int64) -> L (N,)
+    L = sum_j w_j f(p(s_j))     (one bilinear sample on every k-th slice of the dominant axis,
+                                 weighted by the path length in its slab; integrate.joseph_torch)
+
+both differentiable w.r.t. every floating input (so gradients reach the pose and the
+intrinsics through the ray set-up). ``mode="exact"`` (Siddon/Jacobs) is implemented by the
 torch backend, on any device.
 
 Backends (:data:`BACKENDS`, extend with :func:`register_backend`):
 
 * ``torch``: ``grid_sample`` reference; any device, every mode, chunks of rays recomputed in
   the backward pass.
-* ``numba``: fused CPU kernel (:mod:`stereodrr.render._fused`), float32/float64.
-* ``triton``: fused GPU kernel (:mod:`stereodrr.render._triton`), every view of a batch in one
-  launch; float32/bfloat16/float16/float64 volumes; on CPU tensors only under
-  ``TRITON_INTERPRET=1`` (the test suite's way to check it without a GPU).
+* ``numba``: fused CPU kernels (:mod:`stereodrr.render._fused`) for ``trilinear`` and
+  ``joseph``, float32/float64, analytic backward passes.
+* ``triton``: fused GPU kernel (:mod:`stereodrr.render._triton`) for ``trilinear``, every view
+  of a batch in one launch; float32/bfloat16/float16/float64 volumes; on CPU tensors only under
+  ``TRITON_INTERPRET=1`` (the test suite's way to check it without a GPU). ``joseph`` on CUDA
+  runs the torch backend.
 
 The fused kernels are ``torch.library`` custom ops (``stereodrr::march_numba``,
-``stereodrr::march_triton`` and their ``_backward`` ops) with fake implementations and a
-registered autograd formula, so ``torch.compile(fullgraph=True)`` keeps them in the graph.
+``stereodrr::joseph_numba``, ``stereodrr::march_triton`` and their ``_backward`` ops) with fake
+implementations and a registered autograd formula, so ``torch.compile(fullgraph=True)`` keeps them in the graph.
 The triton volume gradient uses float32 atomics, or exact fixed-point integer atomics (the same
 bits on every run) when ``torch.use_deterministic_algorithms(True)`` is on.
 
@@ -40,8 +46,6 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from . import threads
-
 __all__ = ["Backend", "BACKENDS", "register_backend", "select_backend", "LOW_PRECISION"]
 
 LOW_PRECISION = (torch.bfloat16, torch.float16)
@@ -49,6 +53,7 @@ _HAS_NUMBA = importlib.util.find_spec("numba") is not None
 _HAS_TRITON = importlib.util.find_spec("triton") is not None
 
 March = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor], Tensor]
+Joseph = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor], Tensor]
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,7 @@ class Backend:
         name: the ``backend=`` value.
         march: the trilinear kernel (contract above).
         modes: the ``mode=`` values it renders.
+        joseph: the joseph kernel (contract above), when ``"joseph"`` is in ``modes``.
         unavailable: ``(device, dtype) -> None`` when it can render such a volume, else the reason.
         auto_devices: device types ``backend="auto"`` picks it for (in table order).
         chunk_rays: rays per kernel call; ``None``: sized by the sample budget, with each chunk
@@ -74,6 +80,7 @@ class Backend:
     auto_devices: tuple[str, ...]
     chunk_rays: int | None
     low_precision: bool = False
+    joseph: Joseph | None = None
 
 
 BACKENDS: dict[str, Backend] = {}
@@ -108,41 +115,54 @@ def select_backend(name: str, device: torch.device, dtype: torch.dtype, mode: st
     return b
 
 
-def _fused_op(name: str, forward: Callable[..., Tensor], backward: Callable[..., tuple[Tensor, ...]]) -> March:
+def _fused_op(name: str, forward: Callable[..., Tensor], backward: Callable[..., tuple[Tensor, ...]],
+              segment: str = "march") -> Callable[..., Tensor]:
     """A custom op ``stereodrr::<name>`` (and ``<name>_backward``) around host functions
-    ``forward(data, o, e, s0, ds, n)`` and ``backward(grad, data, o, e, s0, ds, n, want_data, deterministic)``."""
+    ``forward(data, o, e, s0, x, *rest)`` and ``backward(grad, data, o, e, s0, x, *rest, want_data,
+    deterministic)``: ``segment="march"`` takes ``(ds, n)`` after ``s0`` (the trilinear
+    contract), ``"joseph"`` takes ``(s1, k)``."""
+    if segment == "march":
+        @torch.library.custom_op(f"stereodrr::{name}", mutates_args=())
+        def op(data: Tensor, o: Tensor, e: Tensor, s0: Tensor, ds: Tensor, n: Tensor) -> Tensor:
+            return forward(data, o, e, s0, ds, n)
 
-    @torch.library.custom_op(f"stereodrr::{name}", mutates_args=())
-    def march(data: Tensor, o: Tensor, e: Tensor, s0: Tensor, ds: Tensor, n: Tensor) -> Tensor:
-        return forward(data, o, e, s0, ds, n)
+        @torch.library.custom_op(f"stereodrr::{name}_backward", mutates_args=())
+        def op_backward(grad: Tensor, data: Tensor, o: Tensor, e: Tensor, s0: Tensor, ds: Tensor, n: Tensor,
+                        want_data: bool, deterministic: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+            return backward(grad, data, o, e, s0, ds, n, want_data, deterministic)
+    else:
+        @torch.library.custom_op(f"stereodrr::{name}", mutates_args=())
+        def op(data: Tensor, o: Tensor, e: Tensor, s0: Tensor, s1: Tensor, k: Tensor) -> Tensor:
+            return forward(data, o, e, s0, s1, k)
 
-    @march.register_fake
-    def _(data: Tensor, o: Tensor, e: Tensor, s0: Tensor, ds: Tensor, n: Tensor) -> Tensor:
+        @torch.library.custom_op(f"stereodrr::{name}_backward", mutates_args=())
+        def op_backward(grad: Tensor, data: Tensor, o: Tensor, e: Tensor, s0: Tensor, s1: Tensor, k: Tensor,
+                        want_data: bool, deterministic: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+            return backward(grad, data, o, e, s0, s1, k, want_data, deterministic)
+
+    @op.register_fake
+    def _(data: Tensor, o: Tensor, *rest: Tensor) -> Tensor:
         return o.new_empty(o.shape[0])
 
-    @torch.library.custom_op(f"stereodrr::{name}_backward", mutates_args=())
-    def march_backward(grad: Tensor, data: Tensor, o: Tensor, e: Tensor, s0: Tensor, ds: Tensor, n: Tensor,
-                       want_data: bool, deterministic: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        return backward(grad, data, o, e, s0, ds, n, want_data, deterministic)
-
-    @march_backward.register_fake
-    def _(grad: Tensor, data: Tensor, o: Tensor, e: Tensor, s0: Tensor, ds: Tensor, n: Tensor,
-          want_data: bool, deterministic: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    @op_backward.register_fake
+    def _(grad: Tensor, data: Tensor, o: Tensor, e: Tensor, s0: Tensor, x: Tensor, *rest: object
+          ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        want_data = bool(rest[-2])
         g_data = torch.empty_like(data) if want_data else data.new_empty(0)
-        return g_data, torch.empty_like(o), torch.empty_like(e), torch.empty_like(s0), torch.empty_like(ds)
+        return g_data, torch.empty_like(o), torch.empty_like(e), torch.empty_like(s0), torch.empty_like(x)
 
     def setup_context(ctx, inputs, output) -> None:  # type: ignore[no-untyped-def]
         ctx.save_for_backward(*inputs)
         ctx.deterministic = torch.are_deterministic_algorithms_enabled()
 
     def grad_fn(ctx, grad: Tensor):  # type: ignore[no-untyped-def]
-        data, o, e, s0, ds, n = ctx.saved_tensors
+        saved = ctx.saved_tensors
         want = bool(ctx.needs_input_grad[0])
-        g_data, go, ge, gs0, gds = march_backward(grad.contiguous(), data, o, e, s0, ds, n, want, ctx.deterministic)
-        return (g_data if want else None), go, ge, gs0, gds, None
+        g_data, go, ge, gs0, gx = op_backward(grad.contiguous(), *saved, want, ctx.deterministic)
+        return ((g_data if want else None), go, ge, gs0, gx) + (None,) * (len(saved) - 5)
 
-    march.register_autograd(grad_fn, setup_context=setup_context)
-    return march
+    op.register_autograd(grad_fn, setup_context=setup_context)
+    return op
 
 
 # --------------------------------------------------------------------------- torch reference
@@ -152,22 +172,38 @@ def _march_torch(data: Tensor, o: Tensor, e: Tensor, s0: Tensor, ds: Tensor, n: 
     return trilinear_torch(data, o, e, s0, ds, n)
 
 
+def _joseph_torch(data: Tensor, o: Tensor, e: Tensor, s0: Tensor, s1: Tensor, k: Tensor) -> Tensor:
+    from .integrate import joseph_torch
+
+    return joseph_torch(data, o, e, s0, s1, k)
 
 
 # --------------------------------------------------------------------------- numba (CPU)
 def _numba_forward(data: Tensor, o: Tensor, e: Tensor, s0: Tensor, ds: Tensor, n: Tensor) -> Tensor:
     from . import _fused
 
-    with threads.numba_kernel():
-        return _fused.forward(data, o, e, s0, ds, n)
+    return _fused.forward(data, o, e, s0, ds, n)
 
 
 def _numba_backward(grad: Tensor, data: Tensor, o: Tensor, e: Tensor, s0: Tensor, ds: Tensor, n: Tensor,
                     want_data: bool, deterministic: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     from . import _fused
 
-    with threads.numba_kernel():  # per-thread scatter buffers summed in a fixed order: always deterministic
-        return _fused.backward(grad, data, o, e, s0, ds, n, want_data)
+    # per-thread scatter buffers summed in a fixed order: always deterministic
+    return _fused.backward(grad, data, o, e, s0, ds, n, want_data)
+
+
+def _numba_joseph_forward(data: Tensor, o: Tensor, e: Tensor, s0: Tensor, s1: Tensor, k: Tensor) -> Tensor:
+    from . import _fused
+
+    return _fused.joseph_forward(data, o, e, s0, s1, k)
+
+
+def _numba_joseph_backward(grad: Tensor, data: Tensor, o: Tensor, e: Tensor, s0: Tensor, s1: Tensor, k: Tensor,
+                           want_data: bool, deterministic: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    from . import _fused
+
+    return _fused.joseph_backward(grad, data, o, e, s0, s1, k, want_data)  # deterministic as above
 
 
 def _numba_unavailable(device: torch.device, dtype: torch.dtype) -> str | None:
@@ -181,9 +217,10 @@ def _numba_unavailable(device: torch.device, dtype: torch.dtype) -> str | None:
 
 
 march_numba = _fused_op("march_numba", _numba_forward, _numba_backward)
+joseph_numba = _fused_op("joseph_numba", _numba_joseph_forward, _numba_joseph_backward, segment="joseph")
 # 2^16 rays per call amortise the call and keep the per-ray arrays a few MB.
-register_backend(Backend("numba", march_numba, ("trilinear",), _numba_unavailable, auto_devices=("cpu",),
-                         chunk_rays=2**16))
+register_backend(Backend("numba", march_numba, ("trilinear", "joseph"), _numba_unavailable, auto_devices=("cpu",),
+                         chunk_rays=2**16, joseph=joseph_numba))
 
 
 # --------------------------------------------------------------------------- triton (GPU)
@@ -222,5 +259,5 @@ register_backend(Backend("triton", march_triton, ("trilinear",), _triton_unavail
                          chunk_rays=2**24, low_precision=True))
 
 # The reference last: auto prefers the fused kernels where they run.
-register_backend(Backend("torch", _march_torch, ("trilinear", "exact"), lambda device, dtype: None,
-                         auto_devices=("cpu", "cuda", "mps", "xpu", "meta"), chunk_rays=None))
+register_backend(Backend("torch", _march_torch, ("trilinear", "joseph", "exact"), lambda device, dtype: None,
+                         auto_devices=("cpu", "cuda", "mps", "xpu", "meta"), chunk_rays=None, joseph=_joseph_torch))

@@ -1,22 +1,21 @@
-"""Thread pools of the CPU renderer: torch's OpenMP pool and Numba's, without spinning.
+"""Thread pools of the CPU renderer: torch's OpenMP pool and Numba's, without contention.
 
-On CPU a render alternates small torch operations (pixel rays, clipping, sample counts) with
-the Numba kernel. torch and Numba's ``omp`` threading layer load two different libgomp copies,
-so there are two thread pools; with libgomp's default wait policy each pool's idle workers
-spin for a while after every parallel region, on the very cores the other pool needs next.
-On a shared or small machine that inflates a render several-fold (the renderer benchmark's
-runs measure it). Sleeping idle workers (``OMP_WAIT_POLICY=PASSIVE``) cost microseconds per
-region instead.
+On CPU a render alternates small torch operations (pixel rays, clipping, slab counts) with the
+Numba kernel. Numba's ``omp`` threading layer loads a second libgomp next to torch's, and
+after its first parallel launch every small torch operation of the process slows down by tens
+of milliseconds, even with torch at one thread and idle workers told to sleep (measured on the
+2 shared cores, ``amax`` of a (40000, 3) tensor: 0.2 ms before the first Numba launch, 20-70 ms
+after it with ``omp``, 0.3-0.9 ms with ``workqueue``; a 200² Joseph view's ray set-up 180 ms ->
+a few ms). So:
 
-libgomp reads the policy once, when it loads, so the package sets it (unless the user already
-chose one) in the environment:
-
-* ``import stereodrr`` sets it first thing: when torch is not imported yet (the ``stereodrr``
-  command, scripts that import stereodrr first) both pools get it;
-* :func:`numba_kernel` wraps every Numba call: Numba loads its pool at its first parallel
-  launch, after that line has run, so Numba's pool gets it whatever was imported first.
-
-Child processes (Dask workers) inherit the setting.
+* :func:`numba_kernel` wraps every Numba call: before Numba's first parallel launch it picks
+  Numba's own ``workqueue`` layer (no OpenMP; the kernels are plain ``prange`` loops over rays,
+  as fast there), unless the user chose a layer (``NUMBA_THREADING_LAYER`` or
+  ``numba.config.THREADING_LAYER``). ``workqueue`` must not be entered from two Python threads
+  at once, so the calls hold one process-wide lock (each call uses every core anyway).
+* ``import stereodrr`` sets ``OMP_WAIT_POLICY=PASSIVE`` (unless the user chose a policy) before
+  torch loads libgomp: torch's idle workers sleep instead of spinning on the cores Numba's
+  threads need next. libgomp reads it once, at load; child processes (Dask workers) inherit it.
 """
 
 from __future__ import annotations
@@ -24,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import threading
 from typing import Iterator
 
 __all__ = ["prefer_passive_openmp", "numba_kernel", "single_threaded_torch", "set_cpu_threads"]
@@ -37,13 +37,31 @@ def prefer_passive_openmp() -> bool:
     return True
 
 
+_NUMBA_CALL = threading.RLock()
+
+
+def _prefer_workqueue() -> None:
+    """Numba's ``workqueue`` threading layer unless the user chose one or a layer already runs."""
+    try:
+        import numba
+        from numba.np.ufunc import parallel
+    except ImportError:  # pragma: no cover - numba is a core dependency
+        return
+    if parallel._is_initialized or "NUMBA_THREADING_LAYER" in os.environ:
+        return
+    if numba.config.THREADING_LAYER == "default":
+        numba.config.THREADING_LAYER = "workqueue"
+
+
 @contextlib.contextmanager
 def numba_kernel() -> Iterator[None]:
-    """Context of one Numba kernel call: the passive policy is in place before Numba's
-    threading layer (and its libgomp) first loads."""
-    if "numba.np.ufunc.omppool" not in sys.modules:
-        prefer_passive_openmp()
-    yield
+    """Context of one Numba kernel call: the threading layer chosen above (and the passive
+    OpenMP policy, should a user's choice load libgomp there), one call at a time."""
+    with _NUMBA_CALL:
+        if "numba.np.ufunc.omppool" not in sys.modules:
+            prefer_passive_openmp()
+        _prefer_workqueue()
+        yield
 
 
 @contextlib.contextmanager
@@ -79,4 +97,5 @@ def set_cpu_threads(n: int) -> None:
         import numba
     except ImportError:
         return
+    _prefer_workqueue()  # set_num_threads starts Numba's threads
     numba.set_num_threads(min(int(n), numba.config.NUMBA_NUM_THREADS))

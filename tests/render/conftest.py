@@ -20,8 +20,9 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 HAS_TRITON = importlib.util.find_spec("triton") is not None
-# (mode, backend) of each renderer implementation.
-PATHS = [(m, b) for m in ("trilinear", "joseph") for b in ("numba", "torch", "triton")] + [("exact", "torch")]
+# (mode, backend) of each renderer implementation (joseph on CUDA runs the torch backend).
+PATHS = ([("trilinear", b) for b in ("numba", "torch", "triton")] + [("joseph", b) for b in ("numba", "torch")]
+         + [("exact", "torch")])
 
 
 def device_for(backend: str) -> str:

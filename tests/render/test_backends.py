@@ -99,8 +99,8 @@ def test_triton_deterministic_volume_gradient():
     assert float((d.grad - grads[0]).abs().max()) <= 1e-5 * float(grads[0].abs().max())
 
 
-@pytest.mark.parametrize("name", ["numba", "triton"])
-def test_fused_ops_survive_torch_compile_fullgraph(name):
+@pytest.mark.parametrize("name, mode", [("numba", "trilinear"), ("numba", "joseph"), ("triton", "trilinear")])
+def test_fused_ops_survive_torch_compile_fullgraph(name, mode):
     """The custom ops stay in one graph (fullgraph=True raises on any break) and give eager's
     image and pose gradient."""
     if name == "triton" and not HAS_TRITON:
@@ -112,7 +112,7 @@ def test_fused_ops_survive_torch_compile_fullgraph(name):
     t = t.clone().requires_grad_(True)
 
     def f(data, A, K, R, t):
-        return drr(data, A, K, R, t, H, W, backend=name)
+        return drr(data, A, K, R, t, H, W, backend=name, mode=mode)
 
     eager = f(data, A, K, R, t)
     (g_eager,) = torch.autograd.grad(eager.sum(), t)
@@ -134,6 +134,9 @@ def test_custom_ops_pass_opcheck():
     ds = torch.tensor([0.6, 0.5], dtype=torch.float64, requires_grad=True)
     n = torch.tensor([12, 10])
     torch.library.opcheck(backends.march_numba, (data, o, e, s0, ds, n))
+    s1 = (s0 + ds * n).detach().requires_grad_(True)
+    for k in (1, 3):
+        torch.library.opcheck(backends.joseph_numba, (data, o, e, s0, s1, torch.full((2,), k)))
 
 
 @pytest.mark.parametrize("preset", [None, "ACTIVE"])

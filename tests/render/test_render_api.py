@@ -118,3 +118,15 @@ def test_torch_compile_matches_eager_with_gradients(torso, rig):
     (g_compiled,) = torch.autograd.grad(out.sum(), t)
     assert torch.allclose(out, eager, rtol=1e-5, atol=1e-6)
     assert torch.allclose(g_compiled, g_eager, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("mode", ["trilinear", "joseph", "exact"])
+def test_render_drr_low_precision_volume(torso, rig, dtype, mode):
+    """A bfloat16/float16 Volume renders with float32 geometry: the image equals the float32
+    render of the same (rounded) voxel values, in float32."""
+    low = torso.with_data(torso.data.to(dtype))
+    img = render_drr(low, rig, mode=mode)
+    ref = render_drr(torso.with_data(low.data.float()), rig, mode=mode)
+    assert img.dtype == torch.float32 and float(ref.max()) > 0.5
+    assert torch.allclose(img, ref, rtol=1e-5, atol=1e-5)
