@@ -21,7 +21,11 @@ average-pooled, intrinsics rescaled so that pixel centres stay at integers,
 ``u' = (u + 1/2)/s - 1/2``) from a volume averaged over blocks of ``volume_factor`` voxels per
 axis. By default the last level uses the CT as it is and the coarser ones the largest block per
 axis whose size stays within the pixel footprint at the isocenter, ``z_iso s / f``, so a CT with
-thick slices is merged in-plane but not across slices (:func:`auto_volume_factor`).
+thick slices is merged in-plane but not across slices (:func:`auto_volume_factor`). A level may
+set its own ray step in voxels of its volume (``step_voxels``). A BFGS level that follows one at
+the same scale and with the same similarity starts from that level's inverse-Hessian estimate
+(the parameters have the same units there), so a cheap level on a merged volume can do most of
+the descent and the costly one on the CT as it is only polishes.
 
 Pieces: an optimiser step per method (:data:`OPTIMIZERS`: ``adam``, ``lbfgs``), a per-level
 runner (:func:`_run_level`), a stopping rule (:class:`StoppingRule`) and a history recorder
