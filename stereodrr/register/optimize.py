@@ -128,7 +128,7 @@ class RegistrationResult:
         pose: best pose (lowest loss at the finest level reached).
         status: ``"converged"``, ``"max_iterations"`` or ``"diverged"``.
         message: one line for a person.
-        history: one row per loss evaluation: ``level, scale, volume_factor, optimizer,
+        history: one row per loss evaluation: ``level, scale, volume_factor, step_mm, optimizer,
             similarity, iteration, time_s, loss, loss_<view>..., rx_deg, ry_deg, rz_deg,
             tx_mm, ty_mm, tz_mm`` (the pose evaluated, rotation vector in degrees), the step
             sizes and, when a truth was given, its errors.
