@@ -29,9 +29,9 @@ import pandas as pd
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from stereodrr._io import atomic_path  # noqa: E402
 from stereodrr.calib.pipeline import calibrate_stereo  # noqa: E402
 from stereodrr.calib.scene import perturbed_rig, render_calibration_images  # noqa: E402
+from stereodrr.fileio import atomic_path  # noqa: E402
 from stereodrr.geometry import StereoAngleWarning, StereoRig  # noqa: E402
 from stereodrr.phantoms import load_phantom  # noqa: E402
 from stereodrr.physics import Spectrum  # noqa: E402

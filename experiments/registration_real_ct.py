@@ -15,8 +15,8 @@ every setup). The rigs share one detector (SID 750 mm, SDD 1200 mm, ``--size`` p
 Targets (``--targets xray``, the default): exact (Siddon) line integrals of the full-resolution
 CT, Poisson noise of ``--photons`` per unattenuated pixel drawn afresh per trial, -log; the
 registration renders trilinear DRRs, so the model is not the target's. ``--targets model``
-renders the targets with the optimiser's own model of its last level (trilinear DRRs of the CT
-as it is), so noise is the only error, and the RMS depth and rotation errors over the trials
+renders the targets with the optimiser's own model of its last level (trilinear DRRs of that
+level's volume at its ray step), so noise is the only error, and the RMS depth and rotation errors over the trials
 can be held against the Cramér–Rao bound (:func:`stereodrr.register.pose_crlb` at the truth).
 
 Writes ``<out>/bounds.csv`` (the bound per setup), ``<out>/results.csv`` after every trial
@@ -24,7 +24,8 @@ Writes ``<out>/bounds.csv`` (the bound per setup), ``<out>/results.csv`` after e
 ``rotation_bound_deg``), ``<out>/summary.csv``, ``<out>/results.png`` and prints the summary as
 a Markdown table. Success: mTRE over the CT box's 8 corners < 1 mm. ``cpu_seconds`` is the
 process CPU time of a registration: with one thread, the wall time it would take on an idle
-machine (up to memory contention), where ``seconds`` on a shared machine is longer. Example (the full run)::
+machine (up to memory contention), where ``seconds`` on a shared machine is longer; ``load1`` is
+the 1-minute load average when the trial ended (``/proc/loadavg``). Example (the full run)::
 
     python experiments/registration_real_ct.py --trials 20 --size 128 --out out/registration_real_ct
 """
@@ -41,22 +42,24 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from registration_mono_vs_stereo import build_rigs, initial_poses, run_nanodrr, simulate_xrays  # noqa: E402
 
 from stereodrr.cli.register import parse_levels  # noqa: E402
 from stereodrr.fileio import atomic_path  # noqa: E402
+from stereodrr.geometry import StereoRig  # noqa: E402
 from stereodrr.phantoms import torso_phantom  # noqa: E402
 from stereodrr.plot.register import plot_registration_study  # noqa: E402
-from stereodrr.register import RigidPose, pose_crlb, register, registration_errors, render_views  # noqa: E402
+from stereodrr.register import DEFAULT_LEVELS, Level, RigidPose, pose_crlb, register, registration_errors, render_views  # noqa: E402
 from stereodrr.render import render_drr  # noqa: E402
 from stereodrr.render.threads import set_cpu_threads  # noqa: E402
 from stereodrr.volume import Volume, hu_to_mu, load_volume  # noqa: E402
 
 SETUPS = ("single", "stereo5", "biplanar", "nanodrr")
 COLUMNS = ["setup", "trial", "success", "mtre_mm", "depth_error_mm", "inplane_error_mm", "rotation_error_deg",
-           "seconds", "cpu_seconds", "status", "init_mtre_mm", "iterations", "depth_bound_mm", "inplane_bound_mm", "rotation_bound_deg"]
+           "seconds", "cpu_seconds", "load1", "status", "init_mtre_mm", "iterations", "depth_bound_mm", "inplane_bound_mm", "rotation_bound_deg"]
 
 
 def chest_ct_path() -> Path | None:
@@ -81,6 +84,25 @@ def load_ct(kind: str, builtin_size: tuple[int, int, int]) -> tuple[Volume, str]
     return centred.with_data(hu_to_mu(centred.data)), name
 
 
+def model_targets(volume: Volume, rig: StereoRig, truth: RigidPose, last: Level) -> torch.Tensor:
+    """Noise-free targets ``(V, H, W)`` from the optimiser's own model of its last level: trilinear
+    DRRs of that level's volume (the CT as it is unless the level names a factor) at its ray step."""
+    if last.scale != 1:
+        raise ValueError(f"--levels: --targets model needs a last level at full resolution (scale 1), got {last.scale}")
+    factor = (1, 1, 1) if last.volume_factor is None else last.volume_factor
+    model = volume.downsample(factor)
+    step = None if last.step_voxels is None else last.step_voxels * float(model.spacing.min())
+    return render_views(model, rig, truth, step_mm=step)
+
+
+def load_average() -> float:
+    """The 1-minute load average (nan where /proc/loadavg is absent)."""
+    try:
+        return float(Path("/proc/loadavg").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return math.nan
+
+
 def bound_columns(bound: dict[str, float]) -> dict[str, float]:
     """The bound as the error columns: depth, in-plane, and the rotation angle's RMS ``sqrt(sum var_r)``."""
     return {"depth_bound_mm": bound["depth_mm"], "inplane_bound_mm": bound["inplane_mm"],
@@ -96,7 +118,7 @@ def summarise(df: pd.DataFrame) -> pd.DataFrame:
         median_mtre_mm=("mtre_mm", "median"), max_mtre_mm=("mtre_mm", "max"),
         median_depth_mm=("depth_error_mm", "median"), rms_depth_mm=("depth_error_mm", rms),
         rms_rotation_deg=("rotation_error_deg", rms), median_seconds=("seconds", "median"),
-        median_cpu_seconds=("cpu_seconds", "median"), depth_bound_mm=("depth_bound_mm", "first"), rotation_bound_deg=("rotation_bound_deg", "first"))
+        median_cpu_seconds=("cpu_seconds", "median"), mean_load=("load1", "mean"), depth_bound_mm=("depth_bound_mm", "first"), rotation_bound_deg=("rotation_bound_deg", "first"))
     s["depth_vs_bound"] = s["rms_depth_mm"] / s["depth_bound_mm"]
     s["rotation_vs_bound"] = s["rms_rotation_deg"] / s["rotation_bound_deg"]
     return s
@@ -146,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     corners = volume.corners()
     photons = args.photons if args.photons > 0 else None
     levels = {} if args.levels is None else {"levels": parse_levels(args.levels)}
+    last = levels.get("levels", DEFAULT_LEVELS)[-1]
     setups = list(args.setups)
     if "nanodrr" in setups and importlib.util.find_spec("nanodrr") is None:
         print("note: nanodrr is not installed (make bench-install); skipping the nanodrr baseline")
@@ -164,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     for setup in setups:
         rig = rigs[setup]
         bound = bound_columns(bounds["single" if setup == "nanodrr" else setup])
-        line = render_drr(volume, rig, mode="exact") if args.targets == "xray" else render_views(volume, rig, truth)
+        line = render_drr(volume, rig, mode="exact") if args.targets == "xray" else model_targets(volume, rig, truth, last)
         for trial in range(args.first_trial, args.first_trial + args.trials):
             init = inits[trial]
             targets = simulate_xrays(line, photons, args.seed * 100_003 + trial)
@@ -179,11 +202,11 @@ def main(argv: list[str] | None = None) -> int:
             seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
             err = registration_errors(pose, truth, rig, corners)
             rows.append({"setup": setup, "trial": trial, "success": bool(err["mtre_mm"] < 1.0), **err, "seconds": seconds,
-                         "cpu_seconds": cpu_seconds, "status": status, "init_mtre_mm": registration_errors(init, truth, rig, corners)["mtre_mm"],
+                         "cpu_seconds": cpu_seconds, "load1": load_average(), "status": status, "init_mtre_mm": registration_errors(init, truth, rig, corners)["mtre_mm"],
                          "iterations": n_it, **bound})
             print(f"{setup:9s} trial {trial:3d}: mTRE {err['mtre_mm']:8.3f} mm  depth {err['depth_error_mm']:7.3f}  "
                   f"in-plane {err['inplane_error_mm']:7.3f}  rot {err['rotation_error_deg']:6.3f} deg  "
-                  f"{seconds:6.1f} s  {status}", flush=True)
+                  f"{seconds:6.1f} s ({cpu_seconds:5.1f} CPU s, load {load_average():.1f})  {status}", flush=True)
             with atomic_path(csv) as tmp:
                 pd.DataFrame(rows, columns=COLUMNS).to_csv(tmp, index=False)
 

@@ -9,6 +9,7 @@ the pose relative to the result).
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 import cv2
@@ -60,10 +61,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="adam",
                    help="optimiser at the levels that do not name one (default %(default)s)")
     p.add_argument("--levels", default=format_levels(DEFAULT_LEVELS),
-                   help="pyramid, coarse to fine: image_scale:iterations[:volume_factor][:similarity][:optimizer],... "
+                   help="pyramid, coarse to fine: image_scale:iterations[:volume_factor][:step][:similarity][:optimizer],... "
                         "(default %(default)s; the volume factor, one integer or three like 3x3x1 along x, y, z, "
                         "defaults to the CT as it is at the last level and elsewhere to voxels no larger than a "
-                        "pixel's footprint at the isocenter per axis; the similarity to --similarity, the "
+                        "pixel's footprint at the isocenter per axis; the ray step in voxels of the level's volume, like 1vox, to "
+                        "the renderer's half voxel; the similarity to --similarity, the "
                         "optimizer to --optimizer)")
     p.add_argument("--lr-rotation", type=number(0.0, open_lo=True, what="step in degrees"), default=0.5, help="initial rotation step, deg (default 0.5)")
     p.add_argument("--lr-translation", type=number(0.0, open_lo=True, what="step in mm"), default=2.0, help="initial translation step, mm (default 2)")
@@ -81,19 +83,31 @@ def format_levels(levels: tuple[Level, ...]) -> str:
         fields = [str(lv.scale), str(lv.iterations)]
         if f is not None:
             fields.append(str(f) if np.ndim(f) == 0 else "x".join(map(str, f)))
+        if lv.step_voxels is not None:
+            fields.append(f"{lv.step_voxels:g}vox")
         fields += [v for v in (lv.similarity, lv.optimizer) if v]
         parts.append(":".join(fields))
     return ",".join(parts)
 
 
 def parse_levels(text: str) -> tuple[Level, ...]:
-    """``"4:150,2:100:2,1:40:gncc:lbfgs"`` -> levels: scale:iterations[:volume_factor][:similarity][:optimizer];
-    a volume factor is one integer or three along x, y, z (``3x3x1``)."""
+    """``"4:150,2:100:2,1:20:2x2x1:1vox:gncc:lbfgs"`` -> levels:
+    scale:iterations[:volume_factor][:step][:similarity][:optimizer]; a volume factor is one
+    integer or three along x, y, z (``3x3x1``), a ray step in the level volume's smallest voxel
+    spacing (``1vox``)."""
     levels = []
     for part in text.split(","):
         fields = [f.strip() for f in part.strip().split(":")]
         optimizer = fields.pop() if fields and fields[-1] in OPTIMIZERS else None
         similarity = fields.pop() if fields and fields[-1] in SIMILARITIES else None
+        step = None
+        if fields and fields[-1].endswith("vox"):
+            try:
+                step = float(fields.pop()[:-3])
+            except ValueError:
+                fields.append("bad")
+            if step is not None and not (math.isfinite(step) and step > 0):
+                fields.append("bad")
         factor = None
         if len(fields) == 3:
             axes = fields.pop().split("x")
@@ -102,10 +116,12 @@ def parse_levels(text: str) -> tuple[Level, ...]:
             else:
                 fields.append("bad")
         if len(fields) != 2 or not all(f.isdigit() for f in fields):
-            raise UsageError(f"--levels: expected scale:iterations[:volume_factor][:similarity][:optimizer] (positive "
-                             f"integers, a volume factor like 2 or 3x3x1, similarity one of {sorted(SIMILARITIES)}, "
+            raise UsageError(f"--levels: expected scale:iterations[:volume_factor][:step][:similarity][:optimizer] "
+                             f"(positive integers, a volume factor like 2 or 3x3x1, a ray step like 1vox, similarity one "
+                             f"of {sorted(SIMILARITIES)}, "
                              f"optimizer one of {sorted(OPTIMIZERS)}), got {part!r}")
-        levels.append(Level(int(fields[0]), int(fields[1]), factor, similarity=similarity, optimizer=optimizer))
+        levels.append(Level(int(fields[0]), int(fields[1]), factor, similarity=similarity, optimizer=optimizer,
+                            step_voxels=step))
     return tuple(levels)
 
 

@@ -67,7 +67,10 @@ def test_levels_option_names_a_similarity_per_level():
     assert parse_levels(format_levels(DEFAULT_LEVELS)) == DEFAULT_LEVELS
     assert parse_levels("2:60:2, 1:30:1:ncc") == (Level(2, 60, 2), Level(1, 30, 1, "ncc"))
     assert parse_levels("4:150:8x8x2,1:40:wncc:lbfgs") == (Level(4, 150, (8, 8, 2)), Level(1, 40, None, "wncc", "lbfgs"))
-    for bad in ("2:60:x", "2", "1:30:1:2:gncc", "1:30:sad", "2:60:2x2", "1:30:lbfgs:gncc"):
+    assert parse_levels("1:12:2x2x1:1vox:gncc:lbfgs,1:30:0.5vox") == (
+        Level(1, 12, (2, 2, 1), "gncc", "lbfgs", step_voxels=1.0), Level(1, 30, step_voxels=0.5))
+    for bad in ("2:60:x", "2", "1:30:1:2:gncc", "1:30:sad", "2:60:2x2", "1:30:lbfgs:gncc", "1:30:0vox", "1:30:xvox",
+                "1:30:1vox:2"):
         with pytest.raises(ValueError, match="--levels"):
             parse_levels(bad)
 

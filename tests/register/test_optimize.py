@@ -135,3 +135,26 @@ def test_quaternion_increments_reach_the_same_pose(volume, rig, targets):
     res = register(volume, rig, targets, init, levels=(Level(2, 60, 2), Level(1, 30, 1)), rotation="quaternion",
                    progress=False)
     assert registration_errors(res.pose, truth, rig, volume.corners())["mtre_mm"] < 1.0
+
+
+def test_bfgs_level_starts_from_the_previous_levels_curvature(volume, rig, targets):
+    # Two full-resolution BFGS levels: a merged volume at a one-voxel step, then the CT as it is.
+    # The second one starts from the first one's inverse-Hessian estimate and so needs fewer
+    # evaluations than the same level started cold from the same pose, to the same tolerance.
+    truth = RigidPose.identity(volume.center)
+    init = RigidPose.from_degrees([1.0, -0.5, 0.8], [2.0, -1.5, 1.0], volume.center)
+    first = Level(1, 30, 2, "gncc", "lbfgs", step_voxels=1.0)
+    last = Level(1, 40, 1, "gncc", "lbfgs")
+    warm = register(volume, rig, targets, init, levels=(first, last), progress=False)
+    handed = register(volume, rig, targets, init, levels=(first,), progress=False).pose
+    first_eval = warm.history.query("level == 1").iloc[0]
+    np.testing.assert_allclose(first_eval[["tx_mm", "ty_mm", "tz_mm"]].to_numpy(float), handed.translation, atol=1e-9)
+    cold = register(volume, rig, targets, handed, levels=(last,), progress=False)
+    assert warm.history.query("level == 0")["step_mm"].iloc[0] == pytest.approx(12.0)  # 2 x 6 mm voxels
+    n_warm = int((warm.history["level"] == 1).sum())
+    assert warm.status == cold.status == "converged"
+    assert n_warm < len(cold.history), (n_warm, len(cold.history))
+    for res in (warm, cold):
+        assert registration_errors(res.pose, truth, rig, volume.corners())["mtre_mm"] < 0.3
+    with pytest.raises(ValueError, match="step_voxels"):
+        Level(1, 10, step_voxels=0.0)

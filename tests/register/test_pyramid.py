@@ -68,6 +68,9 @@ def test_anisotropic_ct_registers_with_the_default_pyramid(anisotropic, init):
     assert registration_errors(start, truth, rig, anisotropic.corners())["mtre_mm"] > 15
     assert err["mtre_mm"] < 0.3, err
     factors = res.history.groupby("level")["volume_factor"].first().tolist()
-    assert factors == ["8x8x2", "4x4x1", "1x1x1"]
+    assert factors == ["8x8x2", "4x4x1", "2x2x1", "1x1x1"]
+    # The full-resolution levels march one (merged) voxel per step: 2 mm, then 1 mm.
+    steps = res.history.groupby("level")["step_mm"].first().tolist()
+    assert steps[2:] == [pytest.approx(2.0), pytest.approx(1.0)]
     assert res.status == "converged", res.message
     assert torch.isfinite(torch.tensor(res.loss))
