@@ -31,7 +31,7 @@ Matching across views then follows from the marker ids.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import cv2
 import numpy as np
@@ -51,7 +51,7 @@ from ..phantoms.symmetry import MAX_PRIOR_ROTATION_DEG, marker_symmetries
 from ._checks import as_points, same_count
 from .dlt import MIN_DLT_POINTS, projection_from_points
 
-__all__ = ["Identification", "identify_markers", "match_views", "shadow_diameters_px", "MIN_MARGIN"]
+__all__ = ["Identification", "identify_markers", "drop_overlapping", "match_views", "shadow_diameters_px", "MIN_MARGIN"]
 
 # A mirrored labelling whose camera is this much farther (deg) from the nominal view than the
 # best real one is not taken as a rival (see identify_markers, step 3).
@@ -86,6 +86,8 @@ class Identification:
         hypotheses: every labelling scored (best first): ``hypothesis, matched, size_contradictions,
             evidence, rms_px, rotation_from_nominal_deg, source_from_nominal_mm, mirrored, physical``.
         min_margin: the margin below which the labelling is ambiguous.
+        overlapping: ids of identified markers left out because their shadow touches another
+            marker's (:func:`drop_overlapping`): the fit of a merged blob has no true centre.
     """
 
     table: pd.DataFrame
@@ -95,10 +97,35 @@ class Identification:
     margin: float = float("inf")
     hypotheses: pd.DataFrame = field(default_factory=pd.DataFrame)
     min_margin: float = MIN_MARGIN
+    overlapping: list = field(default_factory=list)
 
     @property
     def ambiguous(self) -> bool:
         return bool(self.margin < self.min_margin)
+
+
+# Shadows closer than their radii plus this gap (px: blurred rims, the fit window) count as touching.
+OVERLAP_GAP_PX = 2.0
+
+
+def drop_overlapping(ident: Identification, markers: pd.DataFrame, camera: Camera,
+                     gap_px: float = OVERLAP_GAP_PX) -> Identification:
+    """``ident`` without the markers whose shadow, re-projected by ``ident.P`` with the
+    diameters ``camera`` gives them, comes within ``gap_px`` of another marker's shadow (e.g. balls
+    in line in a lateral view): the detector fits one blob to both, whose centre is neither's."""
+    X = markers[["x", "y", "z"]].to_numpy(np.float64)
+    uvw = np.c_[X, np.ones(len(X))] @ ident.P.T
+    uv = uvw[:, :2] / uvw[:, 2:]
+    radius = 0.5 * shadow_diameters_px(camera, X, markers["diameter_mm"].to_numpy())
+    dist = np.linalg.norm(uv[:, None] - uv[None], axis=2)
+    touching = dist < radius[:, None] + radius[None] + gap_px
+    np.fill_diagonal(touching, False)
+    bad = set(markers["marker_id"].to_numpy()[touching.any(axis=1)].tolist())
+    keep = ~ident.table["marker_id"].isin(bad)
+    if keep.all():
+        return ident
+    dropped = sorted(ident.table.loc[~keep, "marker_id"].tolist())
+    return replace(ident, table=ident.table[keep].reset_index(drop=True), overlapping=dropped)
 
 
 def _consensus_shift(det: np.ndarray, pred: np.ndarray, ok: np.ndarray, tol: float) -> tuple[np.ndarray, int]:

@@ -24,7 +24,7 @@ from .detect import detect_markers
 from .dlt import RigCalibration, calibrate_rig, opencv_crosscheck
 from .fundamental import METHODS as F_METHODS
 from .fundamental import FundamentalEstimate, estimate_fundamental
-from .identify import Identification, identify_markers, match_views, shadow_diameters_px
+from .identify import Identification, drop_overlapping, identify_markers, match_views, shadow_diameters_px
 from .triangulate import METHODS as TRI_METHODS
 from .triangulate import Triangulation, error_table, triangulate
 from .validate import EpipolarReport, compare_fundamental, validate_epipolar
@@ -126,6 +126,7 @@ class StereoCalibration:
                 n: {"detected": int(len(self.detections[n])), "identified": int(len(self.identified[n].table)),
                     "unmatched_detections": len(self.identified[n].unmatched),
                     "missing_markers": self.identified[n].missing,
+                    "overlapping_markers": self.identified[n].overlapping,
                     "identification_margin": self.identified[n].margin,
                     "identification_ambiguous": self.identified[n].ambiguous,
                     "runner_up": (self.identified[n].hypotheses.iloc[1][["hypothesis", "matched", "evidence"]].to_dict()
@@ -258,8 +259,9 @@ def calibrate_stereo(
     for n in names:
         det = detections[n]
         try:
-            identified[n] = identify_markers(det[["u", "v"]].to_numpy(), markers, nominal[n],
-                                             det["diameter_px"].to_numpy(), name=n, **id_kw)
+            identified[n] = drop_overlapping(identify_markers(det[["u", "v"]].to_numpy(), markers, nominal[n],
+                                                              det["diameter_px"].to_numpy(), name=n, **id_kw),
+                                             markers, nominal[n])
         except ValueError as e:
             failed[n] = e
     if failed:

@@ -59,3 +59,24 @@ def test_failure_is_reported(rig5, phantom_table):
         identify_markers(rng.uniform(0, 512, (20, 2)), phantom_table, rig5["left"], name="left")
     with pytest.raises(ValueError, match="missing column"):
         identify_markers(rng.uniform(0, 512, (20, 2)), phantom_table.drop(columns="z"), rig5["left"])
+
+
+def test_balls_in_line_are_dropped_as_overlapping():
+    """Two balls on one ray from the source (one shadow on the other) and a third with a
+    neighbour just clear of it: the two in line leave, the clear ones stay."""
+    from stereodrr.calib.identify import Identification, drop_overlapping
+
+    cam = Camera.look_at(np.array([0.0, -700.0, 0.0]), np.zeros(3), 1000.0, (0.2, 0.2), 400, 300)
+    src = cam.center
+    behind = src + 1.1 * (np.array([5.0, 0.0, 3.0]) - src)  # on the ray through ball 1, 10 % farther
+    # Ball 3 and 4: 2 mm balls (about 14 px shadows) 25 px apart on the detector at the isocentre plane.
+    X = np.array([[5.0, 0.0, 3.0], behind, [-20.0, 0.0, -10.0], [-20.0 + 25 * 0.2 * 0.7, 0.0, -10.0]])
+    markers = pd.DataFrame({"marker_id": [1, 2, 3, 4], "x": X[:, 0], "y": X[:, 1], "z": X[:, 2],
+                            "diameter_mm": 2.0})
+    uv, _ = cam.project(X)
+    P = cam.K @ np.c_[cam.R, cam.t]
+    table = pd.DataFrame({"marker_id": [1, 2, 3, 4], "u": uv[:, 0], "v": uv[:, 1], "detection": range(4),
+                          "residual_px": 0.0})
+    ident = drop_overlapping(Identification(table, P, [], []), markers, cam)
+    assert ident.overlapping == [1, 2]
+    assert ident.table["marker_id"].tolist() == [3, 4]
