@@ -83,13 +83,13 @@ def _tophat(a: np.ndarray, length_px: int) -> np.ndarray:
     ``_N_DIRECTIONS`` directions over 180 degrees."""
     r = length_px // 2
     a32 = a.astype(np.float32)
-    bg = None
+    bg = np.full_like(a32, -np.inf)
     for theta in np.arange(_N_DIRECTIONS) * np.pi / _N_DIRECTIONS:
         k = np.zeros((2 * r + 1, 2 * r + 1), np.uint8)
         du, dv = r * np.cos(theta), r * np.sin(theta)
         cv2.line(k, (int(round(r - du)), int(round(r - dv))), (int(round(r + du)), int(round(r + dv))), 1)
         opened = cv2.morphologyEx(a32, cv2.MORPH_OPEN, k)
-        bg = opened if bg is None else np.maximum(bg, opened)
+        bg = np.maximum(bg, opened)
     return a - bg.astype(np.float64)
 
 

@@ -290,7 +290,7 @@ def identify_markers(
         proj, _ = project_points(P, X)
         res = np.linalg.norm(det[rows] - proj[cols], axis=1)
         size_bad = 0
-        if dd is not None:
+        if dd is not None and expected is not None:
             ratio = dd[rows] / expected[cols]
             size_bad = int(np.sum(np.abs(ratio / np.median(ratio) - 1.0) > _SIZE_CLASS_TOL))
         rot = rotation_angle_deg(R, camera.R)
@@ -309,7 +309,7 @@ def identify_markers(
         key = frozenset(zip(fit[1].tolist(), fit[2].tolist()))
         if key not in hyps:
             try:
-                hyps[key] = score(*fit, how)
+                hyps[key] = score(fit[0], fit[1], fit[2], how)
             except ValueError:
                 return None  # a degenerate projection (all matches on a plane through the source)
         return hyps[key]
@@ -319,16 +319,16 @@ def identify_markers(
         cam = camera if (ax, ay) == (0.0, 0.0) else _orbit(camera, pivot, ax, ay)
         pred, _ = cam.project(X)
         centre = pred.mean(axis=0)
-        best = (-1, None)
+        best_votes, best_pred = -1, pred
         for ang in rotations_deg:
             Rz = rotvec_to_matrix(np.array([0.0, 0.0, np.radians(ang)]))[:2, :2]
             rp = (pred - centre) @ Rz.T + centre
             shift, votes = _consensus_shift(det, rp, ok, tol_px)
-            if votes > best[0]:
-                best = (votes, rp + shift)
-        if best[0] < MIN_DLT_POINTS:
+            if votes > best_votes:
+                best_votes, best_pred = votes, rp + shift
+        if best_votes < MIN_DLT_POINTS:
             continue
-        rows, cols = _assign(det, best[1], tol_px, ok)
+        rows, cols = _assign(det, best_pred, tol_px, ok)
         h = add(_refine(det, X, cam.K, ok, rows, cols, gates), f"search orbit ({ax:g}, {ay:g}) deg")
         if h is not None and h["physical"] and h["matched"] >= target:
             break
@@ -413,11 +413,11 @@ def match_views(identified: dict[str, Identification]) -> tuple[np.ndarray, dict
     """Marker ids found in every view, and each view's ``(K, 2)`` pixels in that id order."""
     if len(identified) < 2:
         raise ValueError(f"match_views: expected at least 2 views, got {len(identified)}")
-    common = None
+    common: set | None = None
     for ident in identified.values():
         s = set(ident.table["marker_id"].tolist())
         common = s if common is None else common & s
-    ids = np.array(sorted(common))
+    ids = np.array(sorted(common or ()))
     uv = {}
     for n, ident in identified.items():
         t = ident.table.set_index("marker_id").loc[ids]

@@ -24,7 +24,7 @@ from .detect import detect_markers
 from .dlt import RigCalibration, calibrate_rig, opencv_crosscheck
 from .fundamental import METHODS as F_METHODS
 from .fundamental import FundamentalEstimate, estimate_fundamental
-from .identify import Identification, drop_overlapping, identify_markers, match_views, shadow_diameters_px
+from .identify import MIN_MARGIN, Identification, drop_overlapping, identify_markers, match_views, shadow_diameters_px
 from .triangulate import METHODS as TRI_METHODS
 from .triangulate import Triangulation, error_table, triangulate
 from .validate import EpipolarReport, compare_fundamental, validate_epipolar
@@ -250,7 +250,7 @@ def calibrate_stereo(
     names = nominal.names
     dmin, dmax = _expected_diameters_px(markers, nominal)
     tol = tolerances or Tolerances()
-    id_kw = {} if min_margin is None else {"min_margin": float(min_margin)}
+    margin = MIN_MARGIN if min_margin is None else float(min_margin)
     detections, identified = {}, {}
     for n in tqdm(names, desc="detect", disable=not progress):
         detections[n] = detect_markers(images[n], kind=kind, diameter_px=(dmin, dmax), aperture=aperture,
@@ -260,7 +260,7 @@ def calibrate_stereo(
         det = detections[n]
         try:
             identified[n] = drop_overlapping(identify_markers(det[["u", "v"]].to_numpy(), markers, nominal[n],
-                                                              det["diameter_px"].to_numpy(), name=n, **id_kw),
+                                                              det["diameter_px"].to_numpy(), name=n, min_margin=margin),
                                              markers, nominal[n])
         except ValueError as e:
             failed[n] = e
@@ -274,7 +274,7 @@ def calibrate_stereo(
                 try:
                     det = detections[n]
                     identify_markers(det[["u", "v"]].to_numpy(), markers, nominal[m], det["diameter_px"].to_numpy(),
-                                     name=m, max_search_deg=5.0, **id_kw)
+                                     name=m, max_search_deg=5.0, min_margin=margin)
                     fits[n] = m
                     break
                 except ValueError:

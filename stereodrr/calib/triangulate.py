@@ -242,7 +242,7 @@ def triangulate(cameras: Mapping[str, Camera], uvs: Mapping[str, np.ndarray], me
 
 
 def error_table(tri: Triangulation, X_true: np.ndarray, cameras: Mapping[str, Camera],
-                ids: Sequence | None = None, sigma_px: float | None = None) -> pd.DataFrame:
+                ids: Sequence | np.ndarray | None = None, sigma_px: float | None = None) -> pd.DataFrame:
     """One row per point: id, 3D error, depth and in-plane parts, reprojection RMS over views,
     crossing-line distance and, with ``sigma_px``, the predicted depth / in-plane error."""
     cams = [cameras[n] for n in tri.views]

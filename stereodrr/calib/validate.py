@@ -156,7 +156,7 @@ def validate_epipolar(
     pts2: np.ndarray,
     threshold_px: float = 1.0,
     point_threshold_px: float | None = None,
-    ids: Sequence | None = None,
+    ids: Sequence | np.ndarray | None = None,
 ) -> EpipolarReport:
     """Epipolar validation report of ``F`` on correspondences.
 

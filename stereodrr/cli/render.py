@@ -148,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
     det = detector_from_args(args)
     if det is not None:
         return _run_polychromatic(args, rig, out, det)
-    images = {name: 0.0 for name in rig.names}
+    images: dict[str, torch.Tensor | float] = {name: 0.0 for name in rig.names}
     marker_rows = []
     if args.ct:
         ct = load_volume(args.ct)
@@ -170,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
                 marker_rows += [{"view": name, "marker_id": int(i), "u": float(p[0]), "v": float(p[1])}
                                 for i, p in zip(m.ids, uv)]
     for name in tqdm(rig.names, desc="write", disable=len(rig) < 2):
-        img = images[name].detach().cpu().numpy()
+        img = torch.as_tensor(images[name]).detach().cpu().numpy()
         write_float_tiff(img, out / f"{name}.tif")
         preview_png(img, out / f"{name}.png")
     save_rig(rig, out / "rig.json")
