@@ -308,6 +308,15 @@ def forward(data: Tensor, o: Tensor, e: Tensor, s0: Tensor, ds: Tensor, n: Tenso
     return torch.from_numpy(out)
 
 
+def _volume_grad_buffers(data: Tensor, dtype: np.dtype, want_data: bool, buffer_bytes: int) -> np.ndarray:
+    """One volume-gradient scatter buffer per thread block, at most ``buffer_bytes`` in all
+    (``(blocks, 1, 1, 1)`` placeholders when the volume gradient is not wanted)."""
+    n_blocks = numba.get_num_threads()
+    if want_data:
+        n_blocks = max(1, min(n_blocks, buffer_bytes // max(1, data.numel() * data.element_size())))
+    return np.zeros((n_blocks, *data.shape) if want_data else (n_blocks, 1, 1, 1), dtype=dtype)
+
+
 @_in_numba_kernel
 def backward(grad: Tensor, data: Tensor, o: Tensor, e: Tensor, s0: Tensor, ds: Tensor, n: Tensor,
              want_data: bool, buffer_bytes: int = _GRAD_BUFFER_BYTES) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
@@ -318,10 +327,7 @@ def backward(grad: Tensor, data: Tensor, o: Tensor, e: Tensor, s0: Tensor, ds: T
     than copy the volume per core.
     """
     dtype = _np(o).dtype
-    n_blocks = numba.get_num_threads()
-    if want_data:
-        n_blocks = max(1, min(n_blocks, buffer_bytes // max(1, data.numel() * data.element_size())))
-    gvol = np.zeros((n_blocks, *data.shape) if want_data else (n_blocks, 1, 1, 1), dtype=dtype)
+    gvol = _volume_grad_buffers(data, dtype, want_data, buffer_bytes)
     go, ge = np.empty((o.shape[0], 3), dtype), np.empty((o.shape[0], 3), dtype)
     gs0, gds = np.empty(o.shape[0], dtype), np.empty(o.shape[0], dtype)
     if o.shape[0]:
@@ -348,10 +354,7 @@ def joseph_backward(grad: Tensor, data: Tensor, o: Tensor, e: Tensor, s0: Tensor
     """Gradients ``(data or (0,), o, e, s0, s1)`` of ``sum(grad * L)`` (scatter buffers as in
     :func:`backward`)."""
     dtype = _np(o).dtype
-    n_blocks = numba.get_num_threads()
-    if want_data:
-        n_blocks = max(1, min(n_blocks, buffer_bytes // max(1, data.numel() * data.element_size())))
-    gvol = np.zeros((n_blocks, *data.shape) if want_data else (n_blocks, 1, 1, 1), dtype=dtype)
+    gvol = _volume_grad_buffers(data, dtype, want_data, buffer_bytes)
     go, ge = np.zeros((o.shape[0], 3), dtype), np.zeros((o.shape[0], 3), dtype)
     gs0, gs1 = np.empty(o.shape[0], dtype), np.empty(o.shape[0], dtype)
     if o.shape[0]:
