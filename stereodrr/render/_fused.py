@@ -173,6 +173,21 @@ if numba is not None:
         j1 = min(int(np.floor((max(pa0, pa1) - np.float32(c0) + half) / np.float32(k))), (na - 1 - c0) // k + 1)
         return j0, j1, c0
 
+    @njit(inline="always", fastmath=True, cache=True)
+    def _slice_bilinear(flat, m, sm, ob, oc, eb, ec, nb, nc, sa, sb, sc):  # pragma: no cover - compiled
+        """The bilinear sample on slice ``m`` at path length ``sm`` and what its derivatives need:
+        ``(f, v01 - v00, v11 - v10, c1 - c0, fb, fc, ib, ic, base, db, dc)`` (flat offsets)."""
+        i0, db, fb, ib = _cell(ob + sm * eb, nb)
+        k0, dc, fc, ic = _cell(oc + sm * ec, nc)
+        base = m * sa + i0 * sb + k0 * sc
+        db *= sb
+        dc *= sc
+        v00, v01 = flat[base], flat[base + db]
+        v10, v11 = flat[base + dc], flat[base + dc + db]
+        c0_ = v00 + fb * (v01 - v00)
+        c1_ = v10 + fb * (v11 - v10)
+        return c0_ + fc * (c1_ - c0_), v01 - v00, v11 - v10, c1_ - c0_, fb, fc, ib, ic, base, db, dc
+
     @njit(parallel=True, fastmath=True, cache=True, error_model="numpy")
     def _joseph_forward(vol, o, e, s0, s1, kk, out):  # pragma: no cover - compiled
         nz, ny, nx = vol.shape
@@ -193,16 +208,7 @@ if numba is not None:
                     sm = (np.float32(m) - oa) * inv  # path length at slice m (recomputed: no drift)
                     sw = sm + np.float32(c - m) * inv  # at the slab's centre
                     w = max(min(hi, sw + h) - max(lo, sw - h), acc * _F0)
-                    i0, db, fb, _ = _cell(ob + sm * eb, nb)
-                    k0, dc, fc, _ = _cell(oc + sm * ec, nc)
-                    base = m * sa + i0 * sb + k0 * sc
-                    db *= sb
-                    dc *= sc
-                    v00, v01 = flat[base], flat[base + db]
-                    v10, v11 = flat[base + dc], flat[base + dc + db]
-                    c0_ = v00 + fb * (v01 - v00)
-                    c1_ = v10 + fb * (v11 - v10)
-                    acc += w * (c0_ + fc * (c1_ - c0_))
+                    acc += w * _slice_bilinear(flat, m, sm, ob, oc, eb, ec, nb, nc, sa, sb, sc)[0]
             out[r] = acc
 
     @njit(parallel=True, fastmath=True, cache=True, error_model="numpy")
@@ -236,18 +242,10 @@ if numba is not None:
                         w = min(hi, top) - max(lo, bot)
                         if w <= zero:
                             continue
-                        i0, db, fb, ib = _cell(ob + sm * eb, nb)
-                        k0, dc, fc, ic = _cell(oc + sm * ec, nc)
-                        base = m * sa + i0 * sb + k0 * sc
-                        db *= sb
-                        dc *= sc
-                        v00, v01 = flat[base], flat[base + db]
-                        v10, v11 = flat[base + dc], flat[base + dc + db]
-                        c0_ = v00 + fb * (v01 - v00)
-                        c1_ = v10 + fb * (v11 - v10)
-                        f = c0_ + fc * (c1_ - c0_)
-                        dfb = ib * ((_F1 - fc) * (v01 - v00) + fc * (v11 - v10))
-                        dfc = ic * (c1_ - c0_)
+                        f, du0, du1, dcv, fb, fc, ib, ic, base, db, dc = _slice_bilinear(
+                            flat, m, sm, ob, oc, eb, ec, nb, nc, sa, sb, sc)
+                        dfb = ib * ((_F1 - fc) * du0 + fc * du1)
+                        dfc = ic * dcv
                         # w = min(hi, s_w + h) - max(lo, s_w - h): which end moves with what
                         t_hi = hi < top
                         t_lo = lo > bot
