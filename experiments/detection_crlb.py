@@ -29,8 +29,9 @@ SHIFT_MM = 1e-3
 WINDOW_PX = 14
 
 
-def crlb_px(cam, table, photons: float, blur_px: float) -> np.ndarray:
-    """``(M, 2)`` Cramér–Rao bound of every ball's centre (px, per axis)."""
+def crlb_px(cam, table, photons: float, blur_px: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(M, 2)`` Cramér–Rao bound of every ball's centre (px, per axis), and the ``(M, 2)`` exact
+    projected centres."""
     base, centres = simulate(cam, table, photons=None, blur_px=blur_px)
     lam = photons * np.exp(-base)
     info = np.zeros((len(table), 2))
@@ -45,7 +46,7 @@ def crlb_px(cam, table, photons: float, blur_px: float) -> np.ndarray:
             win = (slice(max(int(vc) - WINDOW_PX, 0), int(vc) + WINDOW_PX + 1),
                    slice(max(int(uc) - WINDOW_PX, 0), int(uc) + WINDOW_PX + 1))
             info[m, axis] = np.sum((dlam[win] / s) ** 2 / lam[win])
-    return 1.0 / np.sqrt(info)
+    return 1.0 / np.sqrt(info), centres
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,8 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     table = load_phantom(ROOT / "phantoms" / f"{args.phantom}.json").marker_table()
     cam = odd_rig("horizontal", 5.0).cameras["left"]
-    bound = crlb_px(cam, table, args.photons, 0.5)
-    _, exact = simulate(cam, table, photons=None, blur_px=0.5)
+    bound, exact = crlb_px(cam, table, args.photons, 0.5)
     errors = []
     for seed in range(args.seeds):
         img, _ = simulate(cam, table, photons=args.photons, blur_px=0.5, seed=seed)

@@ -346,7 +346,6 @@ def detect_markers(
             level = float(np.median(patch[(uu - cu) ** 2 + (vv - cv_) ** 2 > (rho + 1.0) ** 2]))
             curve = lambda x_, _b=level: transmission(x_, _b)  # noqa: E731
         if subpixel == "fit":
-            weights = None
             # Two starts: sharp (near 0 the blur's derivative vanishes, the kernel taps underflow,
             # so it stays sharp) and 0.5 px blurred; the blurred model has local minima.
             x, fit_rms = min((_fit_ball(res, pu, pv, cu, cv_, rho, peak, s0, rho + 2.0, aperture, curve)
@@ -356,8 +355,8 @@ def detect_markers(
             local = _ball_residual(a, x[0], x[1], x[2], 1.0 + 3.0 * x[7])
             if local is not None:
                 res, pu, pv = local
-                if kind == "intensity":
-                    weights = _poisson_weights(a[pv:pv + res.shape[0], pu:pu + res.shape[1]])
+                weights = (_poisson_weights(a[pv:pv + res.shape[0], pu:pu + res.shape[1]])
+                           if kind == "intensity" else None)
                 x, fit_rms = _fit_ball(res, pu, pv, x[0], x[1], x[2], x[3], x[7], x[2] + 2.0 + 3.0 * x[7], aperture,
                                        curve, weights)
             cu, cv_, rho, peak, blur = (float(v) for v in (x[0], x[1], x[2], x[3], x[7]))

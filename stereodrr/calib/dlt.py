@@ -27,6 +27,7 @@ from ..geometry import (
     matrix_to_rotvec,
     project_points,
     projection_matrix,
+    rotation_angle_deg,
     rotvec_to_matrix,
 )
 from ._checks import apply_h, as_points, hartley_normalization, same_count
@@ -285,13 +286,12 @@ def opencv_crosscheck(camera: Camera, points3d: np.ndarray, points2d: np.ndarray
     t_pnp = tvec.ravel().astype(np.float64)
     cam_cv = camera.with_pose(R_pnp, t_pnp)
     centre_cv = -R_cv.T @ t_cv
-    dR = R_pnp @ camera.R.T
     return {
         "calibrate_rms_px": float(rms),
         "calibrate_focal_rel_diff": float(np.max(np.abs(np.diag(K_cv)[:2] / np.diag(camera.K)[:2] - 1))),
         "calibrate_principal_diff_px": float(np.linalg.norm(K_cv[:2, 2] - camera.K[:2, 2])),
         "calibrate_center_diff_mm": float(np.linalg.norm(centre_cv - camera.center)),
         "pnp_rms_px": float(np.sqrt(np.mean(reprojection_errors(cam_cv.P, X, uv) ** 2))),
-        "pnp_rotation_diff_deg": float(np.degrees(np.linalg.norm(matrix_to_rotvec(dR)))),
+        "pnp_rotation_diff_deg": rotation_angle_deg(R_pnp, camera.R),
         "pnp_center_diff_mm": float(np.linalg.norm(cam_cv.center - camera.center)),
     }

@@ -114,8 +114,7 @@ def drop_overlapping(ident: Identification, markers: pd.DataFrame, camera: Camer
     diameters ``camera`` gives them, comes within ``gap_px`` of another marker's shadow (e.g. balls
     in line in a lateral view): the detector fits one blob to both, whose centre is neither's."""
     X = markers[["x", "y", "z"]].to_numpy(np.float64)
-    uvw = np.c_[X, np.ones(len(X))] @ ident.P.T
-    uv = uvw[:, :2] / uvw[:, 2:]
+    uv, _ = project_points(ident.P, X)
     radius = 0.5 * shadow_diameters_px(camera, X, markers["diameter_mm"].to_numpy())
     dist = np.linalg.norm(uv[:, None] - uv[None], axis=2)
     touching = dist < radius[:, None] + radius[None] + gap_px

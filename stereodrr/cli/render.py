@@ -164,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
             for name in tqdm(rig.names, desc="markers", disable=len(rig) < 2):
                 # The detector averages intensity, so an area-averaged ball is -log of its mean transmission.
                 t = sphere_transmission(m.centers, m.diameters, m.mu, rig[name], args.aperture or "area",
-                                        args.subpixels or BALL_SUBPIXELS, device=args.device)
+                                        args.subpixels, device=args.device)
                 images[name] = images[name] + (-torch.log(t)).to(torch.float32)
                 uv = rig[name].project(m.centers)[0]
                 marker_rows += [{"view": name, "marker_id": int(i), "u": float(p[0]), "v": float(p[1])}
