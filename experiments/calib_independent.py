@@ -7,7 +7,9 @@ fy 0.2 % above fx, principal point (+12, -7) px off centre, SDD 1000, SID 700): 
 apart left-right and vertically, and a biplanar pair. The nominal rig given to the calibration
 is the truth orbited by 0.3 deg and shifted by 2 mm. The noisy case is repeated over ``--seeds``
 noise draws. Writes ``calib_independent.csv`` (one row per calibration) and prints the mean per
-phantom, rig and dose.
+phantom, rig and dose, with the noisy rows' Cramér–Rao bound of the triangulation
+(``experiments/detection_crlb.py``: the true rig, the images' Fisher information; no unbiased
+triangulation from these images can have a smaller RMS error).
 
     PYTHONPATH=. python experiments/calib_independent.py -o out/calib_independent [--quick] [--seeds 3]
 """
@@ -19,9 +21,11 @@ import sys
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from experiments.detection_crlb import triangulation_bound_mm  # noqa: E402
 from stereodrr.calib.pipeline import calibrate_stereo  # noqa: E402
 from stereodrr.geometry import StereoAngleWarning  # noqa: E402
 from stereodrr.phantoms import load_phantom  # noqa: E402
@@ -48,6 +52,10 @@ def main(argv: list[str] | None = None) -> int:
         for kind, angle in rigs:
             truth = odd_rig(kind, angle)
             nominal = offset_rig(truth, 0.3, 2.0)
+            bound = {0: 0.0}
+            if args.seeds:
+                b = triangulation_bound_mm(truth, table, 1e4, 0.5)
+                bound[1e4] = float(np.sqrt(np.mean(b**2)))
             for photons, seed in [(None, args.seed)] + [(1e4, args.seed + k) for k in range(args.seeds)]:
                 images, centres = simulate_rig(truth, table, photons=photons, blur_px=0.5, seed=seed)
                 # The point-sampling fit (the model before issue 11) only on the first rig, for comparison.
@@ -61,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
                                  "dlt_rms_px": r["reprojection_rms_px"],
                                  "triangulation_rms_mm": r["triangulation_rms_mm"],
                                  "triangulation_heldout_rms_mm": r["triangulation_heldout_rms_mm"],
+                                 "triangulation_bound_mm": bound[photons or 0],
                                  "source_error_mm": max(v["source_error_mm"] for v in r["calibrated_vs_truth"].values())})
                     print(rows[-1], flush=True)
     df = pd.DataFrame(rows)
@@ -69,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     summary = df.groupby(keys, sort=False).agg(
         runs=("seed", "size"), passed=("verdict", lambda v: int((v == "PASS").sum())),
         detection_px=("detection_rms_px", "mean"), epipolar_px=("epipolar_px", "mean"),
-        triangulation_mm=("triangulation_rms_mm", "mean"), heldout_mm=("triangulation_heldout_rms_mm", "mean"))
+        triangulation_mm=("triangulation_rms_mm", "mean"), heldout_mm=("triangulation_heldout_rms_mm", "mean"),
+        bound_mm=("triangulation_bound_mm", "mean"))
     print(summary.to_string(float_format=lambda x: f"{x:.4f}"))
     print(f"wrote {out / 'calib_independent.csv'}")
     return 0
