@@ -10,8 +10,9 @@ Poisson draws and its per-axis RMS error is printed next to the bound.
 
 :func:`triangulation_bound_mm` carries the centre bounds of every view of a rig into 3D: the
 Fisher information of a ball's position is ``sum_views J^T diag(1 / sigma^2) J`` with ``J`` the
-``2 x 3`` Jacobian of its projection, so ``sqrt(trace(F^-1))`` is the smallest RMS error of any
-unbiased triangulation from those images, even with the rig known exactly.
+``2 x 3`` Jacobian of its projection (``calib.triangulate.predicted_error``), so
+``sqrt(trace(F^-1))`` is the smallest RMS error of any unbiased triangulation from those images,
+even with the rig known exactly.
 
     PYTHONPATH=. python experiments/detection_crlb.py --phantom lego_cube --seeds 3
 """
@@ -26,6 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from stereodrr.calib.detect import detect_markers  # noqa: E402
+from stereodrr.calib.triangulate import predicted_error  # noqa: E402
 from stereodrr.geometry import StereoRig  # noqa: E402
 from stereodrr.phantoms import load_phantom  # noqa: E402
 from tests.calib.xray_sim import odd_rig, simulate  # noqa: E402
@@ -56,18 +58,11 @@ def crlb_px(cam, table, photons: float, blur_px: float) -> tuple[np.ndarray, np.
 
 
 def triangulation_bound_mm(rig: StereoRig, table, photons: float, blur_px: float) -> np.ndarray:
-    """``(M,)`` Cramér–Rao bound of each ball's 3D position (mm, ``sqrt`` of the covariance's trace)
+    """``(M,)`` Cramér–Rao bound of each ball's 3D position (mm, RMS of the error vector)
     triangulated from all views of ``rig`` at ``photons`` per pixel."""
-    X = table[["x", "y", "z"]].to_numpy(float)
-    info = np.zeros((len(X), 3, 3))
-    for cam in rig.cameras.values():
-        sigma, _ = crlb_px(cam, table, photons, blur_px)
-        P = cam.P
-        h = X @ P[:, :3].T + P[:, 3]
-        uv = h[:, :2] / h[:, 2:]
-        J = (P[None, :2, :3] - uv[:, :, None] * P[None, 2:, :3]) / h[:, 2, None, None]
-        info += np.einsum("mai,ma,maj->mij", J, 1.0 / sigma**2, J)
-    return np.sqrt(np.trace(np.linalg.inv(info), axis1=1, axis2=2))
+    sigma = np.stack([crlb_px(cam, table, photons, blur_px)[0] for cam in rig.cameras.values()])
+    depth, inplane = predicted_error(list(rig.cameras.values()), table[["x", "y", "z"]].to_numpy(float), sigma)
+    return np.hypot(depth, inplane)
 
 
 def main(argv: list[str] | None = None) -> int:

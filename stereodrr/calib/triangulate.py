@@ -177,19 +177,31 @@ def split_error(X_est: np.ndarray, X_true: np.ndarray, cameras: Sequence[Camera]
     return split_depth_inplane(Xe - Xt, depth_directions(cameras, Xt))
 
 
-def predicted_error(cameras: Sequence[Camera], X: np.ndarray, sigma_px: float) -> tuple[np.ndarray, np.ndarray]:
-    """3D error the rig geometry predicts for independent image errors of ``sigma_px`` per
-    coordinate in every view: ``Cov X = sigma^2 (J^T J)^-1``.
+def predicted_error(cameras: Sequence[Camera], X: np.ndarray, sigma_px: float | np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """3D error the rig geometry predicts for independent image errors of ``sigma_px`` in every
+    view: ``Cov X = (sum_views J^T diag(sigma^-2) J)^-1``. With ``sigma_px`` the Cramér–Rao bound of
+    the detected centres this is the bound of the triangulation.
+
+    Args:
+        sigma_px: one standard deviation for every coordinate, or ``(V, N, 2)`` per view, point and
+            image axis.
 
     Returns:
         depth_sd ``(N,)`` standard deviation along the depth direction (mm);
         inplane_rms ``(N,)`` RMS magnitude of the in-plane error (mm).
     """
-    if not sigma_px >= 0:
-        raise ValueError(f"sigma_px: expected a non-negative pixel error, got {sigma_px}")
     X = as_points("X", X, 3)
-    J = np.concatenate([projection_jacobian(c.P, X) for c in cameras], axis=1)  # (N, 2V, 3)
-    cov = sigma_px**2 * np.linalg.inv(np.transpose(J, (0, 2, 1)) @ J)
+    sigma = np.asarray(sigma_px, dtype=np.float64)
+    shape = (len(cameras), len(X), 2)
+    if not ((sigma.ndim == 0 and sigma >= 0) or (sigma.shape == shape and np.all(sigma > 0))):
+        raise ValueError(f"sigma_px: expected a pixel error >= 0 or a positive {shape} array, "
+                         f"got shape {sigma.shape}, values {sigma.ravel()[:4]}")
+    # A scalar scales the unit-weight covariance; per-coordinate errors weigh each residual.
+    weights = np.ones(shape) if sigma.ndim == 0 else sigma**-2
+    jacobians = [projection_jacobian(c.P, X) for c in cameras]
+    info = sum(np.einsum("nai,na,naj->nij", J, w, J) for J, w in zip(jacobians, weights))
+    cov = np.linalg.inv(info) * (sigma**2 if sigma.ndim == 0 else 1.0)
     d = depth_directions(cameras, X)
     var_d = np.einsum("ni,nij,nj->n", d, cov, d)
     var_in = np.trace(cov, axis1=1, axis2=2) - var_d

@@ -11,7 +11,7 @@ from stereodrr.calib.triangulate import (
     triangulate,
     triangulate_nview,
 )
-from stereodrr.geometry import StereoRig
+from stereodrr.geometry import Camera, StereoRig
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -70,6 +70,26 @@ def test_nview_uses_all_views_and_split_is_orthogonal(project):
     d4, _ = predicted_error(list(rig.cameras.values()), X, 0.1)
     d2, _ = predicted_error([rig["view1"], rig["view2"]], X, 0.1)
     assert np.all(d4 < d2)  # more and wider views: better depth
+
+
+def test_predicted_error_per_view_and_axis_matches_biplanar_closed_form():
+    # Two views at 90 deg of a point at the isocenter: the frontal view (along +y) measures x with
+    # its u and z with its v, the lateral one (along -x) y and z, each at s = SDD / (du SID) px/mm.
+    sid, sdd, du = 700.0, 1000.0, 0.2
+    up = np.array([0.0, 0.0, 1.0])
+    cams = [Camera.look_at(np.array([0.0, -sid, 0.0]), np.zeros(3), sdd, (du, du), 101, 101, up=up),
+            Camera.look_at(np.array([sid, 0.0, 0.0]), np.zeros(3), sdd, (du, du), 101, 101, up=up)]
+    sigma = np.array([[[0.01, 0.02]], [[0.03, 0.04]]])  # (view, point, axis)
+    s = sdd / (du * sid)
+    var = [(0.01 / s) ** 2, (0.03 / s) ** 2, 1 / (s**2 / 0.02**2 + s**2 / 0.04**2)]
+    depth, inplane = predicted_error(cams, np.zeros((1, 3)), sigma)
+    np.testing.assert_allclose(depth**2 + inplane**2, sum(var), rtol=1e-9)
+    # The depth direction bisects the rays (x - y)/sqrt(2) in the xy-plane, so depth^2 = (var_x + var_y) / 2.
+    np.testing.assert_allclose(depth**2, (var[0] + var[1]) / 2, rtol=1e-9)
+    with pytest.raises(ValueError, match="sigma_px"):
+        predicted_error(cams, np.zeros((1, 3)), np.ones((2, 2)))
+    with pytest.raises(ValueError, match="sigma_px"):
+        predicted_error(cams, np.zeros((1, 3)), -1.0)
 
 
 def test_bad_input(rig5, points3d, project):
