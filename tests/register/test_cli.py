@@ -12,7 +12,9 @@ from stereodrr.register import RigidPose, load_pose, registration_errors, render
 from stereodrr.volume import hu_to_mu, save_volume
 
 
-def test_register_command_end_to_end(tmp_path, capsys):
+def _scene(tmp_path, frame=lambda line: line.numpy().astype(np.float32)):
+    """A torso CT, a 5 deg rig and its views at a known pose written as ``frame(line integral)``:
+    returns the rig, the mu volume, the true pose and the image paths."""
     ct = torso_phantom(size=(48, 40, 32), spacing=6.0)
     save_volume(ct, tmp_path / "ct.nii.gz")
     rig = StereoRig.convergent(5.0, 750, 1200, 8.0, 64, 64)
@@ -20,10 +22,15 @@ def test_register_command_end_to_end(tmp_path, capsys):
     vol = ct.with_data(hu_to_mu(ct.data, 60.0))
     truth = RigidPose.from_degrees([1.0, 0.0, -1.5], [3.0, -2.0, 1.0], vol.center)
     paths = []
-    for name, img in zip(rig.names, render_views(vol, rig, truth)):
+    for name, line in zip(rig.names, render_views(vol, rig, truth)):
         paths.append(str(tmp_path / f"{name}.tif"))
-        sitk.WriteImage(sitk.GetImageFromArray(img.numpy().astype(np.float32)), paths[-1])
+        sitk.WriteImage(sitk.GetImageFromArray(frame(line)), paths[-1])
     save_pose(truth, tmp_path / "truth.json")
+    return rig, vol, truth, paths
+
+
+def test_register_command_end_to_end(tmp_path, capsys):
+    rig, vol, truth, paths = _scene(tmp_path)
     out = tmp_path / "out"
     code = main(["register", "--ct", str(tmp_path / "ct.nii.gz"), "--rig", str(tmp_path / "rig.json"),
                  "--images", *paths, "--levels", "2:60:2,1:30:1", "--truth", str(tmp_path / "truth.json"),
@@ -79,18 +86,8 @@ def test_register_command_converts_raw_16bit_frames(tmp_path, capsys):
     from stereodrr.render import detect
     from stereodrr.render.detector import to_uint16
 
-    ct = torso_phantom(size=(48, 40, 32), spacing=6.0)
-    save_volume(ct, tmp_path / "ct.nii.gz")
-    rig = StereoRig.convergent(5.0, 750, 1200, 8.0, 64, 64)
-    save_rig(rig, tmp_path / "rig.json")
-    vol = ct.with_data(hu_to_mu(ct.data, 60.0))
-    truth = RigidPose.from_degrees([1.0, 0.0, -1.5], [3.0, -2.0, 1.0], vol.center)
-    paths = []
-    for name, line in zip(rig.names, render_views(vol, rig, truth)):
-        raw, _ = to_uint16(detect(line, 3e4, seed=2).clamp_min(0), 1.0)  # a raw flat-panel frame
-        paths.append(str(tmp_path / f"{name}.tif"))
-        sitk.WriteImage(sitk.GetImageFromArray(raw), paths[-1])
-    save_pose(truth, tmp_path / "truth.json")
+    # Raw flat-panel frames.
+    rig, vol, truth, paths = _scene(tmp_path, lambda line: to_uint16(detect(line, 3e4, seed=2).clamp_min(0), 1.0)[0])
     args = ["register", "--ct", str(tmp_path / "ct.nii.gz"), "--rig", str(tmp_path / "rig.json"), "--images", *paths,
             "--levels", "2:60:2,1:30:1", "-o", str(tmp_path / "out"), "--quiet"]
     assert main(args) == 0
