@@ -149,11 +149,11 @@ def measure(fn: Callable[[], np.ndarray], repeats: int, slow_s: float = 15.0,
 
 def measure_interleaved(calls: dict[str, Callable[[], np.ndarray]], repeats: int, slow_s: float = 15.0,
                         desc: str = "") -> dict[str, tuple[np.ndarray, float, float, int]]:
-    """``{name: (image, best s, median s, peak memory)}``: one warm-up call of each method (its
-    peak memory: resident on CPU, CUDA allocations for names with "CUDA"), then ``repeats``
-    rounds that call every method once in turn, so a change of machine load hits all methods
-    alike (the machine is shared). A method whose warm-up took ``slow_s`` or more keeps that one
-    measurement."""
+    """``{name: (image, best s, median s, peak memory)}``: one warm-up call of each method, then
+    ``repeats`` rounds that call every method once in turn, so a change of machine load hits all
+    methods alike (the machine is shared), then one call for the peak memory (resident on CPU;
+    CUDA allocations of the warm-up's second call for names with "CUDA"). A method whose warm-up
+    took ``slow_s`` or more keeps that one measurement (time and memory)."""
     out: dict[str, tuple[np.ndarray, float, float, int]] = {}
     times: dict[str, list[float]] = {}
     for name, fn in tqdm(calls.items(), desc=f"{desc} warm-up"):
@@ -182,7 +182,12 @@ def measure_interleaved(calls: dict[str, Callable[[], np.ndarray]], repeats: int
             _sync()
             times[name].append(time.perf_counter() - t0)
     for name, ts in times.items():
-        out[name] = (out[name][0], min(ts), float(np.median(ts)), out[name][3])
+        mem = out[name][3]
+        if "CUDA" not in name:  # warm memory: the warm-up also held one-time loads (Numba's cache, ITK)
+            with PeakRSS() as peak:
+                calls[name]()
+            mem = peak.delta
+        out[name] = (out[name][0], min(ts), float(np.median(ts)), mem)
     return out
 
 
