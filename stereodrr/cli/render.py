@@ -45,11 +45,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rig", required=True, help="rig.json (schema stereodrr.rig/1)")
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.add_argument("--energy", type=number(10.0, 200.0, what="energy in keV"), default=60.0, help="effective energy in keV for HU -> mu (default 60)")
-    p.add_argument("--mode", choices=list(MODES), default="trilinear",
-                   help="trilinear (ray marching), joseph (one bilinear sample per slice) or exact (Siddon)")
+    p.add_argument("--mode", choices=list(MODES), default="auto",
+                   help="auto (default: joseph on CPU, trilinear on CUDA), trilinear (ray marching), joseph "
+                        "(one bilinear sample per slab of slices) or exact (Siddon)")
     p.add_argument("--step", type=number(MIN_STEP_MM, what="step in mm"), default=None,
                    help="trilinear: step in mm (default half the smallest voxel); joseph: slab thickness in mm "
-                        "(default one slice)")
+                        "(default the largest voxel spacing)")
     p.add_argument("--voxel", type=number(0.0, open_lo=True, what="voxel size in mm"), default=0.5, help="phantom voxel size in mm (default 0.5)")
     p.add_argument("--aperture", choices=APERTURES, default=None,
                    help="marker balls: area (each pixel averages the transmitted intensity over its area, as a flat "

@@ -7,16 +7,19 @@ cameras in the OpenCV convention (``x_cam = R x + t``, ``x ~ K x_cam``). The det
 
 Functional core (tensors in, tensors out; autograd flows to every floating input)::
 
-    drr(data, index_from_world, K, R, t, height, width, *, mode="trilinear", step_mm=None,
+    drr(data, index_from_world, K, R, t, height, width, *, mode="auto", step_mm=None,
         backend="auto", chunk_rays=None) -> (B, H, W)
         data (Z, Y, X) mu; index_from_world (4, 4) = inverse of Volume.affine;
         K (B, 3, 3), R (B, 3, 3), t (B, 3), all on data's device and dtype (float32 poses for a
         bfloat16/float16 volume).
+        mode "auto" (default): the backend's own, "joseph" on the fused CPU kernel, "trilinear"
+        on Triton and torch.
         mode "trilinear": ray marching with the edge-clamped trilinear interpolant, ceil(len/step)
         equal steps over each ray's clipped segment (default step: half the smallest spacing).
-        mode "joseph": Joseph's projector, one bilinear sample per slice crossed along each
-        ray's dominant index axis weighted by its slab's path length (step_mm: slabs of
-        several slices); the fastest on CPU.
+        mode "joseph": Joseph's projector, one bilinear sample per slab of slices along each
+        ray's dominant index axis weighted by its path length in the slab (step_mm: the slab
+        thickness, default the largest spacing; the smallest or less gives one slice); the
+        fastest on CPU.
         mode "exact": Siddon/Jacobs radiological path (the reference). A uniform box of N voxels
         integrates to N voxel lengths in every mode.
         backend: "auto", "triton" (fused GPU kernel), "numba" (fused CPU kernel) or "torch"

@@ -188,8 +188,129 @@ if numba is not None:
         c1_ = v10 + fb * (v11 - v10)
         return c0_ + fc * (c1_ - c0_), v01 - v00, v11 - v10, c1_ - c0_, fb, fc, ib, ic, base, db, dc
 
+    @njit(inline="always", fastmath=True, cache=True)
+    def _slab_term(flat, j, k, c0, na, oa, inv, h, lo, hi, ob, oc, eb, ec, nb, nc, sa, sb, sc):  # pragma: no cover
+        """``w_j f_j`` of slab ``j`` with its clipped weight and the edge-clamped sample."""
+        c = j * k + c0
+        m = min(c, na - 1)  # the sample's slice (the last slab may reach past the box)
+        sm = (np.float32(m) - oa) * inv  # path length at slice m (recomputed: no drift)
+        sw = sm + np.float32(c - m) * inv  # at the slab's centre
+        w = max(min(hi, sw + h) - max(lo, sw - h), lo * _F0)
+        return w * _slice_bilinear(flat, m, sm, ob, oc, eb, ec, nb, nc, sa, sb, sc)[0]
+
+    _MARGIN = np.float32(1.0 / 64.0)  # voxels; far above the float32 rounding of a sample's index
+
+    @njit(inline="always", fastmath=True, cache=True)
+    def _unclamped_steps(p, dp, n):  # pragma: no cover - compiled
+        """Real steps ``t`` for which ``p + t dp`` lies in ``[margin, n - 1 - margin]``, as
+        ``(t_lo, t_hi)`` (empty when ``t_lo > t_hi``): there ``_cell``'s clamps do nothing and
+        ``int`` is the cell."""
+        lo_v = _MARGIN + p * _F0
+        hi_v = np.float32(n - 1) - _MARGIN
+        if n < 2 or (dp == lo_v * _F0 and not (lo_v <= p <= hi_v)):
+            return lo_v * _F0 + _F1, lo_v * _F0
+        if dp == lo_v * _F0:
+            return lo_v * _F0, lo_v * _F0 + np.float32(2**30)
+        t1, t2 = (lo_v - p) / dp, (hi_v - p) / dp
+        return min(t1, t2), max(t1, t2)
+
+    @njit(inline="always", fastmath=True, cache=True)
+    def _unclamped_run(j0, j1, k, c0, oa, inv, ob, oc, eb, ec, nb, nc):  # pragma: no cover - compiled
+        """The run ``ja <= j < jb`` of interior slabs (``j0 < j < j1``: full weight ``2 h``, slice
+        ``m = c_j``) whose samples need no edge clamp, and at its first slab the path length
+        ``sm``, the in-slice indices ``pb, pc`` and their steps per slab ``dsm, dpb, dpc``
+        (``ja == jb``: none)."""
+        zero = oa * _F0
+        js, n_int = j0 + 1, j1 - j0 - 1
+        if n_int <= 0:
+            return js, js, zero, zero, zero, zero, zero, zero
+        dsm = np.float32(k) * inv
+        dpb, dpc = dsm * eb, dsm * ec
+        sm = (np.float32(js * k + c0) - oa) * inv
+        tb0, tb1 = _unclamped_steps(ob + sm * eb, dpb, nb)
+        tc0, tc1 = _unclamped_steps(oc + sm * ec, dpc, nc)
+        t0 = min(max(max(tb0, tc0), zero), np.float32(n_int))
+        t1 = max(min(min(tb1, tc1), np.float32(n_int - 1)), zero - _F1)
+        first, last = int(np.ceil(t0)), int(np.floor(t1))
+        if last < first:
+            return js, js, zero, zero, zero, zero, zero, zero
+        ja = js + first
+        smf = (np.float32(ja * k + c0) - oa) * inv  # recomputed at the run's start: no drift
+        return ja, js + last + 1, smf, ob + smf * eb, oc + smf * ec, dsm, dpb, dpc
+
+    @njit(inline="always", fastmath=True, cache=True)
+    def _unclamped_sum(flat, row, drow, pb, dpb, pc, dpc, count, sb, sc):  # pragma: no cover - compiled
+        """``(sum_t f_t, steps done)``, ``f_t`` the bilinear sample at flat slice offset
+        ``row + t drow`` and in-slice indices ``(pb + t dpb, pc + t dpc)``, for ``t < count``: the
+        samples are known to lie inside their slices' cells (no clamp), flat offsets are
+        unsigned (no negative-index wrap-around) and ``sb`` is a constant where the caller passes
+        1. The loop stops early should a sample's last voxel fall outside the volume (it cannot by
+        construction); that exit also keeps LLVM from vectorising the loop into gathers, which
+        measured 1.2-1.5x slower than scalar loads here."""
+        acc = pb * _F0
+        t = acc
+        usb, usc = np.uint64(sb), np.uint64(sc)
+        size = np.uint64(flat.size)
+        done = 0
+        while done < count:
+            xb = pb + t * dpb
+            xc = pc + t * dpc
+            ib, ic = int(xb), int(xc)
+            fb, fc = xb - np.float32(ib), xc - np.float32(ic)
+            base = np.uint64(row + ib * sb + ic * sc)
+            if base + usc + usb >= size:
+                break
+            v00, v01 = flat[base], flat[base + usb]
+            v10, v11 = flat[base + usc], flat[base + usc + usb]
+            c0_ = v00 + fb * (v01 - v00)
+            c1_ = v10 + fb * (v11 - v10)
+            acc += c0_ + fc * (c1_ - c0_)
+            row += drow
+            t += _F1
+            done += 1
+        return acc, done
+
+    @njit(inline="always", fastmath=True, cache=True)
+    def _unclamped_grad_sums(flat, row, drow, pb, dpb, pc, dpc, sm, dsm, count, sb, sc):  # pragma: no cover
+        """Over the samples of :func:`_unclamped_sum`: ``(sum f, sum f_b, sum s f_b, sum f_c,
+        sum s f_c, steps done)``, ``f_b, f_c`` the bilinear interpolant's derivatives along the
+        in-slice axes (no clamp: never zero here) and ``s = sm + t dsm`` the sample's path length."""
+        zero = pb * _F0
+        sf = gb = gbs = gc = gcs = t = zero
+        usb, usc = np.uint64(sb), np.uint64(sc)
+        size = np.uint64(flat.size)
+        done = 0
+        while done < count:
+            xb = pb + t * dpb
+            xc = pc + t * dpc
+            ib, ic = int(xb), int(xc)
+            fb, fc = xb - np.float32(ib), xc - np.float32(ic)
+            base = np.uint64(row + ib * sb + ic * sc)
+            if base + usc + usb >= size:
+                break
+            v00, v01 = flat[base], flat[base + usb]
+            v10, v11 = flat[base + usc], flat[base + usc + usb]
+            du0, du1 = v01 - v00, v11 - v10
+            c0_ = v00 + fb * du0
+            c1_ = v10 + fb * du1
+            dfc = c1_ - c0_
+            dfb = du0 + fc * (du1 - du0)
+            s_ = sm + t * dsm
+            sf += c0_ + fc * dfc
+            gb += dfb
+            gbs += dfb * s_
+            gc += dfc
+            gcs += dfc * s_
+            row += drow
+            t += _F1
+            done += 1
+        return sf, gb, gbs, gc, gcs, done
+
     @njit(parallel=True, fastmath=True, cache=True, error_model="numpy")
     def _joseph_forward(vol, o, e, s0, s1, kk, out):  # pragma: no cover - compiled
+        """The slabs whose sample needs no edge clamp and whose weight is the full ``2 h`` (all
+        but a few near the box's faces) run in an unclamped loop; the rest take the general
+        term. Same sum, about 2.5x fewer instructions per sample."""
         nz, ny, nx = vol.shape
         flat = vol.ravel()
         for r in prange(o.shape[0]):
@@ -202,13 +323,19 @@ if numba is not None:
                 inv = _F1 / ea
                 h = np.float32(k) * _HALF * abs(inv)  # half a slab's path length
                 j0, j1, c0 = _slab_range(oa, ea, lo, hi, na, k)
-                for j in range(j0, j1 + 1):
-                    c = j * k + c0
-                    m = min(c, na - 1)  # the sample's slice (the last slab may reach past the box)
-                    sm = (np.float32(m) - oa) * inv  # path length at slice m (recomputed: no drift)
-                    sw = sm + np.float32(c - m) * inv  # at the slab's centre
-                    w = max(min(hi, sw + h) - max(lo, sw - h), acc * _F0)
-                    acc += w * _slice_bilinear(flat, m, sm, ob, oc, eb, ec, nb, nc, sa, sb, sc)[0]
+                ja, jb, _smf, pbf, pcf, _dsm, dpb, dpc = _unclamped_run(j0, j1, k, c0, oa, inv, ob, oc, eb, ec, nb, nc)
+                if jb > ja:
+                    row, drow = (ja * k + c0) * sa, k * sa
+                    if sb == 1:
+                        f, done = _unclamped_sum(flat, row, drow, pbf, dpb, pcf, dpc, jb - ja, 1, sc)
+                    else:
+                        f, done = _unclamped_sum(flat, row, drow, pbf, dpb, pcf, dpc, jb - ja, sb, sc)
+                    acc += (h + h) * f
+                    jb = ja + done
+                for j in range(j0, min(ja, j1 + 1)):
+                    acc += _slab_term(flat, j, k, c0, na, oa, inv, h, lo, hi, ob, oc, eb, ec, nb, nc, sa, sb, sc)
+                for j in range(max(jb, j0), j1 + 1):
+                    acc += _slab_term(flat, j, k, c0, na, oa, inv, h, lo, hi, ob, oc, eb, ec, nb, nc, sa, sb, sc)
             out[r] = acc
 
     @njit(parallel=True, fastmath=True, cache=True, error_model="numpy")
@@ -233,7 +360,32 @@ if numba is not None:
                     # dL/ds summed over samples (plain and times s) for the slab centres s_w and
                     # the sample points s_m (both (x - o_a) / e_a), and dL/dh
                     d_s = d_ss = dh = zero
+                    ja = jb = j0  # unclamped run (pose gradients only: no scatter into the volume)
+                    smf = pbf = pcf = dsm = dpb = dpc = zero
+                    if not want_vol:
+                        ja, jb, smf, pbf, pcf, dsm, dpb, dpc = _unclamped_run(
+                            j0, j1, k, c0, oa, inv, ob, oc, eb, ec, nb, nc)
+                    if jb > ja:
+                        row, drow = (ja * k + c0) * sa, k * sa
+                        if sb == 1:
+                            sf, gb, gbs, gc, gcs, done = _unclamped_grad_sums(
+                                flat, row, drow, pbf, dpb, pcf, dpc, smf, dsm, jb - ja, 1, sc)
+                        else:
+                            sf, gb, gbs, gc, gcs, done = _unclamped_grad_sums(
+                                flat, row, drow, pbf, dpb, pcf, dpc, smf, dsm, jb - ja, sb, sc)
+                        jb = ja + done
+                        # the general term below with w = 2 h and neither end of the slab clipped
+                        w2 = h + h
+                        dh += (sf + sf)
+                        d_s += w2 * (gb * eb + gc * ec)
+                        d_ss += w2 * (gbs * eb + gcs * ec)
+                        gb_o += w2 * gb
+                        gb_e += w2 * gbs
+                        gc_o += w2 * gc
+                        gc_e += w2 * gcs
                     for j in range(j0, j1 + 1):
+                        if ja <= j < jb:
+                            continue
                         cj = j * k + c0
                         m = min(cj, na - 1)
                         sm = (np.float32(m) - oa) * inv

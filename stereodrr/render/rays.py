@@ -43,7 +43,8 @@ def index_rays(index_from_world: Tensor, K: Tensor, R: Tensor, t: Tensor, uv: Te
     """
     origin, direction = pixel_to_ray(K, R, t, uv)
     M, b = index_from_world[:3, :3], index_from_world[:3, 3]
-    return origin @ M.T + b, direction @ M.T
+    # every ray of a view starts at its source: map that one point, not N copies of it
+    return (origin[..., :1, :] @ M.T + b).expand(origin.shape), direction @ M.T
 
 
 def clip_to_box(o: Tensor, e: Tensor, shape_xyz: tuple[int, int, int]) -> tuple[Tensor, Tensor]:

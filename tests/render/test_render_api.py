@@ -107,6 +107,22 @@ def test_bad_input(torso, rig):
             drr(data.cuda(), A.cuda(), K, R.cuda(), t.cuda(), 32, 40)
 
 
+def test_a_volume_written_in_place_after_a_render_is_checked_again(torso, rig):
+    """The volume's finiteness check is remembered per tensor until torch's version counter moves:
+    a NaN written in place (directly or through a view) after a clean render is still caught."""
+    data, A, K, R, t = _core_args(torso, rig)
+    vol = data.clone()
+    drr(vol, A, K, R, t, 8, 10)
+    vol[1, 2, 3] = float("nan")
+    with pytest.raises(ValueError, match="data: 1 voxel"):
+        drr(vol, A, K, R, t, 8, 10)
+    vol[1, 2, 3] = 0.0
+    drr(vol, A, K, R, t, 8, 10)
+    vol[2:4].mul_(float("inf"))  # through a view: inf where nonzero, NaN where zero
+    with pytest.raises(ValueError, match="voxel"):
+        drr(vol, A, K, R, t, 8, 10)
+
+
 @pytest.mark.slow
 def test_torch_compile_matches_eager_with_gradients(torso, rig):
     data, A, K, R, t = _core_args(torso, rig)
