@@ -52,7 +52,7 @@ from stereodrr.fileio import atomic_path  # noqa: E402
 from stereodrr.geometry import StereoRig  # noqa: E402
 from stereodrr.phantoms import torso_phantom  # noqa: E402
 from stereodrr.plot.register import plot_registration_study  # noqa: E402
-from stereodrr.register import DEFAULT_LEVELS, Level, RigidPose, pose_crlb, register, registration_errors, render_views  # noqa: E402
+from stereodrr.register import Level, RigidPose, default_levels, pose_crlb, register, registration_errors, render_views  # noqa: E402
 from stereodrr.render import render_drr  # noqa: E402
 from stereodrr.render.threads import set_cpu_threads  # noqa: E402
 from stereodrr.volume import Volume, hu_to_mu, load_volume  # noqa: E402
@@ -168,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     corners = volume.corners()
     photons = args.photons if args.photons > 0 else None
     levels = {} if args.levels is None else {"levels": parse_levels(args.levels)}
-    last = levels.get("levels", DEFAULT_LEVELS)[-1]
+    # The last level's render model (scale, volume blocks, step) is the same for every view count.
+    last = levels["levels"][-1] if levels else default_levels(1)[-1]
     setups = list(args.setups)
     if "nanodrr" in setups and importlib.util.find_spec("nanodrr") is None:
         print("note: nanodrr is not installed (make bench-install); skipping the nanodrr baseline")

@@ -21,11 +21,11 @@ from ..fileio import atomic_path, check_input_file
 from ..geometry import load_rig
 from ..plot.register import plot_errors, plot_loss, plot_overlay
 from ..register import (
-    DEFAULT_LEVELS,
     OPTIMIZERS,
     SIMILARITIES,
     Level,
     RigidPose,
+    default_levels,
     load_pose,
     register,
     registration_errors,
@@ -60,9 +60,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="measure at the levels that do not name one (default %(default)s)")
     p.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="adam",
                    help="optimiser at the levels that do not name one (default %(default)s)")
-    p.add_argument("--levels", default=format_levels(DEFAULT_LEVELS),
+    p.add_argument("--levels", default=None,
                    help="pyramid, coarse to fine: image_scale:iterations[:volume_factor][:step][:similarity][:optimizer],... "
-                        "(default %(default)s; the volume factor, one integer or three like 3x3x1 along x, y, z, "
+                        f"(default for one view {format_levels(default_levels(1))}, for several "
+                        f"{format_levels(default_levels(2))}; the volume factor, one integer or three like 3x3x1 along x, y, z, "
                         "defaults to the CT as it is at the last level and elsewhere to voxels no larger than a "
                         "pixel's footprint at the isocenter per axis; the ray step in voxels of the level's volume, like 1vox, to "
                         "the renderer's half voxel; the similarity to --similarity, the "
@@ -170,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
         if kind != "line_integral":
             print(f"{f}: read as raw intensity ({raw[name].dtype}); converted to -log(I/I0), I0 from the brightest (air) pixels")
     res = register(vol, rig, images, init, masks=masks, similarity=args.similarity, optimizer=args.optimizer,
-                   levels=parse_levels(args.levels), lr_rotation_deg=args.lr_rotation,
+                   levels=None if args.levels is None else parse_levels(args.levels), lr_rotation_deg=args.lr_rotation,
                    lr_translation_mm=args.lr_translation, truth=truth, progress=not args.quiet)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,6 @@ from .metrics import (
     translation_errors,
 )
 from .optimize import (
-    DEFAULT_LEVELS,
     OPTIMIZERS,
     Level,
     RegistrationDivergedWarning,
@@ -21,6 +20,7 @@ from .optimize import (
     RegistrationResult,
     StoppingRule,
     auto_volume_factor,
+    default_levels,
     downsample_images,
     multiview_loss,
     pixel_footprint_mm,
@@ -46,7 +46,7 @@ from .similarity import (
 __all__ = [
     "mean_viewing_direction", "registration_errors", "rotation_error_deg", "target_registration_error",
     "translation_errors",
-    "DEFAULT_LEVELS", "OPTIMIZERS", "Level", "RegistrationDivergedWarning", "RegistrationInputWarning", "StoppingRule",
+    "default_levels", "OPTIMIZERS", "Level", "RegistrationDivergedWarning", "RegistrationInputWarning", "StoppingRule",
     "pixel_footprint_mm", "RegistrationResult", "auto_volume_factor", "downsample_images", "multiview_loss", "register",
     "render_views", "scale_intrinsics", "translation_basis", "views_seeing",
     "PARAMETERS", "pose_crlb", "pose_fisher_information", "pose_jacobian",

@@ -69,9 +69,10 @@ def test_register_command_bad_input(tmp_path, capsys):
 
 def test_levels_option_names_a_similarity_per_level():
     from stereodrr.cli.register import format_levels, parse_levels
-    from stereodrr.register import DEFAULT_LEVELS, Level
+    from stereodrr.register import Level, default_levels
 
-    assert parse_levels(format_levels(DEFAULT_LEVELS)) == DEFAULT_LEVELS
+    for n in (1, 2):
+        assert parse_levels(format_levels(default_levels(n))) == default_levels(n)
     assert parse_levels("2:60:2, 1:30:1:ncc") == (Level(2, 60, 2), Level(1, 30, 1, "ncc"))
     assert parse_levels("4:150:8x8x2,1:40:wncc:lbfgs") == (Level(4, 150, (8, 8, 2)), Level(1, 40, None, "wncc", "lbfgs"))
     assert parse_levels("1:12:2x2x1:1vox:gncc:lbfgs,1:30:0.5vox") == (
