@@ -16,23 +16,25 @@ Steps, for a ``(H, W)`` image (float or 16-bit):
    ``max(k sigma, f * peak)`` (sigma by the median absolute deviation), kept when their area
    fits the expected ball size and their second moments are round (edges of plastic walls seen
    end-on are long and thin, and fail).
-4. Sub-pixel centre. The top-hat-weighted centroid gives a coarse centre and radius. The
-   background under the ball is then interpolated from the ring around it along the ring's
-   dominant edge direction, so the edge of a brick wall crossing the ball continues straight
-   through it (where line openings, and isotropic inpainting such as ``cv2.inpaint``, leave
-   an asymmetric error that shifts the centre). On the ball alone (image minus interpolated
-   background) the centre is the weighted centroid (``subpixel="centroid"``) or (``"fit"``,
-   default) a least-squares fit of the projected-sphere model (the plane absorbs what the
-   background estimate leaves),
+4. Sub-pixel centre. The centroid of the top-hat above half its peak (the ball's core, which
+   weaker plastic left near brick corners does not reach) gives a coarse centre and radius.
+   Where the ring around the ball is planar within its noise (water, soft tissue), that plane
+   is subtracted; otherwise (bricks: walls and edges crossing the ball) the background is fitted
+   jointly with the ball over the disk and the ring, as a degree-7 polynomial (3 for balls under
+   2.5 px in radius) plus a piecewise-linear profile across the ring's dominant edge, so the
+   ring pins it down and the ball's sharp circular rim tells the two apart; interpolating it
+   across the ball instead left 0.02 px on voxelized LEGO bricks. The centre is the weighted
+   centroid (``subpixel="centroid"``, plane background) or (``"fit"``, default) a least-squares
+   fit of the projected-sphere model over that background (solved in closed form at every step),
 
-       a(u, v) = b0 + bu (u - u0) + bv (v - v0) - log(G_s * exp(-A sqrt(max(0, 1 - ((u - u0)^2 + (v - v0)^2) / rho^2)))),
+       a(u, v) = b(u, v) - log(G_s * exp(-A sqrt(max(0, 1 - ((u - u0)^2 + (v - v0)^2) / rho^2)))),
 
    the chord profile of a ball of projected radius ``rho`` px averaged over each pixel's area
    (a flat panel's aperture; ``aperture="point"`` samples it at the pixel centres), blurred by a Gaussian ``G_s`` whose sigma ``s`` is fitted too. Detector (scintillator) and
    focal-spot blur act on the intensity ``exp(-a)``, not on its logarithm, hence the
    ``-log(G * exp(.))``; a sharp-edged model fitted to a blurred ball is pulled towards the pixel
-   grid. A second pass re-centres the background estimate on the fit and widens it by the
-   blurred rim. A ball's silhouette is a circle centred on the projected centre to within
+   grid. Refits re-centre the patch on the fit and widen the disk by the blurred rim until the
+   centre moves less than 1e-3 px, so the result does not depend on the coarse start. A ball's silhouette is a circle centred on the projected centre to within
    ~1e-3 px for millimetre balls at clinical distances (perspective elongation is ~(r/D)^2),
    so the fitted ``(u0, v0)`` estimates the exact projected centre.
 """
@@ -72,10 +74,19 @@ def _check_image(image: np.ndarray, name: str) -> np.ndarray:
 _N_DIRECTIONS = 12
 # Half width (taps) of the blur kernel of the ball model; covers sigma up to a third of it.
 _BLUR_HALF_WIDTH = 6
-# Context around a ball for its background estimate (the ring and its gradients).
-_INPAINT_CONTEXT_PX = 8.0
-# A ring whose plane fit leaves at most this many noise sigmas (RMS) is planar (_ball_residual).
+# Width of the ring around a ball that shows its background alone.
+_RING_PX = 4.0
+# A ring whose plane fit leaves at most this many noise sigmas (RMS) is planar (_ball_patch).
 _PLANE_TOLERANCE = 1.25
+# Structured backgrounds (_background_basis): polynomial degree (a lower one for balls under
+# _SMALL_BALL_PX in radius, which a flexible background could mimic) and edge-profile knot spacing.
+_BACKGROUND_DEGREE = 7
+_SMALL_BALL_DEGREE = 3
+_SMALL_BALL_PX = 2.5
+_EDGE_KNOT_PX = 0.5
+# Refits of a ball with its window re-centred on the previous fit, until it moves less than this.
+_RECENTRE_PX = 1e-3
+_MAX_REFITS = 4
 
 
 def _tophat(a: np.ndarray, length_px: int) -> np.ndarray:
@@ -121,22 +132,31 @@ def attenuation_image(image: np.ndarray, kind: str = "auto", max_diameter_px: fl
     return img, kind
 
 
-def _ball_residual(a: np.ndarray, u0: float, v0: float, rho: float,
-                   margin: float = 1.0) -> tuple[np.ndarray, int, int] | None:
-    """The ball alone: a patch of ``a`` minus its background, interpolated across the disk of
-    radius ``R = rho + margin`` around ``(u0, v0)`` along the dominant edge direction of the ring
-    around it (the eigenvector of the smallest eigenvalue of the ring's structure tensor).
+def _window(radius: float, basis: np.ndarray | None) -> float:
+    """The fit's window around a ball's disk of ``radius``: a pixel of the plane-subtracted
+    ring (planar backgrounds), or the whole ring, which pins down a jointly fitted background."""
+    return radius + (1.0 if basis is None else _RING_PX)
 
-    Each pixel of the disk gets the linear interpolation, by distance, of the two image values
-    where its line along that direction leaves the disk (at ``R + 0.5``, bilinear via
-    ``cv2.remap``). A straight edge of a brick wall crossing the ball is then continued
-    exactly, which isotropic inpainting cannot do; on a flat or sloped background any direction
-    is exact. A ring that a plane explains within its noise (water, soft tissue: nothing to
-    continue) gets that plane instead, fitted to the whole ring, since two single samples would
-    copy their noise into every chord. Returns the patch of ``a - background`` (zero outside the disk) and its top-left
-    pixel, or ``None`` when the patch would leave the image.
+
+def _ball_patch(a: np.ndarray, u0: float, v0: float, rho: float, margin: float = 1.0,
+                structured: bool = True) -> tuple[np.ndarray, int, int, np.ndarray | None] | None:
+    """The patch of ``a`` around a ball for the fit, and its background model.
+
+    The ball covers the disk of radius ``R = rho + margin`` around ``(u0, v0)``; the ring
+    ``R < d <= R + _RING_PX`` around it shows the background alone. A ring that a plane explains
+    within its noise (water, soft tissue) gets that plane, fitted to the ring and subtracted (the
+    fit's own plane absorbs what is left), since a richer model would only add noise; so does
+    every ring when not ``structured`` (the centroid, which has no model to fit). Any other
+    ring (plastic bricks: walls and their edges cross the ball) gets a background fitted jointly
+    with the ball over the whole window ``d <= R + _RING_PX`` (:func:`_background_basis`): the
+    ring pins it down, and the ball's sharp circular rim cannot be mimicked by it, so neither
+    the background nor the ball has to be guessed under the other.
+
+    Returns ``(patch, u_lo, v_lo, basis)``: the patch (ring-plane subtracted and zero outside the
+    disk in the planar case; raw otherwise), its top-left pixel and ``None`` (planar) or the
+    ``(H, W, K)`` background basis; ``None`` when the patch would leave the image.
     """
-    r = int(np.ceil(rho + margin + _INPAINT_CONTEXT_PX))
+    r = int(np.ceil(rho + margin + _RING_PX + 1.0))
     ui, vi = int(round(u0)), int(round(v0))
     if ui - r < 0 or vi - r < 0 or ui + r + 1 > a.shape[1] or vi + r + 1 > a.shape[0]:
         return None
@@ -146,7 +166,7 @@ def _ball_residual(a: np.ndarray, u0: float, v0: float, rho: float,
     radius = rho + margin
     d2 = du * du + dv * dv
     hole = d2 <= radius**2
-    ring = ~hole & (d2 <= (radius + 4.0) ** 2)
+    ring = ~hole & (d2 <= (radius + _RING_PX) ** 2)
     # The noise sigma from neighbour differences in the ring (MAD: robust to a few edge pixels).
     A = np.stack([np.ones(ring.sum()), du[ring], dv[ring]], axis=1)
     coef = np.linalg.lstsq(A, patch[ring], rcond=None)[0]
@@ -154,29 +174,34 @@ def _ball_residual(a: np.ndarray, u0: float, v0: float, rho: float,
     diffs = np.concatenate([np.diff(patch, axis=0)[ring[1:] & ring[:-1]],
                             np.diff(patch, axis=1)[ring[:, 1:] & ring[:, :-1]]])
     noise = _MAD_TO_SIGMA * float(np.median(np.abs(diffs - np.median(diffs)))) / np.sqrt(2.0)
-    res = np.zeros_like(patch)
-    if plane_rms <= _PLANE_TOLERANCE * noise:
+    if plane_rms <= _PLANE_TOLERANCE * noise or not structured:
+        res = np.zeros_like(patch)
         res[hole] = patch[hole] - (coef[0] + coef[1] * du[hole] + coef[2] * dv[hole])
-        return res, ui - r, vi - r
+        return res, ui - r, vi - r, None
     gv, gu = np.gradient(patch)
     J = np.array([[np.sum(gu[ring] ** 2), np.sum(gu[ring] * gv[ring])],
                   [np.sum(gu[ring] * gv[ring]), np.sum(gv[ring] ** 2)]])
-    e = np.linalg.eigh(J)[1][:, 0]
-    # Line p + s e meets the circle |p + s e| = R + 0.5 at s = -b +- sqrt(b^2 - c).
-    pu, pv = du[hole], dv[hole]
-    b = pu * e[0] + pv * e[1]
-    root = np.sqrt(b * b - (pu * pu + pv * pv - (radius + 0.5) ** 2))
-    s1, s2 = -b + root, -b - root
-    src = patch.astype(np.float32)
+    normal = np.linalg.eigh(J)[1][:, 1]
+    degree = _BACKGROUND_DEGREE if rho >= _SMALL_BALL_PX else _SMALL_BALL_DEGREE
+    return patch.copy(), ui - r, vi - r, _background_basis(du, dv, radius + _RING_PX, normal, degree)
 
-    def sample(s: np.ndarray) -> np.ndarray:
-        mu = (pu + s * e[0] + (u0 - ui + r)).astype(np.float32).reshape(-1, 1)
-        mv = (pv + s * e[1] + (v0 - vi + r)).astype(np.float32).reshape(-1, 1)
-        return cv2.remap(src, mu, mv, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).ravel().astype(np.float64)
 
-    bg = (sample(s1) * -s2 + sample(s2) * s1) / (s1 - s2)
-    res[hole] = patch[hole] - bg
-    return res, ui - r, vi - r
+def _background_basis(du: np.ndarray, dv: np.ndarray, window: float, normal: np.ndarray,
+                      degree: int) -> np.ndarray:
+    """``(H, W, K)`` columns spanning the background of a structured ring, at offsets
+    ``(du, dv)`` from the ball centre: a polynomial of ``degree`` in
+    ``(du, dv) / window`` (smooth variation, several crossing bricks) plus a piecewise-linear
+    profile across the ring's dominant edge (hat functions of ``t = normal . (du, dv)`` with
+    knots every ``_EDGE_KNOT_PX``): the straight edges of brick walls, sharper than any
+    low-degree polynomial, continue unchanged along their direction through the ball.
+    Measured on voxelized LEGO bricks, 512^2 x 0.3 mm: degree 7 with the edge profile leaves
+    0.005-0.007 px RMS, against 0.02 px for interpolating the background across the ball."""
+    su, sv = du / window, dv / window
+    cols = [su**i * sv**j for i in range(degree + 1) for j in range(degree + 1 - i)]
+    t = du * normal[0] + dv * normal[1]
+    knots = np.arange(-np.ceil(window), np.ceil(window) + _EDGE_KNOT_PX, _EDGE_KNOT_PX)
+    cols += [np.maximum(0.0, 1.0 - np.abs(t - k) / _EDGE_KNOT_PX) for k in knots]
+    return np.stack(cols, axis=-1)
 
 
 def _gaussian_blur(img: np.ndarray, sigma: float) -> np.ndarray:
@@ -198,16 +223,19 @@ APERTURES = ("area", "point")
 def _fit_ball(res: np.ndarray, u_lo: int, v_lo: int, u0: float, v0: float, rho: float, amp: float,
               blur: float, window: float, aperture: str = "area",
               transmission: Callable[[np.ndarray], np.ndarray] | None = None,
-              weights: np.ndarray | None = None) -> tuple[np.ndarray, float]:
-    """Least-squares fit of the blurred projected-sphere model on a residual patch (top-left
-    pixel ``(u_lo, v_lo)``), over the disk of radius ``window`` around (u0, v0).
+              weights: np.ndarray | None = None, basis: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+    """Least-squares fit of the blurred projected-sphere model on a patch (top-left pixel
+    ``(u_lo, v_lo)``), over the disk of radius ``window`` around (u0, v0).
 
-    Parameters ``x = (u0, v0, rho, A, b0, bu, bv, sigma)``. The ball's intensity
+    Parameters ``x = (u0, v0, rho, A, sigma)``. The ball's intensity
     ``exp(-A chord)`` is averaged over each pixel's area (``aperture="area"``: a flat panel
     integrates over its pixel; ``_APERTURE_SUBPIXELS``^2 sub-samples in the band of
     ``_APERTURE_RIM_PX`` around the rim, where the profile is sharp) or sampled at the pixel
     centre (``"point"``), then blurred by a Gaussian of ``sigma`` px (detector and focal-spot
-    blur; 0 for an ideal detector) and taken back to the log domain, over a planar background.
+    blur; 0 for an ideal detector) and taken back to the log domain, over a background that is
+    linear in its coefficients: a plane, or the columns of ``basis`` (``(H, W, K)``,
+    :func:`_background_basis`). The background is solved in closed form at every step
+    (variable projection), so only the ball's five parameters are iterated.
     ``transmission`` replaces ``exp(-a)`` by the ball's own transmission curve ``T(a)`` (``a`` its
     attenuation at small thickness), e.g. a polychromatic beam's, whose hardening bends the profile.
     ``weights`` (patch-shaped): residual weights, one over each pixel's noise sigma.
@@ -217,6 +245,9 @@ def _fit_ball(res: np.ndarray, u_lo: int, v_lo: int, u0: float, v0: float, rho: 
     sel = (uu - u0) ** 2 + (vv - v0) ** 2 <= window**2
     vals = res[sel]
     w = np.ones_like(vals) if weights is None else weights[sel]
+    B = (np.stack([np.ones_like(vals), uu[sel] - u0, vv[sel] - v0], axis=1) if basis is None else basis[sel])
+    U, S, _ = np.linalg.svd(B * w[:, None], full_matrices=False)
+    U = U[:, S > 1e-9 * S[0]]  # orthonormal basis of the weighted background's span
     rim = np.zeros_like(sel)
     if aperture == "area":
         rim = np.abs(np.hypot(uu - u0, vv - v0) - rho) <= _APERTURE_RIM_PX + 0.71
@@ -224,7 +255,7 @@ def _fit_ball(res: np.ndarray, u_lo: int, v_lo: int, u0: float, v0: float, rho: 
         ou, ov = (o.ravel() for o in np.meshgrid(off, off))
         fu, fv = uu[rim][:, None] + ou[None], vv[rim][:, None] + ov[None]
 
-    def model(x: np.ndarray) -> np.ndarray:
+    def ball(x: np.ndarray) -> np.ndarray:
         du, dv = uu - x[0], vv - x[1]
         inv_r2 = 1.0 / (x[2] * x[2])
         intensity = trans(x[3] * np.sqrt(np.maximum(1.0 - (du * du + dv * dv) * inv_r2, 0.0)))
@@ -232,13 +263,16 @@ def _fit_ball(res: np.ndarray, u_lo: int, v_lo: int, u0: float, v0: float, rho: 
             gu, gv = fu - x[0], fv - x[1]
             sub = trans(x[3] * np.sqrt(np.maximum(1.0 - (gu * gu + gv * gv) * inv_r2, 0.0)))
             intensity[rim] = sub.mean(axis=1)
-        ball = -np.log(_gaussian_blur(intensity, x[7]))
-        return (x[4] + x[5] * du + x[6] * dv + ball)[sel]
+        return -np.log(_gaussian_blur(intensity, x[4]))[sel]
 
-    x0 = np.array([u0, v0, rho, amp, 0.0, 0.0, 0.0, blur])
-    lo = [u0 - 2, v0 - 2, 0.5, 0.0, -np.inf, -np.inf, -np.inf, 0.0]
-    hi = [u0 + 2, v0 + 2, rho + 2, np.inf, np.inf, np.inf, np.inf, _BLUR_HALF_WIDTH / 3]
-    sol = least_squares(lambda x: (model(x) - vals) * w, x0, bounds=(lo, hi), x_scale="jac", method="trf",
+    def residual(x: np.ndarray) -> np.ndarray:
+        r = (ball(x) - vals) * w
+        return r - U @ (U.T @ r)
+
+    x0 = np.array([u0, v0, rho, amp, blur])
+    lo = [u0 - 2, v0 - 2, 0.5, 0.0, 0.0]
+    hi = [u0 + 2, v0 + 2, rho + 2, np.inf, _BLUR_HALF_WIDTH / 3]
+    sol = least_squares(residual, x0, bounds=(lo, hi), x_scale="jac", method="trf",
                         xtol=1e-7, ftol=1e-8, gtol=1e-10, max_nfev=60)
     return sol.x, float(np.sqrt(np.mean((sol.fun / w) ** 2)))
 
@@ -321,26 +355,30 @@ def detect_markers(
         roundness = float(np.sqrt(max(ev[0], 0) / ev[1])) if ev[1] > 0 else 1.0
         if roundness < min_roundness:
             continue
-        # Coarse centre and size over the whole ball: a disk a pixel wider than the largest radius.
+        # Coarse centre and size from the ball's core: the pixels above half its top-hat peak
+        # connected to the peak (a disk of radius ~0.87 rho for the chord profile), within a disk a
+        # pixel wider than the largest radius. Weaker plastic that the line openings leave near
+        # brick corners stays out of it, so it does not pull the start (by up to 2.5 px before).
         rad = dmax / 2 + 1
         r = int(np.ceil(rad))
         u_lo, u_hi = max(int(round(cu)) - r, 0), min(int(round(cu)) + r + 1, W)
         v_lo, v_hi = max(int(round(cv_)) - r, 0), min(int(round(cv_)) + r + 1, H)
         vv, uu = np.mgrid[v_lo:v_hi, u_lo:u_hi]
-        win = np.clip(top[v_lo:v_hi, u_lo:u_hi], 0, None) * ((uu - cu) ** 2 + (vv - cv_) ** 2 <= rad**2)
-        wsum = win.sum()
-        cu, cv_ = float((win * uu).sum() / wsum), float((win * vv).sum() / wsum)
-        peak = float(top[v_lo:v_hi, u_lo:u_hi].max())
-        # Equivalent radius of the chord profile: its volume is (2/3) pi rho^2 A.
-        rho = float(np.clip(np.sqrt(1.5 * wsum / (np.pi * peak)), 0.6, dmax / 2))
-        local = _ball_residual(a, cu, cv_, rho)
+        win = top[v_lo:v_hi, u_lo:u_hi] * ((uu - cu) ** 2 + (vv - cv_) ** 2 <= rad**2)
+        peak = float(win.max())
+        core = cv2.connectedComponents((win >= 0.5 * peak).astype(np.uint8), connectivity=8)[1]
+        core = core == core.flat[int(np.argmax(win))]
+        wcore = (win - 0.5 * peak) * core
+        cu, cv_ = float((wcore * uu).sum() / wcore.sum()), float((wcore * vv).sum() / wcore.sum())
+        rho = float(np.clip(np.sqrt(core.sum() / np.pi) / np.sqrt(0.75), 0.6, dmax / 2))
+        local = _ball_patch(a, cu, cv_, rho, structured=subpixel == "fit")
         if local is None:
             continue  # too close to the image edge for a background estimate: skip the ball
-        res, pu, pv = local
+        res, pu, pv, basis = local
         fit_rms, blur = float("nan"), float("nan")
         curve = None
         if transmission is not None:
-            # The ball's background level: the median of its patch outside the interpolated disk.
+            # The ball's background level: the median of its patch outside the ball's disk.
             patch = a[pv:pv + res.shape[0], pu:pu + res.shape[1]]
             vv, uu = np.mgrid[pv:pv + res.shape[0], pu:pu + res.shape[1]]
             level = float(np.median(patch[(uu - cu) ** 2 + (vv - cv_) ** 2 > (rho + 1.0) ** 2]))
@@ -348,18 +386,24 @@ def detect_markers(
         if subpixel == "fit":
             # Two starts: sharp (near 0 the blur's derivative vanishes, the kernel taps underflow,
             # so it stays sharp) and 0.5 px blurred; the blurred model has local minima.
-            x, fit_rms = min((_fit_ball(res, pu, pv, cu, cv_, rho, peak, s0, rho + 2.0, aperture, curve)
-                              for s0 in (1e-3, 0.5)),
+            x, fit_rms = min((_fit_ball(res, pu, pv, cu, cv_, rho, peak, s0, _window(rho + 1.0, basis), aperture,
+                                        curve, basis=basis) for s0 in (1e-3, 0.5)),
                              key=lambda fit: fit[1])
-            # Second pass: the hole re-centred on the fit and widened by the blurred rim.
-            local = _ball_residual(a, x[0], x[1], x[2], 1.0 + 3.0 * x[7])
-            if local is not None:
-                res, pu, pv = local
+            # Refits with the patch re-centred on the fit and its disk widened by the blurred rim,
+            # until the centre stands still: the result does not depend on the coarse start.
+            for _ in range(_MAX_REFITS):
+                local = _ball_patch(a, x[0], x[1], x[2], 1.0 + 3.0 * x[4])
+                if local is None:
+                    break
+                res, pu, pv, basis = local
                 weights = (_poisson_weights(a[pv:pv + res.shape[0], pu:pu + res.shape[1]])
                            if kind == "intensity" else None)
-                x, fit_rms = _fit_ball(res, pu, pv, x[0], x[1], x[2], x[3], x[7], x[2] + 2.0 + 3.0 * x[7], aperture,
-                                       curve, weights)
-            cu, cv_, rho, peak, blur = (float(v) for v in (x[0], x[1], x[2], x[3], x[7]))
+                previous = x
+                x, fit_rms = _fit_ball(res, pu, pv, x[0], x[1], x[2], x[3], x[4], _window(x[2] + 1.0 + 3.0 * x[4], basis),
+                                       aperture, curve, weights, basis)
+                if np.hypot(*(x[:2] - previous[:2])) < _RECENTRE_PX:
+                    break
+            cu, cv_, rho, peak, blur = (float(v) for v in x)
         else:
             vv, uu = np.mgrid[pv:pv + res.shape[0], pu:pu + res.shape[1]]
             w = np.clip(res, 0, None)

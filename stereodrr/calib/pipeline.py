@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -218,6 +218,7 @@ def calibrate_stereo(
     tolerances: Tolerances | None = None,
     min_margin: float | None = None,
     aperture: str = "area",
+    transmission: Callable[[np.ndarray, float], np.ndarray] | None = None,
 ) -> StereoCalibration:
     """Calibrate a stereo rig from images of a marker phantom.
 
@@ -240,6 +241,9 @@ def calibrate_stereo(
         min_margin: identification evidence margin (markers) needed for a PASS.
         aperture: the detector's pixel sampling the ball fit models (``"area"``: flat panels
             and stereodrr's default renderer; ``"point"``: images sampled at pixel centres).
+        transmission: the balls' transmission curve ``T(a, background)`` for the ball fit, e.g. a
+            polychromatic beam's (:func:`stereodrr.render.polychromatic.ball_transmission`), on
+            scatter-free ``-log`` images; default ``exp(-a)`` (see :func:`detect_markers`).
 
     Raises:
         ValueError: images missing, of the wrong size or not 2D; no markers found; markers not
@@ -254,7 +258,7 @@ def calibrate_stereo(
     detections, identified = {}, {}
     for n in tqdm(names, desc="detect", disable=not progress):
         detections[n] = detect_markers(images[n], kind=kind, diameter_px=(dmin, dmax), aperture=aperture,
-                                       name=f"image {n!r}")
+                                       name=f"image {n!r}", transmission=transmission)
     failed = {}
     for n in names:
         det = detections[n]

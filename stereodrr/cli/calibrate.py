@@ -63,6 +63,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-margin", type=number(0.0, what="margin in markers"), default=MIN_MARGIN,
                    help=f"identification evidence margin over the runner-up labelling, markers (default {MIN_MARGIN:g})")
     p.add_argument("--seed", type=integer(0, 2**32 - 1, what="seed"), default=0)
+    p.add_argument("--preset", default=None,
+                   help="polychromatic detector preset that made the -log(I/I_open) images (e.g. fluoro80): its "
+                        "scatter model is removed and the ball fit uses the beam's own steel transmission curve")
     p.set_defaults(func=run)
 
 
@@ -150,10 +153,21 @@ def run(args: argparse.Namespace) -> int:
     phantom = load_phantom(args.phantom)
     if not phantom.markers:
         raise ValueError(f"--phantom {args.phantom}: the phantom has no markers")
+    transmission = None
+    if args.preset:
+        from ..render import detector_preset
+        from ..render.polychromatic import ball_transmission, remove_scatter
+
+        detector = detector_preset(args.preset)
+        if args.kind == "intensity":
+            raise UsageError("--preset: expects -log(I / I_open) images (--kind line_integral or auto), "
+                             "not raw intensities")
+        images = {n: remove_scatter(np.asarray(img, np.float64), detector, nominal[n]) for n, img in images.items()}
+        transmission = ball_transmission(detector)
     result = calibrate_stereo(images, phantom.marker_table(), nominal, kind=args.kind,
                               epipolar_threshold_px=args.threshold, methods=tuple(METHODS),
                               shared_intrinsics=args.shared_intrinsics, seed=args.seed, aperture=args.aperture,
-                              min_margin=args.min_margin,
+                              min_margin=args.min_margin, transmission=transmission,
                               tolerances=_tolerances(args))
     result.seconds = time.perf_counter() - t0
     write_results(result, images, Path(args.output), {"images": list(args.images)})

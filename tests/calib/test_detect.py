@@ -93,3 +93,57 @@ def test_bad_input(scene):
         detect_markers(smooth, kind="line_integral", diameter_px=(3, 10))
     with pytest.raises(ValueError, match="kind"):
         detect_markers(L[0], kind="log")
+
+
+def _ball_over_edges(centre, radius_px, mu_px, edges, size=64, sub=12):
+    """``-log`` of an area-integrated image, computed here independently of stereodrr: a ball's
+    chord ``mu 2 sqrt(r^2 - d^2)`` over a tilted plane plus straight steps, ``exp(-L)`` averaged on
+    ``sub x sub`` points of each pixel. ``edges``: ``(u, v, angle, height)``, a step of ``height``
+    on the side of the line through ``(u, v)`` that its normal ``(cos angle, sin angle)`` points to."""
+    off = (np.arange(sub) + 0.5) / sub - 0.5
+    v, u = np.mgrid[0:size, 0:size].astype(np.float64)
+    uu = u[..., None, None] + off[None, None, None, :]
+    vv = v[..., None, None] + off[None, None, :, None]
+    L = 0.1 + 0.001 * uu
+    for pu, pv, ang, h in edges:
+        L = L + h * ((uu - pu) * np.cos(ang) + (vv - pv) * np.sin(ang) > 0)
+    d2 = ((uu - centre[0]) ** 2 + (vv - centre[1]) ** 2) / radius_px**2
+    L = L + 2 * radius_px * mu_px * np.sqrt(np.clip(1 - d2, 0, None))
+    return -np.log(np.exp(-L).mean(axis=(2, 3)))
+
+
+def test_ball_on_brick_edges():
+    """A ball crossed by sharp straight brick edges (one edge, a wall's two edges, a wall and a
+    perpendicular edge), area-integrated: the background fitted with the ball follows them
+    (interpolating it across the ball along one edge direction left 0.022 px RMS, 0.048 max)."""
+    rng = np.random.default_rng(1)
+    errors = []
+    for k in range(8):
+        c = np.array([31.5, 32.0]) + rng.uniform(-0.5, 0.5, 2)
+        ang = rng.uniform(0, np.pi)
+        n = np.array([np.cos(ang), np.sin(ang)])
+        p = c + rng.uniform(-3, 3) * n
+        edges = [(p[0], p[1], ang, 0.3)]
+        if k % 2:
+            edges.append((p[0] + 6 * n[0], p[1] + 6 * n[1], ang, -0.3))
+        if k % 4 == 3:
+            edges.append((c[0] + 2 * n[1], c[1] - 2 * n[0], ang + np.pi / 2, 0.2))
+        det = detect_markers(_ball_over_edges(c, 4.0, 0.25, edges), kind="line_integral", diameter_px=(5, 12))
+        errors.append(np.min(np.linalg.norm(det[["u", "v"]].to_numpy() - c, axis=1)))
+    errors = np.array(errors)
+    assert np.sqrt(np.mean(errors**2)) <= 0.016
+    assert errors.max() <= 0.03
+
+
+@pytest.mark.parametrize("dmax", [10.0, 12.0, 14.0, 16.0])
+def test_centre_does_not_depend_on_the_size_range(dmax):
+    """The coarse start (top-hat length and window from the largest expected diameter) must not
+    move the fitted centre: a ball next to a brick corner."""
+    c = np.array([30.3, 31.8])
+    edges = [(c[0] - 6.0, 0.0, 0.0, -0.4), (0.0, c[1] + 6.0, np.pi / 2, 0.3)]
+    img = _ball_over_edges(c, 4.0, 0.25, edges)
+    ref = detect_markers(img, kind="line_integral", diameter_px=(5, 10.0))
+    det = detect_markers(img, kind="line_integral", diameter_px=(5, dmax))
+    pick = lambda d: d[["u", "v"]].to_numpy()[np.argmin(np.linalg.norm(d[["u", "v"]].to_numpy() - c, axis=1))]  # noqa: E731
+    assert np.linalg.norm(pick(det) - pick(ref)) <= 5e-3
+    assert np.linalg.norm(pick(det) - c) <= 0.03
