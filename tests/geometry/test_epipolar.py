@@ -23,8 +23,10 @@ def test_epipolar_constraint(rng, angle):
     e1, e2 = epipoles(F)
     p1 = c1.P @ np.append(c2.center, 1)
     p2 = c2.P @ np.append(c1.center, 1)
-    assert np.allclose(np.cross(e1, p1), 0, atol=1e-9 * np.linalg.norm(p1))
-    assert np.allclose(np.cross(e2, p2), 0, atol=1e-9 * np.linalg.norm(p2))
+    # Parallel homogeneous vectors: the sine of their angle (|a x b| / |a||b|) vanishes; near-parallel
+    # views put the epipoles ~1e5 px out, so the cross product scales with both norms.
+    assert np.linalg.norm(np.cross(e1, p1)) < 1e-9 * np.linalg.norm(e1) * np.linalg.norm(p1)
+    assert np.linalg.norm(np.cross(e2, p2)) < 1e-9 * np.linalg.norm(e2) * np.linalg.norm(p2)
 
 
 def test_zero_baseline():
