@@ -114,6 +114,7 @@ def _chunk_integral(data: Tensor, index_from_world: Tensor, K: Tensor, R: Tensor
         part = exact_integral(data, o, e, s0, s1)
     elif mode == "joseph":
         assert backend.joseph is not None  # select_backend checked the mode
+        assert step is not None
         part = backend.joseph(data, o, e, s0, s1, slab_slices(e, step))
     else:
         assert step is not None

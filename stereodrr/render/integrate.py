@@ -56,12 +56,10 @@ def segment_samples(e: Tensor, s0: Tensor, s1: Tensor, step: float | Tensor) -> 
     return length / n.to(length.dtype), n
 
 
-def slab_slices(e: Tensor, step: float | Tensor | None) -> Tensor:
+def slab_slices(e: Tensor, step: float | Tensor) -> Tensor:
     """Slices per Joseph slab ``k (N,) int64``: ``max(1, round(step max_a |e_a|))``, the slices
-    of the dominant axis in ``step`` mm (a number or a 0-d tensor); ``1`` for ``step=None``
-    (Joseph's projector)."""
-    if step is None:
-        return torch.ones(e.shape[0], dtype=torch.int64, device=e.device)
+    of the dominant axis in ``step`` mm (a number or a 0-d tensor); a step of at most the
+    smallest voxel spacing gives Joseph's one slice."""
     return torch.round(step * e.detach().abs().amax(-1)).clamp_min(1).to(torch.int64)
 
 
