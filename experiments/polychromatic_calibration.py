@@ -56,7 +56,8 @@ def calibrate_one(phantom_name: str, det: DetectorModel, nominal: StereoRig, tru
     phantom = load_phantom(ROOT / "phantoms" / f"{phantom_name}.json")
     shots = render_calibration_images(phantom, truth, detector=det, seed=seed, progress=False)
     r = calibrate_stereo(shots.images, phantom.marker_table(), nominal, kind=shots.kind, truth=truth,
-                         truth_centres_px=shots.centres_px, seed=seed, progress=False).report()
+                         truth_centres_px=shots.centres_px, seed=seed, progress=False,
+                         detector=det).report()
     det_rms = [v["rms_vs_truth_px"] for v in r["detection"].values()]
     return {"verdict": r["verdict"], "markers_used": r["markers_used"], "detection_rms_px": max(det_rms),
             "detection_rms_px_views": "/".join(f"{x:.4f}" for x in det_rms),

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -29,6 +29,9 @@ from .triangulate import METHODS as TRI_METHODS
 from .triangulate import Triangulation, error_table, triangulate
 from .validate import EpipolarReport, compare_fundamental, validate_epipolar
 from .verdict import Tolerances, Verdict, physics_checks, swap_message, view_assignment
+
+if TYPE_CHECKING:
+    from ..render.detector import DetectorModel
 
 __all__ = ["StereoCalibration", "calibrate_stereo", "check_images", "held_out_points"]
 
@@ -218,7 +221,7 @@ def calibrate_stereo(
     tolerances: Tolerances | None = None,
     min_margin: float | None = None,
     aperture: str = "area",
-    transmission: Callable[[np.ndarray, float], np.ndarray] | None = None,
+    detector: DetectorModel | None = None,
 ) -> StereoCalibration:
     """Calibrate a stereo rig from images of a marker phantom.
 
@@ -241,9 +244,12 @@ def calibrate_stereo(
         min_margin: identification evidence margin (markers) needed for a PASS.
         aperture: the detector's pixel sampling the ball fit models (``"area"``: flat panels
             and stereodrr's default renderer; ``"point"``: images sampled at pixel centres).
-        transmission: the balls' transmission curve ``T(a, background)`` for the ball fit, e.g. a
-            polychromatic beam's (:func:`stereodrr.render.polychromatic.ball_transmission`), on
-            scatter-free ``-log`` images; default ``exp(-a)`` (see :func:`detect_markers`).
+        detector: the imaging chain that made ``-log(I / I_open)`` images (polychromatic, e.g.
+            ``detector_preset("fluoro80")``): its scatter model is removed from each image
+            (:func:`stereodrr.render.polychromatic.remove_scatter`, with the nominal camera) and the
+            balls are fitted with the beam's own steel transmission curve
+            (:func:`stereodrr.render.polychromatic.ball_transmission`). ``None``: one energy,
+            ``exp(-a)`` (see :func:`detect_markers`).
 
     Raises:
         ValueError: images missing, of the wrong size or not 2D; no markers found; markers not
@@ -255,6 +261,15 @@ def calibrate_stereo(
     dmin, dmax = _expected_diameters_px(markers, nominal)
     tol = tolerances or Tolerances()
     margin = MIN_MARGIN if min_margin is None else float(min_margin)
+    transmission = None
+    if detector is not None:
+        from ..render.polychromatic import ball_transmission, remove_scatter
+
+        if kind == "intensity":
+            raise ValueError("detector: expects -log(I / I_open) images (kind 'line_integral' or 'auto'), "
+                             "not raw intensities")
+        images = {n: remove_scatter(np.asarray(images[n], np.float64), detector, nominal[n]) for n in names}
+        transmission = ball_transmission(detector)
     detections, identified = {}, {}
     for n in tqdm(names, desc="detect", disable=not progress):
         detections[n] = detect_markers(images[n], kind=kind, diameter_px=(dmin, dmax), aperture=aperture,

@@ -153,21 +153,18 @@ def run(args: argparse.Namespace) -> int:
     phantom = load_phantom(args.phantom)
     if not phantom.markers:
         raise ValueError(f"--phantom {args.phantom}: the phantom has no markers")
-    transmission = None
+    detector = None
     if args.preset:
         from ..render import detector_preset
-        from ..render.polychromatic import ball_transmission, remove_scatter
 
         detector = detector_preset(args.preset)
         if args.kind == "intensity":
             raise UsageError("--preset: expects -log(I / I_open) images (--kind line_integral or auto), "
                              "not raw intensities")
-        images = {n: remove_scatter(np.asarray(img, np.float64), detector, nominal[n]) for n, img in images.items()}
-        transmission = ball_transmission(detector)
     result = calibrate_stereo(images, phantom.marker_table(), nominal, kind=args.kind,
                               epipolar_threshold_px=args.threshold, methods=tuple(METHODS),
                               shared_intrinsics=args.shared_intrinsics, seed=args.seed, aperture=args.aperture,
-                              min_margin=args.min_margin, transmission=transmission,
+                              min_margin=args.min_margin, detector=detector,
                               tolerances=_tolerances(args))
     result.seconds = time.perf_counter() - t0
     write_results(result, images, Path(args.output), {"images": list(args.images)})

@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     save_rig(truth, out / "true_rig.json")
     result = calibrate_stereo(shots.images, phantom.marker_table(), nominal, kind=shots.kind,
                               methods=tuple(METHODS), truth=truth, truth_centres_px=shots.centres_px,
-                              seed=args.seed, aperture=args.aperture)
+                              seed=args.seed, aperture=args.aperture, detector=detector)
     result.seconds = time.perf_counter() - t0
     noise = (f"Poisson {args.photons:g} photons/px, read-out {args.electronic_noise:g}, blur {args.blur:g} px"
              if noisy else "noise-free")
