@@ -117,11 +117,25 @@ def _maps_of_triangle(X: np.ndarray, D: np.ndarray, cls: np.ndarray, tri: tuple[
         hit = (dist < tol_mm).reshape(len(a2), n)
         nearest = nearest.reshape(len(a2), n)
         for k in np.nonzero(hit.mean(axis=1) >= min_overlap)[0]:
-            perm = np.where(hit[k], nearest[k], -1)
-            key = perm.tobytes()
-            if key not in found:
-                contra = int(np.sum(hit[k] & (cls[np.maximum(perm, 0)] != cls)))
-                found[key] = MarkerSymmetry(R[k], t[k], perm, float(hit[k].mean()), _angle_deg(R[k]), contra)
+            _record(found, cls, R[k], t[k], hit[k], nearest[k])
+
+
+def _record(found: dict, cls: np.ndarray, R: np.ndarray, t: np.ndarray, hit: np.ndarray, nearest: np.ndarray) -> None:
+    """Add the map ``x -> R x + t`` (markers ``hit`` landing on markers ``nearest``) to ``found``."""
+    perm = np.where(hit, nearest, -1)
+    key = perm.tobytes()
+    if key not in found:
+        contra = int(np.sum(hit & (cls[np.maximum(perm, 0)] != cls)))
+        found[key] = MarkerSymmetry(R, t, perm, float(hit.mean()), _angle_deg(R), contra)
+
+
+def _add_map(X: np.ndarray, cls: np.ndarray, R: np.ndarray, t: np.ndarray, tol_mm: float, min_overlap: float,
+             found: dict, tree: cKDTree) -> None:
+    """Add ``x -> R x + t`` to ``found`` when it keeps ``min_overlap`` of the markers on markers."""
+    dist, nearest = tree.query(X @ R.T + t, distance_upper_bound=tol_mm)
+    hit = dist < tol_mm
+    if hit.mean() >= min_overlap:
+        _record(found, cls, R, t, hit, nearest)
 
 
 @lru_cache(maxsize=16)
@@ -135,8 +149,8 @@ def _symmetries_cached(key: bytes, n: int, classes: tuple, tol_mm: float, min_ov
     found: dict[bytes, MarkerSymmetry] = {}
     # Several base triangles (around the most central markers): a map is found when one of them
     # lands entirely on markers, which a shift towards a triangle's outer side may not allow.
-    for a in np.argsort(np.linalg.norm(X - X.mean(axis=0), axis=1))[:_N_BASES]:
-        order = np.argsort(D[a])
+    for a in np.argsort(np.linalg.norm(X - X.mean(axis=0), axis=1), kind="stable")[:_N_BASES]:
+        order = np.argsort(D[a], kind="stable")
         for b in order[1:3]:
             c = None
             for k in order[1:]:
@@ -146,6 +160,10 @@ def _symmetries_cached(key: bytes, n: int, classes: tuple, tol_mm: float, min_ov
                     break
             if c is not None:
                 _maps_of_triangle(X, D, cls, (int(a), int(b), c), tol_mm, min_overlap, found, tree)
+    # The inverse of a near-symmetry is one too, but its base triangle may land off the markers
+    # (which of the tied central markers the bases use depends on the sort): add every inverse.
+    for s in list(found.values()):
+        _add_map(X, cls, s.R.T, -s.R.T @ s.t, tol_mm, min_overlap, found, tree)
     return tuple(sorted(found.values(), key=lambda s: (not s.identity, -s.overlap, s.angle_deg)))
 
 

@@ -182,3 +182,17 @@ def test_mirrored_view_and_wrong_phantom_do_not_pass(stereo_shots, tables):
             assert any(w in str(e) for w in ("mirrored", "could not identify", "no markers", "order", "phantom file")), str(e)
             continue
         assert not res.verdict.passed, res.verdict.reasons
+
+
+def test_near_symmetries_are_closed_under_inversion(tables):
+    """Whatever base triangles the search picks among the lattice's tied central balls, the
+    inverse of every map it finds is found too (the test above once lost one to a sort order)."""
+    for t in tables.values():
+        X = t[["x", "y", "z"]].to_numpy()
+        sym = marker_symmetries(X, marker_classes(t))
+        keys = {s.perm.tobytes() for s in sym}
+        for s in sym:
+            inverse = np.full(len(X), -1)
+            hit = s.perm >= 0
+            inverse[s.perm[hit]] = np.nonzero(hit)[0]
+            assert inverse.tobytes() in keys
