@@ -14,6 +14,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -22,7 +23,7 @@ import shutil
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import cv2
 import numpy as np
@@ -317,37 +318,51 @@ class GenerationReport:
     manifest_error: str | None = None
 
 
+@contextlib.contextmanager
+def _kept_environ() -> Iterator[None]:
+    """This process's environment as it was on entry, put back on exit: distributed's Nanny
+    writes its pre-spawn variables (``OMP/MKL/OPENBLAS_NUM_THREADS=1``, ``MALLOC_TRIM_THRESHOLD_``,
+    ``PYTHONHASHSEED``) into the parent before it spawns a worker."""
+    environ = dict(os.environ)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(environ)
+
+
 def _run_dask(todo: Sequence[int], root: Path, config: Mapping[str, Any], workers: int, scheduler: str | None,
               threads: int, bar: tqdm) -> tuple[int, dict[int, str]]:
     from distributed import Client, LocalCluster, as_completed
 
-    if scheduler is not None:
-        try:
-            cluster, client = None, Client(scheduler, timeout=SCHEDULER_TIMEOUT_S)
-        except OSError as exc:
-            raise ConnectionError(f"scheduler {scheduler!r}: cannot connect ({exc})") from None
-    else:
-        # The standard thread-count variables, read when a worker process starts, cap OpenMP,
-        # MKL and Numba pools as torch.set_num_threads caps torch's: N workers use N x threads cores.
-        env = {k: str(threads) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")}
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                               env=env)
-        client = Client(cluster)
     written, failed = 0, {}
-    try:
-        task = functools.partial(write_item, str(root), dict(config), threads=threads)
-        futures = client.map(task, todo, pure=False)
-        index_of = {f.key: i for f, i in zip(futures, todo)}
-        for fut in as_completed(futures):
+    with _kept_environ():
+        if scheduler is not None:
             try:
-                written += bool(fut.result())
-            except Exception as exc:  # a failed item is reported, the others go on
-                failed[index_of[fut.key]] = f"{type(exc).__name__}: {exc}"
-            bar.update(1)
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
+                cluster, client = None, Client(scheduler, timeout=SCHEDULER_TIMEOUT_S)
+            except OSError as exc:
+                raise ConnectionError(f"scheduler {scheduler!r}: cannot connect ({exc})") from None
+        else:
+            # The standard thread-count variables, read when a worker process starts, cap OpenMP,
+            # MKL and Numba pools as torch.set_num_threads caps torch's: N workers use N x threads cores.
+            env = {k: str(threads) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")}
+            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                                   env=env)
+            client = Client(cluster)
+        try:
+            task = functools.partial(write_item, str(root), dict(config), threads=threads)
+            futures = client.map(task, todo, pure=False)
+            index_of = {f.key: i for f, i in zip(futures, todo)}
+            for fut in as_completed(futures):
+                try:
+                    written += bool(fut.result())
+                except Exception as exc:  # a failed item is reported, the others go on
+                    failed[index_of[fut.key]] = f"{type(exc).__name__}: {exc}"
+                bar.update(1)
+        finally:
+            client.close()
+            if cluster is not None:
+                cluster.close()
     return written, failed
 
 

@@ -1,5 +1,6 @@
 import errno
 import json
+import os
 
 import cv2
 import numpy as np
@@ -25,6 +26,16 @@ from stereodrr.dataset.manifest import sha256_file
 def _checksums(root):
     m = load_manifest(root)
     return dict(zip(zip(m["item"], m["view"]), m["sha256"]))
+
+
+def _pixel_differences(a, b):
+    """Per differing image: pixels that differ and the largest difference (for the failure message)."""
+    out = {}
+    for f in load_manifest(a)["file"]:
+        x, y = (cv2.imread(str(r / f), cv2.IMREAD_UNCHANGED).astype(np.int64) for r in (a, b))
+        if not np.array_equal(x, y):
+            out[f] = (int((x != y).sum()), int(np.abs(x - y).max()))
+    return out
 
 
 def _leftovers(root):
@@ -161,10 +172,14 @@ def test_corrupt_item_record_is_named(tmp_path, tiny_config):
 
 
 def test_local_dask_cluster(tmp_path, tiny_config):
+    generate_dataset(tiny_config, tmp_path / "serial", 3, workers=0, progress=False)
+    environ = dict(os.environ)
     r = generate_dataset(tiny_config, tmp_path / "dask", 3, workers=1, progress=False)
     assert (r.written, r.failed) == (3, {})
-    generate_dataset(tiny_config, tmp_path / "serial", 3, workers=0, progress=False)
-    assert _checksums(tmp_path / "dask") == _checksums(tmp_path / "serial")
+    assert _checksums(tmp_path / "dask") == _checksums(tmp_path / "serial"), _pixel_differences(
+        tmp_path / "dask", tmp_path / "serial")
+    # distributed's Nanny sets OMP_NUM_THREADS=1 etc. in the parent before spawning: put back
+    assert dict(os.environ) == environ
 
 
 def test_phantom_markers_ground_truth(tmp_path):
