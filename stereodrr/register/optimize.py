@@ -583,8 +583,9 @@ class _QuasiNewton:
         return small(self.predicted_step())
 
     def curvature(self, f: _Objective) -> Tensor | None:
-        """The inverse-Hessian estimate to hand to the next level, measured here unless it was already."""
-        if not self.measured and self.g is not None:
+        """The inverse-Hessian estimate to hand to the next level, measured here unless it was already
+        (and measured again when a line search that found no decrease has dropped the estimate since)."""
+        if (not self.measured or self.H is None) and self.g is not None:
             Hinv = self._measure(f)
             self.H = self.H if Hinv is None else Hinv
         return self.H
