@@ -222,7 +222,7 @@ APERTURES = ("area", "point")
 
 def _fit_ball(res: np.ndarray, u_lo: int, v_lo: int, u0: float, v0: float, rho: float, amp: float,
               blur: float, window: float, aperture: str = "area",
-              transmission: Callable[[np.ndarray], np.ndarray] | None = None,
+              transmission: Callable[..., np.ndarray] | None = None, level: float = 0.0,
               weights: np.ndarray | None = None, basis: np.ndarray | None = None) -> tuple[np.ndarray, float]:
     """Least-squares fit of the blurred projected-sphere model on a patch (top-left pixel
     ``(u_lo, v_lo)``), over the disk of radius ``window`` around (u0, v0).
@@ -236,11 +236,13 @@ def _fit_ball(res: np.ndarray, u_lo: int, v_lo: int, u0: float, v0: float, rho: 
     linear in its coefficients: a plane, or the columns of ``basis`` (``(H, W, K)``,
     :func:`_background_basis`). The background is solved in closed form at every step
     (variable projection), so only the ball's five parameters are iterated.
-    ``transmission`` replaces ``exp(-a)`` by the ball's own transmission curve ``T(a)`` (``a`` its
-    attenuation at small thickness), e.g. a polychromatic beam's, whose hardening bends the profile.
+    ``transmission`` replaces ``exp(-a)`` by the ball's own transmission curve ``T(a, bg, level)``
+    (``a`` its attenuation at small thickness on the background ``level``, ``bg`` the ``-log``
+    background under the pixel), e.g. a polychromatic beam's, whose hardening bends the profile
+    and changes with the material under the ball: the fit runs with ``bg = level`` everywhere,
+    then again with each pixel's background as that first fit found it.
     ``weights`` (patch-shaped): residual weights, one over each pixel's noise sigma.
     """
-    trans = transmission if transmission is not None else (lambda a: np.exp(-a))
     vv, uu = np.mgrid[v_lo:v_lo + res.shape[0], u_lo:u_lo + res.shape[1]].astype(np.float64)
     sel = (uu - u0) ** 2 + (vv - v0) ** 2 <= window**2
     vals = res[sel]
@@ -255,13 +257,19 @@ def _fit_ball(res: np.ndarray, u_lo: int, v_lo: int, u0: float, v0: float, rho: 
         ou, ov = (o.ravel() for o in np.meshgrid(off, off))
         fu, fv = uu[rim][:, None] + ou[None], vv[rim][:, None] + ov[None]
 
+    bg: float | np.ndarray = level  # the curve's background: one level, then per pixel
+
+    def trans(a: np.ndarray, under: float | np.ndarray) -> np.ndarray:
+        return np.exp(-a) if transmission is None else transmission(a, under, level)
+
     def ball(x: np.ndarray) -> np.ndarray:
         du, dv = uu - x[0], vv - x[1]
         inv_r2 = 1.0 / (x[2] * x[2])
-        intensity = trans(x[3] * np.sqrt(np.maximum(1.0 - (du * du + dv * dv) * inv_r2, 0.0)))
+        intensity = trans(x[3] * np.sqrt(np.maximum(1.0 - (du * du + dv * dv) * inv_r2, 0.0)), bg)
         if aperture == "area":
             gu, gv = fu - x[0], fv - x[1]
-            sub = trans(x[3] * np.sqrt(np.maximum(1.0 - (gu * gu + gv * gv) * inv_r2, 0.0)))
+            under = bg if np.ndim(bg) == 0 else bg[rim][:, None]
+            sub = trans(x[3] * np.sqrt(np.maximum(1.0 - (gu * gu + gv * gv) * inv_r2, 0.0)), under)
             intensity[rim] = sub.mean(axis=1)
         return -np.log(_gaussian_blur(intensity, x[4]))[sel]
 
@@ -269,12 +277,18 @@ def _fit_ball(res: np.ndarray, u_lo: int, v_lo: int, u0: float, v0: float, rho: 
         r = (ball(x) - vals) * w
         return r - U @ (U.T @ r)
 
-    x0 = np.array([u0, v0, rho, amp, blur])
+    x = np.array([u0, v0, rho, amp, blur])
     lo = [u0 - 2, v0 - 2, 0.5, 0.0, 0.0]
     hi = [u0 + 2, v0 + 2, rho + 2, np.inf, _BLUR_HALF_WIDTH / 3]
-    sol = least_squares(residual, x0, bounds=(lo, hi), x_scale="jac", method="trf",
-                        xtol=1e-7, ftol=1e-8, gtol=1e-10, max_nfev=60)
-    return sol.x, float(np.sqrt(np.mean((sol.fun / w) ** 2)))
+    for _ in range(1 if transmission is None else 2):
+        sol = least_squares(residual, x, bounds=(lo, hi), x_scale="jac", method="trf",
+                            xtol=1e-7, ftol=1e-8, gtol=1e-10, max_nfev=60)
+        x = sol.x
+        # The background the fit found under each pixel (its projection of data minus ball).
+        r = (ball(x) - vals) * w
+        bg = np.full(res.shape, float(level))
+        bg[sel] = -(U @ (U.T @ r)) / w
+    return x, float(np.sqrt(np.mean((sol.fun / w) ** 2)))
 
 
 def _poisson_weights(a_patch: np.ndarray) -> np.ndarray:
@@ -295,7 +309,7 @@ def detect_markers(
     min_roundness: float = 0.6,
     aperture: str = "area",
     name: str = "image",
-    transmission: Callable[[np.ndarray, float], np.ndarray] | None = None,
+    transmission: Callable[..., np.ndarray] | None = None,
 ) -> pd.DataFrame:
     """Detect metal balls and locate their projected centres to sub-pixel precision.
 
@@ -312,10 +326,11 @@ def detect_markers(
             average over its area, as a flat panel and stereodrr's default renderer) or
             ``"point"`` (sampled at the pixel centre).
         name: the image's name in error messages.
-        transmission: ``T(a, background)``, the balls' transmission (relative to their background)
-            as a function of their attenuation ``a`` at small thickness, on a background of ``-log``
-            value ``background`` (the image's value around the ball): a polychromatic beam's
-            curve (:func:`stereodrr.render.polychromatic.ball_transmission`) for the fit; default
+        transmission: ``T(a, bg, ref)``, the balls' transmission (relative to their background)
+            as a function of their attenuation ``a`` at small thickness on a background of ``-log``
+            value ``ref`` (the median around the ball), seen through a background ``bg`` (a number
+            or the per-pixel array the fit finds under the ball): a polychromatic beam's curve
+            (:func:`stereodrr.render.polychromatic.ball_transmission`) for the fit; default
             ``exp(-a)``, one energy. ``peak`` is then ``a`` of the central chord.
 
     Returns:
@@ -376,18 +391,18 @@ def detect_markers(
             continue  # too close to the image edge for a background estimate: skip the ball
         res, pu, pv, basis = local
         fit_rms, blur = float("nan"), float("nan")
-        curve = None
+        level = 0.0
         if transmission is not None:
-            # The ball's background level: the median of its patch outside the ball's disk.
+            # The ball's background level (the scale of its attenuation in the fit): the median of
+            # its patch outside the ball's disk.
             patch = a[pv:pv + res.shape[0], pu:pu + res.shape[1]]
             vv, uu = np.mgrid[pv:pv + res.shape[0], pu:pu + res.shape[1]]
             level = float(np.median(patch[(uu - cu) ** 2 + (vv - cv_) ** 2 > (rho + 1.0) ** 2]))
-            curve = lambda x_, _b=level: transmission(x_, _b)  # noqa: E731
         if subpixel == "fit":
             # Two starts: sharp (near 0 the blur's derivative vanishes, the kernel taps underflow,
             # so it stays sharp) and 0.5 px blurred; the blurred model has local minima.
             x, fit_rms = min((_fit_ball(res, pu, pv, cu, cv_, rho, peak, s0, _window(rho + 1.0, basis), aperture,
-                                        curve, basis=basis) for s0 in (1e-3, 0.5)),
+                                        transmission, level, basis=basis) for s0 in (1e-3, 0.5)),
                              key=lambda fit: fit[1])
             # Refits with the patch re-centred on the fit and its disk widened by the blurred rim,
             # until the centre stands still: the result does not depend on the coarse start.
@@ -400,7 +415,7 @@ def detect_markers(
                            if kind == "intensity" else None)
                 previous = x
                 x, fit_rms = _fit_ball(res, pu, pv, x[0], x[1], x[2], x[3], x[4], _window(x[2] + 1.0 + 3.0 * x[4], basis),
-                                       aperture, curve, weights, basis)
+                                       aperture, transmission, level, weights, basis)
                 if np.hypot(*(x[:2] - previous[:2])) < _RECENTRE_PX:
                     break
             cu, cv_, rho, peak, blur = (float(v) for v in x)

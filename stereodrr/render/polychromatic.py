@@ -340,8 +340,13 @@ class _TwoMaterialCurve:
         return np.interp(neglog, self.p_tab, self.b_tab)
 
 
+# Background grid of the per-pixel curve: T is linear-interpolated between tables this far apart
+# in -log (the curve changes by < 1e-4 in T across one step for 1-2 mm steel at 80 kVp).
+_BALL_BG_STEP = 0.02
+
+
 def ball_transmission(detector: DetectorModel, metal: str = "stainless_steel", background: str = "water",
-                      max_mm: float = 10.0, samples: int = 4096) -> Callable[[np.ndarray, float], np.ndarray]:
+                      max_mm: float = 10.0, samples: int = 4096) -> Callable[..., np.ndarray]:
     """The transmission curve of metal balls on a polychromatic beam, for the ball fit of
     :func:`stereodrr.calib.detect.detect_markers` (its ``transmission`` argument).
 
@@ -350,15 +355,19 @@ def ball_transmission(detector: DetectorModel, metal: str = "stainless_steel", b
     sub-pixel phase (0.01-0.02 px at 80 kVp for 1-2 mm steel). This curve is equation (1) itself:
     on a background of ``-log`` value ``bg`` (taken as ``b`` mm of ``background``, the spectrum's
     own curve inverted), ``s`` mm of ``metal`` transmits ``T = exp(-(p(b, s) - p(b, 0)))``; it is
-    returned against ``a = mu_0(b) s``, ``mu_0`` the metal's attenuation at zero thickness on that
-    background, so ``T(a) = exp(-a)`` for one energy. The fit then averages ``T`` over each
+    returned against ``a = mu_0(ref) s``, ``mu_0`` the metal's attenuation at zero thickness on
+    the background ``ref``, so ``T(a) = exp(-a)`` for one energy. ``bg`` may vary per pixel (the
+    plastic under a ball changes across a brick edge, and with it the beam the steel sees) while
+    ``a`` keeps one thickness scale, that of ``ref``. The fit then averages ``T`` over each
     pixel's area as the detector does. Images with scatter: remove it first
     (:func:`remove_scatter`).
 
     Returns:
-        ``T(a, bg)``: ``a`` an array of attenuations, ``bg`` the background's ``-log`` value;
-        tabulated on ``samples`` thicknesses up to ``max_mm`` (clamped beyond), one table per
-        background value (cached).
+        ``T(a, bg, ref=None)``: ``a`` an array of attenuations, ``bg`` the background's ``-log``
+        value (a number, or an array broadcast against ``a``), ``ref`` the background of ``a``'s
+        scale (default ``bg``, which must then be a number); tabulated on ``samples``
+        thicknesses up to ``max_mm`` (clamped beyond), one table per background value (cached;
+        an array ``bg`` is interpolated between tables ``_BALL_BG_STEP`` apart).
     """
     if not (max_mm > 0 and samples >= 16):
         raise ValueError(f"ball_transmission: expected max_mm > 0 and samples >= 16, got {max_mm}, {samples}")
@@ -366,16 +375,35 @@ def ball_transmission(detector: DetectorModel, metal: str = "stainless_steel", b
     s_tab = np.linspace(0.0, float(max_mm), int(samples))
     ds = 1e-4
 
-    @lru_cache(maxsize=256)
-    def table(bg: float) -> tuple[np.ndarray, np.ndarray]:
+    @lru_cache(maxsize=1024)
+    def table(bg: float) -> tuple[float, np.ndarray]:
+        """``mu_0`` on ``bg`` and ``T`` on ``s_tab``."""
         b = float(curve.background_mm(np.array(max(bg, 0.0))))
         p0 = float(curve(b, 0.0))
         mu0 = (float(curve(b, ds)) - p0) / ds
-        return mu0 * s_tab, np.exp(-(curve(np.full_like(s_tab, b), s_tab) - p0))
+        return mu0, np.exp(-(curve(np.full_like(s_tab, b), s_tab) - p0))
 
-    def transmission(a: np.ndarray, bg: float) -> np.ndarray:
-        a_tab, t_tab = table(round(float(bg), 6))
-        return np.interp(a, a_tab, t_tab)
+    def transmission(a: np.ndarray, bg: float | np.ndarray, ref: float | None = None) -> np.ndarray:
+        a = np.asarray(a, dtype=np.float64)
+        if ref is None:
+            if np.ndim(bg) != 0:
+                raise ValueError("ball_transmission: a per-pixel background needs ref, the background of a's scale")
+            ref = float(bg)
+        mu0 = table(round(float(ref), 6))[0]
+        if np.ndim(bg) == 0:
+            return np.interp(a / mu0, s_tab, table(round(float(bg), 6))[1])
+        a, under = np.broadcast_arrays(a, np.asarray(bg, dtype=np.float64))
+        s = a / mu0
+        grid = np.maximum(under, 0.0) / _BALL_BG_STEP
+        k = np.floor(grid)
+        w = grid - k
+        out = np.empty_like(s)
+        for kk in np.unique(k):
+            idx = k == kk
+            lo = np.interp(s[idx], s_tab, table(round(kk * _BALL_BG_STEP, 6))[1])
+            hi = np.interp(s[idx], s_tab, table(round((kk + 1) * _BALL_BG_STEP, 6))[1])
+            out[idx] = lo + w[idx] * (hi - lo)
+        return out
 
     return transmission
 

@@ -86,3 +86,34 @@ def test_ball_transmission_monochromatic_limit_and_direct_sum():
     direct = np.array([(w * np.exp(-mu_s * t)).sum() / w.sum() for t in thickness])
     np.testing.assert_allclose(curve(mu0 * thickness, bg), direct, rtol=2e-3)
     assert direct[-1] > 1.2 * np.exp(-mu0 * 2.0)  # hardening: the centre transmits more than exp(-a)
+
+
+def test_ball_transmission_per_pixel_background_against_direct_sums():
+    # a on the scale of 50 mm of water, seen through 20, 50 and 120 mm: each against a direct sum
+    # over the spectrum for the same steel thickness, and the scalar curve where bg == ref.
+    spec = Spectrum.from_tube(80.0, "Al:2.5")
+    curve = ball_transmission(DetectorModel(spectrum=spec))
+    e, s = spec.energies_kev, spec.weights
+    mu_w = np.array([xraylib.CS_Total_CP("Water, Liquid", float(k)) for k in e]) / 10.0
+    steel = (("Fe", 0.695), ("Cr", 0.190), ("Ni", 0.095), ("Mn", 0.020))
+    mu_s = np.array([sum(f * xraylib.CS_Total(xraylib.SymbolToAtomicNumber(z), float(k)) for z, f in steel)
+                     for k in e]) * 8.0 / 10.0
+
+    def weights(water_mm: float) -> np.ndarray:
+        return s * e * np.exp(-mu_w * water_mm)
+
+    neglog = {mm: -np.log(weights(mm).sum() / (s * e).sum()) for mm in (20.0, 50.0, 120.0)}
+    w_ref = weights(50.0)
+    mu0_ref = (w_ref * mu_s).sum() / w_ref.sum()
+    thickness = np.array([0.3, 1.0, 2.0])
+    bgs = np.array([neglog[20.0], neglog[50.0], neglog[120.0]])
+    got = curve(mu0_ref * thickness[:, None], bgs[None, :], neglog[50.0])
+    for j, mm in enumerate((20.0, 50.0, 120.0)):
+        w = weights(mm)
+        direct = np.array([(w * np.exp(-mu_s * t)).sum() / w.sum() for t in thickness])
+        np.testing.assert_allclose(got[:, j], direct, rtol=2e-3)
+    np.testing.assert_allclose(got[:, 1], curve(mu0_ref * thickness, neglog[50.0]), rtol=1e-4)
+    # a harder beam under more water: the same steel transmits more
+    assert np.all(got[:, 2] > got[:, 0])
+    with pytest.raises(ValueError, match="ref"):
+        curve(thickness, bgs)
