@@ -65,6 +65,15 @@ def test_fitted_transmission_curve_removes_the_beam_hardening_bias():
     assert fitted.max() < 0.002, fitted
 
 
+def _water_and_steel_per_mm(e: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """xraylib's linear attenuation (1/mm) of water and AISI 304 (8.0 g/cm^3) at energies ``e`` keV."""
+    mu_w = np.array([xraylib.CS_Total_CP("Water, Liquid", float(k)) for k in e]) / 10.0
+    steel = (("Fe", 0.695), ("Cr", 0.190), ("Ni", 0.095), ("Mn", 0.020))
+    mu_s = np.array([sum(f * xraylib.CS_Total(xraylib.SymbolToAtomicNumber(z), float(k)) for z, f in steel)
+                     for k in e]) * 8.0 / 10.0
+    return mu_w, mu_s
+
+
 def test_ball_transmission_monochromatic_limit_and_direct_sum():
     a = np.linspace(0.0, 6.0, 25)
     mono = ball_transmission(DetectorModel(spectrum=Spectrum.monochromatic(60.0)))
@@ -75,10 +84,7 @@ def test_ball_transmission_monochromatic_limit_and_direct_sum():
     spec = Spectrum.from_tube(80.0, "Al:2.5")
     curve = ball_transmission(DetectorModel(spectrum=spec))
     e, s = spec.energies_kev, spec.weights
-    mu_w = np.array([xraylib.CS_Total_CP("Water, Liquid", float(k)) for k in e]) / 10.0
-    steel = (("Fe", 0.695), ("Cr", 0.190), ("Ni", 0.095), ("Mn", 0.020))
-    mu_s = np.array([sum(f * xraylib.CS_Total(xraylib.SymbolToAtomicNumber(z), float(k)) for z, f in steel)
-                     for k in e]) * 8.0 / 10.0
+    mu_w, mu_s = _water_and_steel_per_mm(e)
     w = s * e * np.exp(-mu_w * 50.0)
     bg = -np.log(w.sum() / (s * e).sum())
     mu0 = (w * mu_s).sum() / w.sum()
@@ -94,10 +100,7 @@ def test_ball_transmission_per_pixel_background_against_direct_sums():
     spec = Spectrum.from_tube(80.0, "Al:2.5")
     curve = ball_transmission(DetectorModel(spectrum=spec))
     e, s = spec.energies_kev, spec.weights
-    mu_w = np.array([xraylib.CS_Total_CP("Water, Liquid", float(k)) for k in e]) / 10.0
-    steel = (("Fe", 0.695), ("Cr", 0.190), ("Ni", 0.095), ("Mn", 0.020))
-    mu_s = np.array([sum(f * xraylib.CS_Total(xraylib.SymbolToAtomicNumber(z), float(k)) for z, f in steel)
-                     for k in e]) * 8.0 / 10.0
+    mu_w, mu_s = _water_and_steel_per_mm(e)
 
     def weights(water_mm: float) -> np.ndarray:
         return s * e * np.exp(-mu_w * water_mm)
