@@ -268,7 +268,7 @@ def _fit_ball(res: np.ndarray, u_lo: int, v_lo: int, u0: float, v0: float, rho: 
         intensity = trans(x[3] * np.sqrt(np.maximum(1.0 - (du * du + dv * dv) * inv_r2, 0.0)), bg)
         if aperture == "area":
             gu, gv = fu - x[0], fv - x[1]
-            under = bg if np.ndim(bg) == 0 else bg[rim][:, None]
+            under = bg[rim][:, None] if isinstance(bg, np.ndarray) else bg
             sub = trans(x[3] * np.sqrt(np.maximum(1.0 - (gu * gu + gv * gv) * inv_r2, 0.0)), under)
             intensity[rim] = sub.mean(axis=1)
         return -np.log(_gaussian_blur(intensity, x[4]))[sel]
