@@ -210,11 +210,12 @@ def test_phantom_markers_ground_truth(tmp_path):
 def test_running_scheduler_address(tmp_path, tiny_config):
     from distributed import LocalCluster
 
+    generate_dataset(tiny_config, tmp_path / "serial", 4, workers=0, progress=False)
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
         r = generate_dataset(tiny_config, tmp_path / "ds", 4, scheduler=cluster.scheduler_address, progress=False)
     assert (r.written, r.failed) == (4, {})
-    generate_dataset(tiny_config, tmp_path / "serial", 4, workers=0, progress=False)
-    assert _checksums(tmp_path / "ds") == _checksums(tmp_path / "serial")
+    assert _checksums(tmp_path / "ds") == _checksums(tmp_path / "serial"), _pixel_differences(
+        tmp_path / "ds", tmp_path / "serial")
 
 
 def test_items_of_a_dead_worker_are_swept_at_the_end(tmp_path, tiny_config, monkeypatch):
