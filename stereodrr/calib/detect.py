@@ -280,15 +280,19 @@ def _fit_ball(res: np.ndarray, u_lo: int, v_lo: int, u0: float, v0: float, rho: 
     x = np.array([u0, v0, rho, amp, blur])
     lo = [u0 - 2, v0 - 2, 0.5, 0.0, 0.0]
     hi = [u0 + 2, v0 + 2, rho + 2, np.inf, _BLUR_HALF_WIDTH / 3]
-    for _ in range(1 if transmission is None else 2):
-        sol = least_squares(residual, x, bounds=(lo, hi), x_scale="jac", method="trf",
-                            xtol=1e-7, ftol=1e-8, gtol=1e-10, max_nfev=60)
-        x = sol.x
-        # The background the fit found under each pixel (its projection of data minus ball).
-        r = (ball(x) - vals) * w
+    def fit(start: np.ndarray):  # noqa: ANN202 - scipy's OptimizeResult
+        return least_squares(residual, start, bounds=(lo, hi), x_scale="jac", method="trf",
+                             xtol=1e-7, ftol=1e-8, gtol=1e-10, max_nfev=60)
+
+    sol = fit(x)
+    if transmission is not None:
+        # Refit with the curve at the background the first fit found under each pixel (its
+        # projection of data minus ball).
+        r = (ball(sol.x) - vals) * w
         bg = np.full(res.shape, float(level))
         bg[sel] = -(U @ (U.T @ r)) / w
-    return x, float(np.sqrt(np.mean((sol.fun / w) ** 2)))
+        sol = fit(sol.x)
+    return sol.x, float(np.sqrt(np.mean((sol.fun / w) ** 2)))
 
 
 def _poisson_weights(a_patch: np.ndarray) -> np.ndarray:
