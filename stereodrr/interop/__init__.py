@@ -1,0 +1,25 @@
+"""Files of the tools XROMM and stereo X-ray labs use, read and written exactly as those tools
+do: MayaCam 2.0 / 1.0 cameras (XMALab, Autoscoper), Autoscoper trial files, frame folders, TIFF
+volumes and tracking results (``.tra``). Each writer is tested against a transliteration of
+its consumer's reading code."""
+
+from .autoscoper import (
+    AutoscoperTrialFile,
+    AutoscoperVolumeEntry,
+    frame_files,
+    load_autoscoper_volume,
+    load_tra,
+    matrix_to_xyzypr,
+    read_tiff_stack,
+    read_trial_file,
+    save_tra,
+    write_trial_file,
+    xyzypr_to_matrix,
+)
+from .mayacam import MAYACAM_TOLERANCE_PX, load_mayacam, load_mayacam1, mayacam_version, save_mayacam, save_mayacam1
+
+__all__ = [
+    "AutoscoperTrialFile", "AutoscoperVolumeEntry", "frame_files", "load_autoscoper_volume", "load_tra",
+    "matrix_to_xyzypr", "read_tiff_stack", "read_trial_file", "save_tra", "write_trial_file", "xyzypr_to_matrix",
+    "MAYACAM_TOLERANCE_PX", "load_mayacam", "load_mayacam1", "mayacam_version", "save_mayacam", "save_mayacam1",
+]

@@ -1,0 +1,228 @@
+"""MayaCam camera files, as XMALab writes them and Autoscoper reads them.
+
+**MayaCam 2.0** (text, 17 lines; Autoscoper's ``Camera::loadMayaCam2`` reads them by line
+number, so the layout is exact)::
+
+    image size          line 1
+    W,H                 line 2: width, then height (pixels)
+                        line 3: blank
+    camera matrix       line 4
+    fx,s,cx             lines 5-7: the OpenCV K (pixel centres at integers, v down)
+    0,fy,cy
+    0,0,1
+                        line 8: blank
+    rotation            line 9
+    r00,r01,r02         lines 10-12: the OpenCV world -> camera rotation R, row by row
+    ...
+                        line 13: blank
+    translation         line 14
+    t0                  lines 15-17: the OpenCV world -> camera translation t (world units, mm)
+    t1
+    t2
+
+That is ``x_cam = R X + t``, ``x ~ K x_cam``: the plain OpenCV camera, no sign flips (Autoscoper
+turns it into its OpenGL camera itself: it negates the second and third rows of ``R`` and flips
+``cy`` to ``H - 1 - cy``). Autoscoper ignores the skew ``K[0, 1]``, so a camera with skew is
+refused by :func:`save_mayacam`.
+
+**MayaCam 1.0** (XMALab's Maya export, 5 comma-separated lines of 3 numbers; Autoscoper's
+``Camera::loadMayaCam1``)::
+
+    x, y, z              camera centre in world units
+    rx, ry, rz           degrees; camera -> world rotation Rz(rz) Ry(ry) Rx(rx) of the OpenGL
+                         camera (x right, y up, looking down -z)
+    px, py, pz           film-plane position in the camera frame (informative; Autoscoper
+                         recomputes it from lines 4 and 5)
+    u0, v0, Z            principal point, 1-based with y up (u0 = cx + 1, v0 = H - cy),
+                         and -f (pixels; the film lies at negative z)
+    scale, W, H          film-plane scale, image width and height (0 means 1024)
+
+It holds one focal length: :func:`save_mayacam1` refuses cameras with ``fx != fy`` or skew.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from ..fileio import atomic_write_text, check_input_file
+from ..geometry import Camera
+
+__all__ = ["MAYACAM_TOLERANCE_PX", "save_mayacam", "load_mayacam", "save_mayacam1", "load_mayacam1",
+           "mayacam_version"]
+
+# What a camera may lose in a MayaCam file: its projection of any point of the image moves by at
+# most this many pixels (skew in 2.0; fx != fy or skew in 1.0).
+MAYACAM_TOLERANCE_PX = 1e-6
+
+# Autoscoper's OpenGL camera frame from the OpenCV one (x right, y up, looking down -z).
+_GL = np.diag([1.0, -1.0, -1.0])
+
+
+def _fmt(v: float) -> str:
+    return f"{float(v):.17g}"
+
+
+def _skew_shift_px(cam: Camera) -> float:
+    """Largest image shift over the detector that dropping the skew causes: ``|s| max|v - cy| / fy``."""
+    K = cam.K
+    return abs(K[0, 1]) * max(abs(K[1, 2]), abs(cam.height - 1 - K[1, 2])) / K[1, 1]
+
+
+def save_mayacam(cam: Camera, path: str | os.PathLike[str]) -> Path:
+    """Write one camera as MayaCam 2.0 (module docstring), exactly as XMALab does.
+
+    Raises:
+        ValueError: the camera has a skew Autoscoper would drop (it would move pixels by more than
+            :data:`MAYACAM_TOLERANCE_PX`).
+    """
+    shift = _skew_shift_px(cam)
+    if shift > MAYACAM_TOLERANCE_PX:
+        raise ValueError(f"{path}: the camera's skew K[0,1] = {cam.K[0, 1]:.6g} would move pixels by up to "
+                         f"{shift:.3g} px in MayaCam 2.0 (Autoscoper ignores skew); calibrate without skew")
+    K = cam.K
+    lines = ["image size", f"{cam.width},{cam.height}", "",
+             "camera matrix", f"{_fmt(K[0, 0])},0,{_fmt(K[0, 2])}", f"0,{_fmt(K[1, 1])},{_fmt(K[1, 2])}", "0,0,1", "",
+             "rotation", *(",".join(_fmt(v) for v in row) for row in cam.R), "",
+             "translation", *(_fmt(v) for v in cam.t)]
+    atomic_write_text(path, "\n".join(lines) + "\n")
+    return Path(path)
+
+
+def _numbers(p: Path, n: int, line: str, count: int) -> list[float]:
+    parts = [s for s in line.replace(";", ",").split(",")]
+    try:
+        values = [float(s) for s in parts]
+    except ValueError:
+        raise ValueError(f"{p}:{n}: expected {count} comma-separated numbers, got {line!r}") from None
+    if len(values) != count or not all(math.isfinite(v) for v in values):
+        raise ValueError(f"{p}:{n}: expected {count} finite comma-separated numbers, got {line!r}")
+    return values
+
+
+def mayacam_version(path: str | os.PathLike[str]) -> Literal[1, 2]:
+    """2 when the file's first line is ``image size`` (Autoscoper's test), else 1."""
+    p = check_input_file(path, "MayaCam file")
+    with p.open(encoding="utf-8", errors="replace") as fh:
+        first = fh.readline().strip()
+    return 2 if first == "image size" else 1
+
+
+def _camera(K: np.ndarray, R: np.ndarray, t: np.ndarray, width: int, height: int,
+            pixel_spacing: float | tuple[float, float], p: Path) -> Camera:
+    du, dv = (float(v) for v in np.broadcast_to(np.asarray(pixel_spacing, float), (2,)))
+    try:
+        return Camera(K=K, R=R, t=t, width=width, height=height, pixel_spacing=(du, K[0, 0] * du / K[1, 1]))
+    except ValueError as exc:
+        raise ValueError(f"{p}: {exc}") from None
+
+
+def load_mayacam(path: str | os.PathLike[str], pixel_spacing: float | tuple[float, float] = 1.0) -> Camera:
+    """Read a MayaCam 2.0 (XMALab, Autoscoper, :func:`save_mayacam`) or 1.0 file
+    (:func:`load_mayacam1`, chosen as Autoscoper does by the first line).
+
+    The file has no detector pitch: ``pixel_spacing`` (mm, default 1) only sets the informative
+    ``Camera.sdd = fx * du``; projections use K alone. Titles are matched by name and blank lines
+    are optional (Autoscoper itself needs the exact layout :func:`save_mayacam` writes).
+
+    Raises:
+        FileNotFoundError: no such file. ValueError: a block missing or malformed, an image size
+            that is not two positive integers, or K/R not an intrinsic matrix / a rotation.
+    """
+    p = check_input_file(path, "MayaCam file")
+    if mayacam_version(p) == 1:
+        return load_mayacam1(p, pixel_spacing)
+    blocks: dict[str, list[tuple[int, str]]] = {}
+    key = None
+    for n, raw in enumerate(p.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        line = raw.strip()
+        if not line:
+            continue
+        if line[0].isalpha():
+            key = line.lower()
+            blocks[key] = []
+        elif key is None:
+            raise ValueError(f"{p}:{n}: numbers before the first title line")
+        else:
+            blocks[key].append((n, line))
+    need = {"image size": (1, 2), "camera matrix": (3, 3), "rotation": (3, 3), "translation": (3, 1)}
+    values: dict[str, np.ndarray] = {}
+    for k, (rows, cols) in need.items():
+        got = blocks.get(k)
+        if got is None or len(got) != rows:
+            raise ValueError(f"{p}: expected a block {k!r} of {rows} line(s) of {cols} number(s) (MayaCam 2.0), "
+                             f"got {'none' if got is None else len(got)}")
+        values[k] = np.array([_numbers(p, n, line, cols) for n, line in got])
+    w, h = values["image size"][0]
+    if not (w == int(w) and h == int(h) and w > 0 and h > 0):
+        raise ValueError(f"{p}: image size: expected two positive integers (width,height), got {w:g},{h:g}")
+    return _camera(values["camera matrix"], values["rotation"], values["translation"].ravel(), int(w), int(h),
+                   pixel_spacing, p)
+
+
+# ---------------------------------------------------------------------------------------- 1.0
+def _euler_zyx(M: np.ndarray) -> tuple[float, float, float]:
+    """``(rz, ry, rx)`` in degrees with ``M = Rz(rz) Ry(ry) Rx(rx)`` (Autoscoper's ``to_xyzypr``)."""
+    rz = math.degrees(math.atan2(M[1, 0], M[0, 0]))
+    ry = math.degrees(math.atan2(-M[2, 0], math.hypot(M[2, 1], M[2, 2])))
+    rx = math.degrees(math.atan2(M[2, 1], M[2, 2]))
+    return rz, ry, rx
+
+
+def _rot(axis: int, deg: float) -> np.ndarray:
+    c, s = math.cos(math.radians(deg)), math.sin(math.radians(deg))
+    i, j = [(1, 2), (2, 0), (0, 1)][axis]
+    M = np.eye(3)
+    M[i, i] = M[j, j] = c
+    M[i, j], M[j, i] = -s, s
+    return M
+
+
+def save_mayacam1(cam: Camera, path: str | os.PathLike[str], scale: float = 0.1) -> Path:
+    """Write one camera as MayaCam 1.0 (module docstring).
+
+    Raises:
+        ValueError: ``fx != fy`` or a skew: the format's single focal length would move pixels by
+            more than :data:`MAYACAM_TOLERANCE_PX`.
+    """
+    K = cam.K
+    f = 0.5 * (K[0, 0] + K[1, 1])
+    half = 0.5 * max(cam.width, cam.height)
+    loss = abs(K[0, 0] - K[1, 1]) / f * half + _skew_shift_px(cam)
+    if loss > MAYACAM_TOLERANCE_PX:
+        raise ValueError(f"{path}: MayaCam 1.0 holds one focal length and no skew; this camera (fx={K[0, 0]:.6g}, "
+                         f"fy={K[1, 1]:.6g}, skew={K[0, 1]:.3g}) would move pixels by up to {loss:.3g} px: "
+                         "write MayaCam 2.0 (save_mayacam) instead")
+    rz, ry, rx = _euler_zyx(cam.R.T @ _GL)  # camera(OpenGL) -> world
+    u0, v0 = K[0, 2] + 1.0, cam.height - K[1, 2]
+    film = (scale * (cam.width / 2 - (u0 - 1)), scale * (cam.height / 2 - (v0 - 1)), -scale * f)
+    rows = [cam.center, (rx, ry, rz), film, (u0, v0, -f), (scale, cam.width, cam.height)]
+    atomic_write_text(path, "".join(",".join(_fmt(v) for v in row) + "\n" for row in rows))
+    return Path(path)
+
+
+def load_mayacam1(path: str | os.PathLike[str], pixel_spacing: float | tuple[float, float] = 1.0) -> Camera:
+    """Read a MayaCam 1.0 file (module docstring) as Autoscoper does: 5 lines of 3 numbers, an
+    image size of 0 meaning 1024, the focal length ``|Z|``."""
+    p = check_input_file(path, "MayaCam file")
+    lines = [(n, s.strip()) for n, s in enumerate(p.read_text(encoding="utf-8", errors="replace").splitlines(), 1)]
+    lines = [(n, s) for n, s in lines if s]
+    if len(lines) < 5:
+        raise ValueError(f"{p}: expected 5 lines of 3 comma-separated numbers (MayaCam 1.0), got {len(lines)} line(s)")
+    rows = [_numbers(p, n, s, 3) for n, s in lines[:5]]
+    center, (rx, ry, rz), _film, (u0, v0, z), (_scale, w, h) = rows
+    w = 1024.0 if w == 0 else w
+    h = 1024.0 if h == 0 else h
+    if not (w == int(w) and h == int(h) and w > 0 and h > 0):
+        raise ValueError(f"{p}:{lines[4][0]}: image size: expected two positive integers, got {w:g},{h:g}")
+    f = abs(z)
+    if f == 0:
+        raise ValueError(f"{p}:{lines[3][0]}: the focal length Z is 0")
+    world_from_gl = _rot(2, rz) @ _rot(1, ry) @ _rot(0, rx)
+    R = _GL @ world_from_gl.T
+    K = np.array([[f, 0.0, u0 - 1.0], [0.0, f, h - v0], [0.0, 0.0, 1.0]])
+    return _camera(K, R, -R @ np.asarray(center), int(w), int(h), pixel_spacing, p)
