@@ -40,7 +40,7 @@ def back(t: Tensor, is_tensor: bool) -> Any:
 def newton_inverse(fn: Any, target: Tensor, guess: Tensor, tol: float = 1e-9, max_iter: int = 30,
                    step: float = 1e-3) -> Tensor:
     """Solve ``fn(x) = target`` for ``x`` (points ``(..., 2)``) by Newton's method, the Jacobian by
-    forward differences of ``step`` px, refreshed in the first two iterations only (the maps are
+    forward differences of ``step`` px (central ones for the gradient), refreshed in the first two iterations only (the maps are
     smooth and near the identity: the later steps converge as fast without); points that do not
     reach ``tol`` px are NaN.
 
@@ -49,12 +49,14 @@ def newton_inverse(fn: Any, target: Tensor, guess: Tensor, tol: float = 1e-9, ma
     ``fn``'s parameters are those of the exact inverse (the implicit function theorem).
     """
 
-    def jacobian(x: Tensor, f: Tensor) -> tuple[Tensor, Tensor]:
+    def jacobian(x: Tensor, f: Tensor | None) -> tuple[Tensor, Tensor]:
+        """Forward differences from ``f = fn(x)``; central ones (exact to ~1e-9) when ``f`` is None."""
         ex = torch.zeros_like(x)
         ex[..., 0] = step
-        jx = (fn(x + ex) - f) / step  # d f / d u
-        jy = (fn(x + ex.flip(-1)) - f) / step  # d f / d v
-        return jx, jy
+        ey = ex.flip(-1)
+        if f is None:
+            return (fn(x + ex) - fn(x - ex)) / (2 * step), (fn(x + ey) - fn(x - ey)) / (2 * step)
+        return (fn(x + ex) - f) / step, (fn(x + ey) - f) / step
 
     def solve(jx: Tensor, jy: Tensor, r: Tensor) -> Tensor:
         det = jx[..., 0] * jy[..., 1] - jy[..., 0] * jx[..., 1]
@@ -85,6 +87,6 @@ def newton_inverse(fn: Any, target: Tensor, guess: Tensor, tol: float = 1e-9, ma
         x = torch.where(done[:, None], x, torch.full_like(x, float("nan"))).reshape(shape)
     if not torch.is_grad_enabled():  # numpy callers run without a graph
         return x
-    with torch.no_grad():
-        jx, jy = jacobian(x, fn(x))
+    with torch.no_grad():  # the gradient is J^-1: worth the central differences
+        jx, jy = jacobian(x, None)
     return x - solve(jx, jy, fn(x) - target)

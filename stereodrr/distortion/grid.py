@@ -465,9 +465,9 @@ def find_lattice(centers: np.ndarray, kind: Literal["auto", "hex", "square"] = "
             bases[int(m)] = _local_basis(pts, index, taken, int(m), steps, B)
             queue.append(int(m))
     which = np.flatnonzero(index[:, 0] != np.iinfo(np.int64).min)
-    if len(which) < min_holes:
-        raise ValueError(f"{name}: only {len(which)} of {len(pts)} holes lie on a {kind} lattice, expected at least "
-                         f"{min_holes}")
+    if len(which) < max(min_holes, 0.5 * len(pts)):
+        raise ValueError(f"{name}: only {len(which)} of {len(pts)} holes lie on a {kind} lattice, expected most of "
+                         f"them and at least {min_holes}")
     return Lattice(kind, index[which], basis0, spacing), which
 
 
