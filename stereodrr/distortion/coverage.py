@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["edge_coverage", "edge_coverage_and_slope"]
+__all__ = ["edge_coverage", "edge_coverage_and_slope", "arc_deficit"]
 
 # Widths below this are an axis-aligned edge (the quadratic pieces vanish).
 _TINY = 1e-12
@@ -37,3 +37,22 @@ def edge_coverage_and_slope(d: np.ndarray, a: np.ndarray, b: np.ndarray) -> tupl
                    np.where(t <= big, (t - 0.5 * small) / big, 1.0 - u * u / (2 * big * small)))
     slope = np.where(t <= small, t / (big * small), np.where(t <= big, 1.0 / big, u / (big * small)))
     return cov, slope
+
+
+def arc_deficit(d: np.ndarray, nu: np.ndarray, nv: np.ndarray, radius: np.ndarray) -> np.ndarray:
+    """How much less of a unit pixel a disc of ``radius`` covers than the straight edge tangent to
+    it: the edge at signed distance ``d`` (positive: the pixel centre inside) with outward normal
+    ``(nu, nv)`` crosses the pixel along a chord ``t1 .. t2`` (``t`` along the edge from the foot
+    of the pixel centre, which is the tangent point), and the arc lies ``t^2 / 2r`` inside it:
+    ``(t2^3 - t1^3) / 6r``."""
+    lo = np.full(np.broadcast(d, nu).shape, -np.inf)
+    hi = np.full(lo.shape, np.inf)
+    for nk, tk in ((nu, -nv), (nv, nu)):  # tangent (-nv, nu)
+        c = d * nk
+        small = np.abs(tk) < 1e-12
+        with np.errstate(divide="ignore", invalid="ignore"):
+            a, b = (-0.5 - c) / tk, (0.5 - c) / tk
+        lo = np.where(small, np.where(np.abs(c) <= 0.5, lo, np.inf), np.maximum(lo, np.minimum(a, b)))
+        hi = np.where(small, hi, np.minimum(hi, np.maximum(a, b)))
+    t1, t2 = np.clip(lo, -1.0, 1.0), np.clip(hi, -1.0, 1.0)
+    return np.where(t2 > t1, (t2 ** 3 - t1 ** 3) / (6.0 * radius), 0.0)

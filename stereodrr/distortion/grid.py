@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 from scipy.spatial import cKDTree
 
-from .coverage import edge_coverage_and_slope
+from .coverage import arc_deficit, edge_coverage_and_slope
 
 __all__ = ["LatticeKind", "LATTICE_ANGLE_DEG", "lattice_basis", "Holes", "Lattice", "find_field", "detect_holes",
            "find_lattice"]
@@ -324,6 +324,7 @@ def _fit_ellipses(a: np.ndarray, cents: np.ndarray, r0: float, window: float, it
         ex, ey = ox[None] - t[:, 0, None], oy[None] - t[:, 1, None]
         geo = _ellipse_distance(ex, ey, t[:, 2, None], t[:, 3, None], t[:, 4, None], jacobian)
         cov, dcov = edge_coverage_and_slope(geo[0], np.abs(geo[1]), np.abs(geo[2]))
+        cov = np.clip(cov - arc_deficit(geo[0], geo[1], geo[2], t[:, 2, None]), 0.0, 1.0)
         m = t[:, 5, None] + t[:, 6, None] * su + t[:, 7, None] * sv + t[:, 8, None] * cov
         if not jacobian:
             return m, np.empty(0)
@@ -465,6 +466,20 @@ def find_lattice(centers: np.ndarray, kind: Literal["auto", "hex", "square"] = "
             bases[int(m)] = _local_basis(pts, index, taken, int(m), steps, B)
             queue.append(int(m))
     which = np.flatnonzero(index[:, 0] != np.iinfo(np.int64).min)
+    # The basis the indices imply near the start must be the lattice's: equal lengths at its angle
+    # (a square lattice can be indexed with hex steps if the local bases adapt to it).
+    near_idx = which[np.hypot(*(pts[which] - pts[start]).T) <= 4.0 * spacing]
+    if len(near_idx) >= 4:
+        A = np.c_[index[near_idx].astype(np.float64), np.ones(len(near_idx))]
+        sol, _, rank, _ = np.linalg.lstsq(A, pts[near_idx], rcond=None)
+        B = sol[:2].T
+        n1, n2 = np.linalg.norm(B, axis=0)
+        if rank < 3 or min(n1, n2) < 0.5 * spacing:
+            raise ValueError(f"{name}: the holes do not lie on a {kind} lattice (its steps index only one row of them)")
+        angle = math.degrees(math.acos(np.clip(B[:, 0] @ B[:, 1] / (n1 * n2), -1.0, 1.0)))
+        if abs(angle - LATTICE_ANGLE_DEG[kind]) > 5.0 or abs(n1 / n2 - 1.0) > 0.05:
+            raise ValueError(f"{name}: the holes do not lie on a {kind} lattice (basis vectors {n1:.1f} and "
+                             f"{n2:.1f} px at {angle:.1f} deg, expected equal at {LATTICE_ANGLE_DEG[kind]:g})")
     if len(which) < max(min_holes, 0.5 * len(pts)):
         raise ValueError(f"{name}: only {len(which)} of {len(pts)} holes lie on a {kind} lattice, expected most of "
                          f"them and at least {min_holes}")
