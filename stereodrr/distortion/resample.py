@@ -18,6 +18,7 @@ and applied to any number of frames (numpy, or torch: differentiable in the imag
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,10 +59,12 @@ class AreaOperator:
         if isinstance(image, torch.Tensor):
             key = (image.dtype, image.device)
             if key not in self._torch:
-                m = self.matrix.tocoo()
-                idx = torch.as_tensor(np.vstack([m.row, m.col]).astype(np.int64))
-                self._torch[key] = torch.sparse_coo_tensor(idx, torch.as_tensor(m.data), m.shape, check_invariants=False).to(
-                    dtype=image.dtype, device=image.device).coalesce()
+                m = self.matrix
+                with warnings.catch_warnings():  # "sparse CSR support is in beta": CSR @ dense is all we use
+                    warnings.simplefilter("ignore", UserWarning)
+                    self._torch[key] = torch.sparse_csr_tensor(
+                        torch.as_tensor(m.indptr.astype(np.int64)), torch.as_tensor(m.indices.astype(np.int64)),
+                        torch.as_tensor(m.data), m.shape, check_invariants=False).to(dtype=image.dtype, device=image.device)
             x = image.reshape(-1, n).T
             return torch.sparse.mm(self._torch[key], x).T.reshape(*batch, *self.shape)
         arr = np.asarray(image, dtype=np.float64).reshape(-1, n)
