@@ -6,8 +6,9 @@ times (detection, lattice, curvature correction, both maps with their held-out s
 then corrects frames: the first frame builds the map's resampling operator (the exact inverse on
 a grid every 8 px, the quadrilateral overlaps; cached on the map), the next ``--frames`` reuse it
 (numpy uint16 in, float64 out; and a torch float32 tensor). Points: ``--points`` random points
-through ``undistort_points`` and back through ``distort_points``. Times are wall-clock, the
-median of the repeats (the fit: the best), single-threaded (OMP, torch).
+through ``undistort_points`` and back through ``distort_points``. Times are wall-clock and
+CPU (this process), the median of the repeats, single-threaded (OMP, torch); on a shared machine
+the CPU time is the one core's work.
 
     PYTHONPATH=. python experiments/benchmark_distortion.py --out out/benchmark_distortion
 """
@@ -34,13 +35,15 @@ from stereodrr.distortion import GridPlate, fit_maps, grid_image, intensifier_fi
 from stereodrr.fileio import atomic_path  # noqa: E402
 
 
-def _time(fn, repeats: int) -> tuple[float, list[float]]:
-    ts = []
+def _time(fn, repeats: int) -> tuple[float, float]:
+    """Median wall-clock and CPU seconds of ``repeats`` calls."""
+    wall, cpu = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         fn()
-        ts.append(time.perf_counter() - t0)
-    return float(np.median(ts)), ts
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    return float(np.median(wall)), float(np.median(cpu))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,39 +60,40 @@ def main(argv: list[str] | None = None) -> int:
     plate = GridPlate("hex", 32.0 * n / 1024, 16.0 * n / 1024, angle_deg=3.0)
     rows = []
 
-    def add(what: str, seconds: float, note: str = "") -> None:
-        rows.append({"what": what, "seconds": seconds, "note": note})
-        print(f"{what:<52} {seconds:8.3f} s  {note}", flush=True)
+    def add(what: str, wall: float, cpu: float, note: str = "") -> None:
+        rows.append({"what": what, "wall_s": wall, "cpu_s": cpu, "note": note})
+        print(f"{what:<56} {wall:8.3f} s wall {cpu:8.3f} s cpu  {note}", flush=True)
 
     print(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, numpy {np.__version__}, "
           f"threads: torch {torch.get_num_threads()}, OMP {os.environ.get('OMP_NUM_THREADS')}")
-    t0 = time.perf_counter()
-    image = np.round(grid_image(field, plate, photons=1e4, seed=0) * 1e4).astype(np.uint16)
-    add(f"simulate the {n}^2 grid (grid_image, 1e4 photons)", time.perf_counter() - t0)
-    fits = []
-    for _ in range(args.repeats):
-        t0 = time.perf_counter()
-        maps, chosen = fit_maps(measure_grid(image))
-        fits.append(time.perf_counter() - t0)
-    add(f"fit the {n}^2 grid (both maps, held-out choice)", min(fits),
-        f"best of {args.repeats}: {', '.join(f'{t:.2f}' for t in fits)}; chose {chosen}")
+    image = np.zeros((n, n), np.uint16)
+
+    def simulate() -> None:
+        image[:] = np.round(grid_image(field, plate, photons=1e4, seed=0) * 1e4)
+
+    add(f"simulate the {n}^2 grid (grid_image, 1e4 photons)", *_time(simulate, 1))
+    fitted = {}
+
+    def fit() -> None:
+        fitted["maps"], fitted["chosen"] = fit_maps(measure_grid(image))
+
+    add(f"fit the {n}^2 grid (both maps, held-out choice)", *_time(fit, args.repeats),
+        f"median of {args.repeats}")
+    maps, chosen = fitted["maps"], fitted["chosen"]
+    print(f"chosen: {chosen}")
     rng = np.random.default_rng(0)
     frames = [np.round(rng.poisson(image.astype(np.float64))).astype(np.uint16) for _ in range(3)]
     pts = rng.uniform(0, n - 1, (args.points, 2))
     for name, m in maps.items():
-        t0 = time.perf_counter()
-        m.undistort_image(frames[0])
-        add(f"{name}: first {n}^2 frame (builds the operator)", time.perf_counter() - t0)
-        med, _ = _time(lambda m=m: m.undistort_image(frames[1]), args.frames)
-        add(f"{name}: each further frame, numpy uint16 -> float64", med, f"median of {args.frames}")
+        add(f"{name}: first {n}^2 frame (builds the operator)", *_time(lambda m=m: m.undistort_image(frames[0]), 1))
+        add(f"{name}: each further frame, numpy uint16 -> float64",
+            *_time(lambda m=m: m.undistort_image(frames[1]), args.frames), f"median of {args.frames}")
         ft = torch.tensor(frames[2].astype(np.float32))
-        med, _ = _time(lambda m=m, ft=ft: m.undistort_image(ft), args.frames)
-        add(f"{name}: each further frame, torch float32", med, f"median of {args.frames}")
-        med, _ = _time(lambda m=m: m.undistort_points(pts), 3)
-        add(f"{name}: undistort_points, {args.points} points", med)
+        add(f"{name}: each further frame, torch float32", *_time(lambda m=m, ft=ft: m.undistort_image(ft), args.frames),
+            f"median of {args.frames}")
+        add(f"{name}: undistort_points, {args.points} points", *_time(lambda m=m: m.undistort_points(pts), 3))
         p = m.undistort_points(pts)
-        med, _ = _time(lambda m=m, p=p: m.distort_points(p), 3)
-        add(f"{name}: distort_points (Newton), {args.points} points", med)
+        add(f"{name}: distort_points (Newton), {args.points} points", *_time(lambda m=m, p=p: m.distort_points(p), 3))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "benchmark_distortion.csv") as tmp:

@@ -39,20 +39,30 @@ def edge_coverage_and_slope(d: np.ndarray, a: np.ndarray, b: np.ndarray) -> tupl
     return cov, slope
 
 
-def arc_deficit(d: np.ndarray, nu: np.ndarray, nv: np.ndarray, radius: np.ndarray) -> np.ndarray:
+def arc_deficit(d: np.ndarray, nu: np.ndarray, nv: np.ndarray, radius: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """How much less of a unit pixel a disc of ``radius`` covers than the straight edge tangent to
-    it: the edge at signed distance ``d`` (positive: the pixel centre inside) with outward normal
-    ``(nu, nv)`` crosses the pixel along a chord ``t1 .. t2`` (``t`` along the edge from the foot
-    of the pixel centre, which is the tangent point), and the arc lies ``t^2 / 2r`` inside it:
-    ``(t2^3 - t1^3) / 6r``."""
-    lo = np.full(np.broadcast(d, nu).shape, -np.inf)
-    hi = np.full(lo.shape, np.inf)
-    for nk, tk in ((nu, -nv), (nv, nu)):  # tangent (-nv, nu)
+    it, and the derivative of that by ``d``: the edge at signed distance ``d`` (positive: the pixel
+    centre inside) with outward normal ``(nu, nv)`` crosses the pixel along a chord ``t1 .. t2``
+    (``t`` along the edge from the foot of the pixel centre, which is the tangent point), and the
+    arc lies ``t^2 / 2r`` inside it: ``(t2^3 - t1^3) / 6r``."""
+    shape = np.broadcast(d, nu).shape
+    lo, hi = np.full(shape, -np.inf), np.full(shape, np.inf)
+    dlo, dhi = np.zeros(shape), np.zeros(shape)  # d t / d d of the bound that is active
+    for nk, tk in ((nu, -nv), (nv, nu)):  # the tangent is (-nv, nu)
         c = d * nk
         small = np.abs(tk) < 1e-12
         with np.errstate(divide="ignore", invalid="ignore"):
             a, b = (-0.5 - c) / tk, (0.5 - c) / tk
-        lo = np.where(small, np.where(np.abs(c) <= 0.5, lo, np.inf), np.maximum(lo, np.minimum(a, b)))
-        hi = np.where(small, hi, np.minimum(hi, np.maximum(a, b)))
+            slope = -nk / tk
+        lo_k, hi_k = np.minimum(a, b), np.maximum(a, b)
+        # an edge parallel to this axis: the chord exists only while the line is in the pixel
+        lo_k = np.where(small, np.where(np.abs(c) <= 0.5, -np.inf, np.inf), lo_k)
+        hi_k = np.where(small, np.inf, hi_k)
+        take_lo, take_hi = lo_k > lo, hi_k < hi
+        lo, dlo = np.where(take_lo, lo_k, lo), np.where(take_lo & ~small, slope, dlo)
+        hi, dhi = np.where(take_hi, hi_k, hi), np.where(take_hi & ~small, slope, dhi)
     t1, t2 = np.clip(lo, -1.0, 1.0), np.clip(hi, -1.0, 1.0)
-    return np.where(t2 > t1, (t2 ** 3 - t1 ** 3) / (6.0 * radius), 0.0)
+    chord = t2 > t1
+    dlo, dhi = np.where(np.abs(lo) < 1.0, dlo, 0.0), np.where(np.abs(hi) < 1.0, dhi, 0.0)
+    deficit = np.where(chord, (t2 ** 3 - t1 ** 3) / (6.0 * radius), 0.0)
+    return deficit, np.where(chord, (t2 * t2 * dhi - t1 * t1 * dlo) / (2.0 * radius), 0.0)

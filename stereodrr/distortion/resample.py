@@ -3,8 +3,8 @@ of its area.
 
 A source image is taken as what its pixels are, area averages: constant over each pixel's
 square. An output pixel's pre-image is the quadrilateral of its four corners mapped into the
-source (straight sides: the map is smooth on the pixel scale, and a side's curvature moves area
-by about ``1e-4`` of a pixel). The average of the piecewise-constant source over that
+source (straight sides: the map is smooth on the pixel scale; a side's curvature moves less than
+``1e-4`` of a pixel's area for an intensifier). The average of the piecewise-constant source over that
 quadrilateral is exact: by Green's theorem ``integral f = loop integral F dv`` with ``F`` the
 running sum of ``f`` along each source row from a column left of the quadrilateral; ``F`` is
 linear along each piece of a side between pixel boundaries, so each piece contributes its exact

@@ -15,7 +15,9 @@ the field's edge) are split into ``s x s`` sub-squares; over each sub-square the
 straight (its linearisation through the field's local Jacobian) and its inside fraction is exact
 (:func:`stereodrr.distortion.coverage.edge_coverage`); the other pixels are wholly inside or
 outside. A hole of radius ``r`` loses at most ``h / (8 r)`` of a sub-square of side ``h`` to the
-straight-edge approximation, alike all round, so it shifts no centre.
+straight-edge approximation, alike all round, so it shifts no centre. Where a hole's edge and the
+field's edge cross one sub-square their two fractions multiply (such holes are cut by the field
+and of no use anyway).
 """
 
 from __future__ import annotations

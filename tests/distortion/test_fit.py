@@ -151,3 +151,14 @@ def test_goal_strong_hex_1024(photons, rms_goal):
     q = ref.query_points(field, 16.0)
     rim = np.hypot(*(q - field.fov_c).T) > 0.9 * field.fov_r
     assert e[rim].max() < _errors(lwm, field, 16.0)[rim].max()
+
+
+def test_a_grid_without_a_round_field():
+    """A flat-panel-like image: the holes fill the frame, those cut by its border are left out."""
+    field = ref.Field(256, (130.0, 125.0), 128.0, k1=0.01, s_deg=0.5)
+    img = ref.plate_image(field, ref.Plate(lattice="square", pitch=16.0, diameter=8.0, angle_deg=5.0))
+    m = fit_distortion(img)
+    assert m.field_radius == float("inf") and m.grid.kind == "square"
+    q = np.stack(np.meshgrid(np.arange(16.0, 240.0, 8.0), np.arange(16.0, 240.0, 8.0)), -1).reshape(-1, 2)
+    e = np.hypot(*ref.similarity_residuals(m.undistort_points(q), field.inverse(q)).T)
+    assert np.sqrt(np.mean(e ** 2)) < 0.003 and e.max() < 0.03
