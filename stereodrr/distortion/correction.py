@@ -330,8 +330,10 @@ class DistortionMap:
 
     def undistort_image(self, image: Images) -> Any:
         """The corrected image: each ideal pixel the average of the recorded image over the
-        pre-image of its area (:mod:`stereodrr.distortion.resample`). Numpy ``(..., H, W)`` gives
-        float64, a tensor its own dtype (differentiable in the image).
+        pre-image of its area (:mod:`stereodrr.distortion.resample`); 0 where the pre-image lies
+        wholly outside the round field of view. Numpy ``(..., H, W)`` gives float64, a tensor its
+        own dtype (differentiable in the image). The first call builds the operator (seconds for
+        1024^2), later calls reuse it.
 
         Raises:
             ValueError: the image is not ``height x width``.
@@ -345,7 +347,14 @@ class DistortionMap:
     def operator(self) -> AreaOperator:
         """The (cached) sparse operator behind :meth:`undistort_image`."""
         if "operator" not in self._cache:
-            self._cache["operator"] = area_operator(self.corner_positions(), (self.height, self.width))
+            corners = self.corner_positions()
+            active = None
+            if math.isfinite(self.field_radius):
+                # Pixels whose pre-image lies wholly outside the round field see only black: no data.
+                r = np.hypot(corners[..., 0] - self.field_center[0], corners[..., 1] - self.field_center[1])
+                near = r <= self.field_radius + 2.0
+                active = near[:-1, :-1] | near[:-1, 1:] | near[1:, :-1] | near[1:, 1:]
+            self._cache["operator"] = area_operator(corners, (self.height, self.width), active=active)
         op: AreaOperator = self._cache["operator"]
         return op
 

@@ -72,7 +72,7 @@ class AreaOperator:
 
 
 def area_operator(corners: np.ndarray, source_shape: tuple[int, int], scale: np.ndarray | None = None,
-                  block_rows: int = 64) -> AreaOperator:
+                  active: np.ndarray | None = None, block_rows: int = 64) -> AreaOperator:
     """The averaging operator for output pixels whose corners lie at ``corners`` in the source.
 
     Args:
@@ -80,6 +80,8 @@ def area_operator(corners: np.ndarray, source_shape: tuple[int, int], scale: np.
             output pixel without data, which gets 0).
         source_shape: ``(Hs, Ws)``.
         scale: optional ``(H, W)`` factor per output pixel (e.g. its fraction inside a round field).
+        active: optional ``(H, W)`` bool: the output pixels to build; the others get 0 (e.g. those
+            whose pre-image lies outside a round field, where the source holds nothing).
         block_rows: output rows built at a time (bounds the memory).
 
     Returns:
@@ -92,7 +94,7 @@ def area_operator(corners: np.ndarray, source_shape: tuple[int, int], scale: np.
     rows, cols, vals = [], [], []
     for i0 in range(0, H, block_rows):
         i1 = min(H, i0 + block_rows)
-        r, k, w = _block(c[i0:i1 + 1], source_shape)
+        r, k, w = _block(c[i0:i1 + 1], source_shape, None if active is None else np.asarray(active[i0:i1]).ravel())
         rows.append(r + i0 * W)
         cols.append(k)
         vals.append(w)
@@ -104,19 +106,21 @@ def area_operator(corners: np.ndarray, source_shape: tuple[int, int], scale: np.
     return AreaOperator(m.tocsr(), (H, W), source_shape)
 
 
-def _block(c: np.ndarray, source_shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Sparse entries ``(output pixel, source pixel, weight)`` for the output pixels of a block of
-    corner rows ``c (h + 1, W + 1, 2)`` (module docstring)."""
+def _block(c: np.ndarray, source_shape: tuple[int, int], active: np.ndarray | None
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sparse entries ``(output pixel, source pixel, weight)`` for the (``active``) output pixels of
+    a block of corner rows ``c (h + 1, W + 1, 2)`` (module docstring)."""
     Hs, Ws = source_shape
     quad = np.stack([c[:-1, :-1], c[:-1, 1:], c[1:, 1:], c[1:, :-1]], 2).reshape(-1, 4, 2)  # (n, 4, 2) in order
     good = np.all(np.isfinite(quad), axis=(1, 2))
+    if active is not None:
+        good &= active
     quad = np.where(good[:, None, None], quad, 0.0)
-    n = len(quad)
     a, b = quad, np.roll(quad, -1, axis=1)  # the four sides a -> b
     area = 0.5 * np.sum((a[..., 0] + b[..., 0]) * (b[..., 1] - a[..., 1]), axis=1)  # loop integral of u dv
     c0 = np.floor(quad[..., 0].min(1) + 0.5).astype(np.int64)  # F starts left of the quadrilateral
     # Break points of each side at pixel boundaries (u or v = k + 1/2), as fractions t in [0, 1].
-    span = int(np.ceil(np.abs(b - a).max())) + 1 if n else 1
+    span = int(np.ceil(np.abs(b - a)[good].max())) + 1 if good.any() else 1
     ts = [np.zeros(a.shape[:2]), np.ones(a.shape[:2])]
     for ax in (0, 1):
         lo = np.minimum(a[..., ax], b[..., ax])
