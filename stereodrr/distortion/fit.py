@@ -20,7 +20,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -239,9 +239,8 @@ def heldout_residuals(meas: GridMeasurement, model: str, options: FitOptions = F
     out = np.full((n, 2), np.nan)
     for k in range(options.folds):
         test, train = fold == k, fold != k
-        sub = GridMeasurement(meas.width, meas.height, meas.holes, meas.lattice, meas.measured[train],
-                              meas.recorded[train], meas.ideal[train], meas.central[train], meas.origin, meas.basis,
-                              meas.hole_radius, meas.center, meas.scale, meas.outliers)
+        sub = replace(meas, measured=meas.measured[train], recorded=meas.recorded[train], ideal=meas.ideal[train],
+                      central=meas.central[train])
         corr = fit_correction(sub, model, options, degree)
         out[test] = meas.recorded[test] + _predict(corr, meas.recorded[test]) - meas.ideal[test]
     return out

@@ -34,7 +34,7 @@ from .grid import LatticeKind, lattice_basis
 from .model import IntensifierField
 from .resample import area_operator, pixel_corners
 
-__all__ = ["GridPlate", "plate_holes", "grid_image", "distort_image", "subpixel_points"]
+__all__ = ["GridPlate", "plate_holes", "grid_image", "distort_image", "subpixel_points", "field_coverage"]
 
 
 @dataclass(frozen=True)
@@ -181,9 +181,9 @@ def grid_image(field: IntensifierField, plate: GridPlate, subpixels: int = 4, ph
 def subpixel_points(field: IntensifierField, subpixels: int) -> np.ndarray:
     """The ideal positions each recorded pixel's area sees: ``(H, W, s * s, 2)``, sub-pixel
     ``(a, b)`` at offset ``((b + 0.5) / s - 0.5, (a + 0.5) / s - 0.5)`` from the pixel centre
-    pulled back through the field. A renderer that evaluates its scene at these points and
-    averages over the last-but-one axis makes a distorted, area-sampled image (black outside
-    the field of view: multiply by ``field.in_field`` of the same recorded points)."""
+    pulled back through the field. A renderer that evaluates its scene at these points, averages
+    over the last-but-one axis and multiplies by :func:`field_coverage` makes the distorted,
+    area-sampled image."""
     s = int(subpixels)
     if s != subpixels or s < 1:
         raise ValueError(f"subpixels: expected a positive integer, got {subpixels!r}")
@@ -208,9 +208,15 @@ def distort_image(image: Images, field: IntensifierField) -> Any:
         raise ValueError(f"image: the field is for {field.width} x {field.height} images (H, W) = "
                          f"{(field.height, field.width)}, got shape {tuple(image.shape)}")
     corners = field.undistort(pixel_corners(field.height, field.width))
-    v, u = np.mgrid[0:field.height, 0:field.width].astype(np.float64)
-    op = area_operator(corners, shape, _field_coverage(field, np.stack([u, v], -1), 1.0))
+    op = area_operator(corners, shape, field_coverage(field))
     return op.apply(image)
+
+
+def field_coverage(field: IntensifierField) -> np.ndarray:
+    """``(H, W)`` the fraction of each recorded pixel inside the round field of view (all 1
+    without one): what multiplies an area-sampled image to black out the outside."""
+    v, u = np.mgrid[0:field.height, 0:field.width].astype(np.float64)
+    return _field_coverage(field, np.stack([u, v], -1), 1.0)
 
 
 def _field_coverage(field: IntensifierField, q: np.ndarray, side: float) -> np.ndarray:

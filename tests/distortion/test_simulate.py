@@ -5,7 +5,14 @@ import numpy as np
 import pytest
 import torch
 
-from stereodrr.distortion import GridPlate, distort_image, grid_image, intensifier_field, subpixel_points
+from stereodrr.distortion import (
+    GridPlate,
+    distort_image,
+    field_coverage,
+    grid_image,
+    intensifier_field,
+    subpixel_points,
+)
 from stereodrr.distortion.coverage import edge_coverage
 
 from . import reference as ref
@@ -86,3 +93,12 @@ def test_subpixel_points_pull_each_pixel_back_through_the_field():
     centre = field.undistort(np.stack([u, v], -1))
     np.testing.assert_allclose(pts[:, :, 4], centre, atol=1e-9)  # the middle sub-pixel of 3 x 3
     np.testing.assert_allclose(field.distort(pts[5, 7, 0]), [7 - 1 / 3, 5 - 1 / 3], atol=1e-8)
+    # An analytic scene sampled there and averaged is the plate image, up to the sampling.
+    plate = GridPlate("square", 12.0, 6.0)
+    big = intensifier_field("strong", 96, 96)
+    pts = subpixel_points(big, 8)
+    o, B = plate.origin(96, 96), plate.basis()
+    f = (pts - o) @ np.linalg.inv(B).T
+    dist = np.hypot(*((f - np.round(f)) @ B.T).transpose(3, 0, 1, 2))
+    t = np.where(dist < 3.0, plate.hole_transmission, plate.plate_transmission).mean(-1) * field_coverage(big)
+    assert np.abs(t - grid_image(big, plate)).mean() < 2e-3
