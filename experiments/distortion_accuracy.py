@@ -132,7 +132,7 @@ def _figure(df: pd.DataFrame, shown: dict, path: Path, args: argparse.Namespace)
             ax.set_xlabel("u (px)")
             fig.colorbar(sc, ax=ax, fraction=0.046, label="error after the similarity (px)")
     ax = axes[2]
-    labels = [f"{r.field} {r.lattice}\n{'clean' if r.photons == 0 else f'{r.photons:g}'}"
+    labels = [f"{r.field} {r.lattice}\n{'noise-free' if r.photons == 0 else f'{r.photons:.0e} ph'}"
               for r in df[df.model == "polynomial"].itertuples()]
     x = np.arange(len(labels))
     for k, (model, color) in enumerate((("polynomial", "tab:blue"), ("lwm", "tab:orange"))):
@@ -143,9 +143,9 @@ def _figure(df: pd.DataFrame, shown: dict, path: Path, args: argparse.Namespace)
     ax.axhline(0.003, color="k", ls=":", lw=0.8)
     ax.axhline(0.05, color="k", ls="--", lw=0.8)
     ax.set_xticks(x)
-    ax.set_xticklabels(labels, fontsize=7)
+    ax.set_xticklabels(labels, fontsize=7, rotation=35, ha="right")
     ax.set_ylabel("px")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="center right")
     ax.set_title("error over the field (dotted: 0.003 px goal, dashed: 0.05 px)", fontsize=9)
     fig.tight_layout()
     with atomic_path(path) as tmp:
