@@ -13,7 +13,9 @@ A correction is a displacement field ``U(q) = q + disp(q)``; two kinds (the regi
   (hole) a quadratic fitted to it and its ``n`` nearest neighbours, blended with the weight
   ``W(t) = 1 - 3 t^2 + 2 t^3`` (``t`` the distance over that hole's radius of influence, the
   distance to its farthest neighbour). Beyond every radius of influence (at the field's rim) the
-  quadratic of the hole nearest in those units extrapolates.
+  quadratic of the hole nearest in those units extrapolates. (XMALab's default fits 12 points
+  counting the hole itself; ``n = 12`` others here is a hex hole's two full rings, a symmetric
+  neighbourhood. XMALab also fits a second LWM for the inverse; here the inverse is Newton's.)
 
 Both are evaluated in torch: differentiable in the points (and the coefficients when they are
 tensors); numpy input runs in float64 and returns numpy.
