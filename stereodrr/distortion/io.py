@@ -65,8 +65,8 @@ def distortion_from_dict(d: Any, source: str = "distortion map") -> DistortionMa
         return DistortionMap.from_dict(d)
     except KeyError as exc:
         raise ValueError(f"{source}: missing key {exc} in {d['model']!r} map") from None
-    except (TypeError, IndexError) as exc:
-        raise ValueError(f"{source}: malformed map ({exc})") from None
+    except (TypeError, IndexError, ValueError) as exc:
+        raise ValueError(f"{source}: malformed map ({' '.join(str(exc).split())})") from None
 
 
 def load_distortion(path: str | os.PathLike[str]) -> DistortionMap:

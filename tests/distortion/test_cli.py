@@ -97,3 +97,48 @@ def test_errors_are_one_line_and_write_nothing(tmp_path, grid_tif, measured, cap
     with pytest.raises(SystemExit) as exc:  # neither --images nor --points: a usage error
         main(["undistort", "--distortion", str(measured), "-o", str(tmp_path / "q.csv")])
     assert exc.value.code == 2 and "one of the arguments --images --points is required" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("case", ["empty", "truncated", "nan", "constant", "folder", "colour"])
+def test_bad_grid_files(tmp_path, grid_tif, capsys, case):
+    bad = tmp_path / "bad.tif"
+    if case == "empty":
+        bad.write_bytes(b"")
+    elif case == "truncated":
+        bad.write_bytes(grid_tif.read_bytes()[:5000])
+    elif case == "nan":
+        tifffile.imwrite(bad, np.full((64, 64), np.nan, np.float32))
+    elif case == "constant":
+        tifffile.imwrite(bad, np.full((64, 64), 1000, np.uint16))
+    elif case == "folder":
+        bad.mkdir()
+    else:
+        bad = tmp_path / "bad.png"
+        cv2.imwrite(str(bad), np.random.default_rng(0).integers(0, 255, (64, 64, 3)).astype(np.uint8))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("x")
+    rc = main(["distortion", "--grid", str(bad), "-o", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert rc in (1, 2) and err.count("\n") == 0 and "Traceback" not in err and "bad" in err, err
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+
+
+def test_bad_maps_and_tables(tmp_path, measured, capsys):
+    d = json.loads((measured / "distortion.json").read_text())
+    cases = {"truncated.json": (measured / "distortion.json").read_text()[:300],
+             "strings.json": json.dumps({**d, "map": {**d["map"], "coefficients_u": ["x"] * 3}}),
+             "size.json": json.dumps({**d, "image": {"width": -3, "height": 10}}),
+             "model.json": json.dumps({**d, "model": "spline"})}
+    table = tmp_path / "p.csv"
+    table.write_text("u,v\n1,2\n")
+    for name, text in cases.items():
+        (tmp_path / name).write_text(text)
+        rc = main(["undistort", "--distortion", str(tmp_path / name), "--points", str(table), "-o", str(tmp_path / "o.csv")])
+        err = capsys.readouterr().err.strip()
+        assert rc == 1 and err.count("\n") == 0 and name in err, (name, err)
+    words = tmp_path / "words.csv"
+    words.write_text("u,v\na,b\n")
+    rc = main(["undistort", "--distortion", str(measured), "--points", str(words), "-o", str(tmp_path / "o.csv")])
+    assert rc == 1 and "must hold numbers" in capsys.readouterr().err
+    assert not (tmp_path / "o.csv").exists()
