@@ -1,0 +1,158 @@
+"""Beads matched between the cameras of a calibrated rig, and triangulated.
+
+Every pair of cameras is matched by epipolar distance: the cost of pairing bead ``i`` of camera
+``a`` with bead ``j`` of camera ``b`` is the mean of the two pixel distances, ``x_b`` to the
+epipolar line ``F x_a`` and ``x_a`` to ``F^T x_b``; the pairing that minimises the total cost
+over all beads at once (Hungarian assignment, ``scipy.optimize.linear_sum_assignment``) is
+kept where each pair lies within ``gate_px``. With more than two cameras the pairwise matches
+are joined into multi-view beads (connected components; a component holding two beads of one
+camera keeps only its best pair). Each bead is then triangulated from all its views
+(:func:`stereodrr.calib.triangulate.triangulate`, minimum reprojection error) and kept when
+its reprojection error in every view is within ``gate_px``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import combinations
+from typing import Mapping
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import linear_sum_assignment
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from ..calib.triangulate import triangulate
+from ..geometry import Camera, epipolar_lines, fundamental_from_cameras
+
+__all__ = ["BeadMatchOptions", "epipolar_distances", "match_beads"]
+
+
+@dataclass(frozen=True)
+class BeadMatchOptions:
+    """How :func:`match_beads` pairs beads between cameras.
+
+    Attributes:
+        gate_px: largest accepted epipolar distance of a pair and reprojection error of a
+            triangulated bead in any view (px). XMALab's beads lie 0.2-0.4 px (median) from their
+            epipolar lines with a good calibration; the gate allows for a poorer one.
+    """
+
+    gate_px: float = 2.0
+
+    def __post_init__(self) -> None:
+        if not self.gate_px > 0:
+            raise ValueError(f"gate_px: expected a positive distance in pixels, got {self.gate_px}")
+
+
+def epipolar_distances(cam_a: Camera, cam_b: Camera, uv_a: np.ndarray, uv_b: np.ndarray) -> np.ndarray:
+    """``(Na, Nb)`` symmetric epipolar distance (px) of every pair: the mean of the distance of
+    ``uv_b[j]`` to the epipolar line of ``uv_a[i]`` and of ``uv_a[i]`` to that of ``uv_b[j]``."""
+    F = fundamental_from_cameras(cam_a, cam_b)
+    ua, ub = np.asarray(uv_a, np.float64).reshape(-1, 2), np.asarray(uv_b, np.float64).reshape(-1, 2)
+    lines_b = epipolar_lines(F, ua, which=1)  # in view b, one per bead of a
+    lines_a = epipolar_lines(F, ub, which=2)  # in view a, one per bead of b
+    d_b = np.abs(lines_b[:, :2] @ ub.T + lines_b[:, 2:3])
+    d_a = np.abs(lines_a[:, :2] @ ua.T + lines_a[:, 2:3]).T
+    return 0.5 * (d_a + d_b)
+
+
+def _pairs(cost: np.ndarray, gate: float) -> list[tuple[int, int, float]]:
+    if cost.size == 0:
+        return []
+    # Pairs beyond the gate may not be chosen: a large finite cost keeps the assignment feasible.
+    big = 1e6 * max(gate, 1.0)
+    rows, cols = linear_sum_assignment(np.where(cost <= gate, cost, big))
+    return [(int(i), int(j), float(cost[i, j])) for i, j in zip(rows, cols) if cost[i, j] <= gate]
+
+
+def match_beads(detections: Mapping[str, pd.DataFrame], cameras: Mapping[str, Camera],
+                options: BeadMatchOptions = BeadMatchOptions()) -> pd.DataFrame:
+    """Match the beads of one frame between cameras and triangulate them.
+
+    Args:
+        detections: camera name -> beads of that camera (at least columns ``u, v``, px), e.g.
+            :func:`~stereodrr.track.bead_detect.detect_beads` of its frame.
+        cameras: camera name -> calibrated camera (every name of ``detections``).
+        options: see :class:`BeadMatchOptions`.
+
+    Returns:
+        One row per triangulated bead: ``x, y, z`` (world mm), ``views`` (number of cameras
+        that see it), ``epipolar_px`` (the largest pairwise epipolar distance of its
+        detections) and per camera ``c``: ``det_<c>`` (row of ``detections[c]``, -1 if unseen),
+        ``u_<c>, v_<c>`` (the detected centre, px) and ``residual_<c>`` (reprojection error, px;
+        NaN where unseen).
+
+    Raises:
+        ValueError: fewer than two cameras, a camera without calibration, or detections
+            without ``u, v`` columns.
+    """
+    names = list(detections)
+    if len(names) < 2:
+        raise ValueError(f"detections: expected beads of at least 2 cameras, got {names}")
+    missing = [n for n in names if n not in cameras]
+    if missing:
+        raise ValueError(f"cameras: no calibration for camera(s) {missing}; have {list(cameras)}")
+    uv: dict[str, np.ndarray] = {}
+    for n in names:
+        table = detections[n]
+        if not {"u", "v"} <= set(table.columns):
+            raise ValueError(f"detections[{n!r}]: expected columns u, v, got {list(table.columns)}")
+        uv[n] = table[["u", "v"]].to_numpy(np.float64)
+    offsets = np.cumsum([0] + [len(uv[n]) for n in names])
+    camera_of = np.repeat(np.arange(len(names)), np.diff(offsets))
+    edges: list[tuple[int, int, float]] = []
+    for a, b in combinations(range(len(names)), 2):
+        cost = epipolar_distances(cameras[names[a]], cameras[names[b]], uv[names[a]], uv[names[b]])
+        edges += [(offsets[a] + i, offsets[b] + j, c) for i, j, c in _pairs(cost, options.gate_px)]
+    groups = _groups(edges, camera_of, int(offsets[-1]))
+    return _triangulated(groups, edges, names, offsets, uv, cameras, options)
+
+
+def _groups(edges: list[tuple[int, int, float]], camera_of: np.ndarray, n: int) -> list[list[int]]:
+    """Detections (global indices) joined by matches, at most one per camera."""
+    if not edges:
+        return []
+    e = np.array([(i, j) for i, j, _ in edges])
+    graph = coo_matrix((np.ones(len(e)), (e[:, 0], e[:, 1])), shape=(n, n))
+    _, label = connected_components(graph, directed=False)
+    out = []
+    for lab in np.unique(label[e[:, 0]]):
+        members = np.nonzero(label == lab)[0]
+        if len(set(camera_of[members])) == len(members):
+            out.append(sorted(int(m) for m in members))
+        else:
+            # Two beads of one camera joined through others: keep only the best pair of the component.
+            best = min((c, i, j) for i, j, c in edges if label[i] == lab)
+            out.append([best[1], best[2]])
+    return out
+
+
+def _triangulated(groups: list[list[int]], edges: list[tuple[int, int, float]], names: list[str],
+                  offsets: np.ndarray, uv: dict[str, np.ndarray], cameras: Mapping[str, Camera],
+                  options: BeadMatchOptions) -> pd.DataFrame:
+    cost = {(i, j): c for i, j, c in edges}
+    rows = []
+    for members in groups:
+        cams = {int(np.searchsorted(offsets, m, side="right") - 1): m for m in members}
+        views = {names[c]: uv[names[c]][m - offsets[c]][None] for c, m in cams.items()}
+        tri = triangulate({n: cameras[n] for n in views}, views)
+        row: dict[str, float] = {"x": tri.points[0, 0], "y": tri.points[0, 1], "z": tri.points[0, 2],
+                                 "views": len(views),
+                                 "epipolar_px": max(cost.get((i, j), np.nan) for i, j in combinations(members, 2))}
+        for c, n in enumerate(names):
+            m = cams.get(c)
+            seen = m is not None
+            row[f"det_{n}"] = m - offsets[c] if seen else -1
+            row[f"u_{n}"] = uv[n][m - offsets[c], 0] if seen else np.nan
+            row[f"v_{n}"] = uv[n][m - offsets[c], 1] if seen else np.nan
+            row[f"residual_{n}"] = tri.reprojection_px[tri.views.index(n), 0] if seen else np.nan
+        rows.append(row)
+    columns = ["x", "y", "z", "views", "epipolar_px"] + [f"{k}_{n}" for n in names for k in ("det", "u", "v", "residual")]
+    table = pd.DataFrame(rows, columns=columns)
+    residuals = table[[f"residual_{n}" for n in names]].to_numpy()
+    table = table[~np.any(residuals > options.gate_px, axis=1)]
+    for n in names:
+        table[f"det_{n}"] = table[f"det_{n}"].astype(int)
+    return table.sort_values("x").reset_index(drop=True)
