@@ -62,7 +62,7 @@ class BeadDetectOptions:
         iterations: Levenberg-Marquardt iterations per fit.
     """
 
-    diameter_px: tuple[float, float] = (3.0, 10.0)
+    diameter_px: tuple[float, float] = (2.5, 8.0)
     image: Literal["intensity", "attenuation"] = "intensity"
     background: Literal["plane", "quadratic"] = "plane"
     threshold_sigma: float = 6.0
@@ -145,23 +145,26 @@ def _noise_by_level(a: np.ndarray, level: np.ndarray, response: np.ndarray, sear
                     bins: int = 16, stride: int = 3) -> tuple[np.ndarray, np.ndarray]:
     """The response's noise (sigma from the median absolute deviation) as a function of the local
     level, in ``bins`` quantiles of the searched pixels (every ``stride``-th row and column):
-    ``-log`` noise grows where the tissue is thick and little light is left. Pixels clipped black
-    or saturated are left out (flat there, they would pull the deviation to zero)."""
+    ``-log`` noise grows where the tissue is thick and little light is left. A plateau at the
+    lowest or highest value (pixels clipped black or saturated, over 1 % of the pixels) is left
+    out: flat there, it would pull the deviation to zero."""
     sub = (slice(None, None, stride), slice(None, None, stride))
     sel = searched[sub]
     a_s, lev, res = a[sub][sel], level[sub][sel], response[sub][sel]
     if a_s.size < 20 * bins:
         return np.zeros(0), np.zeros(0)
-    ok = (a_s > a_s.min()) & (a_s < a_s.max())
-    lev, res = lev[ok], res[ok]
-    if lev.size < 20 * bins:
-        return np.zeros(0), np.zeros(0)
+    ok = np.ones(a_s.size, bool)
+    for extreme in (a_s.min(), a_s.max()):
+        clipped = a_s == extreme
+        if clipped.mean() > 0.01:
+            ok &= ~clipped
+    lev, res = (lev[ok], res[ok]) if ok.sum() >= 20 * bins else (lev, res)
     order = np.argsort(lev)
     groups = np.array_split(order, bins)
     centres = np.array([np.median(lev[g]) for g in groups])
     noise = np.array([_MAD_TO_SIGMA * np.median(np.abs(res[g] - np.median(res[g]))) for g in groups])
-    # Flat levels (quantised) have no measurable noise: the floor keeps the threshold positive.
-    return centres, np.maximum(noise, 1e-6 * float(np.abs(res).max()))
+    # Noise-free levels (synthetic or quantised flat) have none: a floor keeps the threshold positive.
+    return centres, np.maximum(noise, 1e-6 * max(float(np.abs(res).max()), 1e-30))
 
 
 class _Fit:

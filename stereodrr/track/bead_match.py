@@ -4,7 +4,12 @@ Every pair of cameras is matched by epipolar distance: the cost of pairing bead 
 ``a`` with bead ``j`` of camera ``b`` is the mean of the two pixel distances, ``x_b`` to the
 epipolar line ``F x_a`` and ``x_a`` to ``F^T x_b``; the pairing that minimises the total cost
 over all beads at once (Hungarian assignment, ``scipy.optimize.linear_sum_assignment``) is
-kept where each pair lies within ``gate_px``. With more than two cameras the pairwise matches
+kept where each pair lies within ``gate_px``. Two beads of one camera near the same epipolar line
+are an ambiguity two views cannot settle (the two pairings cost nearly the same); given the
+positions where beads are ``expected`` (e.g. rigid bodies moved into the frame), a pair whose
+two-view triangulation lies farther than ``expected_mm`` from all of them costs ``gate_px / 2``
+more, so the pairing that lands on the expected beads wins (an unexpected bead is still paired:
+leaving a bead unpaired costs ``gate_px``). With more than two cameras the pairwise matches
 are joined into multi-view beads (connected components; a component holding two beads of one
 camera keeps only its best pair). Each bead is then triangulated from all its views
 (:func:`stereodrr.calib.triangulate.triangulate`, minimum reprojection error) and kept when
@@ -23,7 +28,7 @@ from scipy.optimize import linear_sum_assignment
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from ..calib.triangulate import triangulate
+from ..calib.triangulate import triangulate, triangulate_linear
 from ..geometry import Camera, epipolar_lines, fundamental_from_cameras
 
 __all__ = ["BeadMatchOptions", "epipolar_distances", "match_beads"]
@@ -37,13 +42,18 @@ class BeadMatchOptions:
         gate_px: largest accepted epipolar distance of a pair and reprojection error of a
             triangulated bead in any view (px). XMALab's beads lie 0.2-0.4 px (median) from their
             epipolar lines with a good calibration; the gate allows for a poorer one.
+        expected_mm: distance (mm) within which a pair's triangulated point counts as an
+            expected bead (see ``expected`` of :func:`match_beads`).
     """
 
     gate_px: float = 2.0
+    expected_mm: float = 1.0
 
     def __post_init__(self) -> None:
         if not self.gate_px > 0:
             raise ValueError(f"gate_px: expected a positive distance in pixels, got {self.gate_px}")
+        if not self.expected_mm > 0:
+            raise ValueError(f"expected_mm: expected a positive distance in mm, got {self.expected_mm}")
 
 
 def epipolar_distances(cam_a: Camera, cam_b: Camera, uv_a: np.ndarray, uv_b: np.ndarray) -> np.ndarray:
@@ -58,17 +68,37 @@ def epipolar_distances(cam_a: Camera, cam_b: Camera, uv_a: np.ndarray, uv_b: np.
     return 0.5 * (d_a + d_b)
 
 
-def _pairs(cost: np.ndarray, gate: float) -> list[tuple[int, int, float]]:
-    if cost.size == 0:
+def _near_expected(cam_a: Camera, cam_b: Camera, uv_a: np.ndarray, uv_b: np.ndarray, cost: np.ndarray,
+                   prior: np.ndarray, opts: BeadMatchOptions) -> np.ndarray:
+    """``(Na, Nb)``: whether each pair within the gate triangulates (two-view linear) within
+    ``expected_mm`` of an expected bead."""
+    near = np.zeros(cost.shape, bool)
+    i, j = np.nonzero(cost <= opts.gate_px)
+    if len(i) and len(prior):
+        X = triangulate_linear(cam_a.P, cam_b.P, uv_a[i], uv_b[j])
+        near[i, j] = np.min(np.linalg.norm(X[:, None] - prior[None], axis=2), axis=1) <= opts.expected_mm
+    return near
+
+
+def _pairs(choice: np.ndarray, cost: np.ndarray, gate: float) -> list[tuple[int, int]]:
+    """The pairing minimising the total ``choice`` among pairs whose ``cost`` is within the gate,
+    where leaving a bead unpaired costs ``gate`` (more than any pair within the gate, even one
+    that is not expected: ``choice`` adds ``gate / 2`` to those)."""
+    na, nb = cost.shape
+    if na == 0 or nb == 0:
         return []
-    # Pairs beyond the gate may not be chosen: a large finite cost keeps the assignment feasible.
     big = 1e6 * max(gate, 1.0)
-    rows, cols = linear_sum_assignment(np.where(cost <= gate, cost, big))
-    return [(int(i), int(j), float(cost[i, j])) for i, j in zip(rows, cols) if cost[i, j] <= gate]
+    full = np.full((na + nb, nb + na), big)
+    full[:na, :nb] = np.where(cost <= gate, choice, big)
+    full[:na, nb:][np.diag_indices(na)] = gate
+    full[na:, :nb][np.diag_indices(nb)] = gate
+    full[na:, nb:] = 0.0
+    rows, cols = linear_sum_assignment(full)
+    return [(int(i), int(j)) for i, j in zip(rows, cols) if i < na and j < nb and cost[i, j] <= gate]
 
 
 def match_beads(detections: Mapping[str, pd.DataFrame], cameras: Mapping[str, Camera],
-                options: BeadMatchOptions = BeadMatchOptions()) -> pd.DataFrame:
+                options: BeadMatchOptions = BeadMatchOptions(), expected: np.ndarray | None = None) -> pd.DataFrame:
     """Match the beads of one frame between cameras and triangulate them.
 
     Args:
@@ -76,6 +106,7 @@ def match_beads(detections: Mapping[str, pd.DataFrame], cameras: Mapping[str, Ca
             :func:`~stereodrr.track.bead_detect.detect_beads` of its frame.
         cameras: camera name -> calibrated camera (every name of ``detections``).
         options: see :class:`BeadMatchOptions`.
+        expected: ``(M, 3)`` world positions (mm) where beads are expected in this frame, or None.
 
     Returns:
         One row per triangulated bead: ``x, y, z`` (world mm), ``views`` (number of cameras
@@ -103,9 +134,12 @@ def match_beads(detections: Mapping[str, pd.DataFrame], cameras: Mapping[str, Ca
     offsets = np.cumsum([0] + [len(uv[n]) for n in names])
     camera_of = np.repeat(np.arange(len(names)), np.diff(offsets))
     edges: list[tuple[int, int, float]] = []
+    prior = None if expected is None else np.asarray(expected, np.float64).reshape(-1, 3)
     for a, b in combinations(range(len(names)), 2):
-        cost = epipolar_distances(cameras[names[a]], cameras[names[b]], uv[names[a]], uv[names[b]])
-        edges += [(offsets[a] + i, offsets[b] + j, c) for i, j, c in _pairs(cost, options.gate_px)]
+        ca, cb = cameras[names[a]], cameras[names[b]]
+        cost = epipolar_distances(ca, cb, uv[names[a]], uv[names[b]])
+        choice = cost if prior is None else cost + 0.5 * options.gate_px * ~_near_expected(ca, cb, uv[names[a]], uv[names[b]], cost, prior, options)
+        edges += [(offsets[a] + i, offsets[b] + j, float(cost[i, j])) for i, j in _pairs(choice, cost, options.gate_px)]
     groups = _groups(edges, camera_of, int(offsets[-1]))
     return _triangulated(groups, edges, names, offsets, uv, cameras, options)
 
