@@ -124,8 +124,9 @@ def _candidates(a: np.ndarray, mask: np.ndarray | None, opts: BeadDetectOptions,
     d0 = float(np.sqrt(opts.diameter_px[0] * opts.diameter_px[1]))
     # The centre sigma of a difference of Gaussians that peaks on a blurred disc of diameter d0.
     s1 = max(0.5, 0.25 * d0)
-    level = cv2.GaussianBlur(a, (0, 0), 2.0 * s1)
-    dog = cv2.GaussianBlur(a, (0, 0), s1) - level
+    dog = cv2.GaussianBlur(a, (0, 0), s1) - cv2.GaussianBlur(a, (0, 0), 2.0 * s1)
+    # The tissue level the noise depends on, at a scale where beads hardly count.
+    level = cv2.GaussianBlur(a, (0, 0), 4.0 * d0)
     inside = np.zeros(a.shape, np.uint8)
     inside[h:-h, h:-h] = 1
     if mask is not None:
@@ -151,14 +152,15 @@ def _noise_by_level(a: np.ndarray, level: np.ndarray, response: np.ndarray, sear
     sub = (slice(None, None, stride), slice(None, None, stride))
     sel = searched[sub]
     a_s, lev, res = a[sub][sel], level[sub][sel], response[sub][sel]
-    if a_s.size < 20 * bins:
+    if a_s.size < 10:
         return np.zeros(0), np.zeros(0)
+    bins = max(1, min(bins, a_s.size // 100))
     ok = np.ones(a_s.size, bool)
     for extreme in (a_s.min(), a_s.max()):
         clipped = a_s == extreme
         if clipped.mean() > 0.01:
             ok &= ~clipped
-    lev, res = (lev[ok], res[ok]) if ok.sum() >= 20 * bins else (lev, res)
+    lev, res = (lev[ok], res[ok]) if ok.sum() >= 10 * bins else (lev, res)
     order = np.argsort(lev)
     groups = np.array_split(order, bins)
     centres = np.array([np.median(lev[g]) for g in groups])

@@ -141,7 +141,7 @@ def match_beads(detections: Mapping[str, pd.DataFrame], cameras: Mapping[str, Ca
         choice = cost if prior is None else cost + 0.5 * options.gate_px * ~_near_expected(ca, cb, uv[names[a]], uv[names[b]], cost, prior, options)
         edges += [(offsets[a] + i, offsets[b] + j, float(cost[i, j])) for i, j in _pairs(choice, cost, options.gate_px)]
     groups = _groups(edges, camera_of, int(offsets[-1]))
-    return _triangulated(groups, edges, names, offsets, uv, cameras, options)
+    return _triangulated(groups, names, offsets, camera_of, uv, cameras, options)
 
 
 def _groups(edges: list[tuple[int, int, float]], camera_of: np.ndarray, n: int) -> list[list[int]]:
@@ -163,30 +163,34 @@ def _groups(edges: list[tuple[int, int, float]], camera_of: np.ndarray, n: int) 
     return out
 
 
-def _triangulated(groups: list[list[int]], edges: list[tuple[int, int, float]], names: list[str],
-                  offsets: np.ndarray, uv: dict[str, np.ndarray], cameras: Mapping[str, Camera],
-                  options: BeadMatchOptions) -> pd.DataFrame:
-    cost = {(i, j): c for i, j, c in edges}
-    rows = []
-    for members in groups:
-        cams = {int(np.searchsorted(offsets, m, side="right") - 1): m for m in members}
-        views = {names[c]: uv[names[c]][m - offsets[c]][None] for c, m in cams.items()}
-        tri = triangulate({n: cameras[n] for n in views}, views)
-        row: dict[str, float] = {"x": tri.points[0, 0], "y": tri.points[0, 1], "z": tri.points[0, 2],
-                                 "views": len(views),
-                                 "epipolar_px": max(cost.get((i, j), np.nan) for i, j in combinations(members, 2))}
-        for c, n in enumerate(names):
-            m = cams.get(c)
-            seen = m is not None
-            row[f"det_{n}"] = m - offsets[c] if seen else -1
-            row[f"u_{n}"] = uv[n][m - offsets[c], 0] if seen else np.nan
-            row[f"v_{n}"] = uv[n][m - offsets[c], 1] if seen else np.nan
-            row[f"residual_{n}"] = tri.reprojection_px[tri.views.index(n), 0] if seen else np.nan
-        rows.append(row)
-    columns = ["x", "y", "z", "views", "epipolar_px"] + [f"{k}_{n}" for n in names for k in ("det", "u", "v", "residual")]
-    table = pd.DataFrame(rows, columns=columns)
-    residuals = table[[f"residual_{n}" for n in names]].to_numpy()
-    table = table[~np.any(residuals > options.gate_px, axis=1)]
-    for n in names:
-        table[f"det_{n}"] = table[f"det_{n}"].astype(int)
+def _triangulated(groups: list[list[int]], names: list[str], offsets: np.ndarray, camera_of: np.ndarray,
+                  uv: dict[str, np.ndarray], cameras: Mapping[str, Camera], options: BeadMatchOptions) -> pd.DataFrame:
+    V = len(names)
+    det = np.full((len(groups), V), -1)
+    for g, members in enumerate(groups):
+        for m in members:
+            det[g, camera_of[m]] = m - offsets[camera_of[m]]
+    X = np.full((len(groups), 3), np.nan)
+    residual = np.full((len(groups), V), np.nan)
+    epipolar = np.zeros(len(groups))
+    # One triangulation per set of cameras (all its beads at once).
+    for key in {tuple(row) for row in (det >= 0).tolist()}:
+        idx = np.nonzero(np.all((det >= 0) == np.array(key), axis=1))[0]
+        cams = [c for c in range(V) if key[c]]
+        views = {names[c]: uv[names[c]][det[idx, c]] for c in cams}
+        tri = triangulate({names[c]: cameras[names[c]] for c in cams}, views)
+        X[idx] = tri.points
+        residual[np.ix_(idx, cams)] = tri.reprojection_px.T
+        for a, b in combinations(cams, 2):
+            d = np.diagonal(epipolar_distances(cameras[names[a]], cameras[names[b]], views[names[a]], views[names[b]]))
+            epipolar[idx] = np.maximum(epipolar[idx], d)
+    table = pd.DataFrame({"x": X[:, 0], "y": X[:, 1], "z": X[:, 2], "views": np.sum(det >= 0, axis=1),
+                          "epipolar_px": epipolar})
+    for c, n in enumerate(names):
+        seen = det[:, c] >= 0
+        table[f"det_{n}"] = det[:, c]
+        table[f"u_{n}"] = np.where(seen, uv[n][np.maximum(det[:, c], 0), 0] if len(uv[n]) else np.nan, np.nan)
+        table[f"v_{n}"] = np.where(seen, uv[n][np.maximum(det[:, c], 0), 1] if len(uv[n]) else np.nan, np.nan)
+        table[f"residual_{n}"] = residual[:, c]
+    table = table[~np.any(residual > options.gate_px, axis=1)]
     return table.sort_values("x").reset_index(drop=True)
