@@ -127,12 +127,11 @@ def _candidates(a: np.ndarray, mask: np.ndarray | None, opts: BeadDetectOptions,
     dog = cv2.GaussianBlur(a, (0, 0), s1) - cv2.GaussianBlur(a, (0, 0), 2.0 * s1)
     # The tissue level the noise depends on, at a scale where beads hardly count.
     level = cv2.GaussianBlur(a, (0, 0), 4.0 * d0)
-    inside = np.zeros(a.shape, np.uint8)
-    inside[h:-h, h:-h] = 1
+    inside_b = np.zeros(a.shape, bool)
+    inside_b[h:-h, h:-h] = True
     if mask is not None:
         k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * h + 1, 2 * h + 1))
-        inside &= cv2.erode(mask.astype(np.uint8), k, borderValue=0)
-    inside_b = inside.astype(bool)
+        inside_b &= cv2.erode(mask.astype(np.uint8), k, borderValue=0) > 0
     peaks = (dog >= cv2.dilate(dog, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5)))) & inside_b & (dog > 0)
     cand = np.argwhere(peaks)
     levels, noise = _noise_by_level(a, level, dog, inside_b)

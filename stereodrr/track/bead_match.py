@@ -180,7 +180,7 @@ def _triangulated(groups: list[list[int]], names: list[str], offsets: np.ndarray
         views = {names[c]: uv[names[c]][det[idx, c]] for c in cams}
         tri = triangulate({names[c]: cameras[names[c]] for c in cams}, views)
         X[idx] = tri.points
-        residual[np.ix_(idx, cams)] = tri.reprojection_px.T
+        residual[np.ix_(idx, np.array(cams))] = tri.reprojection_px.T
         for a, b in combinations(cams, 2):
             d = np.diagonal(epipolar_distances(cameras[names[a]], cameras[names[b]], views[names[a]], views[names[b]]))
             epipolar[idx] = np.maximum(epipolar[idx], d)

@@ -200,12 +200,12 @@ def _link_by_distances(history: np.ndarray, seen: np.ndarray, Y: np.ndarray, tra
                         d_then = np.linalg.norm(history[t, g] - history[u, g])
                         support += abs(d_then - np.linalg.norm(Y[p] - Y[q])) < opts.tolerance_mm
                 if support > best[0]:
-                    best = (support, t, p)
-        if best[1] < 0:
+                    best = (int(support), int(t), int(p))
+        _, track, bead = best
+        if track < 0:
             return
-        _, t, p = best
-        track_of[p], free_t[t] = t, False
-        linked = np.append(linked, p)
+        track_of[bead], free_t[track] = track, False
+        linked = np.append(linked, bead)
 
 
 def link_beads(points: Sequence[np.ndarray], options: BeadLinkOptions = BeadLinkOptions()) -> list[np.ndarray]:
@@ -303,9 +303,9 @@ def _procrustes_reference(Xb: np.ndarray, frames: np.ndarray, iterations: int = 
             if ok.sum() >= 3:
                 R, t = kabsch(Xb[f, ok], ref[ok])
                 aligned[k] = Xb[f] @ R.T + t
-        seen = ~np.isnan(aligned[..., 0])
-        new = np.where(seen.any(axis=0)[:, None], np.nansum(aligned, axis=0) / np.maximum(seen.sum(axis=0), 1)[:, None], np.nan)
-        done = np.nanmax(np.abs(new - ref)) < 1e-10 if np.array_equal(np.isnan(new), np.isnan(ref)) else False
+        count = np.sum(~np.isnan(aligned[..., 0]), axis=0)
+        new = np.where(count[:, None] > 0, np.nansum(aligned, axis=0) / np.maximum(count, 1)[:, None], np.nan)
+        done = np.array_equal(np.isnan(new), np.isnan(ref)) and bool(np.nanmax(np.abs(new - ref)) < 1e-10)
         ref = new
         if done:
             break

@@ -12,7 +12,7 @@ linked again, until the pairings stop changing (``refine`` passes at most).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Sequence, Union
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -35,9 +35,9 @@ from .bead_rigid import (
 __all__ = ["BeadTrackOptions", "BeadTracking", "track_beads", "FrameSource", "MaskSource"]
 
 # Per camera a sequence of frames, or a reader ``(camera index, frame index) -> image``.
-FrameSource = Union[Sequence[Sequence[np.ndarray]], Callable[[int, int], np.ndarray]]
+FrameSource = Sequence[Sequence[np.ndarray]] | Callable[[int, int], np.ndarray]
 # Per camera one mask for all frames (or None), or ``(camera index, frame index) -> mask``.
-MaskSource = Union[Sequence[Union[np.ndarray, None]], Callable[[int, int], Union[np.ndarray, None]]]
+MaskSource = Sequence[np.ndarray | None] | Callable[[int, int], np.ndarray | None]
 
 
 @dataclass(frozen=True)
