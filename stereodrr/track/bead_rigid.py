@@ -1,21 +1,11 @@
-"""Beads followed through frames, grouped into rigid bodies, and each body's pose per frame.
-
-**Linking.** Beads implanted in one bone keep their mutual distances whatever the bone does, so
-a frame's beads are matched to the tracks so far by rigid motions, not by proximity (a hand moves
-centimetres between frames). Hypotheses come from triangles: each track with two of its nearest
-neighbours (positions of one earlier frame) against every triangle of the new frame's beads with
-the same side lengths within ``tolerance_mm``; each triangle pair gives a rigid motion (Kabsch),
-and the motion that carries the most tracks onto new beads (within ``tolerance_mm``) wins. Its
-tracks are assigned, and the search repeats on the rest, one bone at a time, until no motion
-carries ``min_beads`` tracks. A track not seen in the frame the motions were found in is then
-linked by distance invariance: to the new bead whose distances to the linked beads equal the
-track's distances to them in a frame where both were seen, for at least ``min_beads`` of them.
-Beads left over start new tracks.
+"""Beads grouped into rigid bodies, and each body's pose per frame; the options shared with
+linking (:mod:`stereodrr.track.bead_link`) and the rigid fit.
 
 **Rigid bodies.** Two tracks belong to one body when their distance is constant through the
 frames both are seen in (its RMS deviation from its median within ``tolerance_mm / 2``, over at
 least two frames). Bodies are the complete-linkage clusters of that relation (every pair in a
-body rigid) with at least ``min_beads`` beads; a bead in no body gets body ``-1``.
+body rigid), pairs seen together in fewer frames joining later, with at least ``min_beads``
+beads; a bead in no body gets body ``-1``.
 
 **Poses.** Each body's reference constellation is its mean shape over the frames (generalised
 Procrustes: every frame aligned to the reference by Kabsch, the reference the mean of the
@@ -28,19 +18,16 @@ beads have NaN poses; missing beads are never filled in.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
 from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.spatial.distance import squareform
 
-__all__ = ["BeadLinkOptions", "kabsch", "link_beads", "pair_spread", "rigid_bodies", "body_references", "expected_beads",
-           "body_poses", "POSE_COLUMNS"]
+__all__ = ["BeadLinkOptions", "kabsch", "pair_spread", "rigid_bodies", "body_references", "expected_beads",
+           "merge_fragments", "body_poses", "POSE_COLUMNS"]
 
 POSE_COLUMNS = tuple(f"m{i}{j}" for i in range(4) for j in range(4))
-# Neighbours of a track that form its hypothesis triangles.
-_NEIGHBOURS = 4
 
 
 @dataclass(frozen=True)
@@ -88,157 +75,6 @@ def kabsch(A: np.ndarray, B: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return R, cb - (R @ ca[..., None])[..., 0]
 
 
-def _distances(X: np.ndarray) -> np.ndarray:
-    return np.linalg.norm(X[:, None] - X[None], axis=2)
-
-
-def _triangles(X: np.ndarray) -> np.ndarray:
-    """``(T, 3)`` index triangles: each point with two of its nearest neighbours."""
-    n = len(X)
-    D = _distances(X)
-    near = np.argsort(D, axis=1)[:, 1:_NEIGHBOURS + 1]
-    tris = {tuple(sorted((i, int(j), int(k)))) for i in range(n) for a, j in enumerate(near[i]) for k in near[i][a + 1:]}
-    return np.array(sorted(tris), dtype=np.intp).reshape(-1, 3)
-
-
-def _assign(moved: np.ndarray, Y: np.ndarray, tol: float) -> np.ndarray:
-    """For each moved point, the index of the new point within ``tol`` (nearest, each new point
-    taken once, closest first), or -1."""
-    D = np.linalg.norm(moved[:, None] - Y[None], axis=2)
-    out = np.full(len(moved), -1)
-    taken = np.zeros(len(Y), bool)
-    for flat in np.argsort(D, axis=None):
-        i, j = divmod(int(flat), len(Y))
-        if D[i, j] >= tol:
-            break
-        if out[i] < 0 and not taken[j]:
-            out[i], taken[j] = j, True
-    return out
-
-
-def _best_motion(X: np.ndarray, Y: np.ndarray, tol: float) -> tuple[np.ndarray, float]:
-    """The rigid motion carrying the most of ``X`` onto ``Y``: ``(match (len X,), rms)``, match -1
-    where a point of ``X`` lands on none."""
-    best, best_key = np.full(len(X), -1), (0, 0.0)
-    if len(X) < 3 or len(Y) < 3:
-        return best, np.inf
-    DX, DY = _distances(X), _distances(Y)
-    for a, b, c in _triangles(X):
-        ok = ((np.abs(DY - DX[a, b]) < tol)[:, :, None] & (np.abs(DY - DX[a, c]) < tol)[:, None, :]
-              & (np.abs(DY - DX[b, c]) < tol)[None, :, :])
-        ya, yb, yc = np.nonzero(ok)
-        if len(ya) == 0:
-            continue
-        R, t = kabsch(np.broadcast_to(X[[a, b, c]], (len(ya), 3, 3)), np.stack([Y[ya], Y[yb], Y[yc]], axis=1))
-        moved = X[None] @ np.swapaxes(R, 1, 2) + t[:, None]
-        hits = np.min(np.linalg.norm(moved[:, :, None] - Y[None, None], axis=3), axis=2) < tol
-        for k in np.argsort(-hits.sum(axis=1))[:3]:
-            match, rms = _refined(X, Y, R[k], t[k], tol)
-            key = (int(np.sum(match >= 0)), -rms)
-            if key > best_key:
-                best, best_key = match, key
-    return best, -best_key[1] if best_key[0] else np.inf
-
-
-def _refined(X: np.ndarray, Y: np.ndarray, R: np.ndarray, t: np.ndarray, tol: float) -> tuple[np.ndarray, float]:
-    """Matches of a motion, refitted on its own matches until they stop changing; and their RMS."""
-    match = _assign(X @ R.T + t, Y, tol)
-    for _ in range(5):
-        ok = match >= 0
-        if ok.sum() < 3:
-            break
-        R, t = kabsch(X[ok], Y[match[ok]])
-        new = _assign(X @ R.T + t, Y, tol)
-        if np.array_equal(new, match):
-            break
-        match = new
-    ok = match >= 0
-    rms = float(np.sqrt(np.mean(np.sum((X[ok] @ R.T + t - Y[match[ok]]) ** 2, axis=1)))) if ok.any() else np.inf
-    return match, rms
-
-
-def _link_frame(history: np.ndarray, Y: np.ndarray, opts: BeadLinkOptions) -> np.ndarray:
-    """Track of each new bead ``Y`` ``(N, 3)`` given the tracks' positions ``(T, F, 3)`` in the
-    frames so far (NaN where unseen): ``(N,)`` track index or -1."""
-    T = len(history)
-    track_of = np.full(len(Y), -1)
-    if T == 0 or len(Y) == 0:
-        return track_of
-    seen = ~np.isnan(history[..., 0])
-    last = np.where(seen.any(axis=1), seen.shape[1] - 1 - np.argmax(seen[:, ::-1], axis=1), -1)
-    free_t = np.ones(T, bool)
-    # Rigid motions from the frames tracks were last seen in, the most recent first.
-    for g in sorted(set(last[last >= 0].tolist()), reverse=True):
-        while True:
-            S = np.nonzero(free_t & seen[:, g])[0]
-            P = np.nonzero(track_of < 0)[0]
-            match, _ = _best_motion(history[S, g], Y[P], opts.tolerance_mm)
-            if np.sum(match >= 0) < opts.min_beads:
-                break
-            for s, m in zip(S, match):
-                if m >= 0:
-                    track_of[P[m]], free_t[s] = s, False
-    _link_by_distances(history, seen, Y, track_of, free_t, opts)
-    return track_of
-
-
-def _link_by_distances(history: np.ndarray, seen: np.ndarray, Y: np.ndarray, track_of: np.ndarray,
-                       free_t: np.ndarray, opts: BeadLinkOptions) -> None:
-    """Link the remaining tracks to remaining beads by distance invariance to the linked beads
-    (in place): the pair with the most consistent distances first, at least ``min_beads``."""
-    linked = np.nonzero(track_of >= 0)[0]
-    while True:
-        best = (opts.min_beads - 1, -1, -1)
-        for t in np.nonzero(free_t & seen.any(axis=1))[0]:
-            for p in np.nonzero(track_of < 0)[0]:
-                support = 0
-                for q in linked:
-                    u = track_of[q]
-                    both = np.nonzero(seen[t] & seen[u])[0]
-                    if len(both):
-                        g = both[-1]
-                        d_then = np.linalg.norm(history[t, g] - history[u, g])
-                        support += abs(d_then - np.linalg.norm(Y[p] - Y[q])) < opts.tolerance_mm
-                if support > best[0]:
-                    best = (int(support), int(t), int(p))
-        _, track, bead = best
-        if track < 0:
-            return
-        track_of[bead], free_t[track] = track, False
-        linked = np.append(linked, bead)
-
-
-def link_beads(points: Sequence[np.ndarray], options: BeadLinkOptions = BeadLinkOptions()) -> list[np.ndarray]:
-    """Give the beads of every frame track ids that stay the same through the frames.
-
-    Args:
-        points: per frame, ``(N_f, 3)`` triangulated beads (mm), in any order.
-        options: see :class:`BeadLinkOptions`.
-
-    Returns:
-        Per frame, ``(N_f,)`` track ids (0, 1, ... in order of first appearance).
-
-    Raises:
-        ValueError: a frame's points are not ``(N, 3)`` finite numbers.
-    """
-    frames = []
-    for f, P in enumerate(points):
-        P = np.asarray(P, np.float64)
-        if P.ndim != 2 or P.shape[1] != 3 or not np.all(np.isfinite(P)):
-            raise ValueError(f"points[{f}]: expected finite (N, 3) positions in mm, got shape {P.shape}")
-        frames.append(P)
-    history = np.full((0, len(frames), 3), np.nan)
-    ids = []
-    for f, P in enumerate(frames):
-        track_of = _link_frame(history[:, :f], P, options)
-        new = np.nonzero(track_of < 0)[0]
-        track_of[new] = len(history) + np.arange(len(new))
-        history = np.concatenate([history, np.full((len(new), len(frames), 3), np.nan)])
-        history[track_of, f] = P
-        ids.append(track_of)
-    return ids
-
-
 def _check_positions(positions: np.ndarray) -> np.ndarray:
     X = np.asarray(positions, np.float64)
     if X.ndim != 3 or X.shape[2] != 3:
@@ -252,14 +88,20 @@ def pair_spread(positions: np.ndarray, min_frames: int = 2) -> np.ndarray:
     """``(B, B)`` RMS deviation (mm) of each pair's distance from its median over the frames both
     beads are seen in; ``inf`` for pairs seen together in fewer than ``min_frames`` frames."""
     X = _check_positions(positions)
-    D = np.linalg.norm(X[:, :, None] - X[:, None], axis=3)  # (F, B, B), NaN where either unseen
-    seen = ~np.isnan(D)
-    count = seen.sum(axis=0)
-    # Pairs never seen together get distance 0 in every frame (and inf below), so no slice is empty.
-    D = np.where(count[None] > 0, D, 0.0)
-    dev = np.where(seen | (count[None] == 0), D - np.nanmedian(D, axis=0)[None], 0.0)
-    spread = np.sqrt(np.sum(dev**2, axis=0) / np.maximum(count, 1))
-    return np.where(count >= min_frames, spread, np.inf)
+    B = X.shape[1]
+    spread = np.full((B, B), np.inf)
+    # A few rows of the pair matrix at a time: the distances of every frame stay small in memory.
+    rows = max(1, int(2e6 // max(X.shape[0] * B, 1)))
+    for i0 in range(0, B, rows):
+        D = np.linalg.norm(X[:, i0:i0 + rows, None] - X[:, None], axis=3)  # (F, rows, B), NaN where unseen
+        seen = ~np.isnan(D)
+        count = seen.sum(axis=0)
+        # Pairs never seen together get distance 0 in every frame (and inf below): no empty slice.
+        D = np.where(count[None] > 0, D, 0.0)
+        dev = np.where(seen | (count[None] == 0), D - np.nanmedian(D, axis=0)[None], 0.0)
+        block = np.sqrt(np.sum(dev**2, axis=0) / np.maximum(count, 1))
+        spread[i0:i0 + rows] = np.where(count >= min_frames, block, np.inf)
+    return spread
 
 
 def rigid_bodies(positions: np.ndarray, options: BeadLinkOptions = BeadLinkOptions()) -> np.ndarray:
@@ -273,18 +115,26 @@ def rigid_bodies(positions: np.ndarray, options: BeadLinkOptions = BeadLinkOptio
         ``(B,)`` body per bead: 0, 1, ... by decreasing size (then first bead), -1 for none.
     """
     X = _check_positions(positions)
-    B = X.shape[1]
-    body = np.full(B, -1)
-    if B < options.min_beads:
+    body = np.full(X.shape[1], -1)
+    # Only beads seen in two frames or more carry evidence of rigidity.
+    tracked = np.nonzero(np.sum(~np.isnan(X[:, :, 0]), axis=0) >= 2)[0]
+    if len(tracked) < options.min_beads:
         return body
-    spread = pair_spread(X)
-    # Complete linkage: a cluster's every pair within the threshold. Unknown pairs never join.
-    big = 1e6
-    dist = np.where(np.isfinite(spread), spread, big)
+    Xt = X[:, tracked]
+    seen = ~np.isnan(Xt[:, :, 0])
+    together = (seen[:, :, None] & seen[:, None, :]).sum(axis=0)
+    # A spread measured in few frames is uncertain: pairs seen together less often join later
+    # (a stray track that kept its distance to a bead over two frames does not take it from
+    # its bone, whose other beads kept theirs over many).
+    doubt = 0.25 * options.tolerance_mm / np.sqrt(np.maximum(together - 1, 1))
+    # Pairs never seen together twice (pieces of one bead's broken track, above all) hold no
+    # evidence either way: they may share a body, after every pair with evidence.
+    dist = np.where(together >= 2, pair_spread(Xt) + doubt, 0.99 * options.tolerance_mm / 2)
     np.fill_diagonal(dist, 0.0)
+    # Complete linkage: every pair of a body within the threshold.
     labels = fcluster(linkage(squareform(dist, checks=False), method="complete"), t=options.tolerance_mm / 2,
                       criterion="distance")
-    groups = [np.nonzero(labels == k)[0] for k in np.unique(labels)]
+    groups = [tracked[labels == k] for k in np.unique(labels)]
     groups = sorted((g for g in groups if len(g) >= options.min_beads), key=lambda g: (-len(g), g[0]))
     for k, g in enumerate(groups):
         body[g] = k
@@ -330,6 +180,22 @@ def body_references(positions: np.ndarray, bodies: np.ndarray, options: BeadLink
     return refs
 
 
+def _agreeing_motion(ref: np.ndarray, X: np.ndarray, opts: BeadLinkOptions) -> tuple[np.ndarray, np.ndarray] | None:
+    """The rigid motion carrying a body's reference ``ref`` ``(n, 3)`` onto its beads seen in one
+    frame ``X`` ``(n, 3)`` (NaN: unseen), refitted without the bead farthest from it until all
+    lie within ``tolerance_mm`` (a wrong bead does not pull it); None with fewer than
+    ``min_beads`` agreeing beads."""
+    seen = ~np.isnan(X[:, 0]) & ~np.isnan(ref[:, 0])
+    while seen.sum() >= opts.min_beads:
+        R, t = kabsch(ref[seen], X[seen])
+        err = np.where(seen, np.linalg.norm(ref @ R.T + t - np.where(seen[:, None], X, 0.0), axis=1), -1.0)
+        worst = int(np.argmax(err))
+        if err[worst] <= opts.tolerance_mm:
+            return R, t
+        seen[worst] = False
+    return None
+
+
 def expected_beads(frame_positions: np.ndarray, bodies: np.ndarray, references: dict[int, np.ndarray],
                    options: BeadLinkOptions = BeadLinkOptions()) -> np.ndarray:
     """``(M, 3)`` positions (mm) where the beads of every body are expected in one frame: each
@@ -344,17 +210,58 @@ def expected_beads(frame_positions: np.ndarray, bodies: np.ndarray, references: 
     X = np.asarray(frame_positions, np.float64)
     out = []
     for b, ref in references.items():
-        seen = ~np.isnan(X[bodies == b, 0]) & ~np.isnan(ref[:, 0])
-        while seen.sum() >= options.min_beads:
-            R, t = kabsch(ref[seen], X[bodies == b][seen])
-            err = np.linalg.norm(ref @ R.T + t - X[bodies == b], axis=1)
-            worst = int(np.nanargmax(np.where(seen, err, -1.0)))
-            if err[worst] <= options.tolerance_mm:
-                moved = ref @ R.T + t
-                out.append(moved[~np.isnan(moved[:, 0])])
-                break
-            seen[worst] = False
+        motion = _agreeing_motion(ref, X[bodies == b], options)
+        if motion is not None:
+            moved = ref @ motion[0].T + motion[1]
+            out.append(moved[~np.isnan(moved[:, 0])])
     return np.concatenate(out) if out else np.zeros((0, 3))
+
+
+def merge_fragments(positions: np.ndarray, options: BeadLinkOptions = BeadLinkOptions()) -> np.ndarray:
+    """Join the pieces of a bead's track that linking left apart (a bead hidden while too few of
+    its bone's beads were seen to carry it): two tracks of one body at the same place in its
+    reference (within ``tolerance_mm``), never seen in one frame, are one bead; so is a track in
+    no body whose positions, taken into the body's reference by the body's pose in their frames,
+    land within ``tolerance_mm`` of one bead of the reference (in 90 % of the frames with a
+    pose), and that is never seen in a frame with that bead.
+
+    Args:
+        positions: ``(F, B, 3)`` bead positions (mm), NaN where unseen.
+
+    Returns:
+        ``(B,)`` the track each track continues (itself when none).
+    """
+    X = _check_positions(positions)
+    B = X.shape[1]
+    target = np.arange(B)
+    bodies = rigid_bodies(X, options)
+    seen = ~np.isnan(X[:, :, 0])
+    for b, ref in body_references(X, bodies, options).items():
+        members = np.nonzero(bodies == b)[0]
+        motions = [_agreeing_motion(ref, X[f, members], options) for f in range(X.shape[0])]
+        taken = seen[:, members].copy()
+        # Members that are pieces of one bead: the same place in the body, never seen together.
+        close = np.linalg.norm(ref[:, None] - ref[None], axis=2) < options.tolerance_mm
+        for i, j in zip(*np.nonzero(np.triu(close, 1))):
+            if target[members[j]] == members[j] and not (taken[:, i] & taken[:, j]).any():
+                target[members[j]] = target[members[i]]
+                taken[:, i] |= taken[:, j]
+        for t in np.nonzero((bodies < 0) & seen.any(axis=0))[0]:
+            posed = [(f, m) for f in np.nonzero(seen[:, t])[0] if (m := motions[f]) is not None]
+            if not posed:
+                continue
+            # The track's positions in the body's reference frame, against its beads.
+            local = np.stack([(X[f, t] - shift) @ R for f, (R, shift) in posed])
+            d = np.linalg.norm(local[:, None] - ref[None], axis=2)
+            j = int(np.bincount(np.nanargmin(d, axis=1)).argmax())
+            near = d[:, j] < options.tolerance_mm
+            if near.mean() >= 0.9 and not taken[np.nonzero(seen[:, t])[0], j].any():
+                target[t] = members[j]
+                taken[seen[:, t], j] = True
+    # Chains (a piece joined to a piece that was joined to another) end at their first track.
+    while not np.array_equal(target[target], target):
+        target = target[target]
+    return target
 
 
 def body_poses(positions: np.ndarray, bodies: np.ndarray, options: BeadLinkOptions = BeadLinkOptions()) -> pd.DataFrame:

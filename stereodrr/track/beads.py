@@ -3,10 +3,12 @@
 :func:`track_beads` runs, for every frame, :func:`~stereodrr.track.bead_detect.detect_beads` in
 each camera and :func:`~stereodrr.track.bead_match.match_beads` between them; then links the
 triangulated beads through the frames, groups them into rigid bodies and fits each body's pose
-per frame (:mod:`stereodrr.track.bead_rigid`). Two views leave pairings ambiguous where two beads
+per frame (:mod:`stereodrr.track.bead_link`, :mod:`stereodrr.track.bead_rigid`). Two views leave pairings ambiguous where two beads
 lie near one epipolar line, so the frames are then matched again with the beads each rigid body
 expects in them (its mean shape moved by its pose in the frame, from the beads that agree), and
-linked again, until the pairings stop changing (``refine`` passes at most).
+linked again, until the pairings stop changing (``refine`` passes at most). After each linking,
+the pieces of a bead's track that linking left apart are joined by the bead's place in its
+bone (:func:`~stereodrr.track.bead_rigid.merge_fragments`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from tqdm.auto import tqdm
 
 from ..geometry import StereoRig
 from .bead_detect import DETECTION_COLUMNS, BeadDetectOptions, detect_beads
+from .bead_link import link_beads
 from .bead_match import BeadMatchOptions, match_beads
 from .bead_rigid import (
     POSE_COLUMNS,
@@ -27,7 +30,7 @@ from .bead_rigid import (
     body_poses,
     body_references,
     expected_beads,
-    link_beads,
+    merge_fragments,
     pair_spread,
     rigid_bodies,
 )
@@ -138,6 +141,18 @@ def _positions(matches: list[pd.DataFrame], ids: list[np.ndarray]) -> np.ndarray
     return X
 
 
+def _linked(matches: list[pd.DataFrame], link: BeadLinkOptions) -> list[np.ndarray]:
+    """Track ids of every frame's beads: linked, pieces of one bead's track joined, numbered
+    0, 1, ... in order of first appearance."""
+    ids = link_beads([m[["x", "y", "z"]].to_numpy() for m in matches], link)
+    target = merge_fragments(_positions(matches, ids), link)
+    ids = [target[i] for i in ids]
+    order = pd.unique(np.concatenate(ids)) if ids else np.zeros(0, int)
+    number = np.full(int(order.max()) + 1 if len(order) else 0, -1)
+    number[order] = np.arange(len(order))
+    return [number[i] for i in ids]
+
+
 def _pairings(m: pd.DataFrame, names: Sequence[str]) -> set[tuple[int, ...]]:
     return set(map(tuple, m[[f"det_{n}" for n in names]].to_numpy(int).tolist()))
 
@@ -171,7 +186,7 @@ def track_beads(frames: FrameSource, rig: StereoRig, masks: MaskSource | None = 
         detections.append({c: detect_beads(read(k, f), mask_of(k, f), options.detect, name=f"frame {f} of {c}")
                            for k, c in enumerate(names)})
     matches = [match_beads(d, rig.cameras, options.match) for d in detections]
-    ids = link_beads([m[["x", "y", "z"]].to_numpy() for m in matches], options.link)
+    ids = _linked(matches, options.link)
     for _ in range(options.refine):
         X = _positions(matches, ids)
         bodies = rigid_bodies(X, options.link)
@@ -181,7 +196,7 @@ def track_beads(frames: FrameSource, rig: StereoRig, masks: MaskSource | None = 
         if all(_pairings(a, names) == _pairings(m, names) for a, m in zip(again, matches)):
             break
         matches = again
-        ids = link_beads([m[["x", "y", "z"]].to_numpy() for m in matches], options.link)
+        ids = _linked(matches, options.link)
     return _tracking(names, detections, matches, ids, options.link)
 
 

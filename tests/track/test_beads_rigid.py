@@ -5,6 +5,7 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from stereodrr.geometry import rotation_angle_deg
+from stereodrr.track.bead_link import link_beads
 from stereodrr.track.bead_rigid import (
     POSE_COLUMNS,
     BeadLinkOptions,
@@ -12,7 +13,7 @@ from stereodrr.track.bead_rigid import (
     body_references,
     expected_beads,
     kabsch,
-    link_beads,
+    merge_fragments,
     pair_spread,
     rigid_bodies,
 )
@@ -129,6 +130,49 @@ def test_pair_spread_and_expected_beads():
     expected = expected_beads(frame, body, refs)
     assert len(expected) == 10
     assert np.abs(np.sort(expected, axis=0) - np.sort(X[2], axis=0)).max() < 1e-6
+
+
+def test_merge_fragments_joins_a_split_track():
+    rng = np.random.default_rng(4)
+    X, body, _ = _scene(rng, sizes=(6, 5), frames=8)
+    # Bead 8's track broken in two: frames 0-3 on track 8, frames 4-7 on a new track 11.
+    split = np.concatenate([X, np.full((8, 1, 3), np.nan)], axis=1)
+    split[4:, 11] = split[4:, 8]
+    split[4:, 8] = np.nan
+    target = merge_fragments(split)
+    assert sorted({int(target[8]), int(target[11])}) in ([8], [11])
+    assert np.array_equal(target[:8], np.arange(8)) and np.array_equal(target[9:11], [9, 10])
+    # A stray track seen with the bead it would continue is not joined.
+    stray = np.concatenate([X, X[:, 8:9] + [0.1, 0.0, 0.0]], axis=1)
+    assert np.array_equal(merge_fragments(stray), np.arange(12))
+
+
+def test_long_sequence_with_dropouts_and_clutter():
+    rng = np.random.default_rng(5)
+    X, body, _ = _scene(rng, frames=60)
+    frames, truth = [], []
+    for f in range(len(X)):
+        keep = np.nonzero(rng.random(X.shape[1]) > 0.1)[0]
+        order = rng.permutation(keep)
+        frames.append(np.concatenate([X[f, order], rng.uniform(-50.0, 150.0, (2, 3))]))
+        truth.append(np.append(order, [-1, -1]))
+    ids = link_beads(frames)
+    positions = np.full((len(X), max(int(i.max()) for i in ids) + 1, 3), np.nan)
+    for f, (P, i) in enumerate(zip(frames, ids)):
+        positions[f, i] = P
+    target = merge_fragments(positions)
+    tracks: dict[int, set] = {}
+    for t, i in zip(truth, ids):
+        for bead, track in zip(t, target[i]):
+            tracks.setdefault(int(track), set()).add(int(bead))
+    # No track ever holds two beads, or a bead and clutter.
+    assert all(len(b) == 1 for b in tracks.values())
+    # Every bead is on one track in at least 95 % of the frames it is seen in.
+    share = []
+    for bead in range(X.shape[1]):
+        mine = [int(target[i][t == bead][0]) for t, i in zip(truth, ids) if (t == bead).any()]
+        share.append(max(mine.count(k) for k in set(mine)) / len(mine))
+    assert min(share) >= 0.95, share
 
 
 def test_bad_input_raises():
