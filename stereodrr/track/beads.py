@@ -70,6 +70,7 @@ class BeadTracking:
 
     Attributes:
         cameras: camera names, in the rig's order.
+        frames: the number of frames.
         detections: one row per bead found in a camera's frame: ``frame, camera, u, v``
             (px, OpenCV convention), ``diameter_px, blur_px, contrast, score, explained`` (see
             :func:`~stereodrr.track.bead_detect.detect_beads`) and ``bead`` (its track, -1 when
@@ -87,6 +88,7 @@ class BeadTracking:
     """
 
     cameras: tuple[str, ...]
+    frames: int
     detections: pd.DataFrame
     points3d: pd.DataFrame
     bodies: pd.DataFrame
@@ -94,9 +96,7 @@ class BeadTracking:
 
     def positions(self) -> np.ndarray:
         """``(frames, beads, 3)`` world positions (mm), NaN where unseen."""
-        frames = int(self.points3d["frame"].max()) + 1 if len(self.points3d) else 0
-        beads = len(self.bodies)
-        X = np.full((frames, beads, 3), np.nan)
+        X = np.full((self.frames, len(self.bodies), 3), np.nan)
         p = self.points3d
         X[p["frame"].to_numpy(int), p["bead"].to_numpy(int)] = p[["x", "y", "z"]].to_numpy()
         return X
@@ -233,4 +233,4 @@ def _tracking(names: list[str], detections: list[dict[str, pd.DataFrame]], match
     bodies_table = pd.DataFrame({"bead": np.arange(n_beads), "body": bodies,
                                  "frames": np.sum(~np.isnan(X[:, :, 0]), axis=0), "spread_mm": own})
     poses = body_poses(X, bodies, link) if n_beads else pd.DataFrame(columns=["frame", "body", "beads", *POSE_COLUMNS, "rms_mm"])
-    return BeadTracking(tuple(names), detections_table, points, bodies_table, poses)
+    return BeadTracking(tuple(names), len(matches), detections_table, points, bodies_table, poses)

@@ -105,8 +105,39 @@ def test_frame_reader_and_errors(wrist):
         track_beads([frames[0], frames[1][:2]], rig)
     with pytest.raises(ValueError, match="masks: expected one mask"):
         track_beads(frames, rig, masks=[None])
+    blank = np.full((64, 64), 200, np.uint8)
+    empty = track_beads([[blank, blank], [blank, blank]], rig, options=BeadTrackOptions(progress=False))
+    assert empty.frames == 2 and empty.positions().shape == (2, 0, 3)
+    assert len(empty.detections) == len(empty.points3d) == len(empty.poses) == 0
     one = StereoRig({"cam1": rig["cam1"]}, rig.isocenter)
     with pytest.raises(ValueError, match="rig: expected at least 2 cameras"):
         track_beads(frames[:1], one)
     with pytest.raises(ValueError, match="refine"):
         BeadTrackOptions(refine=-1)
+
+
+def test_frame_figure(wrist, tracking, tmp_path):
+    import matplotlib.image
+
+    from stereodrr.plot.beads import plot_bead_frame
+
+    rig, frames = wrist
+    path = plot_bead_frame({c: frames[k][1] for k, c in enumerate(rig.names)}, tracking, 1, rig, tmp_path / "frame.png")
+    image = matplotlib.image.imread(path)
+    assert image.shape[1] > image.shape[0] > 500  # two views side by side
+
+
+@pytest.mark.slow
+def test_wrist_experiment(tmp_path):
+    import sys
+
+    import pandas as pd
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "experiments"))
+    import beads_wrist
+
+    assert beads_wrist.main(["--out", str(tmp_path)]) == 0
+    beads = pd.read_csv(tmp_path / "beads.csv")
+    assert (beads.dropna(subset=["x"]).groupby("frame").size() >= 17).all()
+    assert sorted(pd.read_csv(tmp_path / "bodies.csv").groupby("body").size()) == [5, 6, 6]
+    assert all((tmp_path / f"frame_{f}.png").stat().st_size > 0 for f in range(3))
