@@ -138,7 +138,9 @@ def match_beads(detections: Mapping[str, pd.DataFrame], cameras: Mapping[str, Ca
     for a, b in combinations(range(len(names)), 2):
         ca, cb = cameras[names[a]], cameras[names[b]]
         cost = epipolar_distances(ca, cb, uv[names[a]], uv[names[b]])
-        choice = cost if prior is None else cost + 0.5 * options.gate_px * ~_near_expected(ca, cb, uv[names[a]], uv[names[b]], cost, prior, options)
+        choice = cost
+        if prior is not None:
+            choice = cost + 0.5 * options.gate_px * ~_near_expected(ca, cb, uv[names[a]], uv[names[b]], cost, prior, options)
         edges += [(offsets[a] + i, offsets[b] + j, float(cost[i, j])) for i, j in _pairs(choice, cost, options.gate_px)]
     groups = _groups(edges, camera_of, int(offsets[-1]))
     return _triangulated(groups, names, offsets, camera_of, uv, cameras, options)
