@@ -22,7 +22,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .bead_rigid import BeadLinkOptions, kabsch, pair_spread
+from ..geometry import kabsch
+from .bead_rigid import BeadLinkOptions, pair_spread
 
 __all__ = ["link_beads"]
 

@@ -24,7 +24,9 @@ import pandas as pd
 from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.spatial.distance import squareform
 
-__all__ = ["BeadLinkOptions", "kabsch", "pair_spread", "rigid_bodies", "body_references", "expected_beads",
+from ..geometry import kabsch
+
+__all__ = ["BeadLinkOptions", "pair_spread", "rigid_bodies", "body_references", "expected_beads",
            "merge_fragments", "body_poses", "POSE_COLUMNS"]
 
 POSE_COLUMNS = tuple(f"m{i}{j}" for i in range(4) for j in range(4))
@@ -50,29 +52,6 @@ class BeadLinkOptions:
             raise ValueError(f"tolerance_mm: expected a positive distance in mm, got {self.tolerance_mm}")
         if int(self.min_beads) != self.min_beads or self.min_beads < 3:
             raise ValueError(f"min_beads: expected an integer >= 3 (a rigid motion needs three points), got {self.min_beads}")
-
-
-def kabsch(A: np.ndarray, B: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Rotation ``R`` and translation ``t`` minimising ``sum |R a_i + t - b_i|^2`` (Kabsch).
-
-    Args:
-        A, B: ``(..., N, 3)`` corresponding points, ``N >= 3`` (batched over leading axes).
-
-    Returns:
-        R ``(..., 3, 3)`` proper rotations, t ``(..., 3)``.
-    """
-    A = np.asarray(A, np.float64)
-    B = np.asarray(B, np.float64)
-    ca, cb = A.mean(axis=-2), B.mean(axis=-2)
-    H = np.swapaxes(A - ca[..., None, :], -1, -2) @ (B - cb[..., None, :])
-    U, _, Vt = np.linalg.svd(H)
-    V, Ut = np.swapaxes(Vt, -1, -2), np.swapaxes(U, -1, -2)
-    # A reflection is the best orthogonal fit of a degenerate or noisy set: flip the last axis.
-    d = np.sign(np.linalg.det(V @ Ut))
-    D = np.broadcast_to(np.eye(3), (*d.shape, 3, 3)).copy()
-    D[..., 2, 2] = np.where(d == 0, 1.0, d)
-    R = V @ D @ Ut
-    return R, cb - (R @ ca[..., None])[..., 0]
 
 
 def _check_positions(positions: np.ndarray) -> np.ndarray:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from stereodrr.geometry import rotation_angle_deg
+from stereodrr.geometry import kabsch, rotation_angle_deg
 from stereodrr.track.bead_link import link_beads
 from stereodrr.track.bead_rigid import (
     POSE_COLUMNS,
@@ -12,7 +12,6 @@ from stereodrr.track.bead_rigid import (
     body_poses,
     body_references,
     expected_beads,
-    kabsch,
     merge_fragments,
     pair_spread,
     rigid_bodies,
