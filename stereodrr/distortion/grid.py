@@ -30,8 +30,9 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from .coverage import arc_deficit, edge_coverage_and_slope
+from .fov import field_of_view
 
-__all__ = ["LatticeKind", "LATTICE_ANGLE_DEG", "lattice_basis", "Holes", "Lattice", "find_field", "detect_holes",
+__all__ = ["LatticeKind", "LATTICE_ANGLE_DEG", "lattice_basis", "Holes", "Lattice", "detect_holes",
            "find_lattice"]
 
 LatticeKind = Literal["hex", "square"]
@@ -86,72 +87,6 @@ class Holes:
         return len(self.centers)
 
 
-def _fit_circle(pts: np.ndarray) -> tuple[float, float, float]:
-    """Algebraic least-squares circle ``u^2 + v^2 + a u + b v + c = 0`` through ``(N, 2)`` points."""
-    A = np.c_[pts, np.ones(len(pts))]
-    sol = np.linalg.lstsq(A, -(pts ** 2).sum(1), rcond=None)[0]
-    cu, cv = -sol[0] / 2, -sol[1] / 2
-    return cu, cv, float(np.sqrt(max(cu * cu + cv * cv - sol[2], 0.0)))
-
-
-def find_field(image: np.ndarray) -> tuple[tuple[float, float], float, np.ndarray]:
-    """The round field of view of a grid image: ``(center, radius, outside mask)``.
-
-    The outside is the region at the corners' level (nearer to it than half way to the field's
-    nearer level) connected to the corners; the field is the
-    largest region left, and a circle is fitted to its outline where it does not touch the image
-    border. No uniform corners, or a plate as dark as the outside (the outline is then lost in
-    the plate): ``radius = inf`` and an empty mask.
-    """
-    a = np.asarray(image, dtype=np.float64)
-    h, w = a.shape
-    none = ((0.5 * (w - 1), 0.5 * (h - 1)), math.inf, np.zeros(a.shape, dtype=bool))
-    c = max(2, min(h, w) // 50)
-    corners = np.concatenate([a[:c, :c].ravel(), a[:c, -c:].ravel(), a[-c:, :c].ravel(), a[-c:, -c:].ravel()])
-    outside = float(np.median(corners))
-    lo, hi = np.percentile(a, [1, 99])
-    spread = max(abs(hi - outside), abs(lo - outside))
-    if spread <= 0 or np.mean(np.abs(corners - outside) < 0.15 * spread) < 0.9:
-        return none
-    # Half way from the outside level to the nearer of the field's two levels (plate, holes).
-    rest = a[np.abs(a - outside) > 0.05 * spread]
-    if rest.size < 0.1 * a.size:
-        return none
-    t = _otsu(rest)
-    near = min((float(rest[rest <= t].mean()) if (rest <= t).any() else math.inf,
-                float(rest[rest > t].mean()) if (rest > t).any() else math.inf), key=lambda m: abs(m - outside))
-    like = (np.abs(a - outside) < 0.5 * abs(near - outside)).astype(np.uint8)
-    n, labels = cv2.connectedComponents(like, connectivity=4)
-    corner_labels = {int(labels[y, x]) for y in (0, h - 1) for x in (0, w - 1)} - {0}
-    out_mask = np.isin(labels, list(corner_labels)) if corner_labels else np.zeros(a.shape, dtype=bool)
-    n, lab, stats, _ = cv2.connectedComponentsWithStats((~out_mask).astype(np.uint8), connectivity=4)
-    if n < 2:
-        return none
-    k = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    if stats[k, cv2.CC_STAT_AREA] < 0.1 * h * w:
-        return none  # the "outside" level reaches into the plate: no outline to fit
-    region = (lab == k).astype(np.uint8)
-    contours, _ = cv2.findContours(region, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-    pts = max(contours, key=len)[:, 0, :].astype(np.float64)
-    pts = pts[(pts[:, 0] > 1) & (pts[:, 0] < w - 2) & (pts[:, 1] > 1) & (pts[:, 1] < h - 2)]
-    if len(pts) < 20:
-        return none
-    keep = np.ones(len(pts), dtype=bool)
-    for _ in range(10):
-        cu, cv, r = _fit_circle(pts[keep])
-        resid = np.abs(np.hypot(pts[:, 0] - cu, pts[:, 1] - cv) - r)
-        new = resid < max(2.0, 3.0 * float(np.median(resid[keep])))
-        if np.array_equal(new, keep):
-            break
-        keep = new
-    angles = np.arctan2(pts[keep, 1] - cv, pts[keep, 0] - cu)
-    coverage = len(np.unique(np.floor((angles + np.pi) / (2 * np.pi) * 36))) / 36
-    if keep.mean() < 0.5 or coverage < 0.3 or not (0.2 * min(h, w) < r < 2 * max(h, w)):
-        return none
-    # Contour pixels are the region's outermost pixel centres: the edge lies half a pixel further.
-    return (float(cu), float(cv)), float(r) + 0.5, out_mask
-
-
 def _otsu(values: np.ndarray, bins: int = 512) -> float:
     """Otsu's threshold of ``values`` (the split maximising the between-class variance)."""
     hist, edges = np.histogram(values, bins=bins)
@@ -201,9 +136,9 @@ def detect_holes(image: np.ndarray, holes: Literal["auto", "bright", "dark"] = "
         raise ValueError(f"{name}: contains NaN or inf pixels")
     if holes not in ("auto", "bright", "dark"):
         raise ValueError(f"holes: expected 'auto', 'bright' or 'dark', got {holes!r}")
-    fc, fr, outside = find_field(a)
+    fov = field_of_view(a, margin=3.0)
     # The field inside, a few pixels in from its edge (the edge's blur is neither level).
-    field = ~cv2.dilate(outside.astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool)
+    field = fov.mask(a.shape)
     values = a[field]
     if values.size == 0 or np.ptp(values) <= 0:
         raise ValueError(f"{name}: a grid image needs contrast between holes and plate; the image is uniform")
@@ -238,6 +173,7 @@ def detect_holes(image: np.ndarray, holes: Literal["auto", "bright", "dark"] = "
     rejected["fit"] = int((~ok).sum())
     c, M = fit["center"], fit["shape"]
     rad = np.linalg.det(M) ** -0.25
+    fc, fr = fov.center, fov.radius
     if math.isfinite(fr):
         # The farthest point of each ellipse from the field centre: its largest semi-axis is a bound.
         reach = np.hypot(c[:, 0] - fc[0], c[:, 1] - fc[1]) + np.linalg.eigvalsh(M)[:, 0] ** -0.5

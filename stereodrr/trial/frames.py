@@ -1,5 +1,6 @@
 """Frames of real trials: reading image sequences, their polarity, the image intensifier's round
-field of view, and the line-integral image registration compares DRRs with.
+field of view (:func:`stereodrr.distortion.field_of_view`), and the line-integral image
+registration compares DRRs with.
 
 Frames are 8- or 16-bit grey images (TIFF, PNG, JPEG), ``(H, W)`` with row = v, column = u
 (OpenCV pixel centres at integers). *Polarity*: X-ray frames show air bright (raw exposure,
@@ -10,13 +11,13 @@ field: outside it the frame is black (or white when inverted), and nothing there
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Sequence
 
 import cv2
 import numpy as np
 
+from ..distortion.fov import FieldOfView, field_of_view
 from ..fileio import check_input_file
 from ..interop.autoscoper import read_tiff_stack
 from ..register.inputs import to_line_integral
@@ -89,90 +90,6 @@ def sequence_files(folder: str | os.PathLike[str], suffixes: Sequence[str] = SEQ
     if not files:
         raise ValueError(f"frame folder {str(d)!r} holds no frame ({', '.join(suffixes)})")
     return files
-
-
-@dataclass(frozen=True)
-class FieldOfView:
-    """An image intensifier's round field: centre ``(u, v)`` and radius in pixels (``radius`` is
-    ``inf`` for a frame without one, a flat panel), and how much the usable mask stays inside it."""
-
-    center: tuple[float, float]
-    radius: float
-    margin: float = 4.0
-
-    @property
-    def round(self) -> bool:
-        return bool(np.isfinite(self.radius))
-
-    def mask(self, shape: tuple[int, int]) -> np.ndarray:
-        """``(H, W)`` bool: pixels whose centre lies at least ``margin`` inside the field."""
-        if not self.round:
-            return np.ones(shape, dtype=bool)
-        v, u = np.ogrid[:shape[0], :shape[1]]
-        return (u - self.center[0]) ** 2 + (v - self.center[1]) ** 2 <= (self.radius - self.margin) ** 2
-
-
-def _fit_circle(u: np.ndarray, v: np.ndarray) -> tuple[float, float, float]:
-    """Least-squares circle through points (algebraic fit: ``u^2 + v^2 + a u + b v + c = 0``)."""
-    A = np.c_[u, v, np.ones_like(u)]
-    sol = np.linalg.lstsq(A, -(u * u + v * v), rcond=None)[0]
-    cu, cv = -sol[0] / 2, -sol[1] / 2
-    return cu, cv, float(np.sqrt(max(cu * cu + cv * cv - sol[2], 0.0)))
-
-
-def field_of_view(image: np.ndarray, margin: float = 4.0) -> FieldOfView:
-    """Find an image intensifier's round field (the frame's polarity does not matter).
-
-    The field is the largest connected region that differs from the frame's outside level
-    (the corners); a circle is fitted to its outline where it does not touch the image border,
-    trimming points off the circle (a limb that reaches the field's edge) until the fit holds.
-    A frame with no such outline (a flat panel, a field larger than the frame) gets
-    ``radius = inf``: every pixel is data.
-
-    Raises:
-        ValueError: not a 2D image, or NaN pixels.
-    """
-    a = np.asarray(image)
-    if a.ndim != 2 or min(a.shape) < 16:
-        raise ValueError(f"image: expected a 2D frame of at least 16x16 pixels, got shape {a.shape}")
-    a = a.astype(np.float32)
-    if not np.all(np.isfinite(a)):
-        raise ValueError("image: contains NaN or inf pixels")
-    h, w = a.shape
-    c = max(2, min(h, w) // 50)
-    corners = np.concatenate([a[:c, :c].ravel(), a[:c, -c:].ravel(), a[-c:, :c].ravel(), a[-c:, -c:].ravel()])
-    outside = float(np.median(corners))
-    spread = float(np.percentile(np.abs(a - outside), 99))
-    flat = FieldOfView((0.5 * (w - 1), 0.5 * (h - 1)), float("inf"), margin)
-    if spread <= 0 or np.mean(np.abs(corners - outside) < 0.1 * spread) < 0.9:
-        return flat  # the corners are not one uniform outside level
-    inside = (np.abs(a - outside) > 0.25 * spread).astype(np.uint8)
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(inside, connectivity=8)
-    if n < 2:
-        return flat
-    k = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    region = (labels == k).astype(np.uint8)
-    contours, _ = cv2.findContours(region, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-    pts = max(contours, key=len)[:, 0, :].astype(np.float64)
-    off_border = (pts[:, 0] > 1) & (pts[:, 0] < w - 2) & (pts[:, 1] > 1) & (pts[:, 1] < h - 2)
-    pts = pts[off_border]
-    if len(pts) < 20:
-        return flat
-    keep = np.ones(len(pts), dtype=bool)
-    for _ in range(10):
-        cu, cv, r = _fit_circle(pts[keep, 0], pts[keep, 1])
-        resid = np.abs(np.hypot(pts[:, 0] - cu, pts[:, 1] - cv) - r)
-        new = resid < max(2.0, 3.0 * float(np.median(resid[keep])))
-        if np.array_equal(new, keep):
-            break
-        keep = new
-    # A round field: most of the outline on one circle, spanning much of its circumference.
-    angles = np.arctan2(pts[keep, 1] - cv, pts[keep, 0] - cu)
-    coverage = len(np.unique(np.floor((angles + np.pi) / (2 * np.pi) * 36))) / 36
-    if keep.mean() < 0.5 or coverage < 0.3 or not (0.2 * min(h, w) < r < 2 * max(h, w)):
-        return flat
-    # Contour pixels sit on the region's edge: the boundary is half a pixel further out.
-    return FieldOfView((float(cu), float(cv)), float(r) + 0.5, margin)
 
 
 def frame_polarity(image: np.ndarray, field: FieldOfView | None = None) -> Literal["bright_air", "dark_air"]:

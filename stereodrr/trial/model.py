@@ -85,10 +85,12 @@ class Trial:
         return {name: read_frame(files[frame]) for name, files in self.frames.items()}
 
     def field(self, camera: str) -> FieldOfView:
-        """The camera's intensifier field, found on its first frame (the intensifier does not move
-        within a trial)."""
+        """The camera's intensifier field, fitted to up to five frames spread through the trial
+        (the intensifier does not move within a trial; anatomy at the edge differs per frame)."""
         if camera not in self._fields:
-            self._fields[camera] = field_of_view(read_frame(self.frames[camera][0]))
+            files = self.frames[camera]
+            picks = sorted({round(i * (len(files) - 1) / 4) for i in range(5)})
+            self._fields[camera] = field_of_view([read_frame(files[i]) for i in picks])
         return self._fields[camera]
 
     def line_integrals(self, frame: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
