@@ -22,22 +22,13 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from stereodrr.calib.dlt import rig_isocenter  # noqa: E402
 from stereodrr.fileio import atomic_path  # noqa: E402
-from stereodrr.geometry import StereoRig  # noqa: E402
-from stereodrr.interop import frame_files, load_mayacam, read_tiff_stack, read_trial_file  # noqa: E402
 from stereodrr.plot.beads import plot_bead_frame  # noqa: E402
 from stereodrr.track.beads import BeadTrackOptions, track_beads  # noqa: E402
+from stereodrr.trial import load_trial, read_frame  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TRIAL = ROOT / "tests" / "data" / "autoscoper_wrist" / "wrist.cfg"
-
-
-def field_mask(image: np.ndarray, erode_px: int = 4) -> np.ndarray:
-    """The intensifier's round field, roughly: pixels brighter than 20, ``erode_px`` in from the
-    black outside (a stand-in for the trial package's field of view)."""
-    k = 2 * erode_px + 1
-    return cv2.erode((image > 20).astype(np.uint8), np.ones((k, k), np.uint8)).astype(bool)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,11 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     cv2.setNumThreads(1)
 
-    trial = read_trial_file(args.trial)
-    cams = {f"cam{i + 1}": load_mayacam(path) for i, path in enumerate(trial.cameras)}
-    rig = StereoRig(cams, rig_isocenter(cams))
-    frames = [[read_tiff_stack(f)[0] for f in frame_files(d)] for d in trial.camera_dirs]
-    masks = [field_mask(f[0]) for f in frames]
+    trial = load_trial(args.trial)
+    rig = trial.rig
+    frames = [[read_frame(f) for f in trial.frames[c]] for c in rig.names]
+    masks = [trial.field(c).mask(frames[k][0].shape) for k, c in enumerate(rig.names)]
     start = time.perf_counter()
     result = track_beads(frames, rig, masks, BeadTrackOptions())
     seconds = time.perf_counter() - start
@@ -64,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
             table.to_csv(tmp, index=False)
     for f in range(n_frames):
         plot_bead_frame({c: frames[k][f] for k, c in enumerate(rig.names)}, result, f, rig,
-                        args.out / f"frame_{f}.png", title=f"Autoscoper wrist, frame {frame_files(trial.camera_dirs[0])[f].name}")
+                        args.out / f"frame_{f}.png", title=f"Autoscoper wrist, frame {trial.frames[rig.names[0]][f].name}")
 
     det = result.detections
     seen = result.points3d.dropna(subset=["x"])

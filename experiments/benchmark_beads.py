@@ -32,18 +32,17 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from beads_wrist import TRIAL, field_mask
+    from beads_wrist import TRIAL
 
-    from stereodrr.calib.dlt import rig_isocenter
-    from stereodrr.geometry import StereoRig
-    from stereodrr.interop import frame_files, load_mayacam, read_tiff_stack, read_trial_file
     from stereodrr.track.bead_detect import BeadDetectOptions, detect_beads
     from stereodrr.track.beads import BeadTrackOptions, track_beads
+    from stereodrr.trial import load_trial, read_frame
 
     cv2.setNumThreads(args.threads)
-    trial = read_trial_file(TRIAL)
-    frames = [[read_tiff_stack(f)[0] for f in frame_files(d)] for d in trial.camera_dirs]
-    masks = [field_mask(f[0]) for f in frames]
+    trial = load_trial(TRIAL)
+    rig = trial.rig
+    frames = [[read_frame(f) for f in trial.frames[c]] for c in rig.names]
+    masks = [trial.field(c).mask(frames[k][0].shape) for k, c in enumerate(rig.names)]
     opts = BeadDetectOptions()
     times = []
     for c, per_camera in enumerate(frames):
@@ -60,8 +59,6 @@ def main(argv: list[str] | None = None) -> int:
     all_t = np.array(times)
     print(f"detection per frame, {args.threads} thread(s): median {np.median(all_t):.3f} s, max {all_t.max():.3f} s "
           f"(goal <= 1 s)")
-    cams = {f"cam{i + 1}": load_mayacam(p) for i, p in enumerate(trial.cameras)}
-    rig = StereoRig(cams, rig_isocenter(cams))
     start = time.perf_counter()
     track_beads(frames, rig, masks, BeadTrackOptions(progress=False))
     total = time.perf_counter() - start

@@ -4,37 +4,28 @@ the radius, six (three pairs) in the ulna and five in the hand."""
 
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
-from stereodrr.calib.dlt import rig_isocenter
 from stereodrr.geometry import StereoRig
-from stereodrr.interop import frame_files, load_mayacam, read_tiff_stack, read_trial_file
 from stereodrr.track.bead_rigid import POSE_COLUMNS
 from stereodrr.track.beads import BeadTracking, BeadTrackOptions, track_beads
+from stereodrr.trial import load_trial, read_frame
 
 WRIST = Path(__file__).resolve().parents[1] / "data" / "autoscoper_wrist" / "wrist.cfg"
 
 
-def _field(image: np.ndarray) -> np.ndarray:
-    """The intensifier's round field, roughly: not black, a few pixels in from its edge."""
-    return cv2.erode((image > 20).astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)
-
-
 @pytest.fixture(scope="module")
 def wrist():
-    trial = read_trial_file(WRIST)
-    cams = {f"cam{i + 1}": load_mayacam(p) for i, p in enumerate(trial.cameras)}
-    rig = StereoRig(cams, rig_isocenter(cams))
-    frames = [[read_tiff_stack(p)[0] for p in frame_files(d)] for d in trial.camera_dirs]
-    return rig, frames
+    trial = load_trial(WRIST)
+    frames = [[read_frame(p) for p in trial.frames[c]] for c in trial.rig.names]
+    masks = [trial.field(c).mask(frames[k][0].shape) for k, c in enumerate(trial.rig.names)]
+    return trial.rig, frames, masks
 
 
 @pytest.fixture(scope="module")
 def tracking(wrist) -> BeadTracking:
-    rig, frames = wrist
-    masks = [_field(f[0]) for f in frames]
+    rig, frames, masks = wrist
     return track_beads(frames, rig, masks, BeadTrackOptions(progress=False))
 
 
@@ -84,14 +75,14 @@ def test_positions_table_has_every_frame_and_bead(tracking):
 
 
 def test_frame_reader_and_errors(wrist):
-    rig, frames = wrist
+    rig, frames, masks = wrist
     calls = []
 
     def read(camera: int, frame: int) -> np.ndarray:
         calls.append((camera, frame))
         return frames[camera][frame + 1]  # frame 0099 alone
 
-    got = track_beads(read, rig, masks=lambda c, f: _field(frames[c][1]),
+    got = track_beads(read, rig, masks=lambda c, f: masks[c],
                       options=BeadTrackOptions(progress=False, refine=0), n_frames=1)
     assert sorted(calls) == [(0, 0), (1, 0)]
     assert got.points3d["x"].notna().sum() >= 17
@@ -121,7 +112,7 @@ def test_frame_figure(wrist, tracking, tmp_path):
 
     from stereodrr.plot.beads import plot_bead_frame
 
-    rig, frames = wrist
+    rig, frames, _ = wrist
     path = plot_bead_frame({c: frames[k][1] for k, c in enumerate(rig.names)}, tracking, 1, rig, tmp_path / "frame.png")
     image = matplotlib.image.imread(path)
     assert image.shape[1] > image.shape[0] > 500  # two views side by side
