@@ -220,7 +220,8 @@ def load_mayacam1(path: str | os.PathLike[str], pixel_spacing: float | tuple[flo
     lines = [(n, s.strip()) for n, s in enumerate(p.read_text(encoding="utf-8", errors="replace").splitlines(), 1)]
     lines = [(n, s) for n, s in lines if s]
     if len(lines) < 5:
-        raise ValueError(f"{p}: expected 5 lines of 3 comma-separated numbers (MayaCam 1.0), got {len(lines)} line(s)")
+        raise ValueError(f"{p}: expected 5 lines of 3 comma-separated numbers (MayaCam 1.0; a MayaCam 2.0 file starts "
+                         f"with 'image size'), got {len(lines)} line(s)")
     rows = [_numbers(p, n, s, 3) for n, s in lines[:5]]
     center, (rx, ry, rz), _film, (u0, v0, z), (_scale, w, h) = rows
     w = 1024.0 if w == 0 else w
