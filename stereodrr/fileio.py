@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
+
+import numpy as np
 
 
 @contextlib.contextmanager
@@ -77,3 +80,19 @@ def read_json(path: str | os.PathLike[str], what: str) -> Any:
         raise ValueError(f"{p}: malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
     except UnicodeDecodeError as exc:
         raise ValueError(f"{p}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+
+
+def json_ready(x: Any) -> Any:
+    """``x`` with numpy arrays and scalars as Python values and NaN/inf as ``None`` (JSON has no
+    NaN), dict keys as strings: for ``json.dumps`` of reports."""
+    if isinstance(x, dict):
+        return {str(k): json_ready(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [json_ready(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return json_ready(x.tolist())
+    if isinstance(x, np.generic):
+        return json_ready(x.item())
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x

@@ -56,11 +56,16 @@ def mu_water(energy_kev: float = 60.0) -> float:
 
 
 @overload
+def hu_to_mu(hu: Volume, energy_kev: float = 60.0) -> Volume: ...
+@overload
 def hu_to_mu(hu: Tensor, energy_kev: float = 60.0) -> Tensor: ...
 @overload
 def hu_to_mu(hu: np.ndarray | float, energy_kev: float = 60.0) -> np.ndarray: ...
-def hu_to_mu(hu: Tensor | np.ndarray | float, energy_kev: float = 60.0) -> Tensor | np.ndarray:
-    """``mu = mu_water(E) (1 + HU/1000)``, clamped at 0 (nothing attenuates less than vacuum)."""
+def hu_to_mu(hu: Volume | Tensor | np.ndarray | float, energy_kev: float = 60.0) -> Volume | Tensor | np.ndarray:
+    """``mu = mu_water(E) (1 + HU/1000)``, clamped at 0 (nothing attenuates less than vacuum); a
+    :class:`Volume` gives a volume with the same geometry."""
+    if isinstance(hu, Volume):
+        return hu.with_data(hu_to_mu(hu.data, energy_kev))
     mw = mu_water(energy_kev)
     if isinstance(hu, Tensor):
         return (mw * (1.0 + hu / 1000.0)).clamp_min(0.0)
@@ -68,11 +73,15 @@ def hu_to_mu(hu: Tensor | np.ndarray | float, energy_kev: float = 60.0) -> Tenso
 
 
 @overload
+def mu_to_hu(mu: Volume, energy_kev: float = 60.0) -> Volume: ...
+@overload
 def mu_to_hu(mu: Tensor, energy_kev: float = 60.0) -> Tensor: ...
 @overload
 def mu_to_hu(mu: np.ndarray | float, energy_kev: float = 60.0) -> np.ndarray: ...
-def mu_to_hu(mu: Tensor | np.ndarray | float, energy_kev: float = 60.0) -> Tensor | np.ndarray:
-    """``HU = 1000 (mu / mu_water(E) - 1)``."""
+def mu_to_hu(mu: Volume | Tensor | np.ndarray | float, energy_kev: float = 60.0) -> Volume | Tensor | np.ndarray:
+    """``HU = 1000 (mu / mu_water(E) - 1)``; a :class:`Volume` gives a volume with the same geometry."""
+    if isinstance(mu, Volume):
+        return mu.with_data(mu_to_hu(mu.data, energy_kev))
     hu = 1000.0 * (mu / mu_water(energy_kev) - 1.0)
     return hu if isinstance(hu, Tensor) else np.asarray(hu)
 

@@ -122,6 +122,33 @@ def files(tmp_path_factory) -> dict[str, str]:
                 cfg[section] = value
         f[name] = _write_json(d / f"{name}.json", cfg)
 
+    # Trial files (beads, track): the wrist sample's calibrations and volumes with bad frames or lists.
+    wrist = Path(__file__).resolve().parent / "data" / "autoscoper_wrist"
+    small = d / "small_frames"
+    small.mkdir()
+    for k in range(2):
+        (small / f"f.{k:04d}.tif").write_bytes((d / "img.tif").read_bytes())
+    short = d / "short_frames"
+    short.mkdir()
+    (short / "f.0000.tif").write_bytes((d / "img.tif").read_bytes())
+    cams = [f"mayaCam_csv {wrist}/Calibration/xr_calib_wrist_cam0{k}.txt" for k in (1, 2)]
+    volume = [f"VolumeFile {wrist}/Models/rad_dcm_cropped.tif", "VoxelSize 0.39625 0.39625 0.625"]
+
+    def trial(name: str, lines: list[str]) -> None:
+        (d / f"{name}.cfg").write_text("\n".join(lines) + "\n")
+        f[name] = str(d / f"{name}.cfg")
+
+    trial("trial_frame_size", [*cams, f"CameraRootDir {small}", f"CameraRootDir {small}", *volume])
+    trial("trial_frame_count", [*cams, f"CameraRootDir {small}", f"CameraRootDir {short}", *volume])
+    trial("trial_no_frames", [*cams, f"CameraRootDir {d / 'nowhere'}", f"CameraRootDir {small}", *volume])
+    trial("trial_no_volume_file", [*cams, f"CameraRootDir {small}", f"CameraRootDir {small}",
+                                   f"VolumeFile {d / 'none.tif'}", "VoxelSize 1 1 1"])
+    trial("trial_no_voxel_size", [*cams, f"CameraRootDir {small}", f"CameraRootDir {small}", volume[0]])
+    trial("trial_missing_camera", [f"mayaCam_csv {d / 'none.txt'}", cams[1], f"CameraRootDir {small}",
+                                   f"CameraRootDir {small}", *volume])
+    trial("trial_bad_camera", [f"mayaCam_csv {f['malformed']}", cams[1], f"CameraRootDir {small}",
+                               f"CameraRootDir {small}", *volume])
+
     config("cfg")
     config("cfg_blur", detector__blur_px=1e6)
     config("cfg_step", render__step_mm=1e-7)
@@ -237,6 +264,19 @@ def _cases() -> list[tuple[str, list[str]]]:
           ("register-lr-negative", [*reg, "--ct", "{ct}", "--images", "{img_f}", "{img_f}", "--lr-rotation", "-1"]),
           ("register-out-file", ["register", "--rig", "{rig}", "-o", "{file}", "--ct", "{ct}", "--images",
                                  "{img_f}", "{img_f}"])]
+    # beads: trial files that do not hold a trial
+    for bad in ("missing", "folder", "empty", "corrupt", "malformed", "trial_frame_size", "trial_frame_count",
+                "trial_no_frames", "trial_no_volume_file", "trial_no_voxel_size", "trial_missing_camera",
+                "trial_bad_camera"):
+        c.append((f"beads-trial-{bad}", ["beads", "--trial", f"{{{bad}}}", "-o", "OUT"]))
+    c += [("beads-frames-text", ["beads", "--trial", "{trial_frame_size}", "--frames", "a:b", "-o", "OUT"]),
+          ("beads-out-file", ["beads", "--trial", "{trial_frame_size}", "-o", "{file}"])]
+    # distortion and undistort
+    for bad in ("missing", "folder", "empty", "corrupt_tif", "img_rgb", "img", "img_f"):
+        c.append((f"distortion-grid-{bad}", ["distortion", "--grid", f"{{{bad}}}", "-o", "OUT"]))
+    for bad in ("missing", "folder", "empty", "malformed", "json_list", "rig"):
+        c.append((f"undistort-map-{bad}", ["undistort", "--distortion", f"{{{bad}}}", "--images", "{img}",
+                                           "-o", "OUT"]))
     return c
 
 

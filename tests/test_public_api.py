@@ -51,7 +51,8 @@ def test_import_is_lazy():
 def test_subpackages_list_what_they_export():
     import importlib
 
-    for pkg in ("geometry", "phantoms", "render", "calib", "register", "dataset", "physics"):
+    for pkg in ("geometry", "phantoms", "render", "calib", "register", "dataset", "physics", "interop", "trial", "track",
+                "distortion"):
         mod = importlib.import_module(f"stereodrr.{pkg}")
         missing = [n for n in mod.__all__ if not hasattr(mod, n)]
         assert not missing, (pkg, missing)

@@ -92,6 +92,11 @@ def test_hu_mu():
     assert np.allclose(mu_to_hu(mu[:3], 60), hu[:3])
     with pytest.raises(ValueError, match="energy_kev"):
         mu_water(0.5)  # below the attenuation tables (1-800 keV)
+    ct = Volume.from_numpy(hu.reshape(1, 2, 2), spacing=(0.5, 0.6, 0.7), origin=(1, 2, 3))
+    vol = hu_to_mu(ct, 60)
+    assert isinstance(vol, Volume) and np.array_equal(vol.spacing, ct.spacing) and np.array_equal(vol.origin, ct.origin)
+    np.testing.assert_allclose(vol.data.numpy().ravel(), mu, rtol=1e-6)
+    np.testing.assert_allclose(mu_to_hu(vol, 60).data.numpy().ravel()[:3], hu[:3], atol=1e-3)
 
 
 def test_resample_and_downsample_keep_the_box():

@@ -1,11 +1,7 @@
 """Export a calibrated rig: ``rig.json`` (stereodrr), XMALab/DLTdv DLT CSV, OpenCV-style YAML,
 MayaCam 2.0 camera files (Autoscoper/XMALab), and per-view 2D point tables.
 
-MayaCam 2.0 (text; the layout of Autoscoper's file specification "Camera Calibration File
-Format"): ``image size`` (``height,width``), ``camera matrix`` (``fx,0,cx / 0,fy,cy / 0,0,1``),
-``rotation`` (rows ``r0, -r1, -r2``) and ``translation`` (``-x, y, -z``), each block after its
-title line and followed by a blank line. We read the template's ``r`` and ``(x, y, z)`` as the
-OpenCV ``R`` and ``t`` of the view; :func:`load_mayacam` inverts :func:`save_mayacam` exactly.
+MayaCam files are :mod:`stereodrr.interop.mayacam`'s (as XMALab writes them, plain OpenCV K, R, t).
 
 The YAML (``cv2.FileStorage``) holds, per view ``<name>``: ``<name>_image_size`` (W, H),
 ``<name>_camera_matrix`` K, ``<name>_dist_coeffs`` (zeros: a flat-panel detector has no lens
@@ -18,70 +14,19 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pandas as pd
 
-from ..fileio import atomic_path, atomic_write_text
+from ..fileio import atomic_path
 from ..geometry import Camera, StereoRig, dlt_pixel_flip, fundamental_from_cameras, save_dlt_csv, save_rig, skew
+from ..interop.mayacam import save_mayacam
 from .dlt import rig_isocenter
 
-__all__ = ["save_opencv_yaml", "load_opencv_yaml", "export_calibration", "save_mayacam", "load_mayacam",
-           "points_table", "save_points_csv"]
-
-# Sign flips of the MayaCam 2.0 template: rotation rows (1, -1, -1), translation (-1, 1, -1).
-_MAYA_R = np.array([1.0, -1.0, -1.0])
-_MAYA_T = np.array([-1.0, 1.0, -1.0])
-
-
-def save_mayacam(cam: Camera, path: str | os.PathLike[str]) -> Path:
-    """Write one view as a MayaCam 2.0 text file (see the module docstring)."""
-    R = cam.R * _MAYA_R[:, None]
-    t = cam.t * _MAYA_T
-    fmt = lambda row: ",".join(f"{v:.17g}" for v in row)  # noqa: E731
-    text = ("image size\n" f"{cam.height},{cam.width}\n\n"
-            "camera matrix\n" + "\n".join(fmt(r) for r in cam.K) + "\n\n"
-            "rotation\n" + "\n".join(fmt(r) for r in R) + "\n\n"
-            "translation\n" + "\n".join(f"{v:.17g}" for v in t) + "\n")
-    atomic_write_text(path, text)
-    return Path(path)
-
-
-def load_mayacam(path: str | os.PathLike[str], pixel_spacing: float | tuple[float, float] = 1.0) -> Camera:
-    """Read a MayaCam 2.0 file written by :func:`save_mayacam` (or XMALab/Autoscoper in the same
-    layout). The file has no pixel pitch: give ``pixel_spacing`` (mm) for the detector."""
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"MayaCam file {str(p)!r} does not exist")
-    blocks: dict[str, list[list[float]]] = {}
-    key = None
-    for n, line in enumerate(p.read_text().splitlines(), 1):
-        line = line.strip()
-        if not line:
-            continue
-        if line[0].isalpha():
-            key = line.lower()
-            blocks[key] = []
-            continue
-        if key is None:
-            raise ValueError(f"{p}:{n}: numbers before the first title line")
-        try:
-            blocks[key].append([float(x) for x in line.split(",")])
-        except ValueError:
-            raise ValueError(f"{p}:{n}: expected comma-separated numbers, got {line!r}") from None
-    need = {"image size": (1, 2), "camera matrix": (3, 3), "rotation": (3, 3), "translation": (3, 1)}
-    for k, shape in need.items():
-        if k not in blocks or np.shape(blocks[k]) != shape:
-            raise ValueError(f"{p}: expected a block {k!r} of {shape[0]}x{shape[1]} numbers (MayaCam 2.0), "
-                             f"got {np.shape(blocks.get(k, []))}")
-    h, w = (int(v) for v in blocks["image size"][0])
-    R = np.asarray(blocks["rotation"]) * _MAYA_R[:, None]
-    t = np.asarray(blocks["translation"]).ravel() * _MAYA_T
-    du, dv = np.broadcast_to(np.asarray(pixel_spacing, float), (2,))
-    K = np.asarray(blocks["camera matrix"])
-    return Camera(K=K, R=R, t=t, width=w, height=h, pixel_spacing=(du, K[0, 0] * du / K[1, 1]))
+__all__ = ["save_opencv_yaml", "load_opencv_yaml", "export_calibration", "points_table", "save_points_csv"]
 
 
 def points_table(table: pd.DataFrame, height: int) -> pd.DataFrame:
@@ -164,12 +109,16 @@ def load_opencv_yaml(path: str | os.PathLike[str]) -> StereoRig:
 
 def export_calibration(rig: StereoRig, out_dir: str | os.PathLike[str]) -> dict[str, Path]:
     """Write ``rig.json``, ``dlt_coefficients.csv`` (11 x n, XMALab/DLTdv), ``opencv.yaml`` and
-    one ``mayacam_<view>.txt`` per view into ``out_dir``; returns the paths by kind."""
+    one ``mayacam_<view>.txt`` (MayaCam 2.0) per view into ``out_dir``; returns the paths by kind.
+    A view with a skew MayaCam cannot hold gets no MayaCam file (a warning names it)."""
     out = Path(out_dir)
     paths = {"rig": out / "rig.json", "dlt": out / "dlt_coefficients.csv", "yaml": out / "opencv.yaml"}
     save_rig(rig, paths["rig"])
     save_dlt_csv(rig, paths["dlt"])
     save_opencv_yaml(rig, paths["yaml"])
     for name, cam in rig.cameras.items():
-        paths[f"mayacam_{name}"] = save_mayacam(cam, out / f"mayacam_{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}.txt")
+        try:
+            paths[f"mayacam_{name}"] = save_mayacam(cam, out / f"mayacam_{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}.txt")
+        except ValueError as exc:
+            warnings.warn(f"view {name!r}: no MayaCam file: {exc}", stacklevel=2)
     return paths

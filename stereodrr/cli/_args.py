@@ -13,7 +13,8 @@ import os
 from pathlib import Path
 from typing import Callable
 
-__all__ = ["UsageError", "number", "integer", "output_folder", "output_file", "input_file"]
+__all__ = ["UsageError", "number", "integer", "output_folder", "output_file", "input_file", "frame_selection",
+           "select_frames"]
 
 
 class UsageError(ValueError):
@@ -124,3 +125,41 @@ def input_file(path: str | os.PathLike[str], option: str, what: str = "file") ->
     if not p.exists():
         raise FileNotFoundError(f"{option} {str(p)!r}: no such {what}")
     return p
+
+
+def frame_selection(text: str) -> tuple[str, ...]:
+    """An argparse ``type`` for frames of a trial (0-based, as Autoscoper's frame index and the
+    row of a ``.tra``): ``A:B`` (A up to B, B excluded; either may be left out), ``N``, or a
+    comma-separated list of those. Resolved against the trial by :func:`select_frames`."""
+    parts = tuple(p.strip() for p in text.split(","))
+    for p in parts:
+        bits = p.split(":")
+        if len(bits) > 2 or not all(b.strip().isdigit() for b in bits if b.strip()) or p == "":
+            raise argparse.ArgumentTypeError(f"expected frames as A:B, N or a comma-separated list of them "
+                                             f"(0-based), got {text!r}")
+    return parts
+
+
+def select_frames(spec: tuple[str, ...] | None, n_frames: int, option: str = "--frames") -> list[int]:
+    """The frame indices a :func:`frame_selection` names (all frames for ``None``), sorted, unique.
+
+    Raises:
+        UsageError: a frame beyond the trial's, or an empty selection.
+    """
+    if spec is None:
+        return list(range(n_frames))
+    chosen: set[int] = set()
+    for p in spec:
+        if ":" in p:
+            a, b = (x.strip() for x in p.split(":"))
+            lo, hi = int(a) if a else 0, int(b) if b else n_frames
+            if hi > n_frames:
+                raise UsageError(f"{option} {p}: the trial has frames 0..{n_frames - 1}")
+            chosen.update(range(lo, hi))
+        else:
+            if int(p) >= n_frames:
+                raise UsageError(f"{option} {p}: the trial has frames 0..{n_frames - 1}")
+            chosen.add(int(p))
+    if not chosen:
+        raise UsageError(f"{option} {','.join(spec)}: selects no frame")
+    return sorted(chosen)

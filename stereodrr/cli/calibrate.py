@@ -28,7 +28,7 @@ from ..calib.fundamental import METHODS
 from ..calib.identify import MIN_MARGIN
 from ..calib.pipeline import StereoCalibration, calibrate_stereo
 from ..calib.verdict import Tolerances
-from ..fileio import atomic_path, atomic_write_text, check_input_file
+from ..fileio import atomic_path, atomic_write_text, check_input_file, json_ready
 from ..geometry import load_rig
 from ..phantoms import load_phantom
 from ..plot.calib import plot_marker_errors, plot_stereo_pair
@@ -88,20 +88,6 @@ def write_image(path: str | os.PathLike[str], image: np.ndarray) -> Path:
     return Path(path)
 
 
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return _jsonable(x.tolist())
-    if isinstance(x, np.generic):
-        return x.item()
-    if isinstance(x, float) and not np.isfinite(x):
-        return None
-    return x
-
-
 def write_results(result: StereoCalibration, images: Mapping[str, np.ndarray], out: Path,
                   extra: Mapping[str, Any] | None = None, title: str = "") -> dict:
     """Write the report, tables, calibrated rig and figures; returns the report dict."""
@@ -131,7 +117,7 @@ def write_results(result: StereoCalibration, images: Mapping[str, np.ndarray], o
         ("stereo_pair", "stereo_pair.png"), ("marker_errors", "marker_errors.png"),
         ("markers", "markers.csv"), ("epipolar", "epipolar.csv"), ("summary", "summary.txt"))})
     atomic_write_text(out / "summary.txt", result.summary() + "\n")
-    atomic_write_text(out / "report.json", json.dumps(_jsonable(report), indent=2) + "\n")
+    atomic_write_text(out / "report.json", json.dumps(json_ready(report), indent=2) + "\n")
     return report
 
 

@@ -34,7 +34,7 @@ from ..register import (
 )
 from ..register.inputs import IMAGE_KINDS, to_line_integral
 from ..render.threads import set_cpu_threads
-from ..volume import Volume, hu_to_mu, load_volume
+from ..volume import hu_to_mu, load_volume
 from ._args import UsageError, input_file, number, output_folder
 
 
@@ -157,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"--masks: expected {len(rig)} (one per view {rig.names}), got {len(args.masks)}")
         masks = {name: read_image(f).astype(np.float32) for name, f in zip(rig.names, args.masks)}
     ct = load_volume(args.ct)
-    vol = Volume(hu_to_mu(ct.data, args.energy), ct.origin, ct.spacing, ct.direction).to(args.device)
+    vol = hu_to_mu(ct, args.energy).to(args.device)
     init = load_pose(args.init) if args.init else None
     truth = load_pose(args.truth) if args.truth else None
     start = RigidPose.identity(vol.center) if init is None else init

@@ -31,7 +31,7 @@ from ..render.aperture import APERTURES, BALL_SUBPIXELS
 from ..render.markers import sphere_transmission
 from ..render.polychromatic import DECOMPOSITIONS, render_polychromatic
 from ..resources import MIN_STEP_MM, check_memory, render_bytes, voxelize_bytes
-from ..volume import Volume, hu_to_mu, load_volume, mu_to_hu
+from ..volume import hu_to_mu, load_volume, mu_to_hu
 from ._args import UsageError, input_file, integer, number, output_folder
 
 
@@ -153,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
     marker_rows = []
     if args.ct:
         ct = load_volume(args.ct)
-        vol = Volume(hu_to_mu(ct.data, args.energy), ct.origin, ct.spacing, ct.direction).to(args.device)
+        vol = hu_to_mu(ct, args.energy).to(args.device)
         for name, img in render_rig(vol, rig, mode=args.mode, step_mm=args.step).items():
             images[name] = images[name] + img
     if args.phantom:

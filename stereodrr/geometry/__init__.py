@@ -23,6 +23,7 @@ from .se3 import (
     euler_to_matrix,
     invert,
     is_rotation,
+    kabsch,
     matrix_to_euler,
     matrix_to_quaternion,
     matrix_to_rotvec,
@@ -43,7 +44,7 @@ __all__ = [
     "POSE_SCHEMA", "RigidPose", "load_pose", "moved_extrinsics", "pose_matrix", "save_pose",
     "RECOMMENDED_STEREO_ANGLE_DEG", "StereoAngleWarning", "StereoRig", "depth_inplane_ratio",
     "RIG_SCHEMA", "load_dlt_csv", "load_rig", "rig_from_dict", "rig_to_dict", "save_dlt_csv", "save_rig",
-    "compose", "euler_to_matrix", "invert", "is_rotation", "matrix_to_euler", "matrix_to_quaternion",
+    "compose", "euler_to_matrix", "invert", "is_rotation", "kabsch", "matrix_to_euler", "matrix_to_quaternion",
     "matrix_to_rotvec", "quaternion_to_matrix", "rigid_matrix", "rotate_about", "rotvec_to_matrix",
     "skew", "transform_points",
 ]

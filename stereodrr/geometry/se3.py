@@ -24,6 +24,7 @@ from torch import Tensor
 from ._dual import numpy_or_torch
 
 __all__ = [
+    "kabsch",
     "skew",
     "rotvec_to_matrix",
     "matrix_to_rotvec",
@@ -277,3 +278,26 @@ def is_rotation(R: np.ndarray, tol: float = 1e-6) -> bool:
     if R.shape != (3, 3) or not np.all(np.isfinite(R)):
         return False
     return bool(np.abs(R @ R.T - np.eye(3)).max() < tol and abs(np.linalg.det(R) - 1.0) < tol)
+
+
+def kabsch(A: np.ndarray, B: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rotation ``R`` and translation ``t`` minimising ``sum |R a_i + t - b_i|^2`` (Kabsch).
+
+    Args:
+        A, B: ``(..., N, 3)`` corresponding points, ``N >= 3`` (batched over leading axes).
+
+    Returns:
+        R ``(..., 3, 3)`` proper rotations, t ``(..., 3)``.
+    """
+    A = np.asarray(A, np.float64)
+    B = np.asarray(B, np.float64)
+    ca, cb = A.mean(axis=-2), B.mean(axis=-2)
+    H = np.swapaxes(A - ca[..., None, :], -1, -2) @ (B - cb[..., None, :])
+    U, _, Vt = np.linalg.svd(H)
+    V, Ut = np.swapaxes(Vt, -1, -2), np.swapaxes(U, -1, -2)
+    # A reflection is the best orthogonal fit of a degenerate or noisy set: flip the last axis.
+    d = np.sign(np.linalg.det(V @ Ut))
+    D = np.broadcast_to(np.eye(3), (*d.shape, 3, 3)).copy()
+    D[..., 2, 2] = np.where(d == 0, 1.0, d)
+    R = V @ D @ Ut
+    return R, cb - (R @ ca[..., None])[..., 0]

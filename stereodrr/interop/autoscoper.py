@@ -141,11 +141,11 @@ def read_trial_file(path: str | os.PathLike[str]) -> AutoscoperTrialFile:
         size = _numbers(src, f"VoxelSize (volume {i})", s, 3)
         if min(size) <= 0:
             raise ValueError(f"{src}: VoxelSize (volume {i}): expected positive sizes in mm, got {s.strip()!r}")
-        flip = (0, 0, 0)
+        flip = [0, 0, 0]
         if i < len(lists["VolumeFlip"]):
-            flip = tuple(_numbers(src, f"VolumeFlip (volume {i})", lists["VolumeFlip"][i], 3, int))
-        volumes.append(AutoscoperVolumeEntry(_resolve(v, base, version), tuple(size),  # type: ignore[arg-type]
-                                             tuple(bool(f) for f in flip)))  # type: ignore[arg-type]
+            flip = _numbers(src, f"VolumeFlip (volume {i})", lists["VolumeFlip"][i], 3, int)
+        volumes.append(AutoscoperVolumeEntry(_resolve(v, base, version), (size[0], size[1], size[2]),
+                                             (bool(flip[0]), bool(flip[1]), bool(flip[2]))))
     res = (512, 512)
     if lists["RenderResolution"]:
         w, h = _numbers(src, "RenderResolution", lists["RenderResolution"][-1], 2, int)
@@ -265,7 +265,7 @@ def _rot(axis: int, deg: float) -> np.ndarray:
     return M
 
 
-def xyzypr_to_matrix(xyzypr: Sequence[float]) -> np.ndarray:
+def xyzypr_to_matrix(xyzypr: Sequence[float] | np.ndarray) -> np.ndarray:
     """``4x4`` from Autoscoper's ``x, y, z, yaw, pitch, roll`` (``CoordFrame::from_xyzypr``:
     ``R = Rz(yaw) Ry(pitch) Rx(roll)``, degrees)."""
     x, y, z, yaw, pitch, roll = (float(v) for v in xyzypr)

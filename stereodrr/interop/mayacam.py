@@ -44,8 +44,9 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Sequence
 
 import numpy as np
 
@@ -157,6 +158,11 @@ def load_mayacam(path: str | os.PathLike[str], pixel_spacing: float | tuple[floa
             raise ValueError(f"{p}: expected a block {k!r} of {rows} line(s) of {cols} number(s) (MayaCam 2.0), "
                              f"got {'none' if got is None else len(got)}")
         values[k] = np.array([_numbers(p, n, line, cols) for n, line in got])
+    if "undistortion" in blocks:  # XMALab: 8 lines of one number; its own reader: one line of 8
+        coeffs = [float(x) for _, line in blocks["undistortion"] for x in line.split(",") if x.strip()]
+        if any(c != 0 for c in coeffs):
+            warnings.warn(f"{p}: the file's lens-distortion coefficients apply to raw frames and are not used: "
+                          "give undistorted frames (as Autoscoper does)", stacklevel=2)
     w, h = values["image size"][0]
     if not (w == int(w) and h == int(h) and w > 0 and h > 0):
         raise ValueError(f"{p}: image size: expected two positive integers (width,height), got {w:g},{h:g}")
@@ -199,8 +205,10 @@ def save_mayacam1(cam: Camera, path: str | os.PathLike[str], scale: float = 0.1)
                          "write MayaCam 2.0 (save_mayacam) instead")
     rz, ry, rx = _euler_zyx(cam.R.T @ _GL)  # camera(OpenGL) -> world
     u0, v0 = K[0, 2] + 1.0, cam.height - K[1, 2]
-    film = (scale * (cam.width / 2 - (u0 - 1)), scale * (cam.height / 2 - (v0 - 1)), -scale * f)
-    rows = [cam.center, (rx, ry, rz), film, (u0, v0, -f), (scale, cam.width, cam.height)]
+    # Line 3 as XMALab's Camera::getMayaCam computes it (Autoscoper recomputes the film plane).
+    film = (scale * (cam.width / 2 - u0), scale * (cam.height - 1 - K[1, 2] - cam.height / 2), -scale * f)
+    rows: list[Sequence[float]] = [cam.center.tolist(), (rx, ry, rz), film, (u0, v0, -f),
+                                   (scale, cam.width, cam.height)]
     atomic_write_text(path, "".join(",".join(_fmt(v) for v in row) + "\n" for row in rows))
     return Path(path)
 
@@ -212,7 +220,8 @@ def load_mayacam1(path: str | os.PathLike[str], pixel_spacing: float | tuple[flo
     lines = [(n, s.strip()) for n, s in enumerate(p.read_text(encoding="utf-8", errors="replace").splitlines(), 1)]
     lines = [(n, s) for n, s in lines if s]
     if len(lines) < 5:
-        raise ValueError(f"{p}: expected 5 lines of 3 comma-separated numbers (MayaCam 1.0), got {len(lines)} line(s)")
+        raise ValueError(f"{p}: expected 5 lines of 3 comma-separated numbers (MayaCam 1.0; a MayaCam 2.0 file starts "
+                         f"with 'image size'), got {len(lines)} line(s)")
     rows = [_numbers(p, n, s, 3) for n, s in lines[:5]]
     center, (rx, ry, rz), _film, (u0, v0, z), (_scale, w, h) = rows
     w = 1024.0 if w == 0 else w

@@ -36,3 +36,17 @@ def test_export_round_trips(rig5, tmp_path, points3d, project):
 def test_missing_yaml(tmp_path):
     with pytest.raises(FileNotFoundError):
         load_opencv_yaml(tmp_path / "none.yaml")
+
+
+def test_exported_mayacam_files_show_the_phantom_in_autoscoper(rig5, tmp_path, points3d):
+    """Read by a transliteration of Autoscoper's ``loadMayaCam2``, every exported camera sees the
+    points in front of it (negative z of its OpenGL camera frame) where stereodrr projects them."""
+    from tests.interop.autoscoper_readers import AutoscoperCamera
+    from tests.interop.test_mayacam import autoscoper_pixel
+
+    paths = export_calibration(rig5, tmp_path / "cal")
+    for name, cam in rig5.cameras.items():
+        auto = AutoscoperCamera(paths[f"mayacam_{name}"])
+        assert all(auto.film_plane(X)[2] < 0 for X in points3d)
+        got = np.array([autoscoper_pixel(auto, X) for X in points3d])
+        np.testing.assert_allclose(got, cam.project(points3d)[0], atol=1e-6)

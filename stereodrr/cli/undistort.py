@@ -1,0 +1,108 @@
+"""``stereodrr undistort``: correct images or point tables with a measured distortion map.
+
+``--images``: each image corrected (every ideal pixel the average of the recorded image over the
+pre-image of its area) and written under the output folder with its own name, format and dtype
+(integers rounded and clipped to their range). ``--points``: a CSV with columns ``u, v``
+(recorded pixels, centres at integers) becomes one with ``u_distorted, v_distorted, u_corrected,
+v_corrected`` (other columns kept in front; empty ``u, v`` stay empty).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from ..distortion import DistortionMap, load_distortion
+from ..fileio import atomic_path, check_input_file
+from ..trial import read_frame, read_frame_size
+from ._args import UsageError, input_file, output_file, output_folder
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("undistort", help="correct images or a point table with a distortion map",
+                       description="Apply a distortion map (distortion.json from `stereodrr distortion`) to images "
+                                   "(area-preserving resampling, same format and dtype) or to a CSV of points "
+                                   "(columns u, v).")
+    p.add_argument("--distortion", required=True, metavar="MAP",
+                   help="distortion.json, or the folder `stereodrr distortion` wrote it into")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--images", nargs="+", metavar="IMAGE", help="recorded images (TIFF, PNG, JPEG) of the map's size")
+    what.add_argument("--points", metavar="CSV", help="a CSV with columns u, v (recorded pixels)")
+    p.add_argument("-o", "--output", required=True,
+                   help="output folder for --images, output CSV file for --points")
+    p.set_defaults(func=run)
+
+
+def _map(path: str) -> DistortionMap:
+    p = Path(path)
+    if p.is_dir():
+        p = p / "distortion.json"
+    return load_distortion(input_file(p, "--distortion", "distortion map"))
+
+
+def write_like(path: Path, image: np.ndarray, like: np.dtype) -> None:
+    """Write ``image`` in ``like``'s dtype (integers rounded and clipped), in the format of the
+    suffix (TIFF by tifffile: any dtype; PNG/JPEG by OpenCV), atomically."""
+    if np.issubdtype(like, np.integer):
+        info = np.iinfo(like)
+        data = np.clip(np.round(image), info.min, info.max).astype(like)
+    else:
+        data = image.astype(like)
+    with atomic_path(path) as tmp:
+        if path.suffix.lower() in (".tif", ".tiff"):
+            import tifffile
+
+            tifffile.imwrite(tmp, data)
+        elif not cv2.imwrite(str(tmp), data):
+            raise ValueError(f"{path}: OpenCV cannot write a {data.dtype} image in this format")
+
+
+def run(args: argparse.Namespace) -> int:
+    t0 = time.perf_counter()
+    if args.images:
+        out = output_folder(args.output)
+        dmap = _map(args.distortion)
+        paths = [check_input_file(p, "--images") for p in args.images]
+        names = [p.name for p in paths]
+        if len(set(names)) != len(names):
+            raise UsageError("--images: two images share a file name; they would overwrite each other in the output folder")
+        for p in paths:
+            if (out / p.name).resolve() == p.resolve():
+                raise UsageError(f"--images {p}: the output would overwrite the input; choose another -o folder")
+            w, h = read_frame_size(p)
+            if (w, h) != (dmap.width, dmap.height):
+                raise ValueError(f"--images {p}: {w} x {h} pixels, but the distortion map {args.distortion} is for "
+                                 f"{dmap.width} x {dmap.height} images")
+        out.mkdir(parents=True, exist_ok=True)
+        for p in paths:
+            image = read_frame(p)
+            write_like(out / p.name, dmap.undistort_image(image), image.dtype)
+        print(f"wrote {len(paths)} corrected image(s) to {out} ({dmap.model} map, {time.perf_counter() - t0:.1f} s)")
+        return 0
+    out_csv = output_file(args.output)
+    dmap = _map(args.distortion)
+    src = check_input_file(args.points, "--points")
+    try:
+        table = pd.read_csv(src)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise ValueError(f"--points {src}: not a CSV table ({' '.join(str(exc).split())})") from None
+    missing = [c for c in ("u", "v") if c not in table.columns]
+    if missing:
+        raise ValueError(f"--points {src}: expected columns u, v (recorded pixels), missing {', '.join(missing)}; "
+                         f"found {', '.join(map(str, table.columns)) or 'none'}")
+    try:
+        q = table[["u", "v"]].to_numpy(dtype=np.float64)
+    except ValueError:
+        raise ValueError(f"--points {src}: columns u, v must hold numbers") from None
+    p = dmap.undistort_points(q)
+    rest = table.drop(columns=["u", "v"])
+    result = rest.assign(u_distorted=q[:, 0], v_distorted=q[:, 1], u_corrected=p[:, 0], v_corrected=p[:, 1])
+    with atomic_path(out_csv) as tmp:
+        result.to_csv(tmp, index=False, float_format="%.6f")
+    print(f"wrote {len(result)} point(s) to {out_csv} ({dmap.model} map)")
+    return 0

@@ -1,0 +1,127 @@
+"""Frames of real trials: reading image sequences, their polarity, the image intensifier's round
+field of view (:func:`stereodrr.distortion.field_of_view`), and the line-integral image
+registration compares DRRs with.
+
+Frames are 8- or 16-bit grey images (TIFF, PNG, JPEG), ``(H, W)`` with row = v, column = u
+(OpenCV pixel centres at integers). *Polarity*: X-ray frames show air bright (raw exposure,
+XMALab's and Autoscoper's frames); some exports invert them. An image intensifier images a round
+field: outside it the frame is black (or white when inverted), and nothing there is data.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal, Sequence
+
+import cv2
+import numpy as np
+
+from ..distortion.fov import FieldOfView, field_of_view
+from ..fileio import check_input_file
+from ..interop.autoscoper import read_tiff_stack
+from ..register.inputs import to_line_integral
+
+__all__ = ["Polarity", "SEQUENCE_SUFFIXES", "FieldOfView", "read_frame", "read_frame_size", "sequence_files",
+           "field_of_view", "frame_polarity", "line_integral_frame"]
+
+Polarity = Literal["auto", "bright_air", "dark_air"]
+SEQUENCE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
+
+
+def read_frame(path: str | os.PathLike[str]) -> np.ndarray:
+    """One grey frame ``(H, W)`` as stored (uint8, uint16 or float), from a TIFF (first page), PNG
+    or JPEG.
+
+    Raises:
+        FileNotFoundError: no such file. ValueError: unreadable, or not one grey channel (a colour
+            image whose channels differ).
+    """
+    p = check_input_file(path, "frame")
+    if p.suffix.lower() in (".tif", ".tiff"):
+        image = read_tiff_stack(p)[0]
+    else:
+        image = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
+        if image is None:
+            raise ValueError(f"{p}: cannot read as an image (expected TIFF, PNG or JPEG)")
+        if image.ndim == 3:
+            channels = image[..., :3]
+            if not (np.array_equal(channels[..., 0], channels[..., 1])
+                    and np.array_equal(channels[..., 0], channels[..., 2])):
+                raise ValueError(f"{p}: expected a grey frame, got {image.shape[2]} differing colour channels")
+            image = channels[..., 0]
+    if image.ndim != 2:
+        raise ValueError(f"{p}: expected a 2D grey frame, got shape {image.shape}")
+    return image
+
+
+def read_frame_size(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """``(width, height)`` of a frame, from its header where the format allows."""
+    p = check_input_file(path, "frame")
+    if p.suffix.lower() in (".tif", ".tiff"):
+        import tifffile
+
+        try:
+            with tifffile.TiffFile(p) as tif:
+                shape = tif.pages[0].shape
+        except (tifffile.TiffFileError, OSError, IndexError) as exc:
+            raise ValueError(f"{p}: cannot read as a TIFF ({exc})") from None
+        if len(shape) != 2:
+            raise ValueError(f"{p}: expected a 2D grey frame, got page shape {shape}")
+        return int(shape[1]), int(shape[0])
+    h, w = read_frame(p).shape
+    return w, h
+
+
+def sequence_files(folder: str | os.PathLike[str], suffixes: Sequence[str] = SEQUENCE_SUFFIXES) -> list[Path]:
+    """The frames of an image-sequence folder: files with one of ``suffixes`` (any case), not
+    hidden, sorted by name (XMALab and Autoscoper number frames with zero-padded counters).
+
+    Raises:
+        FileNotFoundError: no such folder. ValueError: not a folder, or no frame in it.
+    """
+    d = Path(folder)
+    if not d.exists():
+        raise FileNotFoundError(f"frame folder {str(d)!r} does not exist")
+    if not d.is_dir():
+        raise ValueError(f"frame folder {str(d)!r} is not a folder")
+    files = sorted(f for f in d.iterdir() if f.is_file() and not f.name.startswith(".")
+                   and f.suffix.lower() in suffixes)
+    if not files:
+        raise ValueError(f"frame folder {str(d)!r} holds no frame ({', '.join(suffixes)})")
+    return files
+
+
+def frame_polarity(image: np.ndarray, field: FieldOfView | None = None) -> Literal["bright_air", "dark_air"]:
+    """``"dark_air"`` when the outside of a round field is brighter than its inside (an inverted
+    export), else ``"bright_air"`` (what an X-ray frame shows: air bright)."""
+    a = np.asarray(image, dtype=np.float32)
+    fov = field_of_view(a) if field is None else field
+    if not fov.round:
+        return "bright_air"
+    inside = fov.mask(a.shape)
+    outside = ~FieldOfView(fov.center, fov.radius, -2.0).mask(a.shape)
+    if not outside.any():
+        return "bright_air"
+    return "dark_air" if np.median(a[outside]) > np.median(a[inside]) else "bright_air"
+
+
+def line_integral_frame(image: np.ndarray, field: FieldOfView | None = None, polarity: Polarity = "auto",
+                        name: str = "frame") -> tuple[np.ndarray, np.ndarray]:
+    """A frame as the registration compares DRRs with: ``-log(I / I0)`` inside the field (air
+    bright first; :func:`stereodrr.register.inputs.to_line_integral` with its air estimate), 0
+    outside, and the field's mask.
+
+    Returns:
+        ``(line integral (H, W) float32, mask (H, W) bool)``.
+    """
+    a = np.asarray(image)
+    fov = field_of_view(a) if field is None else field
+    pol = frame_polarity(a, fov) if polarity == "auto" else polarity
+    if pol == "dark_air":
+        top = float(np.iinfo(a.dtype).max) if np.issubdtype(a.dtype, np.integer) else float(a.max())
+        a = top - a.astype(np.float64)
+    mask = fov.mask(a.shape)
+    inside = np.where(mask, a, 0)
+    line, _ = to_line_integral(np.asarray(inside, dtype=np.float64), "intensity", name)
+    return np.where(mask, line, 0.0).astype(np.float32), mask

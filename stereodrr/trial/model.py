@@ -1,0 +1,134 @@
+"""A trial: calibrated cameras, synchronised frames per camera, and the bones' CT volumes.
+
+:func:`load_trial` reads an Autoscoper trial file (``.cfg``) as Autoscoper does
+(:mod:`stereodrr.interop.autoscoper`): cameras from MayaCam files named ``cam1``, ``cam2``, ...
+(XMALab's numbering), frame ``i`` the i-th TIFF of every camera folder, volumes placed in
+Autoscoper's object frame (so a volume's pose is Autoscoper's CT -> world matrix). Everything is
+checked before any work: the files exist, every camera has as many frames as the others, every
+frame has its camera's image size.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from ..calib.dlt import rig_isocenter
+from ..geometry import Camera, StereoRig
+from ..interop.autoscoper import AutoscoperTrialFile, frame_files, load_autoscoper_volume, read_trial_file
+from ..interop.mayacam import load_mayacam
+from ..volume import Volume
+from .frames import FieldOfView, Polarity, field_of_view, line_integral_frame, read_frame, read_frame_size
+
+__all__ = ["TrialVolume", "Trial", "load_trial"]
+
+
+@dataclass
+class TrialVolume:
+    """A bone's CT: its name (the file's stem), file and the volume in the trial's frame."""
+
+    name: str
+    path: Path
+    volume: Volume
+
+
+@dataclass
+class Trial:
+    """Cameras, frames and volumes of one trial.
+
+    Attributes:
+        rig: the calibrated cameras (``cam1``, ``cam2``, ...).
+        frames: per camera, the frame files; frame ``i`` is the i-th file of every camera.
+        volumes: the bones' CT volumes.
+        polarity: how the frames show air (``"auto"``: found per camera from its first frame).
+        source: the trial file read, if any.
+    """
+
+    rig: StereoRig
+    frames: dict[str, list[Path]]
+    volumes: list[TrialVolume] = field(default_factory=list)
+    polarity: Polarity = "auto"
+    source: Path | None = None
+    _fields: dict[str, FieldOfView] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if set(self.frames) != set(self.rig.names):
+            raise ValueError(f"trial: frames given for cameras {sorted(self.frames)}, the rig has {self.rig.names}")
+        counts = {name: len(files) for name, files in self.frames.items()}
+        if len(set(counts.values())) != 1 or 0 in counts.values():
+            raise ValueError(f"trial: every camera needs the same number of frames (>= 1), got {counts}")
+        for name, files in self.frames.items():
+            cam = self.rig[name]
+            for f in files:
+                w, h = read_frame_size(f)
+                if (w, h) != (cam.width, cam.height):
+                    raise ValueError(f"{f}: frame is {w}x{h} pixels, camera {name!r} is calibrated for "
+                                     f"{cam.width}x{cam.height}")
+
+    @property
+    def n_frames(self) -> int:
+        return len(next(iter(self.frames.values())))
+
+    def volume(self, index: int) -> TrialVolume:
+        """The ``index``-th volume (0-based, in the trial file's order)."""
+        if not 0 <= index < len(self.volumes):
+            raise ValueError(f"volume: expected an index 0..{len(self.volumes) - 1}, got {index}")
+        return self.volumes[index]
+
+    def images(self, frame: int) -> dict[str, np.ndarray]:
+        """The raw frame ``frame`` of every camera."""
+        self._check_frame(frame)
+        return {name: read_frame(files[frame]) for name, files in self.frames.items()}
+
+    def field(self, camera: str) -> FieldOfView:
+        """The camera's intensifier field, fitted to up to five frames spread through the trial
+        (the intensifier does not move within a trial; anatomy at the edge differs per frame)."""
+        if camera not in self._fields:
+            files = self.frames[camera]
+            picks = sorted({round(i * (len(files) - 1) / 4) for i in range(5)})
+            self._fields[camera] = field_of_view([read_frame(files[i]) for i in picks])
+        return self._fields[camera]
+
+    def line_integrals(self, frame: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """Frame ``frame`` of every camera as ``-log(I / I0)`` (0 outside the field) and the
+        fields' masks (:func:`~stereodrr.trial.frames.line_integral_frame`)."""
+        images, masks = {}, {}
+        for name, image in self.images(frame).items():
+            images[name], masks[name] = line_integral_frame(image, self.field(name), self.polarity,
+                                                            str(self.frames[name][frame]))
+        return images, masks
+
+    def _check_frame(self, frame: int) -> None:
+        if not 0 <= frame < self.n_frames:
+            raise ValueError(f"frame: expected an index 0..{self.n_frames - 1}, got {frame}")
+
+
+def _rig(cameras: Mapping[str, Camera], src: str) -> StereoRig:
+    try:
+        return StereoRig(dict(cameras), rig_isocenter(cameras))
+    except ValueError as exc:
+        raise ValueError(f"{src}: the cameras do not form a rig: {exc}") from None
+
+
+def load_trial(path: str | os.PathLike[str], polarity: Polarity = "auto") -> Trial:
+    """Read an Autoscoper trial file into a :class:`Trial` (module docstring).
+
+    Raises:
+        FileNotFoundError: the trial file, a MayaCam file, a camera folder or a volume is missing.
+        ValueError: a malformed file, cameras with different frame counts, a frame of another size
+            than its camera, a volume that is not a TIFF stack.
+    """
+    spec: AutoscoperTrialFile = read_trial_file(path)
+    src = str(spec.source)
+    cams = {f"cam{i + 1}": load_mayacam(p) for i, p in enumerate(spec.cameras)}
+    frames = {f"cam{i + 1}": frame_files(d) for i, d in enumerate(spec.camera_dirs)}
+    volumes = []
+    for v in spec.volumes:
+        if not v.path.exists():
+            raise FileNotFoundError(f"{src}: VolumeFile {str(v.path)!r} does not exist")
+        volumes.append(TrialVolume(v.path.stem, v.path, load_autoscoper_volume(v.path, v.voxel_size, v.flip)))
+    return Trial(_rig(cams, src), frames, volumes, polarity, spec.source)

@@ -1,0 +1,144 @@
+"""``stereodrr distortion`` and ``stereodrr undistort``."""
+
+import json
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+
+from stereodrr.cli import main
+from stereodrr.distortion import load_distortion
+
+
+@pytest.fixture(scope="module")
+def grid_tif(tmp_path_factory, small_grid):
+    path = tmp_path_factory.mktemp("grid") / "grid.tif"
+    tifffile.imwrite(path, np.round(small_grid * 40000).astype(np.uint16))
+    return path
+
+
+@pytest.fixture(scope="module")
+def measured(tmp_path_factory, grid_tif):
+    out = tmp_path_factory.mktemp("out")
+    assert main(["distortion", "--grid", str(grid_tif), "-o", str(out)]) == 0
+    return out
+
+
+def test_distortion_writes_the_map_and_figure_and_prints_the_residuals(tmp_path, grid_tif, capsys):
+    out = tmp_path / "m"
+    assert main(["distortion", "--grid", str(grid_tif), "-o", str(out), "--model", "lwm"]) == 0
+    text = capsys.readouterr().out
+    assert "hex lattice" in text and "polynomial (degree" in text and "lwm (12 neighbours)" in text
+    assert "held-out RMS" in text and "choice: lwm (--model)" in text
+    d = json.loads((out / "distortion.json").read_text())
+    assert d["schema"] == "stereodrr.distortion/1" and d["model"] == "lwm" and d["choice"] == "requested"
+    assert (out / "distortion.png").stat().st_size > 10000
+
+
+def test_undistort_images_keep_format_and_dtype(tmp_path, grid_tif, measured, capsys):
+    png = tmp_path / "frame.png"
+    frame = (np.arange(320 * 320).reshape(320, 320) % 251).astype(np.uint8)
+    cv2.imwrite(str(png), frame)
+    out = tmp_path / "corrected"
+    assert main(["undistort", "--distortion", str(measured), "--images", str(grid_tif), str(png), "-o", str(out)]) == 0
+    assert "wrote 2 corrected image(s)" in capsys.readouterr().out
+    a = tifffile.imread(out / "grid.tif")
+    b = cv2.imread(str(out / "frame.png"), cv2.IMREAD_UNCHANGED)
+    assert a.dtype == np.uint16 and a.shape == (320, 320) and b.dtype == np.uint8
+    m = load_distortion(measured / "distortion.json")
+    expect = np.clip(np.round(m.undistort_image(tifffile.imread(grid_tif))), 0, 65535)
+    assert np.array_equal(a, expect.astype(np.uint16))
+
+
+def test_undistort_points_table(tmp_path, measured):
+    src = tmp_path / "p.csv"
+    pd.DataFrame({"marker": ["a", "b", "c"], "u": [100.0, 160.25, np.nan], "v": [50.0, 170.5, 3.0]}).to_csv(src, index=False)
+    dst = tmp_path / "q.csv"
+    assert main(["undistort", "--distortion", str(measured / "distortion.json"), "--points", str(src),
+                 "-o", str(dst)]) == 0
+    t = pd.read_csv(dst)
+    assert list(t.columns) == ["marker", "u_distorted", "v_distorted", "u_corrected", "v_corrected"]
+    m = load_distortion(measured / "distortion.json")
+    np.testing.assert_allclose(t[["u_corrected", "v_corrected"]].to_numpy()[:2],
+                               m.undistort_points(np.array([[100.0, 50.0], [160.25, 170.5]])), atol=1e-6)
+    assert t[["u_corrected", "v_corrected"]].iloc[2].isna().all()
+
+
+def test_errors_are_one_line_and_write_nothing(tmp_path, grid_tif, measured, capsys):
+    def err(argv, code=1):
+        assert main(argv) == code
+        e = capsys.readouterr().err.strip()
+        assert e.count("\n") == 0, e
+        return e
+
+    assert "--grid" in err(["distortion", "--grid", str(tmp_path / "none.tif"), "-o", str(tmp_path / "o")])
+    text = tmp_path / "notes.tif"
+    text.write_text("not an image")
+    assert "notes.tif" in err(["distortion", "--grid", str(text), "-o", str(tmp_path / "o")])
+    noise = tmp_path / "noise.png"
+    cv2.imwrite(str(noise), np.random.default_rng(0).integers(0, 255, (200, 200)).astype(np.uint8))
+    assert "noise.png" in err(["distortion", "--grid", str(noise), "-o", str(tmp_path / "o")])
+    assert not (tmp_path / "o").exists()
+    small = tmp_path / "small.png"
+    cv2.imwrite(str(small), np.zeros((100, 120), np.uint8))
+    e = err(["undistort", "--distortion", str(measured), "--images", str(small), "-o", str(tmp_path / "c")])
+    assert "120 x 100 pixels" in e and "320 x 320" in e
+    assert not (tmp_path / "c").exists()
+    csv = tmp_path / "xy.csv"
+    csv.write_text("x,y\n1,2\n")
+    assert "expected columns u, v" in err(["undistort", "--distortion", str(measured), "--points", str(csv),
+                                           "-o", str(tmp_path / "q.csv")])
+    rig = tmp_path / "rig.json"
+    rig.write_text('{"schema": "stereodrr.rig/1"}')
+    assert "expected a distortion map" in err(["undistort", "--distortion", str(rig), "--points", str(csv),
+                                               "-o", str(tmp_path / "q.csv")])
+    with pytest.raises(SystemExit) as exc:  # neither --images nor --points: a usage error
+        main(["undistort", "--distortion", str(measured), "-o", str(tmp_path / "q.csv")])
+    assert exc.value.code == 2 and "one of the arguments --images --points is required" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("case", ["empty", "truncated", "nan", "constant", "folder", "colour"])
+def test_bad_grid_files(tmp_path, grid_tif, capsys, case):
+    bad = tmp_path / "bad.tif"
+    if case == "empty":
+        bad.write_bytes(b"")
+    elif case == "truncated":
+        bad.write_bytes(grid_tif.read_bytes()[:5000])
+    elif case == "nan":
+        tifffile.imwrite(bad, np.full((64, 64), np.nan, np.float32))
+    elif case == "constant":
+        tifffile.imwrite(bad, np.full((64, 64), 1000, np.uint16))
+    elif case == "folder":
+        bad.mkdir()
+    else:
+        bad = tmp_path / "bad.png"
+        cv2.imwrite(str(bad), np.random.default_rng(0).integers(0, 255, (64, 64, 3)).astype(np.uint8))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("x")
+    rc = main(["distortion", "--grid", str(bad), "-o", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert rc in (1, 2) and err.count("\n") == 0 and "Traceback" not in err and "bad" in err, err
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+
+
+def test_bad_maps_and_tables(tmp_path, measured, capsys):
+    d = json.loads((measured / "distortion.json").read_text())
+    cases = {"truncated.json": (measured / "distortion.json").read_text()[:300],
+             "strings.json": json.dumps({**d, "map": {**d["map"], "coefficients_u": ["x"] * 3}}),
+             "size.json": json.dumps({**d, "image": {"width": -3, "height": 10}}),
+             "model.json": json.dumps({**d, "model": "spline"})}
+    table = tmp_path / "p.csv"
+    table.write_text("u,v\n1,2\n")
+    for name, text in cases.items():
+        (tmp_path / name).write_text(text)
+        rc = main(["undistort", "--distortion", str(tmp_path / name), "--points", str(table), "-o", str(tmp_path / "o.csv")])
+        err = capsys.readouterr().err.strip()
+        assert rc == 1 and err.count("\n") == 0 and name in err, (name, err)
+    words = tmp_path / "words.csv"
+    words.write_text("u,v\na,b\n")
+    rc = main(["undistort", "--distortion", str(measured), "--points", str(words), "-o", str(tmp_path / "o.csv")])
+    assert rc == 1 and "must hold numbers" in capsys.readouterr().err
+    assert not (tmp_path / "o.csv").exists()

@@ -1,0 +1,40 @@
+"""Smoke runs of the distortion studies at a small size (the full runs: issue 23's numbers)."""
+
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "experiments"))
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    """The scripts pin torch to one thread; give the other tests theirs back."""
+    import torch
+
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
+def test_distortion_accuracy_study(tmp_path, capsys):
+    import distortion_accuracy
+
+    assert distortion_accuracy.main(["--size", "256", "--fields", "strong", "--lattices", "hex",
+                                     "--out", str(tmp_path)]) == 0
+    df = pd.read_csv(tmp_path / "distortion_accuracy.csv")
+    assert len(df) == 4 and set(df["model"]) == {"polynomial", "lwm"} and df["chosen"].sum() == 2
+    assert (df["rms_px"] < 0.01).all() and (tmp_path / "distortion_accuracy.png").stat().st_size > 0
+    assert "strong hex noise-free" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_distortion_benchmark(tmp_path):
+    import benchmark_distortion
+
+    assert benchmark_distortion.main(["--size", "256", "--repeats", "1", "--frames", "1", "--points", "1000",
+                                      "--out", str(tmp_path)]) == 0
+    df = pd.read_csv(tmp_path / "benchmark_distortion.csv")
+    assert len(df) == 12 and (df["wall_s"] > 0).all()

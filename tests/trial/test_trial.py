@@ -1,0 +1,111 @@
+"""Trials: the Autoscoper wrist sample loads as Autoscoper loads it, bad trials give one-line
+errors, and the intensifier's round field is found where it was drawn."""
+
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import tifffile
+
+from stereodrr.interop import load_mayacam
+from stereodrr.trial import field_of_view, frame_polarity, line_integral_frame, load_trial, read_frame, sequence_files
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "autoscoper_wrist"
+
+
+def test_wrist_sample_loads():
+    trial = load_trial(DATA / "wrist.cfg")
+    assert trial.rig.names == ["cam1", "cam2"] and trial.n_frames == 3
+    np.testing.assert_array_equal(trial.rig["cam2"].K, load_mayacam(DATA / "Calibration/xr_calib_wrist_cam02.txt").K)
+    assert [p.name for p in trial.frames["cam1"]] == [f"xr_rad_uln_cam01_UND.{n}.tif" for n in ("0002", "0099", "0158")]
+    assert [v.name for v in trial.volumes] == ["rad_dcm_cropped", "uln_dcm_cropped"]
+    images = trial.images(1)
+    assert images["cam1"].shape == (1760, 1760) and images["cam1"].dtype == np.uint8
+    lines, masks = trial.line_integrals(1)
+    assert np.all(lines["cam1"][~masks["cam1"]] == 0) and 0.6 < masks["cam1"].mean() < 0.85
+    # The bones absorb: the forearm's line integrals exceed the open field's.
+    assert np.median(lines["cam1"][masks["cam1"]]) < np.percentile(lines["cam1"][masks["cam1"]], 95) - 0.5
+    with pytest.raises(ValueError, match="frame"):
+        trial.images(3)
+    with pytest.raises(ValueError, match="volume"):
+        trial.volume(2)
+
+
+def _copy(tmp_path):
+    root = tmp_path / "w"
+    shutil.copytree(DATA, root)
+    return root
+
+
+def test_trial_with_missing_or_mismatched_frames_or_volumes(tmp_path):
+    root = _copy(tmp_path)
+    (root / "XMA_UND/xr_data_wrist_cam02/xr_rad_uln_cam02_UND.0158.tif").unlink()
+    with pytest.raises(ValueError, match="same number of frames"):
+        load_trial(root / "wrist.cfg")
+    tifffile.imwrite(root / "XMA_UND/xr_data_wrist_cam02/xr_rad_uln_cam02_UND.0158.tif", np.zeros((100, 120), np.uint8))
+    with pytest.raises(ValueError, match="120x100 pixels, camera 'cam2' is calibrated for 1760x1760"):
+        load_trial(root / "wrist.cfg")
+    shutil.rmtree(root / "XMA_UND/xr_data_wrist_cam02")
+    with pytest.raises(FileNotFoundError, match="xr_data_wrist_cam02"):
+        load_trial(root / "wrist.cfg")
+    root = _copy(tmp_path / "b")
+    (root / "Models/uln_dcm_cropped.tif").unlink()
+    with pytest.raises(FileNotFoundError, match="uln_dcm_cropped"):
+        load_trial(root / "wrist.cfg")
+    (root / "Calibration/xr_calib_wrist_cam01.txt").unlink()
+    with pytest.raises(FileNotFoundError, match="xr_calib_wrist_cam01"):
+        load_trial(root / "wrist.cfg")
+
+
+def _disk_image(shape, center, radius, inside=200.0, outside=0.0, sub=8):
+    """A round field drawn by supersampling (area fraction per pixel), not by the code under test."""
+    h, w = shape
+    o = (np.arange(sub) + 0.5) / sub - 0.5
+    v = (np.arange(h)[:, None] + o[None, :]).ravel()
+    u = (np.arange(w)[:, None] + o[None, :]).ravel()
+    d2 = (u[None, :] - center[0]) ** 2 + (v[:, None] - center[1]) ** 2
+    frac = (d2 <= radius ** 2).reshape(h, sub, w, sub).mean(axis=(1, 3))
+    return outside + (inside - outside) * frac
+
+
+@pytest.mark.parametrize("center, radius", [((150.3, 140.8), 120.4), ((160.0, 170.0), 185.2), ((100.7, 210.2), 90.0)])
+def test_round_field_found_where_it_was_drawn(center, radius):
+    image = _disk_image((300, 320), center, radius)
+    rng = np.random.default_rng(0)
+    v, u = np.mgrid[:300, :320]
+    image = image * (1 - 0.3 * ((u - 160) / 320) ** 2)  # vignetting
+    image[(u - center[0]) ** 2 + (v - center[1]) ** 2 < (0.6 * radius) ** 2] *= 0.4  # an object in the field
+    image = np.clip(image + rng.normal(0, 2, image.shape), 0, 255).astype(np.uint8)
+    fov = field_of_view(image)
+    np.testing.assert_allclose(fov.center, center, atol=0.3)
+    assert abs(fov.radius - radius) < 0.5
+    assert frame_polarity(image, fov) == "bright_air" and frame_polarity(255 - image) == "dark_air"
+    line, mask = line_integral_frame(255 - image)  # an inverted export reads as the same attenuation
+    ref, ref_mask = line_integral_frame(image)
+    np.testing.assert_array_equal(mask, ref_mask)
+    np.testing.assert_allclose(line, ref, atol=0.02)
+
+
+def test_flat_panel_has_no_round_field():
+    rng = np.random.default_rng(1)
+    image = rng.uniform(50, 250, (200, 240)).astype(np.uint16)
+    fov = field_of_view(image)
+    assert not fov.round and fov.mask(image.shape).all()
+    with pytest.raises(ValueError, match="2D"):
+        field_of_view(np.zeros((10, 10, 3)))
+
+
+def test_frames_of_other_formats(tmp_path):
+    a = (np.arange(48 * 64) % 251).reshape(48, 64).astype(np.uint8)
+    cv2.imwrite(str(tmp_path / "f_001.png"), a)
+    cv2.imwrite(str(tmp_path / "f_002.png"), np.dstack([a, a, a]))
+    tifffile.imwrite(tmp_path / "f_003.tif", a.astype(np.uint16) * 200)
+    files = sequence_files(tmp_path)
+    assert [f.name for f in files] == ["f_001.png", "f_002.png", "f_003.tif"]
+    np.testing.assert_array_equal(read_frame(files[1]), a)
+    assert read_frame(files[2]).dtype == np.uint16
+    cv2.imwrite(str(tmp_path / "g.png"), np.dstack([a, a, 255 - a]))
+    with pytest.raises(ValueError, match="grey"):
+        read_frame(tmp_path / "g.png")
