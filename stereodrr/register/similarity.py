@@ -16,6 +16,7 @@ volume or a patch of air, gets similarity 0 (no information) through a variance 
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from typing import Callable, Sequence
 
 import torch
@@ -307,8 +308,28 @@ def bandpass_ncc(moving: Tensor, fixed: Tensor, mask: Tensor | None = None, sigm
                          f"{sigma_high}")
     m = None if mask is None else _weights(moving, mask)
     x = gaussian_blur(moving, sigma_low) - gaussian_blur(moving, sigma_high)
-    y = gaussian_blur(fixed, sigma_low, m) - gaussian_blur(fixed, sigma_high, m)
-    return ncc(x, y, m, eps)
+    return ncc(x, _bandpassed_target(fixed, m, sigma_low, sigma_high), m, eps)
+
+
+# A registration compares every rendered image with the same target: its band-pass (two thirds of
+# the measure's cost) is kept for the last few (target, mask, sigmas), keyed by storage, version
+# and sums so that a tensor reusing freed memory does not hit.
+_BANDPASSED: OrderedDict[tuple, Tensor] = OrderedDict()
+
+
+def _bandpassed_target(fixed: Tensor, mask: Tensor | None, sigma_low: float, sigma_high: float) -> Tensor:
+    def band() -> Tensor:
+        return gaussian_blur(fixed, sigma_low, mask) - gaussian_blur(fixed, sigma_high, mask)
+
+    if fixed.requires_grad or (mask is not None and mask.requires_grad):
+        return band()
+    key = (fixed.data_ptr(), fixed._version, tuple(fixed.shape), fixed.dtype, fixed.device, float(fixed.sum()),
+           None if mask is None else (mask.data_ptr(), mask._version, float(mask.sum())), sigma_low, sigma_high)
+    if key not in _BANDPASSED:
+        _BANDPASSED[key] = band()
+        while len(_BANDPASSED) > 4:
+            _BANDPASSED.popitem(last=False)
+    return _BANDPASSED[key]
 
 
 SIMILARITIES: dict[str, Similarity] = {"ncc": ncc, "gncc": gradient_ncc, "mncc": multiscale_ncc,

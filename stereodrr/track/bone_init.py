@@ -79,7 +79,7 @@ class InitOptions:
     refine: int = 10
     distinct_deg: float = 15.0
     distinct_mm: float = 5.0
-    ambiguity: float = 0.02
+    ambiguity: float = 0.1
     first_level: Level | None = Level(8, 20, volume_factor=1, optimizer="lbfgs")
 
     def __post_init__(self) -> None:

@@ -190,9 +190,11 @@ def track_bone(volume: Volume, rig: StereoRig, frames: Frames, options: TrackOpt
             hooked = options.predict(k, poses[:k].copy()) if options.predict is not None and k > 0 else None
             if hooked is not None:
                 candidates.append(("predict", np.asarray(hooked, dtype=np.float64)))
+            tracked = int(np.isfinite(poses[:k]).all(axis=(1, 2)).sum())
             for how in dict.fromkeys((options.prediction, "previous")):
                 p = predict_pose(poses, t, k, how)
-                if p is not None and not any(np.allclose(p, q, atol=1e-9) for _, q in candidates):
+                if p is not None and not (how == "constant_velocity" and tracked < 2) and \
+                        not any(np.allclose(p, q, atol=1e-9) for _, q in candidates):
                     candidates.append((how, p))
             tried: list[tuple[str, FrameFit]] = []
             accepted = False
