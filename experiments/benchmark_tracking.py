@@ -3,7 +3,7 @@ wrist sample from the previous frame's pose (warm start), the default :class:`Tr
 
 The bone's pose on the first frame of the pair comes from ``--poses`` (``poses.csv`` of
 ``experiments/track_wrist.py``) or, without it, from the global search (not timed). Then the
-pair is tracked ``--repeat`` times and the second frame's time (the warm-started one: cropping,
+pair is tracked once to compile the kernels, then ``--repeat`` times, and the second frame's time (the warm-started one: cropping,
 masks, the pyramid's registrations, the final loss) is printed with the median. Frames are read
 and converted to line integrals before the clock starts.
 
@@ -63,9 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         if init is None:
-            first = track_bone(volume, rig := trial.rig, frames[:1], options, masks=masks[:1])
+            first = track_bone(volume, trial.rig, frames[:1], options, masks=masks[:1])
             init = first.poses[0]
         rig = trial.rig
+        track_bone(volume, rig, frames, options, init=init, masks=masks)  # compiles the renderer's kernels
         times = []
         for _ in range(args.repeat):
             start = time.perf_counter()

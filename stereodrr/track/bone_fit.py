@@ -67,6 +67,8 @@ class TrackOptions:
             motion from its beads).
         accept_ratio: a warm-started result is kept when its loss is at most this times the last
             kept frame's; otherwise the next start is tried (prediction, previous pose, search).
+        max_view_loss: a fit with a view's loss above this (NCC below 0.4 there) does not explain
+            the frame: a search candidate with one is rejected, a tracked frame with one is doubtful.
         reinit: run the global search when no warm start is kept.
         doubtful_ratio: a frame whose loss exceeds this times its neighbours' median is doubtful.
         init: the global search's settings.
@@ -86,6 +88,7 @@ class TrackOptions:
     prediction: Prediction = "constant_velocity"
     predict: PredictHook | None = None
     accept_ratio: float = 1.3
+    max_view_loss: float = 0.6
     reinit: bool = True
     doubtful_ratio: float = 1.5
     init: InitOptions = field(default_factory=InitOptions)
@@ -105,6 +108,8 @@ class TrackOptions:
             v = getattr(self, name)
             if not (math.isfinite(v) and v > 0):
                 raise ValueError(f"{name}: expected a positive number, got {v}")
+        if not (math.isfinite(self.max_view_loss) and self.max_view_loss > 0):
+            raise ValueError(f"max_view_loss: expected a positive loss, got {self.max_view_loss}")
         for name in ("accept_ratio", "doubtful_ratio"):
             v = getattr(self, name)
             if not (math.isfinite(v) and v >= 1):

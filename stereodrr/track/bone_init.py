@@ -338,8 +338,8 @@ def initial_pose(volume: Volume, rig: StereoRig, images: Mapping[str, np.ndarray
                           for c, pose, loss, status in refined])
     ok = sorted((r for r in refined if math.isfinite(r[2])), key=lambda r: r[2])
     if not ok:
-        return InitResult(None, "failed", "no candidate of the global search registered", math.nan, math.nan, table,
-                          seconds)
+        return InitResult(None, "failed", f"none of the {len(refined)} refined candidates of the global search fits the "
+                          "frame", math.nan, math.nan, table, seconds)
     _, bp, best, _ = ok[0]
     others = [r for r in ok[1:] if _distinct(bp.rotation, bp.translation, r[1].rotation, r[1].translation, options)]
     margin = others[0][2] - best if others else math.inf

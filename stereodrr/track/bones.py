@@ -6,13 +6,17 @@ The first frame starts from ``init`` or, with none, from the global search
 one is kept: the ``predict`` hook's (e.g. bead motion), the constant-velocity prediction (once
 two frames are tracked, scaled to the frame times), the previous pose, and finally the global
 search. A result is kept when its loss is within ``accept_ratio`` of the last kept frame's and it
-rests on every view; when none is, the lowest loss tried wins and the frame is doubtful.
+rests on every view; when none is, the lowest loss tried wins and the frame is doubtful. After
+the last frame, the frames before the first one tracked without doubt are registered again from
+their later neighbour (start ``"next"``), kept where that lowers their loss: the search may only
+succeed on a later frame.
 
 A frame is **failed** (all-NaN pose) when the bone projects onto no view, or when the global
-search finds nothing or two poses that fit about equally well (``"init_ambiguous"``). It is
-**doubtful** when its registration did not converge, when it rests on fewer views than the rig
-has, when no start gave a loss within ``accept_ratio`` of the previous frame's, or when its loss
-is ``doubtful_ratio`` times its neighbours' median.
+search finds no candidate that fits (every view's loss below ``max_view_loss``) or two distinct
+poses that fit about equally well (``"init_ambiguous"``). It is **doubtful** when its
+registration did not converge, when a view's loss exceeds ``max_view_loss``, when it rests on
+fewer views than the rig has, when no start gave a loss within ``accept_ratio`` of the previous
+frame's, or when its loss is ``doubtful_ratio`` times its neighbours' median.
 """
 
 from __future__ import annotations
@@ -52,7 +56,8 @@ class BoneTrack:
         status: per frame a :data:`~stereodrr.track.bone_fit.FrameStatus`.
         doubtful: ``(F,)`` flags; reasons: per frame why ("" when not doubtful).
         start: per frame where the kept result started: ``"given"``, ``"search"``, ``"predict"``
-            (the hook), ``"constant_velocity"``, ``"previous"``, or ``""`` for a failed frame.
+            (the hook), ``"constant_velocity"``, ``"previous"``, ``"next"`` (the later frame's
+            pose, backwards), or ``""`` for a failed frame.
         seconds: ``(F,)`` wall time per frame (search included).
         init: the global search's result on the first frame it ran on, if it ran.
         warnings: the distinct warnings the registrations raised (first lines).
@@ -110,16 +115,20 @@ def _frame_masks(masks: Masks | None, k: int, n: int) -> Mapping[str, np.ndarray
     return masks[k]
 
 
-def _reasons(fit: FrameFit, n_views: int, accepted: bool, init: InitResult | None, kind: str) -> list[str]:
+def _reasons(fit: FrameFit, n_views: int, accepted: bool, searched: InitResult | None,
+             max_view_loss: float) -> list[str]:
     why = []
+    poor = [n for n, v in fit.view_losses.items() if v > max_view_loss]
+    if poor:
+        why.append(f"loss above {max_view_loss:g} in {', '.join(poor)}")
     if fit.status != "converged":
         why.append(f"registration {fit.status}")
     if len(fit.views) < n_views:
         why.append(f"seen in {len(fit.views)} of {n_views} views")
     if not accepted:
         why.append("no start gave a loss near the previous frame's")
-    if kind == "search" and init is not None and init.status != "found":
-        why.append(f"global search {init.status}")
+    if searched is not None:
+        why.append(f"global search {searched.status}: {searched.message}")
     return why
 
 
@@ -172,12 +181,15 @@ def track_bone(volume: Volume, rig: StereoRig, frames: Frames, options: TrackOpt
     init_result: InitResult | None = None
     last_loss = math.nan
 
+    def load(k: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None]:
+        return check_frame(rig, frames(k) if callable(frames) else frames[k], _frame_masks(masks, k, n),
+                           f"frames[{k}]")
+
     bar = tqdm(range(n), disable=not options.progress, desc="track", unit="frame")
     try:
         for k in bar:
             t0 = time.perf_counter()
-            raw = frames(k) if callable(frames) else frames[k]
-            imgs, msk = check_frame(rig, raw, _frame_masks(masks, k, n), f"frames[{k}]")
+            imgs, msk = load(k)
 
             def fit(start: np.ndarray, opts: TrackOptions = options, imgs: Mapping[str, np.ndarray] = imgs,
                     msk: Mapping[str, np.ndarray] | None = msk) -> FrameFit:
@@ -198,6 +210,7 @@ def track_bone(volume: Volume, rig: StereoRig, frames: Frames, options: TrackOpt
                     candidates.append((how, p))
             tried: list[tuple[str, FrameFit]] = []
             accepted = False
+            searched: InitResult | None = None
             for kind, M in candidates:
                 f = fit(M)
                 tried.append((kind, f))
@@ -209,6 +222,8 @@ def track_bone(volume: Volume, rig: StereoRig, frames: Frames, options: TrackOpt
 
                 def refine(s: RigidPose) -> tuple[RigidPose | None, float, str]:
                     r = fit(s.matrix, search_options)  # noqa: B023 (called at once, in this frame)
+                    if r.view_losses and max(r.view_losses.values()) > options.max_view_loss:
+                        return None, math.nan, "poor fit"
                     return r.pose, r.loss, r.status
 
                 res = initial_pose(volume, rig, imgs, msk, refine, options.init, options.progress)
@@ -217,7 +232,9 @@ def track_bone(volume: Volume, rig: StereoRig, frames: Frames, options: TrackOpt
                     f = fit(res.pose.matrix)
                     tried.append(("search", f))
                     accepted = f.pose is not None
-                elif not tried:
+                elif tried:
+                    searched = res
+                else:
                     status[k] = "init_ambiguous" if res.status == "ambiguous" else "init_failed"
                     doubtful[k], reasons[k] = True, res.message
             ok = [(kind, f) for kind, f in tried if f.pose is not None]
@@ -227,7 +244,7 @@ def track_bone(volume: Volume, rig: StereoRig, frames: Frames, options: TrackOpt
                 poses[k], losses[k] = best.pose.matrix, best.loss
                 view_losses[k] = [best.view_losses.get(name, math.nan) for name in names]
                 status[k], starts[k] = best.status, kind
-                why = _reasons(best, len(names), accepted, init_result, kind)
+                why = _reasons(best, len(names), accepted, searched, options.max_view_loss)
                 doubtful[k], reasons[k] = bool(why), "; ".join(why)
                 if len(best.views) == len(names):
                     last_loss = best.loss
@@ -236,6 +253,24 @@ def track_bone(volume: Volume, rig: StereoRig, frames: Frames, options: TrackOpt
                 doubtful[k], reasons[k] = True, "the bone projects onto no view"
             seconds[k] = time.perf_counter() - t0
             bar.set_postfix(loss=f"{losses[k]:.4f}", status=status[k])
+        # Frames before the first one tracked without doubt, again from their later neighbour
+        # (the search may succeed on a later frame only).
+        good = [k for k in range(n) if np.all(np.isfinite(poses[k])) and not doubtful[k]]
+        for k in range(good[0] - 1 if good else -1, -1, -1):
+            if not doubtful[k] or not np.all(np.isfinite(poses[k + 1])):
+                break
+            t0 = time.perf_counter()
+            imgs, msk = load(k)
+            f = register_frame(volume, rig, imgs, msk, RigidPose.from_matrix(poses[k + 1], volume.center), options,
+                               corners, cut, caught)
+            seconds[k] += time.perf_counter() - t0
+            if f.pose is None or f.status == "diverged" or len(f.views) < len(names) or \
+                    f.loss > options.accept_ratio * losses[k + 1] or f.loss >= losses[k]:
+                break
+            poses[k], losses[k], status[k], starts[k] = f.pose.matrix, f.loss, f.status, "next"
+            view_losses[k] = [f.view_losses.get(name, math.nan) for name in names]
+            why = _reasons(f, len(names), True, None, options.max_view_loss)
+            doubtful[k], reasons[k] = bool(why), "; ".join(why)
     finally:
         bar.close()
     _flag_outliers(losses, doubtful, reasons, options.doubtful_ratio)

@@ -264,3 +264,34 @@ def test_initial_pose_finds_the_synthetic_bone(wrist, synthetic):
     assert res.pose is not None
     ang, mm = _errors(res.pose.matrix, truth[0], volume.center)
     assert ang < 1.0 and mm < 0.5, (ang, mm)
+
+
+@pytest.mark.filterwarnings("ignore:view .: no ray:UserWarning")  # candidates that leave the views
+def test_a_frame_without_the_bone_gives_nan_not_a_silent_pose(wrist):
+    rig, volume = wrist
+    rng = np.random.default_rng(5)
+    H, W = rig["cam1"].height, rig["cam1"].width
+    yy, xx = np.mgrid[0:H, 0:W]
+    empty = {n: (0.3 * np.exp(-(((xx - 0.5 * W) / (0.3 * W)) ** 2)) + rng.normal(0, 0.01, (H, W))).astype(np.float32)
+             for n in rig.names}
+    opts = TrackOptions(levels=LEVELS, progress=False, init=InitOptions(rotations=100, refine=3, scale=4))
+    track = track_bone(volume, rig, [empty], opts)
+    assert np.isnan(track.poses[0]).all()
+    assert track.status[0] in ("init_ambiguous", "init_failed") and track.doubtful[0]
+    assert track.init is not None and track.init.status != "found"
+
+
+def test_frames_before_the_first_good_one_are_tracked_backwards(wrist, synthetic):
+    rig, volume = wrist
+    truth, frames = synthetic
+    away = truth[0].copy()
+    away[:3, 3] += 5000.0 * rig["cam1"].R[0]  # a first start that shows the bone nowhere
+
+    def hook(k: int, poses: np.ndarray) -> np.ndarray | None:
+        return truth[1] if k == 1 else None
+
+    opts = TrackOptions(levels=LEVELS, progress=False, predict=hook, reinit=False)
+    track = track_bone(volume, rig, frames[:2], opts, init=away)
+    assert track.start == ["next", "predict"] and not track.doubtful.any(), track.reasons
+    ang, mm = _errors(track.poses[0], truth[0], volume.center)
+    assert ang < 0.3 and mm < 0.1, (ang, mm)
