@@ -112,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=ROOT / "results" / "track_wrist", help="output folder")
     p.add_argument("--start", choices=("search", "checked"), default="search",
                    help="first frame from the global search, or from the checked poses (CHECKED)")
+    p.add_argument("--bones", nargs="+", choices=sorted(BONES), default=sorted(BONES), help="the bones to track")
     p.add_argument("--threads", type=int, default=1, help="torch/numba threads")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -130,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     options = TrackOptions(progress=False)
 
     tracks: dict[str, BoneTrack] = {}
-    volumes = {bone: bone_volume(trial.volume(i).volume) for bone, i in BONES.items()}
+    volumes = {bone: bone_volume(trial.volume(i).volume) for bone, i in BONES.items() if bone in args.bones}
     for bone, volume in volumes.items():
         start = time.perf_counter()
         with warnings.catch_warnings():

@@ -79,7 +79,7 @@ def plot_track_overlay(images: Mapping[str, np.ndarray], drrs: Mapping[str, Sequ
             ax.imshow(rgba)
             if labels is not None:
                 ax.plot([], [], color=colours[i % len(colours)], label=labels[i])
-        if labels is not None:
+        if labels:
             ax.legend(loc="upper right", fontsize=8)
         ax.set_title(f"{name}  (rows {rows.start}-{rows.stop}, cols {cols.start}-{cols.stop})", fontsize=9)
         ax.axis("off")

@@ -15,10 +15,11 @@
    perspective over the shift is ignored here and left to the registration).
 4. **3D position**: the best ``peaks`` shifts of the first view, each paired with the best shift of
    the second view within ``band_px`` of its epipolar line, and the other way round; each pair
-   triangulated, and scored in every view as the mean NCC at the point's projections.
+   triangulated, and scored as the mean over every view (a third one too) of the NCC at the
+   point's projection.
 5. **Refinement**: the best ``refine`` candidates that differ by more than ``distinct_deg`` /
    ``distinct_mm`` are registered (the caller's registration), the lowest loss wins (losses
-   judged on each pose's own region, :func:`~stereodrr.track.bones.frame_loss`). It is
+   judged on each pose's own region, :func:`~stereodrr.track.bone_fit.frame_loss`). It is
    reported as ``"ambiguous"`` (no pose) when another refined candidate that ends elsewhere has a
    loss within ``ambiguity`` of it: two different poses explain the frame about equally well.
 """

@@ -8,8 +8,8 @@ two frames are tracked, scaled to the frame times), the previous pose, and final
 search. A result is kept when its loss is within ``accept_ratio`` of the last kept frame's and it
 rests on every view; when none is, the lowest loss tried wins and the frame is doubtful. After
 the last frame, the frames before the first one tracked without doubt are registered again from
-their later neighbour (start ``"next"``), kept where that lowers their loss: the search may only
-succeed on a later frame.
+their later neighbour (start ``"next"``), kept where that lowers their loss and every view's loss
+stays below ``max_view_loss``: the search may only succeed on a later frame.
 
 A frame is **failed** (all-NaN pose) when the bone projects onto no view, or when the global
 search finds no candidate that fits (every view's loss below ``max_view_loss``) or two distinct
@@ -126,7 +126,7 @@ def _reasons(fit: FrameFit, n_views: int, accepted: bool, searched: InitResult |
     if len(fit.views) < n_views:
         why.append(f"seen in {len(fit.views)} of {n_views} views")
     if not accepted:
-        why.append("no start gave a loss near the previous frame's")
+        why.append("no start gave a loss near the neighbouring frame's")
     if searched is not None:
         why.append(f"global search {searched.status}: {searched.message}")
     return why
@@ -265,11 +265,11 @@ def track_bone(volume: Volume, rig: StereoRig, frames: Frames, options: TrackOpt
                                corners, cut, caught)
             seconds[k] += time.perf_counter() - t0
             if f.pose is None or f.status == "diverged" or len(f.views) < len(names) or \
-                    f.loss > options.accept_ratio * losses[k + 1] or f.loss >= losses[k]:
+                    max(f.view_losses.values()) > options.max_view_loss or f.loss >= losses[k]:
                 break
             poses[k], losses[k], status[k], starts[k] = f.pose.matrix, f.loss, f.status, "next"
             view_losses[k] = [f.view_losses.get(name, math.nan) for name in names]
-            why = _reasons(f, len(names), True, None, options.max_view_loss)
+            why = _reasons(f, len(names), f.loss <= options.accept_ratio * losses[k + 1], None, options.max_view_loss)
             doubtful[k], reasons[k] = bool(why), "; ".join(why)
     finally:
         bar.close()
