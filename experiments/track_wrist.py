@@ -179,9 +179,11 @@ def main(argv: list[str] | None = None) -> int:
     bodies = beads.bodies[beads.bodies["body"] >= 0].groupby("body")["bead"].apply(list)
     errors = []
     for body, members in bodies.items():
-        dist = {bone: float(np.nanmedian(np.concatenate([distance_to_bone(volumes[bone], tr.poses[k], X[k, members][
-            np.isfinite(X[k, members, 0])]) for k in range(n) if np.all(np.isfinite(tr.poses[k]))] or [[np.nan]])))
-            for bone, tr in tracks.items()}
+        dist = {}
+        for bone, tr in tracks.items():
+            d = np.concatenate([[np.nan]] + [distance_to_bone(volumes[bone], tr.poses[k], X[k, members][
+                np.isfinite(X[k, members, 0])]) for k in range(n) if np.all(np.isfinite(tr.poses[k]))])
+            dist[bone] = float(np.median(d[np.isfinite(d)])) if np.isfinite(d).any() else math.nan
         known = {b: d for b, d in dist.items() if math.isfinite(d)}
         if not known:
             print(f"bead body {body} ({len(members)} beads): inside no tracked bone's CT box")
