@@ -156,15 +156,18 @@ def _small_scene(backend: str, oblique_direction: np.ndarray):
 
 @pytest.mark.parametrize("backend", FUSED)
 def test_exact_gradients_match_finite_differences(backend, oblique_direction):
-    """``drr(mode="exact")`` through the fused kernel: volume gradient and pose / focal-length
-    gradient against finite differences (the exact integral is piecewise linear in the voxel
-    values and smooth in the pose between voxel-edge events)."""
+    """``drr(mode="exact")`` through the fused kernel: pose / focal-length gradient (and on
+    Numba the volume gradient) against finite differences (the exact integral is linear in the
+    voxel values and smooth in the pose between voxel-edge events). The interpreted Triton
+    kernel's volume gradient is checked against autograd of the reference above: the
+    interpreter takes a third of a second per call here."""
     data, A, K, R, t = _small_scene(backend, oblique_direction)
     h, w = 4, 5
     interpreted = backend == "triton" and data.device.type == "cpu"
-    d = data.clone().requires_grad_(True)
-    assert torch.autograd.gradcheck(lambda x: drr(x, A, K, R, t, h, w, mode="exact", backend=backend), (d,),
-                                    eps=1e-6, atol=1e-7, fast_mode=interpreted)
+    if not interpreted:
+        d = data.clone().requires_grad_(True)
+        assert torch.autograd.gradcheck(lambda x: drr(x, A, K, R, t, h, w, mode="exact", backend=backend), (d,),
+                                        eps=1e-6, atol=1e-7)
     rv0 = torch.zeros(3, dtype=torch.float64, device=data.device, requires_grad=True)
     dt = torch.zeros(3, dtype=torch.float64, device=data.device, requires_grad=True)
     f = torch.zeros(1, dtype=torch.float64, device=data.device, requires_grad=True)
