@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU check of the renderer, for a session that has a CUDA GPU (about 3-5 minutes):
+# GPU check of the renderer, for a session that has a CUDA GPU (about 4-8 minutes, under 10):
 #   1. the render tests on CUDA (the Triton kernels -- trilinear, Joseph, exact, forward and
 #      backward, deterministic gradients, torch.compile(fullgraph=True) of each op -- compiled for
 #      real, the marker spheres on the GPU; off a GPU they run in Triton's interpreter), as a CSV
@@ -28,7 +28,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null
 
 # 1. Render tests on CUDA (the default selection, without the polychromatic physics tests).
 #    junit XML -> CSV of (test, outcome, seconds, message).
-timeout 240 "$PY" -m pytest -q -p no:cacheprovider \
+timeout 300 "$PY" -m pytest -q -p no:cacheprovider \
   tests/render/test_backends.py tests/render/test_accuracy.py tests/render/test_gradients.py \
   tests/render/test_exact_kernel.py tests/render/test_triton_joseph_kernel.py \
   tests/render/test_render_api.py tests/render/test_memory.py tests/render/test_markers.py \
@@ -55,7 +55,7 @@ print(f"wrote {out}/render_tests_cuda.csv")
 PYEOF
 
 # 2. The benchmark's CUDA rows only (nanodrr triton is the peer; CPU rows are measured elsewhere).
-timeout 300 "$PY" experiments/benchmark_renderer.py --out "$OUT" --sizes 200 512 --repeats 5 \
+timeout 280 "$PY" experiments/benchmark_renderer.py --out "$OUT" --sizes 200 512 --repeats 5 \
   --peers nanodrr --only CUDA --joseph-slices 2>&1 | tail -n 40 | tee -a "$LOG"
 BENCH_RC=${PIPESTATUS[0]}
 
