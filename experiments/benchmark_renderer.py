@@ -29,8 +29,9 @@ memory from ``torch.cuda.max_memory_allocated``).
 Every image is compared with stereodrr's exact (Siddon/Jacobs) render in float64 (relative L2
 error, and the median of the per-pixel relative error over pixels above 1 % of the largest
 integral); the errors also verify the camera mapping (DiffDRR's Siddon must agree to float32
-rounding; plastimatch's exact agrees to about 1e-7 in the median but drops part of the path of
-some rays, see the README).
+rounding; plastimatch's exact agrees to 1.4e-7 in the median, but its rays that leave the CT
+through a z face, the top and bottom rows here, come out short by about 1e-3 of their integral:
+1.2-1.3e-3 relative L2 over the image).
 
 Per method and image size: ms per frame (best and median of ``--repeats`` rounds after a warm-up;
 each round calls every method once, so load changes on a shared machine hit all alike), peak resident
