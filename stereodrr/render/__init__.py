@@ -12,8 +12,8 @@ Functional core (tensors in, tensors out; autograd flows to every floating input
         data (Z, Y, X) mu; index_from_world (4, 4) = inverse of Volume.affine;
         K (B, 3, 3), R (B, 3, 3), t (B, 3), all on data's device and dtype (float32 poses for a
         bfloat16/float16 volume).
-        mode "auto" (default): the backend's own, "joseph" on the fused CPU kernel, "trilinear"
-        on Triton and torch.
+        mode "auto" (default): the backend's own, "joseph" on the fused kernels (Numba, Triton),
+        "trilinear" on torch.
         mode "trilinear": ray marching with the edge-clamped trilinear interpolant, ceil(len/step)
         equal steps over each ray's clipped segment (default step: half the smallest spacing).
         mode "joseph": Joseph's projector, one bilinear sample per slab of slices along each
@@ -22,8 +22,8 @@ Functional core (tensors in, tensors out; autograd flows to every floating input
         fastest on CPU.
         mode "exact": Siddon/Jacobs radiological path (the reference). A uniform box of N voxels
         integrates to N voxel lengths in every mode.
-        backend: "auto", "triton" (fused GPU kernel), "numba" (fused CPU kernel) or "torch"
-        (grid_sample reference; the one that renders "exact"); see stereodrr.render.backends.
+        backend: "auto", "triton" (fused GPU kernels), "numba" (fused CPU kernels) or "torch"
+        (grid_sample reference); each renders every mode; see stereodrr.render.backends.
     sphere_drr(centers (M,3), diameters (M,), mu (M,), K, R, t, height, width) -> (B, H, W)
         exact mu x chord length per pixel-centre ray; add to a CT render.
     sphere_centers_px(centers (M,3), K, R, t) -> (B, M, 2)   exact projected centres.
@@ -48,7 +48,7 @@ Backends (:mod:`stereodrr.render.backends`): one kernel contract (index-space ra
 clipped, sampled segments in, line integrals out, plus the backward) and a table chosen by
 device, dtype and mode. ``auto`` runs the fused Triton kernel on CUDA (every view of a batch in
 one launch, no host sync), the fused Numba kernel on CPU, and the ``grid_sample`` torch path
-elsewhere and for ``mode="exact"``. The fused kernels are ``torch.library`` custom ops, so
+elsewhere. The fused kernels are ``torch.library`` custom ops, so
 ``torch.compile(fullgraph=True)`` keeps them.
 
 Memory: rays are rendered in chunks into one output buffer (a bounded working set whatever the

@@ -27,7 +27,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-__all__ = ["forward", "backward", "BLOCK"]
+__all__ = ["forward", "backward", "BLOCK", "volume_grad_buffer", "volume_grad"]
 
 BLOCK = 128  # rays per program on a GPU
 _INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
@@ -211,16 +211,7 @@ def backward(grad: Tensor, data: Tensor, o: Tensor, e: Tensor, s0: Tensor, ds: T
     N = o.shape[0]
     n32 = n.to(torch.int32).contiguous()
     g = grad.to(o.dtype).contiguous()
-    if want_data and deterministic:
-        bound = (g.double().abs() * ds.double() * n.double()).sum()
-        # Largest power of two with bound * scale <= 2^61, kept within float32's exponent range.
-        expo = torch.floor(61.0 - torch.log2(bound.clamp_min(1e-300))).clamp(-120.0, 120.0)
-        scale = torch.exp2(expo).float().reshape(1)
-        gvol = torch.zeros(data.shape, dtype=torch.int64, device=data.device)
-    else:
-        scale = torch.ones(1, dtype=torch.float32, device=data.device)
-        gvol = torch.zeros(data.shape if want_data else (1,), dtype=torch.float32 if data.dtype != torch.float64
-                           else torch.float64, device=data.device)
+    gvol, scale = volume_grad_buffer(data, g, ds * n, want_data, deterministic)
     go, ge = torch.empty_like(o), torch.empty_like(e)
     gs0, gds = torch.empty_like(s0), torch.empty_like(ds)
     if N:
@@ -229,10 +220,34 @@ def backward(grad: Tensor, data: Tensor, o: Tensor, e: Tensor, s0: Tensor, ds: T
             data.contiguous(), o.contiguous(), e.contiguous(), s0.contiguous(), ds.contiguous(), n32, g, gvol, scale,
             go, ge, gs0, gds, N, *grid, WANT_DATA=want_data, DETERMINISTIC=want_data and deterministic,
             BLOCK=block)
+    return volume_grad(gvol, scale, data, want_data, deterministic), go, ge, gs0, gds
+
+
+def volume_grad_buffer(data: Tensor, g: Tensor, length: Tensor, want_data: bool,
+                       deterministic: bool) -> tuple[Tensor, Tensor]:
+    """The volume-gradient accumulator of a backward launch and its fixed-point scale.
+
+    ``length (N,)`` is each ray's sum of sample weights (its clipped path length), so
+    ``G = sum_r |g_r| length_r`` bounds every voxel's total (a sample's interpolation weights
+    sum to one): deterministic mode accumulates int64 at the largest power-of-two scale with
+    ``G scale <= 2^61``; otherwise float atomics (scale 1; a ``(1,)`` placeholder without
+    ``want_data``)."""
+    if want_data and deterministic:
+        bound = (g.double().abs() * length.detach().double()).sum()
+        # Largest power of two with bound * scale <= 2^61, kept within float32's exponent range.
+        expo = torch.floor(61.0 - torch.log2(bound.clamp_min(1e-300))).clamp(-120.0, 120.0)
+        return (torch.zeros(data.shape, dtype=torch.int64, device=data.device),
+                torch.exp2(expo).float().reshape(1))
+    gvol = torch.zeros(data.shape if want_data else (1,), dtype=torch.float32 if data.dtype != torch.float64
+                       else torch.float64, device=data.device)
+    return gvol, torch.ones(1, dtype=torch.float32, device=data.device)
+
+
+def volume_grad(gvol: Tensor, scale: Tensor, data: Tensor, want_data: bool, deterministic: bool) -> Tensor:
+    """The volume gradient in ``data``'s dtype from :func:`volume_grad_buffer`'s accumulator
+    (``(0,)`` without ``want_data``)."""
     if not want_data:
-        g_data = data.new_zeros(0)
-    elif deterministic:
-        g_data = (gvol.double() / scale.double()).to(data.dtype)
-    else:
-        g_data = gvol.to(data.dtype)
-    return g_data, go, ge, gs0, gds
+        return data.new_zeros(0)
+    if deterministic:
+        return (gvol.double() / scale.double()).to(data.dtype)
+    return gvol.to(data.dtype)

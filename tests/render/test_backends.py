@@ -32,7 +32,7 @@ def test_auto_picks_a_backend_that_runs():
     cpu = torch.device("cpu")
     assert backends.select_backend("auto", cpu, torch.float32, "trilinear").name == "numba"
     assert backends.select_backend("auto", cpu, torch.bfloat16, "trilinear").name == "numba"
-    assert backends.select_backend("auto", cpu, torch.float32, "exact").name == "torch"
+    assert backends.select_backend("auto", cpu, torch.float32, "exact").name == "numba"
     # auto never picks the interpreter on CPU, even when it is switched on
     assert backends.select_backend("auto", cpu, torch.float64, "trilinear").name != "triton"
     if torch.cuda.is_available():  # pragma: no cover - needs a GPU
@@ -44,8 +44,11 @@ def test_backend_errors_name_the_backend_and_the_fix(monkeypatch):
     data, A, K, R, t = _scene()
     with pytest.raises(ValueError, match="backend: expected 'auto' or one of"):
         drr(data, A, K, R, t, H, W, backend="opencl")
-    with pytest.raises(ValueError, match="'numba' renders modes"):
-        drr(data, A, K, R, t, H, W, backend="numba", mode="exact")
+    # a backend that renders some modes only (every built-in one renders all three)
+    monkeypatch.setitem(backends.BACKENDS, "partial", backends.Backend(
+        "partial", backends.march_numba, ("trilinear",), lambda device, dtype: None, auto_devices=(), chunk_rays=64))
+    with pytest.raises(ValueError, match="'partial' renders modes"):
+        drr(data, A, K, R, t, H, W, backend="partial", mode="exact")
     with pytest.raises(ValueError, match=r"'triton' cannot render .* on meta: .*CUDA"):
         backends.select_backend("triton", torch.device("meta"), torch.float32, "trilinear")
     monkeypatch.setattr(backends, "_HAS_TRITON", False)  # as on a machine without triton
@@ -75,19 +78,20 @@ def test_low_precision_volume_on_every_backend(backend, dtype):
 
 
 @pytest.mark.skipif(not HAS_TRITON, reason="triton not installed")
-def test_triton_deterministic_volume_gradient():
+@pytest.mark.parametrize("mode", ["trilinear", "joseph", "exact"])
+def test_triton_deterministic_volume_gradient(mode):
     """Fixed-point integer atomics: the same bits on every run, equal to the torch reference's
-    gradient to float32 rounding."""
+    gradient to float32 rounding, in each of the Triton kernels."""
     dev = device_for("triton")
     data, A, K, R, t = _scene(dev)
     ref_data = data.clone().requires_grad_(True)
-    drr(ref_data, A, K, R, t, H, W, backend="torch").sum().backward()
+    drr(ref_data, A, K, R, t, H, W, backend="torch", mode=mode).sum().backward()
     grads = []
     torch.use_deterministic_algorithms(True)
     try:
         for _ in range(2):
             d = data.clone().requires_grad_(True)
-            drr(d, A, K, R, t, H, W, backend="triton").sum().backward()
+            drr(d, A, K, R, t, H, W, backend="triton", mode=mode).sum().backward()
             grads.append(d.grad)
     finally:
         torch.use_deterministic_algorithms(False)
@@ -95,11 +99,12 @@ def test_triton_deterministic_volume_gradient():
     err = float((grads[0] - ref_data.grad).abs().max())
     assert float(ref_data.grad.abs().max()) > 1 and err <= 1e-5 * float(ref_data.grad.abs().max()), err
     d = data.clone().requires_grad_(True)
-    drr(d, A, K, R, t, H, W, backend="triton").sum().backward()  # float atomics: same to rounding
+    drr(d, A, K, R, t, H, W, backend="triton", mode=mode).sum().backward()  # float atomics: same to rounding
     assert float((d.grad - grads[0]).abs().max()) <= 1e-5 * float(grads[0].abs().max())
 
 
-@pytest.mark.parametrize("name, mode", [("numba", "trilinear"), ("numba", "joseph"), ("triton", "trilinear")])
+@pytest.mark.parametrize("name, mode", [("numba", "trilinear"), ("numba", "joseph"), ("numba", "exact"),
+                                        ("triton", "trilinear"), ("triton", "joseph"), ("triton", "exact")])
 def test_fused_ops_survive_torch_compile_fullgraph(name, mode):
     """The custom ops stay in one graph (fullgraph=True raises on any break) and give eager's
     image and pose gradient."""
