@@ -4,7 +4,7 @@
    super-Fibonacci spiral of unit quaternions, Alexa 2022).
 2. **Templates**: for each rotation, the DRR of every view with the bone's support centre at the
    rig's isocenter, rendered at ``1/scale`` of the detector resolution through cameras cropped to
-   a window around the isocenter's projection (exact geometry, :func:`crop_camera`).
+   a window around the isocenter's projection (exact geometry, :func:`~stereodrr.geometry.crop_camera`).
 3. **2D positions**: per view, the NCC of the template's window against the frame at every shift
    (``cv2.matchTemplate``, FFT-based for large windows). The whole window counts, the bone and
    the empty space around it: a match over the bone's own pixels only would compare a different

@@ -18,26 +18,11 @@ import cv2
 import numpy as np
 import torch
 
-from ..geometry import Camera, RigidPose, StereoRig
+from ..geometry import RigidPose, StereoRig, crop_camera
 from ..volume import Volume
 
-__all__ = ["crop_camera", "crop_image", "support_corners", "cut_volume", "projected_boxes", "CroppedViews",
+__all__ = ["crop_image", "support_corners", "cut_volume", "projected_boxes", "CroppedViews",
            "crop_views", "check_frame", "dilate"]
-
-
-def crop_camera(camera: Camera, u0: int, v0: int, width: int, height: int) -> Camera:
-    """The camera that sees pixels ``u0 .. u0 + width - 1`` by ``v0 .. v0 + height - 1`` of
-    ``camera`` as its own ``(height, width)`` detector (module docstring). The crop may reach past
-    the detector (negative ``u0``, ...): the pinhole has no edge."""
-    for name, v in (("u0", u0), ("v0", v0), ("width", width), ("height", height)):
-        if int(v) != v:
-            raise ValueError(f"crop {name}: expected an integer number of pixels, got {v}")
-    if width < 1 or height < 1:
-        raise ValueError(f"crop size: expected a positive width and height, got {width} x {height}")
-    K = np.array(camera.K, dtype=np.float64)
-    K[0, 2] -= u0
-    K[1, 2] -= v0
-    return Camera(K, camera.R, camera.t, int(width), int(height), camera.pixel_spacing, camera.sdd)
 
 
 def crop_image(image: np.ndarray, u0: int, v0: int, width: int, height: int) -> np.ndarray:

@@ -16,13 +16,13 @@ import pytest
 import torch
 
 from stereodrr.calib.dlt import rig_isocenter
-from stereodrr.geometry import Camera, RigidPose, StereoRig
+from stereodrr.geometry import Camera, RigidPose, StereoRig, crop_camera
 from stereodrr.interop import load_autoscoper_volume, load_mayacam, read_trial_file
 from stereodrr.register import Level, render_views, scale_intrinsics
 from stereodrr.render import render_rig
 from stereodrr.track.bone_fit import TrackOptions, predict_pose, register_frame
 from stereodrr.track.bone_init import InitOptions, initial_pose, so3_grid
-from stereodrr.track.bone_views import crop_camera, crop_image, cut_volume, projected_boxes, support_corners
+from stereodrr.track.bone_views import crop_image, cut_volume, projected_boxes, support_corners
 from stereodrr.track.bones import _flag_outliers, track_bone
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "autoscoper_wrist"
