@@ -37,7 +37,7 @@ from stereodrr.fileio import atomic_path  # noqa: E402
 from stereodrr.geometry import kabsch, rotation_angle_deg  # noqa: E402
 from stereodrr.plot.track import plot_track_losses, plot_track_overlay  # noqa: E402
 from stereodrr.render import render_rig  # noqa: E402
-from stereodrr.track import track_beads  # noqa: E402
+from stereodrr.track import BeadTrackOptions, JointOptions, track_beads, track_bones  # noqa: E402
 from stereodrr.track.bone_fit import TrackOptions  # noqa: E402
 from stereodrr.track.bones import BoneTrack, track_bone  # noqa: E402
 from stereodrr.trial import load_trial, read_frame  # noqa: E402
@@ -114,6 +114,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="first frame from the global search, or from the checked poses (CHECKED)")
     p.add_argument("--bones", nargs="+", choices=sorted(BONES), default=sorted(BONES), help="the bones to track")
     p.add_argument("--threads", type=int, default=1, help="torch/numba threads")
+    p.add_argument("--no-beads", dest="beads", action="store_false",
+                   help="markerless: no bead motion predictions between frames")
+    p.add_argument("--passes", type=int, default=1, help="joint passes (each bone with the others explained away)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     try:
@@ -130,20 +133,31 @@ def main(argv: list[str] | None = None) -> int:
     names = [trial.frames[rig.names[0]][k].name for k in range(n)]
     options = TrackOptions(progress=False)
 
-    tracks: dict[str, BoneTrack] = {}
     volumes = {bone: bone_volume(trial.volume(i).volume) for bone, i in BONES.items() if bone in args.bones}
-    for bone, volume in volumes.items():
-        start = time.perf_counter()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # the thick-slice note, kept in track.warnings
-            init = None
-            if args.start == "checked":
+    # The beads: the bones' motion predictions (unless --no-beads) and the validation.
+    beads = track_beads([[read_frame(f) for f in trial.frames[c]] for c in rig.names], rig,
+                        [trial.field(c).mask(read_frame(trial.frames[c][0]).shape) for c in rig.names],
+                        BeadTrackOptions(progress=False))
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the thick-slice note, kept in each track's warnings
+        if args.start == "checked":
+            inits = []
+            for bone in volumes:
                 u, _, vt = np.linalg.svd(CHECKED[bone][:3, :3])  # the printed digits, back onto SO(3)
-                init = CHECKED[bone].copy()
-                init[:3, :3] = u @ vt
-            tracks[bone] = track_bone(volume, rig, list(frames), options, init=init, masks=list(masks))
-        tr = tracks[bone]
-        print(f"{bone}: {time.perf_counter() - start:.0f} s; " + "; ".join(
+                M = CHECKED[bone].copy()
+                M[:3, :3] = u @ vt
+                inits.append(M)
+            found = [track_bone(v, rig, list(frames), options, init=M, masks=list(masks))
+                     for v, M in zip(volumes.values(), inits)]
+        else:
+            found = track_bones(list(volumes.values()), rig, list(frames), options, masks=list(masks),
+                                beads=beads if args.beads else None, joint=JointOptions(passes=args.passes))
+    tracks: dict[str, BoneTrack] = dict(zip(volumes, found))
+    print(f"tracking: {time.perf_counter() - start:.0f} s ({'with' if args.beads else 'without'} bead predictions, "
+          f"{args.passes} joint pass(es))")
+    for bone, tr in tracks.items():
+        print(f"{bone}: " + "; ".join(
             f"frame {k}: {tr.status[k]} from {tr.start[k] or '-'}, loss {tr.losses[k]:.4f}, {tr.seconds[k]:.1f} s"
             + (f", doubtful ({tr.reasons[k]})" if tr.doubtful[k] else "") for k in range(n)))
         if tr.init is not None:
@@ -172,9 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         plot_track_overlay({c: read_frame(trial.frames[c][k]) for c in rig.names}, drrs, args.out / f"overlay_{k}.png",
                            title=f"wrist frame {names[k]}", labels=labels)
 
-    # The beads, and which bone each rigid body of beads belongs to.
-    beads = track_beads([[read_frame(f) for f in trial.frames[c]] for c in rig.names], rig,
-                        [trial.field(c).mask(read_frame(trial.frames[c][0]).shape) for c in rig.names])
+    # Which bone each rigid body of beads belongs to.
     X = beads.positions()
     bodies = beads.bodies[beads.bodies["body"] >= 0].groupby("body")["bead"].apply(list)
     errors = []

@@ -26,6 +26,7 @@ from .bone_fit import (
     register_frame,
 )
 from .bone_init import Candidate, InitOptions, InitResult, initial_pose, so3_grid, template_candidates
+from .bone_joint import JointOptions, bead_bodies_of_bones, explain_away, track_bones
 from .bone_views import CroppedViews, check_frame, crop_image, crop_views, cut_volume, projected_boxes, support_corners
 from .bones import BoneTrack, track_bone
 
@@ -37,5 +38,5 @@ __all__ = [
     "FrameFit", "FrameStatus", "TrackOptions", "default_track_levels", "frame_loss", "predict_pose", "register_frame",
     "Candidate", "InitOptions", "InitResult", "initial_pose", "so3_grid", "template_candidates",
     "CroppedViews", "check_frame", "crop_image", "crop_views", "cut_volume", "projected_boxes", "support_corners",
-    "BoneTrack", "track_bone",
+    "BoneTrack", "track_bone", "JointOptions", "bead_bodies_of_bones", "explain_away", "track_bones",
 ]

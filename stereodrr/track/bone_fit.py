@@ -63,8 +63,8 @@ class TrackOptions:
         rotation_tol_deg, translation_tol_mm: convergence tolerances on the step (full resolution).
         prediction: start of a frame after the first: ``"constant_velocity"`` (once two frames are
             tracked) or ``"previous"``.
-        predict: optional hook ``predict(k, poses) -> 4x4 or None`` tried first (e.g. the bone's
-            motion from its beads).
+        predict: optional hook ``predict(k, poses) -> 4x4 or None`` tried first on every frame,
+            ``poses`` the frames before ``k`` (e.g. the bone's motion from its beads).
         accept_ratio: a warm-started result is kept when its loss is at most this times the last
             kept frame's; otherwise the next start is tried (prediction, previous pose, search).
         max_view_loss: a fit with a view's loss above this (NCC below 0.4 there) does not explain

@@ -199,7 +199,7 @@ def track_bone(volume: Volume, rig: StereoRig, frames: Frames, options: TrackOpt
             candidates: list[tuple[str, np.ndarray]] = []
             if k == 0 and start0 is not None:
                 candidates.append(("given", start0))
-            hooked = options.predict(k, poses[:k].copy()) if options.predict is not None and k > 0 else None
+            hooked = options.predict(k, poses[:k].copy()) if options.predict is not None else None
             if hooked is not None:
                 candidates.append(("predict", np.asarray(hooked, dtype=np.float64)))
             tracked = int(np.isfinite(poses[:k]).all(axis=(1, 2)).sum())
@@ -214,8 +214,11 @@ def track_bone(volume: Volume, rig: StereoRig, frames: Frames, options: TrackOpt
             for kind, M in candidates:
                 f = fit(M)
                 tried.append((kind, f))
-                accepted = f.pose is not None and f.status != "diverged" and len(f.views) == len(names) and (
-                    kind == "given" or not math.isfinite(last_loss) or f.loss <= options.accept_ratio * last_loss)
+                # A start is kept when its fit explains every view and is not much worse than the last
+                # frame kept (a given start: when it explains every view).
+                accepted = f.pose is not None and f.status != "diverged" and len(f.views) == len(names) and \
+                    max(f.view_losses.values()) <= options.max_view_loss and (
+                        kind == "given" or not math.isfinite(last_loss) or f.loss <= options.accept_ratio * last_loss)
                 if accepted:
                     break
             if not accepted and (options.reinit or not candidates):

@@ -158,7 +158,7 @@ def test_frames_as_a_callable_and_a_prediction_hook(wrist, synthetic):
     track = track_bone(volume, rig, lambda k: frames[k], TrackOptions(levels=LEVELS, progress=False, predict=hook,
                                                                       reinit=False),
                        init=truth[0], n_frames=2)
-    assert calls == [(1, (1, 4, 4))]
+    assert calls == [(0, (0, 4, 4)), (1, (1, 4, 4))]  # every frame, with the poses before it
     assert track.start == ["given", "predict"]
     with pytest.raises(ValueError, match="n_frames"):
         track_bone(volume, rig, lambda k: frames[k], TrackOptions(levels=LEVELS, progress=False), init=truth[0])
