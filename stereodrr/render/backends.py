@@ -42,8 +42,10 @@ names it and how to install it.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Callable
 
@@ -114,6 +116,8 @@ def select_backend(name: str, device: torch.device, dtype: torch.dtype, mode: st
         for b in BACKENDS.values():
             if (device.type in b.auto_devices and mode in (*b.modes, "auto")
                     and b.unavailable(device, dtype) is None):
+                if b.name == "torch" and device.type == "cpu" and numba_load_error() is not None:
+                    _warn_no_fused_cpu(numba_load_error())
                 return b
         raise ValueError(f"backend: none of {list(BACKENDS)} renders mode {mode!r} for a {dtype} volume on {device}")
     if name not in BACKENDS:
@@ -125,6 +129,13 @@ def select_backend(name: str, device: torch.device, dtype: torch.dtype, mode: st
     if reason is not None:
         raise ValueError(f"backend: {name!r} cannot render a {dtype} volume on {device}: {reason}")
     return b
+
+
+@functools.cache
+def _warn_no_fused_cpu(reason: str | None) -> None:
+    """Once per process (and reason): auto on CPU fell back to the torch backend."""
+    warnings.warn(f"backend='auto': the fused CPU renderer cannot run ({reason}); rendering with the torch "
+                  "backend: the same integrals, often 10-100x slower", RuntimeWarning, stacklevel=4)
 
 
 def _fused_op(name: str, forward: Callable[..., Tensor], backward: Callable[..., tuple[Tensor, ...]],
@@ -246,9 +257,30 @@ def _numba_exact_backward(grad: Tensor, data: Tensor, o: Tensor, e: Tensor, s0: 
     return _fused_exact.backward(grad, data, o, e, s0, s1, want_data)  # deterministic as above
 
 
-def _numba_unavailable(device: torch.device, dtype: torch.dtype) -> str | None:
+def numba_load_error() -> str | None:
+    """Why the fused CPU renderer cannot run here (numba missing, or installed but failing to
+    load, e.g. built for another numpy or CPU), or None when it can. numba is a dependency of
+    stereodrr; where it cannot load, ``backend="auto"`` renders with the torch backend (the same
+    integrals, slower, more memory) and warns once with this reason."""
     if not _HAS_NUMBA:
-        return "numba is not installed (pip install 'stereodrr[numba]')"
+        return ("numba is not installed (it is a dependency of stereodrr: pip install numba, or "
+                "reinstall stereodrr)")
+    return _numba_import_error()
+
+
+@functools.cache
+def _numba_import_error() -> str | None:
+    try:
+        import numba  # noqa: F401
+    except Exception as exc:  # an ImportError, or llvmlite's OSError on an unsupported platform
+        return (f"numba is installed but cannot load ({type(exc).__name__}: {' '.join(str(exc).split())}); "
+                "reinstall numba for this Python and numpy")
+    return None
+
+
+def _numba_unavailable(device: torch.device, dtype: torch.dtype) -> str | None:
+    if (error := numba_load_error()) is not None:
+        return error
     if device.type != "cpu":
         return "it runs on CPU tensors only; use backend='triton' (pip install stereodrr[gpu]) or 'torch'"
     if dtype not in (torch.float32, torch.float64, *LOW_PRECISION):
