@@ -20,9 +20,9 @@ setup: $(VENV)/.installed
 demo: setup
 	$(VENV)/bin/stereodrr demo -o out/demo
 
-# Static checks (configured in pyproject.toml): ruff on the code, tests and studies; mypy on the package.
+# Static checks (configured in pyproject.toml): ruff on the code, tests, studies and tutorials; mypy on the package.
 lint: setup
-	$(VENV)/bin/ruff check stereodrr tests experiments
+	$(VENV)/bin/ruff check stereodrr tests experiments docs/tutorials
 	$(VENV)/bin/mypy
 
 test: lint

@@ -642,6 +642,7 @@ class _QuasiNewton:
 
 
 OPTIMIZERS: dict[str, type] = {"adam": _Adam, "lbfgs": _QuasiNewton}
+"""Registration optimisers by name (``optimizer=``, ``--optimizer``): ``adam`` and ``lbfgs`` (BFGS in float64)."""
 
 
 # --------------------------------------------------------------------------- stopping rule

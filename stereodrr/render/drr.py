@@ -36,6 +36,7 @@ from .threads import single_threaded_torch
 __all__ = ["drr", "render_drr", "render_rig", "render_structures", "camera_batch", "MODES", "RaysMissWarning"]
 
 MODES = ("auto", "trilinear", "joseph", "exact")
+"""The renderer's modes (``mode=`` of :func:`drr`); ``auto`` is the backend's own choice."""
 
 
 class RaysMissWarning(UserWarning):
