@@ -19,6 +19,7 @@ def test_require_names_the_extra_and_the_alternative(monkeypatch):
 
 def test_without_numba_auto_renders_with_torch_and_says_why(monkeypatch):
     monkeypatch.setattr(backends, "_HAS_NUMBA", False)
+    monkeypatch.setattr(backends, "_WARNED", set())
     cpu = torch.device("cpu")
     with pytest.warns(RuntimeWarning, match=r"fused CPU renderer cannot run \(numba is not installed.*torch backend"):
         assert backends.select_backend("auto", cpu, torch.float32, "trilinear").name == "torch"
@@ -36,12 +37,10 @@ def test_numba_that_cannot_load_is_named_with_its_error(monkeypatch):
             raise ImportError("Numba needs NumPy 2.9 or less")
         return real_import(name, *args, **kwargs)
 
-    backends._numba_import_error.cache_clear()
+    monkeypatch.setattr(backends, "_NUMBA_IMPORT", [])  # forget the first import's outcome
     monkeypatch.setattr(builtins, "__import__", failing_import)
-    try:
-        reason = backends.numba_load_error()
-    finally:
-        backends._numba_import_error.cache_clear()
+    reason = backends.numba_load_error()
+    monkeypatch.undo()
     assert reason is not None and "installed but cannot load (ImportError: Numba needs NumPy 2.9 or less)" in reason
 
 

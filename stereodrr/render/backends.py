@@ -42,7 +42,6 @@ names it and how to install it.
 
 from __future__ import annotations
 
-import functools
 import importlib.util
 import os
 import warnings
@@ -131,9 +130,14 @@ def select_backend(name: str, device: torch.device, dtype: torch.dtype, mode: st
     return b
 
 
-@functools.cache
+_WARNED: set[str | None] = set()
+
+
 def _warn_no_fused_cpu(reason: str | None) -> None:
     """Once per process (and reason): auto on CPU fell back to the torch backend."""
+    if reason in _WARNED:
+        return
+    _WARNED.add(reason)
     warnings.warn(f"backend='auto': the fused CPU renderer cannot run ({reason}); rendering with the torch "
                   "backend: the same integrals, often 10-100x slower", RuntimeWarning, stacklevel=4)
 
@@ -268,14 +272,21 @@ def numba_load_error() -> str | None:
     return _numba_import_error()
 
 
-@functools.cache
+# The outcome of the first ``import numba`` (a plain memo, not functools.cache: torch.compile
+# traces the availability check and warns about cache wrappers).
+_NUMBA_IMPORT: list[str | None] = []
+
+
 def _numba_import_error() -> str | None:
-    try:
-        import numba  # noqa: F401
-    except Exception as exc:  # an ImportError, or llvmlite's OSError on an unsupported platform
-        return (f"numba is installed but cannot load ({type(exc).__name__}: {' '.join(str(exc).split())}); "
-                "reinstall numba for this Python and numpy")
-    return None
+    if not _NUMBA_IMPORT:
+        try:
+            import numba  # noqa: F401
+        except Exception as exc:  # an ImportError, or llvmlite's OSError on an unsupported platform
+            _NUMBA_IMPORT.append(f"numba is installed but cannot load ({type(exc).__name__}: "
+                                 f"{' '.join(str(exc).split())}); reinstall numba for this Python and numpy")
+        else:
+            _NUMBA_IMPORT.append(None)
+    return _NUMBA_IMPORT[0]
 
 
 def _numba_unavailable(device: torch.device, dtype: torch.dtype) -> str | None:
