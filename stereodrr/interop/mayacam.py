@@ -59,6 +59,7 @@ __all__ = ["MAYACAM_TOLERANCE_PX", "save_mayacam", "load_mayacam", "save_mayacam
 # What a camera may lose in a MayaCam file: its projection of any point of the image moves by at
 # most this many pixels (skew in 2.0; fx != fy or skew in 1.0).
 MAYACAM_TOLERANCE_PX = 1e-6
+"""What a camera may lose in a MayaCam file: its projection of any point moves by at most this many pixels."""
 
 # Autoscoper's OpenGL camera frame from the OpenCV one (x right, y up, looking down -z).
 _GL = np.diag([1.0, -1.0, -1.0])

@@ -247,6 +247,7 @@ LAYERS: dict[str, ScintillatorLayer | None] = {
     "csi": ScintillatorLayer("Cesium Iodide", 0.6),
     "gos": ScintillatorLayer("Gadolinium Oxysulfide", 0.2),
 }
+"""Named scintillators: ``ideal`` (eta = 1), ``csi`` (600 um CsI:Tl, the usual flat panel), ``gos`` (200 um Gd2O2S:Tb, a "fast" screen)."""
 
 
 def _mono60() -> Spectrum:
@@ -447,6 +448,7 @@ PRESETS: dict[str, Callable[[], DetectorModel]] = {
     "fluoro80": _fluoro,
     "radiography120": _radiography,
 }
+"""Named detector set-ups (:func:`detector_preset`): ``mono60``, ``ideal80``, ``fluoro80``, ``radiography120``."""
 
 
 def detector_preset(name: str) -> DetectorModel:

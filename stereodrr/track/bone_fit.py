@@ -117,6 +117,7 @@ class TrackOptions:
 
 
 FrameStatus = Literal["converged", "max_iterations", "diverged", "not_visible", "init_failed", "init_ambiguous"]
+"""The outcome of tracking one frame."""
 
 
 @dataclass
