@@ -270,6 +270,13 @@ def _cases() -> list[tuple[str, list[str]]]:
                 "trial_no_frames", "trial_no_volume_file", "trial_no_voxel_size", "trial_missing_camera",
                 "trial_bad_camera"):
         c.append((f"beads-trial-{bad}", ["beads", "--trial", f"{{{bad}}}", "-o", "OUT"]))
+    bd = ["beads", "--trial", "{wrist_trial}", "-o", "OUT", "--distortion"]
+    c += [("beads-distortion-count", [*bd, "{malformed}"]),
+          ("beads-distortion-missing", [*bd, "{missing}", "{missing}"]),
+          ("beads-distortion-malformed", [*bd, "{malformed}", "{malformed}"]),
+          ("beads-distortion-not-a-map", [*bd, "{rig}", "{rig}"]),
+          ("track-distortion-count", ["track", "--trial", "{wrist_trial}", "--volume", "0", "-o", "OUT",
+                                      "--distortion", "{malformed}", "{malformed}", "{malformed}"])]
     c += [("beads-frames-text", ["beads", "--trial", "{trial_frame_size}", "--frames", "a:b", "-o", "OUT"]),
           ("beads-out-file", ["beads", "--trial", "{trial_frame_size}", "-o", "{file}"])]
     # track: trial files that do not hold a trial, then a good trial with bad choices

@@ -11,7 +11,10 @@ import argparse
 import math
 import os
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    from ..trial import Trial
 
 __all__ = ["UsageError", "number", "integer", "output_folder", "output_file", "input_file", "frame_selection",
            "select_frames"]
@@ -163,3 +166,29 @@ def select_frames(spec: tuple[str, ...] | None, n_frames: int, option: str = "--
     if not chosen:
         raise UsageError(f"{option} {','.join(spec)}: selects no frame")
     return sorted(chosen)
+
+
+def add_trial_arguments(p: argparse.ArgumentParser) -> None:
+    """``--trial`` and ``--distortion`` of the commands that read a real trial."""
+    p.add_argument("--trial", required=True, help="Autoscoper trial file (.cfg)")
+    p.add_argument("--distortion", nargs="+", default=None, metavar="MAP",
+                   help="frames not yet corrected for the image intensifier: one distortion.json per camera, in the "
+                        "trial's camera order (stereodrr distortion measures them from grid images)")
+
+
+def load_cli_trial(args: argparse.Namespace) -> Trial:
+    """The trial of ``--trial`` with the maps of ``--distortion`` (one per camera, in order)."""
+    from dataclasses import replace
+
+    from ..distortion import load_distortion
+    from ..trial import load_trial
+
+    trial = load_trial(input_file(args.trial, "--trial", "trial file"))
+    if args.distortion is None:
+        return trial
+    if len(args.distortion) != len(trial.rig.names):
+        raise UsageError(f"--distortion: expected one map per camera ({len(trial.rig.names)}: "
+                         f"{', '.join(trial.rig.names)}), got {len(args.distortion)}")
+    maps = {c: load_distortion(input_file(m, "--distortion", "distortion map"))
+            for c, m in zip(trial.rig.names, args.distortion)}
+    return replace(trial, distortion=maps)

@@ -22,15 +22,15 @@ from ..interop.xmalab import body_name, marker_name
 from ..plot.beads import plot_bead_frame
 from ..track import BeadTracking, BeadTrackOptions, track_beads
 from ..track.outputs import write_bead_results
-from ..trial import Trial, load_trial, read_frame
-from ._args import frame_selection, input_file, output_folder, select_frames
+from ..trial import Trial
+from ._args import add_trial_arguments, frame_selection, load_cli_trial, output_folder, select_frames
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("beads", help="track implanted beads through a trial (XMALab-compatible output)",
                        description="Find the beads in every frame of every camera, match them by epipolar "
                                    "geometry, triangulate, link them through the frames into rigid bodies.")
-    p.add_argument("--trial", required=True, help="Autoscoper trial file (.cfg)")
+    add_trial_arguments(p)
     p.add_argument("-o", "--output", default="out/beads", help="output folder")
     p.add_argument("--frames", type=frame_selection, default=None,
                    help="frames to track, 0-based: A:B (B excluded), N, or a comma-separated list (default all)")
@@ -64,18 +64,18 @@ def summary(tracking: BeadTracking, frames: list[int]) -> dict:
 def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     out = output_folder(args.output)
-    trial: Trial = load_trial(input_file(args.trial, "--trial", "trial file"))
+    trial: Trial = load_cli_trial(args)
     frames = select_frames(args.frames, trial.n_frames)
     names = trial.rig.names
     masks = [trial.field(c).mask((trial.rig[c].height, trial.rig[c].width)) for c in names]
-    tracking = track_beads(lambda k, f: read_frame(trial.frames[names[k]][frames[f]]), trial.rig, masks,
+    tracking = track_beads(lambda k, f: trial.image(names[k], frames[f]), trial.rig, masks,
                            BeadTrackOptions(), n_frames=len(frames))
     out.mkdir(parents=True, exist_ok=True)
     write_bead_results(tracking, trial.rig, out, frames, trial.n_frames, args.convention)
     info = {"trial": str(args.trial), "seconds": time.perf_counter() - t0, **summary(tracking, frames)}
     if not args.no_figures:
         for k, f in enumerate(frames):
-            plot_bead_frame({c: read_frame(trial.frames[c][f]) for c in names}, tracking, k, trial.rig,
+            plot_bead_frame(trial.images(f), tracking, k, trial.rig,
                             out / "figures" / f"frame_{f:04d}.png", title=f"frame {f}: {trial.frames[names[0]][f].name}")
     atomic_write_text(out / "summary.json", json.dumps(json_ready(info), indent=2) + "\n")
     for row in info["frames"]:

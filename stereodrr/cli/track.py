@@ -32,9 +32,18 @@ from ..plot.track import plot_track_overlay
 from ..register import render_views
 from ..track import BeadTrackOptions, JointOptions, TrackOptions, bead_bodies_of_bones, track_beads, track_bones
 from ..track.outputs import bead_check, write_bead_results, write_bone_results
-from ..trial import Trial, load_trial, read_frame
+from ..trial import Trial
 from ..volume import Volume
-from ._args import UsageError, frame_selection, input_file, integer, output_folder, select_frames
+from ._args import (
+    UsageError,
+    add_trial_arguments,
+    frame_selection,
+    input_file,
+    integer,
+    load_cli_trial,
+    output_folder,
+    select_frames,
+)
 
 # Trial volumes hold bone-masked intensities (Autoscoper: 0-4095), not HU: scaled so that 1000
 # reads as water's attenuation, a plausible 1/mm for the renderer (the similarity ignores scale).
@@ -45,7 +54,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("track", help="track bones through a trial (Autoscoper-compatible output)",
                        description="Register each chosen bone's CT to every view of each frame of a trial, from no "
                                    "pose: a global search where no start fits, warm starts otherwise.")
-    p.add_argument("--trial", required=True, help="Autoscoper trial file (.cfg)")
+    add_trial_arguments(p)
     p.add_argument("--volume", type=integer(0, what="volume index"), nargs="+", required=True, metavar="N",
                    help="the volumes to track, 0-based in the trial file's order; several are tracked together")
     p.add_argument("-o", "--output", default="out/track", help="output folder")
@@ -76,7 +85,7 @@ def _init_pose(path: str, frame: int, volume: Volume) -> np.ndarray:
 def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     out = output_folder(args.output)
-    trial: Trial = load_trial(input_file(args.trial, "--trial", "trial file"))
+    trial: Trial = load_cli_trial(args)
     for v in args.volume:
         if v >= len(trial.volumes):
             raise UsageError(f"--volume {v}: the trial has volumes 0..{len(trial.volumes) - 1} "
@@ -94,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     beads = None
     if args.beads:
         masks = [trial.field(c).mask((trial.rig[c].height, trial.rig[c].width)) for c in names]
-        beads = track_beads(lambda k, f: read_frame(trial.frames[names[k]][frames[f]]), trial.rig, masks,
+        beads = track_beads(lambda k, f: trial.image(names[k], frames[f]), trial.rig, masks,
                             BeadTrackOptions(), n_frames=len(frames))
         if beads.bodies["body"].ge(0).sum() == 0:
             beads = None  # no rigid body of beads in this trial: markerless
@@ -142,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
                     for i, c in enumerate(names):
                         drrs[c].append(shown[i])
                     labels.append(tv.name)
-            plot_track_overlay({c: read_frame(trial.frames[c][f]) for c in names}, drrs,
+            plot_track_overlay(trial.images(f), drrs,
                                out / "overlays" / f"frame_{f:04d}.png", title=f"frame {f}", labels=labels)
     summary["seconds"] = time.perf_counter() - t0
     summary["warnings"] = sorted({str(w.message).splitlines()[0] for w in caught})

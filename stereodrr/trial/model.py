@@ -6,6 +6,11 @@
 Autoscoper's object frame (so a volume's pose is Autoscoper's CT -> world matrix). Everything is
 checked before any work: the files exist, every camera has as many frames as the others, every
 frame has its camera's image size.
+
+Frames recorded through an image intensifier and not yet corrected (XMALab corrects them with a
+grid image per camera) are corrected here when the trial is given a camera's distortion map
+(:func:`stereodrr.distortion.fit_distortion`): every image the trial hands out, and the field
+fitted to them, is then the corrected frame.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from typing import Mapping
 import numpy as np
 
 from ..calib.dlt import rig_isocenter
+from ..distortion import DistortionMap, load_distortion
 from ..geometry import Camera, StereoRig
 from ..interop.autoscoper import AutoscoperTrialFile, frame_files, load_autoscoper_volume, read_trial_file
 from ..interop.mayacam import load_mayacam
@@ -46,6 +52,8 @@ class Trial:
         volumes: the bones' CT volumes.
         polarity: how the frames show air (``"auto"``: found per camera from its first frame).
         source: the trial file read, if any.
+        distortion: per camera, the intensifier's distortion map its frames are corrected with
+            (cameras without one: frames used as recorded, e.g. XMALab's undistorted exports).
     """
 
     rig: StereoRig
@@ -53,6 +61,7 @@ class Trial:
     volumes: list[TrialVolume] = field(default_factory=list)
     polarity: Polarity = "auto"
     source: Path | None = None
+    distortion: dict[str, DistortionMap] = field(default_factory=dict)
     _fields: dict[str, FieldOfView] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -61,6 +70,13 @@ class Trial:
         counts = {name: len(files) for name, files in self.frames.items()}
         if len(set(counts.values())) != 1 or 0 in counts.values():
             raise ValueError(f"trial: every camera needs the same number of frames (>= 1), got {counts}")
+        for name, m in self.distortion.items():
+            if name not in self.rig.names:
+                raise ValueError(f"trial: a distortion map for camera {name!r}, the rig has {self.rig.names}")
+            cam = self.rig[name]
+            if (m.width, m.height) != (cam.width, cam.height):
+                raise ValueError(f"trial: the distortion map of {name!r} is for {m.width}x{m.height} images, the "
+                                 f"camera is calibrated for {cam.width}x{cam.height}")
         for name, files in self.frames.items():
             cam = self.rig[name]
             for f in files:
@@ -79,18 +95,30 @@ class Trial:
             raise ValueError(f"volume: expected an index 0..{len(self.volumes) - 1}, got {index}")
         return self.volumes[index]
 
-    def images(self, frame: int) -> dict[str, np.ndarray]:
-        """The raw frame ``frame`` of every camera."""
+    def image(self, camera: str, frame: int) -> np.ndarray:
+        """Frame ``frame`` of ``camera`` as read, or corrected through the camera's distortion map
+        (area-preserving, rounded back to the frame's integer type)."""
         self._check_frame(frame)
-        return {name: read_frame(files[frame]) for name, files in self.frames.items()}
+        raw = read_frame(self.frames[camera][frame])
+        m = self.distortion.get(camera)
+        if m is None:
+            return raw
+        out = m.undistort_image(raw.astype(np.float64))
+        if np.issubdtype(raw.dtype, np.integer):
+            info = np.iinfo(raw.dtype)
+            return np.clip(np.rint(out), info.min, info.max).astype(raw.dtype)
+        return out.astype(raw.dtype)
+
+    def images(self, frame: int) -> dict[str, np.ndarray]:
+        """Frame ``frame`` of every camera (:meth:`image`)."""
+        return {name: self.image(name, frame) for name in self.frames}
 
     def field(self, camera: str) -> FieldOfView:
         """The camera's intensifier field, fitted to up to five frames spread through the trial
         (the intensifier does not move within a trial; anatomy at the edge differs per frame)."""
         if camera not in self._fields:
-            files = self.frames[camera]
-            picks = sorted({round(i * (len(files) - 1) / 4) for i in range(5)})
-            self._fields[camera] = field_of_view([read_frame(files[i]) for i in picks])
+            picks = sorted({round(i * (self.n_frames - 1) / 4) for i in range(5)})
+            self._fields[camera] = field_of_view([self.image(camera, i) for i in picks])
         return self._fields[camera]
 
     def line_integrals(self, frame: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
@@ -114,8 +142,14 @@ def _rig(cameras: Mapping[str, Camera], src: str) -> StereoRig:
         raise ValueError(f"{src}: the cameras do not form a rig: {exc}") from None
 
 
-def load_trial(path: str | os.PathLike[str], polarity: Polarity = "auto") -> Trial:
+def load_trial(path: str | os.PathLike[str], polarity: Polarity = "auto",
+               distortion: Mapping[str, DistortionMap | str | os.PathLike[str]] | None = None) -> Trial:
     """Read an Autoscoper trial file into a :class:`Trial` (module docstring).
+
+    Args:
+        path: the trial file; polarity: how the frames show air (``"auto"``: found per camera).
+        distortion: per camera (``cam1``, ...), a distortion map or its ``distortion.json`` to
+            correct the frames with.
 
     Raises:
         FileNotFoundError: the trial file, a MayaCam file, a camera folder or a volume is missing.
@@ -131,4 +165,5 @@ def load_trial(path: str | os.PathLike[str], polarity: Polarity = "auto") -> Tri
         if not v.path.exists():
             raise FileNotFoundError(f"{src}: VolumeFile {str(v.path)!r} does not exist")
         volumes.append(TrialVolume(v.path.stem, v.path, load_autoscoper_volume(v.path, v.voxel_size, v.flip)))
-    return Trial(_rig(cams, src), frames, volumes, polarity, spec.source)
+    maps = {name: m if isinstance(m, DistortionMap) else load_distortion(m) for name, m in (distortion or {}).items()}
+    return Trial(_rig(cams, src), frames, volumes, polarity, spec.source, maps)
