@@ -35,9 +35,15 @@ import torch
 from stereodrr.calib.detect import detect_markers
 from stereodrr.fileio import atomic_path
 from stereodrr.geometry import StereoRig
+from stereodrr.imaging import (
+    DetectorModel,
+    ball_transmission,
+    detector_preset,
+    metal_thickness,
+    remove_scatter,
+    render_polychromatic,
+)
 from stereodrr.phantoms import load_phantom, voxelize
-from stereodrr.render import DetectorModel, detector_preset, render_polychromatic
-from stereodrr.render.polychromatic import ball_transmission, metal_thickness, remove_scatter
 from stereodrr.volume import mu_to_hu
 
 ROOT = Path(__file__).resolve().parents[1]

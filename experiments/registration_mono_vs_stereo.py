@@ -45,10 +45,11 @@ import torch
 
 from stereodrr.fileio import atomic_path
 from stereodrr.geometry import StereoRig, invert, rigid_matrix
+from stereodrr.imaging import detect, negative_log
 from stereodrr.phantoms import torso_phantom
 from stereodrr.plot.register import plot_registration_study
 from stereodrr.register import RigidPose, moved_extrinsics, pose_crlb, register, registration_errors
-from stereodrr.render import detect, negative_log, render_drr
+from stereodrr.render import render_drr
 from stereodrr.render.threads import set_cpu_threads  # noqa: E402
 from stereodrr.volume import Volume, hu_to_mu
 

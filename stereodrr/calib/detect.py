@@ -41,7 +41,7 @@ Steps, for a ``(H, W)`` image (float or 16-bit):
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, Literal, Sequence, get_args
 
 import cv2
 import numpy as np
@@ -49,9 +49,10 @@ import pandas as pd
 from scipy.ndimage import convolve1d
 from scipy.optimize import least_squares
 
-__all__ = ["KINDS", "APERTURES", "attenuation_image", "detect_markers"]
+__all__ = ["ImageKind", "KINDS", "APERTURES", "attenuation_image", "detect_markers"]
 
-KINDS = ("auto", "line_integral", "intensity")
+ImageKind = Literal["auto", "line_integral", "intensity"]
+KINDS: tuple[str, ...] = get_args(ImageKind)
 # Gaussian sigma from the median absolute deviation (normal consistency constant).
 _MAD_TO_SIGMA = 1.4826
 

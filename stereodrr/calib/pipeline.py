@@ -31,7 +31,7 @@ from .validate import EpipolarReport, compare_fundamental, validate_epipolar
 from .verdict import Tolerances, Verdict, physics_checks, swap_message, view_assignment
 
 if TYPE_CHECKING:
-    from ..render.detector import DetectorModel
+    from ..imaging import DetectorModel
 
 __all__ = ["StereoCalibration", "calibrate_stereo", "check_images", "held_out_points"]
 
@@ -263,7 +263,7 @@ def calibrate_stereo(
     margin = MIN_MARGIN if min_margin is None else float(min_margin)
     transmission = None
     if detector is not None:
-        from ..render.polychromatic import ball_transmission, remove_scatter
+        from ..imaging import ball_transmission, remove_scatter
 
         if kind == "intensity":
             raise ValueError("detector: expects -log(I / I_open) images (kind 'line_integral' or 'auto'), "

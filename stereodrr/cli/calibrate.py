@@ -141,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--phantom {args.phantom}: the phantom has no markers")
     detector = None
     if args.preset:
-        from ..render import detector_preset
+        from ..imaging import detector_preset
 
         detector = detector_preset(args.preset)
         if args.kind == "intensity":

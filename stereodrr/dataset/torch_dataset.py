@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from ..render.detector import negative_log
+from ..imaging import negative_log
 from .manifest import load_manifest, sha256_file
 
 __all__ = ["StereoDRRDataset", "IMAGE_KINDS"]

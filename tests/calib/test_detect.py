@@ -6,9 +6,9 @@ import torch
 
 from stereodrr.calib.detect import attenuation_image, detect_markers
 from stereodrr.geometry import StereoRig
+from stereodrr.imaging import detect as detector_counts
+from stereodrr.imaging import to_uint16
 from stereodrr.render import render_drr, render_spheres
-from stereodrr.render.detector import detect as detector_counts
-from stereodrr.render.detector import to_uint16
 from stereodrr.volume import Volume
 
 

@@ -142,7 +142,7 @@ def test_calibrate_cli_preset_on_polychromatic_files(shots, tmp_path):
     these 3.5 px balls, about as without the curve: small balls bend little)."""
     import pandas as pd
 
-    from stereodrr.render import detector_preset, render_polychromatic
+    from stereodrr.imaging import detector_preset, render_polychromatic
 
     phantom, nominal, truth, _, _ = shots
     det = detector_preset("fluoro80").with_(photons=None, electronic_sigma=0.0)

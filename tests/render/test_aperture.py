@@ -75,9 +75,8 @@ def test_sphere_transmission_area_equals_the_mean_over_subpixel_cameras():
 def test_polychromatic_area_aperture_equals_brute_force_over_subpixel_cameras():
     import torch
 
+    from stereodrr.imaging import DetectorModel, material_line_integrals, primary_signals
     from stereodrr.physics.spectrum import Spectrum
-    from stereodrr.render import DetectorModel
-    from stereodrr.render.polychromatic import material_line_integrals, primary_signals
     from stereodrr.volume import Volume
 
     cam, centers, dia = _balls_camera()

@@ -9,14 +9,10 @@ import torch
 import xraylib
 
 from stereodrr.geometry import Camera
+from stereodrr.imaging import DetectorModel, decompose_hu, render_polychromatic
 from stereodrr.phantoms import get_material
 from stereodrr.physics import Spectrum
-from stereodrr.render import (
-    DetectorModel,
-    decompose_hu,
-    render_polychromatic,
-    render_rig,
-)
+from stereodrr.render import render_rig
 from stereodrr.volume import Volume, hu_to_mu, mu_water
 
 

@@ -10,9 +10,15 @@ import xraylib
 
 from stereodrr.calib.detect import detect_markers
 from stereodrr.geometry import Camera
+from stereodrr.imaging import (
+    DetectorModel,
+    ball_transmission,
+    detector_preset,
+    metal_thickness,
+    remove_scatter,
+    render_polychromatic,
+)
 from stereodrr.physics import Spectrum
-from stereodrr.render import DetectorModel, detector_preset, render_polychromatic
-from stereodrr.render.polychromatic import ball_transmission, metal_thickness, remove_scatter
 from stereodrr.volume import Volume
 
 
