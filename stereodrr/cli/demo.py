@@ -18,7 +18,7 @@ import argparse
 import time
 
 from ..calib.fundamental import METHODS
-from ..calib.pipeline import calibrate_stereo
+from ..calib.pipeline import CalibrationOptions, calibrate_stereo
 from ..calib.scene import flat_panel, perturbed_rig, render_calibration_images
 from ..geometry import StereoRig, save_rig
 from ..imaging import detector_preset
@@ -80,9 +80,10 @@ def run(args: argparse.Namespace) -> int:
     paths = [write_image(out / "images" / f"{n}.tif", img) for n, img in shots.images.items()]
     save_rig(nominal, out / "nominal_rig.json")
     save_rig(truth, out / "true_rig.json")
-    result = calibrate_stereo(shots.images, phantom.marker_table(), nominal, kind=shots.kind,
-                              methods=tuple(METHODS), truth=truth, truth_centres_px=shots.centres_px,
-                              seed=args.seed, aperture=args.aperture, detector=detector)
+    options = CalibrationOptions(kind=shots.kind, methods=tuple(METHODS), seed=args.seed, aperture=args.aperture,
+                                 detector=detector)
+    result = calibrate_stereo(shots.images, phantom.marker_table(), nominal, options, truth=truth,
+                              truth_centres_px=shots.centres_px)
     result.seconds = time.perf_counter() - t0
     noise = (f"Poisson {args.photons:g} photons/px, read-out {args.electronic_noise:g}, blur {args.blur:g} px"
              if noisy else "noise-free")
