@@ -52,14 +52,14 @@ def decompose_hu(hu: Float[Tensor, "*shape"], reference_kev: float = 60.0, model
     """
     if model not in DECOMPOSITIONS:
         raise ValueError(f"decomposition: expected one of {list(DECOMPOSITIONS)}, got {model!r}")
-    mu_ref = hu_to_mu(hu, reference_kev)
+    mu_ref: Tensor = hu_to_mu(torch.as_tensor(hu), reference_kev)
     if model == "water":
         water = get_material("water")
-        return ["water"], (mu_ref / water.mu(reference_kev) * water.density)[None]
+        return ["water"], (mu_ref / float(water.mu(reference_kev)) * water.density)[None]
     tissue, bone, met = get_material("soft_tissue"), get_material("cortical_bone"), get_material(metal)
-    hu_t, hu_b = tissue.hu(reference_kev), bone.hu(reference_kev)
+    hu_t, hu_b = float(tissue.hu(reference_kev)), float(bone.hu(reference_kev))
     f = ((hu - hu_t) / (hu_b - hu_t)).clamp(0.0, 1.0)
-    mu_t, mu_b = tissue.mu(reference_kev), bone.mu(reference_kev)
+    mu_t, mu_b = float(tissue.mu(reference_kev)), float(bone.mu(reference_kev))
     # Scale so the mixture keeps mu(E_ref); exactly 1 between the two reference HUs.
     scale = mu_ref / ((1.0 - f) * mu_t + f * mu_b)
     is_metal = hu >= metal_hu

@@ -235,16 +235,19 @@ def _voxelize(phantom: Phantom, spacing: float | Sequence[float], energy_kev: fl
     if nx * ny * nz > 1 << 31:
         raise ValueError(f"grid of {nx}x{ny}x{nz} voxels is too large (over 2^31 voxels); use a coarser spacing")
     dev = torch.device(device)
-    mu = Volume(torch.full((nz, ny, nx), get_material("air").mu(energy_kev), dtype=torch.float32, device=dev), org, sp, D)
+    mu = Volume(torch.full((nz, ny, nx), float(get_material("air").mu(energy_kev)), dtype=torch.float32, device=dev),
+                org, sp, D)
     labels = torch.zeros((nz, ny, nx), dtype=torch.float32, device=dev)
     mfrac = torch.zeros((nz, ny, nx), dtype=torch.float32, device=dev)
 
     # Every item in painting order: (body, mu painted or None, label painted or None, is marker).
     air = get_material("air")
-    items = [(b, b.material.mu(energy_kev), b.material.label, False) for b in phantom.bodies]
+    items: list[tuple[Body, float | None, int | None, bool]] = [
+        (b, float(b.material.mu(energy_kev)), b.material.label, False) for b in phantom.bodies]
     for m in phantom.markers:
-        paint = {"include": (m.material.mu(energy_kev), m.material.label), "exclude": (None, None),
-                 "carve": (air.mu(energy_kev), air.label)}[markers]
+        paint: tuple[float | None, int | None] = {
+            "include": (float(m.material.mu(energy_kev)), m.material.label), "exclude": (None, None),
+            "carve": (float(air.mu(energy_kev)), air.label)}[markers]
         items.append((m.as_body(), *paint, True))
 
     # Index-space boxes, and the index -> local maps (local = inv(pose_world_body) @ affine).
@@ -285,6 +288,7 @@ def _voxelize(phantom: Phantom, spacing: float | Sequence[float], energy_kev: fl
                 f = _coverage(body, M, (lo[0], lo[1], kl), (hi[0], hi[1], kh), half_diag, sub, max_chunk_voxels)
                 sl = (slice(kl, kh), slice(lo[1], hi[1]), slice(lo[0], hi[0]))
                 if mu_b is not None:
+                    assert label_b is not None  # painted bodies have a label
                     data[sl] += f * (mu_b - data[sl])
                     labels[sl] = torch.where(f >= 0.5, float(label_b), labels[sl])
                 if is_marker:

@@ -26,7 +26,8 @@ def gaussian_blur(image: Float[Tensor, "*batch H W"], sigma_px: float | tuple[fl
     Args:
         sigma_px: standard deviation in pixels, one value or ``(sigma_v, sigma_u)``.
     """
-    sv, su = (sigma_px, sigma_px) if np.isscalar(sigma_px) else sigma_px
+    sv, su = ((float(sigma_px), float(sigma_px)) if isinstance(sigma_px, (int, float))
+              else (float(sigma_px[0]), float(sigma_px[1])))
     if not (sv >= 0 and su >= 0):
         raise ValueError(f"sigma_px: expected non-negative pixels, got {sigma_px}")
     shape = image.shape

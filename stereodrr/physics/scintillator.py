@@ -42,7 +42,9 @@ class ScintillatorLayer:
         """``eta(E) = (mu_pe / mu)(1 - exp(-mu rho d))``: the fraction of photons absorbed."""
         mu = mass_attenuation(self.material, energies_kev)
         pe = mass_photoabsorption(self.material, energies_kev)
-        return pe / mu * (1.0 - np.exp(-mu * float(self.density) * self.thickness_mm / 10.0))
+        rho = self.density
+        assert rho is not None  # filled in by __post_init__
+        return pe / mu * (1.0 - np.exp(-mu * float(rho) * self.thickness_mm / 10.0))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

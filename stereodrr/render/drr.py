@@ -70,7 +70,10 @@ def _finite_volume(data: Tensor) -> bool:
         return True
     if not _all_finite(data):
         return False
-    _FINITE_VOLUMES[key] = (weakref.ref(data, lambda _ref, key=key: _FINITE_VOLUMES.pop(key, None)), data._version)
+    def forget(_ref: weakref.ref, key: int = key) -> None:
+        _FINITE_VOLUMES.pop(key, None)
+
+    _FINITE_VOLUMES[key] = (weakref.ref(data, forget), data._version)
     return True
 
 
@@ -109,7 +112,8 @@ def _chunk_integral(data: Tensor, index_from_world: Tensor, K: Tensor, R: Tensor
     uv = pixel_grid_chunk(start, stop, width, K.device, K.dtype)
     o, e = index_rays(index_from_world, K, R, t, uv)  # (V, N, 3)
     o, e = o.reshape(-1, 3), e.reshape(-1, 3)
-    s0, s1 = clip_to_box(o, e, tuple(data.shape[::-1]))
+    nz, ny, nx = data.shape
+    s0, s1 = clip_to_box(o, e, (nx, ny, nz))
     hits = (s1 > s0).reshape(K.shape[0], -1).sum(-1)
     if mode == "exact":
         assert backend.exact is not None  # select_backend checked the mode
@@ -146,6 +150,7 @@ def _rays_per_chunk(data: Tensor, index_from_world: Tensor, mode: str, step: flo
     else:
         diag_mm = float(torch.linalg.norm(torch.tensor([nx, ny, nz], dtype=torch.float64)
                                           * voxel_spacing(index_from_world.detach()).cpu().double()))
+        assert step is not None  # trilinear has a step
         per_ray = math.ceil(diag_mm / float(step)) + 1
     return max(1, SAMPLE_BUDGET // per_ray)
 
