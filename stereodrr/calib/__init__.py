@@ -13,12 +13,12 @@ calibration shots.
 (``stereodrr.calib.triangulate``, ``.validate``, ``.pipeline``, ...).
 """
 
-from .detect import detect_markers
+from .detect import DetectOptions, detect_markers
 from .dlt import RigCalibration, calibrate_rig, projection_from_points
 from .export import export_calibration, load_opencv_yaml, save_opencv_yaml
 from .fundamental import METHODS as F_METHODS
 from .fundamental import FundamentalEstimate, estimate_fundamental
-from .identify import Identification, identify_markers
+from .identify import Identification, IdentifyOptions, identify_markers
 from .pipeline import CalibrationOptions, StereoCalibration, calibrate_stereo, check_images, score_against_truth
 from .scene import CalibrationShots, flat_panel, perturbed_rig, render_calibration_images
 from .triangulate import Triangulation, split_error, triangulate
@@ -27,7 +27,7 @@ from .validate import EpipolarReport, symmetric_epipolar_distance, validate_epip
 __all__ = [
     "calibrate_stereo", "CalibrationOptions", "StereoCalibration", "check_images", "score_against_truth",
     "render_calibration_images", "CalibrationShots", "flat_panel", "perturbed_rig",
-    "detect_markers", "identify_markers", "Identification",
+    "detect_markers", "DetectOptions", "identify_markers", "IdentifyOptions", "Identification",
     "estimate_fundamental", "FundamentalEstimate", "F_METHODS",
     "validate_epipolar", "EpipolarReport", "symmetric_epipolar_distance",
     "calibrate_rig", "RigCalibration", "projection_from_points",

@@ -35,7 +35,15 @@ from .detect import detect_markers
 from .dlt import RigCalibration, calibrate_rig, opencv_crosscheck
 from .fundamental import METHODS as F_METHODS
 from .fundamental import FundamentalEstimate, estimate_fundamental
-from .identify import MIN_MARGIN, Identification, drop_overlapping, identify_markers, match_views, shadow_diameters_px
+from .identify import (
+    MIN_MARGIN,
+    Identification,
+    IdentifyOptions,
+    drop_overlapping,
+    identify_markers,
+    match_views,
+    shadow_diameters_px,
+)
 from .triangulate import METHODS as TRI_METHODS
 from .triangulate import Triangulation, error_table, triangulate
 from .validate import EpipolarReport, compare_fundamental, validate_epipolar
@@ -292,8 +300,9 @@ def identify(detections: Mapping[str, pd.DataFrame], markers: pd.DataFrame, nomi
         det = detections[n]
         try:
             identified[n] = drop_overlapping(identify_markers(det[["u", "v"]].to_numpy(), markers, nominal[n],
-                                                              det["diameter_px"].to_numpy(), name=n,
-                                                              min_margin=o.min_margin), markers, nominal[n])
+                                                              det["diameter_px"].to_numpy(),
+                                                              IdentifyOptions(min_margin=o.min_margin), name=n),
+                                             markers, nominal[n])
         except ValueError as e:
             failed[n] = e
     if failed:
@@ -312,7 +321,7 @@ def _raise_out_of_order(failed: dict[str, ValueError], detections: Mapping[str, 
             try:
                 det = detections[n]
                 identify_markers(det[["u", "v"]].to_numpy(), markers, nominal[m], det["diameter_px"].to_numpy(),
-                                 name=m, max_search_deg=5.0, min_margin=min_margin)
+                                 IdentifyOptions(max_search_deg=5.0, min_margin=min_margin), name=m)
                 fits[n] = m
                 break
             except ValueError:

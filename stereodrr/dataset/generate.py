@@ -359,8 +359,7 @@ def generate_dataset(
     *,
     resume: bool = False,
     shard: tuple[int, int] = (0, 1),
-    workers: int = 1,
-    scheduler: str | None = None,
+    workers: int | str = 1,
     threads: int = 1,
     progress: bool = True,
 ) -> GenerationReport:
@@ -375,9 +374,10 @@ def generate_dataset(
             Each run ends by rebuilding the manifest from every complete item in ``out``; after
             shards that ran at once, one ``resume`` run of the whole dataset renders nothing
             and leaves the manifest complete.
-        workers: local Dask worker processes; ``0`` renders in this process without Dask.
-        scheduler: address of a running Dask scheduler (``tcp://host:port``); overrides ``workers``.
-            Its workers need stereodrr installed and ``out`` (and the subject file) on a shared path.
+        workers: where items are rendered: a number of local Dask worker processes (``0``: in this
+            process, without Dask), or the address of a running Dask scheduler
+            (``"tcp://host:port"``), whose workers need stereodrr installed and ``out`` (and the
+            subject file) on a shared path.
         threads: CPU threads per Dask worker (torch, OpenMP, MKL and Numba pools of local
             workers; torch's on a remote cluster, whose workers' environment sets the rest).
         progress: show a tqdm bar.
@@ -386,8 +386,10 @@ def generate_dataset(
         A :class:`GenerationReport`; items that failed are listed there (and absent from the
         manifest), the others are written.
     """
-    if int(workers) != workers or workers < 0:
-        raise ValueError(f"workers: expected a non-negative integer, got {workers}")
+    scheduler = workers if isinstance(workers, str) else None
+    workers = 1 if scheduler is not None else workers
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise ValueError(f"workers: expected a non-negative integer or a scheduler's address, got {workers!r}")
     if int(threads) != threads or threads < 1:
         raise ValueError(f"threads: expected a positive integer, got {threads}")
     device = config["render"]["device"]
