@@ -19,7 +19,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from ..phantoms import Phantom, voxelize
+from ..phantoms import Phantom, VoxelizeOptions, voxelize
 from ..phantoms.materials import get_material
 from ..volume import Volume, hu_to_mu, mu_to_hu
 from .materials import DECOMPOSITIONS, Decomposition
@@ -138,8 +138,8 @@ class Scene:
                      device: torch.device | str = "cpu", progress: bool = True) -> Scene:
         """A phantom: its bodies voxelized at ``voxel_mm`` (markers carved out as air) and its
         markers as exact balls."""
-        vox = voxelize(phantom, voxel_mm, energy_kev=energy_kev, markers="carve", supersample=supersample,
-                       device=device, progress=progress)
+        vox = voxelize(phantom, voxel_mm, energy_kev=energy_kev, markers="carve",
+                       options=VoxelizeOptions(supersample), device=device, progress=progress)
         m = phantom.marker_arrays(energy_kev)
         balls = Balls.of(m.centers, m.diameters, [mk.material.name for mk in phantom.markers], energy_kev, m.mu, m.ids)
         return cls((Voxels(vox.mu, "mu"),), balls if len(balls) else None, energy_kev)
