@@ -8,9 +8,11 @@ The hook must be installed before stereodrr is imported, so it comes first here.
 
 from jaxtyping import install_import_hook
 
+import tests._typecheck  # noqa: F401  (the hook finds the checker by its dotted name)
+
 CHECKED = ("stereodrr.imaging", "stereodrr.physics", "stereodrr.render.drr", "stereodrr.render.markers",
            "stereodrr.render.projector", "stereodrr.render.aperture")
-_hook = install_import_hook(CHECKED, "beartype.beartype")
+_hook = install_import_hook(CHECKED, "tests._typecheck.typechecker")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

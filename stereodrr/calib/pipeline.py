@@ -285,9 +285,12 @@ def detect(images: Mapping[str, np.ndarray], markers: pd.DataFrame, nominal: Ste
                              "not raw intensities")
         images = {n: remove_scatter(np.asarray(images[n], np.float64), o.detector, nominal[n]) for n in nominal.names}
         transmission = ball_transmission(o.detector)
-    return {n: detect_markers(images[n], kind=o.kind, diameter_px=(dmin, dmax), aperture=o.aperture,
-                              name=f"image {n!r}", transmission=transmission)
-            for n in tqdm(nominal.names, desc="detect", disable=not o.progress)}
+    detections = {}
+    # A loop, not a comprehension: the bar ends its line before a detection's error is printed.
+    for n in tqdm(nominal.names, desc="detect", disable=not o.progress):
+        detections[n] = detect_markers(images[n], kind=o.kind, diameter_px=(dmin, dmax), aperture=o.aperture,
+                                       name=f"image {n!r}", transmission=transmission)
+    return detections
 
 
 def identify(detections: Mapping[str, pd.DataFrame], markers: pd.DataFrame, nominal: StereoRig,

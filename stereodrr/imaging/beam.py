@@ -66,12 +66,12 @@ class _TwoMaterialCurve:
         self.b_tab = np.linspace(0.0, 1000.0, 2001)
         self.p_tab = self(self.b_tab, np.zeros_like(self.b_tab))
 
-    def __call__(self, b_mm: np.ndarray | float, s_mm: np.ndarray | float) -> np.ndarray:
+    def __call__(self, b_mm: np.ndarray | np.floating | float, s_mm: np.ndarray | float) -> np.ndarray | np.floating:
         b_mm, s_mm = np.broadcast_arrays(np.asarray(b_mm, np.float64), np.asarray(s_mm, np.float64))
         ch = torch.as_tensor(np.stack([self.rho[0] * b_mm, self.rho[1] * s_mm]).reshape(2, 1, -1))
         return -np.log(spectral_sums(ch, self.att, self.w)[0].numpy().reshape(b_mm.shape))
 
-    def background_mm(self, neglog: np.ndarray) -> np.ndarray:
+    def background_mm(self, neglog: np.ndarray) -> np.ndarray | np.floating:
         return np.interp(neglog, self.p_tab, self.b_tab)
 
 

@@ -165,7 +165,7 @@ def sphere_centers_px(centers: Tensor, K: Tensor, R: Tensor, t: Tensor) -> Tenso
 
 
 def render_spheres(
-    centers: Tensor | np.ndarray,
+    centers: Tensor | np.ndarray | Sequence[Sequence[float]],
     diameters: Tensor | np.ndarray | Sequence[float],
     mu: Tensor | np.ndarray | Sequence[float] | float,
     cameras: Camera | Sequence[Camera] | Mapping[str, Camera] | StereoRig,

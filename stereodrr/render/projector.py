@@ -22,8 +22,8 @@ from ..resources import MIN_STEP_MM
 __all__ = ["Projector", "Mode", "BackendName", "MODES", "projector_keywords"]
 
 Mode = Literal["auto", "trilinear", "joseph", "exact"]
-#: The built-in backends (:data:`stereodrr.render.backends.BACKENDS`); a backend added with
-#: ``register_backend`` is selected by its name all the same (type-check it as ``str``).
+#: The built-in backends (:data:`stereodrr.render.backends.BACKENDS`). ``Projector.backend`` is a
+#: ``str``: a backend added with ``register_backend`` is selected by its name all the same.
 BackendName = Literal["auto", "torch", "numba", "triton"]
 MODES: tuple[str, ...] = get_args(Mode)
 
@@ -42,7 +42,7 @@ class Projector:
 
     mode: Mode = "auto"
     step_mm: float | None = None
-    backend: BackendName = "auto"
+    backend: BackendName | str = "auto"
     chunk_rays: int | None = None
 
     def __post_init__(self) -> None:

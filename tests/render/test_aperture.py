@@ -38,7 +38,7 @@ def test_subpixel_cameras_cast_the_sub_rays():
         np.testing.assert_allclose(d_sub, d, atol=1e-15)
 
 
-def test_bad_aperture_options():
+def test_bad_aperture_options(unchecked):
     with pytest.raises(ValueError, match="aperture"):
         check_aperture("box", None)
     with pytest.raises(ValueError, match="subpixels"):

@@ -74,7 +74,7 @@ def test_gain_offset_bits_and_saturation():
     assert torch.allclose(open_field, torch.zeros(2, 2, dtype=torch.float64))
 
 
-def test_description_round_trips_into_json():
+def test_description_round_trips_into_json(unchecked):
     import json
 
     d = detector_preset("fluoro80").to_dict()
