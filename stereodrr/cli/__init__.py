@@ -23,7 +23,7 @@ from .. import __version__
 from ._args import UsageError
 
 # Sub-command modules, in the order `--help` lists them.
-COMMANDS = ["rig", "phantom", "render", "dataset", "calibrate", "demo", "register", "distortion", "undistort", "beads"]
+COMMANDS = ["rig", "phantom", "render", "dataset", "calibrate", "demo", "register", "distortion", "undistort", "beads", "track"]
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2

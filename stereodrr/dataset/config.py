@@ -22,7 +22,7 @@ A config (schema ``stereodrr.dataset/1``; every section and key optional, defaul
 A *range* is a number (fixed) or ``[lo, hi]`` sampled uniformly; ``photons_per_pixel`` is
 sampled log-uniformly (dose spans decades); ``noise`` is ``"poisson"`` (quantum noise plus
 Gaussian read-out noise of ``electronic_sigma`` photons) or ``"none"`` (the expected intensity);
-``blur_px`` is the detector's Gaussian blur sigma (:func:`stereodrr.render.detector.detect`),
+``blur_px`` is the detector's Gaussian blur sigma (:func:`stereodrr.imaging.functional.detect`),
 ``focal_spot_blur_px`` the focal spot's (both ranges). The rest of ``detector`` is the
 :class:`~stereodrr.render.DetectorModel`: ``spectrum`` ``null`` (one line at ``energy_kev``: the
 monochromatic model) or ``{"kvp": 80, "filter": "Al:2.5", "anode_angle_deg": 12}`` (spekpy) or

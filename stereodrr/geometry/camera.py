@@ -35,6 +35,7 @@ __all__ = [
     "decompose_projection",
     "look_at_rotation",
     "stack_cameras",
+    "crop_camera",
 ]
 
 
@@ -404,3 +405,19 @@ def stack_cameras(cameras: Sequence[Camera], device: torch.device | str = "cpu",
         raise ValueError("cameras: expected a non-empty sequence of Cameras")
     K, R, t = zip(*(c.to_torch(device, dtype) for c in cams))
     return torch.stack(K), torch.stack(R), torch.stack(t)
+
+
+def crop_camera(camera: Camera, u0: int, v0: int, width: int, height: int) -> Camera:
+    """The camera that sees pixels ``u0 .. u0 + width - 1`` by ``v0 .. v0 + height - 1`` of
+    ``camera`` as its own ``(height, width)`` detector: the same K, R, t with the principal point
+    moved by ``-(u0, v0)``, so it projects exactly as the crop of the full view. The crop may reach
+    past the detector (negative ``u0``, ...): the pinhole has no edge."""
+    for name, v in (("u0", u0), ("v0", v0), ("width", width), ("height", height)):
+        if int(v) != v:
+            raise ValueError(f"crop {name}: expected an integer number of pixels, got {v}")
+    if width < 1 or height < 1:
+        raise ValueError(f"crop size: expected a positive width and height, got {width} x {height}")
+    K = np.array(camera.K, dtype=np.float64)
+    K[0, 2] -= u0
+    K[1, 2] -= v0
+    return Camera(K, camera.R, camera.t, int(width), int(height), camera.pixel_spacing, camera.sdd)

@@ -34,6 +34,7 @@ from .pose import POSE_SCHEMA, RigidPose, load_pose, moved_extrinsics, pose_matr
 from .precision import PARAMETERS, pose_crlb, pose_fisher_information, pose_jacobian
 from .similarity import (
     SIMILARITIES,
+    bandpass_ncc,
     check_target,
     count_weighted_ncc,
     get_similarity,
@@ -41,6 +42,7 @@ from .similarity import (
     multiscale_ncc,
     ncc,
     patch_ncc,
+    sobel_ncc,
 )
 
 __all__ = [
@@ -51,7 +53,8 @@ __all__ = [
     "render_views", "scale_intrinsics", "translation_basis", "views_seeing",
     "PARAMETERS", "pose_crlb", "pose_fisher_information", "pose_jacobian",
     "POSE_SCHEMA", "RigidPose", "load_pose", "moved_extrinsics", "pose_matrix", "save_pose",
-    "SIMILARITIES", "check_target", "count_weighted_ncc", "get_similarity", "gradient_ncc", "multiscale_ncc", "ncc", "patch_ncc",
+    "SIMILARITIES", "bandpass_ncc", "check_target", "count_weighted_ncc", "get_similarity", "gradient_ncc",
+    "multiscale_ncc", "ncc", "patch_ncc", "sobel_ncc",
 ]
 
 

@@ -1,5 +1,6 @@
-"""Image similarity for 2D/3D registration: NCC, gradient NCC, multiscale patch NCC and NCC
-weighted by the expected photon counts.
+"""Image similarity for 2D/3D registration: NCC, gradient NCC, multiscale patch NCC, NCC weighted
+by the expected photon counts, and for bone-only CTs against real radiographs the NCC of Sobel
+magnitudes over the bone (Autoscoper's) and of band-passed images.
 
 Every measure compares a batch of rendered (moving) images with target (fixed) images, one pair
 per view, optionally weighted by a mask per view, and returns one similarity per view in
@@ -14,13 +15,16 @@ volume or a patch of air, gets similarity 0 (no information) through a variance 
 
 from __future__ import annotations
 
+import math
+from collections import OrderedDict
 from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["ncc", "gradient_ncc", "patch_ncc", "multiscale_ncc", "count_weighted_ncc", "SIMILARITIES", "get_similarity", "check_target"]
+__all__ = ["ncc", "gradient_ncc", "patch_ncc", "multiscale_ncc", "count_weighted_ncc", "sobel_ncc", "bandpass_ncc",
+           "gaussian_blur", "SIMILARITIES", "get_similarity", "check_target"]
 
 _EPS = 1e-6
 
@@ -224,13 +228,118 @@ def count_weighted_ncc(moving: Tensor, fixed: Tensor, mask: Tensor | None = None
     return ncc(moving, fixed, w, eps)
 
 
+def sobel_ncc(moving: Tensor, fixed: Tensor, mask: Tensor | None = None, support: float | None = 1e-3,
+              grow: int = 1, eps: float = _EPS) -> Tensor:
+    """NCC of the Sobel gradient magnitudes over the pixels the rendered bone covers (Autoscoper's measure).
+
+    ``S = NCC_w(|grad x|, |grad y|)`` with ``w`` = ``mask`` times the rendered image's support
+    (``x > support * max x``) grown by ``grow`` pixels, so that the outline's edge counts. Edges
+    only, and only where the volume projects: neither the smooth soft tissue, which a bone-only
+    CT lacks, nor the structures around the bone weigh in; the magnitude ignores whether an edge
+    rises or falls, so a neighbouring bone that overlaps the outline does not reverse it. The
+    support is a weight (no gradient flows through it); ``|g| = sqrt(g_u^2 + g_v^2 + d)`` with a
+    tiny ``d`` (relative to the image's mean square gradient) keeps the gradient finite where an
+    image is flat.
+
+    Args and returns as :func:`ncc` (images need ``H, W >= 3``); support: relative threshold of
+    the rendered image's support; grow: pixels the support is grown by.
+    """
+    if moving.shape != fixed.shape or moving.ndim != 3 or min(moving.shape[-2:]) < 3:
+        raise ValueError(f"images: Sobel NCC needs two (views, H, W) batches of one shape with H, W >= 3, got "
+                         f"{tuple(moving.shape)} and {tuple(fixed.shape)}")
+    if int(grow) != grow or grow < 0:
+        raise ValueError(f"grow: expected a non-negative number of pixels, got {grow}")
+
+    def magnitude(x: Tensor) -> Tensor:
+        gu, gv = _sobel(x)
+        g2 = gu * gu + gv * gv
+        return torch.sqrt(g2 + 1e-12 * g2.mean((-2, -1), keepdim=True).detach() + 1e-30)
+
+    with torch.no_grad():
+        if support is None:
+            on = torch.ones_like(moving)
+        else:
+            on = (moving > support * moving.amax((-2, -1), keepdim=True).clamp_min(0)).to(moving.dtype)
+        if grow:
+            on = F.max_pool2d(on[:, None], 2 * grow + 1, stride=1, padding=grow)[:, 0]
+        w = on[:, 1:-1, 1:-1]
+        if mask is not None:  # a derivative is valid where its 3x3 neighbourhood is inside the mask
+            w = w * -F.max_pool2d(-_weights(moving, mask)[:, None], 3, stride=1)[:, 0]
+    return ncc(magnitude(moving), magnitude(fixed), w, eps)
+
+
+def gaussian_blur(x: Tensor, sigma: float, mask: Tensor | None = None) -> Tensor:
+    """Separable Gaussian blur (truncated at 3 sigma, edges replicated) of ``(B, H, W)`` images;
+    with ``mask``, the normalised blur ``G(m x) / G(m)`` (pixels of weight 0 do not bleed in;
+    0 where no weight is near)."""
+    if sigma <= 0:
+        return x
+    r = max(1, int(math.ceil(3.0 * sigma)))
+    k = torch.exp(-0.5 * (torch.arange(-r, r + 1, dtype=x.dtype, device=x.device) / sigma) ** 2)
+    k = k / k.sum()
+
+    def blur(v: Tensor) -> Tensor:
+        v = F.conv2d(F.pad(v[:, None], (r, r, 0, 0), mode="replicate"), k.view(1, 1, 1, -1))
+        return F.conv2d(F.pad(v, (0, 0, r, r), mode="replicate"), k.view(1, 1, -1, 1))[:, 0]
+
+    if mask is None:
+        return blur(x)
+    m = mask.to(x.dtype)
+    return blur(m * x) / blur(m).clamp_min(1e-6)
+
+
+def bandpass_ncc(moving: Tensor, fixed: Tensor, mask: Tensor | None = None, sigma_low: float = 1.0,
+                 sigma_high: float = 8.0, eps: float = _EPS) -> Tensor:
+    """NCC of band-passed images: ``NCC_w(B x, B y)`` with ``B v = G_low v - G_high v`` (a
+    difference of Gaussians, sigmas in pixels of the images given).
+
+    The high cut removes what varies slowly, the soft tissue a bone-only CT lacks; the low cut
+    the pixel noise. Unlike edge measures it keeps the bone's projected density (how thick the
+    cortex is where, which way the bone turns about its long axis). The target is blurred
+    within its mask (pixels of weight 0, outside the field, do not bleed in).
+
+    Args and returns as :func:`ncc`; sigma_low, sigma_high: the Gaussians' sigmas in pixels.
+    """
+    if moving.shape != fixed.shape or moving.ndim != 3:
+        raise ValueError(f"images: expected two (views, H, W) batches of one shape, got {tuple(moving.shape)} "
+                         f"and {tuple(fixed.shape)}")
+    if not 0 <= sigma_low < sigma_high:
+        raise ValueError(f"sigma_low, sigma_high: expected 0 <= sigma_low < sigma_high pixels, got {sigma_low}, "
+                         f"{sigma_high}")
+    m = None if mask is None else _weights(moving, mask)
+    x = gaussian_blur(moving, sigma_low) - gaussian_blur(moving, sigma_high)
+    return ncc(x, _bandpassed_target(fixed, m, sigma_low, sigma_high), m, eps)
+
+
+# A registration compares every rendered image with the same target: its band-pass (two thirds of
+# the measure's cost) is kept for the last few (target, mask, sigmas), keyed by storage, version
+# and sums so that a tensor reusing freed memory does not hit.
+_BANDPASSED: OrderedDict[tuple, Tensor] = OrderedDict()
+
+
+def _bandpassed_target(fixed: Tensor, mask: Tensor | None, sigma_low: float, sigma_high: float) -> Tensor:
+    def band() -> Tensor:
+        return gaussian_blur(fixed, sigma_low, mask) - gaussian_blur(fixed, sigma_high, mask)
+
+    if fixed.requires_grad or (mask is not None and mask.requires_grad):
+        return band()
+    key = (fixed.data_ptr(), fixed._version, tuple(fixed.shape), fixed.dtype, fixed.device, float(fixed.sum()),
+           None if mask is None else (mask.data_ptr(), mask._version, float(mask.sum())), sigma_low, sigma_high)
+    if key not in _BANDPASSED:
+        _BANDPASSED[key] = band()
+        while len(_BANDPASSED) > 4:
+            _BANDPASSED.popitem(last=False)
+    return _BANDPASSED[key]
+
+
 SIMILARITIES: dict[str, Similarity] = {"ncc": ncc, "gncc": gradient_ncc, "mncc": multiscale_ncc,
-                                       "wncc": count_weighted_ncc}
+                                       "wncc": count_weighted_ncc, "sncc": sobel_ncc, "bpncc": bandpass_ncc}
 
 
 def get_similarity(name: str) -> Similarity:
-    """The measure called ``name``: ``"ncc"``, ``"gncc"`` (gradient NCC), ``"mncc"`` (multiscale) or
-    ``"wncc"`` (weighted by the expected counts)."""
+    """The measure called ``name``: ``"ncc"``, ``"gncc"`` (gradient NCC), ``"mncc"`` (multiscale),
+    ``"wncc"`` (weighted by the expected counts), ``"sncc"`` (Sobel magnitudes where the volume
+    projects) or ``"bpncc"`` (band-passed images)."""
     if name not in SIMILARITIES:
         raise ValueError(f"similarity: expected one of {sorted(SIMILARITIES)}, got {name!r}")
     return SIMILARITIES[name]

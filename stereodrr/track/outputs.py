@@ -1,5 +1,10 @@
 """What tracking writes: the XROMM tools' files and stereodrr's own tables.
 
+Bones (:func:`write_bone_results`, one folder per bone): ``poses.csv`` (``frame``, then the
+CT -> world 4x4 row by row ``m00 ... m33``, NaN for a failed frame), ``<bone>.tra`` (Autoscoper's
+tracking file: one row per frame of the trial, NaN where not tracked) and ``frames.csv`` (per
+frame: status, doubtful flag and reason, start, loss per view, seconds).
+
 Beads (:func:`write_bead_results`): XMALab's combined 2D points (``points2d.csv``, the matched
 beads' detected centres), 3D points (``points3d.csv``) and rigid-body transformations
 (``rigid_bodies.csv``, each body's motion from its first frame), one row per frame of the trial
@@ -19,7 +24,8 @@ import numpy as np
 import pandas as pd
 
 from ..fileio import atomic_path
-from ..geometry import StereoRig
+from ..geometry import StereoRig, kabsch, rotation_angle_deg
+from ..interop.autoscoper import save_tra
 from ..interop.xmalab import (
     PixelConvention,
     body_name,
@@ -30,8 +36,9 @@ from ..interop.xmalab import (
 )
 from .bead_rigid import POSE_COLUMNS
 from .beads import BeadTracking
+from .bones import BoneTrack
 
-__all__ = ["write_table", "write_bead_results"]
+__all__ = ["write_table", "write_bead_results", "write_bone_results", "bead_check"]
 
 
 def write_table(table: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
@@ -91,3 +98,54 @@ def write_bead_results(tracking: BeadTracking, rig: StereoRig, folder: str | os.
     paths["detections"] = write_table(det, out / "detections.csv")
     paths["bodies"] = write_table(bodies, out / "bodies.csv")
     return paths
+
+
+def write_bone_results(track: BoneTrack, folder: str | os.PathLike[str], name: str, frames: Sequence[int],
+                       n_frames: int) -> dict[str, Path]:
+    """Write one bone's tracking (module docstring) into ``folder``.
+
+    Args:
+        name: the bone (the ``.tra`` file's stem).
+        frames: the trial frame of each tracked frame; n_frames: the trial's frames (``.tra`` rows).
+    """
+    out = Path(folder)
+    trial_frame = np.asarray(frames, dtype=int)
+    table = track.table()
+    table["frame"] = trial_frame[table["frame"].to_numpy(int)]
+    poses = table[["frame", *POSE_COLUMNS]]
+    tra = np.full((n_frames, 4, 4), np.nan)
+    tra[trial_frame] = track.poses
+    return {"poses": write_table(poses, out / "poses.csv"),
+            "tra": save_tra(tra, out / f"{name}.tra"),
+            "frames": write_table(table.drop(columns=list(POSE_COLUMNS)), out / "frames.csv")}
+
+
+def bead_check(bone_poses: np.ndarray, positions: np.ndarray, doubtful: np.ndarray,
+               frame_numbers: Sequence[int] | None = None) -> pd.DataFrame:
+    """A bone's motion between consecutive tracked frames against the rigid motion of its beads:
+    ``frames, beads, bead_motion_mm, bead_rotation_deg, centroid_error_mm, rotation_error_deg``
+    (the bone's motion ``T_b T_a^-1`` applied to the beads' centroid against theirs, and the
+    angle between the two rotations).
+
+    Args:
+        bone_poses: ``(F, 4, 4)``; positions: ``(F, beads, 3)`` the bone's beads (NaN unseen);
+        doubtful: ``(F,)`` frames left out; frame_numbers: the frames' labels (default 0, 1, ...).
+    """
+    label = list(range(len(bone_poses))) if frame_numbers is None else list(frame_numbers)
+    good = [k for k in range(len(bone_poses)) if np.all(np.isfinite(bone_poses[k])) and not doubtful[k]]
+    rows = []
+    for a, b in zip(good[:-1], good[1:]):
+        ok = np.isfinite(positions[a, :, 0]) & np.isfinite(positions[b, :, 0])
+        if ok.sum() < 3:
+            continue
+        A, B = positions[a, ok], positions[b, ok]
+        R, t = kabsch(A, B)
+        c = A.mean(0)
+        M = bone_poses[b] @ np.linalg.inv(bone_poses[a])
+        rows.append({"frames": f"{label[a]}->{label[b]}", "beads": int(ok.sum()),
+                     "bead_motion_mm": float(np.linalg.norm(R @ c + t - c)),
+                     "bead_rotation_deg": rotation_angle_deg(R, np.eye(3)),
+                     "centroid_error_mm": float(np.linalg.norm(M[:3, :3] @ c + M[:3, 3] - (R @ c + t))),
+                     "rotation_error_deg": rotation_angle_deg(M[:3, :3], R)})
+    return pd.DataFrame(rows, columns=["frames", "beads", "bead_motion_mm", "bead_rotation_deg", "centroid_error_mm",
+                                       "rotation_error_deg"])

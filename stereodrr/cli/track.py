@@ -1,0 +1,165 @@
+"""``stereodrr track``: bones tracked through the frames of a real trial, as Autoscoper tracks them.
+
+Reads an Autoscoper trial file (:func:`stereodrr.trial.load_trial`), registers the CT of each
+chosen volume to every view of each frame (:func:`stereodrr.track.track_bones`: warm starts
+from the previous frames, a global search where no start fits, several bones together with the
+others explained away) and, unless ``--no-beads``, first tracks the trial's implanted beads,
+whose rigid bodies predict each bone's motion between frames and check it afterwards.
+
+Writes into the output folder, per bone (the volume file's stem): ``<bone>/poses.csv``,
+``<bone>/<bone>.tra`` (Autoscoper loads it: one row per frame of the trial), ``<bone>/frames.csv``
+(status, doubtful flag and reason, loss per view, seconds) and, with beads, ``<bone>/bead_check.csv``;
+``overlays/frame_<k>.png`` (each bone's outline on every view), ``track.json`` (the summary) and,
+with beads, the bead files of ``stereodrr beads`` in ``beads/``. Exit status 1 when a frame is
+failed or doubtful (the results are written for inspection; a script must not take them as good).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import sys
+import time
+import warnings
+
+import numpy as np
+
+from ..fileio import atomic_write_text, json_ready
+from ..geometry import RigidPose, load_pose
+from ..interop.autoscoper import load_tra
+from ..plot.track import plot_track_overlay
+from ..register import render_views
+from ..track import BeadTrackOptions, JointOptions, TrackOptions, bead_bodies_of_bones, track_beads, track_bones
+from ..track.outputs import bead_check, write_bead_results, write_bone_results
+from ..trial import Trial, load_trial, read_frame
+from ..volume import Volume
+from ._args import UsageError, frame_selection, input_file, integer, output_folder, select_frames
+
+# Trial volumes hold bone-masked intensities (Autoscoper: 0-4095), not HU: scaled so that 1000
+# reads as water's attenuation, a plausible 1/mm for the renderer (the similarity ignores scale).
+_ATTENUATION_PER_UNIT = 0.02 / 1000
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("track", help="track bones through a trial (Autoscoper-compatible output)",
+                       description="Register each chosen bone's CT to every view of each frame of a trial, from no "
+                                   "pose: a global search where no start fits, warm starts otherwise.")
+    p.add_argument("--trial", required=True, help="Autoscoper trial file (.cfg)")
+    p.add_argument("--volume", type=integer(0, what="volume index"), nargs="+", required=True, metavar="N",
+                   help="the volumes to track, 0-based in the trial file's order; several are tracked together")
+    p.add_argument("-o", "--output", default="out/track", help="output folder")
+    p.add_argument("--frames", type=frame_selection, default=None,
+                   help="frames to track, 0-based: A:B (B excluded), N, or a comma-separated list (default all)")
+    p.add_argument("--init", nargs="+", default=None, metavar="POSE",
+                   help="the first frame's pose of each volume: a pose.json (CT -> world) or an Autoscoper .tra "
+                        "(its row of that frame); default: found by the global search")
+    p.add_argument("--no-beads", dest="beads", action="store_false",
+                   help="markerless: do not use the trial's implanted beads to predict and check the motion")
+    p.add_argument("--passes", type=integer(0, 10, what="passes"), default=1,
+                   help="joint passes: each bone again with the others explained away (default 1)")
+    p.add_argument("--no-figures", action="store_true", help="skip the overlays")
+    p.set_defaults(func=run)
+
+
+def _init_pose(path: str, frame: int, volume: Volume) -> np.ndarray:
+    p = input_file(path, "--init", "pose file")
+    if p.suffix.lower() == ".tra":
+        poses = load_tra(p)[:, 0]
+        if frame >= len(poses) or not np.all(np.isfinite(poses[frame])):
+            raise ValueError(f"--init {p}: holds no pose for frame {frame}")
+        RigidPose.from_matrix(poses[frame], volume.center)  # a rigid 4x4
+        return poses[frame]
+    return load_pose(p).matrix
+
+
+def run(args: argparse.Namespace) -> int:
+    t0 = time.perf_counter()
+    out = output_folder(args.output)
+    trial: Trial = load_trial(input_file(args.trial, "--trial", "trial file"))
+    for v in args.volume:
+        if v >= len(trial.volumes):
+            raise UsageError(f"--volume {v}: the trial has volumes 0..{len(trial.volumes) - 1} "
+                             f"({', '.join(tv.name for tv in trial.volumes)})")
+    if len(set(args.volume)) != len(args.volume):
+        raise UsageError(f"--volume {' '.join(map(str, args.volume))}: a volume is named twice")
+    if args.init is not None and len(args.init) != len(args.volume):
+        raise UsageError(f"--init: expected one pose per volume ({len(args.volume)}), got {len(args.init)}")
+    frames = select_frames(args.frames, trial.n_frames)
+    names = trial.rig.names
+    chosen = [trial.volume(v) for v in args.volume]
+    volumes = [tv.volume.with_data(tv.volume.data * _ATTENUATION_PER_UNIT) for tv in chosen]
+    inits = None if args.init is None else [_init_pose(p, frames[0], v) for p, v in zip(args.init, volumes)]
+
+    beads = None
+    if args.beads:
+        masks = [trial.field(c).mask((trial.rig[c].height, trial.rig[c].width)) for c in names]
+        beads = track_beads(lambda k, f: read_frame(trial.frames[names[k]][frames[f]]), trial.rig, masks,
+                            BeadTrackOptions(), n_frames=len(frames))
+        if beads.bodies["body"].ge(0).sum() == 0:
+            beads = None  # no rigid body of beads in this trial: markerless
+
+    @functools.lru_cache(maxsize=2)  # the tracker asks for a frame's images and masks one after the other
+    def converted(k: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        return trial.line_integrals(frames[k])
+
+    def frame(k: int) -> dict[str, np.ndarray]:
+        return converted(k)[0]
+
+    def mask(k: int) -> dict[str, np.ndarray]:
+        return converted(k)[1]
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tracks = track_bones(volumes, trial.rig, frame, TrackOptions(), mask, beads=beads,
+                             joint=JointOptions(passes=args.passes), n_frames=len(frames), inits=inits)
+    out.mkdir(parents=True, exist_ok=True)
+    summary: dict = {"trial": str(args.trial), "frames": frames, "beads": beads is not None, "bones": []}
+    bodies = bead_bodies_of_bones(volumes, tracks, beads, JointOptions().bead_distance_mm) if beads is not None \
+        else [None] * len(volumes)
+    if beads is not None:
+        write_bead_results(beads, trial.rig, out / "beads", frames, trial.n_frames)
+    for tv, tr, body in zip(chosen, tracks, bodies):
+        write_bone_results(tr, out / tv.name, tv.name, frames, trial.n_frames)
+        entry = {"bone": tv.name, "tracked": int(np.isfinite(tr.losses).sum()), "doubtful": int(tr.doubtful.sum()),
+                 "frames": [{"frame": f, "status": tr.status[k], "doubtful": bool(tr.doubtful[k]),
+                             "reason": tr.reasons[k], "loss": tr.losses[k]} for k, f in enumerate(frames)]}
+        if beads is not None and body is not None:
+            members = beads.bodies.loc[beads.bodies["body"] == body, "bead"].to_numpy(int)
+            check = bead_check(tr.poses, beads.positions()[:, members], tr.doubtful, frames)
+            check.to_csv(out / tv.name / "bead_check.csv", index=False)
+            entry["bead_body"] = int(body)
+            entry["bead_check"] = check.to_dict("records")
+        summary["bones"].append(entry)
+    if not args.no_figures:
+        for k, f in enumerate(frames):
+            drrs: dict[str, list[np.ndarray]] = {c: [] for c in names}
+            labels = []
+            for tv, v, tr in zip(chosen, volumes, tracks):
+                if np.all(np.isfinite(tr.poses[k])):
+                    shown = render_views(v, trial.rig, RigidPose.from_matrix(tr.poses[k], v.center), 1,
+                                         mode="joseph").cpu().numpy()
+                    for i, c in enumerate(names):
+                        drrs[c].append(shown[i])
+                    labels.append(tv.name)
+            plot_track_overlay({c: read_frame(trial.frames[c][f]) for c in names}, drrs,
+                               out / "overlays" / f"frame_{f:04d}.png", title=f"frame {f}", labels=labels)
+    summary["seconds"] = time.perf_counter() - t0
+    summary["warnings"] = sorted({str(w.message).splitlines()[0] for w in caught})
+    atomic_write_text(out / "track.json", json.dumps(json_ready(summary), indent=2) + "\n")
+    bad = 0
+    for entry in summary["bones"]:
+        for row in entry["frames"]:
+            line = f"{entry['bone']} frame {row['frame']}: {row['status']}, loss {row['loss']:.4f}"
+            print(line + (f" DOUBTFUL ({row['reason']})" if row["doubtful"] else ""))
+            bad += bool(row["doubtful"])
+        for c in entry.get("bead_check", []):
+            print(f"{entry['bone']} frames {c['frames']} against its beads: {c['centroid_error_mm']:.2f} mm at their "
+                  f"centroid, {c['rotation_error_deg']:.2f} deg (the beads moved {c['bead_motion_mm']:.1f} mm, "
+                  f"{c['bead_rotation_deg']:.1f} deg)")
+    print(f"wrote {out}: per bone poses.csv, <bone>.tra, frames.csv; track.json ({summary['seconds']:.0f} s)")
+    if bad:
+        print(f"stereodrr track: {bad} frame(s) failed or doubtful (NaN in poses.csv and the .tra, see frames.csv); "
+              "exit status 1", file=sys.stderr)
+        return 1
+    return 0

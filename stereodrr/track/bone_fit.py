@@ -1,0 +1,286 @@
+"""One bone registered to one frame: the per-frame step of bone tracking.
+
+Each pyramid level runs :func:`stereodrr.register.register` on the views cropped around the bone
+at the level's start pose (exact cropped cameras, :mod:`~stereodrr.track.bone_views`), comparing
+only the pixels near the bone there: the mask (the intensifier's field), times the bone's
+projection grown by ``bone_mask_px`` pixels of the level, minus the projection of the faces where
+the partial CT cuts the bone (an outline no radiograph shows). The default measure is the NCC of
+band-passed images (``"bpncc"``), which ignores what a bone-only CT cannot show (the soft tissue's
+slow variation) and keeps the bone's projected density.
+
+A registration compares one fixed set of pixels; a pose that drifts out of it sees less of the
+frame and can look better than it is. So the loss a fit reports (:func:`frame_loss`) is taken
+afresh on the pixels around the bone at the final pose, which makes losses comparable between
+starts, candidates and frames.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Callable, Literal, Mapping
+
+import numpy as np
+import scipy.linalg
+import torch
+
+from ..geometry import RigidPose, StereoRig, invert
+from ..register import Level, downsample_images, get_similarity, register, render_views
+from ..render.projector import Mode
+from ..volume import Volume
+from .bone_init import InitOptions
+from .bone_views import crop_views, dilate, projected_boxes, support_corners
+
+__all__ = ["TrackOptions", "FrameFit", "FrameStatus", "default_track_levels", "register_frame", "frame_loss",
+           "predict_pose"]
+
+Prediction = Literal["constant_velocity", "previous"]
+# predict(frame index k, poses of frames 0..k-1 as (k, 4, 4), NaN where not tracked) -> 4x4 start or None.
+PredictHook = Callable[[int, np.ndarray], "np.ndarray | None"]
+
+
+def default_track_levels() -> tuple[Level, ...]:
+    """The per-frame pyramid: L-BFGS at 1/4 then 1/2 of the detector resolution, on the CT as
+    it is (a bone CT is small), at most 20 line searches each."""
+    return (Level(4, 20, volume_factor=1, optimizer="lbfgs"), Level(2, 20, volume_factor=1, optimizer="lbfgs"))
+
+
+@dataclass(frozen=True)
+class TrackOptions:
+    """How a bone is registered to each frame and followed through the frames.
+
+    Attributes:
+        similarity: a name of :data:`~stereodrr.register.similarity.SIMILARITIES` for the levels
+            that name none.
+        levels: the per-frame pyramid (default :func:`default_track_levels`).
+        margin_px: full-resolution pixels kept in each crop around the compared region.
+        bone_mask_px: pixels of each level's binning around the bone's projection that are compared.
+        cut_margin_px: full-resolution pixels around the projection of the CT's cut faces left out
+            (:func:`~stereodrr.track.bone_views.cut_volume`); None keeps them.
+        render_mode: the renderer's mode.
+        lr_rotation_deg, lr_translation_mm: the optimiser's parameter scales.
+        rotation_tol_deg, translation_tol_mm: convergence tolerances on the step (full resolution).
+        prediction: start of a frame after the first: ``"constant_velocity"`` (once two frames are
+            tracked) or ``"previous"``.
+        predict: optional hook ``predict(k, poses) -> 4x4 or None`` tried first on every frame,
+            ``poses`` the frames before ``k`` (e.g. the bone's motion from its beads).
+        accept_ratio: a warm-started result is kept when its loss is at most this times the last
+            kept frame's; otherwise the next start is tried (prediction, previous pose, search).
+        max_view_loss: a fit with a view's loss above this (NCC below 0.4 there) does not explain
+            the frame: a search candidate with one is rejected, a tracked frame with one is doubtful.
+        reinit: run the global search when no warm start is kept.
+        doubtful_ratio: a frame whose loss exceeds this times its neighbours' median is doubtful.
+        init: the global search's settings.
+        progress: show tqdm bars.
+    """
+
+    similarity: str = "bpncc"
+    levels: tuple[Level, ...] = field(default_factory=default_track_levels)
+    margin_px: int = 8
+    bone_mask_px: int = 8
+    cut_margin_px: int | None = 12
+    render_mode: Mode = "joseph"
+    lr_rotation_deg: float = 2.0
+    lr_translation_mm: float = 2.0
+    rotation_tol_deg: float = 0.01
+    translation_tol_mm: float = 0.01
+    prediction: Prediction = "constant_velocity"
+    predict: PredictHook | None = None
+    accept_ratio: float = 1.3
+    max_view_loss: float = 0.6
+    reinit: bool = True
+    doubtful_ratio: float = 1.5
+    init: InitOptions = field(default_factory=InitOptions)
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        get_similarity(self.similarity)
+        if not self.levels or not all(isinstance(lv, Level) for lv in self.levels):
+            raise ValueError(f"levels: expected at least one pyramid Level, got {self.levels!r}")
+        for name in ("margin_px", "bone_mask_px", "cut_margin_px"):
+            v = getattr(self, name)
+            if v is not None and (int(v) != v or v < 0):
+                raise ValueError(f"{name}: expected a non-negative number of pixels, got {v}")
+        if self.prediction not in ("constant_velocity", "previous"):
+            raise ValueError(f"prediction: expected 'constant_velocity' or 'previous', got {self.prediction!r}")
+        for name in ("lr_rotation_deg", "lr_translation_mm", "rotation_tol_deg", "translation_tol_mm"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v > 0):
+                raise ValueError(f"{name}: expected a positive number, got {v}")
+        if not (math.isfinite(self.max_view_loss) and self.max_view_loss > 0):
+            raise ValueError(f"max_view_loss: expected a positive loss, got {self.max_view_loss}")
+        for name in ("accept_ratio", "doubtful_ratio"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v >= 1):
+                raise ValueError(f"{name}: expected a ratio >= 1, got {v}")
+
+
+FrameStatus = Literal["converged", "max_iterations", "diverged", "not_visible", "init_failed", "init_ambiguous"]
+
+
+@dataclass
+class FrameFit:
+    """One frame's registration.
+
+    Attributes:
+        pose: CT -> world (None when the bone projects onto no view).
+        loss: :func:`frame_loss` at ``pose`` (sum over :attr:`views`; NaN without a pose).
+        view_losses: per view used.
+        status: the last level's registration status, or ``"not_visible"``.
+        views: the views that show the bone at ``pose``.
+        seconds: wall time.
+    """
+
+    pose: RigidPose | None
+    loss: float
+    view_losses: dict[str, float]
+    status: FrameStatus
+    views: list[str]
+    seconds: float
+
+
+@dataclass
+class _Views:
+    """The views of one frame that show the bone, cropped around it, with their pixel weights."""
+
+    rig: StereoRig
+    images: dict[str, np.ndarray]
+    weights: dict[str, np.ndarray]
+
+
+def _prepare(volume: Volume, rig: StereoRig, images: Mapping[str, np.ndarray], masks: Mapping[str, np.ndarray] | None,
+             pose: RigidPose, options: TrackOptions, scale: int, corners: np.ndarray, cut: Volume | None
+             ) -> _Views | None:
+    """Crops around the bone at ``pose`` (sizes a multiple of ``scale``) and their weights (module
+    docstring); None when no view shows the bone: a tenth of its projected box on the detector
+    and under the mask, with contrast there."""
+    boxes = projected_boxes(corners, rig, pose)
+    seen = [n for n, b in boxes.items() if np.all(np.isfinite(b)) and b[2] >= 0 and b[0] <= rig[n].width - 1
+            and b[3] >= 0 and b[1] <= rig[n].height - 1]
+    if not seen:
+        return None
+    cv = crop_views(StereoRig({n: rig[n] for n in seen}, rig.isocenter), {n: images[n] for n in seen},
+                    None if masks is None else {n: masks[n] for n in seen}, {n: boxes[n] for n in seen},
+                    options.margin_px + options.bone_mask_px * scale, scale)
+    used = [n for n in seen if cv.visible[n] >= 0.1 and (cv.weights[n] > 0).any()
+            and np.ptp(cv.images[n][cv.weights[n] > 0]) > 0]
+    if not used:
+        return None
+    sub = StereoRig({n: cv.rig[n] for n in used}, rig.isocenter)
+    # The masks are rendered at this level's binning and grown at full resolution.
+    up = np.ones((scale, scale), bool)
+    bone = render_views(volume, sub, pose, scale, mode=options.render_mode).cpu().numpy()
+    edge = None if cut is None or options.cut_margin_px is None else \
+        render_views(cut, sub, pose, scale, mode=options.render_mode).cpu().numpy()
+    weights = {}
+    for i, n in enumerate(used):
+        w = cv.weights[n] * dilate(np.kron(bone[i] > 0, up), options.bone_mask_px * scale)
+        if edge is not None:
+            w = w * ~dilate(np.kron(edge[i] > 0, up), int(options.cut_margin_px))  # type: ignore[arg-type]
+        weights[n] = w.astype(np.float32)
+    return _Views(sub, {n: cv.images[n] for n in used}, weights)
+
+
+def frame_loss(volume: Volume, rig: StereoRig, images: Mapping[str, np.ndarray],
+               masks: Mapping[str, np.ndarray] | None, pose: RigidPose, options: TrackOptions = TrackOptions(),
+               corners: np.ndarray | None = None, cut: Volume | None = None) -> tuple[float, dict[str, float]]:
+    """The loss of a pose on one frame, comparable between poses (module docstring):
+    ``sum_v (1 - S_v)`` with the last level's similarity at its binning, over the pixels around
+    the bone at this pose.
+
+    Returns:
+        The sum over the views that show the bone, and the per-view losses (NaN and {} when none does).
+    """
+    corners = support_corners(volume) if corners is None else corners
+    last = options.levels[-1]
+    views = _prepare(volume, rig, images, masks, pose, options, last.scale, corners, cut)
+    if views is None:
+        return math.nan, {}
+    names = views.rig.names
+    target = downsample_images(torch.as_tensor(np.stack([views.images[n] for n in names]), dtype=torch.float64),
+                               last.scale)
+    weight = downsample_images(torch.as_tensor(np.stack([views.weights[n] for n in names]), dtype=torch.float64),
+                               last.scale)
+    drrs = render_views(volume, views.rig, pose, last.scale, mode=options.render_mode).double()
+    with torch.no_grad():
+        per_view = 1.0 - get_similarity(last.similarity or options.similarity)(drrs, target, weight)
+    return float(per_view.sum()), {n: float(v) for n, v in zip(names, per_view)}
+
+
+def register_frame(volume: Volume, rig: StereoRig, images: Mapping[str, np.ndarray],
+                   masks: Mapping[str, np.ndarray] | None, start: RigidPose, options: TrackOptions = TrackOptions(),
+                   corners: np.ndarray | None = None, cut: Volume | None = None,
+                   caught: list[str] | None = None) -> FrameFit:
+    """Register the bone to one frame from ``start`` (module docstring).
+
+    Args:
+        volume: the bone's CT, attenuation-like (0 outside the bone).
+        rig: the full views; images, masks: per view ``(H, W)``, already checked
+            (:func:`~stereodrr.track.bone_views.check_frame`).
+        start: the starting pose; options: the settings.
+        corners: the bone's support box (:func:`~stereodrr.track.bone_views.support_corners`;
+            computed when None).
+        cut: the CT's cut faces (:func:`~stereodrr.track.bone_views.cut_volume`), left out of the
+            comparison; None: nothing left out.
+        caught: a list that collects the registrations' warnings (first line each) instead of
+            letting them through.
+    """
+    t0 = time.perf_counter()
+    corners = support_corners(volume) if corners is None else corners
+    pose = start
+    status = "converged"
+    ws: list[warnings.WarningMessage] = []
+    for lv in options.levels:
+        views = _prepare(volume, rig, images, masks, pose, options, lv.scale, corners, cut)
+        if views is None:
+            return FrameFit(None, math.nan, {}, "not_visible", [], time.perf_counter() - t0)
+        with warnings.catch_warnings(record=True) as here:
+            warnings.simplefilter("always")
+            r = register(volume, views.rig, views.images, pose, masks=views.weights, similarity=options.similarity,
+                         levels=(lv,), optimizer="lbfgs", lr_rotation_deg=options.lr_rotation_deg,
+                         lr_translation_mm=options.lr_translation_mm, rotation_tol_deg=options.rotation_tol_deg,
+                         translation_tol_mm=options.translation_tol_mm, render_mode=options.render_mode,
+                         progress=False)
+        ws += here
+        pose, status = r.pose, r.status
+        if status == "diverged":
+            break
+    if caught is not None:
+        caught += [str(w.message).splitlines()[0] for w in ws]
+    else:
+        for w in ws:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    loss, view_losses = frame_loss(volume, rig, images, masks, pose, options, corners, cut)
+    if not view_losses:
+        return FrameFit(None, math.nan, {}, "not_visible", [], time.perf_counter() - t0)
+    return FrameFit(pose, loss, view_losses, status, list(view_losses), time.perf_counter() - t0)  # type: ignore[arg-type]
+
+
+def predict_pose(poses: np.ndarray, times: np.ndarray, k: int, prediction: Prediction = "constant_velocity"
+                 ) -> np.ndarray | None:
+    """Start for frame ``k`` from the frames before it.
+
+    ``"constant_velocity"``: the last tracked pose moved on by the motion between the last two
+    tracked frames, scaled to the time step, ``T_k = exp(a log(T_j T_i^-1)) T_j`` with
+    ``a = (t_k - t_j) / (t_j - t_i)``; ``"previous"`` (or only one frame tracked): the last
+    tracked pose. None when no frame before ``k`` is tracked.
+
+    Args:
+        poses: ``(F, 4, 4)``, NaN for frames not (yet) tracked; times: ``(F,)`` increasing.
+    """
+    done = [i for i in range(k) if np.all(np.isfinite(poses[i]))]
+    if not done:
+        return None
+    j = done[-1]
+    if prediction == "previous" or len(done) < 2:
+        return np.array(poses[j], dtype=np.float64)
+    i = done[-2]
+    a = (times[k] - times[j]) / (times[j] - times[i])
+    step = np.real(scipy.linalg.logm(poses[j] @ invert(poses[i])))
+    T = scipy.linalg.expm(a * step) @ poses[j]
+    u, _, vt = np.linalg.svd(T[:3, :3])  # back onto SO(3) after expm/logm round-off
+    T[:3, :3] = u @ vt
+    T[3] = (0.0, 0.0, 0.0, 1.0)
+    return T

@@ -1,0 +1,141 @@
+"""Several bones together: a neighbour explained away, bead bodies assigned to bones, bead
+motion as the prediction; the ``stereodrr track`` command."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from stereodrr.cli import main
+from stereodrr.geometry import RigidPose
+from stereodrr.interop import load_autoscoper_volume, load_tra, read_trial_file
+from stereodrr.register import render_views
+from stereodrr.track.bone_fit import TrackOptions
+from stereodrr.track.bone_joint import JointOptions, _predictor, explain_away
+from stereodrr.track.bones import BoneTrack
+from stereodrr.track.outputs import bead_check
+
+from .test_bones import LEVELS, _render_exact, _truth, wrist  # noqa: F401 (fixture)
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "autoscoper_wrist"
+
+
+@pytest.fixture(scope="module")
+def ulna():
+    v = read_trial_file(DATA / "wrist.cfg").volumes[1]
+    ct = load_autoscoper_volume(v.path, v.voxel_size, v.flip)
+    return ct.with_data(ct.data * (0.02 / 1000))
+
+
+def _band(a, lo=2.0, hi=16.0):
+    import cv2
+
+    a = a.astype(np.float32)
+    return cv2.GaussianBlur(a, (0, 0), lo) - cv2.GaussianBlur(a, (0, 0), hi)
+
+
+def test_explain_away_removes_the_neighbour(wrist, ulna):  # noqa: F811
+    rig, radius = wrist
+    T_r = _truth(radius, rig, 1)[0]
+    T_u = T_r.copy()
+    T_u[:3, 3] += 25.0 * rig["cam1"].R[0]  # the ulna beside it in cam1
+    rng = np.random.default_rng(0)
+    both = _render_exact(radius, rig, T_r, rng)
+    neighbour = render_views(ulna, rig, RigidPose.from_matrix(T_u, ulna.center), 1, mode="exact").numpy()
+    frames = {n: both[n] + 1.7 * neighbour[i] for i, n in enumerate(rig.names)}  # the frame's own scale
+    left = explain_away(frames, rig, [(ulna, T_u)])
+    for i, n in enumerate(rig.names):
+        support = neighbour[i] > 0
+        before = np.abs(_band(frames[n] - both[n])[support]).mean()
+        after = np.abs(_band(left[n] - both[n])[support]).mean()
+        assert after < 0.2 * before, (n, before, after)  # the bone itself, overlapping, biases the fit a little
+    # A neighbour with no pose is left alone.
+    same = explain_away(frames, rig, [(ulna, np.full((4, 4), np.nan))])
+    np.testing.assert_array_equal(same[rig.names[0]], frames[rig.names[0]].astype(np.float32))
+
+
+def test_bead_motion_predicts_from_the_nearest_good_frame():
+    rng = np.random.default_rng(2)
+    motion = np.stack([np.eye(4)] * 4)
+    for k in range(1, 4):
+        motion[k, :3, :3] = RigidPose(rng.normal(0, 0.2, 3), np.zeros(3), np.zeros(3)).matrix[:3, :3]
+        motion[k, :3, 3] = rng.normal(0, 5, 3)
+    bone0 = np.eye(4)
+    bone0[:3, 3] = (10.0, 20.0, 30.0)
+    truth = np.stack([motion[k] @ bone0 for k in range(4)])  # the bone moves with its beads
+    prior = BoneTrack(np.where(np.arange(4)[:, None, None] == 2, truth, np.nan), np.full(4, 0.5), np.zeros((4, 2)),
+                      ["a", "b"], ["converged"] * 4, np.array([True, True, False, True]), [""] * 4, [""] * 4,
+                      np.zeros(4))
+    predict = _predictor(prior, motion)
+    np.testing.assert_allclose(predict(2, truth[:2]), truth[2])  # the earlier pass's own pose
+    np.testing.assert_allclose(predict(0, truth[:0]), truth[0], atol=1e-9)  # from frame 2, by the beads
+    np.testing.assert_allclose(predict(3, truth[:3]), truth[3], atol=1e-9)
+    assert _predictor(prior, None)(0, truth[:0]) is None
+
+
+def test_bead_check_compares_relative_motions():
+    rng = np.random.default_rng(3)
+    beads = rng.normal(0, 10, (5, 3))
+    poses, positions = [], []
+    for _ in range(3):
+        T = np.eye(4)
+        T[:3, :3] = RigidPose(rng.normal(0, 0.1, 3), np.zeros(3), np.zeros(3)).matrix[:3, :3]
+        T[:3, 3] = rng.normal(0, 3, 3)
+        poses.append(T)
+        positions.append(beads @ T[:3, :3].T + T[:3, 3])
+    poses_a = np.stack(poses)
+    table = bead_check(poses_a, np.stack(positions), np.zeros(3, bool), frame_numbers=[4, 5, 6])
+    assert list(table["frames"]) == ["4->5", "5->6"]
+    assert table["centroid_error_mm"].max() < 1e-9 and table["rotation_error_deg"].max() < 1e-6
+    off = poses_a.copy()
+    off[2, :3, 3] += (0.3, 0.0, 0.0)
+    assert bead_check(off, np.stack(positions), np.zeros(3, bool))["centroid_error_mm"].iloc[1] == pytest.approx(0.3)
+
+
+def test_joint_options_are_checked():
+    with pytest.raises(ValueError, match="passes"):
+        JointOptions(passes=-1)
+    with pytest.raises(ValueError, match="sigma"):
+        JointOptions(sigma_low_px=5, sigma_high_px=2)
+    TrackOptions(levels=LEVELS)
+
+
+def test_track_command_bad_input(tmp_path, capsys):
+    cfg = str(DATA / "wrist.cfg")
+    assert main(["track", "--trial", cfg, "--volume", "2", "-o", str(tmp_path / "o")]) == 2
+    assert "volumes 0..1 (rad_dcm_cropped, uln_dcm_cropped)" in capsys.readouterr().err
+    assert main(["track", "--trial", cfg, "--volume", "0", "1", "--init", str(tmp_path / "p.json"), "-o",
+                 str(tmp_path / "o")]) == 2
+    assert "one pose per volume" in capsys.readouterr().err
+    (tmp_path / "a.tra").write_text(",".join(["NaN"] * 16) + "\n")
+    assert main(["track", "--trial", cfg, "--volume", "0", "--init", str(tmp_path / "a.tra"), "-o",
+                 str(tmp_path / "o"), "--no-beads"]) == 1
+    assert "holds no pose for frame 0" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_track_command_on_the_wrist(tmp_path, capsys):
+    """Two frames of the radius from a start near the anatomy's (the tracker's own result on
+    frame 0099, rounded), with the beads' predictions; Autoscoper-readable output."""
+    start = np.array([[0.9546, 0.2678, -0.1308, 92.72], [-0.1607, 0.0930, -0.9826, 115.63],
+                      [-0.2509, 0.9590, 0.1318, 59.24], [0.0, 0.0, 0.0, 1.0]])
+    u, _, vt = np.linalg.svd(start[:3, :3])
+    start[:3, :3] = u @ vt
+    np.savetxt(tmp_path / "start.tra", np.r_[np.full((1, 16), np.nan), start.reshape(1, 16)], delimiter=",")
+    out = tmp_path / "t"
+    rc = main(["track", "--trial", str(DATA / "wrist.cfg"), "--volume", "0", "--frames", "1:3", "--init",
+               str(tmp_path / "start.tra"), "-o", str(out), "--no-figures"])
+    printed = capsys.readouterr().out
+    assert "rad_dcm_cropped frame 1: converged" in printed, printed
+    poses = pd.read_csv(out / "rad_dcm_cropped" / "poses.csv")
+    assert list(poses["frame"]) == [1, 2] and poses.notna().all().all()
+    tra = load_tra(out / "rad_dcm_cropped" / "rad_dcm_cropped.tra")
+    assert tra.shape == (3, 1, 4, 4) and np.isnan(tra[0]).all() and np.isfinite(tra[1:]).all()
+    summary = json.loads((out / "track.json").read_text())
+    assert summary["frames"] == [1, 2] and summary["bones"][0]["tracked"] == 2
+    assert rc in (0, 1)  # 1 only with a doubtful frame, which frames.csv would name

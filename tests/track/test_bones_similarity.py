@@ -1,0 +1,92 @@
+"""The similarities bone tracking added to the registry: Sobel-magnitude NCC over the rendered
+bone (``sncc``) and band-passed NCC (``bpncc``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from stereodrr.register import SIMILARITIES, get_similarity
+from stereodrr.register.similarity import bandpass_ncc, gaussian_blur, sobel_ncc
+
+
+def _bone(h: int = 40, w: int = 36, shift: float = 0.0) -> torch.Tensor:
+    """A bright rod with a cortex-like rim on a dark background, ``(1, H, W)`` float64."""
+    yy, xx = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
+    r = (xx - 0.5 * w - shift).abs()
+    rod = torch.clamp(1 - (r / 7) ** 2, min=0).sqrt() * (1 + 0.5 * torch.exp(-((r - 5.5) / 1.2) ** 2))
+    return (rod * (1 + 0.2 * torch.sin(yy / 5)))[None]
+
+
+@pytest.mark.parametrize("name", ["sncc", "bpncc"])
+def test_registered_and_one_for_identical_images(name):
+    assert name in SIMILARITIES
+    x = _bone()
+    sim = get_similarity(name)
+    assert float(sim(x, x)) == pytest.approx(1.0, abs=1e-5)  # up to the variance floor
+    # Invariant to a positive gain and offset of the target; lower for a shifted bone.
+    assert float(sim(x, 3.0 * x + 0.7)) == pytest.approx(1.0, abs=1e-6)
+    assert float(sim(_bone(shift=3.0), x)) < 0.9
+
+
+def test_sobel_ncc_only_counts_the_rendered_support():
+    x = torch.zeros(1, 30, 30, dtype=torch.float64)
+    x[:, 10:20, 10:20] = 1.0
+    y = x.clone()
+    y[:, 0:4, 0:30] = torch.rand(1, 4, 30, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    # Clutter away from the rendered bone does not count; with support=None it does.
+    assert float(sobel_ncc(x, y)) == pytest.approx(1.0, abs=1e-5)
+    assert float(sobel_ncc(x, y, support=None)) < 0.99
+
+
+def test_bandpass_ncc_ignores_a_smooth_background():
+    x = _bone()
+    h, w = x.shape[-2:]
+    yy, xx = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
+    y = x + 2.0 * torch.exp(-(((xx - 5) / 40) ** 2 + ((yy - 10) / 50) ** 2))[None]  # soft tissue
+    assert float(bandpass_ncc(x, y, sigma_high=4.0)) > 0.98
+    from stereodrr.register.similarity import ncc
+    assert float(ncc(x, y)) < 0.9
+
+
+def test_gaussian_blur_with_a_mask_does_not_bleed():
+    x = torch.ones(1, 20, 20, dtype=torch.float64)
+    x[:, :, :10] = 100.0  # a bright region under weight 0
+    m = torch.ones_like(x)
+    m[:, :, :10] = 0
+    b = gaussian_blur(x, 2.0, m)
+    assert torch.allclose(b[:, :, 10:], torch.ones_like(b[:, :, 10:]))
+
+
+@pytest.mark.parametrize("fn", [
+    lambda x, y, m: sobel_ncc(x, y, m),
+    lambda x, y, m: sobel_ncc(x, y, m, support=None),
+    lambda x, y, m: bandpass_ncc(x, y, m, sigma_low=0.8, sigma_high=3.0),
+])
+def test_gradients_match_finite_differences(fn):
+    g = torch.Generator().manual_seed(4)
+    x = (_bone(16, 14) + 0.05 * torch.rand(1, 16, 14, generator=g, dtype=torch.float64) + 0.1).requires_grad_(True)
+    y = _bone(16, 14, shift=1.0) + 0.05 * torch.rand(1, 16, 14, generator=g, dtype=torch.float64)
+    m = torch.ones(1, 16, 14, dtype=torch.float64)
+    m[:, :2] = 0
+    assert torch.autograd.gradcheck(lambda v: fn(v, y, m), (x,), eps=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: sobel_ncc(torch.ones(1, 2, 5), torch.ones(1, 2, 5)), "H, W >= 3"),
+    (lambda: sobel_ncc(_bone(), _bone(), grow=-1), "grow"),
+    (lambda: bandpass_ncc(_bone(), _bone(), sigma_low=4.0, sigma_high=2.0), "sigma_low"),
+    (lambda: bandpass_ncc(_bone(), _bone()[:, :-1]), "one shape"),
+])
+def test_bad_arguments_raise(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_identical_after_no_contrast_target_gives_no_nan():
+    x = _bone()
+    flat = torch.full_like(x, 0.3)
+    for name in ("sncc", "bpncc"):
+        assert np.isfinite(float(get_similarity(name)(x, flat)))
+        assert np.isfinite(float(get_similarity(name)(flat, x)))
