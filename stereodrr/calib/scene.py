@@ -20,6 +20,7 @@ import torch
 
 from ..geometry import Camera, StereoRig, rotvec_to_matrix, stack_cameras
 from ..imaging import DetectorModel, Scene, simulate, to_uint16
+from ..imaging.detector import Signal, run_stages
 from ..phantoms import Phantom
 from ..physics import Spectrum
 from ..render.aperture import BALL_SUBPIXELS, Aperture
@@ -119,8 +120,14 @@ def render_calibration_images(
             return CalibrationShots({n: im.cpu().numpy().astype(np.float32) for n, im in imgs.items()},
                                     "line_integral", centres, balls.ids)
         noisy = det.photons is not None
-        imgs = simulate(scene.with_(decomposition="none"), rig, detector=det, seed=seed,
-                        output="counts" if noisy else "line_integral")
+        # The line integrals (each ball -log of its transmission through the pixel aperture) and,
+        # with photons, the detector's stages on exp(-L), view i seeded with seed + i: the shots'
+        # frames as they have always been made (simulate's counts multiply the transmissions
+        # instead, which rounds differently).
+        imgs = simulate(scene.with_(decomposition="none"), rig, detector=det, output="line_integral")
+        if noisy:
+            imgs = {n: run_stages(Signal(torch.exp(-imgs[n])), det, rig[n], seed + i).image
+                    for i, n in enumerate(rig.names)}
     # The renderer's own projected centres (float32, as the mono shots have always been scored).
     K, R, t = stack_cameras([rig[n] for n in rig.names], torch.device(device), torch.float32)
     uv = sphere_centers_px(torch.as_tensor(balls.centers, device=device, dtype=torch.float32), K, R, t)

@@ -27,7 +27,14 @@ from .beam import ball_transmission, metal_thickness, remove_scatter
 from .detector import PRESETS, STAGES, DetectorModel, Stage, detector_preset, spectrum_from_spec
 from .functional import beer_lambert, detect, negative_log, to_uint16
 from .materials import DECOMPOSITIONS, attenuation_table, decompose_hu
-from .pipeline import line_integrals, material_line_integrals, primary_signals, render_polychromatic, simulate
+from .pipeline import (
+    line_integrals,
+    material_line_integrals,
+    primary_signals,
+    render_polychromatic,
+    simulate,
+    transmissions,
+)
 from .scene import Balls, Scene, Voxels
 
 __all__ = [
@@ -36,6 +43,6 @@ __all__ = [
     "ScintillatorLayer", "LAYERS", "ScatterModel", "AntiScatterGrid", "SCATTER_MODELS",
     "beer_lambert", "detect", "negative_log", "to_uint16", "gaussian_blur", "focal_spot_sigma_px",
     "decompose_hu", "attenuation_table", "DECOMPOSITIONS",
-    "line_integrals", "material_line_integrals", "primary_signals",
+    "line_integrals", "transmissions", "material_line_integrals", "primary_signals",
     "remove_scatter", "ball_transmission", "metal_thickness",
 ]

@@ -4,9 +4,11 @@
 Two routes, chosen by the scene alone:
 
 * **mu** (``scene.decomposition == "none"``, and every line-integral output): each voxel body's
-  mu at the scene's energy is rendered and summed, the balls add ``-log`` of their transmission
-  through the pixel aperture (:func:`stereodrr.render.markers.sphere_transmission`), and a
-  detector sees ``t = exp(-L)`` (plain Poisson). It needs a one-line spectrum at that energy.
+  mu at the scene's energy is rendered and summed into ``L``; a line-integral image adds ``-log``
+  of the balls' transmission through the pixel aperture
+  (:func:`stereodrr.render.markers.sphere_transmission`), a detector sees
+  ``t = exp(-L)`` times that transmission (plain Poisson). It needs a one-line spectrum at that
+  energy.
 * **materials** (otherwise): the bodies' HU are split into materials
   (:func:`~stereodrr.imaging.materials.decompose_hu`), one render per material, the balls exact
   in their material's channel; the detector's front end sums the spectrum (equation (1) of
@@ -41,8 +43,8 @@ from .detector import DetectorModel, Signal, run_stages
 from .materials import decompose_hu
 from .scene import Balls, Scene, Voxels
 
-__all__ = ["simulate", "render_polychromatic", "line_integrals", "material_line_integrals", "primary_signals",
-           "check_cameras", "ImageOutput"]
+__all__ = ["simulate", "render_polychromatic", "line_integrals", "transmissions", "material_line_integrals",
+           "primary_signals", "check_cameras", "ImageOutput"]
 
 ImageOutput = Literal["line_integral", "counts", "neglog"]
 Images = dict[str, Float[Tensor, "H W"]]
@@ -96,10 +98,9 @@ def simulate(scene: Scene, cameras: Cameras, projector: Projector | None = None,
     check_memory(render_bytes([(c.width, c.height) for c in cams]),
                  f"imaging {len(cams)} view(s) of " + ", ".join(f"{c.width} x {c.height}" for c in cams) + " px")
     if mu_route:
-        L = line_integrals(scene, dict(zip(names, cams)), projector, det)
         if output == "line_integral":
-            return L
-        signals = {v: Signal(torch.exp(-L[v])) for v in names}
+            return line_integrals(scene, dict(zip(names, cams)), projector, det)
+        signals = {v: Signal(t) for v, t in transmissions(scene, dict(zip(names, cams)), projector, det).items()}
     else:
         primary = primary_signals(scene, dict(zip(names, cams)), det, projector)
         signals = {v: Signal(*primary[v]) for v in names}
@@ -116,24 +117,55 @@ def _line(energy_kev: float):  # noqa: ANN202 - a Spectrum (physics is imported 
     return Spectrum.monochromatic(energy_kev)
 
 
+def _mu_parts(scene: Scene, cameras: Cameras, projector: Projector | None, detector: DetectorModel | None
+              ) -> tuple[dict[str, Tensor | float], dict[str, Tensor]]:
+    """The mu route's two parts of every view: the bodies' ``L`` (mu at the scene's energy
+    rendered and summed in order; ``0.0`` without bodies) and the balls' mean transmission through
+    the detector's pixel aperture (default area, :data:`~stereodrr.render.aperture.BALL_SUBPIXELS`
+    sub-rays; no entry without balls)."""
+    names, cams = camera_batch(cameras)
+    det = detector if detector is not None else DetectorModel()
+    bodies: dict[str, Tensor | float] = {n: 0.0 for n in names}
+    for body in scene.voxels:
+        for n, img in render_rig(body.mu(scene.energy_kev), dict(zip(names, cams)), projector).items():
+            bodies[n] = bodies[n] + img
+    balls = {}
+    b = scene.balls
+    if b is not None and len(b):
+        for n, cam in zip(names, cams):
+            balls[n] = sphere_transmission(b.centers, b.diameters, b.mu, cam, det.aperture, det.subpixels,
+                                           device=scene.device)
+    return bodies, balls
+
+
 def line_integrals(scene: Scene, cameras: Cameras, projector: Projector | None = None,
                    detector: DetectorModel | None = None) -> Images:
     """The mu route's ``L`` of every view: the bodies' mu at the scene's energy rendered and
     summed in order, plus ``-log`` of the balls' transmission through the detector's pixel
     aperture (default area, :data:`~stereodrr.render.aperture.BALL_SUBPIXELS` sub-rays)."""
-    names, cams = camera_batch(cameras)
-    det = detector if detector is not None else DetectorModel()
-    images: dict[str, Tensor | float] = {n: 0.0 for n in names}
-    for body in scene.voxels:
-        for n, img in render_rig(body.mu(scene.energy_kev), dict(zip(names, cams)), projector).items():
-            images[n] = images[n] + img
-    b = scene.balls
-    if b is not None and len(b):
-        for n, cam in zip(names, cams):
-            # The detector averages intensity, so an area-averaged ball is -log of its mean transmission.
-            t = sphere_transmission(b.centers, b.diameters, b.mu, cam, det.aperture, det.subpixels, device=scene.device)
-            images[n] = images[n] + (-torch.log(t)).to(scene.device, scene.dtype)
+    bodies, balls = _mu_parts(scene, cameras, projector, detector)
+    images = dict(bodies)
+    for n, t in balls.items():
+        # The detector averages intensity, so an area-averaged ball is -log of its mean transmission.
+        images[n] = images[n] + (-torch.log(t)).to(scene.device, scene.dtype)
     return {n: torch.as_tensor(v) for n, v in images.items()}
+
+
+def transmissions(scene: Scene, cameras: Cameras, projector: Projector | None = None,
+                  detector: DetectorModel | None = None) -> Images:
+    """The mu route's primary transmission ``t`` of every view, what its detector sees: the
+    bodies' ``exp(-L)`` times the balls' mean transmission through the pixel aperture (the
+    intensity, not the line integral, is what a pixel averages; ``exp(-L)`` of
+    :func:`line_integrals` to rounding)."""
+    names, cams = camera_batch(cameras)
+    bodies, balls = _mu_parts(scene, cameras, projector, detector)
+    out = {}
+    for n, cam in zip(names, cams):
+        L = bodies[n]
+        t = (torch.exp(-L) if isinstance(L, Tensor) else
+             torch.ones((cam.height, cam.width), device=scene.device, dtype=scene.dtype))
+        out[n] = t * balls[n].to(t.dtype) if n in balls else t
+    return out
 
 
 def material_line_integrals(scene: Scene, cameras: Cameras, projector: Projector | None = None,
