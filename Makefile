@@ -1,18 +1,18 @@
 # One-command setup: a virtual environment in .venv with torch pinned to the local CPU wheel
-# (constraints.txt), the package in editable mode, and the extras the demo and the tests use
-# (test, gpu, numba, dask).
+# (constraints.txt), the package in editable mode (numba, the fused CPU renderer, comes with it),
+# and the extras the demo, the tests and the docs use (test, gpu, dask, docs).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install -q -c constraints.txt
 
-.PHONY: setup demo lint test test-all bench-install clean
+.PHONY: setup demo lint test test-all docs docs-serve bench-install clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) --upgrade pip
 	$(PIP) torch==2.13.0
-	$(PIP) -e '.[test,gpu,numba,dask]'
+	$(PIP) -e '.[test,gpu,dask,docs]'
 	touch $@
 
 setup: $(VENV)/.installed
@@ -20,9 +20,9 @@ setup: $(VENV)/.installed
 demo: setup
 	$(VENV)/bin/stereodrr demo -o out/demo
 
-# Static checks (configured in pyproject.toml): ruff on the code, tests and studies; mypy on the package.
+# Static checks (configured in pyproject.toml): ruff on the code, tests, studies and tutorials; mypy on the package.
 lint: setup
-	$(VENV)/bin/ruff check stereodrr tests experiments
+	$(VENV)/bin/ruff check stereodrr tests experiments docs/tutorials
 	$(VENV)/bin/mypy
 
 test: lint
@@ -31,12 +31,20 @@ test: lint
 test-all: setup
 	$(PY) -m pytest -q -m ""
 
+# The documentation site (mkdocs.yml, docs/): site/ is the built HTML. `make test` builds it too
+# (tests/test_docs.py, with --strict: a broken link or reference fails).
+docs: setup
+	$(VENV)/bin/mkdocs build --strict
+
+docs-serve: setup
+	$(VENV)/bin/mkdocs serve
+
 # Peers for experiments/benchmark_renderer.py: nanodrr and diffdrr's runtime imports come with
 # the `bench` extra; diffdrr declares torchvision (no CPU wheel here, used only by its metrics),
 # so it is installed without dependencies.
 bench-install: setup
-	$(PIP) -e '.[test,gpu,numba,dask,bench]'
+	$(PIP) -e '.[test,gpu,dask,docs,bench]'
 	$(PIP) --no-deps diffdrr==0.6.1
 
 clean:
-	rm -rf $(VENV) out
+	rm -rf $(VENV) out site

@@ -2,7 +2,6 @@
 
 | extra | package | what needs it | without it |
 | --- | --- | --- | --- |
-| ``numba`` | numba | the fused CPU renderer (``backend="numba"``, the CPU default) | ``backend="auto"`` renders with the torch backend (same results, slower, more memory) |
 | ``dask`` | dask[distributed] | ``generate_dataset`` with ``workers > 0`` or a ``scheduler`` (``stereodrr dataset --workers N / --scheduler``) | ``workers=0`` (``--workers 0``) renders in this process |
 | ``gpu`` | triton | the fused GPU renderer (``backend="triton"``) | torch backend on CUDA |
 

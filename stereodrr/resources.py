@@ -18,7 +18,9 @@ __all__ = ["ResourceError", "DEFAULT_FRACTION", "ENV", "available_memory", "memo
            "format_bytes", "render_bytes", "voxelize_bytes"]
 
 ENV = "STEREODRR_MEMORY_BUDGET"
+"""The environment variable that sets the memory budget (``8G``, ``0.8`` or ``80%``)."""
 DEFAULT_FRACTION = 0.5
+"""The default memory budget: this fraction of the available memory."""
 _UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 

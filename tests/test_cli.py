@@ -27,6 +27,32 @@ def test_rig_command(tmp_path, capsys):
     assert json.loads((tmp_path / "rig.json").read_text())["schema"] == "stereodrr.rig/1"
 
 
+def test_rig_figure_draws_the_rig_beside_another_with_markers(tmp_path, capsys):
+    import numpy as np
+
+    from stereodrr.geometry import StereoRig
+    from stereodrr.plot.rig import detector_corners
+
+    rig = StereoRig.convergent(5, 750, 1200, 0.3, 512, 400)
+    corners = detector_corners(rig["left"])
+    # the corners lie on the detector plane (z = SDD in the camera frame) and project to the pixel edges
+    uv, depth = rig["left"].project(corners)
+    assert np.allclose(depth, 1200) and np.allclose(uv, [[-0.5, -0.5], [511.5, -0.5], [511.5, 399.5], [-0.5, 399.5]])
+    main(["rig", "--angle", "7", "-o", str(tmp_path / "other.json")])
+    capsys.readouterr()
+    rc = main(["rig", "-o", str(tmp_path / "rig.json"), "--figure", str(tmp_path / "rig.png"), "--phantom", "lego_stereo",
+               "--compare", str(tmp_path / "other.json")])
+    assert rc == 0 and (tmp_path / "rig.png").stat().st_size > 10_000
+    assert f"rig.json, {tmp_path / 'rig.png'}" in capsys.readouterr().out
+    # --phantom and --compare need --figure (a usage error); a missing --compare file is named; nothing is written
+    assert main(["rig", "-o", str(tmp_path / "x.json"), "--phantom", "lego_stereo"]) == 2
+    assert main(["rig", "-o", str(tmp_path / "y.json"), "--figure", str(tmp_path / "y.png"),
+                 "--compare", str(tmp_path / "missing.json")]) == 1
+    err = capsys.readouterr().err
+    assert "--figure rig.png" in err and "missing.json" in err
+    assert not any((tmp_path / n).exists() for n in ("x.json", "y.json", "y.png"))
+
+
 def test_rig_command_bad_input(tmp_path, capsys):
     rc = main(["rig", "--sid", "1300", "--sdd", "1200", "-o", str(tmp_path / "r.json")])
     assert rc == 1

@@ -138,6 +138,7 @@ def files(tmp_path_factory) -> dict[str, str]:
         (d / f"{name}.cfg").write_text("\n".join(lines) + "\n")
         f[name] = str(d / f"{name}.cfg")
 
+    f["wrist_trial"] = str(wrist / "wrist.cfg")
     trial("trial_frame_size", [*cams, f"CameraRootDir {small}", f"CameraRootDir {small}", *volume])
     trial("trial_frame_count", [*cams, f"CameraRootDir {small}", f"CameraRootDir {short}", *volume])
     trial("trial_no_frames", [*cams, f"CameraRootDir {d / 'nowhere'}", f"CameraRootDir {small}", *volume])
@@ -271,6 +272,23 @@ def _cases() -> list[tuple[str, list[str]]]:
         c.append((f"beads-trial-{bad}", ["beads", "--trial", f"{{{bad}}}", "-o", "OUT"]))
     c += [("beads-frames-text", ["beads", "--trial", "{trial_frame_size}", "--frames", "a:b", "-o", "OUT"]),
           ("beads-out-file", ["beads", "--trial", "{trial_frame_size}", "-o", "{file}"])]
+    # track: trial files that do not hold a trial, then a good trial with bad choices
+    for bad in ("missing", "folder", "empty", "corrupt", "malformed", "trial_frame_size", "trial_frame_count",
+                "trial_no_frames", "trial_no_volume_file", "trial_no_voxel_size", "trial_missing_camera",
+                "trial_bad_camera"):
+        c.append((f"track-trial-{bad}", ["track", "--trial", f"{{{bad}}}", "--volume", "0", "-o", "OUT"]))
+    trk = ["track", "--trial", "{wrist_trial}", "-o", "OUT"]
+    c += [("track-volume-out-of-range", [*trk, "--volume", "9"]),
+          ("track-volume-negative", [*trk, "--volume", "-1"]),
+          ("track-volume-twice", [*trk, "--volume", "0", "0"]),
+          ("track-init-count", [*trk, "--volume", "0", "1", "--init", "{pose_bad}"]),
+          ("track-init-missing", [*trk, "--volume", "0", "--init", "{missing}"]),
+          ("track-init-malformed", [*trk, "--volume", "0", "--init", "{malformed}"]),
+          ("track-init-bad", [*trk, "--volume", "0", "--init", "{pose_bad}"]),
+          ("track-frames-text", [*trk, "--volume", "0", "--frames", "a:b"]),
+          ("track-frames-beyond", [*trk, "--volume", "0", "--frames", "7"]),
+          ("track-passes-negative", [*trk, "--volume", "0", "--passes", "-1"]),
+          ("track-out-file", ["track", "--trial", "{wrist_trial}", "--volume", "0", "-o", "{file}"])]
     # distortion and undistort
     for bad in ("missing", "folder", "empty", "corrupt_tif", "img_rgb", "img", "img_f"):
         c.append((f"distortion-grid-{bad}", ["distortion", "--grid", f"{{{bad}}}", "-o", "OUT"]))

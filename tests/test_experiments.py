@@ -1,4 +1,4 @@
-"""Smoke tests of the registration studies on a tiny detector (the full runs are in the README)."""
+"""Smoke tests of the registration studies on a tiny detector (the full runs are on docs/results/registration.md)."""
 
 import sys
 from pathlib import Path

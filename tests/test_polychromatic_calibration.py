@@ -1,6 +1,6 @@
 """Calibration on polychromatic images (issue 15): experiments/polychromatic_calibration.py on a
 small detector. The absolute calibration goals are not met on stereodrr's LEGO renders even at
-one energy (the bricks' edges near the balls bias detection, README); what is checked here is
+one energy (the bricks' edges near the balls bias detection, docs/results/polychromatic.md); what is checked here is
 that the physics does not make calibration worse: 80 kVp with CsI and grid scatter against the
 same chain at 60 keV."""
 

@@ -5,7 +5,7 @@ The wheel is built from this checkout without build isolation (no network), inst
 site-packages (a ``.pth`` line, which adds the folder but not the ``.pth`` files inside it, so
 the test environment's own -- possibly editable -- stereodrr stays invisible). The checks:
 the package imported is the installed one, it ships its phantom definitions and ``py.typed``,
-and ``stereodrr demo`` and ``stereodrr phantom lego_stereo`` run in a folder with nothing in it.
+it requires numba without an extra and renders with the fused CPU backend by default, and ``stereodrr demo`` and ``stereodrr phantom lego_stereo`` run in a folder with nothing in it.
 """
 
 from __future__ import annotations
@@ -49,6 +49,12 @@ def installed(tmp_path_factory) -> Path:
     (wheel,) = (tmp / "dist").glob("stereodrr-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "stereodrr/py.typed" in names
+    # `pip install stereodrr` with no extras brings numba, the fused CPU renderer (a plain
+    # Requires-Dist, not one under `extra == ...`)
+    (meta,) = [n for n in names if n.endswith(".dist-info/METADATA")]
+    requires = [line for line in zipfile.ZipFile(wheel).read(meta).decode().splitlines()
+                if line.startswith("Requires-Dist:")]
+    assert any(line.split()[1].startswith("numba") and "extra ==" not in line for line in requires), requires
     assert {f"stereodrr/phantoms/data/{n}.json" for n in ("lego_stereo", "lego_cube", "torso")} <= set(names)
     env_dir = tmp / "venv"
     venv.EnvBuilder(with_pip=True).create(env_dir)  # ensurepip: offline
@@ -74,6 +80,14 @@ def test_installed_wheel_runs_demo_from_an_empty_folder(installed, tmp_path):
     where = _run(installed, [str(installed / "bin" / "python"), "-c", "import stereodrr; print(stereodrr.__file__)"],
                  tmp_path)
     assert where.returncode == 0 and str(installed) in where.stdout, where.stdout + where.stderr
+    version = _run(installed, ["stereodrr", "--version"], tmp_path)
+    assert version.returncode == 0 and version.stdout.startswith("stereodrr "), version.stdout + version.stderr
+    # the default CPU backend of the installed package is the fused (Numba) one, not torch's
+    backend = _run(installed, [str(installed / "bin" / "python"), "-c",
+                               "import torch; from stereodrr.render.backends import select_backend; "
+                               "print(select_backend('auto', torch.device('cpu'), torch.float32, 'auto').name)"],
+                   tmp_path)
+    assert backend.returncode == 0 and backend.stdout.strip() == "numba", backend.stdout + backend.stderr
     work = tmp_path / "empty"
     work.mkdir()
     demo = _run(installed, ["stereodrr", "demo", "-o", "out", "--no-noise", "--pixel", "0.6", "--size", "256", "256"],

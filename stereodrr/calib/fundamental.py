@@ -31,6 +31,7 @@ METHODS: dict[str, int] = {
     "magsac": cv2.USAC_MAGSAC,
     "accurate": cv2.USAC_ACCURATE,
 }
+"""Fundamental-matrix methods by name (``methods=`` of :func:`estimate_fundamental`) -> OpenCV's flag."""
 MIN_POINTS = 8
 # calib3d fundam.cpp: `(method & ~3) == FM_RANSAC && npoints >= 15` selects RANSAC, else LMedS.
 _OPENCV_RANSAC_MIN_POINTS = 15

@@ -1,12 +1,16 @@
-"""``stereodrr rig``: build a convergent, biplanar or arc rig, write rig.json, print a table."""
+"""``stereodrr rig``: build a convergent, biplanar or arc rig, write rig.json, print a table;
+``--figure`` draws it in 3D (sources, detectors, central rays; ``--phantom`` adds a phantom's
+markers, ``--compare`` another rig, e.g. the calibrated one, beside it)."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from ..geometry import StereoRig, depth_inplane_ratio, save_dlt_csv, save_rig
+from ..geometry import StereoRig, depth_inplane_ratio, load_rig, save_dlt_csv, save_rig
+from ..phantoms import load_phantom
 from ..resources import PIXEL_PITCH_MM
-from ._args import integer, number, output_file
+from ._args import UsageError, input_file, integer, number, output_file
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -23,6 +27,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--disparity-error", type=number(0.0, open_lo=True, what="disparity error in px"), default=0.1, help="px, for the depth-resolution line")
     p.add_argument("-o", "--output", default="rig.json", help="rig file to write")
     p.add_argument("--dlt", help="also write the XMALab/DLTdv DLT coefficients (CSV, 11 x n) here")
+    p.add_argument("--figure", help="also draw the rig in 3D (PNG): sources, detectors, central rays, isocenter")
+    p.add_argument("--phantom", help="with --figure: draw this phantom's markers (a built-in name or a phantom JSON)")
+    p.add_argument("--compare", metavar="RIG", help="with --figure: draw this rig file (e.g. a calibrated rig.json) "
+                                                     "beside the one built here")
     p.set_defaults(func=run)
 
 
@@ -30,6 +38,14 @@ def run(args: argparse.Namespace) -> int:
     output_file(args.output)
     if args.dlt:
         output_file(args.dlt, "--dlt")
+    if (args.phantom or args.compare) and not args.figure:
+        raise UsageError("--phantom and --compare draw into --figure: give --figure rig.png")
+    other = None
+    if args.figure:
+        output_file(args.figure, "--figure")
+        if args.compare:
+            other = load_rig(input_file(args.compare, "--compare", "rig file"))
+        markers = load_phantom(args.phantom).marker_table()[["x", "y", "z"]].to_numpy() if args.phantom else None
     w, h = args.size
     common = dict(sid=args.sid, sdd=args.sdd, pixel_spacing=args.pixel, width=w, height=h, isocenter=args.isocenter)
     if args.kind == "convergent":
@@ -49,5 +65,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"depth resolution at the isocenter for {args.disparity_error:g} px disparity error: "
               f"{rig.depth_resolution(args.disparity_error):.4f} mm")
         print(f"depth / in-plane error ratio  {depth_inplane_ratio(theta):.2f}")
-    print(f"wrote {args.output}" + (f" and {args.dlt}" if args.dlt else ""))
+    if args.figure:
+        from ..plot.rig import plot_rig
+
+        rigs = {f"{Path(args.output).name} ({args.kind})": rig, Path(args.compare).name: other} if other is not None else rig
+        plot_rig(rigs, args.figure, markers=markers,
+                 title=f"{Path(args.output).name}" + (f", markers of {args.phantom}" if args.phantom else ""))
+    written = [args.output, *(p for p in (args.dlt, args.figure) if p)]
+    print(f"wrote {', '.join(written)}")
     return 0

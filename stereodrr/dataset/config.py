@@ -63,6 +63,7 @@ from ..resources import MAX_BLUR_PX, MAX_INT64, MIN_STEP_MM, PIXEL_PITCH_MM
 __all__ = ["SCHEMA", "DEFAULT_CONFIG", "load_config", "validate_config", "config_digest", "canonical_json"]
 
 SCHEMA = "stereodrr.dataset/1"
+"""Schema name of a dataset config."""
 
 DEFAULT_CONFIG: dict[str, Any] = {
     "schema": SCHEMA,
@@ -92,6 +93,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "render": {"mode": "trilinear", "step_mm": None, "device": "cpu"},
     "output": {"format": "png16"},
 }
+"""Every config key with its default; a user's config overrides parts of it."""
 
 _SUBJECT_KEYS = {
     "torso": {"kind", "size", "spacing_mm"},

@@ -59,6 +59,7 @@ MANIFEST_SCHEMA = pa.schema([
     ("isocenter", pa.list_(_f64)), ("marker_ids", pa.list_(pa.int64())), ("markers_uv", pa.list_(_f64)),
     ("markers_xyz", pa.list_(_f64)), ("markers_in_image", pa.list_(pa.bool_())),
 ])
+"""Arrow schema of ``manifest.parquet``: one row per view (matrices as row-major flat lists)."""
 
 
 def item_dir(root: str | os.PathLike[str], index: int) -> Path:

@@ -226,6 +226,7 @@ class LWMCorrection:
 
 
 CORRECTIONS: dict[str, Any] = {"polynomial": PolynomialCorrection, "lwm": LWMCorrection}
+"""Distortion correction models by name: ``polynomial`` and ``lwm`` (local weighted mean)."""
 
 
 def get_correction(name: str) -> Any:

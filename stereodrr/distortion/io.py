@@ -26,6 +26,7 @@ from .correction import DistortionMap
 __all__ = ["SCHEMA", "save_distortion", "load_distortion", "distortion_from_dict"]
 
 SCHEMA = "stereodrr.distortion/1"
+"""Schema name of a distortion file (``distortion.json``)."""
 
 
 def _clean(x: Any) -> Any:

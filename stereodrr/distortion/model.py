@@ -141,6 +141,7 @@ PRESETS: dict[str, dict[str, float]] = {
     "strong": {"k1": 0.018, "k2": 0.004, "s_deg": 0.7, "p1": 0.0012, "p2": -0.0008,
                "center_du": 0.015, "center_dv": -0.010, "fov_du": 0.004, "fov_dv": -0.003},
 }
+"""Named distortion strengths for simulated image intensifiers, for a field whose normalising radius is half the image's smaller side."""
 FOV_FRACTION = 0.98
 
 

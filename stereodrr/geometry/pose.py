@@ -55,6 +55,7 @@ from .se3 import (
 __all__ = ["POSE_SCHEMA", "RigidPose", "pose_matrix", "moved_extrinsics", "save_pose", "load_pose"]
 
 POSE_SCHEMA = "stereodrr.pose/1"
+"""Schema name of a pose file (``pose.json``, :func:`save_pose`)."""
 
 
 @numpy_or_torch

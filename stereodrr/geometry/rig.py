@@ -28,6 +28,7 @@ from .se3 import rotvec_to_matrix
 __all__ = ["StereoRig", "Placement", "StereoAngleWarning", "RECOMMENDED_STEREO_ANGLE_DEG", "depth_inplane_ratio"]
 
 RECOMMENDED_STEREO_ANGLE_DEG = (3.0, 7.0)
+"""Stereo angles (degrees) a convergent pair should stay within; outside, a ``StereoAngleWarning``."""
 
 
 class StereoAngleWarning(UserWarning):

@@ -32,6 +32,7 @@ from .rig import StereoRig
 __all__ = ["RIG_SCHEMA", "rig_to_dict", "rig_from_dict", "save_rig", "load_rig", "save_dlt_csv", "load_dlt_csv"]
 
 RIG_SCHEMA = "stereodrr.rig/1"
+"""Schema name of a rig file (``rig.json``, :func:`save_rig`)."""
 _VIEW_KEYS = ("name", "width", "height", "pixel_spacing", "sdd", "K", "R", "t")
 
 

@@ -357,7 +357,6 @@ class Stage:
     apply: Callable[[Signal, DetectorModel, View], Signal]
 
 
-#: The stages in the order they act (module docstring). Add a stage by inserting it here.
 STAGES: list[Stage] = [
     Stage("scatter", lambda s, det, view: _scatter(s, det, view.camera)),
     Stage("exposure", _exposure),
@@ -368,6 +367,7 @@ STAGES: list[Stage] = [
     Stage("gain", _gain),
     Stage("quantisation", _quantisation),
 ]
+"""The stages in the order they act (module docstring). Add a stage by inserting it here."""
 
 
 def run_stages(signal: Signal, detector: DetectorModel, camera: Camera | None, seed: int | None,
@@ -406,16 +406,16 @@ def _radiography() -> DetectorModel:
                          bit_depth=16, name="radiography120")
 
 
-#: Named detector set-ups: ``mono60`` (the monochromatic, noise-free model), ``ideal80``
-#: (80 kVp Al:2.5, ideal detector, no scatter, no noise: the reference polychromatic image),
-#: ``fluoro80`` (80 kVp Al:2.5 + Cu:0.1, 600 um CsI, 10:1 grid scatter, 1e4 photons, 16 bits),
-#: ``radiography120`` (120 kVp Al:3, CsI, grid scatter, 3e4 photons, 16 bits).
 PRESETS: dict[str, Callable[[], DetectorModel]] = {
     "mono60": lambda: DetectorModel(name="mono60"),
     "ideal80": lambda: DetectorModel(Spectrum.from_tube(80.0, "Al:2.5"), name="ideal80"),
     "fluoro80": _fluoro,
     "radiography120": _radiography,
 }
+"""Named detector set-ups (:func:`detector_preset`): ``mono60`` (the monochromatic, noise-free
+model), ``ideal80`` (80 kVp Al:2.5, ideal detector, no scatter, no noise: the reference
+polychromatic image), ``fluoro80`` (80 kVp Al:2.5 + Cu:0.1, 600 um CsI, 10:1 grid scatter, 1e4
+photons, 16 bits), ``radiography120`` (120 kVp Al:3, CsI, grid scatter, 3e4 photons, 16 bits)."""
 
 
 def detector_preset(name: PresetName | str) -> DetectorModel:

@@ -33,7 +33,11 @@ from ..volume import hu_to_mu
 __all__ = ["Decomposition", "DECOMPOSITIONS", "decompose_hu", "attenuation_table"]
 
 Decomposition = Literal["tissue_bone", "water"]
+"""How HU split into materials (module docstring): ``tissue_bone`` (soft tissue and cortical bone
+mixed by HU, metal above the threshold) or ``water`` (one water channel of density
+``max(1 + HU/1000, 0)``)."""
 DECOMPOSITIONS: tuple[str, ...] = get_args(Decomposition)
+"""The names of :data:`Decomposition`."""
 
 
 def decompose_hu(hu: Float[Tensor, "*shape"], reference_kev: float = 60.0, model: Decomposition = "tissue_bone",

@@ -42,7 +42,9 @@ from typing import Literal, Sequence
 import numpy as np
 
 from ..fileio import atomic_write_text, check_input_file
+from ..geometry import euler_to_matrix
 from ..volume import Volume
+from .mayacam import _euler_zyx
 
 __all__ = ["AutoscoperVolumeEntry", "AutoscoperTrialFile", "read_trial_file", "write_trial_file", "frame_files",
            "load_autoscoper_volume", "read_tiff_stack", "save_tra", "load_tra", "xyzypr_to_matrix", "matrix_to_xyzypr"]
@@ -256,32 +258,19 @@ def load_autoscoper_volume(path: str | os.PathLike[str], voxel_size: Sequence[fl
 
 
 # ---------------------------------------------------------------------------------------- .tra
-def _rot(axis: int, deg: float) -> np.ndarray:
-    c, s = math.cos(math.radians(deg)), math.sin(math.radians(deg))
-    i, j = [(1, 2), (2, 0), (0, 1)][axis]
-    M = np.eye(3)
-    M[i, i] = M[j, j] = c
-    M[i, j], M[j, i] = -s, s
-    return M
-
-
 def xyzypr_to_matrix(xyzypr: Sequence[float] | np.ndarray) -> np.ndarray:
     """``4x4`` from Autoscoper's ``x, y, z, yaw, pitch, roll`` (``CoordFrame::from_xyzypr``:
     ``R = Rz(yaw) Ry(pitch) Rx(roll)``, degrees)."""
     x, y, z, yaw, pitch, roll = (float(v) for v in xyzypr)
     M = np.eye(4)
-    M[:3, :3] = _rot(2, yaw) @ _rot(1, pitch) @ _rot(0, roll)
+    M[:3, :3] = euler_to_matrix(np.radians([yaw, pitch, roll]), "ZYX")
     M[:3, 3] = (x, y, z)
     return M
 
 
 def matrix_to_xyzypr(M: np.ndarray) -> np.ndarray:
     """Inverse of :func:`xyzypr_to_matrix` (``CoordFrame::to_xyzypr``; pitch in [-90, 90])."""
-    R = np.asarray(M, dtype=np.float64)[:3, :3]
-    yaw = math.degrees(math.atan2(R[1, 0], R[0, 0]))
-    pitch = math.degrees(math.atan2(-R[2, 0], math.hypot(R[2, 1], R[2, 2])))
-    roll = math.degrees(math.atan2(R[2, 1], R[2, 2]))
-    return np.array([*np.asarray(M)[:3, 3], yaw, pitch, roll])
+    return np.array([*np.asarray(M)[:3, 3], *_euler_zyx(np.asarray(M, dtype=np.float64)[:3, :3])])
 
 
 TraLayout = Literal["matrix", "xyzypr"]

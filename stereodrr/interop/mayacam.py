@@ -51,7 +51,7 @@ from typing import Literal, Sequence
 import numpy as np
 
 from ..fileio import atomic_write_text, check_input_file
-from ..geometry import Camera
+from ..geometry import Camera, euler_to_matrix
 
 __all__ = ["MAYACAM_TOLERANCE_PX", "save_mayacam", "load_mayacam", "save_mayacam1", "load_mayacam1",
            "mayacam_version"]
@@ -59,6 +59,7 @@ __all__ = ["MAYACAM_TOLERANCE_PX", "save_mayacam", "load_mayacam", "save_mayacam
 # What a camera may lose in a MayaCam file: its projection of any point of the image moves by at
 # most this many pixels (skew in 2.0; fx != fy or skew in 1.0).
 MAYACAM_TOLERANCE_PX = 1e-6
+"""What a camera may lose in a MayaCam file: its projection of any point moves by at most this many pixels."""
 
 # Autoscoper's OpenGL camera frame from the OpenCV one (x right, y up, looking down -z).
 _GL = np.diag([1.0, -1.0, -1.0])
@@ -179,15 +180,6 @@ def _euler_zyx(M: np.ndarray) -> tuple[float, float, float]:
     return rz, ry, rx
 
 
-def _rot(axis: int, deg: float) -> np.ndarray:
-    c, s = math.cos(math.radians(deg)), math.sin(math.radians(deg))
-    i, j = [(1, 2), (2, 0), (0, 1)][axis]
-    M = np.eye(3)
-    M[i, i] = M[j, j] = c
-    M[i, j], M[j, i] = -s, s
-    return M
-
-
 def save_mayacam1(cam: Camera, path: str | os.PathLike[str], scale: float = 0.1) -> Path:
     """Write one camera as MayaCam 1.0 (module docstring).
 
@@ -231,7 +223,7 @@ def load_mayacam1(path: str | os.PathLike[str], pixel_spacing: float | tuple[flo
     f = abs(z)
     if f == 0:
         raise ValueError(f"{p}:{lines[3][0]}: the focal length Z is 0")
-    world_from_gl = _rot(2, rz) @ _rot(1, ry) @ _rot(0, rx)
+    world_from_gl = euler_to_matrix(np.radians([rz, ry, rx]), "ZYX")
     R = _GL @ world_from_gl.T
     K = np.array([[f, 0.0, u0 - 1.0], [0.0, f, h - v0], [0.0, 0.0, 1.0]])
     return _camera(K, R, -R @ np.asarray(center), int(w), int(h), pixel_spacing, p)

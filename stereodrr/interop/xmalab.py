@@ -35,6 +35,7 @@ __all__ = ["PixelConvention", "marker_name", "body_name", "save_points2d", "load
            "load_points3d", "save_rigid_body_transforms", "load_rigid_body_transforms"]
 
 PixelConvention = Literal["matlab", "opencv"]
+"""XMALab's pixel conventions: ``matlab`` (x = u + 1, y = H - v) or ``opencv`` (u, v)."""
 
 
 def marker_name(index: int) -> str:

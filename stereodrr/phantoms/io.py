@@ -50,6 +50,7 @@ __all__ = ["PHANTOM_SCHEMA", "BUILTIN_DIR", "builtin_phantoms", "resolve_phantom
            "phantom_from_dict", "phantom_to_dict"]
 
 PHANTOM_SCHEMA = "stereodrr.phantom/1"
+"""Schema name of a phantom definition (JSON)."""
 #: The built-in definitions, shipped as package data (``phantoms/`` in the repository links here).
 BUILTIN_DIR = Path(__file__).resolve().parent / "data"
 _POSE_KEYS = {"center", "rotation_deg"}

@@ -42,6 +42,7 @@ __all__ = [
 
 # Label classes of the voxelized label map.
 LABELS: dict[int, str] = {0: "air", 1: "plastic/soft tissue", 2: "bone", 3: "metal marker", 4: "lung"}
+"""Label classes of the voxelized label map: label value -> class name."""
 
 # ICRU-44 elemental mass fractions, NIST SRD 126 Table 2.
 _ICRU44_SOFT = (("H", 0.102), ("C", 0.143), ("N", 0.034), ("O", 0.708), ("Na", 0.002), ("P", 0.003),
@@ -116,6 +117,7 @@ MATERIALS: Mapping[str, Material] = {m.name: m for m in (
     # Ti-6Al-4V (ASTM F136), the usual orthopaedic implant alloy: 4.43 g/cm^3.
     Material("titanium", 4.43, 3, (("Ti", 0.90), ("Al", 0.06), ("V", 0.04)), "Ti-6Al-4V, ASTM F136 nominal, 4.43 g/cm^3"),
 )}
+"""The phantoms' materials by name (composition and density; attenuation from xraylib)."""
 
 
 def get_material(name: str) -> Material:

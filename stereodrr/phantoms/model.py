@@ -22,6 +22,7 @@ __all__ = ["Body", "Marker", "MarkerArrays", "Phantom", "rigid_pose", "MARKER_CO
 
 # Columns of the ground-truth marker table (world mm).
 MARKER_COLUMNS = ["marker_id", "x", "y", "z", "diameter_mm", "material"]
+"""Columns of the ground-truth marker table (world mm)."""
 
 
 def rigid_pose(rotation_deg: ArrayLike = (0.0, 0.0, 0.0), translation_mm: ArrayLike = (0.0, 0.0, 0.0),

@@ -301,3 +301,4 @@ class Ellipsoid(Primitive):
 
 
 PRIMITIVES: dict[str, type[Primitive]] = {c.kind: c for c in (Box, HollowBox, Cylinder, Sphere, Ellipsoid)}
+"""Primitive shapes by their ``kind`` in a phantom definition."""

@@ -48,6 +48,7 @@ __all__ = ["VoxelizedPhantom", "VoxelGrid", "VoxelizeOptions", "voxelize", "phan
 
 # Range of a 12-bit CT stored with rescale intercept -1024 (DICOM): -1024 .. 4095 - 1024.
 HU_RANGE_12BIT = (-1024.0, 3071.0)
+"""Range of a 12-bit CT stored with rescale intercept -1024 (DICOM): -1024 .. 4095 - 1024."""
 MarkerMode = Literal["include", "exclude", "carve"]
 
 

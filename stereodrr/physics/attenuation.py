@@ -33,6 +33,7 @@ __all__ = ["ATTENUATION_RANGE_KEV", "MaterialSpec", "check_energies", "elemental
 
 #: Energies (keV) where xraylib's splines are defined (it refuses to extrapolate above ~800 keV).
 ATTENUATION_RANGE_KEV = (1.0, 800.0)
+"""Energies (keV) where xraylib's splines are defined (it refuses to extrapolate above ~800 keV)."""
 
 MaterialSpec = str | Sequence[tuple[str, float]]
 

@@ -15,7 +15,8 @@ from torch import Tensor
 
 __all__ = ["FWHM_PER_SIGMA", "gaussian_blur", "focal_spot_sigma_px"]
 
-FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))  # Gaussian FWHM = 2.3548 sigma
+FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
+"""A Gaussian's full width at half maximum per sigma, ``2 sqrt(2 ln 2) = 2.3548``."""
 
 
 def gaussian_blur(image: Float[Tensor, "*batch H W"], sigma_px: float | tuple[float, float]) -> Float[Tensor, "*batch H W"]:

@@ -95,6 +95,7 @@ ScatterName = Literal["none", "kernel", "grid"]
 SCATTER_MODELS: dict[str, ScatterModel | None] = {
     "none": None, "kernel": ScatterModel(), "grid": ScatterModel(grid=AntiScatterGrid()),
 }
+"""Named scatter settings for the CLI and configs: ``none`` (no scatter), ``kernel`` (scatter without grid), ``grid`` (scatter behind a 10:1 grid)."""
 
 
 def add_scatter(primary: Float[Tensor, "H W"], model: ScatterModel, *, pixel_spacing_mm: float,

@@ -55,10 +55,10 @@ class ScintillatorLayer:
 
 
 LayerName = Literal["ideal", "csi", "gos"]
-#: Named scintillators: ``ideal`` (eta = 1), ``csi`` (600 um CsI:Tl, the usual flat panel),
-#: ``gos`` (200 um Gd2O2S:Tb, a "fast" screen).
 LAYERS: dict[str, ScintillatorLayer | None] = {
     "ideal": None,
     "csi": ScintillatorLayer("Cesium Iodide", 0.6),
     "gos": ScintillatorLayer("Gadolinium Oxysulfide", 0.2),
 }
+"""Named scintillators: ``ideal`` (eta = 1), ``csi`` (600 um CsI:Tl, the usual flat panel),
+``gos`` (200 um Gd2O2S:Tb, a "fast" screen)."""

@@ -643,6 +643,7 @@ class _QuasiNewton:
 
 
 OPTIMIZERS: dict[str, type] = {"adam": _Adam, "lbfgs": _QuasiNewton}
+"""Registration optimisers by name (``optimizer=``, ``--optimizer``): ``adam`` and ``lbfgs`` (BFGS in float64)."""
 
 
 # --------------------------------------------------------------------------- stopping rule
@@ -760,7 +761,7 @@ def _run_level(problem: _Problem, lv: Level, factor: tuple[int, int, int], simil
 # renderer's half-voxel step); the last level polishes on the CT as it is at a one-voxel step
 # (1.1 s; noise-free, from 1 mm / 0.3 deg off, it ends at 0.079 mm mTRE where the half-voxel
 # step ends at 0.073 mm), starting from the curvature measured at the end of the previous level
-# when both use the same similarity. The two full-resolution levels' similarities (README "Real CT study", chest CT, 6 starts):
+# when both use the same similarity. The two full-resolution levels' similarities (docs/results/registration.md, chest CT, 6 starts):
 # `wncc` weighs pixels by their expected counts, the Poisson-efficient fit (noise-only RMS
 # within 1.1-1.9x the Cramér–Rao bound where `gncc` is 2-6x). One view takes it at both levels
 # (X-ray targets: median mTRE 0.079 mm against gncc's 0.164). Several views polish with `gncc`,

@@ -30,6 +30,7 @@ from .pose import RigidPose
 __all__ = ["PARAMETERS", "pose_jacobian", "pose_fisher_information", "pose_crlb"]
 
 PARAMETERS = ("rx_deg", "ry_deg", "rz_deg", "u_mm", "v_mm", "depth_mm")
+"""The pose parameters of :func:`pose_crlb`, in its order."""
 
 
 def _moved(pose: RigidPose, basis: np.ndarray, delta: np.ndarray) -> RigidPose:

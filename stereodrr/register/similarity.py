@@ -334,6 +334,7 @@ def _bandpassed_target(fixed: Tensor, mask: Tensor | None, sigma_low: float, sig
 
 SIMILARITIES: dict[str, Similarity] = {"ncc": ncc, "gncc": gradient_ncc, "mncc": multiscale_ncc,
                                        "wncc": count_weighted_ncc, "sncc": sobel_ncc, "bpncc": bandpass_ncc}
+"""Similarity measures by name (``similarity=``, ``--similarity``)."""
 
 
 def get_similarity(name: str) -> Similarity:

@@ -44,12 +44,16 @@ def available(data: Tensor) -> bool:
 
 _F0, _F1, _HALF = np.float32(0.0), np.float32(1.0), np.float32(0.5)
 _GRAD_BUFFER_BYTES = 2 * 2**30  # volume-gradient scatter buffers, all threads together
+# Fast-math flags of every kernel: inputs are validated finite (nnan, ninf, nsz) and FMA
+# contraction is allowed. Not reassoc/arcp/afn: with them a freshly compiled kernel and the same
+# kernel loaded from Numba's cache round differently (measured: one Poisson draw in a dataset
+# changed between the first run after install and the next), so the same seed would not give
+# the same bytes.
+FASTMATH = {"nnan", "ninf", "nsz", "contract"}
 
 if numba is not None:
-    # fastmath: inputs are validated finite, and the reassociation it allows (FMA, float32 kept in
-    # registers) doubles throughput; results agree with the torch path to rounding.
 
-    @njit(inline="always", fastmath=True, cache=True)
+    @njit(inline="always", fastmath=FASTMATH, cache=True)
     def _cell(p, n):  # pragma: no cover - compiled
         """Edge-clamped linear cell of index coordinate ``p`` on ``n`` voxels:
         ``(i0, stride multiplier 0/1 to i1, frac, d frac / dp)``."""
@@ -62,7 +66,7 @@ if numba is not None:
         inside = zero + _F1 if (p > zero and p < top) else zero
         return i0, 1, x - np.float32(i0), inside
 
-    @njit(inline="always", fastmath=True, cache=True)
+    @njit(inline="always", fastmath=FASTMATH, cache=True)
     def _sample(flat, px, py, pz, nx, ny, nz):  # pragma: no cover - compiled
         """Edge-clamped trilinear sample at index ``(px, py, pz)`` of the flat ``(Z, Y, X)`` volume.
 
@@ -92,7 +96,7 @@ if numba is not None:
         dfz = ddz * (c1 - c0)
         return c0 + fz * (c1 - c0), dfx, dfy, dfz, b, ox, dy, dz, fx, fy, fz
 
-    @njit(parallel=True, fastmath=True, cache=True, error_model="numpy")
+    @njit(parallel=True, fastmath=FASTMATH, cache=True, error_model="numpy")
     def _forward(vol, o, e, s0, ds, n, out):  # pragma: no cover - compiled
         nz, ny, nx = vol.shape
         flat = vol.ravel()
@@ -104,7 +108,7 @@ if numba is not None:
                                nx, ny, nz)[0]
             out[r] = acc * ds[r]
 
-    @njit(parallel=True, fastmath=True, cache=True, error_model="numpy")
+    @njit(parallel=True, fastmath=FASTMATH, cache=True, error_model="numpy")
     def _backward(vol, o, e, s0, ds, n, g, want_vol, gvol, go, ge, gs0, gds):  # pragma: no cover
         nz, ny, nx = vol.shape
         flat = vol.ravel()
@@ -151,7 +155,7 @@ if numba is not None:
 
 
     # ------------------------------------------------------------------ joseph (slice planes)
-    @njit(inline="always", fastmath=True, cache=True)
+    @njit(inline="always", fastmath=FASTMATH, cache=True)
     def _slice_axes(o0, o1, o2, e0, e1, e2, nx, ny, nz):  # pragma: no cover - compiled
         """The ray's dominant index axis ``a`` (largest ``|e_a|``, first on ties) and the two
         in-slice axes ``b``, ``c``: ``(axis ids, origins, directions, sizes, flat strides)``."""
@@ -162,7 +166,7 @@ if numba is not None:
             return 1, 0, 2, o1, o0, o2, e1, e0, e2, ny, nx, nz, nx, 1, sxy
         return 2, 0, 1, o2, o0, o1, e2, e0, e1, nz, nx, ny, sxy, 1, nx
 
-    @njit(inline="always", fastmath=True, cache=True)
+    @njit(inline="always", fastmath=FASTMATH, cache=True)
     def _slab_range(oa, ea, s0, s1, na, k):  # pragma: no cover - compiled
         """Slabs ``j0 .. j1`` (``|p_a - c_j| <= k/2``, ``c_j = j k + (k - 1) // 2``) that the segment
         ``[s0, s1]`` meets, and ``c_0``."""
@@ -173,7 +177,7 @@ if numba is not None:
         j1 = min(int(np.floor((max(pa0, pa1) - np.float32(c0) + half) / np.float32(k))), (na - 1 - c0) // k + 1)
         return j0, j1, c0
 
-    @njit(inline="always", fastmath=True, cache=True)
+    @njit(inline="always", fastmath=FASTMATH, cache=True)
     def _slice_bilinear(flat, m, sm, ob, oc, eb, ec, nb, nc, sa, sb, sc):  # pragma: no cover - compiled
         """The bilinear sample on slice ``m`` at path length ``sm`` and what its derivatives need:
         ``(f, v01 - v00, v11 - v10, c1 - c0, fb, fc, ib, ic, base, db, dc)`` (flat offsets)."""
@@ -188,7 +192,7 @@ if numba is not None:
         c1_ = v10 + fb * (v11 - v10)
         return c0_ + fc * (c1_ - c0_), v01 - v00, v11 - v10, c1_ - c0_, fb, fc, ib, ic, base, db, dc
 
-    @njit(inline="always", fastmath=True, cache=True)
+    @njit(inline="always", fastmath=FASTMATH, cache=True)
     def _slab_term(flat, j, k, c0, na, oa, inv, h, lo, hi, ob, oc, eb, ec, nb, nc, sa, sb, sc):  # pragma: no cover
         """``w_j f_j`` of slab ``j`` with its clipped weight and the edge-clamped sample."""
         c = j * k + c0
@@ -200,7 +204,7 @@ if numba is not None:
 
     _MARGIN = np.float32(1.0 / 64.0)  # voxels; far above the float32 rounding of a sample's index
 
-    @njit(inline="always", fastmath=True, cache=True)
+    @njit(inline="always", fastmath=FASTMATH, cache=True)
     def _unclamped_steps(p, dp, n):  # pragma: no cover - compiled
         """Real steps ``t`` for which ``p + t dp`` lies in ``[margin, n - 1 - margin]``, as
         ``(t_lo, t_hi)`` (empty when ``t_lo > t_hi``): there ``_cell``'s clamps do nothing and
@@ -214,7 +218,7 @@ if numba is not None:
         t1, t2 = (lo_v - p) / dp, (hi_v - p) / dp
         return min(t1, t2), max(t1, t2)
 
-    @njit(inline="always", fastmath=True, cache=True)
+    @njit(inline="always", fastmath=FASTMATH, cache=True)
     def _unclamped_run(j0, j1, k, c0, oa, inv, ob, oc, eb, ec, nb, nc):  # pragma: no cover - compiled
         """The run ``ja <= j < jb`` of interior slabs (``j0 < j < j1``: full weight ``2 h``, slice
         ``m = c_j``) whose samples need no edge clamp, and at its first slab the path length
@@ -238,7 +242,7 @@ if numba is not None:
         smf = (np.float32(ja * k + c0) - oa) * inv  # recomputed at the run's start: no drift
         return ja, js + last + 1, smf, ob + smf * eb, oc + smf * ec, dsm, dpb, dpc
 
-    @njit(inline="always", fastmath=True, cache=True)
+    @njit(inline="always", fastmath=FASTMATH, cache=True)
     def _unclamped_sum(flat, row, drow, pb, dpb, pc, dpc, count, sb, sc):  # pragma: no cover - compiled
         """``(sum_t f_t, steps done)``, ``f_t`` the bilinear sample at flat slice offset
         ``row + t drow`` and in-slice indices ``(pb + t dpb, pc + t dpc)``, for ``t < count``: the
@@ -270,7 +274,7 @@ if numba is not None:
             done += 1
         return acc, done
 
-    @njit(inline="always", fastmath=True, cache=True)
+    @njit(inline="always", fastmath=FASTMATH, cache=True)
     def _unclamped_grad_sums(flat, row, drow, pb, dpb, pc, dpc, sm, dsm, count, sb, sc):  # pragma: no cover
         """Over the samples of :func:`_unclamped_sum`: ``(sum f, sum f_b, sum s f_b, sum f_c,
         sum s f_c, steps done)``, ``f_b, f_c`` the bilinear interpolant's derivatives along the
@@ -306,7 +310,7 @@ if numba is not None:
             done += 1
         return sf, gb, gbs, gc, gcs, done
 
-    @njit(parallel=True, fastmath=True, cache=True, error_model="numpy")
+    @njit(parallel=True, fastmath=FASTMATH, cache=True, error_model="numpy")
     def _joseph_forward(vol, o, e, s0, s1, kk, out):  # pragma: no cover - compiled
         """The slabs whose sample needs no edge clamp and whose weight is the full ``2 h`` (all
         but a few near the box's faces) run in an unclamped loop; the rest take the general
@@ -338,7 +342,7 @@ if numba is not None:
                     acc += _slab_term(flat, j, k, c0, na, oa, inv, h, lo, hi, ob, oc, eb, ec, nb, nc, sa, sb, sc)
             out[r] = acc
 
-    @njit(parallel=True, fastmath=True, cache=True, error_model="numpy")
+    @njit(parallel=True, fastmath=FASTMATH, cache=True, error_model="numpy")
     def _joseph_backward(vol, o, e, s0, s1, kk, g, want_vol, gvol, go, ge, gs0, gs1):  # pragma: no cover
         nz, ny, nx = vol.shape
         flat = vol.ravel()

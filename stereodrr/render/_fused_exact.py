@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._fused import _GRAD_BUFFER_BYTES, _in_numba_kernel, _np, _volume_grad_buffers, numba
+from ._fused import _GRAD_BUFFER_BYTES, FASTMATH, _in_numba_kernel, _np, _volume_grad_buffers, numba
 
 __all__ = ["forward", "backward"]
 
@@ -40,7 +40,7 @@ if numba is not None:
 
     _INF = np.inf
 
-    @njit(inline="always", fastmath=True, cache=True)
+    @njit(inline="always", fastmath=FASTMATH, cache=True)
     def _axis(o, e, lo, n):  # pragma: no cover - compiled
         """One axis of the walk from path length ``lo``: the voxel the ray is in just after it (on
         a plane: the one it moves into) clamped to ``0 .. n - 1``, the step ``+1 / -1 / 0``,
@@ -59,7 +59,7 @@ if numba is not None:
         inv = 1.0 / e if e != 0.0 else 0.0
         return i, step, inv, stop, max(_leave(i, step, o, inv, stop), lo)
 
-    @njit(inline="always", fastmath=True, cache=True)
+    @njit(inline="always", fastmath=FASTMATH, cache=True)
     def _leave(i, step, o, inv, stop):  # pragma: no cover - compiled
         """Path length where the ray leaves voxel ``i`` of an axis; ``inf`` at the walk's last
         voxel (parallel, or the next one is outside the box: the walk stays in the edge voxel, as
@@ -68,7 +68,7 @@ if numba is not None:
             return _INF
         return (np.float64(i) + 0.5 * np.float64(step) - o) * inv
 
-    @njit(inline="always", fastmath=True, cache=True)
+    @njit(inline="always", fastmath=FASTMATH, cache=True)
     def _ray(o, e, r, lo, nx, ny, nz):  # pragma: no cover - compiled
         """Ray ``r`` entering at ``lo`` in its walk frame: the axis ids ``(a, b, c)`` (``a``
         dominant: most crossings, walked in the inner loop), per axis origin, ``1 / e``, voxel,
@@ -83,7 +83,7 @@ if numba is not None:
         return (a, b, c, oa, ob, oc, va, vb, vc, ia, ib, ic, pa, pb, pc, za, zb, zc, ta, tb, tc,
                 pa * sa, pb * sb, pc * sc, ia * sa + ib * sb + ic * sc)
 
-    @njit(inline="always", fastmath=True, cache=True)
+    @njit(inline="always", fastmath=FASTMATH, cache=True)
     def _run(flat, v, dv, count, buf, w, want_vol):  # pragma: no cover - compiled
         """``sum_{0 < j < count} flat[v + j dv]``: the voxels a run of dominant-axis crossings
         walks through entirely (their segments all ``w`` long), with ``w`` scattered into
@@ -106,13 +106,13 @@ if numba is not None:
                 buf[i0] += w
         return acc0 + acc1
 
-    @njit(inline="always", fastmath=True, cache=True)
+    @njit(inline="always", fastmath=FASTMATH, cache=True)
     def _run_length(ta, lim, ea, ia, pa, za):  # pragma: no cover - compiled
         """Crossings of the dominant axis before ``lim``: ``ta + j / |e_a| < lim`` (``j >= 0``), at
         most the voxels left before the walk's last one."""
         return min(int(np.ceil((lim - ta) * abs(ea))), (za - ia) * pa)
 
-    @njit(parallel=True, fastmath=True, cache=True, error_model="numpy")
+    @njit(parallel=True, fastmath=FASTMATH, cache=True, error_model="numpy")
     def _forward(vol, o, e, s0, s1, out):  # pragma: no cover - compiled
         nz, ny, nx = vol.shape
         flat = vol.ravel()
@@ -147,7 +147,7 @@ if numba is not None:
                         tc = _leave(ic, pc, oc, vc, zc)
             out[r] = acc
 
-    @njit(parallel=True, fastmath=True, cache=True, error_model="numpy")
+    @njit(parallel=True, fastmath=FASTMATH, cache=True, error_model="numpy")
     def _backward(vol, o, e, s0, s1, g, want_vol, gvol, go, ge, gs0, gs1):  # pragma: no cover - compiled
         nz, ny, nx = vol.shape
         flat = vol.ravel()

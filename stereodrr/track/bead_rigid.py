@@ -30,6 +30,7 @@ __all__ = ["BeadLinkOptions", "pair_spread", "rigid_bodies", "body_references", 
            "merge_fragments", "body_poses", "POSE_COLUMNS"]
 
 POSE_COLUMNS = tuple(f"m{i}{j}" for i in range(4) for j in range(4))
+"""Columns of a 4x4 matrix stored row-major in a table: ``m00 ... m33``."""
 
 
 @dataclass(frozen=True)

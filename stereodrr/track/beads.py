@@ -39,8 +39,10 @@ __all__ = ["BeadTrackOptions", "BeadTracking", "track_beads", "FrameSource", "Ma
 
 # Per camera a sequence of frames, or a reader ``(camera index, frame index) -> image``.
 FrameSource = Sequence[Sequence[np.ndarray]] | Callable[[int, int], np.ndarray]
+"""Per camera a sequence of frames, or a reader ``(camera index, frame index) -> image``."""
 # Per camera one mask for all frames (or None), or ``(camera index, frame index) -> mask``.
 MaskSource = Sequence[np.ndarray | None] | Callable[[int, int], np.ndarray | None]
+"""Per camera one mask for all frames (or None), or ``(camera index, frame index) -> mask``."""
 
 
 @dataclass(frozen=True)

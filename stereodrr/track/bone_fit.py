@@ -118,6 +118,7 @@ class TrackOptions:
 
 
 FrameStatus = Literal["converged", "max_iterations", "diverged", "not_visible", "init_failed", "init_ambiguous"]
+"""The outcome of tracking one frame."""
 
 
 @dataclass
@@ -238,6 +239,10 @@ def register_frame(volume: Volume, rig: StereoRig, images: Mapping[str, np.ndarr
             return FrameFit(None, math.nan, {}, "not_visible", [], time.perf_counter() - t0)
         with warnings.catch_warnings(record=True) as here:
             warnings.simplefilter("always")
+            # Not a user's input problem here: the frames' polarity is found by the trial reader, and a
+            # search candidate may start with the bone out of a view or turned against the image.
+            warnings.filterwarnings("ignore", message=r"image '.*': its contrast looks inverted")
+            warnings.filterwarnings("ignore", message=r"view \d+: no ray of this camera meets")
             r = register(volume, views.rig, views.images, pose, masks=views.weights, similarity=options.similarity,
                          levels=(lv,), optimizer="lbfgs", lr_rotation_deg=options.lr_rotation_deg,
                          lr_translation_mm=options.lr_translation_mm, rotation_tol_deg=options.rotation_tol_deg,

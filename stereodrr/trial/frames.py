@@ -26,7 +26,9 @@ __all__ = ["Polarity", "SEQUENCE_SUFFIXES", "FieldOfView", "read_frame", "read_f
            "field_of_view", "frame_polarity", "line_integral_frame"]
 
 Polarity = Literal["auto", "bright_air", "dark_air"]
+"""A frame's polarity: ``bright_air`` (raw), ``dark_air`` (an inverted export) or ``auto`` (found from the frame)."""
 SEQUENCE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
+"""File suffixes read as frames of an image sequence."""
 
 
 def read_frame(path: str | os.PathLike[str]) -> np.ndarray:
