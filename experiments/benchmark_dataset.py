@@ -71,7 +71,7 @@ def run_case(config: dict, n: int, workers: int, scratch: Path) -> dict:
             client.run(_warm, config)
             startup = time.perf_counter() - t0
             t0 = time.perf_counter()
-            report = generate_dataset(config, out, n, scheduler=cluster.scheduler_address, progress=False)
+            report = generate_dataset(config, out, n, workers=cluster.scheduler_address, progress=False)
             seconds = time.perf_counter() - t0
     if report.failed or report.written != n:
         raise RuntimeError(f"benchmark run with {workers} workers failed: {report.failed}")

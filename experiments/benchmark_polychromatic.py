@@ -25,9 +25,10 @@ import torch  # noqa: E402
 
 from stereodrr.fileio import atomic_path  # noqa: E402
 from stereodrr.geometry import StereoRig  # noqa: E402
+from stereodrr.imaging import DetectorModel, detector_preset, render_polychromatic
 from stereodrr.phantoms import torso_phantom  # noqa: E402
 from stereodrr.physics import Spectrum  # noqa: E402
-from stereodrr.render import DetectorModel, detector_preset, render_polychromatic, render_rig  # noqa: E402
+from stereodrr.render import render_rig  # noqa: E402
 from stereodrr.volume import hu_to_mu  # noqa: E402
 
 

@@ -81,7 +81,7 @@ from tqdm import tqdm  # noqa: E402
 from stereodrr.fileio import atomic_path  # noqa: E402
 from stereodrr.geometry import Camera  # noqa: E402
 from stereodrr.phantoms import torso_phantom  # noqa: E402
-from stereodrr.render import drr  # noqa: E402
+from stereodrr.render import Projector, drr  # noqa: E402
 from stereodrr.volume import Volume, hu_to_mu, load_volume  # noqa: E402
 
 SID, SDD = 600.0, 1020.0  # mm
@@ -254,8 +254,8 @@ def stereodrr_renderer(vol: Volume, mode: str, backend: str = "auto", step_mm: f
             R.requires_grad_(True)
             t.requires_grad_(True)
         with torch.set_grad_enabled(grad):
-            img = drr(data, A, K, R, t, cams[0].height, cams[0].width, mode=mode, step_mm=step_mm,
-                      backend=backend)
+            img = drr(data, A, K, R, t, cams[0].height, cams[0].width,
+                      Projector(mode, step_mm, backend))
             if grad:
                 img.sum().backward()
         return img.detach().cpu()
@@ -523,7 +523,7 @@ def run(out: Path, sizes: list[int], repeats: int, torch_path_max: int, peers: t
     for n in sizes:
         cam = ap_camera(vol, n)
         K, R, t = _poses([cam], torch.float64)
-        ref = drr(data64, A64, K, R, t, n, n, mode="exact")[0].numpy()
+        ref = drr(data64, A64, K, R, t, n, n, Projector("exact"))[0].numpy()
         calls = {name: (lambda fn=fn, cam=cam: fn([cam])[0].numpy()) for name, fn in methods.items()
                  if not (("torch path" in name and n > torch_path_max) or any(k in name for k in skip))}
         if PLASTIMATCH_PROCESS in calls:

@@ -24,14 +24,14 @@ import sys, time
 import numpy as np, torch
 sys.path.insert(0, sys.argv[3])
 from benchmark_renderer import ap_camera, load_ct
-from stereodrr.render import render_drr
+from stereodrr.render import Projector, render_drr
 vol, _ = load_ct()
 cam = ap_camera(vol, int(sys.argv[1]))
-render_drr(vol, cam, mode=sys.argv[2])
+render_drr(vol, cam, Projector(sys.argv[2]))
 ts = []
 for _ in range(4):
     t0 = time.perf_counter()
-    render_drr(vol, cam, mode=sys.argv[2])
+    render_drr(vol, cam, Projector(sys.argv[2]))
     ts.append(time.perf_counter() - t0)
 print(f"{np.median(ts) * 1e3:.0f} {min(ts) * 1e3:.0f}")
 """

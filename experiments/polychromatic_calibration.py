@@ -33,9 +33,10 @@ from stereodrr.calib.pipeline import calibrate_stereo  # noqa: E402
 from stereodrr.calib.scene import perturbed_rig, render_calibration_images  # noqa: E402
 from stereodrr.fileio import atomic_path  # noqa: E402
 from stereodrr.geometry import StereoAngleWarning, StereoRig  # noqa: E402
+from stereodrr.imaging import DetectorModel
 from stereodrr.phantoms import load_phantom  # noqa: E402
 from stereodrr.physics import Spectrum  # noqa: E402
-from stereodrr.render import DetectorModel, detector_preset  # noqa: E402
+from stereodrr.render import detector_preset  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 GOALS = {"detection_rms_px": 0.01, "triangulation_rms_mm": 0.015, "noisy_triangulation_rms_mm": 0.03}

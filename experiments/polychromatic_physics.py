@@ -12,9 +12,9 @@ the 5 deg convergent rig (SID 750, SDD 1200 mm, 0.3 mm pixels). Models:
 
 Marker centres are detected with :func:`stereodrr.calib.detect_markers` on the ``-log`` image
 (``-log``); for the polychromatic images also with the beam's own transmission curve in the ball
-fit (``fitted_curve``: scatter removed by :func:`~stereodrr.render.polychromatic.remove_scatter`,
+fit (``fitted_curve``: scatter removed by :func:`~stereodrr.imaging.beam.remove_scatter`,
 then ``transmission=ball_transmission(detector)``) and on the metal thickness of
-:func:`~stereodrr.render.polychromatic.metal_thickness`. Errors are against the exact projections
+:func:`~stereodrr.imaging.beam.metal_thickness`. Errors are against the exact projections
 and, to tell physics from detection on this background, against the centres found on the
 monochromatic image (``vs_mono``). Writes ``polychromatic_markers.csv`` (summary),
 ``polychromatic_markers_per_ball.csv``, ``polychromatic_profile.csv`` and the figure.
@@ -35,9 +35,15 @@ import torch
 from stereodrr.calib.detect import detect_markers
 from stereodrr.fileio import atomic_path
 from stereodrr.geometry import StereoRig
+from stereodrr.imaging import (
+    DetectorModel,
+    ball_transmission,
+    detector_preset,
+    metal_thickness,
+    remove_scatter,
+    render_polychromatic,
+)
 from stereodrr.phantoms import load_phantom, voxelize
-from stereodrr.render import DetectorModel, detector_preset, render_polychromatic
-from stereodrr.render.polychromatic import ball_transmission, metal_thickness, remove_scatter
 from stereodrr.volume import mu_to_hu
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -26,7 +26,7 @@ from registration_mono_vs_stereo import build_rigs, simulate_xrays  # noqa: E402
 from registration_real_ct import load_average, load_ct  # noqa: E402
 
 from stereodrr.register import Level, RigidPose, register, registration_errors  # noqa: E402
-from stereodrr.render import render_drr  # noqa: E402
+from stereodrr.render import Projector, render_drr  # noqa: E402
 from stereodrr.render.threads import set_cpu_threads  # noqa: E402
 
 
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     volume, name = load_ct(args.ct, (400, 300, 120))
     rig = build_rigs(args.size, 512.0)[args.setup]
     truth = RigidPose.identity(volume.center)
-    targets = simulate_xrays(render_drr(volume, rig, mode="exact"), args.photons or None, 0)
+    targets = simulate_xrays(render_drr(volume, rig, Projector("exact")), args.photons or None, 0)
     start = RigidPose.from_degrees(np.array([0.3, -0.2, 0.25]), np.array([0.5, -0.4, 1.0]), volume.center)
     print(f"{name}, {args.setup}, {args.size}^2 px, {args.similarity}, {args.photons:g} photons/px")
     for factor, step in args.configs:

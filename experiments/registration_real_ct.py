@@ -53,7 +53,7 @@ from stereodrr.geometry import StereoRig  # noqa: E402
 from stereodrr.phantoms import torso_phantom  # noqa: E402
 from stereodrr.plot.register import plot_registration_study  # noqa: E402
 from stereodrr.register import Level, RigidPose, default_levels, pose_crlb, register, registration_errors, render_views  # noqa: E402
-from stereodrr.render import render_drr  # noqa: E402
+from stereodrr.render import Projector, render_drr  # noqa: E402
 from stereodrr.render.threads import set_cpu_threads  # noqa: E402
 from stereodrr.volume import Volume, hu_to_mu, load_volume  # noqa: E402
 
@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     for setup in setups:
         rig = rigs[setup]
         bound = bound_columns(bounds["single" if setup == "nanodrr" else setup])
-        line = render_drr(volume, rig, mode="exact") if args.targets == "xray" else model_targets(volume, rig, truth, last)
+        line = render_drr(volume, rig, Projector("exact")) if args.targets == "xray" else model_targets(volume, rig, truth, last)
         for trial in range(args.first_trial, args.first_trial + args.trials):
             init = inits[trial]
             targets = simulate_xrays(line, photons, args.seed * 100_003 + trial)

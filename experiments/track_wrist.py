@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from stereodrr.fileio import atomic_path  # noqa: E402
 from stereodrr.geometry import kabsch, rotation_angle_deg  # noqa: E402
 from stereodrr.plot.track import plot_track_losses, plot_track_overlay  # noqa: E402
-from stereodrr.render import render_rig  # noqa: E402
+from stereodrr.render import Projector, render_rig  # noqa: E402
 from stereodrr.track import BeadTrackOptions, JointOptions, track_beads, track_bones  # noqa: E402
 from stereodrr.track.bone_fit import TrackOptions  # noqa: E402
 from stereodrr.track.bones import BoneTrack, track_bone  # noqa: E402
@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         labels = []
         for bone, tr in tracks.items():
             if np.all(np.isfinite(tr.poses[k])):
-                shown = render_rig(volumes[bone], moved_views(rig, tr.poses[k]), mode="joseph")
+                shown = render_rig(volumes[bone], moved_views(rig, tr.poses[k]), Projector("joseph"))
                 for c in rig.names:
                     drrs[c].append(shown[c].numpy())
                 labels.append(bone)

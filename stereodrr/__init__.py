@@ -1,7 +1,8 @@
 """stereodrr: stereo X-ray simulation and calibration.
 
-Stages (data flows left to right): ``geometry`` -> ``volume`` / ``phantoms`` -> ``render`` ->
-``calib`` -> ``register`` -> ``dataset``; ``plot`` and ``cli`` sit on top.
+Stages (data flows left to right): ``geometry`` / ``physics`` -> ``volume`` / ``phantoms`` ->
+``render`` (the projector) -> ``imaging`` (the detector chain) -> ``calib`` -> ``register`` ->
+``dataset``; ``plot`` and ``cli`` sit on top.
 
 The top level holds what a user needs for the whole chain (imported on first use, so
 ``import stereodrr`` stays cheap)::
@@ -19,7 +20,9 @@ geometry                    ``Camera``, ``StereoRig``, ``RigidPose``, ``load_rig
 volumes and phantoms        ``Volume``, ``load_volume``, ``save_volume``, ``hu_to_mu``,
                             ``mu_to_hu``, ``torso_phantom``, ``load_phantom``, ``voxelize``
 rendering                   ``render_drr``, ``render_rig``, ``drr`` (the tensor core),
-                            ``render_polychromatic``, ``DetectorModel``
+                            ``Projector`` (mode, step, backend)
+imaging                     ``simulate`` (scene, cameras, projector, detector -> images),
+                            ``Scene``, ``DetectorModel``, ``render_polychromatic``
 calibration                 ``calibrate_stereo``
 registration                ``register``, ``registration_errors``, ``load_pose``, ``save_pose``
 datasets                    ``generate_dataset``, ``load_config``, ``StereoDRRDataset``
@@ -50,7 +53,8 @@ _EXPORTS = {
     "hu_to_mu": "stereodrr.volume", "mu_to_hu": "stereodrr.volume", "torso_phantom": "stereodrr.phantoms",
     "load_phantom": "stereodrr.phantoms", "voxelize": "stereodrr.phantoms",
     "render_drr": "stereodrr.render", "render_rig": "stereodrr.render", "drr": "stereodrr.render",
-    "render_polychromatic": "stereodrr.render", "DetectorModel": "stereodrr.render",
+    "Projector": "stereodrr.render", "simulate": "stereodrr.imaging", "Scene": "stereodrr.imaging",
+    "render_polychromatic": "stereodrr.imaging", "DetectorModel": "stereodrr.imaging",
     "calibrate_stereo": "stereodrr.calib",
     "register": "stereodrr.register", "registration_errors": "stereodrr.register",
     "load_pose": "stereodrr.register", "save_pose": "stereodrr.register",
@@ -62,7 +66,7 @@ __all__ = [
     "__version__",
     "Camera", "StereoRig", "RigidPose", "load_rig", "save_rig",
     "Volume", "load_volume", "save_volume", "hu_to_mu", "mu_to_hu", "torso_phantom", "load_phantom", "voxelize",
-    "render_drr", "render_rig", "drr", "render_polychromatic", "DetectorModel",
+    "render_drr", "render_rig", "drr", "Projector", "simulate", "Scene", "render_polychromatic", "DetectorModel",
     "calibrate_stereo", "register", "registration_errors", "load_pose", "save_pose",
     "generate_dataset", "load_config", "StereoDRRDataset",
 ]
@@ -71,9 +75,10 @@ if TYPE_CHECKING:
     from .calib import calibrate_stereo
     from .dataset import StereoDRRDataset, generate_dataset, load_config
     from .geometry import Camera, RigidPose, StereoRig, load_rig, save_rig
+    from .imaging import DetectorModel, Scene, render_polychromatic, simulate
     from .phantoms import load_phantom, torso_phantom, voxelize
     from .register import load_pose, register, registration_errors, save_pose
-    from .render import DetectorModel, drr, render_drr, render_polychromatic, render_rig
+    from .render import Projector, drr, render_drr, render_rig
     from .volume import Volume, hu_to_mu, load_volume, mu_to_hu, save_volume
 
 

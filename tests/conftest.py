@@ -1,7 +1,34 @@
-import numpy as np
-import pytest
+"""Shared fixtures; and the run-time check of annotations.
 
-from stereodrr.geometry import rotvec_to_matrix
+Every function of the packages in ``CHECKED`` runs under jaxtyping's shape checks with beartype
+(the ``test`` extra installs it): a tensor whose shape or dtype contradicts the annotation
+(``Float[Tensor, "B 3 3"]``) or an argument of the wrong type fails the test that passed it.
+The hook must be installed before stereodrr is imported, so it comes first here.
+"""
+
+from jaxtyping import install_import_hook
+
+import tests._typecheck  # noqa: F401  (the hook finds the checker by its dotted name)
+
+CHECKED = ("stereodrr.imaging", "stereodrr.physics", "stereodrr.render.drr", "stereodrr.render.markers",
+           "stereodrr.render.projector", "stereodrr.render.aperture")
+_hook = install_import_hook(CHECKED, "tests._typecheck.typechecker")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from stereodrr.geometry import rotvec_to_matrix  # noqa: E402
+
+
+@pytest.fixture
+def unchecked():
+    """The run-time annotation checks off, for a test of a public function's own ``ValueError`` on
+    a value its annotation already rules out (a ``Literal`` choice misspelt, say)."""
+    import jaxtyping
+
+    jaxtyping.config.update("jaxtyping_disable", True)
+    yield
+    jaxtyping.config.update("jaxtyping_disable", False)
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # The API reference page of each public module (docs/api/<page>.md).
 API_PAGES = {
     "stereodrr.geometry": "geometry", "stereodrr.volume": "volume", "stereodrr.phantoms": "phantoms",
-    "stereodrr.physics": "physics", "stereodrr.render": "render", "stereodrr.calib": "calib",
+    "stereodrr.physics": "physics", "stereodrr.render": "render", "stereodrr.imaging": "imaging", "stereodrr.calib": "calib",
     "stereodrr.register": "register", "stereodrr.dataset": "dataset", "stereodrr.interop": "interop",
     "stereodrr.trial": "trial", "stereodrr.track": "track", "stereodrr.distortion": "distortion",
     "stereodrr.extras": "extras", "stereodrr.resources": "extras",

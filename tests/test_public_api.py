@@ -8,7 +8,7 @@ import stereodrr as sd
 DOCUMENTED = [
     "Camera", "StereoRig", "RigidPose", "load_rig", "save_rig",
     "Volume", "load_volume", "save_volume", "hu_to_mu", "mu_to_hu", "torso_phantom", "load_phantom", "voxelize",
-    "render_drr", "render_rig", "drr", "render_polychromatic", "DetectorModel",
+    "render_drr", "render_rig", "drr", "Projector", "simulate", "Scene", "render_polychromatic", "DetectorModel",
     "calibrate_stereo", "register", "registration_errors", "load_pose", "save_pose",
     "generate_dataset", "load_config", "StereoDRRDataset",
 ]
@@ -51,7 +51,7 @@ def test_import_is_lazy():
 def test_subpackages_list_what_they_export():
     import importlib
 
-    for pkg in ("geometry", "phantoms", "render", "calib", "register", "dataset", "physics", "interop", "trial", "track",
+    for pkg in ("geometry", "phantoms", "render", "imaging", "calib", "register", "dataset", "physics", "interop", "trial", "track",
                 "distortion"):
         mod = importlib.import_module(f"stereodrr.{pkg}")
         missing = [n for n in mod.__all__ if not hasattr(mod, n)]

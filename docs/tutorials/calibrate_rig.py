@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 
 import stereodrr as sd
-from stereodrr.calib import perturbed_rig, render_calibration_images
+from stereodrr.calib import CalibrationOptions, flat_panel, perturbed_rig, render_calibration_images
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -35,17 +35,21 @@ def main(argv: list[str] | None = None) -> dict:
     sd.save_rig(nominal, out / "nominal_rig.json")
 
     # 2. The images. The real rig differs from its drawing by a few mm and tenths of a degree
-    #    (seeded); the phantom is rendered through it with Poisson noise at 1e4 photons/px.
+    #    (seeded); the phantom is rendered through it onto a flat panel with Poisson noise at
+    #    1e4 photons/px, read-out noise and blur.
     phantom = sd.load_phantom("lego_stereo")
     truth = perturbed_rig(nominal, seed=0)
-    shots = render_calibration_images(phantom, truth, photons=1e4, electronic_sigma=2.0, detector_blur_px=0.5,
-                                      voxel_mm=1.0 if args.quick else 0.5, progress=False)
+    panel = flat_panel(photons=1e4, electronic_sigma=2.0, detector_blur_px=0.5)
+    shots = render_calibration_images(phantom, truth, panel, voxel_mm=1.0 if args.quick else 0.5, progress=False)
     images = shots.images  # {"left": uint16 (H, W), "right": ...}: raw detector counts
 
     # 3. Calibrate: detect the balls, identify them, estimate F, check the epipolar error, fit
     #    a DLT per view, refine, triangulate, and judge the result (verdict PASS/FAIL).
-    result = sd.calibrate_stereo(images, phantom.marker_table(), nominal, kind=shots.kind,
-                                 truth=truth, truth_centres_px=shots.centres_px, progress=False)
+    #    The knobs (image kind, tolerances, ...) are one CalibrationOptions; the truth, known
+    #    here because the images are simulated, scores each step (score_against_truth).
+    options = CalibrationOptions(kind=shots.kind, progress=False)
+    result = sd.calibrate_stereo(images, phantom.marker_table(), nominal, options,
+                                 truth=truth, truth_centres_px=shots.centres_px)
     print(result.summary())
 
     # 4. Keep the calibrated rig (it loads back with sd.load_rig) and the report.

@@ -22,8 +22,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 import stereodrr as sd  # noqa: E402
+from stereodrr.imaging import Voxels, detector_preset  # noqa: E402
 from stereodrr.physics import Spectrum  # noqa: E402
-from stereodrr.render import detector_preset  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -50,11 +50,14 @@ def main(argv: list[str] | None = None) -> dict:
     fluoro = detector_preset("fluoro80")
     ideal = fluoro.with_(scatter=None, photons=None, electronic_sigma=0.0, bit_depth=None)
 
-    # 4. Render. output="neglog" gives -log(I/I_open), comparable with a line integral; the
-    #    monochromatic reference is the CT at 60 keV rendered as mu.
+    # 4. Render. The scene is what is imaged (the CT in HU; marker balls would go here too);
+    #    simulate takes it through a projector and a detector. output="neglog" gives
+    #    -log(I/I_open), comparable with a line integral; the monochromatic reference is the CT
+    #    at 60 keV rendered as mu.
+    scene = sd.Scene((Voxels(hu, "hu"),), energy_kev=60.0)
     mono = sd.render_rig(hu.with_data(sd.hu_to_mu(hu.data)), rig)
-    poly = sd.render_polychromatic(hu, rig, ideal, output="neglog")
-    noisy = sd.render_polychromatic(hu, rig, fluoro, output="neglog", seed=0)
+    poly = sd.simulate(scene, rig, detector=ideal, output="neglog")
+    noisy = sd.simulate(scene, rig, detector=fluoro, output="neglog", seed=0)
 
     # 5. Compare the thickest parts: the 80 kVp beam's effective energy (about 39 keV) is below
     #    60 keV, so its -log reads higher than the 60 keV line integral; the scatter that the grid

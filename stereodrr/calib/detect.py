@@ -41,7 +41,8 @@ Steps, for a ``(H, W)`` image (float or 16-bit):
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Literal, Sequence, get_args
 
 import cv2
 import numpy as np
@@ -49,9 +50,13 @@ import pandas as pd
 from scipy.ndimage import convolve1d
 from scipy.optimize import least_squares
 
-__all__ = ["KINDS", "APERTURES", "attenuation_image", "detect_markers"]
+if TYPE_CHECKING:
+    from ..render.aperture import Aperture
 
-KINDS = ("auto", "line_integral", "intensity")
+__all__ = ["ImageKind", "DetectOptions", "KINDS", "APERTURES", "attenuation_image", "detect_markers"]
+
+ImageKind = Literal["auto", "line_integral", "intensity"]
+KINDS: tuple[str, ...] = get_args(ImageKind)
 # Gaussian sigma from the median absolute deviation (normal consistency constant).
 _MAD_TO_SIGMA = 1.4826
 
@@ -303,15 +308,37 @@ def _poisson_weights(a_patch: np.ndarray) -> np.ndarray:
     return np.exp(-0.5 * (smooth - smooth.min()))
 
 
+Subpixel = Literal["fit", "centroid"]
+
+
+@dataclass(frozen=True)
+class DetectOptions:
+    """Tuning knobs of :func:`detect_markers`.
+
+    Attributes:
+        subpixel: ``"fit"`` (projected-sphere model) or ``"centroid"`` (attenuation weighted).
+        threshold_sigma, threshold_fraction: candidate pixels exceed ``threshold_sigma`` noise
+            sigmas and ``threshold_fraction`` of the strongest top-hat response.
+        min_roundness: smallest accepted ratio of the minor to the major axis of a candidate.
+    """
+
+    subpixel: Subpixel = "fit"
+    threshold_sigma: float = 6.0
+    threshold_fraction: float = 0.2
+    min_roundness: float = 0.6
+
+    def __post_init__(self) -> None:
+        if self.subpixel not in ("fit", "centroid"):
+            raise ValueError(f"subpixel: expected 'fit' or 'centroid', got {self.subpixel!r}")
+
+
 def detect_markers(
     image: np.ndarray,
-    kind: str = "auto",
+    kind: ImageKind = "auto",
     diameter_px: Sequence[float] = (3.0, 16.0),
-    subpixel: str = "fit",
-    threshold_sigma: float = 6.0,
-    threshold_fraction: float = 0.2,
-    min_roundness: float = 0.6,
-    aperture: str = "area",
+    aperture: Aperture = "area",
+    *,
+    options: DetectOptions | None = None,
     name: str = "image",
     transmission: Callable[..., np.ndarray] | None = None,
 ) -> pd.DataFrame:
@@ -322,20 +349,17 @@ def detect_markers(
         kind: ``"auto"``, ``"line_integral"`` or ``"intensity"`` (see the module docstring).
         diameter_px: ``(min, max)`` expected ball diameter on the detector in pixels
             (ball diameter x magnification / pixel pitch).
-        subpixel: ``"fit"`` (projected-sphere model) or ``"centroid"`` (attenuation weighted).
-        threshold_sigma, threshold_fraction: candidate pixels exceed ``threshold_sigma`` noise
-            sigmas and ``threshold_fraction`` of the strongest top-hat response.
-        min_roundness: smallest accepted ratio of the minor to the major axis of a candidate.
         aperture: the detector pixels' sampling the fit models: ``"area"`` (each pixel the
             average over its area, as a flat panel and stereodrr's default renderer) or
             ``"point"`` (sampled at the pixel centre).
+        options: the tuning knobs (:class:`DetectOptions`).
         name: the image's name in error messages.
         transmission: ``T(a, bg, ref)``, the balls' transmission (relative to their background)
             as a function of their attenuation ``a`` at small thickness on a background of ``-log``
             value ``ref`` (the median around the ball), seen through a background ``bg`` (a number
             or the per-pixel array the fit finds under the ball): a polychromatic beam's curve
-            (:func:`stereodrr.render.polychromatic.ball_transmission`) for the fit; default
-            ``exp(-a)``, one energy. ``peak`` is then ``a`` of the central chord.
+            (:func:`stereodrr.imaging.ball_transmission`) for the fit; default ``exp(-a)``, one
+            energy. ``peak`` is then ``a`` of the central chord.
 
     Returns:
         One row per ball, sorted by ``v`` then ``u``: ``u, v`` (px), ``diameter_px``,
@@ -345,23 +369,41 @@ def detect_markers(
     Raises:
         ValueError: not a 2D image, NaN/inf, a constant image, bad options, or no markers found.
     """
+    o = options or DetectOptions()
     if aperture not in APERTURES:
         raise ValueError(f"aperture: expected one of {APERTURES}, got {aperture!r}")
-    if subpixel not in ("fit", "centroid"):
-        raise ValueError(f"subpixel: expected 'fit' or 'centroid', got {subpixel!r}")
     dmin, dmax = (float(x) for x in diameter_px)
     if not 0 < dmin <= dmax:
         raise ValueError(f"diameter_px: expected 0 < min <= max pixels, got {tuple(diameter_px)}")
-    a, kind = attenuation_image(image, kind, dmax, name)
+    a, used = attenuation_image(image, kind, dmax, name)
     top = _tophat(a, int(2 * np.ceil(dmax / 2) + 5))
+    blobs, n_candidates, thr = _blobs(top, dmin, dmax, o)
+    rows = []
+    for cu, cv_, roundness in blobs:
+        ball = _locate(a, top, (cu, cv_), dmax, used, aperture, transmission, o.subpixel)
+        if ball is not None:
+            rows.append({**ball, "roundness": roundness})
+    if not rows:
+        raise ValueError(
+            f"{name}: no markers found (kind {used!r}, expected ball diameter {dmin:g}-{dmax:g} px, "
+            f"{n_candidates} candidate blob(s) above {thr:.3g}); check the image, --kind and the marker size"
+        )
+    cols = ["u", "v", "diameter_px", "peak", "roundness", "blur_px", "fit_rms"]
+    return pd.DataFrame(rows)[cols].sort_values(["v", "u"], ignore_index=True)
+
+
+def _blobs(top: np.ndarray, dmin: float, dmax: float, o: DetectOptions
+           ) -> tuple[list[tuple[float, float, float]], int, float]:
+    """Candidates (step 3 of the module docstring): ``(u, v, roundness)`` of each connected
+    component of the top-hat above the threshold whose area fits a ball and which is round;
+    also how many components there were and the threshold."""
     sigma = _MAD_TO_SIGMA * float(np.median(np.abs(top - np.median(top))))
-    thr = max(threshold_sigma * sigma, threshold_fraction * float(top.max()))
+    thr = max(o.threshold_sigma * sigma, o.threshold_fraction * float(top.max()))
     mask = (top > thr).astype(np.uint8)
     n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
     # A ball's above-threshold core is smaller than its disk; allow from a quarter of the smallest.
     area_lo, area_hi = 0.25 * np.pi * (dmin / 2) ** 2, np.pi * (dmax / 2 + 1) ** 2
-    rows = []
-    H, W = a.shape
+    out = []
     for i in range(1, n):
         area = stats[i, cv2.CC_STAT_AREA]
         if not area_lo <= area <= area_hi:
@@ -372,66 +414,81 @@ def detect_markers(
         cov = np.cov(np.stack([us, vs]), aweights=w) if len(us) > 2 else np.eye(2)
         ev = np.linalg.eigvalsh(cov)
         roundness = float(np.sqrt(max(ev[0], 0) / ev[1])) if ev[1] > 0 else 1.0
-        if roundness < min_roundness:
-            continue
-        # Coarse centre and size from the ball's core: the pixels above half its top-hat peak
-        # connected to the peak (a disk of radius ~0.87 rho for the chord profile), within a disk a
-        # pixel wider than the largest radius. Weaker plastic that the line openings leave near
-        # brick corners stays out of it, so it does not pull the start (by up to 2.5 px before).
-        rad = dmax / 2 + 1
-        r = int(np.ceil(rad))
-        u_lo, u_hi = max(int(round(cu)) - r, 0), min(int(round(cu)) + r + 1, W)
-        v_lo, v_hi = max(int(round(cv_)) - r, 0), min(int(round(cv_)) + r + 1, H)
-        vv, uu = np.mgrid[v_lo:v_hi, u_lo:u_hi]
-        win = top[v_lo:v_hi, u_lo:u_hi] * ((uu - cu) ** 2 + (vv - cv_) ** 2 <= rad**2)
-        peak = float(win.max())
-        core = cv2.connectedComponents((win >= 0.5 * peak).astype(np.uint8), connectivity=8)[1]
-        core = core == core.flat[int(np.argmax(win))]
-        wcore = (win - 0.5 * peak) * core
-        cu, cv_ = float((wcore * uu).sum() / wcore.sum()), float((wcore * vv).sum() / wcore.sum())
-        rho = float(np.clip(np.sqrt(core.sum() / np.pi) / np.sqrt(0.75), 0.6, dmax / 2))
-        local = _ball_patch(a, cu, cv_, rho, structured=subpixel == "fit")
-        if local is None:
-            continue  # too close to the image edge for a background estimate: skip the ball
-        res, pu, pv, basis = local
-        fit_rms, blur = float("nan"), float("nan")
-        level = 0.0
-        if transmission is not None:
-            # The ball's background level (the scale of its attenuation in the fit): the median of
-            # its patch outside the ball's disk.
-            patch = a[pv:pv + res.shape[0], pu:pu + res.shape[1]]
-            vv, uu = np.mgrid[pv:pv + res.shape[0], pu:pu + res.shape[1]]
-            level = float(np.median(patch[(uu - cu) ** 2 + (vv - cv_) ** 2 > (rho + 1.0) ** 2]))
-        if subpixel == "fit":
-            # Two starts: sharp (near 0 the blur's derivative vanishes, the kernel taps underflow,
-            # so it stays sharp) and 0.5 px blurred; the blurred model has local minima.
-            x, fit_rms = min((_fit_ball(res, pu, pv, cu, cv_, rho, peak, s0, _window(rho + 1.0, basis), aperture,
-                                        transmission, level, basis=basis) for s0 in (1e-3, 0.5)),
-                             key=lambda fit: fit[1])
-            # Refits with the patch re-centred on the fit and its disk widened by the blurred rim,
-            # until the centre stands still: the result does not depend on the coarse start.
-            for _ in range(_MAX_REFITS):
-                local = _ball_patch(a, x[0], x[1], x[2], 1.0 + 3.0 * x[4])
-                if local is None:
-                    break
-                res, pu, pv, basis = local
-                weights = (_poisson_weights(a[pv:pv + res.shape[0], pu:pu + res.shape[1]])
-                           if kind == "intensity" else None)
-                previous = x
-                x, fit_rms = _fit_ball(res, pu, pv, x[0], x[1], x[2], x[3], x[4], _window(x[2] + 1.0 + 3.0 * x[4], basis),
-                                       aperture, transmission, level, weights, basis)
-                if np.hypot(*(x[:2] - previous[:2])) < _RECENTRE_PX:
-                    break
-            cu, cv_, rho, peak, blur = (float(v) for v in x)
-        else:
-            vv, uu = np.mgrid[pv:pv + res.shape[0], pu:pu + res.shape[1]]
-            w = np.clip(res, 0, None)
-            cu, cv_ = float((w * uu).sum() / w.sum()), float((w * vv).sum() / w.sum())
-        rows.append({"u": cu, "v": cv_, "diameter_px": 2 * rho, "peak": peak, "roundness": roundness,
-                     "blur_px": blur, "fit_rms": fit_rms})
-    if not rows:
-        raise ValueError(
-            f"{name}: no markers found (kind {kind!r}, expected ball diameter {dmin:g}-{dmax:g} px, "
-            f"{n - 1} candidate blob(s) above {thr:.3g}); check the image, --kind and the marker size"
-        )
-    return pd.DataFrame(rows).sort_values(["v", "u"], ignore_index=True)
+        if roundness >= o.min_roundness:
+            out.append((float(cu), float(cv_), roundness))
+    return out, n - 1, thr
+
+
+def _core(top: np.ndarray, cu: float, cv_: float, dmax: float) -> tuple[float, float, float, float]:
+    """Coarse centre, radius and peak from the ball's core: the pixels above half its top-hat peak
+    connected to the peak (a disk of radius ~0.87 rho for the chord profile), within a disk a
+    pixel wider than the largest radius. Weaker plastic that the line openings leave near brick
+    corners stays out of it, so it does not pull the start (by up to 2.5 px before)."""
+    H, W = top.shape
+    rad = dmax / 2 + 1
+    r = int(np.ceil(rad))
+    u_lo, u_hi = max(int(round(cu)) - r, 0), min(int(round(cu)) + r + 1, W)
+    v_lo, v_hi = max(int(round(cv_)) - r, 0), min(int(round(cv_)) + r + 1, H)
+    vv, uu = np.mgrid[v_lo:v_hi, u_lo:u_hi]
+    win = top[v_lo:v_hi, u_lo:u_hi] * ((uu - cu) ** 2 + (vv - cv_) ** 2 <= rad**2)
+    peak = float(win.max())
+    core = cv2.connectedComponents((win >= 0.5 * peak).astype(np.uint8), connectivity=8)[1]
+    core = core == core.flat[int(np.argmax(win))]
+    wcore = (win - 0.5 * peak) * core
+    cu, cv_ = float((wcore * uu).sum() / wcore.sum()), float((wcore * vv).sum() / wcore.sum())
+    rho = float(np.clip(np.sqrt(core.sum() / np.pi) / np.sqrt(0.75), 0.6, dmax / 2))
+    return cu, cv_, rho, peak
+
+
+def _locate(a: np.ndarray, top: np.ndarray, start: tuple[float, float], dmax: float, kind: str, aperture: str,
+            transmission: Callable[..., np.ndarray] | None, subpixel: Subpixel) -> dict[str, float] | None:
+    """Sub-pixel centre of one candidate (step 4 of the module docstring), or ``None`` when it
+    lies too close to the image edge for a background estimate."""
+    cu, cv_, rho, peak = _core(top, start[0], start[1], dmax)
+    local = _ball_patch(a, cu, cv_, rho, structured=subpixel == "fit")
+    if local is None:
+        return None
+    res, pu, pv, basis = local
+    fit_rms, blur = float("nan"), float("nan")
+    level = 0.0
+    if transmission is not None:
+        # The ball's background level (the scale of its attenuation in the fit): the median of
+        # its patch outside the ball's disk.
+        patch = a[pv:pv + res.shape[0], pu:pu + res.shape[1]]
+        vv, uu = np.mgrid[pv:pv + res.shape[0], pu:pu + res.shape[1]]
+        level = float(np.median(patch[(uu - cu) ** 2 + (vv - cv_) ** 2 > (rho + 1.0) ** 2]))
+    if subpixel == "fit":
+        x, fit_rms = _refined_fit(a, local, (cu, cv_, rho, peak), kind, aperture, transmission, level)
+        cu, cv_, rho, peak, blur = (float(v) for v in x)
+    else:
+        vv, uu = np.mgrid[pv:pv + res.shape[0], pu:pu + res.shape[1]]
+        w = np.clip(res, 0, None)
+        cu, cv_ = float((w * uu).sum() / w.sum()), float((w * vv).sum() / w.sum())
+    return {"u": cu, "v": cv_, "diameter_px": 2 * rho, "peak": peak, "blur_px": blur, "fit_rms": fit_rms}
+
+
+def _refined_fit(a: np.ndarray, local: tuple, start: tuple[float, float, float, float], kind: str, aperture: str,
+                 transmission: Callable[..., np.ndarray] | None, level: float) -> tuple[np.ndarray, float]:
+    """The projected-sphere fit from two starts, then refits re-centred on it until it stands still."""
+    res, pu, pv, basis = local
+    cu, cv_, rho, peak = start
+    # Two starts: sharp (near 0 the blur's derivative vanishes, the kernel taps underflow,
+    # so it stays sharp) and 0.5 px blurred; the blurred model has local minima.
+    x, fit_rms = min((_fit_ball(res, pu, pv, cu, cv_, rho, peak, s0, _window(rho + 1.0, basis), aperture,
+                                transmission, level, basis=basis) for s0 in (1e-3, 0.5)),
+                     key=lambda fit: fit[1])
+    # Refits with the patch re-centred on the fit and its disk widened by the blurred rim,
+    # until the centre stands still: the result does not depend on the coarse start.
+    for _ in range(_MAX_REFITS):
+        patch = _ball_patch(a, x[0], x[1], x[2], 1.0 + 3.0 * x[4])
+        if patch is None:
+            break
+        res, pu, pv, basis = patch
+        weights = (_poisson_weights(a[pv:pv + res.shape[0], pu:pu + res.shape[1]])
+                   if kind == "intensity" else None)
+        previous = x
+        x, fit_rms = _fit_ball(res, pu, pv, x[0], x[1], x[2], x[3], x[4], _window(x[2] + 1.0 + 3.0 * x[4], basis),
+                               aperture, transmission, level, weights, basis)
+        if np.hypot(*(x[:2] - previous[:2])) < _RECENTRE_PX:
+            break
+    return x, fit_rms

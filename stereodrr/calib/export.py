@@ -16,6 +16,7 @@ import os
 import re
 import warnings
 from pathlib import Path
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -26,7 +27,7 @@ from ..geometry import Camera, StereoRig, dlt_pixel_flip, fundamental_from_camer
 from ..interop.mayacam import save_mayacam
 from .dlt import rig_isocenter
 
-__all__ = ["save_opencv_yaml", "load_opencv_yaml", "export_calibration", "points_table", "save_points_csv"]
+__all__ = ["EXPORTERS", "save_opencv_yaml", "load_opencv_yaml", "export_calibration", "points_table", "save_points_csv"]
 
 
 def points_table(table: pd.DataFrame, height: int) -> pd.DataFrame:
@@ -107,18 +108,40 @@ def load_opencv_yaml(path: str | os.PathLike[str]) -> StereoRig:
     return StereoRig(cams, rig_isocenter(cams))
 
 
-def export_calibration(rig: StereoRig, out_dir: str | os.PathLike[str]) -> dict[str, Path]:
-    """Write ``rig.json``, ``dlt_coefficients.csv`` (11 x n, XMALab/DLTdv), ``opencv.yaml`` and
-    one ``mayacam_<view>.txt`` (MayaCam 2.0) per view into ``out_dir``; returns the paths by kind.
-    A view with a skew MayaCam cannot hold gets no MayaCam file (a warning names it)."""
-    out = Path(out_dir)
-    paths = {"rig": out / "rig.json", "dlt": out / "dlt_coefficients.csv", "yaml": out / "opencv.yaml"}
-    save_rig(rig, paths["rig"])
-    save_dlt_csv(rig, paths["dlt"])
-    save_opencv_yaml(rig, paths["yaml"])
+def _export_dlt(rig: StereoRig, out: Path) -> dict[str, Path]:
+    path = out / "dlt_coefficients.csv"
+    save_dlt_csv(rig, path)
+    return {"dlt": path}
+
+
+def _export_mayacam(rig: StereoRig, out: Path) -> dict[str, Path]:
+    """One ``mayacam_<view>.txt`` per view; a view with a skew MayaCam cannot hold gets none (a
+    warning names it)."""
+    paths = {}
     for name, cam in rig.cameras.items():
         try:
             paths[f"mayacam_{name}"] = save_mayacam(cam, out / f"mayacam_{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}.txt")
         except ValueError as exc:
-            warnings.warn(f"view {name!r}: no MayaCam file: {exc}", stacklevel=2)
+            warnings.warn(f"view {name!r}: no MayaCam file: {exc}", stacklevel=3)
+    return paths
+
+
+#: The calibrated rig's file formats: name -> ``write(rig, folder) -> {kind: path}``, written in
+#: this order by :func:`export_calibration`. Add a format by adding its writer here.
+EXPORTERS: dict[str, Callable[[StereoRig, Path], dict[str, Path]]] = {
+    "rig": lambda rig, out: {"rig": save_rig(rig, out / "rig.json")},
+    "dlt": _export_dlt,
+    "yaml": lambda rig, out: {"yaml": save_opencv_yaml(rig, out / "opencv.yaml")},
+    "mayacam": _export_mayacam,
+}
+
+
+def export_calibration(rig: StereoRig, out_dir: str | os.PathLike[str]) -> dict[str, Path]:
+    """Write every format of :data:`EXPORTERS` into ``out_dir`` (``rig.json``,
+    ``dlt_coefficients.csv`` (11 x n, XMALab/DLTdv), ``opencv.yaml``, one ``mayacam_<view>.txt``
+    (MayaCam 2.0) per view); returns the paths by kind."""
+    out = Path(out_dir)
+    paths: dict[str, Path] = {}
+    for write in EXPORTERS.values():
+        paths.update(write(rig, out))
     return paths

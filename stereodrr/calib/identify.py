@@ -32,6 +32,7 @@ Matching across views then follows from the marker ids.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import cv2
 import numpy as np
@@ -51,7 +52,7 @@ from ..phantoms.symmetry import MAX_PRIOR_ROTATION_DEG, marker_symmetries
 from ._checks import as_points, same_count
 from .dlt import MIN_DLT_POINTS, projection_from_points
 
-__all__ = ["Identification", "identify_markers", "drop_overlapping", "match_views", "shadow_diameters_px", "MIN_MARGIN"]
+__all__ = ["Identification", "IdentifyOptions", "identify_markers", "drop_overlapping", "match_views", "shadow_diameters_px", "MIN_MARGIN"]
 
 # A mirrored labelling whose camera is this much farther (deg) from the nominal view than the
 # best real one is not taken as a rival (see identify_markers, step 3).
@@ -216,20 +217,46 @@ def _pose_from(P: np.ndarray, X: np.ndarray, width: int) -> tuple[np.ndarray, bo
     return P, mirrored, R, -R.T @ t
 
 
+@dataclass(frozen=True)
+class IdentifyOptions:
+    """Tuning knobs of :func:`identify_markers`.
+
+    Attributes:
+        tol_px: gate of the consensus and first assignment (default: 0.4 x the smallest
+            distance between predicted markers, within 3-15 px).
+        final_tol_px: gate of the final assignment against the fitted projection.
+        size_tol: pairs whose shadow and marker sizes disagree by more than this (relative)
+            cannot match.
+        rotations_deg: in-plane rotations of the prediction tried by the consensus search.
+        max_search_deg, search_step_deg: grid of orbits of the nominal camera tried for a first
+            labelling (stops at the first that explains 90 % of the markers).
+        max_rotation_deg, max_source_mm: a labelling whose camera is further than this from the
+            nominal one is not physical (default ``max_source_mm``: the chord of an orbit by
+            ``max_rotation_deg`` about the markers' centre, plus 100 mm).
+        min_margin: evidence margin (markers) below which the result is ambiguous.
+    """
+
+    tol_px: float | None = None
+    final_tol_px: float = 2.0
+    size_tol: float = 0.3
+    rotations_deg: tuple[float, ...] = (0.0, -5.0, 5.0, -10.0, 10.0, -20.0, 20.0)
+    max_search_deg: float = 25.0
+    search_step_deg: float = 5.0
+    max_rotation_deg: float = MAX_PRIOR_ROTATION_DEG
+    max_source_mm: float | None = None
+    min_margin: float = MIN_MARGIN
+
+    def with_(self, **changes: Any) -> IdentifyOptions:
+        """A copy with some fields changed."""
+        return replace(self, **changes)
+
+
 def identify_markers(
     detections: np.ndarray,
     markers: pd.DataFrame,
     camera: Camera,
     detection_diameters_px: np.ndarray | None = None,
-    tol_px: float | None = None,
-    final_tol_px: float = 2.0,
-    size_tol: float = 0.3,
-    rotations_deg: tuple[float, ...] = (0.0, -5.0, 5.0, -10.0, 10.0, -20.0, 20.0),
-    max_search_deg: float = 25.0,
-    search_step_deg: float = 5.0,
-    max_rotation_deg: float = MAX_PRIOR_ROTATION_DEG,
-    max_source_mm: float | None = None,
-    min_margin: float = MIN_MARGIN,
+    options: IdentifyOptions | None = None,
     name: str = "view",
 ) -> Identification:
     """Identify detected balls with phantom markers (see the module docstring).
@@ -242,16 +269,7 @@ def identify_markers(
         detection_diameters_px: ``(N,)`` measured ball diameters; with ``diameter_mm`` in the
             table, pairs whose sizes disagree by more than ``size_tol`` (relative) cannot match,
             and size-class contradictions lower a labelling's evidence.
-        tol_px: gate of the consensus and first assignment (default: 0.4 x the smallest
-            distance between predicted markers, within 3-15 px).
-        final_tol_px: gate of the final assignment against the fitted projection.
-        rotations_deg: in-plane rotations of the prediction tried by the consensus search.
-        max_search_deg, search_step_deg: grid of orbits of the nominal camera tried for a first
-            labelling (stops at the first that explains 90 % of the markers).
-        max_rotation_deg, max_source_mm: a labelling whose camera is further than this from the
-            nominal one is not physical (default ``max_source_mm``: the chord of an orbit by
-            ``max_rotation_deg`` about the markers' centre, plus 100 mm).
-        min_margin: evidence margin (markers) below which the result is ambiguous.
+        options: the tuning knobs (:class:`IdentifyOptions`).
         name: view name for messages.
 
     Raises:
@@ -259,153 +277,191 @@ def identify_markers(
             the likely causes: the nominal rig, the phantom file, the image order); or the
             image is mirrored.
     """
+    o = options or IdentifyOptions()
     det = as_points(f"{name} detections", detections, 2)
     for col in ("marker_id", "x", "y", "z"):
         if col not in markers.columns:
             raise ValueError(f"markers: missing column {col!r} (expected marker_id, x, y, z[, diameter_mm])")
-    X = as_points("markers x,y,z", markers[["x", "y", "z"]].to_numpy(), 3, MIN_DLT_POINTS, "identification")
-    ids = markers["marker_id"].to_numpy()
-    ok = np.ones((len(det), len(X)), bool)
-    dd = expected = None
-    if detection_diameters_px is not None and "diameter_mm" in markers.columns:
-        dd = np.asarray(detection_diameters_px, np.float64).ravel()
-        same_count(detections=det, detection_diameters_px=dd)
-        expected = shadow_diameters_px(camera, X, markers["diameter_mm"].to_numpy(np.float64))
-        ok = np.abs(dd[:, None] / expected[None, :] - 1.0) <= size_tol
-    pred0, _ = camera.project(X)
-    if tol_px is None:
-        gaps = np.linalg.norm(pred0[:, None] - pred0[None], axis=-1) + np.diag(np.full(len(pred0), np.inf))
-        tol_px = float(np.clip(0.4 * gaps.min(), 3.0, 15.0))
-    gates = (tol_px, max(tol_px / 2, final_tol_px), final_tol_px, final_tol_px)
-    final_gates = (final_tol_px, final_tol_px)
-    target = 0.9 * min(len(det), len(X))
-    pivot = X.mean(axis=0)
-    K = camera.K
-    if max_source_mm is None:
-        max_source_mm = 2.0 * float(np.linalg.norm(camera.center - pivot)) * np.sin(np.radians(max_rotation_deg) / 2) + 100.0
+    search = _Search(det, markers, camera, detection_diameters_px, o, name)
+    search.first_labellings()
+    search.symmetric_labellings(markers)
+    return search.best()
 
-    def score(P: np.ndarray, rows: np.ndarray, cols: np.ndarray, how: str) -> dict:
-        P, mirrored, R, src = _pose_from(P, X[cols], camera.width)
+
+class _Search:
+    """The labellings of one view tried so far (steps 1-4 of the module docstring), each scored."""
+
+    def __init__(self, det: np.ndarray, markers: pd.DataFrame, camera: Camera, diameters_px: np.ndarray | None,
+                 o: IdentifyOptions, name: str) -> None:
+        self.det, self.camera, self.o, self.name = det, camera, o, name
+        self.X = as_points("markers x,y,z", markers[["x", "y", "z"]].to_numpy(), 3, MIN_DLT_POINTS, "identification")
+        self.ids = markers["marker_id"].to_numpy()
+        X = self.X
+        self.ok = np.ones((len(det), len(X)), bool)
+        self.dd: np.ndarray | None = None
+        self.expected: np.ndarray | None = None
+        if diameters_px is not None and "diameter_mm" in markers.columns:
+            self.dd = np.asarray(diameters_px, np.float64).ravel()
+            same_count(detections=det, detection_diameters_px=self.dd)
+            self.expected = shadow_diameters_px(camera, X, markers["diameter_mm"].to_numpy(np.float64))
+            self.ok = np.abs(self.dd[:, None] / self.expected[None, :] - 1.0) <= o.size_tol
+        pred0, _ = camera.project(X)
+        tol_px = o.tol_px
+        if tol_px is None:
+            gaps = np.linalg.norm(pred0[:, None] - pred0[None], axis=-1) + np.diag(np.full(len(pred0), np.inf))
+            tol_px = float(np.clip(0.4 * gaps.min(), 3.0, 15.0))
+        self.tol_px = tol_px
+        self.gates = (tol_px, max(tol_px / 2, o.final_tol_px), o.final_tol_px, o.final_tol_px)
+        self.pivot = X.mean(axis=0)
+        self.max_source_mm = o.max_source_mm
+        if self.max_source_mm is None:
+            self.max_source_mm = 2.0 * float(np.linalg.norm(camera.center - self.pivot)) * np.sin(
+                np.radians(o.max_rotation_deg) / 2) + 100.0
+        self.hyps: dict[frozenset, dict] = {}
+
+    def score(self, P: np.ndarray, rows: np.ndarray, cols: np.ndarray, how: str) -> dict:
+        X, det = self.X, self.det
+        P, mirrored, R, src = _pose_from(P, X[cols], self.camera.width)
         proj, _ = project_points(P, X)
         res = np.linalg.norm(det[rows] - proj[cols], axis=1)
         size_bad = 0
-        if dd is not None and expected is not None:
-            ratio = dd[rows] / expected[cols]
+        if self.dd is not None and self.expected is not None:
+            ratio = self.dd[rows] / self.expected[cols]
             size_bad = int(np.sum(np.abs(ratio / np.median(ratio) - 1.0) > _SIZE_CLASS_TOL))
-        rot = rotation_angle_deg(R, camera.R)
-        dsrc = float(np.linalg.norm(src - camera.center))
+        rot = rotation_angle_deg(R, self.camera.R)
+        dsrc = float(np.linalg.norm(src - self.camera.center))
+        assert self.max_source_mm is not None
         return {"hypothesis": how, "matched": int(len(rows)), "size_contradictions": size_bad,
                 "evidence": float(len(rows) - _SIZE_WEIGHT * size_bad), "rms_px": float(np.sqrt(np.mean(res**2))),
                 "rotation_from_nominal_deg": rot, "source_from_nominal_mm": dsrc, "mirrored": mirrored,
-                "physical": bool(not mirrored and rot <= max_rotation_deg and dsrc <= max_source_mm),
+                "physical": bool(not mirrored and rot <= self.o.max_rotation_deg and dsrc <= self.max_source_mm),
                 "_fit": (P, rows, cols)}
 
-    hyps: dict[frozenset, dict] = {}
-
-    def add(fit: tuple | None, how: str) -> dict | None:
+    def add(self, fit: tuple | None, how: str) -> dict | None:
         if fit is None:
             return None
         key = frozenset(zip(fit[1].tolist(), fit[2].tolist()))
-        if key not in hyps:
+        if key not in self.hyps:
             try:
-                hyps[key] = score(fit[0], fit[1], fit[2], how)
+                self.hyps[key] = self.score(fit[0], fit[1], fit[2], how)
             except ValueError:
                 return None  # a degenerate projection (all matches on a plane through the source)
-        return hyps[key]
+        return self.hyps[key]
 
-    # 1. First labellings: orbits of the nominal camera, nearest first, until one explains 90 %.
-    for ax, ay in _search_grid(max_search_deg, search_step_deg):
-        cam = camera if (ax, ay) == (0.0, 0.0) else _orbit(camera, pivot, ax, ay)
-        pred, _ = cam.project(X)
-        centre = pred.mean(axis=0)
-        best_votes, best_pred = -1, pred
-        for ang in rotations_deg:
-            Rz = rotvec_to_matrix(np.array([0.0, 0.0, np.radians(ang)]))[:2, :2]
-            rp = (pred - centre) @ Rz.T + centre
-            shift, votes = _consensus_shift(det, rp, ok, tol_px)
-            if votes > best_votes:
-                best_votes, best_pred = votes, rp + shift
-        if best_votes < MIN_DLT_POINTS:
-            continue
-        rows, cols = _assign(det, best_pred, tol_px, ok)
-        h = add(_refine(det, X, cam.K, ok, rows, cols, gates), f"search orbit ({ax:g}, {ay:g}) deg")
-        if h is not None and h["physical"] and h["matched"] >= target:
-            break
-    if not hyps:
-        raise ValueError(
-            f"{name}: could not identify the markers: no labelling of at least {MIN_DLT_POINTS} of the "
-            f"{len(det)} detections fits the phantom's {len(X)} markers, starting from the nominal view {name!r} "
-            f"orbited by up to {max_search_deg:g} deg; check the nominal rig (is view {name!r} within ~20 deg and "
-            "50 mm of the truth?), the phantom file (is it the phantom imaged?) and the detections")
-    # 2. The labellings the layout's near-symmetries allow, from every first labelling found.
-    # Proper maps beyond the prior's rotation band cannot give a physical camera; mirrors matter
-    # only as the labelling of a mirrored image, when they keep nearly every marker.
-    sym = [s for s in marker_symmetries(X, marker_classes(markers) if "diameter_mm" in markers else None)
-           if not s.identity and ((s.proper and s.angle_deg <= max_rotation_deg) or (not s.proper and s.overlap >= 0.9))]
-    seeds = sorted(hyps.values(), key=lambda h: (not h["physical"], -h["evidence"]))[:2]
-    for seed in seeds:
-        _, rows, cols = seed["_fit"]
-        for k, s in enumerate(sym):
-            new = s.perm[cols]
-            keep = new >= 0
-            if keep.sum() < MIN_DLT_POINTS:
+    def first_labellings(self) -> None:
+        """Step 1: orbits of the nominal camera, nearest first, until one explains 90 %."""
+        det, X, o = self.det, self.X, self.o
+        target = 0.9 * min(len(det), len(X))
+        for ax, ay in _search_grid(o.max_search_deg, o.search_step_deg):
+            cam = self.camera if (ax, ay) == (0.0, 0.0) else _orbit(self.camera, self.pivot, ax, ay)
+            pred, _ = cam.project(X)
+            centre = pred.mean(axis=0)
+            best_votes, best_pred = -1, pred
+            for ang in o.rotations_deg:
+                Rz = rotvec_to_matrix(np.array([0.0, 0.0, np.radians(ang)]))[:2, :2]
+                rp = (pred - centre) @ Rz.T + centre
+                shift, votes = _consensus_shift(det, rp, self.ok, self.tol_px)
+                if votes > best_votes:
+                    best_votes, best_pred = votes, rp + shift
+            if best_votes < MIN_DLT_POINTS:
                 continue
-            try:
-                P = projection_from_points(X[new[keep]], det[rows[keep]], what=name)
-            except ValueError:
-                continue
-            add(_refine(det, X, K, ok, rows[keep], new[keep], final_gates, P=P),
-                f"{seed['hypothesis']} + near-symmetry {k} ({'rotation' if s.proper else 'mirror'} "
-                f"{s.angle_deg:.0f} deg, shift {np.linalg.norm(s.t):.1f} mm)")
-    # 3. Rank: physical labellings by evidence, then residual.
-    table = pd.DataFrame([{k: v for k, v in h.items() if k != "_fit"} for h in hyps.values()])
-    order = sorted(range(len(hyps)), key=lambda i: (not table.physical[i], -table.evidence[i], table.rms_px[i]))
-    table = table.iloc[order].reset_index(drop=True)
-    fits = [list(hyps.values())[i]["_fit"] for i in order]
-    phys = table.index[table.physical].tolist()
-    if not phys:
-        first = table.iloc[0]
-        why = ("the image looks mirrored (the best labelling needs a left-handed camera)" if first.mirrored else
-               f"the best labelling puts the camera {first.rotation_from_nominal_deg:.0f} deg and "
-               f"{first.source_from_nominal_mm:.0f} mm from the nominal view {name!r}")
-        raise ValueError(f"{name}: could not identify the markers: {why}; check the nominal rig, the image "
-                         "orientation (mirrored/flipped read-out?) and the image order")
-    b = phys[0]
-    mirrored_alt = table[table.mirrored]
-    if len(mirrored_alt):
-        # A mirrored image: the un-mirrored pose of a left-handed labelling is close to nominal.
-        m = mirrored_alt[(mirrored_alt.rotation_from_nominal_deg <= max_rotation_deg)
-                         & (mirrored_alt.source_from_nominal_mm <= max_source_mm)]
-        if len(m) and m.evidence.iloc[0] > table.evidence[b] + min_margin:
-            raise ValueError(f"{name}: the image looks mirrored: a left-handed camera explains "
-                             f"{int(m.matched.iloc[0])} markers against {int(table.matched[b])} for any real one; "
-                             "check the detector read-out orientation (flipped left-right or up-down?)")
-    rivals = [i for i in phys[1:]]
-    if len(mirrored_alt):
-        # A phantom with a mirror symmetry (the cube's lattice with its references) explains a
-        # flipped read-out as well as a real camera elsewhere; only the nominal view tells them
-        # apart, so a mirrored labelling is a rival unless its camera is clearly farther from
-        # the nominal view than the best real one.
-        near = table.rotation_from_nominal_deg[b] + MIRROR_PRIOR_DEG
-        rivals += [i for i in mirrored_alt.index if table.rotation_from_nominal_deg[i] <= min(max_rotation_deg, near)
-                   and table.source_from_nominal_mm[i] <= max_source_mm]
-    margin = float(table.evidence[b] - max(table.evidence[i] for i in rivals)) if rivals else float("inf")
-    P, rows, cols = fits[b]
-    P, _, _, _ = _pose_from(P, X[cols], camera.width)
-    proj, _ = project_points(P, X)
-    srt = np.argsort(ids[cols], kind="stable")
-    rows, cols = rows[srt], cols[srt]
-    out = pd.DataFrame({
-        "marker_id": ids[cols],
-        "u": det[rows, 0],
-        "v": det[rows, 1],
-        "detection": rows,
-        "residual_px": np.linalg.norm(det[rows] - proj[cols], axis=1),
-    })
-    unmatched = sorted(set(range(len(det))) - set(rows.tolist()))
-    missing = [m for m in ids.tolist() if m not in set(ids[cols].tolist())]
-    best_first = pd.concat([table.iloc[[b]], table.drop(index=b)], ignore_index=True)
-    return Identification(out, P, unmatched, missing, margin, best_first, min_margin)
+            rows, cols = _assign(det, best_pred, self.tol_px, self.ok)
+            h = self.add(_refine(det, X, cam.K, self.ok, rows, cols, self.gates), f"search orbit ({ax:g}, {ay:g}) deg")
+            if h is not None and h["physical"] and h["matched"] >= target:
+                break
+        if not self.hyps:
+            raise ValueError(
+                f"{self.name}: could not identify the markers: no labelling of at least {MIN_DLT_POINTS} of the "
+                f"{len(det)} detections fits the phantom's {len(X)} markers, starting from the nominal view "
+                f"{self.name!r} orbited by up to {o.max_search_deg:g} deg; check the nominal rig (is view "
+                f"{self.name!r} within ~20 deg and 50 mm of the truth?), the phantom file (is it the phantom imaged?) "
+                "and the detections")
+
+    def symmetric_labellings(self, markers: pd.DataFrame) -> None:
+        """Step 2: the labellings the layout's near-symmetries allow, from every first labelling
+        found. Proper maps beyond the prior's rotation band cannot give a physical camera; mirrors
+        matter only as the labelling of a mirrored image, when they keep nearly every marker."""
+        X, det, o = self.X, self.det, self.o
+        sym = [s for s in marker_symmetries(X, marker_classes(markers) if "diameter_mm" in markers else None)
+               if not s.identity and ((s.proper and s.angle_deg <= o.max_rotation_deg)
+                                      or (not s.proper and s.overlap >= 0.9))]
+        seeds = sorted(self.hyps.values(), key=lambda h: (not h["physical"], -h["evidence"]))[:2]
+        final_gates = (o.final_tol_px, o.final_tol_px)
+        for seed in seeds:
+            _, rows, cols = seed["_fit"]
+            for k, s in enumerate(sym):
+                new = s.perm[cols]
+                keep = new >= 0
+                if keep.sum() < MIN_DLT_POINTS:
+                    continue
+                try:
+                    P = projection_from_points(X[new[keep]], det[rows[keep]], what=self.name)
+                except ValueError:
+                    continue
+                self.add(_refine(det, X, self.camera.K, self.ok, rows[keep], new[keep], final_gates, P=P),
+                         f"{seed['hypothesis']} + near-symmetry {k} ({'rotation' if s.proper else 'mirror'} "
+                         f"{s.angle_deg:.0f} deg, shift {np.linalg.norm(s.t):.1f} mm)")
+
+    def best(self) -> Identification:
+        """Steps 3-4: physical labellings ranked by evidence, then residual; the best with its
+        margin over the runner-up (a mirrored labelling near the nominal view is a rival too)."""
+        o = self.o
+        table = pd.DataFrame([{k: v for k, v in h.items() if k != "_fit"} for h in self.hyps.values()])
+        order = sorted(range(len(self.hyps)), key=lambda i: (not table.physical[i], -table.evidence[i], table.rms_px[i]))
+        table = table.iloc[order].reset_index(drop=True)
+        fits = [list(self.hyps.values())[i]["_fit"] for i in order]
+        phys = table.index[table.physical].tolist()
+        if not phys:
+            first = table.iloc[0]
+            why = ("the image looks mirrored (the best labelling needs a left-handed camera)" if first.mirrored else
+                   f"the best labelling puts the camera {first.rotation_from_nominal_deg:.0f} deg and "
+                   f"{first.source_from_nominal_mm:.0f} mm from the nominal view {self.name!r}")
+            raise ValueError(f"{self.name}: could not identify the markers: {why}; check the nominal rig, the image "
+                             "orientation (mirrored/flipped read-out?) and the image order")
+        b = phys[0]
+        margin = self._margin(table, b, phys)
+        P, rows, cols = fits[b]
+        P, _, _, _ = _pose_from(P, self.X[cols], self.camera.width)
+        proj, _ = project_points(P, self.X)
+        ids, det = self.ids, self.det
+        srt = np.argsort(ids[cols], kind="stable")
+        rows, cols = rows[srt], cols[srt]
+        out = pd.DataFrame({
+            "marker_id": ids[cols],
+            "u": det[rows, 0],
+            "v": det[rows, 1],
+            "detection": rows,
+            "residual_px": np.linalg.norm(det[rows] - proj[cols], axis=1),
+        })
+        unmatched = sorted(set(range(len(det))) - set(rows.tolist()))
+        missing = [m for m in ids.tolist() if m not in set(ids[cols].tolist())]
+        best_first = pd.concat([table.iloc[[b]], table.drop(index=b)], ignore_index=True)
+        return Identification(out, P, unmatched, missing, margin, best_first, o.min_margin)
+
+    def _margin(self, table: pd.DataFrame, b: int, phys: list[int]) -> float:
+        """Evidence of labelling ``b`` minus its best rival's (``inf``: none); raises for a mirrored image."""
+        o = self.o
+        assert self.max_source_mm is not None
+        mirrored_alt = table[table.mirrored]
+        if len(mirrored_alt):
+            # A mirrored image: the un-mirrored pose of a left-handed labelling is close to nominal.
+            m = mirrored_alt[(mirrored_alt.rotation_from_nominal_deg <= o.max_rotation_deg)
+                             & (mirrored_alt.source_from_nominal_mm <= self.max_source_mm)]
+            if len(m) and m.evidence.iloc[0] > table.evidence[b] + o.min_margin:
+                raise ValueError(f"{self.name}: the image looks mirrored: a left-handed camera explains "
+                                 f"{int(m.matched.iloc[0])} markers against {int(table.matched[b])} for any real one; "
+                                 "check the detector read-out orientation (flipped left-right or up-down?)")
+        rivals = list(phys[1:])
+        if len(mirrored_alt):
+            # A phantom with a mirror symmetry (the cube's lattice with its references) explains a
+            # flipped read-out as well as a real camera elsewhere; only the nominal view tells them
+            # apart, so a mirrored labelling is a rival unless its camera is clearly farther from
+            # the nominal view than the best real one.
+            near = table.rotation_from_nominal_deg[b] + MIRROR_PRIOR_DEG
+            rivals += [i for i in mirrored_alt.index
+                       if table.rotation_from_nominal_deg[i] <= min(o.max_rotation_deg, near)
+                       and table.source_from_nominal_mm[i] <= self.max_source_mm]
+        return float(table.evidence[b] - max(table.evidence[i] for i in rivals)) if rivals else float("inf")
 
 
 def match_views(identified: dict[str, Identification]) -> tuple[np.ndarray, dict[str, np.ndarray]]:

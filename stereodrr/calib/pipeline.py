@@ -1,17 +1,28 @@
-"""The whole calibration from images: detect -> identify -> F (every method) -> epipolar
-validation -> DLT -> triangulation, with every error measured against what is known.
+"""The whole calibration from images, in stages a user can call one by one::
+
+    detections = detect(images, markers, nominal, options)            # balls, sub-pixel
+    identified = identify(detections, markers, nominal, options)       # marker ids per view
+    ids, uv = match_views(identified)
+    f = fundamental(ids, uv, nominal, options)                         # F, every method; epipolar errors
+    cal = dlt(identified, markers, nominal, options)                   # the rig, its residuals
+    tri = triangulation(cal, identified, markers, ids, uv, options)    # errors, leave-one-out
+    verdict = judge(cal, identified, f, markers, nominal, options)     # PASS or the reasons
+
+:func:`calibrate_stereo` composes them; :func:`score_against_truth` compares a calibration with
+the rig that really took the images and the exact ball centres (known in simulation), apart
+from the fit. The knobs are one :class:`CalibrationOptions`.
 
 Inputs are what a user has: one image per view, the phantom's marker table (the known 3D side
 of the DLT, in the world frame the calibration will use) and a nominal rig (only the detector
-sizes and a starting point for identifying the markers). With ``truth`` (the rig that really
-took the images, known in simulation) the calibrated geometry is also compared with it.
+sizes and a starting point for identifying the markers).
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Mapping, Sequence
+import warnings
+from dataclasses import dataclass, field, fields, replace
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -24,16 +35,28 @@ from .detect import detect_markers
 from .dlt import RigCalibration, calibrate_rig, opencv_crosscheck
 from .fundamental import METHODS as F_METHODS
 from .fundamental import FundamentalEstimate, estimate_fundamental
-from .identify import MIN_MARGIN, Identification, drop_overlapping, identify_markers, match_views, shadow_diameters_px
+from .identify import (
+    MIN_MARGIN,
+    Identification,
+    IdentifyOptions,
+    drop_overlapping,
+    identify_markers,
+    match_views,
+    shadow_diameters_px,
+)
 from .triangulate import METHODS as TRI_METHODS
 from .triangulate import Triangulation, error_table, triangulate
 from .validate import EpipolarReport, compare_fundamental, validate_epipolar
 from .verdict import Tolerances, Verdict, physics_checks, swap_message, view_assignment
 
 if TYPE_CHECKING:
-    from ..render.detector import DetectorModel
+    from ..imaging import DetectorModel
+    from ..render.aperture import Aperture
+    from .detect import ImageKind
 
-__all__ = ["StereoCalibration", "calibrate_stereo", "check_images", "held_out_points"]
+__all__ = ["StereoCalibration", "CalibrationOptions", "calibrate_stereo", "check_images", "held_out_points",
+           "detect", "identify", "fundamental", "dlt", "triangulation", "judge", "score_against_truth",
+           "FundamentalStage", "DltStage", "TriangulationStage"]
 
 
 def check_images(images: Mapping[str, np.ndarray], rig: StereoRig) -> None:
@@ -197,6 +220,47 @@ class StereoCalibration:
         return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class CalibrationOptions:
+    """The knobs of :func:`calibrate_stereo` and its stages.
+
+    Attributes:
+        kind: image kind for detection (``"auto"``, ``"line_integral"``, ``"intensity"``).
+        epipolar_threshold_px: the validation passes below this mean symmetric error.
+        f_threshold_px: inlier threshold of the robust F methods.
+        methods: F methods to run (keys of :data:`stereodrr.calib.fundamental.METHODS`).
+        shared_intrinsics: one K for all views in the DLT refinement.
+        seed: seed of the robust estimators and the held-out points.
+        tolerances: how far the calibrated rig may be from the nominal one for a PASS
+            (:class:`stereodrr.calib.verdict.Tolerances`).
+        min_margin: identification evidence margin (markers) needed for a PASS.
+        aperture: the detector's pixel sampling the ball fit models (``"area"``: flat panels
+            and stereodrr's default renderer; ``"point"``: images sampled at pixel centres).
+        detector: the imaging chain that made ``-log(I / I_open)`` images (polychromatic, e.g.
+            ``detector_preset("fluoro80")``): its scatter model is removed from each image
+            (:func:`stereodrr.imaging.remove_scatter`, with the nominal camera) and the balls are
+            fitted with the beam's own steel transmission curve
+            (:func:`stereodrr.imaging.ball_transmission`). ``None``: one energy, ``exp(-a)``.
+        progress: show tqdm bars.
+    """
+
+    kind: ImageKind = "auto"
+    epipolar_threshold_px: float = 1.0
+    f_threshold_px: float = 1.0
+    methods: tuple[str, ...] = tuple(F_METHODS)
+    shared_intrinsics: bool = False
+    seed: int = 0
+    tolerances: Tolerances = field(default_factory=Tolerances)
+    min_margin: float = MIN_MARGIN
+    aperture: Aperture = "area"
+    detector: DetectorModel | None = None
+    progress: bool = True
+
+    def with_(self, **changes: Any) -> CalibrationOptions:
+        """A copy with some fields changed."""
+        return replace(self, **changes)
+
+
 def _expected_diameters_px(markers: pd.DataFrame, rig: StereoRig) -> tuple[float, float]:
     X = markers[["x", "y", "z"]].to_numpy(np.float64)
     d = markers["diameter_mm"].to_numpy(np.float64) if "diameter_mm" in markers else np.full(len(X), 2.0)
@@ -204,186 +268,189 @@ def _expected_diameters_px(markers: pd.DataFrame, rig: StereoRig) -> tuple[float
     return 0.6 * float(sizes.min()), 1.4 * float(sizes.max())
 
 
-def calibrate_stereo(
-    images: Mapping[str, np.ndarray],
-    markers: pd.DataFrame,
-    nominal: StereoRig,
-    *,
-    kind: str = "auto",
-    epipolar_threshold_px: float = 1.0,
-    f_threshold_px: float = 1.0,
-    methods: Sequence[str] = tuple(F_METHODS),
-    shared_intrinsics: bool = False,
-    truth: StereoRig | None = None,
-    truth_centres_px: Mapping[str, np.ndarray] | None = None,
-    seed: int = 0,
-    progress: bool = True,
-    tolerances: Tolerances | None = None,
-    min_margin: float | None = None,
-    aperture: str = "area",
-    detector: DetectorModel | None = None,
-) -> StereoCalibration:
-    """Calibrate a stereo rig from images of a marker phantom.
-
-    Args:
-        images: view name -> ``(H, W)`` image (one per view of ``nominal``).
-        markers: the phantom's marker table (``marker_id, x, y, z, diameter_mm`` in world mm).
-        nominal: the nominal rig (detector sizes; starting point of the identification only).
-        kind: image kind for detection (``"auto"``, ``"line_integral"``, ``"intensity"``).
-        epipolar_threshold_px: the validation passes below this mean symmetric error.
-        f_threshold_px: inlier threshold of the robust F methods.
-        methods: F methods to run (keys of :data:`stereodrr.calib.fundamental.METHODS`).
-        shared_intrinsics: one K for all views in the DLT refinement.
-        truth: the rig that took the images (simulation), for the held-out F comparison and
-            the calibrated-vs-true geometry.
-        truth_centres_px: view -> exact projected centres in marker-table order (simulation),
-            for the detection error.
-        seed: seed of the robust estimators and the held-out points.
-        tolerances: how far the calibrated rig may be from ``nominal`` for a PASS
-            (:class:`stereodrr.calib.verdict.Tolerances`).
-        min_margin: identification evidence margin (markers) needed for a PASS.
-        aperture: the detector's pixel sampling the ball fit models (``"area"``: flat panels
-            and stereodrr's default renderer; ``"point"``: images sampled at pixel centres).
-        detector: the imaging chain that made ``-log(I / I_open)`` images (polychromatic, e.g.
-            ``detector_preset("fluoro80")``): its scatter model is removed from each image
-            (:func:`stereodrr.render.polychromatic.remove_scatter`, with the nominal camera) and the
-            balls are fitted with the beam's own steel transmission curve
-            (:func:`stereodrr.render.polychromatic.ball_transmission`). ``None``: one energy,
-            ``exp(-a)`` (see :func:`detect_markers`).
-
-    Raises:
-        ValueError: images missing, of the wrong size or not 2D; no markers found; markers not
-            identifiable; too few for F (8) or DLT (6) points; degenerate geometry.
-    """
-    t0 = time.perf_counter()
+# ---- the stages
+def detect(images: Mapping[str, np.ndarray], markers: pd.DataFrame, nominal: StereoRig,
+           options: CalibrationOptions | None = None) -> dict[str, pd.DataFrame]:
+    """Stage 1: the balls of every view (:func:`detect_markers`), sized by the shadows the
+    nominal rig predicts; with ``options.detector`` its scatter removed and its beam's curve fitted."""
+    o = options or CalibrationOptions()
     check_images(images, nominal)
-    names = nominal.names
     dmin, dmax = _expected_diameters_px(markers, nominal)
-    tol = tolerances or Tolerances()
-    margin = MIN_MARGIN if min_margin is None else float(min_margin)
     transmission = None
-    if detector is not None:
-        from ..render.polychromatic import ball_transmission, remove_scatter
+    if o.detector is not None:
+        from ..imaging import ball_transmission, remove_scatter
 
-        if kind == "intensity":
+        if o.kind == "intensity":
             raise ValueError("detector: expects -log(I / I_open) images (kind 'line_integral' or 'auto'), "
                              "not raw intensities")
-        images = {n: remove_scatter(np.asarray(images[n], np.float64), detector, nominal[n]) for n in names}
-        transmission = ball_transmission(detector)
-    detections, identified = {}, {}
-    for n in tqdm(names, desc="detect", disable=not progress):
-        detections[n] = detect_markers(images[n], kind=kind, diameter_px=(dmin, dmax), aperture=aperture,
+        images = {n: remove_scatter(np.asarray(images[n], np.float64), o.detector, nominal[n]) for n in nominal.names}
+        transmission = ball_transmission(o.detector)
+    detections = {}
+    # A loop, not a comprehension: the bar ends its line before a detection's error is printed.
+    for n in tqdm(nominal.names, desc="detect", disable=not o.progress):
+        detections[n] = detect_markers(images[n], kind=o.kind, diameter_px=(dmin, dmax), aperture=o.aperture,
                                        name=f"image {n!r}", transmission=transmission)
-    failed = {}
-    for n in names:
+    return detections
+
+
+def identify(detections: Mapping[str, pd.DataFrame], markers: pd.DataFrame, nominal: StereoRig,
+             options: CalibrationOptions | None = None) -> dict[str, Identification]:
+    """Stage 2: the phantom marker of every detection (:func:`identify_markers`), overlapping
+    shadows dropped. When a view fails, says whether the images look out of order."""
+    o = options or CalibrationOptions()
+    identified, failed = {}, {}
+    for n in nominal.names:
         det = detections[n]
         try:
             identified[n] = drop_overlapping(identify_markers(det[["u", "v"]].to_numpy(), markers, nominal[n],
-                                                              det["diameter_px"].to_numpy(), name=n, min_margin=margin),
+                                                              det["diameter_px"].to_numpy(),
+                                                              IdentifyOptions(min_margin=o.min_margin), name=n),
                                              markers, nominal[n])
         except ValueError as e:
             failed[n] = e
     if failed:
-        # Images out of order: does each failed image fit another nominal view?
-        fits = {}
-        for n in failed:
-            for m in names:
-                if m == n:
-                    continue
-                try:
-                    det = detections[n]
-                    identify_markers(det[["u", "v"]].to_numpy(), markers, nominal[m], det["diameter_px"].to_numpy(),
-                                     name=m, max_search_deg=5.0, min_margin=margin)
-                    fits[n] = m
-                    break
-                except ValueError:
-                    pass
-        if fits:
-            raise ValueError("the images look out of order: " + "; ".join(
-                f"the image given for view {n!r} fits the nominal view {m!r}" for n, m in fits.items())
-                + "; give --images in the rig's view order " + str(names))
-        raise next(iter(failed.values()))
-    ids, uv = match_views(identified)
-    if len(ids) < 8:
-        raise ValueError(
-            f"only {len(ids)} marker(s) were identified in every view (at least 8 needed: "
-            + ", ".join(f"{n} {len(identified[n].table)}" for n in names)
-            + "); check the phantom file (is it the phantom imaged?), the image order and orientation (mirrored?)")
-    table = markers.set_index("marker_id")
-    X_common = table.loc[ids, ["x", "y", "z"]].to_numpy(np.float64)
-    a, b = names[0], names[1]
+        _raise_out_of_order(failed, detections, markers, nominal, o.min_margin)
+    return identified
 
-    fundamental, epipolar = {}, {}
-    for m in methods:
-        est = estimate_fundamental(uv[a], uv[b], method=m, threshold_px=f_threshold_px, seed=seed)
-        fundamental[m] = est
-        epipolar[m] = validate_epipolar(est.F, uv[a], uv[b], epipolar_threshold_px, ids=ids)
-    best = min(methods, key=lambda m: epipolar[m].mean_symmetric_px)
+
+def _raise_out_of_order(failed: dict[str, ValueError], detections: Mapping[str, pd.DataFrame], markers: pd.DataFrame,
+                        nominal: StereoRig, min_margin: float) -> None:
+    """Images out of order: does each failed image fit another nominal view? Raises either way."""
+    fits = {}
+    for n in failed:
+        for m in nominal.names:
+            if m == n:
+                continue
+            try:
+                det = detections[n]
+                identify_markers(det[["u", "v"]].to_numpy(), markers, nominal[m], det["diameter_px"].to_numpy(),
+                                 IdentifyOptions(max_search_deg=5.0, min_margin=min_margin), name=m)
+                fits[n] = m
+                break
+            except ValueError:
+                pass
+    if fits:
+        raise ValueError("the images look out of order: " + "; ".join(
+            f"the image given for view {n!r} fits the nominal view {m!r}" for n, m in fits.items())
+            + "; give --images in the rig's view order " + str(nominal.names))
+    raise next(iter(failed.values()))
+
+
+@dataclass
+class FundamentalStage:
+    """Stage 3's results: every method's F and epipolar report, the best method, the nominal
+    rig's epipolar report, and each F against the calibrated rig's on held-out points."""
+
+    fundamental: dict[str, FundamentalEstimate]
+    epipolar: dict[str, EpipolarReport]
+    best_method: str
+    nominal_epipolar: EpipolarReport
+    heldout: dict[str, dict] = field(default_factory=dict)
+
+
+def fundamental(ids: np.ndarray, uv: Mapping[str, np.ndarray], nominal: StereoRig,
+                options: CalibrationOptions | None = None) -> FundamentalStage:
+    """Stage 3: F of the first two views with every method, validated by the epipolar error of
+    the markers (the best method has the smallest)."""
+    o = options or CalibrationOptions()
+    a, b = nominal.names[0], nominal.names[1]
+    fund, epipolar = {}, {}
+    for m in o.methods:
+        est = estimate_fundamental(uv[a], uv[b], method=m, threshold_px=o.f_threshold_px, seed=o.seed)
+        fund[m] = est
+        epipolar[m] = validate_epipolar(est.F, uv[a], uv[b], o.epipolar_threshold_px, ids=ids)
+    best = min(o.methods, key=lambda m: epipolar[m].mean_symmetric_px)
     nominal_epipolar = validate_epipolar(fundamental_from_cameras(nominal[a], nominal[b]), uv[a], uv[b],
-                                         epipolar_threshold_px, ids=ids)
+                                         o.epipolar_threshold_px, ids=ids)
+    return FundamentalStage(fund, epipolar, best, nominal_epipolar)
 
+
+def heldout_comparison(stage: FundamentalStage, markers: pd.DataFrame, reference: StereoRig, names: Sequence[str],
+                       seed: int = 0) -> dict[str, dict]:
+    """Each method's F against the analytic F of ``reference`` on points no estimate used."""
+    a, b = names[0], names[1]
+    held = held_out_points(markers, reference, seed=seed, names=[a, b])
+    F_ref = fundamental_from_cameras(reference[a], reference[b])
+    return {m: compare_fundamental(f.F, F_ref, held[a], held[b]) for m, f in stage.fundamental.items()}
+
+
+@dataclass
+class DltStage:
+    """Stage 4's results: the calibration, OpenCV's cross-check per view, the 3D-2D
+    correspondences per view and the image error per coordinate the residuals imply."""
+
+    calibration: RigCalibration
+    crosscheck: dict[str, dict]
+    correspondences: dict[str, tuple[np.ndarray, np.ndarray]]
+    sigma_px: float
+
+
+def dlt(identified: Mapping[str, Identification], markers: pd.DataFrame, nominal: StereoRig,
+        options: CalibrationOptions | None = None) -> DltStage:
+    """Stage 4: every view's camera by the DLT of its identified markers, refined jointly."""
+    o = options or CalibrationOptions()
+    table = markers.set_index("marker_id")
     corr = {}
-    for n in names:
+    for n in nominal.names:
         t = identified[n].table
         corr[n] = (table.loc[t["marker_id"], ["x", "y", "z"]].to_numpy(np.float64), t[["u", "v"]].to_numpy())
-    calibration = calibrate_rig(corr, nominal.cameras, shared_intrinsics=shared_intrinsics)
-    crosscheck = {n: opencv_crosscheck(calibration.rig[n], *corr[n]) for n in names}
-
-    # The analytic F of the true rig (simulation) or of the calibrated one, on held-out points.
-    ref = truth if truth is not None else calibration.rig
-    held = held_out_points(markers, ref, seed=seed, names=[a, b])
-    F_ref = fundamental_from_cameras(ref[a], ref[b])
-    heldout = {m: compare_fundamental(f.F, F_ref, held[a], held[b]) for m, f in fundamental.items()}
-
+    calibration = calibrate_rig(corr, nominal.cameras, shared_intrinsics=o.shared_intrinsics)
+    crosscheck = {n: opencv_crosscheck(calibration.rig[n], *corr[n]) for n in nominal.names}
     # Image error per coordinate from the DLT residuals (2N residuals, 10 parameters per view).
     n_res = sum(2 * len(c[1]) for c in corr.values())
-    n_par = 10 * len(names)
+    n_par = 10 * len(nominal.names)
     sigma = float(np.sqrt(sum(np.sum(v.errors_px**2) for v in calibration.views.values()) / max(n_res - n_par, 1)))
+    return DltStage(calibration, crosscheck, corr, sigma)
 
-    triangulations = {m: triangulate(calibration.rig.cameras, {n: uv[n] for n in (names if m == "nview" else [a, b])}, m)
-                      for m in TRI_METHODS}
-    errors = error_table(triangulations["nview"], X_common, calibration.rig.cameras, ids=ids, sigma_px=sigma)
-    errors[["x", "y", "z"]] = X_common
 
-    # Leave one marker out: calibrate without it, then triangulate it.
+@dataclass
+class TriangulationStage:
+    """Stage 5's results: every triangulation method's points, the N-view errors per marker and
+    the leave-one-marker-out errors."""
+
+    triangulations: dict[str, Triangulation]
+    errors: pd.DataFrame
+    loo_errors: pd.DataFrame
+
+
+def triangulation(stage: DltStage, identified: Mapping[str, Identification], X: np.ndarray, ids: np.ndarray,
+                  uv: Mapping[str, np.ndarray], nominal: StereoRig, options: CalibrationOptions | None = None
+                  ) -> TriangulationStage:
+    """Stage 5: the markers seen in every view triangulated (``X`` ``(K, 3)`` their phantom
+    coordinates, in ``ids`` order) with every method, and each again by a calibration without it."""
+    o = options or CalibrationOptions()
+    names = nominal.names
+    rig = stage.calibration.rig
+    tri = {m: triangulate(rig.cameras, {n: uv[n] for n in (names if m == "nview" else names[:2])}, m)
+           for m in TRI_METHODS}
+    errors = error_table(tri["nview"], X, rig.cameras, ids=ids, sigma_px=stage.sigma_px)
+    errors[["x", "y", "z"]] = X
     loo = []
-    for k, mid in enumerate(tqdm(ids, desc="leave-one-out", disable=not progress)):
+    for k, mid in enumerate(tqdm(ids, desc="leave-one-out", disable=not o.progress)):
         sub = {}
         for n in names:
             keep = identified[n].table["marker_id"].to_numpy() != mid
-            sub[n] = (corr[n][0][keep], corr[n][1][keep])
-        cal_k = calibrate_rig(sub, nominal.cameras, shared_intrinsics=shared_intrinsics)
+            sub[n] = (stage.correspondences[n][0][keep], stage.correspondences[n][1][keep])
+        cal_k = calibrate_rig(sub, nominal.cameras, shared_intrinsics=o.shared_intrinsics)
         tri_k = triangulate(cal_k.rig.cameras, {n: uv[n][k:k + 1] for n in names}, "nview")
-        loo.append(error_table(tri_k, X_common[k:k + 1], cal_k.rig.cameras, ids=[mid]))
-    loo_errors = pd.concat(loo, ignore_index=True)
+        loo.append(error_table(tri_k, X[k:k + 1], cal_k.rig.cameras, ids=[mid]))
+    return TriangulationStage(tri, errors, pd.concat(loo, ignore_index=True))
 
-    det_err = {}
-    if truth_centres_px is not None:
-        order = {mid: i for i, mid in enumerate(markers["marker_id"].to_numpy())}
-        for n in names:
-            t = identified[n].table
-            exact = np.asarray(truth_centres_px[n])[[order[m] for m in t["marker_id"]]]
-            det_err[n] = np.linalg.norm(t[["u", "v"]].to_numpy() - exact, axis=1)
-    truth_cmp = {}
-    if truth is not None:
-        for n in names:
-            c, tr = calibration.rig[n], truth[n]
-            truth_cmp[n] = {
-                "source_error_mm": float(np.linalg.norm(c.center - tr.center)),
-                "rotation_error_deg": rotation_angle_deg(c.R, tr.R),
-                "focal_rel_error": float(np.max(np.abs(np.diag(c.K)[:2] / np.diag(tr.K)[:2] - 1))),
-                "principal_point_error_px": float(np.linalg.norm(c.K[:2, 2] - tr.K[:2, 2])),
-            }
-    physics = {n: physics_checks(calibration.rig[n], nominal[n], nominal.isocenter, tol) for n in names}
-    assignment = view_assignment(calibration.rig, nominal)
+
+def judge(rig: StereoRig, identified: Mapping[str, Identification], epipolar: EpipolarReport, markers: pd.DataFrame,
+          nominal: StereoRig, options: CalibrationOptions | None = None) -> tuple[Verdict, dict, dict, list]:
+    """Stage 6: the verdict (PASS needs every check of :mod:`stereodrr.calib.verdict`), with the
+    physics checks per view, the view assignment and the phantom's ambiguities it rests on."""
+    o = options or CalibrationOptions()
+    physics = {n: physics_checks(rig[n], nominal[n], nominal.isocenter, o.tolerances) for n in nominal.names}
+    assignment = view_assignment(rig, nominal)
     ambiguities = identification_ambiguities(markers[["x", "y", "z"]].to_numpy(np.float64), marker_classes(markers),
                                               markers["marker_id"].tolist()) if len(markers) >= 4 else []
     reasons = []
-    ep = epipolar[best]
-    if not ep.passed:
-        reasons.append(f"epipolar error {ep.mean_symmetric_px:.3f} px >= {ep.threshold_px:g} px: recalibrate")
+    if not epipolar.passed:
+        reasons.append(f"epipolar error {epipolar.mean_symmetric_px:.3f} px >= {epipolar.threshold_px:g} px: recalibrate")
     reasons += [f"phantom: {a}" for a in ambiguities]
-    for n in names:
+    for n in nominal.names:
         idf = identified[n]
         if idf.ambiguous:
             ru = idf.hypotheses.iloc[1]
@@ -397,12 +464,102 @@ def calibrate_stereo(
             reasons.append(f"view {n!r}: calibrated rig differs from the nominal rig beyond tolerance: " + ", ".join(
                 f"{k} {p[k]['deviation']:.3g} > {p[k]['tolerance']:g}" for k in bad)
                 + " (wrong nominal rig, wrong phantom scale, or a wrong labelling?)")
-    verdict = Verdict(not reasons, reasons)
-    return StereoCalibration(
+    return Verdict(not reasons, reasons), physics, assignment, ambiguities
+
+
+_LEGACY = {f.name for f in fields(CalibrationOptions)}
+
+
+def calibrate_stereo(images: Mapping[str, np.ndarray], markers: pd.DataFrame, nominal: StereoRig,
+                     options: CalibrationOptions | None = None, *, truth: StereoRig | None = None,
+                     truth_centres_px: Mapping[str, np.ndarray] | None = None, **legacy: Any) -> StereoCalibration:
+    """Calibrate a stereo rig from images of a marker phantom: the stages in order.
+
+    Args:
+        images: view name -> ``(H, W)`` image (one per view of ``nominal``).
+        markers: the phantom's marker table (``marker_id, x, y, z, diameter_mm`` in world mm).
+        nominal: the nominal rig (detector sizes; starting point of the identification only).
+        options: the knobs (:class:`CalibrationOptions`).
+        truth, truth_centres_px: the rig that took the images and the exact projected centres
+            (simulation): :func:`score_against_truth` after the calibration.
+        legacy: :class:`CalibrationOptions` fields as keywords (the former signature), accepted
+            for one release with a ``DeprecationWarning``.
+
+    Raises:
+        ValueError: images missing, of the wrong size or not 2D; no markers found; markers not
+            identifiable; too few for F (8) or DLT (6) points; degenerate geometry.
+    """
+    t0 = time.perf_counter()
+    o = _options(options, legacy)
+    names = nominal.names
+    detections = detect(images, markers, nominal, o)
+    identified = identify(detections, markers, nominal, o)
+    ids, uv = match_views(identified)
+    if len(ids) < 8:
+        raise ValueError(
+            f"only {len(ids)} marker(s) were identified in every view (at least 8 needed: "
+            + ", ".join(f"{n} {len(identified[n].table)}" for n in names)
+            + "); check the phantom file (is it the phantom imaged?), the image order and orientation (mirrored?)")
+    f = fundamental(ids, uv, nominal, o)
+    cal = dlt(identified, markers, nominal, o)
+    f.heldout = heldout_comparison(f, markers, cal.calibration.rig, names, o.seed)
+    X = markers.set_index("marker_id").loc[ids, ["x", "y", "z"]].to_numpy(np.float64)
+    tri = triangulation(cal, identified, X, ids, uv, nominal, o)
+    verdict, physics, assignment, ambiguities = judge(cal.calibration.rig, identified, f.epipolar[f.best_method],
+                                                      markers, nominal, o)
+    result = StereoCalibration(
         physics=physics, assignment=assignment, phantom_ambiguities=ambiguities, verdict=verdict,
-        views=names, detections=detections, identified=identified, ids=ids, uv=uv, fundamental=fundamental,
-        epipolar=epipolar, heldout=heldout, best_method=best, nominal_epipolar=nominal_epipolar,
-        calibration=calibration, crosscheck=crosscheck, triangulations=triangulations, errors=errors,
-        loo_errors=loo_errors, sigma_px=sigma, detection_errors_px=det_err, truth_comparison=truth_cmp,
-        seconds=time.perf_counter() - t0,
-    )
+        views=names, detections=detections, identified=identified, ids=ids, uv=uv, fundamental=f.fundamental,
+        epipolar=f.epipolar, heldout=f.heldout, best_method=f.best_method, nominal_epipolar=f.nominal_epipolar,
+        calibration=cal.calibration, crosscheck=cal.crosscheck, triangulations=tri.triangulations, errors=tri.errors,
+        loo_errors=tri.loo_errors, sigma_px=cal.sigma_px)
+    if truth is not None or truth_centres_px is not None:
+        score_against_truth(result, markers, truth, truth_centres_px, o.seed)
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def _options(options: CalibrationOptions | None, legacy: Mapping[str, Any]) -> CalibrationOptions:
+    o = options or CalibrationOptions()
+    if not legacy:
+        return o
+    unknown = sorted(set(legacy) - _LEGACY)
+    if unknown:
+        raise TypeError(f"calibrate_stereo() got an unexpected keyword argument {unknown[0]!r}")
+    warnings.warn(f"calibrate_stereo({', '.join(f'{k}=' for k in legacy)}) is deprecated: pass "
+                  "options=CalibrationOptions(...)", DeprecationWarning, stacklevel=3)
+    kw = dict(legacy)
+    if "methods" in kw:
+        kw["methods"] = tuple(kw["methods"])
+    if kw.get("tolerances") is None:
+        kw.pop("tolerances", None)
+    if kw.get("min_margin") is None:
+        kw.pop("min_margin", None)
+    return o.with_(**kw)
+
+
+def score_against_truth(result: StereoCalibration, markers: pd.DataFrame, truth: StereoRig | None = None,
+                        truth_centres_px: Mapping[str, np.ndarray] | None = None, seed: int = 0) -> StereoCalibration:
+    """Ground truth (simulation), apart from the fit: each F against the true rig's on held-out
+    points, the calibrated cameras against the true ones, the detections against the exact
+    projected centres (``truth_centres_px``: view -> ``(M, 2)`` in marker-table order). Fills
+    ``result``'s ``heldout``, ``truth_comparison`` and ``detection_errors_px`` and returns it."""
+    names = result.views
+    if truth is not None:
+        stage = FundamentalStage(result.fundamental, result.epipolar, result.best_method, result.nominal_epipolar)
+        result.heldout = heldout_comparison(stage, markers, truth, names, seed)
+        for n in names:
+            c, tr = result.calibration.rig[n], truth[n]
+            result.truth_comparison[n] = {
+                "source_error_mm": float(np.linalg.norm(c.center - tr.center)),
+                "rotation_error_deg": rotation_angle_deg(c.R, tr.R),
+                "focal_rel_error": float(np.max(np.abs(np.diag(c.K)[:2] / np.diag(tr.K)[:2] - 1))),
+                "principal_point_error_px": float(np.linalg.norm(c.K[:2, 2] - tr.K[:2, 2])),
+            }
+    if truth_centres_px is not None:
+        order = {mid: i for i, mid in enumerate(markers["marker_id"].to_numpy())}
+        for n in names:
+            t = result.identified[n].table
+            exact = np.asarray(truth_centres_px[n])[[order[m] for m in t["marker_id"]]]
+            result.detection_errors_px[n] = np.linalg.norm(t[["u", "v"]].to_numpy() - exact, axis=1)
+    return result

@@ -2,9 +2,10 @@
 
 The plastic bodies are voxelized (balls carved out as air) and rendered as a DRR; the steel
 balls are added as exact analytic spheres (``mu x chord``), whose projected centres are the
-ground truth for detection. The detector model (:func:`stereodrr.render.detector.detect`) then
-gives raw counts with Poisson and electronic noise and detector blur, stored as 16-bit like a
-flat panel's raw frame; without noise the image is the float32 line integral.
+ground truth for detection; all through the imaging pipeline (:func:`stereodrr.imaging.simulate`).
+A monochromatic flat panel (:func:`flat_panel`) gives raw counts with Poisson and electronic
+noise and detector blur, stored as 16-bit like a flat panel's raw frame; without noise the image
+is the float32 line integral; a polychromatic detector gives its ``-log(I / I_open)``.
 
 :func:`perturbed_rig` makes the "real" rig that a nominal rig only approximately describes, so
 a calibration must recover the real geometry from the images.
@@ -17,17 +18,16 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..geometry import Camera, StereoRig, rotvec_to_matrix
-from ..phantoms import Phantom, voxelize
-from ..render import render_rig, render_spheres
-from ..render.aperture import BALL_SUBPIXELS, check_aperture
-from ..render.detector import DetectorModel, to_uint16
-from ..render.detector import detect as detector_counts
-from ..render.markers import sphere_transmission
-from ..render.polychromatic import render_polychromatic
-from ..volume import mu_to_hu
+from ..geometry import Camera, StereoRig, rotvec_to_matrix, stack_cameras
+from ..imaging import DetectorModel, Scene, simulate, to_uint16
+from ..imaging.detector import Signal, run_stages
+from ..phantoms import Phantom
+from ..physics import Spectrum
+from ..render.aperture import BALL_SUBPIXELS, Aperture
+from ..render.markers import sphere_centers_px
+from .detect import ImageKind
 
-__all__ = ["CalibrationShots", "perturbed_rig", "render_calibration_images"]
+__all__ = ["CalibrationShots", "flat_panel", "perturbed_rig", "render_calibration_images"]
 
 
 def perturbed_rig(nominal: StereoRig, seed: int = 0, source_mm: float = 3.0, aim_mm: float = 2.0,
@@ -55,88 +55,88 @@ class CalibrationShots:
 
     Attributes:
         images: view name -> ``(H, W)`` image: uint16 raw counts (``kind == "intensity"``) or
-            float32 line integrals (``kind == "line_integral"``).
+            float32 line integrals / ``-log(I / I_open)`` (``kind == "line_integral"``).
         kind: ``"intensity"`` or ``"line_integral"``.
         centres_px: view name -> ``(M, 2)`` exact projected ball centres (marker table order).
         marker_ids: ``(M,)``.
     """
 
     images: dict[str, np.ndarray]
-    kind: str
+    kind: ImageKind
     centres_px: dict[str, np.ndarray]
     marker_ids: np.ndarray
+
+
+def flat_panel(photons: float | None = None, electronic_sigma: float = 0.0, detector_blur_px: float = 0.0,
+               energy_kev: float = 60.0, aperture: Aperture = "area", subpixels: int = BALL_SUBPIXELS
+               ) -> DetectorModel:
+    """The monochromatic flat panel of raw calibration frames: one line at ``energy_kev``, Poisson
+    noise at ``photons`` per pixel (``None``: noise-free line integrals), read-out noise
+    (photons), detector blur (px) and the pixel aperture."""
+    return DetectorModel(spectrum=Spectrum.monochromatic(energy_kev), photons=photons,
+                         electronic_sigma=electronic_sigma, detector_blur_px=detector_blur_px, aperture=aperture,
+                         subpixels=subpixels, name="flat_panel")
 
 
 def render_calibration_images(
     phantom: Phantom,
     rig: StereoRig,
+    detector: DetectorModel | None = None,
     *,
-    energy_kev: float = 60.0,
     voxel_mm: float = 0.5,
-    photons: float | None = None,
-    electronic_sigma: float = 0.0,
-    detector_blur_px: float = 0.0,
+    energy_kev: float = 60.0,
     seed: int = 0,
     device: torch.device | str = "cpu",
     progress: bool = True,
-    detector: DetectorModel | None = None,
-    aperture: str = "area",
-    subpixels: int = BALL_SUBPIXELS,
 ) -> CalibrationShots:
-    """Render every view of ``rig`` looking at ``phantom``.
+    """Render every view of ``rig`` looking at ``phantom`` through :func:`stereodrr.imaging.simulate`.
+
+    The plastic bodies are voxelized at ``voxel_mm`` (balls carved out) and the balls are exact.
+    A monochromatic ``detector`` at ``energy_kev`` (:func:`flat_panel`; ``None``: its noise-free
+    default) gives float32 line integrals without photons and 16-bit raw counts with them (one
+    digital unit per photon while it fits); any other :class:`~stereodrr.imaging.DetectorModel`
+    (a spectrum, scatter, ...) gives its float32 ``-log(I / I_open)``, bodies decomposed from
+    their HU at ``energy_kev``, balls exact in their own material's channel. View ``i`` is
+    seeded with ``seed + i``.
 
     Args:
         phantom: a phantom with markers (its world pose is used).
         rig: the cameras that take the pictures (the real rig, not the nominal one).
-        energy_kev: effective energy for the attenuation coefficients.
+        detector: the imaging chain (default ``flat_panel(energy_kev=energy_kev)``).
         voxel_mm: voxel size of the plastic bodies.
-        photons: mean photons per pixel without attenuation; ``None``: noise-free line integrals.
-        electronic_sigma: read-out noise in photons; detector_blur_px: Gaussian sigma.
-        seed: noise seed (view ``i`` uses ``seed + i``).
-        detector: a :class:`~stereodrr.render.DetectorModel` (spectrum, scatter, noise, ...):
-            the polychromatic chain replaces the arguments above; images are its float32
-            ``-log(I / I_open)`` (kind ``"line_integral"``), bodies decomposed from their HU at
-            ``energy_kev``, balls exact in their own material's channel.
-        aperture: ``"area"``: each pixel reports the average over its area of the transmitted
-            intensity ``exp(-L)`` (a flat panel), from ``subpixels x subpixels`` sub-rays through the
-            balls (:func:`stereodrr.render.markers.sphere_transmission`; the plastic bodies, smooth
-            on the pixel scale, at the pixel centre); noise-free images are then ``-log`` of it.
-            ``"point"``: the pixel-centre ray.
+        energy_kev: the reference energy (mu of the bodies and balls, HU).
     """
-    check_aperture(aperture, subpixels)
     if not phantom.markers:
         raise ValueError("phantom: has no markers to calibrate with")
-    vox = voxelize(phantom, voxel_mm, energy_kev=energy_kev, markers="carve", supersample=2,
-                   device=device, progress=progress)
-    if detector is not None:
-        return _polychromatic_shots(phantom, rig, vox.mu, energy_kev, detector, seed)
-    bodies = render_rig(vox.mu, rig)
-    balls = phantom.marker_arrays(energy_kev)
-    images, centres = {}, {}
-    for i, (name, cam) in enumerate(rig.cameras.items()):
-        transmitted = sphere_transmission(balls.centers, balls.diameters, balls.mu, cam, aperture, subpixels,
-                                          device=device)
-        _, c = render_spheres(balls.centers, balls.diameters, balls.mu, cam, device=device)
-        L = bodies[name] + (-torch.log(transmitted)).to(bodies[name].device, bodies[name].dtype)
-        centres[name] = c[0].cpu().numpy().astype(np.float64)
-        if photons is None:
-            images[name] = L.cpu().numpy().astype(np.float32)
-        else:
-            counts = detector_counts(L, photons, electronic_sigma=electronic_sigma,
-                                     detector_blur_px=detector_blur_px, seed=seed + i)
-            # One digital unit per photon while it fits in 16 bits, like a raw flat-panel frame.
-            scale = 1.0 if float(counts.max()) <= 65535 else None
-            images[name], _ = to_uint16(counts.clamp_min(0), scale)
-    return CalibrationShots(images, "line_integral" if photons is None else "intensity", centres, balls.ids)
-
-
-def _polychromatic_shots(phantom: Phantom, rig: StereoRig, mu, energy_kev: float,  # noqa: ANN001
-                         detector: DetectorModel, seed: int) -> CalibrationShots:
-    balls = phantom.marker_arrays(energy_kev)
-    spheres = (balls.centers, balls.diameters, [m.material.name for m in phantom.markers])
+    det = detector if detector is not None else flat_panel(energy_kev=energy_kev)
+    mono = det.spectrum.is_monochromatic and float(det.spectrum.energies_kev[0]) == float(energy_kev)
+    scene = Scene.from_phantom(phantom, voxel_mm, energy_kev, supersample=2, device=device, progress=progress)
+    balls = scene.balls
+    assert balls is not None
     with torch.no_grad():
-        imgs = render_polychromatic(mu.with_data(mu_to_hu(mu.data, energy_kev)), rig, detector,
-                                    reference_kev=energy_kev, spheres=spheres, seed=seed)
-    centres = {n: rig[n].project(balls.centers)[0].astype(np.float64) for n in rig.names}
-    return CalibrationShots({n: im.cpu().numpy().astype(np.float32) for n, im in imgs.items()}, "line_integral",
-                            centres, balls.ids)
+        if not mono:
+            imgs = simulate(scene.with_(decomposition="tissue_bone"), rig, detector=det, seed=seed, output="neglog")
+            centres = {n: rig[n].project(balls.centers)[0].astype(np.float64) for n in rig.names}
+            return CalibrationShots({n: im.cpu().numpy().astype(np.float32) for n, im in imgs.items()},
+                                    "line_integral", centres, balls.ids)
+        noisy = det.photons is not None
+        # The line integrals (each ball -log of its transmission through the pixel aperture) and,
+        # with photons, the detector's stages on exp(-L), view i seeded with seed + i: the shots'
+        # frames as they have always been made (simulate's counts multiply the transmissions
+        # instead, which rounds differently).
+        imgs = simulate(scene.with_(decomposition="none"), rig, detector=det, output="line_integral")
+        if noisy:
+            imgs = {n: run_stages(Signal(torch.exp(-imgs[n])), det, rig[n], seed + i).image
+                    for i, n in enumerate(rig.names)}
+    # The renderer's own projected centres (float32, as the mono shots have always been scored).
+    K, R, t = stack_cameras([rig[n] for n in rig.names], torch.device(device), torch.float32)
+    uv = sphere_centers_px(torch.as_tensor(balls.centers, device=device, dtype=torch.float32), K, R, t)
+    centres = {n: uv[i].cpu().numpy().astype(np.float64) for i, n in enumerate(rig.names)}
+    images = {}
+    for n, im in imgs.items():
+        if noisy:
+            # One digital unit per photon while it fits in 16 bits, like a raw flat-panel frame.
+            images[n] = to_uint16(im.clamp_min(0), 1.0 if float(im.max()) <= 65535 else None)[0]
+        else:
+            images[n] = im.cpu().numpy().astype(np.float32)
+    return CalibrationShots(images, "intensity" if noisy else "line_integral", centres, balls.ids)

@@ -26,7 +26,7 @@ from ..calib.detect import APERTURES, KINDS
 from ..calib.export import export_calibration, save_points_csv
 from ..calib.fundamental import METHODS
 from ..calib.identify import MIN_MARGIN
-from ..calib.pipeline import StereoCalibration, calibrate_stereo
+from ..calib.pipeline import CalibrationOptions, StereoCalibration, calibrate_stereo
 from ..calib.verdict import Tolerances
 from ..fileio import atomic_path, atomic_write_text, check_input_file, json_ready
 from ..geometry import load_rig
@@ -141,17 +141,16 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--phantom {args.phantom}: the phantom has no markers")
     detector = None
     if args.preset:
-        from ..render import detector_preset
+        from ..imaging import detector_preset
 
         detector = detector_preset(args.preset)
         if args.kind == "intensity":
             raise UsageError("--preset: expects -log(I / I_open) images (--kind line_integral or auto), "
                              "not raw intensities")
-    result = calibrate_stereo(images, phantom.marker_table(), nominal, kind=args.kind,
-                              epipolar_threshold_px=args.threshold, methods=tuple(METHODS),
-                              shared_intrinsics=args.shared_intrinsics, seed=args.seed, aperture=args.aperture,
-                              min_margin=args.min_margin, detector=detector,
-                              tolerances=_tolerances(args))
+    options = CalibrationOptions(kind=args.kind, epipolar_threshold_px=args.threshold, methods=tuple(METHODS),
+                                 shared_intrinsics=args.shared_intrinsics, seed=args.seed, aperture=args.aperture,
+                                 min_margin=args.min_margin, detector=detector, tolerances=_tolerances(args))
+    result = calibrate_stereo(images, phantom.marker_table(), nominal, options)
     result.seconds = time.perf_counter() - t0
     write_results(result, images, Path(args.output), {"images": list(args.images)})
     print(result.summary())

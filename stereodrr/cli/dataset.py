@@ -41,7 +41,8 @@ def run(args: argparse.Namespace) -> int:
     output_folder(args.output)
     config = load_config(input_file(args.config, "--config", "config file"))
     report = generate_dataset(config, args.output, args.n, resume=args.resume, shard=shard,
-                              workers=args.workers, scheduler=args.scheduler, threads=args.threads,
+                              workers=args.scheduler if args.scheduler is not None else args.workers,
+                              threads=args.threads,
                               progress=not args.quiet)
     manifest = (f"manifest lists {report.manifest_rows} view(s)" if report.manifest_error is None
                 else "manifest NOT rebuilt")

@@ -18,9 +18,10 @@ import argparse
 import time
 
 from ..calib.fundamental import METHODS
-from ..calib.pipeline import calibrate_stereo
-from ..calib.scene import perturbed_rig, render_calibration_images
+from ..calib.pipeline import CalibrationOptions, calibrate_stereo
+from ..calib.scene import flat_panel, perturbed_rig, render_calibration_images
 from ..geometry import StereoRig, save_rig
+from ..imaging import detector_preset
 from ..phantoms import load_phantom
 from ..render.aperture import APERTURES
 from ..resources import MAX_BLUR_PX, PIXEL_PITCH_MM, SHOT_BYTES_PER_PIXEL, check_memory, render_bytes
@@ -69,22 +70,20 @@ def run(args: argparse.Namespace) -> int:
     noisy = not args.no_noise
     detector = None
     if args.preset:
-        from ..render import detector_preset
-
         detector = detector_preset(args.preset)
         if args.no_noise:
             detector = detector.with_(photons=None, electronic_sigma=0.0)
-    shots = render_calibration_images(
-        phantom, truth, photons=args.photons if noisy else None,
-        electronic_sigma=args.electronic_noise if noisy else 0.0,
-        detector_blur_px=args.blur if noisy else 0.0, seed=args.seed, detector=detector, aperture=args.aperture)
+    panel = flat_panel(args.photons if noisy else None, args.electronic_noise if noisy else 0.0,
+                       args.blur if noisy else 0.0, aperture=args.aperture)
+    shots = render_calibration_images(phantom, truth, detector or panel, seed=args.seed)
     t_render = time.perf_counter() - t0
     paths = [write_image(out / "images" / f"{n}.tif", img) for n, img in shots.images.items()]
     save_rig(nominal, out / "nominal_rig.json")
     save_rig(truth, out / "true_rig.json")
-    result = calibrate_stereo(shots.images, phantom.marker_table(), nominal, kind=shots.kind,
-                              methods=tuple(METHODS), truth=truth, truth_centres_px=shots.centres_px,
-                              seed=args.seed, aperture=args.aperture, detector=detector)
+    options = CalibrationOptions(kind=shots.kind, methods=tuple(METHODS), seed=args.seed, aperture=args.aperture,
+                                 detector=detector)
+    result = calibrate_stereo(shots.images, phantom.marker_table(), nominal, options, truth=truth,
+                              truth_centres_px=shots.centres_px)
     result.seconds = time.perf_counter() - t0
     noise = (f"Poisson {args.photons:g} photons/px, read-out {args.electronic_noise:g}, blur {args.blur:g} px"
              if noisy else "noise-free")

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..phantoms import load_phantom, material_table, rigid_pose, save_voxelized, voxelize
-from ..phantoms.voxelize import phantom_grid
+from ..phantoms.voxelize import VoxelGrid, VoxelizeOptions, phantom_grid
 from ..plot.phantoms import plot_voxelized
 from ..resources import MAX_SUPERSAMPLE, check_memory, voxelize_bytes
 from ._args import UsageError, integer, number, output_folder
@@ -54,8 +54,9 @@ def run(args: argparse.Namespace) -> int:
     check_memory(voxelize_bytes(nx, ny, nz), f"voxelizing {phantom.name} onto {nx} x {ny} x {nz} voxels "
                                              f"(--spacing {' '.join(map(str, args.spacing))})")
     t0 = time.perf_counter()
-    vox = voxelize(phantom, spacing, energy_kev=args.energy, margin_mm=args.margin, size=args.size,
-                   supersample=args.supersample, markers=args.markers, hu_range=None if args.no_clip else (-1024.0, 3071.0),
+    vox = voxelize(phantom, spacing, energy_kev=args.energy, markers=args.markers,
+                   grid=VoxelGrid(args.size, margin_mm=args.margin),
+                   options=VoxelizeOptions(args.supersample, None if args.no_clip else (-1024.0, 3071.0)),
                    device=args.device)
     t_vox = time.perf_counter() - t0
     paths = save_voxelized(vox, args.output, args.format, phantom)

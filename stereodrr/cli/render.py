@@ -4,8 +4,9 @@ Writes per view ``<view>.tif`` (float32 line integral, readable by OpenCV and Si
 ``<view>.png`` (8-bit preview: attenuation bright, like a radiograph), a copy of the rig as
 ``rig.json`` and, with a phantom, ``markers_px.csv`` (exact projected marker centres per view).
 
-With any of ``--kvp``, ``--spectrum``, ``--preset``, ``--detector``, ``--scatter`` the render is
-polychromatic (:func:`stereodrr.render.render_polychromatic`): ``<view>.tif`` is then
+Both go through the imaging pipeline (:func:`stereodrr.imaging.simulate`). With any of
+``--kvp``, ``--spectrum``, ``--preset``, ``--detector``, ``--scatter`` the render is
+polychromatic (the materials route): ``<view>.tif`` is then
 ``-log(I / I_open)`` of the detector model (``I_open``: the same detector with nothing in the
 beam; noisy when the model has a photon count), ``<view>_counts.png`` the 16-bit raw frame when
 the model has a bit depth, and ``detector.json`` the spectrum and detector that made them. One
@@ -15,6 +16,7 @@ line at ``--energy`` with the ideal detector and no scatter gives the monochroma
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import cv2
@@ -24,14 +26,15 @@ import SimpleITK as sitk
 import torch
 from tqdm import tqdm
 
-from ..fileio import atomic_path
+from ..fileio import atomic_path, atomic_write_text
 from ..geometry import load_rig, save_rig
-from ..render import LAYERS, MODES, SCATTER_MODELS, DetectorModel, detector_preset, render_rig
+from ..imaging import PRESETS, DetectorModel, Scene, Voxels, detector_preset, simulate
+from ..imaging.materials import DECOMPOSITIONS
+from ..physics import LAYERS, SCATTER_MODELS, Spectrum
+from ..render import MODES, Projector
 from ..render.aperture import APERTURES, BALL_SUBPIXELS
-from ..render.markers import sphere_transmission
-from ..render.polychromatic import DECOMPOSITIONS, render_polychromatic
 from ..resources import MIN_STEP_MM, check_memory, render_bytes, voxelize_bytes
-from ..volume import hu_to_mu, load_volume, mu_to_hu
+from ..volume import load_volume
 from ._args import UsageError, input_file, integer, number, output_folder
 
 
@@ -60,7 +63,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help=f"sub-rays per pixel axis of --aperture area (default {BALL_SUBPIXELS}, or the --preset's)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     g = p.add_argument_group("polychromatic physics (any of these switches the render to the detector model)")
-    g.add_argument("--preset", help="detector preset: " + ", ".join(sorted(_preset_names())))
+    g.add_argument("--preset", help="detector preset: " + ", ".join(sorted(PRESETS)))
     g.add_argument("--kvp", type=number(0.0, open_lo=True, what="tube potential in kV"), help="tube potential in kV: a spekpy tungsten-anode spectrum")
     g.add_argument("--filter", default=None, help="added filtration, MATERIAL:MM[,...] (default Al:2.5 with --kvp)")
     g.add_argument("--anode-angle", type=number(0.0, 90.0, open_lo=True, what="anode angle in degrees"), default=12.0, help="anode angle, deg (default 12)")
@@ -74,16 +77,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _preset_names() -> list[str]:
-    from ..render.detector import PRESETS
-
-    return list(PRESETS)
-
-
 def detector_from_args(args: argparse.Namespace) -> DetectorModel | None:
     """The detector model the options ask for, or ``None`` for the plain line-integral render."""
-    from ..physics import Spectrum
-
     physics = ("preset", "kvp", "filter", "spectrum", "detector", "scatter", "photons")
     if not any(getattr(args, k, None) is not None for k in physics):
         return None
@@ -125,17 +120,25 @@ def preview_png(image: np.ndarray, path: Path) -> None:
             raise ValueError(f"{path}: OpenCV could not write the PNG")
 
 
-def _phantom_bodies(args: argparse.Namespace):
-    """The phantom of ``--phantom`` and its bodies voxelized at ``--voxel`` (markers carved out:
-    they are rendered as exact spheres), after a memory check of the grid."""
-    from ..phantoms import load_phantom, voxelize  # phantoms sit beside volumes, upstream of render
-    from ..phantoms.voxelize import phantom_grid
+def _scene(args: argparse.Namespace, polychromatic: bool) -> Scene:
+    """The scene of ``--ct`` (HU) and ``--phantom`` (bodies voxelized at ``--voxel`` after a
+    memory check of the grid, markers as exact balls)."""
+    voxels: list[Voxels] = []
+    if args.ct:
+        voxels.append(Voxels(load_volume(args.ct).to(args.device), "hu"))
+    balls = None
+    if args.phantom:
+        from ..phantoms import load_phantom  # phantoms sit beside volumes, upstream of render
+        from ..phantoms.voxelize import phantom_grid
 
-    ph = load_phantom(args.phantom)
-    grid = phantom_grid(ph, args.voxel)[3]
-    check_memory(voxelize_bytes(*grid), f"voxelizing {ph.name} onto {' x '.join(map(str, grid))} voxels "
-                                        f"(--voxel {args.voxel:g})")
-    return ph, voxelize(ph, args.voxel, energy_kev=args.energy, markers="carve", device=args.device).mu
+        ph = load_phantom(args.phantom)
+        grid = phantom_grid(ph, args.voxel)[3]
+        check_memory(voxelize_bytes(*grid), f"voxelizing {ph.name} onto {' x '.join(map(str, grid))} voxels "
+                                            f"(--voxel {args.voxel:g})")
+        body = Scene.from_phantom(ph, args.voxel, args.energy, device=args.device, progress=True)
+        voxels += list(body.voxels)
+        balls = body.balls
+    return Scene(tuple(voxels), balls, args.energy, args.decomposition if polychromatic else "none")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -147,84 +150,41 @@ def run(args: argparse.Namespace) -> int:
     check_memory(render_bytes(sizes), f"rendering {len(rig)} view(s) of " + ", ".join(f"{w} x {h}" for w, h in sizes)
                  + f" px (--rig {args.rig})")
     det = detector_from_args(args)
-    if det is not None:
-        return _run_polychromatic(args, rig, out, det)
-    images: dict[str, torch.Tensor | float] = {name: 0.0 for name in rig.names}
-    marker_rows = []
-    if args.ct:
-        ct = load_volume(args.ct)
-        vol = hu_to_mu(ct, args.energy).to(args.device)
-        for name, img in render_rig(vol, rig, mode=args.mode, step_mm=args.step).items():
-            images[name] = images[name] + img
-    if args.phantom:
-        ph, bodies = _phantom_bodies(args)
-        for name, img in render_rig(bodies.to(args.device), rig, mode=args.mode, step_mm=args.step).items():
-            images[name] = images[name] + img
-        m = ph.marker_arrays(args.energy)
-        if len(m.ids):
-            for name in tqdm(rig.names, desc="markers", disable=len(rig) < 2):
-                # The detector averages intensity, so an area-averaged ball is -log of its mean transmission.
-                t = sphere_transmission(m.centers, m.diameters, m.mu, rig[name], args.aperture or "area",
-                                        args.subpixels, device=args.device)
-                images[name] = images[name] + (-torch.log(t)).to(torch.float32)
-                uv = rig[name].project(m.centers)[0]
-                marker_rows += [{"view": name, "marker_id": int(i), "u": float(p[0]), "v": float(p[1])}
-                                for i, p in zip(m.ids, uv)]
-    for name in tqdm(rig.names, desc="write", disable=len(rig) < 2):
-        img = torch.as_tensor(images[name]).detach().cpu().numpy()
-        write_float_tiff(img, out / f"{name}.tif")
-        preview_png(img, out / f"{name}.png")
-    save_rig(rig, out / "rig.json")
-    if marker_rows:
-        with atomic_path(out / "markers_px.csv") as tmp:
-            pd.DataFrame(marker_rows).to_csv(tmp, index=False)
-    print(f"wrote {len(rig)} view(s) to {out}/: " + ", ".join(f"{n}.tif/.png" for n in rig.names) + ", rig.json"
-          + (", markers_px.csv" if marker_rows else ""))
-    return 0
-
-
-def _run_polychromatic(args: argparse.Namespace, rig, out: Path, det: DetectorModel) -> int:
-    """CT and/or phantom through the detector model: ``<view>.tif = -log(I / I_open)``."""
-    import json
-
-    from ..fileio import atomic_write_text
-
-    hu = load_volume(args.ct).to(args.device) if args.ct else None
-    spheres, marker_rows = None, []
-    if args.phantom:
-        ph, mu = _phantom_bodies(args)
-        body_hu = mu.with_data(mu_to_hu(mu.data, args.energy))
-        if hu is not None:
-            raise ValueError("the polychromatic render takes --ct or --phantom, not both (their grids differ)")
-        hu = body_hu
-        m = ph.marker_arrays(args.energy)
-        if len(m.ids):
-            spheres = (m.centers, m.diameters, [mk.material.name for mk in ph.markers])
-            for name in rig.names:
-                uv = rig[name].project(m.centers)[0]
-                marker_rows += [{"view": name, "marker_id": int(i), "u": float(p[0]), "v": float(p[1])}
-                                for i, p in zip(m.ids, uv)]
+    scene = _scene(args, det is not None)
+    b = scene.balls
+    marker_rows = [] if b is None else [{"view": name, "marker_id": int(i), "u": float(p[0]), "v": float(p[1])}
+                                        for name, cam in rig.cameras.items()
+                                        for i, p in zip(b.ids, cam.project(b.centers)[0])]
+    projector = Projector(args.mode, args.step)
     with torch.no_grad():
-        counts = render_polychromatic(hu, rig, det, reference_kev=args.energy, decomposition=args.decomposition,
-                                      spheres=spheres, mode=args.mode, step_mm=args.step, seed=args.seed,
-                                      output="counts")
+        if det is None:
+            mono = DetectorModel(spectrum=Spectrum.monochromatic(args.energy), aperture=args.aperture or "area",
+                                 subpixels=args.subpixels or BALL_SUBPIXELS)
+            images = simulate(scene, rig, projector, mono, output="line_integral")
+            counts = None
+        else:
+            counts = simulate(scene, rig, projector, det, seed=args.seed, output="counts")
+            images = {n: det.negative_log(c) for n, c in counts.items()}
     for name in tqdm(rig.names, desc="write", disable=len(rig) < 2):
-        img = det.negative_log(counts[name]).cpu().numpy()
+        img = images[name].detach().cpu().numpy()
         write_float_tiff(img, out / f"{name}.tif")
         preview_png(img, out / f"{name}.png")
-        if det.bit_depth is not None and det.bit_depth <= 16:
+        if counts is not None and det is not None and det.bit_depth is not None and det.bit_depth <= 16:
             with atomic_path(out / f"{name}_counts.png") as tmp:
                 if not cv2.imwrite(str(tmp), counts[name].cpu().numpy().astype(np.uint16)):
                     raise ValueError(f"{out / name}_counts.png: OpenCV could not write the PNG")
     save_rig(rig, out / "rig.json")
-    atomic_write_text(out / "detector.json", json.dumps({
-        "schema": "stereodrr.detector/1", "detector": det.to_dict(), "reference_energy_kev": args.energy,
-        "decomposition": args.decomposition, "image": "-log(I / I_open)"}, indent=1))
+    written = [f"{n}.tif" + ("" if det is not None else "/.png") for n in rig.names] + ["rig.json"]
+    if det is not None:
+        atomic_write_text(out / "detector.json", json.dumps({
+            "schema": "stereodrr.detector/1", "detector": det.to_dict(), "reference_energy_kev": args.energy,
+            "decomposition": args.decomposition, "image": "-log(I / I_open)"}, indent=1))
+        written.append("detector.json")
     if marker_rows:
         with atomic_path(out / "markers_px.csv") as tmp:
             pd.DataFrame(marker_rows).to_csv(tmp, index=False)
-    print(f"wrote {len(rig)} view(s) to {out}/ ({det.spectrum.description}, "
-          f"{'ideal' if det.layer is None else det.layer.material} detector, "
-          f"scatter {'off' if det.scatter is None else 'on'}): " + ", ".join(f"{n}.tif" for n in rig.names)
-          + ", rig.json, detector.json" + (", markers_px.csv" if marker_rows else ""))
+        written.append("markers_px.csv")
+    what = "" if det is None else (f" ({det.spectrum.description}, {'ideal' if det.layer is None else det.layer.material}"
+                                   f" detector, scatter {'off' if det.scatter is None else 'on'})")
+    print(f"wrote {len(rig)} view(s) to {out}/{what}: " + ", ".join(written))
     return 0

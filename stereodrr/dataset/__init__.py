@@ -6,7 +6,7 @@ Pipeline (one item = one rig, one subject pose, one dose, all views)::
     sample_item(config, i) -> ItemSample     depends only on (seed, i) (sample.py)
     render_item(config, i) -> RenderedItem   renderer + analytic markers + detector (generate.py)
     write_item(root, config, i)              images, then item.json (the completion marker)
-    generate_dataset(config, out, n, resume=, shard=, workers=, scheduler=)   Dask, tqdm
+    generate_dataset(config, out, n, resume=, shard=, workers=N or "tcp://...")   Dask, tqdm
     rebuild_manifest(root) -> DataFrame      manifest.parquet: one row per view (manifest.py)
     StereoDRRDataset(root)                   torch Dataset: images + K, R, t, P, pose, markers
 

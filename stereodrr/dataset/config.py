@@ -22,7 +22,7 @@ A config (schema ``stereodrr.dataset/1``; every section and key optional, defaul
 A *range* is a number (fixed) or ``[lo, hi]`` sampled uniformly; ``photons_per_pixel`` is
 sampled log-uniformly (dose spans decades); ``noise`` is ``"poisson"`` (quantum noise plus
 Gaussian read-out noise of ``electronic_sigma`` photons) or ``"none"`` (the expected intensity);
-``blur_px`` is the detector's Gaussian blur sigma (:func:`stereodrr.render.detector.detect`),
+``blur_px`` is the detector's Gaussian blur sigma (:func:`stereodrr.imaging.functional.detect`),
 ``focal_spot_blur_px`` the focal spot's (both ranges). The rest of ``detector`` is the
 :class:`~stereodrr.render.DetectorModel`: ``spectrum`` ``null`` (one line at ``energy_kev``: the
 monochromatic model) or ``{"kvp": 80, "filter": "Al:2.5", "anode_angle_deg": 12}`` (spekpy) or
@@ -51,12 +51,13 @@ import json
 import math
 import os
 import re
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, Mapping
 
 from ..fileio import read_json
+from ..imaging import DetectorModel
 from ..render import MODES
-from ..render.aperture import BALL_SUBPIXELS
 from ..resources import MAX_BLUR_PX, MAX_INT64, MIN_STEP_MM, PIXEL_PITCH_MM
 
 __all__ = ["SCHEMA", "DEFAULT_CONFIG", "load_config", "validate_config", "config_digest", "canonical_json"]
@@ -82,10 +83,13 @@ DEFAULT_CONFIG: dict[str, Any] = {
         "rotation_deg": [[-5.0, 5.0], [-5.0, 5.0], [-10.0, 10.0]],
         "translation_mm": [[-10.0, 10.0], [-10.0, 10.0], [-10.0, 10.0]],
     },
+    # The DetectorModel's own defaults for its fields (MODEL_KEYS), the config's spelling of
+    # "none" for spectrum, layer and scatter.
     "detector": {"photons_per_pixel": [1.0e3, 1.0e5], "noise": "poisson", "electronic_sigma": 0.0, "blur_px": 0.0,
                  "focal_spot_blur_px": 0.0, "spectrum": None, "layer": "ideal", "scatter": "none",
-                 "decomposition": "tissue_bone", "gain": 1.0, "offset": 0.0, "bit_depth": None,
-                 "aperture": "area", "subpixels": BALL_SUBPIXELS},
+                 "decomposition": "tissue_bone",
+                 **{k: {f.name: f.default for f in fields(DetectorModel)}[k]
+                    for k in ("gain", "offset", "bit_depth", "aperture", "subpixels")}},
     "render": {"mode": "trilinear", "step_mm": None, "device": "cpu"},
     "output": {"format": "png16"},
 }
@@ -234,13 +238,29 @@ def _subject(v: Any, base_dir: Path | None) -> dict[str, Any]:
     return out
 
 
-def _detector_model_keys(det: dict[str, Any], base_dir: Path | None) -> None:
-    """Check (in place) the DetectorModel keys of the ``detector`` section."""
-    from ..render.detector import LAYERS
-    from ..render.polychromatic import DECOMPOSITIONS
-    from ..render.scatter import SCATTER_MODELS
+#: The detector section's keys that are DetectorModel fields as they are (the others: the sampled
+#: ``photons_per_pixel``, ``electronic_sigma``, ``blur_px``, ``focal_spot_blur_px``, the ``noise``
+#: switch, and ``decomposition``, which belongs to the scene).
+MODEL_KEYS = ("spectrum", "layer", "scatter", "aperture", "subpixels", "gain", "offset", "bit_depth")
 
-    det["focal_spot_blur_px"] = _range("detector.focal_spot_blur_px", det["focal_spot_blur_px"], 0.0)
+
+def detector_fields(det: Mapping[str, Any], energy_kev: float) -> dict[str, Any]:
+    """The :class:`~stereodrr.imaging.DetectorModel` fields of a validated ``detector`` section
+    (for :meth:`DetectorModel.from_dict`): the spectrum made from its spec (``null``: one line at
+    ``energy_kev``), the rest as they are."""
+    from ..imaging import spectrum_from_spec
+
+    return {**{k: det[k] for k in MODEL_KEYS}, "spectrum": spectrum_from_spec(det["spectrum"], energy_kev)}
+
+
+def _detector_model_keys(det: dict[str, Any], energy_kev: float, base_dir: Path | None) -> None:
+    """Check (in place) the DetectorModel keys of the ``detector`` section: their form here, their
+    values by :meth:`DetectorModel.from_dict` itself (one validation for every caller)."""
+    from ..imaging import DetectorModel, spectrum_from_spec
+    from ..imaging.materials import DECOMPOSITIONS
+    from ..physics import LAYERS, SCATTER_MODELS, ScintillatorLayer
+
+    det["focal_spot_blur_px"] = _range("detector.focal_spot_blur_px", det["focal_spot_blur_px"], 0.0, MAX_BLUR_PX)
     spec = det["spectrum"]
     if spec is not None:
         if not isinstance(spec, Mapping) or not (set(spec) <= {"kvp", "filter", "anode_angle_deg"} and "kvp" in spec
@@ -258,20 +278,12 @@ def _detector_model_keys(det: dict[str, Any], base_dir: Path | None) -> None:
             spec["kvp"] = _number("detector.spectrum.kvp", spec["kvp"])
             spec["anode_angle_deg"] = _number("detector.spectrum.anode_angle_deg", spec.get("anode_angle_deg", 12.0))
             spec["filter"] = str(spec.get("filter", "Al:2.5"))
-        from ..render.detector import spectrum_from_spec
-
-        try:
-            spectrum_from_spec(spec)
-        except ValueError as exc:
-            raise ValueError(f"config: detector.spectrum: {exc}") from None
         det["spectrum"] = spec
     layer = det["layer"]
     if isinstance(layer, Mapping):
         if set(layer) - {"material", "thickness_mm", "density"} or "material" not in layer:
             raise ValueError(f"config: detector.layer: expected a name {sorted(LAYERS)} or "
                              f"{{\"material\", \"thickness_mm\", \"density\"}}, got {layer!r}")
-        from ..render.detector import ScintillatorLayer
-
         try:
             det["layer"] = asdict_layer(ScintillatorLayer(**dict(layer)))
         except (TypeError, ValueError) as exc:
@@ -280,14 +292,22 @@ def _detector_model_keys(det: dict[str, Any], base_dir: Path | None) -> None:
         det["layer"] = _choice("detector.layer", layer, tuple(LAYERS))
     det["scatter"] = _choice("detector.scatter", det["scatter"], tuple(SCATTER_MODELS))
     det["decomposition"] = _choice("detector.decomposition", det["decomposition"], DECOMPOSITIONS)
-    det["gain"] = _range("detector.gain", det["gain"], 0.0, open_lo=True)[0]
-    det["offset"] = _range("detector.offset", det["offset"], 0.0)[0]
+    det["gain"] = _number("detector.gain", det["gain"])
+    det["offset"] = _number("detector.offset", det["offset"])
     if det["bit_depth"] is not None:
         det["bit_depth"] = _positive_int("detector.bit_depth", det["bit_depth"])
         if det["bit_depth"] > 16:
             raise ValueError(f"config: detector.bit_depth: expected 1-16 bits (16-bit PNG), got {det['bit_depth']}")
     det["aperture"] = _choice("detector.aperture", det["aperture"], ("area", "point"))
     det["subpixels"] = _positive_int("detector.subpixels", det["subpixels"])
+    try:
+        spectrum = spectrum_from_spec(det["spectrum"], energy_kev)
+    except ValueError as exc:
+        raise ValueError(f"config: detector.spectrum: {exc}") from None
+    try:
+        DetectorModel.from_dict({**{k: det[k] for k in MODEL_KEYS}, "spectrum": spectrum})
+    except ValueError as exc:
+        raise ValueError(f"config: detector.{exc}") from None
 
 
 def asdict_layer(layer: Any) -> dict[str, Any]:
@@ -342,7 +362,7 @@ def validate_config(raw: Mapping[str, Any], base_dir: str | os.PathLike[str] | N
     det["blur_px"] = _range("detector.blur_px", det["blur_px"], 0.0, MAX_BLUR_PX)
     if det["noise"] == "none" and det["electronic_sigma"][1] > 0:
         raise ValueError("config: detector.electronic_sigma: must be 0 with detector.noise 'none'")
-    _detector_model_keys(det, Path(base_dir) if base_dir is not None else None)
+    _detector_model_keys(det, cfg["energy_kev"], Path(base_dir) if base_dir is not None else None)
 
     render = cfg["render"]
     render["mode"] = _choice("render.mode", render["mode"], MODES)

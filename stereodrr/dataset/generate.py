@@ -34,12 +34,10 @@ from .. import __version__
 from ..extras import require
 from ..fileio import atomic_path, atomic_write_text, read_json
 from ..geometry import transform_points
-from ..render import render_rig
-from ..render.detector import to_uint16
-from ..render.markers import sphere_transmission
-from ..render.polychromatic import primary_signals
+from ..imaging import Balls, Scene, Voxels, simulate, to_uint16
+from ..render import Projector
 from ..resources import MAX_INT64, check_memory, render_bytes, voxelize_bytes
-from ..volume import load_volume, mu_to_hu
+from ..volume import load_volume
 from .config import SCHEMA, config_digest
 from .lock import LOCK_DIR, dataset_lock
 from .manifest import (
@@ -183,13 +181,13 @@ class RenderedItem:
 def render_item(config: Mapping[str, Any], index: int) -> RenderedItem:
     """Sample item ``index``, render its views (CT plus analytic markers) and apply the detector.
 
-    Images are the item's :class:`~stereodrr.render.DetectorModel` counts (seed ``noise_seed + v``
-    for view ``v``): for the monochromatic model ``I0 exp(-L)`` with Poisson and read-out noise and
-    detector blur, exactly as :func:`stereodrr.render.detector.detect`; with a tube spectrum or
-    a scintillator, the polychromatic chain over per-material line integrals. ``png16`` quantises
-    the counts to 16 bits with the scale that maps the image maximum to 65535
-    (:func:`stereodrr.render.detector.to_uint16`; scale 1 when the model has a bit depth),
-    ``tiff32`` keeps float32 counts (scale 1).
+    Images are the item's :class:`~stereodrr.imaging.DetectorModel` counts through
+    :func:`stereodrr.imaging.simulate` (seed ``noise_seed + v`` for view ``v``): for the
+    monochromatic model ``I0 exp(-L)`` with Poisson and read-out noise and detector blur, exactly
+    as :func:`stereodrr.imaging.detect`; with a tube spectrum or a scintillator, the
+    polychromatic chain over per-material line integrals. ``png16`` quantises the counts to 16
+    bits with the scale that maps the image maximum to 65535 (:func:`stereodrr.imaging.to_uint16`;
+    scale 1 when the model has a bit depth), ``tiff32`` keeps float32 counts (scale 1).
     """
     sample = sample_item(config, index)
     render, det = config["render"], config["detector"]
@@ -200,31 +198,19 @@ def render_item(config: Mapping[str, Any], index: int) -> RenderedItem:
     xyz = transform_points(T, subject.marker_centers)
     model = item_detector(config, sample)
     poisson = det["noise"] == "poisson"
+    energy = float(config["energy_kev"])
+    # The monochromatic model (one line at the config's energy, ideal layer) renders the subject's
+    # mu (the mu route, plain Poisson); anything else decomposes its HU at that energy into materials.
+    mono = model.is_monochromatic and float(model.spectrum.energies_kev[0]) == energy
+    balls = (Balls.of(xyz, subject.marker_diameters, list(subject.marker_materials), energy, subject.marker_mu,
+                      subject.marker_ids) if subject.has_markers else None)
+    scene = Scene((Voxels(posed_volume(subject.volume, T), "mu"),), balls, energy,
+                  "none" if mono else det["decomposition"])
     with torch.no_grad():
-        if model.spectrum.is_monochromatic and model.layer is None:
-            # The monochromatic model: one render of mu (today's images, draw for draw).
-            # render_rig (one batch: every view of an item has one detector size) names a view that
-            # misses the subject by the rig's view name.
-            L = torch.stack(list(render_rig(posed_volume(subject.volume, T), rig, mode=render["mode"],
-                                            step_mm=render["step_mm"]).values()))
-            t = torch.exp(-L)
-            if subject.has_markers:
-                # The pixel aperture averages the balls' transmission over sub-rays (bodies at the centre).
-                for v, name in enumerate(rig.names):
-                    t[v] = t[v] * sphere_transmission(xyz, subject.marker_diameters, subject.marker_mu, rig[name],
-                                                      model.aperture, model.subpixels, device=L.device).to(t.dtype)
-            signal = {name: model.add_scatter(t[v], None, rig[name]) for v, name in enumerate(rig.names)}
-        else:
-            # Polychromatic: the CT back in HU at the config's energy, one channel per material.
-            vol = posed_volume(subject.volume, T)
-            spheres = (xyz, subject.marker_diameters, subject.marker_materials) if subject.has_markers else None
-            primary = primary_signals(vol.with_data(mu_to_hu(vol.data, float(config["energy_kev"]))), rig, model,
-                                      reference_kev=float(config["energy_kev"]), decomposition=det["decomposition"],
-                                      spheres=spheres, mode=render["mode"], step_mm=render["step_mm"])
-            signal = {name: model.add_scatter(*primary[name], rig[name]) for name in rig.names}
+        counts_of = simulate(scene, rig, Projector(render["mode"], render["step_mm"]), model, seed=sample.noise_seed)
         views = {}
-        for v, name in enumerate(rig.names):
-            counts = model.counts(*signal[name], seed=sample.noise_seed + v)
+        for name in rig.names:
+            counts = counts_of[name]
             if not poisson:  # the expected intensity comes out normalised (I0 = 1)
                 counts = counts * sample.photons_per_pixel
             if config["output"]["format"] == "png16":
@@ -373,8 +359,7 @@ def generate_dataset(
     *,
     resume: bool = False,
     shard: tuple[int, int] = (0, 1),
-    workers: int = 1,
-    scheduler: str | None = None,
+    workers: int | str = 1,
     threads: int = 1,
     progress: bool = True,
 ) -> GenerationReport:
@@ -389,9 +374,10 @@ def generate_dataset(
             Each run ends by rebuilding the manifest from every complete item in ``out``; after
             shards that ran at once, one ``resume`` run of the whole dataset renders nothing
             and leaves the manifest complete.
-        workers: local Dask worker processes; ``0`` renders in this process without Dask.
-        scheduler: address of a running Dask scheduler (``tcp://host:port``); overrides ``workers``.
-            Its workers need stereodrr installed and ``out`` (and the subject file) on a shared path.
+        workers: where items are rendered: a number of local Dask worker processes (``0``: in this
+            process, without Dask), or the address of a running Dask scheduler
+            (``"tcp://host:port"``), whose workers need stereodrr installed and ``out`` (and the
+            subject file) on a shared path.
         threads: CPU threads per Dask worker (torch, OpenMP, MKL and Numba pools of local
             workers; torch's on a remote cluster, whose workers' environment sets the rest).
         progress: show a tqdm bar.
@@ -400,8 +386,10 @@ def generate_dataset(
         A :class:`GenerationReport`; items that failed are listed there (and absent from the
         manifest), the others are written.
     """
-    if int(workers) != workers or workers < 0:
-        raise ValueError(f"workers: expected a non-negative integer, got {workers}")
+    scheduler = workers if isinstance(workers, str) else None
+    workers = 1 if scheduler is not None else workers
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise ValueError(f"workers: expected a non-negative integer or a scheduler's address, got {workers!r}")
     if int(threads) != threads or threads < 1:
         raise ValueError(f"threads: expected a positive integer, got {threads}")
     device = config["render"]["device"]

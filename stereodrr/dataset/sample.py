@@ -16,7 +16,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..geometry import StereoAngleWarning, StereoRig, euler_to_matrix, pose_matrix
-from ..render.aperture import BALL_SUBPIXELS
+from ..imaging import DetectorModel
 
 __all__ = ["ItemSample", "item_rng", "sample_item", "item_rig", "item_pose", "item_detector"]
 
@@ -115,24 +115,18 @@ def sample_item(config: Mapping[str, Any], index: int) -> ItemSample:
     )
 
 
-def item_detector(config: Mapping[str, Any], sample: ItemSample) -> Any:
-    """The item's :class:`~stereodrr.render.DetectorModel`: the config's detector section with
-    the item's dose, read-out noise and blurs (``photons`` is ``None`` for ``noise: "none"``)."""
-    from ..render.detector import LAYERS, DetectorModel, ScintillatorLayer, spectrum_from_spec
-    from ..render.scatter import SCATTER_MODELS
+def item_detector(config: Mapping[str, Any], sample: ItemSample) -> DetectorModel:
+    """The item's :class:`~stereodrr.imaging.DetectorModel`: the config's detector section
+    (:func:`stereodrr.dataset.config.detector_fields`) with the item's dose, read-out noise and
+    blurs (``photons`` is ``None`` for ``noise: "none"``)."""
+    from .config import detector_fields
 
     det = config["detector"]
-    layer = det.get("layer", "ideal")
-    return DetectorModel(
-        spectrum=spectrum_from_spec(det.get("spectrum"), float(config["energy_kev"])),
-        layer=ScintillatorLayer(**layer) if isinstance(layer, Mapping) else LAYERS[layer],
-        scatter=SCATTER_MODELS[det.get("scatter", "none")],
-        aperture=det.get("aperture", "area"), subpixels=int(det.get("subpixels", BALL_SUBPIXELS)),
-        detector_blur_px=sample.blur_px, focal_spot_blur_px=sample.focal_spot_blur_px,
-        photons=sample.photons_per_pixel if det["noise"] == "poisson" else None,
-        electronic_sigma=sample.electronic_sigma, gain=float(det.get("gain", 1.0)),
-        offset=float(det.get("offset", 0.0)), bit_depth=det.get("bit_depth"), name="dataset",
-    )
+    return DetectorModel.from_dict({
+        **detector_fields(det, float(config["energy_kev"])),
+        "detector_blur_px": sample.blur_px, "focal_spot_blur_px": sample.focal_spot_blur_px,
+        "photons": sample.photons_per_pixel if det["noise"] == "poisson" else None,
+        "electronic_sigma": sample.electronic_sigma, "name": "dataset"})
 
 
 def item_rig(sample: ItemSample, isocenter: np.ndarray) -> StereoRig:

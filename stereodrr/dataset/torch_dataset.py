@@ -3,7 +3,7 @@ every view's image and geometry, read through the Parquet manifest.
 
 Images can be returned as the stored values, as detector counts (``stored / scale``) or as the
 negative-log line-integral estimate ``-log(max(counts, 0.5) / I0)``
-(:func:`stereodrr.render.detector.negative_log`), the usual network input.
+(:func:`stereodrr.imaging.functional.negative_log`), the usual network input.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from ..render.detector import negative_log
+from ..imaging import negative_log
 from .manifest import load_manifest, sha256_file
 
 __all__ = ["StereoDRRDataset", "IMAGE_KINDS"]

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Iterator, Mapping, Sequence
 import numpy as np
 import torch
 from torch import Tensor
+from typing_extensions import TypedDict, Unpack
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
 from .camera import Camera, stack_cameras
 from .se3 import rotvec_to_matrix
 
-__all__ = ["StereoRig", "StereoAngleWarning", "RECOMMENDED_STEREO_ANGLE_DEG", "depth_inplane_ratio"]
+__all__ = ["StereoRig", "Placement", "StereoAngleWarning", "RECOMMENDED_STEREO_ANGLE_DEG", "depth_inplane_ratio"]
 
 RECOMMENDED_STEREO_ANGLE_DEG = (3.0, 7.0)
 """Stereo angles (degrees) a convergent pair should stay within; outside, a ``StereoAngleWarning``."""
@@ -49,13 +50,30 @@ def depth_inplane_ratio(stereo_angle_deg: float) -> float:
     return 1.0 / (math.sqrt(2.0) * math.sin(half))
 
 
-def _unit(name: str, v: Sequence[float]) -> np.ndarray:
+def _unit(name: str, v: Sequence[float] | np.ndarray) -> np.ndarray:
     a = np.asarray(v, dtype=np.float64)
     n = np.linalg.norm(a)
     if a.shape != (3,) or not np.isfinite(n) or n == 0:
         raise ValueError(f"{name}: expected a non-zero 3-vector, got {v}")
     return a / n
 
+
+
+class Placement(TypedDict, total=False):
+    """Where a factory rig stands (keywords of :meth:`StereoRig.arc`, ``convergent``, ``biplanar``).
+
+    Attributes:
+        isocenter: ``(3,)`` world mm the principal rays go through (default the origin).
+        central_direction: the central principal ray, source to detector (default ``(0, 1, 0)``:
+            AP, source anterior).
+        up: the axis the views turn about, up in the images (default ``(0, 0, 1)``: superior).
+        names: the views' names.
+    """
+
+    isocenter: Sequence[float] | np.ndarray
+    central_direction: Sequence[float] | np.ndarray
+    up: Sequence[float] | np.ndarray
+    names: Sequence[str]
 
 @dataclass(frozen=True, eq=False)
 class StereoRig:
@@ -180,69 +198,49 @@ class StereoRig:
 
     # ---- factories
     @classmethod
-    def arc(
-        cls,
-        n_views: int,
-        arc_deg: float,
-        sid: float,
-        sdd: float,
-        pixel_spacing: float | Sequence[float],
-        width: int,
-        height: int,
-        isocenter: Sequence[float] = (0.0, 0.0, 0.0),
-        central_direction: Sequence[float] = (0.0, 1.0, 0.0),
-        up: Sequence[float] = (0.0, 0.0, 1.0),
-        names: Sequence[str] | None = None,
-    ) -> StereoRig:
+    def arc(cls, n_views: int, arc_deg: float, sid: float, sdd: float, pixel_spacing: float | Sequence[float],
+            width: int, height: int, **placement: Unpack[Placement]) -> StereoRig:
         """``n_views`` sources evenly spread over ``arc_deg`` about ``up`` through the isocenter.
 
         The arc is centred on ``central_direction`` (the direction of the central principal ray,
         source to detector). View ``i`` looks along the central direction rotated by
         ``-arc/2 + i * arc/(n-1)`` degrees about ``up`` (right-handed); the first view's source
-        is on the image's -u side, as the left camera of an OpenCV stereo pair.
+        is on the image's -u side, as the left camera of an OpenCV stereo pair. ``placement``:
+        :class:`Placement` keywords (default names ``view0, view1, ...``).
         """
         if int(n_views) != n_views or n_views < 1:
             raise ValueError(f"n_views: expected a positive integer, got {n_views}")
+        names = placement.get("names")
         names = list(names) if names is not None else [f"view{i}" for i in range(n_views)]
         angles = [0.0] if n_views == 1 else list(np.linspace(-arc_deg / 2, arc_deg / 2, n_views))
-        return cls._ring(angles, names, sid, sdd, pixel_spacing, width, height, isocenter, central_direction, up)
+        return cls._ring(angles, sid, sdd, (pixel_spacing, width, height), {**placement, "names": names})
 
     @classmethod
-    def _ring(cls, angles_deg: Sequence[float], names: Sequence[str], sid: float, sdd: float,
-              pixel_spacing: float | Sequence[float], width: int, height: int, isocenter: Sequence[float],
-              central_direction: Sequence[float], up: Sequence[float]) -> StereoRig:
+    def _ring(cls, angles_deg: Sequence[float], sid: float, sdd: float,
+              panel: tuple[float | Sequence[float], int, int], placement: Placement) -> StereoRig:
         """Views looking at the isocenter along ``central_direction`` rotated by each angle about ``up``."""
+        names = list(placement["names"])
         if len(names) != len(angles_deg) or len(set(names)) != len(names):
             raise ValueError(f"names: expected {len(angles_deg)} distinct names, got {list(names)}")
         if not (sid > 0 and sdd > sid):
             raise ValueError(f"sid/sdd: expected 0 < SID < SDD (mm), got SID={sid}, SDD={sdd}")
-        d0 = _unit("central_direction", central_direction)
-        upv = _unit("up", up)
+        d0 = _unit("central_direction", placement.get("central_direction", (0.0, 1.0, 0.0)))
+        upv = _unit("up", placement.get("up", (0.0, 0.0, 1.0)))
         if abs(d0 @ upv) > 1 - 1e-9:
             raise ValueError("up: must not be parallel to central_direction")
-        iso = np.asarray(isocenter, dtype=np.float64)
+        iso = np.asarray(placement.get("isocenter", (0.0, 0.0, 0.0)), dtype=np.float64)
         cams = {}
         for name, phi in zip(names, angles_deg):
             d = rotvec_to_matrix(upv * math.radians(phi)) @ d0
-            cams[name] = Camera.look_at(iso - sid * d, iso, sdd, pixel_spacing, width, height, up=upv)
+            cams[name] = Camera.look_at(iso - sid * d, iso, sdd, panel[0], panel[1], panel[2], up=upv)
         return cls(cams, iso)
 
     @classmethod
-    def convergent(
-        cls,
-        stereo_angle_deg: float,
-        sid: float,
-        sdd: float,
-        pixel_spacing: float | Sequence[float],
-        width: int,
-        height: int,
-        isocenter: Sequence[float] = (0.0, 0.0, 0.0),
-        central_direction: Sequence[float] = (0.0, 1.0, 0.0),
-        up: Sequence[float] = (0.0, 0.0, 1.0),
-        names: Sequence[str] = ("left", "right"),
-    ) -> StereoRig:
+    def convergent(cls, stereo_angle_deg: float, sid: float, sdd: float, pixel_spacing: float | Sequence[float],
+                   width: int, height: int, **placement: Unpack[Placement]) -> StereoRig:
         """Symmetric convergent stereo pair: both principal rays through the isocenter, the
-        angle between them ``stereo_angle_deg``, baseline ``2 SID sin(theta/2)``.
+        angle between them ``stereo_angle_deg``, baseline ``2 SID sin(theta/2)``; ``placement``:
+        :class:`Placement` keywords (default names ``left, right``).
 
         Warns with :class:`StereoAngleWarning` outside the recommended 3-7 deg band.
         """
@@ -256,23 +254,14 @@ class StereoRig:
                 StereoAngleWarning,
                 stacklevel=2,
             )
-        return cls.arc(2, stereo_angle_deg, sid, sdd, pixel_spacing, width, height, isocenter,
-                       central_direction, up, names)
+        pair: Placement = {"names": ("left", "right"), **placement}
+        return cls.arc(2, stereo_angle_deg, sid, sdd, pixel_spacing, width, height, **pair)
 
     @classmethod
-    def biplanar(
-        cls,
-        sid: float,
-        sdd: float,
-        pixel_spacing: float | Sequence[float],
-        width: int,
-        height: int,
-        isocenter: Sequence[float] = (0.0, 0.0, 0.0),
-        central_direction: Sequence[float] = (0.0, 1.0, 0.0),
-        up: Sequence[float] = (0.0, 0.0, 1.0),
-        names: Sequence[str] = ("frontal", "lateral"),
-    ) -> StereoRig:
+    def biplanar(cls, sid: float, sdd: float, pixel_spacing: float | Sequence[float], width: int, height: int,
+                 **placement: Unpack[Placement]) -> StereoRig:
         """Biplanar rig: a frontal view along ``central_direction`` and a lateral view rotated
         90 deg about ``up`` (with the defaults: AP, and a lateral with the source on the
-        patient's left (+x), beam towards the right)."""
-        return cls._ring((0.0, 90.0), names, sid, sdd, pixel_spacing, width, height, isocenter, central_direction, up)
+        patient's left (+x), beam towards the right); default names ``frontal, lateral``."""
+        pair: Placement = {"names": ("frontal", "lateral"), **placement}
+        return cls._ring((0.0, 90.0), sid, sdd, (pixel_spacing, width, height), pair)

@@ -57,7 +57,15 @@ from .materials import LABELS, MATERIALS, Material, get_material, material_table
 from .model import MARKER_COLUMNS, Body, Marker, MarkerArrays, Phantom, rigid_pose
 from .primitives import PRIMITIVES, Box, Cylinder, Ellipsoid, HollowBox, Primitive, Sphere
 from .symmetry import MarkerSymmetry, identification_ambiguities, marker_symmetries
-from .voxelize import HU_RANGE_12BIT, VoxelizedPhantom, phantom_grid, save_voxelized, voxelize
+from .voxelize import (
+                 HU_RANGE_12BIT,
+                 VoxelGrid,
+                 VoxelizedPhantom,
+                 VoxelizeOptions,
+                 phantom_grid,
+                 save_voxelized,
+                 voxelize,
+)
 
 __all__ = [
     "PHANTOM_SCHEMA", "PhantomAmbiguityWarning", "load_phantom", "marker_classes",
@@ -66,6 +74,6 @@ __all__ = [
     "LABELS", "MATERIALS", "Material", "get_material", "material_table",
     "MARKER_COLUMNS", "Body", "Marker", "MarkerArrays", "Phantom", "rigid_pose",
     "PRIMITIVES", "Box", "Cylinder", "Ellipsoid", "HollowBox", "Primitive", "Sphere",
-    "HU_RANGE_12BIT", "VoxelizedPhantom", "phantom_grid", "save_voxelized", "voxelize",
+    "HU_RANGE_12BIT", "VoxelizedPhantom", "VoxelGrid", "VoxelizeOptions", "phantom_grid", "save_voxelized", "voxelize",
     "torso_phantom",
 ]

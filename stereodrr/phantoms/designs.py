@@ -36,7 +36,7 @@ from ..volume import Volume
 from .io import PHANTOM_SCHEMA, phantom_from_dict
 from .lego import BRICK_HEIGHT, PLATE_HEIGHT, STUD_HEIGHT, STUD_PITCH, brick_size
 from .model import Phantom, rigid_pose
-from .voxelize import voxelize
+from .voxelize import VoxelGrid, VoxelizeOptions, voxelize
 
 __all__ = ["lego_stereo_spec", "lego_cube_spec", "torso_spec", "torso_phantom", "default_rig", "marker_shadow_gaps",
            "write_all"]
@@ -289,8 +289,9 @@ def torso_phantom(
     extent = n * sp
     scale = (0.84 * extent[0] / 320.0, 0.80 * extent[1] / 210.0, 0.90 * extent[2] / 300.0)
     phantom = phantom_from_dict(torso_spec(scale), "torso").moved(rigid_pose((0.0, 0.0, 0.0), c))
-    vox = voxelize(phantom, sp, energy_kev=energy_kev, size=tuple(int(v) for v in n), origin=c - sp * (n - 1) / 2,
-                   direction=np.eye(3), supersample=supersample, hu_range=None, progress=False)
+    vox = voxelize(phantom, sp, energy_kev=energy_kev,
+                   grid=VoxelGrid(tuple(int(v) for v in n), c - sp * (n - 1) / 2, np.eye(3)),
+                   options=VoxelizeOptions(supersample, hu_range=None), progress=False)
     return vox.hu
 
 

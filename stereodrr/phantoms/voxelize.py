@@ -27,9 +27,10 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Any, Literal, Sequence
 
 import numpy as np
 import pandas as pd
@@ -43,7 +44,7 @@ from ..volume import Volume, mu_to_hu, mu_water
 from .materials import get_material, material_table
 from .model import Body, Phantom
 
-__all__ = ["VoxelizedPhantom", "voxelize", "phantom_grid", "save_voxelized", "HU_RANGE_12BIT"]
+__all__ = ["VoxelizedPhantom", "VoxelGrid", "VoxelizeOptions", "voxelize", "phantom_grid", "save_voxelized", "HU_RANGE_12BIT"]
 
 # Range of a 12-bit CT stored with rescale intercept -1024 (DICOM): -1024 .. 4095 - 1024.
 HU_RANGE_12BIT = (-1024.0, 3071.0)
@@ -154,48 +155,81 @@ def _coverage(body: Body, M: torch.Tensor, ijk_lo: Sequence[int], ijk_hi: Sequen
     return frac
 
 
+@dataclass(frozen=True)
+class VoxelGrid:
+    """Where the voxels lie (:func:`phantom_grid`): ``size`` voxels (x, y, z), ``origin`` (world
+    mm of voxel (0, 0, 0)), ``direction`` (3 x 3, columns = world directions of the index axes);
+    a part left out is derived: the phantom's bounding box plus ``margin_mm``, centred."""
+
+    size: Sequence[int] | None = None
+    origin: Sequence[float] | None = None
+    direction: np.ndarray | None = None
+    margin_mm: float = 5.0
+
+
+@dataclass(frozen=True)
+class VoxelizeOptions:
+    """Tuning knobs of :func:`voxelize`.
+
+    Attributes:
+        supersample: sub-samples per axis for boundary voxels (``s^3`` per voxel); raised to
+            ``32 h / c`` (at most 16) for bodies whose smallest diameter of curvature ``c`` spans
+            few voxels ``h`` (small balls).
+        hu_range: clip range of the HU volume, ``None`` to keep all values.
+        max_chunk_voxels: points evaluated at once (working-memory bound).
+        threads: torch CPU threads while voxelizing (restored afterwards); ``None`` keeps the
+            current setting. One is the default because the work is many small tensor operations
+            (one per body and slab) whose thread fan-out costs more than it gains, and costs 10-30x
+            when the cores are shared with other processes (measured on 2 shared cores).
+    """
+
+    supersample: int = 4
+    hu_range: tuple[float, float] | None = HU_RANGE_12BIT
+    max_chunk_voxels: int = 1 << 22
+    threads: int | None = 1
+
+    def __post_init__(self) -> None:
+        if isinstance(self.supersample, bool) or int(self.supersample) != self.supersample or self.supersample < 1:
+            raise ValueError(f"supersample: expected a positive integer, got {self.supersample!r}")
+        if self.hu_range is not None and not (len(self.hu_range) == 2 and self.hu_range[0] < self.hu_range[1]):
+            raise ValueError(f"hu_range: expected (low, high) with low < high, got {self.hu_range!r}")
+        if self.threads is not None and (int(self.threads) != self.threads or self.threads < 1):
+            raise ValueError(f"threads: expected a positive integer or None, got {self.threads!r}")
+
+
+_GRID_KEYS = ("size", "origin", "direction", "margin_mm")
+_OPTION_KEYS = ("supersample", "hu_range", "max_chunk_voxels", "threads")
+
+
 def voxelize(
     phantom: Phantom,
     spacing: float | Sequence[float] = 0.5,
     *,
     energy_kev: float = 60.0,
-    margin_mm: float = 5.0,
-    size: Sequence[int] | None = None,
-    origin: Sequence[float] | None = None,
-    direction: np.ndarray | None = None,
-    reference: Volume | None = None,
-    supersample: int = 4,
     markers: MarkerMode = "include",
-    hu_range: tuple[float, float] | None = HU_RANGE_12BIT,
-    max_chunk_voxels: int = 1 << 22,
+    grid: VoxelGrid | Volume | None = None,
+    options: VoxelizeOptions | None = None,
     device: torch.device | str = "cpu",
-    threads: int | None = 1,
     progress: bool = True,
+    **legacy: Any,
 ) -> VoxelizedPhantom:
     """Voxelize a phantom into mu (1/mm), HU and label volumes.
 
     Args:
         phantom: the phantom (its world pose is used).
-        spacing: voxel size in mm (one number or x, y, z); ignored with ``reference``.
+        spacing: voxel size in mm (one number or x, y, z); ignored with a reference volume.
         energy_kev: effective energy for ``mu`` and HU (10-200 keV).
-        margin_mm: air margin around the phantom when the grid is automatic.
-        size, origin, direction: an explicit grid (``size`` voxels x, y, z); missing parts are
-            derived as in :func:`phantom_grid`.
-        reference: voxelize onto this volume's grid (e.g. a CT) instead.
-        supersample: sub-samples per axis for boundary voxels (``s^3`` per voxel); raised to
-            ``32 h / c`` (at most 16) for bodies whose smallest diameter of curvature ``c`` spans few
-            voxels ``h`` (small balls).
         markers: ``"include"`` paints marker balls; ``"exclude"`` leaves them out (the bodies
             stay whole); ``"carve"`` paints them as air, so adding analytic spheres of the true
             ``mu`` (:meth:`Phantom.marker_arrays`) reproduces the full phantom.
-        hu_range: clip range of the HU volume, ``None`` to keep all values.
-        max_chunk_voxels: points evaluated at once (working-memory bound).
+        grid: a :class:`VoxelGrid`, or a volume (e.g. a CT) whose grid to voxelize onto
+            (default: the phantom's box plus 5 mm).
+        options: the tuning knobs (:class:`VoxelizeOptions`).
         device: torch device for the computation and the returned volumes.
-        threads: torch CPU threads while voxelizing (restored afterwards); ``None`` keeps the
-            current setting. One is the default because the work is many small tensor operations
-            (one per body and slab) whose thread fan-out costs more than it gains, and costs 10-30x
-            when the cores are shared with other processes (measured on 2 shared cores).
         progress: show a tqdm bar over the evaluated voxels.
+        legacy: the former keywords (``size``, ``origin``, ``direction``, ``margin_mm``,
+            ``reference``, ``supersample``, ``hu_range``, ``max_chunk_voxels``, ``threads``),
+            accepted for one release with a ``DeprecationWarning``.
 
     Returns:
         :class:`VoxelizedPhantom`.
@@ -203,56 +237,61 @@ def voxelize(
     Raises:
         ValueError: the grid cannot hold the phantom, or a bad argument.
     """
-    if threads is not None and (int(threads) != threads or threads < 1):
-        raise ValueError(f"threads: expected a positive integer or None, got {threads!r}")
+    grid, options = _legacy(grid, options, legacy)
+    o = options or VoxelizeOptions()
     before = torch.get_num_threads()
-    if threads is not None and torch.device(device).type == "cpu":
-        torch.set_num_threads(int(threads))
+    if o.threads is not None and torch.device(device).type == "cpu":
+        torch.set_num_threads(int(o.threads))
     try:
-        return _voxelize(phantom, spacing, energy_kev, margin_mm, size, origin, direction, reference, supersample,
-                         markers, hu_range, max_chunk_voxels, device, progress)
+        return _voxelize(phantom, spacing, energy_kev, markers, grid if grid is not None else VoxelGrid(), o, device,
+                         progress)
     finally:
         torch.set_num_threads(before)
 
 
-def _voxelize(phantom: Phantom, spacing: float | Sequence[float], energy_kev: float, margin_mm: float,
-              size: Sequence[int] | None, origin: Sequence[float] | None, direction: np.ndarray | None,
-              reference: Volume | None, supersample: int, markers: MarkerMode, hu_range: tuple[float, float] | None,
-              max_chunk_voxels: int, device: torch.device | str, progress: bool) -> VoxelizedPhantom:
-    """:func:`voxelize` after the thread setting."""
-    if markers not in ("include", "exclude", "carve"):
-        raise ValueError(f"markers: expected 'include', 'exclude' or 'carve', got {markers!r}")
-    if int(supersample) != supersample or supersample < 1:
-        raise ValueError(f"supersample: expected a positive integer, got {supersample!r}")
-    if hu_range is not None and not (len(hu_range) == 2 and hu_range[0] < hu_range[1]):
-        raise ValueError(f"hu_range: expected (low, high) with low < high, got {hu_range!r}")
-    mu_water(energy_kev)  # validates the energy
-    if reference is not None:
-        org, sp, D = reference.origin, reference.spacing, reference.direction
-        n = reference.size
-    else:
-        org, sp, D, n = phantom_grid(phantom, spacing, margin_mm, direction, size, origin)
-    nx, ny, nz = n
-    if nx * ny * nz > 1 << 31:
-        raise ValueError(f"grid of {nx}x{ny}x{nz} voxels is too large (over 2^31 voxels); use a coarser spacing")
-    dev = torch.device(device)
-    mu = Volume(torch.full((nz, ny, nx), get_material("air").mu(energy_kev), dtype=torch.float32, device=dev), org, sp, D)
-    labels = torch.zeros((nz, ny, nx), dtype=torch.float32, device=dev)
-    mfrac = torch.zeros((nz, ny, nx), dtype=torch.float32, device=dev)
+def _legacy(grid: VoxelGrid | Volume | None, options: VoxelizeOptions | None, legacy: dict[str, Any]
+            ) -> tuple[VoxelGrid | Volume | None, VoxelizeOptions | None]:
+    """The grid and options the former keywords describe (with a ``DeprecationWarning``)."""
+    if not legacy:
+        return grid, options
+    unknown = sorted(set(legacy) - {*_GRID_KEYS, *_OPTION_KEYS, "reference"})
+    if unknown:
+        raise TypeError(f"voxelize() got an unexpected keyword argument {unknown[0]!r}")
+    warnings.warn(f"voxelize({', '.join(f'{k}=' for k in legacy)}) is deprecated: pass grid=VoxelGrid(...) or a "
+                  "reference volume, and options=VoxelizeOptions(...)", DeprecationWarning, stacklevel=3)
+    if legacy.get("reference") is not None:
+        grid = legacy["reference"]
+    elif any(k in legacy for k in _GRID_KEYS):
+        grid = replace(grid if isinstance(grid, VoxelGrid) else VoxelGrid(),
+                       **{k: legacy[k] for k in _GRID_KEYS if k in legacy})
+    if any(k in legacy for k in _OPTION_KEYS):
+        options = replace(options or VoxelizeOptions(), **{k: legacy[k] for k in _OPTION_KEYS if k in legacy})
+    return grid, options
 
-    # Every item in painting order: (body, mu painted or None, label painted or None, is marker).
+
+# One thing to paint: (body, mu painted or None, label painted or None, is a marker).
+_Item = tuple[Body, float | None, int | None, bool]
+
+
+def _paint_items(phantom: Phantom, markers: MarkerMode, energy_kev: float) -> list[_Item]:
+    """Every body, then every marker as ``markers`` says, in painting order."""
     air = get_material("air")
-    items = [(b, b.material.mu(energy_kev), b.material.label, False) for b in phantom.bodies]
+    items: list[_Item] = [(b, float(b.material.mu(energy_kev)), b.material.label, False) for b in phantom.bodies]
     for m in phantom.markers:
-        paint = {"include": (m.material.mu(energy_kev), m.material.label), "exclude": (None, None),
-                 "carve": (air.mu(energy_kev), air.label)}[markers]
+        paint: tuple[float | None, int | None] = {
+            "include": (float(m.material.mu(energy_kev)), m.material.label), "exclude": (None, None),
+            "carve": (float(air.mu(energy_kev)), air.label)}[markers]
         items.append((m.as_body(), *paint, True))
+    return items
 
-    # Index-space boxes, and the index -> local maps (local = inv(pose_world_body) @ affine).
-    idx_from_world = mu.index_from_world
+
+def _index_boxes(items: list[_Item], phantom: Phantom, mu: Volume, n: tuple[int, int, int], sp: np.ndarray
+                 ) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[torch.Tensor]]:
+    """Each item's index-space box and its index -> local map (local = inv(pose_world_body) @ affine)."""
+    nx, ny, nz = n
     boxes, maps = [], []
     for body, *_ in items:
-        lo, hi = body.bounds(compose(idx_from_world, phantom.pose))
+        lo, hi = body.bounds(compose(mu.index_from_world, phantom.pose))
         if np.any(lo < -0.5 - 1e-6) or np.any(hi > np.array(n) - 0.5 + 1e-6):
             over = np.maximum(np.maximum(-0.5 - lo, hi - (np.array(n) - 0.5)), 0) * sp
             raise ValueError(
@@ -262,44 +301,77 @@ def _voxelize(phantom: Phantom, spacing: float | Sequence[float], energy_kev: fl
             )
         boxes.append((np.maximum(np.ceil(lo - 0.5), 0).astype(int), np.minimum(np.floor(hi + 0.5), np.array(n) - 1).astype(int) + 1))
         M = compose(invert(compose(phantom.pose, body.pose)), mu.affine)
-        maps.append(torch.as_tensor(M, dtype=torch.float32, device=dev))
+        maps.append(torch.as_tensor(M, dtype=torch.float32, device=mu.device))
+    return boxes, maps
 
-    s = int(supersample)
+
+def _voxelize(phantom: Phantom, spacing: float | Sequence[float], energy_kev: float, markers: MarkerMode,
+              grid: VoxelGrid | Volume, o: VoxelizeOptions, device: torch.device | str, progress: bool
+              ) -> VoxelizedPhantom:
+    """:func:`voxelize` after the thread setting."""
+    if markers not in ("include", "exclude", "carve"):
+        raise ValueError(f"markers: expected 'include', 'exclude' or 'carve', got {markers!r}")
+    mu_water(energy_kev)  # validates the energy
+    if isinstance(grid, Volume):
+        org, sp, D, n = grid.origin, grid.spacing, grid.direction, grid.size
+    else:
+        org, sp, D, n = phantom_grid(phantom, spacing, grid.margin_mm, grid.direction, grid.size, grid.origin)
+    nx, ny, nz = n
+    if nx * ny * nz > 1 << 31:
+        raise ValueError(f"grid of {nx}x{ny}x{nz} voxels is too large (over 2^31 voxels); use a coarser spacing")
+    dev = torch.device(device)
+    mu = Volume(torch.full((nz, ny, nx), float(get_material("air").mu(energy_kev)), dtype=torch.float32, device=dev),
+                org, sp, D)
+    items = _paint_items(phantom, markers, energy_kev)
+    boxes, maps = _index_boxes(items, phantom, mu, (nx, ny, nz), sp)
+    s = int(o.supersample)
     # Sub-samples per axis: at least 32 across the smallest curved feature (sphere diameter ...).
     h = float(sp.max())
     per_body = [min(max(s, 16), max(s, math.ceil(32 * h / body.shape.curvature_size() - 1e-9)))
                 if math.isfinite(body.shape.curvature_size()) else s for body, *_ in items]
-    offsets = {n: _subvoxel_offsets(n, dev) for n in set(per_body)}
-    half_diag = 0.5 * float(np.linalg.norm(sp))
-    slab = max(1, int(max_chunk_voxels) // (nx * ny))
-    data = mu.data
-    hu = torch.empty_like(data)
+    offsets = {k: _subvoxel_offsets(k, dev) for k in set(per_body)}
+    slab = max(1, int(o.max_chunk_voxels) // (nx * ny))
     # Work units: every body over its box, slab by slab; the bar counts evaluated voxels.
-    work = [[(it, lo, hi, M, offsets[n], max(lo[2], k0), min(hi[2], k0 + slab))
-             for it, (lo, hi), M, n in zip(items, boxes, maps, per_body) if max(lo[2], k0) < min(hi[2], k0 + slab)]
+    work = [[(it, lo, hi, M, offsets[k], max(lo[2], k0), min(hi[2], k0 + slab))
+             for it, (lo, hi), M, k in zip(items, boxes, maps, per_body) if max(lo[2], k0) < min(hi[2], k0 + slab)]
             for k0 in range(0, nz, slab)]
+    labels, mfrac, hu = _paint(mu, work, slab, 0.5 * float(np.linalg.norm(sp)), energy_kev, o, f"voxelize {phantom.name}",
+                               progress)
+    return VoxelizedPhantom(
+        mu=mu, hu=mu.with_data(hu), labels=mu.with_data(labels), marker_fraction=mu.with_data(mfrac),
+        markers=phantom.marker_table(), energy_kev=float(energy_kev),
+        hu_range=None if o.hu_range is None else (float(o.hu_range[0]), float(o.hu_range[1])),
+        markers_mode=markers, supersample=s,
+    )
+
+
+def _paint(mu: Volume, work: list, slab: int, half_diag: float, energy_kev: float, o: VoxelizeOptions, what: str,
+           progress: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Paint the work units slab by slab into ``mu`` (in place): coverage-weighted mu, the
+    labels of voxels at least half covered, the marker fraction; then each slab's HU."""
+    data = mu.data
+    labels = torch.zeros_like(data)
+    mfrac = torch.zeros_like(data)
+    hu = torch.empty_like(data)
+    nz = data.shape[0]
     total = sum(int(np.prod(hi[:2] - lo[:2])) * (kh - kl) for units in work for _, lo, hi, _, _, kl, kh in units)
-    with tqdm(total=total, desc=f"voxelize {phantom.name}", unit="vox", unit_scale=True, disable=not progress) as bar:
+    with tqdm(total=total, desc=what, unit="vox", unit_scale=True, disable=not progress) as bar:
         for k0, units in zip(range(0, nz, slab), work):
             k1 = min(nz, k0 + slab)
             for (body, mu_b, label_b, is_marker), lo, hi, M, sub, kl, kh in units:
-                f = _coverage(body, M, (lo[0], lo[1], kl), (hi[0], hi[1], kh), half_diag, sub, max_chunk_voxels)
+                f = _coverage(body, M, (lo[0], lo[1], kl), (hi[0], hi[1], kh), half_diag, sub, o.max_chunk_voxels)
                 sl = (slice(kl, kh), slice(lo[1], hi[1]), slice(lo[0], hi[0]))
                 if mu_b is not None:
+                    assert label_b is not None  # painted bodies have a label
                     data[sl] += f * (mu_b - data[sl])
                     labels[sl] = torch.where(f >= 0.5, float(label_b), labels[sl])
                 if is_marker:
                     mfrac[sl] += f * (1.0 - mfrac[sl])
                 bar.update(int(np.prod(hi[:2] - lo[:2])) * (kh - kl))
             hu[k0:k1] = mu_to_hu(data[k0:k1], energy_kev)
-            if hu_range is not None:
-                hu[k0:k1].clamp_(hu_range[0], hu_range[1])
-    return VoxelizedPhantom(
-        mu=mu, hu=mu.with_data(hu), labels=mu.with_data(labels), marker_fraction=mu.with_data(mfrac),
-        markers=phantom.marker_table(), energy_kev=float(energy_kev),
-        hu_range=None if hu_range is None else (float(hu_range[0]), float(hu_range[1])),
-        markers_mode=markers, supersample=s,
-    )
+            if o.hu_range is not None:
+                hu[k0:k1].clamp_(o.hu_range[0], o.hu_range[1])
+    return labels, mfrac, hu
 
 
 def _write_image(volume: Volume, path: Path, pixel: int) -> Path:

@@ -24,7 +24,7 @@ import functools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from scipy.optimize import brentq
@@ -251,8 +251,28 @@ class Spectrum:
             return self.mean_energy_kev if self.is_monochromatic else float(lo if abs(g(lo)) < abs(g(hi)) else hi)
         return float(brentq(g, lo, hi, xtol=1e-6))
 
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Spectrum:
+        """The spectrum :meth:`to_dict` describes, made again the same way (a table needs its ``file``).
+
+        Raises:
+            ValueError: a description that does not say how to make the spectrum.
+        """
+        kind = d.get("kind")
+        if kind == "monochromatic":
+            return cls.monochromatic(float(d["energy_kev"]))
+        if kind == "spekpy":
+            filters = None if d.get("filters", "none") == "none" else d["filters"]
+            return cls.from_tube(float(d["kvp"]), filters, float(d.get("anode_angle_deg", DEFAULT_ANODE_ANGLE_DEG)),
+                                 float(d.get("bin_kev", 1.0)))
+        if kind == "table" and "file" in d:
+            return cls.from_csv(d["file"])
+        raise ValueError(f"spectrum: cannot make a spectrum from {dict(d)!r} (expected kind monochromatic, spekpy, "
+                         "or table with its file)")
+
     def to_dict(self) -> dict[str, Any]:
-        """Description for manifests: how it was made, mean and effective energy, Al HVL."""
+        """Description for manifests: how it was made, mean and effective energy, Al HVL
+        (:meth:`from_dict` reads it back)."""
         out: dict[str, Any] = {"description": self.description, **self.params,
                                "mean_energy_kev": self.mean_energy_kev}
         if not self.is_monochromatic:

@@ -60,6 +60,7 @@ from tqdm.auto import tqdm
 
 from ..geometry import StereoRig, matrix_to_rotvec, project_points, quaternion_to_matrix, rotvec_to_matrix
 from ..render.drr import drr
+from ..render.projector import Projector
 from ..volume import Volume
 from .metrics import mean_viewing_direction, registration_errors
 from .pose import RigidPose, moved_extrinsics, pose_matrix
@@ -236,7 +237,7 @@ def render_views(volume: Volume, rig: StereoRig, pose: RigidPose, scale: int = 1
     h, w = cams[0].height // scale, cams[0].width // scale
     with torch.no_grad():
         return drr(volume.data, ifw, scale_intrinsics(K, scale).to(dt), Rm.to(dt), tm.to(dt), h, w,
-                   mode=mode, step_mm=step_mm)
+                   Projector(mode, step_mm))
 
 
 def multiview_loss(data: Tensor, index_from_world: Tensor, K: Tensor, R: Tensor, t: Tensor, T: Tensor,
@@ -263,7 +264,7 @@ def multiview_loss(data: Tensor, index_from_world: Tensor, K: Tensor, R: Tensor,
     Rm, tm = moved_extrinsics(R.to(T.dtype), t.to(T.dtype), T)
     dt = data.dtype
     img = drr(data, index_from_world, K.to(dt), Rm.to(dt), tm.to(dt), targets.shape[-2], targets.shape[-1],
-              mode=mode, step_mm=step_mm)
+              Projector(mode, step_mm))
     per_view = 1.0 - get_similarity(similarity)(img.to(targets.dtype), targets, mask)
     return per_view.sum(), per_view
 

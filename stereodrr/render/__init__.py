@@ -2,18 +2,17 @@
 
 Images are line integrals ``L = integral mu ds`` (mu in 1/mm, s in mm) along the ray from the
 source ``C = -R^T t`` through each pixel centre ``(u, v)`` (integers; images ``(H, W)``), for
-cameras in the OpenCV convention (``x_cam = R x + t``, ``x ~ K x_cam``). The detector model turns
-``L`` into counts.
+cameras in the OpenCV convention (``x_cam = R x + t``, ``x ~ K x_cam``). The detector
+(:mod:`stereodrr.imaging`) turns ``L`` into counts.
 
 Functional core (tensors in, tensors out; autograd flows to every floating input)::
 
-    drr(data, index_from_world, K, R, t, height, width, *, mode="auto", step_mm=None,
-        backend="auto", chunk_rays=None) -> (B, H, W)
+    drr(data, index_from_world, K, R, t, height, width, projector=Projector()) -> (B, H, W)
         data (Z, Y, X) mu; index_from_world (4, 4) = inverse of Volume.affine;
         K (B, 3, 3), R (B, 3, 3), t (B, 3), all on data's device and dtype (float32 poses for a
         bfloat16/float16 volume).
-        mode "auto" (default): the backend's own, "joseph" on the fused kernels (Numba, Triton),
-        "trilinear" on torch.
+        Projector(mode, step_mm, backend, chunk_rays); mode "auto" (default): the backend's own,
+        "joseph" on the fused kernels (Numba, Triton), "trilinear" on torch.
         mode "trilinear": ray marching with the edge-clamped trilinear interpolant, ceil(len/step)
         equal steps over each ray's clipped segment (default step: half the smallest spacing).
         mode "joseph": Joseph's projector, one bilinear sample per slab of slices along each
@@ -31,18 +30,18 @@ Functional core (tensors in, tensors out; autograd flows to every floating input
 Wrappers on :class:`~stereodrr.volume.Volume` (``volume.data`` is mu) and cameras
 (a Camera, a sequence or name -> Camera mapping, or a StereoRig)::
 
-    render_drr(volume, cameras, *, mode, step_mm) -> (B, H, W) on volume.device
+    render_drr(volume, cameras, projector) -> (B, H, W) on volume.device
         views of different detector sizes raise ValueError naming them; use
     render_rig(volume, cameras, ...) -> {name: (H_v, W_v)}   any sizes
     render_structures(volume, labels, cameras, ...) -> ((B, C, H, W), label values)
     render_spheres(centers, diameters, mu, cameras) -> (images (B, H, W), centres px (B, M, 2))
 
-Detector model (:mod:`stereodrr.render.detector`): Beer-Lambert intensity, seeded Poisson
-quantum noise, Gaussian electronic noise, Gaussian detector and focal-spot blur, 16-bit output,
-negative-log image; :class:`DetectorModel` is the whole polychromatic chain (spectrum,
-scintillator, scatter, PSF, noise, gain, bits) over the per-material line integrals of
-:mod:`stereodrr.render.polychromatic` (``render_polychromatic``); scatter:
-:mod:`stereodrr.render.scatter`.
+This package is the projector: line integrals of volumes and analytic balls, the pixel aperture
+(:mod:`.aperture`) and :class:`Projector` (mode, step, backend: one object for every function
+that renders a volume). The detector and the whole imaging chain (scene -> images) are in
+:mod:`stereodrr.imaging`; the physics (spectra, scatter, scintillators, blur) in
+:mod:`stereodrr.physics`. The detector's names (``DetectorModel``, ``detect``, ...) are still
+found here for one release, with a ``DeprecationWarning``.
 
 Backends (:mod:`stereodrr.render.backends`): one kernel contract (index-space rays and their
 clipped, sampled segments in, line integrals out, plus the backward) and a table chosen by
@@ -59,29 +58,34 @@ unless set), so torch's and Numba's pools do not spin against each other
 (:mod:`stereodrr.render.threads`).
 """
 
-from .detector import (
-    LAYERS,
-    PRESETS,
-    DetectorModel,
-    ScintillatorLayer,
-    beer_lambert,
-    detect,
-    detector_preset,
-    focal_spot_sigma_px,
-    gaussian_blur,
-    negative_log,
-    to_uint16,
-)
-from .drr import MODES, RaysMissWarning, camera_batch, drr, render_drr, render_rig, render_structures
+import importlib
+import warnings
+from typing import Any
+
+from .drr import RaysMissWarning, camera_batch, drr, render_drr, render_rig, render_structures
 from .markers import render_spheres, sphere_centers_px, sphere_drr
-from .polychromatic import decompose_hu, material_line_integrals, render_polychromatic
-from .scatter import SCATTER_MODELS, AntiScatterGrid, ScatterModel
+from .projector import MODES, BackendName, Mode, Projector
 
 __all__ = [
-    "beer_lambert", "detect", "focal_spot_sigma_px", "gaussian_blur", "negative_log", "to_uint16",
-    "MODES", "RaysMissWarning", "camera_batch", "drr", "render_drr", "render_rig", "render_structures",
-    "render_spheres", "sphere_centers_px", "sphere_drr",
-    "DetectorModel", "ScintillatorLayer", "LAYERS", "PRESETS", "detector_preset",
-    "decompose_hu", "material_line_integrals", "render_polychromatic",
-    "ScatterModel", "AntiScatterGrid", "SCATTER_MODELS",
+    "Projector", "Mode", "BackendName", "MODES", "RaysMissWarning", "camera_batch", "drr", "render_drr", "render_rig",
+    "render_structures", "render_spheres", "sphere_centers_px", "sphere_drr",
 ]
+
+# Names that moved to the imaging chain (stereodrr.imaging) or to stereodrr.physics: still found
+# here for one release, with a DeprecationWarning (imported on use: the chain sits above render).
+_MOVED = {
+    **{n: "stereodrr.imaging" for n in (
+        "DetectorModel", "PRESETS", "detector_preset", "beer_lambert", "detect", "negative_log", "to_uint16",
+        "decompose_hu", "material_line_integrals", "render_polychromatic")},
+    **{n: "stereodrr.physics" for n in (
+        "ScintillatorLayer", "LAYERS", "ScatterModel", "AntiScatterGrid", "SCATTER_MODELS", "gaussian_blur",
+        "focal_spot_sigma_px")},
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _MOVED.get(name)
+    if module is None:
+        raise AttributeError(f"module 'stereodrr.render' has no attribute {name!r}")
+    warnings.warn(f"stereodrr.render.{name} moved to {module}.{name}", DeprecationWarning, stacklevel=2)
+    return getattr(importlib.import_module(module), name)

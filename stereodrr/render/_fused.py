@@ -29,7 +29,7 @@ try:  # Numba is an optional accelerator; the torch path is complete without it.
     import numba
     from numba import njit, prange
 except ImportError:  # pragma: no cover - exercised only where numba is absent
-    numba = None
+    numba = None  # type: ignore[assignment]
 
 P = ParamSpec("P")
 R = TypeVar("R")

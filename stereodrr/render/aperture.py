@@ -22,15 +22,17 @@ sharper profile (an analytic ball's square-root rim) needs the edge width it act
 from __future__ import annotations
 
 import math
+from typing import Literal, get_args
 
 import numpy as np
 
 from ..geometry import Camera
 
-__all__ = ["APERTURES", "BALL_SUBPIXELS", "EDGE_TOLERANCE", "auto_subpixels", "subpixel_offsets", "subpixel_cameras",
+__all__ = ["Aperture", "APERTURES", "BALL_SUBPIXELS", "EDGE_TOLERANCE", "auto_subpixels", "subpixel_offsets", "subpixel_cameras",
            "check_aperture"]
 
-APERTURES = ("area", "point")
+Aperture = Literal["area", "point"]
+APERTURES: tuple[str, ...] = get_args(Aperture)
 # Edge pixels are within this fraction of the edge height of their area average.
 EDGE_TOLERANCE = 1e-3
 # Sub-rays per pixel axis through analytic marker balls (calibration shots, the detector model):
@@ -40,7 +42,7 @@ BALL_SUBPIXELS = 6
 MAX_AUTO_SUBPIXELS = 16
 
 
-def check_aperture(aperture: str, subpixels: int | None) -> None:
+def check_aperture(aperture: Aperture, subpixels: int | None) -> None:
     """Raise ``ValueError`` unless ``aperture`` is known and ``subpixels`` is None or >= 1."""
     if aperture not in APERTURES:
         raise ValueError(f"aperture: expected one of {APERTURES}, got {aperture!r}")

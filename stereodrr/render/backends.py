@@ -57,6 +57,8 @@ LOW_PRECISION = (torch.bfloat16, torch.float16)
 _HAS_NUMBA = importlib.util.find_spec("numba") is not None
 _HAS_TRITON = importlib.util.find_spec("triton") is not None
 
+# The backward's gradients: volume, o, e, s0 and the segment's second tensor.
+Gradients = tuple[Tensor, Tensor, Tensor, Tensor, Tensor]
 March = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor], Tensor]
 Joseph = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor], Tensor]
 Exact = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor], Tensor]
@@ -142,7 +144,7 @@ def _warn_no_fused_cpu(reason: str | None) -> None:
                   "backend: the same integrals, often 10-100x slower", RuntimeWarning, stacklevel=4)
 
 
-def _fused_op(name: str, forward: Callable[..., Tensor], backward: Callable[..., tuple[Tensor, ...]],
+def _fused_op(name: str, forward: Callable[..., Tensor], backward: Callable[..., Gradients],
               segment: str = "march") -> Callable[..., Tensor]:
     """A custom op ``stereodrr::<name>`` (and ``<name>_backward``) around host functions
     ``forward(data, o, e, s0, x, *rest)`` and ``backward(grad, data, o, e, s0, x, *rest, want_data,
@@ -154,7 +156,7 @@ def _fused_op(name: str, forward: Callable[..., Tensor], backward: Callable[...,
             return forward(data, o, e, s0, s1)
 
         @torch.library.custom_op(f"stereodrr::{name}_backward", mutates_args=())
-        def op_backward(grad: Tensor, data: Tensor, o: Tensor, e: Tensor, s0: Tensor, s1: Tensor,
+        def _backward_op(grad: Tensor, data: Tensor, o: Tensor, e: Tensor, s0: Tensor, s1: Tensor,
                         want_data: bool, deterministic: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
             return backward(grad, data, o, e, s0, s1, want_data, deterministic)
     elif segment == "march":
@@ -163,7 +165,7 @@ def _fused_op(name: str, forward: Callable[..., Tensor], backward: Callable[...,
             return forward(data, o, e, s0, ds, n)
 
         @torch.library.custom_op(f"stereodrr::{name}_backward", mutates_args=())
-        def op_backward(grad: Tensor, data: Tensor, o: Tensor, e: Tensor, s0: Tensor, ds: Tensor, n: Tensor,
+        def _backward_op(grad: Tensor, data: Tensor, o: Tensor, e: Tensor, s0: Tensor, ds: Tensor, n: Tensor,
                         want_data: bool, deterministic: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
             return backward(grad, data, o, e, s0, ds, n, want_data, deterministic)
     else:
@@ -172,7 +174,7 @@ def _fused_op(name: str, forward: Callable[..., Tensor], backward: Callable[...,
             return forward(data, o, e, s0, s1, k)
 
         @torch.library.custom_op(f"stereodrr::{name}_backward", mutates_args=())
-        def op_backward(grad: Tensor, data: Tensor, o: Tensor, e: Tensor, s0: Tensor, s1: Tensor, k: Tensor,
+        def _backward_op(grad: Tensor, data: Tensor, o: Tensor, e: Tensor, s0: Tensor, s1: Tensor, k: Tensor,
                         want_data: bool, deterministic: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
             return backward(grad, data, o, e, s0, s1, k, want_data, deterministic)
 
@@ -180,21 +182,21 @@ def _fused_op(name: str, forward: Callable[..., Tensor], backward: Callable[...,
     def _(data: Tensor, o: Tensor, *rest: Tensor) -> Tensor:
         return o.new_empty(o.shape[0])
 
-    @op_backward.register_fake
+    @_backward_op.register_fake
     def _(grad: Tensor, data: Tensor, o: Tensor, e: Tensor, s0: Tensor, x: Tensor, *rest: object
           ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         want_data = bool(rest[-2])
         g_data = torch.empty_like(data) if want_data else data.new_empty(0)
         return g_data, torch.empty_like(o), torch.empty_like(e), torch.empty_like(s0), torch.empty_like(x)
 
-    def setup_context(ctx, inputs, output) -> None:  # type: ignore[no-untyped-def]
+    def setup_context(ctx, inputs, output) -> None:
         ctx.save_for_backward(*inputs)
         ctx.deterministic = torch.are_deterministic_algorithms_enabled()
 
-    def grad_fn(ctx, grad: Tensor):  # type: ignore[no-untyped-def]
+    def grad_fn(ctx, grad: Tensor):
         saved = ctx.saved_tensors
         want = bool(ctx.needs_input_grad[0])
-        g_data, go, ge, gs0, gx = op_backward(grad.contiguous(), *saved, want, ctx.deterministic)
+        g_data, go, ge, gs0, gx = _backward_op(grad.contiguous(), *saved, want, ctx.deterministic)
         return ((g_data if want else None), go, ge, gs0, gx) + (None,) * (len(saved) - 5)
 
     op.register_autograd(grad_fn, setup_context=setup_context)

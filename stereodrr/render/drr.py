@@ -30,13 +30,17 @@ from ..geometry import Camera, StereoRig, stack_cameras
 from ..volume import Volume
 from .backends import LOW_PRECISION, Backend, select_backend
 from .integrate import SAMPLE_BUDGET, segment_samples, slab_slices
+from .projector import MODES, Projector, projector_keywords
 from .rays import clip_to_box, index_rays, pixel_grid_chunk, voxel_spacing
 from .threads import single_threaded_torch
 
-__all__ = ["drr", "render_drr", "render_rig", "render_structures", "camera_batch", "MODES", "RaysMissWarning"]
+__all__ = ["drr", "render_drr", "render_rig", "render_structures", "camera_batch", "MODES", "RaysMissWarning",
+           "Cameras"]
 
-MODES = ("auto", "trilinear", "joseph", "exact")
-"""The renderer's modes (``mode=`` of :func:`drr`); ``auto`` is the backend's own choice."""
+#: What the wrappers take as views: one camera, a sequence, a name -> camera mapping or a rig.
+Cameras = Camera | Sequence[Camera] | Mapping[str, Camera] | StereoRig
+# The default projector, one instance (built outside any compiled graph).
+_DEFAULT = Projector()
 
 
 class RaysMissWarning(UserWarning):
@@ -66,12 +70,15 @@ def _finite_volume(data: Tensor) -> bool:
         return True
     if not _all_finite(data):
         return False
-    _FINITE_VOLUMES[key] = (weakref.ref(data, lambda _ref, key=key: _FINITE_VOLUMES.pop(key, None)), data._version)
+    def forget(_ref: weakref.ref, key: int = key) -> None:
+        _FINITE_VOLUMES.pop(key, None)
+
+    _FINITE_VOLUMES[key] = (weakref.ref(data, forget), data._version)
     return True
 
 
 def _check_inputs(data: Tensor, index_from_world: Tensor, K: Tensor, R: Tensor, t: Tensor,
-                  height: int, width: int, mode: str, step_mm: float | None) -> None:
+                  height: int, width: int) -> None:
     if not isinstance(data, Tensor) or data.ndim != 3 or not data.is_floating_point():
         raise ValueError(f"data: expected a floating (Z, Y, X) tensor, got "
                          f"{type(data).__name__} {tuple(getattr(data, 'shape', ()))}")
@@ -96,10 +103,6 @@ def _check_inputs(data: Tensor, index_from_world: Tensor, K: Tensor, R: Tensor, 
         raise ValueError(f"data: {int((~torch.isfinite(data)).sum())} voxel(s) are NaN or inf")
     if int(height) != height or int(width) != width or height <= 0 or width <= 0:
         raise ValueError(f"image size: expected positive integers, got height={height}, width={width}")
-    if mode not in MODES:
-        raise ValueError(f"mode: expected one of {MODES}, got {mode!r}")
-    if step_mm is not None and not (math.isfinite(step_mm) and step_mm > 0):
-        raise ValueError(f"step_mm: expected a positive length in mm, got {step_mm}")
 
 
 def _chunk_integral(data: Tensor, index_from_world: Tensor, K: Tensor, R: Tensor, t: Tensor, start: int, stop: int,
@@ -109,7 +112,8 @@ def _chunk_integral(data: Tensor, index_from_world: Tensor, K: Tensor, R: Tensor
     uv = pixel_grid_chunk(start, stop, width, K.device, K.dtype)
     o, e = index_rays(index_from_world, K, R, t, uv)  # (V, N, 3)
     o, e = o.reshape(-1, 3), e.reshape(-1, 3)
-    s0, s1 = clip_to_box(o, e, tuple(data.shape[::-1]))
+    nz, ny, nx = data.shape
+    s0, s1 = clip_to_box(o, e, (nx, ny, nz))
     hits = (s1 > s0).reshape(K.shape[0], -1).sum(-1)
     if mode == "exact":
         assert backend.exact is not None  # select_backend checked the mode
@@ -146,10 +150,12 @@ def _rays_per_chunk(data: Tensor, index_from_world: Tensor, mode: str, step: flo
     else:
         diag_mm = float(torch.linalg.norm(torch.tensor([nx, ny, nz], dtype=torch.float64)
                                           * voxel_spacing(index_from_world.detach()).cpu().double()))
+        assert step is not None  # trilinear has a step
         per_ray = math.ceil(diag_mm / float(step)) + 1
     return max(1, SAMPLE_BUDGET // per_ray)
 
 
+@projector_keywords
 def drr(
     data: Float[Tensor, "Z Y X"],
     index_from_world: Float[Tensor, "4 4"],
@@ -158,11 +164,7 @@ def drr(
     t: Float[Tensor, "B 3"],
     height: int,
     width: int,
-    *,
-    mode: str = "auto",
-    step_mm: float | None = None,
-    backend: str = "auto",
-    chunk_rays: int | None = None,
+    projector: Projector | None = None,
 ) -> Float[Tensor, "B H W"]:
     """Line integral of mu along every pixel ray of a batch of views.
 
@@ -177,22 +179,25 @@ def drr(
         K: ``(B, 3, 3)``; R: ``(B, 3, 3)``; t: ``(B, 3)`` OpenCV world -> camera, on ``data``'s
             device in its dtype (float32 for a bfloat16/float16 volume).
         height, width: detector size in pixels.
-        mode: ``"auto"`` (default: the backend's :attr:`~stereodrr.render.backends.Backend.auto_mode`,
-            ``"joseph"`` on the fused CPU and GPU kernels, ``"trilinear"`` on torch),
-            ``"trilinear"`` (ray marching at a fixed step), ``"joseph"`` (Joseph's projector:
-            one bilinear sample per slab of slices along the ray's dominant index axis, weighted
-            by the path length in that slab, :func:`stereodrr.render.integrate.joseph_torch`) or
-            ``"exact"`` (Siddon/Jacobs radiological path, the reference).
-        step_mm: trilinear: the step in mm, ``ceil(length / step_mm)`` equal steps over each
-            ray's clipped segment; default half the smallest voxel spacing. joseph: the slab
-            thickness, ``k = max(1, round(step_mm max_a |e_a|))`` slices of the dominant axis per
-            sample (:func:`stereodrr.render.integrate.slab_slices`; the smallest voxel spacing
-            or less gives Joseph's one slice); default the largest voxel spacing (slabs no
-            thinner than the volume's coarsest axis: the bilinear interpolant's error on that
-            axis already dominates, docs/results/renderer.md). Not used by ``"exact"``.
-        backend: ``"auto"`` (fused triton on CUDA, fused numba on CPU, else torch), or one of
-            :data:`stereodrr.render.backends.BACKENDS` by name.
-        chunk_rays: rays per kernel call (bounds memory); default the backend's.
+        projector: :class:`~stereodrr.render.projector.Projector` (default ``Projector()``), its fields:
+            mode: ``"auto"`` (default: the backend's :attr:`~stereodrr.render.backends.Backend.auto_mode`,
+                ``"joseph"`` on the fused CPU and GPU kernels, ``"trilinear"`` on torch),
+                ``"trilinear"`` (ray marching at a fixed step), ``"joseph"`` (Joseph's projector:
+                one bilinear sample per slab of slices along the ray's dominant index axis, weighted
+                by the path length in that slab, :func:`stereodrr.render.integrate.joseph_torch`) or
+                ``"exact"`` (Siddon/Jacobs radiological path, the reference).
+            step_mm: trilinear: the step in mm, ``ceil(length / step_mm)`` equal steps over each
+                ray's clipped segment; default half the smallest voxel spacing. joseph: the slab
+                thickness, ``k = max(1, round(step_mm max_a |e_a|))`` slices of the dominant axis per
+                sample (:func:`stereodrr.render.integrate.slab_slices`; the smallest voxel spacing
+                or less gives Joseph's one slice); default the largest voxel spacing (slabs no
+                thinner than the volume's coarsest axis: the bilinear interpolant's error on that
+                axis already dominates, docs/results/renderer.md). Not used by ``"exact"``.
+            backend: ``"auto"`` (fused triton on CUDA, fused numba on CPU, else torch), or one of
+                :data:`stereodrr.render.backends.BACKENDS` by name.
+            chunk_rays: rays per kernel call (bounds memory); default the backend's.
+            (The keywords ``mode=``, ``step_mm=``, ``backend=``, ``chunk_rays=`` still work for one
+            release, with a ``DeprecationWarning``.)
 
     Returns:
         ``(B, H, W)`` in the poses' dtype on ``data``'s device; differentiable w.r.t. ``data``,
@@ -205,14 +210,13 @@ def drr(
     Warns:
         RaysMissWarning: a view whose rays all miss the volume (it renders as zeros).
     """
+    p = _DEFAULT if projector is None else projector
+    step_mm, chunk_rays = p.step_mm, p.chunk_rays
     compiling = torch.compiler.is_compiling()
     if not compiling:  # the checks read values on the host; a compiled graph skips them
-        _check_inputs(data, index_from_world, K, R, t, height, width, mode, step_mm)
-        if chunk_rays is not None and (int(chunk_rays) != chunk_rays or chunk_rays < 1):
-            raise ValueError(f"chunk_rays: expected a positive integer, got {chunk_rays}")
-    be = select_backend(backend, data.device, data.dtype, mode)
-    if mode == "auto":
-        mode = be.auto_mode
+        _check_inputs(data, index_from_world, K, R, t, height, width)
+    be = select_backend(p.backend, data.device, data.dtype, p.mode)
+    mode = be.auto_mode if p.mode == "auto" else p.mode
     if data.dtype != K.dtype and not be.low_precision:
         data = data.to(K.dtype)
     step: float | Tensor | None = None  # exact
@@ -248,7 +252,7 @@ def drr(
     return out.reshape(views, height, width)
 
 
-def camera_batch(cameras: Camera | Sequence[Camera] | Mapping[str, Camera] | StereoRig) -> tuple[list[str], list[Camera]]:
+def camera_batch(cameras: Cameras) -> tuple[list[str], list[Camera]]:
     """Names and cameras of a single camera, a sequence, a name -> camera mapping or a rig.
 
     Unnamed cameras are called ``view0, view1, ...``.
@@ -265,19 +269,14 @@ def camera_batch(cameras: Camera | Sequence[Camera] | Mapping[str, Camera] | Ste
     return [f"view{i}" for i in range(len(cams))], cams
 
 
-def render_drr(
-    volume: Volume,
-    cameras: Camera | Sequence[Camera] | Mapping[str, Camera] | StereoRig,
-    *,
-    mode: str = "auto",
-    step_mm: float | None = None,
-) -> Float[Tensor, "B H W"]:
+@projector_keywords
+def render_drr(volume: Volume, cameras: Cameras, projector: Projector | None = None) -> Float[Tensor, "B H W"]:
     """Render ``volume.data`` (mu in 1/mm) for a batch of views of one detector size.
 
     Args:
         volume: the CT as attenuation (convert HU with :func:`stereodrr.volume.hu_to_mu`).
         cameras: a Camera, a sequence or mapping of Cameras, or a StereoRig.
-        mode, step_mm: as in :func:`drr`.
+        projector: as in :func:`drr`.
 
     Returns:
         ``(B, H, W)`` line integrals on ``volume.device`` in ``volume.data``'s dtype (float32
@@ -298,16 +297,11 @@ def render_drr(
     pose_dtype = torch.float32 if volume.data.dtype in LOW_PRECISION else volume.data.dtype
     K, R, t = stack_cameras(cams, volume.device, pose_dtype)
     return drr(volume.data, volume.index_from_world_tensor(pose_dtype), K, R, t, cams[0].height, cams[0].width,
-               mode=mode, step_mm=step_mm)
+               projector)
 
 
-def render_rig(
-    volume: Volume,
-    cameras: Camera | Sequence[Camera] | Mapping[str, Camera] | StereoRig,
-    *,
-    mode: str = "auto",
-    step_mm: float | None = None,
-) -> dict[str, Tensor]:
+@projector_keywords
+def render_rig(volume: Volume, cameras: Cameras, projector: Projector | None = None) -> dict[str, Float[Tensor, "H W"]]:
     """Render every view at its own detector size: ``{name: (H_v, W_v)}`` (views of one size
     are batched together)."""
     names, cams = camera_batch(cameras)
@@ -318,7 +312,7 @@ def render_rig(
     for idx in groups.values():
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", RaysMissWarning)
-            imgs = render_drr(volume, [cams[i] for i in idx], mode=mode, step_mm=step_mm)
+            imgs = render_drr(volume, [cams[i] for i in idx], projector)
         for w in caught:  # name the view as the rig does, not by its place in this batch
             m = re.match(r"view (\d+): (.*)", str(w.message), re.S) if issubclass(w.category, RaysMissWarning) else None
             if m is None:
@@ -329,15 +323,15 @@ def render_rig(
     return {n: out[n] for n in names}
 
 
+@projector_keywords
 def render_structures(
     volume: Volume,
     labels: Tensor,
-    cameras: Camera | Sequence[Camera] | Mapping[str, Camera] | StereoRig,
+    cameras: Cameras,
     *,
     classes: Sequence[int] | None = None,
-    mode: str = "auto",
-    step_mm: float | None = None,
-) -> tuple[Tensor, list[int]]:
+    projector: Projector | None = None,
+) -> tuple[Float[Tensor, "B C H W"], list[int]]:
     """Structure-wise DRRs: channel ``c`` renders ``mu * [label == c]``.
 
     Rendering is linear in mu, so the channels of all labels sum to :func:`render_drr`
@@ -360,6 +354,6 @@ def render_structures(
         raise ValueError("labels: expected integer label values")
     labels = labels.to(volume.device)
     values = sorted(int(v) for v in torch.unique(labels)) if classes is None else [int(c) for c in classes]
-    chans = [render_drr(volume.with_data(volume.data * (labels == c).to(volume.data.dtype)), cameras,
-                        mode=mode, step_mm=step_mm) for c in values]
+    chans = [render_drr(volume.with_data(volume.data * (labels == c).to(volume.data.dtype)), cameras, projector)
+             for c in values]
     return torch.stack(chans, 1), values

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from ..geometry import Camera, StereoRig, pixel_to_ray, project_points, projection_matrix, stack_cameras
+from .aperture import Aperture
 from .drr import camera_batch
 from .integrate import SAMPLE_BUDGET
 from .rays import pixel_grid_chunk
@@ -133,7 +134,7 @@ def sphere_subpixel_integrals(centers: Tensor | np.ndarray, diameters: Tensor | 
 
 
 def sphere_transmission(centers: np.ndarray, diameters: np.ndarray, mu: np.ndarray | float, camera: Camera,
-                        aperture: str = "area", subpixels: int | None = None, *,
+                        aperture: Aperture = "area", subpixels: int | None = None, *,
                         device: torch.device | str = "cpu") -> Tensor:
     """``(H, W)`` float64 transmission ``exp(-L_balls)`` of one view through the pixel aperture:
     ``"area"`` averages it over ``subpixels x subpixels`` sub-rays in the pixels the shadows
@@ -164,7 +165,7 @@ def sphere_centers_px(centers: Tensor, K: Tensor, R: Tensor, t: Tensor) -> Tenso
 
 
 def render_spheres(
-    centers: Tensor | np.ndarray,
+    centers: Tensor | np.ndarray | Sequence[Sequence[float]],
     diameters: Tensor | np.ndarray | Sequence[float],
     mu: Tensor | np.ndarray | Sequence[float] | float,
     cameras: Camera | Sequence[Camera] | Mapping[str, Camera] | StereoRig,

@@ -24,7 +24,7 @@ import contextlib
 import os
 import sys
 import threading
-from typing import Iterator
+from typing import Any, Iterator
 
 __all__ = ["prefer_passive_openmp", "numba_kernel", "single_threaded_torch", "set_cpu_threads"]
 
@@ -49,8 +49,9 @@ def _prefer_workqueue() -> None:
         return
     if parallel._is_initialized or "NUMBA_THREADING_LAYER" in os.environ:
         return
-    if numba.config.THREADING_LAYER == "default":
-        numba.config.THREADING_LAYER = "workqueue"
+    config: Any = numba.config  # its settings are set at run time, unknown to a type checker
+    if config.THREADING_LAYER == "default":
+        config.THREADING_LAYER = "workqueue"
 
 
 @contextlib.contextmanager
@@ -98,4 +99,5 @@ def set_cpu_threads(n: int) -> None:
     except ImportError:
         return
     _prefer_workqueue()  # set_num_threads starts Numba's threads
-    numba.set_num_threads(min(int(n), numba.config.NUMBA_NUM_THREADS))
+    config: Any = numba.config
+    numba.set_num_threads(min(int(n), config.NUMBA_NUM_THREADS))

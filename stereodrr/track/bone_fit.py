@@ -28,6 +28,7 @@ import torch
 
 from ..geometry import RigidPose, StereoRig, invert
 from ..register import Level, downsample_images, get_similarity, register, render_views
+from ..render.projector import Mode
 from ..volume import Volume
 from .bone_init import InitOptions
 from .bone_views import crop_views, dilate, projected_boxes, support_corners
@@ -80,7 +81,7 @@ class TrackOptions:
     margin_px: int = 8
     bone_mask_px: int = 8
     cut_margin_px: int | None = 12
-    render_mode: str = "joseph"
+    render_mode: Mode = "joseph"
     lr_rotation_deg: float = 2.0
     lr_translation_mm: float = 2.0
     rotation_tol_deg: float = 0.01

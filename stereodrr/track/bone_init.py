@@ -49,6 +49,7 @@ from ..geometry import (
 )
 from ..register import Level, auto_volume_factor, pixel_footprint_mm, scale_intrinsics
 from ..render.drr import drr
+from ..render.projector import Mode, Projector
 from ..volume import Volume
 from .bone_views import support_corners
 
@@ -179,7 +180,7 @@ def _peaks(score: np.ndarray, k: int, radius: int) -> list[tuple[int, int]]:
 
 def template_candidates(volume: Volume, rig: StereoRig, images: Mapping[str, np.ndarray],
                         masks: Mapping[str, np.ndarray] | None, options: InitOptions = InitOptions(),
-                        progress: bool = True, render_mode: str = "joseph") -> list[Candidate]:
+                        progress: bool = True, render_mode: Mode = "joseph") -> list[Candidate]:
     """Steps 1-4 of the module docstring: candidates sorted by score, best first.
 
     Args:
@@ -241,7 +242,7 @@ def template_candidates(volume: Volume, rig: StereoRig, images: Mapping[str, np.
             Rm, tm = moved_extrinsics(R, t, T[:, None])
             with torch.no_grad():
                 tmpl = drr(vol.data, ifw, Kc.repeat(nb, 1, 1).to(dt), Rm.reshape(-1, 3, 3).to(dt),
-                           tm.reshape(-1, 3).to(dt), size, size, mode=render_mode)
+                           tm.reshape(-1, 3).to(dt), size, size, Projector(render_mode))
             shown = tmpl.reshape(nb, V, size, size).double().cpu().numpy()
             for j in range(nb):
                 cands += _rotation_candidates(rotations[b0 + j], shown[j], targets, off, sigma, P, F, A, options)

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from stereodrr.calib.detect import attenuation_image, detect_markers
+from stereodrr.calib.detect import DetectOptions, attenuation_image, detect_markers
 from stereodrr.geometry import StereoRig
+from stereodrr.imaging import detect as detector_counts
+from stereodrr.imaging import to_uint16
 from stereodrr.render import render_drr, render_spheres
-from stereodrr.render.detector import detect as detector_counts
-from stereodrr.render.detector import to_uint16
 from stereodrr.volume import Volume
 
 
@@ -47,7 +47,7 @@ def test_noise_free_subpixel_accuracy(scene):
     for v in range(2):
         det = detect_markers(L[v], kind="line_integral", diameter_px=(3, 14))
         assert _match_rms(det, centres[v]) <= 0.05
-        cen = detect_markers(L[v], kind="line_integral", diameter_px=(3, 14), subpixel="centroid")
+        cen = detect_markers(L[v], kind="line_integral", diameter_px=(3, 14), options=DetectOptions(subpixel="centroid"))
         assert _match_rms(cen, centres[v]) <= 0.15
 
 

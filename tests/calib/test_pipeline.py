@@ -142,14 +142,14 @@ def test_calibrate_cli_preset_on_polychromatic_files(shots, tmp_path):
     these 3.5 px balls, about as without the curve: small balls bend little)."""
     import pandas as pd
 
-    from stereodrr.render import detector_preset, render_polychromatic
+    from stereodrr.imaging import Balls, Scene, detector_preset, render_polychromatic
 
     phantom, nominal, truth, _, _ = shots
     det = detector_preset("fluoro80").with_(photons=None, electronic_sigma=0.0)
     balls = phantom.marker_arrays(60.0)
-    spheres = (balls.centers, balls.diameters, [m.material.name for m in phantom.markers])
+    scene = Scene(balls=Balls.of(balls.centers, balls.diameters, [m.material.name for m in phantom.markers]))
     with torch.no_grad():
-        images = render_polychromatic(None, truth, det, spheres=spheres)
+        images = render_polychromatic(scene, truth, det)
     paths = [write_image(tmp_path / f"{n}.tif", images[n].numpy().astype(np.float32)) for n in nominal.names]
     save_rig(nominal, tmp_path / "nominal.json")
     out = tmp_path / "out"

@@ -9,7 +9,7 @@ import torch
 
 from stereodrr.dataset import generate_dataset, item_detector, load_manifest, sample_item, validate_config
 from stereodrr.dataset.generate import render_item
-from stereodrr.render import gaussian_blur
+from stereodrr.physics import gaussian_blur
 
 
 def test_default_detector_is_the_monochromatic_model(tiny_config):

@@ -212,7 +212,7 @@ def test_running_scheduler_address(tmp_path, tiny_config):
 
     generate_dataset(tiny_config, tmp_path / "serial", 4, workers=0, progress=False)
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
-        r = generate_dataset(tiny_config, tmp_path / "ds", 4, scheduler=cluster.scheduler_address, progress=False)
+        r = generate_dataset(tiny_config, tmp_path / "ds", 4, workers=cluster.scheduler_address, progress=False)
     assert (r.written, r.failed) == (4, {})
     assert _checksums(tmp_path / "ds") == _checksums(tmp_path / "serial"), _pixel_differences(
         tmp_path / "ds", tmp_path / "serial")

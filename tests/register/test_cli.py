@@ -84,8 +84,7 @@ def test_levels_option_names_a_similarity_per_level():
 
 
 def test_register_command_converts_raw_16bit_frames(tmp_path, capsys):
-    from stereodrr.render import detect
-    from stereodrr.render.detector import to_uint16
+    from stereodrr.imaging import detect, to_uint16
 
     # Raw flat-panel frames.
     rig, vol, truth, paths = _scene(tmp_path, lambda line: to_uint16(detect(line, 3e4, seed=2).clamp_min(0), 1.0)[0])

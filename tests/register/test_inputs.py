@@ -6,11 +6,10 @@ import pytest
 import torch
 
 from stereodrr.geometry import StereoRig
+from stereodrr.imaging import detect, to_uint16
 from stereodrr.phantoms import torso_phantom
 from stereodrr.register import Level, RegistrationInputWarning, RigidPose, register, render_views
 from stereodrr.register.inputs import guess_kind, to_line_integral
-from stereodrr.render import detect
-from stereodrr.render.detector import to_uint16
 from stereodrr.volume import hu_to_mu
 
 

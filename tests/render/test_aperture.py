@@ -38,7 +38,7 @@ def test_subpixel_cameras_cast_the_sub_rays():
         np.testing.assert_allclose(d_sub, d, atol=1e-15)
 
 
-def test_bad_aperture_options():
+def test_bad_aperture_options(unchecked):
     with pytest.raises(ValueError, match="aperture"):
         check_aperture("box", None)
     with pytest.raises(ValueError, match="subpixels"):
@@ -75,9 +75,8 @@ def test_sphere_transmission_area_equals_the_mean_over_subpixel_cameras():
 def test_polychromatic_area_aperture_equals_brute_force_over_subpixel_cameras():
     import torch
 
+    from stereodrr.imaging import Balls, DetectorModel, Scene, Voxels, material_line_integrals, primary_signals
     from stereodrr.physics.spectrum import Spectrum
-    from stereodrr.render import DetectorModel
-    from stereodrr.render.polychromatic import material_line_integrals, primary_signals
     from stereodrr.volume import Volume
 
     cam, centers, dia = _balls_camera()
@@ -86,14 +85,14 @@ def test_polychromatic_area_aperture_equals_brute_force_over_subpixel_cameras():
     vol = Volume.from_numpy(hu, spacing=(2.0, 2.0, 2.0), origin=(-11.0, -11.0, -11.0))
     spec = Spectrum.from_table([40.0, 60.0, 80.0], [1.0, 2.0, 0.5])
     det = DetectorModel(spectrum=spec, aperture="area", subpixels=4)
-    spheres = (centers, dia, ["stainless_steel", "stainless_steel", "titanium"])
-    t, q = primary_signals(vol, [cam], det, spheres=spheres)["view0"]
+    balls = Balls.of(centers, dia, ["stainless_steel", "stainless_steel", "titanium"])
+    t, q = primary_signals(Scene((Voxels(vol),), balls), [cam], det)["view0"]
     # Brute force: bodies at the pixel centre, balls through each shifted camera, primaries averaged.
-    names_b, body = material_line_integrals(vol, [cam])
+    names_b, body = material_line_integrals(Scene((Voxels(vol),)), [cam])
     acc_t = acc_q = 0.0
     for sub in subpixel_cameras(cam, 4):
-        names_s, balls = material_line_integrals(None, [sub], spheres=spheres)
-        ts, qs = det.primary(torch.cat([body["view0"], balls["view0"]]), names_b + names_s)
+        names_s, ball_chans = material_line_integrals(Scene(balls=balls), [sub])
+        ts, qs = det.primary(torch.cat([body["view0"], ball_chans["view0"]]), names_b + names_s)
         acc_t, acc_q = acc_t + ts, acc_q + qs
     np.testing.assert_allclose(t.numpy(), (acc_t / 16).numpy(), rtol=2e-5, atol=1e-7)
     np.testing.assert_allclose(q.numpy(), (acc_q / 16).numpy(), rtol=2e-5, atol=1e-7)

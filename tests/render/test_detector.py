@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from stereodrr.render import beer_lambert, detect, focal_spot_sigma_px, gaussian_blur, negative_log, to_uint16
+from stereodrr.imaging import beer_lambert, detect, negative_log, to_uint16
+from stereodrr.physics import focal_spot_sigma_px, gaussian_blur
 
 
 @pytest.mark.parametrize("photons", [20.0, 100.0, 1e4])

@@ -10,17 +10,10 @@ import pytest
 import torch
 
 from stereodrr.geometry import Camera
-from stereodrr.physics import Spectrum
+from stereodrr.imaging import DetectorModel, detect, detector_preset
+from stereodrr.physics import LAYERS, SCATTER_MODELS, ScintillatorLayer, Spectrum
 from stereodrr.physics.attenuation import mass_attenuation, mass_photoabsorption
-from stereodrr.render import (
-    LAYERS,
-    SCATTER_MODELS,
-    DetectorModel,
-    ScintillatorLayer,
-    detect,
-    detector_preset,
-)
-from stereodrr.render.scatter import AntiScatterGrid, ScatterModel, add_scatter
+from stereodrr.physics.scatter import AntiScatterGrid, ScatterModel, add_scatter
 
 
 def _water_channels(mm: float, shape=(64, 64)) -> torch.Tensor:
@@ -81,7 +74,7 @@ def test_gain_offset_bits_and_saturation():
     assert torch.allclose(open_field, torch.zeros(2, 2, dtype=torch.float64))
 
 
-def test_description_round_trips_into_json():
+def test_description_round_trips_into_json(unchecked):
     import json
 
     d = detector_preset("fluoro80").to_dict()

@@ -9,14 +9,10 @@ import torch
 import xraylib
 
 from stereodrr.geometry import Camera
+from stereodrr.imaging import Balls, DetectorModel, Scene, Voxels, decompose_hu, render_polychromatic
 from stereodrr.phantoms import get_material
 from stereodrr.physics import Spectrum
-from stereodrr.render import (
-    DetectorModel,
-    decompose_hu,
-    render_polychromatic,
-    render_rig,
-)
+from stereodrr.render import render_rig
 from stereodrr.volume import Volume, hu_to_mu, mu_water
 
 
@@ -41,8 +37,9 @@ def test_monochromatic_limit_equals_the_monochromatic_render(decomposition, ener
     cam = Camera.look_at(hu.center + np.array([0, -700.0, 0]), hu.center, 1100.0, 2.0, 48, 40)
     ref = render_rig(hu.with_data(hu_to_mu(hu.data, energy)), [cam])["view0"]
     det = DetectorModel(spectrum=Spectrum.monochromatic(energy))
-    poly = render_polychromatic(hu, [cam], det, reference_kev=60.0 if decomposition == "tissue_bone" else energy,
-                                decomposition=decomposition)["view0"]
+    scene = Scene((Voxels(hu),), energy_kev=60.0 if decomposition == "tissue_bone" else energy,
+                  decomposition=decomposition)
+    poly = render_polychromatic(scene, [cam], det)["view0"]
     assert float(ref.max()) > 2.0
     # Renders are float32: the two paths agree to 1e-6 relative (rounding of the channel sum).
     assert torch.allclose(poly, ref, rtol=1e-6, atol=1e-7)
@@ -57,7 +54,7 @@ def test_water_beam_hardening_matches_spekpy_times_xraylib(decomposition, tol):
     length = render_rig(vol.with_data(hu_to_mu(vol.data, 60.0)), [cam])["view0"][3].numpy() / mu_water(60.0)
     spec = Spectrum.from_tube(80.0, "Al:2.5", min_fraction=0.0)
     det = DetectorModel(spectrum=spec)
-    img = render_polychromatic(vol, [cam], det, decomposition=decomposition)["view0"][3].numpy()
+    img = render_polychromatic(Scene((Voxels(vol),), decomposition=decomposition), [cam], det)["view0"][3].numpy()
     mu_eff = img / length
     # Direct: spekpy's own spectrum, xraylib's water, an ideal energy-integrating detector.
     s = spekpy.Spek(kvp=80.0, th=12.0, dk=1.0)
@@ -70,7 +67,7 @@ def test_water_beam_hardening_matches_spekpy_times_xraylib(decomposition, tol):
     assert np.allclose(mu_eff, direct, rtol=tol, atol=0)
 
 
-def test_decomposition_keeps_mu_at_the_reference_energy_and_separates_bone():
+def test_decomposition_keeps_mu_at_the_reference_energy_and_separates_bone(unchecked):
     hu = torch.tensor([-1000.0, -800.0, -100.0, 0.0, 40.0, 400.0, 1000.0, 2500.0, 3500.0], dtype=torch.float64)
     names, rho = decompose_hu(hu, 60.0)
     assert names == ["soft_tissue", "cortical_bone", "titanium"]
@@ -95,7 +92,7 @@ def test_polychromatic_render_is_differentiable():
 
 
 def test_bad_input():
-    with pytest.raises(ValueError, match="give a CT"):
+    with pytest.raises(ValueError, match="it is empty"):
         render_polychromatic(None, [Camera.look_at((0, 0, -500.0), (0, 0, 0), 900.0, 1.0, 8, 8, up=(0, -1, 0))])
     with pytest.raises(ValueError, match="unknown material 'unobtainium'"):
         decompose_hu(torch.zeros(3), metal="unobtainium")
@@ -109,7 +106,7 @@ def test_balls_alone_through_the_area_aperture_match_brute_force_sub_cameras():
     centres, diam = np.array([[0.3, 0.0, -0.7], [-4.1, 5.0, 2.2]]), np.array([2.0, 1.5])
     spec = Spectrum.from_tube(80.0, "Al:2.5")
     det = DetectorModel(spectrum=spec, subpixels=4)
-    img = render_polychromatic(None, [cam], det, spheres=(centres, diam, ["stainless_steel"] * 2))["view0"]
+    img = render_polychromatic(Scene(balls=Balls.of(centres, diam, ["stainless_steel"] * 2)), [cam], det)["view0"]
     # Brute force: every sub-ray its own pixel-centre camera, the spectrum summed per sub-ray.
     steel = get_material("stainless_steel")
     mu = steel.mass_attenuation(spec.energies_kev) * steel.density / 10.0
@@ -121,3 +118,17 @@ def test_balls_alone_through_the_area_aperture_match_brute_force_sub_cameras():
     ref = -np.log(t / 16)
     assert ref.max() > 2.0
     np.testing.assert_allclose(img.numpy(), ref, rtol=1e-5, atol=1e-6)
+
+
+def test_former_keywords_still_work_with_a_deprecation_warning():
+    from stereodrr.phantoms import torso_phantom
+
+    hu = torso_phantom(size=(16, 12, 10), spacing=16.0)
+    cam = Camera.look_at(hu.center + np.array([0, -700.0, 0]), hu.center, 1100.0, 4.0, 24, 20)
+    det = DetectorModel(spectrum=Spectrum.from_tube(80.0, "Al:2.5"))
+    with pytest.warns(DeprecationWarning, match="build a Scene"):
+        old = render_polychromatic(hu, [cam], det, decomposition="water", mode="exact")["view0"]
+    from stereodrr.render import Projector
+
+    new = render_polychromatic(Scene((Voxels(hu),), decomposition="water"), [cam], det, Projector("exact"))["view0"]
+    assert torch.equal(old, new)

@@ -10,9 +10,15 @@ import xraylib
 
 from stereodrr.calib.detect import detect_markers
 from stereodrr.geometry import Camera
+from stereodrr.imaging import (
+    DetectorModel,
+    ball_transmission,
+    detector_preset,
+    metal_thickness,
+    remove_scatter,
+    render_polychromatic,
+)
 from stereodrr.physics import Spectrum
-from stereodrr.render import DetectorModel, detector_preset, render_polychromatic
-from stereodrr.render.polychromatic import ball_transmission, metal_thickness, remove_scatter
 from stereodrr.volume import Volume
 
 
@@ -36,7 +42,7 @@ def test_steel_ball_centres_under_beam_hardening_and_scatter():
     exact = cam.project(balls)[0]
     # 80 kVp Al:2.5 + Cu:0.1, CsI, scatter behind a grid; noise-free so only physics moves the centres.
     det = detector_preset("fluoro80").with_(photons=None, electronic_sigma=0.0, detector_blur_px=0.0)
-    img = render_polychromatic(vol, [cam], det, spheres=(balls, np.full(3, 2.0), ["stainless_steel"] * 3))["view0"]
+    img = render_polychromatic(_with_balls(vol, balls), [cam], det)["view0"]
     thick = metal_thickness(img.numpy(), det, cam)
     assert thick.max() == pytest.approx(2.0, rel=0.03)  # the 2 mm ball's central chord
     found = detect_markers(thick, kind="line_integral", diameter_px=(4, 14))[["u", "v"]].to_numpy()
@@ -56,7 +62,7 @@ def test_fitted_transmission_curve_removes_the_beam_hardening_bias():
     exact = cam.project(balls)[0]
     det = detector_preset("fluoro80").with_(photons=None, electronic_sigma=0.0, detector_blur_px=0.0,
                                             aperture="point")
-    img = render_polychromatic(vol, [cam], det, spheres=(balls, np.full(3, 2.0), ["stainless_steel"] * 3))["view0"]
+    img = render_polychromatic(_with_balls(vol, balls), [cam], det)["view0"]
     primary = remove_scatter(img.numpy(), det, cam)
     kw = {"kind": "line_integral", "diameter_px": (4, 14), "aperture": "point"}
     raw = _errors(detect_markers(primary, **kw)[["u", "v"]].to_numpy(), exact)
@@ -120,3 +126,10 @@ def test_ball_transmission_per_pixel_background_against_direct_sums():
     assert np.all(got[:, 2] > got[:, 0])
     with pytest.raises(ValueError, match="ref"):
         curve(thickness, bgs)
+
+
+def _with_balls(vol, balls):
+    """The CT ``vol`` (HU) and three 2 mm steel balls at ``balls``."""
+    from stereodrr.imaging import Balls, Scene, Voxels
+
+    return Scene((Voxels(vol),), Balls.of(balls, np.full(3, 2.0), ["stainless_steel"] * 3))

@@ -80,7 +80,7 @@ def _core_args(torso: Volume, rig: StereoRig):
     return torso.data, A, K, R, t
 
 
-def test_bad_input(torso, rig):
+def test_bad_input(torso, rig, unchecked):
     data, A, K, R, t = _core_args(torso, rig)
     with pytest.raises(ValueError, match="K: on cpu as torch.float64"):
         drr(data, A, K.double(), R, t, 32, 40)

@@ -32,13 +32,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, Mapping
+from typing import Any, Literal, Mapping
 
 import torch
 import torch.nn.functional as F
+from jaxtyping import Float
 from torch import Tensor
 
-__all__ = ["AntiScatterGrid", "ScatterModel", "add_scatter", "SCATTER_MODELS"]
+from .blur import gaussian_blur
+
+__all__ = ["AntiScatterGrid", "ScatterModel", "add_scatter", "SCATTER_MODELS", "ScatterName"]
 
 
 @dataclass(frozen=True)
@@ -88,14 +91,15 @@ class ScatterModel:
 
 #: Named scatter settings for the CLI and configs: ``none`` (no scatter), ``kernel`` (scatter
 #: without grid), ``grid`` (scatter behind a 10:1 grid).
+ScatterName = Literal["none", "kernel", "grid"]
 SCATTER_MODELS: dict[str, ScatterModel | None] = {
     "none": None, "kernel": ScatterModel(), "grid": ScatterModel(grid=AntiScatterGrid()),
 }
 """Named scatter settings for the CLI and configs: ``none`` (no scatter), ``kernel`` (scatter without grid), ``grid`` (scatter behind a 10:1 grid)."""
 
 
-def add_scatter(primary: Tensor, model: ScatterModel, *, pixel_spacing_mm: float, field_area_cm2: float,
-                mu_water_per_mm: float) -> tuple[Tensor, Tensor]:
+def add_scatter(primary: Float[Tensor, "H W"], model: ScatterModel, *, pixel_spacing_mm: float,
+                field_area_cm2: float, mu_water_per_mm: float) -> tuple[Float[Tensor, "H W"], Float[Tensor, "H W"]]:
     """Primary and scatter behind the grid, both relative to the open-field primary.
 
     Args:
@@ -131,7 +135,5 @@ def add_scatter(primary: Tensor, model: ScatterModel, *, pixel_spacing_mm: float
 def _blur(x: Tensor, sigma: float) -> Tensor:
     """Gaussian blur of ``(1, 1, h, w)`` with zero padding: the irradiated field is the detector's,
     so no scatter comes from outside it and scatter falls off towards the field's edges."""
-    from .detector import gaussian_blur
-
     r = max(1, int(math.ceil(4 * sigma)))
     return gaussian_blur(F.pad(x, (r, r, r, r)), sigma)[..., r:-r, r:-r]
