@@ -232,6 +232,11 @@ def _cases() -> list[tuple[str, list[str]]]:
           ("calibrate-phantom-no-markers", ["calibrate", "--phantom", "{phantom_no_markers}", "--rig", "{rig}",
                                             "-o", "OUT", "--images", "{img}", "{img}"]),
           ("calibrate-threshold-negative", [*calib, "{img}", "{img}", "--threshold", "-1"]),
+          ("calibrate-distortion-count", [*calib, "{img}", "{img}", "--distortion", "{malformed}"]),
+          ("calibrate-distortion-missing", [*calib, "{img}", "{img}", "--distortion", "{missing}", "{missing}"]),
+          ("calibrate-distortion-malformed", [*calib, "{img}", "{img}", "--distortion", "{malformed}",
+                                              "{malformed}"]),
+          ("calibrate-distortion-not-a-map", [*calib, "{img}", "{img}", "--distortion", "{rig}", "{rig}"]),
           ("calibrate-out-file", ["calibrate", "--phantom", "{phantom}", "--rig", "{rig}", "-o", "{file}",
                                   "--images", "{img}", "{img}"])]
     # demo

@@ -266,7 +266,9 @@ def opencv_crosscheck(camera: Camera, points3d: np.ndarray, points2d: np.ndarray
     Returns:
         ``calibrate_rms_px``, ``calibrate_focal_rel_diff`` (max relative difference of
         ``f_u, f_v``), ``calibrate_principal_diff_px``, ``calibrate_center_diff_mm`` (source
-        position), ``pnp_rms_px``, ``pnp_rotation_diff_deg``, ``pnp_center_diff_mm``.
+        position), ``pnp_rms_px``, ``pnp_rotation_diff_deg``, ``pnp_center_diff_mm``; where
+        ``cv2.calibrateCamera`` refuses the camera (a principal point outside the image), its four
+        values are NaN and ``note`` says why.
     """
     X, uv = _check_correspondences(points3d, points2d, "cross-check")
     flags = (cv2.CALIB_USE_INTRINSIC_GUESS | cv2.CALIB_FIX_K1 | cv2.CALIB_FIX_K2 | cv2.CALIB_FIX_K3
@@ -274,23 +276,32 @@ def opencv_crosscheck(camera: Camera, points3d: np.ndarray, points2d: np.ndarray
     crit = (cv2.TERM_CRITERIA_COUNT + cv2.TERM_CRITERIA_EPS, 200, 1e-12)
     # Object points centred (the fit is translation-equivariant) so float32 keeps their precision.
     c = X.mean(axis=0)
-    rms, K_cv, _, rvecs, tvecs = cv2.calibrateCamera(
-        [(X - c).astype(np.float32)], [uv.astype(np.float32)], (camera.width, camera.height),
-        camera.K.copy(), np.zeros(5), flags=flags, criteria=crit)
-    R_cv = rotvec_to_matrix(np.asarray(rvecs[0], np.float64).ravel())
-    t_cv = np.asarray(tvecs[0], np.float64).ravel() - R_cv @ c
+    nan = float("nan")
+    out: dict = {"calibrate_rms_px": nan, "calibrate_focal_rel_diff": nan, "calibrate_principal_diff_px": nan,
+                 "calibrate_center_diff_mm": nan}
+    try:
+        rms, K_cv, _, rvecs, tvecs = cv2.calibrateCamera(
+            [(X - c).astype(np.float32)], [uv.astype(np.float32)], (camera.width, camera.height),
+            camera.K.copy(), np.zeros(5), flags=flags, criteria=crit)
+    except cv2.error as exc:  # e.g. a principal point outside the image, which OpenCV will not start from
+        out["note"] = f"cv2.calibrateCamera refused the camera: {str(exc).strip().splitlines()[-1][:200]}"
+    else:
+        R_cv = rotvec_to_matrix(np.asarray(rvecs[0], np.float64).ravel())
+        t_cv = np.asarray(tvecs[0], np.float64).ravel() - R_cv @ c
+        out.update({
+            "calibrate_rms_px": float(rms),
+            "calibrate_focal_rel_diff": float(np.max(np.abs(np.diag(K_cv)[:2] / np.diag(camera.K)[:2] - 1))),
+            "calibrate_principal_diff_px": float(np.linalg.norm(K_cv[:2, 2] - camera.K[:2, 2])),
+            "calibrate_center_diff_mm": float(np.linalg.norm(-R_cv.T @ t_cv - camera.center)),
+        })
     ok, rvec, tvec = cv2.solvePnP(X, uv, camera.K, None, flags=cv2.SOLVEPNP_ITERATIVE)
     if not ok:
         raise ValueError("cross-check: cv2.solvePnP found no pose")
     R_pnp = rotvec_to_matrix(rvec.ravel().astype(np.float64))
     t_pnp = tvec.ravel().astype(np.float64)
     cam_cv = camera.with_pose(R_pnp, t_pnp)
-    centre_cv = -R_cv.T @ t_cv
     return {
-        "calibrate_rms_px": float(rms),
-        "calibrate_focal_rel_diff": float(np.max(np.abs(np.diag(K_cv)[:2] / np.diag(camera.K)[:2] - 1))),
-        "calibrate_principal_diff_px": float(np.linalg.norm(K_cv[:2, 2] - camera.K[:2, 2])),
-        "calibrate_center_diff_mm": float(np.linalg.norm(centre_cv - camera.center)),
+        **out,
         "pnp_rms_px": float(np.sqrt(np.mean(reprojection_errors(cam_cv.P, X, uv) ** 2))),
         "pnp_rotation_diff_deg": rotation_angle_deg(R_pnp, camera.R),
         "pnp_center_diff_mm": float(np.linalg.norm(cam_cv.center - camera.center)),

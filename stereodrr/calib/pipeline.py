@@ -1,6 +1,7 @@
 """The whole calibration from images, in stages a user can call one by one::
 
-    detections = detect(images, markers, nominal, options)            # balls, sub-pixel
+    detections = detect(images, markers, nominal, options)            # balls, sub-pixel (corrected
+                                                                       # through options.distortion)
     identified = identify(detections, markers, nominal, options)       # marker ids per view
     ids, uv = match_views(identified)
     f = fundamental(ids, uv, nominal, options)                         # F, every method; epipolar errors
@@ -50,12 +51,13 @@ from .validate import EpipolarReport, compare_fundamental, validate_epipolar
 from .verdict import Tolerances, Verdict, physics_checks, swap_message, view_assignment
 
 if TYPE_CHECKING:
+    from ..distortion import DistortionMap
     from ..imaging import DetectorModel
     from ..render.aperture import Aperture
     from .detect import ImageKind
 
 __all__ = ["StereoCalibration", "CalibrationOptions", "calibrate_stereo", "check_images", "held_out_points",
-           "detect", "identify", "fundamental", "dlt", "triangulation", "judge", "score_against_truth",
+           "detect", "correct_detections", "identify", "fundamental", "dlt", "triangulation", "judge", "score_against_truth",
            "FundamentalStage", "DltStage", "TriangulationStage"]
 
 
@@ -241,6 +243,10 @@ class CalibrationOptions:
             (:func:`stereodrr.imaging.remove_scatter`, with the nominal camera) and the balls are
             fitted with the beam's own steel transmission curve
             (:func:`stereodrr.imaging.ball_transmission`). ``None``: one energy, ``exp(-a)``.
+        distortion: per view, the image intensifier's measured distortion map
+            (:func:`stereodrr.distortion.fit_distortion`): each detected centre is corrected
+            through it before identification, so the rest of the calibration sees a pinhole camera
+            (``None`` or a view left out: its images are taken as undistorted).
         progress: show tqdm bars.
     """
 
@@ -254,6 +260,7 @@ class CalibrationOptions:
     min_margin: float = MIN_MARGIN
     aperture: Aperture = "area"
     detector: DetectorModel | None = None
+    distortion: Mapping[str, DistortionMap] | None = None
     progress: bool = True
 
     def with_(self, **changes: Any) -> CalibrationOptions:
@@ -275,6 +282,7 @@ def detect(images: Mapping[str, np.ndarray], markers: pd.DataFrame, nominal: Ste
     nominal rig predicts; with ``options.detector`` its scatter removed and its beam's curve fitted."""
     o = options or CalibrationOptions()
     check_images(images, nominal)
+    check_maps(o.distortion, nominal)
     dmin, dmax = _expected_diameters_px(markers, nominal)
     transmission = None
     if o.detector is not None:
@@ -290,7 +298,40 @@ def detect(images: Mapping[str, np.ndarray], markers: pd.DataFrame, nominal: Ste
     for n in tqdm(nominal.names, desc="detect", disable=not o.progress):
         detections[n] = detect_markers(images[n], kind=o.kind, diameter_px=(dmin, dmax), aperture=o.aperture,
                                        name=f"image {n!r}", transmission=transmission)
-    return detections
+    return correct_detections(detections, o.distortion, nominal)
+
+
+def check_maps(maps: Mapping[str, DistortionMap] | None, nominal: StereoRig) -> None:
+    """Raise unless every distortion map belongs to a view of ``nominal`` and has its image size."""
+    for n, m in (maps or {}).items():
+        if n not in nominal.names:
+            raise ValueError(f"distortion: a map for view {n!r}, the rig has {nominal.names}")
+        cam = nominal[n]
+        if (m.width, m.height) != (cam.width, cam.height):
+            raise ValueError(f"distortion: the map of view {n!r} is for {m.width}x{m.height} images, the view's "
+                             f"detector is {cam.width}x{cam.height}")
+
+
+def correct_detections(detections: Mapping[str, pd.DataFrame], maps: Mapping[str, DistortionMap] | None,
+                       nominal: StereoRig) -> dict[str, pd.DataFrame]:
+    """Stage 1b: each view's detected centres through its distortion map (recorded -> ideal
+    pixels); the recorded centres are kept as ``u_recorded, v_recorded``. Views without a map
+    are returned as they are.
+
+    Raises:
+        ValueError: a map for a view the rig does not have, or for another image size.
+    """
+    check_maps(maps, nominal)
+    out = dict(detections)
+    for n, m in (maps or {}).items():
+        det = detections[n].copy()
+        uv = det[["u", "v"]].to_numpy(np.float64)
+        det["u_recorded"], det["v_recorded"] = uv[:, 0], uv[:, 1]
+        if len(uv):
+            ideal = np.asarray(m.undistort_points(uv), dtype=np.float64)
+            det["u"], det["v"] = ideal[:, 0], ideal[:, 1]
+        out[n] = det
+    return out
 
 
 def identify(detections: Mapping[str, pd.DataFrame], markers: pd.DataFrame, nominal: StereoRig,

@@ -66,6 +66,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", default=None,
                    help="polychromatic detector preset that made the -log(I/I_open) images (e.g. fluoro80): its "
                         "scatter model is removed and the ball fit uses the beam's own steel transmission curve")
+    p.add_argument("--distortion", nargs="+", default=None, metavar="MAP",
+                   help="images from image intensifiers: one distortion.json per view, in the rig's view order "
+                        "(stereodrr distortion measures them from grid images); detected centres are corrected")
     p.set_defaults(func=run)
 
 
@@ -147,9 +150,19 @@ def run(args: argparse.Namespace) -> int:
         if args.kind == "intensity":
             raise UsageError("--preset: expects -log(I / I_open) images (--kind line_integral or auto), "
                              "not raw intensities")
+    maps = None
+    if args.distortion is not None:
+        from ..distortion import load_distortion
+
+        if len(args.distortion) != len(nominal):
+            raise UsageError(f"--distortion: the rig {args.rig} has {len(nominal)} views {nominal.names}, "
+                             f"got {len(args.distortion)} map(s)")
+        maps = {n: load_distortion(input_file(m, "--distortion", "distortion map"))
+                for n, m in zip(nominal.names, args.distortion)}
     options = CalibrationOptions(kind=args.kind, epipolar_threshold_px=args.threshold, methods=tuple(METHODS),
                                  shared_intrinsics=args.shared_intrinsics, seed=args.seed, aperture=args.aperture,
-                                 min_margin=args.min_margin, detector=detector, tolerances=_tolerances(args))
+                                 min_margin=args.min_margin, detector=detector, tolerances=_tolerances(args),
+                                 distortion=maps)
     result = calibrate_stereo(images, phantom.marker_table(), nominal, options)
     result.seconds = time.perf_counter() - t0
     write_results(result, images, Path(args.output), {"images": list(args.images)})

@@ -99,3 +99,21 @@ def test_bad_input(rig5, points3d, project):
         projection_from_points(points3d, bad)
     with pytest.raises(ValueError, match="no detector"):
         calibrate_rig({"middle": (points3d, uv)}, rig5.cameras)
+
+
+def test_opencv_crosscheck_reports_a_camera_opencv_refuses_instead_of_failing():
+    """cv2.calibrateCamera will not start from a principal point outside the image (a DLT of
+    uncorrected intensifier images gave one): the cross-check says so and PnP still runs."""
+    from stereodrr.calib.dlt import opencv_crosscheck
+    from stereodrr.geometry import Camera
+
+    cam = Camera.look_at(np.array([0.0, -800.0, 0.0]), np.zeros(3), sdd=1200, pixel_spacing=0.5, width=200,
+                         height=200)
+    K = cam.K.copy()
+    K[0, 2] = -150.0  # outside the 200 px wide image
+    odd = Camera(K=K, R=cam.R, t=cam.t, width=200, height=200, pixel_spacing=0.5, sdd=1200)
+    X = np.random.default_rng(0).uniform(-40, 40, (20, 3))
+    uv = odd.project(X)[0]
+    out = opencv_crosscheck(odd, X, uv)
+    assert np.isnan(out["calibrate_rms_px"]) and "refused" in out["note"]
+    assert out["pnp_rms_px"] < 1e-6
