@@ -8,17 +8,9 @@ import pytest
 
 from stereodrr.calib import CalibrationOptions
 from stereodrr.calib.pipeline import correct_detections, detect
-from stereodrr.distortion import DistortionMap, PolynomialCorrection, intensifier_field
+from stereodrr.distortion import intensifier_field
 from stereodrr.geometry import StereoRig
-
-
-def _map_of(field, degree=7):
-    """The known field's correction as a polynomial fitted to its exact displacement (dense grid)."""
-    v, u = np.mgrid[0:field.height:8, 0:field.width:8].astype(np.float64)
-    q = np.stack([u.ravel(), v.ravel()], -1)
-    corr = PolynomialCorrection.fit(q, np.asarray(field.undistort(q)) - q, degree,
-                                    (0.5 * (field.width - 1), 0.5 * (field.height - 1)), 0.5 * field.width)
-    return DistortionMap(field.width, field.height, corr)
+from tests.distortion.reference import map_of_field
 
 
 def test_detected_centres_are_corrected_through_their_views_map():
@@ -28,7 +20,7 @@ def test_detected_centres_are_corrected_through_their_views_map():
     ideal = rng.uniform(10, 246, (30, 2))
     recorded = np.asarray(field.distort(ideal))
     det = {n: pd.DataFrame({"u": recorded[:, 0], "v": recorded[:, 1], "diameter_px": 9.0}) for n in rig.names}
-    out = correct_detections(det, {"left": _map_of(field)}, rig)
+    out = correct_detections(det, {"left": map_of_field(field, step=8)}, rig)
     np.testing.assert_allclose(out["left"][["u", "v"]].to_numpy(), ideal, atol=2e-3)
     np.testing.assert_array_equal(out["left"][["u_recorded", "v_recorded"]].to_numpy(), recorded)
     assert out["right"] is det["right"]  # no map: as detected
@@ -37,7 +29,7 @@ def test_detected_centres_are_corrected_through_their_views_map():
 
 def test_maps_of_another_size_or_view_are_refused_before_any_detection():
     rig = StereoRig.convergent(5.0, 750.0, 1200.0, 0.6, 256, 256)
-    small = _map_of(intensifier_field("mild", 128, 128, fov_radius=math.inf), degree=3)
+    small = map_of_field(intensifier_field("mild", 128, 128, fov_radius=math.inf), step=8, degree=3)
     images = {n: np.zeros((256, 256), np.float32) for n in rig.names}
     markers = pd.DataFrame({"marker_id": [1], "x": [0.0], "y": [0.0], "z": [0.0], "diameter_mm": [2.0]})
     with pytest.raises(ValueError, match="the map of view 'left' is for 128x128 images, the view's detector is "

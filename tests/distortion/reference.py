@@ -176,3 +176,17 @@ def similarity_residuals(fitted: np.ndarray, truth: np.ndarray) -> np.ndarray:
     sol = np.linalg.lstsq(A, zb, rcond=None)[0]
     r = A @ sol - zb
     return np.c_[r.real, r.imag]
+
+
+def map_of_field(field, step: int = 4, degree: int = 7):
+    """A known field's correction (recorded -> ideal) as a ``DistortionMap`` of a polynomial fitted
+    to its exact displacement on a grid every ``step`` px: made from the field, not measured by
+    the grid pipeline (for tests of the code that applies maps)."""
+    from stereodrr.distortion import DistortionMap, PolynomialCorrection
+
+    v, u = np.mgrid[0:field.height:step, 0:field.width:step].astype(np.float64)
+    q = np.stack([u.ravel(), v.ravel()], -1)
+    corr = PolynomialCorrection.fit(q, np.asarray(field.undistort(q)) - q, degree,
+                                    (0.5 * (field.width - 1), 0.5 * (field.height - 1)),
+                                    0.5 * max(field.width, field.height))
+    return DistortionMap(field.width, field.height, corr)

@@ -11,22 +11,12 @@ import pytest
 import tifffile
 
 from stereodrr.cli import main
-from stereodrr.distortion import DistortionMap, PolynomialCorrection, distort_image, intensifier_field, save_distortion
+from stereodrr.distortion import distort_image, intensifier_field, save_distortion
 from stereodrr.geometry import Camera, StereoRig
 from stereodrr.trial import Trial, load_trial
+from tests.distortion.reference import map_of_field
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "autoscoper_wrist"
-
-
-def _map_of(field, degree=7):
-    """The field's correction (recorded -> ideal) as a polynomial fitted to its exact displacement
-    on a dense grid: made from the known field, not measured by the code under test."""
-    v, u = np.mgrid[0:field.height:4, 0:field.width:4].astype(np.float64)
-    q = np.stack([u.ravel(), v.ravel()], -1)
-    ideal = np.asarray(field.undistort(q))
-    c = (0.5 * (field.width - 1), 0.5 * (field.height - 1))
-    corr = PolynomialCorrection.fit(q, ideal - q, degree, c, 0.5 * max(field.width, field.height))
-    return DistortionMap(field.width, field.height, corr)
 
 
 def _disc(shape, center, radius, field=None, sub=8):
@@ -74,7 +64,7 @@ def test_trial_frames_are_corrected_through_each_cameras_map(tmp_path):
     trial = _small_trial(tmp_path, field, ideal)
     raw = trial.image("cam1", 0)
     assert np.linalg.norm(_centroid(raw, ideal) - ideal) > 1.0  # the recorded disc is displaced
-    m = _map_of(field)
+    m = map_of_field(field)
     corrected = replace(trial, distortion={"cam1": m})
     img = corrected.image("cam1", 0)
     assert img.dtype == np.uint8
@@ -86,12 +76,12 @@ def test_trial_frames_are_corrected_through_each_cameras_map(tmp_path):
 def test_a_map_of_another_size_or_camera_is_refused(tmp_path):
     field = intensifier_field("mild", 96, 96, fov_radius=math.inf)
     trial = _small_trial(tmp_path, field, np.array([48.0, 48.0]))
-    small = _map_of(intensifier_field("mild", 64, 64, fov_radius=math.inf), degree=3)
+    small = map_of_field(intensifier_field("mild", 64, 64, fov_radius=math.inf), degree=3)
     with pytest.raises(ValueError, match="distortion map of 'cam1' is for 64x64 images, the camera is calibrated "
                                          "for 96x96"):
         replace(trial, distortion={"cam1": small})
     with pytest.raises(ValueError, match="distortion map for camera 'cam3'"):
-        replace(trial, distortion={"cam3": _map_of(field, degree=3)})
+        replace(trial, distortion={"cam3": map_of_field(field, degree=3)})
 
 
 @pytest.mark.slow
@@ -107,7 +97,7 @@ def test_beads_on_distorted_wrist_frames_with_their_maps(tmp_path):
         for f in trial.frames[cam]:
             raw = tifffile.imread(f)
             tifffile.imwrite(f, np.clip(np.rint(distort_image(raw.astype(np.float64), field)), 0, 255).astype(np.uint8))
-        maps.append(save_distortion(_map_of(field), tmp_path / f"{cam}.json"))
+        maps.append(save_distortion(map_of_field(field), tmp_path / f"{cam}.json"))
     assert main(["beads", "--trial", str(DATA / "wrist.cfg"), "-o", str(tmp_path / "ref"), "--no-figures"]) == 0
     assert main(["beads", "--trial", str(root / "wrist.cfg"), "--distortion", *map(str, maps),
                  "-o", str(tmp_path / "und"), "--no-figures"]) == 0
