@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..distortion import distort_image
 from ..geometry import Camera, StereoRig, rotvec_to_matrix, stack_cameras
 from ..imaging import DetectorModel, Scene, simulate, to_uint16
 from ..imaging.detector import Signal, run_stages
@@ -57,7 +58,8 @@ class CalibrationShots:
         images: view name -> ``(H, W)`` image: uint16 raw counts (``kind == "intensity"``) or
             float32 line integrals / ``-log(I / I_open)`` (``kind == "line_integral"``).
         kind: ``"intensity"`` or ``"line_integral"``.
-        centres_px: view name -> ``(M, 2)`` exact projected ball centres (marker table order).
+        centres_px: view name -> ``(M, 2)`` exact projected ball centres (marker table order), in
+            the ideal (pinhole) image: where a corrected detection belongs with an intensifier.
         marker_ids: ``(M,)``.
     """
 
@@ -128,6 +130,10 @@ def render_calibration_images(
         if noisy:
             imgs = {n: run_stages(Signal(torch.exp(-imgs[n])), det, rig[n], seed + i).image
                     for i, n in enumerate(rig.names)}
+        elif det.distortion is not None:
+            # Noise-free through an intensifier: the transmission is what its field moves.
+            imgs = {n: -torch.log(distort_image(torch.exp(-imgs[n].double()), det.distortion).clamp_min(1e-300))
+                    .to(imgs[n].dtype) for n in rig.names}
     # The renderer's own projected centres (float32, as the mono shots have always been scored).
     K, R, t = stack_cameras([rig[n] for n in rig.names], torch.device(device), torch.float32)
     uv = sphere_centers_px(torch.as_tensor(balls.centers, device=device, dtype=torch.float32), K, R, t)

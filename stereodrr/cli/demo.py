@@ -15,11 +15,24 @@ is scored against the ground truth.
 from __future__ import annotations
 
 import argparse
+import math
 import time
+from pathlib import Path
+
+import numpy as np
 
 from ..calib.fundamental import METHODS
 from ..calib.pipeline import CalibrationOptions, calibrate_stereo
 from ..calib.scene import flat_panel, perturbed_rig, render_calibration_images
+from ..distortion import (
+    DistortionMap,
+    GridPlate,
+    IntensifierField,
+    fit_distortion,
+    grid_image,
+    intensifier_field,
+    save_distortion,
+)
 from ..geometry import StereoRig, save_rig
 from ..imaging import detector_preset
 from ..phantoms import load_phantom
@@ -56,6 +69,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "noise); replaces --photons/--electronic-noise/--blur")
     p.add_argument("--aperture", choices=APERTURES, default="area",
                    help="detector pixels: 'area' (average over the pixel, a flat panel) or 'point' (pixel centre)")
+    p.add_argument("--distortion", choices=("mild", "strong"), default=None,
+                   help="record both views through an image intensifier of this strength (its round field left "
+                        "open), measure each view's map from a rendered grid image and calibrate with the maps")
     p.set_defaults(func=run)
 
 
@@ -75,13 +91,19 @@ def run(args: argparse.Namespace) -> int:
             detector = detector.with_(photons=None, electronic_sigma=0.0)
     panel = flat_panel(args.photons if noisy else None, args.electronic_noise if noisy else 0.0,
                        args.blur if noisy else 0.0, aperture=args.aperture)
-    shots = render_calibration_images(phantom, truth, detector or panel, seed=args.seed)
+    chain = detector or panel
+    maps = None
+    if args.distortion:
+        field = intensifier_field(args.distortion, w, h, fov_radius=math.inf)
+        chain = chain.with_(distortion=field)
+        maps = _grid_maps(field, nominal.names, out, args.seed)
+    shots = render_calibration_images(phantom, truth, chain, seed=args.seed)
     t_render = time.perf_counter() - t0
     paths = [write_image(out / "images" / f"{n}.tif", img) for n, img in shots.images.items()]
     save_rig(nominal, out / "nominal_rig.json")
     save_rig(truth, out / "true_rig.json")
     options = CalibrationOptions(kind=shots.kind, methods=tuple(METHODS), seed=args.seed, aperture=args.aperture,
-                                 detector=detector)
+                                 detector=detector, distortion=maps)
     result = calibrate_stereo(shots.images, phantom.marker_table(), nominal, options, truth=truth,
                               truth_centres_px=shots.centres_px)
     result.seconds = time.perf_counter() - t0
@@ -90,6 +112,8 @@ def run(args: argparse.Namespace) -> int:
     if detector is not None:
         noise = f"preset {args.preset} ({detector.spectrum.description}), " + (
             f"{detector.photons:g} photons/px" if detector.photons else "noise-free")
+    if args.distortion and maps is not None:
+        noise += f", {args.distortion} image intensifier (grid maps: {', '.join(m.model for m in maps.values())})"
     report = write_results(result, shots.images, out, {
         "noise": noise, "stereo_angle_deg": nominal.stereo_angle_deg(), "render_seconds": t_render,
         "phantom": str(args.phantom or _default_phantom()), "xmalab_precision_mm": XMALAB_PRECISION_MM,
@@ -101,5 +125,21 @@ def run(args: argparse.Namespace) -> int:
           f"{XMALAB_PRECISION_MM} mm")
     print(f"total {result.seconds:.1f} s (rendering {t_render:.1f} s); wrote {out}/report.json, figures, "
           f"calibrated rig, images/ (re-run: stereodrr calibrate --images {paths[0]} {paths[1]} "
-          f"--phantom {args.phantom or _default_phantom()} --rig {out / 'nominal_rig.json'} -o {out / 'calibrate'})")
+          f"--phantom {args.phantom or _default_phantom()} --rig {out / 'nominal_rig.json'} -o {out / 'calibrate'}"
+          + (f" --distortion {' '.join(str(out / 'distortion' / n / 'distortion.json') for n in nominal.names)})"
+             if args.distortion else ")"))
     return 0
+
+
+def _grid_maps(field: IntensifierField, views: list[str], out: Path, seed: int) -> dict[str, DistortionMap]:
+    """Each view's map, measured as a user would: a hex plate imaged through the intensifier
+    (1e4 photons/px), ``fit_distortion``; the grid image and ``distortion.json`` written per view."""
+    maps = {}
+    for k, n in enumerate(views):
+        grid = grid_image(field, GridPlate("hex", 32.0 * field.width / 1024, 16.0 * field.width / 1024),
+                          photons=1e4, seed=seed + 100 + k)
+        folder = out / "distortion" / n
+        write_image(folder / "grid.tif", grid.astype(np.float32))
+        maps[n] = fit_distortion(grid, name=f"view {n!r} grid")
+        save_distortion(maps[n], folder / "distortion.json")
+    return maps

@@ -15,14 +15,17 @@ Then the stages, in this order (each skipped when its parameter is 0/None)::
     exposure       I  = N0 t                               photons per pixel (I0 = 1 when noiseless)
     focal_blur     I  = G_focal * I                        the focal spot is not a point
     quantum_noise  N  = (N0 t / n) Poisson(n), n = N0 t^2 / q   mean N0 t, variance N0 q; Poisson(N0 t) for one energy
+    distortion     N' = A N                                an image intensifier's field: each recorded pixel the
+                                                           average over its area's pre-image, black outside the
+                                                           round field (after the input screen's quantum noise)
     detector_blur  N  = G_det * N                          scintillator light spread (blurs the noise too)
     readout_noise  N += Normal(0, (sigma_e / gain)^2)      electronic noise, white
     gain           c  = gain N + offset                    counts
     quantisation   c  = clip(round(c), 0, 2^bits - 1)      saturation and bit depth (noisy models)
 
-A stage is ``apply(signal, detector, view) -> signal`` on a :class:`Signal`; a new stage (the
-image intensifier's distortion, say) is one entry of :data:`STAGES` at its place, reading its
-parameters from a field of :class:`DetectorModel`. All random draws come from one seeded
+A stage is ``apply(signal, detector, view) -> signal`` on a :class:`Signal`; a new stage is one
+entry of :data:`STAGES` at its place, reading its parameters from a field of
+:class:`DetectorModel` (``distortion`` is the example). All random draws come from one seeded
 ``torch.Generator`` per view, in stage order.
 """
 
@@ -37,6 +40,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from ..distortion import IntensifierField, distort_image
 from ..physics.blur import gaussian_blur
 from ..physics.scatter import SCATTER_MODELS, ScatterModel, add_scatter
 from ..physics.scintillator import LAYERS, ScintillatorLayer
@@ -78,6 +82,8 @@ class DetectorModel:
         electronic_sigma: read-out noise, counts.
         gain: counts per photon-equivalent; offset: dark offset, counts.
         bit_depth: ``None`` keeps float counts; ``16`` rounds and clips to 0..65535 (saturation).
+        distortion: an image intensifier's field (:class:`~stereodrr.distortion.IntensifierField`,
+            sized as the images), applied after the quantum noise; ``None``: a flat panel.
         name: preset name or ``"custom"``.
     """
 
@@ -93,6 +99,7 @@ class DetectorModel:
     gain: float = 1.0
     offset: float = 0.0
     bit_depth: int | None = None
+    distortion: IntensifierField | None = None
     name: str = "custom"
 
     def __post_init__(self) -> None:
@@ -113,6 +120,8 @@ class DetectorModel:
             raise ValueError(f"photons: expected a positive photon count per pixel, got {self.photons}")
         if self.bit_depth is not None and (int(self.bit_depth) != self.bit_depth or not 1 <= self.bit_depth <= 32):
             raise ValueError(f"bit_depth: expected 1-32 bits or None, got {self.bit_depth}")
+        if self.distortion is not None and not isinstance(self.distortion, IntensifierField):
+            raise ValueError(f"distortion: expected an IntensifierField or None, got {type(self.distortion).__name__}")
 
     # ---- energy response
     @property
@@ -193,7 +202,9 @@ class DetectorModel:
         reads it back."""
         # Plain fields first, then the parts that describe themselves (the order detector.json has).
         values = {f.name: getattr(self, f.name) for f in fields(self)}
-        d = {k: v for k, v in values.items() if not hasattr(v, "to_dict") and k not in ("layer", "scatter")}
+        if values["distortion"] is None:  # a flat panel: the description it has always had
+            del values["distortion"]
+        d = {k: v for k, v in values.items() if not hasattr(v, "to_dict") and k not in ("layer", "scatter", "distortion")}
         d.update({k: None if v is None else v.to_dict() for k, v in values.items() if k not in d})
         d["mean_deposited_kev"] = float((self.spectrum.weights * self.response(self.spectrum.energies_kev)).sum())
         return d
@@ -224,6 +235,8 @@ class DetectorModel:
                 kw["scatter"] = _named(SCATTER_MODELS, kw["scatter"], "scatter")
             elif isinstance(kw.get("scatter"), Mapping):
                 kw["scatter"] = ScatterModel.from_dict(kw["scatter"])
+            if isinstance(kw.get("distortion"), Mapping):
+                kw["distortion"] = IntensifierField.from_dict(dict(kw["distortion"]))
             return cls(**kw)
         except (TypeError, KeyError) as exc:
             raise ValueError(f"detector: {exc}") from None
@@ -323,6 +336,12 @@ def _quantum_noise(s: Signal, det: DetectorModel, view: View) -> Signal:
     return Signal((i / n.clamp_min(1e-30)).detach() * torch.poisson(n, generator=view.generator).to(i.dtype))
 
 
+def _distortion(s: Signal, det: DetectorModel, view: View) -> Signal:
+    if det.distortion is None:
+        return s
+    return Signal(distort_image(s.image, det.distortion), s.q)
+
+
 def _detector_blur(s: Signal, det: DetectorModel, view: View) -> Signal:
     return Signal(gaussian_blur(s.image, det.detector_blur_px), s.q) if det.detector_blur_px else s
 
@@ -362,6 +381,7 @@ STAGES: list[Stage] = [
     Stage("exposure", _exposure),
     Stage("focal_blur", _focal_blur),
     Stage("quantum_noise", _quantum_noise),
+    Stage("distortion", _distortion),
     Stage("detector_blur", _detector_blur),
     Stage("readout_noise", _readout_noise),
     Stage("gain", _gain),
