@@ -3,6 +3,7 @@
 import math
 
 import numpy as np
+import pytest
 import torch
 
 from stereodrr.distortion import intensifier_field
@@ -48,6 +49,7 @@ def test_noise_comes_before_the_distortion():
     torch.testing.assert_close(out, distort_image(noisy, field))
 
 
+@pytest.mark.slow
 def test_demo_through_a_strong_intensifier(tmp_path):
     """The whole loop in one command, small: a grid image per view rendered through the field,
     maps measured, the pair calibrated with them."""
