@@ -13,9 +13,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ..fileio import atomic_path  # noqa: E402
 from ..geometry import StereoRig  # noqa: E402
 from ..track.beads import BeadTracking  # noqa: E402
+from ._save import save_figure  # noqa: E402
 
 __all__ = ["plot_bead_frame"]
 
@@ -71,7 +71,4 @@ def plot_bead_frame(images: Mapping[str, np.ndarray], tracking: BeadTracking, fr
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)

@@ -15,8 +15,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from ..calib.detect import attenuation_image  # noqa: E402
-from ..fileio import atomic_path  # noqa: E402
 from ..geometry import epipolar_lines  # noqa: E402
+from ._save import save_figure  # noqa: E402
 
 __all__ = ["plot_stereo_pair", "plot_marker_errors"]
 
@@ -85,10 +85,7 @@ def plot_stereo_pair(
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)
 
 
 def plot_marker_errors(errors: pd.DataFrame, path: str | os.PathLike[str], title: str = "",
@@ -125,7 +122,4 @@ def plot_marker_errors(errors: pd.DataFrame, path: str | os.PathLike[str], title
     ax2.set_xticklabels([str(i) for i in errors["id"]], fontsize=7)
     ax2.set_xlabel("marker id")
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)

@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from ..distortion import DistortionMap  # noqa: E402
-from ..fileio import atomic_path  # noqa: E402
+from ._save import save_figure  # noqa: E402
 
 __all__ = ["plot_distortion"]
 
@@ -87,7 +87,4 @@ def plot_distortion(dmap: DistortionMap, path: str | os.PathLike[str], image: np
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path, dpi=100)

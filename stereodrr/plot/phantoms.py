@@ -13,9 +13,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from ..fileio import atomic_path  # noqa: E402
 from ..phantoms.voxelize import VoxelizedPhantom  # noqa: E402
 from ..volume import Volume  # noqa: E402
+from ._save import save_figure  # noqa: E402
 
 __all__ = ["plot_mips", "plot_voxelized"]
 
@@ -75,11 +75,7 @@ def plot_mips(volume: Volume, path: str | os.PathLike[str], title: str = "", mar
             ax.set_aspect("equal")
     fig.suptitle(title or "maximum-intensity projections")
     fig.tight_layout()
-    p = Path(path)
-    with atomic_path(p) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return p
+    return save_figure(fig, path)
 
 
 def plot_voxelized(vox: VoxelizedPhantom, path: str | os.PathLike[str], name: str = "phantom") -> Path:

@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from ..fileio import atomic_path  # noqa: E402
+from ._save import save_figure  # noqa: E402
 
 __all__ = ["plot_loss", "plot_overlay", "plot_errors", "plot_registration_study", "plot_depth_information", "edge_map"]
 
@@ -24,11 +24,7 @@ _ERRORS = (("mtre_mm", "mTRE (mm)"), ("depth_error_mm", "depth error (mm)"),
 
 
 def _save(fig: plt.Figure, path: str | os.PathLike[str]) -> Path:
-    p = Path(path)
-    with atomic_path(p) as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)
-    return p
+    return save_figure(fig, path, dpi=120)
 
 
 def _level_starts(history: pd.DataFrame) -> list[int]:

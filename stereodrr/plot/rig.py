@@ -19,8 +19,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ..fileio import atomic_path  # noqa: E402
 from ..geometry import Camera, StereoRig  # noqa: E402
+from ._save import save_figure  # noqa: E402
 
 __all__ = ["detector_corners", "plot_rig"]
 
@@ -98,7 +98,4 @@ def plot_rig(rigs: StereoRig | Mapping[str, StereoRig], path: str | os.PathLike[
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)

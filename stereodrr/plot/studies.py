@@ -13,18 +13,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from ..fileio import atomic_path  # noqa: E402
 from ..geometry import depth_inplane_ratio  # noqa: E402
+from ._save import save_figure  # noqa: E402
 
 __all__ = ["plot_angle_sweep", "plot_fundamental_methods", "plot_phantom_design"]
 
 
 def _save(fig: plt.Figure, path: str | os.PathLike[str]) -> Path:
-    p = Path(path)
-    with atomic_path(p) as tmp:
-        fig.savefig(tmp, dpi=110, format="png", bbox_inches="tight")
-    plt.close(fig)
-    return p
+    return save_figure(fig, path, dpi=110, bbox_inches="tight")
 
 
 def _require(df: pd.DataFrame, columns: list[str], what: str) -> None:

@@ -14,18 +14,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ..fileio import atomic_path  # noqa: E402
+from ._save import save_figure  # noqa: E402
 from .register import edge_map  # noqa: E402
 
 __all__ = ["plot_track_overlay", "plot_track_losses", "outline"]
 
 
 def _save(fig: plt.Figure, path: str | os.PathLike[str]) -> Path:
-    p = Path(path)
-    with atomic_path(p) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return p
+    return save_figure(fig, path, dpi=110)
 
 
 def _window(drr: np.ndarray, margin: int) -> tuple[slice, slice]:
