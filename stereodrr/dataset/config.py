@@ -14,7 +14,7 @@ A config (schema ``stereodrr.dataset/1``; every section and key optional, defaul
       "detector": {"photons_per_pixel": [1e3, 1e5], "noise": "poisson", "electronic_sigma": 0,
                    "blur_px": 0, "focal_spot_blur_px": 0, "spectrum": null, "layer": "ideal",
                    "scatter": "none", "decomposition": "tissue_bone", "gain": 1, "offset": 0,
-                   "bit_depth": null, "aperture": "area", "subpixels": 6},
+                   "bit_depth": null, "aperture": "area", "subpixels": 6, "distortion": null},
       "render": {"mode": "trilinear", "step_mm": null, "device": "cpu"},
       "output": {"format": "png16"}
     }
@@ -31,7 +31,12 @@ monochromatic model) or ``{"kvp": 80, "filter": "Al:2.5", "anode_angle_deg": 12}
 ``decomposition`` of the CT into materials when the spectrum is not one line (``"tissue_bone"``
 or ``"water"``; HU taken at ``energy_kev``); ``gain`` (counts per photon), ``offset`` (counts),
 ``bit_depth`` (``null`` or 1-16: counts rounded and clipped, stored unscaled in png16),
-``aperture`` / ``subpixels`` (the pixel aperture: sub-rays per pixel axis through the marker balls).
+``aperture`` / ``subpixels`` (the pixel aperture: sub-rays per pixel axis through the marker balls),
+``distortion`` an image intensifier (``null``: a flat panel; ``"mild"`` or ``"strong"``; or
+``{"preset": "strong", "s_deg": [0.2, 1.0], ...}``: a preset whose parameters of
+:data:`stereodrr.distortion.SCALED_PARAMETERS` are replaced by numbers or ranges, drawn per
+item and scaled to its detector; the item's ``markers_uv`` are then where the markers appear in
+the recorded image, and its detector record holds the field in pixels).
 ``detector_px`` is one ``[W, H]`` or a list of them to choose from. ``subject.kind``: ``"torso"`` (the built-in :func:`stereodrr.phantoms.torso_phantom`,
 keys ``size``, ``spacing_mm``), ``"volume"`` (a CT file, keys ``path``, ``units`` ``"hu"`` or
 ``"mu"``, optional ``spacing_mm`` to resample) or ``"phantom"`` (a phantom JSON file or a
@@ -55,6 +60,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, Mapping
 
+from ..distortion import PRESETS, SCALED_PARAMETERS, scaled_field
 from ..fileio import read_json
 from ..imaging import DetectorModel
 from ..render import MODES
@@ -89,7 +95,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
                  "focal_spot_blur_px": 0.0, "spectrum": None, "layer": "ideal", "scatter": "none",
                  "decomposition": "tissue_bone",
                  **{k: {f.name: f.default for f in fields(DetectorModel)}[k]
-                    for k in ("gain", "offset", "bit_depth", "aperture", "subpixels")}},
+                    for k in ("gain", "offset", "bit_depth", "aperture", "subpixels", "distortion")}},
     "render": {"mode": "trilinear", "step_mm": None, "device": "cpu"},
     "output": {"format": "png16"},
 }
@@ -310,6 +316,34 @@ def _detector_model_keys(det: dict[str, Any], energy_kev: float, base_dir: Path 
         raise ValueError(f"config: detector.{exc}") from None
 
 
+def _distortion(det: dict[str, Any], sizes: list[list[int]]) -> None:
+    """Check (in place) ``detector.distortion``: normalised to ``{"preset": name, parameter:
+    [lo, hi], ...}``, or removed when ``null`` (so a flat panel's config, and its digest, are
+    those it had before intensifiers existed)."""
+    spec = det.pop("distortion")
+    if spec is None:
+        return
+    if isinstance(spec, str):
+        spec = {"preset": spec}
+    if not isinstance(spec, Mapping):
+        raise ValueError(f"config: detector.distortion: expected null, a preset name {sorted(PRESETS)} or "
+                         f'{{"preset": name, parameter: value or [lo, hi]}}, got {spec!r}')
+    unknown = sorted(set(spec) - {"preset"} - set(SCALED_PARAMETERS))
+    if unknown:
+        raise ValueError(f"config: unknown key 'detector.distortion.{unknown[0]}' "
+                         f"(known keys: {['preset', *sorted(SCALED_PARAMETERS)]})")
+    out: dict[str, Any] = {"preset": _choice("detector.distortion.preset", spec.get("preset", "none"), tuple(PRESETS))}
+    for k in sorted(set(spec) - {"preset"}):
+        out[k] = _range(f"detector.distortion.{k}", spec[k], *SCALED_PARAMETERS[k])
+    for w, h in sizes:  # both ends of every range on every detector size
+        for end in (0, 1):
+            try:
+                scaled_field({**PRESETS[out["preset"]], **{k: v[end] for k, v in out.items() if k != "preset"}}, w, h)
+            except ValueError as exc:
+                raise ValueError(f"config: detector.distortion with rig.detector_px {[w, h]}: {exc}") from None
+    det["distortion"] = out
+
+
 def asdict_layer(layer: Any) -> dict[str, Any]:
     return {"material": layer.material, "thickness_mm": float(layer.thickness_mm), "density": float(layer.density)}
 
@@ -363,6 +397,7 @@ def validate_config(raw: Mapping[str, Any], base_dir: str | os.PathLike[str] | N
     if det["noise"] == "none" and det["electronic_sigma"][1] > 0:
         raise ValueError("config: detector.electronic_sigma: must be 0 with detector.noise 'none'")
     _detector_model_keys(det, cfg["energy_kev"], Path(base_dir) if base_dir is not None else None)
+    _distortion(det, rig["detector_px"])
 
     render = cfg["render"]
     render["mode"] = _choice("render.mode", render["mode"], MODES)

@@ -155,13 +155,17 @@ class RenderedView:
         camera: the view's :class:`~stereodrr.geometry.Camera`.
         image: ``(H, W)`` uint16 (png16) or float32 (tiff32) detector counts times ``scale``.
         scale: stored value per photon (``counts = image / scale``).
-        markers_uv: ``(M, 2)`` exact projected marker centres in pixels.
+        markers_uv: ``(M, 2)`` exact marker centres in pixels where the image records them: the
+            pinhole projection, moved by the detector's intensifier field when it has one.
+        markers_in_image: ``(M,)`` whether each centre lies in the image (and inside the
+            intensifier's round field of view).
     """
 
     camera: Any
     image: np.ndarray
     scale: float
     markers_uv: np.ndarray
+    markers_in_image: np.ndarray
 
 
 @dataclass
@@ -218,7 +222,12 @@ def render_item(config: Mapping[str, Any], index: int) -> RenderedItem:
             else:
                 image, scale = counts.cpu().numpy().astype(np.float32), 1.0
             cam = rig[name]
-            views[name] = RenderedView(cam, image, scale, cam.project(xyz)[0] if len(xyz) else np.zeros((0, 2)))
+            uv = cam.project(xyz)[0] if len(xyz) else np.zeros((0, 2))
+            seen = cam.in_image(uv) if len(uv) else np.zeros(0, bool)
+            if model.distortion is not None and len(uv):
+                uv = model.distortion.distort(uv)
+                seen = cam.in_image(uv) & model.distortion.in_field(uv)
+            views[name] = RenderedView(cam, image, scale, uv, seen)
     return RenderedItem(sample, T, iso, views, subject.marker_ids, xyz, model.to_dict())
 
 
@@ -271,7 +280,7 @@ def write_item(root: str | os.PathLike[str], config: Mapping[str, Any], index: i
                 "scale": view.scale, "width": cam.width, "height": cam.height,
                 "K": _flat(cam.K), "R": _flat(cam.R), "t": _flat(cam.t), "P": _flat(cam.P),
                 "markers_uv": _flat(view.markers_uv),
-                "markers_in_image": [bool(b) for b in cam.in_image(view.markers_uv)] if len(view.markers_uv) else [],
+                "markers_in_image": [bool(b) for b in view.markers_in_image],
             })
         write_item_record(root, index, {
             "item": index, "seed": s.seed, "rig_kind": s.rig_kind, "stereo_angle_deg": s.stereo_angle_deg,

@@ -15,6 +15,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from ..distortion import PRESETS, scaled_field
 from ..geometry import StereoAngleWarning, StereoRig, euler_to_matrix, pose_matrix
 from ..imaging import DetectorModel
 
@@ -64,6 +65,7 @@ class ItemSample:
     blur_px: float
     noise_seed: int
     focal_spot_blur_px: float = 0.0
+    distortion: dict[str, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -86,7 +88,7 @@ def sample_item(config: Mapping[str, Any], index: int) -> ItemSample:
 
     Draw order (fixed): stereo angle, SID, SDD, pixel pitch, detector size, three rotations,
     three translations, log-dose ``ln I0 ~ U(ln lo, ln hi)``, read-out noise, blur, noise seed,
-    focal-spot blur.
+    focal-spot blur, then the intensifier's ranged parameters in sorted order (when it has one).
     """
     rng = item_rng(config["seed"], index)
     rig, pose, det = config["rig"], config["pose"], config["detector"]
@@ -105,14 +107,23 @@ def sample_item(config: Mapping[str, Any], index: int) -> ItemSample:
     # 2**62 leaves room for the per-view offsets below 2**63.
     noise_seed = int(rng.integers(2**62))
     focal = _uniform(rng, det.get("focal_spot_blur_px", [0.0, 0.0]))
+    distortion = _distortion(rng, det.get("distortion"))
     if rig["kind"] == "biplanar":
         angle = 90.0
     return ItemSample(
         index=int(index), seed=int(config["seed"]), rig_kind=rig["kind"], n_views=int(rig["views"]),
         stereo_angle_deg=angle, sid_mm=sid, sdd_mm=sdd, pixel_spacing_mm=pitch, width=int(w), height=int(h),
         rotation_deg=rot, translation_mm=trans, photons_per_pixel=i0, electronic_sigma=sigma_e, blur_px=blur,
-        noise_seed=noise_seed, focal_spot_blur_px=focal,
+        noise_seed=noise_seed, focal_spot_blur_px=focal, distortion=distortion,
     )
+
+
+def _distortion(rng: np.random.Generator, spec: Mapping[str, Any] | None) -> dict[str, float] | None:
+    """The item's intensifier (:data:`stereodrr.distortion.SCALED_PARAMETERS`): the preset's
+    parameters with the config's drawn in sorted order (none drawn for a flat panel)."""
+    if spec is None:
+        return None
+    return {**PRESETS[spec["preset"]], **{k: _uniform(rng, spec[k]) for k in sorted(spec) if k != "preset"}}
 
 
 def item_detector(config: Mapping[str, Any], sample: ItemSample) -> DetectorModel:
@@ -126,7 +137,8 @@ def item_detector(config: Mapping[str, Any], sample: ItemSample) -> DetectorMode
         **detector_fields(det, float(config["energy_kev"])),
         "detector_blur_px": sample.blur_px, "focal_spot_blur_px": sample.focal_spot_blur_px,
         "photons": sample.photons_per_pixel if det["noise"] == "poisson" else None,
-        "electronic_sigma": sample.electronic_sigma, "name": "dataset"})
+        "electronic_sigma": sample.electronic_sigma, "name": "dataset",
+        "distortion": None if sample.distortion is None else scaled_field(sample.distortion, sample.width, sample.height)})
 
 
 def item_rig(sample: ItemSample, isocenter: np.ndarray) -> StereoRig:

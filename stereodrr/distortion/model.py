@@ -27,14 +27,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Literal
+from typing import Any, Literal, Mapping
 
 import torch
 from torch import Tensor
 
 from ._tensor import Points, as_points, back, newton_inverse
 
-__all__ = ["IntensifierField", "PRESETS", "Preset", "intensifier_field"]
+__all__ = ["IntensifierField", "PRESETS", "Preset", "SCALED_PARAMETERS", "intensifier_field", "scaled_field"]
 
 Preset = Literal["none", "mild", "strong"]
 
@@ -130,19 +130,51 @@ class IntensifierField:
         return cls(**d)
 
 
-# The presets, for a field whose normalising radius is half the image's smaller side. "strong"
-# moves the edge of a 1024^2 field by about 13 px (pincushion ~9 px, S-rotation ~5 px,
-# decentring ~2 px), "mild" by about 4 px; both have a round field of view 0.98 of that radius,
-# off the image centre by a few pixels, and an axis off the image centre.
+# The presets, in units of half the image's smaller side (SCALED_PARAMETERS). "strong" moves the
+# edge of a 1024^2 field by about 13 px (pincushion ~9 px, S-rotation ~5 px, decentring ~2 px),
+# "mild" by about 4 px; both have a round field of view 0.98 of that radius, off the image centre
+# by a few pixels, and an axis off the image centre.
 PRESETS: dict[str, dict[str, float]] = {
     "none": {},
     "mild": {"k1": 0.006, "k2": 0.001, "s_deg": 0.25, "p1": 0.0, "p2": 0.0,
-             "center_du": 0.004, "center_dv": -0.002, "fov_du": 0.002, "fov_dv": 0.0},
+             "center_du": 0.004, "center_dv": -0.002, "fov_du": 0.002, "fov_dv": 0.0, "fov_fraction": 0.98},
     "strong": {"k1": 0.018, "k2": 0.004, "s_deg": 0.7, "p1": 0.0012, "p2": -0.0008,
-               "center_du": 0.015, "center_dv": -0.010, "fov_du": 0.004, "fov_dv": -0.003},
+               "center_du": 0.015, "center_dv": -0.010, "fov_du": 0.004, "fov_dv": -0.003, "fov_fraction": 0.98},
 }
-"""Named distortion strengths for simulated image intensifiers, for a field whose normalising radius is half the image's smaller side."""
-FOV_FRACTION = 0.98
+"""Named distortion strengths for simulated image intensifiers (:data:`SCALED_PARAMETERS`)."""
+
+SCALED_PARAMETERS: dict[str, tuple[float, float]] = {
+    "k1": (-0.5, 0.5), "k2": (-0.5, 0.5), "s_deg": (-10.0, 10.0), "p1": (-0.05, 0.05), "p2": (-0.05, 0.05),
+    "center_du": (-0.5, 0.5), "center_dv": (-0.5, 0.5), "fov_du": (-0.5, 0.5), "fov_dv": (-0.5, 0.5),
+    "fov_fraction": (0.05, 2.0),
+}
+"""A field independent of the image size: each parameter with the interval it may take. The
+unit of length is half the image's smaller side ``h``: the axis lies at the image centre plus
+``(center_du, center_dv) h``, the round field of view is centred at the image centre plus
+``(fov_du, fov_dv) h`` with radius ``fov_fraction h`` (absent: no round field), and ``rho = 1``
+at ``h``. The intervals keep a field near enough to the identity to be inverted."""
+
+
+def scaled_field(parameters: Mapping[str, float], width: int, height: int) -> IntensifierField:
+    """The field of :data:`SCALED_PARAMETERS` (absent ones 0, no round field without
+    ``fov_fraction``) for a ``width x height`` image.
+
+    Raises:
+        ValueError: an unknown parameter or one outside its interval.
+    """
+    for k, v in parameters.items():
+        if k not in SCALED_PARAMETERS:
+            raise ValueError(f"distortion.{k}: unknown parameter (known: {sorted(SCALED_PARAMETERS)})")
+        lo, hi = SCALED_PARAMETERS[k]
+        if not lo <= v <= hi:
+            raise ValueError(f"distortion.{k}: expected a number in [{lo:g}, {hi:g}], got {v!r}")
+    pr = {k: 0.0 for k in SCALED_PARAMETERS} | {"fov_fraction": math.inf} | dict(parameters)
+    half = 0.5 * min(width, height)
+    cu, cv = 0.5 * (width - 1), 0.5 * (height - 1)
+    return IntensifierField(
+        width, height, (cu + pr["center_du"] * half, cv + pr["center_dv"] * half), half,
+        k1=pr["k1"], k2=pr["k2"], s_deg=pr["s_deg"], p1=pr["p1"], p2=pr["p2"],
+        fov_center=(cu + pr["fov_du"] * half, cv + pr["fov_dv"] * half), fov_radius=pr["fov_fraction"] * half)
 
 
 def intensifier_field(preset: Preset | str, width: int = 1024, height: int = 1024, **overrides: Any) -> IntensifierField:
@@ -154,14 +186,5 @@ def intensifier_field(preset: Preset | str, width: int = 1024, height: int = 102
     """
     if preset not in PRESETS:
         raise ValueError(f"distortion preset: expected one of {sorted(PRESETS)}, got {preset!r}")
-    half = 0.5 * min(width, height)
-    cu, cv = 0.5 * (width - 1), 0.5 * (height - 1)
-    pr = PRESETS[preset]
-    if preset == "none":
-        field = IntensifierField(width, height, (cu, cv), half)
-    else:
-        field = IntensifierField(
-            width, height, (cu + pr["center_du"] * half, cv + pr["center_dv"] * half), half,
-            k1=pr["k1"], k2=pr["k2"], s_deg=pr["s_deg"], p1=pr["p1"], p2=pr["p2"],
-            fov_center=(cu + pr["fov_du"] * half, cv + pr["fov_dv"] * half), fov_radius=FOV_FRACTION * half)
+    field = scaled_field(PRESETS[preset], width, height)
     return replace(field, **overrides) if overrides else field
