@@ -16,7 +16,7 @@ import os
 import re
 import warnings
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, Mapping
 
 import cv2
 import numpy as np
@@ -26,6 +26,9 @@ from ..fileio import atomic_path
 from ..geometry import Camera, StereoRig, dlt_pixel_flip, fundamental_from_cameras, save_dlt_csv, save_rig, skew
 from ..interop.mayacam import save_mayacam
 from .dlt import rig_isocenter
+
+if TYPE_CHECKING:
+    from ..distortion import DistortionMap
 
 __all__ = ["EXPORTERS", "save_opencv_yaml", "load_opencv_yaml", "export_calibration", "points_table", "save_points_csv"]
 
@@ -120,7 +123,7 @@ def _export_mayacam(rig: StereoRig, out: Path) -> dict[str, Path]:
     paths = {}
     for name, cam in rig.cameras.items():
         try:
-            paths[f"mayacam_{name}"] = save_mayacam(cam, out / f"mayacam_{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}.txt")
+            paths[f"mayacam_{name}"] = save_mayacam(cam, out / f"mayacam_{_file_name(name)}.txt")
         except ValueError as exc:
             warnings.warn(f"view {name!r}: no MayaCam file: {exc}", stacklevel=3)
     return paths
@@ -136,12 +139,32 @@ EXPORTERS: dict[str, Callable[[StereoRig, Path], dict[str, Path]]] = {
 }
 
 
-def export_calibration(rig: StereoRig, out_dir: str | os.PathLike[str]) -> dict[str, Path]:
+def _file_name(view: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", view)
+
+
+def export_calibration(rig: StereoRig, out_dir: str | os.PathLike[str],
+                       distortion: Mapping[str, DistortionMap] | None = None) -> dict[str, Path]:
     """Write every format of :data:`EXPORTERS` into ``out_dir`` (``rig.json``,
     ``dlt_coefficients.csv`` (11 x n, XMALab/DLTdv), ``opencv.yaml``, one ``mayacam_<view>.txt``
-    (MayaCam 2.0) per view); returns the paths by kind."""
+    (MayaCam 2.0) per view); returns the paths by kind.
+
+    ``distortion``: the image intensifiers' maps the rig was calibrated through (recorded ->
+    ideal pixels, per view). The rig's formats describe the ideal pinhole cameras, so a frame
+    must be corrected by its view's map before they apply: each map is written beside them as
+    ``distortion_<view>.json`` (kind ``distortion_<view>``), the file ``--distortion`` of
+    ``stereodrr beads|track|calibrate|undistort`` reads, as XMALab keeps undistortion per camera.
+
+    Raises:
+        ValueError: a map for a view the rig does not have, or for another image size.
+    """
+    from ..distortion import check_maps, save_distortion
+
+    check_maps(distortion, rig)
     out = Path(out_dir)
     paths: dict[str, Path] = {}
     for write in EXPORTERS.values():
         paths.update(write(rig, out))
+    for name, m in (distortion or {}).items():
+        paths[f"distortion_{name}"] = save_distortion(m, out / f"distortion_{_file_name(name)}.json")
     return paths

@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from ..distortion import check_maps
 from ..geometry import StereoRig, fundamental_from_cameras, rotation_angle_deg
 from ..phantoms.io import marker_classes
 from ..phantoms.symmetry import identification_ambiguities
@@ -120,6 +121,7 @@ class StereoCalibration:
     assignment: dict = field(default_factory=dict)
     phantom_ambiguities: list = field(default_factory=list)
     verdict: Verdict = field(default_factory=lambda: Verdict(False, ["not evaluated"]))
+    distortion: dict[str, DistortionMap] = field(default_factory=dict)
 
     @property
     def rig(self) -> StereoRig:
@@ -299,17 +301,6 @@ def detect(images: Mapping[str, np.ndarray], markers: pd.DataFrame, nominal: Ste
         detections[n] = detect_markers(images[n], kind=o.kind, diameter_px=(dmin, dmax), aperture=o.aperture,
                                        name=f"image {n!r}", transmission=transmission)
     return correct_detections(detections, o.distortion, nominal)
-
-
-def check_maps(maps: Mapping[str, DistortionMap] | None, nominal: StereoRig) -> None:
-    """Raise unless every distortion map belongs to a view of ``nominal`` and has its image size."""
-    for n, m in (maps or {}).items():
-        if n not in nominal.names:
-            raise ValueError(f"distortion: a map for view {n!r}, the rig has {nominal.names}")
-        cam = nominal[n]
-        if (m.width, m.height) != (cam.width, cam.height):
-            raise ValueError(f"distortion: the map of view {n!r} is for {m.width}x{m.height} images, the view's "
-                             f"detector is {cam.width}x{cam.height}")
 
 
 def correct_detections(detections: Mapping[str, pd.DataFrame], maps: Mapping[str, DistortionMap] | None,
@@ -553,7 +544,7 @@ def calibrate_stereo(images: Mapping[str, np.ndarray], markers: pd.DataFrame, no
         views=names, detections=detections, identified=identified, ids=ids, uv=uv, fundamental=f.fundamental,
         epipolar=f.epipolar, heldout=f.heldout, best_method=f.best_method, nominal_epipolar=f.nominal_epipolar,
         calibration=cal.calibration, crosscheck=cal.crosscheck, triangulations=tri.triangulations, errors=tri.errors,
-        loo_errors=tri.loo_errors, sigma_px=cal.sigma_px)
+        loo_errors=tri.loo_errors, sigma_px=cal.sigma_px, distortion=dict(o.distortion or {}))
     if truth is not None or truth_centres_px is not None:
         score_against_truth(result, markers, truth, truth_centres_px, o.seed)
     result.seconds = time.perf_counter() - t0

@@ -96,7 +96,7 @@ def write_results(result: StereoCalibration, images: Mapping[str, np.ndarray], o
     """Write the report, tables, calibrated rig and figures; returns the report dict."""
     out.mkdir(parents=True, exist_ok=True)
     report = {**result.report(), **(extra or {})}
-    report["files"] = {k: str(v) for k, v in export_calibration(result.rig, out).items()}
+    report["files"] = {k: str(v) for k, v in export_calibration(result.rig, out, result.distortion).items()}
     a, b = result.views[:2]
     plot_stereo_pair({a: images[a], b: images[b]}, result.detections,
                      {n: result.identified[n].table for n in (a, b)},

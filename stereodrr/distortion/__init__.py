@@ -14,7 +14,7 @@ perforated-plate image, and correction of points and images.
   :func:`save_distortion`, :func:`load_distortion` (``distortion.json``).
 """
 
-from .correction import CORRECTIONS, DistortionMap, GridRecord, LWMCorrection, PolynomialCorrection, get_correction
+from .correction import CORRECTIONS, DistortionMap, check_maps, GridRecord, LWMCorrection, PolynomialCorrection, get_correction
 from .fit import FitOptions, GridMeasurement, fit_distortion, fit_maps, measure_grid
 from .fov import FieldOfView, field_of_view
 from .grid import Holes, Lattice, detect_holes, find_lattice
@@ -26,4 +26,4 @@ __all__ = ["FieldOfView", "field_of_view", "IntensifierField", "intensifier_fiel
            "scaled_field", "GridPlate", "grid_image", "distort_image",
            "subpixel_points", "field_coverage", "FitOptions", "fit_distortion", "fit_maps", "measure_grid", "GridMeasurement",
            "detect_holes", "find_lattice", "Holes", "Lattice", "DistortionMap", "GridRecord", "CORRECTIONS",
-           "get_correction", "PolynomialCorrection", "LWMCorrection", "SCHEMA", "save_distortion", "load_distortion"]
+           "get_correction", "check_maps", "PolynomialCorrection", "LWMCorrection", "SCHEMA", "save_distortion", "load_distortion"]

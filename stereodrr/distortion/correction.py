@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Protocol
 
 import numpy as np
 import torch
@@ -35,6 +35,9 @@ from torch import Tensor
 
 from ._tensor import Images, Points, as_points, back, newton_inverse
 from .resample import AreaOperator, area_operator, pixel_corners
+
+if TYPE_CHECKING:
+    from ..geometry import StereoRig
 
 __all__ = ["Correction", "PolynomialCorrection", "LWMCorrection", "CORRECTIONS", "get_correction", "legendre_terms",
            "DistortionMap", "GridRecord"]
@@ -400,3 +403,18 @@ class DistortionMap:
                    (math.nan, math.nan) if fov is None else (float(fov["center"][0]), float(fov["center"][1])),
                    math.inf if fov is None else float(fov["radius"]), grid, dict(d.get("residuals", {})),
                    str(d.get("choice", "requested")))
+
+
+def check_maps(maps: Mapping[str, DistortionMap] | None, rig: StereoRig) -> None:
+    """Raise unless every map (by view name) belongs to a view of ``rig`` and has its image size.
+
+    Raises:
+        ValueError: a map for a view the rig does not have, or for images of another size.
+    """
+    for n, m in (maps or {}).items():
+        if n not in rig.names:
+            raise ValueError(f"distortion: a map for view {n!r}, the rig has {rig.names}")
+        cam = rig[n]
+        if (m.width, m.height) != (cam.width, cam.height):
+            raise ValueError(f"distortion: the map of view {n!r} is for {m.width}x{m.height} images, the view's "
+                             f"detector is {cam.width}x{cam.height}")

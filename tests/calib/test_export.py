@@ -50,3 +50,36 @@ def test_exported_mayacam_files_show_the_phantom_in_autoscoper(rig5, tmp_path, p
         assert all(auto.film_plane(X)[2] < 0 for X in points3d)
         got = np.array([autoscoper_pixel(auto, X) for X in points3d])
         np.testing.assert_allclose(got, cam.project(points3d)[0], atol=1e-6)
+
+
+def test_export_carries_the_distortion_maps_the_rig_was_calibrated_through(rig5, tmp_path):
+    import math
+
+    from stereodrr.distortion import intensifier_field, load_distortion
+    from tests.distortion.reference import map_of_field
+
+    name = rig5.names[0]
+    cam = rig5[name]
+    field = intensifier_field("strong", cam.width, cam.height, fov_radius=math.inf)
+    dmap = map_of_field(field, step=32, degree=3)
+    paths = export_calibration(rig5, tmp_path / "cal", {name: dmap})
+    assert paths[f"distortion_{name}"].name == f"distortion_{name}.json"
+    back = load_distortion(paths[f"distortion_{name}"])
+    q = np.random.default_rng(0).uniform(50, min(cam.width, cam.height) - 50, (40, 2))
+    np.testing.assert_array_equal(back.undistort_points(q), dmap.undistort_points(q))
+    # Still the recorded -> ideal map of the field (not some other map that round-trips).
+    np.testing.assert_allclose(back.undistort_points(np.asarray(field.distort(q))), q, atol=0.2)
+    assert np.abs(np.asarray(field.distort(q)) - q).max() > 2.0
+    assert not any(k.startswith("distortion_") for k in export_calibration(rig5, tmp_path / "plain"))
+
+
+def test_export_refuses_a_map_of_another_size_before_writing(rig5, tmp_path):
+    import math
+
+    from stereodrr.distortion import intensifier_field
+    from tests.distortion.reference import map_of_field
+
+    small = map_of_field(intensifier_field("mild", 64, 64, fov_radius=math.inf), step=8, degree=3)
+    with pytest.raises(ValueError, match=f"the map of view '{rig5.names[1]}' is for 64x64 images"):
+        export_calibration(rig5, tmp_path / "cal", {rig5.names[1]: small})
+    assert not (tmp_path / "cal").exists() or not any((tmp_path / "cal").iterdir())
