@@ -1,11 +1,12 @@
 """Calibrating a stereo pair through two image intensifiers, with and without their grid maps (issue 23).
 
 The demo's shots (the LEGO stereo phantom, a 5 deg pair perturbed from nominal, 1e4 photons/px,
-read-out noise 2, blur 0.5 px) are rendered once and then recorded through a known strong
-intensifier field per view (pincushion + S-rotation + decentring, about 13 px at the edge of a
-1024^2 image; the two views' S-rotations of opposite sign), each recorded pixel averaging the
-noisy image over the pre-image of its area (``distort_image``: quantum noise arises at the input
-screen, the distortion in the electron optics behind it). Each view's map is measured from a
+read-out noise 2, blur 0.5 px) are rendered without distortion (the reference) and through a
+known strong intensifier field per view (pincushion + S-rotation + decentring, about 13 px at
+the edge of a 1024^2 image; the two views' S-rotations of opposite sign) as the detector's
+distortion stage: the scene imaged on the input screen at twice the recorded sampling, quantum
+noise arising there, each recorded pixel summing the pre-image of its area, read-out noise and
+blur behind the electron optics. Each view's map is measured from a
 grid image of a hex plate through the same field (``grid_image`` at 1e4 photons/px, then
 ``fit_distortion``). Four calibrations of the same shots: undistorted (the reference), distorted
 without maps, distorted with the maps correcting the detected centres
@@ -34,7 +35,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from stereodrr.calib import CalibrationOptions, calibrate_stereo  # noqa: E402
 from stereodrr.calib.scene import flat_panel, perturbed_rig, render_calibration_images  # noqa: E402
-from stereodrr.distortion import GridPlate, distort_image, fit_distortion, grid_image, intensifier_field  # noqa: E402
+from stereodrr.distortion import GridPlate, fit_distortion, grid_image, intensifier_field  # noqa: E402
 from stereodrr.geometry import StereoRig  # noqa: E402
 from stereodrr.phantoms import load_phantom  # noqa: E402
 
@@ -57,9 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     fields = {v: intensifier_field(args.preset, n, n, fov_radius=math.inf, s_deg=(1 if k == 0 else -1) *
                                    intensifier_field(args.preset).s_deg)
               for k, v in enumerate(nominal.names)}
-    top = float(np.iinfo(np.uint16).max)
-    recorded = {v: np.clip(np.rint(distort_image(shots.images[v].astype(np.float64), fields[v])), 0, top)
-                .astype(np.uint16) for v in nominal.names}
+    # Each view through its own intensifier, the detector's distortion stage (the scene imaged on
+    # the input screen twice as finely, quantum noise there, read-out noise and blur after).
+    recorded = {v: render_calibration_images(phantom, truth, flat_panel(1e4, 2.0, 0.5).with_(distortion=fields[v]),
+                                             seed=args.seed, progress=False).images[v] for v in nominal.names}
     maps = {}
     for k, v in enumerate(nominal.names):
         grid = grid_image(fields[v], GridPlate("hex", 32.0 * n / 1024, 16.0 * n / 1024), photons=1e4, seed=k)
@@ -73,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     options = CalibrationOptions(kind=shots.kind, seed=args.seed, progress=False)
     # The images themselves corrected (area-preserving), rounded back to counts: the other way to
     # use the maps, which gives the ball fit round shadows again.
+    top = float(np.iinfo(np.uint16).max)
     corrected = {v: np.clip(np.rint(maps[v].undistort_image(recorded[v].astype(np.float64))), 0, top).astype(np.uint16)
                  for v in nominal.names}
     cases = {"undistorted": (shots.images, None), "distorted, no maps": (recorded, None),

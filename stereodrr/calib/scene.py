@@ -18,8 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..distortion import distort_image
-from ..geometry import Camera, StereoRig, rotvec_to_matrix, stack_cameras
+from ..geometry import Camera, StereoRig, oversampled_camera, rotvec_to_matrix, stack_cameras
 from ..imaging import DetectorModel, Scene, simulate, to_uint16
 from ..imaging.detector import Signal, run_stages
 from ..phantoms import Phantom
@@ -126,13 +125,16 @@ def render_calibration_images(
         # with photons, the detector's stages on exp(-L), view i seeded with seed + i: the shots'
         # frames as they have always been made (simulate's counts multiply the transmissions
         # instead, which rounds differently).
-        imgs = simulate(scene.with_(decomposition="none"), rig, detector=det, output="line_integral")
+        # Through an intensifier, its input screen's finer image (run_stages brings it to pixels).
+        screens = {n: oversampled_camera(rig[n], det.render_oversample) for n in rig.names}
+        imgs = simulate(scene.with_(decomposition="none"), screens, detector=det, output="line_integral")
         if noisy:
             imgs = {n: run_stages(Signal(torch.exp(-imgs[n])), det, rig[n], seed + i).image
                     for i, n in enumerate(rig.names)}
         elif det.distortion is not None:
             # Noise-free through an intensifier: the transmission is what its field moves.
-            imgs = {n: -torch.log(distort_image(torch.exp(-imgs[n].double()), det.distortion).clamp_min(1e-300))
+            imgs = {n: -torch.log(run_stages(Signal(torch.exp(-imgs[n].double())), det, rig[n], None,
+                                             first="distortion", last="distortion").image.clamp_min(1e-300))
                     .to(imgs[n].dtype) for n in rig.names}
     # The renderer's own projected centres (float32, as the mono shots have always been scored).
     K, R, t = stack_cameras([rig[n] for n in rig.names], torch.device(device), torch.float32)

@@ -24,7 +24,8 @@ def as_points(points: Any, name: str = "points") -> tuple[Tensor, bool]:
         ValueError: the last axis is not 2 (``u, v``).
     """
     is_tensor = isinstance(points, Tensor)
-    t = points if is_tensor else torch.as_tensor(np.asarray(points, dtype=np.float64))
+    # A read-only array (a pandas column, a memory map) is copied: torch would only warn about it.
+    t = points if is_tensor else torch.as_tensor(np.require(np.asarray(points, dtype=np.float64), requirements="W"))
     if t.ndim < 1 or t.shape[-1] != 2:
         raise ValueError(f"{name}: expected an array (..., 2) of (u, v) pixel positions, got shape {tuple(t.shape)}")
     if not t.is_floating_point():

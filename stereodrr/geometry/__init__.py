@@ -8,6 +8,7 @@ from .camera import (
     decompose_projection,
     intrinsic_matrix,
     look_at_rotation,
+    oversampled_camera,
     pixel_to_ray,
     project_points,
     projection_matrix,
@@ -37,7 +38,7 @@ from .se3 import (
 )
 
 __all__ = [
-    "Camera", "camera_center", "crop_camera", "decompose_projection", "intrinsic_matrix", "look_at_rotation",
+    "Camera", "camera_center", "crop_camera", "oversampled_camera", "decompose_projection", "intrinsic_matrix", "look_at_rotation",
     "pixel_to_ray", "project_points", "projection_matrix", "stack_cameras",
     "dlt_from_projection", "dlt_pixel_flip", "projection_from_dlt",
     "depth_directions", "mean_viewing_direction", "rotation_angle_deg", "split_depth_inplane",

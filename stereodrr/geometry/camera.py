@@ -27,6 +27,7 @@ from .se3 import is_rotation
 
 __all__ = [
     "Camera",
+    "oversampled_camera",
     "intrinsic_matrix",
     "projection_matrix",
     "project_points",
@@ -405,6 +406,21 @@ def stack_cameras(cameras: Sequence[Camera], device: torch.device | str = "cpu",
         raise ValueError("cameras: expected a non-empty sequence of Cameras")
     K, R, t = zip(*(c.to_torch(device, dtype) for c in cams))
     return torch.stack(K), torch.stack(R), torch.stack(t)
+
+
+def oversampled_camera(camera: Camera, factor: int) -> Camera:
+    """The camera whose ``factor x factor`` pixels tile each pixel of ``camera``: the same pose and
+    field, ``factor`` times the pixels per axis at ``1 / factor`` the pitch. A point projecting to
+    ``(u, v)`` in ``camera`` projects to ``factor (u, v) + (factor - 1) / 2`` (pixel centres at
+    integers), so fine pixels ``factor u .. factor u + factor - 1`` are coarse pixel ``u``."""
+    if isinstance(factor, bool) or int(factor) != factor or factor < 1:
+        raise ValueError(f"factor: expected a positive integer, got {factor!r}")
+    s = int(factor)
+    if s == 1:
+        return camera
+    S = np.array([[s, 0.0, 0.5 * (s - 1)], [0.0, s, 0.5 * (s - 1)], [0.0, 0.0, 1.0]])
+    du, dv = camera.pixel_spacing
+    return Camera(S @ camera.K, camera.R, camera.t, camera.width * s, camera.height * s, (du / s, dv / s), camera.sdd)
 
 
 def crop_camera(camera: Camera, u0: int, v0: int, width: int, height: int) -> Camera:

@@ -41,6 +41,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from ..distortion import IntensifierField, distort_image
+from ..geometry import oversampled_camera
 from ..physics.blur import gaussian_blur
 from ..physics.scatter import SCATTER_MODELS, ScatterModel, add_scatter
 from ..physics.scintillator import LAYERS, ScintillatorLayer
@@ -57,6 +58,10 @@ __all__ = ["DetectorModel", "Signal", "Stage", "STAGES", "PRESETS", "PresetName"
            "spectrum_from_spec", "run_stages"]
 
 Output = Literal["counts", "neglog"]
+MAX_OVERSAMPLE = 4
+"""The finest input-screen sampling :attr:`DetectorModel.distortion_oversample` may ask for (memory
+and time grow with its square)."""
+
 PresetName = Literal["mono60", "ideal80", "fluoro80", "radiography120"]
 
 
@@ -84,6 +89,11 @@ class DetectorModel:
         bit_depth: ``None`` keeps float counts; ``16`` rounds and clips to 0..65535 (saturation).
         distortion: an image intensifier's field (:class:`~stereodrr.distortion.IntensifierField`,
             sized as the images), applied after the quantum noise; ``None``: a flat panel.
+        distortion_oversample: with a ``distortion``, the scene is imaged onto the input screen
+            this many times finer per axis than the recorded pixels (:func:`simulate` renders so;
+            the stages before the distortion act on the fine image, the recorded pixel sums its
+            pre-image), so the recorded image is the scene, not a pixelated image of it, seen
+            through the field.
         name: preset name or ``"custom"``.
     """
 
@@ -100,6 +110,7 @@ class DetectorModel:
     offset: float = 0.0
     bit_depth: int | None = None
     distortion: IntensifierField | None = None
+    distortion_oversample: int = 2
     name: str = "custom"
 
     def __post_init__(self) -> None:
@@ -122,6 +133,18 @@ class DetectorModel:
             raise ValueError(f"bit_depth: expected 1-32 bits or None, got {self.bit_depth}")
         if self.distortion is not None and not isinstance(self.distortion, IntensifierField):
             raise ValueError(f"distortion: expected an IntensifierField or None, got {type(self.distortion).__name__}")
+        k = self.distortion_oversample
+        if isinstance(k, bool) or int(k) != k or not 1 <= k <= MAX_OVERSAMPLE:
+            raise ValueError(f"distortion_oversample: expected an integer 1-{MAX_OVERSAMPLE}, got {k!r}")
+        if self.focal_spot_blur_px * self.render_oversample > MAX_BLUR_PX:
+            raise ValueError(f"focal_spot_blur_px: expected at most {MAX_BLUR_PX / k:g} px with distortion_oversample "
+                             f"{k} (the fine image's blur is capped at {MAX_BLUR_PX:g} px), got {self.focal_spot_blur_px}")
+
+    @property
+    def render_oversample(self) -> int:
+        """How many times finer per axis than its pixels this detector wants the scene rendered
+        (``distortion_oversample`` with an intensifier, else 1)."""
+        return int(self.distortion_oversample) if self.distortion is not None else 1
 
     # ---- energy response
     @property
@@ -176,10 +199,11 @@ class DetectorModel:
         s = _scatter(Signal(t, q), self, camera)
         return s.image, s.q
 
-    def counts(self, t: Float[Tensor, "H W"], q: Float[Tensor, "H W"] | None, seed: int | None = 0
+    def counts(self, t: Float[Tensor, "Hs Ws"], q: Float[Tensor, "Hs Ws"] | None, seed: int | None = 0
                ) -> Float[Tensor, "H W"]:
         """Detector counts ``(H, W)`` from ``t, q`` after scatter: every stage from ``exposure``
-        on (module docstring). ``q = None`` is plain Poisson (one energy): with gain 1 and offset
+        on (module docstring); with an intensifier ``t, q`` may be its input screen's image, an
+        integer multiple of the recorded size (:func:`run_stages`). ``q = None`` is plain Poisson (one energy): with gain 1 and offset
         0 this is :func:`stereodrr.imaging.detect` draw for draw. Noiseless (``photons=None``)
         models return the float ``gain t + offset`` (no rounding to bits, which would be
         meaningless at one photon)."""
@@ -203,7 +227,7 @@ class DetectorModel:
         # Plain fields first, then the parts that describe themselves (the order detector.json has).
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         if values["distortion"] is None:  # a flat panel: the description it has always had
-            del values["distortion"]
+            del values["distortion"], values["distortion_oversample"]
         d = {k: v for k, v in values.items() if not hasattr(v, "to_dict") and k not in ("layer", "scatter", "distortion")}
         d.update({k: None if v is None else v.to_dict() for k, v in values.items() if k not in d})
         d["mean_deposited_kev"] = float((self.spectrum.weights * self.response(self.spectrum.energies_kev)).sum())
@@ -339,7 +363,12 @@ def _quantum_noise(s: Signal, det: DetectorModel, view: View) -> Signal:
 def _distortion(s: Signal, det: DetectorModel, view: View) -> Signal:
     if det.distortion is None:
         return s
-    return Signal(distort_image(s.image, det.distortion), s.q)
+    k = _oversample(s.image, det)
+    if k == 1:
+        return Signal(distort_image(s.image, det.distortion), s.q)
+    # From the fine image: a recorded pixel sums the photons of its pre-image (each fine pixel had
+    # N0 / k^2), or averages the noiseless signal; q is spent (the noise is drawn).
+    return Signal(distort_image(s.image, det.distortion) * (k * k if det.photons is not None else 1))
 
 
 def _detector_blur(s: Signal, det: DetectorModel, view: View) -> Signal:
@@ -393,16 +422,46 @@ STAGES: list[Stage] = [
 def run_stages(signal: Signal, detector: DetectorModel, camera: Camera | None, seed: int | None,
                first: str = "scatter", last: str | None = None) -> Signal:
     """``signal`` through the stages of :data:`STAGES` from ``first`` to ``last`` (default: to
-    the end), with a generator seeded by ``seed`` (``None``: torch's global generator)."""
+    the end), with a generator seeded by ``seed`` (``None``: torch's global generator).
+
+    With an intensifier, ``signal`` may be the input screen's image ``k`` times finer per axis
+    than ``camera`` and the field (:attr:`DetectorModel.render_oversample`): the stages before
+    ``distortion`` then act on it (``N0 / k^2`` photons and ``k`` times the focal blur per fine
+    pixel, the camera :func:`~stereodrr.geometry.oversampled_camera`) and ``distortion`` brings
+    it to the recorded pixels."""
     names = [st.name for st in STAGES]
     for what, name in (("first", first), ("last", last if last is not None else names[-1])):
         if name not in names:
             raise ValueError(f"{what}: expected a stage of {names}, got {name!r}")
     stop = len(names) if last is None else names.index(last) + 1
     view = View(camera, _generator(seed, signal.image.device))
-    for st in STAGES[names.index(first):stop]:
-        signal = st.apply(signal, detector, view)
+    k = _oversample(signal.image, detector)
+    before = names.index("distortion")
+    fine, fine_view = detector, view
+    if k > 1:  # the input screen's image, k x k fine pixels per recorded one
+        fine = detector.with_(photons=None if detector.photons is None else detector.photons / (k * k),
+                              focal_spot_blur_px=detector.focal_spot_blur_px * k)
+        fine_view = View(None if camera is None else oversampled_camera(camera, k), view.generator)
+    for i in range(names.index(first), stop):
+        signal = STAGES[i].apply(signal, *((fine, fine_view) if i < before else (detector, view)))
     return signal
+
+
+def _oversample(image: Tensor, detector: DetectorModel) -> int:
+    """How many times finer than the recorded pixels ``image`` is (1 without an intensifier).
+
+    Raises:
+        ValueError: an image that is not the field's size or an integer multiple of it.
+    """
+    f = detector.distortion
+    if f is None:
+        return 1
+    h, w = image.shape[-2:]
+    k = w // f.width
+    if k < 1 or (h, w) != (k * f.height, k * f.width):
+        raise ValueError(f"detector: the intensifier's field is for {f.width} x {f.height} images (or an integer "
+                         f"multiple), got an image of {w} x {h}")
+    return k
 
 
 def _generator(seed: int | None, device: torch.device) -> torch.Generator | None:

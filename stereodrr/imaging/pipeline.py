@@ -17,7 +17,9 @@ Two routes, chosen by the scene alone:
   sub-rays (the bodies, smooth on the pixel scale, at the pixel centre).
 
 Then the detector's stages (:data:`stereodrr.imaging.detector.STAGES`), view ``v`` seeded with
-``seed + v``. Everything is checked once, before any render: the scene (its constructor), the
+``seed + v``. A detector with an image intensifier has the scene rendered
+``distortion_oversample`` times finer per axis (its input screen), brought to the recorded
+pixels by the distortion stage. Everything is checked once, before any render: the scene (its constructor), the
 projector (its constructor), the detector (its constructor), the cameras (pixel pitch within
 :data:`stereodrr.resources.PIXEL_PITCH_MM`) and the memory the images need.
 """
@@ -32,7 +34,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from ..geometry import Camera
+from ..geometry import Camera, oversampled_camera
 from ..phantoms.materials import get_material
 from ..render.drr import Cameras, camera_batch, render_rig
 from ..render.markers import render_spheres, shadow_pixels, sphere_subpixel_integrals, sphere_transmission
@@ -95,14 +97,18 @@ def simulate(scene: Scene, cameras: Cameras, projector: Projector | None = None,
     if mu_route and not (det.spectrum.is_monochromatic and float(det.spectrum.energies_kev[0]) == scene.energy_kev):
         raise ValueError(f"detector: a mu-only scene (or a line-integral image) is imaged at one energy, "
                          f"{scene.energy_kev:g} keV; got the spectrum {det.spectrum.description}")
-    check_memory(render_bytes([(c.width, c.height) for c in cams]),
-                 f"imaging {len(cams)} view(s) of " + ", ".join(f"{c.width} x {c.height}" for c in cams) + " px")
+    # An intensifier's input screen sees the scene, finer than the recorded pixels (run_stages).
+    k = det.render_oversample if output != "line_integral" else 1
+    screens = dict(zip(names, (oversampled_camera(c, k) for c in cams)))
+    check_memory(render_bytes([(c.width, c.height) for c in screens.values()]),
+                 f"imaging {len(cams)} view(s) of " + ", ".join(f"{c.width} x {c.height}" for c in screens.values())
+                 + " px")
     if mu_route:
         if output == "line_integral":
-            return line_integrals(scene, dict(zip(names, cams)), projector, det)
-        signals = {v: Signal(t) for v, t in transmissions(scene, dict(zip(names, cams)), projector, det).items()}
+            return line_integrals(scene, screens, projector, det)
+        signals = {v: Signal(t) for v, t in transmissions(scene, screens, projector, det).items()}
     else:
-        primary = primary_signals(scene, dict(zip(names, cams)), det, projector)
+        primary = primary_signals(scene, screens, det, projector)
         signals = {v: Signal(*primary[v]) for v in names}
     out = {}
     for i, (v, cam) in enumerate(zip(names, cams)):
