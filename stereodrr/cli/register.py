@@ -20,11 +20,13 @@ import torch
 from ..fileio import atomic_path, check_input_file
 from ..geometry import load_rig
 from ..plot.register import plot_errors, plot_loss, plot_overlay
-from ..register import (
+from ..registration import (
     OPTIMIZERS,
     SIMILARITIES,
     Level,
+    RegistrationOptions,
     RigidPose,
+    check_registration_memory,
     default_levels,
     load_pose,
     register,
@@ -32,7 +34,7 @@ from ..register import (
     render_views,
     save_pose,
 )
-from ..register.inputs import IMAGE_KINDS, to_line_integral
+from ..registration.inputs import IMAGE_KINDS, to_line_integral
 from ..render.threads import set_cpu_threads
 from ..volume import hu_to_mu, load_volume
 from ._args import UsageError, input_file, number, output_folder
@@ -148,6 +150,7 @@ def run(args: argparse.Namespace) -> int:
         set_cpu_threads(args.threads)
     output_folder(args.output)
     rig = load_rig(input_file(args.rig, "--rig", "rig file"))
+    check_registration_memory(rig, f"--rig {args.rig}")
     if len(args.images) != len(rig):
         raise UsageError(f"--images: expected {len(rig)} (one per view {rig.names}), got {len(args.images)}")
     raw = {name: read_image(f) for name, f in zip(rig.names, args.images)}
@@ -170,9 +173,11 @@ def run(args: argparse.Namespace) -> int:
         images[name], kind = to_line_integral(raw[name], args.kind, f"--images {f}", initial[i].cpu().numpy())
         if kind != "line_integral":
             print(f"{f}: read as raw intensity ({raw[name].dtype}); converted to -log(I/I0), I0 from the brightest (air) pixels")
-    res = register(vol, rig, images, init, masks=masks, similarity=args.similarity, optimizer=args.optimizer,
-                   levels=None if args.levels is None else parse_levels(args.levels), lr_rotation_deg=args.lr_rotation,
-                   lr_translation_mm=args.lr_translation, truth=truth, progress=not args.quiet)
+    options = RegistrationOptions(levels=None if args.levels is None else parse_levels(args.levels),
+                                  similarity=args.similarity, optimizer=args.optimizer,
+                                  lr_rotation_deg=args.lr_rotation, lr_translation_mm=args.lr_translation,
+                                  progress=not args.quiet)
+    res = register(vol, rig, images, init, options, masks=masks, truth=truth)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     save_pose(res.pose, out / "pose.json")

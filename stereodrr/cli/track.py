@@ -29,7 +29,7 @@ from ..fileio import atomic_write_text, json_ready
 from ..geometry import RigidPose, load_pose
 from ..interop.autoscoper import load_tra
 from ..plot.track import plot_track_overlay
-from ..register import render_views
+from ..registration import render_views
 from ..track import BeadTrackOptions, JointOptions, TrackOptions, bead_bodies_of_bones, track_beads, track_bones
 from ..track.outputs import bead_check, write_bead_results, write_bone_results
 from ..trial import Trial

@@ -1,6 +1,6 @@
 """One bone registered to one frame: the per-frame step of bone tracking.
 
-Each pyramid level runs :func:`stereodrr.register.register` on the views cropped around the bone
+Each pyramid level runs :func:`stereodrr.registration.register` on the views cropped around the bone
 at the level's start pose (exact cropped cameras, :mod:`~stereodrr.track.bone_views`), comparing
 only the pixels near the bone there: the mask (the intensifier's field), times the bone's
 projection grown by ``bone_mask_px`` pixels of the level, minus the projection of the faces where
@@ -27,7 +27,7 @@ import scipy.linalg
 import torch
 
 from ..geometry import RigidPose, StereoRig, invert
-from ..register import Level, downsample_images, get_similarity, register, render_views
+from ..registration import Level, RegistrationOptions, downsample_images, get_similarity, register, render_views
 from ..render.projector import Mode
 from ..volume import Volume
 from .bone_init import InitOptions
@@ -52,7 +52,7 @@ class TrackOptions:
     """How a bone is registered to each frame and followed through the frames.
 
     Attributes:
-        similarity: a name of :data:`~stereodrr.register.similarity.SIMILARITIES` for the levels
+        similarity: a name of :data:`~stereodrr.registration.similarity.SIMILARITIES` for the levels
             that name none.
         levels: the per-frame pyramid (default :func:`default_track_levels`).
         margin_px: full-resolution pixels kept in each crop around the compared region.
@@ -115,6 +115,13 @@ class TrackOptions:
             v = getattr(self, name)
             if not (math.isfinite(v) and v >= 1):
                 raise ValueError(f"{name}: expected a ratio >= 1, got {v}")
+
+    def registration(self, level: Level) -> RegistrationOptions:
+        """The options of one level's registration on a frame: L-BFGS, without a progress bar."""
+        return RegistrationOptions(levels=(level,), similarity=self.similarity, optimizer="lbfgs",
+                                   lr_rotation_deg=self.lr_rotation_deg, lr_translation_mm=self.lr_translation_mm,
+                                   rotation_tol_deg=self.rotation_tol_deg, translation_tol_mm=self.translation_tol_mm,
+                                   render_mode=self.render_mode, progress=False)
 
 
 FrameStatus = Literal["converged", "max_iterations", "diverged", "not_visible", "init_failed", "init_ambiguous"]
@@ -243,11 +250,7 @@ def register_frame(volume: Volume, rig: StereoRig, images: Mapping[str, np.ndarr
             # search candidate may start with the bone out of a view or turned against the image.
             warnings.filterwarnings("ignore", message=r"image '.*': its contrast looks inverted")
             warnings.filterwarnings("ignore", message=r"view \d+: no ray of this camera meets")
-            r = register(volume, views.rig, views.images, pose, masks=views.weights, similarity=options.similarity,
-                         levels=(lv,), optimizer="lbfgs", lr_rotation_deg=options.lr_rotation_deg,
-                         lr_translation_mm=options.lr_translation_mm, rotation_tol_deg=options.rotation_tol_deg,
-                         translation_tol_mm=options.translation_tol_mm, render_mode=options.render_mode,
-                         progress=False)
+            r = register(volume, views.rig, views.images, pose, options.registration(lv), masks=views.weights)
         ws += here
         pose, status = r.pose, r.status
         if status == "diverged":

@@ -27,7 +27,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..geometry import RigidPose, StereoRig
-from ..register import render_views
+from ..registration import render_views
 from ..volume import Volume
 from .bead_rigid import POSE_COLUMNS
 from .beads import BeadTracking

@@ -18,7 +18,7 @@ import torch
 from stereodrr.calib.dlt import rig_isocenter
 from stereodrr.geometry import Camera, RigidPose, StereoRig, crop_camera
 from stereodrr.interop import load_autoscoper_volume, load_mayacam, read_trial_file
-from stereodrr.register import Level, render_views, scale_intrinsics
+from stereodrr.registration import Level, render_views, scale_intrinsics
 from stereodrr.render import render_rig
 from stereodrr.track.bone_fit import TrackOptions, predict_pose, register_frame
 from stereodrr.track.bone_init import InitOptions, initial_pose, so3_grid
