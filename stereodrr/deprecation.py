@@ -19,7 +19,7 @@ Opts = TypeVar("Opts")
 
 
 def legacy_options(function: str, options: Opts | None, legacy: Mapping[str, Any], cls: type[Opts],
-                   stacklevel: int = 3) -> Opts:
+                   stacklevel: int = 3, parameter: str = "options") -> Opts:
     """The options a call with the former keywords describes: ``options`` (default ``cls()``) with
     the fields named in ``legacy`` replaced, and a ``DeprecationWarning`` naming the new spelling.
 
@@ -29,6 +29,7 @@ def legacy_options(function: str, options: Opts | None, legacy: Mapping[str, Any
         legacy: the former keywords (each a field of the dataclass ``cls``), as given.
         cls: the options' frozen dataclass.
         stacklevel: the caller's frame to blame (3: the caller of the function that calls this).
+        parameter: the function's parameter that takes a ``cls``, for the message.
 
     Raises:
         TypeError: a keyword that is no field of ``cls`` (as Python names an unexpected keyword).
@@ -40,7 +41,7 @@ def legacy_options(function: str, options: Opts | None, legacy: Mapping[str, Any
     if unknown:
         raise TypeError(f"{function}() got an unexpected keyword argument {unknown[0]!r}")
     warnings.warn(f"{function}({', '.join(f'{k}=' for k in legacy)}) is deprecated: pass "
-                  f"options={cls.__name__}({', '.join(f'{k}=...' for k in legacy)})", DeprecationWarning,
+                  f"{parameter}={cls.__name__}({', '.join(f'{k}=...' for k in legacy)})", DeprecationWarning,
                   stacklevel=stacklevel)
     return replace(o, **legacy)  # type: ignore[type-var]
 

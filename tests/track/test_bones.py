@@ -20,7 +20,7 @@ from stereodrr.geometry import Camera, RigidPose, StereoRig, crop_camera
 from stereodrr.interop import load_autoscoper_volume, load_mayacam, read_trial_file
 from stereodrr.registration import Level, render_views, scale_intrinsics
 from stereodrr.render import render_rig
-from stereodrr.track.bone_fit import TrackOptions, predict_pose, register_frame
+from stereodrr.track.bone_fit import BoneSupport, TrackOptions, predict_pose, register_frame
 from stereodrr.track.bone_init import InitOptions, initial_pose, so3_grid
 from stereodrr.track.bone_views import crop_image, cut_volume, projected_boxes, support_corners
 from stereodrr.track.bones import _flag_outliers, track_bone
@@ -252,10 +252,10 @@ def test_initial_pose_finds_the_synthetic_bone(wrist, synthetic):
     rig, volume = wrist
     truth, frames = synthetic
     opts = TrackOptions(levels=(Level(4, 20, volume_factor=1, optimizer="lbfgs"), *LEVELS), progress=False)
-    corners, cut = support_corners(volume), cut_volume(volume)
+    support = BoneSupport.of(volume)
 
     def refine(start: RigidPose):
-        f = register_frame(volume, rig, frames[0], None, start, opts, corners, cut, caught=[])
+        f = register_frame(volume, rig, frames[0], None, start, opts, support, caught=[])
         return f.pose, f.loss, f.status
 
     res = initial_pose(volume, rig, frames[0], None, refine, InitOptions(scale=2, rotations=1500), progress=False)
