@@ -39,7 +39,7 @@ import importlib
 import os as _os
 from typing import TYPE_CHECKING, Any
 
-from . import deprecation as _deprecation
+from . import _deprecation
 
 __version__ = "0.1.0"
 

@@ -26,8 +26,10 @@ from ..registration import (
     Level,
     RegistrationOptions,
     RigidPose,
+    VolumeFactor,
     check_registration_memory,
     default_levels,
+    factor_axes,
     load_pose,
     register,
     registration_errors,
@@ -85,7 +87,7 @@ def format_levels(levels: tuple[Level, ...]) -> str:
         f = lv.volume_factor
         fields = [str(lv.scale), str(lv.iterations)]
         if f is not None:
-            fields.append(str(f) if np.ndim(f) == 0 else "x".join(map(str, f)))
+            fields.append("x".join(map(str, factor_axes(f))))
         if lv.step_voxels is not None:
             fields.append(f"{lv.step_voxels:g}vox")
         fields += [v for v in (lv.similarity, lv.optimizer) if v]
@@ -111,11 +113,11 @@ def parse_levels(text: str) -> tuple[Level, ...]:
                 fields.append("bad")
             if step is not None and not (math.isfinite(step) and step > 0):
                 fields.append("bad")
-        factor = None
+        factor: VolumeFactor | None = None
         if len(fields) == 3:
             axes = fields.pop().split("x")
             if len(axes) in (1, 3) and all(a.isdigit() for a in axes):
-                factor = int(axes[0]) if len(axes) == 1 else tuple(int(a) for a in axes)
+                factor = int(axes[0]) if len(axes) == 1 else (int(axes[0]), int(axes[1]), int(axes[2]))
             else:
                 fields.append("bad")
         if len(fields) != 2 or not all(f.isdigit() for f in fields):
@@ -134,9 +136,10 @@ def read_image(path: str) -> np.ndarray:
     try:
         arr = sitk.GetArrayFromImage(sitk.ReadImage(str(p)))
     except RuntimeError:
-        arr = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
-        if arr is None:
+        fallback = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
+        if fallback is None:
             raise ValueError(f"{p}: neither SimpleITK nor OpenCV can read it as an image") from None
+        arr = fallback
     arr = np.squeeze(np.asarray(arr))
     if arr.ndim != 2:
         raise ValueError(f"{p}: expected a single-channel 2D image, got shape {arr.shape}")

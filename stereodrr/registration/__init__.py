@@ -22,7 +22,7 @@ from .options import ProgressCallback, RegistrationOptions, RegistrationProgress
 from .params import translation_basis
 from .pose import POSE_SCHEMA, RigidPose, load_pose, moved_extrinsics, pose_matrix, save_pose
 from .precision import PARAMETERS, pose_crlb, pose_fisher_information, pose_jacobian
-from .pyramid import Level, auto_volume_factor, default_levels, pixel_footprint_mm
+from .pyramid import Level, VolumeFactor, auto_volume_factor, default_levels, factor_axes, pixel_footprint_mm
 from .result import RegistrationDivergedWarning, RegistrationResult
 from .run import register
 from .similarity import (
@@ -45,7 +45,7 @@ __all__ = [
     "translation_errors",
     "register", "RegistrationOptions", "RegistrationProgress", "ProgressCallback", "RegistrationResult",
     "RegistrationDivergedWarning", "RegistrationInputWarning", "check_registration_memory",
-    "Level", "default_levels", "auto_volume_factor", "pixel_footprint_mm", "scale_intrinsics", "downsample_images",
+    "Level", "VolumeFactor", "factor_axes", "default_levels", "auto_volume_factor", "pixel_footprint_mm", "scale_intrinsics", "downsample_images",
     "OPTIMIZERS", "Optimizer", "OptimizerName", "StoppingRule",
     "multiview_loss", "render_views", "views_seeing", "translation_basis",
     "PARAMETERS", "pose_crlb", "pose_fisher_information", "pose_jacobian",

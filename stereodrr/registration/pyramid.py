@@ -25,10 +25,16 @@ from ..volume import Volume
 from .optimizers import OPTIMIZERS, OptimizerName
 from .similarity import SimilarityName, get_similarity
 
-__all__ = ["Level", "VolumeFactor", "default_levels", "pixel_footprint_mm", "auto_volume_factor", "level_factor",
+__all__ = ["Level", "VolumeFactor", "factor_axes", "default_levels", "pixel_footprint_mm", "auto_volume_factor", "level_factor",
            "hands_over"]
 
 VolumeFactor = int | tuple[int, int, int]
+"""A volume block size: one integer for every axis, or three along x, y, z."""
+
+
+def factor_axes(f: VolumeFactor) -> tuple[int, ...]:
+    """A volume factor's values as given: one, or three along x, y, z."""
+    return tuple(f) if isinstance(f, (tuple, list, np.ndarray)) else (f,)
 
 
 @dataclass(frozen=True)
@@ -63,7 +69,7 @@ class Level:
                 raise ValueError(f"level {name}: expected a positive integer, got {v}")
         f = self.volume_factor
         if f is not None:
-            fs = (f,) if np.ndim(f) == 0 else tuple(f)  # type: ignore[arg-type]
+            fs = factor_axes(f)
             if len(fs) not in (1, 3) or not all(float(v).is_integer() and v >= 1 for v in fs):
                 raise ValueError(f"level volume_factor: expected a positive integer or three (x, y, z), got {f}")
         if self.similarity is not None:
@@ -122,9 +128,8 @@ def level_factor(level: Level, last: bool, volume: Volume, rig: StereoRig) -> tu
     f = level.volume_factor
     if f is None:
         return (1, 1, 1) if last else auto_volume_factor(volume, rig, level.scale)
-    if np.ndim(f) == 0:
-        return (int(f),) * 3  # type: ignore[call-overload]
-    kx, ky, kz = (int(v) for v in f)  # type: ignore[union-attr]
+    fs = factor_axes(f)
+    kx, ky, kz = (int(fs[0]),) * 3 if len(fs) == 1 else (int(v) for v in fs)
     return kx, ky, kz
 
 

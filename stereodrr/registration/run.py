@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..deprecation import legacy_options
+from .._deprecation import legacy_options
 from ..geometry import StereoRig
 from ..render.projector import Projector
 from ..volume import Volume

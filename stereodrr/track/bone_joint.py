@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
-from ..deprecation import legacy_options
+from .._deprecation import legacy_options
 from ..geometry import RigidPose, StereoRig
 from ..registration import check_registration_memory, render_views
 from ..render.projector import Mode
