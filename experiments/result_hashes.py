@@ -22,7 +22,9 @@ Usage::
 Takes a few minutes on two cores (the demos dominate).
 
 ``result_hashes.json`` holds the hashes of main at 646343c and of the pipeline branch merged with
-it (identical, 71 of 71; torch 2.13.0+cpu, numba 0.68.1, numpy 2.4.6 on x86-64). Other library
+it (identical, 71 of 71; torch 2.13.0+cpu, numba 0.68.1, numpy 2.4.6 on x86-64), and the
+``register`` group's of main at f697fa7, which the registration refactoring (branch reg)
+reproduces byte for byte (4 of 4). Other library
 versions or another CPU may round differently: compare two trees on one machine, as above.
 """
 
