@@ -9,7 +9,7 @@ magnification signal ``x / SOD``, i.e. where the field's fan angle is narrow aga
 angle.
 
 This script puts numbers on that with the Cramér–Rao bound of the registration
-(:func:`stereodrr.register.pose_crlb`): for the torso CT, a range of detector widths (field fan
+(:func:`stereodrr.registration.pose_crlb`): for the torso CT, a range of detector widths (field fan
 angles) and stereo angles, the bound on the depth error of a single AP view and of the
 convergent pair, and their ratio, the *depth gain* (all six pose parameters unknown; Poisson
 noise, whose level cancels in the ratio). Two identical views would give sqrt(2).
@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from stereodrr.fileio import atomic_path
 from stereodrr.geometry import StereoRig
 from stereodrr.plot.register import plot_depth_information
-from stereodrr.register import pose_crlb
+from stereodrr.registration import pose_crlb
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from registration_mono_vs_stereo import SDD, SID, load_ct  # noqa: E402  the same CT and rig distances

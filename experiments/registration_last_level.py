@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from registration_mono_vs_stereo import build_rigs, simulate_xrays  # noqa: E402
 from registration_real_ct import load_average, load_ct  # noqa: E402
 
-from stereodrr.register import Level, RigidPose, register, registration_errors  # noqa: E402
+from stereodrr.registration import Level, RegistrationOptions, RigidPose, register, registration_errors  # noqa: E402
 from stereodrr.render import Projector, render_drr  # noqa: E402
 from stereodrr.render.threads import set_cpu_threads  # noqa: E402
 
@@ -60,8 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{name}, {args.setup}, {args.size}^2 px, {args.similarity}, {args.photons:g} photons/px")
     for factor, step in args.configs:
         c0 = time.process_time()
-        res = register(volume, rig, targets, start, progress=False,
-                       levels=[Level(1, 40, factor, similarity=args.similarity, optimizer="lbfgs", step_voxels=step)])
+        level = Level(1, 40, factor, similarity=args.similarity, optimizer="lbfgs", step_voxels=step)
+        res = register(volume, rig, targets, start, RegistrationOptions(levels=(level,), progress=False))
         cpu = time.process_time() - c0
         e = registration_errors(res.pose, truth, rig, volume.corners())
         n = len(res.history)

@@ -21,7 +21,7 @@ targets with the optimiser's own model instead (trilinear DRRs of the CT), so th
 only error and the spread over trials can be held against the Cramér–Rao bound. The truth is
 used only to score the result.
 
-First ``<out>/bounds.csv``: the Cramér–Rao bound of each setup (:func:`stereodrr.register.pose_crlb`,
+First ``<out>/bounds.csv``: the Cramér–Rao bound of each setup (:func:`stereodrr.registration.pose_crlb`,
 the smallest depth, in-plane and rotation error any unbiased registration reaches at this dose;
 ``--bounds-only`` stops there). Then ``<out>/results.csv`` (setup, trial, success, mtre_mm, depth_error_mm, inplane_error_mm,
 rotation_error_deg, seconds, ...; success = mTRE over the 8 box corners < 1 mm) after every trial,
@@ -48,7 +48,14 @@ from stereodrr.geometry import StereoRig, invert, rigid_matrix
 from stereodrr.imaging import detect, negative_log
 from stereodrr.phantoms import torso_phantom
 from stereodrr.plot.register import plot_registration_study
-from stereodrr.register import RigidPose, moved_extrinsics, pose_crlb, register, registration_errors
+from stereodrr.registration import (
+    RegistrationOptions,
+    RigidPose,
+    moved_extrinsics,
+    pose_crlb,
+    register,
+    registration_errors,
+)
 from stereodrr.render import Projector, render_drr
 from stereodrr.render.threads import set_cpu_threads  # noqa: E402
 from stereodrr.volume import Volume, hu_to_mu
@@ -212,8 +219,8 @@ def main(argv: list[str] | None = None) -> int:
                 pose, n_it = run_nanodrr(volume, rig, targets[0], init, (150, 100, 40), 0.5, 2.0)
                 status = "fixed_iterations"
             else:
-                res = register(volume, rig, targets, init, similarity=args.similarity, optimizer=args.optimizer,
-                               progress=False)
+                res = register(volume, rig, targets, init, RegistrationOptions(
+                    similarity=args.similarity, optimizer=args.optimizer, progress=False))
                 pose, status, n_it = res.pose, res.status, len(res.history)
             seconds = time.perf_counter() - t0
             err = registration_errors(pose, truth, rigs["single"] if setup == "nanodrr" else rig, corners)

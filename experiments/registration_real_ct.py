@@ -17,7 +17,7 @@ CT, Poisson noise of ``--photons`` per unattenuated pixel drawn afresh per trial
 registration renders trilinear DRRs, so the model is not the target's. ``--targets model``
 renders the targets with the optimiser's own model of its last level (trilinear DRRs of that
 level's volume at its ray step), so noise is the only error, and the RMS depth and rotation errors over the trials
-can be held against the Cramér–Rao bound (:func:`stereodrr.register.pose_crlb` at the truth).
+can be held against the Cramér–Rao bound (:func:`stereodrr.registration.pose_crlb` at the truth).
 
 Writes ``<out>/bounds.csv`` (the bound per setup), ``<out>/results.csv`` after every trial
 (the torso study's columns plus ``depth_bound_mm``, ``inplane_bound_mm``,
@@ -52,7 +52,16 @@ from stereodrr.fileio import atomic_path  # noqa: E402
 from stereodrr.geometry import StereoRig  # noqa: E402
 from stereodrr.phantoms import torso_phantom  # noqa: E402
 from stereodrr.plot.register import plot_registration_study  # noqa: E402
-from stereodrr.register import Level, RigidPose, default_levels, pose_crlb, register, registration_errors, render_views  # noqa: E402
+from stereodrr.registration import (  # noqa: E402
+    Level,
+    RegistrationOptions,
+    RigidPose,
+    default_levels,
+    pose_crlb,
+    register,
+    registration_errors,
+    render_views,
+)
 from stereodrr.render import Projector, render_drr  # noqa: E402
 from stereodrr.render.threads import set_cpu_threads  # noqa: E402
 from stereodrr.volume import Volume, hu_to_mu, load_volume  # noqa: E402
@@ -167,9 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     inits = initial_poses(args.first_trial + args.trials, args.seed, volume.center, args.max_deg, args.max_mm)
     corners = volume.corners()
     photons = args.photons if args.photons > 0 else None
-    levels = {} if args.levels is None else {"levels": parse_levels(args.levels)}
+    levels = None if args.levels is None else parse_levels(args.levels)
     # The last level's render model (scale, volume blocks, step) is the same for every view count.
-    last = levels["levels"][-1] if levels else default_levels(1)[-1]
+    last = levels[-1] if levels else default_levels(1)[-1]
     setups = list(args.setups)
     if "nanodrr" in setups and importlib.util.find_spec("nanodrr") is None:
         print("note: nanodrr is not installed (make bench-install); skipping the nanodrr baseline")
@@ -197,8 +206,8 @@ def main(argv: list[str] | None = None) -> int:
                 pose, n_it = run_nanodrr(volume, rig, targets[0], init, (150, 100, 40), 0.5, 2.0)
                 status = "fixed_iterations"
             else:
-                res = register(volume, rig, targets, init, similarity=args.similarity, optimizer=args.optimizer,
-                               progress=False, **levels)
+                res = register(volume, rig, targets, init, RegistrationOptions(
+                    levels=levels, similarity=args.similarity, optimizer=args.optimizer, progress=False))
                 pose, status, n_it = res.pose, res.status, len(res.history)
             seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
             err = registration_errors(pose, truth, rig, corners)

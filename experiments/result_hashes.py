@@ -8,7 +8,10 @@ Runs, in a scratch folder, through ``python -m stereodrr`` (the package on ``PYT
   ``rig.json``);
 * ``render`` of a CT (the built-in torso voxelized by ``stereodrr phantom``) and of the
   ``lego_stereo`` phantom, monochromatic and ``--kvp 80 --preset fluoro80``;
-* ``dataset --n 3 --workers 0`` with a monochromatic and a polychromatic detector.
+* ``dataset --n 3 --workers 0`` with a monochromatic and a polychromatic detector;
+* ``register`` of a coarse torso CT to its own DRRs from a pose 2 deg / 3 mm off, once with Adam
+  then BFGS (mncc, wncc) and once BFGS only (gncc, with a mask), a small fixed iteration budget
+  (``pose.json``, ``iterations.csv`` without its ``time_s`` column).
 
 Usage::
 
@@ -19,7 +22,9 @@ Usage::
 Takes a few minutes on two cores (the demos dominate).
 
 ``result_hashes.json`` holds the hashes of main at 646343c and of the pipeline branch merged with
-it (identical, 71 of 71; torch 2.13.0+cpu, numba 0.68.1, numpy 2.4.6 on x86-64). Other library
+it (identical, 71 of 71; torch 2.13.0+cpu, numba 0.68.1, numpy 2.4.6 on x86-64), and the
+``register`` group's of main at f697fa7, which the registration refactoring (branch reg)
+reproduces byte for byte (4 of 4). Other library
 versions or another CPU may round differently: compare two trees on one machine, as above.
 """
 
@@ -34,6 +39,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
 
 # report.json keys that are timings or paths of this run, not results.
 VOLATILE = {"seconds", "render_seconds", "files", "images"}
@@ -66,6 +74,13 @@ DATASET_MARKERS = {
 
 def sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def csv_sha(path: Path, drop: str = "time_s") -> str:
+    """SHA-256 of a CSV without the column ``drop`` (a timing)."""
+    rows = [line.split(",") for line in path.read_text().splitlines()]
+    col = rows[0].index(drop)
+    return hashlib.sha256("\n".join(",".join(r[:col] + r[col + 1:]) for r in rows).encode()).hexdigest()
 
 
 def report_sha(path: Path) -> str:
@@ -151,7 +166,40 @@ def dataset(work: Path) -> dict[str, str]:
     return out
 
 
-GROUPS = {"demo": demo, "calibrate": calibrate, "render": render, "dataset": dataset}
+def register(work: Path) -> dict[str, str]:
+    out = {}
+    ct = fresh(work / "register_ct")
+    run("phantom", "torso", "--spacing", "6", "--supersample", "1", "--format", "mha", "-o", str(ct))
+    rig = work / "register_rig.json"
+    run("rig", "--angle", "5", "--size", "96", "80", "--pixel", "1.6", "-o", str(rig))
+    images = fresh(work / "register_images")
+    run("render", "--ct", str(ct / "hu.mha"), "--rig", str(rig), "-o", str(images), "--device", "cpu",
+        "--mode", "trilinear")
+    center = [0.0, 0.0, 0.0]
+    init = {"schema": "stereodrr.pose/1", "center": center, "rotvec_deg": [2.0, -1.0, 1.5],
+            "translation_mm": [3.0, -2.0, 1.0]}
+    (work / "register_init.json").write_text(json.dumps(init))
+    truth = {"schema": "stereodrr.pose/1", "center": center, "rotvec_deg": [0.0, 0.0, 0.0],
+             "translation_mm": [0.0, 0.0, 0.0]}
+    (work / "register_truth.json").write_text(json.dumps(truth))
+    mask = work / "register_mask.tif"
+    m = np.ones((80, 96), np.float32)
+    m[:8] = 0.0
+    sitk.WriteImage(sitk.GetImageFromArray(m), str(mask))
+    common = ["--ct", str(ct / "hu.mha"), "--rig", str(rig), "--images", str(images / "left.tif"),
+              str(images / "right.tif"), "--init", str(work / "register_init.json"), "--truth",
+              str(work / "register_truth.json"), "--device", "cpu", "--threads", "1", "--quiet"]
+    for key, extra in (("register_adam", ["--levels", "4:15,2:10:2,1:6:1x1x1:1vox:wncc:lbfgs"]),
+                       ("register_lbfgs", ["--levels", "2:8:2:lbfgs,1:6:1:lbfgs", "--similarity", "gncc",
+                                           "--masks", str(mask), str(mask)])):
+        d = fresh(work / key)
+        run("register", *common, "-o", str(d), *extra, ok=(0, 3))
+        out[f"{key}/pose.json"] = sha(d / "pose.json")
+        out[f"{key}/iterations.csv"] = csv_sha(d / "iterations.csv")
+    return out
+
+
+GROUPS = {"demo": demo, "calibrate": calibrate, "render": render, "dataset": dataset, "register": register}
 
 
 def main() -> int:

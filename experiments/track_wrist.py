@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     n = trial.n_frames
     frames, masks = zip(*(trial.line_integrals(k) for k in range(n)))
     names = [trial.frames[rig.names[0]][k].name for k in range(n)]
-    options = TrackOptions(progress=False)
+    options = TrackOptions(progress=False, joint=JointOptions(passes=args.passes))
 
     volumes = {bone: bone_volume(trial.volume(i).volume) for bone, i in BONES.items() if bone in args.bones}
     # The beads: the bones' motion predictions (unless --no-beads) and the validation.
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
                      for v, M in zip(volumes.values(), inits)]
         else:
             found = track_bones(list(volumes.values()), rig, list(frames), options, masks=list(masks),
-                                beads=beads if args.beads else None, joint=JointOptions(passes=args.passes))
+                                beads=beads if args.beads else None)
     tracks: dict[str, BoneTrack] = dict(zip(volumes, found))
     print(f"tracking: {time.perf_counter() - start:.0f} s ({'with' if args.beads else 'without'} bead predictions, "
           f"{args.passes} joint pass(es))")

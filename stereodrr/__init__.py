@@ -1,7 +1,7 @@
 """stereodrr: stereo X-ray simulation and calibration.
 
 Stages (data flows left to right): ``geometry`` / ``physics`` -> ``volume`` / ``phantoms`` ->
-``render`` (the projector) -> ``imaging`` (the detector chain) -> ``calib`` -> ``register`` ->
+``render`` (the projector) -> ``imaging`` (the detector chain) -> ``calib`` -> ``registration`` ->
 ``dataset``; ``plot`` and ``cli`` sit on top.
 
 The top level holds what a user needs for the whole chain (imported on first use, so
@@ -29,7 +29,8 @@ datasets                    ``generate_dataset``, ``load_config``, ``StereoDRRDa
 ==========================  ===========================================================
 
 Everything else is public in its sub-package (``stereodrr.calib``, ``stereodrr.render``, ...,
-each with its own ``__all__``).
+each with its own ``__all__``). The registration's sub-package is ``stereodrr.registration``;
+``from stereodrr.register import ...`` still works for one release, with a ``DeprecationWarning``.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ from __future__ import annotations
 import importlib
 import os as _os
 from typing import TYPE_CHECKING, Any
+
+from . import _deprecation
 
 __version__ = "0.1.0"
 
@@ -56,8 +59,8 @@ _EXPORTS = {
     "Projector": "stereodrr.render", "simulate": "stereodrr.imaging", "Scene": "stereodrr.imaging",
     "render_polychromatic": "stereodrr.imaging", "DetectorModel": "stereodrr.imaging",
     "calibrate_stereo": "stereodrr.calib",
-    "register": "stereodrr.register", "registration_errors": "stereodrr.register",
-    "load_pose": "stereodrr.register", "save_pose": "stereodrr.register",
+    "register": "stereodrr.registration", "registration_errors": "stereodrr.registration",
+    "load_pose": "stereodrr.registration", "save_pose": "stereodrr.registration",
     "generate_dataset": "stereodrr.dataset", "load_config": "stereodrr.dataset",
     "StereoDRRDataset": "stereodrr.dataset",
 }
@@ -77,9 +80,17 @@ if TYPE_CHECKING:
     from .geometry import Camera, RigidPose, StereoRig, load_rig, save_rig
     from .imaging import DetectorModel, Scene, render_polychromatic, simulate
     from .phantoms import load_phantom, torso_phantom, voxelize
-    from .register import load_pose, register, registration_errors, save_pose
+    from .registration import load_pose, register, registration_errors, save_pose
     from .render import Projector, drr, render_drr, render_rig
     from .volume import Volume, hu_to_mu, load_volume, mu_to_hu, save_volume
+
+
+# The registration sub-package was ``stereodrr.register`` until it was renamed so that
+# ``stereodrr.register`` can be the function alone.
+_deprecation.alias_module("stereodrr.register", "stereodrr.registration",
+                          {m: f"stereodrr.registration.{m}" for m in ("inputs", "metrics", "pose", "precision",
+                                                                      "similarity")}
+                          | {"optimize": "stereodrr.registration"})
 
 
 def __getattr__(name: str) -> Any:

@@ -118,6 +118,10 @@ RENDER_BYTES_PER_PIXEL = 32
 #: Per detector pixel and view of a simulated shot that is then calibrated (demo): the render,
 #: the detector model's float64 noise and blur buffers, and detection's float64 working images.
 SHOT_BYTES_PER_PIXEL = 160
+#: Per detector pixel and view of a registration or a tracking: the float64 target and weights,
+#: the DRR and its float64 copy, the similarity's float64 working images and the autograd
+#: graph that keeps them for the gradient.
+REGISTER_BYTES_PER_PIXEL = 160
 #: Per voxel of a voxelization: mu, HU, labels and marker-fraction volumes (float32 each).
 VOXELIZE_BYTES_PER_VOXEL = 16
 #: Working set of a voxelization (sub-samples of one chunk: coordinates, coverage, masks).

@@ -10,7 +10,7 @@ from jaxtyping import install_import_hook
 
 import tests._typecheck  # noqa: F401  (the hook finds the checker by its dotted name)
 
-CHECKED = ("stereodrr.imaging", "stereodrr.physics", "stereodrr.render.drr", "stereodrr.render.markers",
+CHECKED = ("stereodrr.imaging", "stereodrr.physics", "stereodrr.registration", "stereodrr.render.drr", "stereodrr.render.markers",
            "stereodrr.render.projector", "stereodrr.render.aperture")
 _hook = install_import_hook(CHECKED, "tests._typecheck.typechecker")
 

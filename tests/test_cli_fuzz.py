@@ -261,6 +261,8 @@ def _cases() -> list[tuple[str, list[str]]]:
         c.append((f"register-images-{bad}", [*reg, "--ct", "{ct}", "--images", "{img_f}", f"{{{bad}}}"]))
     c += [("register-images-constant", [*reg, "--ct", "{ct}", "--images", "{img_f}", "{img_f}"]),
           ("register-images-count", [*reg, "--ct", "{ct}", "--images", "{img_f}"]),
+          ("register-rig-huge", ["register", "--rig", "{rig_huge}", "-o", "OUT", "--ct", "{ct}", "--images", "{img_f}",
+                                 "{img_f}"]),
           ("register-rig-not-rotation", ["register", "--rig", "{rig_not_rotation}", "-o", "OUT", "--ct", "{ct}",
                                          "--images", "{img_f}", "{img_f}"]),
           ("register-init-bad", [*reg, "--ct", "{ct}", "--images", "{img_f}", "{img_f}", "--init", "{pose_bad}"]),

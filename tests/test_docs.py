@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 API_PAGES = {
     "stereodrr.geometry": "geometry", "stereodrr.volume": "volume", "stereodrr.phantoms": "phantoms",
     "stereodrr.physics": "physics", "stereodrr.render": "render", "stereodrr.imaging": "imaging", "stereodrr.calib": "calib",
-    "stereodrr.register": "register", "stereodrr.dataset": "dataset", "stereodrr.interop": "interop",
+    "stereodrr.registration": "registration", "stereodrr.dataset": "dataset", "stereodrr.interop": "interop",
     "stereodrr.trial": "trial", "stereodrr.track": "track", "stereodrr.distortion": "distortion",
     "stereodrr.extras": "extras", "stereodrr.resources": "extras",
 }

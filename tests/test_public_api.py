@@ -17,7 +17,7 @@ DOCUMENTED = [
 def test_documented_names_resolve_to_their_definitions():
     import stereodrr.calib.pipeline
     import stereodrr.geometry.pose
-    import stereodrr.register.optimize
+    import stereodrr.registration.run
     import stereodrr.volume
 
     assert sorted(DOCUMENTED) == sorted(n for n in sd.__all__ if n != "__version__") == sorted(sd._EXPORTS)
@@ -29,8 +29,8 @@ def test_documented_names_resolve_to_their_definitions():
     assert sd.Volume is stereodrr.volume.Volume
     assert sd.RigidPose is stereodrr.geometry.pose.RigidPose
     assert sd.render_drr is sys.modules["stereodrr.render.drr"].render_drr
-    # stereodrr.register is the subpackage (importing it binds the name) and calls register()
-    assert sd.register is sys.modules["stereodrr.register"] and callable(sd.register)
+    # stereodrr.register is the function; the sub-package is stereodrr.registration
+    assert sd.register is stereodrr.registration.run.register
     assert sd.calibrate_stereo is stereodrr.calib.pipeline.calibrate_stereo
 
 
@@ -51,7 +51,7 @@ def test_import_is_lazy():
 def test_subpackages_list_what_they_export():
     import importlib
 
-    for pkg in ("geometry", "phantoms", "render", "imaging", "calib", "register", "dataset", "physics", "interop", "trial", "track",
+    for pkg in ("geometry", "phantoms", "render", "imaging", "calib", "registration", "dataset", "physics", "interop", "trial", "track",
                 "distortion"):
         mod = importlib.import_module(f"stereodrr.{pkg}")
         missing = [n for n in mod.__all__ if not hasattr(mod, n)]
@@ -63,9 +63,33 @@ def test_sd_register_calls_the_registration():
     import numpy as np
     import pytest
 
-    import stereodrr.register  # noqa: F401  (binds the subpackage to sd.register)
-
     vol = sd.Volume.from_numpy(np.ones((4, 4, 4)))
     rig = sd.StereoRig.convergent(5, 750, 1200, 0.5, 8, 8)
     with pytest.raises(ValueError, match=r"image: expected one per rig view \['left', 'right'\]"):
         sd.register(vol, rig, {})
+
+
+def test_the_former_subpackage_name_is_a_warning_alias_that_never_shadows_the_function():
+    import warnings
+
+    import pytest
+
+    import stereodrr.register  # noqa: F401  (the alias: must not rebind sd.register)
+    from stereodrr.registration import Level, register
+    from stereodrr.registration.similarity import ncc
+
+    assert sd.register is register and callable(sd.register)
+    with pytest.warns(DeprecationWarning, match="import Level from stereodrr.registration"):
+        from stereodrr.register import Level as OldLevel
+    assert OldLevel is Level
+    with pytest.warns(DeprecationWarning, match="stereodrr.register.similarity is deprecated"):
+        from stereodrr.register.similarity import ncc as old_ncc
+    assert old_ncc is ncc
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        import stereodrr.register as reg  # binds the attribute, which is the function
+    assert reg is register and sd.register is register
+    code = ("import warnings, stereodrr as sd; warnings.simplefilter('error', DeprecationWarning); "
+            "import stereodrr.register; assert callable(sd.register) and sd.register.__module__ == "
+            "'stereodrr.registration.run', sd.register")
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 import stereodrr as sd
-from stereodrr.register import Level, RigidPose, render_views
+from stereodrr.registration import Level, RegistrationOptions, RigidPose, render_views
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> dict:
     #    coarse levels first; --quick uses two short BFGS levels.
     init = RigidPose.identity(ct.center)
     levels = (Level(2, 30, 2, "gncc", "lbfgs"), Level(1, 20, 1, "gncc", "lbfgs")) if args.quick else None   # None: register's default pyramid
-    result = sd.register(ct, rig, images, init, levels=levels, progress=False)
+    result = sd.register(ct, rig, images, init, RegistrationOptions(levels=levels, progress=False))
 
     # 5. How far from the truth: the mean target registration error over the CT's corners, its
     #    depth (along the views) and in-plane parts, and the rotation error.

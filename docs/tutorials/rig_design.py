@@ -20,7 +20,7 @@ import pandas as pd
 
 import stereodrr as sd
 from stereodrr.geometry import StereoAngleWarning
-from stereodrr.register import pose_crlb
+from stereodrr.registration import pose_crlb
 
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:

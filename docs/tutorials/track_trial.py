@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from stereodrr.interop import save_points3d, save_tra
-from stereodrr.register import Level
+from stereodrr.registration import Level
 from stereodrr.track import BeadTrackOptions, TrackOptions, track_beads, track_bone
 from stereodrr.trial import load_trial, read_frame
 

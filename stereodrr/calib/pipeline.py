@@ -21,14 +21,14 @@ sizes and a starting point for identifying the markers).
 from __future__ import annotations
 
 import time
-import warnings
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from .._deprecation import legacy_options
 from ..distortion import check_maps
 from ..geometry import StereoRig, fundamental_from_cameras, rotation_angle_deg
 from ..phantoms.io import marker_classes
@@ -499,9 +499,6 @@ def judge(rig: StereoRig, identified: Mapping[str, Identification], epipolar: Ep
     return Verdict(not reasons, reasons), physics, assignment, ambiguities
 
 
-_LEGACY = {f.name for f in fields(CalibrationOptions)}
-
-
 def calibrate_stereo(images: Mapping[str, np.ndarray], markers: pd.DataFrame, nominal: StereoRig,
                      options: CalibrationOptions | None = None, *, truth: StereoRig | None = None,
                      truth_centres_px: Mapping[str, np.ndarray] | None = None, **legacy: Any) -> StereoCalibration:
@@ -552,22 +549,15 @@ def calibrate_stereo(images: Mapping[str, np.ndarray], markers: pd.DataFrame, no
 
 
 def _options(options: CalibrationOptions | None, legacy: Mapping[str, Any]) -> CalibrationOptions:
-    o = options or CalibrationOptions()
-    if not legacy:
-        return o
-    unknown = sorted(set(legacy) - _LEGACY)
-    if unknown:
-        raise TypeError(f"calibrate_stereo() got an unexpected keyword argument {unknown[0]!r}")
-    warnings.warn(f"calibrate_stereo({', '.join(f'{k}=' for k in legacy)}) is deprecated: pass "
-                  "options=CalibrationOptions(...)", DeprecationWarning, stacklevel=3)
+    """The options the former keywords describe (a list of methods, and the former ``None``
+    defaults of ``tolerances`` and ``min_margin``, normalised)."""
     kw = dict(legacy)
     if "methods" in kw:
         kw["methods"] = tuple(kw["methods"])
-    if kw.get("tolerances") is None:
-        kw.pop("tolerances", None)
-    if kw.get("min_margin") is None:
-        kw.pop("min_margin", None)
-    return o.with_(**kw)
+    for k in ("tolerances", "min_margin"):
+        if k in kw and kw[k] is None:
+            kw[k] = getattr(options or CalibrationOptions(), k)
+    return legacy_options("calibrate_stereo", options, kw, CalibrationOptions, stacklevel=4)
 
 
 def score_against_truth(result: StereoCalibration, markers: pd.DataFrame, truth: StereoRig | None = None,

@@ -20,19 +20,23 @@ import torch
 from ..fileio import atomic_path, check_input_file
 from ..geometry import load_rig
 from ..plot.register import plot_errors, plot_loss, plot_overlay
-from ..register import (
+from ..registration import (
     OPTIMIZERS,
     SIMILARITIES,
     Level,
+    RegistrationOptions,
     RigidPose,
+    VolumeFactor,
+    check_registration_memory,
     default_levels,
+    factor_axes,
     load_pose,
     register,
     registration_errors,
     render_views,
     save_pose,
 )
-from ..register.inputs import IMAGE_KINDS, to_line_integral
+from ..registration.inputs import IMAGE_KINDS, to_line_integral
 from ..render.threads import set_cpu_threads
 from ..volume import hu_to_mu, load_volume
 from ._args import UsageError, input_file, number, output_folder
@@ -83,7 +87,7 @@ def format_levels(levels: tuple[Level, ...]) -> str:
         f = lv.volume_factor
         fields = [str(lv.scale), str(lv.iterations)]
         if f is not None:
-            fields.append(str(f) if np.ndim(f) == 0 else "x".join(map(str, f)))
+            fields.append("x".join(map(str, factor_axes(f))))
         if lv.step_voxels is not None:
             fields.append(f"{lv.step_voxels:g}vox")
         fields += [v for v in (lv.similarity, lv.optimizer) if v]
@@ -109,11 +113,11 @@ def parse_levels(text: str) -> tuple[Level, ...]:
                 fields.append("bad")
             if step is not None and not (math.isfinite(step) and step > 0):
                 fields.append("bad")
-        factor = None
+        factor: VolumeFactor | None = None
         if len(fields) == 3:
             axes = fields.pop().split("x")
             if len(axes) in (1, 3) and all(a.isdigit() for a in axes):
-                factor = int(axes[0]) if len(axes) == 1 else tuple(int(a) for a in axes)
+                factor = int(axes[0]) if len(axes) == 1 else (int(axes[0]), int(axes[1]), int(axes[2]))
             else:
                 fields.append("bad")
         if len(fields) != 2 or not all(f.isdigit() for f in fields):
@@ -132,9 +136,10 @@ def read_image(path: str) -> np.ndarray:
     try:
         arr = sitk.GetArrayFromImage(sitk.ReadImage(str(p)))
     except RuntimeError:
-        arr = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
-        if arr is None:
+        fallback = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
+        if fallback is None:
             raise ValueError(f"{p}: neither SimpleITK nor OpenCV can read it as an image") from None
+        arr = fallback
     arr = np.squeeze(np.asarray(arr))
     if arr.ndim != 2:
         raise ValueError(f"{p}: expected a single-channel 2D image, got shape {arr.shape}")
@@ -148,6 +153,7 @@ def run(args: argparse.Namespace) -> int:
         set_cpu_threads(args.threads)
     output_folder(args.output)
     rig = load_rig(input_file(args.rig, "--rig", "rig file"))
+    check_registration_memory(rig, f"--rig {args.rig}")
     if len(args.images) != len(rig):
         raise UsageError(f"--images: expected {len(rig)} (one per view {rig.names}), got {len(args.images)}")
     raw = {name: read_image(f) for name, f in zip(rig.names, args.images)}
@@ -170,9 +176,11 @@ def run(args: argparse.Namespace) -> int:
         images[name], kind = to_line_integral(raw[name], args.kind, f"--images {f}", initial[i].cpu().numpy())
         if kind != "line_integral":
             print(f"{f}: read as raw intensity ({raw[name].dtype}); converted to -log(I/I0), I0 from the brightest (air) pixels")
-    res = register(vol, rig, images, init, masks=masks, similarity=args.similarity, optimizer=args.optimizer,
-                   levels=None if args.levels is None else parse_levels(args.levels), lr_rotation_deg=args.lr_rotation,
-                   lr_translation_mm=args.lr_translation, truth=truth, progress=not args.quiet)
+    options = RegistrationOptions(levels=None if args.levels is None else parse_levels(args.levels),
+                                  similarity=args.similarity, optimizer=args.optimizer,
+                                  lr_rotation_deg=args.lr_rotation, lr_translation_mm=args.lr_translation,
+                                  progress=not args.quiet)
+    res = register(vol, rig, images, init, options, masks=masks, truth=truth)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     save_pose(res.pose, out / "pose.json")

@@ -22,6 +22,8 @@ import json
 import sys
 import time
 import warnings
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -29,10 +31,20 @@ from ..fileio import atomic_write_text, json_ready
 from ..geometry import RigidPose, load_pose
 from ..interop.autoscoper import load_tra
 from ..plot.track import plot_track_overlay
-from ..register import render_views
-from ..track import BeadTrackOptions, JointOptions, TrackOptions, bead_bodies_of_bones, track_beads, track_bones
+from ..registration import check_registration_memory, render_views
+from ..track import (
+    BeadTracking,
+    BeadTrackOptions,
+    BoneTrack,
+    FrameSeries,
+    JointOptions,
+    TrackOptions,
+    bead_bodies_of_bones,
+    track_beads,
+    track_bones,
+)
 from ..track.outputs import bead_check, write_bead_results, write_bone_results
-from ..trial import Trial
+from ..trial import Trial, TrialVolume
 from ..volume import Volume
 from ._args import (
     UsageError,
@@ -86,44 +98,57 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     out = output_folder(args.output)
     trial: Trial = load_cli_trial(args)
-    for v in args.volume:
-        if v >= len(trial.volumes):
-            raise UsageError(f"--volume {v}: the trial has volumes 0..{len(trial.volumes) - 1} "
-                             f"({', '.join(tv.name for tv in trial.volumes)})")
-    if len(set(args.volume)) != len(args.volume):
-        raise UsageError(f"--volume {' '.join(map(str, args.volume))}: a volume is named twice")
-    if args.init is not None and len(args.init) != len(args.volume):
-        raise UsageError(f"--init: expected one pose per volume ({len(args.volume)}), got {len(args.init)}")
+    check_registration_memory(trial.rig, f"--trial {args.trial}")
+    _check_volumes(args, len(trial.volumes), [tv.name for tv in trial.volumes])
     frames = select_frames(args.frames, trial.n_frames)
-    names = trial.rig.names
     chosen = [trial.volume(v) for v in args.volume]
     volumes = [tv.volume.with_data(tv.volume.data * _ATTENUATION_PER_UNIT) for tv in chosen]
     inits = None if args.init is None else [_init_pose(p, frames[0], v) for p, v in zip(args.init, volumes)]
-
-    beads = None
-    if args.beads:
-        masks = [trial.field(c).mask((trial.rig[c].height, trial.rig[c].width)) for c in names]
-        beads = track_beads(lambda k, f: trial.image(names[k], frames[f]), trial.rig, masks,
-                            BeadTrackOptions(), n_frames=len(frames))
-        if beads.bodies["body"].ge(0).sum() == 0:
-            beads = None  # no rigid body of beads in this trial: markerless
+    beads = _track_beads(trial, frames) if args.beads else None
 
     @functools.lru_cache(maxsize=2)  # the tracker asks for a frame's images and masks one after the other
     def converted(k: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         return trial.line_integrals(frames[k])
 
-    def frame(k: int) -> dict[str, np.ndarray]:
-        return converted(k)[0]
-
-    def mask(k: int) -> dict[str, np.ndarray]:
-        return converted(k)[1]
-
+    series = FrameSeries(lambda k: converted(k)[0], lambda k: converted(k)[1], n_frames=len(frames))
+    options = TrackOptions(joint=JointOptions(passes=args.passes))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        tracks = track_bones(volumes, trial.rig, frame, TrackOptions(), mask, beads=beads,
-                             joint=JointOptions(passes=args.passes), n_frames=len(frames), inits=inits)
+        tracks = track_bones(volumes, trial.rig, series, options, beads=beads, inits=inits)
     out.mkdir(parents=True, exist_ok=True)
-    summary: dict = {"trial": str(args.trial), "frames": frames, "beads": beads is not None, "bones": []}
+    summary: dict[str, Any] = {"trial": str(args.trial), "frames": frames, "beads": beads is not None,
+                               "bones": _write_results(trial, frames, chosen, volumes, tracks, beads, out)}
+    if not args.no_figures:
+        _write_overlays(trial, frames, chosen, volumes, tracks, out)
+    summary["seconds"] = time.perf_counter() - t0
+    summary["warnings"] = sorted({str(w.message).splitlines()[0] for w in caught})
+    atomic_write_text(out / "track.json", json.dumps(json_ready(summary), indent=2) + "\n")
+    return _report(summary, out)
+
+
+def _check_volumes(args: argparse.Namespace, count: int, names: list[str]) -> None:
+    for v in args.volume:
+        if v >= count:
+            raise UsageError(f"--volume {v}: the trial has volumes 0..{count - 1} ({', '.join(names)})")
+    if len(set(args.volume)) != len(args.volume):
+        raise UsageError(f"--volume {' '.join(map(str, args.volume))}: a volume is named twice")
+    if args.init is not None and len(args.init) != len(args.volume):
+        raise UsageError(f"--init: expected one pose per volume ({len(args.volume)}), got {len(args.init)}")
+
+
+def _track_beads(trial: Trial, frames: list[int]) -> BeadTracking | None:
+    """The trial's beads through the frames; None when they form no rigid body (markerless)."""
+    names = trial.rig.names
+    masks = [trial.field(c).mask((trial.rig[c].height, trial.rig[c].width)) for c in names]
+    beads = track_beads(lambda k, f: trial.image(names[k], frames[f]), trial.rig, masks,
+                        BeadTrackOptions(), n_frames=len(frames))
+    return None if beads.bodies["body"].ge(0).sum() == 0 else beads
+
+
+def _write_results(trial: Trial, frames: list[int], chosen: list[TrialVolume], volumes: list[Volume],
+                   tracks: list[BoneTrack], beads: BeadTracking | None, out: Path) -> list[dict[str, Any]]:
+    """Each bone's files (and the beads'); the summary's per-bone entries."""
+    entries = []
     bodies = bead_bodies_of_bones(volumes, tracks, beads, JointOptions().bead_distance_mm) if beads is not None \
         else [None] * len(volumes)
     if beads is not None:
@@ -139,23 +164,29 @@ def run(args: argparse.Namespace) -> int:
             check.to_csv(out / tv.name / "bead_check.csv", index=False)
             entry["bead_body"] = int(body)
             entry["bead_check"] = check.to_dict("records")
-        summary["bones"].append(entry)
-    if not args.no_figures:
-        for k, f in enumerate(frames):
-            drrs: dict[str, list[np.ndarray]] = {c: [] for c in names}
-            labels = []
-            for tv, v, tr in zip(chosen, volumes, tracks):
-                if np.all(np.isfinite(tr.poses[k])):
-                    shown = render_views(v, trial.rig, RigidPose.from_matrix(tr.poses[k], v.center), 1,
-                                         mode="joseph").cpu().numpy()
-                    for i, c in enumerate(names):
-                        drrs[c].append(shown[i])
-                    labels.append(tv.name)
-            plot_track_overlay(trial.images(f), drrs,
-                               out / "overlays" / f"frame_{f:04d}.png", title=f"frame {f}", labels=labels)
-    summary["seconds"] = time.perf_counter() - t0
-    summary["warnings"] = sorted({str(w.message).splitlines()[0] for w in caught})
-    atomic_write_text(out / "track.json", json.dumps(json_ready(summary), indent=2) + "\n")
+        entries.append(entry)
+    return entries
+
+
+def _write_overlays(trial: Trial, frames: list[int], chosen: list[TrialVolume], volumes: list[Volume],
+                    tracks: list[BoneTrack], out: Path) -> None:
+    names = trial.rig.names
+    for k, f in enumerate(frames):
+        drrs: dict[str, list[np.ndarray]] = {c: [] for c in names}
+        labels = []
+        for tv, v, tr in zip(chosen, volumes, tracks):
+            if np.all(np.isfinite(tr.poses[k])):
+                shown = render_views(v, trial.rig, RigidPose.from_matrix(tr.poses[k], v.center), 1,
+                                     mode="joseph").cpu().numpy()
+                for i, c in enumerate(names):
+                    drrs[c].append(shown[i])
+                labels.append(tv.name)
+        plot_track_overlay(trial.images(f), drrs, out / "overlays" / f"frame_{f:04d}.png", title=f"frame {f}",
+                           labels=labels)
+
+
+def _report(summary: dict[str, Any], out: Path) -> int:
+    """Print each frame's outcome; exit status 1 when one is failed or doubtful."""
     bad = 0
     for entry in summary["bones"]:
         for row in entry["frames"]:

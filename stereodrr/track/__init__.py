@@ -17,8 +17,10 @@ from .bead_rigid import (
 )
 from .beads import BeadTracking, BeadTrackOptions, FrameSource, MaskSource, track_beads
 from .bone_fit import (
+    BoneSupport,
     FrameFit,
     FrameStatus,
+    JointOptions,
     TrackOptions,
     default_track_levels,
     frame_loss,
@@ -26,17 +28,17 @@ from .bone_fit import (
     register_frame,
 )
 from .bone_init import Candidate, InitOptions, InitResult, initial_pose, so3_grid, template_candidates
-from .bone_joint import JointOptions, bead_bodies_of_bones, explain_away, track_bones
+from .bone_joint import bead_bodies_of_bones, explain_away, track_bones
 from .bone_views import CroppedViews, check_frame, crop_image, crop_views, cut_volume, projected_boxes, support_corners
-from .bones import BoneTrack, track_bone
+from .bones import BoneTrack, FrameSeries, track_bone
 
 __all__ = [
     "DETECTION_COLUMNS", "BeadDetectOptions", "detect_beads", "link_beads", "BeadMatchOptions", "epipolar_distances",
     "match_beads", "POSE_COLUMNS", "BeadLinkOptions", "body_poses", "body_references", "expected_beads",
     "merge_fragments", "pair_spread", "rigid_bodies", "BeadTracking", "BeadTrackOptions", "FrameSource", "MaskSource",
     "track_beads",
-    "FrameFit", "FrameStatus", "TrackOptions", "default_track_levels", "frame_loss", "predict_pose", "register_frame",
+    "BoneSupport", "FrameFit", "FrameStatus", "TrackOptions", "default_track_levels", "frame_loss", "predict_pose", "register_frame",
     "Candidate", "InitOptions", "InitResult", "initial_pose", "so3_grid", "template_candidates",
     "CroppedViews", "check_frame", "crop_image", "crop_views", "cut_volume", "projected_boxes", "support_corners",
-    "BoneTrack", "track_bone", "JointOptions", "bead_bodies_of_bones", "explain_away", "track_bones",
+    "BoneTrack", "FrameSeries", "track_bone", "JointOptions", "bead_bodies_of_bones", "explain_away", "track_bones",
 ]

@@ -1,6 +1,6 @@
 """One bone registered to one frame: the per-frame step of bone tracking.
 
-Each pyramid level runs :func:`stereodrr.register.register` on the views cropped around the bone
+Each pyramid level runs :func:`stereodrr.registration.register` on the views cropped around the bone
 at the level's start pose (exact cropped cameras, :mod:`~stereodrr.track.bone_views`), comparing
 only the pixels near the bone there: the mask (the intensifier's field), times the bone's
 projection grown by ``bone_mask_px`` pixels of the level, minus the projection of the faces where
@@ -27,13 +27,13 @@ import scipy.linalg
 import torch
 
 from ..geometry import RigidPose, StereoRig, invert
-from ..register import Level, downsample_images, get_similarity, register, render_views
+from ..registration import Level, RegistrationOptions, downsample_images, get_similarity, register, render_views
 from ..render.projector import Mode
 from ..volume import Volume
 from .bone_init import InitOptions
-from .bone_views import crop_views, dilate, projected_boxes, support_corners
+from .bone_views import crop_views, cut_volume, dilate, projected_boxes, support_corners
 
-__all__ = ["TrackOptions", "FrameFit", "FrameStatus", "default_track_levels", "register_frame", "frame_loss",
+__all__ = ["JointOptions", "TrackOptions", "BoneSupport", "FrameFit", "FrameStatus", "default_track_levels", "register_frame", "frame_loss",
            "predict_pose"]
 
 Prediction = Literal["constant_velocity", "previous"]
@@ -48,11 +48,38 @@ def default_track_levels() -> tuple[Level, ...]:
 
 
 @dataclass(frozen=True)
+class JointOptions:
+    """How :func:`track_bones` combines the bones.
+
+    Attributes:
+        passes: passes after the first (each bone on the frames with the others explained away).
+        sigma_low_px, sigma_high_px: the band-pass that fits a neighbour's DRR scale (full-resolution
+            pixels).
+        bead_distance_mm: a bead body belongs to a bone when its beads' median distance to the
+            bone's CT surface is at most this.
+    """
+
+    passes: int = 1
+    sigma_low_px: float = 2.0
+    sigma_high_px: float = 16.0
+    bead_distance_mm: float = 10.0
+
+    def __post_init__(self) -> None:
+        if int(self.passes) != self.passes or self.passes < 0:
+            raise ValueError(f"passes: expected a whole number >= 0, got {self.passes}")
+        if not 0 < self.sigma_low_px < self.sigma_high_px:
+            raise ValueError(f"sigma_low_px, sigma_high_px: expected 0 < low < high, got {self.sigma_low_px}, "
+                             f"{self.sigma_high_px}")
+        if not (math.isfinite(self.bead_distance_mm) and self.bead_distance_mm > 0):
+            raise ValueError(f"bead_distance_mm: expected a positive distance, got {self.bead_distance_mm}")
+
+
+@dataclass(frozen=True)
 class TrackOptions:
     """How a bone is registered to each frame and followed through the frames.
 
     Attributes:
-        similarity: a name of :data:`~stereodrr.register.similarity.SIMILARITIES` for the levels
+        similarity: a name of :data:`~stereodrr.registration.similarity.SIMILARITIES` for the levels
             that name none.
         levels: the per-frame pyramid (default :func:`default_track_levels`).
         margin_px: full-resolution pixels kept in each crop around the compared region.
@@ -73,6 +100,7 @@ class TrackOptions:
         reinit: run the global search when no warm start is kept.
         doubtful_ratio: a frame whose loss exceeds this times its neighbours' median is doubtful.
         init: the global search's settings.
+        joint: how :func:`~stereodrr.track.bone_joint.track_bones` combines several bones.
         progress: show tqdm bars.
     """
 
@@ -93,6 +121,7 @@ class TrackOptions:
     reinit: bool = True
     doubtful_ratio: float = 1.5
     init: InitOptions = field(default_factory=InitOptions)
+    joint: JointOptions = field(default_factory=JointOptions)
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -115,6 +144,13 @@ class TrackOptions:
             v = getattr(self, name)
             if not (math.isfinite(v) and v >= 1):
                 raise ValueError(f"{name}: expected a ratio >= 1, got {v}")
+
+    def registration(self, level: Level) -> RegistrationOptions:
+        """The options of one level's registration on a frame: L-BFGS, without a progress bar."""
+        return RegistrationOptions(levels=(level,), similarity=self.similarity, optimizer="lbfgs",
+                                   lr_rotation_deg=self.lr_rotation_deg, lr_translation_mm=self.lr_translation_mm,
+                                   rotation_tol_deg=self.rotation_tol_deg, translation_tol_mm=self.translation_tol_mm,
+                                   render_mode=self.render_mode, progress=False)
 
 
 FrameStatus = Literal["converged", "max_iterations", "diverged", "not_visible", "init_failed", "init_ambiguous"]
@@ -142,6 +178,25 @@ class FrameFit:
     seconds: float
 
 
+@dataclass(frozen=True)
+class BoneSupport:
+    """What a fit derives once from a bone's CT.
+
+    Attributes:
+        corners: the bone's support box (:func:`~stereodrr.track.bone_views.support_corners`).
+        cut: the CT's cut faces (:func:`~stereodrr.track.bone_views.cut_volume`), left out of the
+            comparison; None: nothing left out.
+    """
+
+    corners: np.ndarray
+    cut: Volume | None = None
+
+    @classmethod
+    def of(cls, volume: Volume, cut: bool = True) -> BoneSupport:
+        """The support of ``volume``, with its cut faces unless ``cut`` is False."""
+        return cls(support_corners(volume), cut_volume(volume) if cut else None)
+
+
 @dataclass
 class _Views:
     """The views of one frame that show the bone, cropped around it, with their pixel weights."""
@@ -152,12 +207,11 @@ class _Views:
 
 
 def _prepare(volume: Volume, rig: StereoRig, images: Mapping[str, np.ndarray], masks: Mapping[str, np.ndarray] | None,
-             pose: RigidPose, options: TrackOptions, scale: int, corners: np.ndarray, cut: Volume | None
-             ) -> _Views | None:
+             pose: RigidPose, options: TrackOptions, scale: int, support: BoneSupport) -> _Views | None:
     """Crops around the bone at ``pose`` (sizes a multiple of ``scale``) and their weights (module
     docstring); None when no view shows the bone: a tenth of its projected box on the detector
     and under the mask, with contrast there."""
-    boxes = projected_boxes(corners, rig, pose)
+    boxes = projected_boxes(support.corners, rig, pose)
     seen = [n for n, b in boxes.items() if np.all(np.isfinite(b)) and b[2] >= 0 and b[0] <= rig[n].width - 1
             and b[3] >= 0 and b[1] <= rig[n].height - 1]
     if not seen:
@@ -173,8 +227,8 @@ def _prepare(volume: Volume, rig: StereoRig, images: Mapping[str, np.ndarray], m
     # The masks are rendered at this level's binning and grown at full resolution.
     up = np.ones((scale, scale), bool)
     bone = render_views(volume, sub, pose, scale, mode=options.render_mode).cpu().numpy()
-    edge = None if cut is None or options.cut_margin_px is None else \
-        render_views(cut, sub, pose, scale, mode=options.render_mode).cpu().numpy()
+    edge = None if support.cut is None or options.cut_margin_px is None else \
+        render_views(support.cut, sub, pose, scale, mode=options.render_mode).cpu().numpy()
     weights = {}
     for i, n in enumerate(used):
         w = cv.weights[n] * dilate(np.kron(bone[i] > 0, up), options.bone_mask_px * scale)
@@ -186,17 +240,17 @@ def _prepare(volume: Volume, rig: StereoRig, images: Mapping[str, np.ndarray], m
 
 def frame_loss(volume: Volume, rig: StereoRig, images: Mapping[str, np.ndarray],
                masks: Mapping[str, np.ndarray] | None, pose: RigidPose, options: TrackOptions = TrackOptions(),
-               corners: np.ndarray | None = None, cut: Volume | None = None) -> tuple[float, dict[str, float]]:
+               support: BoneSupport | None = None) -> tuple[float, dict[str, float]]:
     """The loss of a pose on one frame, comparable between poses (module docstring):
     ``sum_v (1 - S_v)`` with the last level's similarity at its binning, over the pixels around
-    the bone at this pose.
+    the bone at this pose (``support``: as :func:`register_frame`).
 
     Returns:
         The sum over the views that show the bone, and the per-view losses (NaN and {} when none does).
     """
-    corners = support_corners(volume) if corners is None else corners
+    support = BoneSupport.of(volume, cut=False) if support is None else support
     last = options.levels[-1]
-    views = _prepare(volume, rig, images, masks, pose, options, last.scale, corners, cut)
+    views = _prepare(volume, rig, images, masks, pose, options, last.scale, support)
     if views is None:
         return math.nan, {}
     names = views.rig.names
@@ -212,8 +266,7 @@ def frame_loss(volume: Volume, rig: StereoRig, images: Mapping[str, np.ndarray],
 
 def register_frame(volume: Volume, rig: StereoRig, images: Mapping[str, np.ndarray],
                    masks: Mapping[str, np.ndarray] | None, start: RigidPose, options: TrackOptions = TrackOptions(),
-                   corners: np.ndarray | None = None, cut: Volume | None = None,
-                   caught: list[str] | None = None) -> FrameFit:
+                   support: BoneSupport | None = None, caught: list[str] | None = None) -> FrameFit:
     """Register the bone to one frame from ``start`` (module docstring).
 
     Args:
@@ -221,20 +274,18 @@ def register_frame(volume: Volume, rig: StereoRig, images: Mapping[str, np.ndarr
         rig: the full views; images, masks: per view ``(H, W)``, already checked
             (:func:`~stereodrr.track.bone_views.check_frame`).
         start: the starting pose; options: the settings.
-        corners: the bone's support box (:func:`~stereodrr.track.bone_views.support_corners`;
-            computed when None).
-        cut: the CT's cut faces (:func:`~stereodrr.track.bone_views.cut_volume`), left out of the
-            comparison; None: nothing left out.
+        support: the bone's support box and cut faces (:class:`BoneSupport`); None: the box
+            computed here, nothing left out.
         caught: a list that collects the registrations' warnings (first line each) instead of
             letting them through.
     """
     t0 = time.perf_counter()
-    corners = support_corners(volume) if corners is None else corners
+    support = BoneSupport.of(volume, cut=False) if support is None else support
     pose = start
     status = "converged"
     ws: list[warnings.WarningMessage] = []
     for lv in options.levels:
-        views = _prepare(volume, rig, images, masks, pose, options, lv.scale, corners, cut)
+        views = _prepare(volume, rig, images, masks, pose, options, lv.scale, support)
         if views is None:
             return FrameFit(None, math.nan, {}, "not_visible", [], time.perf_counter() - t0)
         with warnings.catch_warnings(record=True) as here:
@@ -243,11 +294,7 @@ def register_frame(volume: Volume, rig: StereoRig, images: Mapping[str, np.ndarr
             # search candidate may start with the bone out of a view or turned against the image.
             warnings.filterwarnings("ignore", message=r"image '.*': its contrast looks inverted")
             warnings.filterwarnings("ignore", message=r"view \d+: no ray of this camera meets")
-            r = register(volume, views.rig, views.images, pose, masks=views.weights, similarity=options.similarity,
-                         levels=(lv,), optimizer="lbfgs", lr_rotation_deg=options.lr_rotation_deg,
-                         lr_translation_mm=options.lr_translation_mm, rotation_tol_deg=options.rotation_tol_deg,
-                         translation_tol_mm=options.translation_tol_mm, render_mode=options.render_mode,
-                         progress=False)
+            r = register(volume, views.rig, views.images, pose, options.registration(lv), masks=views.weights)
         ws += here
         pose, status = r.pose, r.status
         if status == "diverged":
@@ -257,7 +304,7 @@ def register_frame(volume: Volume, rig: StereoRig, images: Mapping[str, np.ndarr
     else:
         for w in ws:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    loss, view_losses = frame_loss(volume, rig, images, masks, pose, options, corners, cut)
+    loss, view_losses = frame_loss(volume, rig, images, masks, pose, options, support)
     if not view_losses:
         return FrameFit(None, math.nan, {}, "not_visible", [], time.perf_counter() - t0)
     return FrameFit(pose, loss, view_losses, status, list(view_losses), time.perf_counter() - t0)  # type: ignore[arg-type]

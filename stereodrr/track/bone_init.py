@@ -47,7 +47,7 @@ from ..geometry import (
     quaternion_to_matrix,
     rotation_angle_deg,
 )
-from ..register import Level, auto_volume_factor, pixel_footprint_mm, scale_intrinsics
+from ..registration import Level, auto_volume_factor, pixel_footprint_mm, scale_intrinsics
 from ..render.drr import drr
 from ..render.projector import Mode, Projector
 from ..volume import Volume

@@ -19,50 +19,24 @@ tracked without doubt). The prediction is only a start: every pose is the image 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
-from typing import Callable, Mapping, Sequence
+from dataclasses import replace
+from typing import Any, Callable, Mapping, Sequence
 
 import cv2
 import numpy as np
 from scipy import ndimage
 
+from .._deprecation import legacy_options
 from ..geometry import RigidPose, StereoRig
-from ..register import render_views
+from ..registration import check_registration_memory, render_views
+from ..render.projector import Mode
 from ..volume import Volume
 from .bead_rigid import POSE_COLUMNS
 from .beads import BeadTracking
-from .bone_fit import TrackOptions
-from .bone_views import check_frame
-from .bones import BoneTrack, Frames, Masks, _frame_count, _frame_masks, track_bone
+from .bone_fit import JointOptions, TrackOptions
+from .bones import BoneTrack, Frames, FrameSeries, Masks, track_bone
 
-__all__ = ["JointOptions", "explain_away", "bead_bodies_of_bones", "track_bones"]
-
-
-@dataclass(frozen=True)
-class JointOptions:
-    """How :func:`track_bones` combines the bones.
-
-    Attributes:
-        passes: passes after the first (each bone on the frames with the others explained away).
-        sigma_low_px, sigma_high_px: the band-pass that fits a neighbour's DRR scale (full-resolution
-            pixels).
-        bead_distance_mm: a bead body belongs to a bone when its beads' median distance to the
-            bone's CT surface is at most this.
-    """
-
-    passes: int = 1
-    sigma_low_px: float = 2.0
-    sigma_high_px: float = 16.0
-    bead_distance_mm: float = 10.0
-
-    def __post_init__(self) -> None:
-        if int(self.passes) != self.passes or self.passes < 0:
-            raise ValueError(f"passes: expected a whole number >= 0, got {self.passes}")
-        if not 0 < self.sigma_low_px < self.sigma_high_px:
-            raise ValueError(f"sigma_low_px, sigma_high_px: expected 0 < low < high, got {self.sigma_low_px}, "
-                             f"{self.sigma_high_px}")
-        if not (math.isfinite(self.bead_distance_mm) and self.bead_distance_mm > 0):
-            raise ValueError(f"bead_distance_mm: expected a positive distance, got {self.bead_distance_mm}")
+__all__ = ["explain_away", "bead_bodies_of_bones", "track_bones"]
 
 
 def _band(image: np.ndarray, low: float, high: float) -> np.ndarray:
@@ -71,18 +45,20 @@ def _band(image: np.ndarray, low: float, high: float) -> np.ndarray:
 
 
 def explain_away(images: Mapping[str, np.ndarray], rig: StereoRig, others: Sequence[tuple[Volume, np.ndarray]],
-                 masks: Mapping[str, np.ndarray] | None = None, options: JointOptions = JointOptions(),
-                 mode: str = "joseph") -> dict[str, np.ndarray]:
+                 masks: Mapping[str, np.ndarray] | None = None, options: JointOptions | None = None,
+                 mode: Mode = "joseph") -> dict[str, np.ndarray]:
     """The frames minus the DRRs of ``others`` (each a volume and its CT -> world pose), each DRR
     scaled per view by the least-squares fit of its band-pass to the frame's over its projection.
 
     Args:
         images: per view ``(H, W)`` line-integral-like frames; masks: per view pixel weights.
         others: the bones to remove (poses with NaN are skipped).
+        options: the band-pass of the scale fit (default :class:`~stereodrr.track.bone_fit.JointOptions`).
 
     Returns:
         Per view the frame with the others removed (float32).
     """
+    options = JointOptions() if options is None else options
     out = {n: np.asarray(images[n], dtype=np.float32).copy() for n in rig.names}
     for volume, T in others:
         if not np.all(np.isfinite(T)):
@@ -181,55 +157,62 @@ def _predictor(prior: BoneTrack | None, motion: np.ndarray | None) -> Callable[[
     return predict
 
 
-def track_bones(volumes: Sequence[Volume], rig: StereoRig, frames: Frames, options: TrackOptions | None = None,
-                masks: Masks | None = None, *, beads: BeadTracking | None = None,
-                joint: JointOptions = JointOptions(), inits: Sequence[np.ndarray | None] | None = None,
-                times: Sequence[float] | None = None, n_frames: int | None = None) -> list[BoneTrack]:
+def track_bones(volumes: Sequence[Volume], rig: StereoRig, frames: Frames | FrameSeries,
+                options: TrackOptions | None = None, masks: Masks | None = None, *, beads: BeadTracking | None = None,
+                inits: Sequence[np.ndarray | None] | None = None, **legacy: Any) -> list[BoneTrack]:
     """Track several bones of one trial together (module docstring).
 
     Args:
         volumes: the bones' CTs (attenuation-like, 0 outside the bone), in the trial's frame.
-        rig, frames, options, masks, times, n_frames: as :func:`~stereodrr.track.bones.track_bone`.
+        rig, frames, options, masks: as :func:`~stereodrr.track.bones.track_bone` (how the bones
+            are combined: ``options.joint``).
         beads: the trial's bead tracking (frame ``k`` of it is frame ``k`` here), for the
             predictions; None: markerless.
-        joint: how the bones are combined.
         inits: per volume the first frame's start (CT -> world) or None (the global search).
+        legacy: the former keywords ``times`` and ``n_frames`` (now fields of
+            :class:`~stereodrr.track.bones.FrameSeries`) and ``joint`` (now ``options.joint``),
+            accepted for one release with a ``DeprecationWarning``.
 
     Returns:
         One :class:`~stereodrr.track.bones.BoneTrack` per volume, from the last pass.
     """
+    series = frames if isinstance(frames, FrameSeries) else FrameSeries(frames, masks)
+    series = legacy_options("track_bones", series, {k: legacy.pop(k) for k in ("times", "n_frames") if k in legacy},
+                            FrameSeries, parameter="frames")
+    options = legacy_options("track_bones", options, legacy, TrackOptions)
+    check_registration_memory(rig, "rig")
     if not volumes:
         raise ValueError("volumes: expected at least one bone")
-    options = TrackOptions() if options is None else options
-    n = _frame_count(frames, n_frames)
+    n = series.count()
     if beads is not None and beads.frames != n:
         raise ValueError(f"beads: expected a bead tracking of the same {n} frames, got {beads.frames}")
-
-    def load(k: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None]:
-        return check_frame(rig, frames(k) if callable(frames) else frames[k], _frame_masks(masks, k, n),
-                           f"frames[{k}]")
-
     if inits is not None and len(inits) != len(volumes):
         raise ValueError(f"inits: expected one start (or None) per volume ({len(volumes)}), got {len(inits)}")
     starts = [None] * len(volumes) if inits is None else list(inits)
-    tracks = [track_bone(v, rig, frames, options, init=s, masks=masks, times=times, n_frames=n)
-              for v, s in zip(volumes, starts)]
-    for _ in range(joint.passes if len(volumes) > 1 or beads is not None else 0):
-        bodies = bead_bodies_of_bones(volumes, tracks, beads, joint.bead_distance_mm) if beads is not None \
-            else [None] * len(volumes)
-        # The bones tracked best first: their poses explain the frames for the others.
-        order = sorted(range(len(volumes)), key=lambda i: -int((~tracks[i].doubtful).sum()))
-        for i in order:
-            others = [j for j in range(len(volumes)) if j != i]
-
-            def frame_i(k: int, i: int = i, others: list[int] = others) -> dict[str, np.ndarray]:
-                imgs, msk = load(k)
-                kept = [(volumes[j], tracks[j].poses[k]) for j in others if not tracks[j].doubtful[k]]
-                return explain_away(imgs, rig, kept, msk, joint, options.render_mode)
-
-            body = bodies[i]
-            motion = None if body is None or beads is None else _body_motions(beads, body, n)
-            opts = replace(options, predict=_predictor(tracks[i], motion))
-            tracks[i] = track_bone(volumes[i], rig, frame_i, opts, masks=masks, times=times, n_frames=n)
+    tracks = [track_bone(v, rig, series, options, init=s) for v, s in zip(volumes, starts)]
+    for _ in range(options.joint.passes if len(volumes) > 1 or beads is not None else 0):
+        _joint_pass(volumes, rig, series, options, tracks, beads)
     return tracks
 
+
+def _joint_pass(volumes: Sequence[Volume], rig: StereoRig, series: FrameSeries, options: TrackOptions,
+                tracks: list[BoneTrack], beads: BeadTracking | None) -> None:
+    """One pass after the first: each bone again on the frames with the others explained away,
+    its starts from the earlier pass and its bead body's motion (``tracks`` updated in place)."""
+    joint, n = options.joint, series.count()
+    bodies = bead_bodies_of_bones(volumes, tracks, beads, joint.bead_distance_mm) if beads is not None \
+        else [None] * len(volumes)
+    # The bones tracked best first: their poses explain the frames for the others.
+    order = sorted(range(len(volumes)), key=lambda i: -int((~tracks[i].doubtful).sum()))
+    for i in order:
+        others = [j for j in range(len(volumes)) if j != i]
+
+        def frame_i(k: int, others: list[int] = others) -> dict[str, np.ndarray]:
+            imgs, msk = series.load(rig, k)
+            kept = [(volumes[j], tracks[j].poses[k]) for j in others if not tracks[j].doubtful[k]]
+            return explain_away(imgs, rig, kept, msk, joint, options.render_mode)
+
+        body = bodies[i]
+        motion = None if body is None or beads is None else _body_motions(beads, body, n)
+        opts = replace(options, predict=_predictor(tracks[i], motion))
+        tracks[i] = track_bone(volumes[i], rig, replace(series, images=frame_i, n_frames=n), opts)

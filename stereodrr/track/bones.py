@@ -32,12 +32,13 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from ..geometry import RigidPose, StereoRig
+from ..registration import check_registration_memory
 from ..volume import Volume
-from .bone_fit import FrameFit, TrackOptions, predict_pose, register_frame
+from .bone_fit import BoneSupport, FrameFit, TrackOptions, predict_pose, register_frame
 from .bone_init import InitResult, initial_pose
-from .bone_views import check_frame, cut_volume, support_corners
+from .bone_views import check_frame
 
-__all__ = ["BoneTrack", "track_bone"]
+__all__ = ["BoneTrack", "FrameSeries", "track_bone"]
 
 Frames = Sequence[Mapping[str, np.ndarray]] | Callable[[int], Mapping[str, np.ndarray]]
 Masks = Sequence[Mapping[str, np.ndarray]] | Callable[[int], Mapping[str, np.ndarray]] | Mapping[str, np.ndarray]
@@ -89,30 +90,64 @@ class BoneTrack:
         return pd.DataFrame(rows)
 
 
-def _frame_count(frames: Frames, n_frames: int | None) -> int:
-    if callable(frames):
-        if n_frames is None or int(n_frames) != n_frames or n_frames < 1:
-            raise ValueError(f"n_frames: expected the number of frames (a positive integer) with a callable frames, "
-                             f"got {n_frames}")
-        return int(n_frames)
-    n = len(frames)
-    if n < 1:
-        raise ValueError("frames: expected at least one frame")
-    if n_frames is not None and n_frames != n:
-        raise ValueError(f"n_frames: {n_frames} differs from the {n} frames given")
-    return n
+@dataclass(frozen=True)
+class FrameSeries:
+    """The frames a bone is tracked through.
 
+    Attributes:
+        images: per frame a mapping view -> ``(H, W)`` line-integral-like image (bone bright), or
+            a callable ``images(k)`` giving it (then ``n_frames`` is required).
+        masks: pixel weights (0 = ignore, e.g. outside the intensifier's field): one mapping view
+            -> ``(H, W)`` for every frame, a sequence of them per frame, a callable, or None.
+        times: frame times for the constant-velocity prediction (default ``0, 1, 2, ...``).
+        n_frames: the number of frames when ``images`` is a callable.
+    """
 
-def _frame_masks(masks: Masks | None, k: int, n: int) -> Mapping[str, np.ndarray] | None:
-    if masks is None:
-        return None
-    if callable(masks):
-        return masks(k)
-    if isinstance(masks, Mapping):  # one mask per view for every frame
-        return masks
-    if len(masks) != n:
-        raise ValueError(f"masks: expected one mapping per frame ({n}), got {len(masks)}")
-    return masks[k]
+    images: Frames
+    masks: Masks | None = None
+    times: Sequence[float] | None = None
+    n_frames: int | None = None
+
+    def count(self) -> int:
+        """The number of frames (checked against ``n_frames``)."""
+        if callable(self.images):
+            n = self.n_frames
+            if n is None or int(n) != n or n < 1:
+                raise ValueError(f"n_frames: expected the number of frames (a positive integer) with a callable "
+                                 f"frames, got {n}")
+            return int(n)
+        n = len(self.images)
+        if n < 1:
+            raise ValueError("frames: expected at least one frame")
+        if self.n_frames is not None and self.n_frames != n:
+            raise ValueError(f"n_frames: {self.n_frames} differs from the {n} frames given")
+        return n
+
+    def frame_times(self) -> np.ndarray:
+        """``(F,)`` the frame times, checked: finite and increasing."""
+        n = self.count()
+        t = np.arange(n, dtype=np.float64) if self.times is None else np.asarray(self.times, dtype=np.float64)
+        if t.shape != (n,) or not np.all(np.isfinite(t)) or np.any(np.diff(t) <= 0):
+            raise ValueError(f"times: expected {n} increasing finite frame times, got {self.times}")
+        return t
+
+    def mask(self, k: int) -> Mapping[str, np.ndarray] | None:
+        """Frame ``k``'s masks (None: every pixel counts)."""
+        masks = self.masks
+        if masks is None:
+            return None
+        if callable(masks):
+            return masks(k)
+        if isinstance(masks, Mapping):  # one mask per view for every frame
+            return masks
+        if len(masks) != self.count():
+            raise ValueError(f"masks: expected one mapping per frame ({self.count()}), got {len(masks)}")
+        return masks[k]
+
+    def load(self, rig: StereoRig, k: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None]:
+        """Frame ``k``'s images and masks, checked against the rig (:func:`~stereodrr.track.bone_views.check_frame`)."""
+        images = self.images(k) if callable(self.images) else self.images[k]
+        return check_frame(rig, images, self.mask(k), f"frames[{k}]")
 
 
 def _reasons(fit: FrameFit, n_views: int, accepted: bool, searched: InitResult | None,
@@ -132,7 +167,7 @@ def _reasons(fit: FrameFit, n_views: int, accepted: bool, searched: InitResult |
     return why
 
 
-def track_bone(volume: Volume, rig: StereoRig, frames: Frames, options: TrackOptions | None = None,
+def track_bone(volume: Volume, rig: StereoRig, frames: Frames | FrameSeries, options: TrackOptions | None = None,
                init: RigidPose | np.ndarray | None = None, masks: Masks | None = None, *,
                times: Sequence[float] | None = None, n_frames: int | None = None) -> BoneTrack:
     """Track a bone through the frames (module docstring).
@@ -142,14 +177,12 @@ def track_bone(volume: Volume, rig: StereoRig, frames: Frames, options: TrackOpt
             pose the result gives (e.g. :func:`~stereodrr.interop.load_autoscoper_volume`).
         rig: the calibrated views (two or more for the global search).
         frames: per frame a mapping view -> ``(H, W)`` line-integral-like image (bone bright),
-            or a callable ``frames(k)`` giving it (then ``n_frames`` is required).
+            or a callable ``frames(k)`` giving it (then ``n_frames`` is required); or a
+            :class:`FrameSeries` that holds them with their masks and times.
         options: the settings (default :class:`~stereodrr.track.bone_fit.TrackOptions`).
         init: the first frame's start, CT -> world (a :class:`RigidPose` or a 4x4); None: the
             global search finds it.
-        masks: pixel weights (0 = ignore, e.g. outside the intensifier's field): one mapping view
-            -> ``(H, W)`` for every frame, a sequence of them per frame, a callable, or None.
-        times: frame times for the constant-velocity prediction (default ``0, 1, 2, ...``).
-        n_frames: the number of frames when ``frames`` is a callable.
+        masks, times, n_frames: as the fields of :class:`FrameSeries`.
 
     Returns:
         :class:`BoneTrack`.
@@ -158,129 +191,154 @@ def track_bone(volume: Volume, rig: StereoRig, frames: Frames, options: TrackOpt
         ValueError: a frame or mask missing a view, of the wrong size, with NaN/inf pixels, a
             negative mask, or a bad ``init``, ``times`` or ``n_frames``.
     """
-    options = TrackOptions() if options is None else options
-    n = _frame_count(frames, n_frames)
-    names = rig.names
-    t = np.arange(n, dtype=np.float64) if times is None else np.asarray(times, dtype=np.float64)
-    if t.shape != (n,) or not np.all(np.isfinite(t)) or np.any(np.diff(t) <= 0):
-        raise ValueError(f"times: expected {n} increasing finite frame times, got {times}")
+    check_registration_memory(rig, "rig")
+    series = frames if isinstance(frames, FrameSeries) else FrameSeries(frames, masks, times, n_frames)
+    tracker = _Tracker(volume, rig, series, TrackOptions() if options is None else options)
     start0: np.ndarray | None = None
     if init is not None:
         start0 = init.matrix if isinstance(init, RigidPose) else np.asarray(init, dtype=np.float64)
         RigidPose.from_matrix(start0, volume.center)  # checks: a finite rigid 4x4
-    corners, cut = support_corners(volume), cut_volume(volume)
-    search_options = options if options.init.first_level is None else \
-        replace(options, levels=(options.init.first_level, *options.levels))
-    poses = np.full((n, 4, 4), np.nan)
-    losses = np.full(n, np.nan)
-    view_losses = np.full((n, len(names)), np.nan)
-    status, reasons, starts = [""] * n, [""] * n, [""] * n
-    doubtful = np.zeros(n, bool)
-    seconds = np.zeros(n)
-    caught: list[str] = []
-    init_result: InitResult | None = None
-    last_loss = math.nan
-
-    def load(k: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None]:
-        return check_frame(rig, frames(k) if callable(frames) else frames[k], _frame_masks(masks, k, n),
-                           f"frames[{k}]")
-
-    bar = tqdm(range(n), disable=not options.progress, desc="track", unit="frame")
+    bar = tqdm(range(tracker.n), disable=not tracker.options.progress, desc="track", unit="frame")
     try:
         for k in bar:
-            t0 = time.perf_counter()
-            imgs, msk = load(k)
-
-            def fit(start: np.ndarray, opts: TrackOptions = options, imgs: Mapping[str, np.ndarray] = imgs,
-                    msk: Mapping[str, np.ndarray] | None = msk) -> FrameFit:
-                return register_frame(volume, rig, imgs, msk, RigidPose.from_matrix(start, volume.center), opts,
-                                      corners, cut, caught)
-
-            candidates: list[tuple[str, np.ndarray]] = []
-            if k == 0 and start0 is not None:
-                candidates.append(("given", start0))
-            hooked = options.predict(k, poses[:k].copy()) if options.predict is not None else None
-            if hooked is not None:
-                candidates.append(("predict", np.asarray(hooked, dtype=np.float64)))
-            tracked = int(np.isfinite(poses[:k]).all(axis=(1, 2)).sum())
-            for how in dict.fromkeys((options.prediction, "previous")):
-                p = predict_pose(poses, t, k, how)
-                if p is not None and not (how == "constant_velocity" and tracked < 2) and \
-                        not any(np.allclose(p, q, atol=1e-9) for _, q in candidates):
-                    candidates.append((how, p))
-            tried: list[tuple[str, FrameFit]] = []
-            accepted = False
-            searched: InitResult | None = None
-            for kind, M in candidates:
-                f = fit(M)
-                tried.append((kind, f))
-                # A start is kept when its fit explains every view and is not much worse than the last
-                # frame kept (a given start: when it explains every view).
-                accepted = f.pose is not None and f.status != "diverged" and len(f.views) == len(names) and \
-                    max(f.view_losses.values()) <= options.max_view_loss and (
-                        kind == "given" or not math.isfinite(last_loss) or f.loss <= options.accept_ratio * last_loss)
-                if accepted:
-                    break
-            if not accepted and (options.reinit or not candidates):
-
-                def refine(s: RigidPose) -> tuple[RigidPose | None, float, str]:
-                    r = fit(s.matrix, search_options)  # noqa: B023 (called at once, in this frame)
-                    if r.view_losses and max(r.view_losses.values()) > options.max_view_loss:
-                        return None, math.nan, "poor fit"
-                    return r.pose, r.loss, r.status
-
-                res = initial_pose(volume, rig, imgs, msk, refine, options.init, options.progress)
-                init_result = init_result or res
-                if res.pose is not None:
-                    f = fit(res.pose.matrix)
-                    tried.append(("search", f))
-                    accepted = f.pose is not None
-                elif tried:
-                    searched = res
-                else:
-                    status[k] = "init_ambiguous" if res.status == "ambiguous" else "init_failed"
-                    doubtful[k], reasons[k] = True, res.message
-            ok = [(kind, f) for kind, f in tried if f.pose is not None]
-            if ok:
-                kind, best = min(ok, key=lambda kf: (len(names) - len(kf[1].views), kf[1].loss))
-                assert best.pose is not None
-                poses[k], losses[k] = best.pose.matrix, best.loss
-                view_losses[k] = [best.view_losses.get(name, math.nan) for name in names]
-                status[k], starts[k] = best.status, kind
-                why = _reasons(best, len(names), accepted, searched, options.max_view_loss)
-                doubtful[k], reasons[k] = bool(why), "; ".join(why)
-                if len(best.views) == len(names):
-                    last_loss = best.loss
-            elif not status[k]:
-                status[k] = "not_visible"
-                doubtful[k], reasons[k] = True, "the bone projects onto no view"
-            seconds[k] = time.perf_counter() - t0
-            bar.set_postfix(loss=f"{losses[k]:.4f}", status=status[k])
-        # Frames before the first one tracked without doubt, again from their later neighbour
-        # (the search may succeed on a later frame only).
-        good = [k for k in range(n) if np.all(np.isfinite(poses[k])) and not doubtful[k]]
-        for k in range(good[0] - 1 if good else -1, -1, -1):
-            if not doubtful[k] or not np.all(np.isfinite(poses[k + 1])):
-                break
-            t0 = time.perf_counter()
-            imgs, msk = load(k)
-            f = register_frame(volume, rig, imgs, msk, RigidPose.from_matrix(poses[k + 1], volume.center), options,
-                               corners, cut, caught)
-            seconds[k] += time.perf_counter() - t0
-            if f.pose is None or f.status == "diverged" or len(f.views) < len(names) or \
-                    max(f.view_losses.values()) > options.max_view_loss or f.loss >= losses[k]:
-                break
-            poses[k], losses[k], status[k], starts[k] = f.pose.matrix, f.loss, f.status, "next"
-            view_losses[k] = [f.view_losses.get(name, math.nan) for name in names]
-            why = _reasons(f, len(names), f.loss <= options.accept_ratio * losses[k + 1], None, options.max_view_loss)
-            doubtful[k], reasons[k] = bool(why), "; ".join(why)
+            tracker.track_frame(k, start0)
+            bar.set_postfix(loss=f"{tracker.track.losses[k]:.4f}", status=tracker.track.status[k])
+        tracker.track_backwards()
     finally:
         bar.close()
-    _flag_outliers(losses, doubtful, reasons, options.doubtful_ratio)
-    distinct = list(dict.fromkeys(caught))
-    for w in distinct:
+    tr = tracker.track
+    _flag_outliers(tr.losses, tr.doubtful, tr.reasons, tracker.options.doubtful_ratio)
+    tr.warnings = list(dict.fromkeys(tr.warnings))
+    for w in tr.warnings:
         warnings.warn(w, UserWarning, stacklevel=2)
-    return BoneTrack(poses, losses, view_losses, names, status, doubtful, reasons, starts, seconds, init_result, distinct)
+    return tr
+
+
+class _Tracker:
+    """One bone's tracking in progress: what every frame shares, and the track filled frame by frame."""
+
+    def __init__(self, volume: Volume, rig: StereoRig, frames: FrameSeries, options: TrackOptions):
+        self.volume, self.rig, self.frames, self.options = volume, rig, frames, options
+        self.n = frames.count()
+        self.names = rig.names
+        self.times = frames.frame_times()
+        self.support = BoneSupport.of(volume)
+        self.search_options = options if options.init.first_level is None else \
+            replace(options, levels=(options.init.first_level, *options.levels))
+        n, v = self.n, len(self.names)
+        self.track = BoneTrack(np.full((n, 4, 4), np.nan), np.full(n, np.nan), np.full((n, v), np.nan), self.names,
+                               [""] * n, np.zeros(n, bool), [""] * n, [""] * n, np.zeros(n))
+        self.last_loss = math.nan
+
+    def fit(self, images: tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None], start: np.ndarray,
+            options: TrackOptions | None = None) -> FrameFit:
+        """One frame registered from ``start`` (CT -> world); the registrations' warnings are collected."""
+        return register_frame(self.volume, self.rig, images[0], images[1],
+                              RigidPose.from_matrix(start, self.volume.center), options or self.options, self.support,
+                              self.track.warnings)
+
+    def candidates(self, k: int, start0: np.ndarray | None) -> list[tuple[str, np.ndarray]]:
+        """Frame ``k``'s starts in the order they are tried (module docstring)."""
+        poses, options = self.track.poses, self.options
+        found: list[tuple[str, np.ndarray]] = []
+        if k == 0 and start0 is not None:
+            found.append(("given", start0))
+        hooked = options.predict(k, poses[:k].copy()) if options.predict is not None else None
+        if hooked is not None:
+            found.append(("predict", np.asarray(hooked, dtype=np.float64)))
+        tracked = int(np.isfinite(poses[:k]).all(axis=(1, 2)).sum())
+        for how in dict.fromkeys((options.prediction, "previous")):
+            p = predict_pose(poses, self.times, k, how)
+            if p is not None and not (how == "constant_velocity" and tracked < 2) and \
+                    not any(np.allclose(p, q, atol=1e-9) for _, q in found):
+                found.append((how, p))
+        return found
+
+    def accepts(self, kind: str, f: FrameFit) -> bool:
+        """A start is kept when its fit explains every view and is not much worse than the last
+        frame kept (a given start: when it explains every view)."""
+        o = self.options
+        return f.pose is not None and f.status != "diverged" and len(f.views) == len(self.names) and \
+            max(f.view_losses.values()) <= o.max_view_loss and (
+                kind == "given" or not math.isfinite(self.last_loss) or f.loss <= o.accept_ratio * self.last_loss)
+
+    def search(self, k: int, images: tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None],
+               tried: list[tuple[str, FrameFit]]) -> tuple[bool, InitResult | None]:
+        """The global search on frame ``k`` (its fit appended to ``tried``); whether it found a pose,
+        and its result when it found none after other starts were tried."""
+        o, tr = self.options, self.track
+
+        def refine(s: RigidPose) -> tuple[RigidPose | None, float, str]:
+            r = self.fit(images, s.matrix, self.search_options)
+            if r.view_losses and max(r.view_losses.values()) > o.max_view_loss:
+                return None, math.nan, "poor fit"
+            return r.pose, r.loss, r.status
+
+        res = initial_pose(self.volume, self.rig, images[0], images[1], refine, o.init, o.progress)
+        tr.init = tr.init or res
+        if res.pose is not None:
+            f = self.fit(images, res.pose.matrix)
+            tried.append(("search", f))
+            return f.pose is not None, None
+        if tried:
+            return False, res
+        tr.status[k] = "init_ambiguous" if res.status == "ambiguous" else "init_failed"
+        tr.doubtful[k], tr.reasons[k] = True, res.message
+        return False, None
+
+    def track_frame(self, k: int, start0: np.ndarray | None) -> None:
+        """Frame ``k`` from its starts in turn, then the global search (module docstring)."""
+        t0 = time.perf_counter()
+        images = self.frames.load(self.rig, k)
+        candidates = self.candidates(k, start0)
+        tried: list[tuple[str, FrameFit]] = []
+        accepted = False
+        searched: InitResult | None = None
+        for kind, M in candidates:
+            f = self.fit(images, M)
+            tried.append((kind, f))
+            accepted = self.accepts(kind, f)
+            if accepted:
+                break
+        if not accepted and (self.options.reinit or not candidates):
+            accepted, searched = self.search(k, images, tried)
+        ok = [(kind, f) for kind, f in tried if f.pose is not None]
+        tr = self.track
+        if ok:
+            kind, best = min(ok, key=lambda kf: (len(self.names) - len(kf[1].views), kf[1].loss))
+            self.keep(k, kind, best, accepted, searched)
+            if len(best.views) == len(self.names):
+                self.last_loss = best.loss
+        elif not tr.status[k]:
+            tr.status[k] = "not_visible"
+            tr.doubtful[k], tr.reasons[k] = True, "the bone projects onto no view"
+        tr.seconds[k] = time.perf_counter() - t0
+
+    def keep(self, k: int, kind: str, f: FrameFit, accepted: bool, searched: InitResult | None) -> None:
+        """Frame ``k``'s result: ``f``, started from ``kind``."""
+        assert f.pose is not None
+        tr = self.track
+        tr.poses[k], tr.losses[k] = f.pose.matrix, f.loss
+        tr.view_losses[k] = [f.view_losses.get(name, math.nan) for name in self.names]
+        tr.status[k], tr.start[k] = f.status, kind
+        why = _reasons(f, len(self.names), accepted, searched, self.options.max_view_loss)
+        tr.doubtful[k], tr.reasons[k] = bool(why), "; ".join(why)
+
+    def track_backwards(self) -> None:
+        """Frames before the first one tracked without doubt, again from their later neighbour
+        (the search may succeed on a later frame only)."""
+        tr, o = self.track, self.options
+        good = [k for k in range(self.n) if np.all(np.isfinite(tr.poses[k])) and not tr.doubtful[k]]
+        for k in range(good[0] - 1 if good else -1, -1, -1):
+            if not tr.doubtful[k] or not np.all(np.isfinite(tr.poses[k + 1])):
+                break
+            t0 = time.perf_counter()
+            f = self.fit(self.frames.load(self.rig, k), tr.poses[k + 1])
+            tr.seconds[k] += time.perf_counter() - t0
+            if f.pose is None or f.status == "diverged" or len(f.views) < len(self.names) or \
+                    max(f.view_losses.values()) > o.max_view_loss or f.loss >= tr.losses[k]:
+                break
+            self.keep(k, "next", f, f.loss <= o.accept_ratio * tr.losses[k + 1], None)
 
 
 def _flag_outliers(losses: np.ndarray, doubtful: np.ndarray, reasons: list[str], ratio: float, window: int = 5) -> None:

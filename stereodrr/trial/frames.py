@@ -20,7 +20,7 @@ import numpy as np
 from ..distortion.fov import FieldOfView, field_of_view
 from ..fileio import check_input_file
 from ..interop.autoscoper import read_tiff_stack
-from ..register.inputs import to_line_integral
+from ..registration.inputs import to_line_integral
 
 __all__ = ["Polarity", "SEQUENCE_SUFFIXES", "FieldOfView", "read_frame", "read_frame_size", "sequence_files",
            "field_of_view", "frame_polarity", "line_integral_frame"]
@@ -111,7 +111,7 @@ def frame_polarity(image: np.ndarray, field: FieldOfView | None = None) -> Liter
 def line_integral_frame(image: np.ndarray, field: FieldOfView | None = None, polarity: Polarity = "auto",
                         name: str = "frame") -> tuple[np.ndarray, np.ndarray]:
     """A frame as the registration compares DRRs with: ``-log(I / I0)`` inside the field (air
-    bright first; :func:`stereodrr.register.inputs.to_line_integral` with its air estimate), 0
+    bright first; :func:`stereodrr.registration.inputs.to_line_integral` with its air estimate), 0
     outside, and the field's mask.
 
     Returns:

@@ -18,9 +18,9 @@ import torch
 from stereodrr.calib.dlt import rig_isocenter
 from stereodrr.geometry import Camera, RigidPose, StereoRig, crop_camera
 from stereodrr.interop import load_autoscoper_volume, load_mayacam, read_trial_file
-from stereodrr.register import Level, render_views, scale_intrinsics
-from stereodrr.render import render_rig
-from stereodrr.track.bone_fit import TrackOptions, predict_pose, register_frame
+from stereodrr.registration import Level, render_views, scale_intrinsics
+from stereodrr.render import Projector, render_rig
+from stereodrr.track.bone_fit import BoneSupport, TrackOptions, predict_pose, register_frame
 from stereodrr.track.bone_init import InitOptions, initial_pose, so3_grid
 from stereodrr.track.bone_views import crop_image, cut_volume, projected_boxes, support_corners
 from stereodrr.track.bones import _flag_outliers, track_bone
@@ -98,14 +98,14 @@ def test_cropped_camera_renders_the_full_renders_crop(wrist):
     pose = RigidPose(np.radians([80.0, -60.0, 40.0]), rig.isocenter - volume.center, volume.center)
     moved = {n: c.with_pose(*(lambda E: (E[:3, :3], E[:3, 3]))(np.r_[np.c_[c.R, c.t], [[0, 0, 0, 1]]] @ pose.matrix))
              for n, c in rig.cameras.items()}
-    full = render_rig(volume, moved, mode="joseph")
+    full = render_rig(volume, moved, Projector("joseph"))
     boxes = projected_boxes(support_corners(volume), rig, pose)
     for name in rig.names:
         b = boxes[name]
         # One crop around the bone, one that reaches past the detector's left and top edges.
         for u0, v0 in ((int(b[0]) - 5, int(b[1]) - 7), (-30, -20)):
             w, h = int(b[2]) + 9 - u0, int(b[3]) + 11 - v0
-            crop = render_rig(volume, {name: crop_camera(moved[name], u0, v0, w, h)}, mode="joseph")[name].numpy()
+            crop = render_rig(volume, {name: crop_camera(moved[name], u0, v0, w, h)}, Projector("joseph"))[name].numpy()
             expected = crop_image(full[name].numpy(), u0, v0, w, h)
             inside = crop_image(np.ones(full[name].shape, np.float32), u0, v0, w, h) > 0
             assert expected.max() > 0.1 and crop.shape == (h, w)  # the bone is in the crop
@@ -252,10 +252,10 @@ def test_initial_pose_finds_the_synthetic_bone(wrist, synthetic):
     rig, volume = wrist
     truth, frames = synthetic
     opts = TrackOptions(levels=(Level(4, 20, volume_factor=1, optimizer="lbfgs"), *LEVELS), progress=False)
-    corners, cut = support_corners(volume), cut_volume(volume)
+    support = BoneSupport.of(volume)
 
     def refine(start: RigidPose):
-        f = register_frame(volume, rig, frames[0], None, start, opts, corners, cut, caught=[])
+        f = register_frame(volume, rig, frames[0], None, start, opts, support, caught=[])
         return f.pose, f.loss, f.status
 
     res = initial_pose(volume, rig, frames[0], None, refine, InitOptions(scale=2, rotations=1500), progress=False)

@@ -13,7 +13,7 @@ import pytest
 from stereodrr.cli import main
 from stereodrr.geometry import RigidPose
 from stereodrr.interop import load_autoscoper_volume, load_tra, read_trial_file
-from stereodrr.register import render_views
+from stereodrr.registration import render_views
 from stereodrr.track.bone_fit import TrackOptions
 from stereodrr.track.bone_joint import JointOptions, _predictor, explain_away
 from stereodrr.track.bones import BoneTrack

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from stereodrr.register import SIMILARITIES, get_similarity
-from stereodrr.register.similarity import bandpass_ncc, gaussian_blur, sobel_ncc
+from stereodrr.registration import SIMILARITIES, get_similarity
+from stereodrr.registration.similarity import bandpass_ncc, gaussian_blur, sobel_ncc
 
 
 def _bone(h: int = 40, w: int = 36, shift: float = 0.0) -> torch.Tensor:
@@ -46,7 +46,7 @@ def test_bandpass_ncc_ignores_a_smooth_background():
     yy, xx = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
     y = x + 2.0 * torch.exp(-(((xx - 5) / 40) ** 2 + ((yy - 10) / 50) ** 2))[None]  # soft tissue
     assert float(bandpass_ncc(x, y, sigma_high=4.0)) > 0.98
-    from stereodrr.register.similarity import ncc
+    from stereodrr.registration.similarity import ncc
     assert float(ncc(x, y)) < 0.9
 
 

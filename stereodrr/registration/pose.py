@@ -1,5 +1,5 @@
 """The volume pose of the registration: defined in :mod:`stereodrr.geometry.pose` (dataset
-generation and rendering use it too); imported here so ``stereodrr.register`` users find it."""
+generation and rendering use it too); imported here so ``stereodrr.registration`` users find it."""
 
 from ..geometry.pose import POSE_SCHEMA, RigidPose, load_pose, moved_extrinsics, pose_matrix, save_pose
 

@@ -17,14 +17,15 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = ["ncc", "gradient_ncc", "patch_ncc", "multiscale_ncc", "count_weighted_ncc", "sobel_ncc", "bandpass_ncc",
-           "gaussian_blur", "SIMILARITIES", "get_similarity", "check_target"]
+           "gaussian_blur", "SIMILARITIES", "SimilarityName", "get_similarity", "check_target"]
 
 _EPS = 1e-6
 
@@ -331,6 +332,9 @@ def _bandpassed_target(fixed: Tensor, mask: Tensor | None, sigma_low: float, sig
             _BANDPASSED.popitem(last=False)
     return _BANDPASSED[key]
 
+
+SimilarityName = Literal["ncc", "gncc", "mncc", "wncc", "sncc", "bpncc"]
+"""The built-in similarities; one added to :data:`SIMILARITIES` is chosen by its name all the same."""
 
 SIMILARITIES: dict[str, Similarity] = {"ncc": ncc, "gncc": gradient_ncc, "mncc": multiscale_ncc,
                                        "wncc": count_weighted_ncc, "sncc": sobel_ncc, "bpncc": bandpass_ncc}

@@ -8,8 +8,15 @@ import torch
 from stereodrr.geometry import StereoRig
 from stereodrr.imaging import detect, to_uint16
 from stereodrr.phantoms import torso_phantom
-from stereodrr.register import Level, RegistrationInputWarning, RigidPose, register, render_views
-from stereodrr.register.inputs import guess_kind, to_line_integral
+from stereodrr.registration import (
+    Level,
+    RegistrationInputWarning,
+    RegistrationOptions,
+    RigidPose,
+    register,
+    render_views,
+)
+from stereodrr.registration.inputs import guess_kind, to_line_integral
 from stereodrr.volume import hu_to_mu
 
 
@@ -61,7 +68,7 @@ def test_inverted_contrast_warns(scene):
     vol, rig, line = scene
     intensity = torch.exp(-line)  # given where a line integral is expected
     with pytest.warns(RegistrationInputWarning, match="contrast looks inverted"):
-        register(vol, rig, intensity, levels=(Level(4, 2, 4),), progress=False)
+        register(vol, rig, intensity, options=RegistrationOptions(levels=(Level(4, 2, 4),), progress=False))
 
 
 def test_thick_slices_warn(scene):
@@ -70,4 +77,4 @@ def test_thick_slices_warn(scene):
     vol = ct.with_data(hu_to_mu(ct.data))
     line = render_views(vol, rig, RigidPose.identity(vol.center))
     with pytest.warns(RegistrationInputWarning, match="voxels of 24 mm along one axis"):
-        register(vol, rig, line, levels=(Level(4, 2, 4),), progress=False)
+        register(vol, rig, line, options=RegistrationOptions(levels=(Level(4, 2, 4),), progress=False))

@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from stereodrr.register import RigidPose, StoppingRule
-from stereodrr.register.optimize import _Params, _QuasiNewton, forward_difference_hessian, positive_definite_inverse
+from stereodrr.registration import RigidPose, StoppingRule
+from stereodrr.registration.objective import Objective
+from stereodrr.registration.optimizers import QuasiNewton, forward_difference_hessian, positive_definite_inverse
+from stereodrr.registration.params import PoseParameters
 
 LR = (math.radians(0.125), 0.5)  # the full-resolution parameter scales of the default pyramid
 SCALE = torch.tensor([LR[0]] * 3 + [LR[1]] * 3, dtype=torch.float64)
@@ -24,12 +26,13 @@ def valley(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     return (Q * torch.tensor([1e-3, 1.0, 2.0, 3.0, 4.0, 5.0], dtype=torch.float64)) @ Q.T, 0.4 * v
 
 
-class Quadratic:
-    """``0.5 (x - x*)^T A (x - x*)`` of the scaled pose parameters, as the optimiser's objective."""
+class Quadratic(Objective):
+    """``0.5 (x - x*)^T A (x - x*)`` of the scaled pose parameters, as the optimiser's objective
+    (in place of the rendering one, whose bookkeeping it does not need)."""
 
     steps = (math.nan, math.nan)
 
-    def __init__(self, params: _Params, A: torch.Tensor, xstar: torch.Tensor):
+    def __init__(self, params: PoseParameters, A: torch.Tensor, xstar: torch.Tensor):
         self.params, self.A, self.xstar, self.evaluations = params, A, xstar, 0
 
     def __call__(self, grad: bool = True) -> torch.Tensor:
@@ -38,16 +41,16 @@ class Quadratic:
         return 0.5 * z @ self.A @ z
 
 
-def stepper_from_a_stiff_estimate(A: torch.Tensor, xstar: torch.Tensor) -> tuple[_QuasiNewton, Quadratic]:
+def stepper_from_a_stiff_estimate(A: torch.Tensor, xstar: torch.Tensor) -> tuple[QuasiNewton, Quadratic]:
     """A BFGS started from an inverse-Hessian estimate 50x too stiff along rz, as a level that
     inherits a curvature learnt without walking the valley."""
-    params = _Params(RigidPose.identity(np.zeros(3)), torch.eye(3, dtype=torch.float64), "rotvec", torch.device("cpu"))
-    qn = _QuasiNewton(params, *LR, patience=8)
+    params = PoseParameters(RigidPose.identity(np.zeros(3)), torch.eye(3, dtype=torch.float64), "rotvec", torch.device("cpu"))
+    qn = QuasiNewton(params, *LR, patience=8)
     qn.H = torch.diag(torch.tensor([1.0, 1.0, 0.02, 0.5, 1.0, 1.0], dtype=torch.float64))
     return qn, Quadratic(params, A, xstar)
 
 
-def error(qn: _QuasiNewton, xstar: torch.Tensor) -> tuple[float, float]:
+def error(qn: QuasiNewton, xstar: torch.Tensor) -> tuple[float, float]:
     e = ((qn.x - xstar) * SCALE).abs()
     return math.degrees(float(e[:3].max())), float(e[3:].max())
 

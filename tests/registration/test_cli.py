@@ -8,7 +8,7 @@ import SimpleITK as sitk
 from stereodrr.cli import main
 from stereodrr.geometry import StereoRig, save_rig
 from stereodrr.phantoms import torso_phantom
-from stereodrr.register import RigidPose, load_pose, registration_errors, render_views, save_pose
+from stereodrr.registration import RigidPose, load_pose, registration_errors, render_views, save_pose
 from stereodrr.volume import hu_to_mu, save_volume
 
 
@@ -69,7 +69,7 @@ def test_register_command_bad_input(tmp_path, capsys):
 
 def test_levels_option_names_a_similarity_per_level():
     from stereodrr.cli.register import format_levels, parse_levels
-    from stereodrr.register import Level, default_levels
+    from stereodrr.registration import Level, default_levels
 
     for n in (1, 2):
         assert parse_levels(format_levels(default_levels(n))) == default_levels(n)

@@ -7,9 +7,9 @@ independent). For a pose parameter vector ``theta`` the Fisher information of al
     F = sum_pixels  J^T J / var,     J = d DRR / d theta
 
 and no unbiased estimator of ``theta`` has a covariance below ``F^-1`` (Cramér–Rao). The
-parameters are those the optimiser moves (:mod:`stereodrr.register.optimize`): a rotation vector
+parameters are those the optimiser moves (:mod:`stereodrr.registration.params`): a rotation vector
 about the volume centre in world axes (degrees) and a translation along the rig's axes
-``[u, v, n]`` (:func:`~stereodrr.register.optimize.translation_basis`, mm), ``n`` the mean
+``[u, v, n]`` (:func:`~stereodrr.registration.params.translation_basis`, mm), ``n`` the mean
 viewing direction, so ``sqrt(F^-1)_nn`` is the depth precision of the rig.
 
 The bound scales as ``1 / sqrt(N0)`` for every rig alike, so ratios between rigs (how much a
@@ -24,7 +24,8 @@ import torch
 
 from ..geometry import StereoRig, matrix_to_rotvec, rotvec_to_matrix
 from ..volume import Volume
-from .optimize import render_views, translation_basis
+from .objective import render_views
+from .params import translation_basis
 from .pose import RigidPose
 
 __all__ = ["PARAMETERS", "pose_jacobian", "pose_fisher_information", "pose_crlb"]

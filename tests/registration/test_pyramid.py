@@ -6,8 +6,9 @@ import torch
 
 from stereodrr.geometry import StereoRig
 from stereodrr.phantoms import torso_phantom
-from stereodrr.register import (
+from stereodrr.registration import (
     Level,
+    RegistrationOptions,
     RigidPose,
     auto_volume_factor,
     pixel_footprint_mm,
@@ -63,7 +64,7 @@ def test_anisotropic_ct_registers_with_the_default_pyramid(anisotropic, init):
     truth = RigidPose.identity(anisotropic.center)
     targets = render_views(anisotropic, rig, truth)
     start = RigidPose.from_degrees(*init, anisotropic.center)
-    res = register(anisotropic, rig, targets, start, truth=truth, progress=False)
+    res = register(anisotropic, rig, targets, start, RegistrationOptions(progress=False), truth=truth)
     err = registration_errors(res.pose, truth, rig, anisotropic.corners())
     assert registration_errors(start, truth, rig, anisotropic.corners())["mtre_mm"] > 15
     assert err["mtre_mm"] < 0.3, err

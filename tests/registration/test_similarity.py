@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from stereodrr.register import check_target, gradient_ncc, multiscale_ncc, ncc, patch_ncc
+from stereodrr.registration import check_target, gradient_ncc, multiscale_ncc, ncc, patch_ncc
 
 
 @pytest.fixture
@@ -56,7 +56,7 @@ def test_bad_targets(images):
 
 def test_count_weighted_ncc_is_the_weighted_least_squares_fit():
     # min_{a,b} sum w (y - a x - b)^2 = S_yy (1 - NCC_w^2) with w = exp(-y) (the counts of a -log image).
-    from stereodrr.register import count_weighted_ncc, get_similarity
+    from stereodrr.registration import count_weighted_ncc, get_similarity
 
     rng = np.random.default_rng(3)
     x = rng.uniform(0, 4, size=(2, 12, 10))

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from stereodrr.geometry import StereoRig
-from stereodrr.register import (
+from stereodrr.registration import (
     RigidPose,
     mean_viewing_direction,
     registration_errors,

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from stereodrr.geometry import Camera, StereoRig, quaternion_to_matrix, rotvec_to_matrix
-from stereodrr.register import RigidPose, load_pose, moved_extrinsics, pose_matrix, save_pose
+from stereodrr.registration import RigidPose, load_pose, moved_extrinsics, pose_matrix, save_pose
 
 
 @pytest.fixture

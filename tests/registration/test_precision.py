@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from stereodrr.geometry import StereoRig, skew
-from stereodrr.register import PARAMETERS, RigidPose, pose_crlb, pose_fisher_information, translation_basis
+from stereodrr.registration import PARAMETERS, RigidPose, pose_crlb, pose_fisher_information, translation_basis
 from stereodrr.volume import Volume
 
 SIGMA, AMP = 5.0, 0.02  # mm, 1/mm

@@ -5,9 +5,10 @@ import torch
 
 from stereodrr.geometry import StereoRig, project_points, rotvec_to_matrix
 from stereodrr.phantoms import torso_phantom
-from stereodrr.register import (
+from stereodrr.registration import (
     Level,
     RegistrationDivergedWarning,
+    RegistrationOptions,
     RigidPose,
     downsample_images,
     multiview_loss,
@@ -18,7 +19,13 @@ from stereodrr.register import (
     scale_intrinsics,
     views_seeing,
 )
+from stereodrr.render import Projector
 from stereodrr.volume import hu_to_mu
+
+
+def quiet(**changes) -> RegistrationOptions:
+    """The options without a progress bar."""
+    return RegistrationOptions(progress=False, **changes)
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +75,7 @@ def test_loss_gradient_matches_finite_differences(volume, rig, targets):
 
     def loss(p):
         T = pose_matrix(rotvec_to_matrix(p[:3]), p[3:], c)
-        return multiview_loss(data, ifw, K, R, t, T, tgt, "ncc", step_mm=3.0)[0]
+        return multiview_loss(data, ifw, (K, R, t), T, tgt, "ncc", projector=Projector("trilinear", 3.0))[0]
 
     p0 = torch.tensor([0.02, -0.03, 0.01, 2.0, -3.0, 1.5], dtype=torch.float64, requires_grad=True)
     g = torch.autograd.grad(loss(p0), p0)[0]
@@ -84,8 +91,8 @@ def test_loss_gradient_matches_finite_differences(volume, rig, targets):
 def test_recovers_known_offset_from_two_views(volume, rig, targets, optimizer, similarity, max_mtre_mm):
     truth = RigidPose.identity(volume.center)
     init = RigidPose.from_degrees([2.0, -1.5, 2.5], [4.0, -5.0, 3.0], volume.center)
-    res = register(volume, rig, targets, init, levels=(Level(2, 60, 2), Level(1, 40, 1)), optimizer=optimizer,
-                   similarity=similarity, truth=truth, progress=False)
+    res = register(volume, rig, targets, init, quiet(levels=(Level(2, 60, 2), Level(1, 40, 1)), optimizer=optimizer,
+                                                     similarity=similarity), truth=truth)
     err = registration_errors(res.pose, truth, rig, volume.corners())
     start = registration_errors(init, truth, rig, volume.corners())
     assert start["mtre_mm"] > 10
@@ -100,29 +107,29 @@ def test_recovers_known_offset_from_two_views(volume, rig, targets, optimizer, s
 
 def test_bad_inputs(volume, rig, targets):
     with pytest.raises(ValueError, match="differs from the rig's view 'left'"):
-        register(volume, rig, [targets[0, :32], targets[1]], progress=False)
+        register(volume, rig, [targets[0, :32], targets[1]], options=quiet())
     with pytest.raises(ValueError, match="expected 2"):
-        register(volume, rig, [targets[0]], progress=False)
+        register(volume, rig, [targets[0]], options=quiet())
     with pytest.raises(ValueError, match="'right' is constant"):
-        register(volume, rig, {"left": targets[0], "right": torch.ones(64, 64)}, progress=False)
+        register(volume, rig, {"left": targets[0], "right": torch.ones(64, 64)}, options=quiet())
     far = RigidPose(np.zeros(3), [2000.0, 0.0, 0.0], volume.center)
     assert views_seeing(volume, rig, far) == []
     with pytest.raises(ValueError, match="outside every view"):
-        register(volume, rig, targets, far, progress=False)
+        register(volume, rig, targets, far, quiet())
     with pytest.raises(ValueError, match="mask 'right'"):
-        register(volume, rig, targets, masks=[torch.ones(64, 64), torch.ones(8, 8)], progress=False)
+        register(volume, rig, targets, options=quiet(), masks=[torch.ones(64, 64), torch.ones(8, 8)])
     with pytest.raises(ValueError, match="mask of 'left'"):
-        register(volume, rig, targets, masks=[torch.zeros(64, 64), torch.ones(64, 64)], progress=False)
+        register(volume, rig, targets, options=quiet(), masks=[torch.zeros(64, 64), torch.ones(64, 64)])
     with pytest.raises(ValueError, match="optimizer"):
-        register(volume, rig, targets, optimizer="sgd", progress=False)
+        register(volume, rig, targets, options=quiet(optimizer="sgd"))
 
 
 def test_diverging_run_stops_with_the_best_pose(volume, rig, targets):
     init = RigidPose.from_degrees([1.0, 0.0, 0.0], [2.0, 0.0, 0.0], volume.center)
     # A 400 mm first step throws the volume out of every view.
     with pytest.warns(RegistrationDivergedWarning, match="diverged"):
-        res = register(volume, rig, targets, init, levels=(Level(2, 20, 2),), lr_translation_mm=400.0,
-                       lr_rotation_deg=30.0, progress=False)
+        res = register(volume, rig, targets, init, quiet(levels=(Level(2, 20, 2),), lr_translation_mm=400.0,
+                                                         lr_rotation_deg=30.0))
     assert res.status == "diverged" and "left every view" in res.message
     assert np.all(np.isfinite(res.pose.matrix))
     np.testing.assert_allclose(res.pose.matrix, init.matrix, atol=1e-6)  # the start was the best seen
@@ -132,8 +139,7 @@ def test_diverging_run_stops_with_the_best_pose(volume, rig, targets):
 def test_quaternion_increments_reach_the_same_pose(volume, rig, targets):
     truth = RigidPose.identity(volume.center)
     init = RigidPose.from_degrees([1.5, 0.0, -1.0], [3.0, 0.0, -2.0], volume.center)
-    res = register(volume, rig, targets, init, levels=(Level(2, 60, 2), Level(1, 30, 1)), rotation="quaternion",
-                   progress=False)
+    res = register(volume, rig, targets, init, quiet(levels=(Level(2, 60, 2), Level(1, 30, 1)), rotation="quaternion"))
     assert registration_errors(res.pose, truth, rig, volume.corners())["mtre_mm"] < 1.0
 
 
@@ -145,11 +151,11 @@ def test_bfgs_level_starts_from_the_previous_levels_curvature(volume, rig, targe
     init = RigidPose.from_degrees([1.0, -0.5, 0.8], [2.0, -1.5, 1.0], volume.center)
     first = Level(1, 30, 2, "gncc", "lbfgs", step_voxels=1.0)
     last = Level(1, 40, 1, "gncc", "lbfgs")
-    warm = register(volume, rig, targets, init, levels=(first, last), progress=False)
-    handed = register(volume, rig, targets, init, levels=(first,), progress=False).pose
+    warm = register(volume, rig, targets, init, quiet(levels=(first, last)))
+    handed = register(volume, rig, targets, init, quiet(levels=(first,))).pose
     first_eval = warm.history.query("level == 1").iloc[0]
     np.testing.assert_allclose(first_eval[["tx_mm", "ty_mm", "tz_mm"]].to_numpy(float), handed.translation, atol=1e-9)
-    cold = register(volume, rig, targets, handed, levels=(last,), progress=False)
+    cold = register(volume, rig, targets, handed, quiet(levels=(last,)))
     assert warm.history.query("level == 0")["step_mm"].iloc[0] == pytest.approx(12.0)  # 2 x 6 mm voxels
     n_warm = int((warm.history["level"] == 1).sum())
     assert warm.status == cold.status == "converged"

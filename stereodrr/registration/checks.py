@@ -1,0 +1,102 @@
+"""Checks of a registration's input, before anything is allocated: the images against the rig,
+the memory the pyramid's finest level needs, and warnings on doubtful input."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from ..geometry import StereoRig
+from ..resources import REGISTER_BYTES_PER_PIXEL, check_memory, render_bytes
+from ..volume import Volume
+from .binning import downsample_images
+from .objective import render_views
+from .pose import RigidPose
+from .pyramid import auto_volume_factor, pixel_footprint_mm
+from .similarity import ncc
+
+__all__ = ["RegistrationInputWarning", "Images", "check_registration_memory", "stack_images", "check_contrast",
+           "check_slices"]
+
+Images = Mapping[str, "np.ndarray | Tensor"] | Sequence["np.ndarray | Tensor"] | np.ndarray | Tensor
+"""One ``(H, W)`` image per rig view: a mapping by view name, or a sequence (or a ``(V, H, W)``
+array) in the rig's view order."""
+
+
+class RegistrationInputWarning(UserWarning):
+    """The input looks doubtful (inverted contrast, slices far thicker than the pixel footprint)."""
+
+
+def check_registration_memory(rig: StereoRig, what: str) -> None:
+    """Refuse (:class:`~stereodrr.resources.ResourceError`) a registration or tracking whose
+    full-resolution views need more memory than the budget (:mod:`stereodrr.resources`);
+    ``what`` names the job and its input in the message."""
+    sizes = [(cam.width, cam.height) for cam in rig.cameras.values()]
+    check_memory(render_bytes(sizes, REGISTER_BYTES_PER_PIXEL),
+                 f"{what}: {len(sizes)} view(s) of " + ", ".join(f"{w} x {h}" for w, h in sizes) + " px")
+
+
+def stack_images(rig: StereoRig, images: Images,
+                  what: str, device: torch.device) -> Float[Tensor, "V H W"]:
+    """One float64 ``(H, W)`` image per rig view, in the rig's order, stacked on ``device``;
+    ``what`` names them in errors."""
+    names = rig.names
+    if isinstance(images, Mapping):
+        missing = [n for n in names if n not in images]
+        extra = [n for n in images if n not in names]
+        if missing or extra:
+            raise ValueError(f"{what}: expected one per rig view {names}; missing {missing}, unknown {extra}")
+        seq = [images[n] for n in names]
+    else:
+        seq = list(images)
+        if len(seq) != len(names):
+            raise ValueError(f"{what}: expected {len(names)} (one per rig view {names}), got {len(seq)}")
+    out = []
+    for name, img in zip(names, seq):
+        a = torch.as_tensor(np.asarray(img.detach().cpu() if isinstance(img, Tensor) else img, dtype=np.float64))
+        cam = rig[name]
+        if a.ndim != 2:
+            raise ValueError(f"{what} {name!r}: expected a 2D (H, W) image, got shape {tuple(a.shape)}")
+        if tuple(a.shape) != (cam.height, cam.width):
+            raise ValueError(
+                f"{what} {name!r}: size {a.shape[0]}x{a.shape[1]} (H x W) differs from the rig's view "
+                f"{name!r}, {cam.height}x{cam.width}; give images at the detector resolution of the rig file"
+            )
+        out.append(a)
+    sizes = {tuple(a.shape) for a in out}
+    if len(sizes) > 1:
+        raise ValueError(f"{what}: the views must share one detector size to be rendered together, got {sorted(sizes)}")
+    return torch.stack(out).to(device)
+
+
+def check_contrast(volume: Volume, rig: StereoRig, pose: RigidPose, targets: Tensor, weights: Tensor | None) -> None:
+    """Warn when a target correlates negatively with the DRR at the starting pose: a raw
+    intensity image (air bright) given where line integrals (air dark) are expected."""
+    scale = max(1, min(rig[rig.names[0]].height, rig[rig.names[0]].width) // 64)
+    drrs = render_views(volume.downsample(auto_volume_factor(volume, rig, scale)), rig, pose, scale).double()
+    tgt = downsample_images(targets, scale)
+    w = None if weights is None else downsample_images(weights, scale)
+    r = ncc(drrs, tgt, w)
+    for name, v in zip(rig.names, r.tolist()):
+        if v < -0.1:
+            warnings.warn(
+                f"image {name!r}: its contrast looks inverted (NCC {v:.2f} with the DRR at the initial pose); expected "
+                "a line-integral image -log(I/I0), bright where the body attenuates; a raw intensity image must be "
+                "converted (stereodrr register --kind intensity)", RegistrationInputWarning, stacklevel=4)
+
+
+def check_slices(volume: Volume, rig: StereoRig) -> None:
+    """Warn when the volume's voxels are far thicker than a detector pixel's footprint."""
+    footprint = pixel_footprint_mm(rig, 1)
+    thick = float(volume.spacing.max())
+    if thick > 2.0 * footprint:
+        warnings.warn(
+            f"volume: voxels of {thick:g} mm along one axis are {thick / footprint:.1f}x the detector pixel's footprint "
+            f"at the isocenter ({footprint:.2g} mm); the DRR is blurrier than the X-ray along that axis, so expect a "
+            "biased pose; a CT with thinner slices, or a coarser detector, fits better", RegistrationInputWarning,
+            stacklevel=4)
