@@ -14,7 +14,15 @@ perforated-plate image, and correction of points and images.
   :func:`save_distortion`, :func:`load_distortion` (``distortion.json``).
 """
 
-from .correction import CORRECTIONS, DistortionMap, check_maps, GridRecord, LWMCorrection, PolynomialCorrection, get_correction
+from .correction import (
+    CORRECTIONS,
+    DistortionMap,
+    GridRecord,
+    LWMCorrection,
+    PolynomialCorrection,
+    check_maps,
+    get_correction,
+)
 from .fit import FitOptions, GridMeasurement, fit_distortion, fit_maps, measure_grid
 from .fov import FieldOfView, field_of_view
 from .grid import Holes, Lattice, detect_holes, find_lattice

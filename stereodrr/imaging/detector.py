@@ -133,12 +133,12 @@ class DetectorModel:
             raise ValueError(f"bit_depth: expected 1-32 bits or None, got {self.bit_depth}")
         if self.distortion is not None and not isinstance(self.distortion, IntensifierField):
             raise ValueError(f"distortion: expected an IntensifierField or None, got {type(self.distortion).__name__}")
-        k = self.distortion_oversample
-        if isinstance(k, bool) or int(k) != k or not 1 <= k <= MAX_OVERSAMPLE:
-            raise ValueError(f"distortion_oversample: expected an integer 1-{MAX_OVERSAMPLE}, got {k!r}")
+        over = self.distortion_oversample
+        if isinstance(over, bool) or int(over) != over or not 1 <= over <= MAX_OVERSAMPLE:
+            raise ValueError(f"distortion_oversample: expected an integer 1-{MAX_OVERSAMPLE}, got {over!r}")
         if self.focal_spot_blur_px * self.render_oversample > MAX_BLUR_PX:
-            raise ValueError(f"focal_spot_blur_px: expected at most {MAX_BLUR_PX / k:g} px with distortion_oversample "
-                             f"{k} (the fine image's blur is capped at {MAX_BLUR_PX:g} px), got {self.focal_spot_blur_px}")
+            raise ValueError(f"focal_spot_blur_px: expected at most {MAX_BLUR_PX / over:g} px with distortion_oversample "
+                             f"{over} (the fine image's blur is capped at {MAX_BLUR_PX:g} px), got {self.focal_spot_blur_px}")
 
     @property
     def render_oversample(self) -> int:
