@@ -269,6 +269,10 @@ def _cases() -> list[tuple[str, list[str]]]:
           ("register-init-malformed", [*reg, "--ct", "{ct}", "--images", "{img_f}", "{img_f}", "--init",
                                        "{malformed}"]),
           ("register-levels-bad", [*reg, "--ct", "{ct}", "--images", "{img_f}", "{img_f}", "--levels", "x:y"]),
+          ("register-distortion-count", [*reg, "--ct", "{ct}", "--images", "{img_f}", "{img_f}", "--distortion",
+                                         "{malformed}"]),
+          ("register-distortion-not-a-map", [*reg, "--ct", "{ct}", "--images", "{img_f}", "{img_f}", "--distortion",
+                                             "{rig}", "{rig}"]),
           ("register-lr-negative", [*reg, "--ct", "{ct}", "--images", "{img_f}", "{img_f}", "--lr-rotation", "-1"]),
           ("register-out-file", ["register", "--rig", "{rig}", "-o", "{file}", "--ct", "{ct}", "--images",
                                  "{img_f}", "{img_f}"])]

@@ -11,13 +11,14 @@ import argparse
 import math
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Sequence
 
 if TYPE_CHECKING:
+    from ..distortion import DistortionMap
     from ..trial import Trial
 
 __all__ = ["UsageError", "number", "integer", "output_folder", "output_file", "input_file", "frame_selection",
-           "select_frames"]
+           "select_frames", "add_trial_arguments", "load_cli_trial", "load_view_maps"]
 
 
 class UsageError(ValueError):
@@ -180,15 +181,25 @@ def load_cli_trial(args: argparse.Namespace) -> Trial:
     """The trial of ``--trial`` with the maps of ``--distortion`` (one per camera, in order)."""
     from dataclasses import replace
 
-    from ..distortion import load_distortion
     from ..trial import load_trial
 
     trial = load_trial(input_file(args.trial, "--trial", "trial file"))
     if args.distortion is None:
         return trial
-    if len(args.distortion) != len(trial.rig.names):
-        raise UsageError(f"--distortion: expected one map per camera ({len(trial.rig.names)}: "
-                         f"{', '.join(trial.rig.names)}), got {len(args.distortion)}")
-    maps = {c: load_distortion(input_file(m, "--distortion", "distortion map"))
-            for c, m in zip(trial.rig.names, args.distortion)}
-    return replace(trial, distortion=maps)
+    return replace(trial, distortion=load_view_maps(args.distortion, trial.rig.names))
+
+
+def load_view_maps(paths: Sequence[str] | None, views: Sequence[str]) -> dict[str, DistortionMap] | None:
+    """The ``--distortion`` maps, one per view in the given order (``None`` without the option).
+
+    Raises:
+        UsageError: not one map per view.
+    """
+    if paths is None:
+        return None
+    from ..distortion import load_distortion
+
+    if len(paths) != len(views):
+        raise UsageError(f"--distortion: expected one map per view ({len(views)}: {', '.join(views)}), "
+                         f"got {len(paths)}")
+    return {v: load_distortion(input_file(m, "--distortion", "distortion map")) for v, m in zip(views, paths)}

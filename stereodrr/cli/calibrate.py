@@ -32,7 +32,7 @@ from ..fileio import atomic_path, atomic_write_text, check_input_file, json_read
 from ..geometry import load_rig
 from ..phantoms import load_phantom
 from ..plot.calib import plot_marker_errors, plot_stereo_pair
-from ._args import UsageError, input_file, integer, number, output_folder
+from ._args import UsageError, input_file, integer, load_view_maps, number, output_folder
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -150,15 +150,7 @@ def run(args: argparse.Namespace) -> int:
         if args.kind == "intensity":
             raise UsageError("--preset: expects -log(I / I_open) images (--kind line_integral or auto), "
                              "not raw intensities")
-    maps = None
-    if args.distortion is not None:
-        from ..distortion import load_distortion
-
-        if len(args.distortion) != len(nominal):
-            raise UsageError(f"--distortion: the rig {args.rig} has {len(nominal)} views {nominal.names}, "
-                             f"got {len(args.distortion)} map(s)")
-        maps = {n: load_distortion(input_file(m, "--distortion", "distortion map"))
-                for n, m in zip(nominal.names, args.distortion)}
+    maps = load_view_maps(args.distortion, nominal.names)
     options = CalibrationOptions(kind=args.kind, epipolar_threshold_px=args.threshold, methods=tuple(METHODS),
                                  shared_intrinsics=args.shared_intrinsics, seed=args.seed, aperture=args.aperture,
                                  min_margin=args.min_margin, detector=detector, tolerances=_tolerances(args),

@@ -17,6 +17,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
+from ..distortion import check_maps
 from ..fileio import atomic_path, check_input_file
 from ..geometry import load_rig
 from ..plot.register import plot_errors, plot_loss, plot_overlay
@@ -39,7 +40,7 @@ from ..registration import (
 from ..registration.inputs import IMAGE_KINDS, to_line_integral
 from ..render.threads import set_cpu_threads
 from ..volume import hu_to_mu, load_volume
-from ._args import UsageError, input_file, number, output_folder
+from ._args import UsageError, input_file, load_view_maps, number, output_folder
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -58,6 +59,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--init", help="initial pose.json (default: the identity, the CT where its header puts it)")
     p.add_argument("--truth", help="known pose.json: only to record and plot the errors, never used to fit")
     p.add_argument("--masks", nargs="+", help="optional weight images per view (0 = ignore the pixel)")
+    p.add_argument("--distortion", nargs="+", default=None, metavar="MAP",
+                   help="images from image intensifiers: one distortion.json per view, in the rig's view order "
+                        "(stereodrr distortion measures them from grid images); each image is corrected through its "
+                        "view's map (area-preserving) before registering")
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.add_argument("--energy", type=number(10.0, 200.0, what="energy in keV"), default=60.0, help="effective energy in keV for HU -> mu (default 60)")
     p.add_argument("--similarity", choices=sorted(SIMILARITIES), default="mncc",
@@ -156,12 +161,23 @@ def run(args: argparse.Namespace) -> int:
     check_registration_memory(rig, f"--rig {args.rig}")
     if len(args.images) != len(rig):
         raise UsageError(f"--images: expected {len(rig)} (one per view {rig.names}), got {len(args.images)}")
+    maps = load_view_maps(args.distortion, rig.names)
+    check_maps(maps, rig)
     raw = {name: read_image(f) for name, f in zip(rig.names, args.images)}
+    for name, f in zip(rig.names, args.images):
+        if maps is not None and raw[name].shape != (maps[name].height, maps[name].width):
+            raise ValueError(f"--images {f}: size {raw[name].shape[0]}x{raw[name].shape[1]} (H x W) differs from its "
+                             f"distortion map's, {maps[name].height}x{maps[name].width}")
+        if maps is not None:
+            raw[name] = maps[name].correct_frame(raw[name])
     masks = None
     if args.masks:
         if len(args.masks) != len(rig):
             raise UsageError(f"--masks: expected {len(rig)} (one per view {rig.names}), got {len(args.masks)}")
         masks = {name: read_image(f).astype(np.float32) for name, f in zip(rig.names, args.masks)}
+    if maps is not None:  # corrected pixels without recorded data carry no information
+        masks = {n: (maps[n].coverage() > 0.999).astype(np.float32) * (1.0 if masks is None else masks[n])
+                 for n in rig.names}
     ct = load_volume(args.ct)
     vol = hu_to_mu(ct, args.energy).to(args.device)
     init = load_pose(args.init) if args.init else None

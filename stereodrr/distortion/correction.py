@@ -350,6 +350,29 @@ class DistortionMap:
                              f"shape {tuple(image.shape)} (H, W); measure a map at this size")
         return self.operator().apply(image)
 
+    def correct_frame(self, frame: np.ndarray) -> np.ndarray:
+        """A recorded frame ``(H, W)`` corrected (:meth:`undistort_image`) in its own dtype:
+        integer frames rounded and clipped back to their type, as a frame file would hold them.
+
+        Raises:
+            ValueError: the frame is not ``height x width``.
+        """
+        raw = np.asarray(frame)
+        out = self.undistort_image(raw.astype(np.float64))
+        if np.issubdtype(raw.dtype, np.integer):
+            info = np.iinfo(raw.dtype)
+            return np.clip(np.rint(out), info.min, info.max).astype(raw.dtype)
+        return out.astype(raw.dtype)
+
+    def coverage(self) -> np.ndarray:
+        """``(H, W)`` the fraction of each corrected pixel's pre-image that lies in the recorded
+        image (and its round field of view): 1 inside, 0 where the correction has no data (a
+        pincushion's corrected corners, outside the field), between at the edge. What a
+        similarity should weight a corrected image by."""
+        if "coverage" not in self._cache:
+            self._cache["coverage"] = self.undistort_image(np.ones((self.height, self.width)))
+        return self._cache["coverage"]
+
     def operator(self) -> AreaOperator:
         """The (cached) sparse operator behind :meth:`undistort_image`."""
         if "operator" not in self._cache:

@@ -101,13 +101,7 @@ class Trial:
         self._check_frame(frame)
         raw = read_frame(self.frames[camera][frame])
         m = self.distortion.get(camera)
-        if m is None:
-            return raw
-        out = m.undistort_image(raw.astype(np.float64))
-        if np.issubdtype(raw.dtype, np.integer):
-            info = np.iinfo(raw.dtype)
-            return np.clip(np.rint(out), info.min, info.max).astype(raw.dtype)
-        return out.astype(raw.dtype)
+        return raw if m is None else m.correct_frame(raw)
 
     def images(self, frame: int) -> dict[str, np.ndarray]:
         """Frame ``frame`` of every camera (:meth:`image`)."""

@@ -95,3 +95,33 @@ def test_register_command_converts_raw_16bit_frames(tmp_path, capsys):
     assert registration_errors(load_pose(tmp_path / "out" / "pose.json"), truth, rig, vol.corners())["mtre_mm"] < 1.0
     assert main(args[:-3] + ["--kind", "line_integral", "-o", str(tmp_path / "o2"), "--quiet"]) == 1
     assert "is a raw frame, not a line integral" in capsys.readouterr().err
+
+
+def test_register_command_corrects_intensifier_frames_through_their_maps(tmp_path, capsys):
+    """Raw frames recorded through a strong intensifier (the views rendered 4x finer, then each
+    recorded pixel the mean over its pre-image: ~2 px at the edge of 64^2): with each view's
+    map the pose is found to within a pixel's footprint (~5 mm at the isocenter; 3.0 mm measured,
+    where the same frames undistorted give 0.96: the correction's resampling blurs pixels this
+    coarse); without, 33 mm off."""
+    import math
+
+    import torch
+
+    from stereodrr.distortion import distort_image, intensifier_field, save_distortion
+    from stereodrr.geometry import oversampled_camera
+    from tests.distortion.reference import map_of_field
+
+    rig, vol, truth, paths = _scene(tmp_path)
+    field = intensifier_field("strong", 64, 64, fov_radius=math.inf, k1=0.1, s_deg=2.0)
+    fine = StereoRig({n: oversampled_camera(rig[n], 4) for n in rig.names}, rig.isocenter)
+    for path, line in zip(paths, render_views(vol, fine, truth)):
+        counts = distort_image(3e4 * torch.exp(-line.double()), field).numpy()
+        sitk.WriteImage(sitk.GetImageFromArray(np.clip(np.rint(counts), 0, 65535).astype(np.uint16)), path)
+    save_distortion(map_of_field(field, step=4, degree=4), tmp_path / "map.json")
+    args = ["register", "--ct", str(tmp_path / "ct.nii.gz"), "--rig", str(tmp_path / "rig.json"), "--images", *paths,
+            "--levels", "2:60:2,1:30:1", "--quiet"]
+    assert main([*args, "-o", str(tmp_path / "with"), "--distortion", *(2 * [str(tmp_path / "map.json")])]) == 0
+    assert main([*args, "-o", str(tmp_path / "without")]) == 0
+    err = {k: registration_errors(load_pose(tmp_path / k / "pose.json"), truth, rig, vol.corners())["mtre_mm"]
+           for k in ("with", "without")}
+    assert err["with"] < 4.0 and err["without"] > 5 * err["with"], err
