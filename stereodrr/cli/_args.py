@@ -184,9 +184,8 @@ def load_cli_trial(args: argparse.Namespace) -> Trial:
     from ..trial import load_trial
 
     trial = load_trial(input_file(args.trial, "--trial", "trial file"))
-    if args.distortion is None:
-        return trial
-    return replace(trial, distortion=load_view_maps(args.distortion, trial.rig.names))
+    maps = load_view_maps(args.distortion, trial.rig.names)
+    return trial if maps is None else replace(trial, distortion=maps)
 
 
 def load_view_maps(paths: Sequence[str] | None, views: Sequence[str]) -> dict[str, DistortionMap] | None:

@@ -19,7 +19,7 @@ import torch
 
 from ..distortion import check_maps
 from ..fileio import atomic_path, check_input_file
-from ..geometry import load_rig
+from ..geometry import StereoRig, load_rig
 from ..plot.register import plot_errors, plot_loss, plot_overlay
 from ..registration import (
     OPTIMIZERS,
@@ -151,16 +151,10 @@ def read_image(path: str) -> np.ndarray:
     return arr
 
 
-def run(args: argparse.Namespace) -> int:
-    if args.threads is not None:
-        if args.threads < 1:
-            raise UsageError(f"--threads: expected a positive count, got {args.threads}")
-        set_cpu_threads(args.threads)
-    output_folder(args.output)
-    rig = load_rig(input_file(args.rig, "--rig", "rig file"))
-    check_registration_memory(rig, f"--rig {args.rig}")
-    if len(args.images) != len(rig):
-        raise UsageError(f"--images: expected {len(rig)} (one per view {rig.names}), got {len(args.images)}")
+def _read_images(args: argparse.Namespace, rig: StereoRig
+                 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None]:
+    """The ``--images`` as read (through their ``--distortion`` maps) and the ``--masks``
+    (times, with maps, where the correction has recorded data), by view."""
     maps = load_view_maps(args.distortion, rig.names)
     check_maps(maps, rig)
     raw = {name: read_image(f) for name, f in zip(rig.names, args.images)}
@@ -178,6 +172,20 @@ def run(args: argparse.Namespace) -> int:
     if maps is not None:  # corrected pixels without recorded data carry no information
         masks = {n: (maps[n].coverage() > 0.999).astype(np.float32) * (1.0 if masks is None else masks[n])
                  for n in rig.names}
+    return raw, masks
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.threads is not None:
+        if args.threads < 1:
+            raise UsageError(f"--threads: expected a positive count, got {args.threads}")
+        set_cpu_threads(args.threads)
+    output_folder(args.output)
+    rig = load_rig(input_file(args.rig, "--rig", "rig file"))
+    check_registration_memory(rig, f"--rig {args.rig}")
+    if len(args.images) != len(rig):
+        raise UsageError(f"--images: expected {len(rig)} (one per view {rig.names}), got {len(args.images)}")
+    raw, masks = _read_images(args, rig)
     ct = load_volume(args.ct)
     vol = hu_to_mu(ct, args.energy).to(args.device)
     init = load_pose(args.init) if args.init else None
