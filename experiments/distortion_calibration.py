@@ -4,7 +4,7 @@ The demo's shots (the LEGO stereo phantom, a 5 deg pair perturbed from nominal, 
 read-out noise 2, blur 0.5 px) are rendered without distortion (the reference) and through a
 known strong intensifier field per view (pincushion + S-rotation + decentring, about 13 px at
 the edge of a 1024^2 image; the two views' S-rotations of opposite sign) as the detector's
-distortion stage: the scene imaged on the input screen at twice the recorded sampling, quantum
+distortion stage: the scene imaged on the input screen at three times the recorded sampling, quantum
 noise arising there, each recorded pixel summing the pre-image of its area, read-out noise and
 blur behind the electron optics. Each view's map is measured from a
 grid image of a hex plate through the same field (``grid_image`` at 1e4 photons/px, then
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
                                    intensifier_field(args.preset).s_deg)
               for k, v in enumerate(nominal.names)}
     # Each view through its own intensifier, the detector's distortion stage (the scene imaged on
-    # the input screen twice as finely, quantum noise there, read-out noise and blur after).
+    # the input screen three times as finely, quantum noise there, read-out noise and blur after).
     recorded = {v: render_calibration_images(phantom, truth, flat_panel(1e4, 2.0, 0.5).with_(distortion=fields[v]),
                                              seed=args.seed, progress=False).images[v] for v in nominal.names}
     maps = {}

@@ -8,7 +8,8 @@
   each recorded pixel averages the ideal image over the pre-image of its area. The ideal image
   may be sampled ``s`` times finer per axis than the recorded one: a pixelated ideal image of
   the recorded size puts a staircase of its own pixels into every shadow edge the field moves
-  (a ball's recorded centre off by ~0.04 px in a strong field), which ``s = 2`` cuts by 3x.
+  (a ball's recorded centre off by ~0.04 px in a strong field), which ``s = 2`` cuts by 3x
+  (:attr:`stereodrr.imaging.DetectorModel.distortion_oversample`, default 3).
 - :func:`subpixel_points`: the ideal positions an area-sampling renderer must sample for each
   recorded pixel (``s x s`` per pixel), for scenes a renderer can evaluate anywhere (analytic
   marker balls).

@@ -126,10 +126,12 @@ def test_simulate_renders_an_intensifier_at_its_screens_resolution():
     det = DetectorModel(distortion=field)
     with torch.no_grad():
         out = simulate(scene, rig, detector=det)
-        fine = simulate(scene, {n: oversampled_camera(rig[n], 2) for n in rig.names}, detector=DetectorModel())
+        fine = simulate(scene, {n: oversampled_camera(rig[n], det.render_oversample) for n in rig.names},
+                        detector=DetectorModel())
     for n in rig.names:
         torch.testing.assert_close(out[n], distort_image(fine[n], field))
     assert "distortion_oversample" not in DetectorModel().to_dict()
-    assert DetectorModel.from_dict(det.with_(distortion_oversample=3).to_dict()).distortion_oversample == 3
+    assert det.render_oversample == 3 and DetectorModel(distortion_oversample=2).render_oversample == 1
+    assert DetectorModel.from_dict(det.with_(distortion_oversample=2).to_dict()).distortion_oversample == 2
     with pytest.raises(ValueError, match="distortion_oversample: expected an integer 1-4"):
         DetectorModel(distortion=field, distortion_oversample=5)
