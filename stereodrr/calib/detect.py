@@ -47,10 +47,14 @@ from typing import TYPE_CHECKING, Callable, Literal, Sequence, get_args
 import cv2
 import numpy as np
 import pandas as pd
-from scipy.ndimage import convolve1d
 from scipy.optimize import least_squares
 
 from ..render.threads import single_threaded_blas
+
+try:
+    from numba import vectorize
+except ImportError:  # pragma: no cover - exercised only where numba is absent
+    vectorize = None
 
 if TYPE_CHECKING:
     from ..render.aperture import Aperture
@@ -213,11 +217,25 @@ def _background_basis(du: np.ndarray, dv: np.ndarray, window: float, normal: np.
 
 
 def _gaussian_blur(img: np.ndarray, sigma: float) -> np.ndarray:
-    """Separable Gaussian blur with a fixed +-_BLUR_HALF_WIDTH tap kernel (smooth in sigma)."""
+    """Separable Gaussian blur with a fixed +-_BLUR_HALF_WIDTH tap kernel (smooth in sigma), zero
+    outside the patch (OpenCV: a third of SciPy's ``convolve1d`` time on a patch)."""
     k = np.arange(-_BLUR_HALF_WIDTH, _BLUR_HALF_WIDTH + 1, dtype=np.float64)
     w = np.exp(-0.5 * (k / max(sigma, 1e-3)) ** 2)
     w /= w.sum()
-    return convolve1d(convolve1d(img, w, axis=0, mode="constant"), w, axis=1, mode="constant")
+    return cv2.sepFilter2D(img, cv2.CV_64F, w, w, borderType=cv2.BORDER_CONSTANT)
+
+
+def _chord_kernel(u: float, v: float, u0: float, v0: float, inv_r2: float, amp: float) -> float:
+    """``amp`` times the chord of a unit sphere projected at ``(u0, v0)`` with radius
+    ``1 / sqrt(inv_r2)``, at ``(u, v)``: the ball's attenuation there at small thickness."""
+    du, dv = u - u0, v - v0
+    return amp * np.sqrt(np.maximum(1.0 - (du * du + dv * dv) * inv_r2, 0.0))
+
+
+# Compiled to one ufunc (one pass over the rim's sub-samples instead of ten NumPy temporaries);
+# without Numba the same expression runs on the arrays.
+_chord = (vectorize(["float64(float64, float64, float64, float64, float64, float64)"], cache=True)(_chord_kernel)
+          if vectorize is not None else _chord_kernel)
 
 
 # Sub-samples per pixel axis of the box-integrated model, and the band around the rim (px)
@@ -279,13 +297,11 @@ class _BallFit:
 
     def model(self, x: np.ndarray) -> np.ndarray:
         """The model's values on the window's pixels for the parameters ``x``."""
-        du, dv = self.uu - x[0], self.vv - x[1]
         inv_r2 = 1.0 / (x[2] * x[2])
-        intensity = self._trans(x[3] * np.sqrt(np.maximum(1.0 - (du * du + dv * dv) * inv_r2, 0.0)), self.bg)
+        intensity = self._trans(_chord(self.uu, self.vv, x[0], x[1], inv_r2, x[3]), self.bg)
         if self.aperture == "area":
-            gu, gv = self.fu - x[0], self.fv - x[1]
             under = self.bg[self.rim][:, None] if isinstance(self.bg, np.ndarray) else self.bg
-            sub = self._trans(x[3] * np.sqrt(np.maximum(1.0 - (gu * gu + gv * gv) * inv_r2, 0.0)), under)
+            sub = self._trans(_chord(self.fu, self.fv, x[0], x[1], inv_r2, x[3]), under)
             intensity[self.rim] = sub.mean(axis=1)
         return -np.log(_gaussian_blur(intensity, x[4]))[self.sel]
 
