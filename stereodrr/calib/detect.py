@@ -302,7 +302,7 @@ class _BallFit:
         if self.aperture == "area":
             under = self.bg[self.rim][:, None] if isinstance(self.bg, np.ndarray) else self.bg
             sub = self._trans(_chord(self.fu, self.fv, x[0], x[1], inv_r2, x[3]), under)
-            intensity[self.rim] = sub.mean(axis=1)
+            intensity[self.rim] = np.add.reduce(sub, axis=1) / sub.shape[1]  # sub.mean(axis=1), less overhead
         return -np.log(_gaussian_blur(intensity, x[4]))[self.sel]
 
     def residual(self, x: np.ndarray) -> np.ndarray:
