@@ -55,7 +55,7 @@ from ..render.threads import single_threaded_blas
 try:
     from numba import vectorize
 except ImportError:  # pragma: no cover - exercised only where numba is absent
-    vectorize = None
+    vectorize = None  # type: ignore[assignment]
 
 if TYPE_CHECKING:
     from ..render.aperture import Aperture
