@@ -21,6 +21,11 @@ Takes a few minutes on two cores (the demos dominate).
 ``result_hashes.json`` holds the hashes of main at 646343c and of the pipeline branch merged with
 it (identical, 71 of 71; torch 2.13.0+cpu, numba 0.68.1, numpy 2.4.6 on x86-64). Other library
 versions or another CPU may round differently: compare two trees on one machine, as above.
+The ``rig.json`` and ``report.json`` of the demos and calibrations changed with issue 25's ball
+fits (OpenBLAS on one thread): they are those of the former code run with
+``OPENBLAS_NUM_THREADS=1`` (checked byte for byte on the default demo), which before differed
+from its default two threads by up to 0.005 px in a few balls; they no longer depend on the
+core count.
 """
 
 from __future__ import annotations
