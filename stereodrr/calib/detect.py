@@ -226,8 +226,8 @@ def _gaussian_blur(img: np.ndarray, sigma: float) -> np.ndarray:
 
 
 def _chord_kernel(u: float, v: float, u0: float, v0: float, inv_r2: float, amp: float) -> float:
-    """``amp`` times the chord of a unit sphere projected at ``(u0, v0)`` with radius
-    ``1 / sqrt(inv_r2)``, at ``(u, v)``: the ball's attenuation there at small thickness."""
+    """At ``(u, v)``: ``amp`` times the chord through a ball projected at ``(u0, v0)`` with radius
+    ``1 / sqrt(inv_r2)``, relative to its central chord (the ball's attenuation at small thickness)."""
     du, dv = u - u0, v - v0
     return amp * np.sqrt(np.maximum(1.0 - (du * du + dv * dv) * inv_r2, 0.0))
 
