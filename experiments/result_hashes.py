@@ -26,6 +26,11 @@ it (identical, 71 of 71; torch 2.13.0+cpu, numba 0.68.1, numpy 2.4.6 on x86-64),
 ``register`` group's of main at f697fa7, which the registration refactoring (branch reg)
 reproduces byte for byte (4 of 4). Other library
 versions or another CPU may round differently: compare two trees on one machine, as above.
+The ``rig.json`` and ``report.json`` of the demos and calibrations changed with issue 25's ball
+fits (OpenBLAS on one thread): they are those of the former code run with
+``OPENBLAS_NUM_THREADS=1`` (checked byte for byte on the default demo), which before differed
+from its default two threads by up to 0.005 px in a few balls; they no longer depend on the
+core count.
 """
 
 from __future__ import annotations

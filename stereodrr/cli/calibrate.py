@@ -4,8 +4,9 @@ Runs :func:`stereodrr.calib.pipeline.calibrate_stereo` (detect, identify, F with
 epipolar validation, DLT, triangulation) and writes into the output folder: ``report.json``,
 ``summary.txt``, ``markers.csv`` (per-marker errors), ``points_<view>.csv`` (the 2D detections:
 OpenCV and XMALab pixels), ``epipolar.csv``, the calibrated rig (``rig.json``,
-``dlt_coefficients.csv``, ``opencv.yaml``, ``mayacam_<view>.txt``) and the figures ``stereo_pair.png``
-and ``marker_errors.png``.
+``dlt_coefficients.csv``, ``opencv.yaml``, ``mayacam_<view>.txt``) and the figures ``stereo_pair.png``,
+``marker_errors.png`` and ``rig.png`` (the nominal and the calibrated rig side by side in 3D, with
+the triangulated markers).
 """
 
 from __future__ import annotations
@@ -29,9 +30,10 @@ from ..calib.identify import MIN_MARGIN
 from ..calib.pipeline import CalibrationOptions, StereoCalibration, calibrate_stereo
 from ..calib.verdict import Tolerances
 from ..fileio import atomic_path, atomic_write_text, check_input_file, json_ready
-from ..geometry import load_rig
+from ..geometry import StereoRig, load_rig
 from ..phantoms import load_phantom
 from ..plot.calib import plot_marker_errors, plot_stereo_pair
+from ..plot.rig import plot_rig
 from ._args import UsageError, input_file, integer, load_view_maps, number, output_folder
 
 
@@ -92,8 +94,10 @@ def write_image(path: str | os.PathLike[str], image: np.ndarray) -> Path:
 
 
 def write_results(result: StereoCalibration, images: Mapping[str, np.ndarray], out: Path,
-                  extra: Mapping[str, Any] | None = None, title: str = "") -> dict:
-    """Write the report, tables, calibrated rig and figures; returns the report dict."""
+                  extra: Mapping[str, Any] | None = None, title: str = "",
+                  nominal: StereoRig | None = None) -> dict:
+    """Write the report, tables, calibrated rig and figures; returns the report dict.
+    ``nominal``: drawn beside the calibrated rig in ``rig.png`` (without it, the calibrated alone)."""
     out.mkdir(parents=True, exist_ok=True)
     report = {**result.report(), **(extra or {})}
     report["files"] = {k: str(v) for k, v in export_calibration(result.rig, out, result.distortion).items()}
@@ -104,6 +108,9 @@ def write_results(result: StereoCalibration, images: Mapping[str, np.ndarray], o
                      title=f"{title} F: {result.best_method}, mean symmetric epipolar error "
                            f"{report['epipolar_error_px']:.4f} px")
     plot_marker_errors(result.errors, out / "marker_errors.png", title=title, heldout=result.loo_errors)
+    rigs = {"calibrated": result.rig} if nominal is None else {"nominal": nominal, "calibrated": result.rig}
+    plot_rig(rigs, out / "rig.png", markers=result.triangulations["nview"].points,
+             title=f"{title} markers: triangulated by the calibrated rig".strip())
     errors = result.errors.copy()
     errors["heldout_error_mm"] = result.loo_errors["error_mm"].to_numpy()
     errors["heldout_depth_mm"] = result.loo_errors["depth_mm"].to_numpy()
@@ -117,7 +124,7 @@ def write_results(result: StereoCalibration, images: Mapping[str, np.ndarray], o
     with atomic_path(out / "epipolar.csv") as tmp:
         ep.to_csv(tmp, index=False, float_format="%.6g")
     report["files"].update({k: str(out / f) for k, f in (
-        ("stereo_pair", "stereo_pair.png"), ("marker_errors", "marker_errors.png"),
+        ("stereo_pair", "stereo_pair.png"), ("marker_errors", "marker_errors.png"), ("rig_figure", "rig.png"),
         ("markers", "markers.csv"), ("epipolar", "epipolar.csv"), ("summary", "summary.txt"))})
     atomic_write_text(out / "summary.txt", result.summary() + "\n")
     atomic_write_text(out / "report.json", json.dumps(json_ready(report), indent=2) + "\n")
@@ -157,9 +164,10 @@ def run(args: argparse.Namespace) -> int:
                                  distortion=maps)
     result = calibrate_stereo(images, phantom.marker_table(), nominal, options)
     result.seconds = time.perf_counter() - t0
-    write_results(result, images, Path(args.output), {"images": list(args.images)})
+    write_results(result, images, Path(args.output), {"images": list(args.images)}, nominal=nominal)
     print(result.summary())
-    print(f"wrote {args.output}/report.json, rig.json, dlt_coefficients.csv, opencv.yaml, figures "
+    print(f"wrote {args.output}/report.json, rig.json, dlt_coefficients.csv, opencv.yaml, figures (rig.png: nominal "
+          f"and calibrated rig) "
           f"({result.seconds:.1f} s)")
     if not result.verdict.passed:  # results are written for inspection, but a script must not take them as good
         print("stereodrr calibrate: the verdict is not PASS (see the reasons above); exit status 1", file=sys.stderr)

@@ -118,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
         "noise": noise, "stereo_angle_deg": nominal.stereo_angle_deg(), "render_seconds": t_render,
         "phantom": str(args.phantom or _default_phantom()), "xmalab_precision_mm": XMALAB_PRECISION_MM,
         "images": [str(p) for p in paths],
-    }, title=f"demo, {nominal.stereo_angle_deg():.1f} deg, {noise}.")
+    }, title=f"demo, {nominal.stereo_angle_deg():.1f} deg, {noise}.", nominal=nominal)
     print(f"stereodrr demo: {nominal.stereo_angle_deg():.1f} deg convergent rig, {phantom.name}, {noise}")
     print(result.summary())
     print(f"triangulation RMS {report['triangulation_rms_mm']:.4f} mm vs XMALab's reported precision "

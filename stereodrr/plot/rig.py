@@ -97,5 +97,5 @@ def plot_rig(rigs: StereoRig | Mapping[str, StereoRig], path: str | os.PathLike[
             ax.set_title(name, fontsize=10)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.95) if title else (0, 0, 1, 1))  # the panels' titles below the figure's
     return save_figure(fig, path)

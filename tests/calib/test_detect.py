@@ -1,6 +1,7 @@
 """Marker detection on analytic renders: exact projected centres from the renderer are the truth."""
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -147,3 +148,29 @@ def test_centre_does_not_depend_on_the_size_range(dmax):
     pick = lambda d: d[["u", "v"]].to_numpy()[np.argmin(np.linalg.norm(d[["u", "v"]].to_numpy() - c, axis=1))]  # noqa: E731
     assert np.linalg.norm(pick(det) - pick(ref)) <= 5e-3
     assert np.linalg.norm(pick(det) - c) <= 0.03
+
+
+def test_centres_do_not_depend_on_blas_threads():
+    """The ball fits run OpenBLAS on one thread (``render.threads.single_threaded_blas``) whatever
+    the process's setting, and put it back after: the same bytes with 1 and 2 threads outside
+    (the old fits moved a demo ball by up to 0.005 px between them), the independent truth
+    within 0.03 px."""
+    from stereodrr.render import threads
+
+    setters = threads._openblas_thread_setters()
+    if not setters:
+        pytest.skip("no OpenBLAS found in this process (another BLAS, or not Linux)")
+    c = np.array([31.7, 32.2])
+    img = _ball_over_edges(c, 4.0, 0.25, [(c[0] - 2.0, c[1], 0.3, 0.3), (c[0] + 4.0, c[1], 0.3, -0.3)])
+    img = img + np.random.default_rng(2).normal(0.0, 0.003, img.shape)
+    runs = []
+    for n in (1, 2):
+        before = [s(n) for s in setters]
+        try:
+            runs.append(detect_markers(img, kind="line_integral", diameter_px=(5, 12)))
+            assert [s(n) for s in setters] == [n] * len(setters)  # restored after the fits
+        finally:
+            for s, b in zip(setters, before):
+                s(b)
+    pd.testing.assert_frame_equal(runs[0], runs[1], check_exact=True)
+    assert np.min(np.linalg.norm(runs[0][["u", "v"]].to_numpy() - c, axis=1)) <= 0.03

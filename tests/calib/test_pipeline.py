@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -10,7 +11,7 @@ import torch
 from stereodrr.calib.pipeline import calibrate_stereo, check_images
 from stereodrr.calib.scene import perturbed_rig
 from stereodrr.cli import main
-from stereodrr.cli.calibrate import write_image
+from stereodrr.cli.calibrate import write_image, write_results
 from stereodrr.geometry import StereoRig, save_rig
 from stereodrr.phantoms import load_phantom
 from stereodrr.render import render_spheres
@@ -33,11 +34,16 @@ def shots():
     return phantom, nominal, truth, images, centres
 
 
-def test_noise_free_goals(shots):
+@pytest.fixture(scope="module")
+def calibration(shots):
     phantom, nominal, truth, images, centres = shots
     # render_spheres samples pixel centres: the ball fit models that aperture.
-    res = calibrate_stereo(images, phantom.marker_table(), nominal, truth=truth, truth_centres_px=centres,
-                           progress=False, aperture="point")
+    return calibrate_stereo(images, phantom.marker_table(), nominal, truth=truth, truth_centres_px=centres,
+                            progress=False, aperture="point")
+
+
+def test_noise_free_goals(calibration):
+    res = calibration
     r = res.report()
     assert r["markers_used"] == 24
     assert r["epipolar_error_px"] < 0.1 and r["epipolar_passed"]
@@ -57,6 +63,22 @@ def test_noise_free_goals(shots):
     assert r["triangulation_depth_rms_mm"] > 5 * r["triangulation_inplane_rms_mm"]
     assert 0.3 < r["triangulation_depth_rms_mm"] / r["predicted_depth_rms_mm"] < 3
     assert "epipolar error" in res.summary()
+
+
+def test_rig_figure(calibration, shots, tmp_path):
+    """The report's rig.png: the nominal and the calibrated rig side by side, or the calibrated
+    one alone when no nominal rig is known (a valid PNG either way)."""
+    _, nominal, _, images, _ = shots
+    widths = []
+    for name, rig in (("both", nominal), ("alone", None)):
+        report = write_results(calibration, images, tmp_path / name, nominal=rig)
+        png = Path(report["files"]["rig_figure"])
+        assert png == tmp_path / name / "rig.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        img = cv2.imread(str(png))
+        assert img is not None and img.std() > 0
+        widths.append(img.shape[1])
+    assert widths[0] > 1.8 * widths[1]  # two panels, then one
 
 
 def test_bad_images(shots):
@@ -88,7 +110,7 @@ def test_calibrate_cli_on_files(shots, tmp_path, capsys):
     for key in ("epipolar_error_px", "reprojection_rms_px", "triangulation_rms_mm", "triangulation_depth_rms_mm",
                 "triangulation_inplane_rms_mm", "seconds"):
         assert key in report
-    for f in ("rig.json", "dlt_coefficients.csv", "opencv.yaml", "stereo_pair.png", "marker_errors.png",
+    for f in ("rig.json", "dlt_coefficients.csv", "opencv.yaml", "stereo_pair.png", "marker_errors.png", "rig.png",
               "markers.csv", "epipolar.csv", "summary.txt", "points_left.csv", "points_right.csv",
               "mayacam_left.txt", "mayacam_right.txt"):
         assert (out / f).is_file(), f
@@ -117,7 +139,7 @@ def test_demo_default(tmp_path, noise):
     out = tmp_path / "demo"
     assert main(["demo", "-o", str(out)] + ([] if noise else ["--no-noise"])) == 0
     r = json.loads((out / "report.json").read_text())
-    assert (out / "stereo_pair.png").is_file() and (out / "marker_errors.png").is_file()
+    assert all((out / f).is_file() for f in ("stereo_pair.png", "marker_errors.png", "rig.png"))
     assert r["markers_used"] == 24 and r["epipolar_passed"]
     assert r["epipolar_error_px"] < 0.1 and r["reprojection_rms_px"] < 0.1
     if noise:
