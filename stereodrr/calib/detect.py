@@ -42,7 +42,7 @@ Steps, for a ``(H, W)`` image (float or 16-bit):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Literal, Sequence, get_args
+from typing import TYPE_CHECKING, Any, Callable, Literal, NamedTuple, Sequence, get_args
 
 import cv2
 import numpy as np
@@ -310,9 +310,8 @@ class _BallFit:
         r = (self.model(x) - self.vals) * self.w
         return r - self.U @ (self.U.T @ r)
 
-    def fit(self, amp: float, blur: float) -> tuple[np.ndarray, float]:
-        """The fitted ``x`` and the RMS of its (unweighted) residual, from the start's centre and
-        radius with ``amp`` and ``blur``."""
+    def fit(self, amp: float, blur: float) -> _Fit:
+        """The fit from the start's centre and radius with ``amp`` and ``blur``."""
         u0, v0, rho = self.start
         x = np.array([u0, v0, rho, amp, blur])
         self.bg = self.level
@@ -332,7 +331,30 @@ class _BallFit:
             bg[self.sel] = -(self.U @ (self.U.T @ r)) / self.w
             self.bg = bg
             sol = run(sol.x)
-        return sol.x, float(np.sqrt(np.mean((sol.fun / self.w) ** 2)))
+        return _Fit(sol.x, float(np.sqrt(np.mean((sol.fun / self.w) ** 2))), _centre_sigma(sol, self.U.shape[1]))
+
+
+class _Fit(NamedTuple):
+    """One ball fit: parameters ``(u0, v0, rho, A, sigma)``, the RMS of its unweighted residual
+    and the centre's standard errors ``(sigma_u, sigma_v)`` in pixels."""
+
+    x: np.ndarray
+    rms: float
+    sigma: tuple[float, float]
+
+
+def _centre_sigma(sol: Any, n_background: int) -> tuple[float, float]:
+    """Standard errors of the fitted centre: ``s^2 (J^T J)^-1`` with ``s^2`` the weighted
+    residual's variance per degree of freedom (the weights are relative, so the data set their
+    scale); NaN when the fit is singular."""
+    dof = sol.fun.size - sol.x.size - n_background
+    if dof < 1:
+        return float("nan"), float("nan")
+    try:
+        cov = float(sol.fun @ sol.fun) / dof * np.linalg.inv(sol.jac.T @ sol.jac)
+    except np.linalg.LinAlgError:
+        return float("nan"), float("nan")
+    return float(np.sqrt(max(cov[0, 0], 0.0))), float(np.sqrt(max(cov[1, 1], 0.0)))
 
 
 def _poisson_weights(a_patch: np.ndarray) -> np.ndarray:
@@ -399,7 +421,8 @@ def detect_markers(
     Returns:
         One row per ball, sorted by ``v`` then ``u``: ``u, v`` (px), ``diameter_px``,
         ``peak`` (attenuation above background), ``roundness``, ``blur_px`` (fitted Gaussian
-        blur sigma) and ``fit_rms`` (model residual); the last two NaN for centroids.
+        blur sigma), ``fit_rms`` (model residual) and ``sigma_u, sigma_v`` (the centre's standard
+        errors from the fit's residual and Jacobian, px); the last four NaN for centroids.
 
     Raises:
         ValueError: not a 2D image, NaN/inf, a constant image, bad options, or no markers found.
@@ -424,7 +447,7 @@ def detect_markers(
             f"{name}: no markers found (kind {used!r}, expected ball diameter {dmin:g}-{dmax:g} px, "
             f"{n_candidates} candidate blob(s) above {thr:.3g}); check the image, --kind and the marker size"
         )
-    cols = ["u", "v", "diameter_px", "peak", "roundness", "blur_px", "fit_rms"]
+    cols = ["u", "v", "diameter_px", "peak", "roundness", "blur_px", "fit_rms", "sigma_u", "sigma_v"]
     return pd.DataFrame(rows)[cols].sort_values(["v", "u"], ignore_index=True)
 
 
@@ -485,7 +508,7 @@ def _locate(a: np.ndarray, top: np.ndarray, start: tuple[float, float], dmax: fl
     if local is None:
         return None
     res, pu, pv, basis = local
-    fit_rms, blur = float("nan"), float("nan")
+    fit_rms, blur, sigma = float("nan"), float("nan"), (float("nan"), float("nan"))
     level = 0.0
     if transmission is not None:
         # The ball's background level (the scale of its attenuation in the fit): the median of
@@ -494,36 +517,38 @@ def _locate(a: np.ndarray, top: np.ndarray, start: tuple[float, float], dmax: fl
         vv, uu = np.mgrid[pv:pv + res.shape[0], pu:pu + res.shape[1]]
         level = float(np.median(patch[(uu - cu) ** 2 + (vv - cv_) ** 2 > (rho + 1.0) ** 2]))
     if subpixel == "fit":
-        x, fit_rms = _refined_fit(a, local, (cu, cv_, rho, peak), kind, aperture, transmission, level)
-        cu, cv_, rho, peak, blur = (float(v) for v in x)
+        fit = _refined_fit(a, local, (cu, cv_, rho, peak), kind, aperture, transmission, level)
+        cu, cv_, rho, peak, blur = (float(v) for v in fit.x)
+        fit_rms, sigma = fit.rms, fit.sigma
     else:
         vv, uu = np.mgrid[pv:pv + res.shape[0], pu:pu + res.shape[1]]
         w = np.clip(res, 0, None)
         cu, cv_ = float((w * uu).sum() / w.sum()), float((w * vv).sum() / w.sum())
-    return {"u": cu, "v": cv_, "diameter_px": 2 * rho, "peak": peak, "blur_px": blur, "fit_rms": fit_rms}
+    return {"u": cu, "v": cv_, "diameter_px": 2 * rho, "peak": peak, "blur_px": blur, "fit_rms": fit_rms,
+            "sigma_u": sigma[0], "sigma_v": sigma[1]}
 
 
 def _refined_fit(a: np.ndarray, local: tuple, start: tuple[float, float, float, float], kind: str, aperture: str,
-                 transmission: Callable[..., np.ndarray] | None, level: float) -> tuple[np.ndarray, float]:
+                 transmission: Callable[..., np.ndarray] | None, level: float) -> _Fit:
     """The projected-sphere fit from two starts, then refits re-centred on it until it stands still."""
     res, pu, pv, basis = local
     cu, cv_, rho, peak = start
     # Two starts: sharp (near 0 the blur's derivative vanishes, the kernel taps underflow,
     # so it stays sharp) and 0.5 px blurred; the blurred model has local minima.
     model = _BallFit(res, pu, pv, cu, cv_, rho, _window(rho + 1.0, basis), aperture, transmission, level, basis=basis)
-    x, fit_rms = min((model.fit(peak, s0) for s0 in (1e-3, 0.5)), key=lambda fit: fit[1])
+    best = min((model.fit(peak, s0) for s0 in (1e-3, 0.5)), key=lambda fit: fit.rms)
     # Refits with the patch re-centred on the fit and its disk widened by the blurred rim,
     # until the centre stands still: the result does not depend on the coarse start.
     for _ in range(_MAX_REFITS):
+        x = best.x
         patch = _ball_patch(a, x[0], x[1], x[2], 1.0 + 3.0 * x[4])
         if patch is None:
             break
         res, pu, pv, basis = patch
         weights = (_poisson_weights(a[pv:pv + res.shape[0], pu:pu + res.shape[1]])
                    if kind == "intensity" else None)
-        previous = x
-        x, fit_rms = _BallFit(res, pu, pv, x[0], x[1], x[2], _window(x[2] + 1.0 + 3.0 * x[4], basis), aperture,
-                              transmission, level, weights, basis).fit(x[3], x[4])
-        if np.hypot(*(x[:2] - previous[:2])) < _RECENTRE_PX:
+        best = _BallFit(res, pu, pv, x[0], x[1], x[2], _window(x[2] + 1.0 + 3.0 * x[4], basis), aperture,
+                        transmission, level, weights, basis).fit(x[3], x[4])
+        if np.hypot(*(best.x[:2] - x[:2])) < _RECENTRE_PX:
             break
-    return x, fit_rms
+    return best

@@ -49,7 +49,7 @@ from .identify import (
 from .triangulate import METHODS as TRI_METHODS
 from .triangulate import Triangulation, error_table, triangulate
 from .validate import EpipolarReport, compare_fundamental, validate_epipolar
-from .verdict import Tolerances, Verdict, physics_checks, swap_message, view_assignment
+from .verdict import PINHOLE_MISFIT_ADVISORY, Tolerances, Verdict, physics_checks, swap_message, view_assignment
 
 if TYPE_CHECKING:
     from ..distortion import DistortionMap
@@ -177,12 +177,37 @@ class StereoCalibration:
                 for m, t in self.triangulations.items()
             },
         }
+        out["pinhole_misfit"] = self.pinhole_misfit()
+        out["advisories"] = self.advisories()
         out["physics_vs_nominal"] = self.physics
         out["view_assignment"] = self.assignment
         out["phantom_ambiguities"] = self.phantom_ambiguities
         if self.truth_comparison:
             out["calibrated_vs_truth"] = self.truth_comparison
         return out
+
+    def pinhole_misfit(self) -> dict[str, float]:
+        """Per view, the DLT's reprojection RMS (per axis) over the median standard error of the
+        detected centres (``sigma_u, sigma_v`` of the ball fits; NaN without them): how far a
+        pinhole camera is from explaining the centres to their own precision (module
+        :mod:`stereodrr.calib.verdict`, :data:`~stereodrr.calib.verdict.PINHOLE_MISFIT_ADVISORY`)."""
+        out = {}
+        for n in self.views:
+            d = self.detections[n]
+            sigma = float(np.nanmedian(np.r_[d["sigma_u"], d["sigma_v"]])) if "sigma_u" in d and len(d) else np.nan
+            rms = float(np.sqrt(np.mean(np.square(self.calibration.views[n].errors_px))))
+            out[n] = rms / sigma if sigma > 0 else float("nan")
+        return out
+
+    def advisories(self) -> list[str]:
+        """What the numbers suggest checking, whatever the verdict."""
+        high = {n: r for n, r in self.pinhole_misfit().items() if r > PINHOLE_MISFIT_ADVISORY}
+        if not high:
+            return []
+        return [f"the DLT leaves residuals {', '.join(f'{n} {r:.0f}x' for n, r in high.items())} the detected "
+                "centres' precision: a pinhole camera does not explain these images. Image-intensifier distortion "
+                "not corrected (give --distortion maps), or markers not where the phantom file puts them; "
+                "triangulation may be worse than the epipolar error suggests"]
 
     def _truth_xyz(self) -> np.ndarray:
         return self.errors[["x", "y", "z"]].to_numpy()
@@ -206,6 +231,8 @@ class StereoCalibration:
             f"predicted depth {r['predicted_depth_rms_mm']:.4f} for {self.sigma_px:.3f} px)",
             f"triangulation RMS, leave-one-marker-out calibration: {r['triangulation_heldout_rms_mm']:.4f} mm",
             f"crossing-line distance mean: {r['crossing_line_mean_mm']:.4f} mm",
+            "DLT residual / detection precision: " + ", ".join(f"{n} {v:.1f}" for n, v in r["pinhole_misfit"].items()),
+            *(f"ADVISORY: {a}" for a in r["advisories"]),
         ]
         if self.detection_errors_px:
             lines.append("detection RMS vs exact projected centres: " + ", ".join(
