@@ -56,8 +56,8 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     vox = voxelize(phantom, spacing, energy_kev=args.energy, markers=args.markers,
                    grid=VoxelGrid(args.size, margin_mm=args.margin),
-                   options=VoxelizeOptions(args.supersample, None if args.no_clip else (-1024.0, 3071.0)),
-                   device=args.device)
+                   options=VoxelizeOptions(args.supersample, None if args.no_clip else (-1024.0, 3071.0),
+                                           device=args.device))
     t_vox = time.perf_counter() - t0
     paths = save_voxelized(vox, args.output, args.format, phantom)
     paths["mip"] = plot_voxelized(vox, Path(args.output) / "mip.png", phantom.name)

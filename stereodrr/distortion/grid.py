@@ -23,14 +23,15 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass
-from typing import Literal
+from functools import partial
+from typing import Callable, Literal
 
 import cv2
 import numpy as np
 from scipy.spatial import cKDTree
 
 from .coverage import arc_deficit, edge_coverage_and_slope
-from .fov import field_of_view
+from .fov import FieldOfView, field_of_view
 
 __all__ = ["LatticeKind", "LATTICE_ANGLE_DEG", "lattice_basis", "Holes", "Lattice", "detect_holes",
            "find_lattice"]
@@ -46,6 +47,8 @@ AREA_TOLERANCE = 0.06
 STEP_TOLERANCE_PX = 1e-6
 # Prediction tolerance of the lattice growth, in hole spacings.
 MATCH_TOLERANCE = 0.3
+# The index of a hole the lattice growth has not reached.
+_UNINDEXED = np.iinfo(np.int64).min
 
 
 def lattice_basis(kind: str, pitch: float, angle_deg: float) -> np.ndarray:
@@ -128,15 +131,44 @@ def detect_holes(image: np.ndarray, holes: Literal["auto", "bright", "dark"] = "
     Raises:
         ValueError: not a 2D image, NaN pixels, no contrast, or too few holes.
     """
+    a = _grid_image(image, name)
+    if holes not in ("auto", "bright", "dark"):
+        raise ValueError(f"holes: expected 'auto', 'bright' or 'dark', got {holes!r}")
+    fov = field_of_view(a, margin=3.0)
+    areas, cents, rejected = _hole_blobs(a, fov, holes, name)
+    if len(cents) < max(min_holes, 3):
+        raise ValueError(f"{name}: found {len(cents)} holes, expected at least {min_holes} round holes of one size "
+                         f"on a plate (a perforated-plate grid image)")
+    r0 = float(np.sqrt(np.median(areas) / np.pi))
+    nn = float(np.median(cKDTree(cents).query(cents, 2)[0][:, 1]))
+    window = min(r0 + 3.0, nn - r0 - 1.0)
+    if window < r0 + 1.5:
+        raise ValueError(f"{name}: the holes (radius {r0:.1f} px) are {nn - 2 * r0:.1f} px apart; at least 2.5 px "
+                         f"of plate between holes is needed to fit them")
+    fit = _fit_ellipses(a, cents, r0, window)
+    ok = _accepted_fits(fit, fov, rejected)
+    if ok.sum() < min_holes:
+        raise ValueError(f"{name}: {int(ok.sum())} holes could be fitted ({len(cents)} found), expected at least "
+                         f"{min_holes} (a perforated-plate grid image)")
+    return Holes(fit["center"][ok], fit["shape"][ok], fit["contrast"][ok], fit["rms"][ok], fov.center, fov.radius,
+                 rejected)
+
+
+def _grid_image(image: np.ndarray, name: str) -> np.ndarray:
+    """``image`` as float64, checked to be a finite 2D image of at least 32 x 32 pixels."""
     a = np.asarray(image)
     if a.ndim != 2 or min(a.shape) < 32:
         raise ValueError(f"{name}: expected a 2D grid image of at least 32 x 32 pixels, got shape {a.shape}")
     a = a.astype(np.float64)
     if not np.all(np.isfinite(a)):
         raise ValueError(f"{name}: contains NaN or inf pixels")
-    if holes not in ("auto", "bright", "dark"):
-        raise ValueError(f"holes: expected 'auto', 'bright' or 'dark', got {holes!r}")
-    fov = field_of_view(a, margin=3.0)
+    return a
+
+
+def _hole_blobs(a: np.ndarray, fov: FieldOfView, holes: str, name: str
+                ) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+    """The holes' blobs inside the field: ``(areas, centroids (N, 2), rejected)``, those of the
+    typical size wholly inside the image, of the polarity ``holes`` (``"auto"``: the one with more)."""
     # The field inside, a few pixels in from its edge (the edge's blur is neither level).
     field = fov.mask(a.shape)
     values = a[field]
@@ -157,18 +189,12 @@ def detect_holes(image: np.ndarray, holes: Literal["auto", "bright", "dark"] = "
     h, w = a.shape
     keep = _regular(areas) & (boxes[:, 0] > 0) & (boxes[:, 1] > 0) & (boxes[:, 0] + boxes[:, 2] < w) \
         & (boxes[:, 1] + boxes[:, 3] < h)
-    rejected = {"blob_size_or_border": int((~keep).sum())}
-    areas, cents = areas[keep], cents[keep]
-    if len(cents) < max(min_holes, 3):
-        raise ValueError(f"{name}: found {len(cents)} holes, expected at least {min_holes} round holes of one size "
-                         f"on a plate (a perforated-plate grid image)")
-    r0 = float(np.sqrt(np.median(areas) / np.pi))
-    nn = float(np.median(cKDTree(cents).query(cents, 2)[0][:, 1]))
-    window = min(r0 + 3.0, nn - r0 - 1.0)
-    if window < r0 + 1.5:
-        raise ValueError(f"{name}: the holes (radius {r0:.1f} px) are {nn - 2 * r0:.1f} px apart; at least 2.5 px "
-                         f"of plate between holes is needed to fit them")
-    fit = _fit_ellipses(a, cents, r0, window)
+    return areas[keep], cents[keep], {"blob_size_or_border": int((~keep).sum())}
+
+
+def _accepted_fits(fit: dict[str, np.ndarray], fov: FieldOfView, rejected: dict[str, int]) -> np.ndarray:
+    """Which fitted holes to keep: fitted, clear of the field's edge, of a usual residual and of
+    their neighbours' area; counts each reason's rejections into ``rejected``."""
     ok = fit["ok"]
     rejected["fit"] = int((~ok).sum())
     c, M = fit["center"], fit["shape"]
@@ -195,10 +221,7 @@ def detect_holes(image: np.ndarray, holes: Literal["auto", "bright", "dark"] = "
         odd = np.abs(area / med - 1.0) > AREA_TOLERANCE
         rejected["area"] = int(odd.sum())
         ok[idx[odd]] = False
-    if ok.sum() < min_holes:
-        raise ValueError(f"{name}: {int(ok.sum())} holes could be fitted ({len(cents)} found), expected at least "
-                         f"{min_holes} (a perforated-plate grid image)")
-    return Holes(c[ok], M[ok], fit["contrast"][ok], fit["rms"][ok], fc, fr, rejected)
+    return ok
 
 
 def _ellipse_distance(ex: np.ndarray, ey: np.ndarray, rho: np.ndarray, alpha: np.ndarray, beta: np.ndarray,
@@ -239,6 +262,26 @@ def _fit_ellipses(a: np.ndarray, cents: np.ndarray, r0: float, window: float, it
                   ) -> dict[str, np.ndarray]:
     """Fit every hole's ellipse, levels and plate slope by Levenberg-Marquardt (all holes at once,
     each until its centre's step is below ``STEP_TOLERANCE_PX``)."""
+    ox, oy, base, inside, pix = _hole_windows(a, cents, window)
+    th = _initial_parameters(pix, cents - base, r0, ox, oy)
+    su, sv = ox / window, oy / window  # the plate slope's regressors
+    model = partial(_hole_model, ox=ox, oy=oy, su=su, sv=sv)
+    cost = _levenberg_marquardt(th, pix, np.flatnonzero(inside), model, iterations)
+    center = base + th[:, 0:2]
+    rho, al, be = th[:, 2], th[:, 3], th[:, 4]
+    shape = np.stack([np.stack([1 + al, be], -1), np.stack([be, 1 - al], -1)], -2) / rho[:, None, None] ** 2
+    moved = np.hypot(*(center - cents).T)
+    ok = inside & np.all(np.isfinite(th), axis=1) & (moved < 0.5 * r0 + 1.0) & (np.abs(th[:, 2] / r0 - 1) < 0.5) \
+        & (al ** 2 + be ** 2 < 0.25)
+    rms = np.sqrt(cost / len(ox))
+    return {"center": center, "shape": shape, "contrast": th[:, 8], "rms": rms, "ok": ok}
+
+
+def _hole_windows(a: np.ndarray, cents: np.ndarray, window: float
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Each hole's pixels within ``window`` of its rounded centre: ``(ox, oy, base, inside, pix)``,
+    the ``(P,)`` offsets of the disc's pixels, the ``(N, 2)`` integer centres, whether the disc
+    lies in the image (else a patch at the corner stands in), and the ``(N, P)`` pixel values."""
     h, w = a.shape
     half = int(math.ceil(window))
     off = np.arange(-half, half + 1, dtype=np.float64)
@@ -249,43 +292,59 @@ def _fit_ellipses(a: np.ndarray, cents: np.ndarray, r0: float, window: float, it
     inside = (base[:, 0] - half >= 0) & (base[:, 0] + half < w) & (base[:, 1] - half >= 0) & (base[:, 1] + half < h)
     base = np.where(inside[:, None], base, half)
     pix = a[base[:, 1, None] + oy.astype(np.int64)[None], base[:, 0, None] + ox.astype(np.int64)[None]]  # (N, P)
-    n = len(cents)
+    return ox, oy, base, inside, pix
+
+
+def _initial_parameters(pix: np.ndarray, offset: np.ndarray, r0: float, ox: np.ndarray, oy: np.ndarray
+                        ) -> np.ndarray:
+    """``(N, 9)`` the fit's start: a circle of radius ``r0`` at ``offset`` from the window centre,
+    the plate level from the ring outside it, the contrast from the core inside it."""
     # Parameters: cu, cv (from the patch centre), rho, alpha, beta, b0, bu, bv, contrast.
-    th = np.zeros((n, 9))
-    th[:, 0:2] = cents - base
+    th = np.zeros((len(offset), 9))
+    th[:, 0:2] = offset
     th[:, 2] = r0
     ring = np.hypot(ox, oy) > r0 + 1.5
     core = np.hypot(ox, oy) < max(r0 - 1.5, 0.5)
     th[:, 5] = np.median(pix[:, ring], axis=1) if ring.any() else np.median(pix, axis=1)
     th[:, 8] = np.median(pix[:, core], axis=1) - th[:, 5]
-    su, sv = ox / window, oy / window  # the plate slope's regressors
+    return th
 
-    def model(t: np.ndarray, jacobian: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        ex, ey = ox[None] - t[:, 0, None], oy[None] - t[:, 1, None]
-        geo = _ellipse_distance(ex, ey, t[:, 2, None], t[:, 3, None], t[:, 4, None], jacobian)
-        d = geo[0]
-        # Only pixels the edge crosses (|d| < 1/sqrt(2)) are partly covered: work on those alone.
-        band = np.abs(d) < 0.75
-        rad = np.broadcast_to(t[:, 2, None], d.shape)[band]
-        cov = (d > 0).astype(np.float64)
-        dcov = np.zeros_like(d)
-        deficit = np.zeros_like(d)
-        c_b, s_b = edge_coverage_and_slope(d[band], np.abs(geo[1][band]), np.abs(geo[2][band]))
-        f_b, fs_b = arc_deficit(d[band], geo[1][band], geo[2][band], rad)
-        cov[band], dcov[band], deficit[band] = np.clip(c_b - f_b, 0.0, 1.0), s_b - fs_b, f_b
-        m = t[:, 5, None] + t[:, 6, None] * su + t[:, 7, None] * sv + t[:, 8, None] * cov
-        if not jacobian:
-            return m, np.empty(0)
-        J = np.empty((len(t), 9, len(ox)))
-        for k in range(5):
-            J[:, k] = t[:, 8, None] * dcov * geo[3 + k]
-        J[:, 2] += t[:, 8, None] * deficit / t[:, 2, None]  # the arc's deficit goes as 1 / radius
-        J[:, 5], J[:, 6], J[:, 7], J[:, 8] = 1.0, su, sv, cov
-        return m, J
 
+def _hole_model(t: np.ndarray, ox: np.ndarray, oy: np.ndarray, su: np.ndarray, sv: np.ndarray,
+                jacobian: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """The ``(N, P)`` pixel values of the holes ``t`` (``(N, 9)`` parameters) at the window offsets
+    ``(ox, oy)`` with the slope regressors ``(su, sv)``, and with ``jacobian`` their ``(N, 9, P)``
+    derivatives (else an empty array)."""
+    ex, ey = ox[None] - t[:, 0, None], oy[None] - t[:, 1, None]
+    geo = _ellipse_distance(ex, ey, t[:, 2, None], t[:, 3, None], t[:, 4, None], jacobian)
+    d = geo[0]
+    # Only pixels the edge crosses (|d| < 1/sqrt(2)) are partly covered: work on those alone.
+    band = np.abs(d) < 0.75
+    rad = np.broadcast_to(t[:, 2, None], d.shape)[band]
+    cov = (d > 0).astype(np.float64)
+    dcov = np.zeros_like(d)
+    deficit = np.zeros_like(d)
+    c_b, s_b = edge_coverage_and_slope(d[band], np.abs(geo[1][band]), np.abs(geo[2][band]))
+    f_b, fs_b = arc_deficit(d[band], geo[1][band], geo[2][band], rad)
+    cov[band], dcov[band], deficit[band] = np.clip(c_b - f_b, 0.0, 1.0), s_b - fs_b, f_b
+    m = t[:, 5, None] + t[:, 6, None] * su + t[:, 7, None] * sv + t[:, 8, None] * cov
+    if not jacobian:
+        return m, np.empty(0)
+    J = np.empty((len(t), 9, len(ox)))
+    for k in range(5):
+        J[:, k] = t[:, 8, None] * dcov * geo[3 + k]
+    J[:, 2] += t[:, 8, None] * deficit / t[:, 2, None]  # the arc's deficit goes as 1 / radius
+    J[:, 5], J[:, 6], J[:, 7], J[:, 8] = 1.0, su, sv, cov
+    return m, J
+
+
+def _levenberg_marquardt(th: np.ndarray, pix: np.ndarray, active: np.ndarray,
+                         model: Callable[..., tuple[np.ndarray, np.ndarray]], iterations: int) -> np.ndarray:
+    """Fit the parameters ``th`` (``(N, 9)``, in place) of the holes ``active`` to their pixels
+    ``pix``, each hole until its centre's step is below ``STEP_TOLERANCE_PX``; returns the ``(N,)``
+    squared residuals (the other holes' at the start)."""
     cost = ((pix - model(th)[0]) ** 2).sum(1)
-    lam = np.full(n, 1e-3)
-    active = np.flatnonzero(inside)
+    lam = np.full(len(th), 1e-3)
     for _ in range(iterations):
         if len(active) == 0:
             break
@@ -308,14 +367,7 @@ def _fit_ellipses(a: np.ndarray, cents: np.ndarray, r0: float, window: float, it
         # A step this small is done with, taken or not: at the minimum, rounding rejects it.
         done = (np.abs(delta[:, :2]).max(1) < STEP_TOLERANCE_PX) | (lam[active] > 1e8)
         active = active[~done]
-    center = base + th[:, 0:2]
-    rho, al, be = th[:, 2], th[:, 3], th[:, 4]
-    shape = np.stack([np.stack([1 + al, be], -1), np.stack([be, 1 - al], -1)], -2) / rho[:, None, None] ** 2
-    moved = np.hypot(*(center - cents).T)
-    ok = inside & np.all(np.isfinite(th), axis=1) & (moved < 0.5 * r0 + 1.0) & (np.abs(th[:, 2] / r0 - 1) < 0.5) \
-        & (al ** 2 + be ** 2 < 0.25)
-    rms = np.sqrt(cost / len(ox))
-    return {"center": center, "shape": shape, "contrast": th[:, 8], "rms": rms, "ok": ok}
+    return cost
 
 
 @dataclass(frozen=True)
@@ -366,6 +418,34 @@ def find_lattice(centers: np.ndarray, kind: Literal["auto", "hex", "square"] = "
         raise ValueError(f"{name}: {len(pts)} holes are too few to find a lattice (expected at least {min_holes})")
     tree = cKDTree(pts)
     c = pts.mean(0) if center is None else np.asarray(center, dtype=np.float64)
+    vecs, mode = _central_neighbours(pts, tree, c)
+    if kind == "auto":
+        if mode == 6:
+            kind = "hex"
+        elif mode == 4:
+            kind = "square"
+        else:
+            raise ValueError(f"{name}: the holes form no hex or square lattice (central holes have {mode} "
+                             f"equidistant neighbours, expected 6 or 4)")
+    fold = 6 if kind == "hex" else 4
+    ang = np.arctan2(vecs[:, 1], vecs[:, 0])
+    phi = float(np.angle(np.exp(1j * fold * ang).mean())) / fold
+    spacing = float(np.median(np.hypot(vecs[:, 0], vecs[:, 1])))
+    basis0 = lattice_basis(kind, spacing, math.degrees(phi))
+    start = int(tree.query(c)[1])
+    index = _grow_lattice(pts, tree, start, basis0, _steps(kind), spacing)
+    which = np.flatnonzero(index[:, 0] != _UNINDEXED)
+    _check_central_basis(pts, index, which, start, kind, spacing, name)
+    if len(which) < max(min_holes, 0.5 * len(pts)):
+        raise ValueError(f"{name}: only {len(which)} of {len(pts)} holes lie on a {kind} lattice, expected most of "
+                         f"them and at least {min_holes}")
+    return Lattice(kind, index[which], basis0, spacing), which
+
+
+
+def _central_neighbours(pts: np.ndarray, tree: cKDTree, c: np.ndarray) -> tuple[np.ndarray, int]:
+    """The holes near ``c``: the vectors to their neighbours (``(K, 2)``, within 1.2 hole
+    spacings) and the most common number of them."""
     dist_nn = tree.query(pts, 2)[0][:, 1]
     spacing0 = float(np.median(dist_nn))
     near = tree.query_ball_point(c, 4.0 * spacing0)
@@ -377,24 +457,15 @@ def find_lattice(centers: np.ndarray, kind: Literal["auto", "hex", "square"] = "
         nb = tree.query_ball_point(pts[i], 1.2 * spacing0)
         counts.append(len(nb) - 1)
         vecs.extend(pts[j] - pts[i] for j in nb if j != i)
-    vecs_a = np.asarray(vecs)
     mode = int(np.bincount(counts).argmax()) if counts else 0
-    if kind == "auto":
-        if mode == 6:
-            kind = "hex"
-        elif mode == 4:
-            kind = "square"
-        else:
-            raise ValueError(f"{name}: the holes form no hex or square lattice (central holes have {mode} "
-                             f"equidistant neighbours, expected 6 or 4)")
-    fold = 6 if kind == "hex" else 4
-    ang = np.arctan2(vecs_a[:, 1], vecs_a[:, 0])
-    phi = float(np.angle(np.exp(1j * fold * ang).mean())) / fold
-    spacing = float(np.median(np.hypot(vecs_a[:, 0], vecs_a[:, 1])))
-    basis0 = lattice_basis(kind, spacing, math.degrees(phi))
-    steps = _steps(kind)
-    start = int(tree.query(c)[1])
-    index = np.full((len(pts), 2), np.iinfo(np.int64).min, dtype=np.int64)
+    return np.asarray(vecs), mode
+
+
+def _grow_lattice(pts: np.ndarray, tree: cKDTree, start: int, basis0: np.ndarray, steps: np.ndarray,
+                  spacing: float) -> np.ndarray:
+    """``(N, 2)`` lattice indices grown outward from hole ``start`` (``(0, 0)``, basis ``basis0``),
+    ``_UNINDEXED`` for the holes never reached (module docstring)."""
+    index = np.full((len(pts), 2), _UNINDEXED, dtype=np.int64)
     taken: dict[tuple[int, int], int] = {(0, 0): start}
     index[start] = (0, 0)
     bases = {start: basis0}
@@ -409,31 +480,32 @@ def find_lattice(centers: np.ndarray, kind: Literal["auto", "hex", "square"] = "
                 continue
             pred = pts[k] + B @ np.array([di, dj], dtype=np.float64)
             dist, m = tree.query(pred)
-            if dist > MATCH_TOLERANCE * spacing or index[m, 0] != np.iinfo(np.int64).min:
+            if dist > MATCH_TOLERANCE * spacing or index[m, 0] != _UNINDEXED:
                 continue
             taken[key] = int(m)
             index[m] = key
             bases[int(m)] = _local_basis(pts, index, taken, int(m), steps, B)
             queue.append(int(m))
-    which = np.flatnonzero(index[:, 0] != np.iinfo(np.int64).min)
-    # The basis the indices imply near the start must be the lattice's: equal lengths at its angle
-    # (a square lattice can be indexed with hex steps if the local bases adapt to it).
+    return index
+
+
+def _check_central_basis(pts: np.ndarray, index: np.ndarray, which: np.ndarray, start: int, kind: str,
+                         spacing: float, name: str) -> None:
+    """Raise unless the basis the indices imply near the start is the lattice's: equal lengths at
+    its angle (a square lattice can be indexed with hex steps if the local bases adapt to it)."""
     near_idx = which[np.hypot(*(pts[which] - pts[start]).T) <= 4.0 * spacing]
-    if len(near_idx) >= 4:
-        A = np.c_[index[near_idx].astype(np.float64), np.ones(len(near_idx))]
-        sol, _, rank, _ = np.linalg.lstsq(A, pts[near_idx], rcond=None)
-        B = sol[:2].T
-        n1, n2 = np.linalg.norm(B, axis=0)
-        if rank < 3 or min(n1, n2) < 0.5 * spacing:
-            raise ValueError(f"{name}: the holes do not lie on a {kind} lattice (its steps index only one row of them)")
-        angle = math.degrees(math.acos(np.clip(B[:, 0] @ B[:, 1] / (n1 * n2), -1.0, 1.0)))
-        if abs(angle - LATTICE_ANGLE_DEG[kind]) > 5.0 or abs(n1 / n2 - 1.0) > 0.05:
-            raise ValueError(f"{name}: the holes do not lie on a {kind} lattice (basis vectors {n1:.1f} and "
-                             f"{n2:.1f} px at {angle:.1f} deg, expected equal at {LATTICE_ANGLE_DEG[kind]:g})")
-    if len(which) < max(min_holes, 0.5 * len(pts)):
-        raise ValueError(f"{name}: only {len(which)} of {len(pts)} holes lie on a {kind} lattice, expected most of "
-                         f"them and at least {min_holes}")
-    return Lattice(kind, index[which], basis0, spacing), which
+    if len(near_idx) < 4:
+        return
+    A = np.c_[index[near_idx].astype(np.float64), np.ones(len(near_idx))]
+    sol, _, rank, _ = np.linalg.lstsq(A, pts[near_idx], rcond=None)
+    B = sol[:2].T
+    n1, n2 = np.linalg.norm(B, axis=0)
+    if rank < 3 or min(n1, n2) < 0.5 * spacing:
+        raise ValueError(f"{name}: the holes do not lie on a {kind} lattice (its steps index only one row of them)")
+    angle = math.degrees(math.acos(np.clip(B[:, 0] @ B[:, 1] / (n1 * n2), -1.0, 1.0)))
+    if abs(angle - LATTICE_ANGLE_DEG[kind]) > 5.0 or abs(n1 / n2 - 1.0) > 0.05:
+        raise ValueError(f"{name}: the holes do not lie on a {kind} lattice (basis vectors {n1:.1f} and "
+                         f"{n2:.1f} px at {angle:.1f} deg, expected equal at {LATTICE_ANGLE_DEG[kind]:g})")
 
 
 def _local_basis(pts: np.ndarray, index: np.ndarray, taken: dict[tuple[int, int], int], k: int,

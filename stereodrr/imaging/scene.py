@@ -139,7 +139,7 @@ class Scene:
         """A phantom: its bodies voxelized at ``voxel_mm`` (markers carved out as air) and its
         markers as exact balls."""
         vox = voxelize(phantom, voxel_mm, energy_kev=energy_kev, markers="carve",
-                       options=VoxelizeOptions(supersample), device=device, progress=progress)
+                       options=VoxelizeOptions(supersample, device=device), progress=progress)
         m = phantom.marker_arrays(energy_kev)
         balls = Balls.of(m.centers, m.diameters, [mk.material.name for mk in phantom.markers], energy_kev, m.mu, m.ids)
         return cls((Voxels(vox.mu, "mu"),), balls if len(balls) else None, energy_kev)

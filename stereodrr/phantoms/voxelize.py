@@ -28,7 +28,7 @@ import json
 import math
 import os
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
@@ -38,6 +38,7 @@ import SimpleITK as sitk
 import torch
 from tqdm.auto import tqdm
 
+from .._deprecation import legacy_options
 from ..fileio import atomic_path, atomic_write_text
 from ..geometry.se3 import compose, invert
 from ..volume import Volume, mu_to_hu, mu_water
@@ -181,12 +182,14 @@ class VoxelizeOptions:
             current setting. One is the default because the work is many small tensor operations
             (one per body and slab) whose thread fan-out costs more than it gains, and costs 10-30x
             when the cores are shared with other processes (measured on 2 shared cores).
+        device: torch device for the computation and the returned volumes.
     """
 
     supersample: int = 4
     hu_range: tuple[float, float] | None = HU_RANGE_12BIT
     max_chunk_voxels: int = 1 << 22
     threads: int | None = 1
+    device: torch.device | str = "cpu"
 
     def __post_init__(self) -> None:
         if isinstance(self.supersample, bool) or int(self.supersample) != self.supersample or self.supersample < 1:
@@ -198,7 +201,6 @@ class VoxelizeOptions:
 
 
 _GRID_KEYS = ("size", "origin", "direction", "margin_mm")
-_OPTION_KEYS = ("supersample", "hu_range", "max_chunk_voxels", "threads")
 
 
 def voxelize(
@@ -209,7 +211,6 @@ def voxelize(
     markers: MarkerMode = "include",
     grid: VoxelGrid | Volume | None = None,
     options: VoxelizeOptions | None = None,
-    device: torch.device | str = "cpu",
     progress: bool = True,
     **legacy: Any,
 ) -> VoxelizedPhantom:
@@ -224,12 +225,11 @@ def voxelize(
             ``mu`` (:meth:`Phantom.marker_arrays`) reproduces the full phantom.
         grid: a :class:`VoxelGrid`, or a volume (e.g. a CT) whose grid to voxelize onto
             (default: the phantom's box plus 5 mm).
-        options: the tuning knobs (:class:`VoxelizeOptions`).
-        device: torch device for the computation and the returned volumes.
+        options: the tuning knobs and the torch device (:class:`VoxelizeOptions`).
         progress: show a tqdm bar over the evaluated voxels.
         legacy: the former keywords (``size``, ``origin``, ``direction``, ``margin_mm``,
-            ``reference``, ``supersample``, ``hu_range``, ``max_chunk_voxels``, ``threads``),
-            accepted for one release with a ``DeprecationWarning``.
+            ``reference``, ``supersample``, ``hu_range``, ``max_chunk_voxels``, ``threads``,
+            ``device``), accepted for one release with a ``DeprecationWarning``.
 
     Returns:
         :class:`VoxelizedPhantom`.
@@ -237,36 +237,33 @@ def voxelize(
     Raises:
         ValueError: the grid cannot hold the phantom, or a bad argument.
     """
-    grid, options = _legacy(grid, options, legacy)
-    o = options or VoxelizeOptions()
+    grid, o = _legacy(grid, options, legacy)
     before = torch.get_num_threads()
-    if o.threads is not None and torch.device(device).type == "cpu":
+    if o.threads is not None and torch.device(o.device).type == "cpu":
         torch.set_num_threads(int(o.threads))
     try:
-        return _voxelize(phantom, spacing, energy_kev, markers, grid if grid is not None else VoxelGrid(), o, device,
-                         progress)
+        return _voxelize(phantom, spacing, energy_kev, markers, grid if grid is not None else VoxelGrid(), o, progress)
     finally:
         torch.set_num_threads(before)
 
 
 def _legacy(grid: VoxelGrid | Volume | None, options: VoxelizeOptions | None, legacy: dict[str, Any]
-            ) -> tuple[VoxelGrid | Volume | None, VoxelizeOptions | None]:
-    """The grid and options the former keywords describe (with a ``DeprecationWarning``)."""
-    if not legacy:
-        return grid, options
-    unknown = sorted(set(legacy) - {*_GRID_KEYS, *_OPTION_KEYS, "reference"})
-    if unknown:
-        raise TypeError(f"voxelize() got an unexpected keyword argument {unknown[0]!r}")
-    warnings.warn(f"voxelize({', '.join(f'{k}=' for k in legacy)}) is deprecated: pass grid=VoxelGrid(...) or a "
-                  "reference volume, and options=VoxelizeOptions(...)", DeprecationWarning, stacklevel=3)
-    if legacy.get("reference") is not None:
-        grid = legacy["reference"]
-    elif any(k in legacy for k in _GRID_KEYS):
-        grid = replace(grid if isinstance(grid, VoxelGrid) else VoxelGrid(),
-                       **{k: legacy[k] for k in _GRID_KEYS if k in legacy})
-    if any(k in legacy for k in _OPTION_KEYS):
-        options = replace(options or VoxelizeOptions(), **{k: legacy[k] for k in _OPTION_KEYS if k in legacy})
-    return grid, options
+            ) -> tuple[VoxelGrid | Volume | None, VoxelizeOptions]:
+    """The grid and options the former keywords describe (each kind with a ``DeprecationWarning``):
+    ``reference`` (a volume, which wins), the fields of :class:`VoxelGrid`, of :class:`VoxelizeOptions`."""
+    # The options first: a keyword that is neither raises TypeError there, before any warning.
+    o = legacy_options("voxelize", options, {k: v for k, v in legacy.items() if k not in (*_GRID_KEYS, "reference")},
+                       VoxelizeOptions, stacklevel=4)
+    grid_keys = {k: legacy[k] for k in _GRID_KEYS if k in legacy}
+    if grid_keys:
+        grid = legacy_options("voxelize", grid if isinstance(grid, VoxelGrid) else None, grid_keys, VoxelGrid,
+                              stacklevel=4, parameter="grid")
+    if "reference" in legacy:
+        warnings.warn("voxelize(reference=) is deprecated: pass grid=<the reference volume>", DeprecationWarning,
+                      stacklevel=3)
+        if legacy["reference"] is not None:
+            grid = legacy["reference"]
+    return grid, o
 
 
 # One thing to paint: (body, mu painted or None, label painted or None, is a marker).
@@ -306,8 +303,7 @@ def _index_boxes(items: list[_Item], phantom: Phantom, mu: Volume, n: tuple[int,
 
 
 def _voxelize(phantom: Phantom, spacing: float | Sequence[float], energy_kev: float, markers: MarkerMode,
-              grid: VoxelGrid | Volume, o: VoxelizeOptions, device: torch.device | str, progress: bool
-              ) -> VoxelizedPhantom:
+              grid: VoxelGrid | Volume, o: VoxelizeOptions, progress: bool) -> VoxelizedPhantom:
     """:func:`voxelize` after the thread setting."""
     if markers not in ("include", "exclude", "carve"):
         raise ValueError(f"markers: expected 'include', 'exclude' or 'carve', got {markers!r}")
@@ -319,7 +315,7 @@ def _voxelize(phantom: Phantom, spacing: float | Sequence[float], energy_kev: fl
     nx, ny, nz = n
     if nx * ny * nz > 1 << 31:
         raise ValueError(f"grid of {nx}x{ny}x{nz} voxels is too large (over 2^31 voxels); use a coarser spacing")
-    dev = torch.device(device)
+    dev = torch.device(o.device)
     mu = Volume(torch.full((nz, ny, nx), float(get_material("air").mu(energy_kev)), dtype=torch.float32, device=dev),
                 org, sp, D)
     items = _paint_items(phantom, markers, energy_kev)

@@ -30,6 +30,17 @@ def plot_distortion(dmap: DistortionMap, path: str | os.PathLike[str], image: np
         image: the grid image ``(H, W)``, drawn under panel 1.
     """
     fig, axes = plt.subplots(1, 3, figsize=(16, 5.6))
+    _plot_correction(fig, axes[0], dmap, image)
+    _plot_hole_residuals(axes[1], dmap)
+    _plot_model_residuals(axes[2], dmap)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, path, dpi=100)
+
+
+def _plot_correction(fig: plt.Figure, ax: plt.Axes, dmap: DistortionMap, image: np.ndarray | None) -> None:
+    """Panel 1: the correction's magnitude over the field (on ``image`` when given), with arrows."""
     W, H = dmap.width, dmap.height
     step = max(W, H) / 48
     uu, vv = np.meshgrid(np.arange(0.0, W, step / 4), np.arange(0.0, H, step / 4))
@@ -39,7 +50,6 @@ def plot_distortion(dmap: DistortionMap, path: str | os.PathLike[str], image: np
     inside = np.ones(mag.shape, dtype=bool)
     if math.isfinite(dmap.field_radius):
         inside = np.hypot(uu - dmap.field_center[0], vv - dmap.field_center[1]) <= dmap.field_radius
-    ax = axes[0]
     if image is not None:
         lo, hi = np.percentile(image, [1, 99.5])
         ax.imshow(image, cmap="gray", vmin=lo, vmax=hi, extent=(-0.5, W - 0.5, H - 0.5, -0.5))
@@ -55,7 +65,11 @@ def plot_distortion(dmap: DistortionMap, path: str | os.PathLike[str], image: np
     ax.set_title(f"correction field (arrows x4), max {np.nanmax(np.where(inside, mag, np.nan)):.2f} px", fontsize=9)
     ax.set_xlabel("u (px)")
     ax.set_ylabel("v (px)")
-    ax = axes[1]
+
+
+def _plot_hole_residuals(ax: plt.Axes, dmap: DistortionMap) -> None:
+    """Panel 2: each hole's residual vector under the chosen map, magnified (empty without a grid)."""
+    W, H = dmap.width, dmap.height
     if dmap.grid is not None:
         g = dmap.grid
         r = dmap.undistort_points(g.recorded) - g.ideal
@@ -72,7 +86,10 @@ def plot_distortion(dmap: DistortionMap, path: str | os.PathLike[str], image: np
     ax.set_ylim(H - 0.5, -0.5)
     ax.set_aspect("equal")
     ax.set_xlabel("u (px)")
-    ax = axes[2]
+
+
+def _plot_model_residuals(ax: plt.Axes, dmap: DistortionMap) -> None:
+    """Panel 3: the residual RMS of each model, at the holes and held out."""
     names = list(dmap.residuals)
     x = np.arange(len(names))
     fit = [dmap.residuals[n]["rms_px"] for n in names]
@@ -84,7 +101,3 @@ def plot_distortion(dmap: DistortionMap, path: str | os.PathLike[str], image: np
     ax.set_ylabel("residual RMS (px)")
     ax.legend(fontsize=8)
     ax.set_title("residuals of each model", fontsize=9)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return save_figure(fig, path, dpi=100)

@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Callable, Literal, Mapping
+from typing import Callable, Literal, Mapping, Sequence
 
 import cv2
 import numpy as np
@@ -199,21 +199,8 @@ def template_candidates(volume: Volume, rig: StereoRig, images: Mapping[str, np.
     p0 = np.asarray(rig.isocenter, dtype=np.float64)
     foot = pixel_footprint_mm(rig, s)
     sigma = options.highpass_mm / foot
-    # Binned, high-passed frames (0 where a binned pixel is not wholly under the mask).
-    targets = []
-    for n in names:
-        img = np.asarray(images[n], dtype=np.float32)
-        m = np.ones_like(img) if masks is None else (np.asarray(masks[n]) > 0).astype(np.float32)
-        mb = (_binned(m, s) > 1 - 1e-6).astype(np.float32)
-        targets.append(_highpass(_binned(img, s).astype(np.float32), mb, sigma))
-    # One template window per view, centred on the isocenter's projection, large enough for the
-    # bone at any orientation (its support's bounding sphere) plus the high-pass's reach.
-    half = []
-    for n in names:
-        cam = rig[n]
-        depth = float(cam.project(p0[None])[1][0])
-        half.append(int(math.ceil(radius_mm * cam.K[0, 0] / depth / s + 2 * sigma)) + 2)
-    size = 2 * max(half) + 1
+    targets = _binned_targets(images, masks, names, s, sigma)
+    size = _template_size(rig, p0, radius_mm, s, sigma)
     K, R, t = rig.to_torch(volume.device, torch.float64)
     Kb = scale_intrinsics(K, s)
     uv0 = np.array([(rig[n].project(p0[None])[0][0] + 0.5) / s - 0.5 for n in names])  # binned
@@ -251,6 +238,31 @@ def template_candidates(volume: Volume, rig: StereoRig, images: Mapping[str, np.
         bar.close()
     cands.sort(key=lambda c: -c.score)
     return cands
+
+
+def _binned_targets(images: Mapping[str, np.ndarray], masks: Mapping[str, np.ndarray] | None, names: Sequence[str],
+                    s: int, sigma: float) -> list[np.ndarray]:
+    """Each view's frame binned by ``s`` and high-passed (0 where a binned pixel is not wholly
+    under the mask)."""
+    targets = []
+    for n in names:
+        img = np.asarray(images[n], dtype=np.float32)
+        m = np.ones_like(img) if masks is None else (np.asarray(masks[n]) > 0).astype(np.float32)
+        mb = (_binned(m, s) > 1 - 1e-6).astype(np.float32)
+        targets.append(_highpass(_binned(img, s).astype(np.float32), mb, sigma))
+    return targets
+
+
+def _template_size(rig: StereoRig, p0: np.ndarray, radius_mm: float, s: int, sigma: float) -> int:
+    """The side (binned px) of the template windows, one size for all views: centred on the
+    isocenter ``p0``'s projection, large enough for the bone at any orientation (its support's
+    bounding sphere, ``radius_mm``) plus the high-pass's reach."""
+    half = []
+    for n in rig.names:
+        cam = rig[n]
+        depth = float(cam.project(p0[None])[1][0])
+        half.append(int(math.ceil(radius_mm * cam.K[0, 0] / depth / s + 2 * sigma)) + 2)
+    return 2 * max(half) + 1
 
 
 def _rotation_candidates(rotation: np.ndarray, templates: np.ndarray, targets: list[np.ndarray], off: np.ndarray,

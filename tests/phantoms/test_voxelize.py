@@ -18,6 +18,8 @@ from stereodrr.phantoms import (
     Marker,
     Phantom,
     Sphere,
+    VoxelGrid,
+    VoxelizeOptions,
     get_material,
     lego_brick,
     load_phantom,
@@ -213,3 +215,17 @@ def test_phantoms_do_not_import_the_plot_layer():
 
     code = "import sys, stereodrr.phantoms; assert 'stereodrr.plot' not in sys.modules and 'matplotlib' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_former_keywords_warn_and_mean_the_same():
+    ph = Phantom("p", bodies=(Body(Box((1.0, 1.0, 1.0)), WATER),))
+    new = voxelize(ph, 0.5, grid=VoxelGrid(margin_mm=2.0), options=VoxelizeOptions(supersample=2, device="cpu"),
+                   progress=False)
+    with pytest.warns(DeprecationWarning) as caught:
+        old = voxelize(ph, 0.5, margin_mm=2.0, supersample=2, device="cpu", progress=False)
+    assert sorted(str(w.message).split(": pass ")[1] for w in caught) == [
+        "grid=VoxelGrid(margin_mm=...)", "options=VoxelizeOptions(supersample=..., device=...)"]
+    assert all(w.filename == __file__ for w in caught)  # blamed on the caller's line
+    assert old.mu.size == new.mu.size and torch.equal(old.mu.data, new.mu.data)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'spacing_mm'"):
+        voxelize(ph, 0.5, spacing_mm=1.0, progress=False)
