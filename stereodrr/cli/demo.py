@@ -15,7 +15,6 @@ is scored against the ground truth.
 from __future__ import annotations
 
 import argparse
-import math
 import time
 from pathlib import Path
 
@@ -94,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     chain = detector or panel
     maps = None
     if args.distortion:
-        field = intensifier_field(args.distortion, w, h, fov_radius=math.inf)
+        field = intensifier_field(args.distortion, w, h)
         chain = chain.with_(distortion=field)
         maps = _grid_maps(field, nominal.names, out, args.seed)
     shots = render_calibration_images(phantom, truth, chain, seed=args.seed)
