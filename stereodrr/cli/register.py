@@ -159,9 +159,10 @@ def _read_images(args: argparse.Namespace, rig: StereoRig
     check_maps(maps, rig)
     raw = {name: read_image(f) for name, f in zip(rig.names, args.images)}
     for name, f in zip(rig.names, args.images):
-        if maps is not None and raw[name].shape != (maps[name].height, maps[name].width):
-            raise ValueError(f"--images {f}: size {raw[name].shape[0]}x{raw[name].shape[1]} (H x W) differs from its "
-                             f"distortion map's, {maps[name].height}x{maps[name].width}")
+        # The maps have their views' sizes (check_maps): one check serves both.
+        if raw[name].shape != (rig[name].height, rig[name].width):
+            raise ValueError(f"--images {f}: size {raw[name].shape[0]}x{raw[name].shape[1]} (H x W) differs from the "
+                             f"rig's view {name!r}, {rig[name].height}x{rig[name].width}")
         if maps is not None:
             raw[name] = maps[name].correct_frame(raw[name])
     masks = None
@@ -194,9 +195,6 @@ def run(args: argparse.Namespace) -> int:
     initial = render_views(vol, rig, start)
     images = {}
     for i, (name, f) in enumerate(zip(rig.names, args.images)):
-        if raw[name].shape != (rig[name].height, rig[name].width):
-            raise ValueError(f"--images {f}: size {raw[name].shape[0]}x{raw[name].shape[1]} (H x W) differs from the "
-                             f"rig's view {name!r}, {rig[name].height}x{rig[name].width}")
         images[name], kind = to_line_integral(raw[name], args.kind, f"--images {f}", initial[i].cpu().numpy())
         if kind != "line_integral":
             print(f"{f}: read as raw intensity ({raw[name].dtype}); converted to -log(I/I0), I0 from the brightest (air) pixels")

@@ -223,10 +223,11 @@ def render_item(config: Mapping[str, Any], index: int) -> RenderedItem:
                 image, scale = counts.cpu().numpy().astype(np.float32), 1.0
             cam = rig[name]
             uv = cam.project(xyz)[0] if len(xyz) else np.zeros((0, 2))
-            seen = cam.in_image(uv) if len(uv) else np.zeros(0, bool)
-            if model.distortion is not None and len(uv):
-                uv = model.distortion.distort(uv)
-                seen = cam.in_image(uv) & model.distortion.in_field(uv)
+            seen = np.zeros(0, bool)
+            if len(uv):
+                intensifier = model.distortion
+                uv = uv if intensifier is None else intensifier.distort(uv)
+                seen = cam.in_image(uv) & (True if intensifier is None else intensifier.in_field(uv))
             views[name] = RenderedView(cam, image, scale, uv, seen)
     return RenderedItem(sample, T, iso, views, subject.marker_ids, xyz, model.to_dict())
 
