@@ -17,7 +17,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from ..distortion import check_maps
+from ..distortion import DistortionMap, check_maps
 from ..fileio import atomic_path, check_input_file
 from ..geometry import StereoRig, load_rig
 from ..plot.register import plot_errors, plot_loss, plot_overlay
@@ -32,6 +32,7 @@ from ..registration import (
     default_levels,
     factor_axes,
     load_pose,
+    record_views,
     register,
     registration_errors,
     render_views,
@@ -61,8 +62,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--masks", nargs="+", help="optional weight images per view (0 = ignore the pixel)")
     p.add_argument("--distortion", nargs="+", default=None, metavar="MAP",
                    help="images from image intensifiers: one distortion.json per view, in the rig's view order "
-                        "(stereodrr distortion measures them from grid images); each image is corrected through its "
-                        "view's map (area-preserving) before registering")
+                        "(stereodrr distortion measures them from grid images); see --distortion-route")
+    p.add_argument("--distortion-route", choices=("render", "correct"), default="render",
+                   help="with --distortion: 'render' records each DRR through its view's map and compares it with the "
+                        "raw image (default: the more accurate, docs/results/distortion.md); 'correct' corrects each "
+                        "image through its map (area-preserving) and registers the corrected images")
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.add_argument("--energy", type=number(10.0, 200.0, what="energy in keV"), default=60.0, help="effective energy in keV for HU -> mu (default 60)")
     p.add_argument("--similarity", choices=sorted(SIMILARITIES), default="mncc",
@@ -152,9 +156,10 @@ def read_image(path: str) -> np.ndarray:
 
 
 def _read_images(args: argparse.Namespace, rig: StereoRig
-                 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None]:
-    """The ``--images`` as read (through their ``--distortion`` maps) and the ``--masks``
-    (times, with maps, where the correction has recorded data), by view."""
+                 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None, dict[str, DistortionMap] | None]:
+    """The ``--images`` as read (corrected through their ``--distortion`` maps on the ``correct``
+    route), the ``--masks`` (times, on that route, where the correction has recorded data) and
+    the maps the registration records its DRRs through (the ``render`` route), by view."""
     maps = load_view_maps(args.distortion, rig.names)
     check_maps(maps, rig)
     raw = {name: read_image(f) for name, f in zip(rig.names, args.images)}
@@ -163,17 +168,17 @@ def _read_images(args: argparse.Namespace, rig: StereoRig
         if raw[name].shape != (rig[name].height, rig[name].width):
             raise ValueError(f"--images {f}: size {raw[name].shape[0]}x{raw[name].shape[1]} (H x W) differs from the "
                              f"rig's view {name!r}, {rig[name].height}x{rig[name].width}")
-        if maps is not None:
+        if maps is not None and args.distortion_route == "correct":
             raw[name] = maps[name].correct_frame(raw[name])
     masks = None
     if args.masks:
         if len(args.masks) != len(rig):
             raise UsageError(f"--masks: expected {len(rig)} (one per view {rig.names}), got {len(args.masks)}")
         masks = {name: read_image(f).astype(np.float32) for name, f in zip(rig.names, args.masks)}
-    if maps is not None:  # corrected pixels without recorded data carry no information
+    if maps is not None and args.distortion_route == "correct":  # corrected pixels without recorded data carry none
         masks = {n: (maps[n].coverage() > 0.999).astype(np.float32) * (1.0 if masks is None else masks[n])
                  for n in rig.names}
-    return raw, masks
+    return raw, masks, maps if args.distortion_route == "render" else None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -186,13 +191,13 @@ def run(args: argparse.Namespace) -> int:
     check_registration_memory(rig, f"--rig {args.rig}")
     if len(args.images) != len(rig):
         raise UsageError(f"--images: expected {len(rig)} (one per view {rig.names}), got {len(args.images)}")
-    raw, masks = _read_images(args, rig)
+    raw, masks, maps = _read_images(args, rig)
     ct = load_volume(args.ct)
     vol = hu_to_mu(ct, args.energy).to(args.device)
     init = load_pose(args.init) if args.init else None
     truth = load_pose(args.truth) if args.truth else None
     start = RigidPose.identity(vol.center) if init is None else init
-    initial = render_views(vol, rig, start)
+    initial = record_views(render_views(vol, rig, start), None if maps is None else [maps[n] for n in rig.names])
     images = {}
     for i, (name, f) in enumerate(zip(rig.names, args.images)):
         images[name], kind = to_line_integral(raw[name], args.kind, f"--images {f}", initial[i].cpu().numpy())
@@ -201,7 +206,7 @@ def run(args: argparse.Namespace) -> int:
     options = RegistrationOptions(levels=None if args.levels is None else parse_levels(args.levels),
                                   similarity=args.similarity, optimizer=args.optimizer,
                                   lr_rotation_deg=args.lr_rotation, lr_translation_mm=args.lr_translation,
-                                  progress=not args.quiet)
+                                  distortion=maps, progress=not args.quiet)
     res = register(vol, rig, images, init, options, masks=masks, truth=truth)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)

@@ -373,6 +373,50 @@ class DistortionMap:
             self._cache["coverage"] = self.undistort_image(np.ones((self.height, self.width)))
         return self._cache["coverage"]
 
+    def distort_image(self, image: Images, scale: int = 1) -> Any:
+        """What the intensifier records of an ideal image (the inverse direction of
+        :meth:`undistort_image`): each recorded pixel the average of the ideal image over the
+        ideal region its area maps to, 0 for the part of it outside the ideal image. ``scale``:
+        both images binned by that factor (``height // scale x width // scale``, a pyramid level).
+        Numpy gives float64, a tensor its own dtype (differentiable in the image).
+
+        Raises:
+            ValueError: the image is not of the binned size.
+        """
+        return self.recording_operator(scale).apply(image)
+
+    def recording_operator(self, scale: int = 1) -> AreaOperator:
+        """The (cached) sparse operator behind :meth:`distort_image`."""
+        key = ("recording", int(scale))
+        if key not in self._cache:
+            if scale < 1 or self.height // scale < 1 or self.width // scale < 1:
+                raise ValueError(f"scale: expected a binning of 1 to {min(self.height, self.width)} for "
+                                 f"{self.width} x {self.height} images, got {scale}")
+            h, w = self.height // scale, self.width // scale
+            # The binned recorded corners in full-resolution px, corrected, then back in binned px.
+            ideal = self.undistort_points(pixel_corners(h, w) * scale + (scale - 1) / 2)
+            self._cache[key] = area_operator((ideal + 0.5) / scale - 0.5, (h, w))
+        op: AreaOperator = self._cache[key]
+        return op
+
+    def recorded_support(self, scale: int = 1, margin: float = 2.0) -> np.ndarray:
+        """``(H // scale, W // scale)`` bool: the recorded pixels a DRR recorded through the map
+        (:meth:`distort_image`) models, those wholly inside the round field of view (by
+        ``margin`` full-resolution px) whose ideal region lies wholly inside the ideal image.
+        What a similarity between a raw frame and such a DRR should weight by."""
+        key = ("support", int(scale), float(margin))
+        if key not in self._cache:
+            h, w = self.height // scale, self.width // scale
+            inside = np.ones((self.height, self.width), dtype=bool)
+            if math.isfinite(self.field_radius):
+                v, u = np.ogrid[:self.height, :self.width]
+                inside = np.hypot(u - self.field_center[0], v - self.field_center[1]) <= self.field_radius - margin
+            binned = inside[:h * scale, :w * scale].reshape(h, scale, w, scale).all(axis=(1, 3))
+            full = self.distort_image(np.ones((h, w)), scale) > 1 - 1e-9
+            self._cache[key] = binned & full
+        support: np.ndarray = self._cache[key]
+        return support
+
     def operator(self) -> AreaOperator:
         """The (cached) sparse operator behind :meth:`undistort_image`."""
         if "operator" not in self._cache:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -20,6 +20,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from ..distortion import DistortionMap
 from ..geometry import StereoRig, project_points
 from ..render.drr import drr
 from ..render.projector import Mode, Projector
@@ -30,7 +31,7 @@ from .params import PoseParameters
 from .pose import RigidPose, moved_extrinsics
 from .similarity import SimilarityName, get_similarity
 
-__all__ = ["Cameras", "multiview_loss", "render_views", "views_seeing", "History", "Objective"]
+__all__ = ["Cameras", "multiview_drr", "record_views", "multiview_loss", "render_views", "views_seeing", "History", "Objective"]
 
 Cameras = tuple[Float[Tensor, "V 3 3"], Float[Tensor, "V 3 3"], Float[Tensor, "V 3"]]
 """``(K, R, t)`` of ``V`` views (OpenCV world -> camera), as :meth:`StereoRig.to_torch` gives them."""
@@ -64,33 +65,55 @@ def render_views(volume: Volume, rig: StereoRig, pose: RigidPose, scale: int = 1
                    Projector(mode, step_mm))
 
 
+def multiview_drr(data: Float[Tensor, "Z Y X"], index_from_world: Float[Tensor, "4 4"], cameras: Cameras,
+                  T: Float[Tensor, "4 4"], shape: tuple[int, int], projector: Projector | None = None
+                  ) -> Float[Tensor, "V H W"]:
+    """The DRRs ``(V, H, W)`` of the volume moved by ``T`` in every view, rendered in ``data``'s
+    dtype (the extrinsics moved in ``T``'s); differentiable w.r.t. ``T`` and every floating input.
+
+    Args:
+        data: mu; index_from_world: the inverse volume affine (``data``'s dtype).
+        cameras: ``(K, R, t)`` of the views (:data:`Cameras`).
+        T: pose of the volume in the world (:func:`~stereodrr.registration.pose.pose_matrix`).
+        shape: ``(H, W)`` of the detectors ``K`` describes.
+        projector: the renderer's options (default ``Projector("trilinear")``).
+    """
+    K, R, t = cameras
+    Rm, tm = moved_extrinsics(R.to(T.dtype), t.to(T.dtype), T)
+    dt = data.dtype
+    return drr(data, index_from_world, K.to(dt), Rm.to(dt), tm.to(dt), shape[0], shape[1],
+               Projector("trilinear") if projector is None else projector)
+
+
+def record_views(images: Float[Tensor, "V h w"], maps: Sequence[DistortionMap | None] | None, scale: int = 1
+                 ) -> Float[Tensor, "V h w"]:
+    """Each view's ideal image as its intensifier records it
+    (:meth:`~stereodrr.distortion.DistortionMap.distort_image`, binned by ``scale``); a view
+    without a map (``None``) unchanged. Differentiable in the images."""
+    if maps is None or all(m is None for m in maps):
+        return images
+    return torch.stack([img if m is None else m.distort_image(img, scale) for img, m in zip(images, maps)])
+
+
 def multiview_loss(data: Float[Tensor, "Z Y X"], index_from_world: Float[Tensor, "4 4"], cameras: Cameras,
                    T: Float[Tensor, "4 4"], targets: Float[Tensor, "V H W"], similarity: SimilarityName | str = "mncc",
                    mask: Float[Tensor, "V H W"] | None = None, projector: Projector | None = None
                    ) -> tuple[Float[Tensor, ""], Float[Tensor, " V"]]:
     """Registration loss of one volume pose over every view: ``L = sum_v (1 - S(DRR_v(T), I_v))``.
 
-    The extrinsics are moved in ``T``'s dtype, the DRR is rendered in ``data``'s dtype and
-    compared with the targets in theirs (float64 targets and pose with a float32 volume: a
-    float64 loss from a float32 renderer).
+    The DRRs are :func:`multiview_drr`'s, compared with the targets in the targets' dtype (float64
+    targets and pose with a float32 volume: a float64 loss from a float32 renderer).
 
     Args:
-        data: mu; index_from_world: the inverse volume affine (``data``'s dtype).
-        cameras: ``(K, R, t)`` of the views (:data:`Cameras`).
-        T: pose of the volume in the world (:func:`~stereodrr.registration.pose.pose_matrix`).
+        data, index_from_world, cameras, T, projector: as :func:`multiview_drr`.
         targets: images; mask: weights or None.
         similarity: a name of :data:`~stereodrr.registration.similarity.SIMILARITIES`.
-        projector: the renderer's options (default ``Projector("trilinear")``).
 
     Returns:
         ``L`` (scalar) and the per-view losses ``(V,)``; differentiable w.r.t. ``T`` (and all
         other floating inputs).
     """
-    K, R, t = cameras
-    Rm, tm = moved_extrinsics(R.to(T.dtype), t.to(T.dtype), T)
-    dt = data.dtype
-    img = drr(data, index_from_world, K.to(dt), Rm.to(dt), tm.to(dt), targets.shape[-2], targets.shape[-1],
-              Projector("trilinear") if projector is None else projector)
+    img = multiview_drr(data, index_from_world, cameras, T, (targets.shape[-2], targets.shape[-1]), projector)
     per_view = 1.0 - get_similarity(similarity)(img.to(targets.dtype), targets, mask)
     return per_view.sum(), per_view
 

@@ -4,11 +4,12 @@ while it runs (:class:`RegistrationProgress`, given to a :data:`ProgressCallback
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..distortion import DistortionMap
 from ..render.projector import Mode
 from .optimizers import OPTIMIZERS, OptimizerName
 from .params import Rotation
@@ -43,6 +44,13 @@ class RegistrationOptions:
             spacing; a level's ``step_voxels`` overrides it).
         landmarks: ``(N, 3)`` points for the mTRE column when a truth is given (default the
             volume's 8 box corners).
+        distortion: per view (by name), the image intensifier's measured map
+            (:func:`stereodrr.distortion.fit_distortion`): that view's image is the raw recorded
+            frame, and its DRR is recorded through the map
+            (:meth:`~stereodrr.distortion.DistortionMap.distort_image`) before it is compared,
+            weighted by the pixels the map models
+            (:meth:`~stereodrr.distortion.DistortionMap.recorded_support`). ``None`` or a view
+            left out: its image is taken as undistorted (or already corrected).
         progress: show a tqdm bar.
     """
 
@@ -59,6 +67,7 @@ class RegistrationOptions:
     render_mode: Mode = "trilinear"
     step_mm: float | None = None
     landmarks: np.ndarray | None = field(default=None, compare=False)
+    distortion: Mapping[str, DistortionMap] | None = field(default=None, compare=False)
     progress: bool = True
 
     def __post_init__(self) -> None:

@@ -20,12 +20,13 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .._deprecation import legacy_options
+from ..distortion import DistortionMap, check_maps
 from ..geometry import StereoRig
 from ..render.projector import Projector
 from ..volume import Volume
 from .binning import downsample_images, scale_intrinsics
 from .checks import Images, check_contrast, check_registration_memory, check_slices, stack_images
-from .objective import Cameras, History, Objective, multiview_loss, render_views, views_seeing
+from .objective import Cameras, History, Objective, multiview_drr, record_views, render_views, views_seeing
 from .optimizers import OPTIMIZERS
 from .options import ProgressCallback, RegistrationOptions, RegistrationProgress
 from .params import PoseParameters, translation_basis
@@ -47,6 +48,7 @@ class _Problem:
     cameras: Cameras
     targets: Tensor
     weights: Tensor | None
+    maps: tuple[DistortionMap | None, ...] | None
     basis: Tensor
     options: RegistrationOptions
     levels: tuple[Level, ...]
@@ -66,6 +68,15 @@ class _Problem:
             vol = self.volume.downsample(factor)
             self.volumes[factor] = (vol.data, vol.index_from_world_tensor())
         return self.volumes[factor]
+
+    def level_weights(self, scale: int) -> Tensor | None:
+        """The pixel weights at a binning: the masks (with each map's support) binned, times each
+        map's support at that binning (a binned pixel only partly supported has no model)."""
+        w = None if self.weights is None else downsample_images(self.weights, scale)
+        if self.maps is None or w is None:
+            return w
+        return torch.stack([wv if m is None else wv * torch.as_tensor(m.recorded_support(scale), dtype=wv.dtype,
+                                                                        device=wv.device) for wv, m in zip(w, self.maps)])
 
 
 @dataclass
@@ -103,12 +114,15 @@ def run_level(problem: _Problem, li: int, start: RigidPose, curvature: Tensor | 
     data, ifw = problem.level_volume(plan.factor)
     cameras = (scale_intrinsics(problem.cameras[0], lv.scale), problem.cameras[1], problem.cameras[2])
     tgt = downsample_images(problem.targets, lv.scale)
-    msk = None if problem.weights is None else downsample_images(problem.weights, lv.scale)
+    msk = problem.level_weights(lv.scale)
     params = PoseParameters(start, problem.basis, problem.options.rotation, tgt.device)
     projector = Projector(problem.options.render_mode, plan.step_mm)
+    similarity = get_similarity(plan.similarity)
 
     def evaluate() -> tuple[Tensor, Tensor]:
-        return multiview_loss(data, ifw, cameras, params.matrix(), tgt, plan.similarity, msk, projector)
+        img = multiview_drr(data, ifw, cameras, params.matrix(), (tgt.shape[-2], tgt.shape[-1]), projector)
+        per_view = 1.0 - similarity(record_views(img, problem.maps, lv.scale).to(tgt.dtype), tgt, msk)
+        return per_view.sum(), per_view
 
     verdict: list[tuple[RegistrationStatus, str]] = []
 
@@ -197,9 +211,9 @@ def register(volume: Volume, rig: StereoRig, images: Images, init: RigidPose | N
         warnings.warn(f"registration diverged ({message}); returning the best pose seen",
                       RegistrationDivergedWarning, stacklevel=2)
     final_sim = problem.levels[-1].similarity or o.similarity
-    rendered = render_views(volume, rig, best_pose, 1, o.render_mode, o.step_mm)
     with torch.no_grad():
-        per_view = 1.0 - get_similarity(final_sim)(rendered.double(), problem.targets, problem.weights)
+        rendered = record_views(render_views(volume, rig, best_pose, 1, o.render_mode, o.step_mm), problem.maps)
+        per_view = 1.0 - get_similarity(final_sim)(rendered.double(), problem.targets, problem.level_weights(1))
     names = rig.names
     return RegistrationResult(
         pose=best_pose, status=status, message=message, history=problem.history.frame(), loss=float(per_view.sum()),
@@ -217,6 +231,12 @@ def _prepare(volume: Volume, rig: StereoRig, images: Images, init: RigidPose | N
     names = rig.names
     targets = stack_images(rig, images, "image", device)
     weights = None if masks is None else stack_images(rig, masks, "mask", device)
+    check_maps(o.distortion, rig)
+    maps = None if not o.distortion else tuple(o.distortion.get(n) for n in names)
+    if maps is not None:  # a raw frame holds nothing the model explains outside its map's support
+        support = torch.stack([torch.ones(targets.shape[-2:], dtype=targets.dtype, device=device) if m is None else
+                               torch.as_tensor(m.recorded_support(), dtype=targets.dtype, device=device) for m in maps])
+        weights = support if weights is None else weights * support
     for i, name in enumerate(names):
         check_target(targets[i], name, None if weights is None else weights[i])
     center = volume.center
@@ -236,7 +256,7 @@ def _prepare(volume: Volume, rig: StereoRig, images: Images, init: RigidPose | N
     cameras = rig.to_torch(device, torch.float64)
     basis = torch.as_tensor(translation_basis(rig), dtype=torch.float64, device=device)
     history = History(rig, truth, volume.corners() if o.landmarks is None else o.landmarks, time.perf_counter())
-    return _Problem(volume, rig, cameras, targets, weights, basis, o, levels, history, callback), pose0
+    return _Problem(volume, rig, cameras, targets, weights, maps, basis, o, levels, history, callback), pose0
 
 
 def _run(problem: _Problem, pose0: RigidPose) -> tuple[RegistrationStatus, str, RigidPose]:
