@@ -26,7 +26,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from experiments.detection_crlb import triangulation_bound_mm  # noqa: E402
-from stereodrr.calib.pipeline import calibrate_stereo  # noqa: E402
+from stereodrr.calib.pipeline import CalibrationOptions, calibrate_stereo  # noqa: E402
 from stereodrr.geometry import StereoAngleWarning  # noqa: E402
 from stereodrr.phantoms import load_phantom  # noqa: E402
 from tests.calib.xray_sim import odd_rig, offset_rig, simulate_rig  # noqa: E402
@@ -60,8 +60,8 @@ def main(argv: list[str] | None = None) -> int:
                 images, centres = simulate_rig(truth, table, photons=photons, blur_px=0.5, seed=seed)
                 # The point-sampling fit (the model before issue 11) only on the first rig, for comparison.
                 for aperture in (("area", "point") if kind == rigs[0][0] and photons is None else ("area",)):
-                    r = calibrate_stereo(images, table, nominal, truth=truth, truth_centres_px=centres,
-                                         progress=False, aperture=aperture).report()
+                    r = calibrate_stereo(images, table, nominal, CalibrationOptions(progress=False, aperture=aperture),
+                                         truth=truth, truth_centres_px=centres).report()
                     det = [v["rms_vs_truth_px"] for v in r["detection"].values()]
                     rows.append({"phantom": ph, "rig": kind, "angle_deg": angle, "photons": photons or 0, "seed": seed,
                                  "aperture_model": aperture, "verdict": r["verdict"],

@@ -29,14 +29,13 @@ import pandas as pd
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from stereodrr.calib.pipeline import calibrate_stereo  # noqa: E402
+from stereodrr.calib.pipeline import CalibrationOptions, calibrate_stereo  # noqa: E402
 from stereodrr.calib.scene import perturbed_rig, render_calibration_images  # noqa: E402
 from stereodrr.fileio import atomic_path  # noqa: E402
 from stereodrr.geometry import StereoAngleWarning, StereoRig  # noqa: E402
-from stereodrr.imaging import DetectorModel
+from stereodrr.imaging import DetectorModel, detector_preset  # noqa: E402
 from stereodrr.phantoms import load_phantom  # noqa: E402
 from stereodrr.physics import Spectrum  # noqa: E402
-from stereodrr.render import detector_preset  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 GOALS = {"detection_rms_px": 0.01, "triangulation_rms_mm": 0.015, "noisy_triangulation_rms_mm": 0.03}
@@ -56,9 +55,9 @@ def chains(photons: float) -> dict[str, DetectorModel]:
 def calibrate_one(phantom_name: str, det: DetectorModel, nominal: StereoRig, truth: StereoRig, seed: int) -> dict:
     phantom = load_phantom(ROOT / "phantoms" / f"{phantom_name}.json")
     shots = render_calibration_images(phantom, truth, detector=det, seed=seed, progress=False)
-    r = calibrate_stereo(shots.images, phantom.marker_table(), nominal, kind=shots.kind, truth=truth,
-                         truth_centres_px=shots.centres_px, seed=seed, progress=False,
-                         detector=det).report()
+    r = calibrate_stereo(shots.images, phantom.marker_table(), nominal,
+                         CalibrationOptions(kind=shots.kind, seed=seed, progress=False, detector=det), truth=truth,
+                         truth_centres_px=shots.centres_px).report()
     det_rms = [v["rms_vs_truth_px"] for v in r["detection"].values()]
     return {"verdict": r["verdict"], "markers_used": r["markers_used"], "detection_rms_px": max(det_rms),
             "detection_rms_px_views": "/".join(f"{x:.4f}" for x in det_rms),

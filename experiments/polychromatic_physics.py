@@ -36,14 +36,17 @@ from stereodrr.calib.detect import detect_markers
 from stereodrr.fileio import atomic_path
 from stereodrr.geometry import StereoRig
 from stereodrr.imaging import (
+    Balls,
     DetectorModel,
+    Scene,
+    Voxels,
     ball_transmission,
     detector_preset,
     metal_thickness,
     remove_scatter,
     render_polychromatic,
 )
-from stereodrr.phantoms import load_phantom, voxelize
+from stereodrr.phantoms import VoxelGrid, load_phantom, voxelize
 from stereodrr.volume import mu_to_hu
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,7 +55,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def scene(size: int, voxel_mm: float):
     """HU volume (phantom in a water cylinder), spheres, the left camera."""
     ph = load_phantom(ROOT / "phantoms" / "lego_stereo.json")
-    vox = voxelize(ph, voxel_mm, energy_kev=60.0, markers="carve", margin_mm=30.0, progress=False)
+    vox = voxelize(ph, voxel_mm, energy_kev=60.0, markers="carve", grid=VoxelGrid(margin_mm=30.0), progress=False)
     hu = mu_to_hu(vox.mu.data, 60.0)
     # Water cylinder (axis along the phantom's z) filling the air of the grid: a 100 mm background.
     ijk = np.stack(np.meshgrid(*[np.arange(s) for s in vox.mu.size], indexing="ij"), -1).reshape(-1, 3)
@@ -87,8 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     exact = cam.project(spheres[0])[0]
     poly = detector_preset("fluoro80").with_(photons=None, electronic_sigma=0.0, detector_blur_px=0.0)
     models = {"mono60": DetectorModel(name="mono60"), "poly80": poly, "poly80_noscatter": poly.with_(scatter=None)}
+    target = Scene((Voxels(hu, "hu"),), Balls.of(spheres[0], spheres[1], spheres[2], 60.0))  # CT in HU, exact balls
     with torch.no_grad():
-        imgs = {k: render_polychromatic(hu, [cam], m, spheres=spheres)["view0"].numpy().astype(np.float64)
+        imgs = {k: render_polychromatic(target, [cam], m)["view0"].numpy().astype(np.float64)
                 for k, m in models.items()}
     mag = cam.sdd / 750.0
     d = 2.0 * mag / float(cam.pixel_spacing[0])

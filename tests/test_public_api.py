@@ -59,6 +59,23 @@ def test_subpackages_list_what_they_export():
     assert len(importlib.import_module("stereodrr.calib").__all__) <= 30
 
 
+def test_names_moved_out_of_render_are_still_found_there_with_a_warning():
+    import pytest
+
+    import stereodrr.imaging
+    import stereodrr.physics
+    import stereodrr.render as render
+
+    with pytest.warns(DeprecationWarning, match=r"^stereodrr\.render\.detector_preset moved to "
+                                                r"stereodrr\.imaging\.detector_preset$"):
+        from stereodrr.render import detector_preset
+    assert detector_preset is stereodrr.imaging.detector_preset
+    with pytest.warns(DeprecationWarning, match=r"^stereodrr\.render\.gaussian_blur moved to "
+                                                r"stereodrr\.physics\.gaussian_blur$"):
+        assert render.gaussian_blur is stereodrr.physics.gaussian_blur
+    with pytest.raises(AttributeError, match="no attribute 'no_such_thing'"):
+        render.no_such_thing  # noqa: B018
+
 def test_sd_register_calls_the_registration():
     import numpy as np
     import pytest

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from stereodrr.calib.pipeline import calibrate_stereo, check_images
+from stereodrr.calib.pipeline import CalibrationOptions, calibrate_stereo, check_images
 from stereodrr.calib.scene import perturbed_rig
 from stereodrr.cli import main
 from stereodrr.cli.calibrate import write_image, write_results
@@ -39,7 +39,7 @@ def calibration(shots):
     phantom, nominal, truth, images, centres = shots
     # render_spheres samples pixel centres: the ball fit models that aperture.
     return calibrate_stereo(images, phantom.marker_table(), nominal, truth=truth, truth_centres_px=centres,
-                            progress=False, aperture="point")
+                            options=CalibrationOptions(progress=False, aperture="point"))
 
 
 def test_noise_free_goals(calibration):
@@ -65,6 +65,21 @@ def test_noise_free_goals(calibration):
     assert "epipolar error" in res.summary()
 
 
+def test_former_keywords_warn_and_mean_the_same(shots, calibration):
+    """``calibrate_stereo(progress=, aperture=)`` (now CalibrationOptions fields) still works for
+    one release: the same calibration, with a DeprecationWarning blamed on the caller's line."""
+    phantom, nominal, truth, images, centres = shots
+    message = (r"^calibrate_stereo\(progress=, aperture=\) is deprecated: pass "
+               r"options=CalibrationOptions\(progress=\.\.\., aperture=\.\.\.\)$")
+    with pytest.warns(DeprecationWarning, match=message) as caught:
+        old = calibrate_stereo(images, phantom.marker_table(), nominal, truth=truth, truth_centres_px=centres,
+                               progress=False, aperture="point")
+    assert [w.filename for w in caught if issubclass(w.category, DeprecationWarning)] == [__file__]
+    for n in nominal.names:
+        a, b = old.calibration.rig[n], calibration.calibration.rig[n]
+        assert all(np.array_equal(getattr(a, k), getattr(b, k)) for k in ("K", "R", "t")), n
+    assert old.report()["triangulation_rms_mm"] == calibration.report()["triangulation_rms_mm"]
+
 def test_rig_figure(calibration, shots, tmp_path):
     """The report's rig.png: the nominal and the calibrated rig side by side, or the calibrated
     one alone when no nominal rig is known (a valid PNG either way)."""
@@ -85,17 +100,19 @@ def test_bad_images(shots):
     phantom, nominal, _, images, _ = shots
     table = phantom.marker_table()
     with pytest.raises(ValueError, match="missing"):
-        calibrate_stereo({"left": images["left"]}, table, nominal, progress=False)
+        calibrate_stereo({"left": images["left"]}, table, nominal, CalibrationOptions(progress=False))
     with pytest.raises(ValueError, match="320x320 detector"):
         check_images({"left": images["left"][:, :300], "right": images["right"]}, nominal)
     smooth = np.add.outer(np.linspace(0.0, 0.3, 320), np.linspace(0.0, 0.2, 320))
     with pytest.raises(ValueError, match="no markers found"):
-        calibrate_stereo({n: smooth for n in nominal.names}, table, nominal, kind="line_integral", progress=False)
+        calibrate_stereo({n: smooth for n in nominal.names}, table, nominal,
+                         CalibrationOptions(kind="line_integral", progress=False))
     noise = {n: np.random.default_rng(0).normal(100.0, 1.0, (320, 320)) for n in nominal.names}
     with pytest.raises(ValueError, match="could not identify|no markers found"):
-        calibrate_stereo(noise, table, nominal, kind="line_integral", progress=False)
+        calibrate_stereo(noise, table, nominal, CalibrationOptions(kind="line_integral", progress=False))
     with pytest.raises(ValueError, match="NaN"):
-        calibrate_stereo({**images, "left": np.full((320, 320), np.nan)}, table, nominal, progress=False)
+        calibrate_stereo({**images, "left": np.full((320, 320), np.nan)}, table, nominal,
+                         CalibrationOptions(progress=False))
 
 
 def test_calibrate_cli_on_files(shots, tmp_path, capsys):

@@ -15,7 +15,7 @@ import pytest
 from stereodrr.calib.dlt import calibrate_rig
 from stereodrr.calib.export import points_table
 from stereodrr.calib.identify import identify_markers, shadow_diameters_px
-from stereodrr.calib.pipeline import calibrate_stereo
+from stereodrr.calib.pipeline import CalibrationOptions, calibrate_stereo
 from stereodrr.geometry import dlt_from_projection, projection_from_dlt
 from stereodrr.phantoms import PhantomAmbiguityWarning, load_phantom, marker_classes, marker_symmetries
 
@@ -125,7 +125,7 @@ def stereo_shots(tables):
 
 
 def _calibrate(images, table, nominal, **kw):
-    return calibrate_stereo(images, table, nominal, progress=False, **kw)
+    return calibrate_stereo(images, table, nominal, CalibrationOptions(progress=False), **kw)
 
 
 def test_good_data_passes_and_detection_models_the_aperture(stereo_shots, tables):

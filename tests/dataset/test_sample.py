@@ -6,7 +6,7 @@ import torch
 
 from stereodrr.dataset import item_pose, item_rig, item_rng, posed_volume, sample_item, validate_config
 from stereodrr.geometry import Camera, StereoRig, transform_points
-from stereodrr.render import render_drr
+from stereodrr.render import Projector, render_drr
 from stereodrr.volume import Volume
 
 
@@ -81,6 +81,6 @@ def test_posed_volume_moves_the_object_rigidly():
     rig = StereoRig.convergent(5.0, sid=200, sdd=300, pixel_spacing=1.5, width=24, height=20, isocenter=vol.center)
     local = [Camera(c.K, c.R @ T[:3, :3], c.R @ T[:3, 3] + c.t, c.width, c.height, c.pixel_spacing, c.sdd)
              for c in rig.cameras.values()]
-    a = render_drr(moved, rig, mode="exact")
-    b = render_drr(vol, local, mode="exact")
+    a = render_drr(moved, rig, projector=Projector(mode="exact"))
+    b = render_drr(vol, local, projector=Projector(mode="exact"))
     assert torch.allclose(a, b, atol=1e-4) and float(a.max()) > 1.0

@@ -14,7 +14,7 @@ from stereodrr.dataset import (
     sample_item,
     validate_config,
 )
-from stereodrr.render import render_drr
+from stereodrr.render import Projector, render_drr
 
 
 @pytest.fixture
@@ -39,7 +39,7 @@ def test_samples_hold_images_and_geometry(noiseless):
     assert torch.equal(s["pose"], torch.as_tensor(np.array(T))) and int(s["item"]) == 1
     assert torch.equal(s["K"][1], torch.as_tensor(np.array(rig["right"].K)))
     # Noise-free: the negative-log image is the line integral, -log(I0 exp(-L) / I0) = L.
-    L = render_drr(posed_volume(subject.volume, T), rig, mode=cfg["render"]["mode"])
+    L = render_drr(posed_volume(subject.volume, T), rig, projector=Projector(mode=cfg["render"]["mode"]))
     assert torch.allclose(s["image"], L, atol=1e-4)
     counts = StereoDRRDataset(root, image="counts")[1]["image"]
     assert torch.allclose(counts, sample.photons_per_pixel * torch.exp(-L), rtol=1e-5)

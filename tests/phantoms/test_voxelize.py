@@ -100,7 +100,7 @@ def test_unclipped_hu_and_carving():
     brick = lego_brick((2, 2))
     balls = (Marker(1, [0.0, 0.0, 4.8], 2.0, STEEL), Marker(2, [4.0, -4.0, 6.5], 1.5, STEEL))
     ph = Phantom("b", bodies=tuple(brick), markers=balls)
-    inc = voxelize(ph, 0.5, hu_range=None, progress=False)
+    inc = voxelize(ph, 0.5, options=VoxelizeOptions(hu_range=None), progress=False)
     assert float(inc.hu.data.max()) == pytest.approx(STEEL.hu(60.0), rel=1e-4)
     carve = voxelize(ph, 0.5, markers="carve", progress=False)
     excl = voxelize(ph, 0.5, markers="exclude", progress=False)
@@ -116,7 +116,7 @@ def test_unclipped_hu_and_carving():
 def test_chunking_does_not_change_the_result():
     ph = Phantom("b", bodies=tuple(lego_brick((2, 2))), markers=(Marker(1, [0.0, 0.0, 4.8], 2.0, STEEL),))
     a = voxelize(ph, 0.5, progress=False)
-    b = voxelize(ph, 0.5, max_chunk_voxels=5000, progress=False)
+    b = voxelize(ph, 0.5, options=VoxelizeOptions(max_chunk_voxels=5000), progress=False)
     for name in ("mu", "hu", "labels", "marker_fraction"):
         assert torch.equal(getattr(a, name).data, getattr(b, name).data), name
 
@@ -128,7 +128,7 @@ def test_oblique_grid_and_moved_phantom(D):
     ball_centre = transform_points(T_box, np.array([[0.5, 0.3, -0.2]]))[0]  # well inside the box
     ph = Phantom("p", bodies=(Body(Box((8.0, 6.0, 4.0)), WATER, T_box),), markers=(Marker(7, ball_centre, 2.0, STEEL),))
     ph = ph.moved(rigid_pose((0, 0, 25), (40.0, -10.0, 5.0)))
-    vox = voxelize(ph, 0.4, direction=D, markers="exclude", progress=False)
+    vox = voxelize(ph, 0.4, markers="exclude", grid=VoxelGrid(direction=D), progress=False)
     assert np.allclose(vox.mu.direction, D)
     assert np.linalg.norm(_centroids_world(vox) - ph.marker_centers) < 0.1 * 0.4
     assert _filled_volume_mm3(vox, WATER) == pytest.approx(8 * 6 * 4, rel=0.01)
@@ -140,7 +140,7 @@ def test_reference_grid_is_used_exactly():
     ref = Volume.from_numpy(np.zeros((30, 20, 25), np.float32), spacing=(0.7, 0.8, 0.9), origin=(-8.0, -7.0, -12.0),
                             direction=rotvec_to_matrix(np.array([0.0, 0.0, 0.4])))
     ph = Phantom("p", bodies=(Body(Sphere(3.0), WATER),))
-    vox = voxelize(ph, reference=ref, progress=False)
+    vox = voxelize(ph, grid=ref, progress=False)
     assert vox.mu.size == ref.size
     assert np.array_equal(vox.mu.origin, ref.origin) and np.array_equal(vox.mu.spacing, ref.spacing)
     assert np.array_equal(vox.mu.direction, ref.direction)
@@ -150,8 +150,8 @@ def test_reference_grid_is_used_exactly():
 def test_grid_that_cannot_hold_the_phantom():
     ph = Phantom("p", bodies=(Body(Box((10.0, 10.0, 10.0)), WATER),))
     with pytest.raises(ValueError, match=r"grid 16x16x16 .* cannot hold phantom 'p'.*extends 1\.0"):
-        voxelize(ph, 0.5, size=(16, 16, 16), progress=False)
-    voxelize(ph, 0.5, size=(20, 20, 20), progress=False)  # exactly fits
+        voxelize(ph, 0.5, grid=VoxelGrid(size=(16, 16, 16)), progress=False)
+    voxelize(ph, 0.5, grid=VoxelGrid(size=(20, 20, 20)), progress=False)  # exactly fits
 
 
 def test_bad_arguments():
@@ -159,16 +159,18 @@ def test_bad_arguments():
     for kwargs, pattern in [({"markers": "paint"}, "markers"), ({"supersample": 0}, "supersample"),
                             ({"hu_range": (10, -10)}, "hu_range"), ({"energy_kev": 900}, "energy_kev")]:
         with pytest.raises(ValueError, match=pattern):
-            voxelize(ph, 0.5, progress=False, **kwargs)
+            options = {k: kwargs.pop(k) for k in ("supersample", "hu_range") if k in kwargs}
+            voxelize(ph, 0.5, options=VoxelizeOptions(**options), progress=False, **kwargs)
     with pytest.raises(ValueError, match="spacing"):
         voxelize(ph, -1.0, progress=False)
     with pytest.raises(ValueError, match="threads"):
-        voxelize(ph, 0.5, threads=0, progress=False)
+        voxelize(ph, 0.5, options=VoxelizeOptions(threads=0), progress=False)
 
 
 def test_thread_setting_is_restored():
     before = torch.get_num_threads()
-    voxelize(Phantom("p", bodies=(Body(Box((1.0, 1.0, 1.0)), WATER),)), 0.5, threads=1, progress=False)
+    voxelize(Phantom("p", bodies=(Body(Box((1.0, 1.0, 1.0)), WATER),)), 0.5, options=VoxelizeOptions(threads=1),
+             progress=False)
     assert torch.get_num_threads() == before
 
 
@@ -176,7 +178,7 @@ def test_thread_setting_is_restored():
 def test_files_read_back_with_identical_geometry(tmp_path, fmt, tol):
     D = rotvec_to_matrix(np.array([0.1, 0.2, -0.3]))
     ph = Phantom("p", bodies=tuple(lego_brick((2, 2))), markers=(Marker(1, [0.3, 0.0, 4.8], 2.0, STEEL),))
-    vox = voxelize(ph, (0.5, 0.6, 0.7), direction=D, progress=False)
+    vox = voxelize(ph, (0.5, 0.6, 0.7), grid=VoxelGrid(direction=D), progress=False)
     paths = save_voxelized(vox, tmp_path / "out", fmt=fmt, phantom=ph)
     for key, pixel in (("mu", sitk.sitkFloat32), ("hu", sitk.sitkInt16), ("labels", sitk.sitkUInt8)):
         img = sitk.ReadImage(str(paths[key]))
@@ -200,7 +202,7 @@ def test_512_cubed_grid_within_memory_bound():
     import resource
 
     ph = load_phantom(ROOT / "phantoms" / "lego_stereo.json")
-    vox = voxelize(ph, 0.16, size=(512, 512, 512), progress=True)
+    vox = voxelize(ph, 0.16, grid=VoxelGrid(size=(512, 512, 512)), progress=True)
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
     assert vox.mu.size == (512, 512, 512)
     assert peak_gb < 24
@@ -229,3 +231,7 @@ def test_former_keywords_warn_and_mean_the_same():
     assert old.mu.size == new.mu.size and torch.equal(old.mu.data, new.mu.data)
     with pytest.raises(TypeError, match="unexpected keyword argument 'spacing_mm'"):
         voxelize(ph, 0.5, spacing_mm=1.0, progress=False)
+    with pytest.warns(DeprecationWarning, match=r"^voxelize\(reference=\) is deprecated: pass grid=<the reference "
+                                                r"volume>$"):
+        on_reference = voxelize(ph, reference=new.mu, progress=False)
+    assert torch.equal(on_reference.mu.data, voxelize(ph, grid=new.mu, progress=False).mu.data)

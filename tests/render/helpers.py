@@ -13,7 +13,7 @@ def render(volume: Volume, cam: Camera, data: np.ndarray | None = None, mode: st
            step_mm: float | None = None, dtype=torch.float64, backend: str = "auto") -> np.ndarray:
     """Render (H, W) in float64 through the functional core (Volume stores float32); triton
     renders on CUDA when there is a GPU, else in Triton's interpreter on CPU."""
-    from stereodrr.render import drr
+    from stereodrr.render import Projector, drr
 
     from .conftest import device_for
 
@@ -21,7 +21,7 @@ def render(volume: Volume, cam: Camera, data: np.ndarray | None = None, mode: st
     d = torch.as_tensor(volume.data.numpy() if data is None else data, dtype=dtype, device=dev)
     A = torch.linalg.inv(torch.tensor(volume.affine, dtype=torch.float64)).to(dev, dtype)
     K, R, t = (x[None] for x in cam.to_torch(dev, dtype))
-    img = drr(d, A, K, R, t, cam.height, cam.width, mode=mode, step_mm=step_mm, backend=backend)
+    img = drr(d, A, K, R, t, cam.height, cam.width, projector=Projector(mode=mode, step_mm=step_mm, backend=backend))
     return img[0].cpu().numpy()
 
 

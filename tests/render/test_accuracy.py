@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from stereodrr.geometry import Camera
-from stereodrr.render import render_drr
+from stereodrr.render import Projector, render_drr
 from stereodrr.volume import Volume
 
 from .helpers import ellipsoid_chord, pixel_rays, render
@@ -41,7 +41,7 @@ def test_uniform_box_integrates_n_voxel_lengths(tilt_deg, oblique, oblique_direc
 
 def test_uniform_box_float32_wrapper(oblique_direction):
     vol, cam, truth = _slab_case(oblique_direction, 30.0, np.array([5.0, -7.0, 3.0]))
-    exact = render_drr(vol, cam, mode="exact")[0].numpy()
+    exact = render_drr(vol, cam, projector=Projector(mode="exact"))[0].numpy()
     tri = render_drr(vol, cam)[0].numpy()
     assert exact.dtype == np.float32
     assert np.abs(exact / truth - 1).max() < 1e-5

@@ -43,17 +43,17 @@ def test_auto_picks_a_backend_that_runs():
 def test_backend_errors_name_the_backend_and_the_fix(monkeypatch):
     data, A, K, R, t = _scene()
     with pytest.raises(ValueError, match="backend: expected 'auto' or one of"):
-        drr(data, A, K, R, t, H, W, backend="opencl")
+        drr(data, A, K, R, t, H, W, projector=Projector(backend="opencl"))
     # a backend that renders some modes only (every built-in one renders all three)
     monkeypatch.setitem(backends.BACKENDS, "partial", backends.Backend(
         "partial", backends.march_numba, ("trilinear",), lambda device, dtype: None, auto_devices=(), chunk_rays=64))
     with pytest.raises(ValueError, match="'partial' renders modes"):
-        drr(data, A, K, R, t, H, W, backend="partial", mode="exact")
+        drr(data, A, K, R, t, H, W, projector=Projector(backend="partial", mode="exact"))
     with pytest.raises(ValueError, match=r"'triton' cannot render .* on meta: .*CUDA"):
         backends.select_backend("triton", torch.device("meta"), torch.float32, "trilinear")
     monkeypatch.setattr(backends, "_HAS_TRITON", False)  # as on a machine without triton
     with pytest.raises(ValueError, match=r"triton is not installed; pip install 'stereodrr\[gpu\]'"):
-        drr(data, A, K, R, t, H, W, backend="triton")
+        drr(data, A, K, R, t, H, W, projector=Projector(backend="triton"))
 
 
 def test_low_precision_volume_needs_float32_poses():
@@ -68,12 +68,13 @@ def test_low_precision_volume_on_every_backend(backend, dtype):
     only error is the volume's own rounding (< 2^-8 relative)."""
     dev = device_for(backend)
     data, A, K, R, t = _scene(dev, dtype)
-    img = drr(data, A, K, R, t, H, W, backend=backend)
-    ref = drr(data.float(), A, K, R, t, H, W, mode=backends.BACKENDS[backend].auto_mode, backend="torch")
+    img = drr(data, A, K, R, t, H, W, projector=Projector(backend=backend))
+    ref = drr(data.float(), A, K, R, t, H, W,
+              projector=Projector(mode=backends.BACKENDS[backend].auto_mode, backend="torch"))
     assert img.dtype == torch.float32
     assert torch.allclose(img, ref, rtol=1e-5, atol=1e-6)
     d = data.clone().requires_grad_(True)
-    drr(d, A, K, R, t, H, W, backend=backend).sum().backward()
+    drr(d, A, K, R, t, H, W, projector=Projector(backend=backend)).sum().backward()
     assert d.grad.dtype == dtype and float(d.grad.float().abs().sum()) > 0
 
 
@@ -85,13 +86,13 @@ def test_triton_deterministic_volume_gradient(mode):
     dev = device_for("triton")
     data, A, K, R, t = _scene(dev)
     ref_data = data.clone().requires_grad_(True)
-    drr(ref_data, A, K, R, t, H, W, backend="torch", mode=mode).sum().backward()
+    drr(ref_data, A, K, R, t, H, W, projector=Projector(backend="torch", mode=mode)).sum().backward()
     grads = []
     torch.use_deterministic_algorithms(True)
     try:
         for _ in range(2):
             d = data.clone().requires_grad_(True)
-            drr(d, A, K, R, t, H, W, backend="triton", mode=mode).sum().backward()
+            drr(d, A, K, R, t, H, W, projector=Projector(backend="triton", mode=mode)).sum().backward()
             grads.append(d.grad)
     finally:
         torch.use_deterministic_algorithms(False)
@@ -99,7 +100,8 @@ def test_triton_deterministic_volume_gradient(mode):
     err = float((grads[0] - ref_data.grad).abs().max())
     assert float(ref_data.grad.abs().max()) > 1 and err <= 1e-5 * float(ref_data.grad.abs().max()), err
     d = data.clone().requires_grad_(True)
-    drr(d, A, K, R, t, H, W, backend="triton", mode=mode).sum().backward()  # float atomics: same to rounding
+    # float atomics: same to rounding
+    drr(d, A, K, R, t, H, W, projector=Projector(backend="triton", mode=mode)).sum().backward()
     assert float((d.grad - grads[0]).abs().max()) <= 1e-5 * float(grads[0].abs().max())
 
 
@@ -248,12 +250,13 @@ def test_fused_cpu_kernels_give_the_same_bits_compiled_fresh_and_loaded_from_cac
 
     code = (
         "import hashlib, numpy as np, torch\n"
-        "from stereodrr.render import drr\n"
+        "from stereodrr.render import Projector, drr\n"
         "import tests.render.test_backends as t\n"
         "data, A, K, R, t_ = t._scene()\n"
         "h = hashlib.sha256()\n"
         "for mode in ('joseph', 'exact', 'trilinear'):\n"
-        "    h.update(drr(data, A, K, R, t_, t.H, t.W, mode=mode, backend='numba').numpy().tobytes())\n"
+        "    p = Projector(mode=mode, backend='numba')\n"
+        "    h.update(drr(data, A, K, R, t_, t.H, t.W, projector=p).numpy().tobytes())\n"
         "print(h.hexdigest())\n"
     )
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "numba-cache"))

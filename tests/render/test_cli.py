@@ -13,7 +13,7 @@ import SimpleITK as sitk
 from stereodrr.cli import main
 from stereodrr.geometry import StereoRig, load_rig, save_rig
 from stereodrr.phantoms import torso_phantom
-from stereodrr.render import render_rig
+from stereodrr.render import Projector, render_rig
 from stereodrr.volume import hu_to_mu, load_volume, save_volume
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,7 +28,7 @@ def test_render_ct(tmp_path, mode):
     assert main(["render", "--ct", str(tmp_path / "ct.nii.gz"), "--rig", str(tmp_path / "rig.json"), "-o", str(out),
                  "--energy", "70", "--mode", mode]) == 0
     ct = load_volume(tmp_path / "ct.nii.gz")
-    expected = render_rig(ct.with_data(hu_to_mu(ct.data, 70.0)), rig, mode=mode)
+    expected = render_rig(ct.with_data(hu_to_mu(ct.data, 70.0)), rig, projector=Projector(mode=mode))
     for name in rig.names:
         by_cv = cv2.imread(str(out / f"{name}.tif"), cv2.IMREAD_UNCHANGED)
         by_sitk = sitk.GetArrayFromImage(sitk.ReadImage(str(out / f"{name}.tif")))

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from stereodrr.geometry import Camera, rotvec_to_matrix
-from stereodrr.render import backends, drr, integrate, rays
+from stereodrr.render import Projector, backends, drr, integrate, rays
 from stereodrr.volume import Volume
 
 from .conftest import HAS_TRITON, device_for
@@ -138,8 +138,8 @@ def _render(vol: Volume, data: np.ndarray, cam: Camera, backend: str) -> np.ndar
     dev = device_for(backend)
     A = torch.linalg.inv(torch.tensor(vol.affine, dtype=torch.float64)).to(dev)
     K, R, t = (x[None] for x in cam.to_torch(dev, torch.float64))
-    return drr(torch.as_tensor(data, device=dev), A, K, R, t, cam.height, cam.width, mode="exact",
-               backend=backend)[0].cpu().numpy()
+    return drr(torch.as_tensor(data, device=dev), A, K, R, t, cam.height, cam.width,
+               projector=Projector(mode="exact", backend=backend))[0].cpu().numpy()
 
 
 def _small_scene(backend: str, oblique_direction: np.ndarray):
@@ -166,7 +166,8 @@ def test_exact_gradients_match_finite_differences(backend, oblique_direction):
     interpreted = backend == "triton" and data.device.type == "cpu"
     if not interpreted:
         d = data.clone().requires_grad_(True)
-        assert torch.autograd.gradcheck(lambda x: drr(x, A, K, R, t, h, w, mode="exact", backend=backend), (d,),
+        exact = Projector(mode="exact", backend=backend)
+        assert torch.autograd.gradcheck(lambda x: drr(x, A, K, R, t, h, w, projector=exact), (d,),
                                         eps=1e-6, atol=1e-7)
     rv0 = torch.zeros(3, dtype=torch.float64, device=data.device, requires_grad=True)
     dt = torch.zeros(3, dtype=torch.float64, device=data.device, requires_grad=True)
@@ -175,7 +176,8 @@ def test_exact_gradients_match_finite_differences(backend, oblique_direction):
     def fn(rv, dt, f):
         Kp = K.clone()
         Kp[0, 0, 0] = K[0, 0, 0] * (1 + f[0])
-        return drr(data, A, Kp, rotvec_to_matrix(rv) @ R, t + dt, h, w, mode="exact", backend=backend)
+        return drr(data, A, Kp, rotvec_to_matrix(rv) @ R, t + dt, h, w,
+                   projector=Projector(mode="exact", backend=backend))
 
     assert torch.autograd.gradcheck(fn, (rv0, dt, f), eps=1e-7, atol=1e-6, rtol=1e-3, fast_mode=interpreted)
 
@@ -190,7 +192,7 @@ def test_fused_exact_matches_the_torch_path_with_gradients(backend, oblique_dire
     results = []
     for be in (backend, "torch"):
         leaves = [x.clone().requires_grad_(True) for x in (data, K, R, t)]
-        img = drr(leaves[0], A, *leaves[1:], 4, 5, backend=be, mode="exact")
+        img = drr(leaves[0], A, *leaves[1:], 4, 5, projector=Projector(backend=be, mode="exact"))
         (img * torch.linspace(-1, 2, img.numel(), dtype=img.dtype, device=img.device).reshape(img.shape)).sum().backward()
         results.append([img.detach()] + [x.grad for x in leaves])
     for a, b in zip(*results):

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from stereodrr.geometry import Camera, rotvec_to_matrix
-from stereodrr.render import backends, drr, sphere_drr
+from stereodrr.render import Projector, backends, drr, sphere_drr
 from stereodrr.volume import Volume
 
 from .conftest import device_for
@@ -38,8 +38,9 @@ def test_gradient_wrt_volume(render_path, oblique_direction):
     data.requires_grad_(True)
     # The interpreted Triton kernel is slow: check it along random directions (fast_mode)
     # instead of one finite difference per voxel.
-    assert torch.autograd.gradcheck(lambda d: drr(d, A, K, R, t, H, W, **render_path), (data,), eps=1e-6, atol=1e-7,
-                                    fast_mode=render_path["backend"] == "triton" and data.device.type == "cpu")
+    projector = Projector(**render_path)
+    assert torch.autograd.gradcheck(lambda d: drr(d, A, K, R, t, H, W, projector=projector), (data,), eps=1e-6,
+                                    atol=1e-7, fast_mode=render_path["backend"] == "triton" and data.device.type == "cpu")
 
 
 def test_gradient_wrt_pose_and_intrinsics(render_path, oblique_direction):
@@ -56,7 +57,7 @@ def test_gradient_wrt_pose_and_intrinsics(render_path, oblique_direction):
         Rp = rotvec_to_matrix(rv) @ R[0]
         Kp = K.clone()
         Kp[0, 0, 0] = K[0, 0, 0] * (1 + f[0])
-        return drr(smooth, A, Kp, Rp[None], (t[0] + dt)[None], H, W, **render_path)
+        return drr(smooth, A, Kp, Rp[None], (t[0] + dt)[None], H, W, projector=Projector(**render_path))
 
     assert torch.autograd.gradcheck(fn, (rv0, dt, f), eps=1e-6, atol=1e-6, rtol=1e-3,
                                     fast_mode=render_path["backend"] == "triton" and data.device.type == "cpu")
@@ -74,7 +75,7 @@ def test_fused_backends_match_the_torch_reference_with_gradients(backend, mode, 
     results = []
     for be in (backend, "torch"):
         leaves = [x.clone().requires_grad_(True) for x in (data, K, R, t)]
-        img = drr(*leaves[:1], A, *leaves[1:], H, W, backend=be, mode=mode)
+        img = drr(*leaves[:1], A, *leaves[1:], H, W, projector=Projector(backend=be, mode=mode))
         (img * torch.linspace(-1, 2, img.numel(), dtype=img.dtype).reshape(img.shape)).sum().backward()
         results.append([img.detach()] + [x.grad for x in leaves])
     for a, b in zip(*results):
@@ -90,12 +91,12 @@ def test_joseph_slabs_of_several_slices(oblique_direction, step_mm):
     results = []
     for be in ("numba", "torch"):
         leaves = [x.clone().requires_grad_(True) for x in (data, K, R, t)]
-        img = drr(*leaves[:1], A, *leaves[1:], H, W, backend=be, mode="joseph", step_mm=step_mm)
+        img = drr(*leaves[:1], A, *leaves[1:], H, W, projector=Projector(backend=be, mode="joseph", step_mm=step_mm))
         (img * torch.linspace(-1, 2, img.numel(), dtype=img.dtype).reshape(img.shape)).sum().backward()
         results.append([img.detach()] + [x.grad for x in leaves])
     for a, b in zip(*results):
         assert torch.allclose(a, b, rtol=1e-10, atol=1e-12)
-    one = drr(data, A, K, R, t, H, W, mode="joseph")
+    one = drr(data, A, K, R, t, H, W, projector=Projector(mode="joseph"))
     assert not torch.allclose(results[0][0], one)  # the slabs did change the samples
     zz, yy, xx = torch.meshgrid(*(torch.linspace(-1, 1, n, dtype=torch.float64) for n in data.shape), indexing="ij")
     smooth = 0.03 * torch.exp(-(xx ** 2 + yy ** 2 + zz ** 2))  # away from the interpolant's kinks
@@ -103,8 +104,8 @@ def test_joseph_slabs_of_several_slices(oblique_direction, step_mm):
     dt = torch.zeros(3, dtype=torch.float64, requires_grad=True)
 
     def fn(rv, dt):
-        return drr(smooth, A, K, rotvec_to_matrix(rv) @ R[0][None], (t[0] + dt)[None], H, W, mode="joseph",
-                   step_mm=step_mm)
+        return drr(smooth, A, K, rotvec_to_matrix(rv) @ R[0][None], (t[0] + dt)[None], H, W,
+                   projector=Projector(mode="joseph", step_mm=step_mm))
 
     assert torch.autograd.gradcheck(fn, (rv0, dt), eps=1e-6, atol=1e-6, rtol=1e-3)
 

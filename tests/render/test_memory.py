@@ -23,7 +23,7 @@ def peak_rss():
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 from stereodrr.geometry import Camera
-from stereodrr.render import drr
+from stereodrr.render import Projector, drr
 from stereodrr.volume import Volume
 nx, ny, nz, size, mode = (int(a) for a in sys.argv[1:6])
 backend = sys.argv[6]
@@ -34,7 +34,7 @@ cam = Camera.look_at(vol.center + np.array([30.0, -700.0, 20.0]), vol.center, sd
                      width=size, height=size)
 A = torch.linalg.inv(torch.tensor(vol.affine)).float()
 K, R, t = (x[None] for x in cam.to_torch())
-img = drr(vol.data, A, K, R, t, size, size, mode=["trilinear", "exact"][mode], backend=backend)
+img = drr(vol.data, A, K, R, t, size, size, projector=Projector(mode=["trilinear", "exact"][mode], backend=backend))
 peak = peak_rss()
 print(json.dumps({"base": base, "peak": peak, "finite": bool(torch.isfinite(img).all()), "max": float(img.max())}))
 """

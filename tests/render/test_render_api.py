@@ -8,7 +8,7 @@ import torch
 
 from stereodrr.geometry import Camera, StereoRig
 from stereodrr.phantoms import torso_phantom
-from stereodrr.render import RaysMissWarning, drr, render_drr, render_rig, render_structures
+from stereodrr.render import Projector, RaysMissWarning, drr, render_drr, render_rig, render_structures
 from stereodrr.volume import Volume, hu_to_mu
 
 from .conftest import device_for
@@ -50,19 +50,46 @@ def test_chunking_does_not_change_the_image(torso, rig, render_path, chunk_rays)
                     "the default chunking, checked by the other tests)")
     data, A, K, R, t = (x.to(device_for(render_path["backend"])) for x in _core_args(torso, rig))
     K, R, t = (torch.cat([x, x.flip(0)]) for x in (K, R, t))  # 4 views
-    ref = drr(data, A, K, R, t, 32, 40, **render_path)
+    ref = drr(data, A, K, R, t, 32, 40, projector=Projector(**render_path))
     assert torch.allclose(ref[0], ref[3]) and not torch.allclose(ref[0], ref[1])
-    out = drr(data, A, K, R, t, 32, 40, chunk_rays=chunk_rays, **render_path)
+    out = drr(data, A, K, R, t, 32, 40, projector=Projector(chunk_rays=chunk_rays, **render_path))
     assert torch.allclose(out, ref, rtol=1e-5, atol=1e-6)
 
 
 def test_label_channels_sum_to_the_full_render(torso, rig):
     labels = (torso.data > 0.015).to(torch.int64) + (torso.data > 0.03).to(torch.int64)
-    chans, values = render_structures(torso, labels, rig, mode="exact")
+    chans, values = render_structures(torso, labels, rig, projector=Projector(mode="exact"))
     assert values == [0, 1, 2] and chans.shape == (2, 3, 32, 40)
-    assert torch.allclose(chans.sum(1), render_drr(torso, rig, mode="exact"), rtol=1e-5, atol=1e-5)
+    assert torch.allclose(chans.sum(1), render_drr(torso, rig, projector=Projector(mode="exact")), rtol=1e-5, atol=1e-5)
     tri, _ = render_structures(torso, labels, rig)
     assert torch.allclose(tri.sum(1), render_drr(torso, rig), rtol=1e-5, atol=1e-5)
+
+
+def test_former_projector_keywords_warn_and_mean_the_same(torso, rig):
+    """``mode=``, ``step_mm=``, ``backend=``, ``chunk_rays=`` (now a Projector's fields) still work
+    for one release on every function that takes a projector, with a DeprecationWarning."""
+    data, A, K, R, t = _core_args(torso, rig)
+    new = drr(data, A, K, R, t, 32, 40, projector=Projector("trilinear", 3.0, "torch", 517))
+    with pytest.warns(DeprecationWarning, match=r"^drr\(mode=, step_mm=, backend=, chunk_rays=\) is deprecated: pass "
+                                                r"projector=Projector\(mode=\.\.\., step_mm=\.\.\., backend=\.\.\., "
+                                                r"chunk_rays=\.\.\.\)$"):
+        old = drr(data, A, K, R, t, 32, 40, mode="trilinear", step_mm=3.0, backend="torch", chunk_rays=517)
+    assert torch.equal(old, new)
+    exact = Projector("exact")
+    labels = (torso.data > 0.015).to(torch.int64)
+    for fn, args in ((render_drr, (torso, rig)), (render_rig, (torso, rig)), (render_structures, (torso, labels, rig))):
+        new = fn(*args, projector=exact)
+        with pytest.warns(DeprecationWarning, match=rf"^{fn.__name__}\(mode=\) is deprecated: pass "
+                                                    r"projector=Projector\(mode=\.\.\.\)$"):
+            old = fn(*args, mode="exact")
+        if fn is render_rig:
+            old, new = torch.stack(list(old.values())), torch.stack(list(new.values()))
+        elif fn is render_structures:
+            assert old[1] == new[1]
+            old, new = old[0], new[0]
+        assert torch.equal(old, new)
+    with pytest.raises(ValueError, match="not both"):
+        drr(data, A, K, R, t, 32, 40, projector=exact, mode="exact")
 
 
 def test_rays_missing_the_volume_give_zeros_and_a_warning(torso):
@@ -70,7 +97,7 @@ def test_rays_missing_the_volume_give_zeros_and_a_warning(torso):
                           sdd=1000, pixel_spacing=1.0, width=8, height=6)
     for mode in ("trilinear", "exact"):
         with pytest.warns(RaysMissWarning, match="view 0"):
-            img = render_drr(torso, away, mode=mode)
+            img = render_drr(torso, away, projector=Projector(mode=mode))
         assert torch.equal(img, torch.zeros(1, 6, 8))
 
 
@@ -97,9 +124,9 @@ def test_bad_input(torso, rig, unchecked):
     with pytest.raises(ValueError, match="t: contains NaN or inf"):
         drr(data, A, K, R, t_bad, 32, 40)
     with pytest.raises(ValueError, match="mode"):
-        drr(data, A, K, R, t, 32, 40, mode="cubic")
+        drr(data, A, K, R, t, 32, 40, projector=Projector(mode="cubic"))
     with pytest.raises(ValueError, match="step_mm"):
-        drr(data, A, K, R, t, 32, 40, step_mm=0.0)
+        drr(data, A, K, R, t, 32, 40, projector=Projector(step_mm=0.0))
     with pytest.raises(ValueError, match="R: expected a tensor of shape"):
         drr(data, A, K, R[:, :2], t, 32, 40)
     if torch.cuda.is_available():  # pragma: no cover - needs a GPU
@@ -142,7 +169,7 @@ def test_render_drr_low_precision_volume(torso, rig, dtype, mode):
     """A bfloat16/float16 Volume renders with float32 geometry: the image equals the float32
     render of the same (rounded) voxel values, in float32."""
     low = torso.with_data(torso.data.to(dtype))
-    img = render_drr(low, rig, mode=mode)
-    ref = render_drr(torso.with_data(low.data.float()), rig, mode=mode)
+    img = render_drr(low, rig, projector=Projector(mode=mode))
+    ref = render_drr(torso.with_data(low.data.float()), rig, projector=Projector(mode=mode))
     assert img.dtype == torch.float32 and float(ref.max()) > 0.5
     assert torch.allclose(img, ref, rtol=1e-5, atol=1e-5)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from stereodrr.geometry import Camera, rotvec_to_matrix
-from stereodrr.render import backends, drr, integrate, rays
+from stereodrr.render import Projector, backends, drr, integrate, rays
 from stereodrr.volume import Volume
 
 from .conftest import HAS_TRITON, device_for
@@ -117,16 +117,18 @@ def test_triton_joseph_against_the_exact_reference(oblique_direction):
     only (under 1 % here)."""
     uniform = torch.full((6, 5, 7), 0.02, dtype=torch.float64)
     data, A, K, R, t = _scene(oblique_direction, uniform)
-    exact = drr(data.cpu(), A.cpu(), K.cpu(), R.cpu(), t.cpu(), 5, 6, mode="exact", backend="torch")
+    exact = drr(data.cpu(), A.cpu(), K.cpu(), R.cpu(), t.cpu(), 5, 6,
+                projector=Projector(mode="exact", backend="torch"))
     for step in (None, 6.0):
-        img = drr(data, A, K, R, t, 5, 6, mode="joseph", step_mm=step, backend="triton").cpu()
+        img = drr(data, A, K, R, t, 5, 6, projector=Projector(mode="joseph", step_mm=step, backend="triton")).cpu()
         assert float(exact.max()) > 0.1
         assert torch.allclose(img, exact, rtol=1e-12, atol=1e-14)
     zz, yy, xx = torch.meshgrid(*(torch.linspace(-1, 1, n, dtype=torch.float64) for n in (12, 10, 14)), indexing="ij")
     smooth = 0.03 * torch.exp(-(xx ** 2 + yy ** 2 + zz ** 2))
     data, A, K, R, t = _scene(oblique_direction, smooth)
-    exact = drr(data.cpu(), A.cpu(), K.cpu(), R.cpu(), t.cpu(), 5, 6, mode="exact", backend="torch")
-    img = drr(data, A, K, R, t, 5, 6, mode="joseph", backend="triton").cpu()
+    exact = drr(data.cpu(), A.cpu(), K.cpu(), R.cpu(), t.cpu(), 5, 6,
+                projector=Projector(mode="exact", backend="torch"))
+    img = drr(data, A, K, R, t, 5, 6, projector=Projector(mode="joseph", backend="triton")).cpu()
     rel = float((img - exact).norm() / exact.norm())
     assert 0 < rel < 1e-2, rel
 
@@ -148,12 +150,13 @@ def test_triton_joseph_pose_and_intrinsics_gradients_match_finite_differences(ob
         def fn(rv, dt, f, step=step):
             Kp = K.clone()
             Kp[0, 0, 0] = K[0, 0, 0] * (1 + f[0])
-            return drr(smooth, A, Kp, rotvec_to_matrix(rv) @ R, t + dt, 5, 6, mode="joseph", step_mm=step,
-                       backend="triton")
+            return drr(smooth, A, Kp, rotvec_to_matrix(rv) @ R, t + dt, 5, 6,
+                       projector=Projector(mode="joseph", step_mm=step, backend="triton"))
 
         assert torch.autograd.gradcheck(fn, (rv0, dt, f), eps=1e-6, atol=1e-6, rtol=1e-3, fast_mode=interpreted)
     d = data[:4, :4, :5].contiguous().requires_grad_(True)
-    assert torch.autograd.gradcheck(lambda x: drr(x, A, K, R, t, 5, 6, mode="joseph", backend="triton"), (d,),
+    joseph = Projector(mode="joseph", backend="triton")
+    assert torch.autograd.gradcheck(lambda x: drr(x, A, K, R, t, 5, 6, projector=joseph), (d,),
                                     eps=1e-6, atol=1e-7, fast_mode=interpreted)
 
 
