@@ -24,7 +24,7 @@ sampled log-uniformly (dose spans decades); ``noise`` is ``"poisson"`` (quantum 
 Gaussian read-out noise of ``electronic_sigma`` photons) or ``"none"`` (the expected intensity);
 ``blur_px`` is the detector's Gaussian blur sigma (:func:`stereodrr.imaging.functional.detect`),
 ``focal_spot_blur_px`` the focal spot's (both ranges). The rest of ``detector`` is the
-:class:`~stereodrr.render.DetectorModel`: ``spectrum`` ``null`` (one line at ``energy_kev``: the
+:class:`~stereodrr.imaging.DetectorModel`: ``spectrum`` ``null`` (one line at ``energy_kev``: the
 monochromatic model) or ``{"kvp": 80, "filter": "Al:2.5", "anode_angle_deg": 12}`` (spekpy) or
 ``{"table": "spectrum.csv"}``; ``layer`` ``"ideal"``, ``"csi"``, ``"gos"`` or ``{"material":
 "Cesium Iodide", "thickness_mm": 0.6}``; ``scatter`` ``"none"``, ``"kernel"`` or ``"grid"``;
