@@ -26,7 +26,8 @@ through the maps finds, without its noise). The registrations are scored in the 
 both rigs agree.
 
 Writes ``<out>/results.csv`` (a row per registration: mTRE over the CT box's corners, depth,
-in-plane and rotation errors, seconds) and prints the summary per route as a Markdown table.
+in-plane and rotation errors, seconds), ``<out>/results.png`` (mTRE per trial and route) and
+prints the summary per route as a Markdown table.
 Example::
 
     python experiments/distortion_registration.py --trials 5 --out out/distortion_registration
@@ -49,6 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from registration_mono_vs_stereo import initial_poses  # noqa: E402
 from registration_real_ct import load_ct, markdown  # noqa: E402
 
+from stereodrr.cli.register import parse_levels  # noqa: E402
 from stereodrr.distortion import GridPlate, distort_image, fit_distortion, grid_image, intensifier_field  # noqa: E402
 from stereodrr.distortion.fov import FieldOfView  # noqa: E402
 from stereodrr.fileio import atomic_path  # noqa: E402
@@ -103,6 +105,29 @@ def map_frame_rig(rig: StereoRig, fields: dict, maps: dict) -> tuple[StereoRig, 
     return StereoRig(cams, rig.isocenter), frames
 
 
+def plot_routes(df: pd.DataFrame, path: Path) -> None:
+    """mTRE of every trial per route (log scale)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for i, route in enumerate(ROUTES):
+        y = df.loc[df["route"] == route, "mtre_mm"].to_numpy()
+        ax.plot(np.full(len(y), i) + np.linspace(-0.1, 0.1, len(y)), y, "o", alpha=0.8)
+        if len(y):
+            ax.hlines(np.median(y), i - 0.25, i + 0.25, color="k")
+    ax.set_xticks(range(len(ROUTES)), ROUTES)
+    ax.set_yscale("log")
+    ax.set_ylabel("mTRE (mm)")
+    ax.set_title("registration through two intensifiers (line: median)")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--trials", type=int, default=5)
@@ -112,8 +137,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--preset", choices=("mild", "strong"), default="strong")
     ap.add_argument("--photons", type=float, default=1e4, help="photons per unattenuated pixel")
     ap.add_argument("--ct", choices=["chest", "builtin"], default="chest")
+    ap.add_argument("--builtin-size", type=int, nargs=3, default=(400, 300, 120),
+                    help="voxels x y z of the stand-in torso phantom (0.7 x 0.7 x 2.5 mm)")
+    ap.add_argument("--levels", help="pyramid as 'stereodrr register --levels' (default: register's)")
     ap.add_argument("--max-deg", type=float, default=5.0)
     ap.add_argument("--max-mm", type=float, default=10.0)
+    ap.add_argument("--routes", nargs="+", choices=ROUTES, default=list(ROUTES), help="the routes to run (default all)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
@@ -122,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     n = args.size
-    volume, ct_name = load_ct(args.ct, (400, 300, 120))
+    volume, ct_name = load_ct(args.ct, tuple(args.builtin_size))
+    levels = None if args.levels is None else parse_levels(args.levels)
     rig = StereoRig.convergent(5.0, 750.0, 1200.0, args.detector_mm / n, n, n)
     s_deg = intensifier_field(args.preset).s_deg
     fields = {v: intensifier_field(args.preset, n, n, s_deg=(1 if k == 0 else -1) * s_deg)
@@ -164,8 +194,11 @@ def main(argv: list[str] | None = None) -> int:
             "render": (mapped, {v: line(noisy[v]) for v in rig.names}, None, maps),
         }
         for route, (cameras, images, masks, dist) in setups.items():
+            if route not in args.routes:
+                continue
             t = time.perf_counter()
-            res = register(volume, cameras, images, init, RegistrationOptions(distortion=dist, progress=False),
+            res = register(volume, cameras, images, init, RegistrationOptions(levels=levels, distortion=dist,
+                                                                                 progress=False),
                            masks=masks)
             err = registration_errors(res.pose, truth, rig, corners)
             rows.append({"trial": trial, "route": route, **err, "status": res.status,
@@ -177,8 +210,9 @@ def main(argv: list[str] | None = None) -> int:
     summary = df.groupby("route", sort=False).agg(
         trials=("trial", "size"), median_mtre_mm=("mtre_mm", "median"), max_mtre_mm=("mtre_mm", "max"),
         rms_rotation_deg=("rotation_error_deg", lambda c: float(np.sqrt(np.mean(np.square(c))))),
-        median_seconds=("seconds", "median")).reindex(list(ROUTES))
+        median_seconds=("seconds", "median")).reindex([r for r in ROUTES if r in args.routes])
     print(markdown(summary))
+    plot_routes(df, out / "results.png")
     return 0
 
 

@@ -370,7 +370,12 @@ class DistortionMap:
         pincushion's corrected corners, outside the field), between at the edge. What a
         similarity should weight a corrected image by."""
         if "coverage" not in self._cache:
-            self._cache["coverage"] = self.undistort_image(np.ones((self.height, self.width)))
+            recorded = np.ones((self.height, self.width))
+            if math.isfinite(self.field_radius):  # recorded pixels wholly inside the field hold data
+                v, u = np.ogrid[:self.height, :self.width]
+                r = np.hypot(u - self.field_center[0], v - self.field_center[1])
+                recorded = (r <= self.field_radius - 0.5 * math.sqrt(2.0)).astype(np.float64)
+            self._cache["coverage"] = self.undistort_image(recorded)
         return self._cache["coverage"]
 
     def distort_image(self, image: Images, scale: int = 1) -> Any:

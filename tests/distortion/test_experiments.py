@@ -38,3 +38,15 @@ def test_distortion_benchmark(tmp_path):
                                       "--out", str(tmp_path)]) == 0
     df = pd.read_csv(tmp_path / "benchmark_distortion.csv")
     assert len(df) == 12 and (df["wall_s"] > 0).all()
+
+
+def test_distortion_registration_study(tmp_path, capsys):
+    """The four routes run and are written (a smoke run: this tiny CT and pyramid measure nothing)."""
+    import distortion_registration as study
+
+    assert study.main(["--ct", "builtin", "--builtin-size", "60", "44", "16", "--size", "128", "--detector-mm", "200",
+                       "--trials", "1", "--max-deg", "1", "--max-mm", "2", "--levels", "2:20,1:10:gncc:lbfgs",
+                       "--out", str(tmp_path)]) == 0
+    df = pd.read_csv(tmp_path / "results.csv")
+    assert list(df["route"]) == list(study.ROUTES) and df["mtre_mm"].notna().all()
+    assert (tmp_path / "results.png").stat().st_size > 0 and "| render |" in capsys.readouterr().out

@@ -98,3 +98,14 @@ def test_registration_refuses_a_map_of_another_size():
     vol, rig, truth, raw, m = _views()
     with pytest.raises(ValueError, match="distortion: the map of view 'left' is for 24x20"):
         register(vol, rig, raw, options=RegistrationOptions(distortion={"left": _shift_map(1, 1)}, progress=False))
+
+
+def test_coverage_leaves_out_what_lies_outside_the_round_field():
+    """A corrected pixel is covered only where its pre-image lies in recorded pixels wholly inside
+    the field (a black rim is no data), and by the part of it inside the image."""
+    m = _shift_map(0.0, 0.0, field_center=(11.5, 9.5), field_radius=8.0)
+    v, u = np.mgrid[0:20, 0:24]
+    np.testing.assert_allclose(m.coverage(), np.hypot(u - 11.5, v - 9.5) <= 8.0 - np.sqrt(0.5), atol=1e-9)
+    half = _shift_map(0.5, 0.0).coverage()  # corrected u sees recorded u - 0.5 .. u + 0.5 shifted by half a pixel
+    np.testing.assert_allclose(half[:, 1:], 1.0, atol=1e-9)
+    np.testing.assert_allclose(half[:, 0], 0.5, atol=1e-9)
