@@ -273,6 +273,8 @@ def _cases() -> list[tuple[str, list[str]]]:
                                          "{malformed}"]),
           ("register-distortion-not-a-map", [*reg, "--ct", "{ct}", "--images", "{img_f}", "{img_f}", "--distortion",
                                              "{rig}", "{rig}"]),
+          ("register-route-without-maps", [*reg, "--ct", "{ct}", "--images", "{img_f}", "{img_f}",
+                                           "--distortion-route", "correct"]),
           ("register-lr-negative", [*reg, "--ct", "{ct}", "--images", "{img_f}", "{img_f}", "--lr-rotation", "-1"]),
           ("register-out-file", ["register", "--rig", "{rig}", "-o", "{file}", "--ct", "{ct}", "--images",
                                  "{img_f}", "{img_f}"])]

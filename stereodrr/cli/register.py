@@ -63,7 +63,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--distortion", nargs="+", default=None, metavar="MAP",
                    help="images from image intensifiers: one distortion.json per view, in the rig's view order "
                         "(stereodrr distortion measures them from grid images); see --distortion-route")
-    p.add_argument("--distortion-route", choices=("render", "correct"), default="render",
+    p.add_argument("--distortion-route", choices=("render", "correct"), default=None,
                    help="with --distortion: 'render' records each DRR through its view's map and compares it with the "
                         "raw image (default: the more accurate, docs/results/distortion.md); 'correct' corrects each "
                         "image through its map (area-preserving) and registers the corrected images")
@@ -178,7 +178,7 @@ def _read_images(args: argparse.Namespace, rig: StereoRig
     if maps is not None and args.distortion_route == "correct":  # corrected pixels without recorded data carry none
         masks = {n: (maps[n].coverage() > 0.999).astype(np.float32) * (1.0 if masks is None else masks[n])
                  for n in rig.names}
-    return raw, masks, maps if args.distortion_route == "render" else None
+    return raw, masks, None if args.distortion_route == "correct" else maps
 
 
 def run(args: argparse.Namespace) -> int:
@@ -186,6 +186,8 @@ def run(args: argparse.Namespace) -> int:
         if args.threads < 1:
             raise UsageError(f"--threads: expected a positive count, got {args.threads}")
         set_cpu_threads(args.threads)
+    if args.distortion_route is not None and not args.distortion:
+        raise UsageError("--distortion-route: only with --distortion (one distortion.json per view)")
     output_folder(args.output)
     rig = load_rig(input_file(args.rig, "--rig", "rig file"))
     check_registration_memory(rig, f"--rig {args.rig}")
