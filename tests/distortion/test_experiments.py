@@ -50,3 +50,13 @@ def test_distortion_registration_study(tmp_path, capsys):
     df = pd.read_csv(tmp_path / "results.csv")
     assert list(df["route"]) == list(study.ROUTES) and df["mtre_mm"].notna().all()
     assert (tmp_path / "results.png").stat().st_size > 0 and "| render |" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_distortion_detection_study(capsys):
+    """Ball centres through an intensifier against the field's truth (a smoke run at 256^2)."""
+    import distortion_detection as study
+
+    assert study.main(["--size", "256", "--photons", "0"]) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith(("left:", "right:"))]
+    assert len(lines) == 2 and all("over the rim" in ln and "(24 balls)" in ln for ln in lines)
