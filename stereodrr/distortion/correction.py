@@ -34,6 +34,7 @@ from scipy.spatial import cKDTree
 from torch import Tensor
 
 from ._tensor import Images, Points, as_points, back, newton_inverse
+from .fov import FieldOfView
 from .resample import AreaOperator, area_operator, pixel_corners
 
 if TYPE_CHECKING:
@@ -370,13 +371,14 @@ class DistortionMap:
         pincushion's corrected corners, outside the field), between at the edge. What a
         similarity should weight a corrected image by."""
         if "coverage" not in self._cache:
-            recorded = np.ones((self.height, self.width))
-            if math.isfinite(self.field_radius):  # recorded pixels wholly inside the field hold data
-                v, u = np.ogrid[:self.height, :self.width]
-                r = np.hypot(u - self.field_center[0], v - self.field_center[1])
-                recorded = (r <= self.field_radius - 0.5 * math.sqrt(2.0)).astype(np.float64)
+            # Recorded pixels wholly inside the field hold data: centres half a diagonal inside.
+            recorded = self.field_of_view(0.5 * math.sqrt(2.0)).mask((self.height, self.width)).astype(np.float64)
             self._cache["coverage"] = self.undistort_image(recorded)
         return self._cache["coverage"]
+
+    def field_of_view(self, margin: float) -> FieldOfView:
+        """The map's round field, its usable mask ``margin`` px inside the edge."""
+        return FieldOfView(self.field_center, self.field_radius, margin)
 
     def distort_image(self, image: Images, scale: int = 1) -> Any:
         """What the intensifier records of an ideal image (the inverse direction of
@@ -412,10 +414,7 @@ class DistortionMap:
         key = ("support", int(scale), float(margin))
         if key not in self._cache:
             h, w = self.height // scale, self.width // scale
-            inside = np.ones((self.height, self.width), dtype=bool)
-            if math.isfinite(self.field_radius):
-                v, u = np.ogrid[:self.height, :self.width]
-                inside = np.hypot(u - self.field_center[0], v - self.field_center[1]) <= self.field_radius - margin
+            inside = self.field_of_view(margin).mask((self.height, self.width))
             binned = inside[:h * scale, :w * scale].reshape(h, scale, w, scale).all(axis=(1, 3))
             full = self.distort_image(np.ones((h, w)), scale) > 1 - 1e-9
             self._cache[key] = binned & full

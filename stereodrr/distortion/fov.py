@@ -37,8 +37,11 @@ class FieldOfView:
         """``(H, W)`` bool: pixels whose centre lies at least ``margin`` inside the field."""
         if not self.round:
             return np.ones(shape, dtype=bool)
+        inner = self.radius - self.margin
+        if inner < 0:  # a field no wider than its margin leaves nothing usable
+            return np.zeros(shape, dtype=bool)
         v, u = np.ogrid[:shape[0], :shape[1]]
-        return (u - self.center[0]) ** 2 + (v - self.center[1]) ** 2 <= (self.radius - self.margin) ** 2
+        return (u - self.center[0]) ** 2 + (v - self.center[1]) ** 2 <= inner ** 2
 
 
 def _fit_circle(pts: np.ndarray) -> tuple[float, float, float]:

@@ -109,3 +109,12 @@ def test_coverage_leaves_out_what_lies_outside_the_round_field():
     half = _shift_map(0.5, 0.0).coverage()  # corrected u sees recorded u - 0.5 .. u + 0.5 shifted by half a pixel
     np.testing.assert_allclose(half[:, 1:], 1.0, atol=1e-9)
     np.testing.assert_allclose(half[:, 0], 0.5, atol=1e-9)
+
+
+def test_a_field_no_wider_than_its_margin_masks_every_pixel():
+    """The usable disc is ``radius - margin``: none when that is negative (squaring it kept a disc)."""
+    from stereodrr.distortion import FieldOfView
+
+    assert not FieldOfView((3.0, 3.0), 1.0, 2.0).mask((20, 24)).any()
+    v, u = np.mgrid[0:20, 0:24]
+    np.testing.assert_array_equal(FieldOfView((11.5, 9.5), 8.0, 1.0).mask((20, 24)), np.hypot(u - 11.5, v - 9.5) <= 7.0)
