@@ -162,23 +162,24 @@ def _read_images(args: argparse.Namespace, rig: StereoRig
     the maps the registration records its DRRs through (the ``render`` route), by view."""
     maps = load_view_maps(args.distortion, rig.names)
     check_maps(maps, rig)
+    correct = maps if args.distortion_route == "correct" else None  # the maps the images go through
     raw = {name: read_image(f) for name, f in zip(rig.names, args.images)}
     for name, f in zip(rig.names, args.images):
         # The maps have their views' sizes (check_maps): one check serves both.
         if raw[name].shape != (rig[name].height, rig[name].width):
             raise ValueError(f"--images {f}: size {raw[name].shape[0]}x{raw[name].shape[1]} (H x W) differs from the "
                              f"rig's view {name!r}, {rig[name].height}x{rig[name].width}")
-        if maps is not None and args.distortion_route == "correct":
-            raw[name] = maps[name].correct_frame(raw[name])
+        if correct is not None:
+            raw[name] = correct[name].correct_frame(raw[name])
     masks = None
     if args.masks:
         if len(args.masks) != len(rig):
             raise UsageError(f"--masks: expected {len(rig)} (one per view {rig.names}), got {len(args.masks)}")
         masks = {name: read_image(f).astype(np.float32) for name, f in zip(rig.names, args.masks)}
-    if maps is not None and args.distortion_route == "correct":  # corrected pixels without recorded data carry none
-        masks = {n: (maps[n].coverage() > 0.999).astype(np.float32) * (1.0 if masks is None else masks[n])
+    if correct is not None:  # corrected pixels without recorded data carry none
+        masks = {n: (correct[n].coverage() > 0.999).astype(np.float32) * (1.0 if masks is None else masks[n])
                  for n in rig.names}
-    return raw, masks, None if args.distortion_route == "correct" else maps
+    return raw, masks, None if correct is not None else maps
 
 
 def run(args: argparse.Namespace) -> int:

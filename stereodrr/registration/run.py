@@ -75,8 +75,15 @@ class _Problem:
         w = None if self.weights is None else downsample_images(self.weights, scale)
         if self.maps is None or w is None:
             return w
-        return torch.stack([wv if m is None else wv * torch.as_tensor(m.recorded_support(scale), dtype=wv.dtype,
-                                                                        device=wv.device) for wv, m in zip(w, self.maps)])
+        return w * _supports(self.maps, w, scale)
+
+
+def _supports(maps: tuple[DistortionMap | None, ...], like: Tensor, scale: int) -> Tensor:
+    """``(V, h, w)`` each view's :meth:`~stereodrr.distortion.DistortionMap.recorded_support` at
+    a binning (1 for a view without a map), in ``like``'s dtype and device and shape."""
+    ones = torch.ones(like.shape[-2:], dtype=like.dtype, device=like.device)
+    return torch.stack([ones if m is None else torch.as_tensor(m.recorded_support(scale), dtype=like.dtype,
+                                                               device=like.device) for m in maps])
 
 
 @dataclass
@@ -234,8 +241,7 @@ def _prepare(volume: Volume, rig: StereoRig, images: Images, init: RigidPose | N
     check_maps(o.distortion, rig)
     maps = None if not o.distortion else tuple(o.distortion.get(n) for n in names)
     if maps is not None:  # a raw frame holds nothing the model explains outside its map's support
-        support = torch.stack([torch.ones(targets.shape[-2:], dtype=targets.dtype, device=device) if m is None else
-                               torch.as_tensor(m.recorded_support(), dtype=targets.dtype, device=device) for m in maps])
+        support = _supports(maps, targets, 1)
         weights = support if weights is None else weights * support
     for i, name in enumerate(names):
         check_target(targets[i], name, None if weights is None else weights[i])
