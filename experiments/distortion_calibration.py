@@ -28,6 +28,7 @@ import math
 import sys
 import time
 from pathlib import Path
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -35,9 +36,31 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from stereodrr.calib import CalibrationOptions, calibrate_stereo  # noqa: E402
 from stereodrr.calib.scene import flat_panel, perturbed_rig, render_calibration_images  # noqa: E402
-from stereodrr.distortion import GridPlate, fit_distortion, grid_image, intensifier_field  # noqa: E402
+from stereodrr.distortion import (  # noqa: E402
+    DistortionMap,
+    GridPlate,
+    IntensifierField,
+    fit_distortion,
+    grid_image,
+    intensifier_field,
+)
 from stereodrr.geometry import StereoRig  # noqa: E402
 from stereodrr.phantoms import load_phantom  # noqa: E402
+
+
+def pair_fields(preset: str, n: int, views: Sequence[str], **overrides: Any) -> dict[str, IntensifierField]:
+    """Each view's intensifier: the preset at ``n x n``, the second view's S-rotation of the
+    opposite sign; ``overrides`` replace field attributes (e.g. ``fov_radius``)."""
+    s_deg = intensifier_field(preset).s_deg
+    return {v: intensifier_field(preset, n, n, **({"s_deg": (1 if k == 0 else -1) * s_deg} | overrides))
+            for k, v in enumerate(views)}
+
+
+def grid_maps(fields: dict[str, IntensifierField], plate: GridPlate) -> dict[str, DistortionMap]:
+    """Each view's map measured as a user would: the plate's image through its field at 1e4
+    photons/px (seed: the view's index), then :func:`~stereodrr.distortion.fit_distortion`."""
+    return {v: fit_distortion(grid_image(f, plate, photons=1e4, seed=k), name=f"{v} grid")
+            for k, (v, f) in enumerate(fields.items())}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,17 +78,12 @@ def main(argv: list[str] | None = None) -> int:
     truth = perturbed_rig(nominal, seed=args.seed)
     phantom = load_phantom("lego_stereo")
     shots = render_calibration_images(phantom, truth, flat_panel(1e4, 2.0, 0.5), seed=args.seed, progress=False)
-    fields = {v: intensifier_field(args.preset, n, n, fov_radius=math.inf, s_deg=(1 if k == 0 else -1) *
-                                   intensifier_field(args.preset).s_deg)
-              for k, v in enumerate(nominal.names)}
+    fields = pair_fields(args.preset, n, nominal.names, fov_radius=math.inf)
     # Each view through its own intensifier, the detector's distortion stage (the scene imaged on
     # the input screen three times as finely, quantum noise there, read-out noise and blur after).
     recorded = {v: render_calibration_images(phantom, truth, flat_panel(1e4, 2.0, 0.5).with_(distortion=fields[v]),
                                              seed=args.seed, progress=False).images[v] for v in nominal.names}
-    maps = {}
-    for k, v in enumerate(nominal.names):
-        grid = grid_image(fields[v], GridPlate("hex", 32.0 * n / 1024, 16.0 * n / 1024), photons=1e4, seed=k)
-        maps[v] = fit_distortion(grid, name=f"{v} grid")
+    maps = grid_maps(fields, GridPlate("hex", 32.0 * n / 1024, 16.0 * n / 1024))
     edge = max(float(np.max(np.linalg.norm(np.asarray(f.displacement(np.array([[0.0, 0.0], [n - 1.0, n - 1.0]]))),
                                            axis=-1))) for f in fields.values())
     print(f"{args.preset} fields: up to {edge:.1f} px at the image corners; maps: "

@@ -30,13 +30,14 @@ from scipy.spatial import cKDTree
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from distortion_calibration import grid_maps, pair_fields  # noqa: E402
 from distortion_registration import similarity_2d  # noqa: E402
 
 import stereodrr.imaging.detector as detector_module  # noqa: E402
 from stereodrr.calib import CalibrationOptions  # noqa: E402
 from stereodrr.calib.pipeline import detect  # noqa: E402
 from stereodrr.calib.scene import flat_panel, perturbed_rig, render_calibration_images  # noqa: E402
-from stereodrr.distortion import GridPlate, fit_distortion, grid_image, intensifier_field  # noqa: E402
+from stereodrr.distortion import GridPlate  # noqa: E402
 from stereodrr.geometry import StereoRig  # noqa: E402
 from stereodrr.phantoms import load_phantom  # noqa: E402
 
@@ -64,11 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     photons = args.photons if args.photons > 0 else None
     panel = flat_panel(photons, 2.0 if photons else 0.0, 0.5)
     shots = render_calibration_images(phantom, truth, panel, seed=args.seed, progress=False)
-    s_deg = intensifier_field("strong").s_deg
     zero = dict(k1=0.0, k2=0.0, s_deg=0.0, p1=0.0, p2=0.0) if args.field == "identity" else {}
-    fields = {v: intensifier_field("strong", n, n, fov_radius=math.inf,
-                                   **({"s_deg": (1 if k == 0 else -1) * s_deg} | zero))
-              for k, v in enumerate(nominal.names)}
+    fields = pair_fields("strong", n, nominal.names, fov_radius=math.inf, **zero)
     recorded = {v: render_calibration_images(phantom, truth, panel.with_(distortion=fields[v],
                                                                          distortion_oversample=args.oversample),
                                              seed=args.seed, progress=False).images[v] for v in nominal.names}
@@ -78,9 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     ring = np.stack([np.cos(t := np.linspace(0, 2 * np.pi, 32, endpoint=False)), np.sin(t)], -1)
     print(f"seed {args.seed}, {'noise-free' if photons is None else f'{photons:g} photons/px'}, {args.field} field, "
           f"input screen {args.oversample}x finer (ball centre RMS, px)")
-    for k, v in enumerate(nominal.names):
-        m = fit_distortion(grid_image(fields[v], GridPlate("hex", 32.0 * n / 1024, 16.0 * n / 1024), photons=1e4,
-                                      seed=k), name=f"{v} grid")
+    maps = grid_maps(fields, GridPlate("hex", 32.0 * n / 1024, 16.0 * n / 1024))
+    for v in nominal.names:
+        m = maps[v]
         true = shots.centres_px[v]
         uv0 = flat[v][["u", "v"]].to_numpy()
         _, i0 = cKDTree(true).query(uv0)

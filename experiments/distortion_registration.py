@@ -47,11 +47,12 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from distortion_calibration import grid_maps, pair_fields  # noqa: E402
 from registration_mono_vs_stereo import initial_poses  # noqa: E402
 from registration_real_ct import load_ct, markdown  # noqa: E402
 
 from stereodrr.cli.register import parse_levels  # noqa: E402
-from stereodrr.distortion import GridPlate, distort_image, fit_distortion, grid_image, intensifier_field  # noqa: E402
+from stereodrr.distortion import GridPlate, distort_image  # noqa: E402
 from stereodrr.distortion.fov import FieldOfView  # noqa: E402
 from stereodrr.fileio import atomic_path  # noqa: E402
 from stereodrr.geometry import Camera, StereoRig, oversampled_camera  # noqa: E402
@@ -154,14 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     volume, ct_name = load_ct(args.ct, tuple(args.builtin_size))
     levels = None if args.levels is None else parse_levels(args.levels)
     rig = StereoRig.convergent(5.0, 750.0, 1200.0, args.detector_mm / n, n, n)
-    s_deg = intensifier_field(args.preset).s_deg
-    fields = {v: intensifier_field(args.preset, n, n, s_deg=(1 if k == 0 else -1) * s_deg)
-              for k, v in enumerate(rig.names)}
+    fields = pair_fields(args.preset, n, rig.names)
     t0 = time.perf_counter()
-    maps = {}
-    for k, v in enumerate(rig.names):
-        plate = GridPlate("hex", 32.0 * n / 1024 * 2, 16.0 * n / 1024 * 2)
-        maps[v] = fit_distortion(grid_image(fields[v], plate, photons=1e4, seed=k), name=f"{v} grid")
+    maps = grid_maps(fields, GridPlate("hex", 32.0 * n / 1024 * 2, 16.0 * n / 1024 * 2))
     ideal, recorded = record_scene(volume, rig, fields, args.photons)
     edge = max(float(np.max(np.linalg.norm(np.asarray(f.displacement(np.array([[0.0, 0.0], [n - 1.0, n - 1.0]]))), axis=-1)))
                for f in fields.values())
