@@ -29,7 +29,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -39,7 +39,8 @@ from .grid import LatticeKind, lattice_basis
 from .model import IntensifierField
 from .resample import AreaOperator, area_operator, pixel_corners
 
-__all__ = ["GridPlate", "plate_holes", "grid_image", "distort_image", "subpixel_points", "field_coverage"]
+__all__ = ["GridPlate", "plate_holes", "grid_image", "distort_image", "oversample_factor", "subpixel_points",
+           "field_coverage"]
 
 
 @dataclass(frozen=True)
@@ -210,12 +211,22 @@ def distort_image(image: Images, field: IntensifierField) -> Any:
     Raises:
         ValueError: the image is not an integer multiple of the field's size.
     """
-    shape = tuple(image.shape[-2:])
-    s = shape[1] // field.width
-    if s < 1 or shape != (s * field.height, s * field.width):
-        raise ValueError(f"image: the field is for {field.width} x {field.height} images (H, W) = "
-                         f"{(field.height, field.width)} (or an integer multiple), got shape {tuple(image.shape)}")
-    return distortion_operator(field, s).apply(image)
+    return distortion_operator(field, oversample_factor(image.shape, field, "image")).apply(image)
+
+
+def oversample_factor(shape: Sequence[int], field: IntensifierField, what: str) -> int:
+    """How many times finer per axis than the field's recorded pixels an image of ``shape``
+    (``(..., H, W)``) is; ``what`` names the image in the error.
+
+    Raises:
+        ValueError: the image is neither the field's size nor an integer multiple of it.
+    """
+    h, w = int(shape[-2]), int(shape[-1])
+    s = w // field.width
+    if s < 1 or (h, w) != (s * field.height, s * field.width):
+        raise ValueError(f"{what}: the intensifier's field is for {field.width} x {field.height} images (H, W) = "
+                         f"{(field.height, field.width)} (or an integer multiple), got shape {tuple(shape)}")
+    return s
 
 
 @functools.lru_cache(maxsize=8)

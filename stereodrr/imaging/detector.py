@@ -41,6 +41,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from ..distortion import IntensifierField, distort_image
+from ..distortion.simulate import oversample_factor
 from ..geometry import oversampled_camera
 from ..physics.blur import gaussian_blur
 from ..physics.scatter import SCATTER_MODELS, ScatterModel, add_scatter
@@ -449,20 +450,9 @@ def run_stages(signal: Signal, detector: DetectorModel, camera: Camera | None, s
 
 
 def _oversample(image: Tensor, detector: DetectorModel) -> int:
-    """How many times finer than the recorded pixels ``image`` is (1 without an intensifier).
-
-    Raises:
-        ValueError: an image that is not the field's size or an integer multiple of it.
-    """
-    f = detector.distortion
-    if f is None:
-        return 1
-    h, w = image.shape[-2:]
-    k = w // f.width
-    if k < 1 or (h, w) != (k * f.height, k * f.width):
-        raise ValueError(f"detector: the intensifier's field is for {f.width} x {f.height} images (or an integer "
-                         f"multiple), got an image of {w} x {h}")
-    return k
+    """How many times finer than the recorded pixels ``image`` is (1 without an intensifier;
+    :func:`~stereodrr.distortion.simulate.oversample_factor`)."""
+    return 1 if detector.distortion is None else oversample_factor(image.shape, detector.distortion, "detector")
 
 
 def _generator(seed: int | None, device: torch.device) -> torch.Generator | None:
