@@ -177,13 +177,14 @@ def add_trial_arguments(p: argparse.ArgumentParser) -> None:
                         "trial's camera order (stereodrr distortion measures them from grid images)")
 
 
-def load_cli_trial(args: argparse.Namespace) -> Trial:
-    """The trial of ``--trial`` with the maps of ``--distortion`` (one per camera, in order)."""
+def load_cli_trial(args: argparse.Namespace, volumes: bool = True) -> Trial:
+    """The trial of ``--trial`` with the maps of ``--distortion`` (one per camera, in order);
+    ``volumes=False``: cameras and frames only."""
     from dataclasses import replace
 
     from ..trial import load_trial
 
-    trial = load_trial(input_file(args.trial, "--trial", "trial file"))
+    trial = load_trial(input_file(args.trial, "--trial", "trial file"), volumes=volumes)
     maps = load_view_maps(args.distortion, trial.rig.names)
     return trial if maps is None else replace(trial, distortion=maps)
 

@@ -64,7 +64,7 @@ def summary(tracking: BeadTracking, frames: list[int]) -> dict:
 def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     out = output_folder(args.output)
-    trial: Trial = load_cli_trial(args)
+    trial: Trial = load_cli_trial(args, volumes=False)  # beads need no CT
     frames = select_frames(args.frames, trial.n_frames)
     names = trial.rig.names
     masks = [trial.field(c).mask((trial.rig[c].height, trial.rig[c].width)) for c in names]

@@ -95,10 +95,11 @@ def _resolve(path: str, base: Path, version: tuple[int, int]) -> Path:
     return p if p.exists() or not (base / p).exists() else base / p
 
 
-def read_trial_file(path: str | os.PathLike[str]) -> AutoscoperTrialFile:
+def read_trial_file(path: str | os.PathLike[str], volumes: bool = True) -> AutoscoperTrialFile:
     """Parse an Autoscoper trial file (module docstring) the way ``Trial.cpp`` does, with its
     checks: at least one camera, as many camera folders as cameras, at least one volume, a voxel
-    size per volume, no mesh or one per volume.
+    size per volume, no mesh or one per volume. ``volumes=False`` reads only the cameras and
+    their folders (what bead tracking needs): the volume lines are neither required nor read.
 
     Raises:
         FileNotFoundError: no such file. ValueError: a check fails or a number is malformed (the
@@ -129,12 +130,14 @@ def read_trial_file(path: str | os.PathLike[str]) -> AutoscoperTrialFile:
     if len(cams) != len(dirs):
         raise ValueError(f"{src}: expected one CameraRootDir per camera, got {len(cams)} mayaCam_csv and "
                          f"{len(dirs)} CameraRootDir lines")
-    if not vols:
+    if not volumes:
+        vols, sizes = [], []
+    elif not vols:
         raise ValueError(f"{src}: expected at least one VolumeFile line")
     if len(vols) != len(sizes):
         raise ValueError(f"{src}: expected one VoxelSize per volume, got {len(vols)} VolumeFile and {len(sizes)} "
                          "VoxelSize lines")
-    meshes = lists["MeshFile"]
+    meshes = lists["MeshFile"] if volumes else []
     if meshes and len(meshes) != len(vols):
         raise ValueError(f"{src}: expected a MeshFile for every volume or none, got {len(meshes)} for {len(vols)}")
     base = p.parent

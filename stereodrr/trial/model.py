@@ -137,27 +137,30 @@ def _rig(cameras: Mapping[str, Camera], src: str) -> StereoRig:
 
 
 def load_trial(path: str | os.PathLike[str], polarity: Polarity = "auto",
-               distortion: Mapping[str, DistortionMap | str | os.PathLike[str]] | None = None) -> Trial:
+               distortion: Mapping[str, DistortionMap | str | os.PathLike[str]] | None = None,
+               volumes: bool = True) -> Trial:
     """Read an Autoscoper trial file into a :class:`Trial` (module docstring).
 
     Args:
         path: the trial file; polarity: how the frames show air (``"auto"``: found per camera).
         distortion: per camera (``cam1``, ...), a distortion map or its ``distortion.json`` to
             correct the frames with.
+        volumes: ``False``: cameras and frames only (bead tracking), the volume lines neither
+            required nor read.
 
     Raises:
         FileNotFoundError: the trial file, a MayaCam file, a camera folder or a volume is missing.
         ValueError: a malformed file, cameras with different frame counts, a frame of another size
             than its camera, a volume that is not a TIFF stack.
     """
-    spec: AutoscoperTrialFile = read_trial_file(path)
+    spec: AutoscoperTrialFile = read_trial_file(path, volumes)
     src = str(spec.source)
     cams = {f"cam{i + 1}": load_mayacam(p) for i, p in enumerate(spec.cameras)}
     frames = {f"cam{i + 1}": frame_files(d) for i, d in enumerate(spec.camera_dirs)}
-    volumes = []
+    loaded = []
     for v in spec.volumes:
         if not v.path.exists():
             raise FileNotFoundError(f"{src}: VolumeFile {str(v.path)!r} does not exist")
-        volumes.append(TrialVolume(v.path.stem, v.path, load_autoscoper_volume(v.path, v.voxel_size, v.flip)))
+        loaded.append(TrialVolume(v.path.stem, v.path, load_autoscoper_volume(v.path, v.voxel_size, v.flip)))
     maps = {name: m if isinstance(m, DistortionMap) else load_distortion(m) for name, m in (distortion or {}).items()}
-    return Trial(_rig(cams, src), frames, volumes, polarity, spec.source, maps)
+    return Trial(_rig(cams, src), frames, loaded, polarity, spec.source, maps)

@@ -200,3 +200,14 @@ def test_tra_bad_input(tmp_path):
     (tmp_path / "short.tra").write_text("1,2,3\n")
     with pytest.raises(ValueError, match="expected 16"):
         load_tra(tmp_path / "short.tra")
+
+
+def test_trial_file_without_volumes_when_asked(tmp_path):
+    (tmp_path / "t.cfg").write_text("mayaCam_csv c.txt\nCameraRootDir a\nVolumeFile v.tif\nVoxelSize 1 x 1\n"
+                                    "MeshFile m.stl\n")
+    spec = read_trial_file(tmp_path / "t.cfg", volumes=False)  # the volume lines are not read at all
+    assert spec.volumes == [] and spec.meshes == [] and [p.name for p in spec.cameras] == ["c.txt"]
+    (tmp_path / "t.cfg").write_text("mayaCam_csv c.txt\nCameraRootDir a\n")
+    assert read_trial_file(tmp_path / "t.cfg", volumes=False).volumes == []
+    with pytest.raises(ValueError, match="at least one VolumeFile"):
+        read_trial_file(tmp_path / "t.cfg")

@@ -45,3 +45,22 @@ def test_beads_command_bad_input(tmp_path, capsys):
     assert main(["beads", "--trial", str(WRIST), "-o", str(tmp_path / "o"), "--frames", "2:9"]) == 2
     assert "frames 0..2" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_beads_command_needs_no_volumes(tmp_path, capsys):
+    """Bead tracking reads only the cameras and frames: a trial whose volumes are absent (the
+    knee and ankle samples' CTs are too large for many copies of the data) or not listed still
+    runs; bone tracking still refuses it."""
+    data = WRIST.parent
+    lines = [f"mayaCam_csv {data / 'Calibration' / f'xr_calib_wrist_cam0{c}.txt'}" for c in (1, 2)]
+    lines += [f"CameraRootDir {data / 'XMA_UND' / f'xr_data_wrist_cam0{c}'}" for c in (1, 2)]
+    for name, extra in (("absent", ["VolumeFile missing.tif", "VoxelSize 0.4 0.4 0.6"]), ("unlisted", [])):
+        cfg = tmp_path / f"{name}.cfg"
+        cfg.write_text("\n".join(lines + extra) + "\n")
+        out = tmp_path / name
+        assert main(["beads", "--trial", str(cfg), "-o", str(out), "--frames", "1", "--no-figures"]) == 0
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["frames"][0]["triangulated"] >= 17
+    capsys.readouterr()
+    assert main(["track", "--trial", str(tmp_path / "absent.cfg"), "--volume", "0", "-o", str(tmp_path / "t")]) == 1
+    assert "missing.tif" in capsys.readouterr().err
