@@ -141,7 +141,7 @@ def read_trial_file(path: str | os.PathLike[str], volumes: bool = True) -> Autos
     if meshes and len(meshes) != len(vols):
         raise ValueError(f"{src}: expected a MeshFile for every volume or none, got {len(meshes)} for {len(vols)}")
     base = p.parent
-    volumes = []
+    entries = []
     for i, (v, s) in enumerate(zip(vols, sizes)):
         size = _numbers(src, f"VoxelSize (volume {i})", s, 3)
         if min(size) <= 0:
@@ -149,7 +149,7 @@ def read_trial_file(path: str | os.PathLike[str], volumes: bool = True) -> Autos
         flip = [0, 0, 0]
         if i < len(lists["VolumeFlip"]):
             flip = _numbers(src, f"VolumeFlip (volume {i})", lists["VolumeFlip"][i], 3, int)
-        volumes.append(AutoscoperVolumeEntry(_resolve(v, base, version), (size[0], size[1], size[2]),
+        entries.append(AutoscoperVolumeEntry(_resolve(v, base, version), (size[0], size[1], size[2]),
                                              (bool(flip[0]), bool(flip[1]), bool(flip[2]))))
     res = (512, 512)
     if lists["RenderResolution"]:
@@ -160,7 +160,7 @@ def read_trial_file(path: str | os.PathLike[str], volumes: bool = True) -> Autos
         offsets = tuple(_numbers(src, "OptimizationOffsets", lists["OptimizationOffsets"][-1], 6))
     return AutoscoperTrialFile(
         cameras=[_resolve(c, base, version) for c in cams], camera_dirs=[_resolve(d, base, version) for d in dirs],
-        volumes=volumes, version=version, render_resolution=res, optimization_offsets=offsets,
+        volumes=entries, version=version, render_resolution=res, optimization_offsets=offsets,
         meshes=[_resolve(m, base, version) for m in meshes], source=p)
 
 
