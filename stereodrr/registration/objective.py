@@ -31,7 +31,7 @@ from .params import PoseParameters
 from .pose import RigidPose, moved_extrinsics
 from .similarity import SimilarityName, get_similarity
 
-__all__ = ["Cameras", "multiview_drr", "record_views", "multiview_loss", "render_views", "views_seeing", "History", "Objective"]
+__all__ = ["Cameras", "multiview_drr", "record_views", "view_losses", "multiview_loss", "render_views", "views_seeing", "History", "Objective"]
 
 Cameras = tuple[Float[Tensor, "V 3 3"], Float[Tensor, "V 3 3"], Float[Tensor, "V 3"]]
 """``(K, R, t)`` of ``V`` views (OpenCV world -> camera), as :meth:`StereoRig.to_torch` gives them."""
@@ -95,6 +95,12 @@ def record_views(images: Float[Tensor, "V h w"], maps: Sequence[DistortionMap | 
     return torch.stack([img if m is None else m.distort_image(img, scale) for img, m in zip(images, maps)])
 
 
+def view_losses(similarity: SimilarityName | str, rendered: Float[Tensor, "V H W"], targets: Float[Tensor, "V H W"],
+                mask: Float[Tensor, "V H W"] | None = None) -> Float[Tensor, " V"]:
+    """Per-view losses ``1 - S(DRR_v, I_v)``, the DRRs compared in the targets' dtype."""
+    return 1.0 - get_similarity(similarity)(rendered.to(targets.dtype), targets, mask)
+
+
 def multiview_loss(data: Float[Tensor, "Z Y X"], index_from_world: Float[Tensor, "4 4"], cameras: Cameras,
                    T: Float[Tensor, "4 4"], targets: Float[Tensor, "V H W"], similarity: SimilarityName | str = "mncc",
                    mask: Float[Tensor, "V H W"] | None = None, projector: Projector | None = None
@@ -114,7 +120,7 @@ def multiview_loss(data: Float[Tensor, "Z Y X"], index_from_world: Float[Tensor,
         other floating inputs).
     """
     img = multiview_drr(data, index_from_world, cameras, T, (targets.shape[-2], targets.shape[-1]), projector)
-    per_view = 1.0 - get_similarity(similarity)(img.to(targets.dtype), targets, mask)
+    per_view = view_losses(similarity, img, targets, mask)
     return per_view.sum(), per_view
 
 

@@ -26,14 +26,14 @@ from ..render.projector import Projector
 from ..volume import Volume
 from .binning import downsample_images, scale_intrinsics
 from .checks import Images, check_contrast, check_registration_memory, check_slices, stack_images
-from .objective import Cameras, History, Objective, multiview_drr, record_views, render_views, views_seeing
+from .objective import Cameras, History, Objective, multiview_drr, record_views, render_views, view_losses, views_seeing
 from .optimizers import OPTIMIZERS
 from .options import ProgressCallback, RegistrationOptions, RegistrationProgress
 from .params import PoseParameters, translation_basis
 from .pose import RigidPose
 from .pyramid import Level, hands_over, level_factor
 from .result import RegistrationDivergedWarning, RegistrationResult, RegistrationStatus
-from .similarity import check_target, get_similarity
+from .similarity import check_target
 from .stopping import StoppingRule
 
 __all__ = ["register", "run_level"]
@@ -124,11 +124,10 @@ def run_level(problem: _Problem, li: int, start: RigidPose, curvature: Tensor | 
     msk = problem.level_weights(lv.scale)
     params = PoseParameters(start, problem.basis, problem.options.rotation, tgt.device)
     projector = Projector(problem.options.render_mode, plan.step_mm)
-    similarity = get_similarity(plan.similarity)
 
     def evaluate() -> tuple[Tensor, Tensor]:
         img = multiview_drr(data, ifw, cameras, params.matrix(), (tgt.shape[-2], tgt.shape[-1]), projector)
-        per_view = 1.0 - similarity(record_views(img, problem.maps, lv.scale).to(tgt.dtype), tgt, msk)
+        per_view = view_losses(plan.similarity, record_views(img, problem.maps, lv.scale), tgt, msk)
         return per_view.sum(), per_view
 
     verdict: list[tuple[RegistrationStatus, str]] = []
@@ -220,7 +219,7 @@ def register(volume: Volume, rig: StereoRig, images: Images, init: RigidPose | N
     final_sim = problem.levels[-1].similarity or o.similarity
     with torch.no_grad():
         rendered = record_views(render_views(volume, rig, best_pose, 1, o.render_mode, o.step_mm), problem.maps)
-        per_view = 1.0 - get_similarity(final_sim)(rendered.double(), problem.targets, problem.level_weights(1))
+        per_view = view_losses(final_sim, rendered, problem.targets, problem.level_weights(1))
     names = rig.names
     return RegistrationResult(
         pose=best_pose, status=status, message=message, history=problem.history.frame(), loss=float(per_view.sum()),
