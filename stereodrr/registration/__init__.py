@@ -16,7 +16,7 @@ from .metrics import (
     target_registration_error,
     translation_errors,
 )
-from .objective import multiview_drr, multiview_loss, record_views, view_losses, render_views, views_seeing
+from .objective import multiview_drr, multiview_loss, record_views, render_views, view_losses, views_seeing
 from .optimizers import OPTIMIZERS, Optimizer, OptimizerName
 from .options import ProgressCallback, RegistrationOptions, RegistrationProgress
 from .params import translation_basis
