@@ -198,7 +198,7 @@ def save_mayacam1(cam: Camera, path: str | os.PathLike[str], scale: float = 0.1)
     rz, ry, rx = _euler_zyx(cam.R.T @ _GL)  # camera(OpenGL) -> world
     u0, v0 = K[0, 2] + 1.0, cam.height - K[1, 2]
     # Line 3 as XMALab's Camera::getMayaCam computes it (Autoscoper recomputes the film plane).
-    film = (scale * (cam.width / 2 - u0), scale * (cam.height - 1 - K[1, 2] - cam.height / 2), -scale * f)
+    film = (scale * (cam.width / 2 - u0), scale * (cam.height / 2 - v0), -scale * f)
     rows: list[Sequence[float]] = [cam.center.tolist(), (rx, ry, rz), film, (u0, v0, -f),
                                    (scale, cam.width, cam.height)]
     atomic_write_text(path, "".join(",".join(_fmt(v) for v in row) + "\n" for row in rows))

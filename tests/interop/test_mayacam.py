@@ -134,10 +134,11 @@ def test_malformed_mayacam_gives_one_line_errors(tmp_path, text, match):
 
 
 def _xmalab_mayacam1(cam: Camera) -> str:
-    """XMALab's ``Camera::getMayaCam`` (Camera.cpp 565-621 at ce5f06ec) as the research notes give
-    it: y-inverted pose ``D R, D t`` with ``D = diag(-1, 1, -1)``, ``cy' = H - 1 - cy``,
-    ``C = (D R)^T``; angles ``rx = atan2(-C21, C22)``, ``ry = atan2(C20, hypot(C21, C22))``,
-    ``rz = atan2(-C10, -C00)``; ``f = -(fx + fy) / 2``; precision 12."""
+    """XMALab's ``Camera::getMayaCam`` (Camera.cpp 565-621 at ce5f06ec): y-inverted pose
+    ``D R, D t`` with ``D = diag(-1, 1, -1)``, ``cy' = H - 1 - cy`` (line 586), ``C = (D R)^T``;
+    angles ``rx = atan2(-C21, C22)``, ``ry = atan2(C20, hypot(C21, C22))``,
+    ``rz = atan2(-C10, -C00)``; ``f = -(fx + fy) / 2``; film plane
+    ``((W/2 - (cx + 1)) near, (H/2 - (cy' + 1)) near, near f)`` (lines 608-610); precision 12."""
     D = np.diag([-1.0, 1.0, -1.0])
     C = (D @ cam.R).T
     pos = -cam.R.T @ cam.t
@@ -146,7 +147,7 @@ def _xmalab_mayacam1(cam: Camera) -> str:
     rx = np.degrees(np.arctan2(-C[2, 1], C[2, 2]))
     ry = np.degrees(np.arctan2(C[2, 0], np.hypot(C[2, 1], C[2, 2])))
     rz = np.degrees(np.arctan2(-C[1, 0], -C[0, 0]))
-    rows = [pos, (rx, ry, rz), ((0.5 * cam.width - (cx + 1)) * 0.1, (cy - 0.5 * cam.height) * 0.1, 0.1 * f),
+    rows = [pos, (rx, ry, rz), ((0.5 * cam.width - (cx + 1)) * 0.1, (0.5 * cam.height - (cy + 1)) * 0.1, 0.1 * f),
             (cx + 1, cy + 1, f), (0.1, cam.width, cam.height)]
     return "".join(",".join(f"{v:.12g}" for v in r) + "\n" for r in rows)
 
@@ -172,6 +173,9 @@ def test_mayacam1_written_reads_in_autoscoper_and_xmalab_files_read_here(tmp_pat
     uv_back, _ = back.project(X[depth > 0])
     np.testing.assert_allclose(uv_back, uv[depth > 0], atol=1e-5)
     assert load_mayacam(tmp_path / "xma.csv").width == cam.width  # version chosen by the first line
+    # Every number as XMALab writes it, the film plane (line 3, unread by Autoscoper) included.
+    ours = np.loadtxt(path, delimiter=",")
+    np.testing.assert_allclose(ours, np.loadtxt(tmp_path / "xma.csv", delimiter=","), rtol=1e-10, atol=1e-8)
 
 
 def test_mayacam1_refuses_cameras_it_cannot_hold(tmp_path):
