@@ -14,11 +14,12 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from typing import get_args
 
 import numpy as np
 
 from ..fileio import atomic_write_text, json_ready
-from ..interop.xmalab import body_name, marker_name
+from ..interop.xmalab import PixelConvention, body_name, marker_name
 from ..plot.beads import plot_bead_frame
 from ..track import BeadTracking, BeadTrackOptions, track_beads
 from ..track.outputs import write_bead_results
@@ -34,9 +35,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", default="out/beads", help="output folder")
     p.add_argument("--frames", type=frame_selection, default=None,
                    help="frames to track, 0-based: A:B (B excluded), N, or a comma-separated list (default all)")
-    p.add_argument("--convention", choices=("matlab", "opencv"), default="matlab",
-                   help="pixels of points2d.csv: 'matlab' (x = u + 1, y = H - v, XMALab's 'start at 1, y up') "
-                        "or 'opencv' (XMALab's default export)")
+    p.add_argument("--convention", choices=get_args(PixelConvention), default="matlab",
+                   help="pixels of points2d.csv, as XMALab's import must be told: 'matlab' (x = u + 1, y = H - v: "
+                        "'count from 1' and 'y up'), 'opencv' (neither: XMALab's default), 'count1' (x = u + 1, "
+                        "y = v + 1) or 'yup' (x = u, y = H - 1 - v)")
     p.add_argument("--no-figures", action="store_true", help="skip the per-frame figures")
     p.set_defaults(func=run)
 

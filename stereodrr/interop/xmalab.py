@@ -3,13 +3,21 @@
 
 Every table: comma-separated, no spaces, one row per frame (frame ``i`` is row ``i`` after the
 header; no frame column unless asked), ``NaN`` for a missing value, 12 significant digits.
+XMALab can leave the header row out; the readers find out whether there is one (a first row of
+numbers and ``NaN`` is data) and then name the markers ``marker001``, ... and the bodies
+``RigidBody001``, ...
 
 - **2D points** (one combined file): columns ``<marker>_cam<k>_X, <marker>_cam<k>_Y`` marker by
-  marker, and inside each marker camera by camera (``k`` 1-based). Pixel convention
-  ``"matlab"`` (XMALab's "start at 1" + "y axis up", the XROMM MATLAB tools' and DLT's):
-  ``x = u + 1``, ``y = H - v``; ``"opencv"`` (XMALab's default export): ``x = u``, ``y = v``.
-  XMALab's import must be told the same convention.
-- **3D points**: ``[Frame,] <marker>_X, <marker>_Y, <marker>_Z`` in world units (mm).
+  marker, and inside each marker camera by camera (``k`` 1-based). XMALab's two export and
+  import switches, "count from 1" and "y up", give four pixel conventions (:data:`PixelConvention`)
+  for the OpenCV pixel ``(u, v)`` of a camera of height ``H``: ``"matlab"`` (both, the XROMM
+  MATLAB tools' and DLT's): ``x = u + 1``, ``y = H - v``; ``"opencv"`` (neither, XMALab's
+  default): ``x = u``, ``y = v``; ``"count1"``: ``x = u + 1``, ``y = v + 1``; ``"yup"``:
+  ``x = u``, ``y = H - 1 - v``. XMALab's import must be told the same convention. Its "cam
+  offset columns" (for the MATLAB XROMM tools: one leading column per camera) are read with
+  ``offset_columns=True``.
+- **3D points**: ``[Frame,] <marker>_X, <marker>_Y, <marker>_Z`` in world units (mm); a filtered
+  export's ``<marker>_<cutoff>Hz_X`` reads as the marker's name.
 - **Rigid-body transformations**: per body ``N_R11, N_R12, N_R13, N_01, N_R21, ..., N_03,
   N_TX, N_TY, N_TZ, N_1``: the body -> world 4x4 stored column by column (so ``TX, TY, TZ`` is
   the body's origin in world, and ``N_Rij`` is element ``(j, i)`` of the matrix).
@@ -34,8 +42,14 @@ from ..fileio import atomic_write_text, check_input_file
 __all__ = ["PixelConvention", "marker_name", "body_name", "save_points2d", "load_points2d", "save_points3d",
            "load_points3d", "save_rigid_body_transforms", "load_rigid_body_transforms"]
 
-PixelConvention = Literal["matlab", "opencv"]
-"""XMALab's pixel conventions: ``matlab`` (x = u + 1, y = H - v) or ``opencv`` (u, v)."""
+PixelConvention = Literal["matlab", "opencv", "count1", "yup"]
+"""XMALab's pixel conventions (module docstring): ``matlab`` (x = u + 1, y = H - v), ``opencv``
+(u, v), ``count1`` (u + 1, v + 1), ``yup`` (u, H - 1 - v)."""
+
+# convention -> (XMALab's "count from 1" offset, its "y up" switch); Trial.cpp save2dPoints /
+# load2dPoints apply y -> H - 1 - y, then the offset.
+_CONVENTIONS: dict[str, tuple[float, bool]] = {"matlab": (1.0, True), "opencv": (0.0, False), "count1": (1.0, False),
+                                              "yup": (0.0, True)}
 
 
 def marker_name(index: int) -> str:
@@ -52,9 +66,10 @@ def _g(v: float) -> str:
     return "NaN" if not math.isfinite(v) else f"{v:.12g}"
 
 
-def _check_convention(convention: str) -> None:
-    if convention not in ("matlab", "opencv"):
-        raise ValueError(f"convention: expected 'matlab' or 'opencv', got {convention!r}")
+def _convention(convention: str) -> tuple[float, bool]:
+    if convention not in _CONVENTIONS:
+        raise ValueError(f"convention: expected one of {', '.join(map(repr, _CONVENTIONS))}, got {convention!r}")
+    return _CONVENTIONS[convention]
 
 
 def _write(path: str | os.PathLike[str], header: list[str] | None, rows: list[list[str]]) -> Path:
@@ -77,7 +92,7 @@ def save_points2d(points: pd.DataFrame, path: str | os.PathLike[str], heights: S
     Raises:
         ValueError: missing columns, frame or camera indices out of range, duplicate entries.
     """
-    _check_convention(convention)
+    offset, y_up = _convention(convention)
     need = {"frame", "marker", "camera", "u", "v"}
     if not need <= set(points.columns):
         raise ValueError(f"points: expected columns {sorted(need)}, got {list(points.columns)}")
@@ -93,9 +108,9 @@ def save_points2d(points: pd.DataFrame, path: str | os.PathLike[str], heights: S
     table = np.full((n_frames, len(ids) * n_cam * 2), np.nan)
     u = points["u"].to_numpy(dtype=np.float64)
     v = points["v"].to_numpy(dtype=np.float64)
-    if convention == "matlab":
-        H = np.asarray(heights, dtype=np.float64)[c]
-        u, v = u + 1.0, H - v
+    if y_up:
+        v = np.asarray(heights, dtype=np.float64)[c] - 1.0 - v
+    u, v = u + offset, v + offset
     base = np.array([col[m] for m in points["marker"]], dtype=int) * n_cam * 2 + c * 2
     table[f, base], table[f, base + 1] = u, v
     header = []
@@ -105,12 +120,27 @@ def save_points2d(points: pd.DataFrame, path: str | os.PathLike[str], heights: S
     return _write(path, header, [[_g(x) for x in row] for row in table])
 
 
-def _read_rows(path: str | os.PathLike[str], what: str) -> tuple[Path, list[list[str]]]:
+def _read_rows(path: str | os.PathLike[str], what: str) -> tuple[Path, list[list[str]], list[str] | None]:
+    """The file's rows split at commas, and its header (``None`` when the first row is data:
+    every field a number or ``NaN``)."""
     p = check_input_file(path, what)
     rows = [line.split(",") for line in p.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
     if not rows:
         raise ValueError(f"{p}: empty {what}")
-    return p, rows
+    first = [f.strip() for f in rows[0]]
+    if all(_is_value(f) for f in first):
+        return p, rows, None
+    return p, rows[1:], first
+
+
+def _is_value(field: str) -> bool:
+    if "NaN" in field or field.lower() == "nan":
+        return True
+    try:
+        float(field)
+    except ValueError:
+        return False
+    return True
 
 
 def _floats(p: Path, rows: list[list[str]], width: int, first_line: int) -> np.ndarray:
@@ -130,20 +160,50 @@ def _floats(p: Path, rows: list[list[str]], width: int, first_line: int) -> np.n
 
 
 def load_points2d(path: str | os.PathLike[str], heights: Sequence[int],
-                  convention: PixelConvention = "matlab") -> pd.DataFrame:
-    """Read a combined 2D-point file (with its header) into the long table of
+                  convention: PixelConvention = "matlab", offset_columns: bool = False) -> pd.DataFrame:
+    """Read a combined 2D-point file, with or without its header, into the long table of
     :func:`save_points2d` (``frame, marker, name, camera, u, v``; missing points left out).
+
+    Args:
+        heights: image height of each camera, in camera order (also the number of cameras).
+        convention: the pixel convention it was written in (module docstring).
+        offset_columns: the file starts each row with one offset column per camera (XMALab's
+            "cam offset columns"); they are skipped.
 
     Raises:
         FileNotFoundError: no such file. ValueError: a header that is not ``<name>_cam<k>_X/Y``
             for ``len(heights)`` cameras, rows of another width, non-numbers.
     """
-    _check_convention(convention)
-    p, rows = _read_rows(path, "2D point file")
-    header = [h.strip() for h in rows[0]]
+    offset, y_up = _convention(convention)
+    p, rows, header = _read_rows(path, "2D point file")
     n_cam = len(heights)
-    if len(header) % (2 * n_cam):
-        raise ValueError(f"{p}: {len(header)} columns is not a multiple of 2 x {n_cam} cameras")
+    skip = n_cam if offset_columns else 0
+    if header is not None and offset_columns and not header[0].startswith("cam0_offset,"):
+        if re.match(r"cam\d+_offset", header[0]) and len(header) != (len(rows[0]) if rows else -1):
+            # XMALab writes the offset columns' labels glued to the first marker's, no comma.
+            header = [re.sub(r"^(cam\d+_offset)+", "", header[0])] + header[1:]
+        else:
+            header = header[skip:]
+    width = len(rows[0]) if rows else len(header or []) + skip
+    if width <= skip or (width - skip) % (2 * n_cam):
+        raise ValueError(f"{p}: {width - skip} point columns is not a positive multiple of 2 x {n_cam} cameras")
+    n_markers = (width - skip) // (2 * n_cam)
+    names = [marker_name(i) for i in range(n_markers)] if header is None else _names_2d(p, header, n_cam, n_markers)
+    data = _floats(p, rows, width, 1 if header is None else 2)[:, skip:]
+    frame, marker, cam = np.meshgrid(np.arange(len(data)), np.arange(len(names)), np.arange(n_cam), indexing="ij")
+    x = data[:, 0::2].reshape(len(data), len(names), n_cam) - offset
+    y = data[:, 1::2].reshape(len(data), len(names), n_cam) - offset
+    if y_up:
+        y = np.asarray(heights, dtype=np.float64)[None, None, :] - 1.0 - y
+    keep = np.isfinite(x) & np.isfinite(y)
+    return pd.DataFrame({"frame": frame[keep], "marker": marker[keep], "name": np.array(names)[marker[keep]],
+                         "camera": cam[keep], "u": x[keep], "v": y[keep]})
+
+
+def _names_2d(p: Path, header: list[str], n_cam: int, n_markers: int) -> list[str]:
+    """The marker names of a 2D header ``<name>_cam<k>_X, <name>_cam<k>_Y, ...``."""
+    if len(header) != 2 * n_cam * n_markers:
+        raise ValueError(f"{p}: the header has {len(header)} columns, the rows {2 * n_cam * n_markers} point columns")
     names = []
     for i in range(0, len(header), 2 * n_cam):
         m = re.fullmatch(r"(.*)_cam1_X", header[i])
@@ -152,15 +212,7 @@ def load_points2d(path: str | os.PathLike[str], heights: Sequence[int],
             raise ValueError(f"{p}: header columns {i + 1}-{i + 2 * n_cam}: expected {expected}, "
                              f"got {header[i:i + 2 * n_cam]}")
         names.append(m.group(1))
-    data = _floats(p, rows[1:], len(header), 2)
-    frame, marker, cam = np.meshgrid(np.arange(len(data)), np.arange(len(names)), np.arange(n_cam), indexing="ij")
-    x = data[:, 0::2].reshape(len(data), len(names), n_cam)
-    y = data[:, 1::2].reshape(len(data), len(names), n_cam)
-    if convention == "matlab":
-        x, y = x - 1.0, np.asarray(heights, dtype=np.float64)[None, None, :] - y
-    keep = np.isfinite(x) & np.isfinite(y)
-    return pd.DataFrame({"frame": frame[keep], "marker": marker[keep], "name": np.array(names)[marker[keep]],
-                         "camera": cam[keep], "u": x[keep], "v": y[keep]})
+    return names
 
 
 def save_points3d(points: pd.DataFrame, path: str | os.PathLike[str], n_frames: int,
@@ -192,21 +244,24 @@ def save_points3d(points: pd.DataFrame, path: str | os.PathLike[str], n_frames: 
 
 
 def load_points3d(path: str | os.PathLike[str]) -> pd.DataFrame:
-    """Read a combined 3D-point file (header required; optional ``Frame`` column, 1-based) into
+    """Read a combined 3D-point file (optional ``Frame`` column, 1-based; with or without its
+    header: without one, a column count of ``3 m + 1`` means a frame column) into
     ``frame, marker, name, x, y, z`` (missing points left out)."""
-    p, rows = _read_rows(path, "3D point file")
-    header = [h.strip() for h in rows[0]]
-    has_frame = header[:1] == ["Frame"]
-    cols = header[1:] if has_frame else header
-    if len(cols) % 3:
-        raise ValueError(f"{p}: expected three columns (X, Y, Z) per marker, got {len(cols)}")
-    names = []
-    for i in range(0, len(cols), 3):
-        stem = cols[i][:-2] if cols[i].endswith("_X") else None
-        if stem is None or cols[i:i + 3] != [f"{stem}_{a}" for a in "XYZ"]:
-            raise ValueError(f"{p}: header columns {cols[i:i + 3]}: expected <marker>_X, <marker>_Y, <marker>_Z")
-        names.append(stem)
-    data = _floats(p, rows[1:], len(header), 2)
+    p, rows, header = _read_rows(path, "3D point file")
+    width = len(header) if header is not None else len(rows[0])
+    has_frame = header[:1] == ["Frame"] if header is not None else width % 3 == 1
+    n_markers = (width - has_frame) // 3
+    if (width - has_frame) % 3 or n_markers == 0:
+        raise ValueError(f"{p}: expected three columns (X, Y, Z) per marker, got {width - has_frame}")
+    names = [marker_name(i) for i in range(n_markers)]
+    if header is not None:
+        cols = header[1:] if has_frame else header
+        for i in range(0, len(cols), 3):
+            stem = cols[i][:-2] if cols[i].endswith("_X") else None
+            if stem is None or cols[i:i + 3] != [f"{stem}_{a}" for a in "XYZ"]:
+                raise ValueError(f"{p}: header columns {cols[i:i + 3]}: expected <marker>_X, <marker>_Y, <marker>_Z")
+            names[i // 3] = re.sub(r"_[0-9.]+Hz$", "", stem)  # a filtered export's cutoff is not the name
+    data = _floats(p, rows, width, 1 if header is None else 2)
     frames = (data[:, 0].astype(int) - 1) if has_frame else np.arange(len(data))
     xyz = data[:, 1:] if has_frame else data
     out = []
@@ -250,26 +305,28 @@ def save_rigid_body_transforms(poses: np.ndarray, path: str | os.PathLike[str],
 
 def load_rigid_body_transforms(path: str | os.PathLike[str]) -> tuple[list[str], np.ndarray]:
     """Read rigid-body transformations: the body names and ``(F, B, 4, 4)`` body -> world
-    (NaN where missing). A ``Frame`` column and ``_<cutoff>Hz`` label suffixes (filtered exports)
-    are accepted."""
-    p, rows = _read_rows(path, "rigid-body transformation file")
-    header = [h.strip() for h in rows[0]]
-    has_frame = header[:1] == ["Frame"]
-    cols = header[1:] if has_frame else header
-    if len(cols) % 16:
-        raise ValueError(f"{p}: expected 16 columns per rigid body, got {len(cols)}")
-    names = []
-    for i in range(0, len(cols), 16):
-        m = re.fullmatch(r"(.*)_R11(_[0-9.]+Hz)?", cols[i])
-        suffix = m.group(2) or "" if m else ""
-        if m is None or cols[i:i + 16] != [f"{m.group(1)}_{label}{suffix}" for label in _RB_LABELS]:
-            raise ValueError(f"{p}: header columns {i + 1}-{i + 16}: expected <body>_R11 ... <body>_1")
-        names.append(m.group(1))
-    data = _floats(p, rows[1:], len(header), 2)
+    (NaN where missing). A ``Frame`` column, ``_<cutoff>Hz`` label suffixes (filtered exports)
+    and a file without its header (then ``16 B + 1`` columns mean a frame column) are accepted."""
+    p, rows, header = _read_rows(path, "rigid-body transformation file")
+    width = len(header) if header is not None else len(rows[0])
+    has_frame = header[:1] == ["Frame"] if header is not None else width % 16 == 1
+    n_bodies = (width - has_frame) // 16
+    if (width - has_frame) % 16 or n_bodies == 0:
+        raise ValueError(f"{p}: expected 16 columns per rigid body, got {width - has_frame}")
+    names = [body_name(i) for i in range(n_bodies)]
+    if header is not None:
+        cols = header[1:] if has_frame else header
+        for i in range(0, len(cols), 16):
+            m = re.fullmatch(r"(.*)_R11(_[0-9.]+Hz)?", cols[i])
+            suffix = m.group(2) or "" if m else ""
+            if m is None or cols[i:i + 16] != [f"{m.group(1)}_{label}{suffix}" for label in _RB_LABELS]:
+                raise ValueError(f"{p}: header columns {i + 1}-{i + 16}: expected <body>_R11 ... <body>_1")
+            names[i // 16] = m.group(1)
+    data = _floats(p, rows, width, 1 if header is None else 2)
     values = data[:, 1:] if has_frame else data
     poses = values.reshape(len(data), len(names), 4, 4).transpose(0, 1, 3, 2).copy()
     poses[np.isnan(poses).any(axis=(2, 3))] = np.nan
-    if has_frame:
+    if has_frame and len(data):
         frames = data[:, 0].astype(int) - 1
         full = np.full((frames.max() + 1, len(names), 4, 4), np.nan)
         full[frames] = poses

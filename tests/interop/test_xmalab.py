@@ -63,14 +63,64 @@ def _points(seed=0, n_frames=6, n_markers=4):
     return pd.DataFrame(rows, columns=["frame", "marker", "camera", "u", "v"])
 
 
-@pytest.mark.parametrize("convention", ["matlab", "opencv"])
+def xmalab_save2d_points(points, n_markers, n_frames, heights, offset1, yinvert, header_row=True, offset_cols=False):
+    """``Trial::save2dPoints``, one file (Trial.cpp 1700-1805): with ``headerRow`` the offset
+    columns' labels ``cam<j>_offset`` with no comma after them, then ``marker%03d_cam<j+1>_X,_Y``;
+    per frame ``0,`` per camera for the offset columns, each point ``yinvert`` (y = H - y - 1)
+    then ``offset1`` (+1, +1), 12 significant digits, ``NaN,NaN`` where missing.
+    ``points``: ``{(marker, camera, frame): (x, y)}`` in XMALab's internal pixels."""
+    n_cam = len(heights)
+    out = ""
+    if header_row:
+        out += "".join(f"cam{j}_offset" for j in range(n_cam)) if offset_cols else ""
+        out += ",".join(f"marker{i + 1:03d}_cam{j + 1}_X,marker{i + 1:03d}_cam{j + 1}_Y"
+                        for i in range(n_markers) for j in range(n_cam)) + "\n"
+    for f in range(n_frames):
+        fields = ["0"] * n_cam if offset_cols else []
+        for i in range(n_markers):
+            for j in range(n_cam):
+                if (i, j, f) not in points:
+                    fields += ["NaN", "NaN"]
+                    continue
+                x, y = points[(i, j, f)]
+                if yinvert:
+                    y = heights[j] - y - 1
+                if offset1:
+                    x, y = x + 1, y + 1
+                fields += [f"{x:.12g}", f"{y:.12g}"]
+        out += ",".join(fields) + "\n"
+    return out
+
+
+# XMALab's two switches, "count from 1" and "y up", for each convention.
+SWITCHES = {"matlab": (True, True), "opencv": (False, False), "count1": (True, False), "yup": (False, True)}
+
+
+@pytest.mark.parametrize("convention", list(SWITCHES))
+@pytest.mark.parametrize("header_row", [True, False])
+@pytest.mark.parametrize("offset_cols", [False, True])
+def test_points2d_exported_by_xmalab_read_here(tmp_path, convention, header_row, offset_cols):
+    rng = np.random.default_rng(3)
+    truth = {(i, j, f): tuple(rng.uniform(0, 1000, 2)) for i in range(3) for j in range(2) for f in range(5)
+             if rng.uniform() > 0.2}
+    offset1, yinvert = SWITCHES[convention]
+    text = xmalab_save2d_points(truth, 3, 5, HEIGHTS, offset1, yinvert, header_row, offset_cols)
+    (tmp_path / "x.csv").write_text(text)
+    back = load_points2d(tmp_path / "x.csv", HEIGHTS, convention, offset_columns=offset_cols)
+    got = {(r.marker, r.camera, r.frame): (r.u, r.v) for r in back.itertuples()}
+    assert got.keys() == truth.keys() and set(back["name"]) == {"marker001", "marker002", "marker003"}
+    for k, xy in truth.items():
+        np.testing.assert_allclose(got[k], xy, rtol=1e-11, atol=1e-8)
+
+
+@pytest.mark.parametrize("convention", list(SWITCHES))
 def test_points2d_written_are_what_xmalab_imports(tmp_path, convention):
     pts = _points()
     save_points2d(pts, tmp_path / "p.csv", HEIGHTS, n_frames=7, convention=convention,
                   names={20: "radius_distal"})
     text = (tmp_path / "p.csv").read_text()
-    matlab = convention == "matlab"
-    got, names = xmalab_load2d_points(text, 2, HEIGHTS, offset1=matlab, yinvert=matlab)
+    offset1, yinvert = SWITCHES[convention]
+    got, names = xmalab_load2d_points(text, 2, HEIGHTS, offset1=offset1, yinvert=yinvert)
     assert names == ["marker001", "marker002", "marker003", "radius_distal"]
     assert len(text.strip().split("\n")) == 1 + 7  # header, then one row per frame (the last all NaN)
     index = {m: i for i, m in enumerate(sorted(pts.marker.unique()))}
@@ -113,6 +163,20 @@ def test_points3d_round_trip_with_and_without_frame_column(tmp_path):
                                    pts.sort_values(["marker", "frame"])[["x", "y", "z"]].to_numpy(), rtol=1e-11)
 
 
+def test_points3d_without_header_and_filtered_names(tmp_path):
+    """XMALab's 3D export without its header row (Trial.cpp 1553: ``headerRow``), with and
+    without the frame column, and a filtered export's ``<name>_<cutoff>Hz_X`` header (1573-1578)."""
+    rows = [[1.5, "NaN", 3.25, 4.0, 5.0, 6.0], [7.0, 8.0, 9.0, "NaN", "NaN", "NaN"]]
+    for frame_column in (False, True):
+        lines = [",".join(([str(f + 1)] if frame_column else []) + [str(v) for v in r]) for f, r in enumerate(rows)]
+        (tmp_path / "p.csv").write_text("\n".join(lines) + "\n")
+        back = load_points3d(tmp_path / "p.csv")
+        assert list(back["name"]) == ["marker001", "marker002"] and list(back["frame"]) == [1, 0]
+        np.testing.assert_allclose(back[["x", "y", "z"]].to_numpy(), [[7, 8, 9], [4, 5, 6]])
+    (tmp_path / "f.csv").write_text("radius_20Hz_X,radius_20Hz_Y,radius_20Hz_Z\n1,2,3\n")
+    assert list(load_points3d(tmp_path / "f.csv")["name"]) == ["radius"]
+
+
 def xmalab_transformation_row(Rq, tq):
     """``RigidBody::getTransformationMatrix`` (RigidBody.cpp 2264-2306): ``trans[4y + k] = Rq(y, k)``,
     ``trans[12..14] = -Rq^T tq``, with ``X_ref = Rq X_world + tq`` from its Kabsch fit."""
@@ -150,3 +214,12 @@ def test_rigid_body_transforms_match_xmalab(tmp_path):
     save_rigid_body_transforms(poses, tmp_path / "ours.csv")
     ours = (tmp_path / "ours.csv").read_text().strip().split("\n")
     assert ours[0] == header.replace("_20Hz", "") and ours[1:] == rows
+    # XMALab's export without its header row, with and without the frame column (1-based).
+    (tmp_path / "bare.csv").write_text("\n".join(rows) + "\n")
+    names, bare = load_rigid_body_transforms(tmp_path / "bare.csv")
+    assert names == ["RigidBody001", "RigidBody002"]
+    np.testing.assert_allclose(bare, poses, rtol=1e-10, atol=1e-9)
+    (tmp_path / "framed.csv").write_text("\n".join(f"{f + 2},{r}" for f, r in enumerate(rows)) + "\n")
+    _, framed = load_rigid_body_transforms(tmp_path / "framed.csv")
+    assert framed.shape == (4, 2, 4, 4) and np.isnan(framed[0]).all()
+    np.testing.assert_allclose(framed[1:], poses, rtol=1e-10, atol=1e-9)
