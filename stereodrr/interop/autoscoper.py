@@ -5,15 +5,19 @@ Autoscoper places them, and tracking results (``.tra``).
 blank lines and ``#`` lines skipped, unknown keys ignored; each key collects a list in order of
 appearance:
 
-- ``Version M.m`` (absent: 1.0; from 1.1 on, relative paths are relative to the file's folder);
-- ``mayaCam_csv PATH`` (one per camera; MayaCam 2.0 or 1.0), ``CameraRootDir DIR`` (one per camera);
+- ``Version M.m`` (absent: 1.0; in 1.1 and later 1.x, relative paths are relative to the file's
+  folder; ``MeshFile`` lines are loaded from 1.2 on);
+- ``mayaCam_csv PATH`` (one per camera; MayaCam 2.0 or 1.0, or a VTK camera ``.json``),
+  ``CameraRootDir DIR`` (one per camera); these and ``VolumeFile`` paths may use backslashes (a
+  trial saved on Windows): they are read with slashes, as Autoscoper does;
 - ``VolumeFile PATH``, ``VoxelSize sx sy sz`` (mm, one per volume), ``VolumeFlip fx fy fz``
   (0/1, the i-th line applies to the i-th volume; missing lines mean no flip);
 - ``RenderResolution W H`` (the last one wins; default 512 512),
   ``OptimizationOffsets`` (six numbers, the last one wins; default 0.1 each), ``MeshFile PATH``.
 
 **Frames** (``Video.cpp``): the files of a camera folder whose name does not start with ``.`` and
-whose extension starts with ``tif`` (case-sensitive), sorted by name; frame ``i`` is the i-th
+whose extension (the whole name if it has no ``.``) starts with ``tif`` (case-sensitive), sorted
+by name; frame ``i`` is the i-th
 file of every camera.
 
 **Volume placement** (``Volume.cpp``, ``VolumeDescription.cpp``, ``RayCaster.cl``): a TIFF stack
@@ -84,14 +88,25 @@ def _numbers(src: str, key: str, value: str, n: int, kind: type = float) -> list
     return out
 
 
+def _unix_slashes(path: str) -> str:
+    """``Trial::convertToUnixSlashes``: a trial saved on Windows names its files with
+    backslashes; ``//`` made ``/`` scanning forward, a trailing slash dropped."""
+    path = path.replace("\\", "/")
+    pos = path.find("//")
+    while pos != -1:
+        path = path[:pos] + "/" + path[pos + 2:]
+        pos = path.find("//", pos + 1)
+    return path[:-1] if len(path) > 1 and path.endswith("/") and not (len(path) == 3 and path[1] == ":") else path
+
+
 def _resolve(path: str, base: Path, version: tuple[int, int]) -> Path:
     p = Path(path.strip())
     if p.is_absolute():
         return p
-    if version >= (1, 1):
+    if version[0] == 1 and version[1] >= 1:  # Autoscoper resolves against the file from 1.1 on, 1.x only
         return base / p
-    # Version 1.0 leaves relative paths to Autoscoper's working directory; a file moved with its
-    # data is more likely beside the trial file, so that is the fallback.
+    # Version 1.0 (and any other) leaves relative paths to Autoscoper's working directory; a file
+    # moved with its data is more likely beside the trial file, so that is the fallback.
     return p if p.exists() or not (base / p).exists() else base / p
 
 
@@ -149,7 +164,7 @@ def read_trial_file(path: str | os.PathLike[str], volumes: bool = True) -> Autos
         flip = [0, 0, 0]
         if i < len(lists["VolumeFlip"]):
             flip = _numbers(src, f"VolumeFlip (volume {i})", lists["VolumeFlip"][i], 3, int)
-        entries.append(AutoscoperVolumeEntry(_resolve(v, base, version), (size[0], size[1], size[2]),
+        entries.append(AutoscoperVolumeEntry(_resolve(_unix_slashes(v), base, version), (size[0], size[1], size[2]),
                                              (bool(flip[0]), bool(flip[1]), bool(flip[2]))))
     res = (512, 512)
     if lists["RenderResolution"]:
@@ -159,8 +174,8 @@ def read_trial_file(path: str | os.PathLike[str], volumes: bool = True) -> Autos
     if lists["OptimizationOffsets"]:
         offsets = tuple(_numbers(src, "OptimizationOffsets", lists["OptimizationOffsets"][-1], 6))
     return AutoscoperTrialFile(
-        cameras=[_resolve(c, base, version) for c in cams], camera_dirs=[_resolve(d, base, version) for d in dirs],
-        volumes=entries, version=version, render_resolution=res, optimization_offsets=offsets,
+        cameras=[_resolve(_unix_slashes(c), base, version) for c in cams],
+        camera_dirs=[_resolve(_unix_slashes(d), base, version) for d in dirs], volumes=entries, version=version, render_resolution=res, optimization_offsets=offsets,
         meshes=[_resolve(m, base, version) for m in meshes], source=p)
 
 
@@ -171,9 +186,10 @@ def _relative(path: Path, base: Path) -> str:
 def write_trial_file(trial: AutoscoperTrialFile, path: str | os.PathLike[str]) -> Path:
     """Write a trial file as ``Trial::save`` does: ``Version 1.1``, paths relative to the file,
     each volume's ``VolumeFile``, ``VolumeFlip``, ``VoxelSize``, then the render resolution and
-    the optimisation offsets (12 significant digits)."""
+    the optimisation offsets (12 significant digits). With meshes, ``Version 1.2`` and their
+    ``MeshFile`` lines (Autoscoper loads meshes only from 1.2 on)."""
     base = Path(path).parent
-    lines = ["Version 1.1"]
+    lines = ["Version 1.2" if trial.meshes else "Version 1.1"]
     lines += [f"mayaCam_csv {_relative(c, base)}" for c in trial.cameras]
     lines += [f"CameraRootDir {_relative(d, base)}" for d in trial.camera_dirs]
     for v in trial.volumes:
@@ -197,8 +213,9 @@ def frame_files(folder: str | os.PathLike[str]) -> list[Path]:
         raise FileNotFoundError(f"camera folder {str(d)!r} does not exist")
     if not d.is_dir():
         raise ValueError(f"camera folder {str(d)!r} is not a folder")
-    files = sorted(f for f in d.iterdir() if not f.name.startswith(".") and "." in f.name
-                   and f.name.rsplit(".", 1)[1].startswith("tif") and f.is_file())
+    # Video.cpp: the text after the last '.' (the whole name when there is none) starts with "tif".
+    files = sorted(f for f in d.iterdir() if not f.name.startswith(".")
+                   and f.name.rsplit(".", 1)[-1].startswith("tif") and f.is_file())
     if not files:
         raise ValueError(f"camera folder {str(d)!r} holds no TIFF frame (*.tif, *.tiff)")
     return files

@@ -38,6 +38,17 @@ refused by :func:`save_mayacam`.
     scale, W, H          film-plane scale, image width and height (0 means 1024)
 
 It holds one focal length: :func:`save_mayacam1` refuses cameras with ``fx != fy`` or skew.
+
+**VTK camera 1.0** (JSON, ``@schema`` ``https://autoscoperm.slicer.org/vtkCamera-schema-1.0.json``,
+what SlicerAutoscoperM writes; Autoscoper's ``Camera::loadVTKCamera`` reads a camera file whose
+name ends in ``.json`` as one): ``camera-position`` (the source), ``focal-point``, ``view-up``,
+``view-angle`` (degrees) and ``image-width``, ``image-height``. Autoscoper's camera looks from the
+position to the focal point, its x axis (right) ``side = forward x view-up`` (normalised), its y
+axis (up) ``side x forward``; the focal lengths are ``W / (2 tan(angle / 2))`` and
+``H / (2 tan(angle / 2))`` (one angle for both axes) and the principal point is ``(W/2, H/2)``
+counted with y up, which is the OpenCV ``(W/2, H/2 - 1)`` (Autoscoper's ``v_up = H - 1 - v``).
+stereodrr reads it (:func:`load_vtk_camera`); it does not write it, since it holds no principal
+point of its own.
 """
 
 from __future__ import annotations
@@ -53,8 +64,8 @@ import numpy as np
 from ..fileio import atomic_write_text, check_input_file
 from ..geometry import Camera, euler_to_matrix
 
-__all__ = ["MAYACAM_TOLERANCE_PX", "save_mayacam", "load_mayacam", "save_mayacam1", "load_mayacam1",
-           "mayacam_version"]
+__all__ = ["MAYACAM_TOLERANCE_PX", "VTK_CAMERA_SCHEMA", "save_mayacam", "load_mayacam", "save_mayacam1", "load_mayacam1",
+           "load_vtk_camera", "mayacam_version"]
 
 # What a camera may lose in a MayaCam file: its projection of any point of the image moves by at
 # most this many pixels (skew in 2.0; fx != fy or skew in 1.0).
@@ -114,6 +125,59 @@ def mayacam_version(path: str | os.PathLike[str]) -> Literal[1, 2]:
     return 2 if first == "image size" else 1
 
 
+VTK_CAMERA_SCHEMA = "https://autoscoperm.slicer.org/vtkCamera-schema-1.0.json"
+"""The ``@schema`` of a VTK camera 1.0 file, as Autoscoper checks it."""
+
+
+def load_vtk_camera(path: str | os.PathLike[str], pixel_spacing: float | tuple[float, float] = 1.0) -> Camera:
+    """Read a VTK camera 1.0 JSON file (module docstring) as Autoscoper's ``loadVTKCamera`` does.
+
+    Raises:
+        FileNotFoundError: no such file. ValueError: not JSON, another schema or version, a
+            field missing or malformed, a degenerate view (the focal point at the camera, the view
+            up along the view direction) or a view angle outside (0, 180) degrees.
+    """
+    import json
+
+    p = check_input_file(path, "VTK camera file")
+    try:
+        doc = json.loads(p.read_text(encoding="utf-8", errors="replace"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{p}: not a JSON file ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(doc, dict) or doc.get("@schema") != VTK_CAMERA_SCHEMA:
+        raise ValueError(f"{p}: expected a VTK camera with '@schema' {VTK_CAMERA_SCHEMA!r}, got "
+                         f"{doc.get('@schema') if isinstance(doc, dict) else type(doc).__name__!r}")
+
+    def number(key: str, n: int | None = None) -> np.ndarray:
+        try:
+            v = np.asarray(doc[key], dtype=np.float64)
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"{p}: {key!r}: expected {'a number' if n is None else f'{n} numbers'}") from None
+        if v.shape != (() if n is None else (n,)) or not np.isfinite(v).all():
+            raise ValueError(f"{p}: {key!r}: expected {'a number' if n is None else f'{n} numbers'}, got {doc[key]!r}")
+        return v
+
+    if float(number("version")) != 1.0:
+        raise ValueError(f"{p}: 'version': expected 1.0, got {doc['version']!r}")
+    W, H = float(number("image-width")), float(number("image-height"))
+    if W != int(W) or H != int(H) or W < 1 or H < 1:
+        raise ValueError(f"{p}: image size: expected positive integers, got {W:g} x {H:g}")
+    pos, focal, up = number("camera-position", 3), number("focal-point", 3), number("view-up", 3)
+    angle = float(number("view-angle"))
+    if not 0.0 < angle < 180.0:
+        raise ValueError(f"{p}: 'view-angle': expected degrees in (0, 180), got {angle:g}")
+    forward = focal - pos
+    side = np.cross(forward, up)
+    if np.linalg.norm(forward) == 0 or np.linalg.norm(side) <= 1e-12 * np.linalg.norm(forward) * np.linalg.norm(up):
+        raise ValueError(f"{p}: degenerate view: the focal point lies at the camera or view-up is along the view")
+    forward /= np.linalg.norm(forward)
+    side /= np.linalg.norm(side)
+    R = np.stack([side, -np.cross(side, forward), forward])  # OpenCV rows: x right, y down, z forward
+    tan_half = np.tan(np.radians(angle) / 2)
+    K = np.array([[W / (2 * tan_half), 0.0, W / 2], [0.0, H / (2 * tan_half), H / 2 - 1], [0.0, 0.0, 1.0]])
+    return _camera(K, R, -R @ pos, int(W), int(H), pixel_spacing, p)
+
+
 def _camera(K: np.ndarray, R: np.ndarray, t: np.ndarray, width: int, height: int,
             pixel_spacing: float | tuple[float, float], p: Path) -> Camera:
     du, dv = (float(v) for v in np.broadcast_to(np.asarray(pixel_spacing, float), (2,)))
@@ -125,7 +189,8 @@ def _camera(K: np.ndarray, R: np.ndarray, t: np.ndarray, width: int, height: int
 
 def load_mayacam(path: str | os.PathLike[str], pixel_spacing: float | tuple[float, float] = 1.0) -> Camera:
     """Read a MayaCam 2.0 (XMALab, Autoscoper, :func:`save_mayacam`) or 1.0 file
-    (:func:`load_mayacam1`, chosen as Autoscoper does by the first line).
+    (:func:`load_mayacam1`, chosen as Autoscoper does by the first line), or a VTK camera
+    (:func:`load_vtk_camera`, a name ending in ``.json``, as Autoscoper decides).
 
     The file has no detector pitch: ``pixel_spacing`` (mm, default 1) only sets the informative
     ``Camera.sdd = fx * du``; projections use K alone. Titles are matched by name and blank lines
@@ -136,6 +201,8 @@ def load_mayacam(path: str | os.PathLike[str], pixel_spacing: float | tuple[floa
             that is not two positive integers, or K/R not an intrinsic matrix / a rotation.
     """
     p = check_input_file(path, "MayaCam file")
+    if p.suffix == ".json":  # Autoscoper's Camera constructor: a .json camera is a VTK camera
+        return load_vtk_camera(p, pixel_spacing)
     if mayacam_version(p) == 1:
         return load_mayacam1(p, pixel_spacing)
     blocks: dict[str, list[tuple[int, str]]] = {}

@@ -6,6 +6,7 @@ commit. Test helpers only: nothing here is stereodrr's code."""
 from __future__ import annotations
 
 import io
+import json
 import math
 import os
 from pathlib import Path
@@ -73,11 +74,35 @@ class AutoscoperCamera:
     """``libautoscoper/src/Camera.cpp``: ``size_``, ``coord_frame_``, ``viewport_``."""
 
     def __init__(self, path):
+        if str(path).rsplit(".", 1)[-1] == "json":  # lines 113-122: a .json file is a VTK camera
+            self._load_vtk(json.loads(Path(path).read_text()))
+            return
         lines = Path(path).read_text().split("\n")
-        if lines[0] == "image size":  # lines 113-134: the first line decides the version
+        if lines[0] == "image size":  # lines 123-134: the first line decides the version
             self._load2(lines)
         else:
             self._load1(lines)
+
+    def _load_vtk(self, doc):  # loadVTKCamera, lines 364-422 (schema and version checks left out)
+        self.size_ = [float(doc["image-width"]), float(doc["image-height"])]
+        eye, center, up = (list(map(float, doc[k])) for k in ("camera-position", "focal-point", "view-up"))
+
+        def unit(v):
+            n = math.sqrt(sum(a * a for a in v))
+            return [a / n for a in v]
+
+        def cross(a, b):
+            return [a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]]
+
+        forward = unit([c - e for c, e in zip(center, eye)])  # calculateLookAtMatrix, lines 495-512
+        side = unit(cross(forward, up))
+        perpendicular_up = cross(side, forward)
+        rot = side + perpendicular_up + [-f for f in forward]
+        self.coord_frame_ = CoordFrame(rot, eye)
+        angle = float(doc["view-angle"]) * (math.pi / 180)  # calculateFocalLength, lines 486-493
+        fx = self.size_[0] / (2 * math.tan(angle / 2))
+        fy = self.size_[1] / (2 * math.tan(angle / 2))
+        self.calculate_viewport(self.size_[0] / 2.0, self.size_[1] / 2.0, fx, fy)
 
     def _load2(self, lines):  # loadMayaCam2, lines 229-345
         K = [[0.0] * 3 for _ in range(3)]
@@ -145,6 +170,19 @@ class AutoscoperCamera:
         return (u - u0) / u1 + 0.5, 0.5 - (v - v0) / v1
 
 
+def convert_to_unix_slashes(path: str) -> str:
+    """``Trial::convertToUnixSlashes`` (Trial.cpp 152-171): backslashes to slashes, each ``//``
+    found scanning forward made ``/``, a trailing slash dropped (not from ``/`` or ``c:/``)."""
+    path = path.replace("\\", "/")
+    pos = path.find("//")
+    while pos != -1:
+        path = path[:pos] + "/" + path[pos + 2:]
+        pos = path.find("//", pos + 1)
+    if len(path) > 1 and path.endswith("/") and not (len(path) == 3 and path[1] == ":"):
+        path = path[:-1]
+    return path
+
+
 def parse_trial(text: str, filename: str):
     """``Trial::Trial`` / ``Trial::parse`` / ``Trial::validate`` (Trial.cpp 82-151, 202-300):
     returns the lists, paths made absolute from version 1.1 on."""
@@ -156,8 +194,8 @@ def parse_trial(text: str, filename: str):
         if len(line) == 0 or line[0] == "\n" or line[0] == "#":
             continue
         key, _, value = line.partition(" ")
-        if key in ("mayaCam_csv", "CameraRootDir", "VolumeFile", "MeshFile"):
-            value = value.replace("\\", "/")
+        if key in ("mayaCam_csv", "CameraRootDir", "VolumeFile"):  # not MeshFile (lines 224-250)
+            value = convert_to_unix_slashes(value)
         if key in lists:
             lists[key].append(value)
         elif key == "Version":

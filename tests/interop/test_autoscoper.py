@@ -2,6 +2,7 @@
 against transliterations of Autoscoper's own code (tests/interop/autoscoper_readers.py)."""
 
 import itertools
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +61,24 @@ def test_sample_wrist_trial_file_reads_as_autoscoper_reads_it(tmp_path):
     assert t.render_resolution == (512, 512) and t.optimization_offsets == (0.1,) * 6
 
 
+@pytest.mark.parametrize("version", ["Version 1.1", "Version 1.2", "Version 2.0", ""])
+def test_trial_file_saved_on_windows_reads_as_autoscoper_reads_it(tmp_path, monkeypatch, version):
+    """Backslashes (Trial::save's relative paths on Windows) and doubled separators become single
+    slashes for cameras, camera folders and volumes (Trial.cpp 152-171, 224-235); relative paths
+    are the file's folder's in 1.1 and later 1.x only (line 127)."""
+    text = "\n".join([version, "mayaCam_csv Calibration\\xr_calib_wrist_cam01.txt",
+                      "CameraRootDir XMA_UND\\\\xr_data_wrist_cam01\\", "VolumeFile Models\\rad_dcm_cropped.tif",
+                      "VoxelSize 0.39625 0.39625 0.625"])
+    (tmp_path / "w.cfg").write_text(text)
+    monkeypatch.chdir(tmp_path)  # Autoscoper's working directory for the versions that leave paths to it
+    _, lists = parse_trial(text, str(tmp_path / "w.cfg"))
+    t = read_trial_file(tmp_path / "w.cfg")
+    assert [str(p) for p in t.cameras] == lists["mayaCam_csv"]
+    assert [str(p) for p in t.camera_dirs] == lists["CameraRootDir"]
+    assert [str(v.path) for v in t.volumes] == lists["VolumeFile"]
+    assert lists["CameraRootDir"][0].endswith("XMA_UND/xr_data_wrist_cam01")
+
+
 def test_written_trial_file_reads_in_autoscoper(tmp_path):
     spec = AutoscoperTrialFile(
         cameras=[DATA / "Calibration" / "xr_calib_wrist_cam01.txt", DATA / "Calibration" / "xr_calib_wrist_cam02.txt"],
@@ -81,6 +100,10 @@ def test_written_trial_file_reads_in_autoscoper(tmp_path):
     back = read_trial_file(out)
     assert [v.flip for v in back.volumes] == [(True, False, True), (False, False, False)]
     assert back.optimization_offsets == spec.optimization_offsets
+    # With meshes: Version 1.2, the first version whose meshes Autoscoper loads (Trial.cpp 147-149).
+    write_trial_file(replace(spec, meshes=[DATA / "m1.stl", DATA / "m2.stl"]), out)
+    version, lists = parse_trial(out.read_text(), str(out))
+    assert version == [1, 2] and [resolve(p) for p in lists["MeshFile"]] == [resolve(DATA / "m1.stl"), resolve(DATA / "m2.stl")]
 
 
 @pytest.mark.parametrize("lines, match", [
@@ -100,11 +123,12 @@ def test_malformed_trial_files_give_one_line_errors(tmp_path, lines, match):
 
 
 def test_frame_discovery_follows_autoscoper(tmp_path):
-    names = ["b.0002.tif", "b.0010.tif", "a.tiff", ".hidden.tif", "c.TIF", "d.png", "e.tif.bak", "f.tifx", "noext"]
+    names = ["b.0002.tif", "b.0010.tif", "a.tiff", ".hidden.tif", "c.TIF", "d.png", "e.tif.bak", "f.tifx", "noext",
+             "tif0001"]
     for n in names:
         (tmp_path / n).write_bytes(b"")
     assert [str(p) for p in frame_files(tmp_path)] == video_files(str(tmp_path))
-    assert [p.name for p in frame_files(tmp_path)] == ["a.tiff", "b.0002.tif", "b.0010.tif", "f.tifx"]
+    assert [p.name for p in frame_files(tmp_path)] == ["a.tiff", "b.0002.tif", "b.0010.tif", "f.tifx", "tif0001"]
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="no TIFF"):
         frame_files(tmp_path / "empty")

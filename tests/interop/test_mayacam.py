@@ -2,13 +2,22 @@
 writes is read by a transliteration of Autoscoper's reader (tests/interop/autoscoper_readers.py)
 into a camera that projects like stereodrr's within 1e-6 px."""
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from stereodrr.geometry import Camera, StereoRig, look_at_rotation
-from stereodrr.interop import MAYACAM_TOLERANCE_PX, load_mayacam, load_mayacam1, save_mayacam, save_mayacam1
+from stereodrr.interop import (
+    MAYACAM_TOLERANCE_PX,
+    VTK_CAMERA_SCHEMA,
+    load_mayacam,
+    load_mayacam1,
+    load_vtk_camera,
+    save_mayacam,
+    save_mayacam1,
+)
 
 from .autoscoper_readers import AutoscoperCamera
 
@@ -183,3 +192,45 @@ def test_mayacam1_refuses_cameras_it_cannot_hold(tmp_path):
     assert abs(cam.K[0, 0] - cam.K[1, 1]) > 1
     with pytest.raises(ValueError, match="one focal length"):
         save_mayacam1(cam, tmp_path / "cam.csv")
+
+
+def _vtk_camera(rng, width, height):
+    eye = rng.normal(size=3)
+    eye *= rng.uniform(600, 1500) / np.linalg.norm(eye)
+    return {"@schema": VTK_CAMERA_SCHEMA, "version": 1.0, "camera-position": eye.tolist(),
+            "focal-point": rng.normal(scale=20, size=3).tolist(), "view-up": rng.normal(size=3).tolist(),
+            "view-angle": float(rng.uniform(5, 40)), "image-width": width, "image-height": height,
+            "clipping-range": [0.1, 5000.0]}
+
+
+@pytest.mark.parametrize("size", [(1760, 1760), (640, 480), (301, 517)])
+def test_vtk_camera_reads_as_autoscoper_projects_it(tmp_path, size):
+    """SlicerAutoscoperM's VTK camera: every world point lands where Autoscoper's camera
+    (``loadVTKCamera``, transliterated) puts it; a trial's camera file ending in .json is one."""
+    rng = np.random.default_rng(size[0])
+    for i in range(4):
+        path = tmp_path / f"cam{i}.json"
+        path.write_text(json.dumps(_vtk_camera(rng, *size)))
+        cam = load_mayacam(path)
+        assert (cam.width, cam.height) == size
+        auto = AutoscoperCamera(path)
+        X = np.asarray(json.loads(path.read_text())["focal-point"]) + rng.normal(scale=40, size=(50, 3))
+        uv, depth = cam.project(X)
+        assert (depth > 0).all()
+        np.testing.assert_allclose(uv, np.array([autoscoper_pixel(auto, x) for x in X]), atol=1e-6)
+
+
+def test_vtk_camera_bad_input(tmp_path):
+    rng = np.random.default_rng(0)
+    good = _vtk_camera(rng, 512, 512)
+    cases = [("not json", "not a JSON"), ({**good, "@schema": "x"}, "@schema"), ({**good, "version": 2}, "version"),
+             ({**good, "view-angle": 0}, "view-angle"), ({**good, "view-up": [1, 2]}, "view-up"),
+             ({k: v for k, v in good.items() if k != "image-width"}, "image-width"),
+             ({**good, "view-up": [a - b for a, b in zip(good["focal-point"], good["camera-position"])]}, "degenerate"),
+             ({**good, "image-height": 0}, "image size")]
+    for i, (doc, match) in enumerate(cases):
+        path = tmp_path / f"c{i}.json"
+        path.write_text(doc if isinstance(doc, str) else json.dumps(doc))
+        with pytest.raises(ValueError, match=match) as info:
+            load_vtk_camera(path)
+        assert "\n" not in str(info.value) and str(path) in str(info.value)
