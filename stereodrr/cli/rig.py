@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import get_args
 
-from ..geometry import StereoRig, depth_inplane_ratio, load_rig, save_dlt_csv, save_rig
+from ..geometry import DltConvention, StereoRig, depth_inplane_ratio, load_rig, save_dlt_csv, save_rig
 from ..phantoms import load_phantom
 from ..resources import PIXEL_PITCH_MM
 from ._args import UsageError, input_file, integer, number, output_file
@@ -27,6 +28,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--disparity-error", type=number(0.0, open_lo=True, what="disparity error in px"), default=0.1, help="px, for the depth-resolution line")
     p.add_argument("-o", "--output", default="rig.json", help="rig file to write")
     p.add_argument("--dlt", help="also write the XMALab/DLTdv DLT coefficients (CSV, 11 x n) here")
+    p.add_argument("--dlt-convention", choices=get_args(DltConvention), default="xmalab",
+                   help="pixels of --dlt: 'xmalab' (XMALab, DLTdv7 and earlier: 1-based, y up) or 'dltdv8' "
+                        "(DLTdv8: 1-based, y down)")
     p.add_argument("--figure", help="also draw the rig in 3D (PNG): sources, detectors, central rays, isocenter")
     p.add_argument("--phantom", help="with --figure: draw this phantom's markers (a built-in name or a phantom JSON)")
     p.add_argument("--compare", metavar="RIG", help="with --figure: draw this rig file (e.g. a calibrated rig.json) "
@@ -56,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         rig = StereoRig.arc(args.views, args.angle, **common)
     save_rig(rig, args.output)
     if args.dlt:
-        save_dlt_csv(rig, args.dlt)
+        save_dlt_csv(rig, args.dlt, args.dlt_convention)
     print(rig.summary().to_string(index=False, float_format=lambda v: f"{v:.2f}"))
     if len(rig) >= 2:
         theta = rig.stereo_angle_deg()

@@ -14,7 +14,7 @@ from .camera import (
     projection_matrix,
     stack_cameras,
 )
-from .dlt_coefficients import dlt_from_projection, dlt_pixel_flip, projection_from_dlt
+from .dlt_coefficients import DltConvention, dlt_from_projection, dlt_pixel_flip, projection_from_dlt
 from .epipolar import epipolar_lines, epipoles, fundamental_from_cameras, fundamental_from_projections
 from .errors import depth_directions, mean_viewing_direction, rotation_angle_deg, split_depth_inplane
 from .pose import POSE_SCHEMA, RigidPose, load_pose, moved_extrinsics, pose_matrix, save_pose
@@ -40,7 +40,7 @@ from .se3 import (
 __all__ = [
     "Camera", "camera_center", "crop_camera", "oversampled_camera", "decompose_projection", "intrinsic_matrix", "look_at_rotation",
     "pixel_to_ray", "project_points", "projection_matrix", "stack_cameras",
-    "dlt_from_projection", "dlt_pixel_flip", "projection_from_dlt",
+    "DltConvention", "dlt_from_projection", "dlt_pixel_flip", "projection_from_dlt",
     "depth_directions", "mean_viewing_direction", "rotation_angle_deg", "split_depth_inplane",
     "epipolar_lines", "epipoles", "fundamental_from_cameras", "fundamental_from_projections",
     "POSE_SCHEMA", "RigidPose", "load_pose", "moved_extrinsics", "pose_matrix", "save_pose",

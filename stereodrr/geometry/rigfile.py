@@ -26,7 +26,7 @@ import numpy as np
 
 from ..fileio import atomic_path, atomic_write_text, read_json
 from .camera import Camera
-from .dlt_coefficients import dlt_from_projection
+from .dlt_coefficients import DltConvention, dlt_from_projection
 from .rig import StereoRig
 
 __all__ = ["RIG_SCHEMA", "rig_to_dict", "rig_from_dict", "save_rig", "load_rig", "save_dlt_csv", "load_dlt_csv"]
@@ -116,12 +116,14 @@ def load_rig(path: str | os.PathLike[str]) -> StereoRig:
     return rig_from_dict(data, source=str(path))
 
 
-def save_dlt_csv(rig: StereoRig, path: str | os.PathLike[str]) -> np.ndarray:
+def save_dlt_csv(rig: StereoRig, path: str | os.PathLike[str], convention: DltConvention = "xmalab") -> np.ndarray:
     """Write the DLT coefficients of every view as XMALab/DLTdv do: 11 rows x n cameras, no header.
 
-    Columns follow the rig's view order. Returns the ``(11, n)`` array written.
+    Columns follow the rig's view order; ``convention`` is the coefficients' pixels
+    (:data:`~stereodrr.geometry.dlt_coefficients.DltConvention`: XMALab's and DLTdv7's y up by
+    default, ``"dltdv8"`` for DLTdv8). Returns the ``(11, n)`` array written.
     """
-    cols = [dlt_from_projection(cam.P, cam.height) for cam in rig.cameras.values()]
+    cols = [dlt_from_projection(cam.P, cam.height, convention) for cam in rig.cameras.values()]
     table = np.stack(cols, axis=1)
     with atomic_path(path) as tmp:
         np.savetxt(tmp, table, delimiter=",", fmt="%.17g")
