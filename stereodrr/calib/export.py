@@ -30,12 +30,15 @@ from .dlt import rig_isocenter
 if TYPE_CHECKING:
     from ..distortion import DistortionMap
 
-__all__ = ["EXPORTERS", "save_opencv_yaml", "load_opencv_yaml", "export_calibration", "points_table", "save_points_csv"]
+__all__ = ["EXPORTERS", "save_opencv_yaml", "load_opencv_yaml", "export_calibration", "check_view_names", "points_table",
+           "save_points_csv"]
 
 
 def points_table(table: pd.DataFrame, height: int) -> pd.DataFrame:
     """A view's identified balls for export: ``marker_id, u, v`` (OpenCV pixels: 0-based, v
-    down), ``residual_px`` (to the calibrated reprojection) and XMALab's 1-based, y-up pixel
+    down; calibrated through an intensifier's map, the corrected pixels), ``residual_px`` (to
+    the marker re-projected by the identification's fit of that view,
+    :func:`stereodrr.calib.identify.identify_markers`) and XMALab's 1-based, y-up pixel
     ``x_xmalab, y_xmalab`` (``x = u + 1, y = H - v``, :func:`stereodrr.geometry.dlt_pixel_flip`)."""
     uv1 = np.c_[table["u"].to_numpy(), table["v"].to_numpy(), np.ones(len(table))]
     xy = uv1 @ dlt_pixel_flip(height).T
@@ -51,14 +54,36 @@ def save_points_csv(table: pd.DataFrame, height: int, path: str | os.PathLike[st
 
 
 def _node(name: str) -> str:
-    """A FileStorage node name (letters, digits, underscore; not starting with a digit)."""
-    key = re.sub(r"\W", "_", name)
+    """A FileStorage node name (ASCII letters, digits, underscore; not starting with a digit)."""
+    key = re.sub(r"[^A-Za-z0-9_]", "_", name)
     return key if re.match(r"[A-Za-z_]", key) else f"v_{key}"
 
 
+def check_view_names(names: list[str]) -> None:
+    """Refuse view names the exported files cannot keep apart: a comma (the YAML's ``views``
+    list), or two views that map to one YAML node or file name (``"cam 1"`` and ``"cam-1"``).
+
+    Raises:
+        ValueError: naming the views.
+    """
+    if any("," in n for n in names):
+        raise ValueError(f"view names: expected no commas (the YAML lists the views comma-separated), got {names}")
+    for what, key in (("OpenCV YAML node", _node), ("file name", _file_name)):
+        seen: dict[str, str] = {}
+        for n in names:
+            if key(n) in seen:
+                raise ValueError(f"view names {seen[key(n)]!r} and {n!r} give one {what} {key(n)!r}: rename a view")
+            seen[key(n)] = n
+
+
 def save_opencv_yaml(rig: StereoRig, path: str | os.PathLike[str]) -> Path:
-    """Write the rig as OpenCV-style YAML (see the module docstring); returns the path."""
+    """Write the rig as OpenCV-style YAML (see the module docstring); returns the path.
+
+    Raises:
+        ValueError: view names it cannot keep apart (:func:`check_view_names`).
+    """
     names = rig.names
+    check_view_names(names)
     with atomic_path(path) as tmp:
         fs = cv2.FileStorage(str(tmp), cv2.FILE_STORAGE_WRITE | cv2.FILE_STORAGE_FORMAT_YAML)
         try:
@@ -156,11 +181,14 @@ def export_calibration(rig: StereoRig, out_dir: str | os.PathLike[str],
     ``stereodrr beads|track|calibrate|undistort`` reads, as XMALab keeps undistortion per camera.
 
     Raises:
-        ValueError: a map for a view the rig does not have, or for another image size.
+        ValueError: a map for a view the rig does not have, or for another image size; view
+            names the files cannot keep apart (:func:`check_view_names`). Checked before
+            anything is written.
     """
     from ..distortion import check_maps, save_distortion
 
     check_maps(distortion, rig)
+    check_view_names(rig.names)
     out = Path(out_dir)
     paths: dict[str, Path] = {}
     for write in EXPORTERS.values():

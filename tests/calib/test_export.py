@@ -83,3 +83,23 @@ def test_export_refuses_a_map_of_another_size_before_writing(rig5, tmp_path):
     with pytest.raises(ValueError, match=f"the map of view '{rig5.names[1]}' is for 64x64 images"):
         export_calibration(rig5, tmp_path / "cal", {rig5.names[1]: small})
     assert not (tmp_path / "cal").exists() or not any((tmp_path / "cal").iterdir())
+
+
+def test_view_names_the_files_cannot_keep_apart_are_refused_before_writing(rig5, tmp_path):
+    """"cam 1" and "cam-1" would share the YAML's ``cam_1_*`` nodes (cv2 returns the first) and
+    one MayaCam file name; a comma would split the YAML's view list."""
+    from stereodrr.geometry import StereoRig
+
+    cams = list(rig5.cameras.values())
+    for names, match in ((("cam 1", "cam-1"), "cam_1"), (("a,b", "c"), "commas")):
+        rig = StereoRig(dict(zip(names, cams)), rig5.isocenter)
+        with pytest.raises(ValueError, match=match) as info:
+            export_calibration(rig, tmp_path / "cal")
+        assert "\n" not in str(info.value)
+        assert not (tmp_path / "cal").exists() or not any((tmp_path / "cal").iterdir())
+    # Names OpenCV's YAML writer cannot take as keys (non-ASCII) are written under ASCII keys.
+    rig = StereoRig(dict(zip(("links_ü", "rechts"), cams)), rig5.isocenter)
+    back = load_opencv_yaml(export_calibration(rig, tmp_path / "ok")["yaml"])
+    assert back.names == ["links_ü", "rechts"]
+    for name in rig.names:
+        np.testing.assert_allclose(back[name].P, rig[name].P, atol=1e-12)
