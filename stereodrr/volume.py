@@ -20,6 +20,7 @@ import os
 import struct
 import sys
 import tempfile
+import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -281,7 +282,10 @@ def load_volume(path: str | os.PathLike[str]) -> Volume:
 
     A file is checked to be complete before it is read (SimpleITK fills the missing part of a
     truncated NIfTI with zeros without a word): a compressed stream must reach its end marker,
-    and the voxel bytes present must match the header's size and pixel type.
+    and the voxel bytes present must match the header's size and pixel type. A float NIfTI's
+    voxels are checked for NaN in the file itself (SimpleITK reads them as 0). A folder with
+    several DICOM series is read as its series of the most slices, with a warning naming the
+    others.
 
     Raises:
         FileNotFoundError: the path does not exist.
@@ -295,25 +299,60 @@ def load_volume(path: str | os.PathLike[str]) -> Volume:
     with _captured_stderr() as native:
         try:
             if p.is_dir():
-                reader = sitk.ImageSeriesReader()
-                series = reader.GetGDCMSeriesIDs(str(p))
-                if not series:
-                    raise ValueError(f"{p}: folder holds no DICOM series")
-                files = reader.GetGDCMSeriesFileNames(str(p), series[0])
-                reader.SetFileNames(files)
-                image = reader.Execute()
+                image = _read_dicom_series(p)
             else:
-                info = sitk.ImageFileReader()
-                info.SetFileName(str(p))
-                info.ReadImageInformation()
-                _check_complete(p, info)
-                image = sitk.ReadImage(str(p))
+                with _alone(p) as q:
+                    info = sitk.ImageFileReader()
+                    info.SetFileName(str(q))
+                    info.ReadImageInformation()
+                    try:
+                        _check_complete(q, info)
+                    except ValueError as exc:  # name the user's file, not the temporary link
+                        raise ValueError(str(exc).replace(str(q), str(p))) from None
+                    image = sitk.ReadImage(str(q))
         except RuntimeError as exc:
             raise ValueError(f"{p}: cannot read as a medical image ({_itk_reason(str(exc), native())})") from None
     try:
         return Volume.from_sitk(image)
     except ValueError as exc:
         raise ValueError(f"{p}: {exc}") from None
+
+
+def _read_dicom_series(folder: Path) -> sitk.Image:
+    """The folder's DICOM series with the most slices (a scout or a second reconstruction
+    beside the CT is passed over, with a warning naming it)."""
+    reader = sitk.ImageSeriesReader()
+    series = reader.GetGDCMSeriesIDs(str(folder))
+    if not series:
+        raise ValueError(f"{folder}: folder holds no DICOM series")
+    files = {uid: reader.GetGDCMSeriesFileNames(str(folder), uid) for uid in series}
+    chosen = max(series, key=lambda uid: len(files[uid]))
+    if len(series) > 1:
+        others = ", ".join(f"{uid} ({len(files[uid])} files)" for uid in series if uid != chosen)
+        warnings.warn(f"{folder}: {len(series)} DICOM series; reading {chosen} ({len(files[chosen])} files), "
+                      f"not {others}", stacklevel=3)
+    reader.SetFileNames(files[chosen])
+    return reader.Execute()
+
+
+@contextlib.contextmanager
+def _alone(path: Path) -> Iterator[Path]:
+    """``path``, or for ``x.nii.gz`` beside an ``x.nii`` a link to it alone in a temporary folder:
+    the NIfTI library reads the uncompressed sibling's voxels under the compressed file's header
+    (nifti_clib issue 129)."""
+    name = path.name.lower()
+    if not (name.endswith(".nii.gz") and path.with_name(path.name[:-3]).exists()):
+        yield path
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        alone = Path(tmp) / "volume.nii.gz"
+        try:
+            alone.symlink_to(path.resolve())
+        except OSError:  # no symlinks here (some Windows setups): a copy
+            import shutil
+
+            shutil.copyfile(path, alone)
+        yield alone
 
 
 @contextlib.contextmanager
@@ -360,19 +399,46 @@ def _itk_reason(message: str, native: str) -> str:
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
-def _stream_size(path: Path, what: str, start: int = 0, zlib_header: bool = False) -> int:
-    """Bytes a compressed stream inflates to; raises ValueError when it ends early or is corrupt."""
+class _NonFiniteCount:
+    """Counts NaN/inf among the ``length`` bytes at ``offset`` of a byte stream fed block by
+    block (a float NIfTI's voxels: SimpleITK's NIfTI reader turns NaN into 0 without a word)."""
+
+    def __init__(self, offset: int, length: int, dtype: np.dtype):
+        self.offset, self.end, self.dtype = offset, offset + length, dtype
+        self.carry, self.count = b"", 0
+
+    def __call__(self, position: int, block: bytes) -> None:
+        lo, hi = max(self.offset - position, 0), min(self.end - position, len(block))
+        if hi <= lo:
+            return
+        data = self.carry + block[lo:hi]
+        usable = len(data) - len(data) % self.dtype.itemsize
+        self.count += int((~np.isfinite(np.frombuffer(data[:usable], self.dtype))).sum())
+        self.carry = data[usable:]
+
+
+def _stream_size(path: Path, what: str, start: int = 0, zlib_header: bool = False,
+                 scan: Callable[[int, bytes], None] | None = None) -> int:
+    """Bytes a compressed stream inflates to; raises ValueError when it ends early or is corrupt.
+    ``scan(position, block)`` sees every inflated block."""
     d = zlib.decompressobj(zlib.MAX_WBITS if zlib_header else 16 + zlib.MAX_WBITS)
     total = 0
+
+    def inflate(data: bytes) -> int:
+        out = d.decompress(data)
+        if scan is not None:
+            scan(total, out)
+        return len(out)
+
     with open(path, "rb") as f:
         f.seek(start)
         try:
             while block := f.read(1 << 22):
-                total += len(d.decompress(block))
+                total += inflate(block)
                 while d.eof and d.unused_data:  # concatenated gzip members
                     rest = d.unused_data
                     d = zlib.decompressobj(16 + zlib.MAX_WBITS)
-                    total += len(d.decompress(rest))
+                    total += inflate(rest)
         except zlib.error as exc:
             raise ValueError(f"{path}: corrupt compressed data ({exc})") from None
     if not d.eof:
@@ -400,18 +466,30 @@ def _check_complete(path: Path, info: sitk.ImageFileReader) -> None:
         # (int16 CTs stored with an intercept of -1024) ITK reports the scaled float type instead.
         if sizeof_hdr == 348:
             dim = struct.unpack(order + "8h", head[40:56])
-            bitpix = struct.unpack(order + "h", head[72:74])[0]
+            datatype, bitpix = struct.unpack(order + "2h", head[70:74])
             offset = int(struct.unpack(order + "f", head[108:112])[0])
         else:
             dim = struct.unpack(order + "8q", head[16:80])
-            bitpix = struct.unpack(order + "h", head[14:16])[0]
+            datatype, bitpix = struct.unpack(order + "2h", head[12:16])
             offset = int(struct.unpack(order + "q", head[168:176])[0])
         if 1 <= dim[0] <= 7 and bitpix > 0:
             need = int(np.prod([max(int(d), 1) for d in dim[1:dim[0] + 1]])) * bitpix // 8
             what = f"the header promises {shape} voxels of {bitpix} bits ({need} bytes)"
-        have = (_stream_size(path, what) if gz else path.stat().st_size) - offset
+        # NIfTI datatypes 16 and 64: float32, float64 (the only ones that can hold NaN).
+        floats = {16: "f4", 64: "f8"}.get(int(datatype))
+        scan = _NonFiniteCount(offset, need, np.dtype(order + floats)) if floats else None
+        if gz:
+            have = _stream_size(path, what, scan=scan) - offset
+        else:
+            have = path.stat().st_size - offset
+            if scan is not None and have >= need:
+                voxels = np.memmap(path, dtype=scan.dtype, mode="r", offset=offset, shape=(need // scan.dtype.itemsize,))
+                scan.count = sum(int((~np.isfinite(voxels[i:i + (1 << 22)])).sum()) for i in range(0, voxels.size, 1 << 22))
+                del voxels
         if have < need:
             raise ValueError(f"{path}: truncated: {what}, the file holds {max(have, 0)}")
+        if scan is not None and scan.count:
+            raise ValueError(f"{path}: {scan.count} voxel(s) are NaN or inf (expected finite values)")
     elif name.endswith((".mha", ".mhd")):
         with open(path, "rb") as f:
             header, line = {}, b""

@@ -59,8 +59,7 @@ def test_save_load_round_trip(tmp_path, rng, ext):
     assert not list(tmp_path.glob(".*"))  # no temporary files left behind
 
 
-def test_dicom_series(tmp_path):
-    arr = (np.arange(4 * 5 * 6).reshape(4, 5, 6) - 50).astype(np.int16)
+def _write_dicom_series(folder, arr, uid, prefix="slice"):
     img = sitk.GetImageFromArray(arr)
     img.SetSpacing((0.5, 0.5, 2.0))
     img.SetOrigin((10.0, -20.0, 30.0))
@@ -70,15 +69,46 @@ def test_dicom_series(tmp_path):
         sl = img[:, :, k]
         sl.SetMetaData("0020|0032", "\\".join(str(v) for v in img.TransformIndexToPhysicalPoint((0, 0, k))))
         sl.SetMetaData("0020|0037", "1\\0\\0\\0\\1\\0")
-        sl.SetMetaData("0020|000e", "1.2.826.0.1.3680043.2.1125.1")
+        sl.SetMetaData("0020|000e", uid)
         sl.SetMetaData("0020|0013", str(k))
         sl.SetMetaData("0008|0060", "CT")
-        writer.SetFileName(str(tmp_path / f"slice{k:03d}.dcm"))
+        writer.SetFileName(str(folder / f"{prefix}{k:03d}.dcm"))
         writer.Execute(sl)
+
+
+def test_dicom_series(tmp_path):
+    arr = (np.arange(4 * 5 * 6).reshape(4, 5, 6) - 50).astype(np.int16)
+    _write_dicom_series(tmp_path, arr, "1.2.826.0.1.3680043.2.1125.1")
     vol = load_volume(tmp_path)
     assert vol.size == (6, 5, 4)
     assert np.allclose(vol.data.numpy(), arr)
     assert np.allclose(vol.origin, [10, -20, 30]) and np.allclose(vol.spacing, [0.5, 0.5, 2.0])
+    # A second, shorter series beside it (a scout, another reconstruction): the longest is read.
+    _write_dicom_series(tmp_path, arr[:2] + 7, "1.2.826.0.1.3680043.2.1125.2", prefix="scout")
+    with pytest.warns(UserWarning, match=r"2 DICOM series; reading 1\.2\.826\.0\.1\.3680043\.2\.1125\.1 \(4 files\)"):
+        vol = load_volume(tmp_path)
+    assert np.allclose(vol.data.numpy(), arr)
+
+
+def test_nifti_nan_voxels_and_a_compressed_file_beside_its_uncompressed_twin(tmp_path):
+    """SimpleITK reads a float NIfTI's NaN as 0 and, for ``x.nii.gz`` beside ``x.nii``, the
+    uncompressed file's voxels under the compressed file's header; both are caught here."""
+    a = np.ones((4, 5, 6), np.float32)
+    a[1, 2, 3] = np.nan
+    for ext in ("nii", "nii.gz"):
+        sitk.WriteImage(sitk.GetImageFromArray(a), str(tmp_path / f"nan.{ext}"))
+        with pytest.raises(ValueError, match=rf"nan\.{ext.replace('.', '[.]')}: 1 voxel\(s\) are NaN or inf"):
+            load_volume(tmp_path / f"nan.{ext}")
+    b = np.ones((4, 5, 6))
+    b[0, 0, 0] = -np.inf
+    sitk.WriteImage(sitk.GetImageFromArray(b), str(tmp_path / "inf.nii"))
+    with pytest.raises(ValueError, match="NaN or inf"):
+        load_volume(tmp_path / "inf.nii")
+    save_volume(Volume.from_numpy(np.zeros((4, 5, 6))), tmp_path / "ct.nii")
+    save_volume(Volume.from_numpy(np.full((4, 5, 6), 3.0), spacing=(2, 2, 2)), tmp_path / "ct.nii.gz")
+    gz, raw = load_volume(tmp_path / "ct.nii.gz"), load_volume(tmp_path / "ct.nii")
+    assert float(gz.data.mean()) == 3.0 and np.allclose(gz.spacing, 2.0)
+    assert float(raw.data.mean()) == 0.0 and np.allclose(raw.spacing, 1.0)
 
 
 def test_hu_mu():
