@@ -198,7 +198,9 @@ def run(args: argparse.Namespace) -> int:
     ct = load_volume(args.ct)
     vol = hu_to_mu(ct, args.energy).to(args.device)
     init = load_pose(args.init) if args.init else None
-    truth = load_pose(args.truth) if args.truth else None
+    # The truth about the volume centre, as every pose here: the in-plane / depth split measures
+    # the centre's displacement, whatever centre the file was written about.
+    truth = RigidPose.from_matrix(load_pose(args.truth).matrix, vol.center) if args.truth else None
     start = RigidPose.identity(vol.center) if init is None else init
     initial = record_views(render_views(vol, rig, start), None if maps is None else [maps[n] for n in rig.names])
     images = {}

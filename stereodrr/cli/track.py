@@ -110,7 +110,9 @@ def run(args: argparse.Namespace) -> int:
     def converted(k: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         return trial.line_integrals(frames[k])
 
-    series = FrameSeries(lambda k: converted(k)[0], lambda k: converted(k)[1], n_frames=len(frames))
+    # The trial's frame numbers as times: a gapped --frames selection predicts over the real gaps.
+    series = FrameSeries(lambda k: converted(k)[0], lambda k: converted(k)[1], times=[float(f) for f in frames],
+                         n_frames=len(frames))
     options = TrackOptions(joint=JointOptions(passes=args.passes))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -199,7 +201,7 @@ def _report(summary: dict[str, Any], out: Path) -> int:
                   f"{c['bead_rotation_deg']:.1f} deg)")
     print(f"wrote {out}: per bone poses.csv, <bone>.tra, frames.csv; track.json ({summary['seconds']:.0f} s)")
     if bad:
-        print(f"stereodrr track: {bad} frame(s) failed or doubtful (NaN in poses.csv and the .tra, see frames.csv); "
-              "exit status 1", file=sys.stderr)
+        print(f"stereodrr track: {bad} frame(s) failed or doubtful (NaN in poses.csv and the .tra; frames.csv has "
+              "each fit and why), exit status 1", file=sys.stderr)
         return 1
     return 0

@@ -39,7 +39,9 @@ def rotation_error_deg(estimate: RigidPose, truth: RigidPose) -> float:
 
 
 def translation_errors(estimate: RigidPose, truth: RigidPose, direction: np.ndarray) -> tuple[float, float]:
-    """In-plane and depth error (mm) of the volume centre's displacement ``d = T_est c - T_true c``.
+    """In-plane and depth error (mm) of the displacement ``d = T_est c - T_true c`` of the truth's
+    centre ``c`` (the volume centre for a pose about it, as :func:`~stereodrr.registration.register`
+    takes and gives them: ``RigidPose.from_matrix(T, volume.center)``).
 
     ``depth = |d . n|``, ``in-plane = |d - (d . n) n|``, ``n`` a unit viewing direction.
     """

@@ -246,6 +246,7 @@ def _prepare(volume: Volume, rig: StereoRig, images: Images, init: RigidPose | N
         check_target(targets[i], name, None if weights is None else weights[i])
     center = volume.center
     pose0 = RigidPose.identity(center) if init is None else RigidPose.from_matrix(init.matrix, center)
+    truth = None if truth is None else RigidPose.from_matrix(truth.matrix, center)
     if not views_seeing(volume, rig, pose0):
         raise ValueError(
             f"init: the initial pose {pose0} puts the volume outside every view {names} (its projected box "

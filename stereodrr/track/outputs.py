@@ -1,9 +1,11 @@
 """What tracking writes: the XROMM tools' files and stereodrr's own tables.
 
 Bones (:func:`write_bone_results`, one folder per bone): ``poses.csv`` (``frame``, then the
-CT -> world 4x4 row by row ``m00 ... m33``, NaN for a failed frame), ``<bone>.tra`` (Autoscoper's
-tracking file: one row per frame of the trial, NaN where not tracked) and ``frames.csv`` (per
-frame: status, doubtful flag and reason, start, loss per view, seconds).
+CT -> world 4x4 row by row ``m00 ... m33``, NaN for a failed or doubtful frame), ``<bone>.tra``
+(Autoscoper's tracking file: one row per frame of the trial, NaN where not tracked or doubtful:
+Autoscoper would load a doubtful pose as tracked) and ``frames.csv`` (per frame: status,
+doubtful flag and reason, start, loss per view, seconds, and the fitted pose ``m00 ... m33``
+even when doubtful, for a person to judge).
 
 Beads (:func:`write_bead_results`): XMALab's combined 2D points (``points2d.csv``, the matched
 beads' detected centres), 3D points (``points3d.csv``) and rigid-body transformations
@@ -112,12 +114,14 @@ def write_bone_results(track: BoneTrack, folder: str | os.PathLike[str], name: s
     trial_frame = np.asarray(frames, dtype=int)
     table = track.table()
     table["frame"] = trial_frame[table["frame"].to_numpy(int)]
-    poses = table[["frame", *POSE_COLUMNS]]
+    trusted = np.where(np.asarray(track.doubtful, bool)[:, None, None], np.nan, track.poses)
+    poses = table[["frame", *POSE_COLUMNS]].copy()
+    poses[list(POSE_COLUMNS)] = trusted.reshape(len(trusted), 16)
     tra = np.full((n_frames, 4, 4), np.nan)
-    tra[trial_frame] = track.poses
+    tra[trial_frame] = trusted
     return {"poses": write_table(poses, out / "poses.csv"),
             "tra": save_tra(tra, out / f"{name}.tra"),
-            "frames": write_table(table.drop(columns=list(POSE_COLUMNS)), out / "frames.csv")}
+            "frames": write_table(table, out / "frames.csv")}
 
 
 def bead_check(bone_poses: np.ndarray, positions: np.ndarray, doubtful: np.ndarray,

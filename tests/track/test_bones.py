@@ -295,3 +295,27 @@ def test_frames_before_the_first_good_one_are_tracked_backwards(wrist, synthetic
     assert track.start == ["next", "predict"] and not track.doubtful.any(), track.reasons
     ang, mm = _errors(track.poses[0], truth[0], volume.center)
     assert ang < 0.3 and mm < 0.1, (ang, mm)
+
+
+def test_doubtful_frames_are_nan_where_other_tools_read_poses(tmp_path):
+    """poses.csv and the .tra (Autoscoper has no flag to read) hold trusted poses only; frames.csv
+    keeps every fit with its doubtful flag."""
+    import pandas as pd
+
+    from stereodrr.interop import load_tra
+    from stereodrr.track.bones import BoneTrack
+    from stereodrr.track.outputs import write_bone_results
+
+    poses = np.stack([np.eye(4)] * 3)
+    poses[:, :3, 3] = [[1.0, 2, 3], [4, 5, 6], [7, 8, 9]]
+    poses[2] = np.nan  # failed
+    track = BoneTrack(poses, np.array([0.4, 0.9, np.nan]), np.zeros((3, 2)), ["cam1", "cam2"],
+                      ["converged", "converged", "failed"], np.array([False, True, True]), ["", "loss far above", "no fit"],
+                      ["search", "previous", ""], np.ones(3))
+    paths = write_bone_results(track, tmp_path, "radius", frames=[2, 5, 6], n_frames=8)
+    table = pd.read_csv(paths["poses"])
+    assert list(table["frame"]) == [2, 5, 6] and table.iloc[0, 1:].notna().all() and table.iloc[1:, 1:].isna().all().all()
+    tra = load_tra(paths["tra"])[:, 0]
+    assert np.allclose(tra[2], poses[0]) and np.isnan(tra[[0, 1, 3, 4, 5, 6, 7]]).all()
+    frames = pd.read_csv(paths["frames"])
+    assert list(frames["doubtful"]) == [False, True, True] and frames.loc[1, "m13"] == 5.0

@@ -133,9 +133,13 @@ def test_track_command_on_the_wrist(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "rad_dcm_cropped frame 1: converged" in printed, printed
     poses = pd.read_csv(out / "rad_dcm_cropped" / "poses.csv")
-    assert list(poses["frame"]) == [1, 2] and poses.notna().all().all()
+    frames = pd.read_csv(out / "rad_dcm_cropped" / "frames.csv")
+    assert list(poses["frame"]) == [1, 2] and frames["m00"].notna().all()  # frames.csv keeps every fit
+    trusted = ~frames["doubtful"].to_numpy(bool)
+    assert poses[trusted].notna().all().all() and poses.loc[~trusted, "m00"].isna().all()
     tra = load_tra(out / "rad_dcm_cropped" / "rad_dcm_cropped.tra")
-    assert tra.shape == (3, 1, 4, 4) and np.isnan(tra[0]).all() and np.isfinite(tra[1:]).all()
+    assert tra.shape == (3, 1, 4, 4) and np.isnan(tra[0]).all()
+    assert [bool(np.isfinite(tra[k]).all()) for k in (1, 2)] == list(trusted)
     summary = json.loads((out / "track.json").read_text())
     assert summary["frames"] == [1, 2] and summary["bones"][0]["tracked"] == 2
     assert rc in (0, 1)  # 1 only with a doubtful frame, which frames.csv would name
