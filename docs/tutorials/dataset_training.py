@@ -28,7 +28,7 @@ def config(quick: bool) -> dict:
     size, spacing, det, pixel = ([24, 18, 16], 12.0, [32, 24], 6.4) if quick else ([64, 48, 40], 5.0, [64, 64], 4.0)
     return {
         "seed": 1,
-        "subject": {"kind": "torso", "size": size, "spacing_mm": spacing},   # or {"kind": "ct", "path": ...}
+        "subject": {"kind": "torso", "size": size, "spacing_mm": spacing},   # or {"kind": "volume", "path": "ct.nii.gz"}
         "rig": {"stereo_angle_deg": [4, 6], "detector_px": det, "pixel_spacing_mm": pixel},
         "pose": {"rotation_deg": [[0, 0], [0, 0], [-30, 30]], "translation_mm": [[-5, 5], [-5, 5], [-5, 5]]},
         "detector": {"photons_per_pixel": [5e3, 2e4], "noise": "poisson"},

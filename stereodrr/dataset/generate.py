@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from .. import __version__
 from ..extras import require
 from ..fileio import atomic_path, atomic_write_text, read_json
-from ..geometry import transform_points
+from ..geometry import StereoRig, transform_points
 from ..imaging import Balls, Scene, Voxels, simulate, to_uint16
 from ..render import Projector
 from ..resources import MAX_INT64, check_memory, render_bytes, voxelize_bytes
@@ -51,7 +51,7 @@ from .manifest import (
     write_item_record,
 )
 from .sample import ItemSample, item_detector, item_pose, item_rig, sample_item
-from .subject import load_subject, posed_volume
+from .subject import Subject, load_subject, posed_volume
 
 __all__ = ["parse_shard", "shard_indices", "prepare_output", "render_item", "write_item", "generate_dataset",
            "GenerationReport", "RenderedItem", "RenderedView", "IMAGE_SUFFIX"]
@@ -199,6 +199,7 @@ def render_item(config: Mapping[str, Any], index: int) -> RenderedItem:
     iso = subject.center
     T = item_pose(sample, iso)
     rig = item_rig(sample, iso)
+    check_item_geometry(subject, T, rig, index)
     xyz = transform_points(T, subject.marker_centers)
     model = item_detector(config, sample)
     poisson = det["noise"] == "poisson"
@@ -215,19 +216,19 @@ def render_item(config: Mapping[str, Any], index: int) -> RenderedItem:
         views = {}
         for name in rig.names:
             counts = counts_of[name]
-            if not poisson:  # the expected intensity comes out normalised (I0 = 1)
-                counts = counts * sample.photons_per_pixel
+            if not poisson:  # expected counts come out for I0 = 1: gain exp(-L) + offset
+                counts = (counts - model.offset) * sample.photons_per_pixel + model.offset
             if config["output"]["format"] == "png16":
                 image, scale = to_uint16(counts.clamp_min(0.0), 1.0 if model.bit_depth is not None else None)
             else:
                 image, scale = counts.cpu().numpy().astype(np.float32), 1.0
             cam = rig[name]
-            uv = cam.project(xyz)[0] if len(xyz) else np.zeros((0, 2))
+            uv, depth = cam.project(xyz) if len(xyz) else (np.zeros((0, 2)), np.zeros(0))
             seen = np.zeros(0, bool)
             if len(uv):
                 intensifier = model.distortion
                 uv = uv if intensifier is None else intensifier.distort(uv)
-                seen = cam.in_image(uv) & (True if intensifier is None else intensifier.in_field(uv))
+                seen = cam.in_image(uv) & (depth > 0) & (True if intensifier is None else intensifier.in_field(uv))
             views[name] = RenderedView(cam, image, scale, uv, seen)
     return RenderedItem(sample, T, iso, views, subject.marker_ids, xyz, model.to_dict())
 
@@ -411,6 +412,10 @@ def generate_dataset(
     # Everything that can be checked before a file is written: the subject (once, not per
     # item), the memory an item needs, the scheduler, the folder.
     check_subject_and_memory(config, max(1, workers if scheduler is None else 1))
+    if indices:  # the first item's rig must see its subject (a config that sees nothing fails here)
+        first = sample_item(config, indices[0])
+        subject = load_subject(config, device)
+        check_item_geometry(subject, item_pose(first, subject.center), item_rig(first, subject.center), indices[0])
     if scheduler is not None or workers > 0:
         require("distributed", "dask", "rendering on Dask workers (workers > 0 or a scheduler)",
                 "use workers=0 (stereodrr dataset --workers 0) to render in this process")
@@ -464,6 +469,27 @@ def probe_scheduler(address: str, timeout_s: float = 5.0) -> None:
         reason = exc.strerror or str(exc) or type(exc).__name__
         raise ConnectionError(f"scheduler {address!r}: cannot connect ({reason}); is the Dask scheduler running "
                               "there?") from None
+
+
+def check_item_geometry(subject: Subject, pose: np.ndarray, rig: StereoRig, index: int) -> None:
+    """Refuse an item whose rig cannot image its posed subject: a source inside or beside the
+    subject's box (a corner at or behind the source), or a view the box's shadow misses.
+
+    Raises:
+        ValueError: naming the item and the view.
+    """
+    corners = transform_points(pose, subject.volume.corners())
+    for name, cam in rig.cameras.items():
+        uv, depth = cam.project(corners)
+        if not np.all(depth > 0):
+            raise ValueError(f"item {index}, view {name!r}: the subject's box reaches the X-ray source or behind it "
+                             f"(corner depths {depth.min():.1f} to {depth.max():.1f} mm): increase rig.sid_mm or move "
+                             "the subject (pose.translation_mm)")
+        lo, hi = uv.min(0), uv.max(0)
+        if hi[0] < -0.5 or lo[0] > cam.width - 0.5 or hi[1] < -0.5 or lo[1] > cam.height - 0.5:
+            raise ValueError(f"item {index}, view {name!r}: the subject projects to u {lo[0]:.0f}..{hi[0]:.0f}, "
+                             f"v {lo[1]:.0f}..{hi[1]:.0f}, off the {cam.width} x {cam.height} detector: check "
+                             "pose.translation_mm, rig.pixel_spacing_mm and rig.detector_px")
 
 
 def check_subject_and_memory(config: Mapping[str, Any], processes: int = 1) -> None:

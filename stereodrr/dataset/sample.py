@@ -34,7 +34,8 @@ class ItemSample:
         seed: the dataset seed.
         rig_kind: ``convergent``, ``arc`` or ``biplanar``.
         n_views: number of views.
-        stereo_angle_deg: angle between the first two principal rays (90 for biplanar).
+        stereo_angle_deg: the rig's stereo angle: between the two principal rays (convergent),
+            the whole arc from the first view to the last (``arc``), 90 (biplanar).
         sid_mm, sdd_mm: source-isocenter and source-detector distances.
         pixel_spacing_mm: detector pitch (square pixels).
         width, height: detector size in pixels.

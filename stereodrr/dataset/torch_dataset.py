@@ -2,8 +2,13 @@
 every view's image and geometry, read through the Parquet manifest.
 
 Images can be returned as the stored values, as detector counts (``stored / scale``) or as the
-negative-log line-integral estimate ``-log(max(counts, 0.5) / I0)``
-(:func:`stereodrr.imaging.functional.negative_log`), the usual network input.
+negative-log line-integral estimate ``-log(max((counts - offset) / gain, 0.5) / I0)`` with the
+item's detector gain and offset (:meth:`stereodrr.imaging.DetectorModel.negative_log`), the
+usual network input.
+
+Items rendered through an image intensifier (``detector.distortion``) hold ``markers_uv`` in the
+recorded (distorted) image, where the shadows are; ``P`` is the ideal pinhole, so ``P X`` lands
+on the corrected image, not on ``markers_uv``.
 """
 
 from __future__ import annotations
@@ -28,6 +33,14 @@ IMAGE_KINDS = ("stored", "counts", "line_integral")
 
 def _stack(rows: Any, column: str, shape: tuple[int, ...]) -> Tensor:
     return torch.as_tensor(np.stack([np.array(v, dtype=np.float64).reshape(shape) for v in rows[column]]))
+
+
+def _gain_offset(detector: str) -> tuple[float, float]:
+    """The detector's gain and offset from the manifest's ``detector`` description (JSON)."""
+    import json
+
+    d = json.loads(detector) if detector else {}
+    return float(d.get("gain", 1.0)), float(d.get("offset", 0.0))
 
 
 class StereoDRRDataset(Dataset):
@@ -104,7 +117,8 @@ class StereoDRRDataset(Dataset):
             if self.image != "stored":
                 img = img / float(row["scale"])
             if self.image == "line_integral":
-                img = negative_log(img, float(row["photons_per_pixel"]))
+                gain, offset = _gain_offset(row["detector"])
+                img = negative_log(((img - offset) / gain).clamp_min(0.5), float(row["photons_per_pixel"]))
             images.append(img)
         n_markers = len(first["marker_ids"])
         sample = {

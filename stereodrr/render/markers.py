@@ -130,7 +130,7 @@ def sphere_subpixel_integrals(centers: Tensor | np.ndarray, diameters: Tensor | 
     _check(c, dia, mu_t.contiguous(), K[None], R[None], t[None])
     out = torch.cat([_chord_sums(c, dia, mu_t, K, R, t, uv[s:s + chunk]) for s in range(0, uv.shape[0], chunk)]) \
         if uv.shape[0] else uv.new_zeros(0)
-    return out.reshape(len(pixels), -1)
+    return out.reshape(len(pixels), subpixels * subpixels)  # explicit: no shadow on the detector is (0, s*s)
 
 
 def sphere_transmission(centers: np.ndarray, diameters: np.ndarray, mu: np.ndarray | float, camera: Camera,

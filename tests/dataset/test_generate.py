@@ -267,3 +267,19 @@ def test_malformed_dataset_json_is_named_with_its_line(tmp_path, tiny_config):
     (root / "dataset.json").write_text('{"no_config": 1}\n')
     with pytest.raises(ValueError, match=r"dataset\.json is unreadable; not a stereodrr dataset folder"):
         gen.prepare_output(root, tiny_config, [0], resume=False)
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"pose": {"translation_mm": [[5000, 5000], [0, 0], [0, 0]]}}, "off the 32 x 24 detector"),
+    ({"rig": {"detector_px": [32, 24], "pixel_spacing_mm": 6.4, "sid_mm": [60, 60], "sdd_mm": [90, 90]}},
+     "reaches the X-ray source"),
+])
+def test_a_rig_that_cannot_image_its_subject_is_refused_before_writing(tmp_path, tiny_raw, change, match):
+    """A camera that sees nothing, or a source inside the subject, fails on the first item's
+    geometry before the folder exists (it used to write the folder, then fail every item)."""
+    tiny_raw.update(change)
+    cfg = validate_config(tiny_raw)
+    with pytest.raises(ValueError, match=match) as info:
+        generate_dataset(cfg, tmp_path / "ds", 2, workers=0, progress=False)
+    assert "\n" not in str(info.value) and not (tmp_path / "ds").exists()
+

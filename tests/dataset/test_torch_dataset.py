@@ -80,3 +80,29 @@ def test_png16_counts_and_bad_input(tmp_path, tiny_config):
     cv2.imwrite(str(path), img)
     with pytest.raises(ValueError, match="checksum"):
         ds[1]
+
+
+@pytest.mark.parametrize("noise", ["none", "poisson"])
+def test_gain_and_offset_count_once_and_come_off_the_line_integral(tmp_path, tiny_raw, noise):
+    """Counts are ``gain N0 exp(-L) + offset`` with or without noise (the noiseless path scaled
+    the offset by the dose), and the negative-log image takes both off: L again."""
+    tiny_raw["output"] = {"format": "tiff32"}
+    tiny_raw["detector"] = {"noise": noise, "photons_per_pixel": [1e4, 1e4], "gain": 2.0, "offset": 100.0,
+                            "electronic_sigma": [0, 0], "blur_px": [0, 0]}
+    tiny_raw["rig"]["pixel_spacing_mm"] = 10.0
+    tiny_raw["pose"] = {"translation_mm": [[200, 200], [0, 0], [0, 0]]}  # the torso to one side: open field
+    cfg = validate_config(tiny_raw)
+    generate_dataset(cfg, tmp_path / "ds", 1, workers=0, progress=False)
+    sample, subject = sample_item(cfg, 0), load_subject(cfg)
+    T = item_pose(sample, subject.center)
+    L = render_drr(posed_volume(subject.volume, T), item_rig(sample, subject.center),
+                   projector=Projector(mode=cfg["render"]["mode"]))
+    counts = StereoDRRDataset(tmp_path / "ds", image="counts")[0]["image"]
+    line = StereoDRRDataset(tmp_path / "ds", image="line_integral")[0]["image"]
+    if noise == "none":
+        torch.testing.assert_close(counts, 2.0 * 1e4 * torch.exp(-L) + 100.0, rtol=2e-4, atol=1e-2)
+        torch.testing.assert_close(line, L, rtol=1e-4, atol=1e-4)
+    else:  # Poisson: the open field (L = 0) about gain N0 + offset, its -log about 0
+        air = L < 1e-6
+        assert air.sum() > 20
+        assert abs(float(counts[air].mean()) / (2e4 + 100.0) - 1) < 0.01 and abs(float(line[air].mean())) < 0.01

@@ -96,3 +96,13 @@ def test_polychromatic_area_aperture_equals_brute_force_over_subpixel_cameras():
         acc_t, acc_q = acc_t + ts, acc_q + qs
     np.testing.assert_allclose(t.numpy(), (acc_t / 16).numpy(), rtol=2e-5, atol=1e-7)
     np.testing.assert_allclose(q.numpy(), (acc_q / 16).numpy(), rtol=2e-5, atol=1e-7)
+
+
+def test_area_aperture_with_no_shadow_on_the_detector():
+    """Balls whose shadows miss the detector leave it clear (the empty pixel list used to fail
+    in a reshape)."""
+    from stereodrr.render.markers import sphere_transmission
+
+    cam = Camera.look_at(np.array([0.0, -750.0, 0.0]), np.zeros(3), sdd=1200, pixel_spacing=0.3, width=16, height=12)
+    t = sphere_transmission(np.array([[200.0, 0.0, 0.0]]), np.array([2.0]), 0.5, cam)
+    assert t.shape == (12, 16) and bool((t == 1).all())
