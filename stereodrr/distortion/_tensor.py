@@ -67,8 +67,10 @@ def newton_inverse(fn: Any, target: Tensor, guess: Tensor, tol: float = 1e-9, ma
 
     with torch.no_grad():
         shape = guess.shape
-        x = guess.detach().reshape(-1, 2).clone()
-        t = target.detach().reshape(-1, 2)
+        # The iterations run in float64 whatever comes in: float32 cannot reach ``tol`` (1e-9 px on
+        # a 1000 px image is below its resolution), and its points would all end NaN.
+        x = guess.detach().reshape(-1, 2).to(torch.float64)
+        t = target.detach().reshape(-1, 2).to(torch.float64)
         done = torch.zeros(len(x), dtype=torch.bool, device=x.device)
         active = torch.arange(len(x), device=x.device)  # only points still iterating are evaluated
         jx = jy = x
@@ -85,7 +87,7 @@ def newton_inverse(fn: Any, target: Tensor, guess: Tensor, tol: float = 1e-9, ma
             jx, jy = jacobian(xa, f) if it < 2 else (jx[keep], jy[keep])
             active = active[keep]
             x[active] = xa - solve(jx, jy, r)
-        x = torch.where(done[:, None], x, torch.full_like(x, float("nan"))).reshape(shape)
+        x = torch.where(done[:, None], x, torch.full_like(x, float("nan"))).reshape(shape).to(guess.dtype)
     if not torch.is_grad_enabled():  # numpy callers run without a graph
         return x
     with torch.no_grad():  # the gradient is J^-1: worth the central differences

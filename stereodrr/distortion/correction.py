@@ -13,7 +13,10 @@ A correction is a displacement field ``U(q) = q + disp(q)``; two kinds (the regi
   (hole) a quadratic fitted to it and its ``n`` nearest neighbours, blended with the weight
   ``W(t) = 1 - 3 t^2 + 2 t^3`` (``t`` the distance over that hole's radius of influence, the
   distance to its farthest neighbour). Beyond every radius of influence (at the field's rim) the
-  quadratic of the hole nearest in those units extrapolates. (XMALab's default fits 12 points
+  quadratic of the hole nearest in those units extrapolates: piecewise, so the map jumps by up
+  to ~0.1 px where the nearest hole changes out there, and ``distort_points`` of
+  ``undistort_points`` comes back only that close (inside the field: to 1e-9 px). Points that
+  are NaN, inf or beyond 1e9 px map to NaN. (XMALab's default fits 12 points
   counting the hole itself; ``n = 12`` others here is a hex hole's two full rings, a symmetric
   neighbourhood. XMALab also fits a second LWM for the inverse; here the inverse is Newton's.)
 
@@ -131,6 +134,7 @@ def _quadratic(z: Tensor) -> Tensor:
 
 # Query points per block of the LWM evaluation (bounds the memory of the point-control pairs).
 _BLOCK = 1 << 17
+_FAR_PX = 1e9  # px: a map's own domain ends far inside this; beyond it a point is NaN
 
 
 @dataclass(frozen=True, eq=False)
@@ -164,10 +168,13 @@ class LWMCorrection:
         ctrl = torch.as_tensor(self.controls, dtype=q.dtype, device=q.device)
         rad = torch.as_tensor(self.radii, dtype=q.dtype, device=q.device)
         coef = torch.as_tensor(self.coefficients, dtype=q.dtype, device=q.device)
-        finite = np.all(np.isfinite(qn), axis=1)
-        lists = cKDTree(np.where(finite[:, None], qn, 1e300)).query_ball_point(self.controls, self.radii)
+        # NaN/inf, and points too far out for the tree's arithmetic (a diverging inverse), are NaN.
+        finite = np.all(np.isfinite(qn), axis=1) & (np.abs(np.where(np.isfinite(qn), qn, 0.0)).max(axis=1) < _FAR_PX)
+        idx = np.flatnonzero(finite)
+        lists = (cKDTree(qn[idx]).query_ball_point(self.controls, self.radii) if len(idx)
+                 else [[] for _ in range(len(self.controls))])
         ck = np.repeat(np.arange(len(self.controls)), [len(x) for x in lists])
-        qi = np.concatenate([np.asarray(x, dtype=np.int64) for x in lists]) if len(ck) else np.zeros(0, np.int64)
+        qi = idx[np.concatenate([np.asarray(x, dtype=np.int64) for x in lists])] if len(ck) else np.zeros(0, np.int64)
         qi_t, ck_t = torch.as_tensor(qi, device=q.device), torch.as_tensor(ck, device=q.device)
         z = (q[qi_t] - ctrl[ck_t]) / rad[ck_t, None]
         t = torch.linalg.vector_norm(z, dim=-1).clamp(max=1.0)
@@ -338,7 +345,7 @@ class DistortionMap:
     def undistort_image(self, image: Images) -> Any:
         """The corrected image: each ideal pixel the average of the recorded image over the
         pre-image of its area (:mod:`stereodrr.distortion.resample`); 0 where the pre-image lies
-        wholly outside the round field of view. Numpy ``(..., H, W)`` gives float64, a tensor its
+        more than 2 px outside the round field of view (nearer, the field's own rim is averaged in). Numpy ``(..., H, W)`` gives float64, a tensor its
         own dtype (differentiable in the image). The first call builds the operator (seconds for
         1024^2), later calls reuse it.
 

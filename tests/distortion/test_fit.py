@@ -127,6 +127,48 @@ def test_distortion_json_round_trip(tmp_path, small_maps):
         load_distortion(tmp_path / "none.json")
 
 
+@pytest.mark.parametrize("edit, match", [
+    (lambda d: d["map"]["coefficients_u"][0].__setitem__(0, None), "null, NaN or inf"),
+    (lambda d: d["map"].__setitem__("radii", [0.0] * len(d["map"]["radii"])), "positive radii"),
+    (lambda d: d.__setitem__("field_of_view", {"center": [1, 2], "radius": -5}), "positive radius"),
+    (lambda d: d.pop("field_of_view"), "missing key 'field_of_view'"),
+    (lambda d: d["field_of_view"].pop("center"), "field_of_view: expected null or a finite center"),
+    (lambda d: d["grid"]["holes"].pop("u"), "grid: missing key 'u'"),
+])
+def test_distortion_json_numbers_are_checked(tmp_path, small_maps, edit, match):
+    """A null/NaN coefficient, a radius of influence or a field radius that is not positive, a
+    missing field_of_view: one-line errors naming the section (they loaded as NaN maps)."""
+    d = json.loads(save_distortion(small_maps[0]["lwm"], tmp_path / "m.json").read_text())
+    edit(d)
+    (tmp_path / "m.json").write_text(json.dumps(d))
+    with pytest.raises(ValueError, match=match) as info:
+        load_distortion(tmp_path / "m.json")
+    assert "\n" not in str(info.value)
+
+
+def test_maps_take_nan_points_and_float32_tensors(small_maps, small_field):
+    """Non-finite points are NaN rows (the local weighted mean crashed in its tree); float32
+    tensors are inverted in float64 (Newton's 1e-9 px is below float32: half the points were NaN)."""
+    import torch
+
+    q = np.array([[np.nan, np.nan], [100.0, 100.0], [np.inf, 3.0], [1e300, 1e300]])
+    for m in small_maps[0].values():
+        out = m.undistort_points(q)
+        assert np.isnan(out[[0, 2, 3]]).all() and np.isfinite(out[1]).all()
+        back = m.distort_points(q)
+        assert np.isnan(back[[0, 2, 3]]).all() and np.isfinite(back[1]).all()
+        grid = np.stack(np.meshgrid(np.linspace(20, 300, 15), np.linspace(20, 300, 15)), -1).reshape(-1, 2)
+        ref = m.distort_points(grid)
+        got = m.distort_points(torch.tensor(grid, dtype=torch.float32))
+        assert got.dtype == torch.float32 and torch.isfinite(got).all()
+        np.testing.assert_allclose(got.numpy(), ref, atol=2e-4)
+    from stereodrr.distortion import intensifier_field
+
+    field = intensifier_field("strong", 512, 512)
+    p32 = torch.tensor([[12.775, 0.0], [256.0, 300.0]], dtype=torch.float32)
+    np.testing.assert_allclose(field.undistort(p32).numpy(), field.undistort(p32.double()).numpy(), atol=2e-4)
+
+
 def test_options_and_bad_images():
     with pytest.raises(ValueError, match="model"):
         FitOptions(model="spline")
