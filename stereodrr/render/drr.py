@@ -248,7 +248,7 @@ def drr(
     if not compiling:
         for b in torch.nonzero(hits == 0).flatten().tolist():
             warnings.warn(f"view {b}: no ray of this camera meets the volume's box; the view renders as zeros",
-                          RaysMissWarning, stacklevel=2)
+                          RaysMissWarning, stacklevel=3)  # past the projector_keywords wrapper
     return out.reshape(views, height, width)
 
 
@@ -318,7 +318,8 @@ def render_rig(volume: Volume, cameras: Cameras, projector: Projector | None = N
             if m is None:
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
             else:
-                warnings.warn(f"view {names[idx[int(m.group(1))]]!r}: {m.group(2)}", RaysMissWarning, stacklevel=2)
+                warnings.warn(f"view {names[idx[int(m.group(1))]]!r}: {m.group(2)}", RaysMissWarning,
+                              stacklevel=3)  # past the projector_keywords wrapper
         out.update({names[i]: img for i, img in zip(idx, imgs)})
     return {n: out[n] for n in names}
 

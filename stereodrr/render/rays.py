@@ -12,6 +12,8 @@ gives the entry and exit lengths ``s0 <= s1``.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -51,9 +53,10 @@ def clip_to_box(o: Tensor, e: Tensor, shape_xyz: tuple[int, int, int]) -> tuple[
     """Slab-method clipping of ``p(s) = o + s e`` to the box ``[-0.5, n - 0.5]^3``, ``s >= 0``.
 
     ``s0 = max(0, max_a min(s_a^-, s_a^+))``, ``s1 = max(s0, min_a max(s_a^-, s_a^+))`` with
-    ``s_a^+- = (edge_a^+- - o_a) / e_a``. A ray parallel to an axis uses a tiny stand-in for
-    ``e_a`` (same sign), which puts the slab at +-huge when the ray lies inside it and makes
-    the ray miss otherwise; the stand-in is a constant, so gradients stay finite.
+    ``s_a^+- = (edge_a^+- - o_a) / e_a``. A ray parallel to an axis (``|e_a|`` below
+    :func:`nonzero_direction`'s tiny) leaves that axis unconstrained when it lies in the closed
+    slab ``-0.5 <= o_a <= n_a - 0.5`` (both faces alike) and misses otherwise; no gradient flows
+    from that axis.
 
     Args:
         o, e: ``(N, 3)``.
@@ -66,8 +69,14 @@ def clip_to_box(o: Tensor, e: Tensor, shape_xyz: tuple[int, int, int]) -> tuple[
     safe = nonzero_direction(e)
     sa = (-0.5 - o) / safe
     sb = (n - 0.5 - o) / safe
-    s0 = torch.minimum(sa, sb).amax(-1).clamp_min(0.0)
-    s1 = torch.maximum(sa, sb).amin(-1)
+    enter, leave = torch.minimum(sa, sb), torch.maximum(sa, sb)
+    parallel = safe != e
+    inside = (o >= -0.5) & (o <= n - 0.5)
+    inf = torch.full_like(enter, math.inf)
+    enter = torch.where(parallel, torch.where(inside, -inf, inf), enter)
+    leave = torch.where(parallel, torch.where(inside, inf, -inf), leave)
+    s0 = enter.amax(-1).clamp_min(0.0)
+    s1 = leave.amin(-1)
     return s0, torch.maximum(s1, s0)
 
 
