@@ -4,17 +4,19 @@ the expected primary signal, an ordered list of stages (:data:`STAGES`).
 The front end (:mod:`stereodrr.imaging.primary`) turns per-material line integrals into the
 expected primary signal ``t`` relative to the open field and its quantum variance factor ``q``
 through the spectrum, the scintillator and the pixel aperture. An energy-integrating panel
-deposits ``eps(E) = eta(E) E`` per incident photon (:mod:`stereodrr.physics.scintillator`), so
-for ``N0`` photons per pixel::
+deposits ``eps(E) = eta(E) E`` per incident photon on average (:mod:`stereodrr.physics.scintillator`):
+each photon is absorbed with probability ``eta`` and then deposits ``E``, so for ``N0`` incident
+photons per pixel the signal is compound Poisson, of mean and variance factor::
 
-    t = sum_E S eps e^{-mu L} / sum_E S eps         q = sum_E S eps^2 e^{-mu L} / (sum_E S eps)^2 * sum_E S
+    t = sum_E S eps e^{-mu L} / sum_E S eps         q = sum_E S eps E e^{-mu L} / (sum_E S eps)^2 * sum_E S
 
 Then the stages, in this order (each skipped when its parameter is 0/None)::
 
     scatter        t += (g_s / g_p) S(t)                   convolution scatter model behind the grid
     exposure       I  = N0 t                               photons per pixel (I0 = 1 when noiseless)
     focal_blur     I  = G_focal * I                        the focal spot is not a point
-    quantum_noise  N  = (N0 t / n) Poisson(n), n = N0 t^2 / q   mean N0 t, variance N0 q; Poisson(N0 t) for one energy
+    quantum_noise  N  = (N0 t / n) Poisson(n), n = N0 t^2 / q   mean N0 t, variance N0 q; for one energy
+                                                           Poisson(eta N0 t) / eta, the absorbed quanta
     distortion     N' = A N                                an image intensifier's field: each recorded pixel the
                                                            average over its area's pre-image, black outside the
                                                            round field (after the input screen's quantum noise)
@@ -161,14 +163,16 @@ class DetectorModel:
 
     def spectral_weights(self, device: torch.device | str = "cpu",
                          dtype: torch.dtype = torch.float64) -> Float[Tensor, "2 K"]:
-        """``(2, K)``: ``S eps`` and ``S eps^2 (sum S) / sum S eps``, both over ``sum S eps`` -- so
-        equation (1) of :mod:`stereodrr.physics.spectral` gives ``t`` and ``q`` directly."""
-        s = self.spectrum.weights
-        eps = self.response(self.spectrum.energies_kev)
+        """``(2, K)``: ``S eps / sum S eps`` and ``S eps E / (sum S eps)^2`` (the spectrum's weights
+        sum to 1) -- so equation (1) of :mod:`stereodrr.physics.spectral` gives ``t`` and ``q``
+        directly. The variance weight is ``S eta E^2``: a photon is absorbed (probability
+        ``eta``) and deposits ``E``, or passes."""
+        s, e = self.spectrum.weights, self.spectrum.energies_kev
+        eps = self.response(e)
         norm = float((s * eps).sum())
         if norm <= 0:
             raise ValueError("detector: the layer absorbs nothing of this spectrum")
-        w = np.stack([s * eps / norm, s * eps**2 / norm**2])
+        w = np.stack([s * eps / norm, s * eps * e / norm**2])
         return torch.as_tensor(w, device=device, dtype=dtype)
 
     # ---- the chain

@@ -6,7 +6,8 @@ incident photon) and per-material line integrals ``L_m = integral rho_m ds`` (g/
     I(u, v) = sum_E S(E) eps(E) exp(-sum_m (mu/rho)_m(E) L_m(u, v) / 10)
     t(u, v) = I / I_open,   I_open = sum_E S(E) eps(E)                               (1)
 
-and its quantum variance factor ``q = sum_E S eps^2 e^{-mu L} / (sum_E S eps)^2 * sum_E S``.
+and its quantum variance factor ``q = sum_E S eps E e^{-mu L} / (sum_E S eps)^2 * sum_E S`` (a
+photon is absorbed with probability ``eta`` and deposits ``E``: compound Poisson).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ def spectral_sums(channels: Float[Tensor, "M H W"], att: Float[Tensor, "M K"],
     Args:
         channels: ``(M, H, W)`` line integrals ``L_m``.
         att: ``(M, K)`` ``(mu/rho)_m(E_k) / 10`` (:func:`stereodrr.imaging.materials.attenuation_table`).
-        weights: ``(J, K)``, e.g. ``S eps`` (the signal) and ``S eps^2`` (its quantum variance).
+        weights: ``(J, K)``, e.g. ``S eps`` (the signal) and ``S eps E`` (its quantum variance).
 
     Returns:
         ``(J, H, W)``; divide by ``weights.sum(1)`` for the open-field-normalised value.

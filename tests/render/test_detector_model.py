@@ -53,10 +53,25 @@ def test_polychromatic_quantum_noise_mean_and_variance():
     eps = det.response(e)
     tr = np.exp(-mass_attenuation("Water, Liquid", e) * 100.0 / 10)
     mean = 2000.0 * (s * eps * tr).sum() / (s * eps).sum()
-    var = 2000.0 * (s * eps**2 * tr).sum() / (s * eps).sum() ** 2
+    var = 2000.0 * (s * eps * e * tr).sum() / (s * eps).sum() ** 2  # each photon absorbed (eta) or not
     assert float(counts.mean()) == pytest.approx(mean, rel=5e-3)
     assert float(counts.var()) == pytest.approx(var, rel=0.03)
     assert var > mean  # energy-weighted counting: variance above Poisson's (Swank)
+
+
+def test_one_line_through_a_scintillator_counts_the_absorbed_quanta():
+    """100 keV on 600 um CsI absorbs eta ~ 0.38 of the photons: the signal, scaled to N0 in the
+    open field, is Poisson(eta N0) / eta, of variance N0 / eta (not N0: every incident photon
+    detected). Checked against numpy's own draws of the absorbed quanta."""
+    det = DetectorModel(spectrum=Spectrum.monochromatic(100.0), layer=LAYERS["csi"], photons=1e4)
+    eta = float(LAYERS["csi"].absorption(np.array([100.0]))[0])
+    assert 0.3 < eta < 0.45
+    t, q = det.transmission(_water_channels(0.0, (256, 256)), ["water"])
+    counts = det.counts(t, q, seed=1)
+    ref = np.random.default_rng(1).poisson(eta * 1e4, size=256 * 256) / eta
+    assert float(counts.mean()) == pytest.approx(1e4, rel=2e-3)
+    assert float(counts.var()) == pytest.approx(float(ref.var()), rel=0.03)
+    assert float(counts.var()) == pytest.approx(1e4 / eta, rel=0.03)
 
 
 def test_gain_offset_bits_and_saturation():
