@@ -177,7 +177,9 @@ def test_a_volume_written_in_place_after_a_render_is_checked_again(torso, rig):
 
 
 @pytest.mark.slow
-def test_torch_compile_matches_eager_with_gradients(torso, rig):
+def test_torch_compile_matches_eager_with_gradients(torso, rig, unchecked):
+    # unchecked: the suite's run-time annotation checks cannot read dynamo's fake tensors (beartype
+    # raises a desynchronisation error on them); what is tested here is the compiled op.
     data, A, K, R, t = _core_args(torso, rig)
     t = t.clone().requires_grad_(True)
     eager = drr(data, A, K, R, t, 32, 40)
