@@ -143,6 +143,23 @@ def _is_value(field: str) -> bool:
     return True
 
 
+def _blocks(p: Path, rows: list[list[str]], header: list[str] | None, per: int,
+            what: str) -> tuple[int, bool, int, list[str] | None]:
+    """A table of an optional 1-based ``Frame`` column then blocks of ``per`` columns (named by
+    the header; without one, a width of ``per n + 1`` means a frame column): ``(width, has_frame,
+    blocks, the header's block columns or None)``.
+
+    Raises:
+        ValueError: the columns are not a positive number of blocks (``what`` says a block).
+    """
+    width = len(header) if header is not None else len(rows[0])
+    has_frame = header[:1] == ["Frame"] if header is not None else width % per == 1
+    n = (width - has_frame) // per
+    if (width - has_frame) % per or n == 0:
+        raise ValueError(f"{p}: expected {what}, got {width - has_frame}")
+    return width, has_frame, n, None if header is None else header[has_frame:]
+
+
 def _floats(p: Path, rows: list[list[str]], width: int, first_line: int) -> np.ndarray:
     out = np.full((len(rows), width), np.nan)
     for r, row in enumerate(rows):
@@ -248,14 +265,9 @@ def load_points3d(path: str | os.PathLike[str]) -> pd.DataFrame:
     header: without one, a column count of ``3 m + 1`` means a frame column) into
     ``frame, marker, name, x, y, z`` (missing points left out)."""
     p, rows, header = _read_rows(path, "3D point file")
-    width = len(header) if header is not None else len(rows[0])
-    has_frame = header[:1] == ["Frame"] if header is not None else width % 3 == 1
-    n_markers = (width - has_frame) // 3
-    if (width - has_frame) % 3 or n_markers == 0:
-        raise ValueError(f"{p}: expected three columns (X, Y, Z) per marker, got {width - has_frame}")
+    width, has_frame, n_markers, cols = _blocks(p, rows, header, 3, "three columns (X, Y, Z) per marker")
     names = [marker_name(i) for i in range(n_markers)]
-    if header is not None:
-        cols = header[1:] if has_frame else header
+    if cols is not None:
         for i in range(0, len(cols), 3):
             stem = cols[i][:-2] if cols[i].endswith("_X") else None
             if stem is None or cols[i:i + 3] != [f"{stem}_{a}" for a in "XYZ"]:
@@ -308,14 +320,9 @@ def load_rigid_body_transforms(path: str | os.PathLike[str]) -> tuple[list[str],
     (NaN where missing). A ``Frame`` column, ``_<cutoff>Hz`` label suffixes (filtered exports)
     and a file without its header (then ``16 B + 1`` columns mean a frame column) are accepted."""
     p, rows, header = _read_rows(path, "rigid-body transformation file")
-    width = len(header) if header is not None else len(rows[0])
-    has_frame = header[:1] == ["Frame"] if header is not None else width % 16 == 1
-    n_bodies = (width - has_frame) // 16
-    if (width - has_frame) % 16 or n_bodies == 0:
-        raise ValueError(f"{p}: expected 16 columns per rigid body, got {width - has_frame}")
+    width, has_frame, n_bodies, cols = _blocks(p, rows, header, 16, "16 columns per rigid body")
     names = [body_name(i) for i in range(n_bodies)]
-    if header is not None:
-        cols = header[1:] if has_frame else header
+    if cols is not None:
         for i in range(0, len(cols), 16):
             m = re.fullmatch(r"(.*)_R11(_[0-9.]+Hz)?", cols[i])
             suffix = m.group(2) or "" if m else ""
