@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Protocol
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, Protocol
 
 import numpy as np
 import torch
@@ -122,10 +122,22 @@ class PolynomialCorrection:
         if len(coef) != (degree + 1) * (degree + 2) // 2:
             raise ValueError(f"map.coefficients_u: expected {(degree + 1) * (degree + 2) // 2} terms for degree "
                              f"{degree}, got {len(coef)}")
-        return cls((float(d["center"][0]), float(d["center"][1])), float(d["scale"]), degree, coef)
+        center, scale = np.asarray(d["center"], dtype=np.float64), float(d["scale"])
+        _check_finite({"coefficients": coef, "center": center})
+        if not (math.isfinite(scale) and scale > 0):
+            raise ValueError(f"scale: expected a positive number, got {scale}")
+        return cls((float(center[0]), float(center[1])), scale, degree, coef)
 
 
 # ---------------------------------------------------------------------- local weighted mean
+def _check_finite(arrays: dict[str, np.ndarray]) -> None:
+    """Raise naming the first array with a null (read as NaN), NaN or inf value."""
+    for name, a in arrays.items():
+        if not np.all(np.isfinite(a)):
+            raise ValueError(f"{name}: {int((~np.isfinite(a)).sum())} value(s) are null, NaN or inf (expected "
+                             "finite numbers)")
+
+
 def _quadratic(z: Tensor) -> Tensor:
     """``(..., 6)``: ``1, x, y, x^2, x y, y^2`` of ``z (..., 2)``."""
     x, y = z[..., 0], z[..., 1]
@@ -233,6 +245,9 @@ class LWMCorrection:
         if coef.shape != (len(ctrl), 6, 2) or radii.shape != (len(ctrl),):
             raise ValueError(f"map: expected {len(ctrl)} radii and {len(ctrl)} x 6 coefficients per axis, got "
                              f"{radii.shape} and {coef.shape[:2]}")
+        _check_finite({"coefficients": coef, "controls": ctrl, "radii": radii})
+        if not np.all(radii > 0):
+            raise ValueError("radii: expected positive radii of influence")
         return cls(ctrl, radii, coef, int(d["neighbours"]))
 
 
@@ -345,8 +360,9 @@ class DistortionMap:
     def undistort_image(self, image: Images) -> Any:
         """The corrected image: each ideal pixel the average of the recorded image over the
         pre-image of its area (:mod:`stereodrr.distortion.resample`); 0 where the pre-image lies
-        more than 2 px outside the round field of view (nearer, the field's own rim is averaged in). Numpy ``(..., H, W)`` gives float64, a tensor its
-        own dtype (differentiable in the image). The first call builds the operator (seconds for
+        more than 2 px outside the round field of view (nearer, the field's own rim is averaged
+        in). Numpy ``(..., H, W)`` gives float64, a tensor its own dtype (differentiable in the
+        image). The first call builds the operator (seconds for
         1024^2), later calls reuse it.
 
         Raises:
@@ -474,13 +490,29 @@ class DistortionMap:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DistortionMap:
+        """The map :meth:`to_dict` describes.
+
+        Raises:
+            ValueError: the ``map`` or ``grid`` section is missing a key or malformed (the message
+                starts with the section).
+        """
         fov = d.get("field_of_view")
-        correction = get_correction(d["model"]).from_dict(d["map"])
-        grid = None if d.get("grid") is None else GridRecord.from_dict(d["grid"])
+        correction = _section("map", lambda: get_correction(d["model"]).from_dict(d["map"]))
+        grid = None if d.get("grid") is None else _section("grid", lambda: GridRecord.from_dict(d["grid"]))
         return cls(int(d["image"]["width"]), int(d["image"]["height"]), correction,
                    (math.nan, math.nan) if fov is None else (float(fov["center"][0]), float(fov["center"][1])),
                    math.inf if fov is None else float(fov["radius"]), grid, dict(d.get("residuals", {})),
                    str(d.get("choice", "requested")))
+
+
+def _section(name: str, parse: Callable[[], Any]) -> Any:
+    """``parse()``, its failures as one ValueError naming the section of the map's dict."""
+    try:
+        return parse()
+    except KeyError as exc:
+        raise ValueError(f"{name}: missing key {exc}") from None
+    except (TypeError, IndexError, ValueError) as exc:
+        raise ValueError(f"{name}: {' '.join(str(exc).split())}") from None
 
 
 def check_maps(maps: Mapping[str, DistortionMap] | None, rig: StereoRig) -> None:

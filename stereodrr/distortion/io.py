@@ -20,10 +20,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ..fileio import atomic_write_text, read_json
-from .correction import DistortionMap, GridRecord
+from .correction import DistortionMap
 
 __all__ = ["SCHEMA", "save_distortion", "load_distortion", "distortion_from_dict"]
 
@@ -69,21 +67,10 @@ def distortion_from_dict(d: Any, source: str = "distortion map") -> DistortionMa
                                 and float(fov["radius"]) > 0):
         raise ValueError(f"{source}: field_of_view: expected null or a finite center [u, v] and a positive radius, "
                          f"got {fov!r}")
-    section = "map"
     try:
-        dmap = DistortionMap.from_dict({**d, "grid": None})
-        section = "grid"
-        grid = None if d.get("grid") is None else GridRecord.from_dict(d["grid"])
-    except KeyError as exc:
-        raise ValueError(f"{source}: {section}: missing key {exc}" + (f" ({d['model']!r} map)" if section == "map"
-                                                                       else "")) from None
-    except (TypeError, IndexError, ValueError) as exc:
-        raise ValueError(f"{source}: malformed {section} ({' '.join(str(exc).split())})") from None
-    bad = _bad_numbers(dmap)
-    if bad:
-        raise ValueError(f"{source}: map: {bad}")
-    dmap.grid = grid
-    return dmap
+        return DistortionMap.from_dict(d)
+    except ValueError as exc:  # names the section
+        raise ValueError(f"{source}: {exc}") from None
 
 
 def _finite(x: Any, n: int | None = None) -> bool:
@@ -92,21 +79,6 @@ def _finite(x: Any, n: int | None = None) -> bool:
     return values is not None and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
                                       for v in values)
 
-
-def _bad_numbers(dmap: DistortionMap) -> str:
-    """What is wrong with the correction's numbers ("" when nothing): every one finite, scales
-    and radii of influence positive."""
-    c: Any = dmap.correction
-    arrays = {k: np.asarray(getattr(c, k), dtype=np.float64) for k in ("coefficients", "controls", "radii", "center")
-              if hasattr(c, k)}
-    for k, a in arrays.items():
-        if not np.all(np.isfinite(a)):
-            return f"{k}: {int((~np.isfinite(a)).sum())} value(s) are null, NaN or inf (expected finite numbers)"
-    if hasattr(c, "scale") and not (math.isfinite(c.scale) and c.scale > 0):
-        return f"scale: expected a positive number, got {c.scale}"
-    if "radii" in arrays and not np.all(arrays["radii"] > 0):
-        return "radii: expected positive radii of influence"
-    return ""
 
 
 def load_distortion(path: str | os.PathLike[str]) -> DistortionMap:
