@@ -13,6 +13,7 @@ on the corrected image, not on ``markers_uv``.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -23,7 +24,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from ..imaging import negative_log
+from ..imaging import DetectorModel
 from .manifest import load_manifest, sha256_file
 
 __all__ = ["StereoDRRDataset", "IMAGE_KINDS"]
@@ -35,12 +36,11 @@ def _stack(rows: Any, column: str, shape: tuple[int, ...]) -> Tensor:
     return torch.as_tensor(np.stack([np.array(v, dtype=np.float64).reshape(shape) for v in rows[column]]))
 
 
-def _gain_offset(detector: str) -> tuple[float, float]:
-    """The detector's gain and offset from the manifest's ``detector`` description (JSON)."""
-    import json
-
-    d = json.loads(detector) if detector else {}
-    return float(d.get("gain", 1.0)), float(d.get("offset", 0.0))
+def _detector(description: str, photons: float) -> DetectorModel:
+    """What :meth:`~stereodrr.imaging.DetectorModel.negative_log` needs of an item's detector: its
+    gain and offset (from the manifest's ``detector`` JSON) and its open-field photons."""
+    d = json.loads(description) if description else {}
+    return DetectorModel(photons=photons, gain=float(d.get("gain", 1.0)), offset=float(d.get("offset", 0.0)))
 
 
 class StereoDRRDataset(Dataset):
@@ -111,14 +111,16 @@ class StereoDRRDataset(Dataset):
         item = self.items[k]
         rows = self._groups[item].loc[self.views]
         first = rows.iloc[0]
+        # The item's detector (one for all its views) turns counts into line integrals.
+        detector = (_detector(first["detector"], float(first["photons_per_pixel"])) if self.image == "line_integral"
+                    else None)
         images = []
         for _, row in rows.iterrows():
             img = torch.from_numpy(self._read(row))
             if self.image != "stored":
                 img = img / float(row["scale"])
-            if self.image == "line_integral":
-                gain, offset = _gain_offset(row["detector"])
-                img = negative_log(((img - offset) / gain).clamp_min(0.5), float(row["photons_per_pixel"]))
+            if detector is not None:
+                img = detector.negative_log(img)
             images.append(img)
         n_markers = len(first["marker_ids"])
         sample = {
