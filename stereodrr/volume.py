@@ -483,9 +483,12 @@ def _check_complete(path: Path, info: sitk.ImageFileReader) -> None:
         else:
             have = path.stat().st_size - offset
             if scan is not None and have >= need:
-                voxels = np.memmap(path, dtype=scan.dtype, mode="r", offset=offset, shape=(need // scan.dtype.itemsize,))
-                scan.count = sum(int((~np.isfinite(voxels[i:i + (1 << 22)])).sum()) for i in range(0, voxels.size, 1 << 22))
-                del voxels
+                with open(path, "rb") as f:  # the same block scan as the compressed stream's
+                    f.seek(offset)
+                    position = offset
+                    while position < offset + need and (block := f.read(1 << 22)):
+                        scan(position, block)
+                        position += len(block)
         if have < need:
             raise ValueError(f"{path}: truncated: {what}, the file holds {max(have, 0)}")
         if scan is not None and scan.count:

@@ -130,8 +130,8 @@ def read_trial_file(path: str | os.PathLike[str], volumes: bool = True) -> Autos
         if not line or line[0] == "#":
             continue
         key, _, value = line.partition(" ")
-        if key in lists:
-            lists[key].append(value)
+        if key in lists:  # Trial::parse gives these three (not MeshFile) unix slashes as it reads them
+            lists[key].append(_unix_slashes(value) if key in ("mayaCam_csv", "CameraRootDir", "VolumeFile") else value)
     version = (1, 0)
     if lists["Version"]:
         parts = (lists["Version"][-1].strip().split(".") + ["0"])[:2]
@@ -164,7 +164,7 @@ def read_trial_file(path: str | os.PathLike[str], volumes: bool = True) -> Autos
         flip = [0, 0, 0]
         if i < len(lists["VolumeFlip"]):
             flip = _numbers(src, f"VolumeFlip (volume {i})", lists["VolumeFlip"][i], 3, int)
-        entries.append(AutoscoperVolumeEntry(_resolve(_unix_slashes(v), base, version), (size[0], size[1], size[2]),
+        entries.append(AutoscoperVolumeEntry(_resolve(v, base, version), (size[0], size[1], size[2]),
                                              (bool(flip[0]), bool(flip[1]), bool(flip[2]))))
     res = (512, 512)
     if lists["RenderResolution"]:
@@ -174,8 +174,8 @@ def read_trial_file(path: str | os.PathLike[str], volumes: bool = True) -> Autos
     if lists["OptimizationOffsets"]:
         offsets = tuple(_numbers(src, "OptimizationOffsets", lists["OptimizationOffsets"][-1], 6))
     return AutoscoperTrialFile(
-        cameras=[_resolve(_unix_slashes(c), base, version) for c in cams],
-        camera_dirs=[_resolve(_unix_slashes(d), base, version) for d in dirs], volumes=entries, version=version, render_resolution=res, optimization_offsets=offsets,
+        cameras=[_resolve(c, base, version) for c in cams], camera_dirs=[_resolve(d, base, version) for d in dirs],
+        volumes=entries, version=version, render_resolution=res, optimization_offsets=offsets,
         meshes=[_resolve(m, base, version) for m in meshes], source=p)
 
 

@@ -53,6 +53,7 @@ point of its own.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import warnings
@@ -137,8 +138,6 @@ def load_vtk_camera(path: str | os.PathLike[str], pixel_spacing: float | tuple[f
             field missing or malformed, a degenerate view (the focal point at the camera, the view
             up along the view direction) or a view angle outside (0, 180) degrees.
     """
-    import json
-
     p = check_input_file(path, "VTK camera file")
     try:
         doc = json.loads(p.read_text(encoding="utf-8", errors="replace"))
