@@ -455,70 +455,80 @@ def _check_complete(path: Path, info: sitk.ImageFileReader) -> None:
     name = path.name.lower()
     what = f"the header promises {shape} voxels of {sitk.GetPixelIDValueAsString(info.GetPixelID())} ({need} bytes)"
     if name.endswith((".nii", ".nii.gz")):
-        with open(path, "rb") as f:
-            gz = f.read(2) == _GZIP_MAGIC
-        with (gzip.open(path, "rb") if gz else open(path, "rb")) as f:
-            head = f.read(544)
-        little = int.from_bytes(head[:4], "little")
-        order = "<" if little in (348, 540) else ">"
-        sizeof_hdr = struct.unpack(order + "i", head[:4])[0]
-        # The stored bytes follow the header's own dim and bitpix: with scl_slope/scl_inter
-        # (int16 CTs stored with an intercept of -1024) ITK reports the scaled float type instead.
-        if sizeof_hdr == 348:
-            dim = struct.unpack(order + "8h", head[40:56])
-            datatype, bitpix = struct.unpack(order + "2h", head[70:74])
-            offset = int(struct.unpack(order + "f", head[108:112])[0])
-        else:
-            dim = struct.unpack(order + "8q", head[16:80])
-            datatype, bitpix = struct.unpack(order + "2h", head[12:16])
-            offset = int(struct.unpack(order + "q", head[168:176])[0])
-        if 1 <= dim[0] <= 7 and bitpix > 0:
-            need = int(np.prod([max(int(d), 1) for d in dim[1:dim[0] + 1]])) * bitpix // 8
-            what = f"the header promises {shape} voxels of {bitpix} bits ({need} bytes)"
-        # NIfTI datatypes 16 and 64: float32, float64 (the only ones that can hold NaN).
-        floats = {16: "f4", 64: "f8"}.get(int(datatype))
-        scan = _NonFiniteCount(offset, need, np.dtype(order + floats)) if floats else None
-        if gz:
-            have = _stream_size(path, what, scan=scan) - offset
-        else:
-            have = path.stat().st_size - offset
-            if scan is not None and have >= need:
-                with open(path, "rb") as f:  # the same block scan as the compressed stream's
-                    f.seek(offset)
-                    position = offset
-                    while position < offset + need and (block := f.read(1 << 22)):
-                        scan(position, block)
-                        position += len(block)
-        if have < need:
-            raise ValueError(f"{path}: truncated: {what}, the file holds {max(have, 0)}")
-        if scan is not None and scan.count:
-            raise ValueError(f"{path}: {scan.count} voxel(s) are NaN or inf (expected finite values)")
+        _check_nifti(path, shape, need, what)
     elif name.endswith((".mha", ".mhd")):
-        with open(path, "rb") as f:
-            header, line = {}, b""
-            while line := f.readline():
-                if b"=" not in line:
-                    break
-                key, _, value = line.decode("latin-1").partition("=")
-                header[key.strip()] = value.strip()
-                if key.strip() == "ElementDataFile":
-                    break
-            data_start = f.tell()
-        source = header.get("ElementDataFile", "")
-        if source.upper() == "LOCAL":
-            data, start = path, data_start
-        elif source and " " not in source and "%" not in source and source.upper() != "LIST":
-            data, start = path.parent / source, 0
-            if not data.is_file():
-                raise ValueError(f"{path}: its data file {str(data)!r} (ElementDataFile) does not exist")
-        else:
-            return  # file lists: left to ITK
-        if header.get("CompressedData", "False").lower() == "true":
-            have = _stream_size(data, what, start, zlib_header=True)
-        else:
-            have = data.stat().st_size - start
-        if have < need:
-            raise ValueError(f"{path}: truncated: {what}, the file holds {have}")
+        _check_metaimage(path, need, what)
+
+
+def _check_nifti(path: Path, shape: str, need: int, what: str) -> None:
+    """A NIfTI file holds the bytes its own header promises, and a float one no NaN or inf."""
+    with open(path, "rb") as f:
+        gz = f.read(2) == _GZIP_MAGIC
+    with (gzip.open(path, "rb") if gz else open(path, "rb")) as f:
+        head = f.read(544)
+    little = int.from_bytes(head[:4], "little")
+    order = "<" if little in (348, 540) else ">"
+    sizeof_hdr = struct.unpack(order + "i", head[:4])[0]
+    # The stored bytes follow the header's own dim and bitpix: with scl_slope/scl_inter
+    # (int16 CTs stored with an intercept of -1024) ITK reports the scaled float type instead.
+    if sizeof_hdr == 348:
+        dim = struct.unpack(order + "8h", head[40:56])
+        datatype, bitpix = struct.unpack(order + "2h", head[70:74])
+        offset = int(struct.unpack(order + "f", head[108:112])[0])
+    else:
+        dim = struct.unpack(order + "8q", head[16:80])
+        datatype, bitpix = struct.unpack(order + "2h", head[12:16])
+        offset = int(struct.unpack(order + "q", head[168:176])[0])
+    if 1 <= dim[0] <= 7 and bitpix > 0:
+        need = int(np.prod([max(int(d), 1) for d in dim[1:dim[0] + 1]])) * bitpix // 8
+        what = f"the header promises {shape} voxels of {bitpix} bits ({need} bytes)"
+    # NIfTI datatypes 16 and 64: float32, float64 (the only ones that can hold NaN).
+    floats = {16: "f4", 64: "f8"}.get(int(datatype))
+    scan = _NonFiniteCount(offset, need, np.dtype(order + floats)) if floats else None
+    if gz:
+        have = _stream_size(path, what, scan=scan) - offset
+    else:
+        have = path.stat().st_size - offset
+        if scan is not None and have >= need:
+            with open(path, "rb") as f:  # the same block scan as the compressed stream's
+                f.seek(offset)
+                position = offset
+                while position < offset + need and (block := f.read(1 << 22)):
+                    scan(position, block)
+                    position += len(block)
+    if have < need:
+        raise ValueError(f"{path}: truncated: {what}, the file holds {max(have, 0)}")
+    if scan is not None and scan.count:
+        raise ValueError(f"{path}: {scan.count} voxel(s) are NaN or inf (expected finite values)")
+
+
+def _check_metaimage(path: Path, need: int, what: str) -> None:
+    """A MetaImage file (or its ElementDataFile) holds the bytes its header promises."""
+    with open(path, "rb") as f:
+        header, line = {}, b""
+        while line := f.readline():
+            if b"=" not in line:
+                break
+            key, _, value = line.decode("latin-1").partition("=")
+            header[key.strip()] = value.strip()
+            if key.strip() == "ElementDataFile":
+                break
+        data_start = f.tell()
+    source = header.get("ElementDataFile", "")
+    if source.upper() == "LOCAL":
+        data, start = path, data_start
+    elif source and " " not in source and "%" not in source and source.upper() != "LIST":
+        data, start = path.parent / source, 0
+        if not data.is_file():
+            raise ValueError(f"{path}: its data file {str(data)!r} (ElementDataFile) does not exist")
+    else:
+        return  # file lists: left to ITK
+    if header.get("CompressedData", "False").lower() == "true":
+        have = _stream_size(data, what, start, zlib_header=True)
+    else:
+        have = data.stat().st_size - start
+    if have < need:
+        raise ValueError(f"{path}: truncated: {what}, the file holds {have}")
 
 
 def save_volume(volume: Volume, path: str | os.PathLike[str]) -> Path:
