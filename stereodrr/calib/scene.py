@@ -79,6 +79,13 @@ def flat_panel(photons: float | None = None, electronic_sigma: float = 0.0, dete
                          subpixels=subpixels, name="flat_panel")
 
 
+def _shapes_the_image(det: DetectorModel) -> bool:
+    """Whether a noise-free chain changes the line-integral image (gain and offset cancel in
+    its -log)."""
+    return bool(det.scatter is not None or det.focal_spot_blur_px or det.detector_blur_px
+                or det.distortion is not None)
+
+
 def render_calibration_images(
     phantom: Phantom,
     rig: StereoRig,
@@ -94,8 +101,9 @@ def render_calibration_images(
 
     The plastic bodies are voxelized at ``voxel_mm`` (balls carved out) and the balls are exact.
     A monochromatic ``detector`` at ``energy_kev`` (:func:`flat_panel`; ``None``: its noise-free
-    default) gives float32 line integrals without photons and 16-bit raw counts with them (one
-    digital unit per photon while it fits); any other :class:`~stereodrr.imaging.DetectorModel`
+    default) gives float32 line integrals without photons (through its scatter, blurs and
+    intensifier, when it has them: ``-log`` of the expected transmission) and 16-bit raw counts
+    with them (one digital unit per photon while it fits); any other :class:`~stereodrr.imaging.DetectorModel`
     (a spectrum, scatter, ...) gives its float32 ``-log(I / I_open)``, bodies decomposed from
     their HU at ``energy_kev``, balls exact in their own material's channel. View ``i`` is
     seeded with ``seed + i``.
@@ -131,10 +139,10 @@ def render_calibration_images(
         if noisy:
             imgs = {n: run_stages(Signal(torch.exp(-imgs[n])), det, rig[n], seed + i).image
                     for i, n in enumerate(rig.names)}
-        elif det.distortion is not None:
-            # Noise-free through an intensifier: the transmission is what its field moves.
-            imgs = {n: -torch.log(run_stages(Signal(torch.exp(-imgs[n].double())), det, rig[n], None,
-                                             first="distortion", last="distortion").image.clamp_min(1e-300))
+        elif _shapes_the_image(det):
+            # Noise-free through a chain that blurs, scatters or distorts: the expected image
+            # through every stage (in float64), read back as -log of the transmission.
+            imgs = {n: det.negative_log(run_stages(Signal(torch.exp(-imgs[n].double())), det, rig[n], None).image)
                     .to(imgs[n].dtype) for n in rig.names}
     # The renderer's own projected centres (float32, as the mono shots have always been scored).
     K, R, t = stack_cameras([rig[n] for n in rig.names], torch.device(device), torch.float32)
