@@ -260,8 +260,11 @@ def save_mayacam1(cam: Camera, path: str | os.PathLike[str], scale: float = 0.1)
     """
     K = cam.K
     f = 0.5 * (K[0, 0] + K[1, 1])
-    half = 0.5 * max(cam.width, cam.height)
-    loss = abs(K[0, 0] - K[1, 1]) / f * half + _skew_shift_px(cam)
+    # f moves a pixel by |fx - f| |u - cx| / fx: the farthest pixel from the principal point
+    # counts, which lies well past half the image when the principal point is off centre.
+    reach = max(max(abs(K[0, 2]), abs(cam.width - 1 - K[0, 2])) / K[0, 0],
+                max(abs(K[1, 2]), abs(cam.height - 1 - K[1, 2])) / K[1, 1])
+    loss = 0.5 * abs(K[0, 0] - K[1, 1]) * reach + _skew_shift_px(cam)
     if loss > MAYACAM_TOLERANCE_PX:
         raise ValueError(f"{path}: MayaCam 1.0 holds one focal length and no skew; this camera (fx={K[0, 0]:.6g}, "
                          f"fy={K[1, 1]:.6g}, skew={K[0, 1]:.3g}) would move pixels by up to {loss:.3g} px: "

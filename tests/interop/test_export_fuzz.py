@@ -165,6 +165,22 @@ def test_mayacam1_of_a_camera_at_pitch_90_reads_in_autoscoper(tmp_path: Path) ->
         np.testing.assert_allclose(got, cam.project(X)[0], atol=1e-6, rtol=0)
 
 
+def test_mayacam1_refuses_fx_fy_that_move_a_far_pixel(tmp_path: Path) -> None:
+    """fx and fy 1.5e-9 apart move pixels 8e-6 px when the principal point lies 1e4 px off the
+    image: past MAYACAM_TOLERANCE_PX, so refused, not written."""
+    K = [[5000.0, 0, -1e4], [0, 5000.0 * (1 + 1.5e-9), 383.5], [0, 0, 1]]
+    cam = Camera(K=K, R=np.eye(3), t=[0, 0, 1000.0], width=1024, height=768)
+    with pytest.raises(ValueError, match="one focal length"):
+        save_mayacam1(cam, tmp_path / "c.txt")
+    assert not (tmp_path / "c.txt").exists()
+    centred = Camera(K=[[5000.0, 0, 511.5], [0, 5000.0 * (1 + 1e-10), 383.5], [0, 0, 1]], R=np.eye(3),
+                     t=[0, 0, 1000.0], width=1024, height=768)
+    X = _points(np.random.default_rng(1), centred)
+    auto = AutoscoperCamera(save_mayacam1(centred, tmp_path / "ok.txt"))
+    got = np.array([autoscoper_pixel(auto, x) for x in X])
+    np.testing.assert_allclose(got, centred.project(X)[0], atol=1e-6, rtol=0)
+
+
 def test_dlt_refusal_names_the_view(tmp_path: Path) -> None:
     rig = _rigs()["convergent 3"]
     # Move the world origin into the right camera's principal plane: L12 = 0, no 11-term DLT.
