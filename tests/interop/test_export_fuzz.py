@@ -14,6 +14,7 @@ from scipy.spatial.transform import Rotation
 from stereodrr.calib.export import load_opencv_yaml, save_opencv_yaml
 from stereodrr.geometry import (
     Camera,
+    DltConvention,
     StereoRig,
     euler_to_matrix,
     load_dlt_csv,
@@ -90,20 +91,19 @@ def test_any_camera_through_mayacam_reads_in_autoscoper(tmp_path: Path, version:
 
 
 @pytest.mark.parametrize("convention", ["xmalab", "dltdv8"])
-def test_any_camera_through_dlt_projects_as_dltdv(tmp_path: Path, convention: str) -> None:
+def test_any_camera_through_dlt_projects_as_dltdv(tmp_path: Path, convention: DltConvention) -> None:
     rng = np.random.default_rng(3)
     for i, cam in enumerate(_cameras(20, 25)):
         if cam.K[0, 0] < 10:  # decompose_projection calls f ~ 1 px with c ~ 1e4 px singular
             continue
         X = _points(rng, cam)
         uv = cam.project(X)[0]
-        L = save_dlt_csv(StereoRig({"v": cam}, X[0]), tmp_path / "dlt.csv", convention)[:, 0]  # type: ignore[arg-type]
+        L = save_dlt_csv(StereoRig({"v": cam}, X[0]), tmp_path / "dlt.csv", convention)[:, 0]
         assert np.array_equal(load_dlt_csv(tmp_path / "dlt.csv")[:, 0], L)
         want = uv + 1 if convention == "dltdv8" else np.c_[uv[:, 0] + 1, cam.height - uv[:, 1]]
         tol = 1e-6 + 1e-13 * (np.abs(uv).max() + cam.K[0, 0])
         np.testing.assert_allclose(dlt_inverse(L, X), want, atol=tol, rtol=0, err_msg=f"camera {i}")
-        back = Camera.from_projection(projection_from_dlt(L, cam.height, convention), cam.width,  # type: ignore[arg-type]
-                                      cam.height)
+        back = Camera.from_projection(projection_from_dlt(L, cam.height, convention), cam.width, cam.height)
         uv_back, depth = back.project(X)
         assert (depth > 0).all()
         np.testing.assert_allclose(uv_back, uv, atol=tol, rtol=0, err_msg=f"camera {i}")
