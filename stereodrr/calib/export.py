@@ -4,10 +4,11 @@ MayaCam 2.0 camera files (Autoscoper/XMALab), and per-view 2D point tables.
 MayaCam files are :mod:`stereodrr.interop.mayacam`'s (as XMALab writes them, plain OpenCV K, R, t).
 
 The YAML (``cv2.FileStorage``) holds, per view ``<name>``: ``<name>_image_size`` (W, H),
-``<name>_camera_matrix`` K, ``<name>_dist_coeffs`` (zeros: a flat-panel detector has no lens
-distortion), ``<name>_R``, ``<name>_t``, ``<name>_P``; and for the first two views the
-``cv2.stereoCalibrate`` quantities ``R``, ``T`` (view 2 relative to view 1,
-``x_2 = R x_1 + T``), ``E = [T]_x R`` and ``F`` (``x2^T F x1 = 0``).
+``<name>_pixel_spacing`` (mm), ``<name>_camera_matrix`` K, ``<name>_dist_coeffs`` (zeros: a
+flat-panel detector has no lens distortion), ``<name>_R``, ``<name>_t``, ``<name>_P``,
+``<name>_sdd`` (mm); and for the first two views the ``cv2.stereoCalibrate`` quantities ``R``, ``T`` (view 2 relative to view 1,
+``x_2 = R x_1 + T``), ``E = [T]_x R`` and ``F`` (``x2^T F x1 = 0``); ``isocenter`` (3x1, world
+mm) is the rig's.
 """
 
 from __future__ import annotations
@@ -88,6 +89,7 @@ def save_opencv_yaml(rig: StereoRig, path: str | os.PathLike[str]) -> Path:
         fs = cv2.FileStorage(str(tmp), cv2.FILE_STORAGE_WRITE | cv2.FILE_STORAGE_FORMAT_YAML)
         try:
             fs.write("views", ",".join(names))
+            fs.write("isocenter", rig.isocenter.reshape(3, 1))
             for name, cam in rig.cameras.items():
                 k = _node(name)
                 fs.write(f"{k}_image_size", np.array([[cam.width, cam.height]], dtype=np.float64))
@@ -97,6 +99,7 @@ def save_opencv_yaml(rig: StereoRig, path: str | os.PathLike[str]) -> Path:
                 fs.write(f"{k}_R", cam.R)
                 fs.write(f"{k}_t", cam.t.reshape(3, 1))
                 fs.write(f"{k}_P", cam.P)
+                fs.write(f"{k}_sdd", cam.sdd)
             if len(names) >= 2:
                 c1, c2 = rig[names[0]], rig[names[1]]
                 R = c2.R @ c1.R.T
@@ -111,7 +114,8 @@ def save_opencv_yaml(rig: StereoRig, path: str | os.PathLike[str]) -> Path:
 
 
 def load_opencv_yaml(path: str | os.PathLike[str]) -> StereoRig:
-    """Read a rig written by :func:`save_opencv_yaml` (K, R, t, detector size and pitch per view)."""
+    """Read a rig written by :func:`save_opencv_yaml` (K, R, t, detector size and pitch per view,
+    the isocenter; a file without one gets the point nearest the principal rays)."""
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"OpenCV YAML {str(p)!r} does not exist")
@@ -128,12 +132,17 @@ def load_opencv_yaml(path: str | os.PathLike[str]) -> StereoRig:
             if absent:
                 raise ValueError(f"{p}: view {name!r} lacks node(s) {[f'{k}_{m}' for m in absent]}")
             w, h = mats["image_size"].ravel()
+            sdd = fs.getNode(f"{k}_sdd")  # absent from older files: fx * du, Camera's default
             cams[name] = Camera(K=mats["camera_matrix"], R=mats["R"], t=mats["t"].ravel(), width=int(w),
                                 height=int(h), pixel_spacing=(float(mats["pixel_spacing"].ravel()[0]),
-                                                                       float(mats["pixel_spacing"].ravel()[1])))
+                                                                       float(mats["pixel_spacing"].ravel()[1])),
+                                sdd=float("nan") if sdd.empty() else sdd.real())
+        # The rays' nearest point may lie behind a view (parallel or diverging rays): the
+        # written isocenter is the one the rig was built around.
+        iso = fs.getNode("isocenter").mat()
     finally:
         fs.release()
-    return StereoRig(cams, rig_isocenter(cams))
+    return StereoRig(cams, rig_isocenter(cams) if iso is None else iso.ravel())
 
 
 def _export_dlt(rig: StereoRig, out: Path) -> dict[str, Path]:

@@ -122,8 +122,17 @@ def save_dlt_csv(rig: StereoRig, path: str | os.PathLike[str], convention: DltCo
     Columns follow the rig's view order; ``convention`` is the coefficients' pixels
     (:data:`~stereodrr.geometry.dlt_coefficients.DltConvention`: XMALab's and DLTdv7's y up by
     default, ``"dltdv8"`` for DLTdv8). Returns the ``(11, n)`` array written.
+
+    Raises:
+        ValueError: a view whose principal plane holds the world origin (naming the view and the
+            file); nothing is written.
     """
-    cols = [dlt_from_projection(cam.P, cam.height, convention) for cam in rig.cameras.values()]
+    cols = []
+    for name, cam in rig.cameras.items():
+        try:
+            cols.append(dlt_from_projection(cam.P, cam.height, convention))
+        except ValueError as exc:
+            raise ValueError(f"{path}: view {name!r}: {exc}") from None
     table = np.stack(cols, axis=1)
     with atomic_path(path) as tmp:
         np.savetxt(tmp, table, delimiter=",", fmt="%.17g")

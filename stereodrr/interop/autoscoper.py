@@ -289,7 +289,8 @@ def xyzypr_to_matrix(xyzypr: Sequence[float] | np.ndarray) -> np.ndarray:
 
 
 def matrix_to_xyzypr(M: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`xyzypr_to_matrix` (``CoordFrame::to_xyzypr``; pitch in [-90, 90])."""
+    """Inverse of :func:`xyzypr_to_matrix` (``CoordFrame::to_xyzypr``; pitch in [-90, 90]; at
+    pitch +-90, yaw and roll that rebuild the matrix, which ``to_xyzypr`` does not guarantee)."""
     return np.array([*np.asarray(M)[:3, 3], *_euler_zyx(np.asarray(M, dtype=np.float64)[:3, :3])])
 
 

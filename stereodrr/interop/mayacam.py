@@ -239,11 +239,16 @@ def load_mayacam(path: str | os.PathLike[str], pixel_spacing: float | tuple[floa
 
 # ---------------------------------------------------------------------------------------- 1.0
 def _euler_zyx(M: np.ndarray) -> tuple[float, float, float]:
-    """``(rz, ry, rx)`` in degrees with ``M = Rz(rz) Ry(ry) Rx(rx)`` (Autoscoper's ``to_xyzypr``)."""
-    rz = math.degrees(math.atan2(M[1, 0], M[0, 0]))
+    """``(rz, ry, rx)`` in degrees with ``M = Rz(rz) Ry(ry) Rx(rx)``: Autoscoper's ``to_xyzypr``
+    angles, except that ``rz`` is taken from ``M Rx(rx)^T`` rather than from ``M[0:2, 0]``. At
+    ``ry = +-90`` both ``M[0:2, 0]`` and ``M[2, 1:3]`` are rounding noise, so taking ``rz`` and
+    ``rx`` from them independently gives a wrong ``rz -+ rx``; derotating by whatever ``rx`` came
+    out keeps the pair consistent."""
+    x = math.atan2(M[2, 1], M[2, 2])
+    s, c = math.sin(x), math.cos(x)
+    rz = math.degrees(math.atan2(s * M[0, 2] - c * M[0, 1], c * M[1, 1] - s * M[1, 2]))
     ry = math.degrees(math.atan2(-M[2, 0], math.hypot(M[2, 1], M[2, 2])))
-    rx = math.degrees(math.atan2(M[2, 1], M[2, 2]))
-    return rz, ry, rx
+    return rz, ry, math.degrees(x)
 
 
 def save_mayacam1(cam: Camera, path: str | os.PathLike[str], scale: float = 0.1) -> Path:
@@ -255,8 +260,11 @@ def save_mayacam1(cam: Camera, path: str | os.PathLike[str], scale: float = 0.1)
     """
     K = cam.K
     f = 0.5 * (K[0, 0] + K[1, 1])
-    half = 0.5 * max(cam.width, cam.height)
-    loss = abs(K[0, 0] - K[1, 1]) / f * half + _skew_shift_px(cam)
+    # f moves a pixel by |fx - f| |u - cx| / fx: the farthest pixel from the principal point
+    # counts, which lies well past half the image when the principal point is off centre.
+    reach = max(max(abs(K[0, 2]), abs(cam.width - 1 - K[0, 2])) / K[0, 0],
+                max(abs(K[1, 2]), abs(cam.height - 1 - K[1, 2])) / K[1, 1])
+    loss = 0.5 * abs(K[0, 0] - K[1, 1]) * reach + _skew_shift_px(cam)
     if loss > MAYACAM_TOLERANCE_PX:
         raise ValueError(f"{path}: MayaCam 1.0 holds one focal length and no skew; this camera (fx={K[0, 0]:.6g}, "
                          f"fy={K[1, 1]:.6g}, skew={K[0, 1]:.3g}) would move pixels by up to {loss:.3g} px: "
