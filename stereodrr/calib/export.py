@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Mapping
@@ -191,17 +192,24 @@ def export_calibration(rig: StereoRig, out_dir: str | os.PathLike[str],
 
     Raises:
         ValueError: a map for a view the rig does not have, or for another image size; view
-            names the files cannot keep apart (:func:`check_view_names`). Checked before
-            anything is written.
+            names the files cannot keep apart (:func:`check_view_names`); a format that cannot
+            hold the rig. Nothing in ``out_dir`` changes unless every file was written.
     """
     from ..distortion import check_maps, save_distortion
 
     check_maps(distortion, rig)
     check_view_names(rig.names)
     out = Path(out_dir)
-    paths: dict[str, Path] = {}
-    for write in EXPORTERS.values():
-        paths.update(write(rig, out))
-    for name, m in (distortion or {}).items():
-        paths[f"distortion_{name}"] = save_distortion(m, out / f"distortion_{_file_name(name)}.json")
+    out.mkdir(parents=True, exist_ok=True)
+    # Every file is written into a staging folder first: an exporter that refuses the rig (a
+    # DLT whose world origin lies in a view's principal plane) leaves out_dir as it was.
+    with tempfile.TemporaryDirectory(prefix=".export-", dir=out) as tmp:
+        staged: dict[str, Path] = {}
+        for write in EXPORTERS.values():
+            staged.update(write(rig, Path(tmp)))
+        for name, m in (distortion or {}).items():
+            staged[f"distortion_{name}"] = save_distortion(m, Path(tmp) / f"distortion_{_file_name(name)}.json")
+        paths = {kind: out / p.name for kind, p in staged.items()}
+        for kind, p in staged.items():
+            os.replace(p, paths[kind])
     return paths

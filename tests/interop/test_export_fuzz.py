@@ -190,3 +190,21 @@ def test_dlt_refusal_names_the_view(tmp_path: Path) -> None:
         save_dlt_csv(StereoRig(cams, rig.isocenter - shift), tmp_path / "dlt.csv")
     assert "\n" not in str(info.value) and "dlt.csv" in str(info.value)
     assert not (tmp_path / "dlt.csv").exists()
+
+
+def test_export_calibration_writes_every_format_or_none(tmp_path: Path) -> None:
+    """A rig that one format cannot hold (the DLT, world origin in a view's principal plane)
+    leaves the output folder as it was: no rig.json without its DLT, an older file kept."""
+    from stereodrr.calib.export import export_calibration
+
+    rig = _rigs()["convergent 3"]
+    shift = rig["right"].center + 100 * rig["right"].R[0]
+    cams = {n: c.with_pose(c.R, c.t + c.R @ shift) for n, c in rig.cameras.items()}
+    (tmp_path / "rig.json").write_text("an earlier calibration")
+    with pytest.raises(ValueError, match="'right'.*principal plane"):
+        export_calibration(StereoRig(cams, rig.isocenter - shift), tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rig.json"]
+    assert (tmp_path / "rig.json").read_text() == "an earlier calibration"
+    paths = export_calibration(rig, tmp_path)
+    assert set(paths) >= {"rig", "dlt", "yaml"} and all(p.parent == tmp_path and p.is_file() for p in paths.values())
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in paths.values())
