@@ -49,7 +49,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.add_argument("--energy", type=number(10.0, 200.0, what="energy in keV"), default=60.0, help="effective energy in keV for HU -> mu (default 60)")
     p.add_argument("--mode", choices=list(MODES), default="auto",
-                   help="auto (default: joseph on CPU, trilinear on CUDA), trilinear (ray marching), joseph "
+                   help="auto (default: joseph, on CPU and CUDA alike), trilinear (ray marching), joseph "
                         "(one bilinear sample per slab of slices) or exact (Siddon)")
     p.add_argument("--step", type=number(MIN_STEP_MM, what="step in mm"), default=None,
                    help="trilinear: step in mm (default half the smallest voxel); joseph: slab thickness in mm "

@@ -182,8 +182,9 @@ class QuasiNewton:
         if not torch.isfinite(loss):
             return math.inf, None
         gr, gt = torch.autograd.grad(loss, [self.params.rot, self.params.trans], allow_unused=True)
-        gr = torch.zeros(len(self.params.rot), dtype=torch.float64) if gr is None else gr
-        gt = torch.zeros(3, dtype=torch.float64) if gt is None else gt
+        # A parameter the loss does not reach has a zero gradient, on the parameters' device.
+        gr = torch.zeros_like(self.params.rot) if gr is None else gr
+        gt = torch.zeros_like(self.params.trans) if gt is None else gt
         g = torch.cat([gr[-3:], gt]) * self.scale  # chain rule through the scaling
         return float(loss.detach()), (g if bool(torch.isfinite(g).all()) else None)
 

@@ -78,7 +78,7 @@ def pose_fisher_information(volume: Volume, rig: StereoRig, pose: RigidPose | No
     J = pose_jacobian(volume, rig, pose, step_mm=step_mm).reshape(-1, 6)
     line = render_views(volume, rig, pose, step_mm=step_mm).double().reshape(-1)
     weight = photons * torch.exp(-line)  # 1 / var of -log(counts / N0)
-    return ((J * weight[:, None]).T @ J).numpy()
+    return ((J * weight[:, None]).T @ J).cpu().numpy()  # the renders are on the volume's device
 
 
 def pose_crlb(volume: Volume, rig: StereoRig, pose: RigidPose | None = None, *,

@@ -42,11 +42,13 @@ names it and how to install it.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import importlib.util
 import os
 import warnings
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, TypeVar
 
 import torch
 from torch import Tensor
@@ -315,12 +317,31 @@ register_backend(Backend("numba", march_numba, ("trilinear", "joseph", "exact"),
 
 
 # --------------------------------------------------------------------------- triton (GPU)
+_Host = TypeVar("_Host", bound=Callable[..., object])
+
+
+def _on_tensors_device(fn: _Host) -> _Host:
+    """``fn(tensor, ...)`` with torch's current CUDA device set to its first tensor's: Triton
+    launches on the current device, so a volume on another GPU (``cuda:1``) would be read by a
+    kernel on the wrong one."""
+
+    @functools.wraps(fn)
+    def wrapper(first: Tensor, *rest: object) -> object:
+        on = torch.cuda.device(first.device) if first.device.type == "cuda" else contextlib.nullcontext()
+        with on:
+            return fn(first, *rest)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@_on_tensors_device
 def _triton_forward(data: Tensor, o: Tensor, e: Tensor, s0: Tensor, ds: Tensor, n: Tensor) -> Tensor:
     from . import _triton
 
     return _triton.forward(data, o, e, s0, ds, n)
 
 
+@_on_tensors_device
 def _triton_backward(grad: Tensor, data: Tensor, o: Tensor, e: Tensor, s0: Tensor, ds: Tensor, n: Tensor,
                      want_data: bool, deterministic: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     from . import _triton
@@ -344,12 +365,14 @@ def _triton_unavailable(device: torch.device, dtype: torch.dtype) -> str | None:
             "before triton is imported); use backend='numba' or 'torch' here")
 
 
+@_on_tensors_device
 def _triton_joseph_forward(data: Tensor, o: Tensor, e: Tensor, s0: Tensor, s1: Tensor, k: Tensor) -> Tensor:
     from . import _triton_joseph
 
     return _triton_joseph.forward(data, o, e, s0, s1, k)
 
 
+@_on_tensors_device
 def _triton_joseph_backward(grad: Tensor, data: Tensor, o: Tensor, e: Tensor, s0: Tensor, s1: Tensor, k: Tensor,
                             want_data: bool, deterministic: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     from . import _triton_joseph
@@ -357,12 +380,14 @@ def _triton_joseph_backward(grad: Tensor, data: Tensor, o: Tensor, e: Tensor, s0
     return _triton_joseph.backward(grad, data, o, e, s0, s1, k, want_data, deterministic)
 
 
+@_on_tensors_device
 def _triton_exact_forward(data: Tensor, o: Tensor, e: Tensor, s0: Tensor, s1: Tensor) -> Tensor:
     from . import _triton_exact
 
     return _triton_exact.forward(data, o, e, s0, s1)
 
 
+@_on_tensors_device
 def _triton_exact_backward(grad: Tensor, data: Tensor, o: Tensor, e: Tensor, s0: Tensor, s1: Tensor,
                            want_data: bool, deterministic: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     from . import _triton_exact

@@ -254,10 +254,11 @@ def frame_loss(volume: Volume, rig: StereoRig, images: Mapping[str, np.ndarray],
     if views is None:
         return math.nan, {}
     names = views.rig.names
-    target = downsample_images(torch.as_tensor(np.stack([views.images[n] for n in names]), dtype=torch.float64),
-                               last.scale)
-    weight = downsample_images(torch.as_tensor(np.stack([views.weights[n] for n in names]), dtype=torch.float64),
-                               last.scale)
+    # On the volume's device, where the DRRs are.
+    target = downsample_images(torch.as_tensor(np.stack([views.images[n] for n in names]), dtype=torch.float64,
+                                               device=volume.device), last.scale)
+    weight = downsample_images(torch.as_tensor(np.stack([views.weights[n] for n in names]), dtype=torch.float64,
+                                               device=volume.device), last.scale)
     drrs = render_views(volume, views.rig, pose, last.scale, mode=options.render_mode).double()
     with torch.no_grad():
         per_view = 1.0 - get_similarity(last.similarity or options.similarity)(drrs, target, weight)

@@ -206,8 +206,8 @@ def template_candidates(volume: Volume, rig: StereoRig, images: Mapping[str, np.
     uv0 = np.array([(rig[n].project(p0[None])[0][0] + 0.5) / s - 0.5 for n in names])  # binned
     tl = np.round(uv0 - (size - 1) / 2).astype(int)
     Kc = Kb.clone()
-    Kc[:, 0, 2] -= torch.as_tensor(tl[:, 0], dtype=Kc.dtype)
-    Kc[:, 1, 2] -= torch.as_tensor(tl[:, 1], dtype=Kc.dtype)
+    Kc[:, 0, 2] -= torch.as_tensor(tl[:, 0], dtype=Kc.dtype, device=Kc.device)
+    Kc[:, 1, 2] -= torch.as_tensor(tl[:, 1], dtype=Kc.dtype, device=Kc.device)
     off = uv0 - tl  # the support centre's place in a template (binned px)
     vol = volume.downsample(auto_volume_factor(volume, rig, s))
     dt = vol.data.dtype
@@ -222,10 +222,11 @@ def template_candidates(volume: Volume, rig: StereoRig, images: Mapping[str, np.
     bar = tqdm(total=len(rotations), disable=not progress, desc="orientations", unit="rot", leave=False)
     try:
         for b0 in range(0, len(rotations), batch):
-            Rb = torch.as_tensor(rotations[b0:b0 + batch])
+            Rb = torch.as_tensor(rotations[b0:b0 + batch], device=R.device)  # the poses on the cameras' device
             nb = len(Rb)
             # Support centre c -> p0: x' = R (x - c) + p0, as a pose about the volume centre.
-            T = pose_matrix(Rb, torch.as_tensor(p0 - centre).expand(nb, 3), torch.as_tensor(centre).expand(nb, 3))
+            T = pose_matrix(Rb, torch.as_tensor(p0 - centre, device=R.device).expand(nb, 3),
+                            torch.as_tensor(centre, device=R.device).expand(nb, 3))
             Rm, tm = moved_extrinsics(R, t, T[:, None])
             with torch.no_grad():
                 tmpl = drr(vol.data, ifw, Kc.repeat(nb, 1, 1).to(dt), Rm.reshape(-1, 3, 3).to(dt),

@@ -56,6 +56,45 @@ def test_backend_errors_name_the_backend_and_the_fix(monkeypatch):
         drr(data, A, K, R, t, H, W, projector=Projector(backend="triton"))
 
 
+class _OnSecondGPU(torch.Tensor):
+    """A CPU tensor that says it lies on ``cuda:1`` (what the launch guard reads of it)."""
+
+    @property
+    def device(self) -> torch.device:  # type: ignore[override]
+        return torch.device("cuda", 1)
+
+
+@pytest.mark.skipif(not HAS_TRITON, reason="triton is not installed")
+@pytest.mark.parametrize("kernel, wrapper", [
+    ("_triton", "_triton_forward"), ("_triton", "_triton_backward"),
+    ("_triton_joseph", "_triton_joseph_forward"), ("_triton_joseph", "_triton_joseph_backward"),
+    ("_triton_exact", "_triton_exact_forward"), ("_triton_exact", "_triton_exact_backward")])
+def test_triton_kernels_launch_on_the_tensors_gpu(monkeypatch, kernel, wrapper):
+    import contextlib
+    import importlib
+    import inspect
+
+    # Triton launches on torch's current CUDA device: the wrappers make it the tensors'.
+    entered: list[torch.device] = []
+    current: list[torch.device | None] = [None]
+
+    @contextlib.contextmanager
+    def device(d):
+        entered.append(d)
+        current[0] = d
+        yield
+        current[0] = None
+
+    module = importlib.import_module(f"stereodrr.render.{kernel}")
+    name = wrapper.rsplit("_", 1)[1]
+    monkeypatch.setattr(torch.cuda, "device", device)
+    monkeypatch.setattr(module, name, lambda *args: current[0])
+    fn = getattr(backends, wrapper)
+    rest = [False if p.annotation == "bool" else torch.zeros(1) for p in list(inspect.signature(fn).parameters.values())[1:]]
+    assert fn(torch.Tensor._make_subclass(_OnSecondGPU, torch.zeros(1)), *rest) == torch.device("cuda", 1)
+    assert entered == [torch.device("cuda", 1)]
+
+
 def test_low_precision_volume_needs_float32_poses():
     data, A, K, R, t = _scene(dtype=torch.bfloat16)
     with pytest.raises(ValueError, match="float32 poses for a bfloat16"):

@@ -20,8 +20,8 @@ from stereodrr.geometry import Camera, RigidPose, StereoRig, crop_camera
 from stereodrr.interop import load_autoscoper_volume, load_mayacam, read_trial_file
 from stereodrr.registration import Level, render_views, scale_intrinsics
 from stereodrr.render import Projector, render_rig
-from stereodrr.track.bone_fit import BoneSupport, TrackOptions, predict_pose, register_frame
-from stereodrr.track.bone_init import InitOptions, initial_pose, so3_grid
+from stereodrr.track.bone_fit import BoneSupport, TrackOptions, frame_loss, predict_pose, register_frame
+from stereodrr.track.bone_init import InitOptions, initial_pose, so3_grid, template_candidates
 from stereodrr.track.bone_views import crop_image, cut_volume, projected_boxes, support_corners
 from stereodrr.track.bones import _flag_outliers, track_bone
 
@@ -319,3 +319,16 @@ def test_doubtful_frames_are_nan_where_other_tools_read_poses(tmp_path):
     assert np.allclose(tra[2], poses[0]) and np.isnan(tra[[0, 1, 3, 4, 5, 6, 7]]).all()
     frames = pd.read_csv(paths["frames"])
     assert list(frames["doubtful"]) == [False, True, True] and frames.loc[1, "m13"] == 5.0
+
+
+def test_search_and_frame_loss_keep_to_the_volumes_device(wrist, synthetic):
+    # The meta device stands in for CUDA (tests/meta_device.py): a CPU tensor mixed in raises.
+    from ..meta_device import ValuesOnHost
+
+    rig, volume = wrist
+    truth, frames = synthetic
+    with ValuesOnHost():
+        on_device = volume.to("meta")
+        template_candidates(on_device, rig, frames[0], None, InitOptions(scale=2, rotations=50), progress=False)
+        frame_loss(on_device, rig, frames[0], None, RigidPose.from_matrix(truth[0], volume.center),
+                   TrackOptions(levels=LEVELS, progress=False))
