@@ -1,7 +1,8 @@
 """Memory budget: estimate what a job needs before allocating it, and refuse beyond a budget.
 
 The budget is a fraction of the memory available when the check runs (``MemAvailable`` on
-Linux), by default :data:`DEFAULT_FRACTION`; the environment variable
+Linux; for a job on a CUDA device, that device's free memory), by default
+:data:`DEFAULT_FRACTION`; the environment variable
 ``STEREODRR_MEMORY_BUDGET`` overrides it with a size (``"8G"``, ``"512M"``, ``"2e9"`` bytes) or
 a fraction of available memory (``"0.8"`` or ``"80%"``). A refused job raises
 :class:`ResourceError` naming the size it would need and what it is for, before the
@@ -12,7 +13,10 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["ResourceError", "DEFAULT_FRACTION", "ENV", "available_memory", "memory_budget", "check_memory",
            "format_bytes", "render_bytes", "voxelize_bytes"]
@@ -37,8 +41,13 @@ def format_bytes(n: float) -> str:
     raise AssertionError("unreachable")
 
 
-def available_memory() -> int:
-    """Bytes of memory available to a new allocation without swapping (``MemAvailable``)."""
+def available_memory(device: torch.device | str | None = None) -> int:
+    """Bytes of memory available to a new allocation without swapping (``MemAvailable``), or
+    free on ``device`` when it is a CUDA device (where the job's tensors will be)."""
+    if device is not None and str(device).startswith("cuda"):
+        import torch
+
+        return int(torch.cuda.mem_get_info(torch.device(device))[0])
     try:
         with open("/proc/meminfo", encoding="ascii") as f:
             for line in f:
@@ -52,16 +61,18 @@ def available_memory() -> int:
         return 8 << 30  # unknown: assume a modest machine
 
 
-def memory_budget() -> tuple[int, str]:
-    """The budget in bytes and a phrase saying where it comes from.
+def memory_budget(device: torch.device | str | None = None) -> tuple[int, str]:
+    """The budget in bytes and a phrase saying where it comes from (``device``: as
+    :func:`available_memory`).
 
     Raises:
         ValueError: ``STEREODRR_MEMORY_BUDGET`` is set but not a size or a fraction.
     """
     text = os.environ.get(ENV, "").strip()
-    avail = available_memory()
+    avail = available_memory(device)
+    where = f" on {device}" if device is not None and str(device).startswith("cuda") else ""
     if not text:
-        return int(DEFAULT_FRACTION * avail), (f"{DEFAULT_FRACTION:.0%} of the {format_bytes(avail)} available; "
+        return int(DEFAULT_FRACTION * avail), (f"{DEFAULT_FRACTION:.0%} of the {format_bytes(avail)} available{where}; "
                                                f"set {ENV} to change it")
     m = re.fullmatch(r"([0-9.eE+]+)\s*(%|[KMGT]i?B?|B)?", text, flags=re.IGNORECASE)
     try:
@@ -76,21 +87,23 @@ def memory_budget() -> tuple[int, str]:
         value /= 100.0
         unit = ""
     if unit == "" and value <= 1.0:
-        return int(value * avail), f"{value:.0%} of the {format_bytes(avail)} available ({ENV})"
+        return int(value * avail), f"{value:.0%} of the {format_bytes(avail)} available{where} ({ENV})"
     return int(value * _UNITS[unit[:1]]), f"{ENV}={text}"
 
 
-def check_memory(nbytes: float, what: str) -> None:
+def check_memory(nbytes: float, what: str, device: torch.device | str | None = None) -> None:
     """Refuse a job that needs ``nbytes`` when that exceeds the budget.
 
     Args:
         nbytes: estimated peak bytes of the job.
         what: the job, as the user knows it (e.g. ``"render: 2 views of 100000 x 100000 px"``).
+        device: where the job's tensors live (a CUDA device: its free memory is the base of the
+            budget; ``None`` or a CPU device: the host's).
 
     Raises:
         ResourceError: over the budget; the message names the job, its size and the budget.
     """
-    budget, source = memory_budget()
+    budget, source = memory_budget(device)
     if nbytes > budget:
         raise ResourceError(f"{what} needs about {format_bytes(nbytes)} of memory, over the budget of "
                             f"{format_bytes(budget)} ({source})")

@@ -23,7 +23,7 @@ def test_budget_sizes(monkeypatch, text, expected):
 def test_budget_fraction_and_default(monkeypatch):
     import stereodrr.resources as res
 
-    monkeypatch.setattr(res, "available_memory", lambda: 1000 << 20)
+    monkeypatch.setattr(res, "available_memory", lambda device=None: 1000 << 20)
     monkeypatch.delenv("STEREODRR_MEMORY_BUDGET", raising=False)
     assert memory_budget()[0] == int(res.DEFAULT_FRACTION * (1000 << 20))
     for text in ("0.25", "25%"):
@@ -40,6 +40,27 @@ def test_check_memory_names_the_job_and_sizes(monkeypatch):
     check_memory(1 << 29, "half a gigabyte")
     with pytest.raises(ResourceError, match=r"the big job needs about 2\.0 GiB .* budget of 1\.0 GiB"):
         check_memory(2 << 30, "the big job")
+
+
+def test_a_job_on_a_gpu_is_budgeted_against_that_gpus_free_memory(monkeypatch):
+    """A job whose tensors live on a CUDA device is refused by the device's free memory (what
+    torch.cuda.mem_get_info reports for it), not the host's, before anything is allocated there."""
+    import torch
+
+    import stereodrr.resources as res
+
+    asked = []
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (asked.append(device), (1 << 30, 80 << 30))[1])
+    monkeypatch.setattr(res, "available_memory", lambda device=None, _real=res.available_memory:
+                        _real(device) if str(device).startswith("cuda") else 64 << 30)
+    monkeypatch.delenv("STEREODRR_MEMORY_BUDGET", raising=False)
+    check_memory(4 << 30, "a host job")  # half of the host's 64 GiB
+    with pytest.raises(ResourceError, match=r"register: 2 views needs about 4\.0 GiB .* 1\.0 GiB available on cuda:1"):
+        check_memory(4 << 30, "register: 2 views", device="cuda:1")
+    assert asked == [torch.device("cuda:1")]
+    monkeypatch.setenv("STEREODRR_MEMORY_BUDGET", "90%")
+    assert memory_budget(torch.device("cuda", 1))[0] == int(0.9 * (1 << 30))
+    assert memory_budget("cpu")[0] == int(0.9 * (64 << 30))
 
 
 def test_builtin_phantoms_by_name(tmp_path, monkeypatch):

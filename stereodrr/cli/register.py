@@ -191,7 +191,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--distortion-route: only with --distortion (one distortion.json per view)")
     output_folder(args.output)
     rig = load_rig(input_file(args.rig, "--rig", "rig file"))
-    check_registration_memory(rig, f"--rig {args.rig}")
+    check_registration_memory(rig, f"--rig {args.rig}", args.device)
     if len(args.images) != len(rig):
         raise UsageError(f"--images: expected {len(rig)} (one per view {rig.names}), got {len(args.images)}")
     raw, masks, maps = _read_images(args, rig)

@@ -148,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
     rig = load_rig(input_file(args.rig, "--rig", "rig file"))
     sizes = [(c.width, c.height) for c in rig.cameras.values()]
     check_memory(render_bytes(sizes), f"rendering {len(rig)} view(s) of " + ", ".join(f"{w} x {h}" for w, h in sizes)
-                 + f" px (--rig {args.rig})")
+                 + f" px (--rig {args.rig})", args.device)
     det = detector_from_args(args)
     scene = _scene(args, det is not None)
     b = scene.balls

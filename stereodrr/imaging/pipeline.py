@@ -102,7 +102,7 @@ def simulate(scene: Scene, cameras: Cameras, projector: Projector | None = None,
     screens = dict(zip(names, (oversampled_camera(c, k) for c in cams)))
     check_memory(render_bytes([(c.width, c.height) for c in screens.values()]),
                  f"imaging {len(cams)} view(s) of " + ", ".join(f"{c.width} x {c.height}" for c in screens.values())
-                 + " px")
+                 + " px", scene.device)
     if mu_route:
         if output == "line_integral":
             return line_integrals(scene, screens, projector, det)

@@ -32,13 +32,13 @@ class RegistrationInputWarning(UserWarning):
     """The input looks doubtful (inverted contrast, slices far thicker than the pixel footprint)."""
 
 
-def check_registration_memory(rig: StereoRig, what: str) -> None:
+def check_registration_memory(rig: StereoRig, what: str, device: torch.device | str | None = None) -> None:
     """Refuse (:class:`~stereodrr.resources.ResourceError`) a registration or tracking whose
-    full-resolution views need more memory than the budget (:mod:`stereodrr.resources`);
-    ``what`` names the job and its input in the message."""
+    full-resolution views need more memory than the budget (:mod:`stereodrr.resources`; on a
+    CUDA ``device``, its free memory); ``what`` names the job and its input in the message."""
     sizes = [(cam.width, cam.height) for cam in rig.cameras.values()]
     check_memory(render_bytes(sizes, REGISTER_BYTES_PER_PIXEL),
-                 f"{what}: {len(sizes)} view(s) of " + ", ".join(f"{w} x {h}" for w, h in sizes) + " px")
+                 f"{what}: {len(sizes)} view(s) of " + ", ".join(f"{w} x {h}" for w, h in sizes) + " px", device)
 
 
 def stack_images(rig: StereoRig, images: Images,

@@ -209,7 +209,7 @@ def register(volume: Volume, rig: StereoRig, images: Images, init: RigidPose | N
         RegistrationDivergedWarning: the run diverged (the best pose seen is returned).
     """
     o = legacy_options("register", options, legacy, RegistrationOptions)
-    check_registration_memory(rig, "rig")
+    check_registration_memory(rig, "rig", volume.device)
     problem, pose0 = _prepare(volume, rig, images, init, masks, truth, o, callback)
     status, message, best_pose = _run(problem, pose0)
     seconds = time.perf_counter() - problem.history.t_start

@@ -180,9 +180,9 @@ def track_bones(volumes: Sequence[Volume], rig: StereoRig, frames: Frames | Fram
     series = legacy_options("track_bones", series, {k: legacy.pop(k) for k in ("times", "n_frames") if k in legacy},
                             FrameSeries, parameter="frames")
     options = legacy_options("track_bones", options, legacy, TrackOptions)
-    check_registration_memory(rig, "rig")
     if not volumes:
         raise ValueError("volumes: expected at least one bone")
+    check_registration_memory(rig, "rig", volumes[0].device)
     n = series.count()
     if beads is not None and beads.frames != n:
         raise ValueError(f"beads: expected a bead tracking of the same {n} frames, got {beads.frames}")

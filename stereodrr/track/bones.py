@@ -191,7 +191,7 @@ def track_bone(volume: Volume, rig: StereoRig, frames: Frames | FrameSeries, opt
         ValueError: a frame or mask missing a view, of the wrong size, with NaN/inf pixels, a
             negative mask, or a bad ``init``, ``times`` or ``n_frames``.
     """
-    check_registration_memory(rig, "rig")
+    check_registration_memory(rig, "rig", volume.device)
     series = frames if isinstance(frames, FrameSeries) else FrameSeries(frames, masks, times, n_frames)
     tracker = _Tracker(volume, rig, series, TrackOptions() if options is None else options)
     start0: np.ndarray | None = None
