@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--photons", type=float, default=1e4)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--phantoms", nargs="+", default=["lego_cube", "lego_stereo"])
-    ap.add_argument("--chains", nargs="+", default=None, help="subset of 'poly80|0', 'mono60|1e+04', ...")
+    ap.add_argument("--chains", nargs="+", default=None, help="subset of 'poly80|0', 'mono60|10000', ... (chain|photons)")
     args = ap.parse_args(argv)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
