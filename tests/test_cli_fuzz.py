@@ -308,6 +308,8 @@ def _cases() -> list[tuple[str, list[str]]]:
           ("track-frames-text", [*trk, "--volume", "0", "--frames", "a:b"]),
           ("track-frames-beyond", [*trk, "--volume", "0", "--frames", "7"]),
           ("track-passes-negative", [*trk, "--volume", "0", "--passes", "-1"]),
+          ("track-device-unknown", [*trk, "--volume", "0", "--device", "gpu"]),
+          ("track-device-absent", [*trk, "--volume", "0", "--device", "cuda:99"]),
           ("track-out-file", ["track", "--trial", "{wrist_trial}", "--volume", "0", "-o", "{file}"])]
     # distortion and undistort
     for bad in ("missing", "folder", "empty", "corrupt_tif", "img_rgb", "img", "img_f"):

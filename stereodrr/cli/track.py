@@ -12,6 +12,10 @@ Writes into the output folder, per bone (the volume file's stem): ``<bone>/poses
 ``overlays/frame_<k>.png`` (each bone's outline on every view), ``track.json`` (the summary) and,
 with beads, the bead files of ``stereodrr beads`` in ``beads/``. Exit status 1 when a frame is
 failed or doubtful (the results are written for inspection; a script must not take them as good).
+
+``--device`` moves the CTs to a torch device once (``cuda``: the renderer's Triton backend). Unlike
+``render`` and ``register`` the default is the CPU: tracking on a GPU has been checked only on a
+stand-in device, not yet on real hardware.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from ..fileio import atomic_write_text, json_ready
 from ..geometry import RigidPose, load_pose
@@ -80,7 +85,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--passes", type=integer(0, 10, what="passes"), default=1,
                    help="joint passes: each bone again with the others explained away (default 1)")
     p.add_argument("--no-figures", action="store_true", help="skip the overlays")
+    p.add_argument("--device", type=_device, default="cpu",
+                   help="torch device the bones are tracked on, e.g. cuda or cuda:1 (default cpu: tracking on a GPU "
+                        "has not yet run on real hardware, so it is opt-in)")
     p.set_defaults(func=run)
+
+
+def _device(text: str) -> torch.device:
+    """An argparse ``type``: a torch device this machine has."""
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"expected a torch device such as cuda, cuda:1 or cpu, got {text!r}") from None
+    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+        raise argparse.ArgumentTypeError(f"{text!r}: this machine has {torch.cuda.device_count()} CUDA device(s) "
+                                         "available to torch")
+    return device
 
 
 def _init_pose(path: str, frame: int, volume: Volume) -> np.ndarray:
@@ -98,11 +118,12 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     out = output_folder(args.output)
     trial: Trial = load_cli_trial(args)
-    check_registration_memory(trial.rig, f"--trial {args.trial}")
+    check_registration_memory(trial.rig, f"--trial {args.trial}", args.device)
     _check_volumes(args, len(trial.volumes), [tv.name for tv in trial.volumes])
     frames = select_frames(args.frames, trial.n_frames)
     chosen = [trial.volume(v) for v in args.volume]
-    volumes = [tv.volume.with_data(tv.volume.data * _ATTENUATION_PER_UNIT) for tv in chosen]
+    # On the device once: the tracking, the bead bodies and the overlays all render them.
+    volumes = [tv.volume.with_data(tv.volume.data * _ATTENUATION_PER_UNIT).to(args.device) for tv in chosen]
     inits = None if args.init is None else [_init_pose(p, frames[0], v) for p, v in zip(args.init, volumes)]
     beads = _track_beads(trial, frames) if args.beads else None
 
@@ -118,7 +139,8 @@ def run(args: argparse.Namespace) -> int:
         warnings.simplefilter("always")
         tracks = track_bones(volumes, trial.rig, series, options, beads=beads, inits=inits)
     out.mkdir(parents=True, exist_ok=True)
-    summary: dict[str, Any] = {"trial": str(args.trial), "frames": frames, "beads": beads is not None,
+    summary: dict[str, Any] = {"trial": str(args.trial), "frames": frames, "device": str(args.device),
+                               "beads": beads is not None,
                                "bones": _write_results(trial, frames, chosen, volumes, tracks, beads, out)}
     if not args.no_figures:
         _write_overlays(trial, frames, chosen, volumes, tracks, out)

@@ -102,6 +102,12 @@ class TrackOptions:
         init: the global search's settings.
         joint: how :func:`~stereodrr.track.bone_joint.track_bones` combines several bones.
         progress: show tqdm bars.
+        device: the torch device the bones are tracked on (``"cuda"``, ``"cuda:1"``, ``"cpu"``):
+            :func:`~stereodrr.track.bones.track_bone` and
+            :func:`~stereodrr.track.bone_joint.track_bones` move each volume there once, and every
+            DRR, similarity and optimiser step runs there (the renderer takes its Triton backend
+            on CUDA). None: where each volume is. Tracking on a GPU has been tested only with a
+            stand-in device, not yet on real hardware.
     """
 
     similarity: str = "bpncc"
@@ -123,6 +129,7 @@ class TrackOptions:
     init: InitOptions = field(default_factory=InitOptions)
     joint: JointOptions = field(default_factory=JointOptions)
     progress: bool = True
+    device: str | torch.device | None = None
 
     def __post_init__(self) -> None:
         get_similarity(self.similarity)
@@ -144,6 +151,11 @@ class TrackOptions:
             v = getattr(self, name)
             if not (math.isfinite(v) and v >= 1):
                 raise ValueError(f"{name}: expected a ratio >= 1, got {v}")
+        if isinstance(self.device, str):
+            try:
+                torch.device(self.device)
+            except RuntimeError as e:
+                raise ValueError(f"device: expected a torch device such as 'cuda' or 'cpu', got {self.device!r}") from e
 
     def registration(self, level: Level) -> RegistrationOptions:
         """The options of one level's registration on a frame: L-BFGS, without a progress bar."""

@@ -165,7 +165,7 @@ def track_bones(volumes: Sequence[Volume], rig: StereoRig, frames: Frames | Fram
     Args:
         volumes: the bones' CTs (attenuation-like, 0 outside the bone), in the trial's frame.
         rig, frames, options, masks: as :func:`~stereodrr.track.bones.track_bone` (how the bones
-            are combined: ``options.joint``).
+            are combined: ``options.joint``; each volume moved to ``options.device`` once).
         beads: the trial's bead tracking (frame ``k`` of it is frame ``k`` here), for the
             predictions; None: markerless.
         inits: per volume the first frame's start (CT -> world) or None (the global search).
@@ -182,6 +182,8 @@ def track_bones(volumes: Sequence[Volume], rig: StereoRig, frames: Frames | Fram
     options = legacy_options("track_bones", options, legacy, TrackOptions)
     if not volumes:
         raise ValueError("volumes: expected at least one bone")
+    if options.device is not None:  # moved once, not again in every pass
+        volumes = [v.to(options.device) for v in volumes]
     check_registration_memory(rig, "rig", volumes[0].device)
     n = series.count()
     if beads is not None and beads.frames != n:

@@ -179,7 +179,8 @@ def track_bone(volume: Volume, rig: StereoRig, frames: Frames | FrameSeries, opt
         frames: per frame a mapping view -> ``(H, W)`` line-integral-like image (bone bright),
             or a callable ``frames(k)`` giving it (then ``n_frames`` is required); or a
             :class:`FrameSeries` that holds them with their masks and times.
-        options: the settings (default :class:`~stereodrr.track.bone_fit.TrackOptions`).
+        options: the settings (default :class:`~stereodrr.track.bone_fit.TrackOptions`); the
+            volume is tracked on ``options.device`` (default: its own).
         init: the first frame's start, CT -> world (a :class:`RigidPose` or a 4x4); None: the
             global search finds it.
         masks, times, n_frames: as the fields of :class:`FrameSeries`.
@@ -191,9 +192,12 @@ def track_bone(volume: Volume, rig: StereoRig, frames: Frames | FrameSeries, opt
         ValueError: a frame or mask missing a view, of the wrong size, with NaN/inf pixels, a
             negative mask, or a bad ``init``, ``times`` or ``n_frames``.
     """
+    options = TrackOptions() if options is None else options
+    if options.device is not None:  # moved once: every frame's fits render it
+        volume = volume.to(options.device)
     check_registration_memory(rig, "rig", volume.device)
     series = frames if isinstance(frames, FrameSeries) else FrameSeries(frames, masks, times, n_frames)
-    tracker = _Tracker(volume, rig, series, TrackOptions() if options is None else options)
+    tracker = _Tracker(volume, rig, series, options)
     start0: np.ndarray | None = None
     if init is not None:
         start0 = init.matrix if isinstance(init, RigidPose) else np.asarray(init, dtype=np.float64)

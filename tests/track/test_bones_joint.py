@@ -111,6 +111,10 @@ def test_track_command_bad_input(tmp_path, capsys):
     assert main(["track", "--trial", cfg, "--volume", "0", "1", "--init", str(tmp_path / "p.json"), "-o",
                  str(tmp_path / "o")]) == 2
     assert "one pose per volume" in capsys.readouterr().err
+    for device, message in (("gpu", "expected a torch device"), ("cuda:99", "CUDA device(s) available")):
+        with pytest.raises(SystemExit) as exc:  # argparse's usage error
+            main(["track", "--trial", cfg, "--volume", "0", "--device", device, "-o", str(tmp_path / "o")])
+        assert exc.value.code == 2 and message in capsys.readouterr().err
     (tmp_path / "a.tra").write_text(",".join(["NaN"] * 16) + "\n")
     assert main(["track", "--trial", cfg, "--volume", "0", "--init", str(tmp_path / "a.tra"), "-o",
                  str(tmp_path / "o"), "--no-beads"]) == 1
