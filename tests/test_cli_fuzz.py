@@ -207,6 +207,9 @@ def _cases() -> list[tuple[str, list[str]]]:
           ("render-step-tiny", ["render", "--ct", "{ct}", "--rig", "{rig}", "--step", "1e-7", "-o", "OUT"]),
           ("render-energy-nan", ["render", "--ct", "{ct}", "--rig", "{rig}", "--energy", "nan", "-o", "OUT"]),
           ("render-out-file", ["render", "--ct", "{ct}", "--rig", "{rig}", "-o", "{file}"]),
+          ("render-device-unknown", ["render", "--ct", "{ct}", "--rig", "{rig}", "--device", "gpu", "-o", "OUT"]),
+          ("render-device-absent", ["render", "--ct", "{ct}", "--rig", "{rig}", "--device", "cuda:99", "-o", "OUT"]),
+          ("phantom-device-unknown", ["phantom", "{phantom}", "--device", "gpu", "-o", "OUT"]),
           ("render-out-under-file", ["render", "--ct", "{ct}", "--rig", "{rig}", "-o", "{under_file}"])]
     # dataset
     for bad in ("missing", "folder", "empty", "malformed", "json_list", "corrupt_json", "cfg_blur", "cfg_step",
@@ -260,6 +263,7 @@ def _cases() -> list[tuple[str, list[str]]]:
     for bad in ("missing", "folder", "empty", "corrupt_tif", "img_wrong_size", "img_rgb"):
         c.append((f"register-images-{bad}", [*reg, "--ct", "{ct}", "--images", "{img_f}", f"{{{bad}}}"]))
     c += [("register-images-constant", [*reg, "--ct", "{ct}", "--images", "{img_f}", "{img_f}"]),
+          ("register-device-absent", [*reg, "--ct", "{ct}", "--images", "{img_f}", "{img_f}", "--device", "cuda:99"]),
           ("register-images-count", [*reg, "--ct", "{ct}", "--images", "{img_f}"]),
           ("register-rig-huge", ["register", "--rig", "{rig_huge}", "-o", "OUT", "--ct", "{ct}", "--images", "{img_f}",
                                  "{img_f}"]),

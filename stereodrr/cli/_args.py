@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
 if TYPE_CHECKING:
+    import torch
+
     from ..distortion import DistortionMap
     from ..trial import Trial
 
-__all__ = ["UsageError", "number", "integer", "output_folder", "output_file", "input_file", "frame_selection",
+__all__ = ["UsageError", "number", "integer", "torch_device", "output_folder", "output_file", "input_file", "frame_selection",
            "select_frames", "add_trial_arguments", "load_cli_trial", "load_view_maps"]
 
 
@@ -56,6 +58,21 @@ def integer(lo: int | None = None, hi: int | None = None, *, what: str = "count"
         return v
 
     return parse
+
+
+def torch_device(text: str) -> torch.device:
+    """An argparse ``type``: a torch device this machine has (``cpu``, ``cuda``, ``cuda:1``, ...),
+    refused at once rather than when the first tensor moves there."""
+    import torch
+
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"expected a torch device such as cuda, cuda:1 or cpu, got {text!r}") from None
+    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+        raise argparse.ArgumentTypeError(f"{text!r}: this machine has {torch.cuda.device_count()} CUDA device(s) "
+                                         "available to torch")
+    return device
 
 
 def _interval(lo: float | None, hi: float | None, open_lo: bool) -> str:

@@ -12,7 +12,7 @@ from ..phantoms import load_phantom, material_table, rigid_pose, save_voxelized,
 from ..phantoms.voxelize import VoxelGrid, VoxelizeOptions, phantom_grid
 from ..plot.phantoms import plot_voxelized
 from ..resources import MAX_SUPERSAMPLE, check_memory, voxelize_bytes
-from ._args import UsageError, integer, number, output_folder
+from ._args import UsageError, integer, number, output_folder, torch_device
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -37,7 +37,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=["mha", "nii.gz", "nii", "nrrd"], default="mha",
                    help="image format (default mha: exact geometry; NIfTI headers store float32)")
     p.add_argument("--no-clip", action="store_true", help="keep unclipped HU (written as float32) instead of the 12-bit range")
-    p.add_argument("--device", default="cpu", help="torch device for the voxelization (default cpu)")
+    p.add_argument("--device", type=torch_device, default="cpu", help="torch device for the voxelization (default cpu)")
     p.add_argument("-o", "--output", default="out", help="output folder")
     p.set_defaults(func=run)
 

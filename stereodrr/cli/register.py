@@ -41,7 +41,7 @@ from ..registration import (
 from ..registration.inputs import IMAGE_KINDS, to_line_integral
 from ..render.threads import set_cpu_threads
 from ..volume import hu_to_mu, load_volume
-from ._args import UsageError, input_file, load_view_maps, number, output_folder
+from ._args import UsageError, input_file, load_view_maps, number, output_folder, torch_device
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -83,7 +83,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "optimizer to --optimizer)")
     p.add_argument("--lr-rotation", type=number(0.0, open_lo=True, what="step in degrees"), default=0.5, help="initial rotation step, deg (default 0.5)")
     p.add_argument("--lr-translation", type=number(0.0, open_lo=True, what="step in mm"), default=2.0, help="initial translation step, mm (default 2)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", type=torch_device, default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="torch device (default cuda when torch sees a GPU, else cpu)")
     p.add_argument("--threads", type=int, help="CPU threads of torch and Numba (default: theirs; 1 is fastest on a busy CPU)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)

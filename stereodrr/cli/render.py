@@ -35,7 +35,7 @@ from ..render import MODES, Projector
 from ..render.aperture import APERTURES, BALL_SUBPIXELS
 from ..resources import MIN_STEP_MM, check_memory, render_bytes, voxelize_bytes
 from ..volume import load_volume
-from ._args import UsageError, input_file, integer, number, output_folder
+from ._args import UsageError, input_file, integer, number, output_folder, torch_device
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -61,7 +61,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "pixel centre")
     p.add_argument("--subpixels", type=integer(1, 64, what="sub-rays per pixel axis"), default=None,
                    help=f"sub-rays per pixel axis of --aperture area (default {BALL_SUBPIXELS}, or the --preset's)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", type=torch_device, default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="torch device (default cuda when torch sees a GPU, else cpu)")
     g = p.add_argument_group("polychromatic physics (any of these switches the render to the detector model)")
     g.add_argument("--preset", help="detector preset: " + ", ".join(sorted(PRESETS)))
     g.add_argument("--kvp", type=number(0.0, open_lo=True, what="tube potential in kV"), help="tube potential in kV: a spekpy tungsten-anode spectrum")

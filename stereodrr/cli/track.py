@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from ..fileio import atomic_write_text, json_ready
 from ..geometry import RigidPose, load_pose
@@ -60,6 +59,7 @@ from ._args import (
     load_cli_trial,
     output_folder,
     select_frames,
+    torch_device,
 )
 
 # Trial volumes hold bone-masked intensities (Autoscoper: 0-4095), not HU: scaled so that 1000
@@ -85,22 +85,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--passes", type=integer(0, 10, what="passes"), default=1,
                    help="joint passes: each bone again with the others explained away (default 1)")
     p.add_argument("--no-figures", action="store_true", help="skip the overlays")
-    p.add_argument("--device", type=_device, default="cpu",
+    p.add_argument("--device", type=torch_device, default="cpu",
                    help="torch device the bones are tracked on, e.g. cuda or cuda:1 (default cpu: tracking on a GPU "
                         "has not yet run on real hardware, so it is opt-in)")
     p.set_defaults(func=run)
-
-
-def _device(text: str) -> torch.device:
-    """An argparse ``type``: a torch device this machine has."""
-    try:
-        device = torch.device(text)
-    except RuntimeError:
-        raise argparse.ArgumentTypeError(f"expected a torch device such as cuda, cuda:1 or cpu, got {text!r}") from None
-    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
-        raise argparse.ArgumentTypeError(f"{text!r}: this machine has {torch.cuda.device_count()} CUDA device(s) "
-                                         "available to torch")
-    return device
 
 
 def _init_pose(path: str, frame: int, volume: Volume) -> np.ndarray:
