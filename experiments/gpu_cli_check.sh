@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# The command line on a CUDA GPU, end to end (about 1-3 minutes; run after gpu_check.sh): on a GPU
+# The command line on a CUDA GPU, end to end (about 2-5 minutes; run after gpu_check.sh): on a GPU
 # machine `stereodrr render` and `stereodrr register` default to --device cuda, and registration
 # runs the Triton kernels' gradients, BFGS and the pyramid there.
 #   1. a torso phantom (3 mm voxels) and a 5 deg pair of 256 x 224 views (0.6 mm pixels);
 #   2. its two views rendered on CUDA and on the CPU (default mode): the largest difference;
 #   3. registered on CUDA from a start 2 deg / 3 mm off to the CUDA views (default pyramid), with
 #      the errors against the true pose (the CPU reaches mTRE 0.012 mm on the same case,
-#      2026-12-06), then the same on the CPU to compare the two poses.
+#      2026-12-06), then the same on the CPU to compare the two poses;
+#   4. the radius of the Autoscoper wrist sample tracked on frame 0099 with `track --device cuda`
+#      from a start near its pose (the slow test's), then on the CPU: the two poses' difference.
 # Usage: experiments/gpu_cli_check.sh [OUT_DIR]   (default out/gpu_cli_check; PYTHON=... picks the
 # interpreter). Writes OUT_DIR/gpu_cli_check.log and each command's outputs under OUT_DIR.
 set -u -o pipefail
@@ -57,5 +59,36 @@ COMMON=(--ct "$OUT/ct/hu.mha" --rig "$OUT/rig.json" --images "$OUT/img_cuda/left
 step register_cuda 240 "${SD[@]}" register "${COMMON[@]}" --device cuda -o "$OUT/reg_cuda"
 step register_cpu 240 "${SD[@]}" register "${COMMON[@]}" --device cpu -o "$OUT/reg_cpu"
 grep -h "errors:" "$OUT/register_cuda.out" "$OUT/register_cpu.out" 2>/dev/null | sed 's/^/register (cuda, then cpu) /' | tee -a "$LOG"
+
+# The start of tests/track/test_bones_joint.py::test_track_command_on_the_wrist (rounded, made a
+# rotation again) as the .tra row of frame 1.
+"$PY" - "$OUT/start.tra" <<'PYEOF'
+import sys
+import numpy as np
+start = np.array([[0.9546, 0.2678, -0.1308, 92.72], [-0.1607, 0.0930, -0.9826, 115.63],
+                  [-0.2509, 0.9590, 0.1318, 59.24], [0.0, 0.0, 0.0, 1.0]])
+u, _, vt = np.linalg.svd(start[:3, :3])
+start[:3, :3] = u @ vt
+np.savetxt(sys.argv[1], np.r_[np.full((1, 16), np.nan), start.reshape(1, 16)], delimiter=",")
+PYEOF
+TRACK=(track --trial tests/data/autoscoper_wrist/wrist.cfg --volume 0 --frames 1 --init "$OUT/start.tra"
+       --no-beads --no-figures)
+step track_cuda 300 "${SD[@]}" "${TRACK[@]}" --device cuda -o "$OUT/track_cuda"
+step track_cpu 300 "${SD[@]}" "${TRACK[@]}" --device cpu -o "$OUT/track_cpu"
+"$PY" - "$OUT" <<'PYEOF' 2>&1 | tee -a "$LOG"
+import sys
+import numpy as np
+import pandas as pd
+out = sys.argv[1]
+try:
+    a, b = (pd.read_csv(f"{out}/track_{d}/rad_dcm_cropped/frames.csv") for d in ("cuda", "cpu"))
+except OSError as exc:
+    sys.exit(f"track comparison: {exc}")
+cols = [f"m{i}{j}" for i in range(3) for j in range(4)]
+Ma, Mb = (t[cols].to_numpy(float).reshape(3, 4) for t in (a, b))
+angle = np.degrees(np.arccos(np.clip((np.trace(Ma[:, :3].T @ Mb[:, :3]) - 1) / 2, -1, 1)))
+print(f"track frame 1: CUDA vs CPU rotation {angle:.4f} deg, translation {np.linalg.norm(Ma[:, 3] - Mb[:, 3]):.4f} mm; "
+      f"status {a['status'][0]} / {b['status'][0]}")
+PYEOF
 echo "gpu_cli_check: $([ $FAILED -eq 0 ] && echo 'every step ran' || echo 'a step FAILED'); log $LOG" | tee -a "$LOG"
 exit $FAILED
