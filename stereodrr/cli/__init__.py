@@ -7,6 +7,11 @@ One error boundary: whatever goes wrong -- a bad argument, a missing or malforme
 unwritable output, a full disk, a job over the memory budget -- ends as one line on stderr,
 ``stereodrr <command>: error: <what and where>``, with exit status 2 for usage errors (a bad
 argument) and 1 for failures; ``--debug`` shows the traceback instead.
+
+Plugins: an installed package that declares an entry point in the group :data:`PLUGIN_GROUP`
+(``[project.entry-points."stereodrr.plugins"]``, a module or a callable) is imported before the
+parser is built, so what it adds to the registries (similarities, optimisers, backends, ...)
+is among the sub-commands' choices.
 """
 
 from __future__ import annotations
@@ -25,6 +30,9 @@ from ._args import UsageError
 # Sub-command modules, in the order `--help` lists them.
 COMMANDS = ["rig", "phantom", "render", "dataset", "calibrate", "demo", "register", "distortion", "undistort", "beads", "track"]
 
+PLUGIN_GROUP = "stereodrr.plugins"
+"""The entry-point group of the packages that extend stereodrr's registries (docs/extending.md)."""
+
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -37,7 +45,27 @@ class Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def load_plugins() -> list[str]:
+    """Load every entry point of :data:`PLUGIN_GROUP` (a module is imported, a callable is
+    called) and return the names loaded; one that fails is named in a warning and skipped, so
+    a broken plugin cannot take the command line down."""
+    from importlib.metadata import entry_points
+
+    loaded = []
+    for ep in entry_points(group=PLUGIN_GROUP):
+        try:
+            obj = ep.load()
+            if callable(obj):
+                obj()
+        except Exception as exc:  # noqa: BLE001 - any failure of third-party code is reported, not raised
+            warnings.warn(f"plugin {ep.name!r} ({ep.value}) was not loaded: {describe(exc)}", stacklevel=2)
+        else:
+            loaded.append(ep.name)
+    return loaded
+
+
 def build_parser() -> argparse.ArgumentParser:
+    load_plugins()  # first: the sub-commands' choices come from the registries
     parser = Parser(
         prog="stereodrr",
         description="Stereo X-ray simulation and calibration: rigs, phantoms, DRRs, calibration, registration.",
@@ -69,14 +97,15 @@ def describe(exc: BaseException) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    # Warnings (a plugin that did not load, a stereo angle outside 3-7 deg) reach the user as
+    # one line, not a traceback.
+    warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE
     prog = f"stereodrr {args.command}"
-    # Warnings (e.g. a stereo angle outside 3-7 deg) reach the user as one line, not a traceback.
-    warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
