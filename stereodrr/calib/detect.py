@@ -36,7 +36,8 @@ Steps, for a ``(H, W)`` image (float or 16-bit):
    grid. Refits re-centre the patch on the fit and widen the disk by the blurred rim until the
    centre moves less than 1e-3 px, so the result does not depend on the coarse start. A ball's silhouette is a circle centred on the projected centre to within
    ~1e-3 px for millimetre balls at clinical distances (perspective elongation is ~(r/D)^2),
-   so the fitted ``(u0, v0)`` estimates the exact projected centre.
+   so the fitted ``(u0, v0)`` estimates the exact projected centre. Non-square pixels
+   (``DetectOptions.pixel_aspect``) stretch that circle into an axis-aligned ellipse in pixels.
 """
 
 from __future__ import annotations
@@ -259,6 +260,9 @@ class _BallFit:
     linear in its coefficients: a plane, or the columns of ``basis`` (``(H, W, K)``,
     :func:`_background_basis`). The background is solved in closed form at every step
     (variable projection), so only the ball's five parameters are iterated.
+    ``pixel_aspect`` (``dv / du``): with non-square pixels the shadow is an ellipse in pixels;
+    ``rho`` is its larger semi-axis, the other ``rho / pixel_aspect`` along ``v`` (or
+    ``rho * pixel_aspect`` along ``u`` when ``pixel_aspect < 1``).
     ``transmission`` replaces ``exp(-a)`` by the ball's own transmission curve ``T(a, bg, level)``
     (``a`` its attenuation at small thickness on the background ``level``, ``bg`` the ``-log``
     background under the pixel), e.g. a polychromatic beam's, whose hardening bends the profile
@@ -272,11 +276,15 @@ class _BallFit:
 
     def __init__(self, res: np.ndarray, u_lo: int, v_lo: int, u0: float, v0: float, rho: float, window: float,
                  aperture: str = "area", transmission: Callable[..., np.ndarray] | None = None,
-                 level: float = 0.0, weights: np.ndarray | None = None, basis: np.ndarray | None = None) -> None:
+                 level: float = 0.0, weights: np.ndarray | None = None, basis: np.ndarray | None = None,
+                 pixel_aspect: float = 1.0) -> None:
         self.shape, self.aperture, self.transmission, self.level = res.shape, aperture, transmission, level
         self.start = (u0, v0, rho)
         vv, uu = np.mgrid[v_lo:v_lo + res.shape[0], u_lo:u_lo + res.shape[1]].astype(np.float64)
-        self.uu, self.vv = uu, vv
+        # The model's coordinates, scaled so the ellipse becomes a circle of radius rho (exactly
+        # the pixel coordinates for square pixels).
+        self.su, self.sv = max(1.0, 1.0 / pixel_aspect), max(1.0, pixel_aspect)
+        self.uu, self.vv = uu * self.su, vv * self.sv
         self.sel = sel = (uu - u0) ** 2 + (vv - v0) ** 2 <= window**2
         self.vals = res[sel]
         self.w = np.ones_like(self.vals) if weights is None else weights[sel]
@@ -286,10 +294,11 @@ class _BallFit:
         self.U = U[:, S > 1e-9 * S[0]]  # orthonormal basis of the weighted background's span
         self.rim = np.zeros_like(sel)
         if aperture == "area":
-            self.rim = np.abs(np.hypot(uu - u0, vv - v0) - rho) <= _APERTURE_RIM_PX + 0.71
+            self.rim = np.abs(np.hypot((uu - u0) * self.su, (vv - v0) * self.sv) - rho) <= _APERTURE_RIM_PX + 0.71
             off = (np.arange(_APERTURE_SUBPIXELS) + 0.5) / _APERTURE_SUBPIXELS - 0.5
             ou, ov = (o.ravel() for o in np.meshgrid(off, off))
-            self.fu, self.fv = uu[self.rim][:, None] + ou[None], vv[self.rim][:, None] + ov[None]
+            self.fu = (uu[self.rim][:, None] + ou[None]) * self.su
+            self.fv = (vv[self.rim][:, None] + ov[None]) * self.sv
         self.bg: float | np.ndarray = level  # the curve's background: one level, then per pixel
 
     def _trans(self, a: np.ndarray, under: float | np.ndarray) -> np.ndarray:
@@ -298,10 +307,11 @@ class _BallFit:
     def model(self, x: np.ndarray) -> np.ndarray:
         """The model's values on the window's pixels for the parameters ``x``."""
         inv_r2 = 1.0 / (x[2] * x[2])
-        intensity = self._trans(_chord(self.uu, self.vv, x[0], x[1], inv_r2, x[3]), self.bg)
+        u0, v0 = x[0] * self.su, x[1] * self.sv
+        intensity = self._trans(_chord(self.uu, self.vv, u0, v0, inv_r2, x[3]), self.bg)
         if self.aperture == "area":
             under = self.bg[self.rim][:, None] if isinstance(self.bg, np.ndarray) else self.bg
-            sub = self._trans(_chord(self.fu, self.fv, x[0], x[1], inv_r2, x[3]), under)
+            sub = self._trans(_chord(self.fu, self.fv, u0, v0, inv_r2, x[3]), under)
             intensity[self.rim] = np.add.reduce(sub, axis=1) / sub.shape[1]  # sub.mean(axis=1), less overhead
         return -np.log(_gaussian_blur(intensity, x[4]))[self.sel]
 
@@ -377,16 +387,21 @@ class DetectOptions:
         threshold_sigma, threshold_fraction: candidate pixels exceed ``threshold_sigma`` noise
             sigmas and ``threshold_fraction`` of the strongest top-hat response.
         min_roundness: smallest accepted ratio of the minor to the major axis of a candidate.
+        pixel_aspect: a pixel's height over its width, ``dv / du`` (``fx / fy``): the ball fit
+            models the elliptical shadow non-square pixels give.
     """
 
     subpixel: Subpixel = "fit"
     threshold_sigma: float = 6.0
     threshold_fraction: float = 0.2
     min_roundness: float = 0.6
+    pixel_aspect: float = 1.0
 
     def __post_init__(self) -> None:
         if self.subpixel not in ("fit", "centroid"):
             raise ValueError(f"subpixel: expected 'fit' or 'centroid', got {self.subpixel!r}")
+        if not (np.isfinite(self.pixel_aspect) and self.pixel_aspect > 0):
+            raise ValueError(f"pixel_aspect: expected a positive number (dv / du), got {self.pixel_aspect}")
 
 
 def detect_markers(
@@ -439,7 +454,7 @@ def detect_markers(
     rows = []
     with single_threaded_blas():  # the fits' small products and SVDs (see render.threads)
         for cu, cv_, roundness in blobs:
-            ball = _locate(a, top, (cu, cv_), dmax, used, aperture, transmission, o.subpixel)
+            ball = _locate(a, top, (cu, cv_), dmax, used, aperture, transmission, o.subpixel, o.pixel_aspect)
             if ball is not None:
                 rows.append({**ball, "roundness": roundness})
     if not rows:
@@ -500,7 +515,8 @@ def _core(top: np.ndarray, cu: float, cv_: float, dmax: float) -> tuple[float, f
 
 
 def _locate(a: np.ndarray, top: np.ndarray, start: tuple[float, float], dmax: float, kind: str, aperture: str,
-            transmission: Callable[..., np.ndarray] | None, subpixel: Subpixel) -> dict[str, float] | None:
+            transmission: Callable[..., np.ndarray] | None, subpixel: Subpixel,
+            pixel_aspect: float = 1.0) -> dict[str, float] | None:
     """Sub-pixel centre of one candidate (step 4 of the module docstring), or ``None`` when it
     lies too close to the image edge for a background estimate."""
     cu, cv_, rho, peak = _core(top, start[0], start[1], dmax)
@@ -517,7 +533,7 @@ def _locate(a: np.ndarray, top: np.ndarray, start: tuple[float, float], dmax: fl
         vv, uu = np.mgrid[pv:pv + res.shape[0], pu:pu + res.shape[1]]
         level = float(np.median(patch[(uu - cu) ** 2 + (vv - cv_) ** 2 > (rho + 1.0) ** 2]))
     if subpixel == "fit":
-        fit = _refined_fit(a, local, (cu, cv_, rho, peak), kind, aperture, transmission, level)
+        fit = _refined_fit(a, local, (cu, cv_, rho, peak), kind, aperture, transmission, level, pixel_aspect)
         cu, cv_, rho, peak, blur = (float(v) for v in fit.x)
         fit_rms, sigma = fit.rms, fit.sigma
     else:
@@ -529,13 +545,14 @@ def _locate(a: np.ndarray, top: np.ndarray, start: tuple[float, float], dmax: fl
 
 
 def _refined_fit(a: np.ndarray, local: tuple, start: tuple[float, float, float, float], kind: str, aperture: str,
-                 transmission: Callable[..., np.ndarray] | None, level: float) -> _Fit:
+                 transmission: Callable[..., np.ndarray] | None, level: float, pixel_aspect: float = 1.0) -> _Fit:
     """The projected-sphere fit from two starts, then refits re-centred on it until it stands still."""
     res, pu, pv, basis = local
     cu, cv_, rho, peak = start
     # Two starts: sharp (near 0 the blur's derivative vanishes, the kernel taps underflow,
     # so it stays sharp) and 0.5 px blurred; the blurred model has local minima.
-    model = _BallFit(res, pu, pv, cu, cv_, rho, _window(rho + 1.0, basis), aperture, transmission, level, basis=basis)
+    model = _BallFit(res, pu, pv, cu, cv_, rho, _window(rho + 1.0, basis), aperture, transmission, level, basis=basis,
+                     pixel_aspect=pixel_aspect)
     best = min((model.fit(peak, s0) for s0 in (1e-3, 0.5)), key=lambda fit: fit.rms)
     # Refits with the patch re-centred on the fit and its disk widened by the blurred rim,
     # until the centre stands still: the result does not depend on the coarse start.
@@ -548,7 +565,7 @@ def _refined_fit(a: np.ndarray, local: tuple, start: tuple[float, float, float, 
         weights = (_poisson_weights(a[pv:pv + res.shape[0], pu:pu + res.shape[1]])
                    if kind == "intensity" else None)
         best = _BallFit(res, pu, pv, x[0], x[1], x[2], _window(x[2] + 1.0 + 3.0 * x[4], basis), aperture,
-                        transmission, level, weights, basis).fit(x[3], x[4])
+                        transmission, level, weights, basis, pixel_aspect).fit(x[3], x[4])
         if np.hypot(*(best.x[:2] - x[:2])) < _RECENTRE_PX:
             break
     return best

@@ -67,10 +67,11 @@ _SIZE_WEIGHT = 2.0
 
 
 def shadow_diameters_px(camera: Camera, centers: np.ndarray, diameters_mm: np.ndarray) -> np.ndarray:
-    """``(M,)`` diameter in pixels of each ball's shadow, ``f d / Z`` (``f = K[0, 0]``, ``Z`` the
-    ball's depth along the principal axis)."""
+    """``(M,)`` diameter in pixels of each ball's shadow, ``f d / Z`` (``f`` the larger of
+    ``K[0, 0], K[1, 1]``: the long axis of the ellipse non-square pixels give, as the ball fit
+    reports it; ``Z`` the ball's depth along the principal axis)."""
     _, depth = camera.project(centers)
-    return np.asarray(diameters_mm, np.float64) * camera.K[0, 0] / depth
+    return np.asarray(diameters_mm, np.float64) * max(camera.K[0, 0], camera.K[1, 1]) / depth
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ from ..distortion import check_maps
 from ..geometry import StereoRig, fundamental_from_cameras, rotation_angle_deg
 from ..phantoms.io import marker_classes
 from ..phantoms.symmetry import identification_ambiguities
-from .detect import detect_markers
+from .detect import DetectOptions, detect_markers
 from .dlt import RigCalibration, calibrate_rig, opencv_crosscheck
 from .fundamental import METHODS as F_METHODS
 from .fundamental import FundamentalEstimate, estimate_fundamental
@@ -325,7 +325,9 @@ def detect(images: Mapping[str, np.ndarray], markers: pd.DataFrame, nominal: Ste
     detections = {}
     # A loop, not a comprehension: the bar ends its line before a detection's error is printed.
     for n in tqdm(nominal.names, desc="detect", disable=not o.progress):
+        K = nominal[n].K  # non-square pixels make each ball's shadow an ellipse: the fit models it
         detections[n] = detect_markers(images[n], kind=o.kind, diameter_px=(dmin, dmax), aperture=o.aperture,
+                                       options=DetectOptions(pixel_aspect=float(K[0, 0] / K[1, 1])),
                                        name=f"image {n!r}", transmission=transmission)
     return correct_detections(detections, o.distortion, nominal)
 

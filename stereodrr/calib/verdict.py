@@ -17,9 +17,9 @@ PASS needs, besides the epipolar error below its threshold,
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from itertools import permutations
 
 import numpy as np
+from scipy.optimize import linear_sum_assignment
 
 from ..geometry import Camera, StereoRig
 
@@ -82,7 +82,9 @@ def view_assignment(calibrated: StereoRig, nominal: StereoRig) -> dict:
     views (a permutation of the nominal names) with the smallest total distance."""
     names = calibrated.names
     D = {a: {b: float(np.linalg.norm(calibrated[a].center - nominal[b].center)) for b in nominal.names} for a in names}
-    best = min(permutations(nominal.names, len(names)), key=lambda p: sum(D[a][b] for a, b in zip(names, p)))
+    # The Hungarian assignment, not every permutation: an arc of 12 views has 479 million.
+    _, cols = linear_sum_assignment([[D[a][b] for b in nominal.names] for a in names])
+    best = [nominal.names[j] for j in cols]
     ident_cost = sum(D[a][a] for a in names)
     best_cost = sum(D[a][b] for a, b in zip(names, best))
     return {"distances_mm": D, "best": dict(zip(names, best)), "best_total_mm": best_cost,

@@ -174,3 +174,24 @@ def test_centres_do_not_depend_on_blas_threads():
                 s(b)
     pd.testing.assert_frame_equal(runs[0], runs[1], check_exact=True)
     assert np.min(np.linalg.norm(runs[0][["u", "v"]].to_numpy() - c, axis=1)) <= 0.03
+
+
+@pytest.mark.parametrize("pitch", [(0.3, 0.39), (0.39, 0.3)])
+def test_non_square_pixels(pitch):
+    """du != dv: each shadow is an ellipse in pixels; the calibration's detection stage fits it
+    (a circle fit left 0.03-0.05 px and 15x the triangulation error of square pixels)."""
+    from stereodrr.calib.identify import shadow_diameters_px
+    from stereodrr.calib.pipeline import CalibrationOptions, detect
+
+    rig = StereoRig.convergent(5.0, 750.0, 1200.0, pitch, 150, 110)
+    X = np.array([[x, 0.0, z] for x in (-8.0, 0.0, 8.0) for z in (-6.0, 6.0)]) + [0.37, 0.0, -0.21]
+    balls, centres = render_spheres(X, np.full(len(X), 2.0), 0.95, rig, dtype=torch.float32)
+    images = dict(zip(rig.names, balls.numpy().astype(np.float64)))
+    markers = pd.DataFrame({"marker_id": np.arange(len(X)), "x": X[:, 0], "y": X[:, 1], "z": X[:, 2],
+                            "diameter_mm": 2.0})
+    det = detect(images, markers, rig, CalibrationOptions(kind="line_integral", aperture="point", progress=False))
+    for v, name in enumerate(rig.names):
+        assert _match_rms(det[name], centres[v].numpy().astype(np.float64)) <= 0.01
+        # The long axis, as shadow_diameters_px predicts it.
+        expected = shadow_diameters_px(rig[name], np.zeros((1, 3)), np.array([2.0]))
+        np.testing.assert_allclose(det[name]["diameter_px"], expected[0], rtol=0.05)
