@@ -100,6 +100,9 @@ _EDGE_KNOT_PX = 0.5
 # Refits of a ball with its window re-centred on the previous fit, until it moves less than this.
 _RECENTRE_PX = 1e-3
 _MAX_REFITS = 4
+# Largest marker contrast the ball fit takes: its model's exp(-a) underflows float64 near 745, and
+# no detector records a transmission of exp(-700).
+_MAX_CONTRAST = 700.0
 
 
 def _tophat(a: np.ndarray, length_px: int) -> np.ndarray:
@@ -451,6 +454,11 @@ def detect_markers(
     a, used = attenuation_image(image, kind, dmax, name)
     top = _tophat(a, int(2 * np.ceil(dmax / 2) + 5))
     blobs, n_candidates, thr = _blobs(top, dmin, dmax, o)
+    if o.subpixel == "fit" and blobs and top.max() > _MAX_CONTRAST:
+        # Not an attenuation image: a bright-bone display (e.g. 65535 - I) taken as a line integral.
+        raise ValueError(f"{name}: markers stand {top.max():.4g} above their background as {used!r}, beyond any "
+                         f"-log(I/I0) ({_MAX_CONTRAST:g}); expected a raw frame (bone dark) or a -log(I/I0) "
+                         "image, not an inverted display")
     rows = []
     with single_threaded_blas():  # the fits' small products and SVDs (see render.threads)
         for cu, cv_, roundness in blobs:

@@ -82,6 +82,9 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
         raise ValueError(f"image {str(p)!r}: OpenCV cannot read it (expected TIFF, PNG, ...)")
     if img.ndim != 2:
         raise ValueError(f"image {str(p)!r}: expected a single-channel X-ray image, got shape {img.shape}")
+    pages = cv2.imcount(str(p))
+    if pages > 1:  # imread returned the first page alone; which one the view is, is not known
+        raise ValueError(f"image {str(p)!r}: a stack of {pages} pages, expected one image per view")
     return img
 
 

@@ -12,6 +12,7 @@ Kinds (as ``calibrate --kind``):
   count weights of ``wncc`` a common factor). Refused when it holds negative values.
 * ``auto``: integer images are intensities; float images are taken as line integrals unless
   their negative logarithm correlates better with the DRR at the initial pose (``drr`` given).
+  An integer image that fails that test (bone bright: an inverted or ``-log`` display) is refused.
 """
 
 from __future__ import annotations
@@ -74,6 +75,15 @@ def to_line_integral(image: np.ndarray, kind: str = "auto", name: str = "image",
         raise ValueError(f"{name}: expected a finite 2D (H, W) image, got shape {a.shape}")
     if kind == "auto":
         kind = guess_kind(a, drr)
+        if kind == "intensity" and drr is not None and np.issubdtype(a.dtype, np.integer):
+            line = _intensity_to_line(a, name)
+            # guess_kind's test for float images, which an integer image cannot pass as a line
+            # integral: bone bright, so its -log would register the CT inverted.
+            if _ncc(a.astype(np.float64), drr) > _ncc(line, drr):
+                raise ValueError(f"{name}: bone shows bright (the image matches the DRR at the initial pose better "
+                                 "than its -log): an inverted or -log display, not raw counts; expected a raw "
+                                 "frame (bone dark), or --kind intensity if the initial pose is far off")
+            return line.astype(np.float32), kind
     if kind == "intensity":
         return _intensity_to_line(a, name).astype(np.float32), kind
     if np.issubdtype(a.dtype, np.integer) and a.max() > 100:

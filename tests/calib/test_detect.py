@@ -195,3 +195,18 @@ def test_non_square_pixels(pitch):
         # The long axis, as shadow_diameters_px predicts it.
         expected = shadow_diameters_px(rig[name], np.zeros((1, 3)), np.array([2.0]))
         np.testing.assert_allclose(det[name]["diameter_px"], expected[0], rtol=0.05)
+
+
+def test_bright_bone_16bit_display_is_refused(tmp_path):
+    """65535 - I (a viewer's inverted 16-bit export, written by OpenCV) shows the markers bright, as
+    a line integral would, but thousands of grey levels above their background: the ball model
+    cannot hold that, and the refusal says so instead of the fit's non-finite residuals."""
+    import cv2
+
+    from stereodrr.cli.calibrate import read_image
+
+    L = _ball_over_edges((32.3, 31.6), 5.0, 0.5, [])
+    inverted = np.round(65535 * (1 - np.exp(-L))).astype(np.uint16)
+    cv2.imwrite(str(tmp_path / "inverted.png"), inverted)
+    with pytest.raises(ValueError, match="inverted.png: markers stand .* an inverted display"):
+        detect_markers(read_image(tmp_path / "inverted.png"), diameter_px=(3, 14), name=str(tmp_path / "inverted.png"))

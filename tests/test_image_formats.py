@@ -1,0 +1,43 @@
+"""Image files as users bring them, written by other libraries than stereodrr's: each command
+reads them as their format says, or refuses them with one line naming the file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import tifffile
+
+from stereodrr.cli import main
+from stereodrr.geometry import StereoRig, save_rig
+
+
+def test_calibrate_refuses_a_multi_page_tiff(tmp_path: Path, capsys) -> None:
+    """A two-page TIFF (a stack saved by mistake): OpenCV would return its first page alone."""
+    save_rig(StereoRig.convergent(5.0, 750, 1200, 4.0, 32, 24), tmp_path / "rig.json")
+    rng = np.random.default_rng(0)
+    tifffile.imwrite(tmp_path / "stack.tif", rng.integers(0, 65535, (2, 24, 32), dtype=np.uint16))
+    rc = main(["calibrate", "--images", str(tmp_path / "stack.tif"), str(tmp_path / "stack.tif"), "--phantom",
+               "lego_stereo", "--rig", str(tmp_path / "rig.json"), "-o", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert rc == 1 and "stack.tif': a stack of 2 pages, expected one image per view" in err, err
+
+
+def test_register_refuses_a_bone_bright_8bit_display(tmp_path: Path) -> None:
+    """An 8-bit PNG with bone bright (a viewer's inverted export, written by OpenCV) read as raw
+    counts would register the CT inverted; the raw frame (bone dark) beside it is converted."""
+    import cv2
+    import pytest
+
+    from stereodrr.cli.register import read_image
+    from stereodrr.registration.inputs import to_line_integral
+
+    v, u = np.mgrid[0:64, 0:64]
+    drr = 0.5 + 2.0 * np.exp(-((u - 30) ** 2 + (v - 36) ** 2) / 200.0)  # a bone over soft tissue
+    raw = np.round(250 * np.exp(-drr)).astype(np.uint8)
+    cv2.imwrite(str(tmp_path / "raw.png"), raw)
+    cv2.imwrite(str(tmp_path / "inverted.png"), 255 - raw)
+    line, kind = to_line_integral(read_image(str(tmp_path / "raw.png")), "auto", "raw.png", drr)
+    assert kind == "intensity" and np.corrcoef(line.ravel(), drr.ravel())[0, 1] > 0.99
+    with pytest.raises(ValueError, match="inverted.png: bone shows bright"):
+        to_line_integral(read_image(str(tmp_path / "inverted.png")), "auto", "inverted.png", drr)
