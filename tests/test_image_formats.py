@@ -41,3 +41,18 @@ def test_register_refuses_a_bone_bright_8bit_display(tmp_path: Path) -> None:
     assert kind == "intensity" and np.corrcoef(line.ravel(), drr.ravel())[0, 1] > 0.99
     with pytest.raises(ValueError, match="inverted.png: bone shows bright"):
         to_line_integral(read_image(str(tmp_path / "inverted.png")), "auto", "inverted.png", drr)
+
+
+def test_register_takes_a_raw_frame_from_a_start_that_misses_the_anatomy() -> None:
+    """From a start whose DRR does not overlap the anatomy both correlations are near zero: the
+    raw frame is converted, not refused as bone-bright by chance."""
+    from stereodrr.registration.inputs import to_line_integral
+
+    v, u = np.mgrid[0:64, 0:64]
+    frame = 0.5 + 2.0 * np.exp(-((u - 30) ** 2 + (v - 36) ** 2) / 200.0)
+    raw = np.round(250 * np.exp(-frame)).astype(np.uint8)
+    rng = np.random.default_rng(3)
+    for _ in range(20):  # DRRs of a start far off: structure that has nothing to do with the frame
+        drr = rng.normal(size=(64, 64)) + 2.0 * np.exp(-((u - 5) ** 2 + (v - 60) ** 2) / 20.0)
+        line, kind = to_line_integral(raw, "auto", "raw.png", drr)
+        assert kind == "intensity" and np.corrcoef(line.ravel(), frame.ravel())[0, 1] > 0.99

@@ -12,7 +12,8 @@ Kinds (as ``calibrate --kind``):
   count weights of ``wncc`` a common factor). Refused when it holds negative values.
 * ``auto``: integer images are intensities; float images are taken as line integrals unless
   their negative logarithm correlates better with the DRR at the initial pose (``drr`` given).
-  An integer image that fails that test (bone bright: an inverted or ``-log`` display) is refused.
+  An integer image that clearly fails that test (bone bright: an inverted or ``-log`` display) is
+  refused.
 """
 
 from __future__ import annotations
@@ -42,6 +43,12 @@ def _ncc(a: np.ndarray, b: np.ndarray) -> float:
     a, b = a - a.mean(), b - b.mean()
     den = float(np.sqrt((a * a).sum() * (b * b).sum()))
     return float((a * b).sum() / den) if den > 0 else 0.0
+
+
+# How much better (NCC) an integer image must match the initial pose's DRR than its -log does,
+# and how well at least, to be refused as bone-bright: an inverted display against a raw frame
+# differs by about 2 (ncc and -ncc); a start that misses the anatomy gives two values near 0.
+_INVERTED_MARGIN = 0.2
 
 
 def guess_kind(image: np.ndarray, drr: np.ndarray | None = None) -> str:
@@ -78,8 +85,10 @@ def to_line_integral(image: np.ndarray, kind: str = "auto", name: str = "image",
         if kind == "intensity" and drr is not None and np.issubdtype(a.dtype, np.integer):
             line = _intensity_to_line(a, name)
             # guess_kind's test for float images, which an integer image cannot pass as a line
-            # integral: bone bright, so its -log would register the CT inverted.
-            if _ncc(a.astype(np.float64), drr) > _ncc(line, drr):
+            # integral: bone bright, so its -log would register the CT inverted. Only clear
+            # evidence counts: from a rough start both correlations are near zero.
+            direct, logged = _ncc(a.astype(np.float64), drr), _ncc(line, drr)
+            if direct > _INVERTED_MARGIN and direct > logged + _INVERTED_MARGIN:
                 raise ValueError(f"{name}: bone shows bright (the image matches the DRR at the initial pose better "
                                  "than its -log): an inverted or -log display, not raw counts; expected a raw "
                                  "frame (bone dark), or --kind intensity if the initial pose is far off")
