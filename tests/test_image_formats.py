@@ -56,3 +56,31 @@ def test_register_takes_a_raw_frame_from_a_start_that_misses_the_anatomy() -> No
         drr = rng.normal(size=(64, 64)) + 2.0 * np.exp(-((u - 5) ** 2 + (v - 60) ** 2) / 20.0)
         line, kind = to_line_integral(raw, "auto", "raw.png", drr)
         assert kind == "intensity" and np.corrcoef(line.ravel(), frame.ravel())[0, 1] > 0.99
+
+
+def test_register_masks_an_intensifier_field_when_no_masks_are_given(tmp_path: Path) -> None:
+    """Raw 16-bit frames with a black round field (drawn by numpy, written by tifffile): without
+    --masks the field found on each frame is its mask; frames without one (a flat panel) get none."""
+    import argparse
+
+    from stereodrr.cli.register import _read_images
+
+    rig = StereoRig.convergent(5.0, 750, 1200, 0.6, 160, 128)
+    v, u = np.mgrid[0:128, 0:160]
+    body = 40000 * np.exp(-0.8 * np.exp(-((u - 80) ** 2 + (v - 60) ** 2) / 900.0))
+    inside = (u - 78.5) ** 2 + (v - 63.0) ** 2 <= 58.0**2
+    for view in rig.names:
+        tifffile.imwrite(tmp_path / f"{view}.tif", np.where(inside, body, 30).astype(np.uint16))
+        tifffile.imwrite(tmp_path / f"{view}_flat.tif", body.astype(np.uint16))
+    args = argparse.Namespace(images=[str(tmp_path / f"{n}.tif") for n in rig.names], masks=None, distortion=None,
+                              distortion_route=None, kind="auto")
+    _, masks, _ = _read_images(args, rig)
+    assert masks is not None
+    for view in rig.names:
+        m = masks[view] > 0
+        assert not m[~inside].any()  # nothing outside the field
+        assert m[(u - 78.5) ** 2 + (v - 63.0) ** 2 <= 52.0**2].all()  # the field, less its margin
+    args.images = [str(tmp_path / f"{n}_flat.tif") for n in rig.names]
+    assert _read_images(args, rig)[1] is None  # a round dark body on bright air is not a field
+    args.images, args.kind = [str(tmp_path / f"{n}.tif") for n in rig.names], "line_integral"
+    assert _read_images(args, rig)[1] is None  # a line integral is not searched

@@ -17,7 +17,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from ..distortion import DistortionMap, check_maps
+from ..distortion import DistortionMap, FieldOfView, check_maps, field_of_view
 from ..fileio import atomic_path, check_input_file
 from ..geometry import StereoRig, load_rig
 from ..plot.register import plot_errors, plot_loss, plot_overlay
@@ -59,7 +59,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "matches the DRR at --init better; default)")
     p.add_argument("--init", help="initial pose.json (default: the identity, the CT where its header puts it)")
     p.add_argument("--truth", help="known pose.json: only to record and plot the errors, never used to fit")
-    p.add_argument("--masks", nargs="+", help="optional weight images per view (0 = ignore the pixel)")
+    p.add_argument("--masks", nargs="+", help="optional weight images per view (0 = ignore the pixel); "
+                   "without them an image intensifier's round field, found on each frame, is the mask")
     p.add_argument("--distortion", nargs="+", default=None, metavar="MAP",
                    help="images from image intensifiers: one distortion.json per view, in the rig's view order "
                         "(stereodrr distortion measures them from grid images); see --distortion-route")
@@ -177,10 +178,44 @@ def _read_images(args: argparse.Namespace, rig: StereoRig
         if len(args.masks) != len(rig):
             raise UsageError(f"--masks: expected {len(rig)} (one per view {rig.names}), got {len(args.masks)}")
         masks = {name: read_image(f).astype(np.float32) for name, f in zip(rig.names, args.masks)}
+    else:
+        masks = _field_masks(raw, args.kind)
     if correct is not None:  # corrected pixels without recorded data carry none
         masks = {n: (correct[n].coverage() > 0.999).astype(np.float32) * (1.0 if masks is None else masks[n])
                  for n in rig.names}
     return raw, masks, None if correct is not None else maps
+
+
+def _field_masks(images: dict[str, np.ndarray], kind: str) -> dict[str, np.ndarray] | None:
+    """Without ``--masks``: each raw frame's image intensifier field as its view's mask (outside
+    it the frame is black, whose -log no DRR explains); None when no frame has one (flat panels).
+    Only frames read as raw counts (``kind`` intensity, or auto and integer) are searched: a line
+    integral's anatomy outline, bright on dark air, can be round too."""
+    def raw(img: np.ndarray) -> bool:
+        return kind == "intensity" or (kind == "auto" and img.dtype.kind in "iu")
+
+    fields = {name: _dark_rimmed_field(img) if raw(img) else FieldOfView((0.0, 0.0), math.inf)
+              for name, img in images.items()}
+    if not any(f.round for f in fields.values()):
+        return None
+    for name, f in fields.items():
+        if f.round:
+            print(f"view {name!r}: image intensifier field found (centre {f.center[0]:.1f}, {f.center[1]:.1f}, "
+                  f"radius {f.radius:.1f} px); the pixels outside it are left out (--masks to choose)")
+    return {name: f.mask(images[name].shape).astype(np.float32) for name, f in fields.items()}
+
+
+def _dark_rimmed_field(image: np.ndarray) -> FieldOfView:
+    """The frame's round field when it is an intensifier's on a raw frame: brighter inside than
+    outside (a round dark object on a flat panel's bright air also has a round outline)."""
+    f = field_of_view(image)
+    if f.round:
+        v, u = np.ogrid[:image.shape[0], :image.shape[1]]
+        outside = (u - f.center[0]) ** 2 + (v - f.center[1]) ** 2 > (f.radius + f.margin) ** 2
+        inside = f.mask(image.shape)
+        if not (outside.any() and np.median(image[inside]) > np.median(image[outside])):
+            return FieldOfView(f.center, math.inf, f.margin)
+    return f
 
 
 def run(args: argparse.Namespace) -> int:
