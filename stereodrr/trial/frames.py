@@ -108,6 +108,16 @@ def frame_polarity(image: np.ndarray, field: FieldOfView | None = None) -> Liter
     return "dark_air" if np.median(a[outside]) > np.median(a[inside]) else "bright_air"
 
 
+def _white_level(a: np.ndarray) -> float:
+    """The level an inverted display was inverted about: for integers, the full scale of the
+    smallest bit depth that holds the frame (a 12-bit frame in 16-bit words: 4095, not 65535);
+    for floats, the frame's maximum."""
+    if not np.issubdtype(a.dtype, np.integer):
+        return float(a.max())
+    bits = max(1, int(a.max()).bit_length())
+    return float(min(2**bits - 1, np.iinfo(a.dtype).max))
+
+
 def line_integral_frame(image: np.ndarray, field: FieldOfView | None = None, polarity: Polarity = "auto",
                         name: str = "frame") -> tuple[np.ndarray, np.ndarray]:
     """A frame as the registration compares DRRs with: ``-log(I / I0)`` inside the field (air
@@ -121,8 +131,7 @@ def line_integral_frame(image: np.ndarray, field: FieldOfView | None = None, pol
     fov = field_of_view(a) if field is None else field
     pol = frame_polarity(a, fov) if polarity == "auto" else polarity
     if pol == "dark_air":
-        top = float(np.iinfo(a.dtype).max) if np.issubdtype(a.dtype, np.integer) else float(a.max())
-        a = top - a.astype(np.float64)
+        a = _white_level(a) - a.astype(np.float64)
     mask = fov.mask(a.shape)
     inside = np.where(mask, a, 0)
     line, _ = to_line_integral(np.asarray(inside, dtype=np.float64), "intensity", name)

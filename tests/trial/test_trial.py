@@ -109,3 +109,17 @@ def test_frames_of_other_formats(tmp_path):
     cv2.imwrite(str(tmp_path / "g.png"), np.dstack([a, a, 255 - a]))
     with pytest.raises(ValueError, match="grey"):
         read_frame(tmp_path / "g.png")
+
+
+def test_an_inverted_12_bit_frame_in_16_bit_words_reads_as_its_raw_frame():
+    """A 12-bit camera's frame inverted about its own full scale (4095 - I) and stored as uint16:
+    the same attenuation as the raw frame, not one inverted about 65535."""
+    image = _disk_image((200, 220), (110.2, 98.7), 90.0, inside=3900.0, outside=0.0)
+    v, u = np.mgrid[:200, :220]
+    image[(u - 110) ** 2 + (v - 100) ** 2 < 40.0**2] *= 0.35  # a bone in the field
+    raw = np.round(image).astype(np.uint16)
+    line, mask = line_integral_frame(4095 - raw)
+    ref, ref_mask = line_integral_frame(raw)
+    np.testing.assert_array_equal(mask, ref_mask)
+    np.testing.assert_allclose(line[mask], ref[mask], atol=0.02)
+    assert ref[mask].max() > 0.9  # the bone's attenuation, not crushed by a 65535 offset
