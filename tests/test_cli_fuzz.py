@@ -176,6 +176,8 @@ def _cases() -> list[tuple[str, list[str]]]:
           ("rig-size-zero", ["rig", "--size", "0", "5", "-o", "OUT/rig.json"]),
           ("rig-size-text", ["rig", "--size", "a", "5", "-o", "OUT/rig.json"]),
           ("rig-arc-one-view", ["rig", "--kind", "arc", "--views", "1", "-o", "OUT/rig.json"]),
+          ("rig-biplanar-angle", ["rig", "--kind", "biplanar", "--angle", "60", "-o", "OUT/rig.json"]),
+          ("rig-views-not-arc", ["rig", "--views", "4", "-o", "OUT/rig.json"]),
           ("rig-angle-negative", ["rig", "--angle", "-5", "-o", "OUT/rig.json"]),
           ("rig-out-folder", ["rig", "-o", "OUT"]),
           ("rig-out-under-file", ["rig", "-o", "{under_file}"]),

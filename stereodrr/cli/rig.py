@@ -17,9 +17,10 @@ from ._args import UsageError, input_file, integer, number, output_file
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("rig", help="build a stereo rig, write rig.json and print its geometry",
                        description="Build a rig (sources at SID from the isocenter, principal rays through it).")
-    p.add_argument("--angle", type=number(0.0, 179.0, open_lo=True, what="angle in degrees"), default=5.0, help="stereo angle in degrees (default 5; 3-7 recommended)")
+    p.add_argument("--angle", type=number(0.0, 179.0, open_lo=True, what="angle in degrees"), default=None, help="stereo angle in degrees (default 5; 3-7 recommended; not with --kind biplanar, "
+                   "which is 90)")
     p.add_argument("--kind", choices=["convergent", "biplanar", "arc"], default="convergent")
-    p.add_argument("--views", type=integer(2, 360, what="view count"), default=3, help="number of views for --kind arc (spread over --angle)")
+    p.add_argument("--views", type=integer(2, 360, what="view count"), default=None, help="number of views for --kind arc (spread over --angle; default 3)")
     p.add_argument("--sid", type=number(0.0, open_lo=True, what="distance in mm"), default=750.0, help="source-isocenter distance, mm")
     p.add_argument("--sdd", type=number(0.0, open_lo=True, what="distance in mm"), default=1200.0, help="source-detector distance, mm")
     p.add_argument("--pixel", type=number(*PIXEL_PITCH_MM, what="pixel pitch in mm"), default=0.3, help="detector pixel pitch, mm")
@@ -50,14 +51,19 @@ def run(args: argparse.Namespace) -> int:
         if args.compare:
             other = load_rig(input_file(args.compare, "--compare", "rig file"))
         markers = load_phantom(args.phantom).marker_table()[["x", "y", "z"]].to_numpy() if args.phantom else None
+    if args.kind == "biplanar" and args.angle is not None and args.angle != 90.0:
+        raise UsageError(f"--angle {args.angle:g}: a biplanar rig is 90 deg; for another angle use --kind convergent")
+    if args.views is not None and args.kind != "arc":
+        raise UsageError(f"--views: only with --kind arc (a {args.kind} rig has two views)")
+    angle = 5.0 if args.angle is None else args.angle
     w, h = args.size
     common = dict(sid=args.sid, sdd=args.sdd, pixel_spacing=args.pixel, width=w, height=h, isocenter=args.isocenter)
     if args.kind == "convergent":
-        rig = StereoRig.convergent(args.angle, **common)
+        rig = StereoRig.convergent(angle, **common)
     elif args.kind == "biplanar":
         rig = StereoRig.biplanar(**common)
     else:
-        rig = StereoRig.arc(args.views, args.angle, **common)
+        rig = StereoRig.arc(3 if args.views is None else args.views, angle, **common)
     save_rig(rig, args.output)
     if args.dlt:
         save_dlt_csv(rig, args.dlt, args.dlt_convention)
