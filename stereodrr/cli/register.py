@@ -40,6 +40,7 @@ from ..registration import (
 )
 from ..registration.inputs import IMAGE_KINDS, to_line_integral
 from ..render.threads import set_cpu_threads
+from ..trial.frames import frame_polarity
 from ..volume import hu_to_mu, load_volume
 from ._args import UsageError, input_file, load_view_maps, number, output_folder, torch_device
 
@@ -206,15 +207,11 @@ def _field_masks(images: dict[str, np.ndarray], kind: str) -> dict[str, np.ndarr
 
 
 def _dark_rimmed_field(image: np.ndarray) -> FieldOfView:
-    """The frame's round field when it is an intensifier's on a raw frame: brighter inside than
-    outside (a round dark object on a flat panel's bright air also has a round outline)."""
+    """The frame's round field when it is an intensifier's on a raw frame, air bright inside
+    (a round dark object on a flat panel's bright air also has a round outline)."""
     f = field_of_view(image)
-    if f.round:
-        v, u = np.ogrid[:image.shape[0], :image.shape[1]]
-        outside = (u - f.center[0]) ** 2 + (v - f.center[1]) ** 2 > (f.radius + f.margin) ** 2
-        inside = f.mask(image.shape)
-        if not (outside.any() and np.median(image[inside]) > np.median(image[outside])):
-            return FieldOfView(f.center, math.inf, f.margin)
+    if f.round and frame_polarity(image, f) == "dark_air":
+        return FieldOfView(f.center, math.inf, f.margin)
     return f
 
 
