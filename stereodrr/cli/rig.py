@@ -40,6 +40,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.kind == "biplanar" and args.angle is not None and args.angle != 90.0:
+        raise UsageError(f"--angle {args.angle:g}: a biplanar rig is 90 deg; for another angle use --kind convergent")
+    if args.views is not None and args.kind != "arc":
+        raise UsageError(f"--views: only with --kind arc (a {args.kind} rig has two views)")
     output_file(args.output)
     if args.dlt:
         output_file(args.dlt, "--dlt")
@@ -51,10 +55,6 @@ def run(args: argparse.Namespace) -> int:
         if args.compare:
             other = load_rig(input_file(args.compare, "--compare", "rig file"))
         markers = load_phantom(args.phantom).marker_table()[["x", "y", "z"]].to_numpy() if args.phantom else None
-    if args.kind == "biplanar" and args.angle is not None and args.angle != 90.0:
-        raise UsageError(f"--angle {args.angle:g}: a biplanar rig is 90 deg; for another angle use --kind convergent")
-    if args.views is not None and args.kind != "arc":
-        raise UsageError(f"--views: only with --kind arc (a {args.kind} rig has two views)")
     angle = 5.0 if args.angle is None else args.angle
     w, h = args.size
     common = dict(sid=args.sid, sdd=args.sdd, pixel_spacing=args.pixel, width=w, height=h, isocenter=args.isocenter)
