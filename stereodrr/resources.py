@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Iterable, TypeGuard
 
 if TYPE_CHECKING:
     import torch
@@ -41,10 +41,14 @@ def format_bytes(n: float) -> str:
     raise AssertionError("unreachable")
 
 
+def _on_cuda(device: torch.device | str | None) -> TypeGuard[torch.device | str]:
+    return device is not None and str(device).startswith("cuda")
+
+
 def available_memory(device: torch.device | str | None = None) -> int:
     """Bytes of memory available to a new allocation without swapping (``MemAvailable``), or
     free on ``device`` when it is a CUDA device (where the job's tensors will be)."""
-    if device is not None and str(device).startswith("cuda"):
+    if _on_cuda(device):
         import torch
 
         return int(torch.cuda.mem_get_info(torch.device(device))[0])
@@ -70,7 +74,7 @@ def memory_budget(device: torch.device | str | None = None) -> tuple[int, str]:
     """
     text = os.environ.get(ENV, "").strip()
     avail = available_memory(device)
-    where = f" on {device}" if device is not None and str(device).startswith("cuda") else ""
+    where = f" on {device}" if _on_cuda(device) else ""
     if not text:
         return int(DEFAULT_FRACTION * avail), (f"{DEFAULT_FRACTION:.0%} of the {format_bytes(avail)} available{where}; "
                                                f"set {ENV} to change it")
