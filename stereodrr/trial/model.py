@@ -16,6 +16,8 @@ fitted to them, is then the corrected frame.
 from __future__ import annotations
 
 import os
+import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
@@ -70,6 +72,7 @@ class Trial:
         counts = {name: len(files) for name, files in self.frames.items()}
         if len(set(counts.values())) != 1 or 0 in counts.values():
             raise ValueError(f"trial: every camera needs the same number of frames (>= 1), got {counts}")
+        _warn_unmatched_numbers(self.frames)
         for name, m in self.distortion.items():
             if name not in self.rig.names:
                 raise ValueError(f"trial: a distortion map for camera {name!r}, the rig has {self.rig.names}")
@@ -127,6 +130,32 @@ class Trial:
     def _check_frame(self, frame: int) -> None:
         if not 0 <= frame < self.n_frames:
             raise ValueError(f"frame: expected an index 0..{self.n_frames - 1}, got {frame}")
+
+
+def _frame_numbers(paths: list[Path]) -> list[int] | None:
+    """Each file's frame number: the one run of digits in the names that changes from file to
+    file (not a camera's number, which stays); ``None`` where no single such run exists."""
+    runs = [re.findall(r"\d+", p.stem) for p in paths]
+    if len(paths) < 2 or len({len(r) for r in runs}) != 1:
+        return None
+    varying = [k for k in range(len(runs[0])) if len({int(r[k]) for r in runs}) > 1]
+    return [int(r[varying[0]]) for r in runs] if len(varying) == 1 else None
+
+
+def _warn_unmatched_numbers(frames: Mapping[str, list[Path]]) -> None:
+    """Warn (once) when frame ``i`` carries different numbers in different cameras: frames pair
+    by position, as in Autoscoper, so a folder missing one frame shifts every later pair (the
+    Autoscoper knee sample's third frames are 0260 and 0272)."""
+    names = list(frames)
+    numbers = [_frame_numbers(frames[n]) for n in names]
+    if any(x is None for x in numbers):
+        return
+    for i, row in enumerate(zip(*numbers)):
+        if len(set(row)) > 1:
+            which = ", ".join(f"{n} {frames[n][i].name}" for n in names)
+            warnings.warn(f"trial: frame {i} pairs files numbered differently ({which}); frames are paired "
+                          "by their position in each camera folder, as in Autoscoper", stacklevel=4)
+            return
 
 
 def _rig(cameras: Mapping[str, Camera], src: str) -> StereoRig:

@@ -59,6 +59,17 @@ def test_trial_with_missing_or_mismatched_frames_or_volumes(tmp_path):
         load_trial(root / "wrist.cfg")
 
 
+def test_frames_numbered_differently_between_cameras_warn(tmp_path, recwarn):
+    root = _copy(tmp_path)
+    load_trial(root / "wrist.cfg", volumes=False)
+    assert not [w for w in recwarn if "numbered differently" in str(w.message)]
+    cam2 = root / "XMA_UND/xr_data_wrist_cam02"
+    (cam2 / "xr_rad_uln_cam02_UND.0158.tif").rename(cam2 / "xr_rad_uln_cam02_UND.0160.tif")
+    with pytest.warns(UserWarning, match=r"frame 2 pairs files numbered differently \(cam1 \S+0158.tif, cam2 \S+0160.tif"):
+        trial = load_trial(root / "wrist.cfg", volumes=False)
+    assert trial.frames["cam2"][2].name.endswith("0160.tif")  # still paired by position, as Autoscoper does
+
+
 def _disk_image(shape, center, radius, inside=200.0, outside=0.0, sub=8):
     """A round field drawn by supersampling (area fraction per pixel), not by the code under test."""
     h, w = shape
