@@ -68,3 +68,15 @@ def test_written_files_have_default_permissions(tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert stat.S_IMODE((tmp_path / "rig.json").stat().st_mode) == 0o666 & ~mask
+
+
+def test_a_reader_that_leaves_early_ends_the_command_quietly(tmp_path):
+    """`stereodrr rig ... | head -1`: the reader closes the pipe before the table is printed; the
+    command stops with the shell's SIGPIPE status and no error line or traceback."""
+    cmd = [sys.executable, "-m", "stereodrr", "rig", "--angle", "5", "-o", str(tmp_path / "rig.json")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # before the interpreter has even started: every write meets a closed pipe
+    err = proc.stderr.read().decode()
+    assert proc.wait() == 141 and err == ""
+    assert (tmp_path / "rig.json").exists()  # the work was done; only the printing stopped

@@ -36,6 +36,7 @@ PLUGIN_GROUP = "stereodrr.plugins"
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a writer whose reader left
 
 
 class Parser(argparse.ArgumentParser):
@@ -111,6 +112,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        if _stdout_closed():
+            return EXIT_BROKEN_PIPE  # `stereodrr ... | head`: the reader has what it wanted
+        raise
     except Exception as exc:  # the boundary: every error becomes one line (or a traceback with --debug)
         if args.debug:
             traceback.print_exc()
@@ -120,6 +125,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         hint = "" if args.debug or usage or known else " (--debug shows the traceback)"
         print(f"{prog}: error: {line}{hint}", file=sys.stderr)
         return EXIT_USAGE if usage else EXIT_FAILURE
+
+
+def _stdout_closed() -> bool:
+    """True when standard output is a pipe whose reader has gone (poll reports an error on its
+    write end); stdout then points at the null device, so that the interpreter's flush at exit
+    does not fail again."""
+    import os
+    import select
+
+    try:
+        fd = sys.stdout.fileno()
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        gone = any(ev & select.POLLERR for _fd, ev in poller.poll(0))
+    except (OSError, ValueError, AttributeError):  # no real file behind stdout (captured, closed)
+        return False
+    if gone:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), fd)
+    return gone
 
 
 if __name__ == "__main__":  # pragma: no cover
