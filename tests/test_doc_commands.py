@@ -1,22 +1,30 @@
-"""The commands the README and the docs show still parse: a renamed option or sub-command, a
-removed choice or a malformed number fails here, not in a user's shell.
+"""The commands and Python the README and the docs show still fit the code: a renamed option,
+sub-command, function, attribute or keyword fails here, not in a user's shell.
 
 Complete commands (fenced ``bash`` blocks) go through the real parsers: ``stereodrr``'s and, for
 ``python experiments/<script>.py``, the script's own (read by running the script up to its
 ``parse_args``, which every experiment calls before any work). Commands quoted inline in prose
 are often fragments (``stereodrr render --phantom``): there every sub-command and option named
 must exist. A single capital letter (``--seed S``) stands for a number.
+
+Python blocks are read, not run (they name the user's files): every ``stereodrr`` import
+resolves, every attribute reached from a stereodrr module or class exists, and every keyword
+passed to a stereodrr function or class is one of its parameters.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
+import importlib
+import inspect
 import re
 import runpy
 import shlex
 import sys
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,8 +38,8 @@ _COMMAND = re.compile(r"^(?:PYTHONPATH=\S+ )?(stereodrr \S|python experiments/)"
 _INLINE = re.compile(r"`((?:PYTHONPATH=\S+ )?(?:stereodrr [a-z]|python experiments/)[^`]*)`")
 
 
-def _shell_lines(text: str) -> list[str]:
-    """The command lines of the page's shell blocks (continuations joined, comments dropped)."""
+def _blocks(text: str, languages: tuple[str, ...]) -> list[str]:
+    """The page's fenced code blocks in one of ``languages``."""
     out: list[str] = []
     lang: str | None = None
     block: list[str] = []
@@ -40,14 +48,22 @@ def _shell_lines(text: str) -> list[str]:
         if lang is None and m:
             lang, block = m.group(1), []
         elif lang is not None and line.strip() == "```":
-            if lang in _SHELL:
-                for cmd in "\n".join(block).replace("\\\n", " ").splitlines():
-                    cmd = re.sub(r"\s+#.*$", "", cmd.strip().removeprefix("$ ").strip())
-                    if _COMMAND.match(cmd):
-                        out.append(cmd)
+            if lang in languages:
+                out.append("\n".join(block))
             lang = None
         elif lang is not None:
             block.append(line)
+    return out
+
+
+def _shell_lines(text: str) -> list[str]:
+    """The command lines of the page's shell blocks (continuations joined, comments dropped)."""
+    out = []
+    for block in _blocks(text, _SHELL):
+        for cmd in block.replace("\\\n", " ").splitlines():
+            cmd = re.sub(r"\s+#.*$", "", cmd.strip().removeprefix("$ ").strip())
+            if _COMMAND.match(cmd):
+                out.append(cmd)
     return out
 
 
@@ -129,3 +145,57 @@ def test_quoted_commands_name_real_options(page: str, cmd: str) -> None:
         if re.fullmatch(r"--?[a-z][a-z0-9-]*", option):
             for p in parsers:
                 assert option in p._option_string_actions, f"{p.prog} has no option {option}"
+
+
+def _imported(tree: ast.AST) -> dict[str, Any]:
+    """What the block's ``stereodrr`` imports bind, by name."""
+    names: dict[str, Any] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name.split(".")[0] == "stereodrr":
+                    module = importlib.import_module(a.name)
+                    names[a.asname or "stereodrr"] = module if a.asname else importlib.import_module("stereodrr")
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "stereodrr":
+            module = importlib.import_module(str(node.module))
+            for a in node.names:
+                if not hasattr(module, a.name):
+                    importlib.import_module(f"{node.module}.{a.name}")  # a sub-module
+                assert hasattr(module, a.name), f"{node.module} has no {a.name}"
+                names[a.asname or a.name] = getattr(module, a.name)
+    return names
+
+
+def _resolve(node: ast.expr, names: dict[str, Any]) -> Any:
+    """The stereodrr object a name or attribute chain denotes (``None``: not stereodrr's, or an
+    instance whose attributes are not known without running the block)."""
+    if isinstance(node, ast.Name):
+        return names.get(node.id)
+    if isinstance(node, ast.Attribute):
+        base = _resolve(node.value, names)
+        if inspect.ismodule(base) or inspect.isclass(base):
+            assert hasattr(base, node.attr), f"{ast.unparse(node)}: {base.__name__} has no {node.attr!r}"
+            return getattr(base, node.attr)
+    return None
+
+
+def _python_blocks() -> list[tuple[str, str]]:
+    return [(str(page.relative_to(ROOT)), block) for page in PAGES for block in _blocks(page.read_text(), ("python",))]
+
+
+@pytest.mark.parametrize(("page", "code"), _python_blocks(), ids=lambda x: x if x.endswith(".md") else "")
+def test_shown_python_names_real_functions_and_keywords(page: str, code: str) -> None:
+    tree = ast.parse(code)
+    names = _imported(tree)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute):
+            _resolve(node, names)
+        if isinstance(node, ast.Call) and callable(fn := _resolve(node.func, names)):
+            try:
+                params = inspect.signature(fn).parameters
+            except (TypeError, ValueError):  # a builtin without a signature
+                continue
+            if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+                continue
+            for k in (k.arg for k in node.keywords if k.arg):
+                assert k in params, f"{ast.unparse(node.func)}() takes no keyword {k!r}"
