@@ -37,7 +37,11 @@ bits on every run) when ``torch.use_deterministic_algorithms(True)`` is on.
 
 ``backend="auto"`` takes the first of triton (CUDA), numba (CPU), torch that can run the
 volume's device, dtype and mode; an explicit backend that cannot raises a ValueError that
-names it and how to install it.
+names it and how to install it. Before ``auto`` first takes the triton backend for a device,
+dtype and mode it renders a small volume with it and with the torch reference
+(:func:`self_check`): a kernel that fails to compile or launch on that GPU, or renders or
+differentiates otherwise, is passed over with one warning, so a render never rests on a kernel
+that has not worked on the device at hand.
 """
 
 from __future__ import annotations
@@ -53,7 +57,7 @@ from typing import Callable, TypeVar
 import torch
 from torch import Tensor
 
-__all__ = ["Backend", "BACKENDS", "register_backend", "select_backend", "LOW_PRECISION"]
+__all__ = ["Backend", "BACKENDS", "register_backend", "select_backend", "self_check", "LOW_PRECISION"]
 
 LOW_PRECISION = (torch.bfloat16, torch.float16)
 _HAS_NUMBA = importlib.util.find_spec("numba") is not None
@@ -84,6 +88,10 @@ class Backend:
             them to the rays' float32 first, a copy of the volume per call).
         auto_mode: the mode ``mode="auto"`` (the default) renders with it: its fastest at an
             error below RTK's Joseph projector (docs/results/renderer.md).
+        self_check: ``backend="auto"`` first checks it once per device, dtype and mode
+            (:func:`self_check`) and passes over it, with a warning, where it fails: for
+            kernels compiled for the device they run on, whose failure is the device's, not
+            the input's.
     """
 
     name: str
@@ -96,6 +104,7 @@ class Backend:
     joseph: Joseph | None = None
     exact: Exact | None = None
     auto_mode: str = "trilinear"
+    self_check: bool = False
 
 
 BACKENDS: dict[str, Backend] = {}
@@ -118,7 +127,8 @@ def select_backend(name: str, device: torch.device, dtype: torch.dtype, mode: st
     if name == "auto":
         for b in BACKENDS.values():
             if (device.type in b.auto_devices and mode in (*b.modes, "auto")
-                    and b.unavailable(device, dtype) is None):
+                    and b.unavailable(device, dtype) is None
+                    and (not b.self_check or _passes_self_check(b, device, dtype, b.auto_mode if mode == "auto" else mode))):
                 if b.name == "torch" and device.type == "cpu" and numba_load_error() is not None:
                     _warn_no_fused_cpu(numba_load_error())
                 return b
@@ -144,6 +154,67 @@ def _warn_no_fused_cpu(reason: str | None) -> None:
     _WARNED.add(reason)
     warnings.warn(f"backend='auto': the fused CPU renderer cannot run ({reason}); rendering with the torch "
                   "backend: the same integrals, often 10-100x slower", RuntimeWarning, stacklevel=4)
+
+
+_SELF_CHECKED: dict[tuple[str, str, torch.dtype, str], str | None] = {}
+
+
+def self_check(backend: Backend, device: torch.device, dtype: torch.dtype, mode: str) -> str | None:
+    """``None`` when ``backend`` renders ``mode`` on ``device`` as the torch reference does, else
+    what went wrong: 64 rays through a random 8 x 7 x 6 volume of ``dtype``, the line integrals
+    and their gradients with respect to the volume and the rays (relative to the largest
+    reference value: 1e-9 in float64, 1e-4 in float32, 2e-2 in bfloat16/float16), or the error
+    the kernel raised (a compiler, driver or launch failure)."""
+    from .integrate import segment_samples, slab_slices
+    from .rays import clip_to_box
+
+    g = torch.Generator().manual_seed(0)
+    real = torch.float64 if dtype == torch.float64 else torch.float32
+    data = torch.rand(6, 7, 8, generator=g, dtype=torch.float64).to(dtype)
+    toward = torch.rand(64, 3, generator=g, dtype=torch.float64) * torch.tensor([7.0, 6.0, 5.0])
+    away = torch.nn.functional.normalize(torch.randn(64, 3, generator=g, dtype=torch.float64), dim=1)
+    inputs = [x.to(device, real) for x in (toward + 20.0 * away, -away)]
+
+    def render(kernel: Callable[..., Tensor], volume: Tensor) -> list[Tensor]:
+        vol, o, e = (x.detach().clone().requires_grad_(True) for x in (volume, *inputs))
+        s0, s1 = clip_to_box(o, e, (8, 7, 6))
+        if mode == "trilinear":
+            L = kernel(vol, o, e, s0, *segment_samples(e, s0, s1, 0.5))
+        elif mode == "joseph":
+            L = kernel(vol, o, e, s0, s1, slab_slices(e, 2.0))
+        else:
+            L = kernel(vol, o, e, s0, s1)
+        (L * torch.linspace(0.5, 1.5, L.numel(), device=device, dtype=L.dtype)).sum().backward()
+        return [t.detach().double().cpu() for t in (L, vol.grad, o.grad, e.grad)]  # type: ignore[union-attr]
+
+    kernels = {"trilinear": "march", "joseph": "joseph", "exact": "exact"}
+    reference = BACKENDS["torch"]
+    try:
+        got = render(getattr(backend, kernels[mode]), data.to(device))
+        want = render(getattr(reference, kernels[mode]), data.to(device, real))
+    except Exception as exc:  # whatever the device's compiler or driver raised
+        return f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+    tol = {torch.float64: 1e-9, torch.float32: 1e-4}.get(dtype, 2e-2)
+    for what, a, b in zip(("line integrals", "volume gradient", "origin gradient", "direction gradient"), got, want):
+        err = float((a - b).abs().max()) / max(float(b.abs().max()), 1e-30)
+        if not err <= tol:
+            return f"its {what} differ from the torch reference by {err:.1e} (relative; tolerance {tol:g})"
+    return None
+
+
+def _passes_self_check(backend: Backend, device: torch.device, dtype: torch.dtype, mode: str) -> bool:
+    """:func:`self_check` once per process, backend, device, dtype and mode; a failure warns once.
+    Under ``torch.compile`` an unchecked backend is taken as it is (nothing may run eagerly)."""
+    key = (backend.name, str(device), dtype, mode)
+    if key not in _SELF_CHECKED:
+        if torch.compiler.is_compiling():
+            return True
+        _SELF_CHECKED[key] = reason = self_check(backend, device, dtype, mode)
+        if reason is not None:
+            warnings.warn(f"backend='auto': the {backend.name} backend failed its check on {device} ({mode}, {dtype}): "
+                          f"{reason}; rendering with the next backend in the table instead", RuntimeWarning,
+                          stacklevel=4)
+    return _SELF_CHECKED[key] is None
 
 
 def _fused_op(name: str, forward: Callable[..., Tensor], backward: Callable[..., Gradients],
@@ -403,7 +474,7 @@ exact_triton = _fused_op("exact_triton", _triton_exact_forward, _triton_exact_ba
 # against trilinear's 8 per half of the finest.
 register_backend(Backend("triton", march_triton, ("trilinear", "joseph", "exact"), _triton_unavailable,
                          auto_devices=("cuda",), chunk_rays=2**24, low_precision=True, joseph=joseph_triton,
-                         exact=exact_triton, auto_mode="joseph"))
+                         exact=exact_triton, auto_mode="joseph", self_check=True))
 
 # The reference last: auto prefers the fused kernels where they run.
 register_backend(Backend("torch", _march_torch, ("trilinear", "joseph", "exact"), lambda device, dtype: None,

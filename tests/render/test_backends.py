@@ -305,3 +305,49 @@ def test_fused_cpu_kernels_give_the_same_bits_compiled_fresh_and_loaded_from_cac
         assert r.returncode == 0, r.stderr[-2000:]
     assert any((tmp_path / "numba-cache").rglob("*.nbc")), "the first run cached no kernel"
     assert runs[0].stdout == runs[1].stdout, hashlib.sha256(runs[0].stdout.encode()).hexdigest()
+
+
+@pytest.mark.parametrize("mode", ["trilinear", "joseph", "exact"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_self_check_passes_the_fused_kernels(mode, dtype):
+    """The check itself: the fused CPU kernels (and Triton's in its interpreter) render and
+    differentiate as the torch reference does, to the check's tolerance."""
+    cpu = torch.device("cpu")
+    assert backends.self_check(backends.BACKENDS["numba"], cpu, dtype, mode) is None
+    if HAS_TRITON and not torch.cuda.is_available():
+        assert backends.self_check(backends.BACKENDS["triton"], cpu, dtype, mode) is None
+
+
+def _scaled(kernel, factor):
+    return lambda data, *rest: kernel(data, *rest) * factor
+
+
+def _failing(*args):
+    raise RuntimeError("PTX assembly failed: ptxas fatal (as a GPU driver might say)")
+
+
+@pytest.mark.parametrize(("march", "reason"), [
+    (_failing, "RuntimeError: PTX assembly failed"),
+    (_scaled(backends.march_numba, 1.001), "line integrals differ from the torch reference by 1.0e-03"),
+])
+def test_auto_passes_over_a_backend_that_fails_its_check(monkeypatch, march, reason):
+    """A kernel that cannot compile on the device, or renders otherwise, is not auto's choice:
+    one warning says why, and the render comes from the next backend, right."""
+    flaky = backends.Backend("flaky", march, ("trilinear",), lambda device, dtype: None, auto_devices=("cpu",),
+                             chunk_rays=2**16, self_check=True)
+    monkeypatch.setattr(backends, "BACKENDS", {"flaky": flaky, **backends.BACKENDS})
+    monkeypatch.setattr(backends, "_SELF_CHECKED", {})
+    cpu = torch.device("cpu")
+    with pytest.warns(RuntimeWarning, match=f"the flaky backend failed its check on cpu .*{reason}"):
+        assert backends.select_backend("auto", cpu, torch.float32, "trilinear").name == "numba"
+    assert backends.select_backend("auto", cpu, torch.float32, "trilinear").name == "numba"  # checked once
+    data, A, K, R, t = _scene()
+    ref = drr(data, A, K, R, t, H, W, projector=Projector(backend="numba", mode="trilinear"))
+    assert torch.equal(drr(data, A, K, R, t, H, W, projector=Projector(mode="trilinear")), ref)
+    # asked for by name it is used as it is: the user chose it
+    assert backends.select_backend("flaky", cpu, torch.float32, "trilinear").name == "flaky"
+    # a backend that passes is taken
+    monkeypatch.setattr(backends, "BACKENDS", {"fine": backends.Backend(
+        "fine", backends.march_numba, ("trilinear",), lambda device, dtype: None, auto_devices=("cpu",),
+        chunk_rays=2**16, self_check=True), **backends.BACKENDS})
+    assert backends.select_backend("auto", cpu, torch.float32, "trilinear").name == "fine"
