@@ -206,9 +206,9 @@ def _passes_self_check(backend: Backend, device: torch.device, dtype: torch.dtyp
     """:func:`self_check` once per process, backend, device, dtype and mode; a failure warns once.
     Under ``torch.compile`` an unchecked backend is taken as it is (nothing may run eagerly)."""
     key = (backend.name, str(device), dtype, mode)
+    if torch.compiler.is_compiling():
+        return _SELF_CHECKED.get(key) is None
     if key not in _SELF_CHECKED:
-        if torch.compiler.is_compiling():
-            return True
         _SELF_CHECKED[key] = reason = self_check(backend, device, dtype, mode)
         if reason is not None:
             warnings.warn(f"backend='auto': the {backend.name} backend failed its check on {device} ({mode}, {dtype}): "

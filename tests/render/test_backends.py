@@ -351,3 +351,23 @@ def test_auto_passes_over_a_backend_that_fails_its_check(monkeypatch, march, rea
         "fine", backends.march_numba, ("trilinear",), lambda device, dtype: None, auto_devices=("cpu",),
         chunk_rays=2**16, self_check=True), **backends.BACKENDS})
     assert backends.select_backend("auto", cpu, torch.float32, "trilinear").name == "fine"
+
+
+def test_a_self_checked_backend_compiles_in_one_graph(monkeypatch, unchecked):
+    """auto's check reads its memo under torch.compile (nothing runs eagerly there): the graph
+    stays whole, checked or not."""
+    fine = backends.Backend("fine", backends.march_numba, ("trilinear",), lambda device, dtype: None,
+                            auto_devices=("cpu",), chunk_rays=2**16, self_check=True)
+    monkeypatch.setattr(backends, "BACKENDS", {"fine": fine, **backends.BACKENDS})
+    monkeypatch.setattr(backends, "_SELF_CHECKED", {})
+    data, A, K, R, t = _scene()
+    projector = Projector("trilinear")
+
+    def f(data, A, K, R, t):
+        return drr(data, A, K, R, t, H, W, projector)
+
+    for _ in range(2):  # unchecked, then checked by the eager call in between
+        torch._dynamo.reset()
+        out = torch.compile(f, fullgraph=True, backend="aot_eager")(data, A, K, R, t)
+        assert torch.allclose(out, f(data, A, K, R, t), rtol=1e-6, atol=1e-7)
+    assert backends._SELF_CHECKED == {("fine", "cpu", torch.float32, "trilinear"): None}
