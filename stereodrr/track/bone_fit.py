@@ -20,31 +20,61 @@ import math
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Callable, Literal, Mapping
+from typing import Any, Callable, Literal, Mapping
 
 import numpy as np
 import scipy.linalg
 import torch
 
 from ..geometry import RigidPose, StereoRig, invert
-from ..registration import Level, RegistrationOptions, downsample_images, get_similarity, register, render_views
+from ..registration import (
+    Level,
+    RegistrationOptions,
+    downsample_images,
+    get_similarity,
+    pixel_footprint_mm,
+    register,
+    render_views,
+)
 from ..render.projector import Mode
 from ..volume import Volume
 from .bone_init import InitOptions
 from .bone_views import crop_views, cut_volume, dilate, projected_boxes, support_corners
 
 __all__ = ["JointOptions", "TrackOptions", "BoneSupport", "FrameFit", "FrameStatus", "default_track_levels", "register_frame", "frame_loss",
-           "predict_pose"]
+           "predict_pose", "binning_for", "SEARCH_FOOTPRINT_MM", "LEVEL_FOOTPRINTS_MM", "CUT_MARGIN_MM"]
 
 Prediction = Literal["constant_velocity", "previous"]
 # predict(frame index k, poses of frames 0..k-1 as (k, 4, 4), NaN where not tracked) -> 4x4 start or None.
 PredictHook = Callable[[int, np.ndarray], "np.ndarray | None"]
 
 
-def default_track_levels() -> tuple[Level, ...]:
-    """The per-frame pyramid: L-BFGS at 1/4 then 1/2 of the detector resolution, on the CT as
-    it is (a bone CT is small), at most 20 line searches each."""
-    return (Level(4, 20, volume_factor=1, optimizer="lbfgs"), Level(2, 20, volume_factor=1, optimizer="lbfgs"))
+# The binnings were tuned on the Autoscoper wrist sample's 1760 x 1760 frames (0.169 mm per pixel
+# at the isocenter): the search at 8, the per-frame levels at 4 and 2. As footprints at the
+# isocenter they hold for any detector; as pixel counts they do not (a 1024 x 1024 frame, a
+# binned camera or another magnification would be searched and fitted at a coarser resolution).
+SEARCH_FOOTPRINT_MM = 1.35
+"""The global search's binned pixel at the isocenter (:meth:`TrackOptions.for_rig`)."""
+LEVEL_FOOTPRINTS_MM = (0.68, 0.34)
+"""The per-frame pyramid's binned pixels at the isocenter (:func:`default_track_levels`)."""
+CUT_MARGIN_MM = 2.0
+"""The default ``cut_margin_px`` (12 px on the wrist sample) at the isocenter."""
+
+
+def binning_for(rig: StereoRig, footprint_mm: float) -> int:
+    """The detector binning whose pixel covers about ``footprint_mm`` at the isocenter (at least 1)."""
+    if not (math.isfinite(footprint_mm) and footprint_mm > 0):
+        raise ValueError(f"footprint_mm: expected a positive size, got {footprint_mm}")
+    return max(1, round(footprint_mm / pixel_footprint_mm(rig, 1)))
+
+
+def default_track_levels(rig: StereoRig | None = None) -> tuple[Level, ...]:
+    """The per-frame pyramid: L-BFGS on the CT as it is (a bone CT is small), at most 20 line
+    searches per level, at binnings of :data:`LEVEL_FOOTPRINTS_MM` at the ``rig``'s isocenter
+    (two levels at full resolution where its pixels are coarser), or without a rig at 1/4 then
+    1/2 of the detector resolution (those of the wrist sample's 1760 x 1760 frames)."""
+    scales = (4, 2) if rig is None else tuple(binning_for(rig, mm) for mm in LEVEL_FOOTPRINTS_MM)
+    return tuple(Level(s, 20, volume_factor=1, optimizer="lbfgs") for s in scales)
 
 
 @dataclass(frozen=True)
@@ -156,6 +186,20 @@ class TrackOptions:
                 torch.device(self.device)
             except RuntimeError as e:
                 raise ValueError(f"device: expected a torch device such as 'cuda' or 'cpu', got {self.device!r}") from e
+
+    @classmethod
+    def for_rig(cls, rig: StereoRig, **changes: Any) -> TrackOptions:
+        """The defaults for ``rig``'s detectors: the pyramid, the global search's binning and its
+        first level, and ``cut_margin_px`` at the footprints of :data:`LEVEL_FOOTPRINTS_MM`,
+        :data:`SEARCH_FOOTPRINT_MM` and :data:`CUT_MARGIN_MM` (the same binnings as
+        ``TrackOptions()`` on 1760 x 1760 frames of the wrist sample's magnification); ``changes``
+        as keywords of the class, which win over these."""
+        s = binning_for(rig, SEARCH_FOOTPRINT_MM)
+        init = changes.pop("init", None) or InitOptions(scale=s, first_level=Level(s, 20, volume_factor=1,
+                                                                                    optimizer="lbfgs"))
+        base: dict[str, Any] = {"levels": default_track_levels(rig), "init": init,
+                                "cut_margin_px": max(1, round(CUT_MARGIN_MM / pixel_footprint_mm(rig, 1)))}
+        return cls(**{**base, **changes})
 
     def registration(self, level: Level) -> RegistrationOptions:
         """The options of one level's registration on a frame: L-BFGS, without a progress bar."""

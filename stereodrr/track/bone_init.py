@@ -6,7 +6,9 @@
    rig's isocenter, rendered at ``1/scale`` of the detector resolution through cameras cropped to
    a window around the isocenter's projection (exact geometry, :func:`~stereodrr.geometry.crop_camera`).
 3. **2D positions**: per view, the NCC of the template's window against the frame at every shift
-   (``cv2.matchTemplate``, FFT-based for large windows). The whole window counts, the bone and
+   that puts the support centre on the frame (``cv2.matchTemplate``, FFT-based for large windows;
+   the frame padded with zeros by half a window, as outside the intensifier's field, so that a
+   bone that leaves the field can be found). The whole window counts, the bone and
    the empty space around it: a match over the bone's own pixels only would compare a different
    set of pixels at every shift and favour flat regions. Both the frame and the template are
    high-passed first (minus a Gaussian blur of ``highpass_mm`` at the isocenter), so that the
@@ -199,8 +201,14 @@ def template_candidates(volume: Volume, rig: StereoRig, images: Mapping[str, np.
     p0 = np.asarray(rig.isocenter, dtype=np.float64)
     foot = pixel_footprint_mm(rig, s)
     sigma = options.highpass_mm / foot
-    targets = _binned_targets(images, masks, names, s, sigma)
     size = _template_size(rig, p0, radius_mm, s, sigma)
+    # Each target padded by half a template (zeros, as outside the intensifier's field): a shift
+    # then places the support centre anywhere on the frame, not only where the whole template
+    # fits inside it. Unpadded, a bone that leaves the field (a femur in a knee trial) or lies
+    # off the isocenter could not be found, and one larger than the frame got no shift at all.
+    pad = (size - 1) // 2
+    targets = [cv2.copyMakeBorder(t, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0.0)
+               for t in _binned_targets(images, masks, names, s, sigma)]
     K, R, t = rig.to_torch(volume.device, torch.float64)
     Kb = scale_intrinsics(K, s)
     uv0 = np.array([(rig[n].project(p0[None])[0][0] + 0.5) / s - 0.5 for n in names])  # binned
@@ -208,7 +216,7 @@ def template_candidates(volume: Volume, rig: StereoRig, images: Mapping[str, np.
     Kc = Kb.clone()
     Kc[:, 0, 2] -= torch.as_tensor(tl[:, 0], dtype=Kc.dtype, device=Kc.device)
     Kc[:, 1, 2] -= torch.as_tensor(tl[:, 1], dtype=Kc.dtype, device=Kc.device)
-    off = uv0 - tl  # the support centre's place in a template (binned px)
+    off = uv0 - tl - pad  # the support centre's place in a template (binned px), less the targets' padding
     vol = volume.downsample(auto_volume_factor(volume, rig, s))
     dt = vol.data.dtype
     ifw = vol.index_from_world_tensor()

@@ -179,7 +179,8 @@ def track_bones(volumes: Sequence[Volume], rig: StereoRig, frames: Frames | Fram
     series = frames if isinstance(frames, FrameSeries) else FrameSeries(frames, masks)
     series = legacy_options("track_bones", series, {k: legacy.pop(k) for k in ("times", "n_frames") if k in legacy},
                             FrameSeries, parameter="frames")
-    options = legacy_options("track_bones", options, legacy, TrackOptions)
+    options = legacy_options("track_bones", TrackOptions.for_rig(rig) if options is None else options, legacy,
+                             TrackOptions)
     if not volumes:
         raise ValueError("volumes: expected at least one bone")
     if options.device is not None:  # moved once, not again in every pass

@@ -179,8 +179,10 @@ def track_bone(volume: Volume, rig: StereoRig, frames: Frames | FrameSeries, opt
         frames: per frame a mapping view -> ``(H, W)`` line-integral-like image (bone bright),
             or a callable ``frames(k)`` giving it (then ``n_frames`` is required); or a
             :class:`FrameSeries` that holds them with their masks and times.
-        options: the settings (default :class:`~stereodrr.track.bone_fit.TrackOptions`); the
-            volume is tracked on ``options.device`` (default: its own).
+        options: the settings (default :meth:`TrackOptions.for_rig(rig)
+            <stereodrr.track.bone_fit.TrackOptions.for_rig>`: binnings at fixed footprints at the
+            isocenter, whatever the detector's size); the volume is tracked on ``options.device``
+            (default: its own).
         init: the first frame's start, CT -> world (a :class:`RigidPose` or a 4x4); None: the
             global search finds it.
         masks, times, n_frames: as the fields of :class:`FrameSeries`.
@@ -192,7 +194,7 @@ def track_bone(volume: Volume, rig: StereoRig, frames: Frames | FrameSeries, opt
         ValueError: a frame or mask missing a view, of the wrong size, with NaN/inf pixels, a
             negative mask, or a bad ``init``, ``times`` or ``n_frames``.
     """
-    options = TrackOptions() if options is None else options
+    options = TrackOptions.for_rig(rig) if options is None else options
     if options.device is not None:  # moved once: every frame's fits render it
         volume = volume.to(options.device)
     check_registration_memory(rig, "rig", volume.device)

@@ -332,3 +332,44 @@ def test_search_and_frame_loss_keep_to_the_volumes_device(wrist, synthetic):
         template_candidates(on_device, rig, frames[0], None, InitOptions(scale=2, rotations=50), progress=False)
         frame_loss(on_device, rig, frames[0], None, RigidPose.from_matrix(truth[0], volume.center),
                    TrackOptions(levels=LEVELS, progress=False))
+
+
+def test_search_finds_a_bone_near_the_frame_edge(wrist):
+    """A bone whose projection reaches past the frame (a femur leaving a knee trial's field): the
+    template search must still place its support centre there, not only where the whole template
+    window fits inside the frame."""
+    rig, volume = wrist
+    rotations = so3_grid(60)
+    centre = support_corners(volume).mean(0)
+    # Perpendicular to both viewing directions: the bone moves towards an edge of both frames.
+    n = np.cross(rig["cam1"].R[2], rig["cam2"].R[2])
+    X = rig.isocenter + 135.0 * n / np.linalg.norm(n)
+    truth = RigidPose.from_matrix(np.r_[np.c_[rotations[17], X - rotations[17] @ centre], [[0, 0, 0, 1]]],
+                                  volume.center)
+    for name, b in projected_boxes(support_corners(volume), rig, truth).items():
+        assert b[0] < 0 or b[1] < 0 or b[2] > rig[name].width - 1 or b[3] > rig[name].height - 1  # it leaves the frame
+    frames = _render_exact(volume, rig, truth.matrix, np.random.default_rng(7))
+    cands = template_candidates(volume, rig, frames, None, InitOptions(rotations=60, scale=2), progress=False)
+    best = cands[0]
+    assert np.allclose(best.rotation, rotations[17]) and np.linalg.norm(best.position - X) < 8.0, \
+        (best.score, best.position - X)
+
+
+def test_default_binnings_follow_the_pixel_footprint(wrist, synthetic):
+    """The default pyramid and search binnings keep the footprints they were tuned at on the wrist
+    sample's 1760 x 1760 frames, so that a 440 x 440 camera of the same field is fitted at its
+    full resolution, not at 1/4 and 1/2 of it."""
+    rig, volume = wrist
+    trial = read_trial_file(DATA / "wrist.cfg")
+    cams = {f"cam{i + 1}": load_mayacam(p) for i, p in enumerate(trial.cameras)}
+    o = TrackOptions.for_rig(StereoRig(cams, rig_isocenter(cams)))
+    d = TrackOptions()
+    assert [lv.scale for lv in o.levels] == [lv.scale for lv in d.levels] == [4, 2]
+    assert o.init.scale == d.init.scale == 8 and o.cut_margin_px == d.cut_margin_px == 12
+    b = TrackOptions.for_rig(rig, progress=False)
+    assert [lv.scale for lv in b.levels] == [1, 1] and b.init.scale == 2 and b.init.first_level.scale == 2
+    truth, frames = synthetic
+    start = RigidPose(np.radians([2.0, -1.5, 1.0]), [1.0, -1.0, 1.5], volume.center).matrix @ truth[0]
+    track = track_bone(volume, rig, frames[:1], init=start)  # the defaults
+    ang, mm = _errors(track.poses[0], truth[0], volume.center)
+    assert ang < 0.3 and mm < 0.1, (ang, mm)

@@ -147,3 +147,35 @@ def test_track_command_on_the_wrist(tmp_path, capsys):
     summary = json.loads((out / "track.json").read_text())
     assert summary["frames"] == [1, 2] and summary["bones"][0]["tracked"] == 2
     assert rc in (0, 1)  # 1 only with a doubtful frame, which frames.csv would name
+
+
+def test_track_polarity_of_frames_without_a_round_field(tmp_path):
+    """A flat panel's frames have no dark outside ring to tell an inverted export by: ``auto``
+    says so (a warning), and ``--polarity dark_air`` reads the inverted export as its raw frame."""
+    import shutil
+    import warnings
+
+    import tifffile
+
+    from stereodrr.cli.track import _with_polarity
+    from stereodrr.trial import load_trial
+
+    yy, xx = np.mgrid[0:1760, 0:1760]
+    raw = 200.0 * np.exp(-0.5 - 1.0 * np.exp(-(((yy - 880) / 400.0) ** 2)) - 0.8 * (((xx - 700) ** 2 + (yy - 900) ** 2)
+                                                                                     < 150**2))
+    trials = {}
+    for kind, image in (("raw", raw), ("inverted", 255.0 - raw)):
+        root = tmp_path / kind
+        shutil.copytree(DATA, root)
+        for d in sorted((root / "XMA_UND").iterdir()):
+            for f in d.glob("*.tif"):
+                tifffile.imwrite(f, np.round(image).astype(np.uint8))
+        trials[kind] = load_trial(root / "wrist.cfg", volumes=False)
+    with pytest.warns(UserWarning, match="no round intensifier field"):
+        auto = _with_polarity(trials["inverted"], "auto")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        dark = _with_polarity(trials["inverted"], "dark_air")
+    expected = trials["raw"].line_integrals(0)[0]["cam1"]
+    assert np.corrcoef(dark.line_integrals(0)[0]["cam1"].ravel(), expected.ravel())[0, 1] > 0.99
+    assert np.corrcoef(auto.line_integrals(0)[0]["cam1"].ravel(), expected.ravel())[0, 1] < -0.9  # what auto reads
