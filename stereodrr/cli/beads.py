@@ -70,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
     frames = select_frames(args.frames, trial.n_frames)
     names = trial.rig.names
     masks = [trial.field(c).mask((trial.rig[c].height, trial.rig[c].width)) for c in names]
-    tracking = track_beads(lambda k, f: trial.image(names[k], frames[f]), trial.rig, masks,
+    # Air bright whatever the export (an inverted one shows the beads bright: none would be found).
+    tracking = track_beads(lambda k, f: trial.bright_air_image(names[k], frames[f]), trial.rig, masks,
                            BeadTrackOptions(), n_frames=len(frames))
     out.mkdir(parents=True, exist_ok=True)
     write_bead_results(tracking, trial.rig, out, frames, trial.n_frames, args.convention)

@@ -174,7 +174,7 @@ def _track_beads(trial: Trial, frames: list[int]) -> BeadTracking | None:
     """The trial's beads through the frames; None when they form no rigid body (markerless)."""
     names = trial.rig.names
     masks = [trial.field(c).mask((trial.rig[c].height, trial.rig[c].width)) for c in names]
-    beads = track_beads(lambda k, f: trial.image(names[k], frames[f]), trial.rig, masks,
+    beads = track_beads(lambda k, f: trial.bright_air_image(names[k], frames[f]), trial.rig, masks,
                         BeadTrackOptions(), n_frames=len(frames))
     return None if beads.bodies["body"].ge(0).sum() == 0 else beads
 

@@ -37,7 +37,7 @@ noise (4000 counts in the open field)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import cv2
@@ -61,8 +61,10 @@ class BeadDetectOptions:
     Attributes:
         diameter_px: ``(min, max)`` accepted width of the fitted profile at half depth, in
             pixels (about 0.6-0.9 of the shadow's diameter, bead diameter x magnification / pixel
-            pitch; the wrist sample's beads measure 4.5-5.7 px). The largest also sets the
-            fitting window, ``diameter + 8`` px across.
+            pitch; the wrist sample's beads measure 4.5-5.7 px). A range wider than a ratio of
+            3.2 is searched in bands (each its own scale and window, ``diameter + 8`` px
+            across). :func:`~stereodrr.track.track_beads` sets it per camera from the beads'
+            size in mm and the calibration (``BeadTrackOptions.bead_mm``).
         image: ``"intensity"`` (bright = air, beads dark: fitted in ``-log`` of the frame) or
             ``"attenuation"`` (beads bright: fitted as is).
         background: the background the bead sits on within its window, ``"plane"`` or
@@ -268,6 +270,31 @@ def _own_pixels(fit: _Fit, cand: np.ndarray) -> np.ndarray:
     return weight
 
 
+# One detection band spans at most this ratio of diameters (the wrist sample's 2.5-8 px): one
+# difference of Gaussians, one starting disc and one window fit blobs within it, but a disc much
+# larger than the band's scale has no central maximum and is screened out (2 mm beads at the
+# ankle sample's magnification, 14-18 px, found none in a 2.5-20 px range).
+_BAND_RATIO = 3.2
+# Band edges are 2.5 * 3.2**k px, so the default range is exactly one band.
+_BAND_ANCHOR = 2.5
+
+
+def _bands(diameter_px: tuple[float, float]) -> list[tuple[float, float]]:
+    """The diameter range split into bands of ratio at most ``_BAND_RATIO``, edges at
+    ``_BAND_ANCHOR * _BAND_RATIO**k``. Neighbours overlap by 20 % (a bead at an edge is fitted
+    whole in one of them): bands below ``(2.5, 8)`` reach up into the next, bands above it reach
+    down, so ``(2.5, 8)`` itself is searched as on its own."""
+    lo, hi = (float(x) for x in diameter_px)
+    k = int(np.floor(np.log(lo / _BAND_ANCHOR) / np.log(_BAND_RATIO) + 1e-9))
+    out = []
+    while _BAND_ANCHOR * _BAND_RATIO**k < hi:
+        a, b = _BAND_ANCHOR * _BAND_RATIO**k, _BAND_ANCHOR * _BAND_RATIO ** (k + 1)
+        a, b = (a / 1.2, b) if k > 0 else (a, 1.2 * b) if k < 0 else (a, b)
+        out.append((max(a, lo), min(b, hi)))
+        k += 1
+    return out or [(lo, hi)]  # lo == hi on a band edge
+
+
 def detect_beads(image: np.ndarray, mask: np.ndarray | None = None,
                  options: BeadDetectOptions = BeadDetectOptions(), name: str = "image") -> pd.DataFrame:
     """Find the beads in one X-ray frame and their sub-pixel centres.
@@ -290,12 +317,20 @@ def detect_beads(image: np.ndarray, mask: np.ndarray | None = None,
         ValueError: not a 2D image, NaN/inf, or a mask of another shape or type.
     """
     img, m = _check_inputs(image, mask, name)
-    fitted = _fit_candidates(_attenuation(img, options.image), m, options)
-    if fitted is None:
+    a = _attenuation(img, options.image)
+    tables = []
+    # A wide range of sizes is searched band by band (see _BAND_RATIO); one bead found in two
+    # overlapping bands is kept once (_unique: the better score).
+    for band in _bands(options.diameter_px):
+        opts = replace(options, diameter_px=band)
+        fitted = _fit_candidates(a, m, opts)
+        if fitted is not None:
+            fit, cand, theta, data = fitted
+            tables.append(_table(theta, cand, _accepted(fit, theta, data, opts), _quality(fit, theta, data)))
+    if not tables:
         return pd.DataFrame({c: np.zeros(0) for c in DETECTION_COLUMNS})
-    fit, cand, theta, data = fitted
-    good = _accepted(fit, theta, data, options)
-    return _table(theta, cand, good, _quality(fit, theta, data))
+    table = tables[0] if len(tables) == 1 else _unique(pd.concat(tables, ignore_index=True))
+    return table.sort_values(["v", "u"]).reset_index(drop=True)
 
 
 def _fit_candidates(a: np.ndarray, mask: np.ndarray | None, options: BeadDetectOptions
@@ -319,6 +354,20 @@ def _fit_candidates(a: np.ndarray, mask: np.ndarray | None, options: BeadDetectO
     # candidate pixel (linear least squares), already explains little of them.
     q = _quality(fit, theta, fit.data)
     keep = (theta[:, 4] > 0) & (q["score"] >= 0.5 * options.min_score) & (q["explained"] >= 0.5 * options.min_explained)
+    # A bead near the top of a wide band is over twice that small start disc, which then leaves
+    # too much unexplained (2 mm beads of 14-18 px screened out): candidates the small disc
+    # does not pass are screened again with discs of the band's middle and largest size.
+    for radius in (0.25 * options.diameter_px[1], 0.4 * options.diameter_px[1]):
+        redo = np.nonzero(~keep)[0]
+        if len(redo) == 0:
+            break
+        bigger = start[redo].copy()
+        bigger[:, 2] = radius
+        th = fit.linear(bigger, fit.data[redo], own[redo])
+        qq = _quality(fit, th, fit.data[redo])
+        ok = (th[:, 4] > 0) & (qq["score"] >= 0.5 * options.min_score) & (qq["explained"] >= 0.5 * options.min_explained)
+        theta[redo[ok]] = th[ok]
+        keep[redo[ok]] = True
     if not keep.any():
         return None
     cand, theta, own = cand[keep], theta[keep], own[keep]

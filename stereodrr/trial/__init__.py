@@ -6,6 +6,7 @@ from .frames import (
     SEQUENCE_SUFFIXES,
     FieldOfView,
     Polarity,
+    bright_air_frame,
     field_of_view,
     frame_polarity,
     line_integral_frame,
@@ -15,5 +16,5 @@ from .frames import (
 )
 from .model import Trial, TrialVolume, load_trial
 
-__all__ = ["SEQUENCE_SUFFIXES", "FieldOfView", "Polarity", "field_of_view", "frame_polarity", "line_integral_frame",
-           "read_frame", "read_frame_size", "sequence_files", "Trial", "TrialVolume", "load_trial"]
+__all__ = ["SEQUENCE_SUFFIXES", "FieldOfView", "Polarity", "bright_air_frame", "field_of_view", "frame_polarity",
+           "line_integral_frame", "read_frame", "read_frame_size", "sequence_files", "Trial", "TrialVolume", "load_trial"]

@@ -23,7 +23,7 @@ from ..interop.autoscoper import read_tiff_stack
 from ..registration.inputs import to_line_integral
 
 __all__ = ["Polarity", "SEQUENCE_SUFFIXES", "FieldOfView", "read_frame", "read_frame_size", "sequence_files",
-           "field_of_view", "frame_polarity", "line_integral_frame"]
+           "field_of_view", "frame_polarity", "bright_air_frame", "line_integral_frame"]
 
 Polarity = Literal["auto", "bright_air", "dark_air"]
 """A frame's polarity: ``bright_air`` (raw), ``dark_air`` (an inverted export) or ``auto`` (found from the frame)."""
@@ -116,6 +116,19 @@ def _white_level(a: np.ndarray) -> float:
         return float(a.max())
     bits = max(1, int(a.max()).bit_length())
     return float(min(2**bits - 1, np.iinfo(a.dtype).max))
+
+
+def bright_air_frame(image: np.ndarray, field: FieldOfView | None = None, polarity: Polarity = "auto") -> np.ndarray:
+    """A frame with air bright, as detectors that take ``-log`` of the frame expect: a dark-air
+    (inverted) export turned back about its white level (:func:`_white_level`), in the frame's own
+    type; a bright-air frame as it is. ``polarity="auto"``: :func:`frame_polarity` of the frame."""
+    a = np.asarray(image)
+    pol = frame_polarity(a, field) if polarity == "auto" else polarity
+    if pol == "bright_air":
+        return a
+    white = _white_level(a)
+    # white >= every pixel, so the difference fits the frame's own (unsigned) type.
+    return (white - a.astype(np.float64)).astype(a.dtype)
 
 
 def line_integral_frame(image: np.ndarray, field: FieldOfView | None = None, polarity: Polarity = "auto",

@@ -30,7 +30,15 @@ from ..geometry import Camera, StereoRig
 from ..interop.autoscoper import AutoscoperTrialFile, frame_files, load_autoscoper_volume, read_trial_file
 from ..interop.mayacam import load_mayacam
 from ..volume import Volume
-from .frames import FieldOfView, Polarity, field_of_view, line_integral_frame, read_frame, read_frame_size
+from .frames import (
+    FieldOfView,
+    Polarity,
+    bright_air_frame,
+    field_of_view,
+    line_integral_frame,
+    read_frame,
+    read_frame_size,
+)
 
 __all__ = ["TrialVolume", "Trial", "load_trial"]
 
@@ -105,6 +113,12 @@ class Trial:
         raw = read_frame(self.frames[camera][frame])
         m = self.distortion.get(camera)
         return raw if m is None else m.correct_frame(raw)
+
+    def bright_air_image(self, camera: str, frame: int) -> np.ndarray:
+        """:meth:`image` with air bright (:func:`~stereodrr.trial.frames.bright_air_frame`, the
+        trial's ``polarity``; ``auto``: found from the frame and the camera's field): an inverted
+        export shows beads bright, and a detector that takes ``-log`` of the frame would find none."""
+        return bright_air_frame(self.image(camera, frame), self.field(camera), self.polarity)
 
     def images(self, frame: int) -> dict[str, np.ndarray]:
         """Frame ``frame`` of every camera (:meth:`image`)."""
