@@ -6,9 +6,9 @@
    rig's isocenter, rendered at ``1/scale`` of the detector resolution through cameras cropped to
    a window around the isocenter's projection (exact geometry, :func:`~stereodrr.geometry.crop_camera`).
 3. **2D positions**: per view, the NCC of the template's window against the frame at every shift
-   that puts the support centre on the frame (``cv2.matchTemplate``, FFT-based for large windows;
-   the frame padded with zeros by half a window, as outside the intensifier's field, so that a
-   bone that leaves the field can be found). The whole window counts, the bone and
+   that keeps the window on the frame (``cv2.matchTemplate``, FFT-based for large windows; when
+   that finds nothing, again with the frame padded with zeros by half a window, as outside the
+   intensifier's field, so that a bone that leaves the field is found). The whole window counts, the bone and
    the empty space around it: a match over the bone's own pixels only would compare a different
    set of pixels at every shift and favour flat regions. Both the frame and the template are
    high-passed first (minus a Gaussian blur of ``highpass_mm`` at the isocenter), so that the
@@ -182,7 +182,7 @@ def _peaks(score: np.ndarray, k: int, radius: int) -> list[tuple[int, int]]:
 
 def template_candidates(volume: Volume, rig: StereoRig, images: Mapping[str, np.ndarray],
                         masks: Mapping[str, np.ndarray] | None, options: InitOptions = InitOptions(),
-                        progress: bool = True, render_mode: Mode = "joseph") -> list[Candidate]:
+                        progress: bool = True, render_mode: Mode = "joseph", pad: bool = False) -> list[Candidate]:
     """Steps 1-4 of the module docstring: candidates sorted by score, best first.
 
     Args:
@@ -190,6 +190,13 @@ def template_candidates(volume: Volume, rig: StereoRig, images: Mapping[str, np.
         rig: at least two views.
         images, masks: per view ``(H, W)`` line-integral-like frame (bone bright) and weights.
         options: the search's settings.
+        pad: pad each frame by half a template window (zeros, as outside the intensifier's
+            field), so that the support centre can lie anywhere on the frame, not only where the
+            whole window fits inside it: a bone that leaves the field (a femur in a knee trial),
+            or whose window is larger than the frame, is found only so. Off by default: the
+            freedom also admits partial matches at the frame's edges (on the wrist sample, two
+            poses then fit about equally well); :func:`initial_pose` pads only when the search
+            without it finds nothing.
     """
     if len(rig) < 2:
         raise ValueError(f"rig: the global search triangulates the bone from two views or more, got {len(rig)}")
@@ -202,12 +209,8 @@ def template_candidates(volume: Volume, rig: StereoRig, images: Mapping[str, np.
     foot = pixel_footprint_mm(rig, s)
     sigma = options.highpass_mm / foot
     size = _template_size(rig, p0, radius_mm, s, sigma)
-    # Each target padded by half a template (zeros, as outside the intensifier's field): a shift
-    # then places the support centre anywhere on the frame, not only where the whole template
-    # fits inside it. Unpadded, a bone that leaves the field (a femur in a knee trial) or lies
-    # off the isocenter could not be found, and one larger than the frame got no shift at all.
-    pad = (size - 1) // 2
-    targets = [cv2.copyMakeBorder(t, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0.0)
+    margin = (size - 1) // 2 if pad else 0
+    targets = [cv2.copyMakeBorder(t, margin, margin, margin, margin, cv2.BORDER_CONSTANT, value=0.0)
                for t in _binned_targets(images, masks, names, s, sigma)]
     K, R, t = rig.to_torch(volume.device, torch.float64)
     Kb = scale_intrinsics(K, s)
@@ -216,7 +219,7 @@ def template_candidates(volume: Volume, rig: StereoRig, images: Mapping[str, np.
     Kc = Kb.clone()
     Kc[:, 0, 2] -= torch.as_tensor(tl[:, 0], dtype=Kc.dtype, device=Kc.device)
     Kc[:, 1, 2] -= torch.as_tensor(tl[:, 1], dtype=Kc.dtype, device=Kc.device)
-    off = uv0 - tl - pad  # the support centre's place in a template (binned px), less the targets' padding
+    off = uv0 - tl - margin  # the support centre's place in a template (binned px), less the targets' padding
     vol = volume.downsample(auto_volume_factor(volume, rig, s))
     dt = vol.data.dtype
     ifw = vol.index_from_world_tensor()
@@ -336,8 +339,19 @@ def initial_pose(volume: Volume, rig: StereoRig, images: Mapping[str, np.ndarray
             losses comparable between poses (:func:`~stereodrr.track.bone_fit.frame_loss`).
         options: the search's settings.
     """
+    result = _search(volume, rig, images, masks, refine, options, progress, pad=False)
+    if result.status == "found":
+        return result
+    # Nothing found within the frames: a bone that leaves them, searched again with them padded.
+    padded = _search(volume, rig, images, masks, refine, options, progress, pad=True)
+    return padded if padded.status == "found" else result
+
+
+def _search(volume: Volume, rig: StereoRig, images: Mapping[str, np.ndarray], masks: Mapping[str, np.ndarray] | None,
+            refine: Refine, options: InitOptions, progress: bool, pad: bool) -> InitResult:
+    """One search: candidates (:func:`template_candidates`), the distinct best refined, the verdict."""
     t0 = time.perf_counter()
-    cands = template_candidates(volume, rig, images, masks, options, progress)
+    cands = template_candidates(volume, rig, images, masks, options, progress, pad=pad)
     t1 = time.perf_counter()
     centre = support_corners(volume).mean(0)
     chosen: list[Candidate] = []

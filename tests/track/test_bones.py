@@ -349,10 +349,33 @@ def test_search_finds_a_bone_near_the_frame_edge(wrist):
     for name, b in projected_boxes(support_corners(volume), rig, truth).items():
         assert b[0] < 0 or b[1] < 0 or b[2] > rig[name].width - 1 or b[3] > rig[name].height - 1  # it leaves the frame
     frames = _render_exact(volume, rig, truth.matrix, np.random.default_rng(7))
-    cands = template_candidates(volume, rig, frames, None, InitOptions(rotations=60, scale=2), progress=False)
+    cands = template_candidates(volume, rig, frames, None, InitOptions(rotations=60, scale=2), progress=False, pad=True)
     best = cands[0]
     assert np.allclose(best.rotation, rotations[17]) and np.linalg.norm(best.position - X) < 8.0, \
         (best.score, best.position - X)
+
+
+def test_the_search_pads_the_frames_only_when_it_finds_nothing_within_them(wrist, monkeypatch):
+    """Padding admits partial matches at the frames' edges (on the real wrist two poses then fit
+    about equally well): the search pads only when the search within the frames finds no pose."""
+    from stereodrr.track import bone_init
+
+    rig, volume = wrist
+    calls: list[bool] = []
+
+    def candidates(*args, pad=False, **kwargs):
+        calls.append(pad)
+        # Within the frames nothing; padded, one candidate at the isocenter.
+        return [] if not pad else [bone_init.Candidate(np.eye(3), rig.isocenter.copy(), 1.0, (1.0, 1.0))]
+
+    monkeypatch.setattr(bone_init, "template_candidates", candidates)
+    res = bone_init.initial_pose(volume, rig, {}, None, lambda s: (s, 0.3, "converged"), InitOptions(), False)
+    assert calls == [False, True] and res.status == "found"
+    calls.clear()
+    monkeypatch.setattr(bone_init, "template_candidates", lambda *a, pad=False, **k: calls.append(pad) or [
+        bone_init.Candidate(np.eye(3), rig.isocenter.copy(), 1.0, (1.0, 1.0))])
+    assert bone_init.initial_pose(volume, rig, {}, None, lambda s: (s, 0.3, "converged"), InitOptions(),
+                                  False).status == "found" and calls == [False]  # found within: no padding
 
 
 def test_default_binnings_follow_the_pixel_footprint(wrist, synthetic):
