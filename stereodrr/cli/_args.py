@@ -18,9 +18,10 @@ if TYPE_CHECKING:
 
     from ..distortion import DistortionMap
     from ..trial import Trial
+    from ..trial.frames import Polarity
 
 __all__ = ["UsageError", "number", "integer", "torch_device", "output_folder", "output_file", "input_file", "frame_selection",
-           "select_frames", "add_trial_arguments", "load_cli_trial", "load_view_maps"]
+           "select_frames", "add_trial_arguments", "load_cli_trial", "load_view_maps", "with_polarity"]
 
 
 class UsageError(ValueError):
@@ -187,23 +188,47 @@ def select_frames(spec: tuple[str, ...] | None, n_frames: int, option: str = "--
 
 
 def add_trial_arguments(p: argparse.ArgumentParser) -> None:
-    """``--trial`` and ``--distortion`` of the commands that read a real trial."""
+    """``--trial``, ``--distortion`` and ``--polarity`` of the commands that read a real trial."""
     p.add_argument("--trial", required=True, help="Autoscoper trial file (.cfg)")
     p.add_argument("--distortion", nargs="+", default=None, metavar="MAP",
                    help="frames not yet corrected for the image intensifier: one distortion.json per camera, in the "
                         "trial's camera order (stereodrr distortion measures them from grid images)")
+    p.add_argument("--polarity", choices=("auto", "bright_air", "dark_air"), default="auto",
+                   help="how the frames show air: bright_air (raw X-ray frames), dark_air (an inverted export) or "
+                        "auto (default: from each camera's round intensifier field; frames without one, e.g. a flat "
+                        "panel's, are taken as bright_air with a warning)")
 
 
 def load_cli_trial(args: argparse.Namespace, volumes: bool = True) -> Trial:
-    """The trial of ``--trial`` with the maps of ``--distortion`` (one per camera, in order);
-    ``volumes=False``: cameras and frames only."""
+    """The trial of ``--trial`` with the maps of ``--distortion`` (one per camera, in order) and
+    the frames' ``--polarity``; ``volumes=False``: cameras and frames only."""
     from dataclasses import replace
 
     from ..trial import load_trial
 
     trial = load_trial(input_file(args.trial, "--trial", "trial file"), volumes=volumes)
     maps = load_view_maps(args.distortion, trial.rig.names)
-    return trial if maps is None else replace(trial, distortion=maps)
+    return with_polarity(trial if maps is None else replace(trial, distortion=maps), args.polarity)
+
+
+def with_polarity(trial: Trial, polarity: Polarity) -> Trial:
+    """``trial`` with its frames read as ``polarity``; with ``auto``, a warning for each camera
+    whose frames show no round intensifier field: only that field's dark (or bright) outside
+    tells an inverted export from a raw frame, and without one the frames are taken as raw (an
+    inverted export would then be read as the negative of its anatomy, silently)."""
+    import warnings
+
+    if polarity == "auto":
+        flat = [c for c in trial.rig.names if not trial.field(c).round]
+        if flat:
+            warnings.warn(f"camera(s) {', '.join(flat)}: the frames show no round intensifier field, so their "
+                          "polarity cannot be found from it; taken as raw frames (air bright). Give --polarity dark_air "
+                          "if they are an inverted export (air dark, bone bright)", UserWarning, stacklevel=2)
+    import copy
+
+    read = copy.copy(trial)  # not dataclasses.replace: no second check of every frame
+    read.polarity = polarity  # the fields found so far (shared) hold for any polarity
+    return read
 
 
 def load_view_maps(paths: Sequence[str] | None, views: Sequence[str]) -> dict[str, DistortionMap] | None:

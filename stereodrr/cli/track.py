@@ -26,7 +26,6 @@ import json
 import sys
 import time
 import warnings
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +49,6 @@ from ..track import (
 )
 from ..track.outputs import bead_check, write_bead_results, write_bone_results
 from ..trial import Trial, TrialVolume
-from ..trial.frames import Polarity
 from ..volume import Volume
 from ._args import (
     UsageError,
@@ -86,10 +84,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="markerless: do not use the trial's implanted beads to predict and check the motion")
     p.add_argument("--passes", type=integer(0, 10, what="passes"), default=1,
                    help="joint passes: each bone again with the others explained away (default 1)")
-    p.add_argument("--polarity", choices=("auto", "bright_air", "dark_air"), default="auto",
-                   help="how the frames show air: bright_air (raw X-ray frames), dark_air (an inverted export) or "
-                        "auto (default: from each camera's round intensifier field; frames without one, e.g. a flat "
-                        "panel's, are taken as bright_air with a warning)")
     p.add_argument("--no-figures", action="store_true", help="skip the overlays")
     p.add_argument("--device", type=torch_device, default="cpu",
                    help="torch device the bones are tracked on, e.g. cuda or cuda:1 (default cpu: tracking on a GPU "
@@ -112,7 +106,6 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     out = output_folder(args.output)
     trial: Trial = load_cli_trial(args)
-    trial = _with_polarity(trial, args.polarity)
     check_registration_memory(trial.rig, f"--trial {args.trial}", args.device)
     _check_volumes(args, len(trial.volumes), [tv.name for tv in trial.volumes])
     frames = select_frames(args.frames, trial.n_frames)
@@ -144,20 +137,6 @@ def run(args: argparse.Namespace) -> int:
     summary["warnings"] = sorted({str(w.message).splitlines()[0] for w in caught})
     atomic_write_text(out / "track.json", json.dumps(json_ready(summary), indent=2) + "\n")
     return _report(summary, out)
-
-
-def _with_polarity(trial: Trial, polarity: Polarity) -> Trial:
-    """The trial read with ``--polarity``; with ``auto``, a warning for each camera whose frames
-    show no round intensifier field: only that field's dark (or bright) outside tells an inverted
-    export from a raw frame, and without one the frames are taken as raw (an inverted export would
-    then be registered to the negative of its bone, silently)."""
-    if polarity == "auto":
-        flat = [c for c in trial.rig.names if not trial.field(c).round]
-        if flat:
-            warnings.warn(f"camera(s) {', '.join(flat)}: the frames show no round intensifier field, so their "
-                          "polarity cannot be found from it; taken as raw frames (air bright). Give --polarity dark_air "
-                          "if they are an inverted export (air dark, bone bright)", UserWarning, stacklevel=2)
-    return replace(trial, polarity=polarity)
 
 
 def _check_volumes(args: argparse.Namespace, count: int, names: list[str]) -> None:

@@ -168,7 +168,7 @@ def _warn_unmatched_numbers(frames: Mapping[str, list[Path]]) -> None:
         if len(set(row)) > 1:
             which = ", ".join(f"{n} {frames[n][i].name}" for n in names)
             warnings.warn(f"trial: frame {i} pairs files numbered differently ({which}); frames are paired "
-                          "by their position in each camera folder, as in Autoscoper", stacklevel=4)
+                          "by their position in each camera folder, as in Autoscoper", stacklevel=2)
             return
 
 

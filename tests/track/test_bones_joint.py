@@ -157,7 +157,7 @@ def test_track_polarity_of_frames_without_a_round_field(tmp_path):
 
     import tifffile
 
-    from stereodrr.cli.track import _with_polarity
+    from stereodrr.cli._args import with_polarity
     from stereodrr.trial import load_trial
 
     yy, xx = np.mgrid[0:1760, 0:1760]
@@ -172,10 +172,10 @@ def test_track_polarity_of_frames_without_a_round_field(tmp_path):
                 tifffile.imwrite(f, np.round(image).astype(np.uint8))
         trials[kind] = load_trial(root / "wrist.cfg", volumes=False)
     with pytest.warns(UserWarning, match="no round intensifier field"):
-        auto = _with_polarity(trials["inverted"], "auto")
+        auto = with_polarity(trials["inverted"], "auto")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        dark = _with_polarity(trials["inverted"], "dark_air")
+        dark = with_polarity(trials["inverted"], "dark_air")
     expected = trials["raw"].line_integrals(0)[0]["cam1"]
     assert np.corrcoef(dark.line_integrals(0)[0]["cam1"].ravel(), expected.ravel())[0, 1] > 0.99
     assert np.corrcoef(auto.line_integrals(0)[0]["cam1"].ravel(), expected.ravel())[0, 1] < -0.9  # what auto reads
