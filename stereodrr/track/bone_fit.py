@@ -42,7 +42,8 @@ from .bone_init import InitOptions
 from .bone_views import crop_views, cut_volume, dilate, projected_boxes, support_corners
 
 __all__ = ["JointOptions", "TrackOptions", "BoneSupport", "FrameFit", "FrameStatus", "default_track_levels", "register_frame", "frame_loss",
-           "predict_pose", "binning_for", "SEARCH_FOOTPRINT_MM", "LEVEL_FOOTPRINTS_MM", "CUT_MARGIN_MM"]
+           "predict_pose", "binning_for", "SEARCH_FOOTPRINT_MM", "LEVEL_FOOTPRINTS_MM", "CUT_MARGIN_MM",
+           "FINAL_STEP_TOL"]
 
 Prediction = Literal["constant_velocity", "previous"]
 # predict(frame index k, poses of frames 0..k-1 as (k, 4, 4), NaN where not tracked) -> 4x4 start or None.
@@ -59,6 +60,10 @@ LEVEL_FOOTPRINTS_MM = (0.68, 0.34)
 """The per-frame pyramid's binned pixels at the isocenter (:func:`default_track_levels`)."""
 CUT_MARGIN_MM = 2.0
 """The default ``cut_margin_px`` (12 px on the wrist sample) at the isocenter."""
+FINAL_STEP_TOL = 0.04
+"""The step (deg and mm) below which the pyramid's last level has converged: ``TrackOptions()``'s
+0.01 at full resolution, scaled by the square of the level's binning as registration scales it
+(the wrist sample's last level, binned 2)."""
 
 
 def binning_for(rig: StereoRig, footprint_mm: float) -> int:
@@ -191,13 +196,19 @@ class TrackOptions:
     def for_rig(cls, rig: StereoRig, **changes: Any) -> TrackOptions:
         """The defaults for ``rig``'s detectors: the pyramid, the global search's binning and its
         first level, and ``cut_margin_px`` at the footprints of :data:`LEVEL_FOOTPRINTS_MM`,
-        :data:`SEARCH_FOOTPRINT_MM` and :data:`CUT_MARGIN_MM` (the same binnings as
-        ``TrackOptions()`` on 1760 x 1760 frames of the wrist sample's magnification); ``changes``
-        as keywords of the class, which win over these."""
+        :data:`SEARCH_FOOTPRINT_MM` and :data:`CUT_MARGIN_MM`, the convergence tolerances
+        :data:`FINAL_STEP_TOL` at the last level (the same as ``TrackOptions()`` on 1760 x 1760
+        frames of the wrist sample's magnification); ``changes`` as keywords of the class, which
+        win over these."""
         s = binning_for(rig, SEARCH_FOOTPRINT_MM)
         init = changes.pop("init", None) or InitOptions(scale=s, first_level=Level(s, 20, volume_factor=1,
                                                                                     optimizer="lbfgs"))
-        base: dict[str, Any] = {"levels": default_track_levels(rig), "init": init,
+        levels = default_track_levels(rig)
+        # The last level's tolerance as on the wrist sample, whatever its binning: a last level at
+        # full resolution (coarse pixels) would otherwise stop only 4x below a wrist's and run
+        # into the iteration limit on fits as good (doubtful frames).
+        tol = FINAL_STEP_TOL / levels[-1].scale ** 2
+        base: dict[str, Any] = {"levels": levels, "init": init, "rotation_tol_deg": tol, "translation_tol_mm": tol,
                                 "cut_margin_px": max(1, round(CUT_MARGIN_MM / pixel_footprint_mm(rig, 1)))}
         return cls(**{**base, **changes})
 

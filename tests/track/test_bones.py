@@ -391,8 +391,11 @@ def test_default_binnings_follow_the_pixel_footprint(wrist, synthetic):
     assert o.init.scale == d.init.scale == 8 and o.cut_margin_px == d.cut_margin_px == 12
     b = TrackOptions.for_rig(rig, progress=False)
     assert [lv.scale for lv in b.levels] == [1, 1] and b.init.scale == 2 and b.init.first_level.scale == 2
+    # The last level stops at the wrist's last-level step (0.01 x 2^2), not 4x below it.
+    assert o.rotation_tol_deg == d.rotation_tol_deg == 0.01 and b.rotation_tol_deg == b.translation_tol_mm == 0.04
     truth, frames = synthetic
     start = RigidPose(np.radians([2.0, -1.5, 1.0]), [1.0, -1.0, 1.5], volume.center).matrix @ truth[0]
     track = track_bone(volume, rig, frames[:1], init=start)  # the defaults
     ang, mm = _errors(track.poses[0], truth[0], volume.center)
     assert ang < 0.3 and mm < 0.1, (ang, mm)
+    assert track.status == ["converged"] and not track.doubtful.any()
