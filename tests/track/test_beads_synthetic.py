@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from stereodrr.cli import main
 
@@ -53,6 +54,7 @@ def test_inverted_export_is_tracked(tmp_path):
     _bodies_match_truth(truth, beads, bodies)
 
 
+@pytest.mark.slow
 def test_large_beads_at_high_magnification(tmp_path):
     # 2 mm beads through the ankle sample's 2048^2 cameras (8.9 and 7.2 px per mm at the
     # isocenter): shadows of 14-18 px, beyond the wrist-sized 2.5-8 px the detector once searched.

@@ -274,7 +274,8 @@ def test_a_frame_without_the_bone_gives_nan_not_a_silent_pose(wrist):
     yy, xx = np.mgrid[0:H, 0:W]
     empty = {n: (0.3 * np.exp(-(((xx - 0.5 * W) / (0.3 * W)) ** 2)) + rng.normal(0, 0.01, (H, W))).astype(np.float32)
              for n in rig.names}
-    opts = TrackOptions(levels=LEVELS, progress=False, init=InitOptions(rotations=100, refine=3, scale=4))
+    # Few orientations: nothing is there to find, within the frames or padded.
+    opts = TrackOptions(levels=LEVELS, progress=False, init=InitOptions(rotations=40, refine=2, scale=4))
     track = track_bone(volume, rig, [empty], opts)
     assert np.isnan(track.poses[0]).all()
     assert track.status[0] in ("init_ambiguous", "init_failed") and track.doubtful[0]
