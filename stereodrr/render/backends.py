@@ -106,6 +106,24 @@ class Backend:
     auto_mode: str = "trilinear"
     self_check: bool = False
 
+    def integrate(self, mode: str, data: Tensor, o: Tensor, e: Tensor, s0: Tensor, s1: Tensor,
+                  step: float | Tensor | None) -> Tensor:
+        """Line integrals ``(N,)`` of the rays' clipped segments ``[s0, s1]`` in ``mode``, through
+        its kernel of the contract above: ``step`` is trilinear's sample step
+        (:func:`~stereodrr.render.integrate.segment_samples`) or joseph's slab
+        (:func:`~stereodrr.render.integrate.slab_slices`), unused by ``"exact"``."""
+        from .integrate import segment_samples, slab_slices
+
+        if mode == "exact":
+            assert self.exact is not None  # select_backend checked the mode
+            return self.exact(data, o, e, s0, s1)
+        assert step is not None
+        if mode == "joseph":
+            assert self.joseph is not None  # select_backend checked the mode
+            return self.joseph(data, o, e, s0, s1, slab_slices(e, step))
+        ds, n = segment_samples(e, s0, s1, step)
+        return self.march(data, o, e, s0, ds, n)
+
 
 BACKENDS: dict[str, Backend] = {}
 
@@ -165,7 +183,6 @@ def self_check(backend: Backend, device: torch.device, dtype: torch.dtype, mode:
     and their gradients with respect to the volume and the rays (relative to the largest
     reference value: 1e-9 in float64, 1e-4 in float32, 2e-2 in bfloat16/float16), or the error
     the kernel raised (a compiler, driver or launch failure)."""
-    from .integrate import segment_samples, slab_slices
     from .rays import clip_to_box
 
     g = torch.Generator().manual_seed(0)
@@ -175,23 +192,16 @@ def self_check(backend: Backend, device: torch.device, dtype: torch.dtype, mode:
     away = torch.nn.functional.normalize(torch.randn(64, 3, generator=g, dtype=torch.float64), dim=1)
     inputs = [x.to(device, real) for x in (toward + 20.0 * away, -away)]
 
-    def render(kernel: Callable[..., Tensor], volume: Tensor) -> list[Tensor]:
+    def render(b: Backend, volume: Tensor) -> list[Tensor]:
         vol, o, e = (x.detach().clone().requires_grad_(True) for x in (volume, *inputs))
         s0, s1 = clip_to_box(o, e, (8, 7, 6))
-        if mode == "trilinear":
-            L = kernel(vol, o, e, s0, *segment_samples(e, s0, s1, 0.5))
-        elif mode == "joseph":
-            L = kernel(vol, o, e, s0, s1, slab_slices(e, 2.0))
-        else:
-            L = kernel(vol, o, e, s0, s1)
+        L = b.integrate(mode, vol, o, e, s0, s1, {"trilinear": 0.5, "joseph": 2.0}.get(mode))
         (L * torch.linspace(0.5, 1.5, L.numel(), device=device, dtype=L.dtype)).sum().backward()
         return [t.detach().double().cpu() for t in (L, vol.grad, o.grad, e.grad)]  # type: ignore[union-attr]
 
-    kernels = {"trilinear": "march", "joseph": "joseph", "exact": "exact"}
-    reference = BACKENDS["torch"]
     try:
-        got = render(getattr(backend, kernels[mode]), data.to(device))
-        want = render(getattr(reference, kernels[mode]), data.to(device, real))
+        got = render(backend, data.to(device))
+        want = render(BACKENDS["torch"], data.to(device, real))
     except Exception as exc:  # whatever the device's compiler or driver raised
         return f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
     tol = {torch.float64: 1e-9, torch.float32: 1e-4}.get(dtype, 2e-2)

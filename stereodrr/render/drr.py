@@ -29,7 +29,7 @@ from torch.utils.checkpoint import checkpoint
 from ..geometry import Camera, StereoRig, stack_cameras
 from ..volume import Volume
 from .backends import LOW_PRECISION, Backend, select_backend
-from .integrate import SAMPLE_BUDGET, segment_samples, slab_slices
+from .integrate import SAMPLE_BUDGET
 from .projector import MODES, Projector, projector_keywords
 from .rays import clip_to_box, index_rays, pixel_grid_chunk, voxel_spacing
 from .threads import single_threaded_torch
@@ -115,17 +115,7 @@ def _chunk_integral(data: Tensor, index_from_world: Tensor, K: Tensor, R: Tensor
     nz, ny, nx = data.shape
     s0, s1 = clip_to_box(o, e, (nx, ny, nz))
     hits = (s1 > s0).reshape(K.shape[0], -1).sum(-1)
-    if mode == "exact":
-        assert backend.exact is not None  # select_backend checked the mode
-        part = backend.exact(data, o, e, s0, s1)
-    elif mode == "joseph":
-        assert backend.joseph is not None  # select_backend checked the mode
-        assert step is not None
-        part = backend.joseph(data, o, e, s0, s1, slab_slices(e, step))
-    else:
-        assert step is not None
-        ds, n = segment_samples(e, s0, s1, step)
-        part = backend.march(data, o, e, s0, ds, n)
+    part = backend.integrate(mode, data, o, e, s0, s1, step)
     return part.reshape(K.shape[0], stop - start), hits
 
 
