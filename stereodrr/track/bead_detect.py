@@ -316,6 +316,13 @@ def _bands(diameter_px: tuple[float, float]) -> list[tuple[float, float]]:
     return out or [(lo, hi)]  # lo == hi on a band edge
 
 
+def _screened(fit: _Fit, theta: np.ndarray, data: np.ndarray, options: BeadDetectOptions) -> np.ndarray:
+    """Which starting fits pass the screen: a dip (positive depth) that scores and explains at
+    least half of what an accepted bead must."""
+    q = _quality(fit, theta, data)
+    return (theta[:, 4] > 0) & (q["score"] >= 0.5 * options.min_score) & (q["explained"] >= 0.5 * options.min_explained)
+
+
 def detect_beads(image: np.ndarray, mask: np.ndarray | None = None,
                  options: BeadDetectOptions = BeadDetectOptions(), name: str = "image") -> pd.DataFrame:
     """Find the beads in one X-ray frame and their sub-pixel centres.
@@ -373,8 +380,7 @@ def _fit_candidates(a: np.ndarray, mask: np.ndarray | None, options: BeadDetectO
     theta = fit.linear(start, fit.data, own)
     # Most candidates are noise or tissue edges: the disc of the expected size, fitted at the
     # candidate pixel (linear least squares), already explains little of them.
-    q = _quality(fit, theta, fit.data)
-    keep = (theta[:, 4] > 0) & (q["score"] >= 0.5 * options.min_score) & (q["explained"] >= 0.5 * options.min_explained)
+    keep = _screened(fit, theta, fit.data, options)
     # A bead near the top of a wide band is over twice that small start disc, which then leaves
     # too much unexplained (2 mm beads of 14-18 px screened out): candidates the small disc
     # does not pass are screened again with discs of the band's middle and largest size.
@@ -385,8 +391,7 @@ def _fit_candidates(a: np.ndarray, mask: np.ndarray | None, options: BeadDetectO
         bigger = start[redo].copy()
         bigger[:, 2] = radius
         th = fit.linear(bigger, fit.data[redo], own[redo])
-        qq = _quality(fit, th, fit.data[redo])
-        ok = (th[:, 4] > 0) & (qq["score"] >= 0.5 * options.min_score) & (qq["explained"] >= 0.5 * options.min_explained)
+        ok = _screened(fit, th, fit.data[redo], options)
         theta[redo[ok]] = th[ok]
         keep[redo[ok]] = True
     if not keep.any():
