@@ -63,16 +63,22 @@ def summary(tracking: BeadTracking, frames: list[int]) -> dict:
     }
 
 
+def trial_beads(trial: Trial, frames: list[int]) -> BeadTracking:
+    """The trial's beads through ``frames``, each camera's frames air bright whatever the export
+    (an inverted one shows the beads bright: none would be found) and masked to its field."""
+    names = trial.rig.names
+    masks = [trial.field(c).mask((trial.rig[c].height, trial.rig[c].width)) for c in names]
+    return track_beads(lambda k, f: trial.bright_air_image(names[k], frames[f]), trial.rig, masks,
+                       BeadTrackOptions(), n_frames=len(frames))
+
+
 def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     out = output_folder(args.output)
     trial: Trial = load_cli_trial(args, volumes=False)  # beads need no CT
     frames = select_frames(args.frames, trial.n_frames)
     names = trial.rig.names
-    masks = [trial.field(c).mask((trial.rig[c].height, trial.rig[c].width)) for c in names]
-    # Air bright whatever the export (an inverted one shows the beads bright: none would be found).
-    tracking = track_beads(lambda k, f: trial.bright_air_image(names[k], frames[f]), trial.rig, masks,
-                           BeadTrackOptions(), n_frames=len(frames))
+    tracking = trial_beads(trial, frames)
     out.mkdir(parents=True, exist_ok=True)
     write_bead_results(tracking, trial.rig, out, frames, trial.n_frames, args.convention)
     info = {"trial": str(args.trial), "seconds": time.perf_counter() - t0, **summary(tracking, frames)}

@@ -38,13 +38,11 @@ from ..plot.track import plot_track_overlay
 from ..registration import check_registration_memory, render_views
 from ..track import (
     BeadTracking,
-    BeadTrackOptions,
     BoneTrack,
     FrameSeries,
     JointOptions,
     TrackOptions,
     bead_bodies_of_bones,
-    track_beads,
     track_bones,
 )
 from ..track.outputs import bead_check, write_bead_results, write_bone_results
@@ -61,6 +59,7 @@ from ._args import (
     select_frames,
     torch_device,
 )
+from .beads import trial_beads
 
 # Trial volumes hold bone-masked intensities (Autoscoper: 0-4095), not HU: scaled so that 1000
 # reads as water's attenuation, a plausible 1/mm for the renderer (the similarity ignores scale).
@@ -151,10 +150,7 @@ def _check_volumes(args: argparse.Namespace, count: int, names: list[str]) -> No
 
 def _track_beads(trial: Trial, frames: list[int]) -> BeadTracking | None:
     """The trial's beads through the frames; None when they form no rigid body (markerless)."""
-    names = trial.rig.names
-    masks = [trial.field(c).mask((trial.rig[c].height, trial.rig[c].width)) for c in names]
-    beads = track_beads(lambda k, f: trial.bright_air_image(names[k], frames[f]), trial.rig, masks,
-                        BeadTrackOptions(), n_frames=len(frames))
+    beads = trial_beads(trial, frames)
     return None if beads.bodies["body"].ge(0).sum() == 0 else beads
 
 
