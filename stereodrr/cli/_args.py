@@ -8,8 +8,10 @@ Usage errors (a bad argument) exit with status 2, failures with 1 (see :mod:`ste
 from __future__ import annotations
 
 import argparse
+import copy
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
@@ -216,16 +218,12 @@ def with_polarity(trial: Trial, polarity: Polarity) -> Trial:
     whose frames show no round intensifier field: only that field's dark (or bright) outside
     tells an inverted export from a raw frame, and without one the frames are taken as raw (an
     inverted export would then be read as the negative of its anatomy, silently)."""
-    import warnings
-
     if polarity == "auto":
         flat = [c for c in trial.rig.names if not trial.field(c).round]
         if flat:
             warnings.warn(f"camera(s) {', '.join(flat)}: the frames show no round intensifier field, so their "
                           "polarity cannot be found from it; taken as raw frames (air bright). Give --polarity dark_air "
                           "if they are an inverted export (air dark, bone bright)", UserWarning, stacklevel=2)
-    import copy
-
     read = copy.copy(trial)  # not dataclasses.replace: no second check of every frame
     read.polarity = polarity  # the fields found so far (shared) hold for any polarity
     return read
