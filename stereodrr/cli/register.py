@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -17,7 +18,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from ..distortion import DistortionMap, FieldOfView, check_maps, field_of_view
+from ..distortion import DistortionMap, FieldOfView, check_maps, falloff_margin, field_of_view
 from ..fileio import atomic_path, check_input_file
 from ..geometry import StereoRig, load_rig
 from ..plot.register import plot_errors, plot_loss, plot_overlay
@@ -188,8 +189,9 @@ def _read_images(args: argparse.Namespace, rig: StereoRig
 
 
 def _field_masks(images: dict[str, np.ndarray], kind: str) -> dict[str, np.ndarray] | None:
-    """Without ``--masks``: each raw frame's image intensifier field as its view's mask (outside
-    it the frame is black, whose -log no DRR explains); None when no frame has one (flat panels).
+    """Without ``--masks``: each raw frame's image intensifier field, less the band where its
+    brightness falls off next to the edge, as its view's mask (outside it the frame is black or
+    dimmed, whose -log no DRR explains); None when no frame has one (flat panels).
     Only frames read as raw counts (``kind`` intensity, or auto and integer) are searched: a line
     integral's anatomy outline, bright on dark air, can be round too."""
     def raw(img: np.ndarray) -> bool:
@@ -212,7 +214,7 @@ def _dark_rimmed_field(image: np.ndarray) -> FieldOfView:
     f = field_of_view(image)
     if f.round and frame_polarity(image, f) == "dark_air":
         return FieldOfView(f.center, math.inf, f.margin)
-    return f
+    return replace(f, margin=falloff_margin(image, f))
 
 
 def run(args: argparse.Namespace) -> int:

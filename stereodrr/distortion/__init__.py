@@ -2,7 +2,8 @@
 perforated-plate image, and correction of points and images.
 
 - :func:`field_of_view` (:class:`FieldOfView`): the round field an intensifier images, found in a
-  frame or grid image (either polarity).
+  frame or grid image (either polarity); :func:`falloff_margin`: the band inside its edge where
+  the brightness falls off.
 - :class:`IntensifierField`, :func:`intensifier_field` (presets ``"mild"``, ``"strong"``),
   :func:`scaled_field` (any image size, :data:`SCALED_PARAMETERS`): a known distortion
   (pincushion, S-rotation, decentring, round field of view), ideal -> recorded.
@@ -24,13 +25,13 @@ from .correction import (
     get_correction,
 )
 from .fit import FitOptions, GridMeasurement, fit_distortion, fit_maps, measure_grid
-from .fov import FieldOfView, field_of_view
+from .fov import FieldOfView, falloff_margin, field_of_view
 from .grid import Holes, Lattice, detect_holes, find_lattice
 from .io import SCHEMA, load_distortion, save_distortion
 from .model import PRESETS, SCALED_PARAMETERS, IntensifierField, intensifier_field, scaled_field
 from .simulate import GridPlate, distort_image, field_coverage, grid_image, subpixel_points
 
-__all__ = ["FieldOfView", "field_of_view", "IntensifierField", "intensifier_field", "PRESETS", "SCALED_PARAMETERS",
+__all__ = ["FieldOfView", "field_of_view", "falloff_margin", "IntensifierField", "intensifier_field", "PRESETS", "SCALED_PARAMETERS",
            "scaled_field", "GridPlate", "grid_image", "distort_image",
            "subpixel_points", "field_coverage", "FitOptions", "fit_distortion", "fit_maps", "measure_grid", "GridMeasurement",
            "detect_holes", "find_lattice", "Holes", "Lattice", "DistortionMap", "GridRecord", "CORRECTIONS",

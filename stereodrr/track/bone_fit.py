@@ -132,6 +132,9 @@ class TrackOptions:
             kept frame's; otherwise the next start is tried (prediction, previous pose, search).
         max_view_loss: a fit with a view's loss above this (NCC below 0.4 there) does not explain
             the frame: a search candidate with one is rejected, a tracked frame with one is doubtful.
+        min_in_field: a tracked frame whose bone lies less than this fraction inside a view's
+            field (its projected outline on the detector and under the mask) is doubtful: that
+            view shows too little of it to confirm the pose (a bone fitted to the field's rim).
         reinit: run the global search when no warm start is kept.
         doubtful_ratio: a frame whose loss exceeds this times its neighbours' median is doubtful.
         init: the global search's settings.
@@ -159,6 +162,7 @@ class TrackOptions:
     predict: PredictHook | None = None
     accept_ratio: float = 1.3
     max_view_loss: float = 0.6
+    min_in_field: float = 0.5
     reinit: bool = True
     doubtful_ratio: float = 1.5
     init: InitOptions = field(default_factory=InitOptions)
@@ -182,6 +186,8 @@ class TrackOptions:
                 raise ValueError(f"{name}: expected a positive number, got {v}")
         if not (math.isfinite(self.max_view_loss) and self.max_view_loss > 0):
             raise ValueError(f"max_view_loss: expected a positive loss, got {self.max_view_loss}")
+        if not 0 <= self.min_in_field <= 1:
+            raise ValueError(f"min_in_field: expected a fraction in [0, 1], got {self.min_in_field}")
         for name in ("accept_ratio", "doubtful_ratio"):
             v = getattr(self, name)
             if not (math.isfinite(v) and v >= 1):
@@ -235,6 +241,8 @@ class FrameFit:
         status: the last level's registration status, or ``"not_visible"``.
         views: the views that show the bone at ``pose``.
         seconds: wall time.
+        in_field: per view used, the fraction of the bone's projected outline at ``pose`` that lies
+            on the detector and under the mask.
     """
 
     pose: RigidPose | None
@@ -243,6 +251,7 @@ class FrameFit:
     status: FrameStatus
     views: list[str]
     seconds: float
+    in_field: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -271,6 +280,7 @@ class _Views:
     rig: StereoRig
     images: dict[str, np.ndarray]
     weights: dict[str, np.ndarray]
+    in_field: dict[str, float]
 
 
 def _prepare(volume: Volume, rig: StereoRig, images: Mapping[str, np.ndarray], masks: Mapping[str, np.ndarray] | None,
@@ -296,13 +306,17 @@ def _prepare(volume: Volume, rig: StereoRig, images: Mapping[str, np.ndarray], m
     bone = render_views(volume, sub, pose, scale, mode=options.render_mode).cpu().numpy()
     edge = None if support.cut is None or options.cut_margin_px is None else \
         render_views(support.cut, sub, pose, scale, mode=options.render_mode).cpu().numpy()
-    weights = {}
+    weights, in_field = {}, {}
     for i, n in enumerate(used):
-        w = cv.weights[n] * dilate(np.kron(bone[i] > 0, up), options.bone_mask_px * scale)
+        outline = np.kron(bone[i] > 0, up)
+        total = int(outline.sum())
+        # An outline that covers no binned pixel says nothing about where the bone lies.
+        in_field[n] = float((outline & (cv.weights[n] > 0)).sum() / total) if total else 1.0
+        w = cv.weights[n] * dilate(outline, options.bone_mask_px * scale)
         if edge is not None:
             w = w * ~dilate(np.kron(edge[i] > 0, up), int(options.cut_margin_px))  # type: ignore[arg-type]
         weights[n] = w.astype(np.float32)
-    return _Views(sub, {n: cv.images[n] for n in used}, weights)
+    return _Views(sub, {n: cv.images[n] for n in used}, weights, in_field)
 
 
 def frame_loss(volume: Volume, rig: StereoRig, images: Mapping[str, np.ndarray],
@@ -315,11 +329,19 @@ def frame_loss(volume: Volume, rig: StereoRig, images: Mapping[str, np.ndarray],
     Returns:
         The sum over the views that show the bone, and the per-view losses (NaN and {} when none does).
     """
+    loss, per_view, _ = _frame_loss(volume, rig, images, masks, pose, options, support)
+    return loss, per_view
+
+
+def _frame_loss(volume: Volume, rig: StereoRig, images: Mapping[str, np.ndarray],
+                masks: Mapping[str, np.ndarray] | None, pose: RigidPose, options: TrackOptions,
+                support: BoneSupport | None) -> tuple[float, dict[str, float], dict[str, float]]:
+    """:func:`frame_loss` and, per view, the fraction of the bone's outline in the field."""
     support = BoneSupport.of(volume, cut=False) if support is None else support
     last = options.levels[-1]
     views = _prepare(volume, rig, images, masks, pose, options, last.scale, support)
     if views is None:
-        return math.nan, {}
+        return math.nan, {}, {}
     names = views.rig.names
     # On the volume's device, where the DRRs are.
     target = downsample_images(torch.as_tensor(np.stack([views.images[n] for n in names]), dtype=torch.float64,
@@ -329,7 +351,7 @@ def frame_loss(volume: Volume, rig: StereoRig, images: Mapping[str, np.ndarray],
     drrs = render_views(volume, views.rig, pose, last.scale, mode=options.render_mode).double()
     with torch.no_grad():
         per_view = 1.0 - get_similarity(last.similarity or options.similarity)(drrs, target, weight)
-    return float(per_view.sum()), {n: float(v) for n, v in zip(names, per_view)}
+    return float(per_view.sum()), {n: float(v) for n, v in zip(names, per_view)}, views.in_field
 
 
 def register_frame(volume: Volume, rig: StereoRig, images: Mapping[str, np.ndarray],
@@ -372,10 +394,11 @@ def register_frame(volume: Volume, rig: StereoRig, images: Mapping[str, np.ndarr
     else:
         for w in ws:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    loss, view_losses = frame_loss(volume, rig, images, masks, pose, options, support)
+    loss, view_losses, in_field = _frame_loss(volume, rig, images, masks, pose, options, support)
     if not view_losses:
         return FrameFit(None, math.nan, {}, "not_visible", [], time.perf_counter() - t0)
-    return FrameFit(pose, loss, view_losses, status, list(view_losses), time.perf_counter() - t0)  # type: ignore[arg-type]
+    return FrameFit(pose, loss, view_losses, status, list(view_losses),  # type: ignore[arg-type]
+                    time.perf_counter() - t0, in_field)
 
 
 def predict_pose(poses: np.ndarray, times: np.ndarray, k: int, prediction: Prediction = "constant_velocity"

@@ -14,9 +14,10 @@ stays below ``max_view_loss``: the search may only succeed on a later frame.
 A frame is **failed** (all-NaN pose) when the bone projects onto no view, or when the global
 search finds no candidate that fits (every view's loss below ``max_view_loss``) or two distinct
 poses that fit about equally well (``"init_ambiguous"``). It is **doubtful** when its
-registration did not converge, when a view's loss exceeds ``max_view_loss``, when it rests on
-fewer views than the rig has, when no start gave a loss within ``accept_ratio`` of the previous
-frame's, or when its loss is ``doubtful_ratio`` times its neighbours' median.
+registration did not converge, when a view's loss exceeds ``max_view_loss``, when a view shows
+less than ``min_in_field`` of the bone inside its field, when it rests on fewer views than the
+rig has, when no start gave a loss within ``accept_ratio`` of the previous frame's, or when its
+loss is ``doubtful_ratio`` times its neighbours' median.
 """
 
 from __future__ import annotations
@@ -151,11 +152,14 @@ class FrameSeries:
 
 
 def _reasons(fit: FrameFit, n_views: int, accepted: bool, searched: InitResult | None,
-             max_view_loss: float) -> list[str]:
+             options: TrackOptions) -> list[str]:
     why = []
-    poor = [n for n, v in fit.view_losses.items() if v > max_view_loss]
+    poor = [n for n, v in fit.view_losses.items() if v > options.max_view_loss]
     if poor:
-        why.append(f"loss above {max_view_loss:g} in {', '.join(poor)}")
+        why.append(f"loss above {options.max_view_loss:g} in {', '.join(poor)}")
+    outside = [f"{n} {100 * v:.0f} %" for n, v in fit.in_field.items() if v < options.min_in_field]
+    if outside:
+        why.append(f"bone mostly outside the field (inside: {', '.join(outside)})")
     if fit.status != "converged":
         why.append(f"registration {fit.status}")
     if len(fit.views) < n_views:
@@ -261,11 +265,11 @@ class _Tracker:
         return found
 
     def accepts(self, kind: str, f: FrameFit) -> bool:
-        """A start is kept when its fit explains every view and is not much worse than the last
-        frame kept (a given start: when it explains every view)."""
+        """A start is kept when its fit explains every view, each showing enough of the bone, and
+        is not much worse than the last frame kept (a given start: when it explains every view)."""
         o = self.options
         return f.pose is not None and f.status != "diverged" and len(f.views) == len(self.names) and \
-            max(f.view_losses.values()) <= o.max_view_loss and (
+            max(f.view_losses.values()) <= o.max_view_loss and min(f.in_field.values()) >= o.min_in_field and (
                 kind == "given" or not math.isfinite(self.last_loss) or f.loss <= o.accept_ratio * self.last_loss)
 
     def search(self, k: int, images: tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None],
@@ -278,6 +282,8 @@ class _Tracker:
             r = self.fit(images, s.matrix, self.search_options)
             if r.view_losses and max(r.view_losses.values()) > o.max_view_loss:
                 return None, math.nan, "poor fit"
+            if r.in_field and min(r.in_field.values()) < o.min_in_field:
+                return None, math.nan, "outside the field"
             return r.pose, r.loss, r.status
 
         res = initial_pose(self.volume, self.rig, images[0], images[1], refine, o.init, o.progress)
@@ -327,7 +333,7 @@ class _Tracker:
         tr.poses[k], tr.losses[k] = f.pose.matrix, f.loss
         tr.view_losses[k] = [f.view_losses.get(name, math.nan) for name in self.names]
         tr.status[k], tr.start[k] = f.status, kind
-        why = _reasons(f, len(self.names), accepted, searched, self.options.max_view_loss)
+        why = _reasons(f, len(self.names), accepted, searched, self.options)
         tr.doubtful[k], tr.reasons[k] = bool(why), "; ".join(why)
 
     def track_backwards(self) -> None:

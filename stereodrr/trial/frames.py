@@ -11,13 +11,14 @@ field: outside it the frame is black (or white when inverted), and nothing there
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Literal, Sequence
 
 import cv2
 import numpy as np
 
-from ..distortion.fov import FieldOfView, field_of_view
+from ..distortion.fov import FieldOfView, falloff_margin, field_of_view
 from ..fileio import check_input_file
 from ..interop.autoscoper import read_tiff_stack
 from ..registration.inputs import to_line_integral
@@ -135,13 +136,18 @@ def line_integral_frame(image: np.ndarray, field: FieldOfView | None = None, pol
                         name: str = "frame") -> tuple[np.ndarray, np.ndarray]:
     """A frame as the registration compares DRRs with: ``-log(I / I0)`` inside the field (air
     bright first; :func:`stereodrr.registration.inputs.to_line_integral` with its air estimate), 0
-    outside, and the field's mask.
+    outside, and the field's mask. Without ``field``, the frame's own, less the band where the
+    brightness falls off next to its edge (:func:`~stereodrr.distortion.falloff_margin`).
 
     Returns:
         ``(line integral (H, W) float32, mask (H, W) bool)``.
     """
     a = np.asarray(image)
-    fov = field_of_view(a) if field is None else field
+    if field is None:
+        fov = field_of_view(a)
+        fov = replace(fov, margin=falloff_margin(a, fov))
+    else:
+        fov = field
     pol = frame_polarity(a, fov) if polarity == "auto" else polarity
     if pol == "dark_air":
         a = _white_level(a) - a.astype(np.float64)

@@ -18,14 +18,14 @@ from __future__ import annotations
 import os
 import re
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Mapping
 
 import numpy as np
 
 from ..calib.dlt import rig_isocenter
-from ..distortion import DistortionMap, load_distortion
+from ..distortion import DistortionMap, falloff_margin, load_distortion
 from ..geometry import Camera, StereoRig
 from ..interop.autoscoper import AutoscoperTrialFile, frame_files, load_autoscoper_volume, read_trial_file
 from ..interop.mayacam import load_mayacam
@@ -73,6 +73,7 @@ class Trial:
     source: Path | None = None
     distortion: dict[str, DistortionMap] = field(default_factory=dict)
     _fields: dict[str, FieldOfView] = field(default_factory=dict, repr=False)
+    _usable: dict[str, FieldOfView] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         if set(self.frames) != set(self.rig.names):
@@ -128,16 +129,29 @@ class Trial:
         """The camera's intensifier field, fitted to up to five frames spread through the trial
         (the intensifier does not move within a trial; anatomy at the edge differs per frame)."""
         if camera not in self._fields:
-            picks = sorted({round(i * (self.n_frames - 1) / 4) for i in range(5)})
-            self._fields[camera] = field_of_view([self.image(camera, i) for i in picks])
+            self._fields[camera] = field_of_view(self._field_frames(camera))
         return self._fields[camera]
 
+    def usable_field(self, camera: str) -> FieldOfView:
+        """:meth:`field` with its margin widened past the band where the intensifier's brightness
+        falls off next to the edge (:func:`~stereodrr.distortion.falloff_margin`): the pixels
+        whose ``-log`` a DRR can explain, which :meth:`line_integrals` masks."""
+        if camera not in self._usable:
+            fov = self.field(camera)
+            self._usable[camera] = replace(fov, margin=falloff_margin(self._field_frames(camera), fov))
+        return self._usable[camera]
+
+    def _field_frames(self, camera: str) -> list[np.ndarray]:
+        """Up to five frames spread through the trial."""
+        picks = sorted({round(i * (self.n_frames - 1) / 4) for i in range(5)})
+        return [self.image(camera, i) for i in picks]
+
     def line_integrals(self, frame: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-        """Frame ``frame`` of every camera as ``-log(I / I0)`` (0 outside the field) and the
-        fields' masks (:func:`~stereodrr.trial.frames.line_integral_frame`)."""
+        """Frame ``frame`` of every camera as ``-log(I / I0)`` (0 outside the usable field) and the
+        usable fields' masks (:meth:`usable_field`, :func:`~stereodrr.trial.frames.line_integral_frame`)."""
         images, masks = {}, {}
         for name, image in self.images(frame).items():
-            images[name], masks[name] = line_integral_frame(image, self.field(name), self.polarity,
+            images[name], masks[name] = line_integral_frame(image, self.usable_field(name), self.polarity,
                                                             str(self.frames[name][frame]))
         return images, masks
 

@@ -9,6 +9,8 @@ keep the tests fast.
 from __future__ import annotations
 
 import math
+import re
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -173,6 +175,34 @@ def test_bone_outside_every_view_gives_nan_and_a_flag(wrist, synthetic):
     assert np.isnan(track.poses[0]).all() and np.isnan(track.losses[0])
     assert track.status == ["not_visible"] and track.doubtful[0]
     assert "no view" in track.reasons[0]
+
+
+def test_a_bone_mostly_outside_a_views_field_is_doubtful(wrist, synthetic):
+    """A view whose field shows under half of the bone cannot confirm its pose (a small bone fitted
+    to the bright rim of an intensifier's field did so, unflagged): the fit reports each view's
+    share of the bone's outline in its field, measured here on the exact render, and tracking
+    flags the frame."""
+    rig, volume = wrist
+    truth, frames = synthetic
+    pose = RigidPose.from_matrix(truth[0], volume.center)
+    outline = render_views(volume, rig, pose, 1, mode="exact").numpy()[1] > 0
+    per_column = np.cumsum(outline.sum(axis=0))
+    edge = int(np.searchsorted(per_column, 0.3 * per_column[-1]))  # cam2's field ends at this column
+    field = np.zeros(outline.shape, np.float32)
+    field[:, :edge] = 1.0
+    masks = {"cam1": np.ones_like(field), "cam2": field}
+    expected = outline[:, :edge].sum() / outline.sum()
+    fit = register_frame(volume, rig, frames[0], masks, pose, TrackOptions(levels=LEVELS, progress=False), caught=[])
+    assert fit.in_field["cam1"] == pytest.approx(1.0, abs=1e-9)
+    assert fit.in_field["cam2"] == pytest.approx(expected, abs=0.03) and 0.25 < expected < 0.35
+    opts = TrackOptions(levels=LEVELS, progress=False, reinit=False)
+    track = track_bone(volume, rig, frames[:1], opts, init=truth[0], masks=masks)
+    inside = re.search(r"bone mostly outside the field \(inside: cam2 (\d+) %\)", track.reasons[0])
+    assert track.doubtful[0] and inside and abs(int(inside[1]) - 100 * expected) <= 5, track.reasons
+    lenient = track_bone(volume, rig, frames[:1], replace(opts, min_in_field=0.2), init=truth[0], masks=masks)
+    assert not lenient.doubtful[0], lenient.reasons
+    with pytest.raises(ValueError, match="min_in_field"):
+        TrackOptions(min_in_field=1.5)
 
 
 def test_register_frame_reports_views_and_loss(wrist, synthetic):

@@ -30,14 +30,14 @@ from .test_bones import synthetic, wrist  # noqa: F401 (fixtures)
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "autoscoper_wrist"
 
-# The placeholders give a loss of 1 per view and steps of about 1: a bound above the loss keeps
-# the fits and trusts the frames (so trusted poses explain the frames for the other bone), a
+# The placeholders give a loss of 1 per view and steps of about 1: a bound above the loss (and no
+# bound on the share of the bone in the field) keeps the fits and trusts the frames (so trusted poses explain the frames for the other bone), a
 # tolerance above the steps ends each registration at once. Adam: L-BFGS would measure the
 # curvature by finite differences first (tests/registration/test_device.py runs it), and a meta
 # step costs a tenth of a second.
 LEVEL = Level(2, 3, volume_factor=1, optimizer="adam")
-ON_META = dict(levels=(LEVEL,), progress=False, max_view_loss=10.0, rotation_tol_deg=1e6, translation_tol_mm=1e6,
-               init=InitOptions(scale=4, rotations=32, refine=2, first_level=LEVEL), device="meta")
+ON_META = dict(levels=(LEVEL,), progress=False, max_view_loss=10.0, min_in_field=0.0, rotation_tol_deg=1e6,
+               translation_tol_mm=1e6, init=InitOptions(scale=4, rotations=32, refine=2, first_level=LEVEL), device="meta")
 
 
 def _beads(truth: list[np.ndarray], volume) -> BeadTracking:

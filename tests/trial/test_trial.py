@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import tifffile
 
+from stereodrr.distortion import falloff_margin
 from stereodrr.interop import load_mayacam
 from stereodrr.trial import field_of_view, frame_polarity, line_integral_frame, load_trial, read_frame, sequence_files
 
@@ -97,6 +98,47 @@ def test_round_field_found_where_it_was_drawn(center, radius):
     ref, ref_mask = line_integral_frame(image)
     np.testing.assert_array_equal(mask, ref_mask)
     np.testing.assert_allclose(line, ref, atol=0.02)
+
+
+def _falling_off_field(shape, center, radius, band, seed=0):
+    """A raw intensifier frame: air at 250 whose brightness falls linearly over the ``band`` px next
+    to the edge, to a fifth of it at the edge, black outside, with dark discs of anatomy (some in
+    the band) and noise."""
+    v, u = np.mgrid[:shape[0], :shape[1]]
+    r = np.hypot(u - center[0], v - center[1])
+    image = np.where(r < radius, 250.0 * np.clip(0.2 + 0.8 * (radius - r) / band, 0.0, 1.0), 0.0)
+    rng = np.random.default_rng(seed)
+    for _ in range(6):
+        a = rng.uniform(0, 2 * np.pi)
+        c = (center[0] + rng.uniform(0.3, 0.95) * radius * np.cos(a), center[1] + rng.uniform(0.3, 0.95) * radius * np.sin(a))
+        image[np.hypot(u - c[0], v - c[1]) < rng.uniform(10, 30)] *= 0.5
+    return np.clip(image + rng.normal(0, 2, shape), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("band", [20.0, 40.0])
+def test_the_band_where_the_brightness_falls_off_is_left_out(band):
+    """The fitted edge lies where the frame is a quarter of the way up from black (a ratio of 0.25,
+    0.0625 band inside the drawn edge); the brightness recovers to 0.97 of the air's at 0.9625 band
+    inside it: the margin is 0.9 band, and no air in the mask reads as more than -log 0.97."""
+    image = _falling_off_field((400, 420), (205.3, 198.6), 190.0, band)
+    fov = field_of_view(image)
+    assert abs(fov.radius - (190.0 - 0.0625 * band)) < 1.0
+    margin = falloff_margin(image, fov)
+    assert abs(margin - 0.9 * band) <= 2.0
+    assert falloff_margin(255 - image, field_of_view(255 - image)) == pytest.approx(margin, abs=1.0)
+    line, mask = line_integral_frame(image)
+    v, u = np.mgrid[:400, :420]
+    np.testing.assert_array_equal(mask, np.hypot(u - fov.center[0], v - fov.center[1]) <= fov.radius - margin)
+    air = mask & (image > 200)
+    # At most -log 0.97 from the fall-off, plus the noise (2 in 250: -log sigma 0.008).
+    assert np.median(line[air]) < 0.01 and np.percentile(line[air], 99) < 0.03 + 0.025
+    # A field without a fall-off keeps about the default margin (the measure's own smoothing of
+    # 2 px reaches a little further); a flat panel has none to measure.
+    sharp = _disk_image((300, 320), (160.0, 150.0), 130.0)
+    sharp_fov = field_of_view(sharp)
+    assert sharp_fov.margin <= falloff_margin(sharp, sharp_fov) <= sharp_fov.margin + 2.0
+    flat = field_of_view(np.full((100, 120), 200, np.uint8))
+    assert falloff_margin(np.full((100, 120), 200, np.uint8), flat) == flat.margin
 
 
 def test_flat_panel_has_no_round_field():
