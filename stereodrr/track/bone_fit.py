@@ -287,7 +287,7 @@ def _prepare(volume: Volume, rig: StereoRig, images: Mapping[str, np.ndarray], m
              pose: RigidPose, options: TrackOptions, scale: int, support: BoneSupport) -> _Views | None:
     """Crops around the bone at ``pose`` (sizes a multiple of ``scale``) and their weights (module
     docstring); None when no view shows the bone: a tenth of its projected box on the detector
-    and under the mask, with contrast there."""
+    and under the mask, with contrast around its outline."""
     boxes = projected_boxes(support.corners, rig, pose)
     seen = [n for n, b in boxes.items() if np.all(np.isfinite(b)) and b[2] >= 0 and b[0] <= rig[n].width - 1
             and b[3] >= 0 and b[1] <= rig[n].height - 1]
@@ -316,7 +316,13 @@ def _prepare(volume: Volume, rig: StereoRig, images: Mapping[str, np.ndarray], m
         if edge is not None:
             w = w * ~dilate(np.kron(edge[i] > 0, up), int(options.cut_margin_px))  # type: ignore[arg-type]
         weights[n] = w.astype(np.float32)
-    return _Views(sub, {n: cv.images[n] for n in used}, weights, in_field)
+    # Around the bone itself the frame may hold no contrast (the bone placed over open air, which
+    # reads 0): such a view cannot be compared at this pose.
+    shown = [n for n in used if (weights[n] > 0).any() and np.ptp(cv.images[n][weights[n] > 0]) > 0]
+    if not shown:
+        return None
+    return _Views(StereoRig({n: cv.rig[n] for n in shown}, rig.isocenter), {n: cv.images[n] for n in shown},
+                  {n: weights[n] for n in shown}, {n: in_field[n] for n in shown})
 
 
 def frame_loss(volume: Volume, rig: StereoRig, images: Mapping[str, np.ndarray],

@@ -24,7 +24,7 @@ from stereodrr.registration import Level, render_views, scale_intrinsics
 from stereodrr.render import Projector, render_rig
 from stereodrr.track.bone_fit import BoneSupport, TrackOptions, frame_loss, predict_pose, register_frame
 from stereodrr.track.bone_init import InitOptions, initial_pose, so3_grid, template_candidates
-from stereodrr.track.bone_views import crop_image, cut_volume, projected_boxes, support_corners
+from stereodrr.track.bone_views import crop_image, cut_volume, dilate, projected_boxes, support_corners
 from stereodrr.track.bones import _flag_outliers, track_bone
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "autoscoper_wrist"
@@ -203,6 +203,24 @@ def test_a_bone_mostly_outside_a_views_field_is_doubtful(wrist, synthetic):
     assert not lenient.doubtful[0], lenient.reasons
     with pytest.raises(ValueError, match="min_in_field"):
         TrackOptions(min_in_field=1.5)
+
+
+def test_a_view_without_contrast_around_the_bone_is_left_out(wrist, synthetic):
+    """A pose that puts the bone over open air (0 in a line-integral frame, the field's dimmed
+    rim masked) leaves that view nothing to compare: it is not used, where the registration would
+    have refused the constant image and ended the whole tracking run."""
+    rig, volume = wrist
+    truth, frames = synthetic
+    pose = RigidPose.from_matrix(truth[0], volume.center)
+    outline = render_views(volume, rig, pose, 1, mode="exact").numpy()[1] > 0
+    around = dilate(outline, TrackOptions().bone_mask_px + 4)
+    # cam2 reads 0 around the bone and keeps its contrast in the rest of the crop.
+    blank = {"cam1": frames[0]["cam1"], "cam2": np.where(around, 0.0, frames[0]["cam2"]).astype(np.float32)}
+    fit = register_frame(volume, rig, blank, None, pose, TrackOptions(levels=LEVELS, progress=False), caught=[])
+    assert fit.views == ["cam1"] and set(fit.view_losses) == {"cam1"}
+    none = {n: np.zeros_like(f) for n, f in frames[0].items()}
+    assert register_frame(volume, rig, none, None, pose, TrackOptions(levels=LEVELS, progress=False),
+                          caught=[]).status == "not_visible"
 
 
 def test_register_frame_reports_views_and_loss(wrist, synthetic):
