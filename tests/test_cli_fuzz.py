@@ -314,6 +314,7 @@ def _cases() -> list[tuple[str, list[str]]]:
           ("track-frames-text", [*trk, "--volume", "0", "--frames", "a:b"]),
           ("track-frames-beyond", [*trk, "--volume", "0", "--frames", "7"]),
           ("track-passes-negative", [*trk, "--volume", "0", "--passes", "-1"]),
+          ("track-min-in-field-above-one", [*trk, "--volume", "0", "--min-in-field", "1.5"]),
           ("track-device-unknown", [*trk, "--volume", "0", "--device", "gpu"]),
           ("track-device-absent", [*trk, "--volume", "0", "--device", "cuda:99"]),
           ("track-out-file", ["track", "--trial", "{wrist_trial}", "--volume", "0", "-o", "{file}"])]

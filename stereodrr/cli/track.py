@@ -55,6 +55,7 @@ from ._args import (
     input_file,
     integer,
     load_cli_trial,
+    number,
     output_folder,
     select_frames,
     torch_device,
@@ -83,6 +84,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="markerless: do not use the trial's implanted beads to predict and check the motion")
     p.add_argument("--passes", type=integer(0, 10, what="passes"), default=1,
                    help="joint passes: each bone again with the others explained away (default 1)")
+    p.add_argument("--min-in-field", type=number(0.0, 1.0, what="fraction"), default=TrackOptions.min_in_field,
+                   metavar="F", help="a frame whose bone lies less than this fraction inside a view's field is "
+                   "doubtful (default %(default)g; lower it for a bone that leaves the field)")
     p.add_argument("--no-figures", action="store_true", help="skip the overlays")
     p.add_argument("--device", type=torch_device, default="cpu",
                    help="torch device the bones are tracked on, e.g. cuda or cuda:1 (default cpu: tracking on a GPU "
@@ -122,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
     series = FrameSeries(lambda k: converted(k)[0], lambda k: converted(k)[1], times=[float(f) for f in frames],
                          n_frames=len(frames))
     # The binnings at the footprints they were tuned at, whatever the frames' size (TrackOptions.for_rig).
-    options = TrackOptions.for_rig(trial.rig, joint=JointOptions(passes=args.passes))
+    options = TrackOptions.for_rig(trial.rig, joint=JointOptions(passes=args.passes), min_in_field=args.min_in_field)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         tracks = track_bones(volumes, trial.rig, series, options, beads=beads, inits=inits)
