@@ -204,7 +204,8 @@ def _field_masks(images: dict[str, np.ndarray], kind: str) -> dict[str, np.ndarr
     for name, f in fields.items():
         if f.round:
             print(f"view {name!r}: image intensifier field found (centre {f.center[0]:.1f}, {f.center[1]:.1f}, "
-                  f"radius {f.radius:.1f} px); the pixels outside it are left out (--masks to choose)")
+                  f"radius {f.radius:.1f} px); the pixels outside it and the {f.margin:.0f} px band inside its "
+                  "edge where the picture dims are left out (--masks to choose)")
     return {name: f.mask(images[name].shape).astype(np.float32) for name, f in fields.items()}
 
 

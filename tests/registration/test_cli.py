@@ -1,4 +1,5 @@
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -144,3 +145,23 @@ def test_register_command_corrects_intensifier_frames_or_ignores_them(tmp_path, 
     assert main([*args, "-o", str(tmp_path / "without")]) == 0
     err = {k: _mtre(tmp_path, k, rig, vol, truth) for k in ("correct", "without")}
     assert err["correct"] < 4.0 and err["without"] > 5 * err["correct"], err
+
+
+def test_raw_intensifier_frames_are_masked_inside_the_band_where_they_dim(capsys):
+    """Air next to an intensifier's edge is dimmed: its -log reads as a bright ring that no DRR
+    explains, so the mask of a raw frame ends where the picture has recovered (0.9 of the drawn
+    30 px fall-off inside the fitted edge, tests/trial/test_trial.py), not at the edge."""
+    from dataclasses import replace
+
+    from stereodrr.cli.register import _field_masks
+    from stereodrr.distortion import field_of_view
+    from tests.trial.test_trial import _falling_off_field
+
+    image = _falling_off_field((400, 420), (205.3, 198.6), 190.0, 30.0)
+    masks = _field_masks({"left": image, "right": image}, "auto")
+    assert masks is not None
+    fov = field_of_view(image)
+    out = capsys.readouterr().out
+    margin = float(re.search(r"and the (\d+) px band inside its edge where the picture dims", out)[1])
+    assert abs(margin - 27.0) <= 2.0
+    np.testing.assert_array_equal(masks["left"] > 0, replace(fov, margin=margin).mask(image.shape))
