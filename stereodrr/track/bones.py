@@ -63,6 +63,8 @@ class BoneTrack:
         seconds: ``(F,)`` wall time per frame (search included).
         init: the global search's result on the first frame it ran on, if it ran.
         warnings: the distinct warnings the registrations raised (first lines).
+        in_field: ``(F, V)`` the share of the bone's projected outline inside each view's field
+            (NaN for a view not used); None when not measured.
     """
 
     poses: np.ndarray
@@ -76,15 +78,18 @@ class BoneTrack:
     seconds: np.ndarray
     init: InitResult | None = None
     warnings: list[str] = field(default_factory=list)
+    in_field: np.ndarray | None = None
 
     def table(self) -> pd.DataFrame:
         """One row per frame: ``frame, status, doubtful, reason, start, loss, loss_<view>...,
-        seconds, m00 ... m33`` (the pose row by row)."""
+        in_field_<view>... (when measured), seconds, m00 ... m33`` (the pose row by row)."""
         rows = []
         for k in range(len(self.losses)):
             row = {"frame": k, "status": self.status[k], "doubtful": bool(self.doubtful[k]), "reason": self.reasons[k],
                    "start": self.start[k], "loss": self.losses[k]}
             row.update({f"loss_{n}": self.view_losses[k, i] for i, n in enumerate(self.views)})
+            if self.in_field is not None:
+                row.update({f"in_field_{n}": self.in_field[k, i] for i, n in enumerate(self.views)})
             row["seconds"] = self.seconds[k]
             row.update({f"m{r}{c}": self.poses[k, r, c] for r in range(4) for c in range(4)})
             rows.append(row)
@@ -237,7 +242,8 @@ class _Tracker:
             replace(options, levels=(options.init.first_level, *options.levels))
         n, v = self.n, len(self.names)
         self.track = BoneTrack(np.full((n, 4, 4), np.nan), np.full(n, np.nan), np.full((n, v), np.nan), self.names,
-                               [""] * n, np.zeros(n, bool), [""] * n, [""] * n, np.zeros(n))
+                               [""] * n, np.zeros(n, bool), [""] * n, [""] * n, np.zeros(n),
+                               in_field=np.full((n, v), np.nan))
         self.last_loss = math.nan
 
     def fit(self, images: tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None], start: np.ndarray,
@@ -332,6 +338,8 @@ class _Tracker:
         tr = self.track
         tr.poses[k], tr.losses[k] = f.pose.matrix, f.loss
         tr.view_losses[k] = [f.view_losses.get(name, math.nan) for name in self.names]
+        if tr.in_field is not None:
+            tr.in_field[k] = [f.in_field.get(name, math.nan) for name in self.names]
         tr.status[k], tr.start[k] = f.status, kind
         why = _reasons(f, len(self.names), accepted, searched, self.options)
         tr.doubtful[k], tr.reasons[k] = bool(why), "; ".join(why)

@@ -4,8 +4,8 @@ Bones (:func:`write_bone_results`, one folder per bone): ``poses.csv`` (``frame`
 CT -> world 4x4 row by row ``m00 ... m33``, NaN for a failed or doubtful frame), ``<bone>.tra``
 (Autoscoper's tracking file: one row per frame of the trial, NaN where not tracked or doubtful:
 Autoscoper would load a doubtful pose as tracked) and ``frames.csv`` (per frame: status,
-doubtful flag and reason, start, loss per view, seconds, and the fitted pose ``m00 ... m33``
-even when doubtful, for a person to judge).
+doubtful flag and reason, start, loss per view, share of the bone inside each view's field,
+seconds, and the fitted pose ``m00 ... m33`` even when doubtful, for a person to judge).
 
 Beads (:func:`write_bead_results`): XMALab's combined 2D points (``points2d.csv``, the matched
 beads' detected centres), 3D points (``points3d.csv``) and rigid-body transformations

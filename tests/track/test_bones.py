@@ -146,6 +146,7 @@ def test_track_recovers_known_poses(wrist, synthetic):
         assert ang < 0.3 and mm < 0.1, (k, ang, mm)
     table = track.table()
     assert list(table["frame"]) == [0, 1, 2] and {"loss_cam1", "loss_cam2", "m00", "m33"} <= set(table.columns)
+    np.testing.assert_array_equal(table[["in_field_cam1", "in_field_cam2"]].to_numpy(), 1.0)  # no masks: all in view
 
 
 def test_frames_as_a_callable_and_a_prediction_hook(wrist, synthetic):
@@ -199,6 +200,7 @@ def test_a_bone_mostly_outside_a_views_field_is_doubtful(wrist, synthetic):
     track = track_bone(volume, rig, frames[:1], opts, init=truth[0], masks=masks)
     inside = re.search(r"bone mostly outside the field \(inside: cam2 (\d+) %\)", track.reasons[0])
     assert track.doubtful[0] and inside and abs(int(inside[1]) - 100 * expected) <= 5, track.reasons
+    assert track.table()["in_field_cam2"][0] == pytest.approx(int(inside[1]) / 100, abs=0.005)
     lenient = track_bone(volume, rig, frames[:1], replace(opts, min_in_field=0.2), init=truth[0], masks=masks)
     assert not lenient.doubtful[0], lenient.reasons
     with pytest.raises(ValueError, match="min_in_field"):
