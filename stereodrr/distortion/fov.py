@@ -83,11 +83,17 @@ def _edge_points(a: np.ndarray, outside: float, level: float, n_rays: int = 720)
     return np.c_[u[ok, k] + 0.25 * np.cos(theta[ok]), v[ok, k] + 0.25 * np.sin(theta[ok])].astype(np.float64)
 
 
-def _frame_edge_points(a: np.ndarray) -> np.ndarray:
-    """The edge points of one frame, none when its corners are not one uniform outside level."""
+def _corners(a: np.ndarray) -> np.ndarray:
+    """The pixels of the frame's four corner squares (a fiftieth of its side), where a round field
+    leaves the outside level."""
     h, w = a.shape
     c = max(2, min(h, w) // 50)
-    corners = np.concatenate([a[:c, :c].ravel(), a[:c, -c:].ravel(), a[-c:, :c].ravel(), a[-c:, -c:].ravel()])
+    return np.concatenate([a[:c, :c].ravel(), a[:c, -c:].ravel(), a[-c:, :c].ravel(), a[-c:, -c:].ravel()])
+
+
+def _frame_edge_points(a: np.ndarray) -> np.ndarray:
+    """The edge points of one frame, none when its corners are not one uniform outside level."""
+    corners = _corners(a)
     outside = float(np.median(corners))
     lo, hi = np.percentile(a, [1, 99])
     spread = max(abs(hi - outside), abs(lo - outside))
@@ -188,9 +194,7 @@ def falloff_margin(image: np.ndarray | Sequence[np.ndarray], field: FieldOfView,
     for frame in frames:
         a = cv2.GaussianBlur(np.asarray(frame, dtype=np.float32), (0, 0), 2.0)
         h, w = a.shape
-        c = max(2, min(h, w) // 50)
-        outside = float(np.median(np.concatenate([a[:c, :c].ravel(), a[:c, -c:].ravel(),
-                                                  a[-c:, :c].ravel(), a[-c:, -c:].ravel()])))
+        outside = float(np.median(_corners(a)))
         on = ((u >= 0) & (u <= w - 1) & (v >= 0) & (v <= h - 1)).all(axis=1)
         q = np.abs(cv2.remap(a, u[on], v[on], cv2.INTER_LINEAR) - outside)
         ref = q[:, -1:]

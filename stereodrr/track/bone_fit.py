@@ -296,8 +296,7 @@ def _prepare(volume: Volume, rig: StereoRig, images: Mapping[str, np.ndarray], m
     cv = crop_views(StereoRig({n: rig[n] for n in seen}, rig.isocenter), {n: images[n] for n in seen},
                     None if masks is None else {n: masks[n] for n in seen}, {n: boxes[n] for n in seen},
                     options.margin_px + options.bone_mask_px * scale, scale)
-    used = [n for n in seen if cv.visible[n] >= 0.1 and (cv.weights[n] > 0).any()
-            and np.ptp(cv.images[n][cv.weights[n] > 0]) > 0]
+    used = [n for n in seen if cv.visible[n] >= 0.1]
     if not used:
         return None
     sub = StereoRig({n: cv.rig[n] for n in used}, rig.isocenter)

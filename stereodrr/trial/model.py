@@ -128,23 +128,25 @@ class Trial:
     def field(self, camera: str) -> FieldOfView:
         """The camera's intensifier field, fitted to up to five frames spread through the trial
         (the intensifier does not move within a trial; anatomy at the edge differs per frame)."""
-        if camera not in self._fields:
-            self._fields[camera] = field_of_view(self._field_frames(camera))
+        self._fit_field(camera)
         return self._fields[camera]
 
     def usable_field(self, camera: str) -> FieldOfView:
         """:meth:`field` with its margin widened past the band where the intensifier's brightness
         falls off next to the edge (:func:`~stereodrr.distortion.falloff_margin`): the pixels
         whose ``-log`` a DRR can explain, which :meth:`line_integrals` masks."""
-        if camera not in self._usable:
-            fov = self.field(camera)
-            self._usable[camera] = replace(fov, margin=falloff_margin(self._field_frames(camera), fov))
+        self._fit_field(camera)
         return self._usable[camera]
 
-    def _field_frames(self, camera: str) -> list[np.ndarray]:
-        """Up to five frames spread through the trial."""
+    def _fit_field(self, camera: str) -> None:
+        """The camera's field and its fall-off band, measured once on up to five frames spread
+        through the trial (read once for both)."""
+        if camera in self._usable:
+            return
         picks = sorted({round(i * (self.n_frames - 1) / 4) for i in range(5)})
-        return [self.image(camera, i) for i in picks]
+        frames = [self.image(camera, i) for i in picks]
+        fov = self._fields[camera] = field_of_view(frames)
+        self._usable[camera] = replace(fov, margin=falloff_margin(frames, fov))
 
     def line_integrals(self, frame: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """Frame ``frame`` of every camera as ``-log(I / I0)`` (0 outside the usable field) and the
