@@ -243,27 +243,39 @@ if numba is not None:
         return ja, js + last + 1, smf, ob + smf * eb, oc + smf * ec, dsm, dpb, dpc
 
     @njit(inline="always", fastmath=FASTMATH, cache=True)
+    def _run_in_bounds(size, row, drow, pb, dpb, pc, dpc, count, sb, sc):  # pragma: no cover - compiled
+        """True when every sample of a run (``t < count``, see :func:`_unclamped_sum`) reads inside
+        the flat volume. ``fl(p + t dp)`` is monotone in ``t`` and so are its cell indices, so
+        each index's extremes are at the run's ends; the last voxel read is at most the sum of the
+        largest terms."""
+        last = np.float32(count - 1)
+        ib0, ib1 = int(pb), int(pb + last * dpb)
+        ic0, ic1 = int(pc), int(pc + last * dpc)
+        if min(ib0, ib1) < 0 or min(ic0, ic1) < 0 or row < 0:
+            return False
+        top = row + (count - 1) * drow + max(ib0, ib1) * sb + max(ic0, ic1) * sc + sb + sc
+        return top < size
+
+    @njit(inline="always", fastmath=FASTMATH, cache=True)
     def _unclamped_sum(flat, row, drow, pb, dpb, pc, dpc, count, sb, sc):  # pragma: no cover - compiled
         """``(sum_t f_t, steps done)``, ``f_t`` the bilinear sample at flat slice offset
         ``row + t drow`` and in-slice indices ``(pb + t dpb, pc + t dpc)``, for ``t < count``: the
-        samples are known to lie inside their slices' cells (no clamp), flat offsets are
-        unsigned (no negative-index wrap-around) and ``sb`` is a constant where the caller passes
-        1. The loop stops early should a sample's last voxel fall outside the volume (it cannot by
-        construction); that exit also keeps LLVM from vectorising the loop into gathers, which
-        measured 1.2-1.5x slower than scalar loads here."""
+        samples are known to lie inside their slices' cells (no clamp) and ``sb`` is a constant
+        where the caller passes 1. Should the run's reads not all lie inside the volume (they
+        cannot by construction) it does nothing (0 steps done) and the caller takes the
+        general terms. Without the ``reassoc`` fast-math flag LLVM keeps the sum in order, so it
+        does not vectorise the loop into gathers (measured 1.2-1.5x slower than scalar loads)."""
         acc = pb * _F0
+        if not _run_in_bounds(flat.size, row, drow, pb, dpb, pc, dpc, count, sb, sc):
+            return acc, 0
         t = acc
-        usb, usc = np.uint64(sb), np.uint64(sc)
-        size = np.uint64(flat.size)
-        done = 0
-        while done < count:
+        usb, usc = np.uint64(sb), np.uint64(sc)  # unsigned offsets: no negative-index wrap-around
+        for _ in range(count):
             xb = pb + t * dpb
             xc = pc + t * dpc
             ib, ic = int(xb), int(xc)
             fb, fc = xb - np.float32(ib), xc - np.float32(ic)
             base = np.uint64(row + ib * sb + ic * sc)
-            if base + usc + usb >= size:
-                break
             v00, v01 = flat[base], flat[base + usb]
             v10, v11 = flat[base + usc], flat[base + usc + usb]
             c0_ = v00 + fb * (v01 - v00)
@@ -271,27 +283,25 @@ if numba is not None:
             acc += c0_ + fc * (c1_ - c0_)
             row += drow
             t += _F1
-            done += 1
-        return acc, done
+        return acc, count
 
     @njit(inline="always", fastmath=FASTMATH, cache=True)
     def _unclamped_grad_sums(flat, row, drow, pb, dpb, pc, dpc, sm, dsm, count, sb, sc):  # pragma: no cover
         """Over the samples of :func:`_unclamped_sum`: ``(sum f, sum f_b, sum s f_b, sum f_c,
         sum s f_c, steps done)``, ``f_b, f_c`` the bilinear interpolant's derivatives along the
-        in-slice axes (no clamp: never zero here) and ``s = sm + t dsm`` the sample's path length."""
+        in-slice axes (no clamp: never zero here) and ``s = sm + t dsm`` the sample's path length
+        (0 steps done, as there, should the run's reads not all lie inside the volume)."""
         zero = pb * _F0
         sf = gb = gbs = gc = gcs = t = zero
+        if not _run_in_bounds(flat.size, row, drow, pb, dpb, pc, dpc, count, sb, sc):
+            return sf, gb, gbs, gc, gcs, 0
         usb, usc = np.uint64(sb), np.uint64(sc)
-        size = np.uint64(flat.size)
-        done = 0
-        while done < count:
+        for _ in range(count):
             xb = pb + t * dpb
             xc = pc + t * dpc
             ib, ic = int(xb), int(xc)
             fb, fc = xb - np.float32(ib), xc - np.float32(ic)
             base = np.uint64(row + ib * sb + ic * sc)
-            if base + usc + usb >= size:
-                break
             v00, v01 = flat[base], flat[base + usb]
             v10, v11 = flat[base + usc], flat[base + usc + usb]
             du0, du1 = v01 - v00, v11 - v10
@@ -307,8 +317,7 @@ if numba is not None:
             gcs += dfc * s_
             row += drow
             t += _F1
-            done += 1
-        return sf, gb, gbs, gc, gcs, done
+        return sf, gb, gbs, gc, gcs, count
 
     @njit(parallel=True, fastmath=FASTMATH, cache=True, error_model="numpy")
     def _joseph_forward(vol, o, e, s0, s1, kk, out):  # pragma: no cover - compiled

@@ -68,6 +68,9 @@ Gradients = tuple[Tensor, Tensor, Tensor, Tensor, Tensor]
 March = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor], Tensor]
 Joseph = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor], Tensor]
 Exact = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor], Tensor]
+# (index_from_world, K, R, t, start, stop, width, (nx, ny, nz)) -> o, e, s0, s1 (no gradient)
+Rays = Callable[[Tensor, Tensor, Tensor, Tensor, int, int, int, tuple[int, int, int]],
+                tuple[Tensor, Tensor, Tensor, Tensor]]
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,10 @@ class Backend:
             (:func:`self_check`) and passes over it, with a warning, where it fails: for
             kernels compiled for the device they run on, whose failure is the device's, not
             the input's.
+        rays: a fused ray set-up (the rays of :func:`~stereodrr.render.rays.index_rays`
+            clipped by :func:`~stereodrr.render.rays.clip_to_box`, without gradients) that
+            :func:`~stereodrr.render.drr.drr` takes when no ray input requires a gradient;
+            ``None``: those torch functions always.
     """
 
     name: str
@@ -105,6 +112,7 @@ class Backend:
     exact: Exact | None = None
     auto_mode: str = "trilinear"
     self_check: bool = False
+    rays: Rays | None = None
 
     def integrate(self, mode: str, data: Tensor, o: Tensor, e: Tensor, s0: Tensor, s1: Tensor,
                   step: float | Tensor | None) -> Tensor:
@@ -346,6 +354,13 @@ def _numba_exact_backward(grad: Tensor, data: Tensor, o: Tensor, e: Tensor, s0: 
     return _fused_exact.backward(grad, data, o, e, s0, s1, want_data)  # deterministic as above
 
 
+def _numba_rays(index_from_world: Tensor, K: Tensor, R: Tensor, t: Tensor, start: int, stop: int, width: int,
+                shape_xyz: tuple[int, int, int]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    from . import _fused_rays
+
+    return _fused_rays.rays(index_from_world, K, R, t, start, stop, width, shape_xyz)
+
+
 def numba_load_error() -> str | None:
     """Why the fused CPU renderer cannot run here (numba missing, or installed but failing to
     load, e.g. built for another numpy or CPU), or None when it can. numba is a dependency of
@@ -394,7 +409,7 @@ exact_numba = _fused_op("exact_numba", _numba_exact_forward, _numba_exact_backwa
 # against trilinear's 5.3e-3 and RTK Joseph's 1.45e-2 (docs/results/renderer.md).
 register_backend(Backend("numba", march_numba, ("trilinear", "joseph", "exact"), _numba_unavailable,
                          auto_devices=("cpu",), chunk_rays=2**16, joseph=joseph_numba, exact=exact_numba,
-                         auto_mode="joseph"))
+                         auto_mode="joseph", rays=_numba_rays))
 
 
 # --------------------------------------------------------------------------- triton (GPU)

@@ -109,11 +109,15 @@ def _chunk_integral(data: Tensor, index_from_world: Tensor, K: Tensor, R: Tensor
                     width: int, mode: str, step: float | Tensor | None, backend: Backend) -> tuple[Tensor, Tensor]:
     """Line integrals ``(V, stop - start)`` of pixels ``start .. stop-1`` of ``V`` views
     (``K, R`` ``(V, 3, 3)``, ``t`` ``(V, 3)``), and how many rays of each view hit ``(V,)``."""
-    uv = pixel_grid_chunk(start, stop, width, K.device, K.dtype)
-    o, e = index_rays(index_from_world, K, R, t, uv)  # (V, N, 3)
-    o, e = o.reshape(-1, 3), e.reshape(-1, 3)
     nz, ny, nx = data.shape
-    s0, s1 = clip_to_box(o, e, (nx, ny, nz))
+    if backend.rays is not None and not torch.compiler.is_compiling() and not (
+            torch.is_grad_enabled() and any(x.requires_grad for x in (index_from_world, K, R, t))):
+        o, e, s0, s1 = backend.rays(index_from_world, K, R, t, start, stop, width, (nx, ny, nz))
+    else:
+        uv = pixel_grid_chunk(start, stop, width, K.device, K.dtype)
+        o, e = index_rays(index_from_world, K, R, t, uv)  # (V, N, 3)
+        o, e = o.reshape(-1, 3), e.reshape(-1, 3)
+        s0, s1 = clip_to_box(o, e, (nx, ny, nz))
     hits = (s1 > s0).reshape(K.shape[0], -1).sum(-1)
     part = backend.integrate(mode, data, o, e, s0, s1, step)
     return part.reshape(K.shape[0], stop - start), hits
@@ -219,14 +223,17 @@ def drr(
     rays = int(chunk_rays) if chunk_rays is not None else _rays_per_chunk(data, index_from_world, mode, step, be)
     checkpointed = be.chunk_rays is None and torch.is_grad_enabled() and any(
         x.requires_grad for x in (data, index_from_world, K, R, t))
-    # One output buffer, written chunk by chunk: no list of parts to concatenate (the output is
-    # the only memory that grows with the image; autograd tracks the slice writes). Hits are
-    # counted on the device and read once, after the loop.
-    out = K.new_zeros(views, n_pix)
-    hits = torch.zeros(views, dtype=torch.int64, device=K.device)
-    # The fused CPU kernel's ray set-up runs with torch single-threaded (threads.single_threaded_torch).
+    # The fused CPU kernel's ray set-up runs with torch single-threaded (threads.single_threaded_torch),
+    # the output's allocation too: a parallel fill here wakes torch's OpenMP workers, which spin on
+    # the cores the kernel is about to use when torch was imported before stereodrr (its passive
+    # wait policy then comes too late; measured: a 200² view 21 ms instead of 14).
     quiet = single_threaded_torch() if be.name == "numba" and not compiling else contextlib.nullcontext()
     with quiet:
+        # One output buffer, written chunk by chunk: no list of parts to concatenate (the output is
+        # the only memory that grows with the image; autograd tracks the slice writes). Hits are
+        # counted on the device and read once, after the loop.
+        out = K.new_zeros(views, n_pix)
+        hits = torch.zeros(views, dtype=torch.int64, device=K.device)
         for b0, b1, start, stop in _chunks(views, n_pix, rays):
             args = (data, index_from_world, K[b0:b1], R[b0:b1], t[b0:b1], start, stop, width, mode, step, be)
             if checkpointed:
