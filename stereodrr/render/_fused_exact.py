@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._fused import _GRAD_BUFFER_BYTES, FASTMATH, _in_numba_kernel, _np, _volume_grad_buffers, numba
+from ._fused import _GRAD_BUFFER_BYTES, _TILE, FASTMATH, _in_numba_kernel, _np, _volume_grad_buffers, numba
 
 __all__ = ["forward", "backward"]
 
@@ -112,40 +112,50 @@ if numba is not None:
         most the voxels left before the walk's last one."""
         return min(int(np.ceil((lim - ta) * abs(ea))), (za - ia) * pa)
 
+    @njit(inline="always", fastmath=FASTMATH, cache=True)
+    def _exact_ray(flat, o, e, r, lo, hi, nx, ny, nz):  # pragma: no cover - compiled
+        """Ray ``r``'s radiological path over ``[lo, hi]`` (float64)."""
+        acc = 0.0
+        if hi <= lo:
+            return acc
+        (_a, _b, _c, oa, ob, oc, va, vb, vc, ia, ib, ic, pa, pb, pc, za, zb, zc, ta, tb, tc,
+         da, db, dc, v) = _ray(o, e, r, lo, nx, ny, nz)
+        wa = abs(va)  # path length between two planes of the dominant axis
+        s = lo
+        while True:
+            lim = min(tb, tc, hi)
+            if ta < lim:  # the dominant axis' crossings up to the next other event
+                count = _run_length(ta, lim, 1.0 / wa, ia, pa, za)
+                acc += flat[v] * (ta - s) + wa * _run(flat, v, da, count, flat, 0.0, False)
+                ia += count * pa
+                v += count * da
+                s = (np.float64(ia) - 0.5 * np.float64(pa) - oa) * va  # its last crossing
+                ta = _leave(ia, pa, oa, va, za)
+            acc += flat[v] * (lim - s)
+            if lim >= hi:
+                break
+            s = lim
+            if tb <= tc:
+                ib += pb
+                v += db
+                tb = _leave(ib, pb, ob, vb, zb)
+            else:
+                ic += pc
+                v += dc
+                tc = _leave(ic, pc, oc, vc, zc)
+        return acc
+
     @njit(parallel=True, fastmath=FASTMATH, cache=True, error_model="numpy")
-    def _forward(vol, o, e, s0, s1, out):  # pragma: no cover - compiled
+    def _forward(vol, o, e, s0, s1, out, n_blocks):  # pragma: no cover - compiled
+        """Rays in tiles dealt to the threads in turn (as in ``_fused._joseph_forward``)."""
         nz, ny, nx = vol.shape
         flat = vol.ravel()
-        for r in prange(o.shape[0]):
-            lo, hi = np.float64(s0[r]), np.float64(s1[r])
-            acc = 0.0
-            if hi > lo:
-                (_a, _b, _c, oa, ob, oc, va, vb, vc, ia, ib, ic, pa, pb, pc, za, zb, zc, ta, tb, tc,
-                 da, db, dc, v) = _ray(o, e, r, lo, nx, ny, nz)
-                wa = abs(va)  # path length between two planes of the dominant axis
-                s = lo
-                while True:
-                    lim = min(tb, tc, hi)
-                    if ta < lim:  # the dominant axis' crossings up to the next other event
-                        count = _run_length(ta, lim, 1.0 / wa, ia, pa, za)
-                        acc += flat[v] * (ta - s) + wa * _run(flat, v, da, count, flat, 0.0, False)
-                        ia += count * pa
-                        v += count * da
-                        s = (np.float64(ia) - 0.5 * np.float64(pa) - oa) * va  # its last crossing
-                        ta = _leave(ia, pa, oa, va, za)
-                    acc += flat[v] * (lim - s)
-                    if lim >= hi:
-                        break
-                    s = lim
-                    if tb <= tc:
-                        ib += pb
-                        v += db
-                        tb = _leave(ib, pb, ob, vb, zb)
-                    else:
-                        ic += pc
-                        v += dc
-                        tc = _leave(ic, pc, oc, vc, zc)
-            out[r] = acc
+        n = o.shape[0]
+        n_tiles = (n + _TILE - 1) // _TILE
+        for blk in prange(n_blocks):
+            for tile in range(blk, n_tiles, n_blocks):
+                for r in range(tile * _TILE, min(n, (tile + 1) * _TILE)):
+                    out[r] = _exact_ray(flat, o, e, r, np.float64(s0[r]), np.float64(s1[r]), nx, ny, nz)
 
     @njit(parallel=True, fastmath=FASTMATH, cache=True, error_model="numpy")
     def _backward(vol, o, e, s0, s1, g, want_vol, gvol, go, ge, gs0, gs1):  # pragma: no cover - compiled
@@ -221,7 +231,7 @@ def forward(data: Tensor, o: Tensor, e: Tensor, s0: Tensor, s1: Tensor) -> Tenso
     ``s0, s1 (N,)`` on CPU."""
     out = np.zeros(o.shape[0], dtype=_np(o).dtype)
     if o.shape[0]:
-        _forward(_np(data), _np(o), _np(e), _np(s0), _np(s1), out)
+        _forward(_np(data), _np(o), _np(e), _np(s0), _np(s1), out, numba.get_num_threads())
     return torch.from_numpy(out)
 
 

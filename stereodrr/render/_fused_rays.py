@@ -27,22 +27,22 @@ except ImportError:  # pragma: no cover - exercised only where numba is absent
 
 __all__ = ["rays"]
 
-_F0, _HALF, _INF = np.float32(0.0), np.float32(0.5), np.float32(np.inf)
+# the exit length before any face is seen: longer than any ray through a volume
+_F0, _HALF, _BIG = np.float32(0.0), np.float32(0.5), np.float32(np.finfo(np.float32).max)
 
 if numba is not None:
 
     @njit(inline="always", fastmath=FASTMATH, cache=True)
-    def _slab(oa, ea, n, tiny, enter, leave):  # pragma: no cover - compiled
-        """``(enter, leave)`` narrowed by the faces ``-0.5, n - 0.5`` of one axis. (A helper, not
-        a loop over the axes in the ``prange`` body: written that way, Numba 0.68's parallel
-        pass returned garbage ``s0, s1``.)"""
+    def _slab(oa, ea, n, tiny, enter, leave, miss):  # pragma: no cover - compiled
+        """``(enter, leave, miss)`` narrowed by the faces ``-0.5, n - 0.5`` of one axis. (A helper,
+        not a loop over the axes in the ``prange`` body: written that way, Numba 0.68's parallel
+        pass returned garbage ``s0, s1``. No infinities: the kernels' fast-math flags assume none.)"""
         lo, hi = oa * _F0 - _HALF, oa * _F0 + np.float32(n) - _HALF
         if abs(ea) >= tiny:
             ta, tb = (lo - oa) / ea, (hi - oa) / ea
-            return max(enter, min(ta, tb)), min(leave, max(ta, tb))
-        if lo <= oa <= hi:  # parallel to the faces, inside the slab: unconstrained
-            return enter, leave
-        return oa * _F0 + _INF, oa * _F0 - _INF  # parallel and outside: a miss
+            return max(enter, min(ta, tb)), min(leave, max(ta, tb)), miss
+        # parallel to the faces: unconstrained inside the slab, a miss outside it
+        return enter, leave, miss or not (lo <= oa <= hi)
 
     @njit(parallel=True, fastmath=FASTMATH, cache=True, error_model="numpy")
     def _rays(M, org, K, R, start, width, n_pix, shape_xyz, tiny, o, e, s0, s1):  # pragma: no cover - compiled
@@ -64,11 +64,13 @@ if numba is not None:
             e1 = M[1, 0] * d0 + M[1, 1] * d1 + M[1, 2] * d2
             e2 = M[2, 0] * d0 + M[2, 1] * d1 + M[2, 2] * d2
             o0, o1, o2 = org[v, 0], org[v, 1], org[v, 2]
-            a, b = _slab(o0, e0, shape_xyz[0], tiny, zero, zero + _INF)
-            a, b = _slab(o1, e1, shape_xyz[1], tiny, a, b)
-            a, b = _slab(o2, e2, shape_xyz[2], tiny, a, b)
+            a, b, miss = _slab(o0, e0, shape_xyz[0], tiny, zero, zero + _BIG, False)
+            a, b, miss = _slab(o1, e1, shape_xyz[1], tiny, a, b, miss)
+            a, b, miss = _slab(o2, e2, shape_xyz[2], tiny, a, b, miss)
             o[r, 0], o[r, 1], o[r, 2] = o0, o1, o2
             e[r, 0], e[r, 1], e[r, 2] = e0, e1, e2
+            if miss:  # clip_to_box puts such a ray's empty segment at 0
+                a = b = zero
             s0[r] = a
             s1[r] = max(b, a)
 

@@ -55,8 +55,8 @@ def clip_to_box(o: Tensor, e: Tensor, shape_xyz: tuple[int, int, int]) -> tuple[
     ``s0 = max(0, max_a min(s_a^-, s_a^+))``, ``s1 = max(s0, min_a max(s_a^-, s_a^+))`` with
     ``s_a^+- = (edge_a^+- - o_a) / e_a``. A ray parallel to an axis (``|e_a|`` below
     :func:`nonzero_direction`'s tiny) leaves that axis unconstrained when it lies in the closed
-    slab ``-0.5 <= o_a <= n_a - 0.5`` (both faces alike) and misses otherwise; no gradient flows
-    from that axis.
+    slab ``-0.5 <= o_a <= n_a - 0.5`` (both faces alike) and misses otherwise, with
+    ``s0 = s1 = 0``; no gradient flows from that axis.
 
     Args:
         o, e: ``(N, 3)``.
@@ -77,6 +77,9 @@ def clip_to_box(o: Tensor, e: Tensor, shape_xyz: tuple[int, int, int]) -> tuple[
     leave = torch.where(parallel, torch.where(inside, inf, -inf), leave)
     s0 = enter.amax(-1).clamp_min(0.0)
     s1 = leave.amin(-1)
+    # only a ray parallel to a pair of faces, outside their slab, enters at +inf: its empty
+    # segment is put at 0 (an infinite one would make the samples' positions NaN)
+    s0 = torch.where(torch.isinf(s0), torch.zeros_like(s0), s0)
     return s0, torch.maximum(s1, s0)
 
 

@@ -67,7 +67,7 @@ def test_fused_ray_setup_matches_index_rays_and_clip_to_box(dtype, start, stop):
 
 def test_parallel_ray_outside_a_slab_misses():
     """A ray parallel to a pair of faces and outside their slab misses, whatever its other axes
-    say (clip_to_box's rule), in the fused set-up too."""
+    say (clip_to_box's rule), in the fused set-up too, with its empty segment at 0."""
     dtype = torch.float64
     A = torch.eye(4, dtype=dtype)
     K = torch.tensor([[[100.0, 0.0, 0.0], [0.0, 100.0, 0.0], [0.0, 0.0, 1.0]]], dtype=dtype)
@@ -80,6 +80,8 @@ def test_parallel_ray_outside_a_slab_misses():
         assert bool(s1 > s0) is expect_hit is bool(s1_ref > s0_ref), i
         if expect_hit:
             assert float(s0) == pytest.approx(49.5) and float(s1) == pytest.approx(49.5 + NZ)
+        else:  # an empty segment at 0, not at infinity
+            assert float(s0) == float(s1) == float(s0_ref) == float(s1_ref) == 0.0
 
 
 def test_drr_takes_the_fused_setup_without_gradients_only(monkeypatch):

@@ -103,11 +103,13 @@ def test_rays_missing_the_volume_give_zeros_and_a_warning(torso):
         assert torch.equal(img, torch.zeros(1, 6, 8))
 
 
+@pytest.mark.parametrize("backend", ["auto", "torch"])
 @pytest.mark.parametrize("mode", ["exact", "joseph", "trilinear"])
-def test_a_ray_on_either_box_face_counts_and_a_source_on_a_face_has_plain_gradients(mode):
+def test_a_ray_on_either_box_face_counts_and_a_source_on_a_face_has_plain_gradients(mode, backend):
     """The box is closed: a ray lying in its low or its high face integrates the face's voxels
-    (the high one used to miss), and a source on a face gives gradients of the image's size
-    (they were ~1e77 through the parallel axes' stand-in direction)."""
+    (the high one used to miss), one just outside it renders 0 (the torch trilinear path used
+    to fail on it: its segment started at infinity), and a source on a face gives gradients of
+    the image's size (they were ~1e77 through the parallel axes' stand-in direction)."""
     vol = Volume.from_numpy(np.ones((4, 4, 4)))  # box -0.5 .. 3.5 mm
     R = np.array([[1.0, 0, 0], [0, 0, -1.0], [0, 1.0, 0]])  # looking along +y
     K = np.array([[10.0, 0, 0], [0, 10.0, 0], [0, 0, 1]])
@@ -115,7 +117,7 @@ def test_a_ray_on_either_box_face_counts_and_a_source_on_a_face_has_plain_gradie
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RaysMissWarning)
             got = render_drr(vol, Camera(K=K, R=R, t=-R @ np.array([x, -50.0, 1.5]), width=1, height=1),
-                             projector=Projector(mode))
+                             projector=Projector(mode, backend=backend))
         assert float(got) == pytest.approx(want, abs=1e-5), (x, float(got))
     K3 = np.array([[2.0, 0, 1], [0, 2, 1], [0, 0, 1]])
     cam = Camera(K=K3, R=R, t=-R @ np.array([-0.5, 1.2, 1.7]), width=3, height=3)
@@ -123,7 +125,7 @@ def test_a_ray_on_either_box_face_counts_and_a_source_on_a_face_has_plain_gradie
     Rt.requires_grad_(True)
     tt.requires_grad_(True)
     drr(torch.ones(4, 4, 4, dtype=torch.float64), vol.index_from_world_tensor(torch.float64), Kt, Rt, tt, 3, 3,
-        Projector(mode)).sum().backward()
+        Projector(mode, backend=backend)).sum().backward()
     assert float(tt.grad.abs().max()) < 100 and float(Rt.grad.abs().max()) < 100
 
 
