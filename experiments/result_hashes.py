@@ -25,7 +25,7 @@ Takes a few minutes on two cores (the demos dominate).
 2.13.0+cpu, numba 0.68.1, numpy 2.4.6 on an AMD EPYC machine). That change moved the rays'
 directions by float rounding (at most 2.4e-7 of a component): 51 of the 75 results changed, the
 renders by at most 7e-6 of their range, noisy frames in 0.4 % of their pixels, and the two
-fixed-budget registrations, which stop before converging, by up to 0.07 mm and 0.06°. Earlier
+fixed-budget registrations, which stop before converging, by up to 0.03 mm and 0.015°. Earlier
 refactorings (the imaging pipeline, the registration package) reproduced every byte of the tree
 before them. Other library versions or another CPU may round differently: compare two trees on
 one machine, as above (``--write`` with one, ``--check`` with the other).

@@ -106,16 +106,23 @@ if numba is not None:
             acc += _sample(flat, o[0] + s * e[0], o[1] + s * e[1], o[2] + s * e[2], nx, ny, nz)[0]
         return acc * ds
 
+    @njit(inline="always", cache=True)
+    def _tiled(blk, n_blocks, n):  # pragma: no cover - compiled
+        """The forward kernels' thread schedule: rays in tiles of ``_TILE`` consecutive pixels
+        dealt to ``n_blocks`` threads in turn, so both get rays of every part of the view (a
+        contiguous half each left one idle where the other's rays are longer: a chunk of a view's
+        top rows, one half missing the CT). Returns the first tile of block ``blk``, the tile
+        stride and the number of tiles."""
+        return blk, n_blocks, (n + _TILE - 1) // _TILE
+
     @njit(parallel=True, fastmath=FASTMATH, cache=True, error_model="numpy")
     def _forward(vol, o, e, s0, ds, n, out, n_blocks):  # pragma: no cover - compiled
-        """Rays in tiles dealt to the threads in turn (see :func:`_joseph_forward`)."""
         nz, ny, nx = vol.shape
         flat = vol.ravel()
-        n_rays = o.shape[0]
-        n_tiles = (n_rays + _TILE - 1) // _TILE
         for blk in prange(n_blocks):
-            for tile in range(blk, n_tiles, n_blocks):
-                for r in range(tile * _TILE, min(n_rays, (tile + 1) * _TILE)):
+            first, stride, n_tiles = _tiled(blk, n_blocks, o.shape[0])
+            for tile in range(first, n_tiles, stride):
+                for r in range(tile * _TILE, min(o.shape[0], (tile + 1) * _TILE)):
                     out[r] = _march_ray(flat, o[r], e[r], s0[r], ds[r], n[r], nx, ny, nz)
 
     @njit(parallel=True, fastmath=FASTMATH, cache=True, error_model="numpy")
@@ -359,16 +366,12 @@ if numba is not None:
 
     @njit(parallel=True, fastmath=FASTMATH, cache=True, error_model="numpy")
     def _joseph_forward(vol, o, e, s0, s1, kk, out, n_blocks):  # pragma: no cover - compiled
-        """Rays in tiles of ``_TILE`` consecutive pixels dealt to ``n_blocks`` threads in turn:
-        a contiguous half per thread would leave one idle where the other's rays are longer
-        (a chunk of a view's top rows: one half misses the CT)."""
         nz, ny, nx = vol.shape
         flat = vol.ravel()
-        n = o.shape[0]
-        n_tiles = (n + _TILE - 1) // _TILE
         for blk in prange(n_blocks):
-            for tile in range(blk, n_tiles, n_blocks):
-                for r in range(tile * _TILE, min(n, (tile + 1) * _TILE)):
+            first, stride, n_tiles = _tiled(blk, n_blocks, o.shape[0])
+            for tile in range(first, n_tiles, stride):
+                for r in range(tile * _TILE, min(o.shape[0], (tile + 1) * _TILE)):
                     out[r] = _joseph_ray(flat, o[r], e[r], s0[r], s1[r], kk[r], nx, ny, nz)
 
     @njit(parallel=True, fastmath=FASTMATH, cache=True, error_model="numpy")

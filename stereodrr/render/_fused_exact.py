@@ -36,9 +36,11 @@ __all__ = ["forward", "backward"]
 if numba is not None:
     from numba import njit, prange
 
-    from ._fused import _slice_axes
+    from ._fused import _slice_axes, _tiled
 
-    _INF = np.inf
+    # "never": beyond any path length. Finite, since the kernels' fast-math flags (ninf) let the
+    # compiler assume no value is infinite.
+    _NEVER = np.finfo(np.float64).max
 
     @njit(inline="always", fastmath=FASTMATH, cache=True)
     def _axis(o, e, lo, n):  # pragma: no cover - compiled
@@ -61,11 +63,11 @@ if numba is not None:
 
     @njit(inline="always", fastmath=FASTMATH, cache=True)
     def _leave(i, step, o, inv, stop):  # pragma: no cover - compiled
-        """Path length where the ray leaves voxel ``i`` of an axis; ``inf`` at the walk's last
+        """Path length where the ray leaves voxel ``i`` of an axis; never (``_NEVER``) at the walk's last
         voxel (parallel, or the next one is outside the box: the walk stays in the edge voxel, as
         the reference's clamped index does)."""
         if i == stop:
-            return _INF
+            return _NEVER
         return (np.float64(i) + 0.5 * np.float64(step) - o) * inv
 
     @njit(inline="always", fastmath=FASTMATH, cache=True)
@@ -147,14 +149,12 @@ if numba is not None:
 
     @njit(parallel=True, fastmath=FASTMATH, cache=True, error_model="numpy")
     def _forward(vol, o, e, s0, s1, out, n_blocks):  # pragma: no cover - compiled
-        """Rays in tiles dealt to the threads in turn (as in ``_fused._joseph_forward``)."""
         nz, ny, nx = vol.shape
         flat = vol.ravel()
-        n = o.shape[0]
-        n_tiles = (n + _TILE - 1) // _TILE
-        for blk in prange(n_blocks):
-            for tile in range(blk, n_tiles, n_blocks):
-                for r in range(tile * _TILE, min(n, (tile + 1) * _TILE)):
+        for blk in prange(n_blocks):  # the schedule of _fused._tiled
+            first, stride, n_tiles = _tiled(blk, n_blocks, o.shape[0])
+            for tile in range(first, n_tiles, stride):
+                for r in range(tile * _TILE, min(o.shape[0], (tile + 1) * _TILE)):
                     out[r] = _exact_ray(flat, o, e, r, np.float64(s0[r]), np.float64(s1[r]), nx, ny, nz)
 
     @njit(parallel=True, fastmath=FASTMATH, cache=True, error_model="numpy")

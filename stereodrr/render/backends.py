@@ -31,7 +31,9 @@ Backends (:data:`BACKENDS`, extend with :func:`register_backend`):
 The fused kernels are ``torch.library`` custom ops (``stereodrr::march_numba``,
 ``stereodrr::joseph_numba``, ``stereodrr::exact_numba``, ``stereodrr::march_triton``,
 ``stereodrr::joseph_triton``, ``stereodrr::exact_triton`` and their ``_backward`` ops) with fake
-implementations and a registered autograd formula, so ``torch.compile(fullgraph=True)`` keeps them in the graph.
+implementations and a registered autograd formula, and the numba backend's ray set-up is one
+(``stereodrr::rays_numba``, no gradient: a differentiable render takes its values and the torch
+set-up's chain rule), so ``torch.compile(fullgraph=True)`` keeps them in the graph.
 The triton volume gradient uses float32 atomics, or exact fixed-point integer atomics (the same
 bits on every run) when ``torch.use_deterministic_algorithms(True)`` is on.
 
@@ -354,11 +356,28 @@ def _numba_exact_backward(grad: Tensor, data: Tensor, o: Tensor, e: Tensor, s0: 
     return _fused_exact.backward(grad, data, o, e, s0, s1, want_data)  # deterministic as above
 
 
-def _numba_rays(index_from_world: Tensor, K: Tensor, R: Tensor, t: Tensor, start: int, stop: int, width: int,
-                shape_xyz: tuple[int, int, int]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+@torch.library.custom_op("stereodrr::rays_numba", mutates_args=())
+def _rays_numba_op(index_from_world: Tensor, K: Tensor, R: Tensor, t: Tensor, start: int, stop: int, width: int,
+                   nx: int, ny: int, nz: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     from . import _fused_rays
 
-    return _fused_rays.rays(index_from_world, K, R, t, start, stop, width, shape_xyz)
+    return _fused_rays.rays(index_from_world, K, R, t, start, stop, width, (nx, ny, nz))
+
+
+@_rays_numba_op.register_fake
+def _(index_from_world: Tensor, K: Tensor, R: Tensor, t: Tensor, start: int, stop: int, width: int,
+      nx: int, ny: int, nz: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    n = K.shape[0] * (stop - start)
+    dtype = torch.promote_types(index_from_world.dtype, torch.promote_types(R.dtype, t.dtype))
+    return (K.new_empty(n, 3, dtype=dtype), K.new_empty(n, 3, dtype=dtype), K.new_empty(n, dtype=dtype),
+            K.new_empty(n, dtype=dtype))
+
+
+def _numba_rays(index_from_world: Tensor, K: Tensor, R: Tensor, t: Tensor, start: int, stop: int, width: int,
+                shape_xyz: tuple[int, int, int]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The fused ray set-up as a custom op (``torch.compile`` keeps it in the graph); no gradient."""
+    return _rays_numba_op(index_from_world.detach(), K.detach(), R.detach(), t.detach(), start, stop, width,
+                          *shape_xyz)
 
 
 def numba_load_error() -> str | None:

@@ -105,19 +105,47 @@ def _check_inputs(data: Tensor, index_from_world: Tensor, K: Tensor, R: Tensor, 
         raise ValueError(f"image size: expected positive integers, got height={height}, width={width}")
 
 
+class _ValuesOf(torch.autograd.Function):
+    """``fused``'s values with ``traced``'s gradient: the rays of a differentiable render take
+    the fused set-up's values, so a pose renders to the same bits with or without a gradient
+    (an optimiser compares losses of both kinds), and the torch set-up's chain rule."""
+
+    @staticmethod
+    def forward(ctx, traced: Tensor, fused: Tensor) -> Tensor:
+        return fused.clone()
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+        return grad, None
+
+
+def _chunk_rays(index_from_world: Tensor, K: Tensor, R: Tensor, t: Tensor, start: int, stop: int, width: int,
+                shape_xyz: tuple[int, int, int], backend: Backend) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``o, e (V * N, 3)``, ``s0, s1 (V * N,)`` of pixels ``start .. stop-1``: the backend's fused
+    set-up where it has one (its values, torch's gradient when one is wanted), else torch's."""
+    fused = backend.rays is not None
+    differentiable = torch.is_grad_enabled() and any(x.requires_grad for x in (index_from_world, K, R, t))
+    if fused and not differentiable:
+        assert backend.rays is not None
+        return backend.rays(index_from_world, K, R, t, start, stop, width, shape_xyz)
+    uv = pixel_grid_chunk(start, stop, width, K.device, K.dtype)
+    o, e = index_rays(index_from_world, K, R, t, uv)  # (V, N, 3)
+    o, e = o.reshape(-1, 3), e.reshape(-1, 3)
+    s0, s1 = clip_to_box(o, e, shape_xyz)
+    if not fused:
+        return o, e, s0, s1
+    assert backend.rays is not None
+    values = backend.rays(index_from_world, K, R, t, start, stop, width, shape_xyz)
+    o, e, s0, s1 = (_ValuesOf.apply(a, b) for a, b in zip((o, e, s0, s1), values))
+    return o, e, s0, s1
+
+
 def _chunk_integral(data: Tensor, index_from_world: Tensor, K: Tensor, R: Tensor, t: Tensor, start: int, stop: int,
                     width: int, mode: str, step: float | Tensor | None, backend: Backend) -> tuple[Tensor, Tensor]:
     """Line integrals ``(V, stop - start)`` of pixels ``start .. stop-1`` of ``V`` views
     (``K, R`` ``(V, 3, 3)``, ``t`` ``(V, 3)``), and how many rays of each view hit ``(V,)``."""
     nz, ny, nx = data.shape
-    if backend.rays is not None and not torch.compiler.is_compiling() and not (
-            torch.is_grad_enabled() and any(x.requires_grad for x in (index_from_world, K, R, t))):
-        o, e, s0, s1 = backend.rays(index_from_world, K, R, t, start, stop, width, (nx, ny, nz))
-    else:
-        uv = pixel_grid_chunk(start, stop, width, K.device, K.dtype)
-        o, e = index_rays(index_from_world, K, R, t, uv)  # (V, N, 3)
-        o, e = o.reshape(-1, 3), e.reshape(-1, 3)
-        s0, s1 = clip_to_box(o, e, (nx, ny, nz))
+    o, e, s0, s1 = _chunk_rays(index_from_world, K, R, t, start, stop, width, (nx, ny, nz), backend)
     hits = (s1 > s0).reshape(K.shape[0], -1).sum(-1)
     part = backend.integrate(mode, data, o, e, s0, s1, step)
     return part.reshape(K.shape[0], stop - start), hits
