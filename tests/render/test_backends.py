@@ -185,6 +185,8 @@ def test_custom_ops_pass_opcheck():
     s1 = (s0 + ds * n).detach().requires_grad_(True)
     for k in (1, 3):
         torch.library.opcheck(backends.joseph_numba, (data, o, e, s0, s1, torch.full((2,), k)))
+    data_, A, K, R, t = _scene(dtype=torch.float64)
+    torch.library.opcheck(torch.ops.stereodrr.rays_numba, (A, K, R, t, 3, 20, W, 10, 8, 9))
 
 
 @pytest.mark.parametrize("preset", [None, "ACTIVE"])
