@@ -107,21 +107,20 @@ if numba is not None:
         return acc * ds
 
     @njit(inline="always", cache=True)
-    def _tiled(blk, n_blocks, n):  # pragma: no cover - compiled
-        """The forward kernels' thread schedule: rays in tiles of ``_TILE`` consecutive pixels
-        dealt to ``n_blocks`` threads in turn, so both get rays of every part of the view (a
-        contiguous half each left one idle where the other's rays are longer: a chunk of a view's
-        top rows, one half missing the CT). Returns the first tile of block ``blk``, the tile
-        stride and the number of tiles."""
-        return blk, n_blocks, (n + _TILE - 1) // _TILE
+    def _tiles(n):  # pragma: no cover - compiled
+        """Tiles of ``_TILE`` consecutive rays among ``n``: the forward kernels' thread schedule
+        deals them to the ``n_blocks`` threads in turn (block ``blk`` takes tiles ``blk, blk +
+        n_blocks, ...``), so each gets rays of every part of the view (a contiguous half each
+        left one idle where the other's rays are longer: a chunk of a view's top rows, one half
+        missing the CT)."""
+        return (n + _TILE - 1) // _TILE
 
     @njit(parallel=True, fastmath=FASTMATH, cache=True, error_model="numpy")
     def _forward(vol, o, e, s0, ds, n, out, n_blocks):  # pragma: no cover - compiled
         nz, ny, nx = vol.shape
         flat = vol.ravel()
         for blk in prange(n_blocks):
-            first, stride, n_tiles = _tiled(blk, n_blocks, o.shape[0])
-            for tile in range(first, n_tiles, stride):
+            for tile in range(blk, _tiles(o.shape[0]), n_blocks):
                 for r in range(tile * _TILE, min(o.shape[0], (tile + 1) * _TILE)):
                     out[r] = _march_ray(flat, o[r], e[r], s0[r], ds[r], n[r], nx, ny, nz)
 
@@ -369,8 +368,7 @@ if numba is not None:
         nz, ny, nx = vol.shape
         flat = vol.ravel()
         for blk in prange(n_blocks):
-            first, stride, n_tiles = _tiled(blk, n_blocks, o.shape[0])
-            for tile in range(first, n_tiles, stride):
+            for tile in range(blk, _tiles(o.shape[0]), n_blocks):
                 for r in range(tile * _TILE, min(o.shape[0], (tile + 1) * _TILE)):
                     out[r] = _joseph_ray(flat, o[r], e[r], s0[r], s1[r], kk[r], nx, ny, nz)
 

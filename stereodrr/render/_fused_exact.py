@@ -36,7 +36,7 @@ __all__ = ["forward", "backward"]
 if numba is not None:
     from numba import njit, prange
 
-    from ._fused import _slice_axes, _tiled
+    from ._fused import _slice_axes, _tiles
 
     # "never": beyond any path length. Finite, since the kernels' fast-math flags (ninf) let the
     # compiler assume no value is infinite.
@@ -151,9 +151,8 @@ if numba is not None:
     def _forward(vol, o, e, s0, s1, out, n_blocks):  # pragma: no cover - compiled
         nz, ny, nx = vol.shape
         flat = vol.ravel()
-        for blk in prange(n_blocks):  # the schedule of _fused._tiled
-            first, stride, n_tiles = _tiled(blk, n_blocks, o.shape[0])
-            for tile in range(first, n_tiles, stride):
+        for blk in prange(n_blocks):  # the schedule of _fused._tiles
+            for tile in range(blk, _tiles(o.shape[0]), n_blocks):
                 for r in range(tile * _TILE, min(o.shape[0], (tile + 1) * _TILE)):
                     out[r] = _exact_ray(flat, o, e, r, np.float64(s0[r]), np.float64(s1[r]), nx, ny, nz)
 

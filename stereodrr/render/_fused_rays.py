@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from ..geometry import camera_center
-from ._fused import FASTMATH
+from ._fused import _F0, _HALF, FASTMATH
 from .threads import numba_kernel
 
 try:  # Numba is optional here as in _fused.
@@ -28,7 +28,7 @@ except ImportError:  # pragma: no cover - exercised only where numba is absent
 __all__ = ["rays"]
 
 # the exit length before any face is seen: longer than any ray through a volume
-_F0, _HALF, _BIG = np.float32(0.0), np.float32(0.5), np.float32(np.finfo(np.float32).max)
+_BIG = np.float32(np.finfo(np.float32).max)
 
 if numba is not None:
 
@@ -82,7 +82,7 @@ def rays(index_from_world: Tensor, K: Tensor, R: Tensor, t: Tensor, start: int, 
     ``s0 == s1``): what ``index_rays`` then ``clip_to_box`` give, without gradients."""
     M, b = index_from_world[:3, :3].detach(), index_from_world[:3, 3].detach()
     org = (camera_center(R.detach(), t.detach())[:, None, :] @ M.T + b)[:, 0]  # index_rays' origin
-    dtype = org.detach().numpy().dtype
+    dtype = org.numpy().dtype
     n_pix = stop - start
     n = K.shape[0] * n_pix
     o, e = np.empty((n, 3), dtype), np.empty((n, 3), dtype)

@@ -98,9 +98,9 @@ class Backend:
             kernels compiled for the device they run on, whose failure is the device's, not
             the input's.
         rays: a fused ray set-up (the rays of :func:`~stereodrr.render.rays.index_rays`
-            clipped by :func:`~stereodrr.render.rays.clip_to_box`, without gradients) that
-            :func:`~stereodrr.render.drr.drr` takes when no ray input requires a gradient;
-            ``None``: those torch functions always.
+            clipped by :func:`~stereodrr.render.rays.clip_to_box`, without gradients) whose
+            values :func:`~stereodrr.render.drr.drr` renders, with those torch functions' chain
+            rule where a ray input requires a gradient; ``None``: the torch functions alone.
     """
 
     name: str

@@ -123,19 +123,17 @@ def _chunk_rays(index_from_world: Tensor, K: Tensor, R: Tensor, t: Tensor, start
                 shape_xyz: tuple[int, int, int], backend: Backend) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """``o, e (V * N, 3)``, ``s0, s1 (V * N,)`` of pixels ``start .. stop-1``: the backend's fused
     set-up where it has one (its values, torch's gradient when one is wanted), else torch's."""
-    fused = backend.rays is not None
+    fused = backend.rays
     differentiable = torch.is_grad_enabled() and any(x.requires_grad for x in (index_from_world, K, R, t))
-    if fused and not differentiable:
-        assert backend.rays is not None
-        return backend.rays(index_from_world, K, R, t, start, stop, width, shape_xyz)
+    if fused is not None and not differentiable:
+        return fused(index_from_world, K, R, t, start, stop, width, shape_xyz)
     uv = pixel_grid_chunk(start, stop, width, K.device, K.dtype)
     o, e = index_rays(index_from_world, K, R, t, uv)  # (V, N, 3)
     o, e = o.reshape(-1, 3), e.reshape(-1, 3)
     s0, s1 = clip_to_box(o, e, shape_xyz)
-    if not fused:
+    if fused is None:
         return o, e, s0, s1
-    assert backend.rays is not None
-    values = backend.rays(index_from_world, K, R, t, start, stop, width, shape_xyz)
+    values = fused(index_from_world, K, R, t, start, stop, width, shape_xyz)
     o, e, s0, s1 = (_ValuesOf.apply(a, b) for a, b in zip((o, e, s0, s1), values))
     return o, e, s0, s1
 
