@@ -68,18 +68,20 @@ if numba is not None:
         return i0, 1, x - np.float32(i0), inside
 
     @njit(inline="always", fastmath=FASTMATH, cache=True)
-    def _sample(flat, px, py, pz, nx, ny, nz):  # pragma: no cover - compiled
-        """Edge-clamped trilinear sample at index ``(px, py, pz)`` of the flat ``(Z, Y, X)`` volume.
+    def _sample(flat, px, py, pz, dims):  # pragma: no cover - compiled
+        """Edge-clamped trilinear sample at index ``(px, py, pz)`` of the flat volume (``dims =
+        (nx, ny, nz, sy, sz)``: voxel ``(i, j, k)`` at ``i + j sy + k sz``, :func:`_flat`).
 
         Returns the value, its spatial gradient ``(dfx, dfy, dfz)``, the flat index ``b`` of the
         base voxel, the offsets ``(ox, dy, dz)`` to its neighbours and the fractions
         ``(fx, fy, fz)`` (the forward pass uses the value only; the rest compiles away there).
         """
+        nx, ny, nz, sy, sz = dims
         i0, ox, fx, ddx = _cell(px, nx)
         j0, oy, fy, ddy = _cell(py, ny)
         k0, oz, fz, ddz = _cell(pz, nz)
-        b = (k0 * ny + j0) * nx + i0
-        dy, dz = oy * nx, oz * nx * ny
+        b = k0 * sz + j0 * sy + i0
+        dy, dz = oy * sy, oz * sz
         v000, v001 = flat[b], flat[b + ox]
         v010, v011 = flat[b + dy], flat[b + dy + ox]
         v100, v101 = flat[b + dz], flat[b + dz + ox]
@@ -98,12 +100,12 @@ if numba is not None:
         return c0 + fz * (c1 - c0), dfx, dfy, dfz, b, ox, dy, dz, fx, fy, fz
 
     @njit(inline="always", fastmath=FASTMATH, cache=True)
-    def _march_ray(flat, o, e, s0, ds, n, nx, ny, nz):  # pragma: no cover - compiled
+    def _march_ray(flat, o, e, s0, ds, n, dims):  # pragma: no cover - compiled
         """One ray's trilinear sum ``ds sum_k f(p_k)``."""
         acc = ds * _F0
         for k in range(n):
             s = s0 + (np.float32(k) + _HALF) * ds
-            acc += _sample(flat, o[0] + s * e[0], o[1] + s * e[1], o[2] + s * e[2], nx, ny, nz)[0]
+            acc += _sample(flat, o[0] + s * e[0], o[1] + s * e[1], o[2] + s * e[2], dims)[0]
         return acc * ds
 
     @njit(inline="always", cache=True)
@@ -116,21 +118,17 @@ if numba is not None:
         return (n + _TILE - 1) // _TILE
 
     @njit(parallel=True, fastmath=FASTMATH, cache=True, error_model="numpy")
-    def _forward(vol, o, e, s0, ds, n, out, n_blocks):  # pragma: no cover - compiled
-        nz, ny, nx = vol.shape
-        flat = vol.ravel()
+    def _forward(flat, dims, o, e, s0, ds, n, out, n_blocks):  # pragma: no cover - compiled
         for blk in prange(n_blocks):
             for tile in range(blk, _tiles(o.shape[0]), n_blocks):
                 for r in range(tile * _TILE, min(o.shape[0], (tile + 1) * _TILE)):
-                    out[r] = _march_ray(flat, o[r], e[r], s0[r], ds[r], n[r], nx, ny, nz)
+                    out[r] = _march_ray(flat, o[r], e[r], s0[r], ds[r], n[r], dims)
 
     @njit(parallel=True, fastmath=FASTMATH, cache=True, error_model="numpy")
-    def _backward(vol, o, e, s0, ds, n, g, want_vol, gvol, go, ge, gs0, gds):  # pragma: no cover
-        nz, ny, nx = vol.shape
-        flat = vol.ravel()
+    def _backward(flat, dims, o, e, s0, ds, n, g, want_vol, gvol, go, ge, gs0, gds):  # pragma: no cover
         n_blocks = gvol.shape[0]
         for blk in prange(n_blocks):
-            buf = gvol[blk].ravel()
+            buf = gvol[blk]
             for r in range(blk, o.shape[0], n_blocks):  # interleaved: blocks get similar ray lengths
                 w = g[r] * ds[r]  # dL_total/d(sample value) for every sample of this ray
                 zero = w * _F0
@@ -139,7 +137,7 @@ if numba is not None:
                     kh = np.float32(k) + _HALF
                     s = s0[r] + kh * ds[r]
                     f, dfx, dfy, dfz, b, ox, dy, dz, fx, fy, fz = _sample(
-                        flat, o[r, 0] + s * e[r, 0], o[r, 1] + s * e[r, 1], o[r, 2] + s * e[r, 2], nx, ny, nz)
+                        flat, o[r, 0] + s * e[r, 0], o[r, 1] + s * e[r, 1], o[r, 2] + s * e[r, 2], dims)
                     sf += f
                     gx += dfx
                     gy += dfy
@@ -172,15 +170,15 @@ if numba is not None:
 
     # ------------------------------------------------------------------ joseph (slice planes)
     @njit(inline="always", fastmath=FASTMATH, cache=True)
-    def _slice_axes(o0, o1, o2, e0, e1, e2, nx, ny, nz):  # pragma: no cover - compiled
+    def _slice_axes(o0, o1, o2, e0, e1, e2, dims):  # pragma: no cover - compiled
         """The ray's dominant index axis ``a`` (largest ``|e_a|``, first on ties) and the two
         in-slice axes ``b``, ``c``: ``(axis ids, origins, directions, sizes, flat strides)``."""
-        sxy = nx * ny
+        nx, ny, nz, sy, sz = dims
         if abs(e0) >= abs(e1) and abs(e0) >= abs(e2):
-            return 0, 1, 2, o0, o1, o2, e0, e1, e2, nx, ny, nz, 1, nx, sxy
+            return 0, 1, 2, o0, o1, o2, e0, e1, e2, nx, ny, nz, 1, sy, sz
         if abs(e1) >= abs(e2):
-            return 1, 0, 2, o1, o0, o2, e1, e0, e2, ny, nx, nz, nx, 1, sxy
-        return 2, 0, 1, o2, o0, o1, e2, e0, e1, nz, nx, ny, sxy, 1, nx
+            return 1, 0, 2, o1, o0, o2, e1, e0, e2, ny, nx, nz, sy, 1, sz
+        return 2, 0, 1, o2, o0, o1, e2, e0, e1, nz, nx, ny, sz, 1, sy
 
     @njit(inline="always", fastmath=FASTMATH, cache=True)
     def _slab_range(oa, ea, s0, s1, na, k):  # pragma: no cover - compiled
@@ -336,7 +334,7 @@ if numba is not None:
         return sf, gb, gbs, gc, gcs, count
 
     @njit(inline="always", fastmath=FASTMATH, cache=True)
-    def _joseph_ray(flat, o, e, lo, hi, k, nx, ny, nz):  # pragma: no cover - compiled
+    def _joseph_ray(flat, o, e, lo, hi, k, dims):  # pragma: no cover - compiled
         """One ray's Joseph sum. The slabs whose sample needs no edge clamp and whose weight is
         the full ``2 h`` (all but a few near the box's faces) run in an unclamped loop; the rest
         take the general term. Same sum, about 2.5x fewer instructions per sample."""
@@ -344,7 +342,7 @@ if numba is not None:
         if hi <= lo:
             return acc
         _a, _b, _c, oa, ob, oc, ea, eb, ec, na, nb, nc, sa, sb, sc = _slice_axes(
-            o[0], o[1], o[2], e[0], e[1], e[2], nx, ny, nz)
+            o[0], o[1], o[2], e[0], e[1], e[2], dims)
         inv = _F1 / ea
         h = np.float32(k) * _HALF * abs(inv)  # half a slab's path length
         j0, j1, c0 = _slab_range(oa, ea, lo, hi, na, k)
@@ -364,21 +362,17 @@ if numba is not None:
         return acc
 
     @njit(parallel=True, fastmath=FASTMATH, cache=True, error_model="numpy")
-    def _joseph_forward(vol, o, e, s0, s1, kk, out, n_blocks):  # pragma: no cover - compiled
-        nz, ny, nx = vol.shape
-        flat = vol.ravel()
+    def _joseph_forward(flat, dims, o, e, s0, s1, kk, out, n_blocks):  # pragma: no cover - compiled
         for blk in prange(n_blocks):
             for tile in range(blk, _tiles(o.shape[0]), n_blocks):
                 for r in range(tile * _TILE, min(o.shape[0], (tile + 1) * _TILE)):
-                    out[r] = _joseph_ray(flat, o[r], e[r], s0[r], s1[r], kk[r], nx, ny, nz)
+                    out[r] = _joseph_ray(flat, o[r], e[r], s0[r], s1[r], kk[r], dims)
 
     @njit(parallel=True, fastmath=FASTMATH, cache=True, error_model="numpy")
-    def _joseph_backward(vol, o, e, s0, s1, kk, g, want_vol, gvol, go, ge, gs0, gs1):  # pragma: no cover
-        nz, ny, nx = vol.shape
-        flat = vol.ravel()
+    def _joseph_backward(flat, dims, o, e, s0, s1, kk, g, want_vol, gvol, go, ge, gs0, gs1):  # pragma: no cover
         n_blocks = gvol.shape[0]
         for blk in prange(n_blocks):
-            buf = gvol[blk].ravel()
+            buf = gvol[blk]
             for r in range(blk, o.shape[0], n_blocks):
                 lo, hi, gr = s0[r], s1[r], g[r]
                 zero = lo * _F0
@@ -387,7 +381,7 @@ if numba is not None:
                 if hi > lo:
                     k = kk[r]
                     a, b, c, oa, ob, oc, ea, eb, ec, na, nb, nc, sa, sb, sc = _slice_axes(
-                        o[r, 0], o[r, 1], o[r, 2], e[r, 0], e[r, 1], e[r, 2], nx, ny, nz)
+                        o[r, 0], o[r, 1], o[r, 2], e[r, 0], e[r, 1], e[r, 2], dims)
                     inv = _F1 / ea
                     h = np.float32(k) * _HALF * abs(inv)
                     j0, j1, c0 = _slab_range(oa, ea, lo, hi, na, k)
@@ -483,22 +477,60 @@ def _np(x: Tensor) -> np.ndarray:
     return x.detach().contiguous().numpy()
 
 
+def _volume_strides(data: Tensor) -> tuple[int, int] | None:
+    """``(sy, sz)``, the element strides of rows and slices, when the kernels can index
+    ``data``'s voxels in its storage (``x`` contiguous, rows and slices apart and not
+    overlapping: a contiguous volume, or a crop or other view of one), else None."""
+    nz, ny, nx = data.shape
+    sz, sy, sx = data.stride()
+    sy = sy if ny > 1 else nx  # a stride along an axis of one voxel is never used
+    sz = sz if nz > 1 else (ny - 1) * sy + nx
+    if (sx != 1 and nx > 1) or sy < nx or sz < (ny - 1) * sy + nx:
+        return None
+    return sy, sz
+
+
+def _flat(data: Tensor) -> tuple[np.ndarray, tuple[int, int, int, int, int]]:
+    """The volume as the kernels read it: its storage from voxel (0, 0, 0) to the last voxel as
+    one flat array (read in place where the strides allow, so a view costs no copy per call)
+    and ``(nx, ny, nz, sy, sz)``, voxel ``(i, j, k)`` at ``i + j sy + k sz``."""
+    d = data.detach()
+    nz, ny, nx = d.shape
+    strides = _volume_strides(d)
+    if strides is None:
+        d = d.contiguous()
+        strides = (nx, nx * ny)
+    sy, sz = strides
+    n = (nz - 1) * sz + (ny - 1) * sy + nx
+    flat = torch.as_strided(d, (n,), (1,), d.storage_offset())
+    return flat.numpy(), (nx, ny, nz, sy, sz)
+
+
+def _volume_grad(gvol: np.ndarray, dims: tuple[int, int, int, int, int]) -> Tensor:
+    """``(Z, Y, X)`` sum of the per-block scatter buffers, laid out as :func:`_flat`'s."""
+    nx, ny, nz, sy, sz = dims
+    g = gvol.sum(0)
+    size = g.itemsize
+    return torch.from_numpy(np.lib.stride_tricks.as_strided(g, (nz, ny, nx), (sz * size, sy * size, size)).copy())
+
+
 @_in_numba_kernel
 def forward(data: Tensor, o: Tensor, e: Tensor, s0: Tensor, ds: Tensor, n: Tensor) -> Tensor:
     """``L (N,)`` for ``data (Z, Y, X)``, ``o, e (N, 3)``, ``s0, ds (N,)``, ``n (N,)`` int on CPU."""
     out = np.zeros(o.shape[0], dtype=_np(o).dtype)
     if o.shape[0]:
-        _forward(_np(data), _np(o), _np(e), _np(s0), _np(ds), _np(n), out, numba.get_num_threads())
+        _forward(*_flat(data), _np(o), _np(e), _np(s0), _np(ds), _np(n), out, numba.get_num_threads())
     return torch.from_numpy(out)
 
 
-def _volume_grad_buffers(data: Tensor, dtype: np.dtype, want_data: bool, buffer_bytes: int) -> np.ndarray:
-    """One volume-gradient scatter buffer per thread block, at most ``buffer_bytes`` in all
-    (``(blocks, 1, 1, 1)`` placeholders when the volume gradient is not wanted)."""
+def _volume_grad_buffers(flat: np.ndarray, dtype: np.dtype, want_data: bool, buffer_bytes: int) -> np.ndarray:
+    """One volume-gradient scatter buffer per thread block, laid out as the flat volume ``flat``,
+    at most ``buffer_bytes`` in all (``(blocks, 1)`` placeholders when the volume gradient is
+    not wanted)."""
     n_blocks = numba.get_num_threads()
     if want_data:
-        n_blocks = max(1, min(n_blocks, buffer_bytes // max(1, data.numel() * data.element_size())))
-    return np.zeros((n_blocks, *data.shape) if want_data else (n_blocks, 1, 1, 1), dtype=dtype)
+        n_blocks = max(1, min(n_blocks, buffer_bytes // max(1, flat.size * np.dtype(dtype).itemsize)))
+    return np.zeros((n_blocks, flat.size) if want_data else (n_blocks, 1), dtype=dtype)
 
 
 @_in_numba_kernel
@@ -511,13 +543,14 @@ def backward(grad: Tensor, data: Tensor, o: Tensor, e: Tensor, s0: Tensor, ds: T
     than copy the volume per core.
     """
     dtype = _np(o).dtype
-    gvol = _volume_grad_buffers(data, dtype, want_data, buffer_bytes)
+    flat, dims = _flat(data)
+    gvol = _volume_grad_buffers(flat, dtype, want_data, buffer_bytes)
     go, ge = np.empty((o.shape[0], 3), dtype), np.empty((o.shape[0], 3), dtype)
     gs0, gds = np.empty(o.shape[0], dtype), np.empty(o.shape[0], dtype)
     if o.shape[0]:
-        _backward(_np(data), _np(o), _np(e), _np(s0), _np(ds), _np(n), _np(grad.to(data.dtype)),
+        _backward(flat, dims, _np(o), _np(e), _np(s0), _np(ds), _np(n), _np(grad.to(data.dtype)),
                   want_data, gvol, go, ge, gs0, gds)
-    g_data = torch.from_numpy(gvol.sum(0)) if want_data else data.new_zeros(0)
+    g_data = _volume_grad(gvol, dims) if want_data else data.new_zeros(0)
     return g_data, torch.from_numpy(go), torch.from_numpy(ge), torch.from_numpy(gs0), torch.from_numpy(gds)
 
 
@@ -527,7 +560,7 @@ def joseph_forward(data: Tensor, o: Tensor, e: Tensor, s0: Tensor, s1: Tensor, k
     definition) for ``data (Z, Y, X)``, ``o, e (N, 3)``, ``s0, s1 (N,)``, ``k (N,)`` int on CPU."""
     out = np.zeros(o.shape[0], dtype=_np(o).dtype)
     if o.shape[0]:
-        _joseph_forward(_np(data), _np(o), _np(e), _np(s0), _np(s1), _np(k), out, numba.get_num_threads())
+        _joseph_forward(*_flat(data), _np(o), _np(e), _np(s0), _np(s1), _np(k), out, numba.get_num_threads())
     return torch.from_numpy(out)
 
 
@@ -538,11 +571,12 @@ def joseph_backward(grad: Tensor, data: Tensor, o: Tensor, e: Tensor, s0: Tensor
     """Gradients ``(data or (0,), o, e, s0, s1)`` of ``sum(grad * L)`` (scatter buffers as in
     :func:`backward`)."""
     dtype = _np(o).dtype
-    gvol = _volume_grad_buffers(data, dtype, want_data, buffer_bytes)
+    flat, dims = _flat(data)
+    gvol = _volume_grad_buffers(flat, dtype, want_data, buffer_bytes)
     go, ge = np.zeros((o.shape[0], 3), dtype), np.zeros((o.shape[0], 3), dtype)
     gs0, gs1 = np.empty(o.shape[0], dtype), np.empty(o.shape[0], dtype)
     if o.shape[0]:
-        _joseph_backward(_np(data), _np(o), _np(e), _np(s0), _np(s1), _np(k), _np(grad.to(data.dtype)),
+        _joseph_backward(flat, dims, _np(o), _np(e), _np(s0), _np(s1), _np(k), _np(grad.to(data.dtype)),
                          want_data, gvol, go, ge, gs0, gs1)
-    g_data = torch.from_numpy(gvol.sum(0)) if want_data else data.new_zeros(0)
+    g_data = _volume_grad(gvol, dims) if want_data else data.new_zeros(0)
     return g_data, torch.from_numpy(go), torch.from_numpy(ge), torch.from_numpy(gs0), torch.from_numpy(gs1)

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._fused import _GRAD_BUFFER_BYTES, _TILE, FASTMATH, _in_numba_kernel, _np, _volume_grad_buffers, numba
+from ._fused import _GRAD_BUFFER_BYTES, _TILE, FASTMATH, _flat, _in_numba_kernel, _np, _volume_grad, _volume_grad_buffers, numba
 
 __all__ = ["forward", "backward"]
 
@@ -71,14 +71,14 @@ if numba is not None:
         return (np.float64(i) + 0.5 * np.float64(step) - o) * inv
 
     @njit(inline="always", fastmath=FASTMATH, cache=True)
-    def _ray(o, e, r, lo, nx, ny, nz):  # pragma: no cover - compiled
+    def _ray(o, e, r, lo, dims):  # pragma: no cover - compiled
         """Ray ``r`` entering at ``lo`` in its walk frame: the axis ids ``(a, b, c)`` (``a``
         dominant: most crossings, walked in the inner loop), per axis origin, ``1 / e``, voxel,
         step, last voxel, first crossing and flat stride times step, and the first voxel's flat
         index."""
         a, b, c, oa, ob, oc, ea, eb, ec, na, nb, nc, sa, sb, sc = _slice_axes(
             np.float64(o[r, 0]), np.float64(o[r, 1]), np.float64(o[r, 2]),
-            np.float64(e[r, 0]), np.float64(e[r, 1]), np.float64(e[r, 2]), nx, ny, nz)
+            np.float64(e[r, 0]), np.float64(e[r, 1]), np.float64(e[r, 2]), dims)
         ia, pa, va, za, ta = _axis(oa, ea, lo, na)
         ib, pb, vb, zb, tb = _axis(ob, eb, lo, nb)
         ic, pc, vc, zc, tc = _axis(oc, ec, lo, nc)
@@ -115,13 +115,13 @@ if numba is not None:
         return min(int(np.ceil((lim - ta) * abs(ea))), (za - ia) * pa)
 
     @njit(inline="always", fastmath=FASTMATH, cache=True)
-    def _exact_ray(flat, o, e, r, lo, hi, nx, ny, nz):  # pragma: no cover - compiled
+    def _exact_ray(flat, o, e, r, lo, hi, dims):  # pragma: no cover - compiled
         """Ray ``r``'s radiological path over ``[lo, hi]`` (float64)."""
         acc = 0.0
         if hi <= lo:
             return acc
         (_a, _b, _c, oa, ob, oc, va, vb, vc, ia, ib, ic, pa, pb, pc, za, zb, zc, ta, tb, tc,
-         da, db, dc, v) = _ray(o, e, r, lo, nx, ny, nz)
+         da, db, dc, v) = _ray(o, e, r, lo, dims)
         wa = abs(va)  # path length between two planes of the dominant axis
         s = lo
         while True:
@@ -148,21 +148,17 @@ if numba is not None:
         return acc
 
     @njit(parallel=True, fastmath=FASTMATH, cache=True, error_model="numpy")
-    def _forward(vol, o, e, s0, s1, out, n_blocks):  # pragma: no cover - compiled
-        nz, ny, nx = vol.shape
-        flat = vol.ravel()
+    def _forward(flat, dims, o, e, s0, s1, out, n_blocks):  # pragma: no cover - compiled
         for blk in prange(n_blocks):  # the schedule of _fused._tiles
             for tile in range(blk, _tiles(o.shape[0]), n_blocks):
                 for r in range(tile * _TILE, min(o.shape[0], (tile + 1) * _TILE)):
-                    out[r] = _exact_ray(flat, o, e, r, np.float64(s0[r]), np.float64(s1[r]), nx, ny, nz)
+                    out[r] = _exact_ray(flat, o, e, r, np.float64(s0[r]), np.float64(s1[r]), dims)
 
     @njit(parallel=True, fastmath=FASTMATH, cache=True, error_model="numpy")
-    def _backward(vol, o, e, s0, s1, g, want_vol, gvol, go, ge, gs0, gs1):  # pragma: no cover - compiled
-        nz, ny, nx = vol.shape
-        flat = vol.ravel()
+    def _backward(flat, dims, o, e, s0, s1, g, want_vol, gvol, go, ge, gs0, gs1):  # pragma: no cover - compiled
         n_blocks = gvol.shape[0]
         for blk in prange(n_blocks):
-            buf = gvol[blk].ravel()
+            buf = gvol[blk]
             for r in range(blk, o.shape[0], n_blocks):  # interleaved: blocks get similar ray lengths
                 lo, hi, gr = np.float64(s0[r]), np.float64(s1[r]), np.float64(g[r])
                 # per walk axis: sum of D_m and of a_m D_m over its crossings
@@ -171,7 +167,7 @@ if numba is not None:
                 a, b, c = 0, 1, 2
                 if hi > lo:
                     (a, b, c, oa, ob, oc, va, vb, vc, ia, ib, ic, pa, pb, pc, za, zb, zc, ta, tb, tc,
-                     da, db, dc, v) = _ray(o, e, r, lo, nx, ny, nz)
+                     da, db, dc, v) = _ray(o, e, r, lo, dims)
                     wa = abs(va)
                     s = lo
                     mu = np.float64(flat[v])
@@ -230,7 +226,7 @@ def forward(data: Tensor, o: Tensor, e: Tensor, s0: Tensor, s1: Tensor) -> Tenso
     ``s0, s1 (N,)`` on CPU."""
     out = np.zeros(o.shape[0], dtype=_np(o).dtype)
     if o.shape[0]:
-        _forward(_np(data), _np(o), _np(e), _np(s0), _np(s1), out, numba.get_num_threads())
+        _forward(*_flat(data), _np(o), _np(e), _np(s0), _np(s1), out, numba.get_num_threads())
     return torch.from_numpy(out)
 
 
@@ -240,10 +236,11 @@ def backward(grad: Tensor, data: Tensor, o: Tensor, e: Tensor, s0: Tensor, s1: T
     """Gradients ``(data or (0,), o, e, s0, s1)`` of ``sum(grad * L)`` (scatter buffers as in
     :func:`stereodrr.render._fused.backward`)."""
     dtype = _np(o).dtype
-    gvol = _volume_grad_buffers(data, dtype, want_data, buffer_bytes)
+    flat, dims = _flat(data)
+    gvol = _volume_grad_buffers(flat, dtype, want_data, buffer_bytes)
     go, ge = np.empty((o.shape[0], 3), dtype), np.empty((o.shape[0], 3), dtype)
     gs0, gs1 = np.empty(o.shape[0], dtype), np.empty(o.shape[0], dtype)
     if o.shape[0]:
-        _backward(_np(data), _np(o), _np(e), _np(s0), _np(s1), _np(grad.to(o.dtype)), want_data, gvol, go, ge, gs0, gs1)
-    g_data = torch.from_numpy(gvol.sum(0)) if want_data else data.new_zeros(0)
+        _backward(flat, dims, _np(o), _np(e), _np(s0), _np(s1), _np(grad.to(o.dtype)), want_data, gvol, go, ge, gs0, gs1)
+    g_data = _volume_grad(gvol, dims) if want_data else data.new_zeros(0)
     return g_data, torch.from_numpy(go), torch.from_numpy(ge), torch.from_numpy(gs0), torch.from_numpy(gs1)
