@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         poses = pd.read_csv(args.track / entry["bone"] / "poses.csv").to_numpy(dtype=np.float64)[:, 1:].reshape(-1, 4, 4)
         beads = bodies.loc[bodies["body"] == entry["bead_body"], "bead"].to_numpy()
 
-        def loss(k: int, M: np.ndarray) -> float:
+        def loss(k: int, M: np.ndarray, volume: Volume = volume, support: BoneSupport = support) -> float:
             return frame_loss(volume, trial.rig, images[k][0], images[k][1], RigidPose.from_matrix(M, volume.center),
                               options, support)[0]
 

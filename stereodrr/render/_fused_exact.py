@@ -29,7 +29,17 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._fused import _GRAD_BUFFER_BYTES, _TILE, FASTMATH, _flat, _in_numba_kernel, _np, _volume_grad, _volume_grad_buffers, numba
+from ._fused import (
+    _GRAD_BUFFER_BYTES,
+    _TILE,
+    FASTMATH,
+    _flat,
+    _in_numba_kernel,
+    _np,
+    _volume_grad,
+    _volume_grad_buffers,
+    numba,
+)
 
 __all__ = ["forward", "backward"]
 
