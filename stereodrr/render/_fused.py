@@ -514,13 +514,31 @@ def _volume_grad(gvol: np.ndarray, dims: tuple[int, int, int, int, int]) -> Tens
     return torch.from_numpy(np.lib.stride_tricks.as_strided(g, (nz, ny, nx), (sz * size, sy * size, size)).copy())
 
 
-@_in_numba_kernel
-def forward(data: Tensor, o: Tensor, e: Tensor, s0: Tensor, ds: Tensor, n: Tensor) -> Tensor:
-    """``L (N,)`` for ``data (Z, Y, X)``, ``o, e (N, 3)``, ``s0, ds (N,)``, ``n (N,)`` int on CPU."""
-    out = np.zeros(o.shape[0], dtype=_np(o).dtype)
+def _run_forward(kernel: Callable[..., None], data: Tensor, o: Tensor, rays: tuple[Tensor, ...]) -> Tensor:
+    """``L (N,)`` in ``o``'s dtype from a forward kernel ``kernel(flat, dims, o, *rays, out, n_blocks)``."""
+    on = _np(o)
+    out = np.zeros(o.shape[0], dtype=on.dtype)
     if o.shape[0]:
-        _forward(*_flat(data), _np(o), _np(e), _np(s0), _np(ds), _np(n), out, numba.get_num_threads())
+        kernel(*_flat(data), on, *(_np(x) for x in rays), out, numba.get_num_threads())
     return torch.from_numpy(out)
+
+
+def _run_backward(kernel: Callable[..., None], grad: Tensor, data: Tensor, o: Tensor, rays: tuple[Tensor, ...],
+                  want_data: bool, buffer_bytes: int) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """``(data or (0,), o, e, and the two segment inputs')`` gradients from a backward kernel
+    ``kernel(flat, dims, o, *rays, grad, want_vol, gvol, go, ge, g_first, g_second)``, which
+    scatters the volume's into :func:`_volume_grad_buffers` (``go, ge`` start at zero: a ray that
+    misses writes one axis of them)."""
+    on = _np(o)
+    dtype, n = on.dtype, o.shape[0]
+    flat, dims = _flat(data)
+    gvol = _volume_grad_buffers(flat, dtype, want_data, buffer_bytes)
+    go, ge = np.zeros((n, 3), dtype), np.zeros((n, 3), dtype)
+    g_first, g_second = np.empty(n, dtype), np.empty(n, dtype)
+    if n:
+        kernel(flat, dims, on, *(_np(x) for x in rays), _np(grad), want_data, gvol, go, ge, g_first, g_second)
+    g_data = _volume_grad(gvol, dims) if want_data else data.new_zeros(0)
+    return g_data, torch.from_numpy(go), torch.from_numpy(ge), torch.from_numpy(g_first), torch.from_numpy(g_second)
 
 
 def _volume_grad_buffers(flat: np.ndarray, dtype: np.dtype, want_data: bool, buffer_bytes: int) -> np.ndarray:
@@ -534,6 +552,12 @@ def _volume_grad_buffers(flat: np.ndarray, dtype: np.dtype, want_data: bool, buf
 
 
 @_in_numba_kernel
+def forward(data: Tensor, o: Tensor, e: Tensor, s0: Tensor, ds: Tensor, n: Tensor) -> Tensor:
+    """``L (N,)`` for ``data (Z, Y, X)``, ``o, e (N, 3)``, ``s0, ds (N,)``, ``n (N,)`` int on CPU."""
+    return _run_forward(_forward, data, o, (e, s0, ds, n))
+
+
+@_in_numba_kernel
 def backward(grad: Tensor, data: Tensor, o: Tensor, e: Tensor, s0: Tensor, ds: Tensor, n: Tensor,
              want_data: bool, buffer_bytes: int = _GRAD_BUFFER_BYTES) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Gradients ``(data or (0,), o, e, s0, ds)`` of ``sum(grad * L)``.
@@ -542,26 +566,14 @@ def backward(grad: Tensor, data: Tensor, o: Tensor, e: Tensor, s0: Tensor, ds: T
     most ``buffer_bytes`` in all: many-core machines trade some parallelism for memory rather
     than copy the volume per core.
     """
-    dtype = _np(o).dtype
-    flat, dims = _flat(data)
-    gvol = _volume_grad_buffers(flat, dtype, want_data, buffer_bytes)
-    go, ge = np.empty((o.shape[0], 3), dtype), np.empty((o.shape[0], 3), dtype)
-    gs0, gds = np.empty(o.shape[0], dtype), np.empty(o.shape[0], dtype)
-    if o.shape[0]:
-        _backward(flat, dims, _np(o), _np(e), _np(s0), _np(ds), _np(n), _np(grad.to(data.dtype)),
-                  want_data, gvol, go, ge, gs0, gds)
-    g_data = _volume_grad(gvol, dims) if want_data else data.new_zeros(0)
-    return g_data, torch.from_numpy(go), torch.from_numpy(ge), torch.from_numpy(gs0), torch.from_numpy(gds)
+    return _run_backward(_backward, grad.to(data.dtype), data, o, (e, s0, ds, n), want_data, buffer_bytes)
 
 
 @_in_numba_kernel
 def joseph_forward(data: Tensor, o: Tensor, e: Tensor, s0: Tensor, s1: Tensor, k: Tensor) -> Tensor:
     """Joseph line integrals ``L (N,)`` (:func:`stereodrr.render.integrate.joseph_torch`'s
     definition) for ``data (Z, Y, X)``, ``o, e (N, 3)``, ``s0, s1 (N,)``, ``k (N,)`` int on CPU."""
-    out = np.zeros(o.shape[0], dtype=_np(o).dtype)
-    if o.shape[0]:
-        _joseph_forward(*_flat(data), _np(o), _np(e), _np(s0), _np(s1), _np(k), out, numba.get_num_threads())
-    return torch.from_numpy(out)
+    return _run_forward(_joseph_forward, data, o, (e, s0, s1, k))
 
 
 @_in_numba_kernel
@@ -570,13 +582,4 @@ def joseph_backward(grad: Tensor, data: Tensor, o: Tensor, e: Tensor, s0: Tensor
                     buffer_bytes: int = _GRAD_BUFFER_BYTES) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Gradients ``(data or (0,), o, e, s0, s1)`` of ``sum(grad * L)`` (scatter buffers as in
     :func:`backward`)."""
-    dtype = _np(o).dtype
-    flat, dims = _flat(data)
-    gvol = _volume_grad_buffers(flat, dtype, want_data, buffer_bytes)
-    go, ge = np.zeros((o.shape[0], 3), dtype), np.zeros((o.shape[0], 3), dtype)
-    gs0, gs1 = np.empty(o.shape[0], dtype), np.empty(o.shape[0], dtype)
-    if o.shape[0]:
-        _joseph_backward(flat, dims, _np(o), _np(e), _np(s0), _np(s1), _np(k), _np(grad.to(data.dtype)),
-                         want_data, gvol, go, ge, gs0, gs1)
-    g_data = _volume_grad(gvol, dims) if want_data else data.new_zeros(0)
-    return g_data, torch.from_numpy(go), torch.from_numpy(ge), torch.from_numpy(gs0), torch.from_numpy(gs1)
+    return _run_backward(_joseph_backward, grad.to(data.dtype), data, o, (e, s0, s1, k), want_data, buffer_bytes)

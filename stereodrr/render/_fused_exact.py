@@ -26,20 +26,9 @@ volume gradient is scattered into one buffer per thread block, then summed (as i
 from __future__ import annotations
 
 import numpy as np
-import torch
 from torch import Tensor
 
-from ._fused import (
-    _GRAD_BUFFER_BYTES,
-    _TILE,
-    FASTMATH,
-    _flat,
-    _in_numba_kernel,
-    _np,
-    _volume_grad,
-    _volume_grad_buffers,
-    numba,
-)
+from ._fused import _GRAD_BUFFER_BYTES, _TILE, FASTMATH, _in_numba_kernel, _run_backward, _run_forward, numba
 
 __all__ = ["forward", "backward"]
 
@@ -234,10 +223,7 @@ if numba is not None:
 def forward(data: Tensor, o: Tensor, e: Tensor, s0: Tensor, s1: Tensor) -> Tensor:
     """Exact line integrals ``L (N,)`` in ``o``'s dtype for ``data (Z, Y, X)``, ``o, e (N, 3)``,
     ``s0, s1 (N,)`` on CPU."""
-    out = np.zeros(o.shape[0], dtype=_np(o).dtype)
-    if o.shape[0]:
-        _forward(*_flat(data), _np(o), _np(e), _np(s0), _np(s1), out, numba.get_num_threads())
-    return torch.from_numpy(out)
+    return _run_forward(_forward, data, o, (e, s0, s1))
 
 
 @_in_numba_kernel
@@ -245,12 +231,4 @@ def backward(grad: Tensor, data: Tensor, o: Tensor, e: Tensor, s0: Tensor, s1: T
              buffer_bytes: int = _GRAD_BUFFER_BYTES) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Gradients ``(data or (0,), o, e, s0, s1)`` of ``sum(grad * L)`` (scatter buffers as in
     :func:`stereodrr.render._fused.backward`)."""
-    dtype = _np(o).dtype
-    flat, dims = _flat(data)
-    gvol = _volume_grad_buffers(flat, dtype, want_data, buffer_bytes)
-    go, ge = np.empty((o.shape[0], 3), dtype), np.empty((o.shape[0], 3), dtype)
-    gs0, gs1 = np.empty(o.shape[0], dtype), np.empty(o.shape[0], dtype)
-    if o.shape[0]:
-        _backward(flat, dims, _np(o), _np(e), _np(s0), _np(s1), _np(grad.to(o.dtype)), want_data, gvol, go, ge, gs0, gs1)
-    g_data = _volume_grad(gvol, dims) if want_data else data.new_zeros(0)
-    return g_data, torch.from_numpy(go), torch.from_numpy(ge), torch.from_numpy(gs0), torch.from_numpy(gs1)
+    return _run_backward(_backward, grad.to(o.dtype), data, o, (e, s0, s1), want_data, buffer_bytes)
