@@ -1,4 +1,5 @@
-"""Fused CPU kernel for trilinear ray marching (Numba), with its analytic backward pass.
+"""Fused CPU kernels for trilinear ray marching and Joseph's projector (Numba), with their
+analytic backward passes.
 
 It evaluates exactly the samples of :func:`stereodrr.render.integrate.trilinear_torch`
 (``L = ds sum_k f(p_k)``, ``p_k = o + (s0 + (k + 1/2) ds) e``, ``f`` the edge-clamped trilinear
@@ -11,7 +12,11 @@ interpolant) but never materialises them: one thread walks a ray and accumulates
 
 ``grad f`` is zero along an axis where the sample lies in the clamped half voxel at the box
 edge. The volume gradient is scattered into one buffer per thread block, then summed.
-Numba is optional: without it (or off the CPU) the torch path runs.
+
+The Joseph kernels (:func:`stereodrr.render.integrate.joseph_torch`'s sums) walk the slabs of
+each ray's dominant axis; the forward pass steps the interior runs of a tile's rays side by side
+(``_lanes_sum``), each ray adding its own samples in order, so a ray gives the same bits alone or
+in a tile. Where Numba cannot load (or off the CPU) the torch path runs.
 """
 
 from __future__ import annotations
