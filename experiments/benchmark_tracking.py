@@ -2,7 +2,7 @@
 wrist sample from the previous frame's pose (warm start), the default :class:`TrackOptions`.
 
 The bone's pose on the first frame of the pair comes from ``--poses`` (``poses.csv`` of
-``experiments/track_wrist.py``) or, without it, from the global search (not timed). Then the
+``experiments/track_wrist.py``, or the bone's ``poses.csv`` from ``stereodrr track``) or, without it, from the global search (not timed). Then the
 pair is tracked once to compile the kernels, then ``--repeat`` times, and the second frame's time (the warm-started one: cropping,
 masks, the pyramid's registrations, the final loss) is printed with the median. Frames are read
 and converted to line integrals before the clock starts.
@@ -55,9 +55,11 @@ def main(argv: list[str] | None = None) -> int:
     init = None
     if args.poses is not None:
         table = pd.read_csv(args.poses)
-        row = table[(table["bone"] == args.bone) & (table["frame"] == args.frames[0])]
-        init = row[[f"m{r}{c}" for r in range(4) for c in range(4)]].to_numpy(float).reshape(4, 4)
-        if not np.all(np.isfinite(init)):
+        if "bone" in table:  # track_wrist.py's table of every bone (stereodrr track writes one per bone)
+            table = table[table["bone"] == args.bone]
+        row = table[table["frame"] == args.frames[0]]
+        init = row[[f"m{r}{c}" for r in range(4) for c in range(4)]].to_numpy(float).reshape(4, 4) if len(row) == 1 else None
+        if init is None or not np.all(np.isfinite(init)):
             print(f"{args.poses}: no pose of the {args.bone} on frame {args.frames[0]}; running the global search")
             init = None
     with warnings.catch_warnings():
