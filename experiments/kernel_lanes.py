@@ -57,9 +57,8 @@ VIEWS = {
 def per_ray(flat, dims, o, e, s0, s1, kk, out, n_blocks):  # pragma: no cover - compiled
     """The per-ray kernel: ``_joseph_forward``'s thread schedule, each ray summed alone."""
     n_rays = o.shape[0]
-    n_tiles = (n_rays + _fused._TILE - 1) // _fused._TILE
     for blk in prange(n_blocks):
-        for tile in range(blk, n_tiles, n_blocks):
+        for tile in range(blk, _fused._tiles(n_rays), n_blocks):
             for r in range(tile * _fused._TILE, min(n_rays, (tile + 1) * _fused._TILE)):
                 out[r] = _fused._joseph_finish(flat, o[r], e[r], s0[r], s1[r], kk[r], dims, 0, 0.0)
 
