@@ -365,18 +365,19 @@ if numba is not None:
 
     @njit(inline="always", fastmath=FASTMATH, cache=True)
     def _joseph_setup(o, e, lo, hi, k, dims):  # pragma: no cover - compiled
-        """A ray's slab walk: its axes, ``1 / e_a``, half a slab's path length ``h``, slabs
-        ``j0 .. j1`` and the unclamped run ``ja .. jb`` (:func:`_unclamped_run`) with its first
-        sample's in-slice indices and steps, and that run's flat slice offset and step."""
-        _a, _b, _c, oa, ob, oc, ea, eb, ec, na, nb, nc, sa, sb, sc = _slice_axes(
+        """A ray's slab walk: its axes ``a, b, c``, ``1 / e_a``, half a slab's path length ``h``,
+        slabs ``j0 .. j1`` and the unclamped run ``ja .. jb`` (:func:`_unclamped_run`) with its
+        first sample's path length and in-slice indices and their steps, and that run's flat
+        slice offset and step."""
+        a, b, c, oa, ob, oc, ea, eb, ec, na, nb, nc, sa, sb, sc = _slice_axes(
             o[0], o[1], o[2], e[0], e[1], e[2], dims)
         inv = _F1 / ea
         h = np.float32(k) * _HALF * abs(inv)
         j0, j1, c0 = _slab_range(oa, ea, lo, hi, na, k)
-        ja, jb, _smf, pbf, pcf, _dsm, dpb, dpc = _unclamped_run(j0, j1, k, c0, oa, inv, ob, oc, eb, ec, nb, nc)
+        ja, jb, smf, pbf, pcf, dsm, dpb, dpc = _unclamped_run(j0, j1, k, c0, oa, inv, ob, oc, eb, ec, nb, nc)
         row, drow = (ja * k + c0) * sa, k * sa
-        return (oa, ob, oc, eb, ec, na, nb, nc, sa, sb, sc, inv, h, j0, j1, c0, ja, jb, pbf, pcf, dpb, dpc,
-                row, drow)
+        return (a, b, c, oa, ob, oc, eb, ec, na, nb, nc, sa, sb, sc, inv, h, j0, j1, c0, ja, jb, smf, pbf, pcf,
+                dsm, dpb, dpc, row, drow)
 
     @njit(inline="always", fastmath=FASTMATH, cache=True)
     def _joseph_finish(flat, o, e, lo, hi, k, dims, lane_steps, lane_sum):  # pragma: no cover - compiled
@@ -387,8 +388,8 @@ if numba is not None:
         acc = lo * _F0
         if hi <= lo:
             return acc
-        (oa, ob, oc, eb, ec, na, nb, nc, sa, sb, sc, inv, h, j0, j1, c0, ja, jb, pbf, pcf, dpb, dpc,
-         row, drow) = _joseph_setup(o, e, lo, hi, k, dims)
+        (_a, _b, _c, oa, ob, oc, eb, ec, na, nb, nc, sa, sb, sc, inv, h, j0, j1, c0, ja, jb, _smf, pbf, pcf,
+         _dsm, dpb, dpc, row, drow) = _joseph_setup(o, e, lo, hi, k, dims)
         if lane_steps > 0:
             acc += (h + h) * lane_sum
             jb = ja + lane_steps
@@ -409,7 +410,8 @@ if numba is not None:
     def _tile_runs(flat, dims, o, e, s0, s1, kk, r0, n, lanes_i, lanes_f):  # pragma: no cover - compiled
         """Set up the unclamped runs of rays ``r0 .. r0 + n - 1`` (one tile) as packed lanes of
         :func:`_lanes_sum`: lane ``j``, the ``j``-th ray taken, in ``lanes_i[0:3, j]`` (flat
-        offset, its step, steps) and ``lanes_f[0:4, j]`` (``pb, dpb, pc, dpc``); ``lanes_i[4, i]``
+        offset, its step, steps) and ``lanes_f[0:4, j]`` (``pb, dpb, pc, dpc``; the backward pass
+        also reads the first sample's path length and its step in ``lanes_f[8:10, j]``); ``lanes_i[4, i]``
         the lane of ray ``r0 + i`` (-1: none). A lane takes a ray whose run reads inside the
         volume with the tile's in-slice strides (those of its first such ray). Returns the number
         of lanes and those strides."""
@@ -421,8 +423,8 @@ if numba is not None:
             lo, hi, k = s0[r], s1[r], kk[r]
             if hi <= lo:
                 continue
-            (_oa, _ob, _oc, _eb, _ec, _na, _nb, _nc, _sa, sb, sc, _inv, _h, _j0, _j1, _c0, ja, jb, pbf, pcf,
-             dpb, dpc, row, drow) = _joseph_setup(o[r], e[r], lo, hi, k, dims)
+            (_a, _b, _c, _oa, _ob, _oc, _eb, _ec, _na, _nb, _nc, _sa, sb, sc, _inv, _h, _j0, _j1, _c0, ja, jb, smf,
+             pbf, pcf, dsm, dpb, dpc, row, drow) = _joseph_setup(o[r], e[r], lo, hi, k, dims)
             if jb <= ja or not _run_in_bounds(flat.size, row, drow, pbf, dpb, pcf, dpc, jb - ja, sb, sc):
                 continue
             if lanes == 0:
@@ -430,6 +432,7 @@ if numba is not None:
             if sb == tb and sc == tc:
                 lanes_i[0, lanes], lanes_i[1, lanes], lanes_i[2, lanes] = row, drow, jb - ja
                 lanes_f[0, lanes], lanes_f[1, lanes], lanes_f[2, lanes], lanes_f[3, lanes] = pbf, dpb, pcf, dpc
+                lanes_f[8, lanes], lanes_f[9, lanes] = smf, dsm
                 lanes_i[4, i] = lanes
                 lanes += 1
         return lanes, tb, tc
@@ -478,8 +481,8 @@ if numba is not None:
         n_rays = o.shape[0]
         for blk in prange(n_blocks):
             lanes_i = np.zeros((5, _TILE), np.int64)  # row, its step, steps, base; each ray's lane
-            # pb, dpb, pc, dpc, fb, fc, sample, sum (the rays' dtype: drr gives the volume the same)
-            lanes_f = np.zeros((8, _TILE), o.dtype)
+            # pb, dpb, pc, dpc, fb, fc, sample, sum, sm, dsm (the rays' dtype: drr gives the volume the same)
+            lanes_f = np.zeros((10, _TILE), o.dtype)
             for tile in range(blk, _tiles(n_rays), n_blocks):
                 r0 = tile * _TILE
                 n = min(n_rays, r0 + _TILE) - r0
@@ -491,98 +494,177 @@ if numba is not None:
                     steps = lanes_i[2, lane] if lane >= 0 else 0
                     out[r] = _joseph_finish(flat, o[r], e[r], s0[r], s1[r], kk[r], dims, steps, lanes_f[7, max(lane, 0)])
 
+    @njit(inline="always", fastmath=FASTMATH, cache=True)
+    def _lanes_grad_sums(flat, lanes, sb, sc, lanes_i, lanes_f):  # pragma: no cover - compiled
+        """:func:`_unclamped_grad_sums` of the first ``lanes`` lanes of a tile (:func:`_tile_runs`),
+        stepping them together as :func:`_lanes_sum` does: the sums ``f, f_b, s f_b, f_c, s f_c``
+        of lane ``j`` in ``lanes_f[7, j], lanes_f[13:17, j]``, each added in order (the same bits
+        as one ray alone)."""
+        row, drow, steps, base = lanes_i[0], lanes_i[1], lanes_i[2], lanes_i[3]
+        pb, dpb, pc, dpc, fb, fc, f = lanes_f[0], lanes_f[1], lanes_f[2], lanes_f[3], lanes_f[4], lanes_f[5], lanes_f[6]
+        sf, sm, dsm, s, dfb, dfc = lanes_f[7], lanes_f[8], lanes_f[9], lanes_f[10], lanes_f[11], lanes_f[12]
+        gb, gbs, gc, gcs = lanes_f[13], lanes_f[14], lanes_f[15], lanes_f[16]
+        n_steps = 0
+        for lane in range(lanes):
+            sf[lane] = gb[lane] = gbs[lane] = gc[lane] = gcs[lane] = _F0
+            n_steps = max(n_steps, steps[lane])
+        usb, usc = np.uint64(sb), np.uint64(sc)
+        last = flat.size - sb - sc
+        for t in range(n_steps):
+            for lane in range(lanes):
+                tt = min(t, steps[lane] - 1)
+                tf = np.float32(tt)
+                xb = pb[lane] + tf * dpb[lane]
+                xc = pc[lane] + tf * dpc[lane]
+                ib, ic = int(xb), int(xc)
+                fb[lane], fc[lane] = xb - np.float32(ib), xc - np.float32(ic)
+                base[lane] = row[lane] + tt * drow[lane] + ib * sb + ic * sc
+                s[lane] = sm[lane] + tf * dsm[lane]
+            for lane in range(lanes):
+                q = np.uint64(base[lane])
+                v00, v01 = flat[q], flat[q + usb]
+                v10, v11 = flat[q + usc], flat[q + usc + usb]
+                du0, du1 = v01 - v00, v11 - v10
+                c0_ = v00 + fb[lane] * du0
+                c1_ = v10 + fb[lane] * du1
+                dfc_ = c1_ - c0_
+                dfb[lane] = du0 + fc[lane] * (du1 - du0)
+                dfc[lane] = dfc_
+                f[lane] = c0_ + fc[lane] * dfc_
+                if lane % _PREFETCH_LANES == 0:
+                    ahead = base[lane] + _AHEAD * drow[lane]
+                    if 0 <= ahead < last:
+                        _prefetch(flat, ahead)
+                        _prefetch(flat, ahead + sc)
+            for lane in range(lanes):
+                if t < steps[lane]:
+                    sf[lane] += f[lane]
+                    gb[lane] += dfb[lane]
+                    gbs[lane] += dfb[lane] * s[lane]
+                    gc[lane] += dfc[lane]
+                    gcs[lane] += dfc[lane] * s[lane]
+
+    @njit(inline="always", fastmath=FASTMATH, cache=True)
+    def _joseph_grad_ray(flat, dims, o, e, lo, hi, k, gr, want_vol, buf, lane_steps, lane_sums):  # pragma: no cover
+        """One ray's gradient terms ``(a, b, c, dL/do and dL/de along a, b, c, dL/ds0, dL/ds1)``
+        (not yet times ``gr``), scattering ``gr dL/dmu`` into ``buf`` when ``want_vol``. For pose
+        gradients alone the unclamped run's samples are summed in one loop; a ray whose run
+        :func:`_lanes_grad_sums` already summed passes its steps and the five sums (else 0)."""
+        zero = lo * _F0
+        ga_o = ga_e = gb_o = gb_e = gc_o = gc_e = d_lo = d_hi = zero
+        a = b = c = 0  # a miss writes one axis (go, ge start at zero)
+        if hi > lo:
+            (a, b, c, oa, ob, oc, eb, ec, na, nb, nc, sa, sb, sc, inv, h, j0, j1, c0, ja, jb, smf, pbf, pcf,
+             dsm, dpb, dpc, row, drow) = _joseph_setup(o, e, lo, hi, k, dims)
+            # dL/ds summed over samples (plain and times s) for the slab centres s_w and the sample
+            # points s_m (both (x - o_a) / e_a), and dL/dh
+            d_s = d_ss = dh = zero
+            if want_vol:  # every slab scatters into the volume: no unclamped run
+                ja = jb = j0
+            if lane_steps > 0:
+                sf, gb, gbs, gc, gcs = lane_sums
+                jb = ja + lane_steps
+            elif jb > ja:
+                if sb == 1:
+                    sf, gb, gbs, gc, gcs, done = _unclamped_grad_sums(flat, row, drow, pbf, dpb, pcf, dpc, smf, dsm,
+                                                                      jb - ja, 1, sc)
+                else:
+                    sf, gb, gbs, gc, gcs, done = _unclamped_grad_sums(flat, row, drow, pbf, dpb, pcf, dpc, smf, dsm,
+                                                                      jb - ja, sb, sc)
+                jb = ja + done
+            if jb > ja:
+                # the general term below with w = 2 h and neither end of the slab clipped
+                w2 = h + h
+                dh += (sf + sf)
+                d_s += w2 * (gb * eb + gc * ec)
+                d_ss += w2 * (gbs * eb + gcs * ec)
+                gb_o += w2 * gb
+                gb_e += w2 * gbs
+                gc_o += w2 * gc
+                gc_e += w2 * gcs
+            for j in range(j0, j1 + 1):
+                if ja <= j < jb:
+                    continue
+                cj = j * k + c0
+                m = min(cj, na - 1)
+                sm = (np.float32(m) - oa) * inv
+                sw = sm + np.float32(cj - m) * inv
+                top, bot = sw + h, sw - h
+                w = min(hi, top) - max(lo, bot)
+                if w <= zero:
+                    continue
+                f, du0, du1, dcv, fb, fc, ib, ic, base, db, dc = _slice_bilinear(
+                    flat, m, sm, ob, oc, eb, ec, nb, nc, sa, sb, sc)
+                dfb = ib * ((_F1 - fc) * du0 + fc * du1)
+                dfc = ic * dcv
+                # w = min(hi, s_w + h) - max(lo, s_w - h): which end moves with what
+                t_hi = hi < top
+                t_lo = lo > bot
+                if t_hi:
+                    d_hi += f
+                if t_lo:
+                    d_lo -= f
+                cw = (zero if t_hi else f) - (zero if t_lo else f)  # f dw/ds_w
+                dh += (zero if t_hi else f) + (zero if t_lo else f)  # f dw/dh
+                cp = w * (dfb * eb + dfc * ec)  # w df/ds_m
+                d_s += cw + cp
+                d_ss += cw * sw + cp * sm
+                gb_o += w * dfb
+                gb_e += w * dfb * sm
+                gc_o += w * dfc
+                gc_e += w * dfc * sm
+                if want_vol:
+                    wg = w * gr
+                    buf[base] += wg * (_F1 - fb) * (_F1 - fc)
+                    buf[base + db] += wg * fb * (_F1 - fc)
+                    buf[base + dc] += wg * (_F1 - fb) * fc
+                    buf[base + dc + db] += wg * fb * fc
+            # ds/do_a = -1/e_a, ds/de_a = -s/e_a; h = k / (2 |e_a|), dh/de_a = -h/e_a
+            ga_o = -inv * d_s
+            ga_e = -inv * (d_ss + h * dh)
+        return a, b, c, ga_o, ga_e, gb_o, gb_e, gc_o, gc_e, d_lo, d_hi
+
+    @njit(inline="always", fastmath=FASTMATH, cache=True)
+    def _store_grad(r, gr, terms, go, ge, gs0, gs1):  # pragma: no cover - compiled
+        a, b, c, ga_o, ga_e, gb_o, gb_e, gc_o, gc_e, d_lo, d_hi = terms
+        go[r, a] = gr * ga_o
+        ge[r, a] = gr * ga_e
+        go[r, b] = gr * gb_o
+        ge[r, b] = gr * gb_e
+        go[r, c] = gr * gc_o
+        ge[r, c] = gr * gc_e
+        gs0[r] = gr * d_lo
+        gs1[r] = gr * d_hi
+
     @njit(parallel=True, fastmath=FASTMATH, cache=True, error_model="numpy")
     def _joseph_backward(flat, dims, o, e, s0, s1, kk, g, want_vol, gvol, go, ge, gs0, gs1):  # pragma: no cover
+        """Pose gradients alone: tiles of rays as the forward pass (lanes); with the volume's
+        gradient, rays dealt one by one to the blocks' scatter buffers (the buffers' sums, and so
+        the gradient's bits, depend on which block takes which ray: kept as it was)."""
         n_blocks = gvol.shape[0]
+        n_rays = o.shape[0]
         for blk in prange(n_blocks):
             buf = gvol[blk]
-            for r in range(blk, o.shape[0], n_blocks):
-                lo, hi, gr = s0[r], s1[r], g[r]
-                zero = lo * _F0
-                ga_o = ga_e = gb_o = gb_e = gc_o = gc_e = d_lo = d_hi = zero
-                a = b = c = 0
-                if hi > lo:
-                    k = kk[r]
-                    a, b, c, oa, ob, oc, ea, eb, ec, na, nb, nc, sa, sb, sc = _slice_axes(
-                        o[r, 0], o[r, 1], o[r, 2], e[r, 0], e[r, 1], e[r, 2], dims)
-                    inv = _F1 / ea
-                    h = np.float32(k) * _HALF * abs(inv)
-                    j0, j1, c0 = _slab_range(oa, ea, lo, hi, na, k)
-                    # dL/ds summed over samples (plain and times s) for the slab centres s_w and
-                    # the sample points s_m (both (x - o_a) / e_a), and dL/dh
-                    d_s = d_ss = dh = zero
-                    ja = jb = j0  # unclamped run (pose gradients only: no scatter into the volume)
-                    smf = pbf = pcf = dsm = dpb = dpc = zero
-                    if not want_vol:
-                        ja, jb, smf, pbf, pcf, dsm, dpb, dpc = _unclamped_run(
-                            j0, j1, k, c0, oa, inv, ob, oc, eb, ec, nb, nc)
-                    if jb > ja:
-                        row, drow = (ja * k + c0) * sa, k * sa
-                        if sb == 1:
-                            sf, gb, gbs, gc, gcs, done = _unclamped_grad_sums(
-                                flat, row, drow, pbf, dpb, pcf, dpc, smf, dsm, jb - ja, 1, sc)
-                        else:
-                            sf, gb, gbs, gc, gcs, done = _unclamped_grad_sums(
-                                flat, row, drow, pbf, dpb, pcf, dpc, smf, dsm, jb - ja, sb, sc)
-                        jb = ja + done
-                        # the general term below with w = 2 h and neither end of the slab clipped
-                        w2 = h + h
-                        dh += (sf + sf)
-                        d_s += w2 * (gb * eb + gc * ec)
-                        d_ss += w2 * (gbs * eb + gcs * ec)
-                        gb_o += w2 * gb
-                        gb_e += w2 * gbs
-                        gc_o += w2 * gc
-                        gc_e += w2 * gcs
-                    for j in range(j0, j1 + 1):
-                        if ja <= j < jb:
-                            continue
-                        cj = j * k + c0
-                        m = min(cj, na - 1)
-                        sm = (np.float32(m) - oa) * inv
-                        sw = sm + np.float32(cj - m) * inv
-                        top, bot = sw + h, sw - h
-                        w = min(hi, top) - max(lo, bot)
-                        if w <= zero:
-                            continue
-                        f, du0, du1, dcv, fb, fc, ib, ic, base, db, dc = _slice_bilinear(
-                            flat, m, sm, ob, oc, eb, ec, nb, nc, sa, sb, sc)
-                        dfb = ib * ((_F1 - fc) * du0 + fc * du1)
-                        dfc = ic * dcv
-                        # w = min(hi, s_w + h) - max(lo, s_w - h): which end moves with what
-                        t_hi = hi < top
-                        t_lo = lo > bot
-                        if t_hi:
-                            d_hi += f
-                        if t_lo:
-                            d_lo -= f
-                        cw = (zero if t_hi else f) - (zero if t_lo else f)  # f dw/ds_w
-                        dh += (zero if t_hi else f) + (zero if t_lo else f)  # f dw/dh
-                        cp = w * (dfb * eb + dfc * ec)  # w df/ds_m
-                        d_s += cw + cp
-                        d_ss += cw * sw + cp * sm
-                        gb_o += w * dfb
-                        gb_e += w * dfb * sm
-                        gc_o += w * dfc
-                        gc_e += w * dfc * sm
-                        if want_vol:
-                            wg = w * gr
-                            buf[base] += wg * (_F1 - fb) * (_F1 - fc)
-                            buf[base + db] += wg * fb * (_F1 - fc)
-                            buf[base + dc] += wg * (_F1 - fb) * fc
-                            buf[base + dc + db] += wg * fb * fc
-                    # ds/do_a = -1/e_a, ds/de_a = -s/e_a; h = k / (2 |e_a|), dh/de_a = -h/e_a
-                    ga_o = -inv * d_s
-                    ga_e = -inv * (d_ss + h * dh)
-                go[r, a] = gr * ga_o
-                ge[r, a] = gr * ga_e
-                go[r, b] = gr * gb_o
-                ge[r, b] = gr * gb_e
-                go[r, c] = gr * gc_o
-                ge[r, c] = gr * gc_e
-                gs0[r] = gr * d_lo
-                gs1[r] = gr * d_hi
-
+            if want_vol:
+                for r in range(blk, n_rays, n_blocks):
+                    terms = _joseph_grad_ray(flat, dims, o[r], e[r], s0[r], s1[r], kk[r], g[r], True, buf, 0,
+                                             (_F0, _F0, _F0, _F0, _F0))
+                    _store_grad(r, g[r], terms, go, ge, gs0, gs1)
+                continue
+            lanes_i = np.zeros((5, _TILE), np.int64)
+            # as the forward pass's, then s, f_b, f_c and the sums f_b, s f_b, f_c, s f_c
+            lanes_f = np.zeros((17, _TILE), o.dtype)
+            for tile in range(blk, _tiles(n_rays), n_blocks):
+                r0 = tile * _TILE
+                n = min(n_rays, r0 + _TILE) - r0
+                lanes, sb, sc = _tile_runs(flat, dims, o, e, s0, s1, kk, r0, n, lanes_i, lanes_f)
+                _lanes_grad_sums(flat, lanes, sb, sc, lanes_i, lanes_f)
+                for i in range(n):
+                    r, lane = r0 + i, lanes_i[4, i]
+                    steps, j = (lanes_i[2, lane], lane) if lane >= 0 else (0, 0)
+                    sums = (lanes_f[7, j], lanes_f[13, j], lanes_f[14, j], lanes_f[15, j], lanes_f[16, j])
+                    terms = _joseph_grad_ray(flat, dims, o[r], e[r], s0[r], s1[r], kk[r], g[r], False, buf, steps, sums)
+                    _store_grad(r, g[r], terms, go, ge, gs0, gs1)
 
 def _in_numba_kernel(fn: Callable[P, R]) -> Callable[P, R]:
     """Run ``fn`` inside :func:`stereodrr.render.threads.numba_kernel` (threading layer chosen

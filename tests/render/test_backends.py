@@ -400,21 +400,11 @@ def test_fused_kernels_read_a_strided_volume_view_as_its_contiguous_copy(mode):
             assert torch.equal(a, b)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_fused_joseph_forward_steps_a_tile_of_rays_together_with_each_rays_own_sum(dtype):
-    """The Joseph forward kernel sums the unclamped runs of a tile's rays side by side (lanes of
-    one loop); each ray must come out bit for bit as summed alone (one ray at a time, the loop
-    the backward kernel and older versions run): tiles of parallel rays of different lengths, of
-    rays along every axis mixed (a tile takes one axis's runs, the others run alone), rays that
-    miss, slabs of 1-4 slices, a strided volume view."""
-    from numba import njit
-
-    from stereodrr.render import _fused, rays
-
-    @njit(fastmath=_fused.FASTMATH)  # the kernels' flags: inlined code compiles with its caller's
-    def one_at_a_time(flat, dims, o, e, s0, s1, kk, out):
-        for r in range(o.shape[0]):
-            out[r] = _fused._joseph_finish(flat, o[r], e[r], s0[r], s1[r], kk[r], dims, 0, 0.0)
+def _mixed_tiles(dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+    """Rays for the lanes tests: tiles of parallel rays of different lengths, of rays along every
+    axis mixed (a tile takes one axis's runs, the others run alone), rays that miss (640-699), in
+    a strided volume view: ``(data, o, e, s0, s1, generator)``."""
+    from stereodrr.render import rays
 
     g = torch.Generator().manual_seed(5)
     big = torch.rand(23, 29, 37, generator=g, dtype=torch.float64).to(dtype)
@@ -435,6 +425,25 @@ def test_fused_joseph_forward_steps_a_tile_of_rays_together_with_each_rays_own_s
     e = (direction * 1.3).to(dtype)
     o = source.to(dtype)
     s0, s1 = rays.clip_to_box(o, e, (nx, ny, nz))
+    return data, o, e, s0, s1, g
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fused_joseph_forward_steps_a_tile_of_rays_together_with_each_rays_own_sum(dtype):
+    """The Joseph forward kernel sums the unclamped runs of a tile's rays side by side (lanes of
+    one loop); each ray must come out bit for bit as summed alone (one ray at a time, the loop
+    older versions ran): :func:`_mixed_tiles`' rays, slabs of 1-4 slices."""
+    from numba import njit
+
+    from stereodrr.render import _fused
+
+    @njit(fastmath=_fused.FASTMATH)  # the kernels' flags: inlined code compiles with its caller's
+    def one_at_a_time(flat, dims, o, e, s0, s1, kk, out):
+        for r in range(o.shape[0]):
+            out[r] = _fused._joseph_finish(flat, o[r], e[r], s0[r], s1[r], kk[r], dims, 0, 0.0)
+
+    data, o, e, s0, s1, g = _mixed_tiles(dtype)
+    n = o.shape[0]
     flat, dims = _fused._flat(data)
     for k in range(1, 5):
         kk = torch.randint(k, k + 2, (n,), generator=g)
@@ -443,3 +452,36 @@ def test_fused_joseph_forward_steps_a_tile_of_rays_together_with_each_rays_own_s
         one_at_a_time(flat, dims, o.numpy(), e.numpy(), s0.numpy(), s1.numpy(), kk.numpy(), alone)
         assert torch.equal(tiled, torch.from_numpy(alone)), k
         assert bool((tiled[640:700] == 0).all()) and float(tiled[:640].abs().min()) > 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fused_joseph_pose_gradients_step_a_tile_of_rays_together_with_each_rays_own_sums(dtype):
+    """The Joseph backward kernel's pose gradients (no volume gradient) sum the unclamped runs of
+    a tile's rays side by side too: every ray's ``dL/do, dL/de, dL/ds0, dL/ds1`` must come out
+    bit for bit as that ray's walk alone gives them."""
+    from numba import njit
+
+    from stereodrr.render import _fused
+
+    @njit(fastmath=_fused.FASTMATH)
+    def one_at_a_time(flat, dims, o, e, s0, s1, kk, g, go, ge, gs0, gs1):
+        buf = np.zeros(1, flat.dtype)
+        zero = flat[0] * 0
+        for r in range(o.shape[0]):
+            terms = _fused._joseph_grad_ray(flat, dims, o[r], e[r], s0[r], s1[r], kk[r], g[r], False, buf, 0,
+                                            (zero, zero, zero, zero, zero))
+            _fused._store_grad(r, g[r], terms, go, ge, gs0, gs1)
+
+    data, o, e, s0, s1, g = _mixed_tiles(dtype)
+    n = o.shape[0]
+    flat, dims = _fused._flat(data)
+    grad = torch.randn(n, generator=g, dtype=torch.float64).to(dtype)
+    for k in (1, 3):
+        kk = torch.randint(k, k + 2, (n,), generator=g)
+        _, *tiled = _fused.joseph_backward(grad, data, o, e, s0, s1, kk, want_data=False)
+        alone = [np.zeros((n, 3), flat.dtype), np.zeros((n, 3), flat.dtype), np.zeros(n, flat.dtype),
+                 np.zeros(n, flat.dtype)]
+        one_at_a_time(flat, dims, o.numpy(), e.numpy(), s0.numpy(), s1.numpy(), kk.numpy(), grad.numpy(), *alone)
+        for name, a, b in zip(("o", "e", "s0", "s1"), tiled, alone):
+            assert torch.equal(a, torch.from_numpy(b)), (k, name)
+        assert float(tiled[0][:640].abs().amax(-1).min()) > 0  # every hitting ray has a gradient
