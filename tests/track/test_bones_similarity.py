@@ -59,6 +59,39 @@ def test_gaussian_blur_with_a_mask_does_not_bleed():
     assert torch.allclose(b[:, :, 10:], torch.ones_like(b[:, :, 10:]))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("sigma", [0.6, 2.0, 9.5])
+def test_gaussian_blur_is_scipys_truncated_gaussian_with_its_exact_gradient(dtype, sigma):
+    """The blur (taps as shifted slices, not conv2d) against SciPy's separable filter of the
+    same kernel (``ceil(3 sigma)`` taps a side, normalised, edges replicated: mode "nearest"),
+    and its backward pass against the adjoint that SciPy's filter gives (the transposed
+    correlation is the correlation with the mirrored kernel, edges folded back)."""
+    from scipy.ndimage import correlate1d
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(2, 37, 29, generator=g, dtype=torch.float64)
+    r = max(1, int(np.ceil(3 * sigma)))
+    k = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
+    k /= k.sum()
+    want = correlate1d(correlate1d(x.numpy(), k, axis=-1, mode="nearest"), k, axis=-2, mode="nearest")
+    xt = x.to(dtype).requires_grad_(True)
+    got = gaussian_blur(xt, sigma)
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    np.testing.assert_allclose(got.detach().double().numpy(), want, rtol=tol, atol=tol)
+    # d/dx sum(w * blur(x)) = blur^T(w): a probe per pixel through SciPy's (linear) filter
+    w = torch.rand(2, 37, 29, generator=g, dtype=torch.float64)
+    (grad,) = torch.autograd.grad((got * w.to(dtype)).sum(), xt)
+    probe = np.zeros((37, 29))
+    adjoint = np.zeros((2, 37, 29))
+    for i in range(37):
+        for j in range(29):
+            probe[i, j] = 1.0
+            resp = correlate1d(correlate1d(probe, k, axis=-1, mode="nearest"), k, axis=-2, mode="nearest")
+            adjoint[:, i, j] = (resp[None] * w.numpy()).sum((-2, -1))
+            probe[i, j] = 0.0
+    np.testing.assert_allclose(grad.double().numpy(), adjoint, rtol=10 * tol, atol=10 * tol)
+
+
 @pytest.mark.parametrize("fn", [
     lambda x, y, m: sobel_ncc(x, y, m),
     lambda x, y, m: sobel_ncc(x, y, m, support=None),
