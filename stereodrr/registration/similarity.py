@@ -87,15 +87,46 @@ def ncc(moving: Tensor, fixed: Tensor, mask: Tensor | None = None, eps: float = 
                              _floor(x, w, eps), _floor(y, w, eps))
 
 
-_SOBEL = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]) / 8.0
+class _Correlate(torch.autograd.Function):
+    """``out[j] = sum_i k_i v[j + i]`` along ``dim`` (the valid part; conv2d's cross-correlation
+    with a one-dimensional kernel), as one multiply-add of a shifted slice per nonzero tap. conv2d takes
+    an im2col + GEMM path for float64 on CPU: 13 ms for one pass of a 49-tap kernel over the
+    two ~270 x 210 views of a tracked frame, against 1 ms here (float32: the same bits as conv2d,
+    measured; float64 within 1e-14). No gradient for the kernel."""
+
+    @staticmethod
+    def forward(ctx, v: Tensor, taps: tuple[float, ...], dim: int) -> Tensor:
+        n = v.shape[dim] - len(taps) + 1
+        out = v.narrow(dim, 0, n) * taps[0]
+        for i in range(1, len(taps)):
+            if taps[i]:
+                out.add_(v.narrow(dim, i, n), alpha=taps[i])
+        ctx.taps, ctx.dim, ctx.size = taps, dim, v.shape[dim]
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
+        shape = list(grad.shape)
+        shape[ctx.dim] = ctx.size
+        g = grad.new_zeros(shape)
+        n = grad.shape[ctx.dim]
+        for i, tap in enumerate(ctx.taps):
+            if tap:
+                g.narrow(ctx.dim, i, n).add_(grad, alpha=tap)
+        return g, None, None
+
+
+# the Sobel kernel [[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]] / 8, separable: a difference along, a
+# smoothing across
+_SOBEL_DIFF, _SOBEL_SMOOTH = (-0.5, 0.0, 0.5), (0.25, 0.5, 0.25)
 
 
 def _sobel(x: Tensor) -> tuple[Tensor, Tensor]:
-    """Sobel derivatives ``(d/du, d/dv)`` of ``(B, H, W)`` images, valid part ``(B, H-2, W-2)``."""
-    k = _SOBEL.to(dtype=x.dtype, device=x.device)
-    kernels = torch.stack([k, k.T])[:, None]  # (2, 1, 3, 3)
-    g = F.conv2d(x[:, None], kernels)
-    return g[:, 0], g[:, 1]
+    """Sobel derivatives ``(d/du, d/dv)`` of ``(B, H, W)`` images, valid part ``(B, H-2, W-2)``
+    (separable, :class:`_Correlate`: conv2d's float64 path on CPU is the slow one)."""
+    du = _Correlate.apply(_Correlate.apply(x, _SOBEL_DIFF, -1), _SOBEL_SMOOTH, -2)
+    dv = _Correlate.apply(_Correlate.apply(x, _SOBEL_SMOOTH, -1), _SOBEL_DIFF, -2)
+    return du, dv
 
 
 def gradient_ncc(moving: Tensor, fixed: Tensor, mask: Tensor | None = None, eps: float = _EPS) -> Tensor:
@@ -267,33 +298,6 @@ def sobel_ncc(moving: Tensor, fixed: Tensor, mask: Tensor | None = None, support
         if mask is not None:  # a derivative is valid where its 3x3 neighbourhood is inside the mask
             w = w * -F.max_pool2d(-_weights(moving, mask)[:, None], 3, stride=1)[:, 0]
     return ncc(magnitude(moving), magnitude(fixed), w, eps)
-
-
-class _Correlate(torch.autograd.Function):
-    """``out[j] = sum_i k_i v[j + i]`` along ``dim`` (the valid part; conv2d's cross-correlation
-    with a one-dimensional kernel), as one multiply-add of a shifted slice per tap. conv2d takes
-    an im2col + GEMM path for float64 on CPU: 13 ms for one pass of a 49-tap kernel over the
-    two ~270 x 210 views of a tracked frame, against 1 ms here (float32: the same bits as conv2d,
-    measured; float64 within 1e-14). No gradient for the kernel."""
-
-    @staticmethod
-    def forward(ctx, v: Tensor, taps: tuple[float, ...], dim: int) -> Tensor:
-        n = v.shape[dim] - len(taps) + 1
-        out = v.narrow(dim, 0, n) * taps[0]
-        for i in range(1, len(taps)):
-            out.add_(v.narrow(dim, i, n), alpha=taps[i])
-        ctx.taps, ctx.dim, ctx.size = taps, dim, v.shape[dim]
-        return out
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
-        shape = list(grad.shape)
-        shape[ctx.dim] = ctx.size
-        g = grad.new_zeros(shape)
-        n = grad.shape[ctx.dim]
-        for i, tap in enumerate(ctx.taps):
-            g.narrow(ctx.dim, i, n).add_(grad, alpha=tap)
-        return g, None, None
 
 
 def gaussian_blur(x: Tensor, sigma: float, mask: Tensor | None = None) -> Tensor:

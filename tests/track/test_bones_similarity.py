@@ -60,6 +60,26 @@ def test_gaussian_blur_with_a_mask_does_not_bleed():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_sobel_derivatives_are_scipys_correlation_with_the_sobel_kernel(dtype):
+    """The Sobel derivatives that ``gncc`` and ``sncc`` compare (separable shifted slices)
+    against SciPy's 2D correlation with the 3 x 3 kernel, on the valid part; gradients by
+    finite differences (float64)."""
+    from scipy.ndimage import correlate
+
+    from stereodrr.registration.similarity import _sobel
+
+    x = torch.rand(2, 23, 19, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    k = np.array([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]) / 8
+    du, dv = _sobel(x.to(dtype))
+    tol = 1e-6 if dtype == torch.float32 else 1e-14
+    for got, kernel in ((du, k), (dv, k.T)):
+        want = np.stack([correlate(img, kernel)[1:-1, 1:-1] for img in x.numpy()])
+        np.testing.assert_allclose(got.double().numpy(), want, rtol=0, atol=tol)
+    if dtype == torch.float64:
+        assert torch.autograd.gradcheck(lambda v: torch.stack(_sobel(v)), (x[:1, :7, :6].clone().requires_grad_(True),))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("sigma", [0.6, 2.0, 9.5])
 def test_gaussian_blur_is_scipys_truncated_gaussian_with_its_exact_gradient(dtype, sigma):
     """The blur (taps as shifted slices, not conv2d) against SciPy's separable filter of the
