@@ -130,8 +130,11 @@ class TrackOptions:
             ``poses`` the frames before ``k`` (e.g. the bone's motion from its beads).
         accept_ratio: a warm-started result is kept when its loss is at most this times the last
             kept frame's; otherwise the next start is tried (prediction, previous pose, search).
-        max_view_loss: a fit with a view's loss above this (NCC below 0.4 there) does not explain
+        max_view_loss: a fit with a view's loss above this (NCC below 0.55 there) does not explain
             the frame: a search candidate with one is rejected, a tracked frame with one is doubtful.
+            On the Autoscoper wrist sample the radius's and the ulna's fits leave 0.19-0.28 per
+            view, the ulna's wrong poses 0.40-0.56 (at least one view above 0.52 in each frame;
+            0.6 let one pass as converged).
         min_in_field: a tracked frame whose bone lies less than this fraction inside a view's
             field (its projected outline on the detector and under the mask) is doubtful: that
             view shows too little of it to confirm the pose (a bone fitted to the field's rim).
@@ -161,7 +164,7 @@ class TrackOptions:
     prediction: Prediction = "constant_velocity"
     predict: PredictHook | None = None
     accept_ratio: float = 1.3
-    max_view_loss: float = 0.6
+    max_view_loss: float = 0.45
     min_in_field: float = 0.5
     reinit: bool = True
     doubtful_ratio: float = 1.5
