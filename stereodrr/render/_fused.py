@@ -438,6 +438,35 @@ if numba is not None:
         return lanes, tb, tc
 
     @njit(inline="always", fastmath=FASTMATH, cache=True)
+    def _lanes_steps(lanes, steps):  # pragma: no cover - compiled
+        """The most steps of the first ``lanes`` lanes."""
+        n_steps = 0
+        for lane in range(lanes):
+            n_steps = max(n_steps, steps[lane])
+        return n_steps
+
+    @njit(inline="always", fastmath=FASTMATH, cache=True)
+    def _prefetch_rows(flat, ahead, sc):  # pragma: no cover - compiled
+        """Prefetch the two rows a bilinear sample at flat offset ``ahead`` reads (if inside)."""
+        if 0 <= ahead < flat.size - sc - 1:
+            _prefetch(flat, ahead)
+            _prefetch(flat, ahead + sc)
+
+    @njit(inline="always", fastmath=FASTMATH, cache=True)
+    def _lanes_cells(t, lanes, sb, sc, row, drow, steps, pb, dpb, pc, dpc, base, fb, fc):  # pragma: no cover
+        """Step ``t`` of the first ``lanes`` lanes (a lane past its last step repeats that step):
+        each sample's flat offset ``base`` and bilinear weights ``fb, fc`` (a loop over the lanes
+        that LLVM vectorises)."""
+        for lane in range(lanes):
+            tt = min(t, steps[lane] - 1)
+            tf = np.float32(tt)
+            xb = pb[lane] + tf * dpb[lane]
+            xc = pc[lane] + tf * dpc[lane]
+            ib, ic = int(xb), int(xc)
+            fb[lane], fc[lane] = xb - np.float32(ib), xc - np.float32(ic)
+            base[lane] = row[lane] + tt * drow[lane] + ib * sb + ic * sc
+
+    @njit(inline="always", fastmath=FASTMATH, cache=True)
     def _lanes_sum(flat, lanes, sb, sc, row, drow, steps, pb, dpb, pc, dpc, base, fb, fc, sample, acc):  # pragma: no cover
         """:func:`_unclamped_sum` of the first ``lanes`` lanes of a tile, stepping them together. Per
         step: a loop over the lanes for their cells and weights (vectorised by LLVM), a scalar
@@ -446,21 +475,11 @@ if numba is not None:
         adds its own samples in order: the same sum, bit for bit. A lane past its last step
         repeats that step, masked out of its sum. (Storing the four voxels of each sample for a
         vectorised blend instead measured slower: its stores stall the volume's loads.)"""
-        n_steps = 0
-        for lane in range(lanes):
-            acc[lane] = _F0
-            n_steps = max(n_steps, steps[lane])
+        n_steps = _lanes_steps(lanes, steps)
+        acc[:lanes] = _F0
         usb, usc = np.uint64(sb), np.uint64(sc)
-        last = flat.size - sb - sc
         for t in range(n_steps):
-            for lane in range(lanes):
-                tt = min(t, steps[lane] - 1)
-                tf = np.float32(tt)
-                xb = pb[lane] + tf * dpb[lane]
-                xc = pc[lane] + tf * dpc[lane]
-                ib, ic = int(xb), int(xc)
-                fb[lane], fc[lane] = xb - np.float32(ib), xc - np.float32(ic)
-                base[lane] = row[lane] + tt * drow[lane] + ib * sb + ic * sc
+            _lanes_cells(t, lanes, sb, sc, row, drow, steps, pb, dpb, pc, dpc, base, fb, fc)
             for lane in range(lanes):
                 q = np.uint64(base[lane])
                 v00, v01 = flat[q], flat[q + usb]
@@ -469,10 +488,7 @@ if numba is not None:
                 c1_ = v10 + fb[lane] * (v11 - v10)
                 sample[lane] = c0_ + fc[lane] * (c1_ - c0_)
                 if lane % _PREFETCH_LANES == 0:
-                    ahead = base[lane] + _AHEAD * drow[lane]
-                    if 0 <= ahead < last:
-                        _prefetch(flat, ahead)
-                        _prefetch(flat, ahead + sc)
+                    _prefetch_rows(flat, base[lane] + _AHEAD * drow[lane], sc)
             for lane in range(lanes):
                 acc[lane] = acc[lane] + sample[lane] if t < steps[lane] else acc[lane]
 
@@ -504,22 +520,14 @@ if numba is not None:
         pb, dpb, pc, dpc, fb, fc, f = lanes_f[0], lanes_f[1], lanes_f[2], lanes_f[3], lanes_f[4], lanes_f[5], lanes_f[6]
         sf, sm, dsm, s, dfb, dfc = lanes_f[7], lanes_f[8], lanes_f[9], lanes_f[10], lanes_f[11], lanes_f[12]
         gb, gbs, gc, gcs = lanes_f[13], lanes_f[14], lanes_f[15], lanes_f[16]
-        n_steps = 0
-        for lane in range(lanes):
-            sf[lane] = gb[lane] = gbs[lane] = gc[lane] = gcs[lane] = _F0
-            n_steps = max(n_steps, steps[lane])
+        n_steps = _lanes_steps(lanes, steps)
+        lanes_f[7, :lanes] = _F0
+        lanes_f[13:17, :lanes] = _F0
         usb, usc = np.uint64(sb), np.uint64(sc)
-        last = flat.size - sb - sc
         for t in range(n_steps):
+            _lanes_cells(t, lanes, sb, sc, row, drow, steps, pb, dpb, pc, dpc, base, fb, fc)
             for lane in range(lanes):
-                tt = min(t, steps[lane] - 1)
-                tf = np.float32(tt)
-                xb = pb[lane] + tf * dpb[lane]
-                xc = pc[lane] + tf * dpc[lane]
-                ib, ic = int(xb), int(xc)
-                fb[lane], fc[lane] = xb - np.float32(ib), xc - np.float32(ic)
-                base[lane] = row[lane] + tt * drow[lane] + ib * sb + ic * sc
-                s[lane] = sm[lane] + tf * dsm[lane]
+                s[lane] = sm[lane] + np.float32(min(t, steps[lane] - 1)) * dsm[lane]
             for lane in range(lanes):
                 q = np.uint64(base[lane])
                 v00, v01 = flat[q], flat[q + usb]
@@ -532,10 +540,7 @@ if numba is not None:
                 dfc[lane] = dfc_
                 f[lane] = c0_ + fc[lane] * dfc_
                 if lane % _PREFETCH_LANES == 0:
-                    ahead = base[lane] + _AHEAD * drow[lane]
-                    if 0 <= ahead < last:
-                        _prefetch(flat, ahead)
-                        _prefetch(flat, ahead + sc)
+                    _prefetch_rows(flat, base[lane] + _AHEAD * drow[lane], sc)
             for lane in range(lanes):
                 if t < steps[lane]:
                     sf[lane] += f[lane]
