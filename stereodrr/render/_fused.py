@@ -448,7 +448,7 @@ if numba is not None:
     @njit(inline="always", fastmath=FASTMATH, cache=True)
     def _prefetch_rows(flat, ahead, sc):  # pragma: no cover - compiled
         """Prefetch the two rows a bilinear sample at flat offset ``ahead`` reads (if inside)."""
-        if 0 <= ahead < flat.size - sc - 1:
+        if 0 <= ahead < flat.size - sc:
             _prefetch(flat, ahead)
             _prefetch(flat, ahead + sc)
 
