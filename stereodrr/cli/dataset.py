@@ -25,8 +25,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "When shards ran at once, finish with one --resume run without --shard: it renders "
                         "nothing and rebuilds the manifest from every complete item")
     where = p.add_mutually_exclusive_group()
-    where.add_argument("--workers", type=integer(0, 1024, what="worker count"), default=1,
-                       help="local Dask worker processes (default 1; 0 renders in this process without Dask)")
+    where.add_argument("--workers", type=integer(0, 1024, what="worker count"), default=0,
+                       help="local Dask worker processes (needs the dask extra; default 0: render in this process)")
     where.add_argument("--scheduler", help="address of a running Dask scheduler, e.g. tcp://10.0.0.5:8786")
     p.add_argument("--threads", type=integer(1, 1024, what="thread count"), default=1, help="CPU threads per Dask worker (default 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

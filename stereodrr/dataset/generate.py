@@ -370,7 +370,7 @@ def generate_dataset(
     *,
     resume: bool = False,
     shard: tuple[int, int] = (0, 1),
-    workers: int | str = 1,
+    workers: int | str = 0,
     threads: int = 1,
     progress: bool = True,
 ) -> GenerationReport:
@@ -385,8 +385,8 @@ def generate_dataset(
             Each run ends by rebuilding the manifest from every complete item in ``out``; after
             shards that ran at once, one ``resume`` run of the whole dataset renders nothing
             and leaves the manifest complete.
-        workers: where items are rendered: a number of local Dask worker processes (``0``: in this
-            process, without Dask), or the address of a running Dask scheduler
+        workers: where items are rendered: ``0`` (the default) in this process, without Dask; a
+            number of local Dask worker processes (the ``dask`` extra); or the address of a running Dask scheduler
             (``"tcp://host:port"``), whose workers need stereodrr installed and ``out`` (and the
             subject file) on a shared path.
         threads: CPU threads per Dask worker (torch, OpenMP, MKL and Numba pools of local

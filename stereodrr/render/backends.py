@@ -139,7 +139,8 @@ BACKENDS: dict[str, Backend] = {}
 
 
 def register_backend(backend: Backend) -> Backend:
-    """Add (or replace) a backend in the table; later entries come later in ``auto``'s order."""
+    """Add (or replace) a backend in the table; ``auto`` tries later entries later, and the torch
+    backend, which serves every device, after all of them."""
     BACKENDS[backend.name] = backend
     return backend
 
@@ -153,7 +154,9 @@ def select_backend(name: str, device: torch.device, dtype: torch.dtype, mode: st
             why and how to install it).
     """
     if name == "auto":
-        for b in BACKENDS.values():
+        # torch renders everywhere: the fallback, after the backends registered behind it too
+        fallback = [b for b in BACKENDS.values() if b.name == "torch"]
+        for b in [*(b for b in BACKENDS.values() if b.name != "torch"), *fallback]:
             if (device.type in b.auto_devices and mode in (*b.modes, "auto")
                     and b.unavailable(device, dtype) is None
                     and (not b.self_check or _passes_self_check(b, device, dtype, b.auto_mode if mode == "auto" else mode))):

@@ -17,10 +17,14 @@ def _write(tmp_path, raw):
     return path
 
 
-def test_cli_generates_and_refuses(tmp_path, tiny_raw, capsys):
+def test_cli_generates_in_process_by_default_and_refuses(tmp_path, tiny_raw, capsys, monkeypatch):
     cfg = _write(tmp_path, tiny_raw)
     out = tmp_path / "ds"
-    assert main(["dataset", "--config", str(cfg), "-o", str(out), "--n", "2", "--workers", "0", "--quiet"]) == 0
+    # The default renders in this process: it works on a plain install, where Dask is missing.
+    import stereodrr.extras
+    available = stereodrr.extras.available
+    monkeypatch.setattr(stereodrr.extras, "available", lambda module: module != "distributed" and available(module))
+    assert main(["dataset", "--config", str(cfg), "-o", str(out), "--n", "2", "--quiet"]) == 0
     assert "2 item(s) written" in capsys.readouterr().out
     assert len(load_manifest(out)) == 4
     assert main(["dataset", "--config", str(cfg), "-o", str(out), "--n", "2", "--workers", "0", "--quiet"]) == 1

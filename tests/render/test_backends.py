@@ -354,6 +354,21 @@ def test_auto_passes_over_a_backend_that_fails_its_check(monkeypatch, march, rea
     assert backends.select_backend("auto", cpu, torch.float32, "trilinear").name == "fine"
 
 
+def test_auto_takes_a_registered_backend_before_the_torch_fallback(monkeypatch):
+    """A backend registered after the built-in ones (a plugin) is auto's choice where no fused
+    built-in one renders, not the torch path that renders everywhere."""
+    monkeypatch.setattr(backends, "BACKENDS", {k: b for k, b in backends.BACKENDS.items() if k != "numba"})
+    cpu = torch.device("cpu")
+    assert backends.select_backend("auto", cpu, torch.float32, "trilinear").name == "torch"
+    backends.register_backend(backends.Backend(
+        "mine", backends.march_numba, ("trilinear",), lambda device, dtype: None, auto_devices=("cpu",),
+        chunk_rays=2**16))
+    assert list(backends.BACKENDS)[-1] == "mine"
+    assert backends.select_backend("auto", cpu, torch.float32, "trilinear").name == "mine"
+    # a mode it does not render, or a device it does not claim, still falls back to torch
+    assert backends.select_backend("auto", cpu, torch.float32, "exact").name == "torch"
+
+
 def test_a_self_checked_backend_compiles_in_one_graph(monkeypatch, unchecked):
     """auto's check reads its memo under torch.compile (nothing runs eagerly there): the graph
     stays whole, checked or not."""
