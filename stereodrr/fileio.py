@@ -1,7 +1,8 @@
 """File helpers shared by every stage. Atomic writes: write a temporary file beside the target, then
 rename it over the target, so a reader never sees a half-written file and a failure leaves the
-old file intact. Reads: a JSON reader and an input-file check whose errors name the file, what
-it was expected to be, and the line and column of malformed JSON."""
+old file intact. Reads: a JSON reader, a numeric CSV reader and an input-file check whose errors name the file,
+what it was expected to be, and the line and column of malformed JSON. Text is read as UTF-8
+with an optional byte-order mark (Windows tools write one)."""
 
 from __future__ import annotations
 
@@ -75,11 +76,38 @@ def read_json(path: str | os.PathLike[str], what: str) -> Any:
     """
     p = check_input_file(path, what)
     try:
-        return json.loads(p.read_text(encoding="utf-8"))
+        return json.loads(p.read_text(encoding="utf-8-sig"))
     except json.JSONDecodeError as exc:
         raise ValueError(f"{p}: malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
     except UnicodeDecodeError as exc:
         raise ValueError(f"{p}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+
+
+def read_numeric_csv(path: str | os.PathLike[str], what: str) -> np.ndarray:
+    """``(rows, columns)`` float64 of a comma-separated numeric table. Skipped: a header line
+    (its first field is not a number), ``#`` comments, and lines of only spaces, tabs or commas
+    (a spreadsheet's re-save leaves those at the end).
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: not UTF-8 text, a non-numeric field, or rows of different lengths.
+    """
+    p = check_input_file(path, what)
+    try:
+        text = p.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{p}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    lines = [line.split("#", 1)[0] for line in text.splitlines()]
+    lines = [line for line in lines if line.strip(" \t,")]
+    if lines:
+        try:
+            float(lines[0].split(",", 1)[0])
+        except ValueError:
+            lines = lines[1:]  # a header
+    try:
+        return np.loadtxt(lines, delimiter=",", ndmin=2)
+    except ValueError as exc:
+        raise ValueError(f"{p}: not a numeric CSV: {exc}") from None
 
 
 def json_ready(x: Any) -> Any:

@@ -156,9 +156,19 @@ class RigCalibration:
         }
 
 
+# Principal rays within this angle of their mean direction are "parallel" for rig_isocenter:
+# uniplanar RSA rigs (sources side by side above one detector plane) have parallel axes by design.
+_PARALLEL_DEG = 10.0
+
+
 def rig_isocenter(cameras: Mapping[str, Camera]) -> np.ndarray:
     """``(3,)`` the point closest (least squares) to every principal ray; for one view, the
-    point on its principal ray at half the SDD."""
+    point on its principal ray at half the SDD.
+
+    Where the principal rays are nearly parallel (within 10 degrees of their mean direction, as in
+    a uniplanar RSA rig) their closest point is undetermined along them, and may land far past
+    the detectors or behind the sources; where it lies outside every view's source-to-detector
+    span, the isocenter is the mean of the rays' points at half the SDD instead."""
     cams = list(cameras.values())
     if len(cams) == 1:
         return cams[0].center + 0.5 * cams[0].sdd * cams[0].principal_ray
@@ -169,7 +179,17 @@ def rig_isocenter(cameras: Mapping[str, Camera]) -> np.ndarray:
         M = np.eye(3) - np.outer(d, d)  # projector orthogonal to the ray
         A += M
         b += M @ cam.center
-    return np.linalg.solve(A, b)
+    mean = np.sum([cam.principal_ray for cam in cams], axis=0)
+    cos_max = np.cos(np.radians(_PARALLEL_DEG)) * np.linalg.norm(mean)
+    if any(cam.principal_ray @ mean < cos_max for cam in cams):
+        return np.linalg.solve(A, b)  # invertible: the rays span more than one direction
+    try:
+        x = np.linalg.solve(A, b)
+    except np.linalg.LinAlgError:  # exactly parallel rays
+        x = np.full(3, np.nan)
+    if all(0.0 < (x - cam.center) @ cam.principal_ray < cam.sdd for cam in cams):
+        return x
+    return np.mean([cam.center + 0.5 * cam.sdd * cam.principal_ray for cam in cams], axis=0)
 
 
 def _unpack(x: np.ndarray, n_views: int, shared: bool, skew: bool) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:

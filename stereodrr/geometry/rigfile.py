@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from ..fileio import atomic_path, atomic_write_text, read_json
+from ..fileio import atomic_path, atomic_write_text, read_json, read_numeric_csv
 from .camera import Camera
 from .dlt_coefficients import DltConvention, dlt_from_projection
 from .rig import StereoRig
@@ -142,12 +142,7 @@ def save_dlt_csv(rig: StereoRig, path: str | os.PathLike[str], convention: DltCo
 def load_dlt_csv(path: str | os.PathLike[str]) -> np.ndarray:
     """Read a DLT coefficient CSV (11 rows x n cameras) into an ``(11, n)`` float64 array."""
     p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"DLT file {str(p)!r} does not exist")
-    try:
-        table = np.loadtxt(p, delimiter=",", ndmin=2)
-    except ValueError as exc:
-        raise ValueError(f"{p}: not a numeric CSV: {exc}") from None
+    table = read_numeric_csv(p, "DLT file")
     if table.shape[0] != 11 or not np.all(np.isfinite(table)):
         raise ValueError(f"{p}: expected 11 finite rows (one column per camera), got shape {table.shape}")
     return table

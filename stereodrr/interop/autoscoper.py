@@ -125,7 +125,7 @@ def read_trial_file(path: str | os.PathLike[str], volumes: bool = True) -> Autos
     lists: dict[str, list[str]] = {k: [] for k in ("mayaCam_csv", "CameraRootDir", "VolumeFile", "VoxelSize",
                                                    "VolumeFlip", "RenderResolution", "OptimizationOffsets",
                                                    "MeshFile", "Version")}
-    for raw in p.read_text(encoding="utf-8", errors="replace").splitlines():
+    for raw in p.read_text(encoding="utf-8-sig", errors="replace").splitlines():
         line = raw.rstrip("\r")
         if not line or line[0] == "#":
             continue
@@ -345,7 +345,7 @@ def load_tra(path: str | os.PathLike[str], n_volumes: int = 1, layout: TraLayout
     """
     p = check_input_file(path, "tracking file")
     frames = []
-    for n, raw in enumerate(p.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+    for n, raw in enumerate(p.read_text(encoding="utf-8-sig", errors="replace").splitlines(), 1):
         line = raw.strip()
         if not line:
             continue

@@ -121,7 +121,7 @@ def _numbers(p: Path, n: int, line: str, count: int) -> list[float]:
 def mayacam_version(path: str | os.PathLike[str]) -> Literal[1, 2]:
     """2 when the file's first line is ``image size`` (Autoscoper's test), else 1."""
     p = check_input_file(path, "MayaCam file")
-    with p.open(encoding="utf-8", errors="replace") as fh:
+    with p.open(encoding="utf-8-sig", errors="replace") as fh:
         first = fh.readline().strip()
     return 2 if first == "image size" else 1
 
@@ -140,7 +140,7 @@ def load_vtk_camera(path: str | os.PathLike[str], pixel_spacing: float | tuple[f
     """
     p = check_input_file(path, "VTK camera file")
     try:
-        doc = json.loads(p.read_text(encoding="utf-8", errors="replace"))
+        doc = json.loads(p.read_text(encoding="utf-8-sig", errors="replace"))
     except json.JSONDecodeError as exc:
         raise ValueError(f"{p}: not a JSON file ({exc.msg} at line {exc.lineno})") from None
     if not isinstance(doc, dict) or doc.get("@schema") != VTK_CAMERA_SCHEMA:
@@ -206,7 +206,7 @@ def load_mayacam(path: str | os.PathLike[str], pixel_spacing: float | tuple[floa
         return load_mayacam1(p, pixel_spacing)
     blocks: dict[str, list[tuple[int, str]]] = {}
     key = None
-    for n, raw in enumerate(p.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+    for n, raw in enumerate(p.read_text(encoding="utf-8-sig", errors="replace").splitlines(), 1):
         line = raw.strip()
         if not line:
             continue
@@ -283,7 +283,7 @@ def load_mayacam1(path: str | os.PathLike[str], pixel_spacing: float | tuple[flo
     """Read a MayaCam 1.0 file (module docstring) as Autoscoper does: 5 lines of 3 numbers, an
     image size of 0 meaning 1024, the focal length ``|Z|``."""
     p = check_input_file(path, "MayaCam file")
-    lines = [(n, s.strip()) for n, s in enumerate(p.read_text(encoding="utf-8", errors="replace").splitlines(), 1)]
+    lines = [(n, s.strip()) for n, s in enumerate(p.read_text(encoding="utf-8-sig", errors="replace").splitlines(), 1)]
     lines = [(n, s) for n, s in lines if s]
     if len(lines) < 5:
         raise ValueError(f"{p}: expected 5 lines of 3 comma-separated numbers (MayaCam 1.0; a MayaCam 2.0 file starts "

@@ -124,7 +124,7 @@ def _read_rows(path: str | os.PathLike[str], what: str) -> tuple[Path, list[list
     """The file's rows split at commas, and its header (``None`` when the first row is data:
     every field a number or ``NaN``)."""
     p = check_input_file(path, what)
-    rows = [line.split(",") for line in p.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
+    rows = [line.split(",") for line in p.read_text(encoding="utf-8-sig", errors="replace").splitlines() if line.strip()]
     if not rows:
         raise ValueError(f"{p}: empty {what}")
     first = [f.strip() for f in rows[0]]

@@ -29,6 +29,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from scipy.optimize import brentq
 
+from ..fileio import read_numeric_csv
 from .attenuation import check_energies, compound_density, mass_attenuation
 
 __all__ = ["Spectrum", "parse_filters", "KVP_RANGE", "DEFAULT_ANODE_ANGLE_DEG"]
@@ -186,13 +187,10 @@ class Spectrum:
     def from_csv(cls, path: str | Path) -> Spectrum:
         """Two columns ``energy_kev, fluence`` (header line optional)."""
         p = Path(path)
-        if not p.is_file():
-            raise FileNotFoundError(f"spectrum file {str(p)!r} does not exist")
         try:
-            a = np.loadtxt(p, delimiter=",", comments="#", ndmin=2,
-                           skiprows=0 if p.read_text().strip()[:1].isdigit() else 1)
+            a = read_numeric_csv(p, "spectrum file")
         except ValueError as exc:
-            raise ValueError(f"{p}: expected two numeric columns energy_kev, fluence ({exc})") from None
+            raise ValueError(f"{exc} (expected two numeric columns energy_kev, fluence)") from None
         if a.ndim != 2 or a.shape[1] != 2:
             raise ValueError(f"{p}: expected two columns energy_kev, fluence, got shape {a.shape}")
         return cls(a[:, 0], a[:, 1], f"table {p.name}", {"kind": "table", "file": str(p)})

@@ -84,10 +84,22 @@ def _chord_sums(centers: Tensor, diameters: Tensor, mu: Tensor, K: Tensor, R: Te
     return (torch.where(inside, chord, torch.zeros_like(chord)) * mu[None, :]).sum(-1)
 
 
+def _tangent_extremes(a: np.ndarray, z: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Extremes of ``x = a' / z'`` over a ball of radius ``r`` centred at camera coordinates
+    ``(a, z)`` (``z > r``): the planes through the source tangent to the ball,
+    ``(a - x z)^2 = r^2 (1 + x^2)``."""
+    den = z * z - r * r
+    root = r * np.sqrt(a * a + den)
+    return (a * z - root) / den, (a * z + root) / den
+
+
 def shadow_pixels(centers: np.ndarray, diameters: np.ndarray, camera: Camera, margin_px: float = 2.0) -> np.ndarray:
     """Flat (row-major) indices ``(N,)`` of the pixels whose area a ball's shadow may touch: the
-    square around each projected centre of half-width ``r f / (z - r) + margin_px`` (the cone
-    tangent to the ball bounds its silhouette)."""
+    bounding box of each ball's silhouette (the cone from the source tangent to the ball), with
+    the square of half-width ``r f / (z - r)`` around its projected centre (the bound on the
+    principal axis, which off-axis silhouettes outgrow; kept so that images near the axis keep
+    their bytes), each widened by ``margin_px``; a ball that reaches the source's plane shadows
+    every pixel."""
     c = np.asarray(centers, np.float64).reshape(-1, 3)
     r = 0.5 * np.asarray(diameters, np.float64).reshape(-1)
     mask = np.zeros((camera.height, camera.width), bool)
@@ -95,9 +107,22 @@ def shadow_pixels(centers: np.ndarray, diameters: np.ndarray, camera: Camera, ma
         uv, z = camera.project(c)
         f = max(camera.K[0, 0], camera.K[1, 1])
         half = r * f / np.maximum(z - r, 1e-9) + margin_px
-        for (u, v), h in zip(uv, half):
-            u0, u1 = int(max(np.floor(u - h), 0)), int(min(np.ceil(u + h), camera.width - 1))
-            v0, v1 = int(max(np.floor(v - h), 0)), int(min(np.ceil(v + h), camera.height - 1))
+        boxes = [(u - h, u + h, v - h, v + h) for (u, v), h in zip(uv, half)]
+        X, Y, Z = (c @ camera.R.T + camera.t).T
+        front = Z > r
+        if front.any():
+            x0, x1 = _tangent_extremes(X[front], Z[front], r[front])
+            y0, y1 = _tangent_extremes(Y[front], Z[front], r[front])
+            K = camera.K
+            corners_u = np.stack([K[0, 0] * x + K[0, 1] * y + K[0, 2] for x in (x0, x1) for y in (y0, y1)])
+            corners_v = np.stack([K[1, 1] * y + K[1, 2] for y in (y0, y1)])
+            boxes += [(u0 - margin_px, u1 + margin_px, v0 - margin_px, v1 + margin_px) for u0, u1, v0, v1 in zip(
+                corners_u.min(0), corners_u.max(0), corners_v.min(0), corners_v.max(0))]
+        if not front.all():
+            boxes.append((0.0, camera.width - 1.0, 0.0, camera.height - 1.0))
+        for ua, ub, va, vb in boxes:
+            u0, u1 = int(max(np.floor(ua), 0)), int(min(np.ceil(ub), camera.width - 1))
+            v0, v1 = int(max(np.floor(va), 0)), int(min(np.ceil(vb), camera.height - 1))
             if u0 <= u1 and v0 <= v1:
                 mask[v0:v1 + 1, u0:u1 + 1] = True
     return np.flatnonzero(mask)

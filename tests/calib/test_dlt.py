@@ -1,7 +1,13 @@
 import numpy as np
 import pytest
 
-from stereodrr.calib.dlt import calibrate_rig, opencv_crosscheck, projection_from_points, reprojection_errors
+from stereodrr.calib.dlt import (
+    calibrate_rig,
+    opencv_crosscheck,
+    projection_from_points,
+    reprojection_errors,
+    rig_isocenter,
+)
 from stereodrr.geometry import Camera, StereoRig, decompose_projection
 
 
@@ -117,3 +123,41 @@ def test_opencv_crosscheck_reports_a_camera_opencv_refuses_instead_of_failing():
     out = opencv_crosscheck(odd, X, uv)
     assert np.isnan(out["calibrate_rms_px"]) and "refused" in out["note"]
     assert out["pnp_rms_px"] < 1e-6
+
+
+def _rsa_camera(x_mm: float, tilt_deg: float, cx: float) -> Camera:
+    """A uniplanar RSA source 1000 mm above the detector plane z = 0 (axis +z, tilted about y),
+    its principal point moved so that its 96 x 64 image is centred on the object at the origin."""
+    a = np.radians(tilt_deg)
+    R = np.array([[np.cos(a), 0.0, -np.sin(a)], [0.0, 1.0, 0.0], [np.sin(a), 0.0, np.cos(a)]])
+    K = np.array([[2000.0, 0.0, cx], [0.0, 2000.0, 31.5], [0.0, 0.0, 1.0]])
+    return Camera(K=K, R=R, t=-R @ np.array([x_mm, 0.0, -1000.0]), width=96, height=64, pixel_spacing=(0.5, 0.5))
+
+
+@pytest.mark.parametrize("tilt_deg", [0.0, 0.01, 0.5, -0.5])
+def test_isocenter_of_a_rig_with_parallel_axes_lies_between_its_sources(tilt_deg, project):
+    """Uniplanar RSA: two sources side by side above one detector, principal axes parallel
+    (up to a calibration's tilt). Their closest point is undetermined (exactly parallel) or lies
+    metres past the detector or behind the sources; the isocenter is then the mean of the axes'
+    points at half the SDD, and the rig calibrates from exact correspondences."""
+    cams = {"a": _rsa_camera(-150.0, 0.0, 272.5), "b": _rsa_camera(150.0, tilt_deg, -177.5)}
+    iso = rig_isocenter(cams)
+    np.testing.assert_allclose(iso, [0.0, 0.0, -500.0], atol=5.0)
+    rig = StereoRig(cams, iso)
+    X = np.random.default_rng(2).uniform(-10.0, 10.0, (20, 3))
+    uv = project(rig, X)
+    cal = calibrate_rig({n: (X, uv[n]) for n in rig}, rig.cameras)
+    np.testing.assert_allclose(cal.rig.isocenter, iso, atol=1e-3)
+    for n in rig:
+        _krt_close(cal.rig[n], rig[n], 1e-5, 1e-5)
+
+
+def test_isocenter_of_converging_and_diverging_axes(rig5):
+    # A convergent pair: its axes meet at the isocenter (0, 0, 0) the rig was built around.
+    np.testing.assert_allclose(rig_isocenter(rig5.cameras), [0.0, 0.0, 0.0], atol=1e-9)
+    # Cameras that look away from each other (a misread file): their axes' closest point lies
+    # behind the sources and the rig is refused, not moved in front of them.
+    away = {"a": _rsa_camera(-150.0, -40.0, 47.5), "b": _rsa_camera(150.0, 40.0, 47.5)}
+    assert (rig_isocenter(away) - away["a"].center) @ away["a"].principal_ray < 0
+    with pytest.raises(ValueError, match="behind the source"):
+        StereoRig(away, rig_isocenter(away))

@@ -106,3 +106,35 @@ def test_area_aperture_with_no_shadow_on_the_detector():
     cam = Camera.look_at(np.array([0.0, -750.0, 0.0]), np.zeros(3), sdd=1200, pixel_spacing=0.3, width=16, height=12)
     t = sphere_transmission(np.array([[200.0, 0.0, 0.0]]), np.array([2.0]), 0.5, cam)
     assert t.shape == (12, 16) and bool((t == 1).all())
+
+
+@pytest.mark.parametrize(("off_axis_deg", "diameter_mm", "skew"), [(0, 6.0, 0.0), (40, 8.0, 0.0), (55, 4.0, 0.0),
+                                                                  (40, 8.0, 300.0)])
+def test_shadow_pixels_hold_every_pixel_a_ball_shadows_off_axis(off_axis_deg, diameter_mm, skew):
+    """A ball seen well off the principal axis (uniplanar RSA: flat detector, source to the side)
+    casts a silhouette longer than the on-axis bound r f / (z - r): every pixel whose sub-rays
+    meet the ball is in ``shadow_pixels``. Truth: ray-sphere distances in numpy."""
+    from stereodrr.render.markers import shadow_pixels
+
+    W = H = 128
+    f = 1500.0
+    src = np.array([-400.0 * np.tan(np.radians(off_axis_deg)), 0.0, -400.0])
+    cx = (W - 1) / 2 + f * src[0] / 400.0
+    K = np.array([[f, skew, cx], [0.0, f, (H - 1) / 2], [0.0, 0.0, 1.0]])
+    cam = Camera(K, np.eye(3), -src, W, H, (0.4, 0.4))
+    ball, r = np.zeros(3), diameter_mm / 2
+    # every sub-ray at 1/8 px offsets: its direction K^-1 (u, v, 1), distance of the ball's centre to it
+    o = np.arange(-0.5, 0.5 + 1e-9, 1 / 8)
+    uu, vv = np.meshgrid(np.arange(W), np.arange(H))
+    hits = np.zeros((H, W), bool)
+    for du in o:
+        for dv in o:
+            d = np.linalg.solve(K, np.stack([uu + du, vv + dv, np.ones_like(uu, float)]).reshape(3, -1))
+            d /= np.linalg.norm(d, axis=0)
+            c = ball - src
+            dist = np.linalg.norm(c[:, None] - (c @ d) * d, axis=0)
+            hits |= (dist < r).reshape(H, W)
+    assert hits.sum() > 300
+    listed = np.zeros(H * W, bool)
+    listed[shadow_pixels(ball[None], np.array([diameter_mm]), cam)] = True
+    assert not (hits & ~listed.reshape(H, W)).any()
