@@ -94,15 +94,28 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _init_pose(path: str, frame: int, volume: Volume) -> np.ndarray:
+def _init_pose(path: str, frame: int, volume: Volume, index: int, n_volumes: int) -> np.ndarray:
+    """Volume ``index``'s start: a pose.json, or frame ``frame``'s row of a ``.tra`` of that
+    volume alone or of all ``n_volumes`` (Autoscoper's "save all volumes" export)."""
     p = input_file(path, "--init", "pose file")
-    if p.suffix.lower() == ".tra":
+    if p.suffix.lower() != ".tra":
+        return load_pose(p).matrix
+    try:
         poses = load_tra(p)[:, 0]
-        if frame >= len(poses) or not np.all(np.isfinite(poses[frame])):
-            raise ValueError(f"--init {p}: holds no pose for frame {frame}")
+    except ValueError as one:
+        if n_volumes == 1:
+            raise
+        try:
+            poses = load_tra(p, n_volumes)[:, index]
+        except ValueError:
+            raise one from None
+    if frame >= len(poses) or not np.all(np.isfinite(poses[frame])):
+        raise ValueError(f"--init {p}: holds no pose for frame {frame}")
+    try:
         RigidPose.from_matrix(poses[frame], volume.center)  # a rigid 4x4
-        return poses[frame]
-    return load_pose(p).matrix
+    except ValueError as exc:
+        raise ValueError(f"--init {p}: frame {frame}: {exc}") from None
+    return poses[frame]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -115,7 +128,8 @@ def run(args: argparse.Namespace) -> int:
     chosen = [trial.volume(v) for v in args.volume]
     # On the device once: the tracking, the bead bodies and the overlays all render them.
     volumes = [tv.volume.with_data(tv.volume.data * _ATTENUATION_PER_UNIT).to(args.device) for tv in chosen]
-    inits = None if args.init is None else [_init_pose(p, frames[0], v) for p, v in zip(args.init, volumes)]
+    inits = None if args.init is None else [_init_pose(p, frames[0], v, i, len(trial.volumes))
+                                            for p, v, i in zip(args.init, volumes, args.volume)]
     beads = _track_beads(trial, frames) if args.beads else None
 
     @functools.lru_cache(maxsize=2)  # the tracker asks for a frame's images and masks one after the other

@@ -163,7 +163,10 @@ def read_trial_file(path: str | os.PathLike[str], volumes: bool = True) -> Autos
             raise ValueError(f"{src}: VoxelSize (volume {i}): expected positive sizes in mm, got {s.strip()!r}")
         flip = [0, 0, 0]
         if i < len(lists["VolumeFlip"]):
-            flip = _numbers(src, f"VolumeFlip (volume {i})", lists["VolumeFlip"][i], 3, int)
+            # Trial.cpp streams three ints into zeros: "VolumeFlip 1" flips x alone
+            given = lists["VolumeFlip"][i]
+            n_given = min(max(len(given.split()), 1), 3)
+            flip[:n_given] = _numbers(src, f"VolumeFlip (volume {i})", given, n_given, int)
         entries.append(AutoscoperVolumeEntry(_resolve(v, base, version), (size[0], size[1], size[2]),
                                              (bool(flip[0]), bool(flip[1]), bool(flip[2]))))
     res = (512, 512)

@@ -122,10 +122,14 @@ def save_points2d(points: pd.DataFrame, path: str | os.PathLike[str], heights: S
 
 def _read_rows(path: str | os.PathLike[str], what: str) -> tuple[Path, list[list[str]], list[str] | None]:
     """The file's rows split at commas, and its header (``None`` when the first row is data:
-    every field a number or ``NaN``)."""
+    every field a number or ``NaN``). A table of no markers or bodies, as XMALab writes it (an
+    empty header and an empty line per frame), has the header ``[]`` and an empty row per frame."""
     p = check_input_file(path, what)
-    rows = [line.split(",") for line in p.read_text(encoding="utf-8-sig", errors="replace").splitlines() if line.strip()]
+    text = p.read_text(encoding="utf-8-sig", errors="replace")
+    rows = [line.split(",") for line in text.splitlines() if line.strip()]
     if not rows:
+        if "\n" in text:
+            return p, [[] for _ in text.splitlines()[1:]], []
         raise ValueError(f"{p}: empty {what}")
     first = [f.strip() for f in rows[0]]
     if all(_is_value(f) for f in first):
@@ -193,6 +197,9 @@ def load_points2d(path: str | os.PathLike[str], heights: Sequence[int],
     """
     offset, y_up = _convention(convention)
     p, rows, header = _read_rows(path, "2D point file")
+    if header == []:
+        return pd.DataFrame({"frame": np.zeros(0, int), "marker": np.zeros(0, int), "name": np.zeros(0, str),
+                             "camera": np.zeros(0, int), "u": np.zeros(0), "v": np.zeros(0)})
     n_cam = len(heights)
     skip = n_cam if offset_columns else 0
     if header is not None and offset_columns and not header[0].startswith("cam0_offset,"):
@@ -265,6 +272,9 @@ def load_points3d(path: str | os.PathLike[str]) -> pd.DataFrame:
     header: without one, a column count of ``3 m + 1`` means a frame column) into
     ``frame, marker, name, x, y, z`` (missing points left out)."""
     p, rows, header = _read_rows(path, "3D point file")
+    if header == []:
+        return pd.DataFrame({"frame": np.zeros(0, int), "marker": np.zeros(0, int), "name": np.zeros(0, str),
+                             "x": np.zeros(0), "y": np.zeros(0), "z": np.zeros(0)})
     width, has_frame, n_markers, cols = _blocks(p, rows, header, 3, "three columns (X, Y, Z) per marker")
     names = [marker_name(i) for i in range(n_markers)]
     if cols is not None:
@@ -320,6 +330,8 @@ def load_rigid_body_transforms(path: str | os.PathLike[str]) -> tuple[list[str],
     (NaN where missing). A ``Frame`` column, ``_<cutoff>Hz`` label suffixes (filtered exports)
     and a file without its header (then ``16 B + 1`` columns mean a frame column) are accepted."""
     p, rows, header = _read_rows(path, "rigid-body transformation file")
+    if header == []:
+        return [], np.zeros((len(rows), 0, 4, 4))
     width, has_frame, n_bodies, cols = _blocks(p, rows, header, 16, "16 columns per rigid body")
     names = [body_name(i) for i in range(n_bodies)]
     if cols is not None:

@@ -13,6 +13,7 @@ bone (:func:`~stereodrr.track.bead_rigid.merge_fragments`).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
 
@@ -237,13 +238,31 @@ def track_beads(frames: FrameSource, rig: StereoRig, masks: MaskSource | None = 
             break
         matches = again
         ids = _linked(matches, options.link)
+    _check_pairing(names, detections, matches)
     return _tracking(names, detections, matches, ids, options.link)
+
+
+def _check_pairing(names: list[str], detections: list[dict[str, pd.DataFrame]], matches: list[pd.DataFrame]) -> None:
+    """Warn when few of the beads that every view could show were matched: views whose
+    calibrations or frames do not belong together (a camera's folder swapped or mirrored) leave
+    most detections off each other's epipolar lines, and the few that fall on one by chance are
+    not beads."""
+    could = sum(min(len(d[c]) for c in names) for d in detections)
+    matched = sum(len(m) for m in matches)
+    if could >= 4 and matched < 0.5 * could:
+        warnings.warn(f"beads: {matched} of the {could} beads the views could share were matched by epipolar "
+                      f"geometry: check that each camera's calibration and frames belong together (same order, "
+                      f"not mirrored); unmatched detections are not triangulated", RuntimeWarning, stacklevel=3)
 
 
 def _tracking(names: list[str], detections: list[dict[str, pd.DataFrame]], matches: list[pd.DataFrame],
               ids: list[np.ndarray], link: BeadLinkOptions) -> BeadTracking:
     X = _positions(matches, ids)
     bodies = rigid_bodies(X, link)
+    if len(matches) == 2 and (bodies >= 0).any():
+        warnings.warn("beads: rigid bodies from two frames: each pair of beads is compared once, so a bead of a "
+                      "body that hardly moved against another can join it, and two beads near one epipolar line "
+                      "can stay swapped; track more frames for bodies to rely on", RuntimeWarning, stacklevel=3)
     n_beads = X.shape[1]
     # Detections, each with the bead it was matched into.
     det_rows = []

@@ -207,6 +207,10 @@ def track_bone(volume: Volume, rig: StereoRig, frames: Frames | FrameSeries, opt
     if options.device is not None:  # moved once: every frame's fits render it
         volume = volume.to(options.device)
     check_registration_memory(rig, "rig", volume.device)
+    if len(rig.names) == 1:
+        warnings.warn(f"rig: one view ({rig.names[0]!r}): the bone's position along its rays (depth) and the "
+                      "turns about axes across them are weakly fixed by one image; the fits are not "
+                      "flagged for it", RuntimeWarning, stacklevel=2)
     series = frames if isinstance(frames, FrameSeries) else FrameSeries(frames, masks, times, n_frames)
     tracker = _Tracker(volume, rig, series, options)
     start0: np.ndarray | None = None

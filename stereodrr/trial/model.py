@@ -38,6 +38,7 @@ from .frames import (
     line_integral_frame,
     read_frame,
     read_frame_size,
+    sequence_files,
 )
 
 __all__ = ["TrialVolume", "Trial", "load_trial"]
@@ -195,6 +196,16 @@ def _rig(cameras: Mapping[str, Camera], src: str) -> StereoRig:
         raise ValueError(f"{src}: the cameras do not form a rig: {exc}") from None
 
 
+def _camera_frames(folder: Path) -> list[Path]:
+    """A camera folder's frames: its TIFFs as Autoscoper finds them (frame i is Autoscoper's
+    frame i); a folder without those (PNG or JPEG frames, ``.TIF``), which Autoscoper does not
+    read, as an image sequence sorted by name."""
+    try:
+        return frame_files(folder)
+    except ValueError:
+        return sequence_files(folder)
+
+
 def load_trial(path: str | os.PathLike[str], polarity: Polarity = "auto",
                distortion: Mapping[str, DistortionMap | str | os.PathLike[str]] | None = None,
                volumes: bool = True) -> Trial:
@@ -215,7 +226,7 @@ def load_trial(path: str | os.PathLike[str], polarity: Polarity = "auto",
     spec: AutoscoperTrialFile = read_trial_file(path, volumes)
     src = str(spec.source)
     cams = {f"cam{i + 1}": load_mayacam(p) for i, p in enumerate(spec.cameras)}
-    frames = {f"cam{i + 1}": frame_files(d) for i, d in enumerate(spec.camera_dirs)}
+    frames = {f"cam{i + 1}": _camera_frames(d) for i, d in enumerate(spec.camera_dirs)}
     loaded = []
     for v in spec.volumes:
         if not v.path.exists():

@@ -9,6 +9,7 @@ import io
 import json
 import math
 import os
+import re
 from pathlib import Path
 
 
@@ -211,6 +212,20 @@ def parse_trial(text: str, filename: str):
     assert len(lists["mayaCam_csv"]) == len(lists["CameraRootDir"])
     assert len(lists["VolumeFile"]) >= 1 and len(lists["VolumeFile"]) == len(lists["VoxelSize"])
     return version, lists
+
+
+def volume_flips(value: str) -> tuple[int, int, int]:
+    """``Trial::loadVolumes`` (Trial.cpp 333-337): ``volume_flip >> flip_x >> flip_y >> flip_z``
+    into zeros; an extraction that fails leaves its value (and the later ones) 0."""
+    flips = [0, 0, 0]
+    for k, token in enumerate(value.split()[:3]):
+        m = re.match(r"[+-]?\d+", token)
+        if m is None:
+            break
+        flips[k] = int(m.group(0))
+        if m.end() != len(token):  # the stream stops inside this token
+            break
+    return flips[0], flips[1], flips[2]
 
 
 def video_files(dirname):

@@ -29,6 +29,7 @@ from .autoscoper_readers import (
     parse_trial,
     save_tracking_results,
     video_files,
+    volume_flips,
     volume_sample_index,
 )
 
@@ -113,13 +114,22 @@ def test_written_trial_file_reads_in_autoscoper(tmp_path):
     (["mayaCam_csv c.txt", "CameraRootDir a", "VolumeFile v.tif"], "one VoxelSize per volume"),
     (["mayaCam_csv c.txt", "CameraRootDir a", "VolumeFile v.tif", "VoxelSize 1 x 1"], "VoxelSize"),
     (["mayaCam_csv c.txt", "CameraRootDir a", "VolumeFile v.tif", "VoxelSize 1 0 1"], "positive"),
-    (["mayaCam_csv c.txt", "CameraRootDir a", "VolumeFile v.tif", "VoxelSize 1 1 1", "VolumeFlip 1 0"], "VolumeFlip"),
+    (["mayaCam_csv c.txt", "CameraRootDir a", "VolumeFile v.tif", "VoxelSize 1 1 1", "VolumeFlip x 0 1"], "VolumeFlip"),
 ])
 def test_malformed_trial_files_give_one_line_errors(tmp_path, lines, match):
     (tmp_path / "t.cfg").write_text("\n".join(lines) + "\n")
     with pytest.raises(ValueError, match=match) as info:
         read_trial_file(tmp_path / "t.cfg")
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("value", ["1", "1 0", "0 1", "1 1 1", "0 0 1", "1 0 0 "])
+def test_short_volume_flips_read_as_autoscoper_streams_them(tmp_path, value):
+    """Trial.cpp streams up to three ints into zeros: ``VolumeFlip 1`` flips x alone."""
+    lines = ["mayaCam_csv c.txt", "CameraRootDir a", "VolumeFile v.tif", "VoxelSize 1 1 1", f"VolumeFlip {value}"]
+    (tmp_path / "t.cfg").write_text("\n".join(lines) + "\n")
+    got = read_trial_file(tmp_path / "t.cfg", volumes=True).volumes[0].flip
+    assert got == tuple(bool(f) for f in volume_flips(value))
 
 
 def test_frame_discovery_follows_autoscoper(tmp_path):

@@ -223,3 +223,23 @@ def test_rigid_body_transforms_match_xmalab(tmp_path):
     _, framed = load_rigid_body_transforms(tmp_path / "framed.csv")
     assert framed.shape == (4, 2, 4, 4) and np.isnan(framed[0]).all()
     np.testing.assert_allclose(framed[1:], poses, rtol=1e-10, atol=1e-9)
+
+
+def test_tables_of_no_markers_read_back_empty(tmp_path):
+    """A trial without beads: XMALab's tables of no markers or bodies are an empty header and an
+    empty line per frame; they read back as empty tables (three frames of no bodies)."""
+    none = np.zeros(0, int)
+    empty2 = pd.DataFrame({"frame": none, "marker": none, "camera": none, "u": [], "v": []})
+    save_points2d(empty2, tmp_path / "p2.csv", HEIGHTS, n_frames=3)
+    empty3 = pd.DataFrame({"frame": none, "marker": none, "x": [], "y": [], "z": []})
+    save_points3d(empty3, tmp_path / "p3.csv", n_frames=3)
+    save_rigid_body_transforms(np.zeros((3, 0, 4, 4)), tmp_path / "rb.csv")
+    for name in ("p2.csv", "p3.csv", "rb.csv"):
+        assert (tmp_path / name).read_text() == "\n" * 4
+    assert load_points2d(tmp_path / "p2.csv", HEIGHTS).empty
+    assert load_points3d(tmp_path / "p3.csv").empty
+    names, poses = load_rigid_body_transforms(tmp_path / "rb.csv")
+    assert names == [] and poses.shape == (3, 0, 4, 4)
+    (tmp_path / "nothing.csv").write_text("")
+    with pytest.raises(ValueError, match="empty 3D point file"):
+        load_points3d(tmp_path / "nothing.csv")

@@ -261,6 +261,15 @@ def test_bad_masks_times_and_init_raise(wrist, synthetic):
         TrackOptions(margin_px=-1)
 
 
+def test_one_view_warns_that_depth_is_weakly_fixed(wrist, synthetic):
+    rig, volume = wrist
+    truth, frames = synthetic
+    one = StereoRig({"cam1": rig["cam1"]}, rig.isocenter)
+    bad = {"cam1": np.full_like(frames[0]["cam1"], np.nan)}  # stops the run before any fit
+    with pytest.warns(RuntimeWarning, match=r"one view .*\(depth\)"), pytest.raises(ValueError, match="NaN"):
+        track_bone(volume, one, [bad], TrackOptions(levels=LEVELS, progress=False), init=truth[0])
+
+
 # ----------------------------------------------------------------------------- prediction, flags
 def test_constant_velocity_prediction_continues_a_screw_motion():
     step = RigidPose(np.radians([3.0, -2.0, 5.0]), [1.0, 2.0, -0.5], [10.0, 0.0, 5.0]).matrix

@@ -122,6 +122,32 @@ def test_track_command_bad_input(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
+def test_init_from_a_tra_of_one_or_all_volumes(tmp_path):
+    """``--init`` takes a ``.tra`` of the tracked volume, or Autoscoper's export of every volume
+    (16 columns each; the tracked volume's are used); a non-rigid row names the file."""
+    from stereodrr.cli.track import _init_pose
+    from stereodrr.geometry import rotvec_to_matrix
+    from stereodrr.interop import save_tra
+    from stereodrr.volume import Volume
+
+    volume = Volume.from_numpy(np.zeros((4, 5, 6), np.float32))
+    poses = np.tile(np.eye(4), (2, 3, 1, 1))  # 2 frames, 3 volumes
+    for v in range(3):
+        poses[:, v, :3, :3] = rotvec_to_matrix(np.array([0.1 * v, 0.2, 0.0]))
+        poses[:, v, :3, 3] = (10.0 * v, 1.0, 2.0)
+    save_tra(poses[:, 1], tmp_path / "one.tra")
+    save_tra(poses, tmp_path / "all.tra")
+    np.testing.assert_allclose(_init_pose(str(tmp_path / "one.tra"), 1, volume, 1, 3), poses[1, 1], atol=1e-12)
+    np.testing.assert_allclose(_init_pose(str(tmp_path / "all.tra"), 1, volume, 2, 3), poses[1, 2], atol=1e-12)
+    with pytest.raises(ValueError, match="expected 16"):  # all volumes' file, but the trial has one
+        _init_pose(str(tmp_path / "all.tra"), 1, volume, 0, 1)
+    bad = poses[:, 1].copy()
+    bad[:, 0, 0] = 2.0  # a scaled row: Autoscoper's export is rigid, a hand-edited file may not be
+    (tmp_path / "bad.tra").write_text("".join(",".join(f"{x:.12g}" for x in m.ravel()) + "\n" for m in bad))
+    with pytest.raises(ValueError, match=r"bad\.tra: frame 0: .*rigid"):
+        _init_pose(str(tmp_path / "bad.tra"), 0, volume, 1, 3)
+
+
 @pytest.mark.slow
 def test_track_command_on_the_wrist(tmp_path, capsys):
     """Two frames of the radius from a start near the anatomy's (the tracker's own result on

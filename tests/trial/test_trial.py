@@ -60,6 +60,28 @@ def test_trial_with_missing_or_mismatched_frames_or_volumes(tmp_path):
         load_trial(root / "wrist.cfg")
 
 
+def test_a_trial_of_png_frames_or_upper_case_tif_loads_as_its_tiffs(tmp_path):
+    """Autoscoper reads only ``*.tif*`` frames; a lab's PNG export, or TIFFs named ``.TIF``,
+    load as image sequences sorted by name, the same pixels as the sample's TIFFs."""
+    root = _copy(tmp_path)
+    ref = load_trial(DATA / "wrist.cfg", volumes=False)
+    for f in sorted((root / "XMA_UND/xr_data_wrist_cam01").iterdir()):
+        cv2.imwrite(str(f.with_suffix(".png")), tifffile.imread(f))
+        f.unlink()
+    for f in sorted((root / "XMA_UND/xr_data_wrist_cam02").iterdir()):
+        f.rename(f.with_suffix(".TIF"))
+    trial = load_trial(root / "wrist.cfg", volumes=False)
+    assert [p.suffix for p in trial.frames["cam1"]] == [".png"] * 3
+    assert [p.suffix for p in trial.frames["cam2"]] == [".TIF"] * 3
+    for i in range(3):
+        for cam, image in trial.images(i).items():
+            np.testing.assert_array_equal(image, ref.images(i)[cam])
+    for f in (root / "XMA_UND/xr_data_wrist_cam01").iterdir():
+        f.rename(f.with_suffix(".txt"))
+    with pytest.raises(ValueError, match="holds no frame"):
+        load_trial(root / "wrist.cfg", volumes=False)
+
+
 def test_frames_numbered_differently_between_cameras_warn(tmp_path, recwarn):
     root = _copy(tmp_path)
     load_trial(root / "wrist.cfg", volumes=False)
