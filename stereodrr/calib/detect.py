@@ -103,6 +103,11 @@ _MAX_REFITS = 4
 # Largest marker contrast the ball fit takes: its model's exp(-a) underflows float64 near 745, and
 # no detector records a transmission of exp(-700).
 _MAX_CONTRAST = 700.0
+# Largest contrast of a line-integral image's balls: a detector of up to 20 bits records no
+# transmission below 2^-20 = e^-13.9. Higher, the image is -log(I/I0) in other units or a display,
+# and the area-averaged model, nonlinear in the intensity, fits the wrong profile (a 100x scale
+# moved centres by up to 0.9 px and calibrated a rig 2.7% off in SDD that passed every check).
+_MAX_RECORDED = 14.0
 
 
 def _tophat(a: np.ndarray, length_px: int) -> np.ndarray:
@@ -459,6 +464,11 @@ def detect_markers(
         raise ValueError(f"{name}: markers stand {top.max():.4g} above their background as {used!r}, beyond any "
                          f"-log(I/I0) ({_MAX_CONTRAST:g}); expected a raw frame (bone dark) or a -log(I/I0) "
                          "image, not an inverted display")
+    if o.subpixel == "fit" and aperture == "area" and blobs and used == "line_integral" and top.max() > _MAX_RECORDED:
+        raise ValueError(f"{name}: markers stand {top.max():.4g} above their background as a line integral, more "
+                         f"than a detector records as -log(I/I0) ({_MAX_RECORDED:g}); the area-averaged ball model "
+                         "needs -log(I/I0) itself: give the raw frame or the image in those units, or use "
+                         "aperture 'point' (--aperture point)")
     rows = []
     with single_threaded_blas():  # the fits' small products and SVDs (see render.threads)
         for cu, cv_, roundness in blobs:

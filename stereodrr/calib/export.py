@@ -188,7 +188,8 @@ def export_calibration(rig: StereoRig, out_dir: str | os.PathLike[str],
     ideal pixels, per view). The rig's formats describe the ideal pinhole cameras, so a frame
     must be corrected by its view's map before they apply: each map is written beside them as
     ``distortion_<view>.json`` (kind ``distortion_<view>``), the file ``--distortion`` of
-    ``stereodrr beads|track|calibrate|undistort`` reads, as XMALab keeps undistortion per camera.
+    ``stereodrr beads|track|calibrate|undistort`` reads, as XMALab keeps undistortion per camera;
+    a view without a map loses the ``distortion_<view>.json`` an earlier export left there.
 
     Raises:
         ValueError: a map for a view the rig does not have, or for another image size; view
@@ -212,4 +213,8 @@ def export_calibration(rig: StereoRig, out_dir: str | os.PathLike[str],
         paths = {kind: out / p.name for kind, p in staged.items()}
         for kind, p in staged.items():
             os.replace(p, paths[kind])
+    # A map an earlier export left for a view this rig was calibrated without no longer belongs to it.
+    for name in rig.names:
+        if name not in (distortion or {}):
+            (out / f"distortion_{_file_name(name)}.json").unlink(missing_ok=True)
     return paths

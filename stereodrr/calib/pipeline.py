@@ -455,7 +455,13 @@ def dlt(identified: Mapping[str, Identification], markers: pd.DataFrame, nominal
     for n in nominal.names:
         t = identified[n].table
         corr[n] = (table.loc[t["marker_id"], ["x", "y", "z"]].to_numpy(np.float64), t[["u", "v"]].to_numpy())
-    calibration = calibrate_rig(corr, nominal.cameras, shared_intrinsics=o.shared_intrinsics)
+    try:
+        calibration = calibrate_rig(corr, nominal.cameras, shared_intrinsics=o.shared_intrinsics)
+    except ValueError as exc:
+        labelled = ", ".join(f"{n} {len(identified[n].table)} of {len(identified[n].table) + len(identified[n].unmatched)}"
+                             for n in nominal.names)
+        raise ValueError(f"calibration: {exc}; the balls labelled per view (of those detected: {labelled}) are likely "
+                         "mislabelled: check the nominal rig (SDD, pixel size, angles) and the phantom") from None
     crosscheck = {n: opencv_crosscheck(calibration.rig[n], *corr[n]) for n in nominal.names}
     # Image error per coordinate from the DLT residuals (2N residuals, 10 parameters per view).
     n_res = sum(2 * len(c[1]) for c in corr.values())
@@ -517,6 +523,11 @@ def judge(rig: StereoRig, identified: Mapping[str, Identification], epipolar: Ep
             ru = idf.hypotheses.iloc[1]
             reasons.append(f"view {n!r}: the marker labelling is ambiguous: margin {idf.margin:.1f} < {idf.min_margin:g} "
                            f"markers over the runner-up ({ru['hypothesis']}: {int(ru['matched'])} matched)")
+    most = max(len(identified[n].table) for n in nominal.names)
+    for n in nominal.names:
+        if len(identified[n].table) < 0.5 * most:  # the views see the same phantom: one labelled far fewer
+            reasons.append(f"view {n!r}: {len(identified[n].table)} balls labelled against {most} in another view "
+                           "(wrong nominal rig or phantom?)")
     if assignment["reordered"]:
         reasons.append(swap_message(assignment))
     for n, p in physics.items():

@@ -71,6 +71,11 @@ def test_export_carries_the_distortion_maps_the_rig_was_calibrated_through(rig5,
     np.testing.assert_allclose(back.undistort_points(np.asarray(field.distort(q))), q, atol=0.2)
     assert np.abs(np.asarray(field.distort(q)) - q).max() > 2.0
     assert not any(k.startswith("distortion_") for k in export_calibration(rig5, tmp_path / "plain"))
+    # Calibrated again into the same folder without maps: the earlier map does not stay beside
+    # the new rig (a user would take it as the new rig's); a file of no view of the rig does.
+    (tmp_path / "cal" / "distortion_other.json").write_text("{}")
+    export_calibration(rig5, tmp_path / "cal")
+    assert sorted(p.name for p in (tmp_path / "cal").glob("distortion_*")) == ["distortion_other.json"]
 
 
 def test_export_refuses_a_map_of_another_size_before_writing(rig5, tmp_path):

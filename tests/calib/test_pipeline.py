@@ -202,3 +202,29 @@ def test_calibrate_cli_preset_on_polychromatic_files(shots, tmp_path):
         assert len(err) >= 20 and np.sqrt(np.mean(err**2)) < 0.02, (n, err)  # the issue-15 goal
     assert main(["calibrate", "--images", *map(str, paths), "--phantom", str(PHANTOM), "--kind", "intensity",
                  "--rig", str(tmp_path / "nominal.json"), "-o", str(out), "--preset", "fluoro80"]) == 2
+
+
+def test_a_view_that_labels_far_fewer_balls_is_not_passed(shots, calibration, monkeypatch):
+    """A nominal rig far off leaves most balls of one view unlabelled (the Autoscoper-style
+    audit: SDD 10% short, 9 of 24 labelled on the right, 24 on the left): not a PASS, however the
+    other checks read; and a DLT that cannot make a rig of such labels says what to check."""
+    from dataclasses import replace
+
+    from stereodrr.calib.pipeline import dlt, judge
+
+    phantom, nominal, *_ = shots
+    assert calibration.verdict.passed
+    few = dict(calibration.identified)
+    few["right"] = replace(few["right"], table=few["right"].table.iloc[:9])
+    verdict, *_ = judge(calibration.calibration.rig, few, calibration.epipolar[calibration.best_method],
+                        phantom.marker_table(), nominal, CalibrationOptions(progress=False))
+    assert not verdict.passed and any("9 balls labelled against" in r for r in verdict.reasons)
+    # Cameras that do not form a rig (what the 9 labels gave there): the error says what to check.
+    import stereodrr.calib.pipeline as pipeline
+
+    def behind(*args, **kwargs):
+        raise ValueError("view 'right': the isocenter [0, 0, 0] lies behind the source")
+
+    monkeypatch.setattr(pipeline, "calibrate_rig", behind)
+    with pytest.raises(ValueError, match=r"behind the source; .*right 9 of \d+\) are likely mislabelled"):
+        dlt(few, phantom.marker_table(), nominal, CalibrationOptions(progress=False))
