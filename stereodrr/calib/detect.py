@@ -460,10 +460,10 @@ def detect_markers(
     top = _tophat(a, int(2 * np.ceil(dmax / 2) + 5))
     blobs, n_candidates, thr = _blobs(top, dmin, dmax, o)
     if o.subpixel == "fit" and blobs and top.max() > _MAX_CONTRAST:
-        # Not an attenuation image: a bright-bone display (e.g. 65535 - I) taken as a line integral.
+        # Not an attenuation image: a bright-bone display (65535 - I, or -log scaled to 16 bits).
         raise ValueError(f"{name}: markers stand {top.max():.4g} above their background as {used!r}, beyond any "
                          f"-log(I/I0) ({_MAX_CONTRAST:g}); expected a raw frame (bone dark) or a -log(I/I0) "
-                         "image, not an inverted display")
+                         "image in its own units, not a display (inverted, or -log scaled to grey levels)")
     if o.subpixel == "fit" and aperture == "area" and blobs and used == "line_integral" and top.max() > _MAX_RECORDED:
         raise ValueError(f"{name}: markers stand {top.max():.4g} above their background as a line integral, more "
                          f"than a detector records as -log(I/I0) ({_MAX_RECORDED:g}); the area-averaged ball model "
