@@ -39,6 +39,7 @@ from ..registration import (
     render_views,
     save_pose,
 )
+from ..registration.checks import check_shared_size
 from ..registration.inputs import IMAGE_KINDS, to_line_integral
 from ..render.threads import set_cpu_threads
 from ..trial.frames import frame_polarity
@@ -228,6 +229,7 @@ def run(args: argparse.Namespace) -> int:
     output_folder(args.output)
     rig = load_rig(input_file(args.rig, "--rig", "rig file"))
     check_registration_memory(rig, f"--rig {args.rig}", args.device)
+    check_shared_size(rig, f"--rig {args.rig}")
     if len(args.images) != len(rig):
         raise UsageError(f"--images: expected {len(rig)} (one per view {rig.names}), got {len(args.images)}")
     raw, masks, maps = _read_images(args, rig)

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
+import warnings
 from pathlib import Path
 
 import cv2
@@ -31,7 +33,7 @@ from ..geometry import load_rig, save_rig
 from ..imaging import PRESETS, DetectorModel, Scene, Voxels, detector_preset, simulate
 from ..imaging.materials import DECOMPOSITIONS
 from ..physics import LAYERS, SCATTER_MODELS, Spectrum
-from ..render import MODES, Projector
+from ..render import MODES, Projector, RaysMissWarning
 from ..render.aperture import APERTURES, BALL_SUBPIXELS
 from ..resources import MIN_STEP_MM, check_memory, render_bytes, voxelize_bytes
 from ..volume import load_volume
@@ -157,15 +159,24 @@ def run(args: argparse.Namespace) -> int:
                                         for name, cam in rig.cameras.items()
                                         for i, p in zip(b.ids, cam.project(b.centers)[0])]
     projector = Projector(args.mode, args.step)
-    with torch.no_grad():
-        if det is None:
-            mono = DetectorModel(spectrum=Spectrum.monochromatic(args.energy), aperture=args.aperture or "area",
-                                 subpixels=args.subpixels or BALL_SUBPIXELS)
-            images = simulate(scene, rig, projector, mono, output="line_integral")
-            counts = None
-        else:
-            counts = simulate(scene, rig, projector, det, seed=args.seed, output="counts")
-            images = {n: det.negative_log(c) for n, c in counts.items()}
+    with torch.no_grad(), warnings.catch_warnings():
+        # A view that sees nothing of the scene is a wrong rig or a misplaced CT: said before writing.
+        warnings.simplefilter("error", RaysMissWarning)
+        try:
+            if det is None:
+                mono = DetectorModel(spectrum=Spectrum.monochromatic(args.energy), aperture=args.aperture or "area",
+                                     subpixels=args.subpixels or BALL_SUBPIXELS)
+                images = simulate(scene, rig, projector, mono, output="line_integral")
+                counts = None
+            else:
+                counts = simulate(scene, rig, projector, det, seed=args.seed, output="counts")
+                images = {n: det.negative_log(c) for n, c in counts.items()}
+        except RaysMissWarning as exc:
+            m = re.match(r"view ('[^']*'|\d+)", str(exc))
+            view = "a view" if m is None else m.group(1) if not m.group(1).isdigit() else repr(rig.names[int(m.group(1))])
+            raise ValueError(f"--rig {args.rig}: no ray of view {view} meets the "
+                             f"{'CT' if args.ct else 'phantom'}'s box; check the rig and where the CT lies "
+                             "(nothing written)") from None
     for name in tqdm(rig.names, desc="write", disable=len(rig) < 2):
         img = images[name].detach().cpu().numpy()
         write_float_tiff(img, out / f"{name}.tif")

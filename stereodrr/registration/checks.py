@@ -20,8 +20,8 @@ from .pose import RigidPose
 from .pyramid import auto_volume_factor, pixel_footprint_mm
 from .similarity import ncc
 
-__all__ = ["RegistrationInputWarning", "Images", "check_registration_memory", "stack_images", "check_contrast",
-           "check_slices"]
+__all__ = ["RegistrationInputWarning", "Images", "check_registration_memory", "check_shared_size", "check_attenuation",
+           "stack_images", "check_contrast", "check_slices"]
 
 Images = Mapping[str, "np.ndarray | Tensor"] | Sequence["np.ndarray | Tensor"] | np.ndarray | Tensor
 """One ``(H, W)`` image per rig view: a mapping by view name, or a sequence (or a ``(V, H, W)``
@@ -39,6 +39,26 @@ def check_registration_memory(rig: StereoRig, what: str, device: torch.device | 
     sizes = [(cam.width, cam.height) for cam in rig.cameras.values()]
     check_memory(render_bytes(sizes, REGISTER_BYTES_PER_PIXEL),
                  f"{what}: {len(sizes)} view(s) of " + ", ".join(f"{w} x {h}" for w, h in sizes) + " px", device)
+
+
+def check_shared_size(rig: StereoRig, what: str) -> None:
+    """Refuse a rig whose views differ in detector size: registration renders them together."""
+    sizes = {(cam.height, cam.width) for cam in rig.cameras.values()}
+    if len(sizes) > 1:
+        raise ValueError(f"{what}: the views must share one detector size to be rendered together, got {sorted(sizes)}")
+
+
+# No material attenuates negatively; a reconstruction's noise dips a little below 0, a CT in HU
+# to about -1000 (air).
+_LOWEST_MU = -1.0
+
+
+def check_attenuation(volume: Volume, what: str) -> None:
+    """Refuse a volume that cannot hold attenuation (mu, 1/mm): a CT still in HU, above all."""
+    low = float(volume.data.min())
+    if low < _LOWEST_MU:
+        raise ValueError(f"{what}: expected attenuation (mu, 1/mm; at least {_LOWEST_MU:g}), got values down to "
+                         f"{low:.4g}: a CT in HU? convert it with hu_to_mu")
 
 
 def stack_images(rig: StereoRig, images: Images,
@@ -68,9 +88,7 @@ def stack_images(rig: StereoRig, images: Images,
                 f"{name!r}, {cam.height}x{cam.width}; give images at the detector resolution of the rig file"
             )
         out.append(a)
-    sizes = {tuple(a.shape) for a in out}
-    if len(sizes) > 1:
-        raise ValueError(f"{what}: the views must share one detector size to be rendered together, got {sorted(sizes)}")
+    check_shared_size(rig, what)
     return torch.stack(out).to(device)
 
 

@@ -78,8 +78,10 @@ def to_line_integral(image: np.ndarray, kind: str = "auto", name: str = "image",
     if kind not in IMAGE_KINDS:
         raise ValueError(f"kind: expected one of {IMAGE_KINDS}, got {kind!r}")
     a = np.asarray(image)
-    if a.ndim != 2 or not np.all(np.isfinite(a)):
-        raise ValueError(f"{name}: expected a finite 2D (H, W) image, got shape {a.shape}")
+    if a.ndim != 2:
+        raise ValueError(f"{name}: expected a 2D (H, W) image, got shape {a.shape}")
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"{name}: {int(np.sum(~np.isfinite(a)))} pixel(s) are NaN or inf; expected a finite image")
     if kind == "auto":
         kind = guess_kind(a, drr)
         if kind == "intensity" and drr is not None and np.issubdtype(a.dtype, np.integer):

@@ -25,7 +25,7 @@ from ..geometry import StereoRig
 from ..render.projector import Projector
 from ..volume import Volume
 from .binning import downsample_images, scale_intrinsics
-from .checks import Images, check_contrast, check_registration_memory, check_slices, stack_images
+from .checks import Images, check_attenuation, check_contrast, check_registration_memory, check_slices, stack_images
 from .objective import Cameras, History, Objective, multiview_drr, record_views, render_views, view_losses, views_seeing
 from .optimizers import OPTIMIZERS
 from .options import ProgressCallback, RegistrationOptions, RegistrationProgress
@@ -235,6 +235,7 @@ def _prepare(volume: Volume, rig: StereoRig, images: Images, init: RigidPose | N
     levels = o.pyramid(len(rig.names))
     device = volume.device
     names = rig.names
+    check_attenuation(volume, "volume")
     targets = stack_images(rig, images, "image", device)
     weights = None if masks is None else stack_images(rig, masks, "mask", device)
     check_maps(o.distortion, rig)

@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 
 from ..geometry import RigidPose, StereoRig
 from ..registration import check_registration_memory
+from ..registration.checks import check_attenuation
 from ..volume import Volume
 from .bone_fit import BoneSupport, FrameFit, TrackOptions, predict_pose, register_frame
 from .bone_init import InitResult, initial_pose
@@ -207,6 +208,7 @@ def track_bone(volume: Volume, rig: StereoRig, frames: Frames | FrameSeries, opt
     if options.device is not None:  # moved once: every frame's fits render it
         volume = volume.to(options.device)
     check_registration_memory(rig, "rig", volume.device)
+    check_attenuation(volume, "volume")
     if len(rig.names) == 1:
         warnings.warn(f"rig: one view ({rig.names[0]!r}): the bone's position along its rays (depth) and the "
                       "turns about axes across them are weakly fixed by one image; the fits are not "

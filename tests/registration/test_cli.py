@@ -68,6 +68,30 @@ def test_register_command_bad_input(tmp_path, capsys):
     assert main(base + ["--images", small, small, "--init", str(tmp_path / "init.json")]) == 1
 
 
+def test_register_command_refuses_views_of_two_sizes_and_names_nan_pixels(tmp_path, capsys):
+    from stereodrr.geometry import Camera
+
+    rig = StereoRig.convergent(5.0, 750, 1200, 8.0, 64, 64)
+    right = rig["right"]
+    narrow = Camera(right.K, right.R, right.t, 56, 64, right.pixel_spacing, right.sdd)
+    save_rig(StereoRig({"left": rig["left"], "right": narrow}, rig.isocenter), tmp_path / "two.json")
+    ct = torso_phantom(size=(24, 20, 16), spacing=12.0)
+    save_volume(ct, tmp_path / "ct.nii.gz")
+    left, right_img = str(tmp_path / "l.tif"), str(tmp_path / "r.tif")
+    sitk.WriteImage(sitk.GetImageFromArray(np.ones((64, 64), np.float32)), left)
+    sitk.WriteImage(sitk.GetImageFromArray(np.ones((64, 56), np.float32)), right_img)
+    base = ["register", "--ct", str(tmp_path / "ct.nii.gz"), "-o", str(tmp_path / "o")]
+    assert main(base + ["--rig", str(tmp_path / "two.json"), "--images", left, right_img]) == 1
+    assert "share one detector size" in capsys.readouterr().err
+    save_rig(rig, tmp_path / "rig.json")
+    nan = np.ones((64, 64), np.float32)
+    nan[3, 4:7] = np.nan
+    sitk.WriteImage(sitk.GetImageFromArray(nan), str(tmp_path / "nan.tif"))
+    assert main(base + ["--rig", str(tmp_path / "rig.json"), "--images", str(tmp_path / "nan.tif"), left]) == 1
+    assert "nan.tif: 3 pixel(s) are NaN or inf" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
 def test_levels_option_names_a_similarity_per_level():
     from stereodrr.cli.register import format_levels, parse_levels
     from stereodrr.registration import Level, default_levels

@@ -78,3 +78,20 @@ def test_thick_slices_warn(scene):
     line = render_views(vol, rig, RigidPose.identity(vol.center))
     with pytest.warns(RegistrationInputWarning, match="voxels of 24 mm along one axis"):
         register(vol, rig, line, options=RegistrationOptions(levels=(Level(4, 2, 4),), progress=False))
+
+
+def test_a_ct_in_hu_is_refused_where_attenuation_is_expected():
+    """A CT given in HU (air about -1000) to register or track, which expect mu: refused with
+    the fix, not registered 45 mm off (no material attenuates negatively)."""
+    from stereodrr.registration import register
+    from stereodrr.track.bones import track_bone
+
+    ct = torso_phantom(size=(24, 20, 16), spacing=12.0)
+    rig = StereoRig.convergent(5.0, 750, 1200, 8.0, 32, 32)
+    images = [np.zeros((32, 32))] * 2
+    with pytest.raises(ValueError, match=r"volume: expected attenuation .* down to -9\d\d.*hu_to_mu"):
+        register(ct, rig, images)
+    with pytest.raises(ValueError, match="a CT in HU"):
+        track_bone(ct, rig, [dict(zip(rig.names, images))])
+    with pytest.raises(ValueError, match="constant"):  # mu passes this check and fails on the blank images
+        register(ct.with_data(hu_to_mu(ct.data, 60.0)), rig, images)

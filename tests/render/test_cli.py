@@ -60,6 +60,18 @@ def test_render_needs_an_input(tmp_path, capsys):
                  "-o", str(tmp_path)]) == 1
 
 
+def test_render_refuses_a_rig_that_sees_nothing_of_the_ct(tmp_path, capsys):
+    save_volume(torso_phantom(size=(16, 12, 10), spacing=10.0, supersample=1), tmp_path / "ct.nii.gz")
+    rig = StereoRig.convergent(5.0, sid=600, sdd=1000, pixel_spacing=4.0, width=16, height=16,
+                               isocenter=(1000.0, 0.0, 0.0))
+    save_rig(rig, tmp_path / "rig.json")
+    out = tmp_path / "out"
+    assert main(["render", "--ct", str(tmp_path / "ct.nii.gz"), "--rig", str(tmp_path / "rig.json"),
+                 "-o", str(out)]) == 1
+    assert "no ray of view 'left' meets the CT's box" in capsys.readouterr().err
+    assert not out.exists() or not any(out.iterdir())
+
+
 def test_render_phantom_aperture(tmp_path):
     """Balls are area-averaged by default: exp(-image) differs from the pixel-centre render only in
     the balls' shadows, by rim pixels, while both sum to the same transmitted flux (two quadratures
