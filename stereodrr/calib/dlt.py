@@ -179,15 +179,14 @@ def rig_isocenter(cameras: Mapping[str, Camera]) -> np.ndarray:
         M = np.eye(3) - np.outer(d, d)  # projector orthogonal to the ray
         A += M
         b += M @ cam.center
-    mean = np.sum([cam.principal_ray for cam in cams], axis=0)
-    cos_max = np.cos(np.radians(_PARALLEL_DEG)) * np.linalg.norm(mean)
-    if any(cam.principal_ray @ mean < cos_max for cam in cams):
-        return np.linalg.solve(A, b)  # invertible: the rays span more than one direction
     try:
         x = np.linalg.solve(A, b)
-    except np.linalg.LinAlgError:  # exactly parallel rays
+    except np.linalg.LinAlgError:  # A is singular only for exactly parallel rays
         x = np.full(3, np.nan)
-    if all(0.0 < (x - cam.center) @ cam.principal_ray < cam.sdd for cam in cams):
+    mean = np.sum([cam.principal_ray for cam in cams], axis=0)
+    cos_max = np.cos(np.radians(_PARALLEL_DEG)) * np.linalg.norm(mean)
+    parallel = all(cam.principal_ray @ mean >= cos_max for cam in cams)
+    if not parallel or all(0.0 < (x - cam.center) @ cam.principal_ray < cam.sdd for cam in cams):
         return x
     return np.mean([cam.center + 0.5 * cam.sdd * cam.principal_ray for cam in cams], axis=0)
 

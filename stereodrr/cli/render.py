@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import warnings
 from pathlib import Path
 
@@ -172,9 +171,8 @@ def run(args: argparse.Namespace) -> int:
                 counts = simulate(scene, rig, projector, det, seed=args.seed, output="counts")
                 images = {n: det.negative_log(c) for n, c in counts.items()}
         except RaysMissWarning as exc:
-            m = re.match(r"view ('[^']*'|\d+)", str(exc))
-            view = "a view" if m is None else m.group(1) if not m.group(1).isdigit() else repr(rig.names[int(m.group(1))])
-            raise ValueError(f"--rig {args.rig}: no ray of view {view} meets the "
+            view = exc.view if isinstance(exc.view, str) else rig.names[exc.view]
+            raise ValueError(f"--rig {args.rig}: no ray of view {view!r} meets the "
                              f"{'CT' if args.ct else 'phantom'}'s box; check the rig and where the CT lies "
                              "(nothing written)") from None
     for name in tqdm(rig.names, desc="write", disable=len(rig) < 2):

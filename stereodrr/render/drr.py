@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import re
 import warnings
 import weakref
 from typing import Mapping, Sequence
@@ -44,7 +43,12 @@ _DEFAULT = Projector()
 
 
 class RaysMissWarning(UserWarning):
-    """Every ray of a view misses the volume: that view renders as zeros."""
+    """Every ray of a view misses the volume: that view renders as zeros. ``view``: its index in
+    the batch rendered, or its name where the caller knows it."""
+
+    def __init__(self, view: int | str):
+        self.view = view
+        super().__init__(f"view {view!r}: no ray of this camera meets the volume's box; the view renders as zeros")
 
 
 def _all_finite(x: Tensor) -> bool:
@@ -270,8 +274,7 @@ def drr(
             hits[b0:b1] += hit
     if not compiling:
         for b in torch.nonzero(hits == 0).flatten().tolist():
-            warnings.warn(f"view {b}: no ray of this camera meets the volume's box; the view renders as zeros",
-                          RaysMissWarning, stacklevel=3)  # past the projector_keywords wrapper
+            warnings.warn(RaysMissWarning(b), stacklevel=3)  # past the projector_keywords wrapper
     return out.reshape(views, height, width)
 
 
@@ -337,12 +340,10 @@ def render_rig(volume: Volume, cameras: Cameras, projector: Projector | None = N
             warnings.simplefilter("always", RaysMissWarning)
             imgs = render_drr(volume, [cams[i] for i in idx], projector)
         for w in caught:  # name the view as the rig does, not by its place in this batch
-            m = re.match(r"view (\d+): (.*)", str(w.message), re.S) if issubclass(w.category, RaysMissWarning) else None
-            if m is None:
-                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+            if isinstance(w.message, RaysMissWarning) and isinstance(w.message.view, int):
+                warnings.warn(RaysMissWarning(names[idx[w.message.view]]), stacklevel=3)  # past projector_keywords
             else:
-                warnings.warn(f"view {names[idx[int(m.group(1))]]!r}: {m.group(2)}", RaysMissWarning,
-                              stacklevel=3)  # past the projector_keywords wrapper
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         out.update({names[i]: img for i, img in zip(idx, imgs)})
     return {n: out[n] for n in names}
 
