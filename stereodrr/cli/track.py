@@ -130,7 +130,26 @@ def run(args: argparse.Namespace) -> int:
     volumes = [tv.volume.with_data(tv.volume.data * _ATTENUATION_PER_UNIT).to(args.device) for tv in chosen]
     inits = None if args.init is None else [_init_pose(p, frames[0], v, i, len(trial.volumes))
                                             for p, v, i in zip(args.init, volumes, args.volume)]
-    beads = _track_beads(trial, frames) if args.beads else None
+    # Warnings of the bead run and the tracking go to track.json and, once each, to the terminal.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        beads = _track_beads(trial, frames) if args.beads else None
+        tracks = _track(args, trial, frames, volumes, beads, inits)
+    out.mkdir(parents=True, exist_ok=True)
+    summary: dict[str, Any] = {"trial": str(args.trial), "frames": frames, "device": str(args.device),
+                               "beads": beads is not None,
+                               "bones": _write_results(trial, frames, chosen, volumes, tracks, beads, out)}
+    if not args.no_figures:
+        _write_overlays(trial, frames, chosen, volumes, tracks, out)
+    summary["seconds"] = time.perf_counter() - t0
+    summary["warnings"] = list(dict.fromkeys(str(w.message).splitlines()[0] for w in caught))
+    atomic_write_text(out / "track.json", json.dumps(json_ready(summary), indent=2) + "\n")
+    return _report(summary, out)
+
+
+def _track(args: argparse.Namespace, trial: Trial, frames: list[int], volumes: list[Volume],
+           beads: BeadTracking | None, inits: list[np.ndarray] | None) -> list[BoneTrack]:
+    """The chosen bones tracked through the frames."""
 
     @functools.lru_cache(maxsize=2)  # the tracker asks for a frame's images and masks one after the other
     def converted(k: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
@@ -141,19 +160,7 @@ def run(args: argparse.Namespace) -> int:
                          n_frames=len(frames))
     # The binnings at the footprints they were tuned at, whatever the frames' size (TrackOptions.for_rig).
     options = TrackOptions.for_rig(trial.rig, joint=JointOptions(passes=args.passes), min_in_field=args.min_in_field)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        tracks = track_bones(volumes, trial.rig, series, options, beads=beads, inits=inits)
-    out.mkdir(parents=True, exist_ok=True)
-    summary: dict[str, Any] = {"trial": str(args.trial), "frames": frames, "device": str(args.device),
-                               "beads": beads is not None,
-                               "bones": _write_results(trial, frames, chosen, volumes, tracks, beads, out)}
-    if not args.no_figures:
-        _write_overlays(trial, frames, chosen, volumes, tracks, out)
-    summary["seconds"] = time.perf_counter() - t0
-    summary["warnings"] = sorted({str(w.message).splitlines()[0] for w in caught})
-    atomic_write_text(out / "track.json", json.dumps(json_ready(summary), indent=2) + "\n")
-    return _report(summary, out)
+    return track_bones(volumes, trial.rig, series, options, beads=beads, inits=inits)
 
 
 def _check_volumes(args: argparse.Namespace, count: int, names: list[str]) -> None:
@@ -167,7 +174,12 @@ def _check_volumes(args: argparse.Namespace, count: int, names: list[str]) -> No
 
 
 def _track_beads(trial: Trial, frames: list[int]) -> BeadTracking | None:
-    """The trial's beads through the frames; None when they form no rigid body (markerless)."""
+    """The trial's beads through the frames; None when they form no rigid body or the trial has
+    one camera (markerless)."""
+    if len(trial.rig.names) < 2:
+        warnings.warn(f"beads: the trial has one camera ({trial.rig.names[0]!r}); beads need two to be "
+                      "triangulated, so the bones are tracked without them", stacklevel=2)
+        return None
     beads = trial_beads(trial, frames)
     return None if beads.bodies["body"].ge(0).sum() == 0 else beads
 
@@ -224,6 +236,8 @@ def _report(summary: dict[str, Any], out: Path) -> int:
             print(f"{entry['bone']} frames {c['frames']} against its beads: {c['centroid_error_mm']:.2f} mm at their "
                   f"centroid, {c['rotation_error_deg']:.2f} deg (the beads moved {c['bead_motion_mm']:.1f} mm, "
                   f"{c['bead_rotation_deg']:.1f} deg)")
+    for w in summary["warnings"]:
+        print(f"warning: {w}", file=sys.stderr)
     print(f"wrote {out}: per bone poses.csv, <bone>.tra, frames.csv; track.json ({summary['seconds']:.0f} s)")
     if bad:
         print(f"stereodrr track: {bad} frame(s) failed or doubtful (NaN in poses.csv and the .tra; frames.csv has "

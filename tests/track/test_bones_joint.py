@@ -205,3 +205,23 @@ def test_track_polarity_of_frames_without_a_round_field(tmp_path):
     expected = trials["raw"].line_integrals(0)[0]["cam1"]
     assert np.corrcoef(dark.line_integrals(0)[0]["cam1"].ravel(), expected.ravel())[0, 1] > 0.99
     assert np.corrcoef(auto.line_integrals(0)[0]["cam1"].ravel(), expected.ravel())[0, 1] < -0.9  # what auto reads
+
+
+def test_track_one_camera_goes_markerless_and_prints_warnings(tmp_path, capsys):
+    """A trial of one camera cannot triangulate beads: ``track`` tracks the bones without them
+    (it used to stop with the bead step's two-camera error), and the warnings the run collects
+    reach the terminal, not only track.json."""
+    from stereodrr.cli.track import _report, _track_beads
+    from stereodrr.trial import load_trial
+
+    keys = ("mayaCam_csv", "CameraRootDir", "VolumeFile")
+    lines = [" ".join((line.split()[0], str(DATA / line.split()[1]))) if line.startswith(keys) else line
+             for line in (DATA / "wrist.cfg").read_text().splitlines() if "cam02" not in line]
+    (tmp_path / "one.cfg").write_text("\n".join(lines) + "\n")
+    trial = load_trial(tmp_path / "one.cfg", volumes=False)
+    assert trial.rig.names == ["cam1"]
+    with pytest.warns(UserWarning, match=r"one camera \('cam1'\).*tracked without them"):
+        assert _track_beads(trial, [0, 1]) is None
+    summary = {"bones": [], "seconds": 1.0, "warnings": ["rig: one view ('cam1'): weakly fixed"]}
+    assert _report(summary, tmp_path) == 0
+    assert "warning: rig: one view ('cam1'): weakly fixed" in capsys.readouterr().err
