@@ -198,8 +198,7 @@ def load_points2d(path: str | os.PathLike[str], heights: Sequence[int],
     offset, y_up = _convention(convention)
     p, rows, header = _read_rows(path, "2D point file")
     if header == []:
-        return pd.DataFrame({"frame": np.zeros(0, int), "marker": np.zeros(0, int), "name": np.zeros(0, str),
-                             "camera": np.zeros(0, int), "u": np.zeros(0), "v": np.zeros(0)})
+        return _no_points(camera=int, u=float, v=float)
     n_cam = len(heights)
     skip = n_cam if offset_columns else 0
     if header is not None and offset_columns and not header[0].startswith("cam0_offset,"):
@@ -222,6 +221,12 @@ def load_points2d(path: str | os.PathLike[str], heights: Sequence[int],
     keep = np.isfinite(x) & np.isfinite(y)
     return pd.DataFrame({"frame": frame[keep], "marker": marker[keep], "name": np.array(names)[marker[keep]],
                          "camera": cam[keep], "u": x[keep], "v": y[keep]})
+
+
+def _no_points(**columns: type) -> pd.DataFrame:
+    """A long point table of no rows (a file of no markers): ``frame, marker, name``, then ``columns``."""
+    return pd.DataFrame({"frame": np.zeros(0, int), "marker": np.zeros(0, int), "name": np.zeros(0, str),
+                         **{c: np.zeros(0, t) for c, t in columns.items()}})
 
 
 def _names_2d(p: Path, header: list[str], n_cam: int, n_markers: int) -> list[str]:
@@ -273,8 +278,7 @@ def load_points3d(path: str | os.PathLike[str]) -> pd.DataFrame:
     ``frame, marker, name, x, y, z`` (missing points left out)."""
     p, rows, header = _read_rows(path, "3D point file")
     if header == []:
-        return pd.DataFrame({"frame": np.zeros(0, int), "marker": np.zeros(0, int), "name": np.zeros(0, str),
-                             "x": np.zeros(0), "y": np.zeros(0), "z": np.zeros(0)})
+        return _no_points(x=float, y=float, z=float)
     width, has_frame, n_markers, cols = _blocks(p, rows, header, 3, "three columns (X, Y, Z) per marker")
     names = [marker_name(i) for i in range(n_markers)]
     if cols is not None:
