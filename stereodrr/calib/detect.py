@@ -226,6 +226,9 @@ def _background_basis(du: np.ndarray, dv: np.ndarray, window: float, normal: np.
     return np.stack(cols, axis=-1)
 
 
+_TINY = np.finfo(np.float64).tiny
+
+
 def _gaussian_blur(img: np.ndarray, sigma: float) -> np.ndarray:
     """Separable Gaussian blur with a fixed +-_BLUR_HALF_WIDTH tap kernel (smooth in sigma)."""
     k = np.arange(-_BLUR_HALF_WIDTH, _BLUR_HALF_WIDTH + 1, dtype=np.float64)
@@ -321,7 +324,8 @@ class _BallFit:
             under = self.bg[self.rim][:, None] if isinstance(self.bg, np.ndarray) else self.bg
             sub = self._trans(_chord(self.fu, self.fv, u0, v0, inv_r2, x[3]), under)
             intensity[self.rim] = np.add.reduce(sub, axis=1) / sub.shape[1]  # sub.mean(axis=1), less overhead
-        return -np.log(_gaussian_blur(intensity, x[4]))[self.sel]
+        # floored: a ball of implausible contrast (a scaled line-integral image) underflows to 0
+        return -np.log(np.maximum(_gaussian_blur(intensity, x[4]), _TINY))[self.sel]
 
     def residual(self, x: np.ndarray) -> np.ndarray:
         """Weighted residual, orthogonal to the background."""
