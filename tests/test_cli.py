@@ -2,6 +2,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from stereodrr import __version__
 from stereodrr.cli import main
 from stereodrr.geometry import load_dlt_csv, load_rig
@@ -58,6 +60,24 @@ def test_rig_command_bad_input(tmp_path, capsys):
     assert rc == 1
     assert "SID < SDD" in capsys.readouterr().err
     assert not (tmp_path / "r.json").exists()
+    # two options naming one file: the nominal rig over the --compare'd calibration, a DLT table over the rig
+    calib = tmp_path / "rig.json"
+    assert main(["rig", "--angle", "6", "-o", str(calib)]) == 0
+    before = calib.read_bytes()
+    capsys.readouterr()
+    assert main(["rig", "-o", str(calib), "--figure", str(tmp_path / "c.png"), "--compare", str(calib)]) == 2
+    assert "-o and --compare name one file" in capsys.readouterr().err
+    assert main(["rig", "-o", str(tmp_path / "r.json"), "--dlt", str(tmp_path / "r.json")]) == 2
+    assert "-o and --dlt name one file" in capsys.readouterr().err
+    # a rig whose DLT or depth resolution cannot be computed fails before anything is written over
+    assert main(["rig", "--kind", "arc", "--isocenter", "0", "750", "0", "-o", str(calib), "--dlt",
+                 str(tmp_path / "d.csv")]) == 1
+    assert "principal plane" in capsys.readouterr().err
+    with pytest.warns(UserWarning, match="outside the recommended"):
+        assert main(["rig", "--angle", "1e-300", "-o", str(calib)]) == 1
+    assert "zero baseline" in capsys.readouterr().err
+    assert calib.read_bytes() == before
+    assert not any((tmp_path / n).exists() for n in ("r.json", "d.csv", "c.png"))
 
 
 def test_written_files_have_default_permissions(tmp_path):

@@ -8,7 +8,15 @@ import argparse
 from pathlib import Path
 from typing import get_args
 
-from ..geometry import DltConvention, StereoRig, depth_inplane_ratio, load_rig, save_dlt_csv, save_rig
+from ..geometry import (
+    DltConvention,
+    StereoRig,
+    depth_inplane_ratio,
+    dlt_table,
+    load_rig,
+    save_dlt_csv,
+    save_rig,
+)
 from ..phantoms import load_phantom
 from ..resources import PIXEL_PITCH_MM
 from ._args import UsageError, input_file, integer, number, output_file
@@ -49,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
         output_file(args.dlt, "--dlt")
     if (args.phantom or args.compare) and not args.figure:
         raise UsageError("--phantom and --compare draw into --figure: give --figure rig.png")
+    _check_distinct_files({"-o": args.output, "--dlt": args.dlt, "--figure": args.figure, "--compare": args.compare})
     other = None
     if args.figure:
         output_file(args.figure, "--figure")
@@ -64,17 +73,14 @@ def run(args: argparse.Namespace) -> int:
         rig = StereoRig.biplanar(**common)
     else:
         rig = StereoRig.arc(3 if args.views is None else args.views, angle, **common)
+    # Everything that can fail first: a failed command leaves the files it names as they were.
+    if args.dlt:
+        dlt_table(rig, args.dlt_convention, f"--dlt {args.dlt}")
+    report = _report(rig, args.disparity_error)
     save_rig(rig, args.output)
     if args.dlt:
         save_dlt_csv(rig, args.dlt, args.dlt_convention)
-    print(rig.summary().to_string(index=False, float_format=lambda v: f"{v:.2f}"))
-    if len(rig) >= 2:
-        theta = rig.stereo_angle_deg()
-        print(f"stereo angle   {theta:.3f} deg (first two views)")
-        print(f"baseline       {rig.baseline():.2f} mm")
-        print(f"depth resolution at the isocenter for {args.disparity_error:g} px disparity error: "
-              f"{rig.depth_resolution(args.disparity_error):.4f} mm")
-        print(f"depth / in-plane error ratio  {depth_inplane_ratio(theta):.2f}")
+    print(report)
     if args.figure:
         from ..plot.rig import plot_rig
 
@@ -84,3 +90,29 @@ def run(args: argparse.Namespace) -> int:
     written = [args.output, *(p for p in (args.dlt, args.figure) if p)]
     print(f"wrote {', '.join(written)}")
     return 0
+
+
+def _check_distinct_files(paths: dict[str, str | None]) -> None:
+    """Refuse two options that name one file (the nominal rig written over the ``--compare``d
+    calibration, or a DLT table over the rig)."""
+    seen: dict[Path, str] = {}
+    for option, path in paths.items():
+        if path is None:
+            continue
+        key = Path(path).expanduser().resolve()
+        if key in seen:
+            raise UsageError(f"{seen[key]} and {option} name one file ({path}); give each its own")
+        seen[key] = option
+
+
+def _report(rig: StereoRig, disparity_error: float) -> str:
+    """The rig's table and, for two views or more, its stereo angle, baseline and depth resolution."""
+    lines = [rig.summary().to_string(index=False, float_format=lambda v: f"{v:.2f}")]
+    if len(rig) >= 2:
+        theta = rig.stereo_angle_deg()
+        lines += [f"stereo angle   {theta:.3f} deg (first two views)",
+                  f"baseline       {rig.baseline():.2f} mm",
+                  f"depth resolution at the isocenter for {disparity_error:g} px disparity error: "
+                  f"{rig.depth_resolution(disparity_error):.4f} mm",
+                  f"depth / in-plane error ratio  {depth_inplane_ratio(theta):.2f}"]
+    return "\n".join(lines)

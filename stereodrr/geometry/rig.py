@@ -66,7 +66,8 @@ class Placement(TypedDict, total=False):
         isocenter: ``(3,)`` world mm the principal rays go through (default the origin).
         central_direction: the central principal ray, source to detector (default ``(0, 1, 0)``:
             AP, source anterior).
-        up: the axis the views turn about, up in the images (default ``(0, 0, 1)``: superior).
+        up: the axis the views turn about (its part across ``central_direction``), up in the
+            images (default ``(0, 0, 1)``: superior).
         names: the views' names.
     """
 
@@ -218,7 +219,9 @@ class StereoRig:
     @classmethod
     def _ring(cls, angles_deg: Sequence[float], sid: float, sdd: float,
               panel: tuple[float | Sequence[float], int, int], placement: Placement) -> StereoRig:
-        """Views looking at the isocenter along ``central_direction`` rotated by each angle about ``up``."""
+        """Views looking at the isocenter along ``central_direction`` rotated by each angle about
+        ``up``'s part across it (so the principal rays are the angles apart even where ``up`` is
+        not perpendicular to ``central_direction``)."""
         names = list(placement["names"])
         if len(names) != len(angles_deg) or len(set(names)) != len(names):
             raise ValueError(f"names: expected {len(angles_deg)} distinct names, got {list(names)}")
@@ -228,10 +231,12 @@ class StereoRig:
         upv = _unit("up", placement.get("up", (0.0, 0.0, 1.0)))
         if abs(d0 @ upv) > 1 - 1e-9:
             raise ValueError("up: must not be parallel to central_direction")
+        axis = upv - (d0 @ upv) * d0  # upv itself, to the bit, when perpendicular
+        axis = axis / np.linalg.norm(axis)
         iso = np.asarray(placement.get("isocenter", (0.0, 0.0, 0.0)), dtype=np.float64)
         cams = {}
         for name, phi in zip(names, angles_deg):
-            d = rotvec_to_matrix(upv * math.radians(phi)) @ d0
+            d = rotvec_to_matrix(axis * math.radians(phi)) @ d0
             cams[name] = Camera.look_at(iso - sid * d, iso, sdd, panel[0], panel[1], panel[2], up=upv)
         return cls(cams, iso)
 

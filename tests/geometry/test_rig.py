@@ -52,6 +52,22 @@ def test_biplanar_and_arc():
     assert math.isclose(arc.stereo_angle_deg("view1", "view2"), 10, abs_tol=1e-9)
 
 
+@pytest.mark.parametrize("direction", [(0, 1, 1), (1, 1, 1), (0, 1, 3), (0.2, -1, 0.4)])
+def test_factories_keep_their_angle_when_up_is_not_across_the_central_ray(direction):
+    """The views turn about ``up``'s part across the central ray: a tilted ``central_direction``
+    with the default ``up`` gave a 7 deg pair 4.95 deg apart and a "biplanar" rig 60 deg."""
+    rig = StereoRig.convergent(7, 1500, 1800, 0.3, 512, 512, central_direction=direction)
+    assert math.isclose(rig.stereo_angle_deg(), 7, abs_tol=1e-9)
+    assert math.isclose(rig.baseline(), 2 * 1500 * math.sin(math.radians(3.5)), rel_tol=1e-12)
+    d = np.asarray(direction, float) / np.linalg.norm(direction)
+    mean_ray = rig["left"].principal_ray + rig["right"].principal_ray
+    assert np.allclose(mean_ray / np.linalg.norm(mean_ray), d, atol=1e-12)  # centred on the central ray
+    assert math.isclose(StereoRig.biplanar(1000, 1500, 0.3, 512, 512, central_direction=direction)
+                        .stereo_angle_deg(), 90, abs_tol=1e-9)
+    arc = StereoRig.arc(4, 30, 750, 1200, 0.3, 64, 64, central_direction=direction)
+    assert math.isclose(arc.stereo_angle_deg("view0", "view3"), 30, abs_tol=1e-9)
+
+
 def test_bad_rigs():
     cam = Camera.look_at([0, -750, 0], [0, 0, 0], 1200, 0.3, 64, 64)
     with pytest.raises(ValueError, match="behind the source"):
