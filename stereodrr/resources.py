@@ -120,6 +120,9 @@ PIXEL_PITCH_MM = (0.005, 10.0)
 #: Detector blur sigma, px: the Gaussian kernel spans about 8 sigma, so a larger sigma costs
 #: more than the image it blurs.
 MAX_BLUR_PX = 64.0
+#: Photons per pixel (open field): torch's Poisson draws keep their mean and variance up to 1e12
+#: (measured; at 1e15 the variance is 18x too large), far above any real exposure.
+MAX_PHOTONS = 1e12
 #: Trilinear ray-marching step, mm: finer steps only multiply the samples per ray.
 MIN_STEP_MM = 0.01
 #: Sub-samples per axis in boundary voxels (the voxelizer itself raises it to at most 16).

@@ -59,5 +59,12 @@ def run(args: argparse.Namespace) -> int:
     if report.manifest_error is not None:
         print(f"stereodrr dataset: error: {report.manifest_error}", file=sys.stderr)
     elif report.failed:
-        print("rerun with --resume to retry the failed items", file=sys.stderr)
+        fixed = len(report.failed) - len(report.retryable)
+        if fixed:  # an item is a function of the seed and its index: these fail on every run
+            print(f"{fixed} item(s) cannot image the subject with this config's pose and rig ranges and would fail "
+                  "again: narrow pose.translation_mm / pose.rotation_deg or widen the detector, in a new folder",
+                  file=sys.stderr)
+        if report.retryable:
+            print("rerun with --resume to retry the other failed items" if fixed else
+                  "rerun with --resume to retry the failed items", file=sys.stderr)
     return 1 if report.failed or report.manifest_error else 0

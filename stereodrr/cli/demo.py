@@ -36,7 +36,7 @@ from ..geometry import StereoRig, save_rig
 from ..imaging import detector_preset
 from ..phantoms import load_phantom
 from ..render.aperture import APERTURES
-from ..resources import MAX_BLUR_PX, PIXEL_PITCH_MM, SHOT_BYTES_PER_PIXEL, check_memory, render_bytes
+from ..resources import MAX_BLUR_PX, MAX_PHOTONS, PIXEL_PITCH_MM, SHOT_BYTES_PER_PIXEL, check_memory, render_bytes
 from ._args import integer, number, output_folder
 from .calibrate import write_image, write_results
 
@@ -55,7 +55,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", default="out", help="output folder")
     p.add_argument("--no-noise", action="store_true", help="render noise-free line integrals")
     p.add_argument("--angle", type=number(0.0, 179.0, open_lo=True, what="angle in degrees"), default=5.0, help="stereo angle in degrees (default 5)")
-    p.add_argument("--photons", type=number(0.0, open_lo=True, what="photon count"), default=1e4, help="photons per pixel without attenuation")
+    p.add_argument("--photons", type=number(0.0, MAX_PHOTONS, open_lo=True, what="photon count"), default=1e4, help="photons per pixel without attenuation")
     p.add_argument("--electronic-noise", type=number(0.0, what="noise sigma"), default=2.0, help="read-out noise sigma, photons")
     p.add_argument("--blur", type=number(0.0, MAX_BLUR_PX, what="blur sigma in px"), default=0.5, help="detector blur sigma, px")
     p.add_argument("--pixel", type=number(*PIXEL_PITCH_MM, what="pixel pitch in mm"), default=0.15, help="detector pixel pitch, mm (default 0.15)")

@@ -34,7 +34,7 @@ from ..imaging.materials import DECOMPOSITIONS
 from ..physics import LAYERS, SCATTER_MODELS, Spectrum
 from ..render import MODES, Projector, RaysMissWarning
 from ..render.aperture import APERTURES, BALL_SUBPIXELS
-from ..resources import MIN_STEP_MM, check_memory, render_bytes, voxelize_bytes
+from ..resources import MAX_PHOTONS, MIN_STEP_MM, check_memory, render_bytes, voxelize_bytes
 from ..volume import load_volume
 from ._args import UsageError, input_file, integer, number, output_folder, torch_device
 
@@ -72,7 +72,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--spectrum", help="spectrum table CSV (energy_kev, fluence) instead of --kvp")
     g.add_argument("--detector", choices=sorted(LAYERS), help="scintillator: ideal (eta = 1), csi, gos")
     g.add_argument("--scatter", choices=sorted(SCATTER_MODELS), help="scatter model: none, kernel, grid")
-    g.add_argument("--photons", type=number(0.0, open_lo=True, what="photon count"), help="open-field photons per pixel (adds quantum noise)")
+    g.add_argument("--photons", type=number(0.0, MAX_PHOTONS, open_lo=True, what="photon count"), help="open-field photons per pixel (adds quantum noise)")
     g.add_argument("--decomposition", choices=list(DECOMPOSITIONS), default="tissue_bone",
                    help="HU -> materials (default tissue_bone; HU taken at --energy)")
     g.add_argument("--seed", type=integer(0, 2**32 - 1, what="seed"), default=0, help="noise seed (view i uses seed + i)")

@@ -17,6 +17,7 @@ Command line: ``stereodrr dataset --config cfg.json -o out/ --n 10000 [--resume]
 from .config import DEFAULT_CONFIG, SCHEMA, config_digest, load_config, validate_config
 from .generate import (
     GenerationReport,
+    ItemGeometryError,
     RenderedItem,
     RenderedView,
     generate_dataset,
@@ -33,7 +34,7 @@ from .torch_dataset import StereoDRRDataset
 
 __all__ = [
     "DEFAULT_CONFIG", "SCHEMA", "config_digest", "load_config", "validate_config",
-    "GenerationReport", "RenderedItem", "RenderedView", "generate_dataset", "parse_shard", "prepare_output",
+    "GenerationReport", "ItemGeometryError", "RenderedItem", "RenderedView", "generate_dataset", "parse_shard", "prepare_output",
     "render_item", "shard_indices", "write_item",
     "MANIFEST_SCHEMA", "complete_items", "item_dir", "load_manifest", "rebuild_manifest",
     "ItemSample", "item_detector", "item_pose", "item_rig", "item_rng", "sample_item",

@@ -21,7 +21,8 @@ A config (schema ``stereodrr.dataset/1``; every section and key optional, defaul
 
 A *range* is a number (fixed) or ``[lo, hi]`` sampled uniformly; ``photons_per_pixel`` is
 sampled log-uniformly (dose spans decades); ``noise`` is ``"poisson"`` (quantum noise plus
-Gaussian read-out noise of ``electronic_sigma`` photons) or ``"none"`` (the expected intensity);
+Gaussian read-out noise of ``electronic_sigma`` counts, the detector's output units, so photons
+times ``gain``) or ``"none"`` (the expected intensity);
 ``blur_px`` is the detector's Gaussian blur sigma (:func:`stereodrr.imaging.functional.detect`),
 ``focal_spot_blur_px`` the focal spot's (both ranges). The rest of ``detector`` is the
 :class:`~stereodrr.imaging.DetectorModel`: ``spectrum`` ``null`` (one line at ``energy_kev``: the
@@ -30,7 +31,8 @@ monochromatic model) or ``{"kvp": 80, "filter": "Al:2.5", "anode_angle_deg": 12}
 "Cesium Iodide", "thickness_mm": 0.6}``; ``scatter`` ``"none"``, ``"kernel"`` or ``"grid"``;
 ``decomposition`` of the CT into materials when the spectrum is not one line (``"tissue_bone"``
 or ``"water"``; HU taken at ``energy_kev``); ``gain`` (counts per photon), ``offset`` (counts),
-``bit_depth`` (``null`` or 1-16: counts rounded and clipped, stored unscaled in png16),
+``bit_depth`` (``null`` or 1-16: counts rounded and clipped to ``0 .. 2^bits - 1``, the expected
+intensity's too with ``noise`` ``"none"``; stored unscaled in png16),
 ``aperture`` / ``subpixels`` (the pixel aperture: sub-rays per pixel axis through the marker balls),
 ``distortion`` an image intensifier (``null``: a flat panel; ``"mild"`` or ``"strong"``; or
 ``{"preset": "strong", "s_deg": [0.2, 1.0], ...}``: a preset whose parameters of
@@ -64,9 +66,11 @@ from ..distortion import PRESETS, SCALED_PARAMETERS, scaled_field
 from ..fileio import read_json
 from ..imaging import DetectorModel
 from ..render import MODES
-from ..resources import MAX_BLUR_PX, MAX_INT64, MIN_STEP_MM, PIXEL_PITCH_MM
+from ..resources import MAX_BLUR_PX, MAX_INT64, MAX_PHOTONS, MIN_STEP_MM, PIXEL_PITCH_MM
+from .manifest import sha256_file
 
-__all__ = ["SCHEMA", "DEFAULT_CONFIG", "load_config", "validate_config", "config_digest", "canonical_json"]
+__all__ = ["SCHEMA", "DEFAULT_CONFIG", "load_config", "validate_config", "config_digest", "canonical_json",
+           "input_files", "input_stamp", "input_digests"]
 
 SCHEMA = "stereodrr.dataset/1"
 """Schema name of a dataset config."""
@@ -119,6 +123,26 @@ def canonical_json(obj: Any) -> str:
 def config_digest(config: Mapping[str, Any]) -> str:
     """SHA-256 (hex) of the canonical JSON of a validated config."""
     return hashlib.sha256(canonical_json(config).encode()).hexdigest()
+
+
+def input_files(config: Mapping[str, Any]) -> list[Path]:
+    """The files a validated config reads (its subject's CT or phantom, a spectrum table); a
+    folder (a DICOM series) stands for the files in it."""
+    paths = [Path(config["subject"]["path"])] if "path" in config["subject"] else []
+    spectrum = config["detector"]["spectrum"]
+    if spectrum is not None and "table" in spectrum:
+        paths.append(Path(spectrum["table"]))
+    return [f for p in paths for f in (sorted(x for x in p.iterdir() if x.is_file()) if p.is_dir() else [p])]
+
+
+def input_stamp(config: Mapping[str, Any]) -> tuple[tuple[str, int, int], ...]:
+    """``(path, mtime_ns, size)`` of each of :func:`input_files`: changes when a file is edited."""
+    return tuple((str(f), (st := f.stat()).st_mtime_ns, st.st_size) for f in input_files(config))
+
+
+def input_digests(config: Mapping[str, Any]) -> dict[str, str]:
+    """SHA-256 (hex) of the contents of each of :func:`input_files`, by path."""
+    return {str(f): sha256_file(f) for f in input_files(config)}
 
 
 def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -390,7 +414,8 @@ def validate_config(raw: Mapping[str, Any], base_dir: str | os.PathLike[str] | N
     pose["translation_mm"] = _ranges3("pose.translation_mm", pose["translation_mm"], math.inf)
 
     det = cfg["detector"]
-    det["photons_per_pixel"] = _range("detector.photons_per_pixel", det["photons_per_pixel"], 0.0, open_lo=True)
+    det["photons_per_pixel"] = _range("detector.photons_per_pixel", det["photons_per_pixel"], 0.0, MAX_PHOTONS,
+                                      open_lo=True)
     det["noise"] = _choice("detector.noise", det["noise"], NOISE_MODELS)
     det["electronic_sigma"] = _range("detector.electronic_sigma", det["electronic_sigma"], 0.0)
     det["blur_px"] = _range("detector.blur_px", det["blur_px"], 0.0, MAX_BLUR_PX)

@@ -34,11 +34,11 @@ from .. import __version__
 from ..extras import require
 from ..fileio import atomic_path, atomic_write_text, read_json
 from ..geometry import StereoRig, transform_points
-from ..imaging import Balls, Scene, Voxels, simulate, to_uint16
+from ..imaging import Balls, Scene, Voxels, quantise, simulate, to_uint16
 from ..render import Projector
 from ..resources import MAX_INT64, check_memory, render_bytes, voxelize_bytes
 from ..volume import load_volume
-from .config import SCHEMA, config_digest
+from .config import DEFAULT_CONFIG, SCHEMA, config_digest, input_digests
 from .lock import LOCK_DIR, dataset_lock
 from .manifest import (
     MANIFEST_FILE,
@@ -54,7 +54,7 @@ from .sample import ItemSample, item_detector, item_pose, item_rig, sample_item
 from .subject import Subject, load_subject, posed_volume
 
 __all__ = ["parse_shard", "shard_indices", "prepare_output", "render_item", "write_item", "generate_dataset",
-           "GenerationReport", "RenderedItem", "RenderedView", "IMAGE_SUFFIX"]
+           "GenerationReport", "ItemGeometryError", "RenderedItem", "RenderedView", "IMAGE_SUFFIX"]
 
 IMAGE_SUFFIX = {"png16": ".png", "tiff32": ".tiff"}
 #: Seconds Dask's client waits for a scheduler that accepted the TCP connection.
@@ -86,7 +86,9 @@ def shard_indices(n_items: int, shard: tuple[int, int] = (0, 1)) -> list[int]:
     if int(n_items) != n_items or n_items < 0:
         raise ValueError(f"n: expected a non-negative number of items, got {n_items}")
     i, n = shard
-    return list(range(i, int(n_items), n))
+    if not (int(i) == i and int(n) == n and n >= 1 and 0 <= i < n):
+        raise ValueError(f"shard: expected (i, n) with 0 <= i < n, got {tuple(shard)}")
+    return list(range(int(i), int(n_items), int(n)))
 
 
 def _first_difference(a: Any, b: Any, where: str = "") -> str:
@@ -105,7 +107,8 @@ def prepare_output(out: str | os.PathLike[str], config: Mapping[str, Any], indic
     With ``write=False`` only the checks run (nothing is created or deleted).
 
     * empty or new folder: writes ``dataset.json``;
-    * folder of a dataset with another config: refused (always);
+    * folder of a dataset with another config, or whose input files (the subject's CT or
+      phantom, a spectrum table) have changed since it was started: refused (always);
     * folder of the same dataset: refused unless ``resume`` when any of ``indices`` is already on
       disk (complete or interrupted) -- another shard may join without ``resume``; with
       ``resume``, the interrupted items among ``indices`` are deleted (to be redone).
@@ -119,10 +122,12 @@ def prepare_output(out: str | os.PathLike[str], config: Mapping[str, Any], indic
         raise ValueError(f"output {str(root)!r} is a file, expected a folder")
     meta_path = root / ROOT_FILE
     digest = config_digest(config)
+    inputs = input_digests(config)
     indices = list(indices)
     if meta_path.is_file():
         try:
-            theirs = read_json(meta_path, ROOT_FILE)["config"]
+            meta = read_json(meta_path, ROOT_FILE)
+            theirs = meta["config"]
         except (ValueError, KeyError, TypeError) as exc:
             why = f" ({exc})" if isinstance(exc, ValueError) else ""
             raise ValueError(f"output {str(root)!r}: {ROOT_FILE} is unreadable{why}; not a stereodrr dataset folder") from None
@@ -130,6 +135,11 @@ def prepare_output(out: str | os.PathLike[str], config: Mapping[str, Any], indic
             key = _first_difference(theirs, dict(config))
             raise ValueError(f"output {str(root)!r} holds another dataset (its config differs at {key!r}); "
                              "choose another folder or use that dataset's config")
+        changed = [f for f, h in (meta.get("input_sha256") or {}).items() if inputs.get(f) != h]
+        if changed:  # (a dataset.json written before input digests existed has none to compare)
+            raise ValueError(f"output {str(root)!r}: {changed[0]} has changed since this dataset was started (its "
+                             "SHA-256 differs); its items would mix two inputs: restore the file or choose another "
+                             "folder")
         present = [i for i in indices if item_dir(root, i).exists()]
         if present and not resume:
             raise ValueError(f"output {str(root)!r} already holds {len(present)} item(s) of this run "
@@ -143,7 +153,8 @@ def prepare_output(out: str | os.PathLike[str], config: Mapping[str, Any], indic
     if not write:
         return root
     atomic_write_text(meta_path, json.dumps(
-        {"schema": SCHEMA, "stereodrr_version": __version__, "config_sha256": digest, "config": config}, indent=1))
+        {"schema": SCHEMA, "stereodrr_version": __version__, "config_sha256": digest, "input_sha256": inputs,
+         "config": config}, indent=1))
     return root
 
 
@@ -218,6 +229,8 @@ def render_item(config: Mapping[str, Any], index: int) -> RenderedItem:
             counts = counts_of[name]
             if not poisson:  # expected counts come out for I0 = 1: gain exp(-L) + offset
                 counts = (counts - model.offset) * sample.photons_per_pixel + model.offset
+                if model.bit_depth is not None:
+                    counts = quantise(counts, model.bit_depth)
             if config["output"]["format"] == "png16":
                 image, scale = to_uint16(counts.clamp_min(0.0), 1.0 if model.bit_depth is not None else None)
             else:
@@ -314,6 +327,13 @@ class GenerationReport:
     manifest_rows: int = 0
     manifest_error: str | None = None
 
+    @property
+    def retryable(self) -> list[int]:
+        """The failed items a rerun (``resume``) may yet write: all but those whose sampled
+        pose and rig cannot image the subject (:class:`ItemGeometryError`), which fail alike
+        on every run."""
+        return [i for i, why in self.failed.items() if not why.startswith(f"{ItemGeometryError.__name__}:")]
+
 
 @contextlib.contextmanager
 def _kept_environ() -> Iterator[None]:
@@ -397,6 +417,10 @@ def generate_dataset(
         A :class:`GenerationReport`; items that failed are listed there (and absent from the
         manifest), the others are written.
     """
+    missing = sorted(set(DEFAULT_CONFIG) - set(config)) if isinstance(config, Mapping) else ["(all)"]
+    if missing:
+        raise ValueError(f"config: expected a config from validate_config or load_config, without section(s) "
+                         f"{missing}")
     scheduler = workers if isinstance(workers, str) else None
     workers = 1 if scheduler is not None else workers
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
@@ -471,23 +495,28 @@ def probe_scheduler(address: str, timeout_s: float = 5.0) -> None:
                               "there?") from None
 
 
+class ItemGeometryError(ValueError):
+    """An item whose sampled pose and rig cannot image its subject: it fails the same way on every
+    run (an item depends only on the seed and its index), so it is not retried."""
+
+
 def check_item_geometry(subject: Subject, pose: np.ndarray, rig: StereoRig, index: int) -> None:
     """Refuse an item whose rig cannot image its posed subject: a source inside or beside the
     subject's box (a corner at or behind the source), or a view the box's shadow misses.
 
     Raises:
-        ValueError: naming the item and the view.
+        ItemGeometryError: naming the item and the view.
     """
     corners = transform_points(pose, subject.volume.corners())
     for name, cam in rig.cameras.items():
         uv, depth = cam.project(corners)
         if not np.all(depth > 0):
-            raise ValueError(f"item {index}, view {name!r}: the subject's box reaches the X-ray source or behind it "
+            raise ItemGeometryError(f"item {index}, view {name!r}: the subject's box reaches the X-ray source or behind it "
                              f"(corner depths {depth.min():.1f} to {depth.max():.1f} mm): increase rig.sid_mm or move "
                              "the subject (pose.translation_mm)")
         lo, hi = uv.min(0), uv.max(0)
         if hi[0] < -0.5 or lo[0] > cam.width - 0.5 or hi[1] < -0.5 or lo[1] > cam.height - 0.5:
-            raise ValueError(f"item {index}, view {name!r}: the subject projects to u {lo[0]:.0f}..{hi[0]:.0f}, "
+            raise ItemGeometryError(f"item {index}, view {name!r}: the subject projects to u {lo[0]:.0f}..{hi[0]:.0f}, "
                              f"v {lo[1]:.0f}..{hi[1]:.0f}, off the {cam.width} x {cam.height} detector: check "
                              "pose.translation_mm, rig.pixel_spacing_mm and rig.detector_px")
 

@@ -42,7 +42,7 @@ class ItemSample:
         rotation_deg: ``(3,)`` extrinsic x, y, z rotation of the subject about its centre.
         translation_mm: ``(3,)`` subject translation after the rotation.
         photons_per_pixel: unattenuated photons per pixel ``I0`` (the dose).
-        electronic_sigma: read-out noise standard deviation in photons.
+        electronic_sigma: read-out noise standard deviation in counts (photons times the gain).
         blur_px: detector blur sigma in pixels.
         noise_seed: seed of the detector noise of view 0; view ``v`` uses ``noise_seed + v``.
         focal_spot_blur_px: focal-spot blur sigma in pixels (drawn after the noise seed, so

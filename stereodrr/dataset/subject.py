@@ -23,7 +23,7 @@ import torch
 from ..geometry import transform_points
 from ..phantoms import torso_phantom
 from ..volume import Volume, hu_to_mu, load_volume
-from .config import canonical_json
+from .config import canonical_json, input_stamp
 
 __all__ = ["Subject", "load_subject", "posed_volume"]
 
@@ -71,8 +71,8 @@ def _no_markers(volume: Volume) -> Subject:
 
 
 @functools.lru_cache(maxsize=4)
-def _load_cached(subject_json: str, energy_kev: float, device: str) -> Subject:
-    base = _load_cpu(subject_json, energy_kev)
+def _load_cached(subject_json: str, energy_kev: float, device: str, stamp: tuple[tuple[str, int, int], ...]) -> Subject:
+    base = _load_cpu(subject_json, energy_kev, stamp)
     if device == "cpu":
         return base
     return Subject(base.volume.to(device), base.marker_ids, base.marker_centers, base.marker_diameters, base.marker_mu,
@@ -80,7 +80,9 @@ def _load_cached(subject_json: str, energy_kev: float, device: str) -> Subject:
 
 
 @functools.lru_cache(maxsize=4)
-def _load_cpu(subject_json: str, energy_kev: float) -> Subject:
+def _load_cpu(subject_json: str, energy_kev: float, stamp: tuple[tuple[str, int, int], ...]) -> Subject:
+    """The subject (``stamp``: its files' :func:`~stereodrr.dataset.config.input_stamp`, so an
+    edited file is read again)."""
     spec = json.loads(subject_json)
     kind = spec["kind"]
     if kind == "torso":
@@ -103,11 +105,11 @@ def _load_cpu(subject_json: str, energy_kev: float) -> Subject:
 
 def load_subject(config: Mapping[str, Any], device: str = "cpu") -> Subject:
     """The subject of a validated config with its volume on ``device``, loaded once per process
-    (cached on the subject spec, energy and device).
+    (cached on the subject spec, energy and device, and its files' modification times and sizes).
 
     Raises:
         ValueError: ``device`` is a CUDA device and this machine has none.
     """
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"render.device: {device!r} requested but CUDA is not available on this machine")
-    return _load_cached(canonical_json(config["subject"]), float(config["energy_kev"]), device)
+    return _load_cached(canonical_json(config["subject"]), float(config["energy_kev"]), device, input_stamp(config))

@@ -51,14 +51,14 @@ from ..physics.scintillator import LAYERS, ScintillatorLayer
 from ..physics.spectral import spectral_sums, t_sq_over_q
 from ..physics.spectrum import Spectrum
 from ..render.aperture import APERTURES, BALL_SUBPIXELS, Aperture
-from ..resources import MAX_BLUR_PX
+from ..resources import MAX_BLUR_PX, MAX_PHOTONS
 from .materials import attenuation_table
 
 if TYPE_CHECKING:
     from ..geometry import Camera
 
 __all__ = ["DetectorModel", "Signal", "Stage", "STAGES", "PRESETS", "PresetName", "Output", "detector_preset",
-           "spectrum_from_spec", "run_stages"]
+           "spectrum_from_spec", "run_stages", "quantise"]
 
 Output = Literal["counts", "neglog"]
 MAX_OVERSAMPLE = 4
@@ -131,8 +131,8 @@ class DetectorModel:
                 raise ValueError(f"{k}: expected at most {MAX_BLUR_PX:g} px, got {getattr(self, k)}")
         if not (self.gain > 0 and math.isfinite(self.gain)):
             raise ValueError(f"gain: expected a positive number of counts per photon, got {self.gain}")
-        if self.photons is not None and not (self.photons > 0 and math.isfinite(self.photons)):
-            raise ValueError(f"photons: expected a positive photon count per pixel, got {self.photons}")
+        if self.photons is not None and not 0 < self.photons <= MAX_PHOTONS:
+            raise ValueError(f"photons: expected a photon count per pixel in (0, {MAX_PHOTONS:g}], got {self.photons}")
         if self.bit_depth is not None and (int(self.bit_depth) != self.bit_depth or not 1 <= self.bit_depth <= 32):
             raise ValueError(f"bit_depth: expected 1-32 bits or None, got {self.bit_depth}")
         if self.distortion is not None and not isinstance(self.distortion, IntensifierField):
@@ -395,11 +395,16 @@ def _gain(s: Signal, det: DetectorModel, view: View) -> Signal:
     return Signal(det.gain * s.image + det.offset, s.q)
 
 
+def quantise(counts: Float[Tensor, "*shape"], bit_depth: int) -> Float[Tensor, "*shape"]:
+    """Counts clipped to ``0 .. 2^bit_depth - 1`` and rounded (a straight-through gradient)."""
+    c = counts.clamp(0.0, float(2**bit_depth - 1))
+    return c + (torch.round(c) - c).detach()
+
+
 def _quantisation(s: Signal, det: DetectorModel, view: View) -> Signal:
-    if det.bit_depth is None or det.photons is None:
+    if det.bit_depth is None or det.photons is None:  # noiseless: intensities for I0 = 1, not counts
         return s
-    c = s.image.clamp(0.0, float(2**det.bit_depth - 1))
-    return Signal(c + (torch.round(c) - c).detach(), s.q)  # rounded values, straight-through gradient
+    return Signal(quantise(s.image, det.bit_depth), s.q)
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,20 @@ def test_cli_bad_config_names_the_key(tmp_path, tiny_raw, capsys):
     assert rc == 2 and "--shard" in capsys.readouterr().err
 
 
+def test_items_that_cannot_image_their_subject_are_not_offered_for_a_retry(tmp_path, tiny_raw, capsys):
+    """An item is a function of the seed and its index: one whose pose puts the subject off the
+    detector fails on every run, so --resume is not suggested for it (it was, forever)."""
+    tiny_raw["seed"] = 4
+    tiny_raw["pose"] = {"translation_mm": [[-400, 400]] * 3}
+    cfg, out = _write(tmp_path, tiny_raw), tmp_path / "ds"
+    assert main(["dataset", "--config", str(cfg), "-o", str(out), "--n", "8", "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "item 1 failed: ItemGeometryError: item 1, view 'left': the subject projects" in err
+    assert "5 item(s) cannot image the subject with this config's pose and rig ranges" in err
+    assert "--resume" not in err
+    assert complete_items(out) == [0, 5, 7]
+
+
 @pytest.mark.slow
 def test_sigkill_mid_run_then_resume(tmp_path, tiny_raw):
     """A run killed with SIGKILL leaves only complete items in the manifest; --resume finishes it

@@ -35,6 +35,7 @@ def test_equivalent_configs_have_one_digest():
     ({"pose": {"rotation_deg": [[-5, 5], [-5, 5]]}}, "pose.rotation_deg"),
     ({"pose": {"translation_mm": [[-5, 5], [5, -5], [0, 0]]}}, "pose.translation_mm[1]"),
     ({"detector": {"photons_per_pixel": [0, 10]}}, "detector.photons_per_pixel"),
+    ({"detector": {"photons_per_pixel": 1e20}}, "detector.photons_per_pixel"),  # Poisson draws fail above 1e12
     ({"detector": {"noise": "none", "electronic_sigma": 2}}, "detector.electronic_sigma"),
     ({"detector": {"noise": "gaussian"}}, "detector.noise"),
     ({"energy_kev": 500}, "energy_kev"),

@@ -74,6 +74,40 @@ def test_tiff32_stores_counts(tmp_path, tiny_raw):
     assert 0 < img.min() < img.max() <= 1000 * (1 + 1e-6)
 
 
+def test_noise_free_counts_keep_the_bit_depth(tmp_path, tiny_raw):
+    """``noise: none`` with a ``bit_depth``: the expected counts rounded and clipped like the
+    noisy ones (they were stored far above 4095 for 12 bits, unrounded in tiff32)."""
+    tiny_raw["detector"] = {"noise": "none", "photons_per_pixel": 1e5, "bit_depth": 12}
+    for fmt in ("png16", "tiff32"):
+        tiny_raw["output"] = {"format": fmt}
+        generate_dataset(validate_config(tiny_raw), tmp_path / fmt, 1, workers=0, progress=False)
+        row = load_manifest(tmp_path / fmt).iloc[0]
+        img = cv2.imread(str(tmp_path / fmt / row["file"]), cv2.IMREAD_UNCHANGED).astype(np.float64)
+        assert row["scale"] == 1.0 and img.max() == 4095 and np.array_equal(img, np.round(img))
+        assert 0 < img.min() < 4095  # the body is darker than the clipped air
+
+
+def test_an_edited_subject_file_is_read_again_and_refused_on_resume(tmp_path, tiny_raw):
+    """The subject's CT is cached per process on its path and its file's time and size, and a
+    dataset records its input files' SHA-256: an edited CT renders anew (it rendered the old
+    one in the same process), and --resume refuses to mix the two into one dataset."""
+    from stereodrr.phantoms import torso_phantom
+    from stereodrr.volume import save_volume
+
+    ct = torso_phantom(size=(24, 18, 16), spacing=(12.0, 12.0, 12.0))
+    save_volume(ct, tmp_path / "ct.mha")
+    tiny_raw["subject"] = {"kind": "volume", "path": str(tmp_path / "ct.mha")}
+    config = validate_config(tiny_raw)
+    generate_dataset(config, tmp_path / "a", 1, workers=0, progress=False)
+    save_volume(ct.with_data(ct.data * 0.5 - 500.0), tmp_path / "ct.mha")
+    os.utime(tmp_path / "ct.mha", ns=(1, 1))  # even on a file system with a coarse clock
+    generate_dataset(config, tmp_path / "b", 1, workers=0, progress=False)
+    assert _checksums(tmp_path / "a") != _checksums(tmp_path / "b")
+    with pytest.raises(ValueError, match=r"ct\.mha has changed since this dataset was started"):
+        generate_dataset(config, tmp_path / "a", 2, resume=True, workers=0, progress=False)
+    assert complete_items(tmp_path / "a") == [0]
+
+
 def test_shards_and_workers_give_the_same_bytes(tmp_path, tiny_config):
     generate_dataset(tiny_config, tmp_path / "full", 5, workers=0, progress=False)
     for k in range(3):
@@ -85,6 +119,12 @@ def test_shards_and_workers_give_the_same_bytes(tmp_path, tiny_config):
     for bad in ("5/5", "-1/2", "1-2", "a/b", "1/0"):
         with pytest.raises(ValueError, match="shard"):
             parse_shard(bad)
+    for bad_shard in ((3, 2), (0, 0), (-1, 2)):  # the Python API checks what parse_shard does
+        with pytest.raises(ValueError, match=r"shard: expected \(i, n\) with 0 <= i < n"):
+            generate_dataset(tiny_config, tmp_path / "bad", 4, shard=bad_shard, workers=0, progress=False)
+    with pytest.raises(ValueError, match=r"validate_config .* section\(s\) \['detector'"):
+        generate_dataset({"seed": 1, "rig": {}}, tmp_path / "bad", 1, workers=0, progress=False)
+    assert not (tmp_path / "bad").exists()
 
 
 def test_resume_skips_complete_items(tmp_path, tiny_config):
