@@ -91,20 +91,22 @@ def _corners(a: np.ndarray) -> np.ndarray:
     return np.concatenate([a[:c, :c].ravel(), a[:c, -c:].ravel(), a[-c:, :c].ravel(), a[-c:, -c:].ravel()])
 
 
-def _frame_edge_points(a: np.ndarray) -> np.ndarray:
-    """The edge points of one frame, none when its corners are not one uniform outside level."""
+def _frame_edge_points(a: np.ndarray, edge_level: float = 0.25) -> np.ndarray:
+    """The edge points of one frame, none when its corners are not one uniform outside level;
+    ``edge_level``: the field starts this fraction of the frame's spread from the outside level."""
     corners = _corners(a)
     outside = float(np.median(corners))
     lo, hi = np.percentile(a, [1, 99])
     spread = max(abs(hi - outside), abs(lo - outside))
     # A glow beyond the field's edge and dark anatomy at it both sit well below the field's levels.
-    level = 0.25 * spread
+    level = edge_level * spread
     if spread <= 0 or np.mean(np.abs(corners - outside) <= level) < 0.9:
         return np.zeros((0, 2))
     return _edge_points(a, outside, level)
 
 
-def field_of_view(image: np.ndarray | Sequence[np.ndarray], margin: float = 4.0, seed: int = 0) -> FieldOfView:
+def field_of_view(image: np.ndarray | Sequence[np.ndarray], margin: float = 4.0, seed: int = 0,
+                  edge_level: float = 0.25) -> FieldOfView:
     """The round field of an image intensifier's frame (either polarity), or ``radius = inf``.
 
     Args:
@@ -113,6 +115,9 @@ def field_of_view(image: np.ndarray | Sequence[np.ndarray], margin: float = 4.0,
             hiding part of the edge in one frame is outvoted by the others).
         margin: pixels the usable mask keeps inside the fitted edge.
         seed: the consensus search's draws (the result does not depend on it in practice).
+        edge_level: the field's pixels differ from the outside level by more than this fraction
+            of the frame's spread (its 1st to 99th percentile from the outside level); lower it
+            for a grid of bright holes whose plate is nearly as dark as the outside.
 
     Returns:
         :class:`FieldOfView`; ``radius = inf`` when the corners are not one uniform outside level
@@ -134,7 +139,7 @@ def field_of_view(image: np.ndarray | Sequence[np.ndarray], margin: float = 4.0,
         a = a.astype(np.float32)
         if not np.all(np.isfinite(a)):
             raise ValueError(f"image {i}: contains NaN or inf pixels")
-        parts.append(_frame_edge_points(a))
+        parts.append(_frame_edge_points(a, edge_level))
     h, w = shape
     flat = FieldOfView((0.5 * (w - 1), 0.5 * (h - 1)), math.inf, margin)
     pts = np.concatenate(parts)

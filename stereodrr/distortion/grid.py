@@ -49,6 +49,7 @@ STEP_TOLERANCE_PX = 1e-6
 MATCH_TOLERANCE = 0.3
 # The index of a hole the lattice growth has not reached.
 _UNINDEXED = np.iinfo(np.int64).min
+_GRID_EDGE_LEVELS = (0.25, 0.08, 0.03)  # fractions of the spread: field_of_view's, then plates down to 0.06 of the holes
 
 
 def lattice_basis(kind: str, pitch: float, angle_deg: float) -> np.ndarray:
@@ -134,7 +135,7 @@ def detect_holes(image: np.ndarray, holes: Literal["auto", "bright", "dark"] = "
     a = _grid_image(image, name)
     if holes not in ("auto", "bright", "dark"):
         raise ValueError(f"holes: expected 'auto', 'bright' or 'dark', got {holes!r}")
-    fov = field_of_view(a, margin=3.0)
+    fov = _grid_field(a)
     areas, cents, rejected = _hole_blobs(a, fov, holes, name)
     if len(cents) < max(min_holes, 3):
         raise ValueError(f"{name}: found {len(cents)} holes, expected at least {min_holes} round holes of one size "
@@ -152,6 +153,16 @@ def detect_holes(image: np.ndarray, holes: Literal["auto", "bright", "dark"] = "
                          f"{min_holes} (a perforated-plate grid image)")
     return Holes(fit["center"][ok], fit["shape"][ok], fit["contrast"][ok], fit["rms"][ok], fov.center, fov.radius,
                  rejected)
+
+
+def _grid_field(a: np.ndarray) -> FieldOfView:
+    """The grid image's round field: at the frames' edge level, else (bright holes on a plate as
+    dark as a quarter of the holes' level, which reads as outside) at lower levels."""
+    for level in _GRID_EDGE_LEVELS:
+        fov = field_of_view(a, margin=3.0, edge_level=level)
+        if fov.round:
+            break
+    return fov
 
 
 def _grid_image(image: np.ndarray, name: str) -> np.ndarray:

@@ -39,6 +39,21 @@ def test_holes_cut_by_the_field_edge_are_rejected(small_field, small_plate, smal
     assert reach.max() < small_field.fov_r
 
 
+@pytest.mark.parametrize("t_plate", [0.2, 0.1, 0.05])
+def test_the_field_is_found_behind_a_dark_plate(t_plate):
+    """Bright holes on a plate a fifth to a twentieth of their level, the simulator's default
+    plate among them: the plate read as outside at the frames' edge level and the field was missed
+    (radius inf; `stereodrr demo --distortion strong` wrote no field), so cut holes and the map's
+    coverage took the whole image."""
+    from stereodrr.distortion import GridPlate, grid_image, intensifier_field
+
+    field = intensifier_field("strong", 512, 512)
+    image = grid_image(field, GridPlate("hex", 16, 8, plate_transmission=t_plate), photons=1e4)
+    holes = detect_holes(image)
+    assert holes.field_radius == pytest.approx(field.fov_radius, abs=0.5)
+    assert np.allclose(holes.field_center, field.fov_center, atol=0.5)
+
+
 @pytest.mark.parametrize("lattice", ["hex", "square"])
 def test_the_lattice_is_found_and_indexed(lattice):
     field = ref.strong(256)
