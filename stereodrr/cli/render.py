@@ -127,7 +127,13 @@ def _scene(args: argparse.Namespace, polychromatic: bool) -> Scene:
     memory check of the grid, markers as exact balls)."""
     voxels: list[Voxels] = []
     if args.ct:
-        voxels.append(Voxels(load_volume(args.ct).to(args.device), "hu"))
+        ct = load_volume(args.ct)
+        lo, hi = float(ct.data.min()), float(ct.data.max())
+        if lo >= 0.0 and 0.0 < hi < 10.0:  # mu of tissue and bone; HU of anything but water span hundreds
+            warnings.warn(f"--ct {args.ct}: values {lo:.3g} to {hi:.3g} look like attenuation in 1/mm, but --ct "
+                          "reads Hounsfield units (air -1000, water 0), so this renders as water: convert it with "
+                          "stereodrr.volume.mu_to_hu", stacklevel=2)
+        voxels.append(Voxels(ct.to(args.device), "hu"))
     balls = None
     if args.phantom:
         from ..phantoms import load_phantom  # phantoms sit beside volumes, upstream of render
@@ -143,11 +149,29 @@ def _scene(args: argparse.Namespace, polychromatic: bool) -> Scene:
     return Scene(tuple(voxels), balls, args.energy, args.decomposition if polychromatic else "none")
 
 
+def _warn_saturation(counts: dict[str, torch.Tensor], det: DetectorModel) -> None:
+    """Warn for a view whose counts reach the bit depth's top in more than 1% of its pixels: the
+    -log image reads those pixels (air, mostly) as attenuating."""
+    if det.bit_depth is None:
+        return
+    top = float(2**det.bit_depth - 1)
+    for name, c in counts.items():
+        share = float((c >= top).float().mean())
+        if share > 0.01:
+            warnings.warn(f"view {name!r}: {share:.0%} of its pixels saturate at {top:.0f} counts ({det.bit_depth} "
+                          f"bits), where -log(I / I_open) is no line integral: lower --photons or the gain",
+                          stacklevel=2)
+
+
 def run(args: argparse.Namespace) -> int:
     if not args.ct and not args.phantom:
         raise UsageError("give --ct and/or --phantom")
     out = output_folder(args.output)
     rig = load_rig(input_file(args.rig, "--rig", "rig file"))
+    for name in rig.names:  # each view is written as <name>.tif under -o
+        if Path(name).name != name or name in (".", "..") or "\\" in name or len(name.encode()) > 200:
+            raise ValueError(f"--rig {args.rig}: view name {name[:60]!r} cannot name a file in -o (no / or \\, "
+                             "at most 200 bytes); rename the view")
     sizes = [(c.width, c.height) for c in rig.cameras.values()]
     check_memory(render_bytes(sizes), f"rendering {len(rig)} view(s) of " + ", ".join(f"{w} x {h}" for w, h in sizes)
                  + f" px (--rig {args.rig})", args.device)
@@ -170,6 +194,7 @@ def run(args: argparse.Namespace) -> int:
             else:
                 counts = simulate(scene, rig, projector, det, seed=args.seed, output="counts")
                 images = {n: det.negative_log(c) for n, c in counts.items()}
+                _warn_saturation(counts, det)
         except RaysMissWarning as exc:
             view = exc.view if isinstance(exc.view, str) else rig.names[exc.view]
             raise ValueError(f"--rig {args.rig}: no ray of view {view!r} meets the "

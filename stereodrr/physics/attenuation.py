@@ -22,7 +22,7 @@ outside raise ``ValueError``.
 from __future__ import annotations
 
 import functools
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import xraylib

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -96,12 +97,15 @@ def _tube(kvp: float, filters: tuple[tuple[str, float], ...], anode_angle_deg: f
           ) -> tuple[np.ndarray, np.ndarray, float]:
     import spekpy
 
-    s = spekpy.Spek(kvp=kvp, th=anode_angle_deg, dk=dk)
-    for name, mm in filters:
-        if mm > 0:
-            s.filter(name, mm)
-    k, f = s.get_spectrum()
-    return np.asarray(k, dtype=np.float64), np.asarray(f, dtype=np.float64), float(s.get_hvl1())
+    # spekpy's HVL search calls warnings.filterwarnings("ignore"): without this guard every warning
+    # of the process (stereodrr's own: saturation, a CT in the wrong units) went silent after it.
+    with warnings.catch_warnings():
+        s = spekpy.Spek(kvp=kvp, th=anode_angle_deg, dk=dk)
+        for name, mm in filters:
+            if mm > 0:
+                s.filter(name, mm)
+        k, f = s.get_spectrum()
+        return np.asarray(k, dtype=np.float64), np.asarray(f, dtype=np.float64), float(s.get_hvl1())
 
 
 @dataclass(frozen=True, eq=False)

@@ -92,3 +92,34 @@ def test_render_phantom_aperture(tmp_path):
     flux_area, flux_point = np.exp(-images["area"]).sum(), np.exp(-images["point"]).sum()
     assert abs(flux_area - flux_point) < 2e-4 * flux_point
 
+
+
+def test_render_warns_of_a_ct_in_mu_and_of_saturated_views_and_refuses_path_view_names(tmp_path, capsys):
+    """A CT of attenuation values given as --ct (read as HU: it renders as water) and a view whose
+    counts saturate (its -log image reads air as attenuating) are warned about; a view name that
+    is a path is refused before anything is written. (The saturation warning used to be silenced:
+    spekpy's HVL search turns every warning of the process off, now undone.)"""
+    import json
+    import warnings
+
+    ct = torso_phantom(size=(32, 24, 20), spacing=(5.0, 5.5, 6.0), supersample=1)
+    save_volume(ct.with_data(hu_to_mu(ct.data, 70.0)), tmp_path / "mu.nii.gz")
+    save_volume(ct, tmp_path / "hu.nii.gz")
+    rig = StereoRig.convergent(5.0, sid=600, sdd=1000, pixel_spacing=4.0, width=40, height=32)
+    save_rig(rig, tmp_path / "rig.json")
+    with pytest.warns(UserWarning, match=r"look like attenuation in 1/mm, but --ct reads Hounsfield units"):
+        assert main(["render", "--ct", str(tmp_path / "mu.nii.gz"), "--rig", str(tmp_path / "rig.json"), "-o",
+                     str(tmp_path / "mu")]) == 0
+    before = list(warnings.filters)
+    with pytest.warns(UserWarning, match=r"view '\w+': \d+% of its pixels saturate at 65535 counts"):
+        assert main(["render", "--ct", str(tmp_path / "hu.nii.gz"), "--rig", str(tmp_path / "rig.json"), "-o",
+                     str(tmp_path / "sat"), "--preset", "fluoro80", "--photons", "1e6"]) == 0
+    assert warnings.filters == before
+    spec = json.loads((tmp_path / "rig.json").read_text())
+    spec["views"][0]["name"] = "../escaped"
+    (tmp_path / "bad.json").write_text(json.dumps(spec))
+    capsys.readouterr()
+    assert main(["render", "--ct", str(tmp_path / "hu.nii.gz"), "--rig", str(tmp_path / "bad.json"), "-o",
+                 str(tmp_path / "bad")]) == 1
+    assert "view name '../escaped' cannot name a file" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists() and not (tmp_path / "escaped.tif").exists()
