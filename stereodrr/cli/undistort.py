@@ -16,6 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pandas as pd
+from tqdm import tqdm
 
 from ..distortion import DistortionMap, load_distortion
 from ..fileio import atomic_path, check_input_file
@@ -45,14 +46,44 @@ def _map(path: str) -> DistortionMap:
     return load_distortion(input_file(p, "--distortion", "distortion map"))
 
 
+def _as_dtype(image: np.ndarray, like: np.dtype) -> np.ndarray:
+    """``image`` in ``like``'s dtype (integers rounded and clipped to its range)."""
+    if np.issubdtype(like, np.integer):
+        info = np.iinfo(like)
+        return np.clip(np.round(image), info.min, info.max).astype(like)
+    return image.astype(like)
+
+
+def _tiff_page_sizes(path: Path) -> list[tuple[int, int]]:
+    """``(width, height)`` of every page of a TIFF, from its headers."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            shapes = [page.shape for page in tif.pages]
+    except (tifffile.TiffFileError, OSError) as exc:
+        raise ValueError(f"{path}: cannot read as a TIFF ({exc})") from None
+    if not shapes or any(len(sh) != 2 for sh in shapes):
+        raise ValueError(f"{path}: expected grey 2D pages, got page shapes {shapes[:3]}")
+    return [(int(sh[1]), int(sh[0])) for sh in shapes]
+
+
+def _undistort_stack(src: Path, dst: Path, dmap: DistortionMap) -> int:
+    """Every page of a TIFF stack corrected into a stack of the same dtype, page by page (a
+    trial's stack need not fit in memory), atomically; the pages written."""
+    import tifffile
+
+    with tifffile.TiffFile(src) as tif, atomic_path(dst) as tmp, tifffile.TiffWriter(tmp) as out:
+        for page in tqdm(tif.pages, desc=src.name, unit="page", disable=len(tif.pages) < 2):
+            a = page.asarray()
+            out.write(_as_dtype(dmap.undistort_image(a), a.dtype), contiguous=True)
+        return len(tif.pages)
+
+
 def write_like(path: Path, image: np.ndarray, like: np.dtype) -> None:
     """Write ``image`` in ``like``'s dtype (integers rounded and clipped), in the format of the
     suffix (TIFF by tifffile: any dtype; PNG/JPEG by OpenCV), atomically."""
-    if np.issubdtype(like, np.integer):
-        info = np.iinfo(like)
-        data = np.clip(np.round(image), info.min, info.max).astype(like)
-    else:
-        data = image.astype(like)
+    data = _as_dtype(image, like)
     with atomic_path(path) as tmp:
         if path.suffix.lower() in (".tif", ".tiff"):
             import tifffile
@@ -74,35 +105,51 @@ def run(args: argparse.Namespace) -> int:
         for p in paths:
             if (out / p.name).resolve() == p.resolve():
                 raise UsageError(f"--images {p}: the output would overwrite the input; choose another -o folder")
-            w, h = read_frame_size(p)
-            if (w, h) != (dmap.width, dmap.height):
-                raise ValueError(f"--images {p}: {w} x {h} pixels, but the distortion map {args.distortion} is for "
-                                 f"{dmap.width} x {dmap.height} images")
+            tiff = p.suffix.lower() in (".tif", ".tiff")
+            for k, (w, h) in enumerate(_tiff_page_sizes(p) if tiff else [read_frame_size(p)]):
+                if (w, h) != (dmap.width, dmap.height):
+                    page = f" page {k}" if k else ""
+                    raise ValueError(f"--images {p}{page}: {w} x {h} pixels, but the distortion map "
+                                     f"{args.distortion} is for {dmap.width} x {dmap.height} images")
         out.mkdir(parents=True, exist_ok=True)
+        frames = 0
         for p in paths:
-            image = read_frame(p)
-            write_like(out / p.name, dmap.undistort_image(image), image.dtype)
-        print(f"wrote {len(paths)} corrected image(s) to {out} ({dmap.model} map, {time.perf_counter() - t0:.1f} s)")
+            if p.suffix.lower() in (".tif", ".tiff"):  # a stack: every page
+                frames += _undistort_stack(p, out / p.name, dmap)
+            else:
+                image = read_frame(p)
+                write_like(out / p.name, dmap.undistort_image(image), image.dtype)
+                frames += 1
+        print(f"wrote {len(paths)} corrected image(s), {frames} frame(s), to {out} ({dmap.model} map, "
+              f"{time.perf_counter() - t0:.1f} s)")
         return 0
     out_csv = output_file(args.output)
     dmap = _map(args.distortion)
     src = check_input_file(args.points, "--points")
-    try:
-        table = pd.read_csv(src)
+    if Path(out_csv).resolve() == src.resolve():
+        raise UsageError(f"--points {src}: -o would overwrite the input; choose another output file")
+    try:  # as text: the other columns go out as they came in (IDs with leading zeros, any precision)
+        table = pd.read_csv(src, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise ValueError(f"--points {src}: not a CSV table ({' '.join(str(exc).split())})") from None
     missing = [c for c in ("u", "v") if c not in table.columns]
     if missing:
         raise ValueError(f"--points {src}: expected columns u, v (recorded pixels), missing {', '.join(missing)}; "
-                         f"found {', '.join(map(str, table.columns)) or 'none'}")
+                         f"found {', '.join(map(repr, table.columns)) or 'none'}")
+    new = ["u_distorted", "v_distorted", "u_corrected", "v_corrected"]
+    taken = [c for c in new if c in table.columns]
+    if taken:
+        raise ValueError(f"--points {src}: already has column(s) {', '.join(taken)}, which the output would "
+                         "replace; rename them")
     try:
-        q = table[["u", "v"]].to_numpy(dtype=np.float64)
+        q = table[["u", "v"]].replace(r"^\s*$", "nan", regex=True).to_numpy().astype(np.float64)
     except ValueError:
         raise ValueError(f"--points {src}: columns u, v must hold numbers") from None
     p = dmap.undistort_points(q)
     rest = table.drop(columns=["u", "v"])
-    result = rest.assign(u_distorted=q[:, 0], v_distorted=q[:, 1], u_corrected=p[:, 0], v_corrected=p[:, 1])
+    result = rest.assign(**{c: [("" if np.isnan(x) else f"{x:.6f}") for x in col]
+                            for c, col in zip(new, (q[:, 0], q[:, 1], p[:, 0], p[:, 1]))})
     with atomic_path(out_csv) as tmp:
-        result.to_csv(tmp, index=False, float_format="%.6f")
+        result.to_csv(tmp, index=False)
     print(f"wrote {len(result)} point(s) to {out_csv} ({dmap.model} map)")
     return 0

@@ -499,9 +499,12 @@ class DistortionMap:
         fov = d.get("field_of_view")
         correction = _section("map", lambda: get_correction(d["model"]).from_dict(d["map"]))
         grid = None if d.get("grid") is None else _section("grid", lambda: GridRecord.from_dict(d["grid"]))
+        residuals = d.get("residuals", {})
+        if not isinstance(residuals, dict):
+            raise ValueError(f"residuals: expected an object of the fitted models' residuals, got {residuals!r:.60}")
         return cls(int(d["image"]["width"]), int(d["image"]["height"]), correction,
                    (math.nan, math.nan) if fov is None else (float(fov["center"][0]), float(fov["center"][1])),
-                   math.inf if fov is None else float(fov["radius"]), grid, dict(d.get("residuals", {})),
+                   math.inf if fov is None else float(fov["radius"]), grid, dict(residuals),
                    str(d.get("choice", "requested")))
 
 

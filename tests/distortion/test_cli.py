@@ -129,7 +129,8 @@ def test_bad_maps_and_tables(tmp_path, measured, capsys):
     cases = {"truncated.json": (measured / "distortion.json").read_text()[:300],
              "strings.json": json.dumps({**d, "map": {**d["map"], "coefficients_u": ["x"] * 3}}),
              "size.json": json.dumps({**d, "image": {"width": -3, "height": 10}}),
-             "model.json": json.dumps({**d, "model": "spline"})}
+             "model.json": json.dumps({**d, "model": "spline"}),
+             "residuals.json": json.dumps({**d, "residuals": None})}  # was an internal TypeError
     table = tmp_path / "p.csv"
     table.write_text("u,v\n1,2\n")
     for name, text in cases.items():
@@ -142,3 +143,49 @@ def test_bad_maps_and_tables(tmp_path, measured, capsys):
     rc = main(["undistort", "--distortion", str(measured), "--points", str(words), "-o", str(tmp_path / "o.csv")])
     assert rc == 1 and "must hold numbers" in capsys.readouterr().err
     assert not (tmp_path / "o.csv").exists()
+
+
+def test_undistort_corrects_every_page_of_a_stack(tmp_path, grid_tif, measured, capsys):
+    """A TIFF stack is corrected page by page into a stack (only its first page was kept); a
+    page of another size is refused before anything is written."""
+    m = load_distortion(measured / "distortion.json")
+    pages = np.stack([tifffile.imread(grid_tif), tifffile.imread(grid_tif)[::-1].copy()])
+    tifffile.imwrite(tmp_path / "stack.tif", pages)
+    out = tmp_path / "c"
+    assert main(["undistort", "--distortion", str(measured), "--images", str(tmp_path / "stack.tif"), "-o",
+                 str(out)]) == 0
+    assert "1 corrected image(s), 2 frame(s)" in capsys.readouterr().out
+    got = tifffile.imread(out / "stack.tif")
+    assert got.shape == pages.shape and got.dtype == np.uint16
+    for k in range(2):
+        assert np.array_equal(got[k], np.clip(np.round(m.undistort_image(pages[k])), 0, 65535).astype(np.uint16))
+    with tifffile.TiffWriter(tmp_path / "mixed.tif") as w:
+        w.write(pages[0])
+        w.write(pages[0][:200])
+    rc = main(["undistort", "--distortion", str(measured), "--images", str(grid_tif), str(tmp_path / "mixed.tif"),
+               "-o", str(tmp_path / "d")])
+    assert rc == 1 and "mixed.tif page 1: 320 x 200 pixels" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()
+
+
+def test_undistort_points_keeps_the_other_columns_as_written(tmp_path, measured, capsys):
+    """The other columns come out as they came in (IDs with leading zeros, small numbers: they
+    were parsed and rewritten at 6 decimals), and a table that already has an output column, or
+    -o naming the input, is refused."""
+    src = tmp_path / "p.csv"
+    src.write_text("id,u,v,weight\n007,100.5,200.25,1e-9\n010,,,0.0000012345\n")
+    dst = tmp_path / "q.csv"
+    assert main(["undistort", "--distortion", str(measured), "--points", str(src), "-o", str(dst)]) == 0
+    lines = dst.read_text().splitlines()
+    assert lines[0] == "id,weight,u_distorted,v_distorted,u_corrected,v_corrected"
+    assert lines[1].startswith("007,1e-9,100.500000,200.250000,") and lines[2] == "010,0.0000012345,,,,"
+    m = load_distortion(measured / "distortion.json")
+    np.testing.assert_allclose([float(x) for x in lines[1].split(",")[4:]],
+                               m.undistort_points(np.array([[100.5, 200.25]]))[0], atol=1e-6)
+    capsys.readouterr()
+    assert main(["undistort", "--distortion", str(measured), "--points", str(src), "-o", str(src)]) == 2
+    assert "would overwrite the input" in capsys.readouterr().err
+    (tmp_path / "again.csv").write_text("u,v,u_corrected\n1,2,3\n")
+    assert main(["undistort", "--distortion", str(measured), "--points", str(tmp_path / "again.csv"), "-o",
+                 str(tmp_path / "r.csv")]) == 1
+    assert "already has column(s) u_corrected" in capsys.readouterr().err
