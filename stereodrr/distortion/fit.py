@@ -275,8 +275,17 @@ def _score(meas: GridMeasurement, model: str, options: FitOptions) -> tuple[Any,
 
 def fit_maps(meas: GridMeasurement, options: FitOptions = FitOptions()) -> tuple[dict[str, DistortionMap], str]:
     """A map of every model for a grid measurement, and the name of the one ``options.model``
-    chooses (``"auto"``: the lower held-out RMS). Every map carries every model's residuals."""
-    fits = {m: _score(meas, m, options) for m in CORRECTIONS}
+    chooses (``"auto"``: the lower held-out RMS). Every map carries every fitted model's residuals;
+    a model the grid has too few holes for is left out unless it is the one asked for (the LWM
+    needs fewer holes than a polynomial of the lowest degree)."""
+    fits, failed = {}, {}
+    for m in CORRECTIONS:
+        try:
+            fits[m] = _score(meas, m, options)
+        except ValueError as exc:
+            failed[m] = exc
+    if options.model in failed or not fits:
+        raise failed.get(options.model, next(iter(failed.values())))
     residuals = {m: r for m, (_, r) in fits.items()}
     if options.model == "auto":
         chosen, why = min(residuals, key=lambda m: residuals[m]["heldout_rms_px"]), "held-out"

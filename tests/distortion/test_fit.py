@@ -204,3 +204,15 @@ def test_a_grid_without_a_round_field():
     q = np.stack(np.meshgrid(np.arange(16.0, 240.0, 8.0), np.arange(16.0, 240.0, 8.0)), -1).reshape(-1, 2)
     e = np.hypot(*ref.similarity_residuals(m.undistort_points(q), field.inverse(q)).T)
     assert np.sqrt(np.mean(e ** 2)) < 0.003 and e.max() < 0.03
+
+
+def test_a_grid_too_sparse_for_a_polynomial_still_gets_its_lwm_map():
+    """31 holes: too few for the lowest polynomial degree in the held-out folds, enough for the
+    LWM. The polynomial is left out (it used to fail the whole fit, --model lwm included), and
+    asking for it names why."""
+    img = ref.plate_image(ref.strong(320), ref.Plate(pitch=52.0, diameter=14.0, angle_deg=3.0))
+    for model in ("auto", "lwm"):
+        dmap = fit_distortion(img, FitOptions(model=model))
+        assert dmap.model == "lwm" and list(dmap.residuals) == ["lwm"]
+    with pytest.raises(ValueError, match="too few for a polynomial"):
+        fit_distortion(img, FitOptions(model="polynomial"))
