@@ -332,7 +332,27 @@ def _read_dicom_series(folder: Path) -> sitk.Image:
         warnings.warn(f"{folder}: {len(series)} DICOM series; reading {chosen} ({len(files[chosen])} files), "
                       f"not {others}", stacklevel=3)
     reader.SetFileNames(files[chosen])
-    return reader.Execute()
+    reader.MetaDataDictionaryArrayUpdateOn()  # each slice's position, for the spacing check
+    image = reader.Execute()
+    _check_even_slices(folder, reader, image)
+    return image
+
+
+def _check_even_slices(folder: Path, reader: sitk.ImageSeriesReader, image: sitk.Image) -> None:
+    """Refuse a series whose slices are not evenly spaced along their normal (a missing or
+    duplicated slice): the volume's one z spacing would stretch or squeeze the anatomy."""
+    n = image.GetSize()[2]
+    tag = "0020|0032"  # Image Position (Patient)
+    if n < 3 or not all(reader.HasMetaDataKey(i, tag) for i in range(n)):
+        return
+    normal = np.asarray(image.GetDirection(), dtype=np.float64).reshape(3, 3)[:, 2]
+    pos = np.array([[float(x) for x in reader.GetMetaData(i, tag).split("\\")] for i in range(n)]) @ normal
+    gaps = np.diff(np.sort(pos))
+    step = float(np.median(gaps))
+    if step <= 0 or gaps.max() > 1.5 * step or gaps.min() < 0.5 * step:
+        raise ValueError(f"{folder}: the DICOM slices are not evenly spaced ({gaps.min():.3g} to {gaps.max():.3g} mm "
+                         f"apart, mostly {step:.3g}: a missing or repeated slice?); one spacing would stretch the "
+                         "volume")
 
 
 @contextlib.contextmanager

@@ -90,6 +90,17 @@ def test_dicom_series(tmp_path):
     assert np.allclose(vol.data.numpy(), arr)
 
 
+def test_a_dicom_series_with_a_missing_slice_is_refused(tmp_path):
+    """One slice of six deleted: ITK read the series with one averaged z spacing (stretched, with
+    a multi-line warning of its own); the uneven slice positions are an error naming the folder."""
+    arr = (np.arange(6 * 5 * 6).reshape(6, 5, 6) - 50).astype(np.int16)
+    _write_dicom_series(tmp_path, arr, "1.2.826.0.1.3680043.2.1125.3")
+    assert np.allclose(load_volume(tmp_path).spacing, [0.5, 0.5, 2.0])
+    (tmp_path / "slice003.dcm").unlink()
+    with pytest.raises(ValueError, match=r"DICOM slices are not evenly spaced \(2 to 4 mm apart, mostly 2"):
+        load_volume(tmp_path)
+
+
 def test_nifti_nan_voxels_and_a_compressed_file_beside_its_uncompressed_twin(tmp_path):
     """SimpleITK reads a float NIfTI's NaN as 0 and, for ``x.nii.gz`` beside ``x.nii``, the
     uncompressed file's voxels under the compressed file's header; both are caught here."""
