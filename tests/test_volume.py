@@ -25,6 +25,7 @@ def test_index_world_maps_equal_simpleitk(rng):
     ref = np.array([img.TransformContinuousIndexToPhysicalPoint(tuple(p)) for p in ijk])
     assert np.allclose(vol.index_to_world(ijk), ref, atol=1e-10)
     assert np.allclose(vol.world_to_index(ref), ijk, atol=1e-10)
+    assert np.array_equal(vol.index_to_world(ijk[::-1]), vol.index_to_world(ijk)[::-1])  # a view of negative stride
     # integer indices: the voxel centres
     assert np.allclose(vol.index_to_world(np.array([[2.0, 3.0, 4.0]]))[0], img.TransformIndexToPhysicalPoint((2, 3, 4)))
     # torch input keeps torch
