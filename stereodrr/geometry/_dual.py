@@ -22,7 +22,8 @@ DualFunction = Callable[..., Any]
 
 def _to_torch(x: Any, like: torch.Tensor | None) -> Any:
     if isinstance(x, np.ndarray) or (isinstance(x, (list, tuple)) and x and not isinstance(x[0], str)):
-        t = torch.tensor(np.ascontiguousarray(x, dtype=np.float64))  # a reversed view has negative strides
+        a = np.asarray(x, dtype=np.float64)
+        t = torch.tensor(a.copy() if any(s < 0 for s in a.strides) else a)  # torch refuses negative strides
         return t if like is None else t.to(device=like.device, dtype=like.dtype)
     return x
 
