@@ -46,14 +46,6 @@ def _map(path: str) -> DistortionMap:
     return load_distortion(input_file(p, "--distortion", "distortion map"))
 
 
-def _as_dtype(image: np.ndarray, like: np.dtype) -> np.ndarray:
-    """``image`` in ``like``'s dtype (integers rounded and clipped to its range)."""
-    if np.issubdtype(like, np.integer):
-        info = np.iinfo(like)
-        return np.clip(np.round(image), info.min, info.max).astype(like)
-    return image.astype(like)
-
-
 def _tiff_page_sizes(path: Path) -> list[tuple[int, int]]:
     """``(width, height)`` of every page of a TIFF, from its headers."""
     import tifffile
@@ -76,20 +68,14 @@ def _undistort_stack(src: Path, dst: Path, dmap: DistortionMap) -> int:
     with tifffile.TiffFile(src) as tif, atomic_path(dst) as tmp, tifffile.TiffWriter(tmp) as out:
         for page in tqdm(tif.pages, desc=src.name, unit="page", disable=len(tif.pages) < 2):
             a = page.asarray()
-            out.write(_as_dtype(dmap.undistort_image(a), a.dtype), contiguous=True)
+            out.write(dmap.correct_frame(a), contiguous=True)
         return len(tif.pages)
 
 
-def write_like(path: Path, image: np.ndarray, like: np.dtype) -> None:
-    """Write ``image`` in ``like``'s dtype (integers rounded and clipped), in the format of the
-    suffix (TIFF by tifffile: any dtype; PNG/JPEG by OpenCV), atomically."""
-    data = _as_dtype(image, like)
+def _write_frame(path: Path, data: np.ndarray) -> None:
+    """Write a PNG or JPEG frame (OpenCV, the format of the suffix), atomically."""
     with atomic_path(path) as tmp:
-        if path.suffix.lower() in (".tif", ".tiff"):
-            import tifffile
-
-            tifffile.imwrite(tmp, data)
-        elif not cv2.imwrite(str(tmp), data):
+        if not cv2.imwrite(str(tmp), data):
             raise ValueError(f"{path}: OpenCV cannot write a {data.dtype} image in this format")
 
 
@@ -118,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
                 frames += _undistort_stack(p, out / p.name, dmap)
             else:
                 image = read_frame(p)
-                write_like(out / p.name, dmap.undistort_image(image), image.dtype)
+                _write_frame(out / p.name, dmap.correct_frame(image))
                 frames += 1
         print(f"wrote {len(paths)} corrected image(s), {frames} frame(s), to {out} ({dmap.model} map, "
               f"{time.perf_counter() - t0:.1f} s)")
