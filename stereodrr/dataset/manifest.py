@@ -3,7 +3,7 @@ manifest rebuilt from them.
 
 Layout of a dataset folder::
 
-    dataset.json                         config, its digest, the package version
+    dataset.json                         config, its digest, the input files' digests, the package version
     manifest.parquet                     one row per view of every complete item
     items/0000/0000042/left.png          one image per view (16-bit PNG or float32 TIFF)
     items/0000/0000042/right.png
