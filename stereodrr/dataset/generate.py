@@ -417,21 +417,10 @@ def generate_dataset(
         A :class:`GenerationReport`; items that failed are listed there (and absent from the
         manifest), the others are written.
     """
-    missing = sorted(set(DEFAULT_CONFIG) - set(config)) if isinstance(config, Mapping) else ["(all)"]
-    if missing:
-        raise ValueError(f"config: expected a config from validate_config or load_config, without section(s) "
-                         f"{missing}")
     scheduler = workers if isinstance(workers, str) else None
-    workers = 1 if scheduler is not None else workers
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
-        raise ValueError(f"workers: expected a non-negative integer or a scheduler's address, got {workers!r}")
-    if int(threads) != threads or threads < 1:
-        raise ValueError(f"threads: expected a positive integer, got {threads}")
+    _check_arguments(config, n, 1 if scheduler is not None else workers, threads, scheduler)
+    workers = 1 if scheduler is not None else int(workers)
     device = config["render"]["device"]
-    if scheduler is None and device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"render.device: {device!r} requested but CUDA is not available on this machine")
-    if int(n) != n or not 0 <= n <= MAX_INT64:
-        raise ValueError(f"n: expected a number of items in [0, 2^63 - 1], got {n}")
     indices = shard_indices(n, shard)
     # Everything that can be checked before a file is written: the subject (once, not per
     # item), the memory an item needs, the scheduler, the folder.
@@ -473,6 +462,23 @@ def generate_dataset(
                              "manifest and every written item are intact: free space and rerun with --resume"
     return GenerationReport(root, len(indices), len(indices) - len(todo), written, dict(sorted(failed.items())),
                             rows, manifest_error)
+
+
+def _check_arguments(config: Mapping[str, Any], n: int, workers: Any, threads: int, scheduler: str | None) -> None:
+    """:func:`generate_dataset`'s arguments, before anything is loaded or written."""
+    missing = sorted(set(DEFAULT_CONFIG) - set(config)) if isinstance(config, Mapping) else ["(all)"]
+    if missing:
+        raise ValueError(f"config: expected a config from validate_config or load_config, without section(s) "
+                         f"{missing}")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise ValueError(f"workers: expected a non-negative integer or a scheduler's address, got {workers!r}")
+    if int(threads) != threads or threads < 1:
+        raise ValueError(f"threads: expected a positive integer, got {threads}")
+    device = config["render"]["device"]
+    if scheduler is None and device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"render.device: {device!r} requested but CUDA is not available on this machine")
+    if int(n) != n or not 0 <= n <= MAX_INT64:
+        raise ValueError(f"n: expected a number of items in [0, 2^63 - 1], got {n}")
 
 
 def probe_scheduler(address: str, timeout_s: float = 5.0) -> None:
