@@ -209,6 +209,12 @@ class RigidPose:
                 pose = cls.from_matrix(np.asarray(data["matrix"], dtype=np.float64), center)
             else:
                 raise ValueError("expected a rotation as 'rotvec_deg', 'quaternion' or 'matrix'")
+            if "matrix" in data and ("rotvec_deg" in data or "quaternion" in data):
+                # to_dict writes both; a matrix edited by hand (or by another tool) must not be ignored
+                given = np.asarray(data["matrix"], dtype=np.float64)
+                if given.shape != (4, 4) or not np.allclose(given, pose.matrix, rtol=0.0, atol=1e-6):
+                    raise ValueError("'matrix' disagrees with the rotation and 'translation_mm' given beside it; "
+                                     "give one description of the pose (or make them agree)")
         except (ValueError, TypeError) as exc:
             raise ValueError(f"{source}: {exc}") from None
         return pose

@@ -120,9 +120,18 @@ def test_calibrate_cli_on_files(shots, tmp_path, capsys):
     paths = [write_image(tmp_path / f"{n}.tif", images[n].astype(np.float32)) for n in nominal.names]
     save_rig(nominal, tmp_path / "nominal.json")
     out = tmp_path / "out"
+    # An earlier run into the folder, of a rig with a third view: its per-view files would be
+    # read as this calibration's; they go, a file of the user's that no report lists stays.
+    out.mkdir()
+    earlier = {"mayacam_view2": "mayacam_view2.txt", "points_view2": "points_view2.csv", "rig": "rig.json"}
+    for f in [*earlier.values(), "notes.txt"]:
+        (out / f).write_text("old")
+    (out / "report.json").write_text(json.dumps({"files": {k: str(out / f) for k, f in earlier.items()}}))
     rc = main(["calibrate", "--images", *map(str, paths), "--phantom", str(PHANTOM),
                "--rig", str(tmp_path / "nominal.json"), "-o", str(out), "--aperture", "point"])
     assert rc == 0
+    assert not (out / "mayacam_view2.txt").exists() and not (out / "points_view2.csv").exists()
+    assert (out / "notes.txt").read_text() == "old" and (out / "rig.json").read_text() != "old"
     report = json.loads((out / "report.json").read_text())
     for key in ("epipolar_error_px", "reprojection_rms_px", "triangulation_rms_mm", "triangulation_depth_rms_mm",
                 "triangulation_inplane_rms_mm", "seconds"):

@@ -78,3 +78,10 @@ def test_bad_pose_input(tmp_path):
         RigidPose(np.zeros(3), [np.nan, 0, 0], np.zeros(3))
     with pytest.raises(ValueError, match="rigid"):
         RigidPose.from_matrix(np.diag([2.0, 1, 1, 1]), np.zeros(3))
+    # A matrix edited beside the rotation vector it was written with is not silently ignored
+    # (a 50 mm shift in the matrix alone started and scored a registration at the identity).
+    d = RigidPose.from_degrees([0, 0, 0], [0, 0, 0], np.zeros(3)).to_dict()
+    assert RigidPose.from_dict(json.loads(json.dumps(d))) == RigidPose.from_degrees([0, 0, 0], [0, 0, 0], np.zeros(3))
+    d["matrix"][0][3] = 50.0
+    with pytest.raises(ValueError, match="'matrix' disagrees with the rotation and 'translation_mm'"):
+        RigidPose.from_dict(d, "init.json")
