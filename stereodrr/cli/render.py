@@ -200,16 +200,18 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--rig {args.rig}: no ray of view {view!r} meets the "
                              f"{'CT' if args.ct else 'phantom'}'s box; check the rig and where the CT lies "
                              "(nothing written)") from None
+    counts_png = counts is not None and det is not None and det.bit_depth is not None and det.bit_depth <= 16
     for name in tqdm(rig.names, desc="write", disable=len(rig) < 2):
         img = images[name].detach().cpu().numpy()
         write_float_tiff(img, out / f"{name}.tif")
         preview_png(img, out / f"{name}.png")
-        if counts is not None and det is not None and det.bit_depth is not None and det.bit_depth <= 16:
+        if counts_png:
+            assert counts is not None
             with atomic_path(out / f"{name}_counts.png") as tmp:
                 if not cv2.imwrite(str(tmp), counts[name].cpu().numpy().astype(np.uint16)):
                     raise ValueError(f"{out / name}_counts.png: OpenCV could not write the PNG")
     save_rig(rig, out / "rig.json")
-    written = [f"{n}.tif" + ("" if det is not None else "/.png") for n in rig.names] + ["rig.json"]
+    written = [f"{n}.tif/.png" + (f", {n}_counts.png" if counts_png else "") for n in rig.names] + ["rig.json"]
     if det is not None:
         atomic_write_text(out / "detector.json", json.dumps({
             "schema": "stereodrr.detector/1", "detector": det.to_dict(), "reference_energy_kev": args.energy,

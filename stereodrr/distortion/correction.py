@@ -361,8 +361,8 @@ class DistortionMap:
         """The corrected image: each ideal pixel the average of the recorded image over the
         pre-image of its area (:mod:`stereodrr.distortion.resample`); 0 where the pre-image lies
         more than 2 px outside the round field of view (nearer, the field's own rim is averaged
-        in). Numpy ``(..., H, W)`` gives float64, a tensor its own dtype (differentiable in the
-        image). The first call builds the operator (seconds for
+        in). Numpy ``(..., H, W)`` gives float64, a floating tensor its own dtype (an integer one
+        float32; differentiable in the image). The first call builds the operator (seconds for
         1024^2), later calls reuse it.
 
         Raises:

@@ -45,8 +45,8 @@ class AreaOperator:
     _torch: dict[Any, torch.Tensor] = field(default_factory=dict, repr=False, compare=False)
 
     def apply(self, image: Any) -> Any:
-        """``(..., Hs, Ws)`` -> ``(..., H, W)``; numpy (float64) or torch (its dtype and device;
-        differentiable in the image).
+        """``(..., Hs, Ws)`` -> ``(..., H, W)``; numpy (float64) or torch (its floating dtype, float32
+        for an integer tensor, and its device; differentiable in the image).
 
         Raises:
             ValueError: the image is not ``source_shape``.
@@ -57,6 +57,8 @@ class AreaOperator:
         batch = tuple(image.shape[:-2])
         n = self.source_shape[0] * self.source_shape[1]
         if isinstance(image, torch.Tensor):
+            if not image.is_floating_point():  # torch's sparse product has no integer kernels
+                image = image.float()
             key = (image.dtype, image.device)
             if key not in self._torch:
                 m = self.matrix

@@ -97,6 +97,10 @@ def test_undistort_image_straightens_the_grid(small_grid, small_maps):
     np.testing.assert_allclose(out_t[0].detach().numpy(), out, atol=1e-12)
     out_t.sum().backward()
     assert t.grad is not None and float(t.grad.sum()) > 0
+    counts = np.round(small_grid * 200).astype(np.uint8)  # an integer tensor (torch has no integer sparse product)
+    out_u8 = m.undistort_image(torch.from_numpy(counts))
+    assert out_u8.dtype == torch.float32
+    np.testing.assert_allclose(out_u8.numpy(), m.undistort_image(counts.astype(np.float64)), atol=1e-3)
     with pytest.raises(ValueError, match=r"map is for 320 x 320 images, got one of shape \(320, 321\)"):
         m.undistort_image(np.zeros((320, 321)))
 
