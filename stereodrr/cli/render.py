@@ -149,6 +149,14 @@ def _scene(args: argparse.Namespace, polychromatic: bool) -> Scene:
     return Scene(tuple(voxels), balls, args.energy, args.decomposition if polychromatic else "none")
 
 
+def _check_file_names(names: list[str], rig_path: str) -> None:
+    """Each view is written as ``<name>.tif`` under ``-o``: a name that is a path is refused."""
+    for name in names:
+        if Path(name).name != name or name in (".", "..") or "\\" in name or len(name.encode()) > 200:
+            raise ValueError(f"--rig {rig_path}: view name {name[:60]!r} cannot name a file in -o (no / or \\, "
+                             "at most 200 bytes); rename the view")
+
+
 def _warn_saturation(counts: dict[str, torch.Tensor], det: DetectorModel) -> None:
     """Warn for a view whose counts reach the bit depth's top in more than 1% of its pixels: the
     -log image reads those pixels (air, mostly) as attenuating."""
@@ -168,10 +176,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("give --ct and/or --phantom")
     out = output_folder(args.output)
     rig = load_rig(input_file(args.rig, "--rig", "rig file"))
-    for name in rig.names:  # each view is written as <name>.tif under -o
-        if Path(name).name != name or name in (".", "..") or "\\" in name or len(name.encode()) > 200:
-            raise ValueError(f"--rig {args.rig}: view name {name[:60]!r} cannot name a file in -o (no / or \\, "
-                             "at most 200 bytes); rename the view")
+    _check_file_names(rig.names, args.rig)
     sizes = [(c.width, c.height) for c in rig.cameras.values()]
     check_memory(render_bytes(sizes), f"rendering {len(rig)} view(s) of " + ", ".join(f"{w} x {h}" for w, h in sizes)
                  + f" px (--rig {args.rig})", args.device)
