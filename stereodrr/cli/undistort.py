@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from ..distortion import DistortionMap, load_distortion
 from ..fileio import atomic_path, check_input_file
-from ..trial import read_frame, read_frame_size
+from ..trial import read_frame, read_page_sizes
 from ._args import UsageError, input_file, output_file, output_folder
 
 
@@ -44,20 +44,6 @@ def _map(path: str) -> DistortionMap:
     if p.is_dir():
         p = p / "distortion.json"
     return load_distortion(input_file(p, "--distortion", "distortion map"))
-
-
-def _tiff_page_sizes(path: Path) -> list[tuple[int, int]]:
-    """``(width, height)`` of every page of a TIFF, from its headers."""
-    import tifffile
-
-    try:
-        with tifffile.TiffFile(path) as tif:
-            shapes = [page.shape for page in tif.pages]
-    except (tifffile.TiffFileError, OSError) as exc:
-        raise ValueError(f"{path}: cannot read as a TIFF ({exc})") from None
-    if not shapes or any(len(sh) != 2 for sh in shapes):
-        raise ValueError(f"{path}: expected grey 2D pages, got page shapes {shapes[:3]}")
-    return [(int(sh[1]), int(sh[0])) for sh in shapes]
 
 
 def _undistort_stack(src: Path, dst: Path, dmap: DistortionMap) -> int:
@@ -91,8 +77,7 @@ def run(args: argparse.Namespace) -> int:
         for p in paths:
             if (out / p.name).resolve() == p.resolve():
                 raise UsageError(f"--images {p}: the output would overwrite the input; choose another -o folder")
-            tiff = p.suffix.lower() in (".tif", ".tiff")
-            for k, (w, h) in enumerate(_tiff_page_sizes(p) if tiff else [read_frame_size(p)]):
+            for k, (w, h) in enumerate(read_page_sizes(p)):
                 if (w, h) != (dmap.width, dmap.height):
                     page = f" page {k}" if k else ""
                     raise ValueError(f"--images {p}{page}: {w} x {h} pixels, but the distortion map "

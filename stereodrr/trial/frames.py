@@ -23,7 +23,7 @@ from ..fileio import check_input_file
 from ..interop.autoscoper import read_tiff_stack
 from ..registration.inputs import to_line_integral
 
-__all__ = ["Polarity", "SEQUENCE_SUFFIXES", "FieldOfView", "read_frame", "read_frame_size", "sequence_files",
+__all__ = ["Polarity", "SEQUENCE_SUFFIXES", "FieldOfView", "read_frame", "read_frame_size", "read_page_sizes", "sequence_files",
            "field_of_view", "frame_polarity", "bright_air_frame", "line_integral_frame"]
 
 Polarity = Literal["auto", "bright_air", "dark_air"]
@@ -59,21 +59,34 @@ def read_frame(path: str | os.PathLike[str]) -> np.ndarray:
 
 
 def read_frame_size(path: str | os.PathLike[str]) -> tuple[int, int]:
-    """``(width, height)`` of a frame, from its header where the format allows."""
-    p = check_input_file(path, "frame")
-    if p.suffix.lower() in (".tif", ".tiff"):
-        import tifffile
+    """``(width, height)`` of a frame (a TIFF's first page), from its header where the format allows."""
+    return read_page_sizes(path, first=True)[0]
 
-        try:
-            with tifffile.TiffFile(p) as tif:
-                shape = tif.pages[0].shape
-        except (tifffile.TiffFileError, OSError, IndexError) as exc:
-            raise ValueError(f"{p}: cannot read as a TIFF ({exc})") from None
+
+def read_page_sizes(path: str | os.PathLike[str], first: bool = False) -> list[tuple[int, int]]:
+    """``(width, height)`` of every page of a TIFF (of its first alone with ``first``) from the
+    headers, or of the one image of a PNG or JPEG.
+
+    Raises:
+        FileNotFoundError: no such file. ValueError: unreadable, or a page that is not one grey channel.
+    """
+    p = check_input_file(path, "frame")
+    if p.suffix.lower() not in (".tif", ".tiff"):
+        h, w = read_frame(p).shape
+        return [(w, h)]
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(p) as tif:
+            shapes = [tif.pages[0].shape] if first else [page.shape for page in tif.pages]
+    except (tifffile.TiffFileError, OSError, IndexError) as exc:
+        raise ValueError(f"{p}: cannot read as a TIFF ({exc})") from None
+    if not shapes:
+        raise ValueError(f"{p}: the TIFF holds no page")
+    for shape in shapes:
         if len(shape) != 2:
             raise ValueError(f"{p}: expected a 2D grey frame, got page shape {shape}")
-        return int(shape[1]), int(shape[0])
-    h, w = read_frame(p).shape
-    return w, h
+    return [(int(shape[1]), int(shape[0])) for shape in shapes]
 
 
 def sequence_files(folder: str | os.PathLike[str], suffixes: Sequence[str] = SEQUENCE_SUFFIXES) -> list[Path]:
