@@ -53,6 +53,7 @@ the detector model on every worker; items are bit-reproducible on one kind of de
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 import math
@@ -141,8 +142,14 @@ def input_stamp(config: Mapping[str, Any]) -> tuple[tuple[str, int, int], ...]:
 
 
 def input_digests(config: Mapping[str, Any]) -> dict[str, str]:
-    """SHA-256 (hex) of the contents of each of :func:`input_files`, by path."""
-    return {str(f): sha256_file(f) for f in input_files(config)}
+    """SHA-256 (hex) of the contents of each of :func:`input_files`, by path (a file is read once
+    per process while its time and size stay: a run checks its folder twice)."""
+    return {path: _sha256(path, mtime_ns, size) for path, mtime_ns, size in input_stamp(config)}
+
+
+@functools.lru_cache(maxsize=16)
+def _sha256(path: str, mtime_ns: int, size: int) -> str:
+    return sha256_file(path)
 
 
 def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
