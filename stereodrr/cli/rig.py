@@ -8,15 +8,7 @@ import argparse
 from pathlib import Path
 from typing import get_args
 
-from ..geometry import (
-    DltConvention,
-    StereoRig,
-    depth_inplane_ratio,
-    dlt_table,
-    load_rig,
-    save_dlt_csv,
-    save_rig,
-)
+from ..geometry import DltConvention, StereoRig, depth_inplane_ratio, load_rig, save_dlt_csv, save_rig
 from ..phantoms import load_phantom
 from ..resources import PIXEL_PITCH_MM
 from ._args import UsageError, input_file, integer, number, output_file
@@ -73,13 +65,12 @@ def run(args: argparse.Namespace) -> int:
         rig = StereoRig.biplanar(**common)
     else:
         rig = StereoRig.arc(3 if args.views is None else args.views, angle, **common)
-    # Everything that can fail first: a failed command leaves the files it names as they were.
-    if args.dlt:
-        dlt_table(rig, args.dlt_convention, f"--dlt {args.dlt}")
+    # What can fail first (the report, then the DLT, which writes nothing when a view has none),
+    # so a failed command leaves the files it names as they were.
     report = _report(rig, args.disparity_error)
-    save_rig(rig, args.output)
     if args.dlt:
         save_dlt_csv(rig, args.dlt, args.dlt_convention)
+    save_rig(rig, args.output)
     print(report)
     if args.figure:
         from ..plot.rig import plot_rig

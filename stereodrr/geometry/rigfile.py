@@ -29,7 +29,7 @@ from .camera import Camera
 from .dlt_coefficients import DltConvention, dlt_from_projection
 from .rig import StereoRig
 
-__all__ = ["RIG_SCHEMA", "rig_to_dict", "rig_from_dict", "save_rig", "load_rig", "dlt_table", "save_dlt_csv", "load_dlt_csv"]
+__all__ = ["RIG_SCHEMA", "rig_to_dict", "rig_from_dict", "save_rig", "load_rig", "save_dlt_csv", "load_dlt_csv"]
 
 RIG_SCHEMA = "stereodrr.rig/1"
 """Schema name of a rig file (``rig.json``, :func:`save_rig`)."""
@@ -116,22 +116,6 @@ def load_rig(path: str | os.PathLike[str]) -> StereoRig:
     return rig_from_dict(data, source=str(path))
 
 
-def dlt_table(rig: StereoRig, convention: DltConvention = "xmalab", what: str = "rig") -> np.ndarray:
-    """The ``(11, n)`` DLT coefficients of every view, in the rig's view order, as
-    :func:`save_dlt_csv` writes them.
-
-    Raises:
-        ValueError: a view whose principal plane holds the world origin (naming ``what`` and the view).
-    """
-    cols = []
-    for name, cam in rig.cameras.items():
-        try:
-            cols.append(dlt_from_projection(cam.P, cam.height, convention))
-        except ValueError as exc:
-            raise ValueError(f"{what}: view {name!r}: {exc}") from None
-    return np.stack(cols, axis=1)
-
-
 def save_dlt_csv(rig: StereoRig, path: str | os.PathLike[str], convention: DltConvention = "xmalab") -> np.ndarray:
     """Write the DLT coefficients of every view as XMALab/DLTdv do: 11 rows x n cameras, no header.
 
@@ -143,7 +127,13 @@ def save_dlt_csv(rig: StereoRig, path: str | os.PathLike[str], convention: DltCo
         ValueError: a view whose principal plane holds the world origin (naming the view and the
             file); nothing is written.
     """
-    table = dlt_table(rig, convention, str(path))
+    cols = []
+    for name, cam in rig.cameras.items():
+        try:
+            cols.append(dlt_from_projection(cam.P, cam.height, convention))
+        except ValueError as exc:
+            raise ValueError(f"{path}: view {name!r}: {exc}") from None
+    table = np.stack(cols, axis=1)
     with atomic_path(path) as tmp:
         np.savetxt(tmp, table, delimiter=",", fmt="%.17g")
     return table
