@@ -3,7 +3,9 @@ MayaCam 2.0 camera files (Autoscoper/XMALab), and per-view 2D point tables.
 
 MayaCam files are :mod:`stereodrr.interop.mayacam`'s (as XMALab writes them, plain OpenCV K, R, t).
 
-The YAML (``cv2.FileStorage``) holds, per view ``<name>``: ``<name>_image_size`` (W, H),
+The YAML (``cv2.FileStorage``) holds ``views``, the view names comma-separated (a one-view rig's
+name followed by a comma: OpenCV reads a lone ``true`` or ``null`` back as a number or nothing);
+per view ``<name>``: ``<name>_image_size`` (W, H),
 ``<name>_pixel_spacing`` (mm), ``<name>_camera_matrix`` K, ``<name>_dist_coeffs`` (zeros: a
 flat-panel detector has no lens distortion), ``<name>_R``, ``<name>_t``, ``<name>_P``,
 ``<name>_sdd`` (mm); and for the first two views the ``cv2.stereoCalibrate`` quantities ``R``, ``T`` (view 2 relative to view 1,
@@ -89,7 +91,7 @@ def save_opencv_yaml(rig: StereoRig, path: str | os.PathLike[str]) -> Path:
     with atomic_path(path) as tmp:
         fs = cv2.FileStorage(str(tmp), cv2.FILE_STORAGE_WRITE | cv2.FILE_STORAGE_FORMAT_YAML)
         try:
-            fs.write("views", ",".join(names))
+            fs.write("views", ",".join(names) + ("," if len(names) == 1 else ""))
             fs.write("isocenter", rig.isocenter.reshape(3, 1))
             for name, cam in rig.cameras.items():
                 k = _node(name)
@@ -126,7 +128,8 @@ def load_opencv_yaml(path: str | os.PathLike[str]) -> StereoRig:
         if node.empty():
             raise ValueError(f"{p}: missing node 'views' (not written by stereodrr?)")
         cams = {}
-        for name in node.string().split(","):
+        listed = node.string().split(",")
+        for name in listed[:-1] if len(listed) == 2 and listed[1] == "" else listed:
             k = _node(name)
             mats = {m: fs.getNode(f"{k}_{m}").mat() for m in ("image_size", "pixel_spacing", "camera_matrix", "R", "t")}
             absent = [m for m, v in mats.items() if v is None]

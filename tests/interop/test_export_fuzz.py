@@ -138,6 +138,15 @@ def test_any_rig_round_trips_rig_json_and_opencv_yaml(tmp_path: Path, name: str)
     assert back == rig  # K, R, t, detector and the isocenter, bit for bit
 
 
+@pytest.mark.parametrize("names", [["true"], ["null"], ["1.5"], ["yes", "no"], ["~", "false"]])
+def test_opencv_yaml_keeps_view_names_yaml_reads_as_values(tmp_path: Path, names: list[str]) -> None:
+    """OpenCV's YAML reader turns an unquoted ``true`` into 1 and ``null`` into nothing: a view
+    so named must still come back by name."""
+    cams = list(_rigs()["convergent 3"].cameras.values())
+    rig = StereoRig(dict(zip(names, cams)), np.array([1e4, -50, 3.0]))
+    assert load_opencv_yaml(save_opencv_yaml(rig, tmp_path / "opencv.yaml")) == rig
+
+
 def test_xyzypr_at_pitch_90_rebuilds_autoscopers_pose(tmp_path: Path) -> None:
     """Autoscoper writes a pose at pitch +-90 as a matrix whose zero entries are rounding noise;
     converted to xyzypr here, Autoscoper must read the same pose back (only yaw -+ roll is fixed
