@@ -20,7 +20,7 @@ def test_calibrate_refuses_a_multi_page_tiff(tmp_path: Path, capsys) -> None:
     rc = main(["calibrate", "--images", str(tmp_path / "stack.tif"), str(tmp_path / "stack.tif"), "--phantom",
                "lego_stereo", "--rig", str(tmp_path / "rig.json"), "-o", str(tmp_path / "out")])
     err = capsys.readouterr().err
-    assert rc == 1 and "stack.tif': a stack of 2 pages, expected one image per view" in err, err
+    assert rc == 1 and "stack.tif: holds 2 images, expected one image" in err, err
 
 
 def test_register_refuses_a_bone_bright_8bit_display(tmp_path: Path) -> None:
@@ -29,8 +29,8 @@ def test_register_refuses_a_bone_bright_8bit_display(tmp_path: Path) -> None:
     import cv2
     import pytest
 
-    from stereodrr.cli.register import read_image
     from stereodrr.registration.inputs import to_line_integral
+    from stereodrr.trial import read_image
 
     v, u = np.mgrid[0:64, 0:64]
     drr = 0.5 + 2.0 * np.exp(-((u - 30) ** 2 + (v - 36) ** 2) / 200.0)  # a bone over soft tissue
@@ -84,3 +84,41 @@ def test_register_masks_an_intensifier_field_when_no_masks_are_given(tmp_path: P
     assert _read_images(args, rig)[1] is None  # a round dark body on bright air is not a field
     args.images, args.kind = [str(tmp_path / f"{n}.tif") for n in rig.names], "line_integral"
     assert _read_images(args, rig)[1] is None  # a line integral is not searched
+
+
+def test_one_reader_for_every_format_users_bring(tmp_path: Path) -> None:
+    """C-arms export DICOM, research tools MHA/NRRD, viewers save grey as RGB PNG: each reads
+    as the array its writer (SimpleITK, OpenCV, tifffile) was given; a colour image, a stack
+    or a 3D volume given as one image is refused with the file named."""
+    import cv2
+    import pytest
+    import SimpleITK as sitk
+
+    from stereodrr.trial import read_frame, read_image
+
+    rng = np.random.default_rng(1)
+    a16 = rng.integers(0, 4096, (24, 32), dtype=np.uint16)
+    f32 = rng.random((24, 32), dtype=np.float32)
+    sitk.WriteImage(sitk.GetImageFromArray(a16), str(tmp_path / "xray.dcm"))
+    sitk.WriteImage(sitk.GetImageFromArray(f32), str(tmp_path / "xray.mha"))
+    sitk.WriteImage(sitk.GetImageFromArray(a16[None]), str(tmp_path / "slice.nrrd"))  # 3D of one slice
+    cv2.imwrite(str(tmp_path / "grey_rgb.png"), np.repeat((a16 >> 4).astype(np.uint8)[..., None], 3, axis=2))
+    cv2.imwrite(str(tmp_path / "xray.bmp"), (a16 >> 4).astype(np.uint8))
+    np.testing.assert_array_equal(read_image(tmp_path / "xray.dcm"), a16)
+    np.testing.assert_array_equal(read_image(tmp_path / "xray.mha"), f32)
+    np.testing.assert_array_equal(read_image(tmp_path / "slice.nrrd"), a16)
+    np.testing.assert_array_equal(read_image(tmp_path / "grey_rgb.png"), a16 >> 4)
+    np.testing.assert_array_equal(read_image(tmp_path / "xray.bmp"), a16 >> 4)
+
+    colour = np.dstack([a16 >> 4, a16 >> 5, a16 >> 6]).astype(np.uint8)
+    cv2.imwrite(str(tmp_path / "colour.png"), colour)
+    sitk.WriteImage(sitk.GetImageFromArray(np.stack([a16, a16 // 2])), str(tmp_path / "cine.mha"))
+    with pytest.raises(ValueError, match="colour.png: expected a grey image, got 3 differing colour channels"):
+        read_image(tmp_path / "colour.png")
+    with pytest.raises(ValueError, match="cine.mha: holds 2 images, expected one image"):
+        read_image(tmp_path / "cine.mha")
+    np.testing.assert_array_equal(read_frame(tmp_path / "cine.mha"), a16)  # a sequence's first frame
+    (tmp_path / "junk.dcm").write_bytes(b"not an image")
+    with pytest.raises(ValueError, match="junk.dcm: cannot read as an image"):
+        read_image(tmp_path / "junk.dcm")
+

@@ -29,11 +29,12 @@ from ..calib.fundamental import METHODS
 from ..calib.identify import MIN_MARGIN
 from ..calib.pipeline import CalibrationOptions, StereoCalibration, calibrate_stereo
 from ..calib.verdict import Tolerances
-from ..fileio import atomic_path, atomic_write_text, check_input_file, json_ready
+from ..fileio import atomic_path, atomic_write_text, json_ready
 from ..geometry import StereoRig, load_rig
 from ..phantoms import load_phantom
 from ..plot.calib import plot_marker_errors, plot_stereo_pair
 from ..plot.rig import plot_rig
+from ..trial.frames import read_image
 from ._args import UsageError, input_file, integer, load_view_maps, number, output_folder
 
 
@@ -42,7 +43,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description="Detect and identify the phantom's markers, estimate F with every OpenCV "
                                    "method, validate the epipolar error, DLT-calibrate and triangulate.")
     p.add_argument("--images", nargs="+", required=True, metavar="IMAGE",
-                   help="one image per rig view, in the rig's view order (TIFF/PNG, 16-bit or float)")
+                   help="one image per rig view, in the rig's view order (TIFF, PNG, JPEG, BMP, DICOM, MHA or NRRD; "
+                        "8/16-bit or float)")
     p.add_argument("--phantom", required=True, help="phantom JSON with the markers, or a built-in name (e.g. lego_stereo)")
     p.add_argument("--rig", required=True, help="nominal rig.json (detector sizes, starting point only)")
     p.add_argument("-o", "--output", default="out", help="output folder")
@@ -72,20 +74,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="images from image intensifiers: one distortion.json per view, in the rig's view order "
                         "(stereodrr distortion measures them from grid images); detected centres are corrected")
     p.set_defaults(func=run)
-
-
-def read_image(path: str | os.PathLike[str]) -> np.ndarray:
-    """A single-channel image as stored (uint8/uint16/float32), via OpenCV."""
-    p = check_input_file(path, "image")
-    img = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise ValueError(f"image {str(p)!r}: OpenCV cannot read it (expected TIFF, PNG, ...)")
-    if img.ndim != 2:
-        raise ValueError(f"image {str(p)!r}: expected a single-channel X-ray image, got shape {img.shape}")
-    pages = cv2.imcount(str(p))
-    if pages > 1:  # imread returned the first page alone; which one the view is, is not known
-        raise ValueError(f"image {str(p)!r}: a stack of {pages} pages, expected one image per view")
-    return img
 
 
 def write_image(path: str | os.PathLike[str], image: np.ndarray) -> Path:

@@ -13,13 +13,11 @@ import math
 from dataclasses import replace
 from pathlib import Path
 
-import cv2
 import numpy as np
-import SimpleITK as sitk
 import torch
 
 from ..distortion import DistortionMap, FieldOfView, check_maps, falloff_margin, field_of_view
-from ..fileio import atomic_path, check_input_file
+from ..fileio import atomic_path
 from ..geometry import StereoRig, load_rig
 from ..plot.register import plot_errors, plot_loss, plot_overlay
 from ..registration import (
@@ -42,7 +40,7 @@ from ..registration import (
 from ..registration.checks import check_shared_size
 from ..registration.inputs import IMAGE_KINDS, to_line_integral
 from ..render.threads import set_cpu_threads
-from ..trial.frames import frame_polarity
+from ..trial.frames import frame_polarity, read_image
 from ..volume import hu_to_mu, load_volume
 from ._args import UsageError, input_file, load_view_maps, number, output_folder, torch_device
 
@@ -55,7 +53,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rig", required=True, help="rig.json (schema stereodrr.rig/1)")
     p.add_argument("--images", required=True, nargs="+",
                    help="one X-ray per view, in the rig's view order: a float32 line-integral image (TIFF as "
-                        "'stereodrr render' writes) or a raw intensity frame (see --kind); anything SimpleITK/OpenCV reads")
+                        "'stereodrr render' writes) or a raw intensity frame (see --kind): TIFF, PNG, JPEG, BMP, DICOM, MHA or NRRD")
     p.add_argument("--kind", choices=IMAGE_KINDS, default="auto",
                    help="image kind: line_integral (-log(I/I0)), intensity (raw counts or a 16-bit frame, converted) "
                         "or auto (integer images are intensities; float ones line integrals unless their -log "
@@ -142,22 +140,6 @@ def parse_levels(text: str) -> tuple[Level, ...]:
         levels.append(Level(int(fields[0]), int(fields[1]), factor, similarity=similarity, optimizer=optimizer,
                             step_voxels=step))
     return tuple(levels)
-
-
-def read_image(path: str) -> np.ndarray:
-    """A 2D image ``(H, W)`` in its stored dtype via SimpleITK, falling back to OpenCV."""
-    p = check_input_file(path, "image")
-    try:
-        arr = sitk.GetArrayFromImage(sitk.ReadImage(str(p)))
-    except RuntimeError:
-        fallback = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
-        if fallback is None:
-            raise ValueError(f"{p}: neither SimpleITK nor OpenCV can read it as an image") from None
-        arr = fallback
-    arr = np.squeeze(np.asarray(arr))
-    if arr.ndim != 2:
-        raise ValueError(f"{p}: expected a single-channel 2D image, got shape {arr.shape}")
-    return arr
 
 
 def _read_images(args: argparse.Namespace, rig: StereoRig

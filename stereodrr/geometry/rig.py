@@ -59,6 +59,22 @@ def _unit(name: str, v: Sequence[float] | np.ndarray) -> np.ndarray:
 
 
 
+#: How far ``sdd`` may stray from ``K[0, 0] * du`` (the pitch and SDD a camera's ``fx`` implies)
+#: before a rig warns: calibrated and file-loaded cameras agree to rounding.
+SDD_TOLERANCE = 0.01
+
+
+def _check_sdd(name: str, cam: Camera) -> None:
+    """Warn when a view's ``sdd`` disagrees with its ``fx * du`` (a rig file edited by hand):
+    images follow K, while the calibration verdict's SDD and magnification checks, the rig
+    figure and the isocenter fallback use ``sdd``."""
+    implied = cam.K[0, 0] * cam.pixel_spacing[0]
+    if abs(implied / cam.sdd - 1.0) > SDD_TOLERANCE:
+        warnings.warn(f"view {name!r}: sdd {cam.sdd:g} mm disagrees with K[0,0] x pixel pitch = {implied:g} mm "
+                      "(images follow K; the calibration verdict and rig figures use sdd): fix one of them",
+                      stacklevel=4)
+
+
 class Placement(TypedDict, total=False):
     """Where a factory rig stands (keywords of :meth:`StereoRig.arc`, ``convergent``, ``biplanar``).
 
@@ -100,6 +116,7 @@ class StereoRig:
                 raise ValueError(f"rig: view names must be non-empty strings, got {name!r}")
             if not isinstance(cam, Camera):
                 raise ValueError(f"view {name!r}: expected a Camera, got {type(cam).__name__}")
+            _check_sdd(name, cam)
             depth = cam.project(iso[None])[1][0]
             if not depth > 0:
                 raise ValueError(

@@ -2,7 +2,7 @@
 field of view (:func:`stereodrr.distortion.field_of_view`), and the line-integral image
 registration compares DRRs with.
 
-Frames are 8- or 16-bit grey images (TIFF, PNG, JPEG), ``(H, W)`` with row = v, column = u
+Frames are 8- or 16-bit grey images (TIFF, PNG, JPEG; one image also BMP, DICOM, MHA, NRRD), ``(H, W)`` with row = v, column = u
 (OpenCV pixel centres at integers). *Polarity*: X-ray frames show air bright (raw exposure,
 XMALab's and Autoscoper's frames); some exports invert them. An image intensifier images a round
 field: outside it the frame is black (or white when inverted), and nothing there is data.
@@ -23,7 +23,7 @@ from ..fileio import check_input_file
 from ..interop.autoscoper import read_tiff_stack
 from ..registration.inputs import to_line_integral
 
-__all__ = ["Polarity", "SEQUENCE_SUFFIXES", "FieldOfView", "read_frame", "read_frame_size", "read_page_sizes", "sequence_files",
+__all__ = ["Polarity", "SEQUENCE_SUFFIXES", "FieldOfView", "read_frame", "read_image", "read_frame_size", "read_page_sizes", "sequence_files",
            "field_of_view", "frame_polarity", "bright_air_frame", "line_integral_frame"]
 
 Polarity = Literal["auto", "bright_air", "dark_air"]
@@ -33,29 +33,73 @@ SEQUENCE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 
 
 def read_frame(path: str | os.PathLike[str]) -> np.ndarray:
-    """One grey frame ``(H, W)`` as stored (uint8, uint16 or float), from a TIFF (first page), PNG
-    or JPEG.
+    """One grey frame ``(H, W)`` as stored (uint8, uint16 or float): a TIFF's first page, a PNG,
+    JPEG or BMP (a colour file whose channels are equal is grey), or one 2D image SimpleITK reads
+    (DICOM, MHA, NRRD, NIfTI).
 
     Raises:
         FileNotFoundError: no such file. ValueError: unreadable, or not one grey channel (a colour
             image whose channels differ).
     """
-    p = check_input_file(path, "frame")
-    if p.suffix.lower() in (".tif", ".tiff"):
-        image = read_tiff_stack(p)[0]
-    else:
+    return _read_grey(path, "frame", first_page=True)
+
+
+def read_image(path: str | os.PathLike[str]) -> np.ndarray:
+    """One X-ray image ``(H, W)`` as stored, read as :func:`read_frame` reads a frame but refusing
+    a file of several images (a TIFF stack or a multi-frame DICOM): which one is meant is not known.
+
+    Raises:
+        FileNotFoundError: no such file. ValueError: unreadable, several images, or not one grey channel.
+    """
+    return _read_grey(path, "image", first_page=False)
+
+
+def _read_grey(path: str | os.PathLike[str], what: str, first_page: bool) -> np.ndarray:
+    p = check_input_file(path, what)
+    suffix = p.suffix.lower()
+    if suffix in (".tif", ".tiff"):
+        stack = read_tiff_stack(p)
+    elif suffix in (".png", ".jpg", ".jpeg", ".bmp"):
         image = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
         if image is None:
-            raise ValueError(f"{p}: cannot read as an image (expected TIFF, PNG or JPEG)")
-        if image.ndim == 3:
-            channels = image[..., :3]
-            if not (np.array_equal(channels[..., 0], channels[..., 1])
-                    and np.array_equal(channels[..., 0], channels[..., 2])):
-                raise ValueError(f"{p}: expected a grey frame, got {image.shape[2]} differing colour channels")
-            image = channels[..., 0]
+            raise ValueError(f"{p}: cannot read as an image (expected TIFF, PNG, JPEG or BMP)")
+        stack = _grey(p, image)[None]
+    else:
+        stack = _read_itk(p)
+    if len(stack) > 1 and not first_page:
+        raise ValueError(f"{p}: holds {len(stack)} images, expected one {what}")
+    return stack[0]
+
+
+def _grey(p: Path, image: np.ndarray) -> np.ndarray:
+    """``image`` as one grey channel: a colour image's channels (alpha aside) must be equal."""
+    if image.ndim == 3:
+        channels = image[..., :3]
+        if not all(np.array_equal(channels[..., 0], channels[..., c]) for c in range(1, channels.shape[2])):
+            raise ValueError(f"{p}: expected a grey image, got {image.shape[2]} differing colour channels")
+        image = channels[..., 0]
     if image.ndim != 2:
-        raise ValueError(f"{p}: expected a 2D grey frame, got shape {image.shape}")
+        raise ValueError(f"{p}: expected a 2D grey image, got shape {image.shape}")
     return image
+
+
+def _read_itk(p: Path) -> np.ndarray:
+    """A DICOM, MHA, NRRD or NIfTI image as ``(frames, H, W)`` (a 2D image: one frame)."""
+    import SimpleITK as sitk
+
+    try:
+        image = sitk.ReadImage(str(p))
+    except RuntimeError:
+        raise ValueError(f"{p}: cannot read as an image (expected TIFF, PNG, JPEG, BMP, DICOM, MHA, NRRD or "
+                         "NIfTI)") from None
+    vector = image.GetNumberOfComponentsPerPixel() > 1
+    arr = sitk.GetArrayFromImage(image)
+    if image.GetDimension() == 2 or (image.GetDimension() == 3 and image.GetSize()[2] == 1):
+        return _grey(p, arr.reshape(arr.shape[-3 if vector else -2:]))[None]
+    if image.GetDimension() == 3 and not vector:
+        return arr
+    raise ValueError(f"{p}: expected a 2D grey image, got a {image.GetDimension()}D image of "
+                     f"{image.GetNumberOfComponentsPerPixel()} component(s)")
 
 
 def read_frame_size(path: str | os.PathLike[str]) -> tuple[int, int]:

@@ -205,7 +205,7 @@ def test_bright_bone_16bit_display_is_refused(tmp_path):
     cannot hold that, and the refusal says so instead of the fit's non-finite residuals."""
     import cv2
 
-    from stereodrr.cli.calibrate import read_image
+    from stereodrr.trial import read_image
 
     L = _ball_over_edges((32.3, 31.6), 5.0, 0.5, [])
     inverted = np.round(65535 * (1 - np.exp(-L))).astype(np.uint16)

@@ -23,8 +23,9 @@ def _odd_rig(rng):
                       [0, rng.uniform(2000, 5000), rng.uniform(100, 300)], [0, 0, 1]])
         R = random_rotation(rng)
         iso_cam = np.array([rng.normal(), rng.normal(), rng.uniform(600, 900)])
+        du = rng.uniform(0.1, 0.5)
         cams[name] = Camera(K, R, iso_cam - R @ np.array([1.0, 2.0, 3.0]), 400, 300,
-                            (rng.uniform(0.1, 0.5), rng.uniform(0.1, 0.5)), rng.uniform(900, 1300))
+                            (du, rng.uniform(0.1, 0.5)), K[0, 0] * du * rng.uniform(0.995, 1.005))
     return StereoRig(cams, np.array([1.0, 2.0, 3.0]))
 
 
@@ -108,3 +109,15 @@ def test_bad_rig_files(tmp_path):
     bad["views"][1]["name"] = "left"
     with pytest.raises(ValueError, match="duplicate view name"):
         load_rig(_write(tmp_path, bad))
+
+
+def test_a_rig_whose_sdd_disagrees_with_its_k_warns(tmp_path):
+    """A rig file edited by hand (SDD changed, K not): it loads, images follow K, and the warning
+    says the verdict's SDD checks would compare against the other number."""
+    rig = StereoRig.convergent(5, 750, 1200, 0.3, 512, 512)
+    data = json.loads(save_rig(rig, tmp_path / "rig.json").read_text())
+    data["views"][1]["sdd"] = 1000.0
+    (tmp_path / "edited.json").write_text(json.dumps(data))
+    with pytest.warns(UserWarning, match=r"view 'right': sdd 1000 mm disagrees with K\[0,0\] x pixel pitch = 1200 mm"):
+        edited = load_rig(tmp_path / "edited.json")
+    assert np.array_equal(edited["right"].P, rig["right"].P)
