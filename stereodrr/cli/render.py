@@ -157,20 +157,6 @@ def _check_file_names(names: list[str], rig_path: str) -> None:
                              "at most 200 bytes); rename the view")
 
 
-def _warn_saturation(counts: dict[str, torch.Tensor], det: DetectorModel) -> None:
-    """Warn for a view whose counts reach the bit depth's top in more than 1% of its pixels: the
-    -log image reads those pixels (air, mostly) as attenuating."""
-    if det.bit_depth is None:
-        return
-    top = float(2**det.bit_depth - 1)
-    for name, c in counts.items():
-        share = float((c >= top).float().mean())
-        if share > 0.01:
-            warnings.warn(f"view {name!r}: {share:.0%} of its pixels saturate at {top:.0f} counts ({det.bit_depth} "
-                          f"bits), where -log(I / I_open) is no line integral: lower --photons or the gain",
-                          stacklevel=2)
-
-
 def run(args: argparse.Namespace) -> int:
     if not args.ct and not args.phantom:
         raise UsageError("give --ct and/or --phantom")
@@ -199,7 +185,6 @@ def run(args: argparse.Namespace) -> int:
             else:
                 counts = simulate(scene, rig, projector, det, seed=args.seed, output="counts")
                 images = {n: det.negative_log(c) for n, c in counts.items()}
-                _warn_saturation(counts, det)
         except RaysMissWarning as exc:
             view = exc.view if isinstance(exc.view, str) else rig.names[exc.view]
             raise ValueError(f"--rig {args.rig}: no ray of view {view!r} meets the "

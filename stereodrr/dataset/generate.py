@@ -21,6 +21,7 @@ import os
 import re
 import shutil
 import socket
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
@@ -34,7 +35,7 @@ from .. import __version__
 from ..extras import require
 from ..fileio import atomic_path, atomic_write_text, read_json
 from ..geometry import StereoRig, transform_points
-from ..imaging import Balls, Scene, Voxels, quantise, simulate, to_uint16
+from ..imaging import Balls, Scene, Voxels, quantise, simulate, to_uint16, warn_saturation
 from ..render import Projector
 from ..resources import MAX_INT64, check_memory, render_bytes, voxelize_bytes
 from ..volume import load_volume
@@ -231,6 +232,7 @@ def render_item(config: Mapping[str, Any], index: int) -> RenderedItem:
                 counts = (counts - model.offset) * sample.photons_per_pixel + model.offset
                 if model.bit_depth is not None:
                     counts = quantise(counts, model.bit_depth)
+                    warn_saturation(name, counts, model.bit_depth)
             if config["output"]["format"] == "png16":
                 image, scale = to_uint16(counts.clamp_min(0.0), 1.0 if model.bit_depth is not None else None)
             else:
@@ -348,6 +350,27 @@ def _kept_environ() -> Iterator[None]:
         os.environ.update(environ)
 
 
+def _run_here(todo: Sequence[int], root: Path, config: Mapping[str, Any], bar: tqdm) -> tuple[int, dict[int, str]]:
+    """Render and write ``todo`` in this process: ``(files written, {item: error})``. The items'
+    warnings are said once each, after the last item (a saturated view would otherwise warn
+    once per item: any ``warnings.catch_warnings`` block inside an item, as around spekpy, resets
+    Python's record of what was said)."""
+    written, failed = 0, {}
+    with warnings.catch_warnings(record=True) as caught:
+        for i in todo:
+            try:
+                written += write_item(root, config, i)
+            except Exception as exc:  # a failed item is reported, the others go on
+                failed[i] = f"{type(exc).__name__}: {exc}"
+            bar.update(1)
+    said: dict[tuple[type, str], warnings.WarningMessage] = {}
+    for w in caught:
+        said.setdefault((w.category, str(w.message)), w)
+    for w in said.values():
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return written, failed
+
+
 def _run_dask(todo: Sequence[int], root: Path, config: Mapping[str, Any], workers: int, scheduler: str | None,
               threads: int, bar: tqdm) -> tuple[int, dict[int, str]]:
     from distributed import Client, LocalCluster, as_completed
@@ -443,12 +466,7 @@ def generate_dataset(
         written = 0
         with bar:
             if scheduler is None and workers == 0:
-                for i in todo:
-                    try:
-                        written += write_item(root, config, i)
-                    except Exception as exc:  # a failed item is reported, the others go on
-                        failed[i] = f"{type(exc).__name__}: {exc}"
-                    bar.update(1)
+                written, failed = _run_here(todo, root, config, bar)
             elif todo:
                 written, failed = _run_dask(todo, root, config, workers, scheduler, threads, bar)
         # A worker that died mid-item (and was not retried) could not clean up after itself: every

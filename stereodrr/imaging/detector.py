@@ -34,6 +34,7 @@ entry of :data:`STAGES` at its place, reading its parameters from a field of
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, Sequence
 
@@ -399,6 +400,22 @@ def quantise(counts: Float[Tensor, "*shape"], bit_depth: int) -> Float[Tensor, "
     """Counts clipped to ``0 .. 2^bit_depth - 1`` and rounded (a straight-through gradient)."""
     c = counts.clamp(0.0, float(2**bit_depth - 1))
     return c + (torch.round(c) - c).detach()
+
+
+#: Share of a view's pixels at the bit depth's top above which :func:`warn_saturation` warns.
+SATURATION_WARN_SHARE = 0.01
+
+
+def warn_saturation(view: str, counts: Float[Tensor, "H W"], bit_depth: int, stacklevel: int = 2) -> None:
+    """Warn when more than 1% of a view's quantised counts sit at the bit depth's top:
+    ``-log(I / I_open)`` reads those pixels (air, mostly) as attenuating. The text names the view
+    alone, so Python shows it once per view and place: a dataset of many items warns once per
+    view name, not once per item."""
+    top = float(2**bit_depth - 1)
+    if float((counts.detach() >= top).float().mean()) > SATURATION_WARN_SHARE:
+        warnings.warn(f"view {view!r}: more than 1% of its pixels saturate at {top:.0f} counts ({bit_depth} bits), "
+                      "where -log(I / I_open) is no line integral: lower the photons or the gain",
+                      stacklevel=stacklevel + 1)
 
 
 def _quantisation(s: Signal, det: DetectorModel, view: View) -> Signal:

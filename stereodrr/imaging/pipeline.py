@@ -41,7 +41,7 @@ from ..render.markers import render_spheres, shadow_pixels, sphere_subpixel_inte
 from ..render.projector import Projector
 from ..resources import PIXEL_PITCH_MM, check_memory, render_bytes
 from ..volume import Volume
-from .detector import DetectorModel, Signal, run_stages
+from .detector import DetectorModel, Signal, run_stages, warn_saturation
 from .materials import decompose_hu
 from .scene import Balls, Scene, Voxels
 
@@ -113,8 +113,11 @@ def simulate(scene: Scene, cameras: Cameras, projector: Projector | None = None,
     out = {}
     for i, (v, cam) in enumerate(zip(names, cams)):
         counts = run_stages(signals[v], det, cam, None if seed is None else seed + i).image
+        if det.bit_depth is not None and det.photons is not None:  # (noiseless: intensities, not counts)
+            warn_saturation(v, counts, det.bit_depth, stacklevel=3)
         out[v] = counts if output == "counts" else det.negative_log(counts)
     return out
+
 
 
 def _line(energy_kev: float):  # noqa: ANN202 - a Spectrum (physics is imported by the detector)

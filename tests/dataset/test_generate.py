@@ -77,10 +77,17 @@ def test_tiff32_stores_counts(tmp_path, tiny_raw):
 def test_noise_free_counts_keep_the_bit_depth(tmp_path, tiny_raw):
     """``noise: none`` with a ``bit_depth``: the expected counts rounded and clipped like the
     noisy ones (they were stored far above 4095 for 12 bits, unrounded in tiff32)."""
+    import warnings
+
     tiny_raw["detector"] = {"noise": "none", "photons_per_pixel": 1e5, "bit_depth": 12}
     for fmt in ("png16", "tiff32"):
         tiny_raw["output"] = {"format": fmt}
-        generate_dataset(validate_config(tiny_raw), tmp_path / fmt, 1, workers=0, progress=False)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("default")  # Python's own: each text once per place
+            generate_dataset(validate_config(tiny_raw), tmp_path / fmt, 2, workers=0, progress=False)
+        # The clipped air is said once per view, not once per item.
+        said = sorted(str(w.message).split(":")[0] for w in caught if "saturate at 4095 counts" in str(w.message))
+        assert said == ["view 'left'", "view 'right'"], [str(w.message) for w in caught]
         row = load_manifest(tmp_path / fmt).iloc[0]
         img = cv2.imread(str(tmp_path / fmt / row["file"]), cv2.IMREAD_UNCHANGED).astype(np.float64)
         assert row["scale"] == 1.0 and img.max() == 4095 and np.array_equal(img, np.round(img))
