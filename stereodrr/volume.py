@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import math
 import os
 import struct
 import sys
@@ -310,6 +311,8 @@ def load_volume(path: str | os.PathLike[str]) -> Volume:
                     except ValueError as exc:  # name the user's file, not the temporary link
                         raise ValueError(str(exc).replace(str(q), str(p))) from None
                     image = sitk.ReadImage(str(q))
+                    if image.HasMetaDataKey("0008|0016"):  # SOP Class UID: every DICOM file has one
+                        _one_slice_thickness(p, image, image.GetMetaData if image.HasMetaDataKey(_THICKNESS) else None)
         except RuntimeError as exc:
             raise ValueError(f"{p}: cannot read as a medical image ({_itk_reason(str(exc), native())})") from None
     try:
@@ -335,7 +338,28 @@ def _read_dicom_series(folder: Path) -> sitk.Image:
     reader.MetaDataDictionaryArrayUpdateOn()  # each slice's position, for the spacing check
     image = reader.Execute()
     _check_even_slices(folder, reader, image)
+    _one_slice_thickness(folder, image, (lambda key: reader.GetMetaData(0, key)) if reader.HasMetaDataKey(0, _THICKNESS)
+                         else None)
     return image
+
+
+_THICKNESS = "0018|0050"  # Slice Thickness
+
+
+def _one_slice_thickness(path: Path, image: sitk.Image, metadata: Callable[[str], str] | None) -> None:
+    """A DICOM volume of one slice has no slice spacing (GDCM gives it 1 mm): take the slice's own
+    thickness as its z size, or refuse when the file does not say it."""
+    if image.GetDimension() != 3 or image.GetSize()[2] != 1:
+        return
+    try:
+        thickness = float(metadata(_THICKNESS)) if metadata is not None else math.nan
+    except ValueError:
+        thickness = math.nan
+    if not (math.isfinite(thickness) and thickness > 0):
+        raise ValueError(f"{path}: one DICOM slice without a slice thickness (0018,0050): its size along z is not "
+                         "known; give the folder of the whole series")
+    sx, sy, _ = image.GetSpacing()
+    image.SetSpacing((sx, sy, thickness))
 
 
 def _check_even_slices(folder: Path, reader: sitk.ImageSeriesReader, image: sitk.Image) -> None:

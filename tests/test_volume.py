@@ -102,6 +102,32 @@ def test_a_dicom_series_with_a_missing_slice_is_refused(tmp_path):
         load_volume(tmp_path)
 
 
+def test_one_dicom_slice_is_as_thick_as_its_slice_thickness_says(tmp_path):
+    """GDCM gives a one-slice series 1 mm along z whatever the slice is: its Slice Thickness
+    (0018,0050) is the one size the file knows; without it the slice is refused."""
+    arr = (np.arange(5 * 6).reshape(1, 5, 6) - 5).astype(np.int16)
+    for thickness, folder in (("2.5", tmp_path / "thick"), (None, tmp_path / "bare")):
+        folder.mkdir()
+        img = sitk.GetImageFromArray(arr[0])
+        img.SetSpacing((0.5, 0.5))
+        if thickness:
+            img.SetMetaData("0018|0050", thickness)
+        writer = sitk.ImageFileWriter()
+        writer.KeepOriginalImageUIDOn()
+        writer.SetFileName(str(folder / "only.dcm"))
+        writer.Execute(img)
+    for path in (tmp_path / "thick", tmp_path / "thick" / "only.dcm"):
+        vol = load_volume(path)
+        assert vol.size == (6, 5, 1) and np.allclose(vol.spacing, [0.5, 0.5, 2.5]), path
+        assert np.allclose(vol.data.numpy(), arr)
+    for path in (tmp_path / "bare", tmp_path / "bare" / "only.dcm"):
+        with pytest.raises(ValueError, match=r"one DICOM slice without a slice thickness \(0018,0050\)"):
+            load_volume(path)
+    # A series of several slices keeps the spacing of their positions.
+    _write_dicom_series(tmp_path, np.repeat(arr, 3, axis=0), "1.2.826.0.1.3680043.2.1125.9")
+    assert np.allclose(load_volume(tmp_path).spacing, [0.5, 0.5, 2.0])
+
+
 def test_nifti_nan_voxels_and_a_compressed_file_beside_its_uncompressed_twin(tmp_path):
     """SimpleITK reads a float NIfTI's NaN as 0 and, for ``x.nii.gz`` beside ``x.nii``, the
     uncompressed file's voxels under the compressed file's header; both are caught here."""
