@@ -44,6 +44,7 @@ from .lock import LOCK_DIR, dataset_lock
 from .manifest import (
     MANIFEST_FILE,
     ROOT_FILE,
+    complete_items,
     is_complete,
     item_dir,
     rebuild_manifest,
@@ -478,6 +479,11 @@ def generate_dataset(
         except OSError as exc:  # full disk: the previous manifest stays (atomic write), the items too
             manifest_error = f"{root / MANIFEST_FILE}: not rebuilt ({exc.strerror or exc}); the previous " \
                              "manifest and every written item are intact: free space and rerun with --resume"
+        beyond = [i for i in complete_items(root) if i >= n]
+        if beyond:  # a resumed run with a smaller n: the manifest lists every complete item
+            warnings.warn(f"output {str(root)!r} holds {len(beyond)} item(s) at or past n = {n} (first: {beyond[0]}) "
+                          "from an earlier, larger run; the manifest lists them too: delete their folders or use "
+                          "the larger n", stacklevel=2)
     return GenerationReport(root, len(indices), len(indices) - len(todo), written, dict(sorted(failed.items())),
                             rows, manifest_error)
 

@@ -143,6 +143,10 @@ def test_resume_skips_complete_items(tmp_path, tiny_config):
     assert all(after[k] == v for k, v in before.items())
     generate_dataset(tiny_config, tmp_path / "ref", 4, workers=0, progress=False)
     assert after == _checksums(tmp_path / "ref")
+    # Resumed with a smaller n: the items past it stay listed, and the run says so.
+    with pytest.warns(UserWarning, match=r"holds 2 item\(s\) at or past n = 2 \(first: 2\) from an earlier"):
+        r = generate_dataset(tiny_config, tmp_path / "ds", 2, resume=True, workers=0, progress=False)
+    assert (r.skipped, r.written, r.manifest_rows) == (2, 0, 8)
 
 
 def test_output_folder_holding_another_dataset_is_refused(tmp_path, tiny_config, tiny_raw):
