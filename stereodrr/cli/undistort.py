@@ -32,11 +32,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--distortion", required=True, metavar="MAP",
                    help="distortion.json, or the folder `stereodrr distortion` wrote it into")
     what = p.add_mutually_exclusive_group(required=True)
-    what.add_argument("--images", nargs="+", metavar="IMAGE", help="recorded images (TIFF, PNG, JPEG) of the map's size")
+    what.add_argument("--images", nargs="+", metavar="IMAGE", help="recorded images (TIFF, PNG, JPEG, BMP) of the map's size")
     what.add_argument("--points", metavar="CSV", help="a CSV with columns u, v (recorded pixels)")
     p.add_argument("-o", "--output", required=True,
                    help="output folder for --images, output CSV file for --points")
     p.set_defaults(func=run)
+
+
+_WRITABLE = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")  # formats written as read (tifffile, OpenCV)
 
 
 def _map(path: str) -> DistortionMap:
@@ -75,6 +78,9 @@ def run(args: argparse.Namespace) -> int:
         if len(set(names)) != len(names):
             raise UsageError("--images: two images share a file name; they would overwrite each other in the output folder")
         for p in paths:
+            if p.suffix.lower() not in _WRITABLE:
+                raise UsageError(f"--images {p}: undistort writes each image in its own format, one of "
+                                 f"{', '.join(_WRITABLE)}; convert it to TIFF first (nothing written)")
             if (out / p.name).resolve() == p.resolve():
                 raise UsageError(f"--images {p}: the output would overwrite the input; choose another -o folder")
             for k, (w, h) in enumerate(read_page_sizes(p)):

@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
+import SimpleITK as sitk
 import tifffile
 
 from stereodrr.cli import main
@@ -85,6 +86,14 @@ def test_errors_are_one_line_and_write_nothing(tmp_path, grid_tif, measured, cap
     cv2.imwrite(str(small), np.zeros((100, 120), np.uint8))
     e = err(["undistort", "--distortion", str(measured), "--images", str(small), "-o", str(tmp_path / "c")])
     assert "120 x 100 pixels" in e and "320 x 320" in e
+    assert not (tmp_path / "c").exists()
+    # A DICOM after a good PNG: refused before the PNG is written (undistort writes what it read).
+    good = tmp_path / "good.png"
+    cv2.imwrite(str(good), np.zeros((320, 320), np.uint8))
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((320, 320), np.uint16)), str(tmp_path / "frame.dcm"))
+    e = err(["undistort", "--distortion", str(measured), "--images", str(good), str(tmp_path / "frame.dcm"), "-o",
+             str(tmp_path / "c")], code=2)
+    assert "frame.dcm: undistort writes each image in its own format" in e
     assert not (tmp_path / "c").exists()
     csv = tmp_path / "xy.csv"
     csv.write_text("x,y\n1,2\n")
