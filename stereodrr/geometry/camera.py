@@ -12,6 +12,7 @@ same code in float64). :class:`Camera` is a thin float64 container that calls th
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -200,6 +201,12 @@ def _as_matrix(name: str, value: object, shape: tuple[int, ...]) -> np.ndarray:
     return arr
 
 
+def _is_count(n: object) -> bool:
+    """A positive whole number (an int, or a float such as ``512.0`` that JSON or NumPy gave), not a bool or text."""
+    return isinstance(n, (int, float, np.integer, np.floating)) and not isinstance(n, (bool, np.bool_)) \
+        and np.isfinite(n) and int(n) == n and n > 0
+
+
 @dataclass(frozen=True, eq=False)
 class Camera:
     """One X-ray view: intrinsics ``K``, world-to-camera pose ``R, t`` and the detector.
@@ -210,7 +217,7 @@ class Camera:
         t: ``(3,)`` world-to-camera translation in mm.
         width, height: detector size in pixels (image arrays are ``(height, width)``).
         pixel_spacing: ``(du, dv)`` detector pitch in mm.
-        sdd: source-to-detector distance in mm; defaults to ``K[0,0] * du``.
+        sdd: source-to-detector distance in mm; defaults (NaN or None) to ``K[0,0] * du``.
     """
 
     K: np.ndarray
@@ -235,14 +242,21 @@ class Camera:
                 "R: expected a proper rotation (R @ R.T = I, det R = +1), got "
                 f"det={np.linalg.det(R):.6g}, |R R^T - I|max={np.abs(R @ R.T - np.eye(3)).max():.3g}"
             )
-        if int(self.width) != self.width or int(self.height) != self.height or self.width <= 0 or self.height <= 0:
-            raise ValueError(f"detector size: expected positive integers, got {self.width} x {self.height}")
-        du, dv = (float(v) for v in np.broadcast_to(np.asarray(self.pixel_spacing, float), (2,)))
+        if not all(_is_count(n) for n in (self.width, self.height)):
+            raise ValueError(f"detector size: expected positive integers, got {self.width!r} x {self.height!r}")
+        try:
+            if isinstance(self.pixel_spacing, (str, bytes)):
+                raise TypeError
+            du, dv = (float(v) for v in np.broadcast_to(np.asarray(self.pixel_spacing, float), (2,)))
+        except (ValueError, TypeError):
+            du = dv = math.nan
         if not (du > 0 and dv > 0 and np.isfinite(du) and np.isfinite(dv)):
-            raise ValueError(f"pixel_spacing: expected two positive numbers (mm), got {self.pixel_spacing}")
-        sdd = float(K[0, 0] * du) if np.isnan(self.sdd) else float(self.sdd)
+            raise ValueError(f"pixel_spacing: expected one or two positive numbers (mm), got {self.pixel_spacing!r}")
+        given = self.sdd if self.sdd is not None else math.nan  # None (JSON null) as NaN: the default
+        number = isinstance(given, (int, float, np.integer, np.floating)) and not isinstance(given, bool)
+        sdd = math.nan if not number else float(K[0, 0] * du) if np.isnan(given) else float(given)
         if not (sdd > 0 and np.isfinite(sdd)):
-            raise ValueError(f"sdd: expected a positive distance in mm, got {self.sdd}")
+            raise ValueError(f"sdd: expected a positive distance in mm, got {self.sdd!r}")
         for name, value in (("K", K), ("R", R), ("t", t)):
             value.setflags(write=False)
             object.__setattr__(self, name, value)

@@ -87,7 +87,7 @@ def rig_from_dict(data: Any, source: str = "rig") -> StereoRig:
                 t=np.asarray(v["t"], dtype=np.float64),
                 width=v["width"],
                 height=v["height"],
-                pixel_spacing=tuple(v["pixel_spacing"]),
+                pixel_spacing=v["pixel_spacing"],  # [du, dv], or one number for square pixels
                 sdd=v["sdd"],
             )
         except (ValueError, TypeError) as exc:

@@ -121,3 +121,26 @@ def test_a_rig_whose_sdd_disagrees_with_its_k_warns(tmp_path):
     with pytest.warns(UserWarning, match=r"view 'right': sdd 1000 mm disagrees with K\[0,0\] x pixel pitch = 1200 mm"):
         edited = load_rig(tmp_path / "edited.json")
     assert np.array_equal(edited["right"].P, rig["right"].P)
+
+
+@pytest.mark.parametrize("key, value, error", [
+    ("pixel_spacing", 0.3, None),  # one number: square pixels
+    ("sdd", None, None),  # JSON null: fx * du, Camera's default
+    ("pixel_spacing", "0.3", r"pixel_spacing: expected one or two positive numbers \(mm\), got '0.3'"),
+    ("pixel_spacing", [0.3, 0.3, 0.3], r"pixel_spacing: expected one or two positive numbers"),
+    ("width", True, r"detector size: expected positive integers, got True x 512"),
+    ("width", "512", r"detector size: expected positive integers, got '512' x 512"),
+    ("sdd", "1200", r"sdd: expected a positive distance in mm, got '1200'"),
+])
+def test_rig_file_fields_as_people_type_them(tmp_path, key, value, error):
+    """A rig file written by hand: a number where a pair is expected reads as the pair, null SDD
+    as the default; text, booleans and wrong lengths are one-line errors naming the view and field."""
+    rig = StereoRig.convergent(5, 750, 1200, 0.3, 512, 512)
+    data = json.loads(save_rig(rig, tmp_path / "rig.json").read_text())
+    data["views"][0][key] = value
+    (tmp_path / "typed.json").write_text(json.dumps(data))
+    if error is None:
+        assert load_rig(tmp_path / "typed.json") == rig
+    else:
+        with pytest.raises(ValueError, match=r"typed.json: views\[0\] \('left'\): " + error):
+            load_rig(tmp_path / "typed.json")
