@@ -69,37 +69,43 @@ def _write_frame(path: Path, data: np.ndarray) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    return _images(args) if args.images else _points(args)
+
+
+def _images(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
-    if args.images:
-        out = output_folder(args.output)
-        dmap = _map(args.distortion)
-        paths = [check_input_file(p, "--images") for p in args.images]
-        names = [p.name for p in paths]
-        if len(set(names)) != len(names):
-            raise UsageError("--images: two images share a file name; they would overwrite each other in the output folder")
-        for p in paths:
-            if p.suffix.lower() not in _WRITABLE:
-                raise UsageError(f"--images {p}: undistort writes each image in its own format, one of "
-                                 f"{', '.join(_WRITABLE)}; convert it to TIFF first (nothing written)")
-            if (out / p.name).resolve() == p.resolve():
-                raise UsageError(f"--images {p}: the output would overwrite the input; choose another -o folder")
-            for k, (w, h) in enumerate(read_page_sizes(p)):
-                if (w, h) != (dmap.width, dmap.height):
-                    page = f" page {k}" if k else ""
-                    raise ValueError(f"--images {p}{page}: {w} x {h} pixels, but the distortion map "
-                                     f"{args.distortion} is for {dmap.width} x {dmap.height} images")
-        out.mkdir(parents=True, exist_ok=True)
-        frames = 0
-        for p in paths:
-            if p.suffix.lower() in (".tif", ".tiff"):  # a stack: every page
-                frames += _undistort_stack(p, out / p.name, dmap)
-            else:
-                image = read_frame(p)
-                _write_frame(out / p.name, dmap.correct_frame(image))
-                frames += 1
-        print(f"wrote {len(paths)} corrected image(s), {frames} frame(s), to {out} ({dmap.model} map, "
-              f"{time.perf_counter() - t0:.1f} s)")
-        return 0
+    out = output_folder(args.output)
+    dmap = _map(args.distortion)
+    paths = [check_input_file(p, "--images") for p in args.images]
+    names = [p.name for p in paths]
+    if len(set(names)) != len(names):
+        raise UsageError("--images: two images share a file name; they would overwrite each other in the output folder")
+    for p in paths:
+        if p.suffix.lower() not in _WRITABLE:
+            raise UsageError(f"--images {p}: undistort writes each image in its own format, one of "
+                             f"{', '.join(_WRITABLE)}; convert it to TIFF first (nothing written)")
+        if (out / p.name).resolve() == p.resolve():
+            raise UsageError(f"--images {p}: the output would overwrite the input; choose another -o folder")
+        for k, (w, h) in enumerate(read_page_sizes(p)):
+            if (w, h) != (dmap.width, dmap.height):
+                page = f" page {k}" if k else ""
+                raise ValueError(f"--images {p}{page}: {w} x {h} pixels, but the distortion map "
+                                 f"{args.distortion} is for {dmap.width} x {dmap.height} images")
+    out.mkdir(parents=True, exist_ok=True)
+    frames = 0
+    for p in paths:
+        if p.suffix.lower() in (".tif", ".tiff"):  # a stack: every page
+            frames += _undistort_stack(p, out / p.name, dmap)
+        else:
+            image = read_frame(p)
+            _write_frame(out / p.name, dmap.correct_frame(image))
+            frames += 1
+    print(f"wrote {len(paths)} corrected image(s), {frames} frame(s), to {out} ({dmap.model} map, "
+          f"{time.perf_counter() - t0:.1f} s)")
+    return 0
+
+
+def _points(args: argparse.Namespace) -> int:
     out_csv = output_file(args.output)
     dmap = _map(args.distortion)
     src = check_input_file(args.points, "--points")
