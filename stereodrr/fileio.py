@@ -2,7 +2,8 @@
 rename it over the target, so a reader never sees a half-written file and a failure leaves the
 old file intact. Reads: a JSON reader, a numeric CSV reader and an input-file check whose errors name the file,
 what it was expected to be, and the line and column of malformed JSON. Text is read as UTF-8
-with an optional byte-order mark (Windows tools write one)."""
+with an optional byte-order mark (Windows tools write one). What native readers (ITK) print
+while a file is read is caught, to become part of a one-line error."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ import contextlib
 import json
 import math
 import os
+import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -124,3 +126,44 @@ def json_ready(x: Any) -> Any:
     if isinstance(x, float) and not math.isfinite(x):
         return None
     return x
+
+
+@contextlib.contextmanager
+def captured_native_stderr() -> Iterator[Callable[[], str]]:
+    """Collect what native code (ITK's MetaIO, GDCM) prints on file descriptor 2 during the
+    block, so the user sees one error line instead of library chatter; the text is passed on to
+    stderr afterwards unless the block raised (then it is part of the error message)."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real stderr (embedded interpreters): nothing to capture
+        yield lambda: ""
+        return
+    with tempfile.TemporaryFile() as buf:
+        os.dup2(buf.fileno(), 2)
+        failed = False
+
+        def text() -> str:
+            buf.seek(0)
+            return buf.read().decode("utf-8", "replace")
+
+        try:
+            yield text
+        except BaseException:
+            failed = True
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            if not failed and (extra := text()):
+                sys.stderr.write(extra)
+
+
+def itk_reason(message: str, native: str) -> str:
+    """The informative line of an ITK exception (plus what the library printed), one line."""
+    if "Unable to determine ImageIO reader" in message:
+        return "no ITK reader recognises it (empty or corrupt?)"
+    lines = [ln.strip() for ln in (native + "\n" + message).splitlines() if ln.strip()]
+    useful = [ln for ln in lines if not ln.startswith(("Reason:", "itk::", "Description:", "Exception thrown in"))
+              and "No such file or directory" not in ln]
+    return " ".join((useful or lines or ["unreadable"])[-2:]).removeprefix("sitk::ERROR: ")

@@ -19,7 +19,6 @@ import gzip
 import math
 import os
 import struct
-import sys
 import tempfile
 import warnings
 import zlib
@@ -33,7 +32,7 @@ import torch
 from numpy.typing import ArrayLike
 from torch import Tensor
 
-from .fileio import atomic_path
+from .fileio import atomic_path, captured_native_stderr, itk_reason
 from .geometry.se3 import transform_points
 from .physics.attenuation import mass_attenuation
 
@@ -297,7 +296,7 @@ def load_volume(path: str | os.PathLike[str]) -> Volume:
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"volume {str(p)!r} does not exist")
-    with _captured_stderr() as native:
+    with captured_native_stderr() as native:
         try:
             if p.is_dir():
                 image = _read_dicom_series(p)
@@ -314,7 +313,7 @@ def load_volume(path: str | os.PathLike[str]) -> Volume:
                     if image.HasMetaDataKey("0008|0016"):  # SOP Class UID: every DICOM file has one
                         _one_slice_thickness(p, image, image.GetMetaData if image.HasMetaDataKey(_THICKNESS) else None)
         except RuntimeError as exc:
-            raise ValueError(f"{p}: cannot read as a medical image ({_itk_reason(str(exc), native())})") from None
+            raise ValueError(f"{p}: cannot read as a medical image ({itk_reason(str(exc), native())})") from None
     try:
         return Volume.from_sitk(image)
     except ValueError as exc:
@@ -397,47 +396,6 @@ def _alone(path: Path) -> Iterator[Path]:
 
             shutil.copyfile(path, alone)
         yield alone
-
-
-@contextlib.contextmanager
-def _captured_stderr() -> Iterator[Callable[[], str]]:
-    """Collect what native code (ITK's MetaIO, GDCM) prints on file descriptor 2 during the
-    block, so the user sees one error line instead of library chatter; the text is passed on to
-    stderr afterwards unless the block raised (then it is part of the error message)."""
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError):  # no real stderr (embedded interpreters): nothing to capture
-        yield lambda: ""
-        return
-    with tempfile.TemporaryFile() as buf:
-        os.dup2(buf.fileno(), 2)
-        failed = False
-
-        def text() -> str:
-            buf.seek(0)
-            return buf.read().decode("utf-8", "replace")
-
-        try:
-            yield text
-        except BaseException:
-            failed = True
-            raise
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            if not failed and (extra := text()):
-                sys.stderr.write(extra)
-
-
-def _itk_reason(message: str, native: str) -> str:
-    """The informative line of an ITK exception (plus what the library printed), one line."""
-    if "Unable to determine ImageIO reader" in message:
-        return "not a NIfTI, MetaImage, NRRD or other format ITK reads (empty or corrupt?)"
-    lines = [ln.strip() for ln in (native + "\n" + message).splitlines() if ln.strip()]
-    useful = [ln for ln in lines if not ln.startswith(("Reason:", "itk::", "Description:", "Exception thrown in"))
-              and "No such file or directory" not in ln]
-    return " ".join((useful or lines or ["unreadable"])[-2:]).removeprefix("sitk::ERROR: ")
 
 
 _GZIP_MAGIC = b"\x1f\x8b"

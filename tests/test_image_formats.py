@@ -86,7 +86,7 @@ def test_register_masks_an_intensifier_field_when_no_masks_are_given(tmp_path: P
     assert _read_images(args, rig)[1] is None  # a line integral is not searched
 
 
-def test_one_reader_for_every_format_users_bring(tmp_path: Path) -> None:
+def test_one_reader_for_every_format_users_bring(tmp_path: Path, capfd) -> None:
     """C-arms export DICOM, research tools MHA/NRRD, viewers save grey as RGB PNG: each reads
     as the array its writer (SimpleITK, OpenCV, tifffile) was given; a colour image, a stack
     or a 3D volume given as one image is refused with the file named."""
@@ -121,4 +121,12 @@ def test_one_reader_for_every_format_users_bring(tmp_path: Path) -> None:
     (tmp_path / "junk.dcm").write_bytes(b"not an image")
     with pytest.raises(ValueError, match="junk.dcm: cannot read as an image"):
         read_image(tmp_path / "junk.dcm")
+    # A truncated MHA: ITK's own complaint is in the one line, not printed beside it.
+    sitk.WriteImage(sitk.GetImageFromArray(a16), str(tmp_path / "whole.mha"))
+    data = (tmp_path / "whole.mha").read_bytes()
+    (tmp_path / "cut.mha").write_bytes(data[: len(data) // 2])
+    capfd.readouterr()
+    with pytest.raises(ValueError, match=r"cut.mha: cannot read as an image \(ideal = 1536 : actual = \d+ "):
+        read_image(tmp_path / "cut.mha")
+    assert capfd.readouterr().err == ""
 

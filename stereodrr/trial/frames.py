@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from ..distortion.fov import FieldOfView, falloff_margin, field_of_view
-from ..fileio import check_input_file
+from ..fileio import captured_native_stderr, check_input_file, itk_reason
 from ..interop.autoscoper import read_tiff_stack
 from ..registration.inputs import to_line_integral
 
@@ -87,11 +87,12 @@ def _read_itk(p: Path) -> np.ndarray:
     """A DICOM, MHA, NRRD or NIfTI image as ``(frames, H, W)`` (a 2D image: one frame)."""
     import SimpleITK as sitk
 
-    try:
-        image = sitk.ReadImage(str(p))
-    except RuntimeError:
-        raise ValueError(f"{p}: cannot read as an image (expected TIFF, PNG, JPEG, BMP, DICOM, MHA, NRRD or "
-                         "NIfTI)") from None
+    with captured_native_stderr() as native:
+        try:
+            image = sitk.ReadImage(str(p))
+        except RuntimeError as exc:
+            raise ValueError(f"{p}: cannot read as an image ({itk_reason(str(exc), native())}); expected TIFF, "
+                             "PNG, JPEG, BMP, DICOM, MHA, NRRD or NIfTI") from None
     vector = image.GetNumberOfComponentsPerPixel() > 1
     arr = sitk.GetArrayFromImage(image)
     if image.GetDimension() == 2 or (image.GetDimension() == 3 and image.GetSize()[2] == 1):
