@@ -203,8 +203,9 @@ def _as_matrix(name: str, value: object, shape: tuple[int, ...]) -> np.ndarray:
 
 def _is_count(n: object) -> bool:
     """A positive whole number (an int, or a float such as ``512.0`` that JSON or NumPy gave), not a bool or text."""
-    return isinstance(n, (int, float, np.integer, np.floating)) and not isinstance(n, (bool, np.bool_)) \
-        and np.isfinite(n) and int(n) == n and n > 0
+    if not isinstance(n, (int, float, np.integer, np.floating)) or isinstance(n, (bool, np.bool_)):
+        return False
+    return bool(np.isfinite(n) and int(n) == n and n > 0)
 
 
 @dataclass(frozen=True, eq=False)
