@@ -207,6 +207,9 @@ def _cases() -> list[tuple[str, list[str]]]:
         c.append((f"render-phantom-{bad}", ["render", "--phantom", f"{{{bad}}}", "--rig", "{rig}", "-o", "OUT"]))
     c += [("render-no-input", ["render", "--rig", "{rig}", "-o", "OUT"]),
           ("render-step-tiny", ["render", "--ct", "{ct}", "--rig", "{rig}", "--step", "1e-7", "-o", "OUT"]),
+          ("render-step-with-exact", ["render", "--ct", "{ct}", "--rig", "{rig}", "--mode", "exact", "--step", "1",
+                                      "-o", "OUT"]),
+          ("render-seed-without-noise", ["render", "--ct", "{ct}", "--rig", "{rig}", "--seed", "5", "-o", "OUT"]),
           ("render-energy-nan", ["render", "--ct", "{ct}", "--rig", "{rig}", "--energy", "nan", "-o", "OUT"]),
           ("render-out-file", ["render", "--ct", "{ct}", "--rig", "{rig}", "-o", "{file}"]),
           ("render-device-unknown", ["render", "--ct", "{ct}", "--rig", "{rig}", "--device", "gpu", "-o", "OUT"]),
@@ -275,6 +278,7 @@ def _cases() -> list[tuple[str, list[str]]]:
           ("register-init-malformed", [*reg, "--ct", "{ct}", "--images", "{img_f}", "{img_f}", "--init",
                                        "{malformed}"]),
           ("register-levels-bad", [*reg, "--ct", "{ct}", "--images", "{img_f}", "{img_f}", "--levels", "x:y"]),
+          ("register-levels-zero-iterations", [*reg, "--ct", "{ct}", "--images", "{img_f}", "{img_f}", "--levels", "4:0"]),
           ("register-distortion-count", [*reg, "--ct", "{ct}", "--images", "{img_f}", "{img_f}", "--distortion",
                                          "{malformed}"]),
           ("register-distortion-not-a-map", [*reg, "--ct", "{ct}", "--images", "{img_f}", "{img_f}", "--distortion",

@@ -15,7 +15,7 @@ import time
 
 from ..distortion import CORRECTIONS, FitOptions, fit_maps, measure_grid, save_distortion
 from ..plot.distortion import plot_distortion
-from ..trial import read_frame
+from ..trial import read_image
 from ._args import input_file, integer, output_folder
 
 
@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     out = output_folder(args.output)
     grid_path = input_file(args.grid, "--grid", "grid image")
-    image = read_frame(grid_path)
+    image = read_image(grid_path)
     options = FitOptions(lattice=args.lattice, holes=args.holes, model=args.model, lwm_neighbours=args.neighbours,
                          folds=args.folds, seed=args.seed)
     meas = measure_grid(image, options, name=f"--grid {grid_path}")

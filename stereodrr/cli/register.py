@@ -137,8 +137,11 @@ def parse_levels(text: str) -> tuple[Level, ...]:
                              f"(positive integers, a volume factor like 2 or 3x3x1, a ray step like 1vox, similarity one "
                              f"of {sorted(SIMILARITIES)}, "
                              f"optimizer one of {sorted(OPTIMIZERS)}), got {part!r}")
-        levels.append(Level(int(fields[0]), int(fields[1]), factor, similarity=similarity, optimizer=optimizer,
-                            step_voxels=step))
+        try:  # the level's own checks (a zero count, a factor of 0), said as the option's error
+            levels.append(Level(int(fields[0]), int(fields[1]), factor, similarity=similarity, optimizer=optimizer,
+                                step_voxels=step))
+        except ValueError as exc:
+            raise UsageError(f"--levels {part!r}: {exc}") from None
     return tuple(levels)
 
 

@@ -75,7 +75,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--photons", type=number(0.0, MAX_PHOTONS, open_lo=True, what="photon count"), help="open-field photons per pixel (adds quantum noise)")
     g.add_argument("--decomposition", choices=list(DECOMPOSITIONS), default="tissue_bone",
                    help="HU -> materials (default tissue_bone; HU taken at --energy)")
-    g.add_argument("--seed", type=integer(0, 2**32 - 1, what="seed"), default=0, help="noise seed (view i uses seed + i)")
+    g.add_argument("--seed", type=integer(0, 2**32 - 1, what="seed"), default=None,
+                   help="noise seed (default 0; view i uses seed + i): with --photons or a preset that has them")
     p.set_defaults(func=run)
 
 
@@ -157,6 +158,16 @@ def _check_file_names(names: list[str], rig_path: str) -> None:
                              "at most 200 bytes); rename the view")
 
 
+def _check_ignored_options(args: argparse.Namespace, det: DetectorModel | None) -> None:
+    """Refuse an option this render would ignore: a step for Siddon's exact line integrals (no
+    samples), a noise seed without noise."""
+    if args.step is not None and args.mode == "exact":
+        raise UsageError("--step: the exact mode integrates every voxel's segment and takes no step; drop --step "
+                         "or choose --mode joseph or trilinear")
+    if args.seed is not None and (det is None or det.photons is None):
+        raise UsageError("--seed: these images have no noise to seed; add --photons (or a --preset with photons)")
+
+
 def run(args: argparse.Namespace) -> int:
     if not args.ct and not args.phantom:
         raise UsageError("give --ct and/or --phantom")
@@ -167,6 +178,7 @@ def run(args: argparse.Namespace) -> int:
     check_memory(render_bytes(sizes), f"rendering {len(rig)} view(s) of " + ", ".join(f"{w} x {h}" for w, h in sizes)
                  + f" px (--rig {args.rig})", args.device)
     det = detector_from_args(args)
+    _check_ignored_options(args, det)
     scene = _scene(args, det is not None)
     b = scene.balls
     marker_rows = [] if b is None else [{"view": name, "marker_id": int(i), "u": float(p[0]), "v": float(p[1])}
@@ -183,7 +195,7 @@ def run(args: argparse.Namespace) -> int:
                 images = simulate(scene, rig, projector, mono, output="line_integral")
                 counts = None
             else:
-                counts = simulate(scene, rig, projector, det, seed=args.seed, output="counts")
+                counts = simulate(scene, rig, projector, det, seed=args.seed or 0, output="counts")
                 images = {n: det.negative_log(c) for n, c in counts.items()}
         except RaysMissWarning as exc:
             view = exc.view if isinstance(exc.view, str) else rig.names[exc.view]

@@ -108,7 +108,7 @@ def test_errors_are_one_line_and_write_nothing(tmp_path, grid_tif, measured, cap
     assert exc.value.code == 2 and "one of the arguments --images --points is required" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("case", ["empty", "truncated", "nan", "constant", "folder", "colour"])
+@pytest.mark.parametrize("case", ["empty", "truncated", "nan", "constant", "folder", "colour", "stack"])
 def test_bad_grid_files(tmp_path, grid_tif, capsys, case):
     bad = tmp_path / "bad.tif"
     if case == "empty":
@@ -121,6 +121,9 @@ def test_bad_grid_files(tmp_path, grid_tif, capsys, case):
         tifffile.imwrite(bad, np.full((64, 64), 1000, np.uint16))
     elif case == "folder":
         bad.mkdir()
+    elif case == "stack":  # the grid behind a blank page: which page is the grid is not guessed
+        g = tifffile.imread(grid_tif)
+        tifffile.imwrite(bad, np.stack([g, g]))
     else:
         bad = tmp_path / "bad.png"
         cv2.imwrite(str(bad), np.random.default_rng(0).integers(0, 255, (64, 64, 3)).astype(np.uint8))
@@ -130,6 +133,8 @@ def test_bad_grid_files(tmp_path, grid_tif, capsys, case):
     rc = main(["distortion", "--grid", str(bad), "-o", str(out)])
     err = capsys.readouterr().err.strip()
     assert rc in (1, 2) and err.count("\n") == 0 and "Traceback" not in err and "bad" in err, err
+    if case == "stack":
+        assert "holds 2 images, expected one image" in err, err
     assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
 
 
