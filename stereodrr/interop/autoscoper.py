@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Sequence
@@ -125,6 +126,7 @@ def read_trial_file(path: str | os.PathLike[str], volumes: bool = True) -> Autos
     lists: dict[str, list[str]] = {k: [] for k in ("mayaCam_csv", "CameraRootDir", "VolumeFile", "VoxelSize",
                                                    "VolumeFlip", "RenderResolution", "OptimizationOffsets",
                                                    "MeshFile", "Version")}
+    unread = 0  # lines whose key follows blanks or a tab: Trial.cpp's key (up to the first space) misses it
     for raw in p.read_text(encoding="utf-8-sig", errors="replace").splitlines():
         line = raw.rstrip("\r")
         if not line or line[0] == "#":
@@ -132,6 +134,11 @@ def read_trial_file(path: str | os.PathLike[str], volumes: bool = True) -> Autos
         key, _, value = line.partition(" ")
         if key in lists:  # Trial::parse gives these three (not MeshFile) unix slashes as it reads them
             lists[key].append(_unix_slashes(value) if key in ("mayaCam_csv", "CameraRootDir", "VolumeFile") else value)
+        elif line.split() and line.split()[0] in lists:
+            unread += 1
+    if unread:
+        warnings.warn(f"{src}: {unread} line(s) start with blanks or separate their key by a tab; Autoscoper "
+                      "reads neither, nor does this reader: start each line with its key and one space", stacklevel=2)
     version = (1, 0)
     if lists["Version"]:
         parts = (lists["Version"][-1].strip().split(".") + ["0"])[:2]

@@ -190,6 +190,12 @@ def _warn_unmatched_numbers(frames: Mapping[str, list[Path]]) -> None:
 
 
 def _rig(cameras: Mapping[str, Camera], src: str) -> StereoRig:
+    names = list(cameras)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:  # one calibration listed twice: no baseline, nothing to triangulate
+            if np.linalg.norm(cameras[a].center - cameras[b].center) < 1e-6 * (1.0 + np.linalg.norm(cameras[a].center)):
+                raise ValueError(f"{src}: cameras {a} and {b} have their source at one place (the same "
+                                 "mayaCam_csv calibration twice?); each camera needs its own")
     try:
         return StereoRig(dict(cameras), rig_isocenter(cameras))
     except ValueError as exc:

@@ -60,6 +60,23 @@ def test_trial_with_missing_or_mismatched_frames_or_volumes(tmp_path):
         load_trial(root / "wrist.cfg")
 
 
+def test_a_camera_listed_twice_or_indented_lines_are_named(tmp_path):
+    """A trial file that lists one calibration twice has no baseline between those cameras; a
+    file whose lines are indented is read by Autoscoper as one without keys: both said plainly."""
+    root = _copy(tmp_path)
+    text = (root / "wrist.cfg").read_text()
+    twice = text.replace("mayaCam_csv Calibration/xr_calib_wrist_cam02.txt\n",
+                         "mayaCam_csv Calibration/xr_calib_wrist_cam02.txt\n" * 2)
+    twice = twice.replace("CameraRootDir XMA_UND/xr_data_wrist_cam02\n", "CameraRootDir XMA_UND/xr_data_wrist_cam02\n" * 2)
+    (root / "twice.cfg").write_text(twice)
+    with pytest.raises(ValueError, match="cameras cam2 and cam3 have their source at one place"):
+        load_trial(root / "twice.cfg")
+    (root / "indented.cfg").write_text("".join("  " + line + "\n" for line in text.splitlines()))
+    with pytest.warns(UserWarning, match="13 line\\(s\\) start with blanks or separate their key by a tab"):
+        with pytest.raises(ValueError, match="expected at least one mayaCam_csv line"):
+            load_trial(root / "indented.cfg")
+
+
 def test_a_trial_of_png_frames_or_upper_case_tif_loads_as_its_tiffs(tmp_path):
     """Autoscoper reads only ``*.tif*`` frames; a lab's PNG export, or TIFFs named ``.TIF``,
     load as image sequences sorted by name, the same pixels as the sample's TIFFs."""
