@@ -28,7 +28,7 @@ import torch
 from tqdm import tqdm
 
 from ..fileio import atomic_path, atomic_write_text
-from ..geometry import load_rig, save_rig
+from ..geometry import StereoRig, load_rig, save_rig
 from ..imaging import PRESETS, DetectorModel, Scene, Voxels, detector_preset, simulate
 from ..imaging.materials import DECOMPOSITIONS
 from ..physics import LAYERS, SCATTER_MODELS, Spectrum
@@ -158,6 +158,18 @@ def _check_file_names(names: list[str], rig_path: str) -> None:
                              "at most 200 bytes); rename the view")
 
 
+def _earlier_outputs(out: Path) -> set[Path]:
+    """The files an earlier render wrote into ``out`` (its ``rig.json`` names the views), which
+    this one replaces or, where it writes no such file, removes: a folder never mixes two renders."""
+    try:
+        names = load_rig(out / "rig.json").names if (out / "rig.json").is_file() else []
+    except ValueError:  # not a render's rig file: nothing of the folder is touched
+        return set()
+    files = {out / f for n in names for f in (f"{n}.tif", f"{n}.png", f"{n}_counts.png")}
+    files |= {out / "detector.json", out / "markers_px.csv"} if names else set()
+    return {f for f in files if f.is_file()}
+
+
 def _check_ignored_options(args: argparse.Namespace, det: DetectorModel | None) -> None:
     """Refuse an option this render would ignore: a step for Siddon's exact line integrals (no
     samples), a noise seed without noise."""
@@ -184,6 +196,18 @@ def run(args: argparse.Namespace) -> int:
     marker_rows = [] if b is None else [{"view": name, "marker_id": int(i), "u": float(p[0]), "v": float(p[1])}
                                         for name, cam in rig.cameras.items()
                                         for i, p in zip(b.ids, cam.project(b.centers)[0])]
+    images, counts = _render(args, rig, scene, det)
+    written = _write(out, args, rig, images, counts, det, marker_rows)
+    what = "" if det is None else (f" ({det.spectrum.description}, {'ideal' if det.layer is None else det.layer.material}"
+                                   f" detector, scatter {'off' if det.scatter is None else 'on'})")
+    print(f"wrote {len(rig)} view(s) to {out}/{what}: " + ", ".join(written))
+    return 0
+
+
+def _render(args: argparse.Namespace, rig: StereoRig, scene: Scene, det: DetectorModel | None
+            ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None]:
+    """The views' images (line integrals, or ``-log(I / I_open)`` of the detector's counts) and
+    the counts (``None`` without a detector)."""
     projector = Projector(args.mode, args.step)
     with torch.no_grad(), warnings.catch_warnings():
         # A view that sees nothing of the scene is a wrong rig or a misplaced CT: said before writing.
@@ -192,23 +216,27 @@ def run(args: argparse.Namespace) -> int:
             if det is None:
                 mono = DetectorModel(spectrum=Spectrum.monochromatic(args.energy), aperture=args.aperture or "area",
                                      subpixels=args.subpixels or BALL_SUBPIXELS)
-                images = simulate(scene, rig, projector, mono, output="line_integral")
-                counts = None
-            else:
-                counts = simulate(scene, rig, projector, det, seed=args.seed or 0, output="counts")
-                images = {n: det.negative_log(c) for n, c in counts.items()}
+                return simulate(scene, rig, projector, mono, output="line_integral"), None
+            counts = simulate(scene, rig, projector, det, seed=args.seed or 0, output="counts")
+            return {n: det.negative_log(c) for n, c in counts.items()}, counts
         except RaysMissWarning as exc:
             view = exc.view if isinstance(exc.view, str) else rig.names[exc.view]
             raise ValueError(f"--rig {args.rig}: no ray of view {view!r} meets the "
                              f"{'CT' if args.ct else 'phantom'}'s box; check the rig and where the CT lies "
                              "(nothing written)") from None
+
+
+def _write(out: Path, args: argparse.Namespace, rig: StereoRig, images: dict[str, torch.Tensor],
+           counts: dict[str, torch.Tensor] | None, det: DetectorModel | None, marker_rows: list[dict]) -> list[str]:
+    """Write the views, ``rig.json``, ``detector.json`` and ``markers_px.csv`` (what applies), and
+    remove what an earlier render into ``out`` wrote that this one does not; the names written."""
     counts_png = counts is not None and det is not None and det.bit_depth is not None and det.bit_depth <= 16
+    earlier = _earlier_outputs(out)
     for name in tqdm(rig.names, desc="write", disable=len(rig) < 2):
         img = images[name].detach().cpu().numpy()
         write_float_tiff(img, out / f"{name}.tif")
         preview_png(img, out / f"{name}.png")
-        if counts_png:
-            assert counts is not None
+        if counts is not None and counts_png:
             with atomic_path(out / f"{name}_counts.png") as tmp:
                 if not cv2.imwrite(str(tmp), counts[name].cpu().numpy().astype(np.uint16)):
                     raise ValueError(f"{out / name}_counts.png: OpenCV could not write the PNG")
@@ -223,7 +251,8 @@ def run(args: argparse.Namespace) -> int:
         with atomic_path(out / "markers_px.csv") as tmp:
             pd.DataFrame(marker_rows).to_csv(tmp, index=False)
         written.append("markers_px.csv")
-    what = "" if det is None else (f" ({det.spectrum.description}, {'ideal' if det.layer is None else det.layer.material}"
-                                   f" detector, scatter {'off' if det.scatter is None else 'on'})")
-    print(f"wrote {len(rig)} view(s) to {out}/{what}: " + ", ".join(written))
-    return 0
+    kept = {out / f for n in rig.names for f in (f"{n}.tif", f"{n}.png", f"{n}_counts.png" if counts_png else "")}
+    kept |= {out / f for f in ("rig.json", "detector.json" if det is not None else "", "markers_px.csv" if marker_rows else "")}
+    for stale in sorted(earlier - kept):  # an earlier render's views and files this one does not replace
+        stale.unlink(missing_ok=True)
+    return written

@@ -111,17 +111,9 @@ def _resolve(path: str, base: Path, version: tuple[int, int]) -> Path:
     return p if p.exists() or not (base / p).exists() else base / p
 
 
-def read_trial_file(path: str | os.PathLike[str], volumes: bool = True) -> AutoscoperTrialFile:
-    """Parse an Autoscoper trial file (module docstring) the way ``Trial.cpp`` does, with its
-    checks: at least one camera, as many camera folders as cameras, at least one volume, a voxel
-    size per volume, no mesh or one per volume. ``volumes=False`` reads only the cameras and
-    their folders (what bead tracking needs): the volume lines are neither required nor read.
-
-    Raises:
-        FileNotFoundError: no such file. ValueError: a check fails or a number is malformed (the
-            message names the key and the file).
-    """
-    p = check_input_file(path, "trial file")
+def _trial_lines(p: Path) -> dict[str, list[str]]:
+    """The values of each key Trial.cpp reads, line by line as it reads them (the key up to the
+    first space); lines it cannot read (a key after blanks or a tab) are counted in a warning."""
     src = str(p)
     lists: dict[str, list[str]] = {k: [] for k in ("mayaCam_csv", "CameraRootDir", "VolumeFile", "VoxelSize",
                                                    "VolumeFlip", "RenderResolution", "OptimizationOffsets",
@@ -138,7 +130,23 @@ def read_trial_file(path: str | os.PathLike[str], volumes: bool = True) -> Autos
             unread += 1
     if unread:
         warnings.warn(f"{src}: {unread} line(s) start with blanks or separate their key by a tab; Autoscoper "
-                      "reads neither, nor does this reader: start each line with its key and one space", stacklevel=2)
+                      "reads neither, nor does this reader: start each line with its key and one space", stacklevel=3)
+    return lists
+
+
+def read_trial_file(path: str | os.PathLike[str], volumes: bool = True) -> AutoscoperTrialFile:
+    """Parse an Autoscoper trial file (module docstring) the way ``Trial.cpp`` does, with its
+    checks: at least one camera, as many camera folders as cameras, at least one volume, a voxel
+    size per volume, no mesh or one per volume. ``volumes=False`` reads only the cameras and
+    their folders (what bead tracking needs): the volume lines are neither required nor read.
+
+    Raises:
+        FileNotFoundError: no such file. ValueError: a check fails or a number is malformed (the
+            message names the key and the file).
+    """
+    p = check_input_file(path, "trial file")
+    src = str(p)
+    lists = _trial_lines(p)
     version = (1, 0)
     if lists["Version"]:
         parts = (lists["Version"][-1].strip().split(".") + ["0"])[:2]

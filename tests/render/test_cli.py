@@ -123,3 +123,23 @@ def test_render_warns_of_a_ct_in_mu_and_of_saturated_views_and_refuses_path_view
                  str(tmp_path / "bad")]) == 1
     assert "view name '../escaped' cannot name a file" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists() and not (tmp_path / "escaped.tif").exists()
+
+
+def test_a_second_render_into_the_folder_leaves_none_of_the_first(tmp_path):
+    """A three-view render with counts, then a two-view line-integral render into the same
+    folder: the third view, the counts PNGs and detector.json of the first go (they would read
+    as part of the second); the user's own file stays."""
+    save_volume(torso_phantom(size=(32, 24, 20), spacing=(5.0, 5.5, 6.0), supersample=1), tmp_path / "ct.nii.gz")
+    pair = StereoRig.convergent(5.0, sid=600, sdd=1000, pixel_spacing=4.0, width=40, height=32)
+    three = StereoRig({**pair.cameras, "third": pair["right"]}, pair.isocenter)
+    save_rig(three, tmp_path / "three.json")
+    save_rig(pair, tmp_path / "pair.json")
+    out = tmp_path / "out"
+    assert main(["render", "--ct", str(tmp_path / "ct.nii.gz"), "--rig", str(tmp_path / "three.json"), "-o", str(out),
+                 "--preset", "fluoro80"]) == 0
+    (out / "notes.txt").write_text("mine")
+    assert {"third.tif", "left_counts.png", "detector.json"} <= {p.name for p in out.iterdir()}
+    assert main(["render", "--ct", str(tmp_path / "ct.nii.gz"), "--rig", str(tmp_path / "pair.json"), "-o",
+                 str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["left.png", "left.tif", "notes.txt", "rig.json", "right.png",
+                                                     "right.tif"]
