@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import time
+import warnings
 from pathlib import Path
 
 import cv2
@@ -129,6 +130,11 @@ def _points(args: argparse.Namespace) -> int:
     except ValueError:
         raise ValueError(f"--points {src}: columns u, v must hold numbers") from None
     p = dmap.undistort_points(q)
+    outside = np.flatnonzero(~np.isnan(q).any(axis=1) & ((q < -0.5) | (q > [dmap.width - 0.5, dmap.height - 0.5])).any(axis=1))
+    if len(outside):
+        warnings.warn(f"--points {src}: {len(outside)} point(s) lie outside the map's {dmap.width} x {dmap.height} image "
+                      f"(first: row {outside[0] + 1}, u {q[outside[0], 0]:g}, v {q[outside[0], 1]:g}); their correction "
+                      "is extrapolated: are u and v swapped, or the map another camera's?", stacklevel=2)
     rest = table.drop(columns=["u", "v"])
     result = rest.assign(**{c: [("" if np.isnan(x) else f"{x:.6f}") for x in col]
                             for c, col in zip(new, (q[:, 0], q[:, 1], p[:, 0], p[:, 1]))})

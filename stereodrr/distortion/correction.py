@@ -377,16 +377,34 @@ class DistortionMap:
     def correct_frame(self, frame: np.ndarray) -> np.ndarray:
         """A recorded frame ``(H, W)`` corrected (:meth:`undistort_image`) in its own dtype:
         integer frames rounded and clipped back to their type, as a frame file would hold them.
+        Where a corrected pixel has no recorded data (outside the round field) it takes the
+        frame's own level outside the field (the median there: black for a raw frame, white for
+        an inverted export), not 0.
 
         Raises:
             ValueError: the frame is not ``height x width``.
         """
         raw = np.asarray(frame)
         out = self.undistort_image(raw.astype(np.float64))
+        fill = self._outside_level(raw)
+        if fill != 0.0:
+            if "support" not in self._cache:  # the share of each corrected pixel's pre-image that holds data
+                self._cache["support"] = self.undistort_image(np.ones((self.height, self.width)))
+            out = out + (1.0 - self._cache["support"]) * fill
         if np.issubdtype(raw.dtype, np.integer):
             info = np.iinfo(raw.dtype)
             return np.clip(np.rint(out), info.min, info.max).astype(raw.dtype)
         return out.astype(raw.dtype)
+
+    def _outside_level(self, frame: np.ndarray) -> float:
+        """The median of ``frame`` more than 2 px outside the round field (0 without a field, or
+        when under 1 % of the pixels lie there)."""
+        if not math.isfinite(self.field_radius):
+            return 0.0
+        outside = ~self.field_of_view(-2.0).mask((self.height, self.width))
+        if frame.shape != outside.shape or outside.sum() < 0.01 * outside.size:
+            return 0.0
+        return float(np.median(frame[outside]))
 
     def coverage(self) -> np.ndarray:
         """``(H, W)`` the fraction of each corrected pixel's pre-image that lies in the recorded

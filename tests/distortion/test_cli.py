@@ -203,3 +203,32 @@ def test_undistort_points_keeps_the_other_columns_as_written(tmp_path, measured,
     assert main(["undistort", "--distortion", str(measured), "--points", str(tmp_path / "again.csv"), "-o",
                  str(tmp_path / "r.csv")]) == 1
     assert "already has column(s) u_corrected" in capsys.readouterr().err
+
+
+def test_undistort_points_outside_the_map_warn(tmp_path, measured):
+    """A point outside the map's image (u and v swapped, or another camera's map) is corrected by
+    extrapolation: written, with a warning naming the first such row."""
+    src = tmp_path / "p.csv"
+    src.write_text("u,v\n100,200\n-20,128\n5000,10\n")
+    with pytest.warns(UserWarning, match=r"2 point\(s\) lie outside the map's 320 x 320 image \(first: row 2, u -20, v 128\)"):
+        assert main(["undistort", "--distortion", str(measured), "--points", str(src), "-o", str(tmp_path / "q.csv")]) == 0
+    assert len((tmp_path / "q.csv").read_text().splitlines()) == 4
+
+
+def test_undistort_keeps_an_inverted_exports_outside_level(tmp_path, grid_tif, measured):
+    """Corrected pixels without recorded data take the frame's own level outside the round field:
+    white for an inverted export (they were set to 0, a black ring around a white outside),
+    black for the raw frame; inside the field the two stay each other's inverse."""
+    m = load_distortion(measured / "distortion.json")
+    g = tifffile.imread(grid_tif).astype(np.float64)
+    raw = np.round(255 * g / g.max()).astype(np.uint8)
+    assert np.isfinite(m.field_radius) and (~m.field_of_view(-2.0).mask(raw.shape)).mean() > 0.01  # a round field
+    cv2.imwrite(str(tmp_path / "raw.png"), raw)
+    cv2.imwrite(str(tmp_path / "inverted.png"), 255 - raw)
+    assert main(["undistort", "--distortion", str(measured), "--images", str(tmp_path / "raw.png"),
+                 str(tmp_path / "inverted.png"), "-o", str(tmp_path / "c")]) == 0
+    a, b = (cv2.imread(str(tmp_path / "c" / f), cv2.IMREAD_UNCHANGED).astype(int) for f in ("raw.png", "inverted.png"))
+    outside = ~m.field_of_view(-2.0).mask(raw.shape)
+    assert np.median(255 - raw[outside]) == 255 and (b[outside] == 255).all()
+    assert (a[outside] == 0).all()
+    assert np.abs(a + b - 255).max() <= 1  # rounding
