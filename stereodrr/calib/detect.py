@@ -401,6 +401,9 @@ class DetectOptions:
         min_roundness: smallest accepted ratio of the minor to the major axis of a candidate.
         pixel_aspect: a pixel's height over its width, ``dv / du`` (``fx / fy``): the ball fit
             models the elliptical shadow non-square pixels give.
+        max_blobs: refuse an image with more ball-sized candidates than this before fitting
+            them (``None``: no limit); calibration sets it from the phantom's marker count, so a
+            wrong image (a grid plate: hundreds of holes) fails in a second, not minutes.
     """
 
     subpixel: Subpixel = "fit"
@@ -408,6 +411,7 @@ class DetectOptions:
     threshold_fraction: float = 0.2
     min_roundness: float = 0.6
     pixel_aspect: float = 1.0
+    max_blobs: int | None = None
 
     def __post_init__(self) -> None:
         if self.subpixel not in ("fit", "centroid"):
@@ -463,6 +467,9 @@ def detect_markers(
     a, used = attenuation_image(image, kind, dmax, name)
     top = _tophat(a, int(2 * np.ceil(dmax / 2) + 5))
     blobs, n_candidates, thr = _blobs(top, dmin, dmax, o)
+    if o.max_blobs is not None and len(blobs) > o.max_blobs:
+        raise ValueError(f"{name}: {len(blobs)} ball-sized blobs, more than the {o.max_blobs} a shot of this phantom "
+                         "can show: not an image of the phantom (a grid plate, another object)?")
     if o.subpixel == "fit" and blobs and top.max() > _MAX_CONTRAST:
         # Not an attenuation image: a bright-bone display (65535 - I, or -log scaled to 16 bits).
         raise ValueError(f"{name}: markers stand {top.max():.4g} above their background as {used!r}, beyond any "

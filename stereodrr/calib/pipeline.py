@@ -57,6 +57,10 @@ if TYPE_CHECKING:
     from ..render.aperture import Aperture
     from .detect import ImageKind
 
+#: Ball-sized blobs per phantom marker (plus 50) above which an image is refused before the
+#: fits: a calibration shot shows its markers and a few look-alikes, a grid plate hundreds.
+MAX_BLOBS_PER_MARKER = 10
+
 __all__ = ["StereoCalibration", "CalibrationOptions", "calibrate_stereo", "check_images", "held_out_points",
            "detect", "correct_detections", "identify", "fundamental", "dlt", "triangulation", "judge", "score_against_truth",
            "FundamentalStage", "DltStage", "TriangulationStage"]
@@ -327,7 +331,8 @@ def detect(images: Mapping[str, np.ndarray], markers: pd.DataFrame, nominal: Ste
     for n in tqdm(nominal.names, desc="detect", disable=not o.progress):
         K = nominal[n].K  # non-square pixels make each ball's shadow an ellipse: the fit models it
         detections[n] = detect_markers(images[n], kind=o.kind, diameter_px=(dmin, dmax), aperture=o.aperture,
-                                       options=DetectOptions(pixel_aspect=float(K[0, 0] / K[1, 1])),
+                                       options=DetectOptions(pixel_aspect=float(K[0, 0] / K[1, 1]),
+                                                             max_blobs=MAX_BLOBS_PER_MARKER * len(markers) + 50),
                                        name=f"image {n!r}", transmission=transmission)
     return correct_detections(detections, o.distortion, nominal)
 

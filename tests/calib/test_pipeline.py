@@ -116,6 +116,20 @@ def test_bad_images(shots):
                          CalibrationOptions(progress=False))
 
 
+def test_an_image_of_hundreds_of_holes_is_refused_before_the_fits(shots):
+    """A grid plate's image given as a view (26 x 26 ball-sized discs): refused from its blob
+    count in a moment (the fits of 676 candidates took minutes before failing)."""
+    phantom, nominal, _, images, _ = shots
+    v, u = np.mgrid[0:320, 0:320]
+    grid = np.zeros((320, 320))
+    for cy in range(6, 320, 12):
+        for cx in range(6, 320, 12):
+            grid += 0.5 * (np.hypot(u - cx, v - cy) < 2.5)
+    with pytest.raises(ValueError, match=r"image 'right': \d+ ball-sized blobs, more than the 290 a shot of this"):
+        calibrate_stereo({"left": images["left"], "right": grid}, phantom.marker_table(), nominal,
+                         CalibrationOptions(progress=False, aperture="point"))
+
+
 def test_calibrate_cli_on_files(shots, tmp_path, capsys):
     _, nominal, _, images, _ = shots
     paths = [write_image(tmp_path / f"{n}.tif", images[n].astype(np.float32)) for n in nominal.names]
