@@ -169,6 +169,7 @@ def _cases() -> list[tuple[str, list[str]]]:
     c: list[tuple[str, list[str]]] = []
     # rig: only numbers and outputs
     c += [("rig-disparity-negative", ["rig", "--disparity-error", "-1", "-o", "OUT/rig.json"]),
+          ("rig-figure-not-an-image", ["rig", "--figure", "OUT/fig.txt", "-o", "OUT/rig.json"]),
           ("rig-sdd-inf", ["rig", "--sdd", "inf", "-o", "OUT/rig.json"]),
           ("rig-sdd-nan", ["rig", "--sdd", "nan", "-o", "OUT/rig.json"]),
           ("rig-sid-over-sdd", ["rig", "--sid", "1300", "-o", "OUT/rig.json"]),

@@ -32,7 +32,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dlt-convention", choices=get_args(DltConvention), default="xmalab",
                    help="pixels of --dlt: 'xmalab' (XMALab, DLTdv7 and earlier: 1-based, y up) or 'dltdv8' "
                         "(DLTdv8: 1-based, y down)")
-    p.add_argument("--figure", help="also draw the rig in 3D (PNG): sources, detectors, central rays, isocenter")
+    p.add_argument("--figure", help="also draw the rig in 3D (PNG, or PDF/SVG by the suffix): sources, detectors, "
+                                    "central rays, isocenter")
     p.add_argument("--phantom", help="with --figure: draw this phantom's markers (a built-in name or a phantom JSON)")
     p.add_argument("--compare", metavar="RIG", help="with --figure: draw this rig file (e.g. a calibrated rig.json) "
                                                      "beside the one built here")
@@ -53,6 +54,12 @@ def run(args: argparse.Namespace) -> int:
     other = None
     if args.figure:
         output_file(args.figure, "--figure")
+        from ..plot._save import figure_format  # (matplotlib: imported only when a figure is asked for)
+
+        try:
+            figure_format(args.figure)
+        except ValueError as exc:
+            raise UsageError(f"--figure: {exc}") from None
         if args.compare:
             other = load_rig(input_file(args.compare, "--compare", "rig file"))
         markers = load_phantom(args.phantom).marker_table()[["x", "y", "z"]].to_numpy() if args.phantom else None
