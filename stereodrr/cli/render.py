@@ -232,27 +232,30 @@ def _write(out: Path, args: argparse.Namespace, rig: StereoRig, images: dict[str
     remove what an earlier render into ``out`` wrote that this one does not; the names written."""
     counts_png = counts is not None and det is not None and det.bit_depth is not None and det.bit_depth <= 16
     earlier = _earlier_outputs(out)
+    paths: set[Path] = set()
     for name in tqdm(rig.names, desc="write", disable=len(rig) < 2):
         img = images[name].detach().cpu().numpy()
         write_float_tiff(img, out / f"{name}.tif")
         preview_png(img, out / f"{name}.png")
+        paths |= {out / f"{name}.tif", out / f"{name}.png"}
         if counts is not None and counts_png:
             with atomic_path(out / f"{name}_counts.png") as tmp:
                 if not cv2.imwrite(str(tmp), counts[name].cpu().numpy().astype(np.uint16)):
                     raise ValueError(f"{out / name}_counts.png: OpenCV could not write the PNG")
-    save_rig(rig, out / "rig.json")
+            paths.add(out / f"{name}_counts.png")
+    paths.add(save_rig(rig, out / "rig.json"))
     written = [f"{n}.tif/.png" + (f", {n}_counts.png" if counts_png else "") for n in rig.names] + ["rig.json"]
     if det is not None:
         atomic_write_text(out / "detector.json", json.dumps({
             "schema": "stereodrr.detector/1", "detector": det.to_dict(), "reference_energy_kev": args.energy,
             "decomposition": args.decomposition, "image": "-log(I / I_open)"}, indent=1))
+        paths.add(out / "detector.json")
         written.append("detector.json")
     if marker_rows:
         with atomic_path(out / "markers_px.csv") as tmp:
             pd.DataFrame(marker_rows).to_csv(tmp, index=False)
+        paths.add(out / "markers_px.csv")
         written.append("markers_px.csv")
-    kept = {out / f for n in rig.names for f in (f"{n}.tif", f"{n}.png", f"{n}_counts.png" if counts_png else "")}
-    kept |= {out / f for f in ("rig.json", "detector.json" if det is not None else "", "markers_px.csv" if marker_rows else "")}
-    for stale in sorted(earlier - kept):  # an earlier render's views and files this one does not replace
+    for stale in sorted(earlier - paths):  # an earlier render's views and files this one did not replace
         stale.unlink(missing_ok=True)
     return written

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Sequence, TypeGuard
 
 import numpy as np
 import scipy.linalg
@@ -201,11 +201,14 @@ def _as_matrix(name: str, value: object, shape: tuple[int, ...]) -> np.ndarray:
     return arr
 
 
+def _is_number(x: object) -> TypeGuard[int | float | np.integer | np.floating]:
+    """An int or float (Python's or NumPy's), not a bool or text: what a rig file's numbers may be."""
+    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, (bool, np.bool_))
+
+
 def _is_count(n: object) -> bool:
-    """A positive whole number (an int, or a float such as ``512.0`` that JSON or NumPy gave), not a bool or text."""
-    if not isinstance(n, (int, float, np.integer, np.floating)) or isinstance(n, (bool, np.bool_)):
-        return False
-    return bool(np.isfinite(n) and int(n) == n and n > 0)
+    """A positive whole number (an int, or a float such as ``512.0`` that JSON or NumPy gave)."""
+    return _is_number(n) and bool(np.isfinite(n) and int(n) == n and n > 0)
 
 
 @dataclass(frozen=True, eq=False)
@@ -254,8 +257,7 @@ class Camera:
         if not (du > 0 and dv > 0 and np.isfinite(du) and np.isfinite(dv)):
             raise ValueError(f"pixel_spacing: expected one or two positive numbers (mm), got {self.pixel_spacing!r}")
         given = self.sdd if self.sdd is not None else math.nan  # None (JSON null) as NaN: the default
-        number = isinstance(given, (int, float, np.integer, np.floating)) and not isinstance(given, bool)
-        sdd = math.nan if not number else float(K[0, 0] * du) if np.isnan(given) else float(given)
+        sdd = math.nan if not _is_number(given) else float(K[0, 0] * du) if np.isnan(given) else float(given)
         if not (sdd > 0 and np.isfinite(sdd)):
             raise ValueError(f"sdd: expected a positive distance in mm, got {self.sdd!r}")
         for name, value in (("K", K), ("R", R), ("t", t)):

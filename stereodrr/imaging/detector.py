@@ -409,8 +409,8 @@ SATURATION_WARN_SHARE = 0.01
 def warn_saturation(view: str, counts: Float[Tensor, "H W"], bit_depth: int, stacklevel: int = 2) -> None:
     """Warn when more than 1% of a view's quantised counts sit at the bit depth's top:
     ``-log(I / I_open)`` reads those pixels (air, mostly) as attenuating. The text names the view
-    alone, so Python shows it once per view and place: a dataset of many items warns once per
-    view name, not once per item."""
+    alone (no share), so repeats are the same text: a dataset of many items says it once per view
+    name (:func:`stereodrr.dataset.generate_dataset` gathers its items' warnings)."""
     top = float(2**bit_depth - 1)
     if float((counts.detach() >= top).float().mean()) > SATURATION_WARN_SHARE:
         warnings.warn(f"view {view!r}: more than 1% of its pixels saturate at {top:.0f} counts ({bit_depth} bits), "

@@ -119,7 +119,6 @@ def simulate(scene: Scene, cameras: Cameras, projector: Projector | None = None,
     return out
 
 
-
 def _line(energy_kev: float):  # noqa: ANN202 - a Spectrum (physics is imported by the detector)
     from ..physics.spectrum import Spectrum
 
