@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .threads import numba_kernel
+from .threads import announce_compile, numba_kernel
 
 try:  # Numba is an optional accelerator; the torch path is complete without it.
     import numba
@@ -492,23 +492,28 @@ if numba is not None:
             for lane in range(lanes):
                 acc[lane] = acc[lane] + sample[lane] if t < steps[lane] else acc[lane]
 
+    @njit(fastmath=FASTMATH, cache=True, error_model="numpy")
+    def _joseph_forward_block(flat, dims, o, e, s0, s1, kk, out, blk, n_blocks):  # pragma: no cover - compiled
+        """Block ``blk`` of :func:`_joseph_forward`'s schedule: tiles ``blk, blk + n_blocks, ...``."""
+        n_rays = o.shape[0]
+        lanes_i = np.zeros((5, _TILE), np.int64)  # row, its step, steps, base; each ray's lane
+        # pb, dpb, pc, dpc, fb, fc, sample, sum, sm, dsm (the rays' dtype: drr gives the volume the same)
+        lanes_f = np.zeros((10, _TILE), o.dtype)
+        for tile in range(blk, _tiles(n_rays), n_blocks):
+            r0 = tile * _TILE
+            n = min(n_rays, r0 + _TILE) - r0
+            lanes, sb, sc = _tile_runs(flat, dims, o, e, s0, s1, kk, r0, n, lanes_i, lanes_f)
+            _lanes_sum(flat, lanes, sb, sc, lanes_i[0], lanes_i[1], lanes_i[2], lanes_f[0], lanes_f[1], lanes_f[2],
+                       lanes_f[3], lanes_i[3], lanes_f[4], lanes_f[5], lanes_f[6], lanes_f[7])
+            for i in range(n):
+                r, lane = r0 + i, lanes_i[4, i]
+                steps = lanes_i[2, lane] if lane >= 0 else 0
+                out[r] = _joseph_finish(flat, o[r], e[r], s0[r], s1[r], kk[r], dims, steps, lanes_f[7, max(lane, 0)])
+
     @njit(parallel=True, fastmath=FASTMATH, cache=True, error_model="numpy")
     def _joseph_forward(flat, dims, o, e, s0, s1, kk, out, n_blocks):  # pragma: no cover - compiled
-        n_rays = o.shape[0]
-        for blk in prange(n_blocks):
-            lanes_i = np.zeros((5, _TILE), np.int64)  # row, its step, steps, base; each ray's lane
-            # pb, dpb, pc, dpc, fb, fc, sample, sum, sm, dsm (the rays' dtype: drr gives the volume the same)
-            lanes_f = np.zeros((10, _TILE), o.dtype)
-            for tile in range(blk, _tiles(n_rays), n_blocks):
-                r0 = tile * _TILE
-                n = min(n_rays, r0 + _TILE) - r0
-                lanes, sb, sc = _tile_runs(flat, dims, o, e, s0, s1, kk, r0, n, lanes_i, lanes_f)
-                _lanes_sum(flat, lanes, sb, sc, lanes_i[0], lanes_i[1], lanes_i[2], lanes_f[0], lanes_f[1], lanes_f[2],
-                           lanes_f[3], lanes_i[3], lanes_f[4], lanes_f[5], lanes_f[6], lanes_f[7])
-                for i in range(n):
-                    r, lane = r0 + i, lanes_i[4, i]
-                    steps = lanes_i[2, lane] if lane >= 0 else 0
-                    out[r] = _joseph_finish(flat, o[r], e[r], s0[r], s1[r], kk[r], dims, steps, lanes_f[7, max(lane, 0)])
+        for blk in prange(n_blocks):  # a call, not inlined: the parallel pass compiles a large body slowly
+            _joseph_forward_block(flat, dims, o, e, s0, s1, kk, out, np.int64(blk), n_blocks)
 
     @njit(inline="always", fastmath=FASTMATH, cache=True)
     def _lanes_grad_sums(flat, lanes, sb, sc, lanes_i, lanes_f):  # pragma: no cover - compiled
@@ -641,6 +646,17 @@ if numba is not None:
         gs0[r] = gr * d_lo
         gs1[r] = gr * d_hi
 
+    @njit(fastmath=FASTMATH, cache=True, error_model="numpy")
+    def _joseph_backward_scatter(flat, dims, o, e, s0, s1, kk, g, buf, go, ge, gs0, gs1, blk,
+                                 n_blocks):  # pragma: no cover - compiled
+        """Block ``blk`` of :func:`_joseph_backward`'s schedule with the volume's gradient,
+        scattered into ``buf``. (A call from the ``prange`` body, not inlined into it: Numba's
+        parallel pass compiles a large body slowly, 80 s for the two paths inlined.)"""
+        for r in range(blk, o.shape[0], n_blocks):
+            terms = _joseph_grad_ray(flat, dims, o[r], e[r], s0[r], s1[r], kk[r], g[r], True, buf, 0,
+                                     (_F0, _F0, _F0, _F0, _F0))
+            _store_grad(r, g[r], terms, go, ge, gs0, gs1)
+
     @njit(parallel=True, fastmath=FASTMATH, cache=True, error_model="numpy")
     def _joseph_backward(flat, dims, o, e, s0, s1, kk, g, want_vol, gvol, go, ge, gs0, gs1):  # pragma: no cover
         """Pose gradients alone: tiles of rays as the forward pass (lanes); with the volume's
@@ -649,13 +665,11 @@ if numba is not None:
         n_blocks = gvol.shape[0]
         n_rays = o.shape[0]
         for blk in prange(n_blocks):
-            buf = gvol[blk]
             if want_vol:
-                for r in range(blk, n_rays, n_blocks):
-                    terms = _joseph_grad_ray(flat, dims, o[r], e[r], s0[r], s1[r], kk[r], g[r], True, buf, 0,
-                                             (_F0, _F0, _F0, _F0, _F0))
-                    _store_grad(r, g[r], terms, go, ge, gs0, gs1)
+                _joseph_backward_scatter(flat, dims, o, e, s0, s1, kk, g, gvol[blk], go, ge, gs0, gs1, np.int64(blk),
+                                         n_blocks)
                 continue
+            buf = gvol[blk]
             lanes_i = np.zeros((5, _TILE), np.int64)
             # as the forward pass's, then s, f_b, f_c and the sums f_b, s f_b, f_c, s f_c
             lanes_f = np.zeros((17, _TILE), o.dtype)
@@ -668,8 +682,10 @@ if numba is not None:
                     r, lane = r0 + i, lanes_i[4, i]
                     steps, j = (lanes_i[2, lane], lane) if lane >= 0 else (0, 0)
                     sums = (lanes_f[7, j], lanes_f[13, j], lanes_f[14, j], lanes_f[15, j], lanes_f[16, j])
-                    terms = _joseph_grad_ray(flat, dims, o[r], e[r], s0[r], s1[r], kk[r], g[r], False, buf, steps, sums)
+                    terms = _joseph_grad_ray(flat, dims, o[r], e[r], s0[r], s1[r], kk[r], g[r], False, buf, steps,
+                                             sums)
                     _store_grad(r, g[r], terms, go, ge, gs0, gs1)
+
 
 def _in_numba_kernel(fn: Callable[P, R]) -> Callable[P, R]:
     """Run ``fn`` inside :func:`stereodrr.render.threads.numba_kernel` (threading layer chosen
@@ -729,7 +745,9 @@ def _run_forward(kernel: Callable[..., None], data: Tensor, o: Tensor, rays: tup
     on = _np(o)
     out = np.zeros(o.shape[0], dtype=on.dtype)
     if o.shape[0]:
-        kernel(*_flat(data), on, *(_np(x) for x in rays), out, numba.get_num_threads())
+        args = (*_flat(data), on, *(_np(x) for x in rays), out, numba.get_num_threads())
+        announce_compile(kernel, args)
+        kernel(*args)
     return torch.from_numpy(out)
 
 
@@ -746,7 +764,9 @@ def _run_backward(kernel: Callable[..., None], grad: Tensor, data: Tensor, o: Te
     go, ge = np.zeros((n, 3), dtype), np.zeros((n, 3), dtype)
     g_first, g_second = np.empty(n, dtype), np.empty(n, dtype)
     if n:
-        kernel(flat, dims, on, *(_np(x) for x in rays), _np(grad), want_data, gvol, go, ge, g_first, g_second)
+        args = (flat, dims, on, *(_np(x) for x in rays), _np(grad), want_data, gvol, go, ge, g_first, g_second)
+        announce_compile(kernel, args)
+        kernel(*args)
     g_data = _volume_grad(gvol, dims) if want_data else data.new_zeros(0)
     return g_data, torch.from_numpy(go), torch.from_numpy(ge), torch.from_numpy(g_first), torch.from_numpy(g_second)
 

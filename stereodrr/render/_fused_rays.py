@@ -17,7 +17,7 @@ from torch import Tensor
 
 from ..geometry import camera_center
 from ._fused import _F0, _HALF, FASTMATH
-from .threads import numba_kernel
+from .threads import announce_compile, numba_kernel
 
 try:  # Numba is optional here as in _fused.
     import numba
@@ -90,6 +90,8 @@ def rays(index_from_world: Tensor, K: Tensor, R: Tensor, t: Tensor, start: int, 
     if n:
         Mn, orgn, Kn, Rn = (x.detach().contiguous().numpy() for x in (M, org, K, R))
         tiny = dtype.type(torch.finfo(K.dtype).tiny ** 0.25)  # rays.nonzero_direction's threshold
+        args = (Mn, orgn, Kn, Rn, start, width, n_pix, np.asarray(shape_xyz, np.int64), tiny, o, e, s0, s1)
         with numba_kernel():
-            _rays(Mn, orgn, Kn, Rn, start, width, n_pix, np.asarray(shape_xyz, np.int64), tiny, o, e, s0, s1)
+            announce_compile(_rays, args)
+            _rays(*args)
     return tuple(torch.from_numpy(x) for x in (o, e, s0, s1))  # type: ignore[return-value]

@@ -33,7 +33,8 @@ import sys
 import threading
 from typing import Any, Callable, Iterator
 
-__all__ = ["prefer_passive_openmp", "numba_kernel", "single_threaded_torch", "single_threaded_blas", "set_cpu_threads"]
+__all__ = ["prefer_passive_openmp", "numba_kernel", "announce_compile", "single_threaded_torch", "single_threaded_blas",
+           "set_cpu_threads"]
 
 
 def prefer_passive_openmp() -> bool:
@@ -70,6 +71,32 @@ def numba_kernel() -> Iterator[None]:
             prefer_passive_openmp()
         _prefer_workqueue()
         yield
+
+
+_ANNOUNCED = threading.Event()
+
+
+def announce_compile(kernel: Any, args: tuple[Any, ...]) -> None:
+    """One line on stderr, once per process, before a Numba kernel compiles for ``args``' types:
+    on a new install the fused kernels compile on their first call (the Joseph backward pass
+    about 40 s on 2 cores), then load from Numba's cache in a second or two. Silent when this
+    process has the kernel for those types or the cache holds it (looked up through Numba's
+    cache index; a Numba whose cache cannot be inspected so gives no line). Only to a terminal:
+    a script's or a pipeline's stderr stays as the commands define it."""
+    if _ANNOUNCED.is_set() or not sys.stderr.isatty():
+        return
+    try:
+        sig = tuple(kernel.typeof_pyval(a) for a in args)
+        cache = kernel._cache
+        if sig in kernel.overloads or not getattr(cache, "_enabled", False):
+            return
+        if cache._index_key(sig, kernel.targetctx.codegen()) in cache._cache_file._load_index():
+            return
+    except Exception:  # noqa: BLE001 - Numba's cache internals differ between versions: say nothing
+        return
+    _ANNOUNCED.set()
+    print("stereodrr: compiling the CPU renderer's kernels for this machine (once: Numba caches them for "
+          "later runs; up to a minute or two) ...", file=sys.stderr, flush=True)
 
 
 @contextlib.contextmanager
