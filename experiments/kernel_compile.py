@@ -12,6 +12,7 @@ the ray set-up).
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -45,6 +46,7 @@ for mode in ("joseph", "exact", "trilinear"):
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as cache:
         env = {**os.environ, "NUMBA_CACHE_DIR": cache}
