@@ -151,25 +151,32 @@ def measure(fn: Callable[[], np.ndarray], repeats: int, slow_s: float = 15.0,
             _sync()
             times.append(time.perf_counter() - t0)
         return img, min(times), torch.cuda.max_memory_allocated() - base
-    with PeakRSS() as mem:
-        t0 = time.perf_counter()
-        img = fn()
-        first = time.perf_counter() - t0
+    img, first, mem = _warm_up(fn, slow_s)
     if first >= slow_s:
-        with PeakRSS() as warm:
-            t0 = time.perf_counter()
-            img = fn()
-            second = time.perf_counter() - t0
-        return img, second, warm.delta
+        return img, first, mem
     times = []
     for i in range(max(1, repeats)):
-        with PeakRSS() as warm:
-            t0 = time.perf_counter()
-            img = fn()
-            times.append(time.perf_counter() - t0)
+        img, seconds, warm = _timed(fn)
+        times.append(seconds)
         if i == 0:
             mem = warm
-    return img, min(times), mem.delta
+    return img, min(times), mem
+
+
+def _timed(fn: Callable[[], np.ndarray]) -> tuple[np.ndarray, float, int]:
+    """One call of ``fn``: its image, seconds and peak resident-memory rise."""
+    with PeakRSS() as peak:
+        t0 = time.perf_counter()
+        img = fn()
+        seconds = time.perf_counter() - t0
+    return img, seconds, peak.delta
+
+
+def _warm_up(fn: Callable[[], np.ndarray], slow_s: float) -> tuple[np.ndarray, float, int]:
+    """:func:`_timed` of the first call, or of a second one where the first took ``slow_s`` or
+    more (it may have been compiling)."""
+    img, seconds, mem = _timed(fn)
+    return _timed(fn) if seconds >= slow_s else (img, seconds, mem)
 
 
 def measure_interleaved(calls: dict[str, Callable[[], np.ndarray]], repeats: int, slow_s: float = 15.0,
@@ -192,14 +199,7 @@ def measure_interleaved(calls: dict[str, Callable[[], np.ndarray]], repeats: int
             img = fn()
             first, mem = time.perf_counter() - t0, torch.cuda.max_memory_allocated() - base
         else:
-            for _ in range(2):
-                with PeakRSS() as peak:
-                    t0 = time.perf_counter()
-                    img = fn()
-                    first = time.perf_counter() - t0
-                mem = peak.delta
-                if first < slow_s:
-                    break
+            img, first, mem = _warm_up(fn, slow_s)
         out[name] = (img, first, first, mem)
         if first < slow_s:
             times[name] = []
