@@ -521,7 +521,9 @@ def run(out: Path, sizes: list[int], repeats: int, torch_path_max: int, peers: t
         except ImportError as exc:
             print(f"{name} unavailable ({exc}); run `make bench-install` to compare")
     if only:  # e.g. ("CUDA",): the GPU rows alone (experiments/gpu_check.sh)
-        methods = {k: v for k, v in methods.items() if any(w in k for w in only)}
+        # plastimatch's process row also yields its render-time row: either name keeps it
+        names = {k: (k, PLASTIMATCH_RENDER) if k == PLASTIMATCH_PROCESS else (k,) for k in methods}
+        methods = {k: v for k, v in methods.items() if any(w in n for w in only for n in names[k])}
     A64 = _index_from_world(vol, torch.float64)
     data64 = vol.data.double()
     rows = []
