@@ -11,7 +11,8 @@ appearance:
   ``CameraRootDir DIR`` (one per camera); these and ``VolumeFile`` paths may use backslashes (a
   trial saved on Windows): they are read with slashes, as Autoscoper does;
 - ``VolumeFile PATH``, ``VoxelSize sx sy sz`` (mm, one per volume), ``VolumeFlip fx fy fz``
-  (0/1, the i-th line applies to the i-th volume; missing lines mean no flip);
+  (0/1, the i-th line applies to the i-th volume; missing lines, missing numbers and a line with no
+  value mean no flip);
 - ``RenderResolution W H`` (the last one wins; default 512 512),
   ``OptimizationOffsets`` (six numbers, the last one wins; default 0.1 each), ``MeshFile PATH``.
 
@@ -178,10 +179,12 @@ def read_trial_file(path: str | os.PathLike[str], volumes: bool = True) -> Autos
             raise ValueError(f"{src}: VoxelSize (volume {i}): expected positive sizes in mm, got {s.strip()!r}")
         flip = [0, 0, 0]
         if i < len(lists["VolumeFlip"]):
-            # Trial.cpp streams three ints into zeros: "VolumeFlip 1" flips x alone
+            # Trial.cpp streams three ints into zeros: "VolumeFlip 1" flips x alone, and a
+            # "VolumeFlip" line with no value (an empty stream) flips nothing
             given = lists["VolumeFlip"][i]
-            n_given = min(max(len(given.split()), 1), 3)
-            flip[:n_given] = _numbers(src, f"VolumeFlip (volume {i})", given, n_given, int)
+            n_given = min(len(given.split()), 3)
+            if n_given:
+                flip[:n_given] = _numbers(src, f"VolumeFlip (volume {i})", given, n_given, int)
         entries.append(AutoscoperVolumeEntry(_resolve(v, base, version), (size[0], size[1], size[2]),
                                              (bool(flip[0]), bool(flip[1]), bool(flip[2]))))
     res = (512, 512)

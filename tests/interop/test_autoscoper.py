@@ -123,13 +123,18 @@ def test_malformed_trial_files_give_one_line_errors(tmp_path, lines, match):
     assert "\n" not in str(info.value)
 
 
-@pytest.mark.parametrize("value", ["1", "1 0", "0 1", "1 1 1", "0 0 1", "1 0 0 "])
-def test_short_volume_flips_read_as_autoscoper_streams_them(tmp_path, value):
-    """Trial.cpp streams up to three ints into zeros: ``VolumeFlip 1`` flips x alone."""
-    lines = ["mayaCam_csv c.txt", "CameraRootDir a", "VolumeFile v.tif", "VoxelSize 1 1 1", f"VolumeFlip {value}"]
+@pytest.mark.parametrize("line", ["VolumeFlip 1", "VolumeFlip 1 0", "VolumeFlip 0 1", "VolumeFlip 1 1 1",
+                                  "VolumeFlip 0 0 1", "VolumeFlip 1 0 0 ", "VolumeFlip ", "VolumeFlip"])
+def test_short_volume_flips_read_as_autoscoper_streams_them(tmp_path, line):
+    """Trial.cpp streams up to three ints into zeros (``Trial::loadVolumes``, Trial.cpp 333-337):
+    ``VolumeFlip 1`` flips x alone. A ``VolumeFlip`` line with no value, with or without its
+    space, is kept as an empty value (``Trial::parse`` 236-238: the key read up to the first
+    space, ``GetLineFromStream`` of the rest gives ``""``) and flips nothing."""
+    lines = ["mayaCam_csv c.txt", "CameraRootDir a", "VolumeFile v.tif", "VoxelSize 1 1 1", line]
     (tmp_path / "t.cfg").write_text("\n".join(lines) + "\n")
+    _, lists = parse_trial((tmp_path / "t.cfg").read_text(), str(tmp_path / "t.cfg"))
     got = read_trial_file(tmp_path / "t.cfg", volumes=True).volumes[0].flip
-    assert got == tuple(bool(f) for f in volume_flips(value))
+    assert got == tuple(bool(f) for f in volume_flips(lists["VolumeFlip"][0]))
 
 
 def test_frame_discovery_follows_autoscoper(tmp_path):
