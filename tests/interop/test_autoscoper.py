@@ -212,18 +212,27 @@ def test_tra_written_is_what_autoscoper_loads(tmp_path):
     np.testing.assert_allclose(both[0][1].translation_, two[0, 1, :3, 3], atol=1e-12)
 
 
-@pytest.mark.parametrize("as_matrix, commas", [(True, True), (True, False), (False, True), (False, False)])
-def test_tra_written_by_autoscoper_reads_here(tmp_path, as_matrix, commas):
+@pytest.mark.parametrize("as_matrix, commas, rows", [(True, True, True), (True, False, True), (False, True, True),
+                                                     (False, False, True), (True, True, False), (True, False, False)])
+def test_tra_written_by_autoscoper_reads_here(tmp_path, as_matrix, commas, rows):
+    """Every layout of Autoscoper's export (``save_tracking_results``, AutoscoperMainWindow.cpp
+    736-839) reads as the pose Autoscoper loads back from it with the same options
+    (``load_tracking_results`` 984-1106), the "Column" orientation (lines 812-815: the
+    column-major ``CoordFrame::to_matrix`` as it is) included: its translation is the last row."""
     rng = np.random.default_rng(5)
     frames = [None if f == 2 else [*rng.normal(scale=50, size=3), *rng.uniform(-170, 170, 3) * [1, 0.5, 1]]
               for f in range(5)]
-    save_tracking_results(frames, tmp_path / "t.tra", save_as_matrix=as_matrix, save_with_commas=commas)
+    save_tracking_results(frames, tmp_path / "t.tra", save_as_matrix=as_matrix, save_as_rows=rows,
+                          save_with_commas=commas)
     poses = load_tra(tmp_path / "t.tra")[:, 0]
+    loaded = load_tracking_results(tmp_path / "t.tra", num_frames=5, save_as_matrix=as_matrix, save_as_rows=rows,
+                                   save_with_commas=commas)
     for f, xyzypr in enumerate(frames):
         if xyzypr is None:
-            assert np.isnan(poses[f]).all()
+            assert np.isnan(poses[f]).all() and loaded[f][0] is None
             continue
-        cf = CoordFrame.from_xyzypr(xyzypr)
+        cf = loaded[f][0]
+        np.testing.assert_allclose(cf.rotation_, CoordFrame.from_xyzypr(xyzypr).rotation_, atol=1e-12)
         np.testing.assert_allclose(poses[f, :3, :3], np.reshape(cf.rotation_, (3, 3)).T, atol=1e-12)
         np.testing.assert_allclose(poses[f, :3, 3], cf.translation_, atol=1e-12)
         np.testing.assert_allclose(xyzypr_to_matrix(xyzypr), poses[f], atol=1e-12)
@@ -239,6 +248,9 @@ def test_tra_bad_input(tmp_path):
     (tmp_path / "short.tra").write_text("1,2,3\n")
     with pytest.raises(ValueError, match="expected 16"):
         load_tra(tmp_path / "short.tra")
+    (tmp_path / "neither.tra").write_text(",".join(str(float(i)) for i in range(1, 17)) + "\n")
+    with pytest.raises(ValueError, match="not a rigid 4x4 transform row by row"):
+        load_tra(tmp_path / "neither.tra")
 
 
 def test_trial_file_without_volumes_when_asked(tmp_path):
