@@ -11,7 +11,8 @@ appearance:
   ``CameraRootDir DIR`` (one per camera); these and ``VolumeFile`` paths may use backslashes (a
   trial saved on Windows): they are read with slashes, as Autoscoper does;
 - ``VolumeFile PATH``, ``VoxelSize sx sy sz`` (mm, one per volume), ``VolumeFlip fx fy fz``
-  (0/1, the i-th line applies to the i-th volume; missing lines mean no flip);
+  (0/1, the i-th line applies to the i-th volume; missing lines, missing numbers and a line with no
+  value mean no flip);
 - ``RenderResolution W H`` (the last one wins; default 512 512),
   ``OptimizationOffsets`` (six numbers, the last one wins; default 0.1 each), ``MeshFile PATH``.
 
@@ -30,7 +31,8 @@ tracks is this volume's CT -> world matrix.
 
 **Tracking results** (``AutoscoperMainWindow::save_tracking_results`` / ``load_tracking_results``):
 one line per frame of the trial; per volume 16 numbers (the 4x4 CT -> world matrix, row by row,
-translation in mm; the default "matrix, rows, commas, mm" of the export dialog) or 6
+translation in mm; the default "matrix, rows, commas, mm" of the export dialog; a "Column" export,
+the matrix column by column, is told by its last four numbers and read too) or 6
 (``x, y, z, yaw, pitch, roll``: translation and the intrinsic Z-Y-X angles in degrees,
 ``R = Rz(yaw) Ry(pitch) Rx(roll)``); an untracked frame is all ``NaN``.
 """
@@ -178,10 +180,12 @@ def read_trial_file(path: str | os.PathLike[str], volumes: bool = True) -> Autos
             raise ValueError(f"{src}: VoxelSize (volume {i}): expected positive sizes in mm, got {s.strip()!r}")
         flip = [0, 0, 0]
         if i < len(lists["VolumeFlip"]):
-            # Trial.cpp streams three ints into zeros: "VolumeFlip 1" flips x alone
+            # Trial.cpp streams three ints into zeros: "VolumeFlip 1" flips x alone, and a
+            # "VolumeFlip" line with no value (an empty stream) flips nothing
             given = lists["VolumeFlip"][i]
-            n_given = min(max(len(given.split()), 1), 3)
-            flip[:n_given] = _numbers(src, f"VolumeFlip (volume {i})", given, n_given, int)
+            n_given = min(len(given.split()), 3)
+            if n_given:
+                flip[:n_given] = _numbers(src, f"VolumeFlip (volume {i})", given, n_given, int)
         entries.append(AutoscoperVolumeEntry(_resolve(v, base, version), (size[0], size[1], size[2]),
                                              (bool(flip[0]), bool(flip[1]), bool(flip[2]))))
     res = (512, 512)
@@ -355,14 +359,20 @@ def load_tra(path: str | os.PathLike[str], n_volumes: int = 1, layout: TraLayout
     """Read a ``.tra``: ``(F, n_volumes, 4, 4)``, NaN for untracked frames.
 
     The separator (comma or blanks) and the layout (16 or 6 numbers per volume) are read off the
-    file unless ``layout`` is given. Autoscoper's other export options (columns instead of rows,
-    cm, radians) leave no mark in the file: convert such files with the tool that wrote them.
+    file unless ``layout`` is given, and so is the orientation of the 16 numbers: row by row (the
+    export dialog's default: the last four are ``0 0 0 1``) or column by column (Autoscoper's
+    "Column" option: the translation comes last), which is read transposed back (a file whose
+    every translation is 0 cannot tell them apart and is read row by row). Autoscoper's
+    other export options (cm, radians) leave no mark in the file: convert such files with the
+    tool that wrote them.
 
     Raises:
-        FileNotFoundError: no such file. ValueError: lines of another length, or non-numbers.
+        FileNotFoundError: no such file. ValueError: lines of another length, non-numbers, or
+            16 numbers that are a rigid transform's neither row by row nor column by column.
     """
     p = check_input_file(path, "tracking file")
-    frames = []
+    frames: list[list[np.ndarray]] = []
+    matrices: list[tuple[int, int]] = []  # (frame, volume) of the cells read as 16 numbers
     for n, raw in enumerate(p.read_text(encoding="utf-8-sig", errors="replace").splitlines(), 1):
         line = raw.strip()
         if not line:
@@ -385,7 +395,21 @@ def load_tra(path: str | os.PathLike[str], n_volumes: int = 1, layout: TraLayout
                 poses.append(np.full((4, 4), np.nan))
             else:
                 poses.append(cell.reshape(4, 4) if per == 16 else xyzypr_to_matrix(cell))
+                if per == 16:
+                    matrices.append((len(frames), v))
         frames.append(poses)
     if not frames:
         raise ValueError(f"{p}: the file holds no frame")
-    return np.asarray(frames)
+    out = np.asarray(frames)
+    if matrices:
+        # AutoscoperMainWindow::save_tracking_results writes CoordFrame::to_matrix (column-major)
+        # reordered row by row, or as it is with "Column": then the translation is the last row.
+        index = tuple(np.array(matrices).T)
+        M = out[index]
+        last = np.array([0.0, 0.0, 0.0, 1.0])
+        if np.abs(M[:, 3] - last).max() > 1e-9:
+            if np.abs(M[:, :, 3] - last).max() > 1e-9:
+                raise ValueError(f"{p}: the 16 numbers are not a rigid 4x4 transform row by row (last four 0 0 0 1) "
+                                 "(numbers 13-16 are 0 0 0 1) nor column by column (numbers 4, 8, 12, 16 are 0 0 0 1)")
+            out[index] = M.transpose(0, 2, 1)
+    return out

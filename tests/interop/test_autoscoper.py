@@ -123,13 +123,18 @@ def test_malformed_trial_files_give_one_line_errors(tmp_path, lines, match):
     assert "\n" not in str(info.value)
 
 
-@pytest.mark.parametrize("value", ["1", "1 0", "0 1", "1 1 1", "0 0 1", "1 0 0 "])
-def test_short_volume_flips_read_as_autoscoper_streams_them(tmp_path, value):
-    """Trial.cpp streams up to three ints into zeros: ``VolumeFlip 1`` flips x alone."""
-    lines = ["mayaCam_csv c.txt", "CameraRootDir a", "VolumeFile v.tif", "VoxelSize 1 1 1", f"VolumeFlip {value}"]
+@pytest.mark.parametrize("line", ["VolumeFlip 1", "VolumeFlip 1 0", "VolumeFlip 0 1", "VolumeFlip 1 1 1",
+                                  "VolumeFlip 0 0 1", "VolumeFlip 1 0 0 ", "VolumeFlip ", "VolumeFlip"])
+def test_short_volume_flips_read_as_autoscoper_streams_them(tmp_path, line):
+    """Trial.cpp streams up to three ints into zeros (``Trial::loadVolumes``, Trial.cpp 333-337):
+    ``VolumeFlip 1`` flips x alone. A ``VolumeFlip`` line with no value, with or without its
+    space, is kept as an empty value (``Trial::parse`` 236-238: the key read up to the first
+    space, ``GetLineFromStream`` of the rest gives ``""``) and flips nothing."""
+    lines = ["mayaCam_csv c.txt", "CameraRootDir a", "VolumeFile v.tif", "VoxelSize 1 1 1", line]
     (tmp_path / "t.cfg").write_text("\n".join(lines) + "\n")
+    _, lists = parse_trial((tmp_path / "t.cfg").read_text(), str(tmp_path / "t.cfg"))
     got = read_trial_file(tmp_path / "t.cfg", volumes=True).volumes[0].flip
-    assert got == tuple(bool(f) for f in volume_flips(value))
+    assert got == tuple(bool(f) for f in volume_flips(lists["VolumeFlip"][0]))
 
 
 def test_frame_discovery_follows_autoscoper(tmp_path):
@@ -207,18 +212,27 @@ def test_tra_written_is_what_autoscoper_loads(tmp_path):
     np.testing.assert_allclose(both[0][1].translation_, two[0, 1, :3, 3], atol=1e-12)
 
 
-@pytest.mark.parametrize("as_matrix, commas", [(True, True), (True, False), (False, True), (False, False)])
-def test_tra_written_by_autoscoper_reads_here(tmp_path, as_matrix, commas):
+@pytest.mark.parametrize("as_matrix, commas, rows", [(True, True, True), (True, False, True), (False, True, True),
+                                                     (False, False, True), (True, True, False), (True, False, False)])
+def test_tra_written_by_autoscoper_reads_here(tmp_path, as_matrix, commas, rows):
+    """Every layout of Autoscoper's export (``save_tracking_results``, AutoscoperMainWindow.cpp
+    736-839) reads as the pose Autoscoper loads back from it with the same options
+    (``load_tracking_results`` 984-1106), the "Column" orientation (lines 812-815: the
+    column-major ``CoordFrame::to_matrix`` as it is) included: its translation is the last row."""
     rng = np.random.default_rng(5)
     frames = [None if f == 2 else [*rng.normal(scale=50, size=3), *rng.uniform(-170, 170, 3) * [1, 0.5, 1]]
               for f in range(5)]
-    save_tracking_results(frames, tmp_path / "t.tra", save_as_matrix=as_matrix, save_with_commas=commas)
+    save_tracking_results(frames, tmp_path / "t.tra", save_as_matrix=as_matrix, save_as_rows=rows,
+                          save_with_commas=commas)
     poses = load_tra(tmp_path / "t.tra")[:, 0]
+    loaded = load_tracking_results(tmp_path / "t.tra", num_frames=5, save_as_matrix=as_matrix, save_as_rows=rows,
+                                   save_with_commas=commas)
     for f, xyzypr in enumerate(frames):
         if xyzypr is None:
-            assert np.isnan(poses[f]).all()
+            assert np.isnan(poses[f]).all() and loaded[f][0] is None
             continue
-        cf = CoordFrame.from_xyzypr(xyzypr)
+        cf = loaded[f][0]
+        np.testing.assert_allclose(cf.rotation_, CoordFrame.from_xyzypr(xyzypr).rotation_, atol=1e-12)
         np.testing.assert_allclose(poses[f, :3, :3], np.reshape(cf.rotation_, (3, 3)).T, atol=1e-12)
         np.testing.assert_allclose(poses[f, :3, 3], cf.translation_, atol=1e-12)
         np.testing.assert_allclose(xyzypr_to_matrix(xyzypr), poses[f], atol=1e-12)
@@ -234,6 +248,9 @@ def test_tra_bad_input(tmp_path):
     (tmp_path / "short.tra").write_text("1,2,3\n")
     with pytest.raises(ValueError, match="expected 16"):
         load_tra(tmp_path / "short.tra")
+    (tmp_path / "neither.tra").write_text(",".join(str(float(i)) for i in range(1, 17)) + "\n")
+    with pytest.raises(ValueError, match="not a rigid 4x4 transform row by row"):
+        load_tra(tmp_path / "neither.tra")
 
 
 def test_trial_file_without_volumes_when_asked(tmp_path):
