@@ -409,7 +409,7 @@ def load_tra(path: str | os.PathLike[str], n_volumes: int = 1, layout: TraLayout
         last = np.array([0.0, 0.0, 0.0, 1.0])
         if np.abs(M[:, 3] - last).max() > 1e-9:
             if np.abs(M[:, :, 3] - last).max() > 1e-9:
-                raise ValueError(f"{p}: the 16 numbers are not a rigid 4x4 transform row by row (last four 0 0 0 1) "
-                                 "(numbers 13-16 are 0 0 0 1) nor column by column (numbers 4, 8, 12, 16 are 0 0 0 1)")
+                raise ValueError(f"{p}: expected 16 numbers per volume forming a 4x4 transform row by row (numbers "
+                                 "13-16 are 0 0 0 1) or column by column (numbers 4, 8, 12, 16 are 0 0 0 1)")
             out[index] = M.transpose(0, 2, 1)
     return out

@@ -249,7 +249,7 @@ def test_tra_bad_input(tmp_path):
     with pytest.raises(ValueError, match="expected 16"):
         load_tra(tmp_path / "short.tra")
     (tmp_path / "neither.tra").write_text(",".join(str(float(i)) for i in range(1, 17)) + "\n")
-    with pytest.raises(ValueError, match="not a rigid 4x4 transform row by row"):
+    with pytest.raises(ValueError, match="forming a 4x4 transform row by row"):
         load_tra(tmp_path / "neither.tra")
 
 
