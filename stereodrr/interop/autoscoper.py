@@ -236,8 +236,9 @@ def frame_files(folder: str | os.PathLike[str]) -> list[Path]:
     if not d.is_dir():
         raise ValueError(f"camera folder {str(d)!r} is not a folder")
     # Video.cpp: the text after the last '.' (the whole name when there is none) starts with "tif".
-    files = sorted(f for f in d.iterdir() if not f.name.startswith(".")
-                   and f.name.rsplit(".", 1)[-1].startswith("tif") and f.is_file())
+    # Sorted by the names' bytes, as Video.cpp sorts them (Path order is case-blind on Windows).
+    files = sorted((f for f in d.iterdir() if not f.name.startswith(".")
+                    and f.name.rsplit(".", 1)[-1].startswith("tif") and f.is_file()), key=lambda f: os.fsencode(f.name))
     if not files:
         raise ValueError(f"camera folder {str(d)!r} holds no TIFF frame (*.tif, *.tiff)")
     return files
