@@ -202,7 +202,11 @@ def read_trial_file(path: str | os.PathLike[str], volumes: bool = True) -> Autos
 
 
 def _relative(path: Path, base: Path) -> str:
-    return os.path.relpath(os.path.abspath(path), os.path.abspath(base)).replace(os.sep, "/")
+    try:
+        rel = os.path.relpath(os.path.abspath(path), os.path.abspath(base))
+    except ValueError:  # another drive (Windows): no relative path leads there
+        rel = os.path.abspath(path)
+    return rel.replace(os.sep, "/")
 
 
 def write_trial_file(trial: AutoscoperTrialFile, path: str | os.PathLike[str]) -> Path:

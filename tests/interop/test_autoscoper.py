@@ -2,6 +2,7 @@
 against transliterations of Autoscoper's own code (tests/interop/autoscoper_readers.py)."""
 
 import itertools
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -105,6 +106,22 @@ def test_written_trial_file_reads_in_autoscoper(tmp_path):
     write_trial_file(replace(spec, meshes=[DATA / "m1.stl", DATA / "m2.stl"]), out)
     version, lists = parse_trial(out.read_text(), str(out))
     assert version == [1, 2] and [resolve(p) for p in lists["MeshFile"]] == [resolve(DATA / "m1.stl"), resolve(DATA / "m2.stl")]
+
+
+def test_trial_file_on_another_drive_names_its_data_absolutely(tmp_path, monkeypatch):
+    """On Windows no relative path leads to another drive (os.path.relpath raises): the trial
+    then names the data absolutely, which Trial::toAbsolutePath (Trial.cpp 180-188) keeps."""
+    def no_relative(path, start=None):
+        raise ValueError("path is on mount 'D:', start on mount 'C:'")
+    monkeypatch.setattr(os.path, "relpath", no_relative)
+    spec = AutoscoperTrialFile(cameras=[DATA / "Calibration" / "xr_calib_wrist_cam01.txt"],
+                               camera_dirs=[DATA / "XMA_UND" / "xr_data_wrist_cam01"],
+                               volumes=[AutoscoperVolumeEntry(DATA / "Models" / "rad_dcm_cropped.tif", (1.0, 1.0, 1.0))])
+    out = tmp_path / "trial.cfg"
+    write_trial_file(spec, out)
+    _, lists = parse_trial(out.read_text(), str(out))
+    assert lists["mayaCam_csv"] == [os.path.abspath(spec.cameras[0]).replace(os.sep, "/")]
+    assert lists["VolumeFile"] == [os.path.abspath(spec.volumes[0].path).replace(os.sep, "/")]
 
 
 @pytest.mark.parametrize("lines, match", [
