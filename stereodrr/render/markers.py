@@ -6,7 +6,10 @@ the chord::
 
     ell = 2 sqrt(max(r^2 - |w - (w . d) d|^2, 0)),   w = c - C
 
-so the sphere adds ``mu * ell`` to the pixel (per pixel-centre ray, no supersampling). The
+so the sphere adds ``mu * ell`` to the pixel (per pixel-centre ray, no supersampling). The ray
+starts at the source (``s >= 0``, as the volume renderer clips it): of a ball the source's
+plane cuts only the part in front counts, ``|[w . d - ell/2, w . d + ell/2] & [0, inf)|``, and a
+ball behind the source casts no shadow. The
 perpendicular distance is formed as a vector before squaring, which keeps full relative
 precision when the source is far from the sphere. The gradient w.r.t. the centre is finite
 everywhere (zero outside the silhouette; it grows as ``1/ell`` towards the rim, as the chord does).
@@ -77,10 +80,15 @@ def _chord_sums(centers: Tensor, diameters: Tensor, mu: Tensor, K: Tensor, R: Te
     """``(N,)`` ``sum_m mu_m ell_m`` along the rays of pixel coordinates ``uv`` ``(N, 2)`` of one view."""
     src, d = pixel_to_ray(K, R, t, uv)  # (N, 3)
     w = centers[None, :, :] - src[:, None, :]  # (N, M, 3)
-    perp = w - (w * d[:, None, :]).sum(-1, keepdim=True) * d[:, None, :]
+    along = (w * d[:, None, :]).sum(-1, keepdim=True)  # (N, M, 1) path length to the closest point
+    perp = w - along * d[:, None, :]
     h2 = (0.5 * diameters)[None, :] ** 2 - (perp * perp).sum(-1)
     inside = h2 > 0
-    chord = 2.0 * torch.sqrt(torch.where(inside, h2, torch.ones_like(h2)))
+    half = torch.sqrt(torch.where(inside, h2, torch.ones_like(h2)))
+    # The ray starts at the source (s >= 0, as the volume path clips it): a ball whose chord
+    # starts behind the source counts only its part in front, one behind the source nothing.
+    along = along[..., 0]
+    chord = torch.where(along >= half, 2.0 * half, (along + half).clamp_min(0.0) - (along - half).clamp_min(0.0))
     return (torch.where(inside, chord, torch.zeros_like(chord)) * mu[None, :]).sum(-1)
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from stereodrr.geometry import StereoRig
+from stereodrr.geometry import Camera, StereoRig, rotvec_to_matrix
 from stereodrr.render import render_drr, render_spheres, sphere_drr
 from stereodrr.volume import Volume
 
@@ -28,6 +28,36 @@ def test_chord_integral_exact_and_centres_projected():
         truth = (mu * 2 * np.sqrt(np.clip((dia / 2) ** 2 - h ** 2, 0, None))).sum(-1)
         assert np.abs(img[b].numpy() - truth).max() <= 1e-6 * truth.max()
         assert np.allclose(uv[b].numpy(), cam.project(centers)[0], atol=1e-9)
+
+
+def test_a_ball_counts_only_in_front_of_the_source():
+    """The pixel ray starts at the source (s >= 0, as the volume renderer clips it): a ball behind
+    the source cast a full shadow, and one around the source its whole chord. Truth: the roots
+    of ``|C + s d - c| = r`` clipped to ``s >= 0``, rays from the pinhole formula written here."""
+    R = rotvec_to_matrix(np.array([0.3, -0.2, 0.5]))
+    src = np.array([4.0, -3.0, 2.0])
+    K = np.array([[40.0, 1.5, 9.3], [0.0, 55.0, 6.8], [0.0, 0.0, 1.0]])
+    cam = Camera(K, R, -R @ src, 19, 14)
+    axis = R[2]  # principal ray
+    side = R[0]
+    centers = np.array([src - 30.0 * axis + 1.0 * side,  # behind the source
+                        src + 1.5 * axis,  # around the source, centre in front
+                        src - 2.0 * axis + 0.5 * side,  # around the source, centre behind
+                        src + 40.0 * axis - 2.0 * side])  # in front
+    dia = np.array([12.0, 9.0, 10.0, 8.0])
+    mu = np.array([0.7, 0.3, 0.5, 0.9])
+    v, u = np.mgrid[0:14, 0:19].astype(float)
+    d = np.stack([u, v, np.ones_like(u)], -1) @ np.linalg.inv(K).T @ R  # R^T K^-1 (u, v, 1)
+    d /= np.linalg.norm(d, axis=-1, keepdims=True)
+    w = centers - src  # (M, 3)
+    b = d @ w.T  # (H, W, M)
+    disc = b * b - (w * w).sum(-1) + (dia / 2) ** 2
+    root = np.sqrt(np.clip(disc, 0, None))
+    length = np.where(disc > 0, np.clip(b + root, 0, None) - np.clip(b - root, 0, None), 0.0)
+    img, _ = render_spheres(centers, dia, mu, cam, dtype=torch.float64)
+    assert np.abs(img[0].numpy() - (length * mu).sum(-1)).max() < 1e-9
+    alone, _ = render_spheres(centers[:1], dia[:1], mu[:1], cam, dtype=torch.float64)
+    assert float(alone.abs().max()) == 0.0  # the ball behind the source shadows nothing
 
 
 def test_markers_add_to_a_ct_render():
