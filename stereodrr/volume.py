@@ -287,6 +287,10 @@ def load_volume(path: str | os.PathLike[str]) -> Volume:
     several DICOM series is read as its series of the most slices, with a warning naming the
     others.
 
+    A NIfTI header whose sform (``sform_code > 0``) scales the voxels other than its pixdim is
+    placed by the sform, as the NIfTI standard and nibabel read it (ITK takes pixdim), with a
+    warning.
+
     Raises:
         FileNotFoundError: the path does not exist.
         ValueError: the file cannot be read as an image, is truncated or corrupt (the message
@@ -310,6 +314,8 @@ def load_volume(path: str | os.PathLike[str]) -> Volume:
                     except ValueError as exc:  # name the user's file, not the temporary link
                         raise ValueError(str(exc).replace(str(q), str(p))) from None
                     image = sitk.ReadImage(str(q))
+                    if p.name.lower().endswith((".nii", ".nii.gz")):
+                        _sform_geometry(p, q, image)
                     if image.HasMetaDataKey("0008|0016"):  # SOP Class UID: every DICOM file has one
                         _one_slice_thickness(p, image, image.GetMetaData if image.HasMetaDataKey(_THICKNESS) else None)
         except RuntimeError as exc:
@@ -462,25 +468,40 @@ def _check_complete(path: Path, info: sitk.ImageFileReader) -> None:
         _check_metaimage(path, need, what)
 
 
+@dataclass(frozen=True)
+class _NiftiHeader:
+    """The fields of a NIfTI-1 or NIfTI-2 header that ITK's reading is checked against."""
+
+    order: str  # byte order, "<" or ">"
+    dim: tuple[int, ...]
+    datatype: int
+    bitpix: int
+    offset: int  # vox_offset: where the voxels start
+    gz: bool  # gzip-compressed (.nii.gz)
+    sform_code: int
+    srow: np.ndarray  # (3, 4) voxel index -> RAS mm
+
+    @classmethod
+    def read(cls, path: Path) -> _NiftiHeader:
+        with open(path, "rb") as f:
+            gz = f.read(2) == _GZIP_MAGIC
+        with (gzip.open(path, "rb") if gz else open(path, "rb")) as f:
+            head = f.read(544)
+        order = "<" if int.from_bytes(head[:4], "little") in (348, 540) else ">"
+        u = lambda fmt, start: struct.unpack_from(order + fmt, head, start)  # noqa: E731
+        if u("i", 0)[0] == 348:  # NIfTI-1: 32-bit fields
+            return cls(order, u("8h", 40), u("h", 70)[0], u("h", 72)[0], int(u("f", 108)[0]), gz,
+                       u("h", 254)[0], np.array(u("12f", 280), dtype=np.float64).reshape(3, 4))
+        return cls(order, u("8q", 16), u("h", 12)[0], u("h", 14)[0], int(u("q", 168)[0]), gz,
+                   u("i", 348)[0], np.array(u("12d", 400)).reshape(3, 4))
+
+
 def _check_nifti(path: Path, shape: str, need: int, what: str) -> None:
     """A NIfTI file holds the bytes its own header promises, and a float one no NaN or inf."""
-    with open(path, "rb") as f:
-        gz = f.read(2) == _GZIP_MAGIC
-    with (gzip.open(path, "rb") if gz else open(path, "rb")) as f:
-        head = f.read(544)
-    little = int.from_bytes(head[:4], "little")
-    order = "<" if little in (348, 540) else ">"
-    sizeof_hdr = struct.unpack(order + "i", head[:4])[0]
+    h = _NiftiHeader.read(path)
+    order, dim, datatype, bitpix, offset, gz = h.order, h.dim, h.datatype, h.bitpix, h.offset, h.gz
     # The stored bytes follow the header's own dim and bitpix: with scl_slope/scl_inter
     # (int16 CTs stored with an intercept of -1024) ITK reports the scaled float type instead.
-    if sizeof_hdr == 348:
-        dim = struct.unpack(order + "8h", head[40:56])
-        datatype, bitpix = struct.unpack(order + "2h", head[70:74])
-        offset = int(struct.unpack(order + "f", head[108:112])[0])
-    else:
-        dim = struct.unpack(order + "8q", head[16:80])
-        datatype, bitpix = struct.unpack(order + "2h", head[12:16])
-        offset = int(struct.unpack(order + "q", head[168:176])[0])
     if 1 <= dim[0] <= 7 and bitpix > 0:
         need = int(np.prod([max(int(d), 1) for d in dim[1:dim[0] + 1]])) * bitpix // 8
         what = f"the header promises {shape} voxels of {bitpix} bits ({need} bytes)"
@@ -502,6 +523,34 @@ def _check_nifti(path: Path, shape: str, need: int, what: str) -> None:
         raise ValueError(f"{path}: truncated: {what}, the file holds {max(have, 0)}")
     if scan is not None and scan.count:
         raise ValueError(f"{path}: {scan.count} voxel(s) are NaN or inf (expected finite values)")
+
+
+def _sform_geometry(path: Path, read: Path, image: sitk.Image) -> None:
+    """Place a NIfTI volume by its sform where ITK did not (in place).
+
+    With ``sform_code > 0`` the sform is the file's voxel -> RAS mapping (the NIfTI standard's
+    third method, which nibabel reads). ITK takes the voxel sizes from ``pixdim`` and only the
+    sform's directions ("unexpected scales in sform"), so a header whose sform scales differ from
+    its pixdim (nibabel writes one when the zooms are left at 1) would place voxels millimetres
+    off. Such a file is read by its sform, with a warning.
+    """
+    h = _NiftiHeader.read(read)
+    if h.sform_code <= 0 or image.GetDimension() != 3:
+        return
+    lps = np.diag([-1.0, -1.0, 1.0]) @ h.srow  # RAS -> ITK's LPS
+    sizes = np.linalg.norm(lps[:, :3], axis=0)
+    spacing = np.array(image.GetSpacing())
+    if not np.all(sizes > 0) or np.abs(sizes / spacing - 1).max() <= 1e-4:
+        return
+    warnings.warn(f"{path}: the header's sform gives voxels of {_mm(sizes)} mm, its pixdim {_mm(spacing)} mm; "
+                  "placed by the sform (sform_code > 0: the NIfTI standard's mapping)", stacklevel=3)
+    image.SetSpacing(sizes.tolist())
+    image.SetDirection((lps[:, :3] / sizes).ravel().tolist())  # orthonormal: ITK refuses a sheared sform
+    image.SetOrigin(lps[:, 3].tolist())
+
+
+def _mm(values: np.ndarray) -> str:
+    return " x ".join(f"{v:.6g}" for v in values)
 
 
 def _check_metaimage(path: Path, need: int, what: str) -> None:

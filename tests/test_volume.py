@@ -1,3 +1,5 @@
+import warnings
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -205,9 +207,11 @@ def test_bad_volumes(tmp_path):
         load_volume(empty)
 
 
-def _nifti1_int16_with_intercept(path, arr: np.ndarray, spacing=(0.7, 0.7, 2.5), truncate: int = 0) -> None:
+def _nifti1_int16_with_intercept(path, arr: np.ndarray, spacing=(0.7, 0.7, 2.5), truncate: int = 0,
+                                 sform: np.ndarray | None = None) -> None:
     """A NIfTI-1 file written byte by byte (not by SimpleITK): int16 storage, scl_slope 1 and
-    scl_inter -1024, as scanners export CTs. ``truncate`` drops that many data bytes."""
+    scl_inter -1024, as scanners export CTs. ``truncate`` drops that many data bytes. ``spacing``
+    is pixdim; the sform (voxel -> RAS, ``(3, 4)``) defaults to the one pixdim gives."""
     import gzip
     import struct
 
@@ -220,9 +224,9 @@ def _nifti1_int16_with_intercept(path, arr: np.ndarray, spacing=(0.7, 0.7, 2.5),
     struct.pack_into("<fff", h, 108, 352.0, 1.0, -1024.0)  # vox_offset, scl_slope, scl_inter
     struct.pack_into("<B", h, 123, 2)  # xyzt_units: mm
     struct.pack_into("<hh", h, 252, 0, 1)  # qform_code 0, sform_code 1
-    struct.pack_into("<4f", h, 280, -spacing[0], 0, 0, 0)
-    struct.pack_into("<4f", h, 296, 0, -spacing[1], 0, 0)
-    struct.pack_into("<4f", h, 312, 0, 0, spacing[2], 0)
+    if sform is None:
+        sform = np.diag([-spacing[0], -spacing[1], spacing[2], 0.0])[:3]
+    struct.pack_into("<12f", h, 280, *np.asarray(sform, dtype=np.float64).ravel())
     h[344:348] = b"n+1\0"
     data = (arr + 1024).astype("<i2").tobytes()
     with gzip.open(path, "wb") as f:
@@ -240,3 +244,24 @@ def test_nifti_stored_int16_with_intercept_loads_and_truncation_is_refused(tmp_p
     _nifti1_int16_with_intercept(bad, hu, truncate=40)
     with pytest.raises(ValueError, match=r"cut\.nii\.gz: truncated.*16 bits \(240 bytes\)"):
         load_volume(bad)
+
+
+def test_a_nifti_whose_sform_scales_differ_from_pixdim_is_placed_by_its_sform(tmp_path, rng):
+    """ITK reads such a header's voxel sizes from pixdim ("unexpected scales in sform"); the
+    NIfTI standard (sform_code > 0) and nibabel place the voxels by the sform."""
+    hu = rng.integers(-1000, 2000, size=(6, 5, 4)).astype(np.float32)
+    ras = np.c_[rotvec_to_matrix(np.array([0.3, -0.5, 0.7])) * [0.7, 1.3, 2.1], [12.0, -30.0, 7.5]]
+    path = tmp_path / "ct.nii.gz"
+    _nifti1_int16_with_intercept(path, hu, spacing=(1.0, 1.0, 1.0), sform=ras)
+    with pytest.warns(UserWarning, match=r"sform gives voxels of 0\.7 x 1\.3 x 2\.1 mm, its pixdim 1 x 1 x 1 mm"):
+        vol = load_volume(path)
+    ijk = rng.uniform(0, 5, (10, 3))
+    want = (np.diag([-1.0, -1.0, 1.0]) @ (ras[:, :3] @ ijk.T + ras[:, 3:])).T  # RAS -> LPS
+    np.testing.assert_allclose(vol.index_to_world(ijk), want, atol=1e-5)
+    np.testing.assert_array_equal(vol.data.numpy(), hu)
+    # pixdim equal to the sform's scales: ITK's reading stands, with no warning
+    same = tmp_path / "same.nii.gz"
+    _nifti1_int16_with_intercept(same, hu, spacing=(0.7, 1.3, 2.1), sform=ras)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        np.testing.assert_allclose(load_volume(same).index_to_world(ijk), want, atol=1e-5)
