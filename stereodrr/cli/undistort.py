@@ -20,7 +20,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from ..distortion import DistortionMap, load_distortion
-from ..fileio import atomic_path, check_input_file
+from ..fileio import atomic_path, check_input_file, open_tiff
 from ..trial import read_frame, read_page_sizes
 from ._args import UsageError, input_file, output_file, output_folder
 
@@ -55,7 +55,7 @@ def _undistort_stack(src: Path, dst: Path, dmap: DistortionMap) -> int:
     trial's stack need not fit in memory), atomically; the pages written."""
     import tifffile
 
-    with tifffile.TiffFile(src) as tif, atomic_path(dst) as tmp, tifffile.TiffWriter(tmp) as out:
+    with open_tiff(src) as tif, atomic_path(dst) as tmp, tifffile.TiffWriter(tmp) as out:
         for page in tqdm(tif.pages, desc=src.name, unit="page", disable=len(tif.pages) < 2):
             a = page.asarray()
             out.write(dmap.correct_frame(a), contiguous=True)
