@@ -274,6 +274,7 @@ def _cases() -> list[tuple[str, list[str]]]:
     c += [("register-images-constant", [*reg, "--ct", "{ct}", "--images", "{img_f}", "{img_f}"]),
           ("register-device-absent", [*reg, "--ct", "{ct}", "--images", "{img_f}", "{img_f}", "--device", "cuda:99"]),
           ("register-images-count", [*reg, "--ct", "{ct}", "--images", "{img_f}"]),
+          ("register-threads-zero", [*reg, "--ct", "{ct}", "--images", "{img_f}", "{img_f}", "--threads", "0"]),
           ("register-rig-huge", ["register", "--rig", "{rig_huge}", "-o", "OUT", "--ct", "{ct}", "--images", "{img_f}",
                                  "{img_f}"]),
           ("register-rig-not-rotation", ["register", "--rig", "{rig_not_rotation}", "-o", "OUT", "--ct", "{ct}",
@@ -420,3 +421,15 @@ def test_truncated_tiff_is_one_line_error(files, tmp_path):
     assert len(lines) == 1 and lines[0].startswith(f"stereodrr distortion: error: {files['trunc_tif']}: a truncated "
                                                    "or corrupt TIFF (") and "invalid offset to first page" in lines[0], \
         out.stderr
+
+
+@pytest.mark.parametrize("count", ["100000", str(10**20)])
+def test_register_thread_count_is_bounded(files, tmp_path, capsys, count):
+    """torch's pool takes any count: 1e5 threads crashed the process at its first parallel
+    operation, 1e20 overflowed a C long (an error naming no option); both are usage errors."""
+    with pytest.raises(SystemExit) as exit_:  # argparse's usage error
+        main(["register", "--rig", files["rig"], "--ct", files["ct"], "--images", files["img_f"], files["img_f"],
+              "-o", str(tmp_path / "out"), "--threads", count])
+    rc = exit_.value.code
+    err = capsys.readouterr().err
+    assert rc == 2 and f"argument --threads: expected an integer (thread count) in [1, 1024], got '{count}'" in err
