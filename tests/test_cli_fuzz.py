@@ -196,6 +196,8 @@ def _cases() -> list[tuple[str, list[str]]]:
           ("phantom-spacing-zero", ["phantom", "{phantom}", "--spacing", "0", "-o", "OUT"]),
           ("phantom-spacing-two", ["phantom", "{phantom}", "--spacing", "1", "2", "-o", "OUT"]),
           ("phantom-grid-huge", ["phantom", "{phantom}", "--spacing", "0.001", "-o", "OUT"]),
+          ("phantom-grid-uncountable", ["phantom", "{phantom}", "--spacing", "1e-300", "-o", "OUT"]),
+          ("phantom-margin-huge", ["phantom", "{phantom}", "--margin", "1e300", "-o", "OUT"]),
           ("phantom-size-huge", ["phantom", "{phantom}", "--size", "100000", "100000", "100000", "-o", "OUT"]),
           ("phantom-energy", ["phantom", "{phantom}", "--energy", "5", "-o", "OUT"]),
           ("phantom-out-file", ["phantom", "{phantom}", "-o", "{file}"]),
@@ -210,6 +212,7 @@ def _cases() -> list[tuple[str, list[str]]]:
     for bad in ("missing", "folder", "malformed", "phantom_nan"):
         c.append((f"render-phantom-{bad}", ["render", "--phantom", f"{{{bad}}}", "--rig", "{rig}", "-o", "OUT"]))
     c += [("render-no-input", ["render", "--rig", "{rig}", "-o", "OUT"]),
+          ("render-voxel-tiny", ["render", "--phantom", "{phantom}", "--rig", "{rig}", "--voxel", "1e-300", "-o", "OUT"]),
           ("render-step-tiny", ["render", "--ct", "{ct}", "--rig", "{rig}", "--step", "1e-7", "-o", "OUT"]),
           ("render-step-with-exact", ["render", "--ct", "{ct}", "--rig", "{rig}", "--mode", "exact", "--step", "1",
                                       "-o", "OUT"]),
