@@ -94,7 +94,8 @@ def read_numeric_csv(path: str | os.PathLike[str], what: str) -> np.ndarray:
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: not UTF-8 text, a non-numeric field, or rows of different lengths.
+        ValueError: not UTF-8 text, no row of numbers, a non-numeric field, or rows of different
+            lengths.
     """
     p = check_input_file(path, what)
     try:
@@ -108,6 +109,8 @@ def read_numeric_csv(path: str | os.PathLike[str], what: str) -> np.ndarray:
             float(lines[0].split(",", 1)[0])
         except ValueError:
             lines = lines[1:]  # a header
+    if not lines:  # (numpy would warn and return a (0, 1) table)
+        raise ValueError(f"{p}: the {what} holds no row of numbers")
     try:
         return np.loadtxt(lines, delimiter=",", ndmin=2)
     except ValueError as exc:
