@@ -164,6 +164,17 @@ def captured_native_stderr() -> Iterator[Callable[[], str]]:
                 sys.stderr.write(extra)
 
 
+class _Collect(logging.Handler):
+    """A logging handler that keeps the records."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
 @contextlib.contextmanager
 def open_tiff(path: str | os.PathLike[str]) -> Iterator[Any]:
     """``tifffile.TiffFile(path)`` for the block, a broken file an error: tifffile logs a page or
@@ -178,9 +189,8 @@ def open_tiff(path: str | os.PathLike[str]) -> Iterator[Any]:
     """
     import tifffile
 
-    records: list[logging.LogRecord] = []
-    handler = logging.Handler()
-    handler.emit = records.append  # type: ignore[method-assign]
+    handler = _Collect()
+    records = handler.records
     logger = logging.getLogger("tifffile")
     propagate, logger.propagate = logger.propagate, False
     logger.addHandler(handler)
