@@ -3,12 +3,14 @@ rename it over the target, so a reader never sees a half-written file and a fail
 old file intact. Reads: a JSON reader, a numeric CSV reader and an input-file check whose errors name the file,
 what it was expected to be, and the line and column of malformed JSON. Text is read as UTF-8
 with an optional byte-order mark (Windows tools write one). What native readers (ITK) print
-while a file is read is caught, to become part of a one-line error."""
+while a file is read is caught, to become part of a one-line error, and so is what tifffile
+logs about a broken file (:func:`open_tiff`)."""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 import sys
@@ -92,7 +94,8 @@ def read_numeric_csv(path: str | os.PathLike[str], what: str) -> np.ndarray:
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: not UTF-8 text, a non-numeric field, or rows of different lengths.
+        ValueError: not UTF-8 text, no row of numbers, a non-numeric field, or rows of different
+            lengths.
     """
     p = check_input_file(path, what)
     try:
@@ -106,6 +109,8 @@ def read_numeric_csv(path: str | os.PathLike[str], what: str) -> np.ndarray:
             float(lines[0].split(",", 1)[0])
         except ValueError:
             lines = lines[1:]  # a header
+    if not lines:  # (numpy would warn and return a (0, 1) table)
+        raise ValueError(f"{p}: the {what} holds no row of numbers")
     try:
         return np.loadtxt(lines, delimiter=",", ndmin=2)
     except ValueError as exc:
@@ -157,6 +162,56 @@ def captured_native_stderr() -> Iterator[Callable[[], str]]:
             os.close(saved)
             if not failed and (extra := text()):
                 sys.stderr.write(extra)
+
+
+class _Collect(logging.Handler):
+    """A logging handler that keeps the records."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@contextlib.contextmanager
+def open_tiff(path: str | os.PathLike[str]) -> Iterator[Any]:
+    """``tifffile.TiffFile(path)`` for the block, a broken file an error: tifffile logs a page or
+    tag offset past the end of the file (a truncated copy, a corrupt chain of pages) and reads on
+    with the pages before it, so a cut stack would load as fewer slices without a word. What it
+    logs during the block is kept off stderr; an ERROR among it raises, and so does the block's
+    own failure after a warning (a first page past the end: no page), as that warning.
+
+    Raises:
+        ValueError: tifffile logged an error (a truncated or corrupt TIFF), or a warning before
+            the block failed.
+    """
+    import tifffile
+
+    handler = _Collect()
+    records = handler.records
+    logger = logging.getLogger("tifffile")
+    propagate, logger.propagate = logger.propagate, False
+    logger.addHandler(handler)
+
+    def broken(level: int) -> ValueError | None:
+        said = [r.getMessage() for r in records if r.levelno >= level]
+        return ValueError(f"{path}: a truncated or corrupt TIFF ({' '.join(said[0].split())})") if said else None
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            yield tif
+    except Exception:
+        # The block failed (no page, a page out of range): what tifffile found wrong says why.
+        if (exc := broken(logging.WARNING)) is not None:
+            raise exc from None
+        raise
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+    if (exc := broken(logging.ERROR)) is not None:
+        raise exc
 
 
 def itk_reason(message: str, native: str) -> str:

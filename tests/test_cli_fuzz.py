@@ -107,6 +107,9 @@ def files(tmp_path_factory) -> dict[str, str]:
         f[name] = str(d / f"{name}.tif")
     sitk.WriteImage(sitk.GetImageFromArray(np.ones((24, 32), np.float32)), str(d / "img_f.tif"))
     f["img_f"] = str(d / "img_f.tif")
+    raw = (d / "img.tif").read_bytes()
+    (d / "trunc_img.tif").write_bytes(raw[: len(raw) // 2])  # the first page's offset lies past the end
+    f["trunc_tif"] = str(d / "trunc_img.tif")
     f["pose_bad"] = _write_json(d / "pose.json", {"schema": "stereodrr.pose/1", "rotation": "x"})
 
     base = {"seed": 0, "subject": {"kind": "torso", "size": [16, 12, 10], "spacing_mm": 12.0},
@@ -193,6 +196,8 @@ def _cases() -> list[tuple[str, list[str]]]:
           ("phantom-spacing-zero", ["phantom", "{phantom}", "--spacing", "0", "-o", "OUT"]),
           ("phantom-spacing-two", ["phantom", "{phantom}", "--spacing", "1", "2", "-o", "OUT"]),
           ("phantom-grid-huge", ["phantom", "{phantom}", "--spacing", "0.001", "-o", "OUT"]),
+          ("phantom-grid-uncountable", ["phantom", "{phantom}", "--spacing", "1e-300", "-o", "OUT"]),
+          ("phantom-margin-huge", ["phantom", "{phantom}", "--margin", "1e300", "-o", "OUT"]),
           ("phantom-size-huge", ["phantom", "{phantom}", "--size", "100000", "100000", "100000", "-o", "OUT"]),
           ("phantom-energy", ["phantom", "{phantom}", "--energy", "5", "-o", "OUT"]),
           ("phantom-out-file", ["phantom", "{phantom}", "-o", "{file}"]),
@@ -207,6 +212,7 @@ def _cases() -> list[tuple[str, list[str]]]:
     for bad in ("missing", "folder", "malformed", "phantom_nan"):
         c.append((f"render-phantom-{bad}", ["render", "--phantom", f"{{{bad}}}", "--rig", "{rig}", "-o", "OUT"]))
     c += [("render-no-input", ["render", "--rig", "{rig}", "-o", "OUT"]),
+          ("render-voxel-tiny", ["render", "--phantom", "{phantom}", "--rig", "{rig}", "--voxel", "1e-300", "-o", "OUT"]),
           ("render-step-tiny", ["render", "--ct", "{ct}", "--rig", "{rig}", "--step", "1e-7", "-o", "OUT"]),
           ("render-step-with-exact", ["render", "--ct", "{ct}", "--rig", "{rig}", "--mode", "exact", "--step", "1",
                                       "-o", "OUT"]),
@@ -232,7 +238,7 @@ def _cases() -> list[tuple[str, list[str]]]:
           ("dataset-out-not-a-dataset", ["dataset", "--config", "{cfg}", "-o", "OUT", "--n", "2", "--workers", "0"])]
     # calibrate
     calib = ["calibrate", "--phantom", "{phantom}", "--rig", "{rig}", "-o", "OUT", "--images"]
-    for bad in ("missing", "folder", "empty", "corrupt_tif", "img_wrong_size", "img_rgb"):
+    for bad in ("missing", "folder", "empty", "corrupt_tif", "trunc_tif", "img_wrong_size", "img_rgb"):
         c.append((f"calibrate-images-{bad}", [*calib, "{img}", f"{{{bad}}}"]))
     c += [("calibrate-images-constant", [*calib, "{img}", "{img}"]),
           ("calibrate-images-count", [*calib, "{img}"]),
@@ -266,11 +272,12 @@ def _cases() -> list[tuple[str, list[str]]]:
     reg = ["register", "--rig", "{rig}", "-o", "OUT", "--quiet"]
     for bad in ("missing", "folder", "empty", "corrupt_mha", "trunc_mha", "trunc_nii", "ct_nan", "ct_2d"):
         c.append((f"register-ct-{bad}", [*reg, "--ct", f"{{{bad}}}", "--images", "{img_f}", "{img_f}"]))
-    for bad in ("missing", "folder", "empty", "corrupt_tif", "img_wrong_size", "img_rgb"):
+    for bad in ("missing", "folder", "empty", "corrupt_tif", "trunc_tif", "img_wrong_size", "img_rgb"):
         c.append((f"register-images-{bad}", [*reg, "--ct", "{ct}", "--images", "{img_f}", f"{{{bad}}}"]))
     c += [("register-images-constant", [*reg, "--ct", "{ct}", "--images", "{img_f}", "{img_f}"]),
           ("register-device-absent", [*reg, "--ct", "{ct}", "--images", "{img_f}", "{img_f}", "--device", "cuda:99"]),
           ("register-images-count", [*reg, "--ct", "{ct}", "--images", "{img_f}"]),
+          ("register-threads-zero", [*reg, "--ct", "{ct}", "--images", "{img_f}", "{img_f}", "--threads", "0"]),
           ("register-rig-huge", ["register", "--rig", "{rig_huge}", "-o", "OUT", "--ct", "{ct}", "--images", "{img_f}",
                                  "{img_f}"]),
           ("register-rig-not-rotation", ["register", "--rig", "{rig_not_rotation}", "-o", "OUT", "--ct", "{ct}",
@@ -324,7 +331,7 @@ def _cases() -> list[tuple[str, list[str]]]:
           ("track-device-absent", [*trk, "--volume", "0", "--device", "cuda:99"]),
           ("track-out-file", ["track", "--trial", "{wrist_trial}", "--volume", "0", "-o", "{file}"])]
     # distortion and undistort
-    for bad in ("missing", "folder", "empty", "corrupt_tif", "img_rgb", "img", "img_f"):
+    for bad in ("missing", "folder", "empty", "corrupt_tif", "trunc_tif", "img_rgb", "img", "img_f"):
         c.append((f"distortion-grid-{bad}", ["distortion", "--grid", f"{{{bad}}}", "-o", "OUT"]))
     for bad in ("missing", "folder", "empty", "malformed", "json_list", "rig"):
         c.append((f"undistort-map-{bad}", ["undistort", "--distortion", f"{{{bad}}}", "--images", "{img}",
@@ -402,3 +409,30 @@ def test_unwritable_output_folder(files, tmp_path, capsys):
         assert "not writable" in capsys.readouterr().err
     finally:
         ro.chmod(0o755)
+
+
+def test_truncated_tiff_is_one_line_error(files, tmp_path):
+    """tifffile logs a page offset past the end of a cut file (pytest's log capture hides that
+    line from the cases above, so this runs the console script): the error is that one line."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "stereodrr", "distortion", "--grid", files["trunc_tif"], "-o",
+                          str(tmp_path / "out")], capture_output=True, text=True, timeout=CASE_SECONDS)
+    assert out.returncode == 1 and not (tmp_path / "out").exists()
+    lines = out.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"stereodrr distortion: error: {files['trunc_tif']}: a truncated "
+                                                   "or corrupt TIFF (") and "invalid offset to first page" in lines[0], \
+        out.stderr
+
+
+@pytest.mark.parametrize("count", ["100000", str(10**20)])
+def test_register_thread_count_is_bounded(files, tmp_path, capsys, count):
+    """torch's pool takes any count: 1e5 threads crashed the process at its first parallel
+    operation, 1e20 overflowed a C long (an error naming no option); both are usage errors."""
+    with pytest.raises(SystemExit) as exit_:  # argparse's usage error
+        main(["register", "--rig", files["rig"], "--ct", files["ct"], "--images", files["img_f"], files["img_f"],
+              "-o", str(tmp_path / "out"), "--threads", count])
+    rc = exit_.value.code
+    err = capsys.readouterr().err
+    assert rc == 2 and f"argument --threads: expected an integer (thread count) in [1, 1024], got '{count}'" in err

@@ -42,7 +42,7 @@ from ..registration.inputs import IMAGE_KINDS, to_line_integral
 from ..render.threads import set_cpu_threads
 from ..trial.frames import frame_polarity, read_image
 from ..volume import hu_to_mu, load_volume
-from ._args import UsageError, input_file, load_view_maps, number, output_folder, torch_device
+from ._args import UsageError, input_file, integer, load_view_maps, number, output_folder, torch_device
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -87,7 +87,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr-translation", type=number(0.0, open_lo=True, what="step in mm"), default=2.0, help="initial translation step, mm (default 2)")
     p.add_argument("--device", type=torch_device, default="cuda" if torch.cuda.is_available() else "cpu",
                    help="torch device (default cuda when torch sees a GPU, else cpu)")
-    p.add_argument("--threads", type=int, help="CPU threads of torch and Numba (default: theirs; 1 is fastest on a busy CPU)")
+    p.add_argument("--threads", type=integer(1, 1024, what="thread count"),
+                   help="CPU threads of torch and Numba (default: theirs; 1 is fastest on a busy CPU)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -206,8 +207,6 @@ def _dark_rimmed_field(image: np.ndarray) -> FieldOfView:
 
 def run(args: argparse.Namespace) -> int:
     if args.threads is not None:
-        if args.threads < 1:
-            raise UsageError(f"--threads: expected a positive count, got {args.threads}")
         set_cpu_threads(args.threads)
     if args.distortion_route is not None and not args.distortion:
         raise UsageError("--distortion-route: only with --distortion (one distortion.json per view)")

@@ -20,7 +20,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from ..distortion import DistortionMap, load_distortion
-from ..fileio import atomic_path, check_input_file
+from ..fileio import atomic_path, check_input_file, open_tiff
 from ..trial import read_frame, read_page_sizes
 from ._args import UsageError, input_file, output_file, output_folder
 
@@ -55,7 +55,7 @@ def _undistort_stack(src: Path, dst: Path, dmap: DistortionMap) -> int:
     trial's stack need not fit in memory), atomically; the pages written."""
     import tifffile
 
-    with tifffile.TiffFile(src) as tif, atomic_path(dst) as tmp, tifffile.TiffWriter(tmp) as out:
+    with open_tiff(src) as tif, atomic_path(dst) as tmp, tifffile.TiffWriter(tmp) as out:
         for page in tqdm(tif.pages, desc=src.name, unit="page", disable=len(tif.pages) < 2):
             a = page.asarray()
             out.write(dmap.correct_frame(a), contiguous=True)
@@ -130,6 +130,14 @@ def _points(args: argparse.Namespace) -> int:
     except ValueError:
         raise ValueError(f"--points {src}: columns u, v must hold numbers") from None
     p = dmap.undistort_points(q)
+    # An empty (or NaN) cell is a point not recorded and stays empty; a point given but not
+    # corrected (inf, or so far outside that the map overflows) would be written empty as well.
+    lost = np.flatnonzero(~np.isnan(q).any(axis=1) & ~np.isfinite(p).all(axis=1))
+    if len(lost):
+        k = lost[0]
+        raise ValueError(f"--points {src}: row {k + 1}: u {q[k, 0]:g}, v {q[k, 1]:g} cannot be corrected (expected "
+                         f"finite pixels near the map's {dmap.width} x {dmap.height} image; leave u, v empty for a "
+                         f"point not recorded); {len(lost)} such row(s), nothing written")
     outside = np.flatnonzero(~np.isnan(q).any(axis=1) & ((q < -0.5) | (q > [dmap.width - 0.5, dmap.height - 0.5])).any(axis=1))
     if len(outside):
         warnings.warn(f"--points {src}: {len(outside)} point(s) lie outside the map's {dmap.width} x {dmap.height} image "

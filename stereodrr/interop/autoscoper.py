@@ -48,7 +48,7 @@ from typing import Literal, Sequence
 
 import numpy as np
 
-from ..fileio import atomic_write_text, check_input_file
+from ..fileio import atomic_write_text, check_input_file, open_tiff
 from ..geometry import euler_to_matrix
 from ..volume import Volume
 from .mayacam import _euler_zyx
@@ -260,7 +260,7 @@ def read_tiff_stack(path: str | os.PathLike[str]) -> np.ndarray:
 
     p = check_input_file(path, "TIFF file")
     try:
-        with tifffile.TiffFile(p) as tif:
+        with open_tiff(p) as tif:
             pages = tif.pages
             if len(pages) == 0:
                 raise ValueError(f"{p}: the TIFF holds no page")

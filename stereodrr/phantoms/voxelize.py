@@ -41,6 +41,7 @@ from tqdm.auto import tqdm
 from .._deprecation import legacy_options
 from ..fileio import atomic_path, atomic_write_text
 from ..geometry.se3 import compose, invert
+from ..resources import MAX_INT64
 from ..volume import Volume, mu_to_hu, mu_water
 from .materials import get_material, material_table
 from .model import Body, Phantom
@@ -109,7 +110,12 @@ def phantom_grid(phantom: Phantom, spacing: float | Sequence[float], margin_mm: 
     to_axes[:3, :3] = D.T  # world -> grid-axis coordinates
     lo, hi = phantom.bounds(T=to_axes)
     if size is None:
-        n = np.maximum(np.ceil((hi - lo + 2 * margin_mm) / sp - 1e-9), 1).astype(int)
+        n = np.maximum(np.ceil((hi - lo + 2 * margin_mm) / sp - 1e-9), 1)
+        if not np.all(n <= MAX_INT64):  # (inf too) the cast would wrap round to a negative size
+            raise ValueError(f"spacing {' x '.join(f'{v:g}' for v in sp)} mm, margin {margin_mm:g} mm: the grid would be "
+                             f"{' x '.join(f'{v:.3g}' for v in n)} voxels; expected a coarser spacing or a "
+                             "smaller margin")
+        n = n.astype(int)
     else:
         n = np.asarray(size)
         if n.shape != (3,) or np.any(n < 1) or np.any(n != np.round(n)):

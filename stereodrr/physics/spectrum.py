@@ -197,7 +197,10 @@ class Spectrum:
             raise ValueError(f"{exc} (expected two numeric columns energy_kev, fluence)") from None
         if a.ndim != 2 or a.shape[1] != 2:
             raise ValueError(f"{p}: expected two columns energy_kev, fluence, got shape {a.shape}")
-        return cls(a[:, 0], a[:, 1], f"table {p.name}", {"kind": "table", "file": str(p)})
+        try:
+            return cls(a[:, 0], a[:, 1], f"table {p.name}", {"kind": "table", "file": str(p)})
+        except ValueError as exc:  # the table's values (a NaN fluence, energies out of order): said with the file
+            raise ValueError(f"{p}: {exc}") from None
 
     # ---- derived quantities
     @property

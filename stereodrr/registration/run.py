@@ -31,7 +31,7 @@ from .optimizers import OPTIMIZERS
 from .options import ProgressCallback, RegistrationOptions, RegistrationProgress
 from .params import PoseParameters, translation_basis
 from .pose import RigidPose
-from .pyramid import Level, hands_over, level_factor
+from .pyramid import Level, factor_axes, hands_over, level_factor
 from .result import RegistrationDivergedWarning, RegistrationResult, RegistrationStatus
 from .similarity import check_target
 from .stopping import StoppingRule
@@ -258,6 +258,10 @@ def _prepare(volume: Volume, rig: StereoRig, images: Images, init: RigidPose | N
     for lv in levels:
         if H // lv.scale < 3 or W // lv.scale < 3:
             raise ValueError(f"levels: scale {lv.scale} leaves fewer than 3x3 pixels of the {H}x{W} detector")
+        if lv.volume_factor is not None and any(f > n for f, n in zip(level_factor(lv, False, volume, rig),
+                                                                          volume.size)):
+            raise ValueError(f"levels: volume factor {'x'.join(map(str, factor_axes(lv.volume_factor)))} is larger "
+                             f"than the CT's {'x'.join(map(str, volume.size))} voxels (x, y, z)")
     check_contrast(volume, rig, pose0, targets, weights)
     check_slices(volume, rig)
     cameras = rig.to_torch(device, torch.float64)

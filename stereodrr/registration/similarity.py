@@ -382,7 +382,9 @@ def get_similarity(name: str) -> Similarity:
 
 
 def check_target(image: Tensor, name: str, mask: Tensor | None = None) -> None:
-    """Refuse a target NCC cannot use: NaN/inf pixels or no contrast under the mask.
+    """Refuse a target NCC cannot use: NaN/inf pixels, a mask with NaN/inf or negative weights
+    (a NaN weight makes every loss NaN: the registration "diverged" at its first iteration), or
+    no contrast under the mask.
 
     Args:
         image: ``(H, W)``.
@@ -395,8 +397,8 @@ def check_target(image: Tensor, name: str, mask: Tensor | None = None) -> None:
     if not bool(torch.isfinite(image).all()):
         raise ValueError(f"image {name!r}: {int((~torch.isfinite(image)).sum())} pixel(s) are NaN or inf")
     w = torch.ones_like(image) if mask is None else mask.to(image.dtype)
-    if bool((w < 0).any()) or float(w.sum()) <= 0:
-        raise ValueError(f"mask of {name!r}: expected non-negative weights with a positive sum")
+    if not bool(torch.isfinite(w).all()) or bool((w < 0).any()) or float(w.sum()) <= 0:
+        raise ValueError(f"mask of {name!r}: expected finite, non-negative weights with a positive sum")
     sel = image[w > 0]
     spread = float(sel.max() - sel.min())
     if not spread > 1e-6 * max(float(sel.abs().max()), 1e-30):

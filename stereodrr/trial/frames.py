@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from ..distortion.fov import FieldOfView, falloff_margin, field_of_view
-from ..fileio import captured_native_stderr, check_input_file, itk_reason
+from ..fileio import captured_native_stderr, check_input_file, itk_reason, open_tiff
 from ..interop.autoscoper import read_tiff_stack
 from ..registration.inputs import to_line_integral
 
@@ -122,7 +122,7 @@ def read_page_sizes(path: str | os.PathLike[str], first: bool = False) -> list[t
     import tifffile
 
     try:
-        with tifffile.TiffFile(p) as tif:
+        with open_tiff(p) as tif:
             shapes = [tif.pages[0].shape] if first else [page.shape for page in tif.pages]
     except (tifffile.TiffFileError, OSError, IndexError) as exc:
         raise ValueError(f"{p}: cannot read as a TIFF ({exc})") from None

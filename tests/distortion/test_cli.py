@@ -157,6 +157,15 @@ def test_bad_maps_and_tables(tmp_path, measured, capsys):
     rc = main(["undistort", "--distortion", str(measured), "--points", str(words), "-o", str(tmp_path / "o.csv")])
     assert rc == 1 and "must hold numbers" in capsys.readouterr().err
     assert not (tmp_path / "o.csv").exists()
+    # A point given but not correctable was written with empty corrected cells, exit 0: refused
+    # (an empty or NaN cell is a point not recorded, and stays empty).
+    for row in ("inf,4", "1e300,1e300"):
+        far = tmp_path / "far.csv"
+        far.write_text(f"u,v\n1,2\n,\nnan,nan\n{row}\n")
+        rc = main(["undistort", "--distortion", str(measured), "--points", str(far), "-o", str(tmp_path / "o.csv")])
+        err = capsys.readouterr().err
+        assert rc == 1 and f"far.csv: row 4: u {float(row.split(',')[0]):g}, v " in err and "cannot be corrected" in err
+        assert not (tmp_path / "o.csv").exists()
 
 
 def test_undistort_corrects_every_page_of_a_stack(tmp_path, grid_tif, measured, capsys):

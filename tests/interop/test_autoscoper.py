@@ -199,6 +199,17 @@ def test_real_volume_is_read_with_its_trial_voxel_size():
         load_autoscoper_volume(DATA / "SOURCE.md", (1, 1, 1))
 
 
+@pytest.mark.parametrize("keep", [100_000, 196_824])
+def test_truncated_volume_is_refused_not_read_as_fewer_slices(tmp_path, capfd, keep):
+    """tifffile reads a cut stack's pages up to the cut and logs the broken page offset: the
+    volume would have lost its last slices without a word (26 of 128 at 100 kB)."""
+    cut = tmp_path / "cut.tif"
+    cut.write_bytes((DATA / "Models" / "rad_dcm_cropped.tif").read_bytes()[:keep])
+    with pytest.raises(ValueError, match=r"cut\.tif: a truncated or corrupt TIFF \(.*invalid page offset"):
+        load_autoscoper_volume(cut, (0.39625, 0.39625, 0.625))
+    assert capfd.readouterr().err == ""  # tifffile's log line is the error's, not a second line on stderr
+
+
 def _poses(n, seed=0):
     rng = np.random.default_rng(seed)
     out = np.full((n, 4, 4), np.nan)

@@ -2,6 +2,7 @@
 oblique grids, files read back by SimpleITK, bad grids."""
 
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,7 @@ from stereodrr.phantoms import (
     save_voxelized,
     voxelize,
 )
+from stereodrr.phantoms.voxelize import phantom_grid
 from stereodrr.volume import Volume
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -152,6 +154,18 @@ def test_grid_that_cannot_hold_the_phantom():
     with pytest.raises(ValueError, match=r"grid 16x16x16 .* cannot hold phantom 'p'.*extends 1\.0"):
         voxelize(ph, 0.5, grid=VoxelGrid(size=(16, 16, 16)), progress=False)
     voxelize(ph, 0.5, grid=VoxelGrid(size=(20, 20, 20)), progress=False)  # exactly fits
+
+
+@pytest.mark.parametrize("spacing, margin", [(1e-300, 5.0), (0.5, 1e300), (0.5, 1.7e308)])
+def test_grid_too_large_to_count_is_refused(spacing, margin):
+    """A voxel count past int64 (or infinite) wrapped round to a negative size, which passed the
+    memory check and failed inside torch ('SymIntArrayRef expected to contain only concrete
+    integers')."""
+    ph = Phantom("p", bodies=(Body(Box((1.0, 1.0, 1.0)), WATER),))
+    with pytest.raises(ValueError, match=re.escape(f"spacing {spacing:g} x {spacing:g} x {spacing:g} mm, margin "
+                                                   f"{margin:g} mm: the grid would be ") + r"\S+ x \S+ x \S+ voxels; "
+                                         "expected a coarser spacing or a smaller margin"):
+        phantom_grid(ph, spacing, margin)
 
 
 def test_bad_arguments():

@@ -1,6 +1,7 @@
 """Spectra: spekpy tube spectra, half-value layer against spekpy's own, effective energy, bad input."""
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -37,6 +38,22 @@ def test_table_spectrum_and_csv(tmp_path):
     p.write_text("energy_kev,fluence\n30,1\n50,2\n70,1\n")
     s = Spectrum.from_csv(p)
     assert np.allclose(s.weights, [0.25, 0.5, 0.25]) and s.mean_energy_kev == pytest.approx(50.0)
+
+
+@pytest.mark.parametrize("text, match", [
+    ("energy_kev,fluence\n30,1\n50,nan\n", r"s\.csv: spectrum: fluence must be finite and >= 0, got nan at 50 keV"),
+    ("energy_kev,fluence\n50,1\n30,1\n", r"s\.csv: spectrum: energies must increase strictly"),
+    ("energy_kev,fluence\n", r"s\.csv: the spectrum file holds no row of numbers"),
+    ("", r"s\.csv: the spectrum file holds no row of numbers")])
+def test_bad_csv_spectrum_names_the_file(tmp_path, text, match):
+    """A table's bad values were said without the file ('spectrum: fluence must be finite'); an
+    empty table as 'got shape (0, 1)' after numpy's 'input contained no data' warning."""
+    p = tmp_path / "s.csv"
+    p.write_text(text)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match=match):
+            Spectrum.from_csv(p)
 
 
 def test_bad_spectra():

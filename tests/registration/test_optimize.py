@@ -135,6 +135,12 @@ def test_bad_inputs(volume, rig, targets):
         register(volume, rig, targets, options=quiet(), masks=[torch.zeros(64, 64), torch.ones(64, 64)])
     with pytest.raises(ValueError, match="optimizer"):
         register(volume, rig, targets, options=quiet(optimizer="sgd"))
+    # A volume factor past the CT's size: torch's pooling said "input image (T: 16 H: 20 W: 24)
+    # smaller than kernel size", or overflowed a C long, naming no level.
+    nx, ny, nz = volume.size
+    for factor in (nx + 1, (1, ny + 1, 1), 10**20):
+        with pytest.raises(ValueError, match=rf"levels: volume factor \S+ is larger than the CT's {nx}x{ny}x{nz} voxels"):
+            register(volume, rig, targets, options=quiet(levels=(Level(1, 2, factor),)))
 
 
 def test_diverging_run_stops_with_the_best_pose(volume, rig, targets):

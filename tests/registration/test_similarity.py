@@ -48,6 +48,11 @@ def test_bad_targets(images):
     img[3, 4] = float("nan")
     with pytest.raises(ValueError, match="NaN"):
         check_target(img, "right")
+    for bad in (float("nan"), float("inf"), -1.0):  # a NaN weight made every loss NaN: "diverged", exit 3
+        mask = torch.ones_like(x[0])
+        mask[3, 4] = bad
+        with pytest.raises(ValueError, match="mask of 'left': expected finite, non-negative weights"):
+            check_target(x[0], "left", mask)
     with pytest.raises(ValueError, match="mask"):
         ncc(x, x, torch.ones(1, 4, 4))
     with pytest.raises(ValueError, match="patch"):
