@@ -111,6 +111,8 @@ def files(tmp_path_factory) -> dict[str, str]:
     (d / "trunc_img.tif").write_bytes(raw[: len(raw) // 2])  # the first page's offset lies past the end
     f["trunc_tif"] = str(d / "trunc_img.tif")
     f["pose_bad"] = _write_json(d / "pose.json", {"schema": "stereodrr.pose/1", "rotation": "x"})
+    (d / "far.tra").write_text("1,0,0,100000,0,1,0,0,0,0,1,0,0,0,0,1\n")  # 100 m beside the rig
+    f["tra_far"] = str(d / "far.tra")
 
     base = {"seed": 0, "subject": {"kind": "torso", "size": [16, 12, 10], "spacing_mm": 12.0},
             "rig": {"detector_px": [[16, 12]], "pixel_spacing_mm": 8.0}}
@@ -266,6 +268,9 @@ def _cases() -> list[tuple[str, list[str]]]:
           ("demo-phantom-folder", ["demo", "--phantom", "{folder}", "-o", "OUT"]),
           ("demo-phantom-no-markers", ["demo", "--phantom", "{phantom_no_markers}", "--size", "64", "64", "--pixel",
                                        "2", "-o", "OUT"]),
+          # the balls too small to find: the calibration fails after the rendering, and an earlier
+          # run's images, rigs and report in the folder stay as they were
+          ("demo-calibration-fails", ["demo", "--size", "8", "8", "--pixel", "5", "-o", "OUT"]),
           ("demo-out-file", ["demo", "-o", "{file}"]),
           ("demo-out-under-file", ["demo", "-o", "{under_file}"])]
     # register
@@ -323,6 +328,7 @@ def _cases() -> list[tuple[str, list[str]]]:
           ("track-init-missing", [*trk, "--volume", "0", "--init", "{missing}"]),
           ("track-init-malformed", [*trk, "--volume", "0", "--init", "{malformed}"]),
           ("track-init-bad", [*trk, "--volume", "0", "--init", "{pose_bad}"]),
+          ("track-init-outside", [*trk, "--volume", "0", "--init", "{tra_far}"]),
           ("track-frames-text", [*trk, "--volume", "0", "--frames", "a:b"]),
           ("track-frames-beyond", [*trk, "--volume", "0", "--frames", "7"]),
           ("track-passes-negative", [*trk, "--volume", "0", "--passes", "-1"]),
@@ -379,7 +385,7 @@ def test_bad_input_is_one_line(case_id, argv, files, tmp_path, capsys, monkeypat
         with capsys.disabled():
             print(f"\n{case_id} rc={rc}: {err.strip()}")
     lines = [ln for ln in err.splitlines() if ln.strip() and not ln.startswith("warning:")
-             and "\r" not in ln and "it/s]" not in ln]
+             and "\r" not in ln and "/s]" not in ln]  # tqdm bars
     assert rc not in (0, None), f"{case_id}: succeeded on garbage\n{err}"
     assert "Traceback" not in err, err
     assert len(lines) == 1 and ": error: " in lines[0], f"{case_id}: expected one error line, got\n{err}"

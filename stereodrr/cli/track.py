@@ -32,10 +32,10 @@ from typing import Any
 import numpy as np
 
 from ..fileio import atomic_write_text, json_ready
-from ..geometry import RigidPose, load_pose
+from ..geometry import RigidPose, StereoRig, load_pose
 from ..interop.autoscoper import load_tra
 from ..plot.track import plot_track_overlay
-from ..registration import check_registration_memory, render_views
+from ..registration import check_registration_memory, render_views, views_seeing
 from ..track import (
     BeadTracking,
     BoneTrack,
@@ -94,12 +94,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _init_pose(path: str, frame: int, volume: Volume, index: int, n_volumes: int) -> np.ndarray:
+def _init_pose(path: str, frame: int, volume: Volume, index: int, n_volumes: int, rig: StereoRig) -> np.ndarray:
     """Volume ``index``'s start: a pose.json, or frame ``frame``'s row of a ``.tra`` of that
-    volume alone or of all ``n_volumes`` (Autoscoper's "save all volumes" export)."""
+    volume alone or of all ``n_volumes`` (Autoscoper's "save all volumes" export); refused when
+    it shows the volume in no view of ``rig``."""
     p = input_file(path, "--init", "pose file")
-    if p.suffix.lower() != ".tra":
-        return load_pose(p).matrix
+    pose = load_pose(p).matrix if p.suffix.lower() != ".tra" else _tra_pose(p, frame, volume, index, n_volumes)
+    if not views_seeing(volume, rig, RigidPose.from_matrix(pose, volume.center)):
+        raise ValueError(f"--init {p}: the pose puts volume {index} outside every view {rig.names} (its projected box "
+                         "misses every detector or lies behind a source); expected a pose that shows it in a view")
+    return pose
+
+
+def _tra_pose(p: Path, frame: int, volume: Volume, index: int, n_volumes: int) -> np.ndarray:
+    """Frame ``frame``'s pose of volume ``index`` in a ``.tra`` (:func:`_init_pose`)."""
     try:
         poses = load_tra(p)[:, 0]
     except ValueError as one:
@@ -128,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
     chosen = [trial.volume(v) for v in args.volume]
     # On the device once: the tracking, the bead bodies and the overlays all render them.
     volumes = [tv.volume.with_data(tv.volume.data * _ATTENUATION_PER_UNIT).to(args.device) for tv in chosen]
-    inits = None if args.init is None else [_init_pose(p, frames[0], v, i, len(trial.volumes))
+    inits = None if args.init is None else [_init_pose(p, frames[0], v, i, len(trial.volumes), trial.rig)
                                             for p, v, i in zip(args.init, volumes, args.volume)]
     # Warnings of the bead run and the tracking go to track.json and, once each, to the terminal.
     with warnings.catch_warnings(record=True) as caught:
