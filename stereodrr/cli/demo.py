@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -91,21 +90,25 @@ def run(args: argparse.Namespace) -> int:
     panel = flat_panel(args.photons if noisy else None, args.electronic_noise if noisy else 0.0,
                        args.blur if noisy else 0.0, aperture=args.aperture)
     chain = detector or panel
-    maps = None
+    maps, grids = None, {}
     if args.distortion:
         field = intensifier_field(args.distortion, w, h)
         chain = chain.with_(distortion=field)
-        maps = _grid_maps(field, nominal.names, out, args.seed)
+        maps, grids = _grid_maps(field, nominal.names, args.seed)
     shots = render_calibration_images(phantom, truth, chain, seed=args.seed)
     t_render = time.perf_counter() - t0
-    paths = [write_image(out / "images" / f"{n}.tif", img) for n, img in shots.images.items()]
-    save_rig(nominal, out / "nominal_rig.json")
-    save_rig(truth, out / "true_rig.json")
     options = CalibrationOptions(kind=shots.kind, methods=tuple(METHODS), seed=args.seed, aperture=args.aperture,
                                  detector=detector, distortion=maps)
     result = calibrate_stereo(shots.images, phantom.marker_table(), nominal, options, truth=truth,
                               truth_centres_px=shots.centres_px)
     result.seconds = time.perf_counter() - t0
+    # Written once the calibration has run: a failed one leaves an earlier run's folder as it was.
+    for n, m in (maps or {}).items():
+        write_image(out / "distortion" / n / "grid.tif", grids[n])
+        save_distortion(m, out / "distortion" / n / "distortion.json")
+    paths = [write_image(out / "images" / f"{n}.tif", img) for n, img in shots.images.items()]
+    save_rig(nominal, out / "nominal_rig.json")
+    save_rig(truth, out / "true_rig.json")
     noise = (f"Poisson {args.photons:g} photons/px, read-out {args.electronic_noise:g}, blur {args.blur:g} px"
              if noisy else "noise-free")
     if detector is not None:
@@ -130,15 +133,14 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _grid_maps(field: IntensifierField, views: list[str], out: Path, seed: int) -> dict[str, DistortionMap]:
+def _grid_maps(field: IntensifierField, views: list[str], seed: int
+               ) -> tuple[dict[str, DistortionMap], dict[str, np.ndarray]]:
     """Each view's map, measured as a user would: a hex plate imaged through the intensifier
-    (1e4 photons/px), ``fit_distortion``; the grid image and ``distortion.json`` written per view."""
-    maps = {}
+    (1e4 photons/px), ``fit_distortion``; the maps and the grid images (float32) by view."""
+    maps, grids = {}, {}
     for k, n in enumerate(views):
         grid = grid_image(field, GridPlate("hex", 32.0 * field.width / 1024, 16.0 * field.width / 1024),
                           photons=1e4, seed=seed + 100 + k)
-        folder = out / "distortion" / n
-        write_image(folder / "grid.tif", grid.astype(np.float32))
+        grids[n] = grid.astype(np.float32)  # as written; the fit sees the image as rendered
         maps[n] = fit_distortion(grid, name=f"view {n!r} grid")
-        save_distortion(maps[n], folder / "distortion.json")
-    return maps
+    return maps, grids
