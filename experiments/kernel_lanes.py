@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
             K, R, t = _poses([camera(vol.center, direction, up, n, field_mm)], torch.float32)
             with single_threaded_torch():
                 o, e, s0, s1 = be.rays(A, K, R, t, 0, n * n, n, (nx, ny, nz))
-                k = slab_slices(e, float(np.max(vol.spacing)))
+                k = slab_slices(e, float(np.max(vol.spacing)), tuple(data.shape))
             rays = [x.numpy() for x in (o, e, s0, s1, k)]
             if args.which == "forward":
                 out = {m: [np.zeros(n * n, np.float32)] for m in ("lanes", "per ray")}

@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     assert be.rays is not None, "needs the fused CPU backend (numba)"
     nz, ny, nx = data.shape
     o, e, s0, s1 = be.rays(_index_from_world(vol, torch.float32), K, R, t, 0, n * n, n, (nx, ny, nz))
-    default_k = slab_slices(e, float(np.max(vol.spacing)))
+    default_k = slab_slices(e, float(np.max(vol.spacing)), tuple(data.shape))
     counts = torch.bincount(default_k).tolist()
     print(f"{name} {tuple(data.shape)}, {n}² AP view; default slabs: "
           + ", ".join(f"{c} rays of {k} slices" for k, c in enumerate(counts) if c))

@@ -130,7 +130,7 @@ class Backend:
         assert step is not None
         if mode == "joseph":
             assert self.joseph is not None  # select_backend checked the mode
-            return self.joseph(data, o, e, s0, s1, slab_slices(e, step))
+            return self.joseph(data, o, e, s0, s1, slab_slices(e, step, tuple(data.shape)))
         ds, n = segment_samples(e, s0, s1, step)
         return self.march(data, o, e, s0, ds, n)
 

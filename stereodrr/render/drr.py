@@ -213,7 +213,7 @@ def drr(
             step_mm: trilinear: the step in mm, ``ceil(length / step_mm)`` equal steps over each
                 ray's clipped segment; default half the smallest voxel spacing. joseph: the slab
                 thickness, ``k = max(1, round(step_mm max_a |e_a|))`` slices of the dominant axis per
-                sample (:func:`stereodrr.render.integrate.slab_slices`; the smallest voxel spacing
+                sample, at most that axis's slices (:func:`stereodrr.render.integrate.slab_slices`; the smallest voxel spacing
                 or less gives Joseph's one slice); default the largest voxel spacing (slabs no
                 thinner than the volume's coarsest axis: the bilinear interpolant's error on that
                 axis already dominates, docs/results/renderer.md). Not used by ``"exact"``.

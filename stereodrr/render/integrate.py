@@ -56,11 +56,17 @@ def segment_samples(e: Tensor, s0: Tensor, s1: Tensor, step: float | Tensor) -> 
     return length / n.to(length.dtype), n
 
 
-def slab_slices(e: Tensor, step: float | Tensor) -> Tensor:
+def slab_slices(e: Tensor, step: float | Tensor, shape: tuple[int, ...]) -> Tensor:
     """Slices per Joseph slab ``k (N,) int64``: ``max(1, round(step max_a |e_a|))``, the slices
-    of the dominant axis in ``step`` mm (a number or a 0-d tensor); a step of at most the
-    smallest voxel spacing gives Joseph's one slice."""
-    return torch.round(step * e.detach().abs().amax(-1)).clamp_min(1).to(torch.int64)
+    of the dominant axis in ``step`` mm (a number or a 0-d tensor), at most that axis's slices in
+    a volume of ``shape`` ``(Z, Y, X)``: a slab as thick as the volume is sampled at its middle
+    slice (a thicker one's centre would lie past the box, and its sample at the box's edge
+    slice stand for the whole ray). A step of at most the smallest voxel spacing gives Joseph's
+    one slice."""
+    ea = e.detach().abs()
+    k = torch.round(step * ea.amax(-1)).clamp_min(1).to(torch.int64)
+    slices = torch.tensor(tuple(shape)[::-1], device=e.device)[ea.argmax(-1)]  # first axis on ties, as the kernels
+    return torch.minimum(k, slices)
 
 
 def _sample_torch(data: Tensor, p: Tensor) -> Tensor:

@@ -168,3 +168,26 @@ def test_joseph_slabs_uniform_box_and_ellipsoid(oblique_direction, ellipsoid_cas
     rel = img[sel] / (MU * chord[sel]) - 1
     assert np.median(np.abs(rel)) <= 5e-3 * slices
     assert abs(np.median(rel)) <= 1e-3 * slices
+
+
+@pytest.mark.parametrize("backend", ["numba", "torch", "triton"])
+def test_joseph_slab_thicker_than_the_volume_samples_its_middle_slice(backend):
+    """A slab no thicker than the volume along the ray's dominant axis: step_mm past the volume's
+    extent renders as one slab of all its slices, sampled at the middle slice (its centre past
+    the box sampled the edge slice, air in a CT, for the whole ray: 0.2 % of the integral)."""
+    if backend == "triton":
+        pytest.importorskip("triton")
+    rng = np.random.default_rng(5)
+    nz, ny, nx = 5, 9, 7
+    data = rng.uniform(0.5, 1.5, (nz, ny, nx))
+    data[:, [0, -1], :] = 0.0  # air in the first and last slices of the dominant axis (y)
+    vol = Volume.from_numpy(data.astype(np.float32), (2.0, 3.0, 2.5), (0.0, 0.0, 0.0))
+    centre = vol.index_to_world(np.array([[3.0, 4.0, 2.0]]))[0]  # the middle voxel (x, y, z)
+    # A 1x1 detector whose one ray runs along +y through the voxel centres of column (3, ., 2).
+    cam = Camera.look_at(centre - np.array([0.0, 500.0, 0.0]), centre, sdd=1000.0, pixel_spacing=1.0,
+                         width=1, height=1, up=(0.0, 0.0, 1.0))
+    path = ny * 3.0  # mm inside the box
+    want = data[2, 4, 3] * path  # the middle slice's sample (on a voxel centre) times the path
+    for step in (ny * 3.0, 1e3, 1e6):
+        img = render(vol, cam, mode="joseph", step_mm=step, backend=backend)
+        assert img[0, 0] == pytest.approx(want, rel=1e-6)

@@ -133,7 +133,7 @@ def test_volume_gradient_independent_of_scatter_buffers(oblique_direction, kerne
         ds, n = integrate.segment_samples(e, s0, s1, 1.0)
         grads = [_fused.backward(g, data, o, e, s0, ds, n, True, budget)[0] for budget in (2**31, 1)]
     else:
-        k = integrate.slab_slices(e, 5.0)
+        k = integrate.slab_slices(e, 5.0, tuple(data.shape))
         assert int(k.max()) > 1
         grads = [_fused.joseph_backward(g, data, o, e, s0, s1, k, True, budget)[0] for budget in (2**31, 1)]
     # One buffer per thread, then a single shared buffer.
