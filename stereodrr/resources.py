@@ -125,6 +125,9 @@ MAX_BLUR_PX = 64.0
 MAX_PHOTONS = 1e12
 #: Trilinear ray-marching step, mm: finer steps only multiply the samples per ray.
 MIN_STEP_MM = 0.01
+#: Voxel size of a dataset's subject, mm: finer than a micro-CT's (a torso of 1e-300 mm voxels
+#: overflowed the voxelizer's counts).
+MIN_VOXEL_MM = 0.01
 #: Sub-samples per axis in boundary voxels (the voxelizer itself raises it to at most 16).
 MAX_SUPERSAMPLE = 16
 #: Seeds and item counts are stored as int64 (manifest, item records).

@@ -166,6 +166,8 @@ def files(tmp_path_factory) -> dict[str, str]:
     config("cfg_trunc_subject", subject={"kind": "volume", "path": f["trunc_nii"]})
     config("cfg_folder_subject", subject={"kind": "phantom", "path": f["folder"]})
     config("cfg_bad_subject", subject={"kind": "phantom", "path": f["phantom_bad_type"]})
+    config("cfg_voxel_tiny", subject={"kind": "torso", "size": [16, 12, 10], "spacing_mm": 1e-300})
+    config("cfg_readout_huge", detector__electronic_sigma=1e308)
     return f
 
 
@@ -228,7 +230,7 @@ def _cases() -> list[tuple[str, list[str]]]:
     # dataset
     for bad in ("missing", "folder", "empty", "malformed", "json_list", "corrupt_json", "cfg_blur", "cfg_step",
                 "cfg_seed", "cfg_pitch", "cfg_huge", "cfg_nan_range", "cfg_unknown", "cfg_trunc_subject",
-                "cfg_folder_subject", "cfg_bad_subject"):
+                "cfg_folder_subject", "cfg_bad_subject", "cfg_voxel_tiny", "cfg_readout_huge"):
         c.append((f"dataset-config-{bad}", ["dataset", "--config", f"{{{bad}}}", "-o", "OUT", "--n", "2",
                                             "--workers", "0", "--quiet"]))
     c += [("dataset-n-negative", ["dataset", "--config", "{cfg}", "-o", "OUT", "--n", "-1"]),
@@ -261,6 +263,7 @@ def _cases() -> list[tuple[str, list[str]]]:
           ("demo-photons-zero", ["demo", "--photons", "0", "-o", "OUT"]),
           ("demo-blur-negative", ["demo", "--blur", "-1", "-o", "OUT"]),
           ("demo-blur-huge", ["demo", "--blur", "1e6", "-o", "OUT"]),
+          ("demo-readout-huge", ["demo", "--electronic-noise", "1e308", "-o", "OUT"]),
           ("demo-pixel-zero", ["demo", "--pixel", "0", "-o", "OUT"]),
           ("demo-angle-nan", ["demo", "--angle", "nan", "-o", "OUT"]),
           ("demo-seed-negative", ["demo", "--seed", "-3", "-o", "OUT"]),

@@ -55,7 +55,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-noise", action="store_true", help="render noise-free line integrals")
     p.add_argument("--angle", type=number(0.0, 179.0, open_lo=True, what="angle in degrees"), default=5.0, help="stereo angle in degrees (default 5)")
     p.add_argument("--photons", type=number(0.0, MAX_PHOTONS, open_lo=True, what="photon count"), default=1e4, help="photons per pixel without attenuation")
-    p.add_argument("--electronic-noise", type=number(0.0, what="noise sigma"), default=2.0, help="read-out noise sigma, photons")
+    p.add_argument("--electronic-noise", type=number(0.0, MAX_PHOTONS, what="noise sigma"), default=2.0, help="read-out noise sigma, photons")
     p.add_argument("--blur", type=number(0.0, MAX_BLUR_PX, what="blur sigma in px"), default=0.5, help="detector blur sigma, px")
     p.add_argument("--pixel", type=number(*PIXEL_PITCH_MM, what="pixel pitch in mm"), default=0.15, help="detector pixel pitch, mm (default 0.15)")
     p.add_argument("--size", type=integer(1, what="pixel count"), nargs=2, default=[1024, 1024], metavar=("W", "H"),

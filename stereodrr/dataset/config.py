@@ -67,7 +67,7 @@ from ..distortion import PRESETS, SCALED_PARAMETERS, scaled_field
 from ..fileio import read_json
 from ..imaging import DetectorModel
 from ..render import MODES
-from ..resources import MAX_BLUR_PX, MAX_INT64, MAX_PHOTONS, MIN_STEP_MM, PIXEL_PITCH_MM
+from ..resources import MAX_BLUR_PX, MAX_INT64, MAX_PHOTONS, MIN_STEP_MM, MIN_VOXEL_MM, PIXEL_PITCH_MM
 from .manifest import sha256_file
 
 __all__ = ["SCHEMA", "DEFAULT_CONFIG", "load_config", "validate_config", "config_digest", "canonical_json",
@@ -247,7 +247,7 @@ def _subject(v: Any, base_dir: Path | None) -> dict[str, Any]:
         if not isinstance(size, (list, tuple)) or len(size) != 3:
             raise ValueError(f"config: subject.size: expected three voxel counts (x, y, z), got {size!r}")
         out["size"] = [_positive_int("subject.size", s) for s in size]
-        out["spacing_mm"] = _range("subject.spacing_mm", v.get("spacing_mm", 3.0), 0.0, open_lo=True)[0]
+        out["spacing_mm"] = _range("subject.spacing_mm", v.get("spacing_mm", 3.0), MIN_VOXEL_MM)[0]
         return out
     if "path" not in v:
         raise ValueError(f"config: subject.path: required for subject kind {kind!r}")
@@ -269,7 +269,7 @@ def _subject(v: Any, base_dir: Path | None) -> dict[str, Any]:
     if kind == "volume":
         out["units"] = _choice("subject.units", v.get("units", "hu"), ("hu", "mu"))
         sp = v.get("spacing_mm")
-        out["spacing_mm"] = None if sp is None else _range("subject.spacing_mm", sp, 0.0, open_lo=True)[0]
+        out["spacing_mm"] = None if sp is None else _range("subject.spacing_mm", sp, MIN_VOXEL_MM)[0]
     else:
         out["voxel_mm"] = _range("subject.voxel_mm", v.get("voxel_mm", 0.5), 0.0, open_lo=True)[0]
     return out
@@ -424,7 +424,7 @@ def validate_config(raw: Mapping[str, Any], base_dir: str | os.PathLike[str] | N
     det["photons_per_pixel"] = _range("detector.photons_per_pixel", det["photons_per_pixel"], 0.0, MAX_PHOTONS,
                                       open_lo=True)
     det["noise"] = _choice("detector.noise", det["noise"], NOISE_MODELS)
-    det["electronic_sigma"] = _range("detector.electronic_sigma", det["electronic_sigma"], 0.0)
+    det["electronic_sigma"] = _range("detector.electronic_sigma", det["electronic_sigma"], 0.0, MAX_PHOTONS)
     det["blur_px"] = _range("detector.blur_px", det["blur_px"], 0.0, MAX_BLUR_PX)
     if det["noise"] == "none" and det["electronic_sigma"][1] > 0:
         raise ValueError("config: detector.electronic_sigma: must be 0 with detector.noise 'none'")

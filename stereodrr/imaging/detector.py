@@ -134,6 +134,8 @@ class DetectorModel:
             raise ValueError(f"gain: expected a positive number of counts per photon, got {self.gain}")
         if self.photons is not None and not 0 < self.photons <= MAX_PHOTONS:
             raise ValueError(f"photons: expected a photon count per pixel in (0, {MAX_PHOTONS:g}], got {self.photons}")
+        if self.electronic_sigma > MAX_PHOTONS:  # its draws would overflow float32 to inf
+            raise ValueError(f"electronic_sigma: expected at most {MAX_PHOTONS:g} photons, got {self.electronic_sigma}")
         if self.bit_depth is not None and (int(self.bit_depth) != self.bit_depth or not 1 <= self.bit_depth <= 32):
             raise ValueError(f"bit_depth: expected 1-32 bits or None, got {self.bit_depth}")
         if self.distortion is not None and not isinstance(self.distortion, IntensifierField):

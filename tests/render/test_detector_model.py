@@ -100,6 +100,8 @@ def test_description_round_trips_into_json(unchecked):
         detector_preset("xray9000")
     with pytest.raises(ValueError, match="aperture"):
         DetectorModel(aperture="round")
+    with pytest.raises(ValueError, match="electronic_sigma: expected at most"):
+        DetectorModel(photons=1e4, electronic_sigma=1e308)  # its float32 draws would be inf
 
 
 def test_scatter_of_a_uniform_slab_is_its_spr():
