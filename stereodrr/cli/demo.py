@@ -90,7 +90,8 @@ def run(args: argparse.Namespace) -> int:
     panel = flat_panel(args.photons if noisy else None, args.electronic_noise if noisy else 0.0,
                        args.blur if noisy else 0.0, aperture=args.aperture)
     chain = detector or panel
-    maps, grids = None, {}
+    maps: dict[str, DistortionMap] | None = None
+    grids: dict[str, np.ndarray] = {}
     if args.distortion:
         field = intensifier_field(args.distortion, w, h)
         chain = chain.with_(distortion=field)
