@@ -176,6 +176,7 @@ def _cases() -> list[tuple[str, list[str]]]:
     c: list[tuple[str, list[str]]] = []
     # rig: only numbers and outputs
     c += [("rig-disparity-negative", ["rig", "--disparity-error", "-1", "-o", "OUT/rig.json"]),
+          ("rig-disparity-huge", ["rig", "--disparity-error", "1e308", "-o", "OUT/rig.json"]),
           ("rig-figure-not-an-image", ["rig", "--figure", "OUT/fig.txt", "-o", "OUT/rig.json"]),
           ("rig-sdd-inf", ["rig", "--sdd", "inf", "-o", "OUT/rig.json"]),
           ("rig-sdd-nan", ["rig", "--sdd", "nan", "-o", "OUT/rig.json"]),
@@ -196,6 +197,7 @@ def _cases() -> list[tuple[str, list[str]]]:
                 "phantom_nan", "phantom_negative"):
         c.append((f"phantom-definition-{bad}", ["phantom", f"{{{bad}}}", "-o", "OUT"]))
     c += [("phantom-unknown-builtin", ["phantom", "no_such_phantom", "-o", "OUT"]),
+          ("phantom-translate-huge", ["phantom", "{phantom}", "--translate", "1e308", "0", "0", "-o", "OUT"]),
           ("phantom-supersample-huge", ["phantom", "{phantom}", "--supersample", "1000", "-o", "OUT"]),
           ("phantom-spacing-zero", ["phantom", "{phantom}", "--spacing", "0", "-o", "OUT"]),
           ("phantom-spacing-two", ["phantom", "{phantom}", "--spacing", "1", "2", "-o", "OUT"]),
@@ -290,6 +292,8 @@ def _cases() -> list[tuple[str, list[str]]]:
                                  "{img_f}"]),
           ("register-rig-not-rotation", ["register", "--rig", "{rig_not_rotation}", "-o", "OUT", "--ct", "{ct}",
                                          "--images", "{img_f}", "{img_f}"]),
+          ("register-lr-rotation-huge", [*reg, "--ct", "{ct}", "--images", "{img_f}", "{img_f}", "--lr-rotation",
+                                         "1e308"]),
           ("register-init-bad", [*reg, "--ct", "{ct}", "--images", "{img_f}", "{img_f}", "--init", "{pose_bad}"]),
           ("register-init-malformed", [*reg, "--ct", "{ct}", "--images", "{img_f}", "{img_f}", "--init",
                                        "{malformed}"]),

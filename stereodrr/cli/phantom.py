@@ -33,7 +33,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="paint the marker balls, leave them out, or carve them as air (for analytic rendering)")
     p.add_argument("--rotate", type=number(what="angle in degrees"), nargs=3, default=None, metavar=("RX", "RY", "RZ"),
                    help="move the phantom: rotation in degrees (extrinsic x, y, z) about the world origin")
-    p.add_argument("--translate", type=number(what="distance in mm"), nargs=3, default=None, metavar=("X", "Y", "Z"), help="then translate, mm")
+    p.add_argument("--translate", type=number(-1e6, 1e6, what="distance in mm"), nargs=3, default=None, metavar=("X", "Y", "Z"), help="then translate, mm")
     p.add_argument("--format", choices=["mha", "nii.gz", "nii", "nrrd"], default="mha",
                    help="image format (default mha: exact geometry; NIfTI headers store float32)")
     p.add_argument("--no-clip", action="store_true", help="keep unclipped HU (written as float32) instead of the 12-bit range")

@@ -83,8 +83,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "pixel's footprint at the isocenter per axis; the ray step in voxels of the level's volume, like 1vox, to "
                         "the renderer's half voxel; the similarity to --similarity, the "
                         "optimizer to --optimizer)")
-    p.add_argument("--lr-rotation", type=number(0.0, open_lo=True, what="step in degrees"), default=0.5, help="initial rotation step, deg (default 0.5)")
-    p.add_argument("--lr-translation", type=number(0.0, open_lo=True, what="step in mm"), default=2.0, help="initial translation step, mm (default 2)")
+    p.add_argument("--lr-rotation", type=number(0.0, 180.0, open_lo=True, what="step in degrees"), default=0.5, help="initial rotation step, deg (default 0.5)")
+    p.add_argument("--lr-translation", type=number(0.0, 1e4, open_lo=True, what="step in mm"), default=2.0, help="initial translation step, mm (default 2)")
     p.add_argument("--device", type=torch_device, default="cuda" if torch.cuda.is_available() else "cpu",
                    help="torch device (default cuda when torch sees a GPU, else cpu)")
     p.add_argument("--threads", type=integer(1, 1024, what="thread count"),

@@ -26,7 +26,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pixel", type=number(*PIXEL_PITCH_MM, what="pixel pitch in mm"), default=0.3, help="detector pixel pitch, mm")
     p.add_argument("--size", type=integer(1, what="pixel count"), nargs=2, default=[512, 512], metavar=("W", "H"), help="detector pixels")
     p.add_argument("--isocenter", type=number(what="coordinate in mm"), nargs=3, default=[0.0, 0.0, 0.0], metavar=("X", "Y", "Z"))
-    p.add_argument("--disparity-error", type=number(0.0, open_lo=True, what="disparity error in px"), default=0.1, help="px, for the depth-resolution line")
+    p.add_argument("--disparity-error", type=number(0.0, 1e4, open_lo=True, what="disparity error in px"), default=0.1, help="px, for the depth-resolution line")
     p.add_argument("-o", "--output", default="rig.json", help="rig file to write")
     p.add_argument("--dlt", help="also write the XMALab/DLTdv DLT coefficients (CSV, 11 x n) here")
     p.add_argument("--dlt-convention", choices=get_args(DltConvention), default="xmalab",
