@@ -40,6 +40,14 @@ def _moved(pose: RigidPose, basis: np.ndarray, delta: np.ndarray) -> RigidPose:
     return RigidPose(matrix_to_rotvec(R), pose.translation + basis @ delta[3:], pose.center)
 
 
+def _about_volume_centre(pose: RigidPose, volume: Volume) -> RigidPose:
+    """The same CT -> world matrix as a pose about the volume centre, about which the parameters
+    turn (a pose read from a file may be about another point: ``pose.json``'s ``center``)."""
+    if np.array_equal(pose.center, volume.center):
+        return pose
+    return RigidPose.from_matrix(pose.matrix, volume.center)
+
+
 def pose_jacobian(volume: Volume, rig: StereoRig, pose: RigidPose | None = None, *,
                   h_deg: float = 0.1, h_mm: float = 0.1, step_mm: float | None = None) -> torch.Tensor:
     """Derivative of every view's DRR with respect to the six pose parameters (:data:`PARAMETERS`).
@@ -47,7 +55,8 @@ def pose_jacobian(volume: Volume, rig: StereoRig, pose: RigidPose | None = None,
     Args:
         volume: mu in 1/mm.
         rig: the views (one detector size).
-        pose: where to linearise (default: identity, the volume where its geometry puts it).
+        pose: where to linearise (default: identity, the volume where its geometry puts it); only
+            its matrix counts: the rotations turn about the volume centre whatever its ``center``.
         h_deg, h_mm: central-difference steps for the rotations and translations.
         step_mm: trilinear sampling step (renderer default when None).
 
@@ -56,7 +65,7 @@ def pose_jacobian(volume: Volume, rig: StereoRig, pose: RigidPose | None = None,
     """
     if not (h_deg > 0 and h_mm > 0):
         raise ValueError(f"h_deg, h_mm: expected positive difference steps, got {h_deg}, {h_mm}")
-    pose = RigidPose.identity(volume.center) if pose is None else pose
+    pose = RigidPose.identity(volume.center) if pose is None else _about_volume_centre(pose, volume)
     basis = translation_basis(rig)
     cols = []
     for k, h in enumerate((h_deg,) * 3 + (h_mm,) * 3):

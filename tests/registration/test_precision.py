@@ -94,3 +94,17 @@ def test_bad_input_is_named():
     with pytest.warns(UserWarning):
         with pytest.raises(ValueError, match="no information"):
             pose_crlb(vol, rig_of("single"), away)
+
+
+def test_bound_depends_on_the_pose_matrix_not_on_the_centre_it_is_written_about():
+    """A pose read from a ``pose.json`` written about another point (its ``center``) is the same
+    CT -> world matrix: the parameters still turn about the volume centre, so the information is
+    the same. Before, the rotations turned about the file's centre and the depth bound of one
+    pose came out 4x larger about the world origin."""
+    vol, rig = blob_volume(), rig_of("stereo")
+    pose = RigidPose.from_degrees((4.0, -3.0, 7.0), (1.5, -2.0, 0.5), vol.center)
+    elsewhere = RigidPose.from_matrix(pose.matrix, np.array([300.0, -200.0, 50.0]))
+    np.testing.assert_allclose(elsewhere.matrix, pose.matrix, atol=1e-12)
+    F = pose_fisher_information(vol, rig, pose, photons=PHOTONS)
+    F_elsewhere = pose_fisher_information(vol, rig, elsewhere, photons=PHOTONS)
+    np.testing.assert_allclose(F_elsewhere, F, rtol=1e-5, atol=1e-9 * np.abs(F).max())
