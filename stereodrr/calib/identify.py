@@ -50,6 +50,7 @@ from ..geometry import (
 from ..phantoms.io import marker_classes
 from ..phantoms.symmetry import MAX_PRIOR_ROTATION_DEG, marker_symmetries
 from ._checks import as_points, same_count
+from .detect import fit_reach_px
 from .dlt import MIN_DLT_POINTS, projection_from_points
 
 __all__ = ["Identification", "IdentifyOptions", "identify_markers", "drop_overlapping", "match_views", "shadow_diameters_px", "MIN_MARGIN"]
@@ -106,15 +107,15 @@ class Identification:
         return bool(self.margin < self.min_margin)
 
 
-# Shadows closer than their radii plus this gap (px: blurred rims, the fit window) count as touching.
-OVERLAP_GAP_PX = 2.0
-
-
 def drop_overlapping(ident: Identification, markers: pd.DataFrame, camera: Camera,
-                     gap_px: float = OVERLAP_GAP_PX) -> Identification:
+                     gap_px: float | None = None) -> Identification:
     """``ident`` without the markers whose shadow, re-projected by ``ident.P`` with the
     diameters ``camera`` gives them, comes within ``gap_px`` of another marker's shadow (e.g. balls
-    in line in a lateral view): the detector fits one blob to both, whose centre is neither's."""
+    in line in a lateral view): the detector fits one blob to both, whose centre is neither's,
+    and a shadow within the ball fit's window biases the centre. ``gap_px``: the fit's reach,
+    :func:`stereodrr.calib.detect.fit_reach_px` of the image's blur (default: a sharp image's)."""
+    if gap_px is None:
+        gap_px = fit_reach_px()
     X = markers[["x", "y", "z"]].to_numpy(np.float64)
     uv, _ = project_points(ident.P, X)
     radius = 0.5 * shadow_diameters_px(camera, X, markers["diameter_mm"].to_numpy())
