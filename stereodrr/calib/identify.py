@@ -285,9 +285,34 @@ def identify_markers(
         if col not in markers.columns:
             raise ValueError(f"markers: missing column {col!r} (expected marker_id, x, y, z[, diameter_mm])")
     search = _Search(det, markers, camera, detection_diameters_px, o, name)
-    search.first_labellings()
+    try:
+        search.first_labellings()
+    except ValueError:
+        _raise_if_flipped(det, markers, camera, detection_diameters_px, o, name)
+        raise
     search.symmetric_labellings(markers)
     return search.best()
+
+
+def _raise_if_flipped(det: np.ndarray, markers: pd.DataFrame, camera: Camera, diameters_px: np.ndarray | None,
+                      o: IdentifyOptions, name: str) -> None:
+    """No labelling found: raise the reason when the image read out flipped (left-right or
+    up-down) is identified from the nominal view. The search orbits and rotates the nominal
+    prediction but never mirrors it, so a flipped image of a phantom without a mirror symmetry
+    would otherwise fail as if the rig or the phantom were wrong."""
+    flips = {"left-right": np.array([-1.0, 1.0]), "up-down": np.array([1.0, -1.0])}
+    size = np.array([camera.width - 1.0, camera.height - 1.0])
+    for how, sign in flips.items():
+        flipped = np.where(sign < 0, size - det, det)
+        search = _Search(flipped, markers, camera, diameters_px, o, name)
+        try:
+            search.first_labellings()
+        except ValueError:
+            continue
+        if any(h["physical"] and h["matched"] >= 0.5 * min(len(det), len(search.X)) for h in search.hyps.values()):
+            raise ValueError(f"{name}: could not identify the markers: the image looks mirrored (flipped {how}): "
+                             "flipped back, its balls fit the nominal view; check the detector read-out "
+                             "orientation (or the export) of this image")
 
 
 class _Search:
