@@ -61,7 +61,7 @@ except ImportError:  # pragma: no cover - exercised only where numba is absent
 if TYPE_CHECKING:
     from ..render.aperture import Aperture
 
-__all__ = ["ImageKind", "DetectOptions", "KINDS", "APERTURES", "attenuation_image", "detect_markers"]
+__all__ = ["ImageKind", "DetectOptions", "KINDS", "APERTURES", "attenuation_image", "detect_markers", "fit_reach_px"]
 
 ImageKind = Literal["auto", "line_integral", "intensity"]
 KINDS: tuple[str, ...] = get_args(ImageKind)
@@ -151,6 +151,15 @@ def attenuation_image(image: np.ndarray, kind: str = "auto", max_diameter_px: fl
             img = np.maximum(img, 0.5)
         return -np.log(img), kind
     return img, kind
+
+
+def fit_reach_px(blur_px: float = 0.0) -> float:
+    """How far beyond a ball's rim (px) its centre fit reads the image, for a fitted blur sigma
+    ``blur_px``: the disk's margin widened by the blurred rim (``1 + 3 blur``, as the refits of
+    :func:`_refined_fit` widen it), the background ring (``_RING_PX``) and a neighbour's rim
+    blurred into it (``blur``). Another ball's shadow nearer than this biases the centre (two
+    1 mm balls at 0.3 mm pixels, blur 0.5 px, 5 px apart: 0.03 px; 7 px: 0.003 px, as alone)."""
+    return 1.0 + 3.0 * blur_px + _RING_PX + blur_px
 
 
 def _window(radius: float, basis: np.ndarray | None) -> float:
@@ -482,8 +491,10 @@ def detect_markers(
                          "aperture 'point' (--aperture point)")
     rows = []
     with single_threaded_blas():  # the fits' small products and SVDs (see render.threads)
-        for cu, cv_, roundness in blobs:
-            ball = _locate(a, top, (cu, cv_), dmax, used, aperture, transmission, o.subpixel, o.pixel_aspect)
+        starts = np.array([(cu, cv_) for cu, cv_, _ in blobs], np.float64)
+        for k, (cu, cv_, roundness) in enumerate(blobs):
+            ball = _locate(a, top, (cu, cv_), dmax, used, aperture, transmission, o.subpixel, o.pixel_aspect,
+                           others=np.delete(starts, k, axis=0))
             if ball is not None:
                 rows.append({**ball, "roundness": roundness})
     if not rows:
@@ -522,18 +533,27 @@ def _blobs(top: np.ndarray, dmin: float, dmax: float, o: DetectOptions
     return out, n - 1, thr
 
 
-def _core(top: np.ndarray, cu: float, cv_: float, dmax: float) -> tuple[float, float, float, float]:
+def _core(top: np.ndarray, cu: float, cv_: float, dmax: float,
+          others: np.ndarray | None = None) -> tuple[float, float, float, float]:
     """Coarse centre, radius and peak from the ball's core: the pixels above half its top-hat peak
     connected to the peak (a disk of radius ~0.87 rho for the chord profile), within a disk a
     pixel wider than the largest radius. Weaker plastic that the line openings leave near brick
-    corners stays out of it, so it does not pull the start (by up to 2.5 px before)."""
+    corners stays out of it, so it does not pull the start (by up to 2.5 px before). ``others``
+    ``(K, 2)``: the other candidates' centres; pixels nearer one of them are left out, so a
+    small ball beside a larger one (the disk is sized by the largest ball) starts from its own
+    core, not from the brighter inside of its neighbour's rim."""
     H, W = top.shape
     rad = dmax / 2 + 1
     r = int(np.ceil(rad))
     u_lo, u_hi = max(int(round(cu)) - r, 0), min(int(round(cu)) + r + 1, W)
     v_lo, v_hi = max(int(round(cv_)) - r, 0), min(int(round(cv_)) + r + 1, H)
     vv, uu = np.mgrid[v_lo:v_hi, u_lo:u_hi]
-    win = top[v_lo:v_hi, u_lo:u_hi] * ((uu - cu) ** 2 + (vv - cv_) ** 2 <= rad**2)
+    own = (uu - cu) ** 2 + (vv - cv_) ** 2
+    inside = own <= rad**2
+    if others is not None:
+        for ou, ov in others[np.hypot(others[:, 0] - cu, others[:, 1] - cv_) < 2 * rad]:
+            inside &= own <= (uu - ou) ** 2 + (vv - ov) ** 2
+    win = top[v_lo:v_hi, u_lo:u_hi] * inside
     peak = float(win.max())
     core = cv2.connectedComponents((win >= 0.5 * peak).astype(np.uint8), connectivity=8)[1]
     core = core == core.flat[int(np.argmax(win))]
@@ -545,10 +565,10 @@ def _core(top: np.ndarray, cu: float, cv_: float, dmax: float) -> tuple[float, f
 
 def _locate(a: np.ndarray, top: np.ndarray, start: tuple[float, float], dmax: float, kind: str, aperture: str,
             transmission: Callable[..., np.ndarray] | None, subpixel: Subpixel,
-            pixel_aspect: float = 1.0) -> dict[str, float] | None:
+            pixel_aspect: float = 1.0, others: np.ndarray | None = None) -> dict[str, float] | None:
     """Sub-pixel centre of one candidate (step 4 of the module docstring), or ``None`` when it
-    lies too close to the image edge for a background estimate."""
-    cu, cv_, rho, peak = _core(top, start[0], start[1], dmax)
+    lies too close to the image edge for a background estimate (``others``: :func:`_core`)."""
+    cu, cv_, rho, peak = _core(top, start[0], start[1], dmax, others)
     local = _ball_patch(a, cu, cv_, rho, structured=subpixel == "fit")
     if local is None:
         return None

@@ -50,6 +50,7 @@ from ..geometry import (
 from ..phantoms.io import marker_classes
 from ..phantoms.symmetry import MAX_PRIOR_ROTATION_DEG, marker_symmetries
 from ._checks import as_points, same_count
+from .detect import fit_reach_px
 from .dlt import MIN_DLT_POINTS, projection_from_points
 
 __all__ = ["Identification", "IdentifyOptions", "identify_markers", "drop_overlapping", "match_views", "shadow_diameters_px", "MIN_MARGIN"]
@@ -106,15 +107,15 @@ class Identification:
         return bool(self.margin < self.min_margin)
 
 
-# Shadows closer than their radii plus this gap (px: blurred rims, the fit window) count as touching.
-OVERLAP_GAP_PX = 2.0
-
-
 def drop_overlapping(ident: Identification, markers: pd.DataFrame, camera: Camera,
-                     gap_px: float = OVERLAP_GAP_PX) -> Identification:
+                     gap_px: float | None = None) -> Identification:
     """``ident`` without the markers whose shadow, re-projected by ``ident.P`` with the
     diameters ``camera`` gives them, comes within ``gap_px`` of another marker's shadow (e.g. balls
-    in line in a lateral view): the detector fits one blob to both, whose centre is neither's."""
+    in line in a lateral view): the detector fits one blob to both, whose centre is neither's,
+    and a shadow within the ball fit's window biases the centre. ``gap_px``: the fit's reach,
+    :func:`stereodrr.calib.detect.fit_reach_px` of the image's blur (default: a sharp image's)."""
+    if gap_px is None:
+        gap_px = fit_reach_px()
     X = markers[["x", "y", "z"]].to_numpy(np.float64)
     uv, _ = project_points(ident.P, X)
     radius = 0.5 * shadow_diameters_px(camera, X, markers["diameter_mm"].to_numpy())
@@ -284,9 +285,34 @@ def identify_markers(
         if col not in markers.columns:
             raise ValueError(f"markers: missing column {col!r} (expected marker_id, x, y, z[, diameter_mm])")
     search = _Search(det, markers, camera, detection_diameters_px, o, name)
-    search.first_labellings()
+    try:
+        search.first_labellings()
+    except ValueError:
+        _raise_if_flipped(det, markers, camera, detection_diameters_px, o, name)
+        raise
     search.symmetric_labellings(markers)
     return search.best()
+
+
+def _raise_if_flipped(det: np.ndarray, markers: pd.DataFrame, camera: Camera, diameters_px: np.ndarray | None,
+                      o: IdentifyOptions, name: str) -> None:
+    """No labelling found: raise the reason when the image read out flipped (left-right or
+    up-down) is identified from the nominal view. The search orbits and rotates the nominal
+    prediction but never mirrors it, so a flipped image of a phantom without a mirror symmetry
+    would otherwise fail as if the rig or the phantom were wrong."""
+    flips = {"left-right": np.array([-1.0, 1.0]), "up-down": np.array([1.0, -1.0])}
+    size = np.array([camera.width - 1.0, camera.height - 1.0])
+    for how, sign in flips.items():
+        flipped = np.where(sign < 0, size - det, det)
+        search = _Search(flipped, markers, camera, diameters_px, o, name)
+        try:
+            search.first_labellings()
+        except ValueError:
+            continue
+        if any(h["physical"] and h["matched"] >= 0.5 * min(len(det), len(search.X)) for h in search.hyps.values()):
+            raise ValueError(f"{name}: could not identify the markers: the image looks mirrored (flipped {how}): "
+                             "flipped back, its balls fit the nominal view; check the detector read-out "
+                             "orientation (or the export) of this image")
 
 
 class _Search:

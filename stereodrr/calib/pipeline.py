@@ -33,7 +33,7 @@ from ..distortion import check_maps
 from ..geometry import StereoRig, fundamental_from_cameras, rotation_angle_deg
 from ..phantoms.io import marker_classes
 from ..phantoms.symmetry import identification_ambiguities
-from .detect import DetectOptions, detect_markers
+from .detect import DetectOptions, detect_markers, fit_reach_px
 from .dlt import RigCalibration, calibrate_rig, opencv_crosscheck
 from .fundamental import METHODS as F_METHODS
 from .fundamental import FundamentalEstimate, estimate_fundamental
@@ -367,11 +367,14 @@ def identify(detections: Mapping[str, pd.DataFrame], markers: pd.DataFrame, nomi
     identified, failed = {}, {}
     for n in nominal.names:
         det = detections[n]
+        # Shadows within the ball fit's reach of each other are dropped: the reach grows with the blur.
+        blur = det["blur_px"].to_numpy(np.float64) if "blur_px" in det else np.array([])
+        gap = fit_reach_px(float(np.nanmedian(blur)) if np.isfinite(blur).any() else 0.0)
         try:
             identified[n] = drop_overlapping(identify_markers(det[["u", "v"]].to_numpy(), markers, nominal[n],
                                                               det["diameter_px"].to_numpy(),
                                                               IdentifyOptions(min_margin=o.min_margin), name=n),
-                                             markers, nominal[n])
+                                             markers, nominal[n], gap)
         except ValueError as e:
             failed[n] = e
     if failed:

@@ -227,3 +227,46 @@ def test_a_line_integral_in_other_units_is_refused_by_the_area_model(scene, scal
         warnings.simplefilter("error")  # its transmission underflowing to 0 took log(0) (numpy warnings)
         det = detect_markers(L[0] * scale, kind="line_integral", diameter_px=(3, 14), aperture="point")
     assert _match_rms(det, centres[0]) <= 0.1
+
+
+def _ball_pair(pitch_mm, gap_px, diameter2_mm, blur_px=0.5):
+    """A 1 mm ball beside a ``diameter2_mm`` one, their shadows' rims ``gap_px`` apart (the
+    independent simulator of ``xray_sim``: area-integrated pixels, water behind)."""
+    from stereodrr.calib.identify import shadow_diameters_px
+    from stereodrr.geometry import Camera
+
+    from .xray_sim import simulate
+
+    cam = Camera.look_at(np.array([0.0, -750.0, 0.0]), np.zeros(3), 1200.0, (pitch_mm, pitch_mm), 160, 120,
+                         up=np.array([0.0, 0.0, 1.0]))
+    mag = 1200.0 / 750.0
+    sep = (0.5 * mag / pitch_mm * (1.0 + diameter2_mm) + gap_px) * pitch_mm / mag
+    table = pd.DataFrame({"marker_id": [1, 2], "x": [-sep / 2, sep / 2], "y": [0.0, 0.0], "z": [0.3, 0.3],
+                          "diameter_mm": [1.0, diameter2_mm]})
+    image, centres = simulate(cam, table, blur_px=blur_px, subpixels=6)
+    d = shadow_diameters_px(cam, table[["x", "y", "z"]].to_numpy(), table["diameter_mm"].to_numpy())
+    det = detect_markers(image, kind="line_integral", diameter_px=(0.6 * d.min(), 1.4 * d.max()))
+    errors = np.linalg.norm(det[["u", "v"]].to_numpy()[:, None] - centres[None], axis=2).min(axis=0)
+    return det, errors
+
+
+def test_a_small_ball_beside_a_large_one_starts_from_its_own_core():
+    """The coarse start's window is sized by the largest ball: a 1 mm ball 8 px from a 2 mm
+    one (0.15 mm pixels) took the brighter inside of its neighbour's rim as its core, was lost,
+    and a blob between the two was reported instead."""
+    det, errors = _ball_pair(0.15, 8.0, 2.0)
+    assert len(det) == 2
+    assert errors.max() < 0.005
+
+
+def test_a_neighbour_within_the_fits_reach_is_what_drop_overlapping_drops():
+    """Centres are biased while another shadow lies within ``fit_reach_px`` of the rim (what the
+    calibration drops as overlapping), and as good as alone beyond it."""
+    from stereodrr.calib.detect import fit_reach_px
+
+    det, near = _ball_pair(0.3, 4.0, 1.0)
+    assert near.max() > 0.02  # 10x the error of a ball alone
+    reach = fit_reach_px(float(np.median(det["blur_px"])))
+    assert 4.0 < reach < 8.0
+    _, far = _ball_pair(0.3, reach + 0.2, 1.0)
+    assert far.max() < 0.005

@@ -80,3 +80,28 @@ def test_balls_in_line_are_dropped_as_overlapping():
     ident = drop_overlapping(Identification(table, P, [], []), markers, cam)
     assert ident.overlapping == [1, 2]
     assert ident.table["marker_id"].tolist() == [3, 4]
+
+
+def test_shadows_within_the_ball_fits_reach_are_dropped():
+    """Two 1 mm balls whose shadows' rims are 4 px apart: each lies in the other's fit window
+    (biased by 0.02-0.1 px, test_detect), so both leave; the reach grows with the image's blur."""
+    from stereodrr.calib.detect import fit_reach_px
+    from stereodrr.calib.identify import Identification, drop_overlapping, shadow_diameters_px
+
+    cam = Camera.look_at(np.array([0.0, -700.0, 0.0]), np.zeros(3), 1000.0, (0.2, 0.2), 400, 300)
+    d = float(shadow_diameters_px(cam, np.zeros((1, 3)), np.array([1.0]))[0])
+    step = (d + 4.0) * 0.2 * 0.7  # centres d + 4 px apart at the isocentre plane (magnification 1/0.7)
+    X = np.array([[0.0, 0.0, 0.0], [step, 0.0, 0.0], [-20.0, 0.0, -10.0]])
+    markers = pd.DataFrame({"marker_id": [1, 2, 3], "x": X[:, 0], "y": X[:, 1], "z": X[:, 2], "diameter_mm": 1.0})
+    uv, _ = cam.project(X)
+    P = cam.K @ np.c_[cam.R, cam.t]
+    table = pd.DataFrame({"marker_id": [1, 2, 3], "u": uv[:, 0], "v": uv[:, 1], "detection": range(3),
+                          "residual_px": 0.0})
+    ident = drop_overlapping(Identification(table, P, [], []), markers, cam)
+    assert ident.overlapping == [1, 2] and ident.table["marker_id"].tolist() == [3]
+    assert fit_reach_px(0.0) > 4.0 and fit_reach_px(1.0) > fit_reach_px(0.5) > fit_reach_px(0.0)
+    # 3 px of gap left beyond a sharp image's reach: kept.
+    far = markers.assign(x=[0.0, step + (fit_reach_px() - 1.0) * 0.2 * 0.7, -20.0])
+    uv, _ = cam.project(far[["x", "y", "z"]].to_numpy())
+    kept = drop_overlapping(Identification(table.assign(u=uv[:, 0], v=uv[:, 1]), P, [], []), far, cam)
+    assert kept.overlapping == []
