@@ -485,9 +485,11 @@ def detect_markers(
                          f"-log(I/I0) ({_MAX_CONTRAST:g}); expected a raw frame (bone dark) or a -log(I/I0) "
                          "image in its own units, not a display (inverted, or -log scaled to grey levels)")
     if o.subpixel == "fit" and aperture == "area" and blobs and used == "line_integral" and top.max() > _MAX_RECORDED:
+        guessed = (" (kind 'auto' read it as a line integral: a noisy raw frame's bright air can outweigh its "
+                   "dark balls; give kind 'intensity', --kind intensity, for a raw frame)") if kind == "auto" else ""
         raise ValueError(f"{name}: markers stand {top.max():.4g} above their background as a line integral, more "
-                         f"than a detector records as -log(I/I0) ({_MAX_RECORDED:g}); the area-averaged ball model "
-                         "needs -log(I/I0) itself: give the raw frame or the image in those units, or use "
+                         f"than a detector records as -log(I/I0) ({_MAX_RECORDED:g}){guessed}; the area-averaged "
+                         "ball model needs -log(I/I0) itself: give the raw frame or the image in those units, or use "
                          "aperture 'point' (--aperture point)")
     rows = []
     with single_threaded_blas():  # the fits' small products and SVDs (see render.threads)

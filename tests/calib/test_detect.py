@@ -223,6 +223,9 @@ def test_a_line_integral_in_other_units_is_refused_by_the_area_model(scene, scal
     _, L, centres, _ = scene
     with pytest.raises(ValueError, match=r"as a line integral, more than a detector records .*--aperture point"):
         detect_markers(L[0] * scale, kind="line_integral", diameter_px=(3, 14))
+    # Read so by kind 'auto' (as a low-dose raw frame's bright air can make it): the error says so.
+    with pytest.raises(ValueError, match=r"kind 'auto' read it as a line integral.*--kind intensity"):
+        detect_markers(L[0] * scale, kind="auto", diameter_px=(3, 14))
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # its transmission underflowing to 0 took log(0) (numpy warnings)
         det = detect_markers(L[0] * scale, kind="line_integral", diameter_px=(3, 14), aperture="point")
