@@ -46,7 +46,10 @@ def calibration(shots):
 def test_noise_free_goals(calibration):
     res = calibration
     r = res.report()
-    assert r["markers_used"] == 24
+    # The balls whose shadows come within the ball fit's reach of another (rims 4.0-5.0 px apart
+    # at these 0.45 mm pixels, measured from the true projections) are left out, the others used.
+    dropped = set().union(*(v["overlapping_markers"] for v in r["detection"].values()))
+    assert dropped == {8, 16, 21} and r["markers_used"] == 24 - len(dropped)
     assert r["epipolar_error_px"] < 0.1 and r["epipolar_passed"]
     assert r["nominal_rig_epipolar_error_px"] > 1.0  # the nominal rig alone would fail validation
     assert r["reprojection_rms_px"] < 0.1
@@ -189,7 +192,7 @@ def test_calibrate_cli_reads_dicom_as_its_tiff(shots, tmp_path):
                      "--aperture", "point"]) == 0
     for n in nominal.names:
         tif, dcm = (pd.read_csv(tmp_path / fmt / f"points_{n}.csv") for fmt in ("tif", "dcm"))
-        assert len(tif) == 24
+        assert len(tif) >= 21  # all 24 but those within another's reach (test_noise_free_goals)
         pd.testing.assert_frame_equal(dcm, tif)
 
 

@@ -126,26 +126,27 @@ def test_init_from_a_tra_of_one_or_all_volumes(tmp_path):
     """``--init`` takes a ``.tra`` of the tracked volume, or Autoscoper's export of every volume
     (16 columns each; the tracked volume's are used); a non-rigid row names the file."""
     from stereodrr.cli.track import _init_pose
-    from stereodrr.geometry import rotvec_to_matrix
+    from stereodrr.geometry import StereoRig, rotvec_to_matrix
     from stereodrr.interop import save_tra
     from stereodrr.volume import Volume
 
     volume = Volume.from_numpy(np.zeros((4, 5, 6), np.float32))
+    rig = StereoRig.convergent(5.0, 750.0, 1200.0, 1.0, 64, 64)  # sees the volume at every pose below
     poses = np.tile(np.eye(4), (2, 3, 1, 1))  # 2 frames, 3 volumes
     for v in range(3):
         poses[:, v, :3, :3] = rotvec_to_matrix(np.array([0.1 * v, 0.2, 0.0]))
         poses[:, v, :3, 3] = (10.0 * v, 1.0, 2.0)
     save_tra(poses[:, 1], tmp_path / "one.tra")
     save_tra(poses, tmp_path / "all.tra")
-    np.testing.assert_allclose(_init_pose(str(tmp_path / "one.tra"), 1, volume, 1, 3), poses[1, 1], atol=1e-12)
-    np.testing.assert_allclose(_init_pose(str(tmp_path / "all.tra"), 1, volume, 2, 3), poses[1, 2], atol=1e-12)
+    np.testing.assert_allclose(_init_pose(str(tmp_path / "one.tra"), 1, volume, 1, 3, rig), poses[1, 1], atol=1e-12)
+    np.testing.assert_allclose(_init_pose(str(tmp_path / "all.tra"), 1, volume, 2, 3, rig), poses[1, 2], atol=1e-12)
     with pytest.raises(ValueError, match="expected 16"):  # all volumes' file, but the trial has one
-        _init_pose(str(tmp_path / "all.tra"), 1, volume, 0, 1)
+        _init_pose(str(tmp_path / "all.tra"), 1, volume, 0, 1, rig)
     bad = poses[:, 1].copy()
     bad[:, 0, 0] = 2.0  # a scaled row: Autoscoper's export is rigid, a hand-edited file may not be
     (tmp_path / "bad.tra").write_text("".join(",".join(f"{x:.12g}" for x in m.ravel()) + "\n" for m in bad))
     with pytest.raises(ValueError, match=r"bad\.tra: frame 0: .*rigid"):
-        _init_pose(str(tmp_path / "bad.tra"), 0, volume, 1, 3)
+        _init_pose(str(tmp_path / "bad.tra"), 0, volume, 1, 3, rig)
 
 
 @pytest.mark.slow
