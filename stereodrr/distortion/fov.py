@@ -126,6 +126,15 @@ def field_of_view(image: np.ndarray | Sequence[np.ndarray], margin: float = 4.0,
     Raises:
         ValueError: not a 2D image of at least 16 x 16 pixels, or NaN pixels.
     """
+    return fit_field_of_view(image, margin, seed, edge_level)[0]
+
+
+def fit_field_of_view(image: np.ndarray | Sequence[np.ndarray], margin: float = 4.0, seed: int = 0,
+                      edge_level: float = 0.25) -> tuple[FieldOfView, float]:
+    """:func:`field_of_view` and the share of the rays' edge points its circle was fitted to (0
+    without a round field): about 1 when the field's pixels stand out from the outside level all
+    the way to the edge, less where something inside reads as outside at ``edge_level`` (anatomy,
+    or a grid plate darker than the level: then the rays end at holes short of the edge)."""
     frames = [image] if isinstance(image, np.ndarray) and image.ndim != 3 else list(image)
     if not frames:
         raise ValueError("image: expected at least one frame")
@@ -144,7 +153,7 @@ def field_of_view(image: np.ndarray | Sequence[np.ndarray], margin: float = 4.0,
     flat = FieldOfView((0.5 * (w - 1), 0.5 * (h - 1)), math.inf, margin)
     pts = np.concatenate(parts)
     if len(pts) < 20:
-        return flat
+        return flat, 0.0
     rng = np.random.default_rng(seed)
     best, best_in = None, 0
     for _ in range(200):
@@ -155,15 +164,15 @@ def field_of_view(image: np.ndarray | Sequence[np.ndarray], margin: float = 4.0,
         if n_in > best_in:
             best, best_in = (cu, cv, r), n_in
     if best is None:
-        return flat
+        return flat, 0.0
     keep = np.abs(np.hypot(pts[:, 0] - best[0], pts[:, 1] - best[1]) - best[2]) < 2.0
     cu, cv, r = _fit_circle(pts[keep])
     angles = np.arctan2(pts[keep, 1] - cv, pts[keep, 0] - cu)
     coverage = len(np.unique(np.floor((angles + np.pi) / (2 * np.pi) * 36))) / 36
     # Anatomy may hide half the edge; a chance circle through other points collects a few percent.
     if keep.mean() < 0.25 or coverage < 0.3:
-        return flat
-    return FieldOfView((float(cu), float(cv)), float(r), margin)
+        return flat, 0.0
+    return FieldOfView((float(cu), float(cv)), float(r), margin), float(keep.mean())
 
 
 def falloff_margin(image: np.ndarray | Sequence[np.ndarray], field: FieldOfView, level: float = 0.97,

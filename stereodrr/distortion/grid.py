@@ -31,7 +31,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from .coverage import arc_deficit, edge_coverage_and_slope
-from .fov import FieldOfView, field_of_view
+from .fov import FieldOfView, fit_field_of_view
 
 __all__ = ["LatticeKind", "LATTICE_ANGLE_DEG", "lattice_basis", "Holes", "Lattice", "detect_holes",
            "find_lattice"]
@@ -50,6 +50,9 @@ MATCH_TOLERANCE = 0.3
 # The index of a hole the lattice growth has not reached.
 _UNINDEXED = np.iinfo(np.int64).min
 _GRID_EDGE_LEVELS = (0.25, 0.08, 0.03)  # fractions of the spread: field_of_view's, then plates down to 0.06 of the holes
+# The share of the rays' edge points a grid image's round field must be fitted to (a plate at the
+# level reaches the edge on every ray: 1.00; one below it, 0.3-0.7).
+_GRID_EDGE_CONSENSUS = 0.9
 
 
 def lattice_basis(kind: str, pitch: float, angle_deg: float) -> np.ndarray:
@@ -157,12 +160,20 @@ def detect_holes(image: np.ndarray, holes: Literal["auto", "bright", "dark"] = "
 
 def _grid_field(a: np.ndarray) -> FieldOfView:
     """The grid image's round field: at the frames' edge level, else (bright holes on a plate as
-    dark as a quarter of the holes' level, which reads as outside) at lower levels."""
+    dark as a quarter of the holes' level, which reads as outside) at lower levels. A plate hides
+    no part of the edge: a level is taken when its circle is fitted to nearly every ray's edge
+    point. At a level the plate does not reach, the rays end at the outermost holes instead, and
+    a circle through the few of those at the rim passes the frames' consensus test (anatomy may
+    hide half an edge) while missing the field by pixels; the first round field found stands in
+    only when no level explains nearly all rays."""
+    first = None
     for level in _GRID_EDGE_LEVELS:
-        fov = field_of_view(a, margin=3.0, edge_level=level)
-        if fov.round:
-            break
-    return fov
+        fov, share = fit_field_of_view(a, margin=3.0, edge_level=level)
+        if share >= _GRID_EDGE_CONSENSUS:
+            return fov
+        if first is None and fov.round:
+            first = fov
+    return fov if first is None else first
 
 
 def _grid_image(image: np.ndarray, name: str) -> np.ndarray:

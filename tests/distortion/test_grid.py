@@ -89,3 +89,22 @@ def test_bad_grid_images_are_refused_in_one_line():
     holes = detect_holes(scattered, name="dots.png")
     with pytest.raises(ValueError, match="dots.png: the holes form no hex or square lattice"):
         find_lattice(holes.centers, name="dots.png")
+
+
+
+@pytest.mark.parametrize("preset, angle", [("none", 7.0), ("mild", 17.0)])
+def test_the_field_edge_is_fitted_to_every_ray_not_to_the_outermost_holes(preset, angle):
+    """Bright holes on the default plate (a fifth of their level, below the frames' edge level),
+    480 x 360: at that level the rays end at the outermost holes, and a circle through the third of
+    them at the rim passed the frames' consensus test and was taken, 1.6-2.2 px from the field's
+    centre and 2.9-4.7 px short of its radius (undistort_image then blacked out a ring of data); the
+    edge is now taken at the lower level where every ray reaches it."""
+    from dataclasses import replace
+
+    from stereodrr.distortion import GridPlate, grid_image, intensifier_field
+
+    field = replace(intensifier_field(preset, 480, 360), fov_center=(240.8, 178.9), fov_radius=176.4)
+    holes = detect_holes(grid_image(field, GridPlate("hex", 16, 8, angle_deg=angle)))
+    assert np.hypot(*np.subtract(holes.field_center, field.fov_center)) < 0.1
+    # the edge is read where a pixel is 0.4 inside (0.08 of the holes' level, the plate 0.2): ~0.15 px out
+    assert 0.0 < holes.field_radius - field.fov_radius < 0.3
