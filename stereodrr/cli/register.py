@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -250,4 +251,10 @@ def run(args: argparse.Namespace) -> int:
         err = registration_errors(res.pose, truth, rig, vol.corners())
         print("errors: " + ", ".join(f"{k} {v:.3f}" for k, v in err.items()))
     print(f"wrote {out / 'pose.json'}, iterations.csv, loss.png, overlay.png, errors.png")
-    return 0 if res.status != "diverged" else 3
+    if res.status == "diverged":
+        return 3
+    if res.exchanged_views:  # the warning above says which; a script must not take the pose as good
+        print("the pose is doubtful: " + ", ".join(f"views {a!r} and {b!r}" for a, b in res.exchanged_views)
+              + " match better exchanged (--images in the rig's view order?)", file=sys.stderr)
+        return 1
+    return 0

@@ -1,8 +1,10 @@
 """Checks of a registration's input, before anything is allocated: the images against the rig,
-the memory the pyramid's finest level needs, and warnings on doubtful input."""
+the memory the pyramid's finest level needs, and warnings on doubtful input (and, after the fit,
+on images that look given in another view order)."""
 
 from __future__ import annotations
 
+import itertools
 import warnings
 from collections.abc import Mapping, Sequence
 
@@ -15,13 +17,13 @@ from ..geometry import StereoRig
 from ..resources import REGISTER_BYTES_PER_PIXEL, check_memory, render_bytes
 from ..volume import Volume
 from .binning import downsample_images
-from .objective import render_views
+from .objective import render_views, view_losses
 from .pose import RigidPose
 from .pyramid import auto_volume_factor, pixel_footprint_mm
 from .similarity import ncc
 
 __all__ = ["RegistrationInputWarning", "Images", "check_registration_memory", "check_shared_size", "check_attenuation",
-           "stack_images", "check_contrast", "check_slices"]
+           "stack_images", "check_contrast", "check_slices", "check_view_order"]
 
 Images = Mapping[str, "np.ndarray | Tensor"] | Sequence["np.ndarray | Tensor"] | np.ndarray | Tensor
 """One ``(H, W)`` image per rig view: a mapping by view name, or a sequence (or a ``(V, H, W)``
@@ -118,3 +120,32 @@ def check_slices(volume: Volume, rig: StereoRig) -> None:
             f"at the isocenter ({footprint:.2g} mm); the DRR is blurrier than the X-ray along that axis, so expect a "
             "biased pose; a CT with thinner slices, or a coarser detector, fits better", RegistrationInputWarning,
             stacklevel=4)
+
+
+#: How much better two views' images must match the registered DRRs exchanged than as given
+#: before the order is called doubtful: near ties (views nearly alike) say nothing about it.
+VIEW_ORDER_MARGIN = 0.9
+
+
+def check_view_order(similarity: str, rendered: Float[Tensor, "V H W"], targets: Float[Tensor, "V H W"],
+                     weights: Float[Tensor, "V H W"] | None, names: Sequence[str]) -> list[tuple[str, str]]:
+    """Pairs of views whose images match the registered DRRs better exchanged, with a warning each.
+
+    A pose cannot explain two views' images given in each other's place (a stereo pair's images
+    swapped): the fit ends between them, a few degrees off, at a loss well above its floor, and
+    each DRR then matches the other view's image better than its own (on a chest CT's 5 deg pair:
+    0.067 against 0.234 in mncc; in the right order 0.235 against 0.066). Both pairings are
+    scored on the pixels both views' weights keep; a pair is flagged when the exchanged one's
+    loss is below :data:`VIEW_ORDER_MARGIN` times the given one's.
+    """
+    flagged = []
+    for i, j in itertools.combinations(range(len(names)), 2):
+        w = None if weights is None else (weights[i] * weights[j]).expand(2, -1, -1)
+        given = float(view_losses(similarity, rendered[[i, j]], targets[[i, j]], w).sum())
+        exchanged = float(view_losses(similarity, rendered[[i, j]], targets[[j, i]], w).sum())
+        if exchanged < VIEW_ORDER_MARGIN * given:
+            flagged.append((names[i], names[j]))
+            warnings.warn(f"images of views {names[i]!r} and {names[j]!r}: the registered DRRs match them better "
+                          f"exchanged (loss {exchanged:.4g} against {given:.4g} as given); are the images in the rig's "
+                          "view order? The pose fits neither order well", RegistrationInputWarning, stacklevel=3)
+    return flagged

@@ -38,6 +38,9 @@ class RegistrationResult:
         similarity: that similarity's name.
         rendered: full-resolution DRR ``(H, W)`` of each view at ``pose``.
         seconds: wall time of the optimisation.
+        exchanged_views: pairs of views whose images match the DRRs at ``pose`` better exchanged
+            (:func:`~stereodrr.registration.checks.check_view_order`): images given out of the
+            rig's view order, and a pose that fits neither order; empty when none.
     """
 
     pose: RigidPose
@@ -49,3 +52,4 @@ class RegistrationResult:
     rendered: dict[str, np.ndarray] = field(repr=False)
     seconds: float
     similarity: str = "mncc"
+    exchanged_views: list[tuple[str, str]] = field(default_factory=list)

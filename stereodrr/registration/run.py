@@ -25,7 +25,15 @@ from ..geometry import StereoRig
 from ..render.projector import Projector
 from ..volume import Volume
 from .binning import downsample_images, scale_intrinsics
-from .checks import Images, check_attenuation, check_contrast, check_registration_memory, check_slices, stack_images
+from .checks import (
+    Images,
+    check_attenuation,
+    check_contrast,
+    check_registration_memory,
+    check_slices,
+    check_view_order,
+    stack_images,
+)
 from .objective import Cameras, History, Objective, multiview_drr, record_views, render_views, view_losses, views_seeing
 from .optimizers import OPTIMIZERS
 from .options import ProgressCallback, RegistrationOptions, RegistrationProgress
@@ -205,7 +213,8 @@ def register(volume: Volume, rig: StereoRig, images: Images, init: RigidPose | N
 
     Warns:
         RegistrationInputWarning: a target whose contrast is inverted with respect to the DRR,
-            or voxels far thicker than the pixel footprint.
+            voxels far thicker than the pixel footprint, or, after the fit, two views' images
+            that match the DRRs better exchanged (:func:`~stereodrr.registration.checks.check_view_order`).
         RegistrationDivergedWarning: the run diverged (the best pose seen is returned).
     """
     o = legacy_options("register", options, legacy, RegistrationOptions)
@@ -219,12 +228,15 @@ def register(volume: Volume, rig: StereoRig, images: Images, init: RigidPose | N
     final_sim = problem.levels[-1].similarity or o.similarity
     with torch.no_grad():
         rendered = record_views(render_views(volume, rig, best_pose, 1, o.render_mode, o.step_mm), problem.maps)
-        per_view = view_losses(final_sim, rendered, problem.targets, problem.level_weights(1))
+        weights = problem.level_weights(1)
+        per_view = view_losses(final_sim, rendered, problem.targets, weights)
+        exchanged = check_view_order(final_sim, rendered, problem.targets, weights, rig.names)
     names = rig.names
     return RegistrationResult(
         pose=best_pose, status=status, message=message, history=problem.history.frame(), loss=float(per_view.sum()),
         view_losses={n: float(v) for n, v in zip(names, per_view)},
         rendered={n: rendered[i].cpu().numpy() for i, n in enumerate(names)}, seconds=seconds, similarity=final_sim,
+        exchanged_views=exchanged,
     )
 
 

@@ -392,6 +392,9 @@ def register_frame(volume: Volume, rig: StereoRig, images: Mapping[str, np.ndarr
             # search candidate may start with the bone out of a view or turned against the image.
             warnings.filterwarnings("ignore", message=r"image '.*': its contrast looks inverted")
             warnings.filterwarnings("ignore", message=r"view \d+: no ray of this camera meets")
+            # A trial's cameras come in its file's order; a wrong candidate pose, not the order,
+            # is what makes the DRRs match the other view better here (the doubtful flags say so).
+            warnings.filterwarnings("ignore", message=r"images of views .* better exchanged")
             r = register(volume, views.rig, views.images, pose, options.registration(lv), masks=views.weights)
         ws += here
         pose, status = r.pose, r.status

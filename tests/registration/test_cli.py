@@ -48,6 +48,17 @@ def test_register_command_end_to_end(tmp_path, capsys):
         assert (out / fig).stat().st_size > 1000
 
 
+def test_register_command_exits_1_on_images_in_swapped_view_order(tmp_path, capsys):
+    """The pair's images given right first: the fit is written, a warning names the pair and the
+    exit status is 1, so a script does not take the pose as good."""
+    _, _, _, paths = _scene(tmp_path)
+    code = main(["register", "--ct", str(tmp_path / "ct.nii.gz"), "--rig", str(tmp_path / "rig.json"),
+                 "--images", *paths[::-1], "--levels", "2:60:2,1:30:1", "-o", str(tmp_path / "out"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 1 and "'left' and 'right' match better exchanged" in err, err
+    assert (tmp_path / "out" / "pose.json").is_file()
+
+
 def test_register_command_bad_input(tmp_path, capsys):
     rig = StereoRig.convergent(5.0, 750, 1200, 8.0, 64, 64)
     save_rig(rig, tmp_path / "rig.json")

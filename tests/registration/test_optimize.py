@@ -1,4 +1,6 @@
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -8,6 +10,7 @@ from stereodrr.phantoms import torso_phantom
 from stereodrr.registration import (
     Level,
     RegistrationDivergedWarning,
+    RegistrationInputWarning,
     RegistrationOptions,
     RigidPose,
     downsample_images,
@@ -91,8 +94,11 @@ def test_loss_gradient_matches_finite_differences(volume, rig, targets):
 def test_recovers_known_offset_from_two_views(volume, rig, targets, optimizer, similarity, max_mtre_mm):
     truth = RigidPose.identity(volume.center)
     init = RigidPose.from_degrees([2.0, -1.5, 2.5], [4.0, -5.0, 3.0], volume.center)
-    res = register(volume, rig, targets, init, quiet(levels=(Level(2, 60, 2), Level(1, 40, 1)), optimizer=optimizer,
-                                                     similarity=similarity), truth=truth)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = register(volume, rig, targets, init, quiet(levels=(Level(2, 60, 2), Level(1, 40, 1)),
+                                                         optimizer=optimizer, similarity=similarity), truth=truth)
+    assert not [w for w in caught if "better exchanged" in str(w.message)]  # the views' own order
     err = registration_errors(res.pose, truth, rig, volume.corners())
     start = registration_errors(init, truth, rig, volume.corners())
     assert start["mtre_mm"] > 10
@@ -103,6 +109,15 @@ def test_recovers_known_offset_from_two_views(volume, rig, targets, optimizer, s
     assert np.isfinite(h[["rx_deg", "ry_deg", "rz_deg", "tx_mm", "ty_mm", "tz_mm"]].to_numpy()).all()
     assert h["loss"].iloc[-1] < h["loss"].iloc[0]
     assert set(res.rendered) == {"left", "right"} and res.rendered["left"].shape == (64, 64)
+
+
+def test_images_in_swapped_view_order_are_flagged(volume, rig, targets):
+    """The pair's images given in each other's place: no pose explains them, the fit ends between
+    the two orders, and each registered DRR matches the other view's image better: a warning
+    names the pair (the pose and its status are what they were)."""
+    init = RigidPose.from_degrees([2.0, -1.5, 2.5], [4.0, -5.0, 3.0], volume.center)
+    with pytest.warns(RegistrationInputWarning, match=r"views 'left' and 'right'.*better exchanged"):
+        register(volume, rig, targets.flip(0), init, quiet(levels=(Level(2, 60, 2), Level(1, 40, 1))))
 
 
 def test_errors_split_the_volume_centres_displacement_whatever_centre_the_truth_was_given_about(volume, rig, targets):
