@@ -40,7 +40,7 @@ from ..render import Projector
 from ..resources import MAX_INT64, check_memory, render_bytes, voxelize_bytes
 from ..volume import load_volume
 from .config import DEFAULT_CONFIG, SCHEMA, config_digest, input_digests
-from .lock import LOCK_DIR, dataset_lock
+from .lock import LOCK_DIR, dataset_lock, folder_mutex
 from .manifest import (
     MANIFEST_FILE,
     ROOT_FILE,
@@ -122,6 +122,17 @@ def prepare_output(out: str | os.PathLike[str], config: Mapping[str, Any], indic
     root = Path(out)
     if root.exists() and not root.is_dir():
         raise ValueError(f"output {str(root)!r} is a file, expected a folder")
+    if write:
+        root.mkdir(parents=True, exist_ok=True)
+    # Under the folder's mutex: shards started at once into a new folder check and create
+    # dataset.json one after the other (none sees another's half-written dataset.json, nor
+    # writes its own config over another's).
+    with folder_mutex(root) if root.is_dir() else contextlib.nullcontext():
+        return _prepare_output(root, config, indices, resume, write)
+
+
+def _prepare_output(root: Path, config: Mapping[str, Any], indices: Iterable[int], resume: bool,
+                    write: bool) -> Path:
     meta_path = root / ROOT_FILE
     digest = config_digest(config)
     inputs = input_digests(config)

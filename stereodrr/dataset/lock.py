@@ -9,7 +9,8 @@ cleanup of one run never deletes another's work in progress and no item is rende
 A lock whose process is gone is stale (a killed run) and is removed: on the same host when no
 process has that pid (or the pid belongs to a process started later), on another host never
 (its process cannot be checked from here): the message names the file to delete by hand.
-Registration itself is serialised with ``flock`` on the dataset folder.
+Registration itself, the check and creation of ``dataset.json`` and the manifest's rebuild are
+serialised with ``flock`` on the dataset folder (:func:`folder_mutex`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-__all__ = ["LOCK_DIR", "DatasetBusyError", "dataset_lock", "shards_overlap"]
+__all__ = ["LOCK_DIR", "DatasetBusyError", "dataset_lock", "folder_mutex", "shards_overlap"]
 
 LOCK_DIR = ".locks"
 
@@ -69,8 +70,11 @@ def _alive(lock: dict[str, Any]) -> bool:
 
 
 @contextlib.contextmanager
-def _folder_mutex(root: Path) -> Iterator[None]:
-    """Exclusive ``flock`` on the dataset folder itself (no file left behind)."""
+def folder_mutex(root: str | os.PathLike[str]) -> Iterator[None]:
+    """Exclusive ``flock`` on the dataset folder itself (no file left behind): held while a run
+    registers its lock, while ``dataset.json`` is checked or created, and while the manifest is
+    rebuilt, so concurrent runs on one folder never see each other's half-done steps. Not
+    re-entrant: a process must not take it twice."""
     fd = os.open(root, os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
@@ -96,7 +100,7 @@ def dataset_lock(root: str | os.PathLike[str], shard: tuple[int, int], n_items: 
     me = {"host": socket.gethostname(), "pid": os.getpid(), "proc_start": _process_start(os.getpid()),
           "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "shard": list(shard), "n_items": int(n_items)}
     mine = locks / f"{me['host']}.{me['pid']}.json"
-    with _folder_mutex(root):
+    with folder_mutex(root):
         locks.mkdir(exist_ok=True)
         for path in sorted(locks.glob("*.json")):
             try:
@@ -118,7 +122,7 @@ def dataset_lock(root: str | os.PathLike[str], shard: tuple[int, int], n_items: 
     try:
         yield mine
     finally:
-        with _folder_mutex(root):
+        with folder_mutex(root):
             mine.unlink(missing_ok=True)
             _remove_if_empty(locks)
 

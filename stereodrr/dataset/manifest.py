@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..fileio import atomic_path, atomic_write_text, read_json
+from .lock import folder_mutex
 
 __all__ = [
     "ROOT_FILE", "MANIFEST_FILE", "ITEM_RECORD", "ITEM_SCHEMA", "MANIFEST_SCHEMA",
@@ -138,9 +139,6 @@ def remove_incomplete(root: str | os.PathLike[str], indices: Iterable[int] | Non
         if (wanted is None or i in wanted) and not (d / ITEM_RECORD).is_file():
             shutil.rmtree(d)
             removed.append(i)
-    # Temporary manifests left by a killed run (atomic_path names them ".<name>.*").
-    for tmp in root.glob(f".{MANIFEST_FILE}.*"):
-        tmp.unlink(missing_ok=True)
     return removed
 
 
@@ -165,17 +163,24 @@ def rebuild_manifest(root: str | os.PathLike[str], verify: bool = False) -> pd.D
         The manifest (one row per view, sorted by item then view order).
     """
     root = Path(root)
-    rows: list[dict[str, Any]] = []
-    for i in complete_items(root):
-        rec = read_item_record(item_record_path(root, i))
-        views = _record_rows(rec)
-        if verify and not all((root / v["file"]).is_file() and sha256_file(root / v["file"]) == v["sha256"]
-                              for v in views):
-            continue
-        rows.extend(views)
-    table = pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
-    with atomic_path(root / MANIFEST_FILE) as tmp:
-        pq.write_table(table, tmp)
+    # One rebuild of the folder at a time (runs of other shards rebuild it too): the last one
+    # lists every item complete when it started, and a temporary manifest seen here is not
+    # another run's write in progress but a killed run's leftover (atomic_path names them
+    # ".<name>.*").
+    with folder_mutex(root):
+        for leftover in root.glob(f".{MANIFEST_FILE}.*"):
+            leftover.unlink(missing_ok=True)
+        rows: list[dict[str, Any]] = []
+        for i in complete_items(root):
+            rec = read_item_record(item_record_path(root, i))
+            views = _record_rows(rec)
+            if verify and not all((root / v["file"]).is_file() and sha256_file(root / v["file"]) == v["sha256"]
+                                  for v in views):
+                continue
+            rows.extend(views)
+        table = pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
+        with atomic_path(root / MANIFEST_FILE) as tmp:
+            pq.write_table(table, tmp)
     return table.to_pandas()
 
 

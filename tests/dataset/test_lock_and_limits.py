@@ -6,14 +6,18 @@ import os
 import socket
 import subprocess
 import sys
+import threading
+import time
 
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
 from stereodrr.cli import main
-from stereodrr.dataset import generate_dataset, load_manifest, validate_config
+from stereodrr.dataset import generate as gen
+from stereodrr.dataset import generate_dataset, load_manifest, rebuild_manifest, validate_config
 from stereodrr.dataset.lock import LOCK_DIR, DatasetBusyError, dataset_lock, shards_overlap
+from stereodrr.dataset.manifest import remove_incomplete
 
 
 def test_shards_overlap_matches_brute_force():
@@ -86,6 +90,80 @@ def test_full_disk_during_manifest_rebuild_keeps_the_previous_manifest(tmp_path,
     assert main([*args, "--n", "3", "--resume"]) == 0  # space again: the third item joins
     assert sorted(set(load_manifest(root)["item"])) == [0, 1, 2]
 
+
+
+def _in_a_thread(fn, *args):
+    """Run ``fn(*args)`` in a thread; returns the thread and a list that gets the result or error."""
+    out = []
+
+    def target():
+        try:
+            out.append(fn(*args))
+        except Exception as exc:  # handed to the test
+            out.append(exc)
+
+    t = threading.Thread(target=target)
+    t.start()
+    return t, out
+
+
+@pytest.mark.parametrize("same_config", [True, False])
+def test_shards_started_at_once_create_one_dataset_json(tmp_path, tiny_config, tiny_raw, monkeypatch, same_config):
+    """Two runs starting together into a new folder: the second waits for the first's
+    dataset.json, then joins it (a shard of the same config) or is refused (another config),
+    never refused for the first's temporary file nor writing its own config over the first's
+    (two datasets' items in one folder)."""
+    root = tmp_path / "ds"
+    root.mkdir()
+    other = tiny_config if same_config else validate_config({**tiny_raw, "seed": 4})
+    writing, real = threading.Event(), gen.atomic_write_text
+
+    def slow_write(path, text):  # the first run, caught between its check and its rename
+        if not writing.is_set():
+            tmp = root / ".dataset.json.abc.json"  # with its temporary file written, or not yet
+            if same_config:
+                tmp.write_text(text[:10])
+            writing.set()
+            time.sleep(0.5)
+            tmp.unlink(missing_ok=True)
+        real(path, text)
+
+    monkeypatch.setattr(gen, "atomic_write_text", slow_write)
+    first, first_out = _in_a_thread(gen.prepare_output, root, tiny_config, [0], False)
+    assert writing.wait(10)
+    second, second_out = _in_a_thread(gen.prepare_output, root, other, [1], False)
+    first.join()
+    second.join()
+    assert first_out == [root]
+    if same_config:
+        assert second_out == [root]
+    else:
+        assert isinstance(second_out[0], ValueError) and "holds another dataset" in str(second_out[0])
+    assert json.loads((root / "dataset.json").read_text())["config"] == json.loads(json.dumps(tiny_config))
+
+
+def test_a_run_ending_does_not_delete_another_runs_manifest_in_progress(tmp_path, tiny_config, monkeypatch):
+    """A shard that ends (sweeping its interrupted items) while another shard writes the manifest
+    leaves that write alone; a killed run's temporary manifest is still removed."""
+    root = tmp_path / "ds"
+    generate_dataset(tiny_config, root, 2, workers=0, progress=False)
+    (root / ".manifest.parquet.killed.parquet").write_bytes(b"PAR1")
+    writing, real = threading.Event(), pq.write_table
+
+    def slow_write_table(table, where, **kw):
+        real(table, where, **kw)
+        writing.set()
+        time.sleep(0.5)
+
+    monkeypatch.setattr(pq, "write_table", slow_write_table)
+    rebuild, out = _in_a_thread(rebuild_manifest, root)
+    assert writing.wait(10)
+    # What the other shard does when it ends: sweep its own unfinished items, rebuild the manifest.
+    remove_incomplete(root, [1])
+    rebuild_manifest(root)
+    rebuild.join()
+    assert len(out[0]) == 4 and sorted(load_manifest(root)["item"].unique()) == [0, 1]
+    assert not list(root.glob(".manifest.parquet.*"))
 
 def test_config_bounds_name_the_key(tiny_raw):
     for section, key, value, bound in [("detector", "blur_px", 1e6, "64"), ("render", "step_mm", 1e-7, "0.01"),
