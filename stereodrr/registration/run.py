@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from .._deprecation import legacy_options
 from ..distortion import DistortionMap, check_maps
 from ..geometry import StereoRig
+from ..render.drr import RaysMissWarning
 from ..render.projector import Projector
 from ..volume import Volume
 from .binning import downsample_images, scale_intrinsics
@@ -134,7 +135,11 @@ def run_level(problem: _Problem, li: int, start: RigidPose, curvature: Tensor | 
     projector = Projector(problem.options.render_mode, plan.step_mm)
 
     def evaluate() -> tuple[Tensor, Tensor]:
-        img = multiview_drr(data, ifw, cameras, params.matrix(), (tgt.shape[-2], tgt.shape[-1]), projector)
+        with warnings.catch_warnings():
+            # A trial step (a line search's) may turn the volume out of a view: the loss says so;
+            # the final pose's render warns if the result itself misses a view.
+            warnings.simplefilter("ignore", RaysMissWarning)
+            img = multiview_drr(data, ifw, cameras, params.matrix(), (tgt.shape[-2], tgt.shape[-1]), projector)
         per_view = view_losses(plan.similarity, record_views(img, problem.maps, lv.scale), tgt, msk)
         return per_view.sum(), per_view
 
