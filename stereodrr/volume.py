@@ -310,12 +310,12 @@ def load_volume(path: str | os.PathLike[str]) -> Volume:
                     info.SetFileName(str(q))
                     info.ReadImageInformation()
                     try:
-                        _check_complete(q, info)
+                        nifti = _check_complete(q, info)
                     except ValueError as exc:  # name the user's file, not the temporary link
                         raise ValueError(str(exc).replace(str(q), str(p))) from None
                     image = sitk.ReadImage(str(q))
-                    if p.name.lower().endswith((".nii", ".nii.gz")):
-                        _sform_geometry(p, q, image)
+                    if nifti is not None:
+                        _sform_geometry(p, nifti, image)
                     if image.HasMetaDataKey("0008|0016"):  # SOP Class UID: every DICOM file has one
                         _one_slice_thickness(p, image, image.GetMetaData if image.HasMetaDataKey(_THICKNESS) else None)
         except RuntimeError as exc:
@@ -454,8 +454,9 @@ def _stream_size(path: Path, what: str, start: int = 0, zlib_header: bool = Fals
     return total
 
 
-def _check_complete(path: Path, info: sitk.ImageFileReader) -> None:
-    """Compare the voxel bytes a file holds with what its header promises (NIfTI, MetaImage)."""
+def _check_complete(path: Path, info: sitk.ImageFileReader) -> _NiftiHeader | None:
+    """Compare the voxel bytes a file holds with what its header promises (NIfTI, MetaImage);
+    a NIfTI file's header as read (None for other formats)."""
     nvox = int(np.prod(info.GetSize())) * int(info.GetNumberOfComponents())
     sample = sitk.Image([1] * info.GetDimension(), info.GetPixelID(), int(info.GetNumberOfComponents()))
     need = nvox * int(sample.GetSizeOfPixelComponent())
@@ -463,9 +464,12 @@ def _check_complete(path: Path, info: sitk.ImageFileReader) -> None:
     name = path.name.lower()
     what = f"the header promises {shape} voxels of {sitk.GetPixelIDValueAsString(info.GetPixelID())} ({need} bytes)"
     if name.endswith((".nii", ".nii.gz")):
-        _check_nifti(path, shape, need, what)
-    elif name.endswith((".mha", ".mhd")):
+        header = _NiftiHeader.read(path)
+        _check_nifti(path, header, shape, need, what)
+        return header
+    if name.endswith((".mha", ".mhd")):
         _check_metaimage(path, need, what)
+    return None
 
 
 @dataclass(frozen=True)
@@ -496,9 +500,8 @@ class _NiftiHeader:
                    u("i", 348)[0], np.array(u("12d", 400)).reshape(3, 4))
 
 
-def _check_nifti(path: Path, shape: str, need: int, what: str) -> None:
-    """A NIfTI file holds the bytes its own header promises, and a float one no NaN or inf."""
-    h = _NiftiHeader.read(path)
+def _check_nifti(path: Path, h: _NiftiHeader, shape: str, need: int, what: str) -> None:
+    """A NIfTI file holds the bytes its own header ``h`` promises, and a float one no NaN or inf."""
     order, dim, datatype, bitpix, offset, gz = h.order, h.dim, h.datatype, h.bitpix, h.offset, h.gz
     # The stored bytes follow the header's own dim and bitpix: with scl_slope/scl_inter
     # (int16 CTs stored with an intercept of -1024) ITK reports the scaled float type instead.
@@ -525,16 +528,15 @@ def _check_nifti(path: Path, shape: str, need: int, what: str) -> None:
         raise ValueError(f"{path}: {scan.count} voxel(s) are NaN or inf (expected finite values)")
 
 
-def _sform_geometry(path: Path, read: Path, image: sitk.Image) -> None:
+def _sform_geometry(path: Path, h: _NiftiHeader, image: sitk.Image) -> None:
     """Place a NIfTI volume by its sform where ITK did not (in place).
 
     With ``sform_code > 0`` the sform is the file's voxel -> RAS mapping (the NIfTI standard's
     third method, which nibabel reads). ITK takes the voxel sizes from ``pixdim`` and only the
     sform's directions ("unexpected scales in sform"), so a header whose sform scales differ from
     its pixdim (nibabel writes one when the zooms are left at 1) would place voxels millimetres
-    off. Such a file is read by its sform, with a warning.
+    off. Such a file is read by its sform (``h``, the file's header), with a warning.
     """
-    h = _NiftiHeader.read(read)
     if h.sform_code <= 0 or image.GetDimension() != 3:
         return
     lps = np.diag([-1.0, -1.0, 1.0]) @ h.srow  # RAS -> ITK's LPS

@@ -132,13 +132,14 @@ def _points(args: argparse.Namespace) -> int:
     p = dmap.undistort_points(q)
     # An empty (or NaN) cell is a point not recorded and stays empty; a point given but not
     # corrected (inf, or so far outside that the map overflows) would be written empty as well.
-    lost = np.flatnonzero(~np.isnan(q).any(axis=1) & ~np.isfinite(p).all(axis=1))
+    recorded = ~np.isnan(q).any(axis=1)
+    lost = np.flatnonzero(recorded & ~np.isfinite(p).all(axis=1))
     if len(lost):
         k = lost[0]
         raise ValueError(f"--points {src}: row {k + 1}: u {q[k, 0]:g}, v {q[k, 1]:g} cannot be corrected (expected "
                          f"finite pixels near the map's {dmap.width} x {dmap.height} image; leave u, v empty for a "
                          f"point not recorded); {len(lost)} such row(s), nothing written")
-    outside = np.flatnonzero(~np.isnan(q).any(axis=1) & ((q < -0.5) | (q > [dmap.width - 0.5, dmap.height - 0.5])).any(axis=1))
+    outside = np.flatnonzero(recorded & ((q < -0.5) | (q > [dmap.width - 0.5, dmap.height - 0.5])).any(axis=1))
     if len(outside):
         warnings.warn(f"--points {src}: {len(outside)} point(s) lie outside the map's {dmap.width} x {dmap.height} image "
                       f"(first: row {outside[0] + 1}, u {q[outside[0], 0]:g}, v {q[outside[0], 1]:g}); their correction "
