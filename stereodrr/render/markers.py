@@ -108,8 +108,17 @@ def shadow_pixels(centers: np.ndarray, diameters: np.ndarray, camera: Camera, ma
     principal axis, which off-axis silhouettes outgrow; kept so that images near the axis keep
     their bytes), each widened by ``margin_px``; a ball that reaches the source's plane shadows
     every pixel."""
-    c = np.asarray(centers, np.float64).reshape(-1, 3)
+    c = np.asarray(centers, np.float64)
     r = 0.5 * np.asarray(diameters, np.float64).reshape(-1)
+    # checked here, where the balls first meet numpy: a NaN would otherwise fail as a cast to int
+    if c.ndim != 2 or c.shape[1] != 3:
+        raise ValueError(f"centers: expected shape (M, 3), got {c.shape}")
+    if r.shape != (len(c),):
+        raise ValueError(f"diameters: expected shape ({len(c)},) (one per centre), got {np.shape(diameters)}")
+    if not (np.isfinite(c).all() and np.isfinite(r).all()):
+        raise ValueError("centers, diameters: contain NaN or inf")
+    if (r <= 0).any():
+        raise ValueError("diameters: expected positive sizes in mm")
     mask = np.zeros((camera.height, camera.width), bool)
     if len(c):
         uv, z = camera.project(c)
@@ -223,7 +232,7 @@ def render_spheres(
     m = c.shape[0] if c.ndim == 2 else -1
     dia = torch.as_tensor(diameters, device=device, dtype=dtype).reshape(-1)
     mu_t = torch.as_tensor(mu, device=device, dtype=dtype).reshape(-1)
-    if mu_t.numel() == 1 and m > 0:
+    if mu_t.numel() == 1 and m >= 0:  # one value for every ball, none included (a phantom without markers)
         mu_t = mu_t.expand(m)
     K, R, t = stack_cameras(cams, torch.device(device), dtype)
     return sphere_drr(c, dia, mu_t, K, R, t, cams[0].height, cams[0].width), sphere_centers_px(c, K, R, t)

@@ -8,6 +8,7 @@ import torch
 
 from stereodrr.geometry import Camera, StereoRig, rotvec_to_matrix
 from stereodrr.render import render_drr, render_spheres, sphere_drr
+from stereodrr.render.markers import shadow_pixels, sphere_transmission
 from stereodrr.volume import Volume
 
 from .helpers import pixel_rays
@@ -82,3 +83,26 @@ def test_bad_marker_input():
         sphere_drr(torch.zeros(1, 3, dtype=torch.float64), torch.ones(1, dtype=torch.float64),
                    torch.ones(1, dtype=torch.float64), K, torch.eye(3)[None].double(),
                    torch.zeros(1, 3, dtype=torch.float64), 4, 4)
+
+
+def test_no_markers_with_one_mu_render_nothing():
+    """A phantom without markers is valid: one mu for "every" ball of none rendered nothing before
+    it was refused as ``mu: expected shape (0,)``. Truth: no ball, no line integral."""
+    rig = StereoRig.convergent(5.0, sid=500, sdd=900, pixel_spacing=1.0, width=9, height=7)
+    img, uv = render_spheres(np.zeros((0, 3)), np.zeros(0), 0.5, rig, dtype=torch.float64)
+    assert img.shape == (2, 7, 9) and uv.shape == (2, 0, 2) and float(img.abs().max()) == 0.0
+    for aperture in ("point", "area"):
+        t = sphere_transmission(np.zeros((0, 3)), np.zeros(0), 0.5, rig["left"], aperture)
+        assert t.shape == (7, 9) and bool((t == 1.0).all())
+
+
+def test_bad_ball_input_to_the_aperture_names_it():
+    """sphere_transmission's "area" aperture meets the balls first in shadow_pixels: a NaN centre
+    failed there as a cast to int, a (2, 2) array as a reshape."""
+    cam = StereoRig.convergent(5.0, sid=500, sdd=900, pixel_spacing=1.0, width=8, height=8)["left"]
+    with pytest.raises(ValueError, match="centers, diameters: contain NaN"):
+        sphere_transmission(np.array([[np.nan, 0.0, 0.0]]), np.ones(1), 0.5, cam)
+    with pytest.raises(ValueError, match=r"centers: expected shape \(M, 3\)"):
+        sphere_transmission(np.zeros((2, 2)), np.ones(2), 0.5, cam)
+    with pytest.raises(ValueError, match="diameters: expected shape"):
+        shadow_pixels(np.zeros((2, 3)), np.ones(3), cam)
