@@ -103,6 +103,17 @@ def _check_inputs(data: Tensor, index_from_world: Tensor, K: Tensor, R: Tensor, 
             raise ValueError(f"{name}: contains NaN or inf")
     if not K.shape[0] == R.shape[0] == t.shape[0]:
         raise ValueError(f"K, R, t: expected one batch size, got {K.shape[0]}, {R.shape[0]}, {t.shape[0]}")
+    if data.numel() == 0:
+        raise ValueError(f"data: expected at least one voxel, got shape {tuple(data.shape)}")
+    # Singular maps give no rays: the pixel rays solve K (a zero on its diagonal: inf/NaN rays that
+    # render as zeros), the index rays multiply by index_from_world (a singular block: NaN images).
+    diag = torch.diagonal(K.detach(), dim1=-2, dim2=-1).abs().amin(-1)
+    bad = torch.nonzero(diag <= 1e-12 * K.detach().abs().amax((-2, -1))).flatten().tolist()
+    if bad:
+        raise ValueError(f"K: view(s) {bad} have a zero on the diagonal (a singular intrinsic matrix)")
+    M = index_from_world.detach()[:3, :3].double()
+    if not abs(float(torch.linalg.det(M))) > 1e-12 * float(torch.linalg.norm(M, dim=1).prod()):
+        raise ValueError("index_from_world: its 3x3 block is singular (expected the inverse of a volume affine)")
     if not _finite_volume(data):
         raise ValueError(f"data: {int((~torch.isfinite(data)).sum())} voxel(s) are NaN or inf")
     if int(height) != height or int(width) != width or height <= 0 or width <= 0:

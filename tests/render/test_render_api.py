@@ -157,6 +157,15 @@ def test_bad_input(torso, rig, unchecked):
         drr(data, A, K, R, t, 32, 40, projector=Projector(step_mm=0.0))
     with pytest.raises(ValueError, match="R: expected a tensor of shape"):
         drr(data, A, K, R[:, :2], t, 32, 40)
+    # Degenerate maps rendered silently: a zero focal length as zeros, a singular affine as NaN.
+    K_bad = K.clone()
+    K_bad[1, 1, 1] = 0.0
+    with pytest.raises(ValueError, match=r"K: view\(s\) \[1\] have a zero on the diagonal"):
+        drr(data, A, K_bad, R, t, 32, 40)
+    with pytest.raises(ValueError, match="index_from_world: its 3x3 block is singular"):
+        drr(data, A * torch.tensor([1.0, 1.0, 0.0, 1.0])[:, None], K, R, t, 32, 40)
+    with pytest.raises(ValueError, match="data: expected at least one voxel"):
+        drr(data[:0], A, K, R, t, 32, 40)
     if torch.cuda.is_available():  # pragma: no cover - needs a GPU
         with pytest.raises(ValueError, match="on cpu"):
             drr(data.cuda(), A.cuda(), K, R.cuda(), t.cuda(), 32, 40)
