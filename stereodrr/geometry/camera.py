@@ -386,6 +386,8 @@ class Camera:
     def in_image(self, uv: np.ndarray) -> np.ndarray:
         """``(N,)`` True where pixel coordinates fall on the detector (pixel edges at -0.5, W-0.5)."""
         uv = np.asarray(uv, dtype=np.float64)
+        if uv.ndim != 2 or uv.shape[1] != 2:
+            raise ValueError(f"uv: expected shape (N, 2), got {uv.shape}")
         return (
             (uv[:, 0] >= -0.5) & (uv[:, 0] <= self.width - 0.5) & (uv[:, 1] >= -0.5) & (uv[:, 1] <= self.height - 0.5)
         )
@@ -430,7 +432,7 @@ def oversampled_camera(camera: Camera, factor: int) -> Camera:
     field, ``factor`` times the pixels per axis at ``1 / factor`` the pitch. A point projecting to
     ``(u, v)`` in ``camera`` projects to ``factor (u, v) + (factor - 1) / 2`` (pixel centres at
     integers), so fine pixels ``factor u .. factor u + factor - 1`` are coarse pixel ``u``."""
-    if isinstance(factor, bool) or int(factor) != factor or factor < 1:
+    if isinstance(factor, bool) or not (np.isfinite(factor) and int(factor) == factor and factor >= 1):
         raise ValueError(f"factor: expected a positive integer, got {factor!r}")
     s = int(factor)
     if s == 1:
@@ -446,7 +448,7 @@ def crop_camera(camera: Camera, u0: int, v0: int, width: int, height: int) -> Ca
     moved by ``-(u0, v0)``, so it projects exactly as the crop of the full view. The crop may reach
     past the detector (negative ``u0``, ...): the pinhole has no edge."""
     for name, v in (("u0", u0), ("v0", v0), ("width", width), ("height", height)):
-        if int(v) != v:
+        if not (np.isfinite(v) and int(v) == v):  # int(nan) would fail without naming the input
             raise ValueError(f"crop {name}: expected an integer number of pixels, got {v}")
     if width < 1 or height < 1:
         raise ValueError(f"crop size: expected a positive width and height, got {width} x {height}")

@@ -37,8 +37,17 @@ DltConvention = Literal["xmalab", "dltdv8"]
 
 
 def dlt_pixel_flip(height: int, convention: DltConvention = "xmalab") -> np.ndarray:
-    """``A`` (3x3) taking OpenCV pixels ``(u, v, 1)`` to the DLT's pixels ``(x, y, 1)``."""
+    """``A`` (3x3) taking OpenCV pixels ``(u, v, 1)`` to the DLT's pixels ``(x, y, 1)``.
+
+    Raises:
+        ValueError: an unknown convention, or for ``"xmalab"`` (whose y flip needs it) a ``height``
+            that is not a positive whole number of pixels (a NaN or 0 would give coefficients silently).
+    """
     if convention == "xmalab":
+        if isinstance(height, (bool, np.bool_)) or not (
+                isinstance(height, (int, float, np.integer, np.floating))
+                and np.isfinite(height) and height == int(height) and height > 0):
+            raise ValueError(f"height: expected the image height, a positive whole number of pixels, got {height!r}")
         return np.array([[1.0, 0.0, 1.0], [0.0, -1.0, float(height)], [0.0, 0.0, 1.0]])
     if convention == "dltdv8":
         return np.array([[1.0, 0.0, 1.0], [0.0, 1.0, 1.0], [0.0, 0.0, 1.0]])
@@ -80,5 +89,8 @@ def projection_from_dlt(L: np.ndarray, height: int, convention: DltConvention = 
     if L.shape != (11,) or not np.all(np.isfinite(L)):
         raise ValueError(f"DLT coefficients: expected 11 finite numbers, got shape {L.shape}")
     P = np.linalg.inv(dlt_pixel_flip(height, convention)) @ np.append(L, 1.0).reshape(3, 4)
+    M = P[:, :3]
+    if not abs(np.linalg.det(M)) > 1e-12 * np.prod(np.linalg.norm(M, axis=1)):
+        raise ValueError("DLT coefficients: L1-L3, L5-L7, L9-L11 form a singular matrix (not a camera)")
     P = P / np.linalg.norm(P[2, :3])
     return -P if np.linalg.det(P[:, :3]) < 0 else P

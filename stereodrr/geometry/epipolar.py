@@ -80,6 +80,8 @@ def epipolar_lines(F: np.ndarray, points: np.ndarray, which: int = 1) -> np.ndar
     if which not in (1, 2):
         raise ValueError(f"which: expected 1 or 2, got {which}")
     F = np.asarray(F, dtype=np.float64)
+    if F.shape != (3, 3) or not np.all(np.isfinite(F)) or not np.any(F):
+        raise ValueError(f"F: expected a finite non-zero 3x3 matrix, got shape {F.shape}")
     h = np.c_[pts, np.ones(len(pts))]
     lines = h @ (F.T if which == 1 else F)
     return lines / np.linalg.norm(lines[:, :2], axis=1, keepdims=True)

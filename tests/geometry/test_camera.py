@@ -4,7 +4,9 @@ import torch
 
 from stereodrr.geometry import (
     Camera,
+    crop_camera,
     decompose_projection,
+    oversampled_camera,
     pixel_to_ray,
     project_points,
     rotvec_to_matrix,
@@ -118,3 +120,14 @@ def test_bad_projection_matrix():
         decompose_projection(np.c_[np.zeros((3, 3)), np.ones(3)])
     with pytest.raises(ValueError, match="parallel"):
         Camera.look_at([0, 0, -100], [0, 0, 0], 1000, 0.3, 10, 10, up=(0, 0, 1))
+
+
+def test_bad_pixel_and_crop_input_names_it():
+    """in_image took a (2,) array to an IndexError; NaN crops and factors failed in int()."""
+    cam = Camera.from_detector(1000, 1.0, 10, 8)
+    with pytest.raises(ValueError, match=r"uv: expected shape \(N, 2\)"):
+        cam.in_image(np.array([1.0, 2.0]))
+    with pytest.raises(ValueError, match="crop u0: expected an integer"):
+        crop_camera(cam, float("nan"), 0, 4, 4)
+    with pytest.raises(ValueError, match="factor: expected a positive integer"):
+        oversampled_camera(cam, float("nan"))

@@ -33,3 +33,11 @@ def test_zero_baseline():
     rig = StereoRig.convergent(5, 750, 1200, 0.3, 64, 64)
     with pytest.raises(ValueError, match="share their centre"):
         fundamental_from_cameras(rig["left"], rig["left"])
+
+
+def test_bad_fundamental_matrix_for_lines():
+    """NaN or zero F gave NaN lines and a 2x2 one a matmul error, naming nothing."""
+    pts = np.zeros((2, 2))
+    for F in (np.full((3, 3), np.nan), np.zeros((3, 3)), np.eye(2)):
+        with pytest.raises(ValueError, match="F: expected a finite non-zero 3x3 matrix"):
+            epipolar_lines(F, pts)

@@ -71,6 +71,21 @@ def test_dlt_top_left_pixel_maps_to_top_row():
     assert np.allclose(xy, [[1.0, 8.0], [10.0, 1.0]])
 
 
+def test_dlt_height_must_be_an_image_height():
+    """The XMALab y flip ``y = H - v`` took a height of 0 or NaN and gave coefficients anyway
+    (NaN ones for NaN); a singular DLT gave a NaN projection matrix."""
+    cam = Camera.from_detector(1000, 1.0, 10, 8, t=np.array([0, 0, 100.0]))
+    L = dlt_from_projection(cam.P, cam.height)
+    for height in (0, -8, float("nan"), 7.5, True):
+        with pytest.raises(ValueError, match="height: expected the image height"):
+            dlt_from_projection(cam.P, height)
+        with pytest.raises(ValueError, match="height: expected the image height"):
+            projection_from_dlt(L, height)
+    assert np.allclose(projection_from_dlt(L, 8.0), projection_from_dlt(L, 8))  # 8.0 from a JSON file is a height
+    with pytest.raises(ValueError, match="singular matrix"):
+        projection_from_dlt(np.zeros(11), 8)
+
+
 def test_dlt_origin_in_principal_plane():
     cam = Camera.from_detector(1000, 1.0, 10, 8)  # world origin at the source
     with pytest.raises(ValueError, match="principal plane"):
