@@ -66,8 +66,9 @@ def dlt_from_projection(P: np.ndarray, height: int, convention: DltConvention = 
         ``(11,)`` ``L1..L11``.
 
     Raises:
-        ValueError: when the world origin lies in the camera's principal plane (``P[2, 3] = 0``):
-            the DLT normalisation ``L12 = 1`` cannot represent that camera.
+        ValueError: a bad ``height`` (:func:`dlt_pixel_flip`), or the world origin in the camera's
+            principal plane (``P[2, 3] = 0``): the DLT normalisation ``L12 = 1`` cannot represent
+            that camera.
     """
     P = np.asarray(P, dtype=np.float64)
     if P.shape != (3, 4) or not np.all(np.isfinite(P)):
@@ -84,6 +85,10 @@ def projection_from_dlt(L: np.ndarray, height: int, convention: DltConvention = 
 
     The scale is fixed so that ``det(P[:, :3]) > 0`` (world points in front of the camera have
     positive depth) and ``||P[2, :3]|| = 1``.
+
+    Raises:
+        ValueError: not 11 finite numbers, a bad ``height`` (:func:`dlt_pixel_flip`), or
+            coefficients whose 3x3 block is singular (no camera).
     """
     L = np.asarray(L, dtype=np.float64).ravel()
     if L.shape != (11,) or not np.all(np.isfinite(L)):

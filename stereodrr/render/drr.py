@@ -239,7 +239,8 @@ def drr(
         ``K``, ``R``, ``t`` (and ``index_from_world``).
 
     Raises:
-        ValueError: wrong shapes, mixed devices/dtypes, NaN/inf, size <= 0, unknown mode, a
+        ValueError: wrong shapes, mixed devices/dtypes, NaN/inf, size <= 0, a volume of no voxels,
+            a singular ``K`` (a zero on its diagonal) or ``index_from_world``, unknown mode, a
             backend that cannot run here.
 
     Warns:
