@@ -288,7 +288,7 @@ def load_points3d(path: str | os.PathLike[str]) -> pd.DataFrame:
                 raise ValueError(f"{p}: header columns {cols[i:i + 3]}: expected <marker>_X, <marker>_Y, <marker>_Z")
             names[i // 3] = re.sub(r"_[0-9.]+Hz$", "", stem)  # a filtered export's cutoff is not the name
     data = _floats(p, rows, width, 1 if header is None else 2)
-    frames = (data[:, 0].astype(int) - 1) if has_frame else np.arange(len(data))
+    frames = _frames(p, data[:, 0], 1 if header is None else 2) if has_frame else np.arange(len(data))
     xyz = data[:, 1:] if has_frame else data
     out = []
     for m, name in enumerate(names):
@@ -297,6 +297,21 @@ def load_points3d(path: str | os.PathLike[str]) -> pd.DataFrame:
         out.append(pd.DataFrame({"frame": frames[keep], "marker": m, "name": name, "x": block[keep, 0],
                                  "y": block[keep, 1], "z": block[keep, 2]}))
     return pd.concat(out, ignore_index=True)
+
+
+def _frames(p: Path, column: np.ndarray, first_line: int) -> np.ndarray:
+    """0-based frame indices of a ``Frame`` column (XMALab numbers frames from 1) whose first
+    value is on line ``first_line`` of ``p``.
+
+    Raises:
+        ValueError: a frame number that is not a whole number >= 1 (a 0 became index -1: the
+            last frame, silently overwritten).
+    """
+    bad = ~(np.isfinite(column) & (column >= 1) & (column == np.round(column)))
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(f"{p}:{first_line + i}: Frame: expected frame numbers from 1 (as XMALab writes them), got {column[i]:g}")
+    return column.astype(np.int64) - 1
 
 
 _RB_LABELS = ("R11", "R12", "R13", "01", "R21", "R22", "R23", "02", "R31", "R32", "R33", "03", "TX", "TY", "TZ", "1")
@@ -350,7 +365,7 @@ def load_rigid_body_transforms(path: str | os.PathLike[str]) -> tuple[list[str],
     poses = values.reshape(len(data), len(names), 4, 4).transpose(0, 1, 3, 2).copy()
     poses[np.isnan(poses).any(axis=(2, 3))] = np.nan
     if has_frame and len(data):
-        frames = data[:, 0].astype(int) - 1
+        frames = _frames(p, data[:, 0], 1 if header is None else 2)
         full = np.full((frames.max() + 1, len(names), 4, 4), np.nan)
         full[frames] = poses
         poses = full

@@ -163,6 +163,23 @@ def test_points3d_round_trip_with_and_without_frame_column(tmp_path):
                                    pts.sort_values(["marker", "frame"])[["x", "y", "z"]].to_numpy(), rtol=1e-11)
 
 
+def test_frame_column_numbered_from_zero_is_refused(tmp_path):
+    """XMALab numbers the Frame column from 1. A file numbered from 0 read its frame 0 as index
+    -1: the rigid-body reader put that pose on the last frame, overwriting it (two rows, one
+    frame back), and the 3D reader returned a frame -1."""
+    labels = ",".join(f"RB_{a}" for a in ("R11", "R12", "R13", "01", "R21", "R22", "R23", "02", "R31", "R32",
+                                          "R33", "03", "TX", "TY", "TZ", "1"))
+    eye = "1,0,0,0,0,1,0,0,0,0,1,0"
+    (tmp_path / "rb.csv").write_text(f"Frame,{labels}\n0,{eye},5,6,7,1\n1,{eye},8,9,10,1\n")
+    with pytest.raises(ValueError, match=r"rb.csv:2: Frame: expected frame numbers from 1"):
+        load_rigid_body_transforms(tmp_path / "rb.csv")
+    (tmp_path / "p.csv").write_text("1,1,2,3\n2.5,4,5,6\n")  # no header: 3 m + 1 columns hold a frame column
+    with pytest.raises(ValueError, match=r"p.csv:2: Frame: expected frame numbers from 1"):
+        load_points3d(tmp_path / "p.csv")
+    (tmp_path / "p.csv").write_text("Frame,m_X,m_Y,m_Z\n2,1,2,3\n4,4,5,6\n")  # from 1, with gaps: read
+    assert load_points3d(tmp_path / "p.csv")["frame"].tolist() == [1, 3]
+
+
 def test_points3d_without_header_and_filtered_names(tmp_path):
     """XMALab's 3D export without its header row (Trial.cpp 1553: ``headerRow``), with and
     without the frame column, and a filtered export's ``<name>_<cutoff>Hz_X`` header (1573-1578)."""
