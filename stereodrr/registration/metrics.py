@@ -3,7 +3,9 @@
 The translation error is the displacement of the volume centre, split along the rig's mean
 viewing direction ``n`` (the normalised sum of the views' principal rays): the component along
 ``n`` is the depth error, the rest the in-plane error. For one view ``n`` is its principal ray,
-the direction a single radiograph cannot see well.
+the direction a single radiograph cannot see well. Where the principal rays cancel (views spread
+evenly all round, an opposed pair) no direction is seen worse than another and the first view's
+principal ray stands in (:func:`depth_axis`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,17 @@ from .pose import RigidPose
 
 __all__ = ["mean_viewing_direction", "target_registration_error", "rotation_error_deg",
            "translation_errors", "registration_errors"]
+
+
+def depth_axis(rig: StereoRig) -> np.ndarray:
+    """``(3,)`` the rig-level depth axis of a volume pose: :func:`mean_viewing_direction`, or the
+    first view's principal ray where the principal rays cancel (three views 120 deg apart, four
+    90 deg apart, an opposed pair): such a rig sees every direction alike, so the axis only has
+    to be defined (the translation basis, the error split), not to single out the depth."""
+    try:
+        return mean_viewing_direction(rig)
+    except ValueError:
+        return next(iter(rig.cameras.values())).principal_ray
 
 
 def target_registration_error(estimate: RigidPose, truth: RigidPose, landmarks: np.ndarray) -> np.ndarray:
@@ -53,7 +66,7 @@ def translation_errors(estimate: RigidPose, truth: RigidPose, direction: np.ndar
 def registration_errors(estimate: RigidPose, truth: RigidPose, rig: StereoRig,
                         landmarks: np.ndarray) -> dict[str, float]:
     """All errors at once: ``mtre_mm``, ``rotation_error_deg``, ``inplane_error_mm``, ``depth_error_mm``."""
-    inplane, depth = translation_errors(estimate, truth, mean_viewing_direction(rig))
+    inplane, depth = translation_errors(estimate, truth, depth_axis(rig))
     return {
         "mtre_mm": float(target_registration_error(estimate, truth, landmarks).mean()),
         "rotation_error_deg": rotation_error_deg(estimate, truth),

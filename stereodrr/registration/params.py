@@ -21,7 +21,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from ..geometry import StereoRig, matrix_to_rotvec, quaternion_to_matrix, rotvec_to_matrix
-from .metrics import mean_viewing_direction
+from .metrics import depth_axis
 from .pose import RigidPose, pose_matrix
 
 __all__ = ["Rotation", "PoseParameters", "translation_basis"]
@@ -31,9 +31,10 @@ Rotation = Literal["rotvec", "quaternion"]
 
 
 def translation_basis(rig: StereoRig) -> np.ndarray:
-    """``(3, 3)`` orthonormal columns ``[u, v, n]``: ``n`` the mean viewing direction, ``u`` the
-    first view's image x-axis made orthogonal to ``n``, ``v = n x u``."""
-    n = mean_viewing_direction(rig)
+    """``(3, 3)`` orthonormal columns ``[u, v, n]``: ``n`` the mean viewing direction
+    (:func:`~stereodrr.registration.metrics.depth_axis`: the first view's principal ray where the
+    principal rays cancel), ``u`` the first view's image x-axis made orthogonal to ``n``, ``v = n x u``."""
+    n = depth_axis(rig)
     first = next(iter(rig.cameras.values()))
     u = first.R[0] - (first.R[0] @ n) * n
     if np.linalg.norm(u) < 1e-6:

@@ -111,6 +111,24 @@ def test_recovers_known_offset_from_two_views(volume, rig, targets, optimizer, s
     assert set(res.rendered) == {"left", "right"} and res.rendered["left"].shape == (64, 64)
 
 
+def test_views_all_round_register_though_their_principal_rays_cancel(volume):
+    """Three views 120 deg apart (and an opposed pair): the principal rays sum to zero, so the
+    mean viewing direction is undefined; the registration's translation basis and its error
+    split take the first view's ray instead (the run was refused: "the principal rays cancel
+    out")."""
+    truth = RigidPose.from_degrees([1.5, -1.0, 2.0], [3.0, -4.0, 2.0], volume.center)
+    for ring in (StereoRig.arc(3, 240, 750, 1200, 8.0, 64, 64), StereoRig.arc(2, 180, 750, 1200, 8.0, 64, 64)):
+        targets = render_views(volume, ring, truth, 1, "exact")
+        res = register(volume, ring, targets, None, quiet(levels=(Level(2, 60, 2), Level(1, 40, 1))), truth=truth)
+        err = registration_errors(res.pose, truth, ring, volume.corners())
+        assert err["mtre_mm"] < 1.0, err
+        assert np.isfinite(res.history[["inplane_error_mm", "depth_error_mm"]].to_numpy()).all()
+        # The split is along the first view's principal ray: a pure shift along it is all depth.
+        shift = RigidPose(np.zeros(3), 2.0 * ring[ring.names[0]].principal_ray, volume.center)
+        moved = registration_errors(shift, RigidPose.identity(volume.center), ring, volume.corners())
+        assert moved["depth_error_mm"] == pytest.approx(2.0) and moved["inplane_error_mm"] == pytest.approx(0.0, abs=1e-12)
+
+
 def test_images_in_swapped_view_order_are_flagged(volume, rig, targets):
     """The pair's images given in each other's place: no pose explains them, the fit ends between
     the two orders, and each registered DRR matches the other view's image better: a warning
