@@ -287,9 +287,10 @@ def load_volume(path: str | os.PathLike[str]) -> Volume:
     several DICOM series is read as its series of the most slices, with a warning naming the
     others.
 
-    A NIfTI header whose sform (``sform_code > 0``) scales the voxels other than its pixdim is
-    placed by the sform, as the NIfTI standard and nibabel read it (ITK takes pixdim), with a
-    warning.
+    A NIfTI is placed as ITK places it: by its sform when ``sform_code`` is 1 or there is no
+    qform, else by its qform (scanner space; a sform of code 2-4 maps to another space). Where
+    that sform scales the voxels other than the header's pixdim it is taken whole, as the NIfTI
+    standard and nibabel read it (ITK takes pixdim), with a warning.
 
     Raises:
         FileNotFoundError: the path does not exist.
@@ -482,6 +483,7 @@ class _NiftiHeader:
     bitpix: int
     offset: int  # vox_offset: where the voxels start
     gz: bool  # gzip-compressed (.nii.gz)
+    qform_code: int
     sform_code: int
     srow: np.ndarray  # (3, 4) voxel index -> RAS mm
 
@@ -495,9 +497,9 @@ class _NiftiHeader:
         u = lambda fmt, start: struct.unpack_from(order + fmt, head, start)  # noqa: E731
         if u("i", 0)[0] == 348:  # NIfTI-1: 32-bit fields
             return cls(order, u("8h", 40), u("h", 70)[0], u("h", 72)[0], int(u("f", 108)[0]), gz,
-                       u("h", 254)[0], np.array(u("12f", 280), dtype=np.float64).reshape(3, 4))
+                       u("h", 252)[0], u("h", 254)[0], np.array(u("12f", 280), dtype=np.float64).reshape(3, 4))
         return cls(order, u("8q", 16), u("h", 12)[0], u("h", 14)[0], int(u("q", 168)[0]), gz,
-                   u("i", 348)[0], np.array(u("12d", 400)).reshape(3, 4))
+                   u("i", 344)[0], u("i", 348)[0], np.array(u("12d", 400)).reshape(3, 4))
 
 
 def _check_nifti(path: Path, h: _NiftiHeader, shape: str, need: int, what: str) -> None:
@@ -531,13 +533,16 @@ def _check_nifti(path: Path, h: _NiftiHeader, shape: str, need: int, what: str) 
 def _sform_geometry(path: Path, h: _NiftiHeader, image: sitk.Image) -> None:
     """Place a NIfTI volume by its sform where ITK did not (in place).
 
-    With ``sform_code > 0`` the sform is the file's voxel -> RAS mapping (the NIfTI standard's
-    third method, which nibabel reads). ITK takes the voxel sizes from ``pixdim`` and only the
-    sform's directions ("unexpected scales in sform"), so a header whose sform scales differ from
-    its pixdim (nibabel writes one when the zooms are left at 1) would place voxels millimetres
-    off. Such a file is read by its sform (``h``, the file's header), with a warning.
+    ITK places a NIfTI by its sform when ``sform_code`` is 1 (scanner) or the file has no qform
+    (``qform_code`` 0), else by its qform (a sform of codes 2-4 maps to another space: aligned,
+    Talairach, MNI). Where it takes the sform it takes the voxel sizes from ``pixdim`` and only
+    the sform's directions ("unexpected scales in sform"), so a header whose sform scales differ
+    from its pixdim (nibabel writes one when the zooms are left at 1) would place voxels
+    millimetres off. Such a file is read by its sform (``h``, the file's header), with a warning;
+    a file ITK places by its qform keeps that placement.
     """
-    if h.sform_code <= 0 or image.GetDimension() != 3:
+    itk_took_sform = h.sform_code == 1 or (h.sform_code > 0 and h.qform_code == 0)
+    if not itk_took_sform or image.GetDimension() != 3:
         return
     lps = np.diag([-1.0, -1.0, 1.0]) @ h.srow  # RAS -> ITK's LPS
     sizes = np.linalg.norm(lps[:, :3], axis=0)

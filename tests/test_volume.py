@@ -208,10 +208,11 @@ def test_bad_volumes(tmp_path):
 
 
 def _nifti1_int16_with_intercept(path, arr: np.ndarray, spacing=(0.7, 0.7, 2.5), truncate: int = 0,
-                                 sform: np.ndarray | None = None) -> None:
+                                 sform: np.ndarray | None = None, codes: tuple[int, int] = (0, 1)) -> None:
     """A NIfTI-1 file written byte by byte (not by SimpleITK): int16 storage, scl_slope 1 and
     scl_inter -1024, as scanners export CTs. ``truncate`` drops that many data bytes. ``spacing``
-    is pixdim; the sform (voxel -> RAS, ``(3, 4)``) defaults to the one pixdim gives."""
+    is pixdim; the sform (voxel -> RAS, ``(3, 4)``) defaults to the one pixdim gives; ``codes``:
+    qform_code, sform_code (the qform's quaternion and offset are zero: identity, at the origin)."""
     import gzip
     import struct
 
@@ -223,7 +224,7 @@ def _nifti1_int16_with_intercept(path, arr: np.ndarray, spacing=(0.7, 0.7, 2.5),
     struct.pack_into("<8f", h, 76, 1.0, *spacing, 1, 1, 1, 1)
     struct.pack_into("<fff", h, 108, 352.0, 1.0, -1024.0)  # vox_offset, scl_slope, scl_inter
     struct.pack_into("<B", h, 123, 2)  # xyzt_units: mm
-    struct.pack_into("<hh", h, 252, 0, 1)  # qform_code 0, sform_code 1
+    struct.pack_into("<hh", h, 252, *codes)
     if sform is None:
         sform = np.diag([-spacing[0], -spacing[1], spacing[2], 0.0])[:3]
     struct.pack_into("<12f", h, 280, *np.asarray(sform, dtype=np.float64).ravel())
@@ -265,3 +266,14 @@ def test_a_nifti_whose_sform_scales_differ_from_pixdim_is_placed_by_its_sform(tm
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         np.testing.assert_allclose(load_volume(same).index_to_world(ijk), want, atol=1e-5)
+    # A scanner qform beside an aligned-space sform (code 2): ITK places the file by its qform, and
+    # so does load_volume, without a warning (the sform's scales are not the placement's)
+    aligned = tmp_path / "aligned.nii.gz"
+    _nifti1_int16_with_intercept(aligned, hu, spacing=(1.0, 1.0, 1.0), sform=ras, codes=(1, 2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        vol = load_volume(aligned)
+    itk = sitk.ReadImage(str(aligned))
+    np.testing.assert_allclose(vol.index_to_world(ijk), [itk.TransformContinuousIndexToPhysicalPoint(p.tolist())
+                                                          for p in ijk], atol=1e-6)
+    np.testing.assert_allclose(vol.spacing, (1.0, 1.0, 1.0))
