@@ -14,10 +14,23 @@ CHECKED = ("stereodrr.imaging", "stereodrr.physics", "stereodrr.registration", "
            "stereodrr.render.projector", "stereodrr.render.aperture")
 _hook = install_import_hook(CHECKED, "tests._typecheck.typechecker")
 
+import locale  # noqa: E402
+
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from stereodrr.geometry import rotvec_to_matrix  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _restore_locale():
+    """Put the C locale back after each test: SimpleITK's DICOM writer (GDCM) sets it to "C",
+    and Python's text files then default to ASCII for the rest of the run (a later test reading
+    UTF-8 text without an encoding failed, depending on the order the tests ran in)."""
+    saved = locale.setlocale(locale.LC_ALL)
+    yield
+    if locale.setlocale(locale.LC_ALL) != saved:
+        locale.setlocale(locale.LC_ALL, saved)
 
 
 @pytest.fixture

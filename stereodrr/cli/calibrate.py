@@ -131,7 +131,7 @@ def _files_of_report(path: Path) -> set[str]:
     """The names of the files an earlier run's report.json lists, all written into its folder
     (none when there is no readable one)."""
     try:
-        files = json.loads(path.read_text()).get("files", {})
+        files = json.loads(path.read_text(encoding="utf-8")).get("files", {})
         return {Path(f).name for f in files.values()} if isinstance(files, dict) else set()
     except (OSError, ValueError, AttributeError, TypeError):
         return set()
