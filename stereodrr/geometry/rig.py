@@ -228,6 +228,8 @@ class StereoRig:
         """
         if int(n_views) != n_views or n_views < 1:
             raise ValueError(f"n_views: expected a positive integer, got {n_views}")
+        if n_views > 1:
+            _check_arc(n_views, arc_deg)
         names = placement.get("names")
         names = list(names) if names is not None else [f"view{i}" for i in range(n_views)]
         angles = [0.0] if n_views == 1 else list(np.linspace(-arc_deg / 2, arc_deg / 2, n_views))
@@ -287,3 +289,17 @@ class StereoRig:
         patient's left (+x), beam towards the right); default names ``frontal, lateral``."""
         pair: Placement = {"names": ("frontal", "lateral"), **placement}
         return cls._ring((0.0, 90.0), sid, sdd, (pixel_spacing, width, height), pair)
+
+
+def _check_arc(n_views: int, arc_deg: float) -> None:
+    """Refuse an arc whose views coincide: views ``m`` apart are ``m arc / (n - 1)`` degrees apart,
+    one place when that is a multiple of 360 (the arc includes both ends: 360 degrees put the
+    last view on the first)."""
+    if not math.isfinite(arc_deg):
+        raise ValueError(f"arc_deg: expected a finite angle in degrees, got {arc_deg}")
+    step = arc_deg / (n_views - 1)
+    for m in range(1, n_views):
+        turns = m * step / 360
+        if abs(turns - round(turns)) < 1e-9:
+            raise ValueError(f"arc_deg: views 0 and {m} of {n_views} coincide on an arc of {arc_deg:g} degrees "
+                             f"(both ends are views: a full ring of {n_views} is {360 * (n_views - 1) / n_views:g})")

@@ -50,6 +50,15 @@ def test_biplanar_and_arc():
     assert len(arc) == 5
     assert math.isclose(arc.stereo_angle_deg("view0", "view4"), 40, abs_tol=1e-9)
     assert math.isclose(arc.stereo_angle_deg("view1", "view2"), 10, abs_tol=1e-9)
+    # Both ends of an arc are views: a full ring of n views spans 360 (n - 1) / n degrees; 360
+    # put the last view on the first (two identical cameras, no baseline), as did 0 degrees.
+    ring = StereoRig.arc(4, 270, 750, 1200, 0.3, 64, 64)
+    sources = np.array([ring[n].center for n in ring.names])
+    assert np.min([np.linalg.norm(a - b) for i, a in enumerate(sources) for b in sources[i + 1:]]) > 1000
+    for n, degrees in [(3, 360), (2, 0), (3, 720), (2, 360)]:
+        with pytest.raises(ValueError, match=rf"arc_deg: views 0 and \d of {n} coincide"):
+            StereoRig.arc(n, degrees, 750, 1200, 0.3, 64, 64)
+    assert len(StereoRig.arc(3, 300, 750, 1200, 0.3, 64, 64)) == 3  # 150 deg apart: distinct
 
 
 @pytest.mark.parametrize("direction", [(0, 1, 1), (1, 1, 1), (0, 1, 3), (0.2, -1, 0.4)])
