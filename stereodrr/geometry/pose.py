@@ -195,7 +195,10 @@ class RigidPose:
         if data.get("schema") != POSE_SCHEMA:
             raise ValueError(f"{source}: expected schema {POSE_SCHEMA!r}, got {data.get('schema')!r}")
         try:
-            center = _vec("center", data.get("center"), 3)
+            # A matrix is the whole transform whatever the centre it is parametrised about (the
+            # origin when none is given); a rotation vector or quaternion means nothing without it.
+            only_matrix = "matrix" in data and "rotvec_deg" not in data and "quaternion" not in data
+            center = np.zeros(3) if only_matrix and "center" not in data else _vec("center", data.get("center"), 3)
             if "rotvec_deg" in data:
                 translation: Any = data.get("translation_mm")  # None: _vec names the missing field
                 pose = cls.from_degrees(data["rotvec_deg"], translation, center)

@@ -38,6 +38,12 @@ def test_round_trips(pose, tmp_path, rng):
     q = np.array([0.9, 0.1, -0.3, 0.2])
     d = {"schema": "stereodrr.pose/1", "center": [0, 0, 0], "quaternion": q.tolist(), "translation_mm": [1, 2, 3]}
     np.testing.assert_allclose(RigidPose.from_dict(d).rotation, quaternion_to_matrix(q), atol=1e-12)
+    # A matrix alone is the whole transform: no centre needed (one about any centre is the same pose),
+    # while a rotation vector or quaternion without its centre is refused.
+    bare = {"schema": "stereodrr.pose/1", "matrix": pose.matrix.tolist()}
+    np.testing.assert_allclose(RigidPose.from_dict(json.loads(json.dumps(bare))).matrix, pose.matrix, atol=1e-10)
+    with pytest.raises(ValueError, match="center"):
+        RigidPose.from_dict({"schema": "stereodrr.pose/1", "rotvec_deg": [1, 2, 3], "translation_mm": [0, 0, 0]})
 
 
 def test_moved_volume_equals_moved_cameras(pose, rng):
