@@ -154,8 +154,12 @@ def attenuation_image(image: np.ndarray, kind: str = "auto", max_diameter_px: fl
         kind = "line_integral" if bright >= dark else "intensity"
     if kind == "intensity":
         if img.min() <= 0:
-            # Zero counts (photon starvation behind metal): clip at half a count before the log.
-            img = np.maximum(img, 0.5)
+            # Zero counts (photon starvation behind metal, a collimated border): clipped at half a
+            # count before the log, or at half the smallest value recorded where that is below a
+            # count (a flat-field-normalised I/I0 in [0, 1]: clipping it at 0.5 flattened every
+            # ball behind the body).
+            positive = img[img > 0]
+            img = np.maximum(img, min(0.5, 0.5 * float(positive.min())) if positive.size else 0.5)
         return -np.log(img), kind
     return img, kind
 
