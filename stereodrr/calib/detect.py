@@ -6,7 +6,8 @@ Steps, for a ``(H, W)`` image (float or 16-bit):
    raw intensity image ``I = I0 exp(-L)`` (markers dark) becomes ``-log I``, which equals ``L``
    up to a constant, so every ball has the profile ``mu * chord`` whatever lies behind it.
    ``kind="auto"`` picks the polarity whose small-blob (top-hat) response is the stronger: metal
-   balls are the most compact, highest-contrast features of a calibration image.
+   balls are the most compact, highest-contrast features of a calibration image (judged on a
+   copy smoothed over a pixel, so a low-dose raw frame's pixel noise does not decide it).
 2. Background removal: ``a - max_theta open(a, line_theta)``, the top-hat by the supremum of
    openings with line segments longer than the largest ball in 12 directions
    (``cv2.morphologyEx``). A ball survives no line opening, while the plastic around it (broad
@@ -83,6 +84,8 @@ def _check_image(image: np.ndarray, name: str) -> np.ndarray:
     return img
 
 
+# Gaussian sigma (px) of the copy kind 'auto' decides the polarity on (attenuation_image).
+_AUTO_SMOOTH_PX = 1.0
 # Directions of the line openings (every 15 degrees).
 _N_DIRECTIONS = 12
 # Half width (taps) of the blur kernel of the ball model; covers sigma up to a third of it.
@@ -142,13 +145,21 @@ def attenuation_image(image: np.ndarray, kind: str = "auto", max_diameter_px: fl
     img = _check_image(image, name)
     if kind == "auto":
         d = int(2 * np.ceil(max_diameter_px / 2) + 5)
-        bright = np.percentile(_tophat(img, d), 99.99)
-        dark = np.percentile(_tophat(-img, d), 99.99)
+        # Decided on a copy smoothed over about a pixel: a ball spans several pixels and keeps
+        # its contrast, single-pixel noise does not (a low-dose raw frame's Poisson noise in the
+        # bright air otherwise tops its dark balls: 1e3 photons/px read as a line integral).
+        smooth = cv2.GaussianBlur(img, (0, 0), _AUTO_SMOOTH_PX)
+        bright = np.percentile(_tophat(smooth, d), 99.99)
+        dark = np.percentile(_tophat(-smooth, d), 99.99)
         kind = "line_integral" if bright >= dark else "intensity"
     if kind == "intensity":
         if img.min() <= 0:
-            # Zero counts (photon starvation behind metal): clip at half a count before the log.
-            img = np.maximum(img, 0.5)
+            # Zero counts (photon starvation behind metal, a collimated border): clipped at half a
+            # count before the log, or at half the smallest value recorded where that is below a
+            # count (a flat-field-normalised I/I0 in [0, 1]: clipping it at 0.5 flattened every
+            # ball behind the body).
+            positive = img[img > 0]
+            img = np.maximum(img, min(0.5, 0.5 * float(positive.min())) if positive.size else 0.5)
         return -np.log(img), kind
     return img, kind
 
@@ -476,17 +487,19 @@ def detect_markers(
     a, used = attenuation_image(image, kind, dmax, name)
     top = _tophat(a, int(2 * np.ceil(dmax / 2) + 5))
     blobs, n_candidates, thr = _blobs(top, dmin, dmax, o)
+    guessed = (" (kind 'auto' read it as a line integral: a noisy raw frame's bright air can outweigh its "
+               "dark balls; give kind 'intensity', --kind intensity, for a raw frame)") if kind == "auto" else ""
     if o.max_blobs is not None and len(blobs) > o.max_blobs:
+        # A raw frame misread as a line integral shows its noise as blobs: say so, as below.
         raise ValueError(f"{name}: {len(blobs)} ball-sized blobs, more than the {o.max_blobs} a shot of this phantom "
-                         "can show: not an image of the phantom (a grid plate, another object)?")
+                         "can show: not an image of the phantom (a grid plate, another object)?"
+                         + (guessed if used == "line_integral" else ""))
     if o.subpixel == "fit" and blobs and top.max() > _MAX_CONTRAST:
         # Not an attenuation image: a bright-bone display (65535 - I, or -log scaled to 16 bits).
         raise ValueError(f"{name}: markers stand {top.max():.4g} above their background as {used!r}, beyond any "
                          f"-log(I/I0) ({_MAX_CONTRAST:g}); expected a raw frame (bone dark) or a -log(I/I0) "
                          "image in its own units, not a display (inverted, or -log scaled to grey levels)")
     if o.subpixel == "fit" and aperture == "area" and blobs and used == "line_integral" and top.max() > _MAX_RECORDED:
-        guessed = (" (kind 'auto' read it as a line integral: a noisy raw frame's bright air can outweigh its "
-                   "dark balls; give kind 'intensity', --kind intensity, for a raw frame)") if kind == "auto" else ""
         raise ValueError(f"{name}: markers stand {top.max():.4g} above their background as a line integral, more "
                          f"than a detector records as -log(I/I0) ({_MAX_RECORDED:g}){guessed}; the area-averaged "
                          "ball model needs -log(I/I0) itself: give the raw frame or the image in those units, or use "
