@@ -52,6 +52,7 @@ import pandas as pd
 from scipy.ndimage import convolve1d
 from scipy.optimize import least_squares
 
+from ..imaging.functional import zero_floor
 from ..render.threads import single_threaded_blas
 
 try:
@@ -154,12 +155,8 @@ def attenuation_image(image: np.ndarray, kind: str = "auto", max_diameter_px: fl
         kind = "line_integral" if bright >= dark else "intensity"
     if kind == "intensity":
         if img.min() <= 0:
-            # Zero counts (photon starvation behind metal, a collimated border): clipped at half a
-            # count before the log, or at half the smallest value recorded where that is below a
-            # count (a flat-field-normalised I/I0 in [0, 1]: clipping it at 0.5 flattened every
-            # ball behind the body).
-            positive = img[img > 0]
-            img = np.maximum(img, min(0.5, 0.5 * float(positive.min())) if positive.size else 0.5)
+            # Zero counts (photon starvation behind metal, a collimated border)
+            img = np.maximum(img, zero_floor(img))
         return -np.log(img), kind
     return img, kind
 

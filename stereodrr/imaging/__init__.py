@@ -34,7 +34,7 @@ from .detector import (
     spectrum_from_spec,
     warn_saturation,
 )
-from .functional import beer_lambert, detect, negative_log, to_uint16
+from .functional import beer_lambert, detect, negative_log, to_uint16, zero_floor
 from .materials import DECOMPOSITIONS, attenuation_table, decompose_hu
 from .pipeline import (
     line_integrals,
@@ -50,7 +50,7 @@ __all__ = [
     "simulate", "render_polychromatic", "Scene", "Voxels", "Balls", "Projector",
     "DetectorModel", "Stage", "STAGES", "PRESETS", "detector_preset", "spectrum_from_spec",
     "ScintillatorLayer", "LAYERS", "ScatterModel", "AntiScatterGrid", "SCATTER_MODELS",
-    "beer_lambert", "detect", "negative_log", "to_uint16", "quantise", "warn_saturation", "gaussian_blur", "focal_spot_sigma_px",
+    "beer_lambert", "detect", "negative_log", "zero_floor", "to_uint16", "quantise", "warn_saturation", "gaussian_blur", "focal_spot_sigma_px",
     "decompose_hu", "attenuation_table", "DECOMPOSITIONS",
     "line_integrals", "transmissions", "material_line_integrals", "primary_signals",
     "remove_scatter", "ball_transmission", "metal_thickness",

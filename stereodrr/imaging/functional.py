@@ -20,7 +20,7 @@ from torch import Tensor
 
 from .detector import DetectorModel, Signal, run_stages
 
-__all__ = ["beer_lambert", "detect", "negative_log", "to_uint16"]
+__all__ = ["beer_lambert", "detect", "negative_log", "zero_floor", "to_uint16"]
 
 
 def beer_lambert(line_integral: Float[Tensor, "*shape"], i0: float = 1.0) -> Float[Tensor, "*shape"]:
@@ -70,6 +70,15 @@ def negative_log(counts: Float[Tensor, "*shape"], i0: float, floor: float = 0.5)
     if not (i0 > 0 and floor > 0):
         raise ValueError(f"i0 and floor: expected positive counts, got {i0}, {floor}")
     return -torch.log(counts.clamp_min(floor) / i0)
+
+
+def zero_floor(image: np.ndarray) -> float:
+    """The value a recorded intensity image's zero pixels are raised to before ``-log``: half a
+    count, or half the smallest value recorded where that is below a count (a flat-field
+    normalised ``I / I0`` in ``[0, 1]``: a floor of half a count would flatten every pixel
+    behind half the open field). A count image gets 0.5, as :func:`negative_log`'s default."""
+    positive = image[image > 0]
+    return min(0.5, 0.5 * float(positive.min())) if positive.size else 0.5
 
 
 def to_uint16(image: Float[Tensor, "H W"] | np.ndarray, scale: float | None = None) -> tuple[np.ndarray, float]:

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..imaging.functional import zero_floor
+
 __all__ = ["IMAGE_KINDS", "to_line_integral", "guess_kind"]
 
 IMAGE_KINDS = ("auto", "line_integral", "intensity")
@@ -36,7 +38,7 @@ def _intensity_to_line(image: np.ndarray, name: str) -> np.ndarray:
     # The unattenuated air: the median of the pixels near the brightest (a high percentile alone
     # sits a few noise sigmas above I0).
     i0 = float(np.median(a[a >= 0.8 * top]))
-    return -np.log(np.maximum(a, 0.5) / i0)
+    return -np.log(np.maximum(a, zero_floor(a)) / i0)
 
 
 def _ncc(a: np.ndarray, b: np.ndarray) -> float:

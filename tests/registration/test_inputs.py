@@ -51,6 +51,21 @@ def test_float_intensity_is_recognised_by_its_match_with_the_drr(scene):
     np.testing.assert_allclose(out - out.min(), line[0].numpy() - line[0].numpy().min(), atol=1e-4)
 
 
+def test_normalised_float_intensity_keeps_every_pixel_below_half(scene):
+    """A flat-field-normalised I/I0 in [0, 1] (zero outside a collimated border): the zeros are
+    raised to half the smallest value recorded, not half a count, which flattened every pixel
+    behind more than -log 0.5 = 0.69 of attenuation."""
+    _, _, line = scene
+    truth = line[0].numpy().astype(np.float64)
+    normalised = np.exp(-truth)
+    normalised[:, :3] = 0.0  # the border
+    out, kind = to_line_integral(normalised, "intensity")
+    assert kind == "intensity" and truth.max() > 1.0
+    inside = np.s_[:, 3:]
+    i0 = np.median(normalised[normalised >= 0.8 * np.percentile(normalised, 99.9)])  # the air, as read
+    np.testing.assert_allclose(out[inside], (truth + np.log(i0))[inside], atol=1e-5)
+
+
 def test_bad_kinds_are_refused(scene):
     _, _, line = scene
     raw = (np.exp(-line[0].numpy()) * 60000).astype(np.uint16)
