@@ -187,6 +187,17 @@ class DetectorModel:
         t, q = spectral_sums(channels, att, self.spectral_weights(channels.device, channels.dtype))
         return t, q
 
+    def line_signal(self, t: Float[Tensor, "H W"]) -> Signal:
+        """The signal of a one-line spectrum's transmission ``t`` (the mu route): plain Poisson
+        with the ideal layer; with a scintillator ``q = t / eta`` (each photon absorbed with
+        probability ``eta``: ``Poisson(eta N0 t) / eta``, what :meth:`primary` gives for one line)."""
+        if not self.spectrum.is_monochromatic:
+            raise ValueError(f"detector: a transmission is one line's signal, got the spectrum {self.spectrum.description}")
+        if self.layer is None:
+            return Signal(t)
+        eta = float(self.layer.absorption(self.spectrum.energies_kev)[0])
+        return Signal(t, t / eta)
+
     def transmission(self, channels: Float[Tensor, "M H W"], names: Sequence[str], camera: Camera | None = None
                      ) -> tuple[Float[Tensor, "H W"], Float[Tensor, "H W"] | None]:
         """:meth:`primary` plus scatter (scatter needs the ``camera`` for pitch and field size)."""
