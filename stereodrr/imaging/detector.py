@@ -309,6 +309,12 @@ def spectrum_from_spec(spec: Mapping[str, Any] | None, energy_kev: float = 60.0)
     ``{"table": path}``."""
     if spec is None:
         return Spectrum.monochromatic(energy_kev)
+    # Every key is one of a form's: a misspelt "filtre" made the default Al:2.5 beam, silently.
+    keys = set(spec) if isinstance(spec, Mapping) else set()
+    if not keys or not (keys == {"table"} or keys == {"energy_kev"}
+                        or ("kvp" in keys and keys <= {"kvp", "filter", "anode_angle_deg"})):
+        raise ValueError('spectrum: expected null, {"kvp": kV, "filter": "Al:2.5", "anode_angle_deg": 12}, '
+                         f'{{"energy_kev": keV}} or {{"table": "file.csv"}}, got {spec!r}')
     if "table" in spec:
         return Spectrum.from_csv(spec["table"])
     if "energy_kev" in spec:

@@ -153,6 +153,14 @@ def test_from_dict_of_to_dict_is_the_same_detector(make, unchecked):
     assert back.spectrum.mean_energy_kev == det.spectrum.mean_energy_kev
 
 
+@pytest.mark.parametrize("spec", [{"kvp": 80, "filtre": "Cu:1"}, {"kv": 80}, {"energy_kev": 60, "kvp": 80}, "fluoro80"])
+def test_a_spectrum_spec_with_a_key_of_no_form_is_refused(spec, unchecked):
+    """{"kvp": 80, "filtre": "Cu:1"} made the default Al:2.5 beam without a word; {"kv": 80}
+    failed as "detector: 'kvp'", a string as "string indices must be integers"."""
+    with pytest.raises(ValueError, match=r'spectrum: expected null, \{"kvp": kV'):
+        DetectorModel.from_dict({"spectrum": spec})
+
+
 def test_a_filtered_beam_reads_back_filtered(unchecked):
     import json
 
