@@ -97,6 +97,12 @@ def read_numeric_csv(path: str | os.PathLike[str], what: str) -> np.ndarray:
         ValueError: not UTF-8 text, no row of numbers, a non-numeric field, or rows of different
             lengths.
     """
+    return read_numeric_csv_with_header(path, what)[0]
+
+
+def read_numeric_csv_with_header(path: str | os.PathLike[str], what: str) -> tuple[np.ndarray, list[str] | None]:
+    """:func:`read_numeric_csv` and the header's column names (stripped; ``None`` without a
+    header), for tables whose columns may come in either order."""
     p = check_input_file(path, what)
     try:
         text = p.read_text(encoding="utf-8-sig")
@@ -104,15 +110,17 @@ def read_numeric_csv(path: str | os.PathLike[str], what: str) -> np.ndarray:
         raise ValueError(f"{p}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     lines = [line.split("#", 1)[0] for line in text.splitlines()]
     lines = [line for line in lines if line.strip(" \t,")]
+    header = None
     if lines:
         try:
             float(lines[0].split(",", 1)[0])
         except ValueError:
-            lines = lines[1:]  # a header
+            header = [name.strip() for name in lines[0].split(",")]
+            lines = lines[1:]
     if not lines:  # (numpy would warn and return a (0, 1) table)
         raise ValueError(f"{p}: the {what} holds no row of numbers")
     try:
-        return np.loadtxt(lines, delimiter=",", ndmin=2)
+        return np.loadtxt(lines, delimiter=",", ndmin=2), header
     except ValueError as exc:
         raise ValueError(f"{p}: not a numeric CSV: {exc}") from None
 

@@ -137,7 +137,7 @@ def render_calibration_images(
         screens = {n: oversampled_camera(rig[n], det.render_oversample) for n in rig.names}
         imgs = simulate(scene.with_(decomposition="none"), screens, detector=det, output="line_integral")
         if noisy:
-            imgs = {n: run_stages(Signal(torch.exp(-imgs[n])), det, rig[n], seed + i).image
+            imgs = {n: run_stages(det.line_signal(torch.exp(-imgs[n])), det, rig[n], seed + i).image
                     for i, n in enumerate(rig.names)}
         elif _shapes_the_image(det):
             # Noise-free through a chain that blurs, scatters or distorts: the expected image

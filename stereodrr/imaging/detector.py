@@ -187,6 +187,17 @@ class DetectorModel:
         t, q = spectral_sums(channels, att, self.spectral_weights(channels.device, channels.dtype))
         return t, q
 
+    def line_signal(self, t: Float[Tensor, "H W"]) -> Signal:
+        """The signal of a one-line spectrum's transmission ``t`` (the mu route): plain Poisson
+        with the ideal layer; with a scintillator ``q = t / eta`` (each photon absorbed with
+        probability ``eta``: ``Poisson(eta N0 t) / eta``, what :meth:`primary` gives for one line)."""
+        if not self.spectrum.is_monochromatic:
+            raise ValueError(f"detector: a transmission is one line's signal, got the spectrum {self.spectrum.description}")
+        if self.layer is None:
+            return Signal(t)
+        eta = float(self.layer.absorption(self.spectrum.energies_kev)[0])
+        return Signal(t, t / eta)
+
     def transmission(self, channels: Float[Tensor, "M H W"], names: Sequence[str], camera: Camera | None = None
                      ) -> tuple[Float[Tensor, "H W"], Float[Tensor, "H W"] | None]:
         """:meth:`primary` plus scatter (scatter needs the ``camera`` for pitch and field size)."""
@@ -298,6 +309,12 @@ def spectrum_from_spec(spec: Mapping[str, Any] | None, energy_kev: float = 60.0)
     ``{"table": path}``."""
     if spec is None:
         return Spectrum.monochromatic(energy_kev)
+    # Every key is one of a form's: a misspelt "filtre" made the default Al:2.5 beam, silently.
+    keys = set(spec) if isinstance(spec, Mapping) else set()
+    if not keys or not (keys == {"table"} or keys == {"energy_kev"}
+                        or ("kvp" in keys and keys <= {"kvp", "filter", "anode_angle_deg"})):
+        raise ValueError('spectrum: expected null, {"kvp": kV, "filter": "Al:2.5", "anode_angle_deg": 12}, '
+                         f'{{"energy_kev": keV}} or {{"table": "file.csv"}}, got {spec!r}')
     if "table" in spec:
         return Spectrum.from_csv(spec["table"])
     if "energy_kev" in spec:

@@ -7,8 +7,9 @@ Two routes, chosen by the scene alone:
   mu at the scene's energy is rendered and summed into ``L``; a line-integral image adds ``-log``
   of the balls' transmission through the pixel aperture
   (:func:`stereodrr.render.markers.sphere_transmission`), a detector sees
-  ``t = exp(-L)`` times that transmission (plain Poisson). It needs a one-line spectrum at that
-  energy.
+  ``t = exp(-L)`` times that transmission (plain Poisson; behind a scintillator, the absorbed
+  quanta's, :meth:`~stereodrr.imaging.DetectorModel.line_signal`). It needs a one-line spectrum
+  at that energy.
 * **materials** (otherwise): the bodies' HU are split into materials
   (:func:`~stereodrr.imaging.materials.decompose_hu`), one render per material, the balls exact
   in their material's channel; the detector's front end sums the spectrum (equation (1) of
@@ -106,7 +107,7 @@ def simulate(scene: Scene, cameras: Cameras, projector: Projector | None = None,
     if mu_route:
         if output == "line_integral":
             return line_integrals(scene, screens, projector, det)
-        signals = {v: Signal(t) for v, t in transmissions(scene, screens, projector, det).items()}
+        signals = {v: det.line_signal(t) for v, t in transmissions(scene, screens, projector, det).items()}
     else:
         primary = primary_signals(scene, screens, det, projector)
         signals = {v: Signal(*primary[v]) for v in names}

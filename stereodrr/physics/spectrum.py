@@ -30,14 +30,22 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from scipy.optimize import brentq
 
-from ..fileio import read_numeric_csv
-from .attenuation import check_energies, compound_density, mass_attenuation
+from ..fileio import read_numeric_csv_with_header
+from .attenuation import ATTENUATION_RANGE_KEV, check_energies, compound_density, mass_attenuation
 
 __all__ = ["Spectrum", "parse_filters", "KVP_RANGE", "DEFAULT_ANODE_ANGLE_DEG"]
 
 #: spekpy's tube-potential range for a tungsten anode (its "casim" physics model).
 KVP_RANGE = (10.0, 500.0)
 DEFAULT_ANODE_ANGLE_DEG = 12.0
+DEFAULT_MIN_FRACTION = 1e-6
+
+
+def _mm_text(mm: float) -> str:
+    """A thickness as text: ``:g`` (``"2.5"``, ``"3"``) where that is exact, else every digit, so a
+    description read back (:meth:`Spectrum.from_dict`) makes the same beam."""
+    short = f"{mm:g}"
+    return short if float(short) == mm else repr(float(mm))
 
 
 def parse_filters(text: str | Sequence[tuple[str, float]] | None) -> tuple[tuple[str, float], ...]:
@@ -65,6 +73,12 @@ def parse_filters(text: str | Sequence[tuple[str, float]] | None) -> tuple[tuple
         if not (t >= 0 and math.isfinite(t)):
             raise ValueError(f"filter: thickness of {name!r} must be >= 0 mm, got {t}")
     return tuple(out)
+
+
+def _is_energy(column: str) -> bool:
+    """Whether a header's column name says energy (``energy_kev``, ``E [keV]``)."""
+    name = column.lower()
+    return "energy" in name or "kev" in name or name in ("e", "e_kev")
 
 
 def _spekpy_material(name: str) -> str:
@@ -130,9 +144,15 @@ class Spectrum:
         if e.ndim != 1 or e.shape != f.shape or e.size == 0:
             raise ValueError(f"spectrum: expected equal-length 1D energy and fluence columns, got shapes "
                              f"{e.shape} and {f.shape}")
+        # Empty bins outside the attenuation tables (a table's 0 keV first row) hold no photon.
+        lo, hi = ATTENUATION_RANGE_KEV
+        empty = (f == 0) & np.isfinite(e) & ((e < lo) | (e > hi))
+        if empty.any() and not empty.all():
+            e, f = e[~empty], f[~empty]
         check_energies(e, "spectrum energy")
         if np.any(np.diff(e) <= 0):
-            raise ValueError("spectrum: energies must increase strictly")
+            i = int(np.flatnonzero(np.diff(e) <= 0)[0])
+            raise ValueError(f"spectrum: energies must increase strictly, got {e[i + 1]:g} keV after {e[i]:g} keV")
         if not np.all(np.isfinite(f)) or np.any(f < 0):
             bad = f[~np.isfinite(f) | (f < 0)][0]
             raise ValueError(f"spectrum: fluence must be finite and >= 0, got {bad:g} at "
@@ -152,7 +172,7 @@ class Spectrum:
     @classmethod
     def from_tube(cls, kvp: float, filters: str | Sequence[tuple[str, float]] | None = "Al:2.5",
                   anode_angle_deg: float = DEFAULT_ANODE_ANGLE_DEG, bin_kev: float = 1.0,
-                  min_fraction: float = 1e-6) -> Spectrum:
+                  min_fraction: float = DEFAULT_MIN_FRACTION) -> Spectrum:
         """A tungsten-anode tube spectrum from spekpy.
 
         Args:
@@ -176,10 +196,12 @@ class Spectrum:
             _spekpy_material(name)
         k, f, hvl = _tube(kvp, filt, float(anode_angle_deg), float(bin_kev))
         keep = f >= min_fraction * f.sum()
-        ftxt = ",".join(f"{n}:{t:g}" for n, t in filt) or "none"
-        return cls(k[keep], f[keep], f"{kvp:g} kVp W, {anode_angle_deg:g} deg, {ftxt}",
-                   {"kind": "spekpy", "kvp": kvp, "filters": ftxt, "anode_angle_deg": float(anode_angle_deg),
-                    "bin_kev": float(bin_kev), "spekpy_hvl_al_mm": hvl})
+        ftxt = ",".join(f"{n}:{_mm_text(t)}" for n, t in filt) or "none"
+        params = {"kind": "spekpy", "kvp": kvp, "filters": ftxt, "anode_angle_deg": float(anode_angle_deg),
+                  "bin_kev": float(bin_kev), "spekpy_hvl_al_mm": hvl}
+        if min_fraction != DEFAULT_MIN_FRACTION:  # which bins were kept: from_dict needs it
+            params["min_fraction"] = float(min_fraction)
+        return cls(k[keep], f[keep], f"{kvp:g} kVp W, {anode_angle_deg:g} deg, {ftxt}", params)
 
     @classmethod
     def from_table(cls, energies_kev: Sequence[float] | np.ndarray, fluence: Sequence[float] | np.ndarray,
@@ -189,18 +211,31 @@ class Spectrum:
 
     @classmethod
     def from_csv(cls, path: str | Path) -> Spectrum:
-        """Two columns ``energy_kev, fluence`` (header line optional)."""
+        """Two columns ``energy_kev, fluence`` (header line optional; a header naming the energy
+        column second, ``fluence, energy_kev``, says the columns come in that order)."""
         p = Path(path)
         try:
-            a = read_numeric_csv(p, "spectrum file")
+            a, header = read_numeric_csv_with_header(p, "spectrum file")
         except ValueError as exc:
             raise ValueError(f"{exc} (expected two numeric columns energy_kev, fluence)") from None
         if a.ndim != 2 or a.shape[1] != 2:
             raise ValueError(f"{p}: expected two columns energy_kev, fluence, got shape {a.shape}")
+        if header is not None and len(header) == 2 and not _is_energy(header[0]) and _is_energy(header[1]):
+            a = a[:, ::-1]
         try:
             return cls(a[:, 0], a[:, 1], f"table {p.name}", {"kind": "table", "file": str(p)})
         except ValueError as exc:  # the table's values (a NaN fluence, energies out of order): said with the file
             raise ValueError(f"{p}: {exc}") from None
+
+    def __eq__(self, other: object) -> bool:
+        """Same bins, fluence and description (what :meth:`from_dict` of :meth:`to_dict` gives back)."""
+        if not isinstance(other, Spectrum):
+            return NotImplemented
+        return (self.description == other.description and np.array_equal(self.energies_kev, other.energies_kev)
+                and np.array_equal(self.fluence, other.fluence))
+
+    def __hash__(self) -> int:
+        return hash((self.description, self.energies_kev.tobytes(), self.fluence.tobytes()))
 
     # ---- derived quantities
     @property
@@ -218,11 +253,23 @@ class Spectrum:
         return self.energies_kev.size == 1
 
     def filtered(self, material: str, mm: float, density: float | None = None) -> Spectrum:
-        """The beam after ``mm`` of a material (Beer-Lambert per bin, xraylib attenuation)."""
+        """The beam after ``mm`` of a material (Beer-Lambert per bin, xraylib attenuation).
+
+        Raises:
+            ValueError: a negative or non-finite thickness, a density that is not positive, an
+                unknown material.
+        """
+        mm = float(mm)
+        if not (mm >= 0 and math.isfinite(mm)):
+            raise ValueError(f"filter: thickness of {material!r} must be >= 0 mm, got {mm}")
         rho = compound_density(material) if density is None else float(density)
+        if not (rho > 0 and math.isfinite(rho)):
+            raise ValueError(f"filter: density of {material!r} must be a positive number of g/cm^3, got {density}")
         t = np.exp(-rho * mass_attenuation(material, self.energies_kev) * mm / 10.0)
-        return Spectrum(self.energies_kev, self.fluence * t, f"{self.description} + {material}:{mm:g}",
-                        {**self.params, "extra_filter": f"{material}:{mm:g}"})
+        # Each filter recorded with its density, in order, so from_dict makes the same beam.
+        extra = [*self.params.get("extra_filters", []), [material, mm, rho]]
+        return Spectrum(self.energies_kev, self.fluence * t, f"{self.description} + {material}:{_mm_text(mm)}",
+                        {**self.params, "extra_filters": extra})
 
     def air_kerma(self, material: str = "Al", mm: float | np.ndarray = 0.0) -> np.ndarray:
         """Relative air kerma behind ``mm`` of ``material``: ``sum_E phi E (mu_en/rho)_air e^{-mu x}``."""
@@ -263,23 +310,36 @@ class Spectrum:
         Raises:
             ValueError: a description that does not say how to make the spectrum.
         """
-        kind = d.get("kind")
+        kind = d.get("kind", "table")
+        if kind == "table" and "energies_kev" in d and "fluence" in d:  # the bins themselves, filters included
+            params = {k: v for k, v in d.items() if k in ("kind", "extra_filters")}
+            return cls(np.asarray(d["energies_kev"], np.float64), np.asarray(d["fluence"], np.float64),
+                       str(d.get("description", "table")), params)
         if kind == "monochromatic":
-            return cls.monochromatic(float(d["energy_kev"]))
-        if kind == "spekpy":
+            base = cls.monochromatic(float(d["energy_kev"]))
+        elif kind == "spekpy":
             filters = None if d.get("filters", "none") == "none" else d["filters"]
-            return cls.from_tube(float(d["kvp"]), filters, float(d.get("anode_angle_deg", DEFAULT_ANODE_ANGLE_DEG)),
-                                 float(d.get("bin_kev", 1.0)))
-        if kind == "table" and "file" in d:
-            return cls.from_csv(d["file"])
-        raise ValueError(f"spectrum: cannot make a spectrum from {dict(d)!r} (expected kind monochromatic, spekpy, "
-                         "or table with its file)")
+            base = cls.from_tube(float(d["kvp"]), filters, float(d.get("anode_angle_deg", DEFAULT_ANODE_ANGLE_DEG)),
+                                 float(d.get("bin_kev", 1.0)), float(d.get("min_fraction", DEFAULT_MIN_FRACTION)))
+        elif kind == "table" and "file" in d:
+            base = cls.from_csv(d["file"])
+        else:
+            raise ValueError(f"spectrum: cannot make a spectrum from {dict(d)!r} (expected kind monochromatic, "
+                             "spekpy, or table with its file or its energies_kev and fluence)")
+        for material, mm, rho in d.get("extra_filters", []):
+            base = base.filtered(material, mm, rho)
+        if "extra_filter" in d:  # written before extra_filters (one filter, the material's own density)
+            material, _, mm = str(d["extra_filter"]).rpartition(":")
+            base = base.filtered(material, float(mm))
+        return base
 
     def to_dict(self) -> dict[str, Any]:
         """Description for manifests: how it was made, mean and effective energy, Al HVL
         (:meth:`from_dict` reads it back)."""
         out: dict[str, Any] = {"description": self.description, **self.params,
                                "mean_energy_kev": self.mean_energy_kev}
+        if self.params.get("kind", "table") == "table" and "file" not in self.params:  # made in code: its bins
+            out.update(kind="table", energies_kev=self.energies_kev.tolist(), fluence=self.fluence.tolist())
         if not self.is_monochromatic:
             out.update(hvl_al_mm=self.hvl_mm("Al"), effective_energy_kev=self.effective_energy_kev("Al"))
         return out

@@ -40,9 +40,26 @@ def test_table_spectrum_and_csv(tmp_path):
     assert np.allclose(s.weights, [0.25, 0.5, 0.25]) and s.mean_energy_kev == pytest.approx(50.0)
 
 
+@pytest.mark.parametrize("text", [
+    "fluence,energy_kev\n1,30\n2,50\n3,70\n",          # columns in the other order, said by the header
+    "Fluence (photons), E [keV]\n1,30\n2,50\n3,70\n",
+    "energy_kev,fluence\n0,0\n0.5,0\n30,1\n50,2\n70,3\n",  # a table from 0 keV: empty bins below 1 keV
+    "30,1\n50,2\n70,3\n"])
+def test_csv_spectrum_columns_by_header_and_empty_rows(tmp_path, text):
+    """A header naming the energy column second was read as energies = fluence (silently, when
+    the fluence rose: these bins became 1, 2, 3 keV); a table's zero-fluence rows below the
+    attenuation tables (0 keV) were refused as 'outside 1-800 keV'."""
+    p = tmp_path / "s.csv"
+    p.write_text(text)
+    s = Spectrum.from_csv(p)
+    assert s.energies_kev.tolist() == [30.0, 50.0, 70.0] and s.fluence.tolist() == [1.0, 2.0, 3.0]
+    assert s.mean_energy_kev == pytest.approx((30 + 100 + 210) / 6)
+
+
 @pytest.mark.parametrize("text, match", [
     ("energy_kev,fluence\n30,1\n50,nan\n", r"s\.csv: spectrum: fluence must be finite and >= 0, got nan at 50 keV"),
     ("energy_kev,fluence\n50,1\n30,1\n", r"s\.csv: spectrum: energies must increase strictly"),
+    ("energy_kev,fluence\n30,1\n50,1\n50,2\n", r"energies must increase strictly, got 50 keV after 50 keV"),
     ("energy_kev,fluence\n", r"s\.csv: the spectrum file holds no row of numbers"),
     ("", r"s\.csv: the spectrum file holds no row of numbers")])
 def test_bad_csv_spectrum_names_the_file(tmp_path, text, match):
