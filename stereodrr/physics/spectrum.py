@@ -305,14 +305,15 @@ class Spectrum:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Spectrum:
-        """The spectrum :meth:`to_dict` describes, made again the same way (a table needs its ``file``).
+        """The spectrum :meth:`to_dict` describes, made again the same way (a table from its bins,
+        or its ``file`` where they are not given).
 
         Raises:
             ValueError: a description that does not say how to make the spectrum.
         """
         kind = d.get("kind", "table")
         if kind == "table" and "energies_kev" in d and "fluence" in d:  # the bins themselves, filters included
-            params = {k: v for k, v in d.items() if k in ("kind", "extra_filters")}
+            params = {k: v for k, v in d.items() if k in ("kind", "file", "extra_filters")}
             return cls(np.asarray(d["energies_kev"], np.float64), np.asarray(d["fluence"], np.float64),
                        str(d.get("description", "table")), params)
         if kind == "monochromatic":
@@ -338,7 +339,9 @@ class Spectrum:
         (:meth:`from_dict` reads it back)."""
         out: dict[str, Any] = {"description": self.description, **self.params,
                                "mean_energy_kev": self.mean_energy_kev}
-        if self.params.get("kind", "table") == "table" and "file" not in self.params:  # made in code: its bins
+        if self.params.get("kind", "table") == "table":
+            # the bins themselves (a table made in code has nothing else; a CSV's file, kept as
+            # information, may be relative or gone where the description is read back)
             out.update(kind="table", energies_kev=self.energies_kev.tolist(), fluence=self.fluence.tolist())
         if not self.is_monochromatic:
             out.update(hvl_al_mm=self.hvl_mm("Al"), effective_energy_kev=self.effective_energy_kev("Al"))

@@ -1,5 +1,6 @@
 """Spectra: spekpy tube spectra, half-value layer against spekpy's own, effective energy, bad input."""
 
+import json
 import math
 import warnings
 
@@ -38,6 +39,12 @@ def test_table_spectrum_and_csv(tmp_path):
     p.write_text("energy_kev,fluence\n30,1\n50,2\n70,1\n")
     s = Spectrum.from_csv(p)
     assert np.allclose(s.weights, [0.25, 0.5, 0.25]) and s.mean_energy_kev == pytest.approx(50.0)
+    # Its description reads back the same beam after the file is gone (a relative path read
+    # from another folder, an output folder moved): the bins travel with it, the file as a name.
+    d = json.loads(json.dumps(s.filtered("Al", 1.0).to_dict()))
+    p.unlink()
+    back = Spectrum.from_dict(d)
+    assert back == s.filtered("Al", 1.0) and back.to_dict()["file"] == str(p)
 
 
 @pytest.mark.parametrize("text", [
