@@ -83,8 +83,10 @@ def mu_to_hu(mu: Volume | Tensor | np.ndarray | float, energy_kev: float = 60.0)
     """``HU = 1000 (mu / mu_water(E) - 1)``; a :class:`Volume` gives a volume with the same geometry."""
     if isinstance(mu, Volume):
         return mu.with_data(mu_to_hu(mu.data, energy_kev))
-    hu = 1000.0 * (mu / mu_water(energy_kev) - 1.0)
-    return hu if isinstance(hu, Tensor) else np.asarray(hu)
+    mw = mu_water(energy_kev)
+    if isinstance(mu, Tensor):
+        return 1000.0 * (mu / mw - 1.0)
+    return np.asarray(1000.0 * (np.asarray(mu) / mw - 1.0))  # a list too, as hu_to_mu takes one
 
 
 def _vec3(name: str, value: Sequence[float] | np.ndarray) -> np.ndarray:

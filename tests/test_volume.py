@@ -160,6 +160,7 @@ def test_hu_mu():
     mu = hu_to_mu(hu, 60)
     assert np.allclose(mu, [0, 0.02059, 0.04118, 0], rtol=5e-4)
     assert np.allclose(mu_to_hu(mu[:3], 60), hu[:3])
+    assert np.allclose(mu_to_hu(mu[:3].tolist(), 60), hu[:3])  # a list, as hu_to_mu takes (was a TypeError)
     with pytest.raises(ValueError, match="energy_kev"):
         mu_water(0.5)  # below the attenuation tables (1-800 keV)
     ct = Volume.from_numpy(hu.reshape(1, 2, 2), spacing=(0.5, 0.6, 0.7), origin=(1, 2, 3))
