@@ -34,6 +34,7 @@ entry of :data:`STAGES` at its place, reading its parameters from a field of
 from __future__ import annotations
 
 import math
+import numbers
 import warnings
 from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, Sequence
@@ -268,6 +269,13 @@ class DetectorModel:
         if unknown:
             raise ValueError(f"detector: unknown key {unknown[0]!r} (known keys: {sorted(known)})")
         kw = {k: v for k, v in d.items() if k in known}
+        for key in _NUMBERS:
+            value = kw.get(key)
+            if key in kw and not (value is None and key in _OPTIONAL_NUMBERS) and (
+                    isinstance(value, bool) or not isinstance(value, numbers.Real)):
+                # else a comparison deep in a check fails as "'<' not supported between 'int' and 'str'"
+                raise ValueError(f"detector: {key}: expected a number{' or null' if key in _OPTIONAL_NUMBERS else ''}, "
+                                 f"got {value!r}")
         try:
             if "spectrum" in kw and not isinstance(kw["spectrum"], Spectrum):
                 kw["spectrum"] = _spectrum_from_any(kw["spectrum"])
@@ -288,6 +296,12 @@ class DetectorModel:
     def with_(self, **changes: Any) -> DetectorModel:
         """A copy with some fields changed."""
         return replace(self, **changes)
+
+
+# DetectorModel's numeric fields, as from_dict checks them (JSON gives strings and nulls too).
+_NUMBERS = ("subpixels", "detector_blur_px", "focal_spot_blur_px", "photons", "electronic_sigma", "gain", "offset",
+            "bit_depth", "distortion_oversample")
+_OPTIONAL_NUMBERS = ("photons", "bit_depth")
 
 
 def _named(table: Mapping[str, Any], name: str, key: str) -> Any:

@@ -161,6 +161,17 @@ def test_a_spectrum_spec_with_a_key_of_no_form_is_refused(spec, unchecked):
         DetectorModel.from_dict({"spectrum": spec})
 
 
+@pytest.mark.parametrize("d, match", [({"photons": "1e4"}, "photons: expected a number or null, got '1e4'"),
+                                      ({"gain": "x"}, "gain: expected a number, got 'x'"),
+                                      ({"detector_blur_px": None}, "detector_blur_px: expected a number, got None"),
+                                      ({"subpixels": True}, "subpixels: expected a number, got True")])
+def test_a_detector_field_of_the_wrong_type_is_named(d, match, unchecked):
+    """A JSON string or null for a number failed as "'<' not supported between 'int' and 'str'"."""
+    with pytest.raises(ValueError, match=f"detector: {match}"):
+        DetectorModel.from_dict(d)
+    assert DetectorModel.from_dict({"photons": np.float32(1e4), "bit_depth": np.int64(12)}).bit_depth == 12
+
+
 def test_a_filtered_beam_reads_back_filtered(unchecked):
     import json
 
