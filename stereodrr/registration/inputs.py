@@ -6,8 +6,9 @@ Kinds (as ``calibrate --kind``):
   as it is. Refused when it cannot be one: an integer image with values beyond 100 (a raw
   16-bit frame), or values far below 0.
 * ``intensity``: raw counts or a raw 16-bit flat-panel frame, air bright; converted to
-  ``-log(max(I, 0.5) / I0)`` with ``I0`` the median of the pixels above 0.8 times the 99.9th
-  percentile (the unattenuated air, when the field shows some), so the
+  ``-log(max(I, f) / I0)`` with ``f`` :func:`~stereodrr.imaging.zero_floor` (half a count, or
+  half the smallest value recorded below a count) and ``I0`` the median of the pixels above 0.8
+  times the 99.9th percentile (the unattenuated air, when the field shows some), so the
   result is the line integral up to the error of that estimate (NCC ignores a constant, and the
   count weights of ``wncc`` a common factor). Refused when it holds negative values.
 * ``auto``: integer images are intensities; float images are taken as line integrals unless
