@@ -254,7 +254,11 @@ def run(args: argparse.Namespace) -> int:
     if res.status == "diverged":
         return 3
     if res.exchanged_views:  # the warning above says which; a script must not take the pose as good
-        print("the pose is doubtful: " + ", ".join(f"views {a!r} and {b!r}" for a, b in res.exchanged_views)
-              + " match better exchanged (--images in the rig's view order?)", file=sys.stderr)
+        if len({v for pair in res.exchanged_views for v in pair}) == 2 * len(res.exchanged_views):  # swapped pairs
+            said = ", ".join(f"views {a!r} and {b!r}" for a, b in res.exchanged_views) + " match better exchanged"
+        else:  # three or more views in a rotated order: (a, b) says a's DRR matches b's image
+            said = ("the images match the DRRs better in another order ("
+                    + ", ".join(f"the DRR of {a!r} on the image given for {b!r}" for a, b in res.exchanged_views) + ")")
+        print("the pose is doubtful: " + said + " (--images in the rig's view order?)", file=sys.stderr)
         return 1
     return 0

@@ -35,7 +35,7 @@ from ..fileio import atomic_write_text, json_ready
 from ..geometry import RigidPose, StereoRig, load_pose
 from ..interop.autoscoper import load_tra
 from ..plot.track import plot_track_overlay
-from ..registration import check_registration_memory, render_views, views_seeing
+from ..registration import check_registration_memory, render_each_view, views_seeing
 from ..track import (
     BeadTracking,
     BoneTrack,
@@ -223,10 +223,10 @@ def _write_overlays(trial: Trial, frames: list[int], chosen: list[TrialVolume], 
         labels = []
         for tv, v, tr in zip(chosen, volumes, tracks):
             if np.all(np.isfinite(tr.poses[k])):
-                shown = render_views(v, trial.rig, RigidPose.from_matrix(tr.poses[k], v.center), 1,
-                                     mode="joseph").cpu().numpy()
-                for i, c in enumerate(names):
-                    drrs[c].append(shown[i])
+                shown = render_each_view(v, trial.rig, RigidPose.from_matrix(tr.poses[k], v.center), 1,
+                                         mode="joseph")  # each camera at its own frame size
+                for c in names:
+                    drrs[c].append(shown[c].cpu().numpy())
                 labels.append(tv.name)
         plot_track_overlay(trial.images(f), drrs, out / "overlays" / f"frame_{f:04d}.png", title=f"frame {f}",
                            labels=labels)

@@ -16,7 +16,15 @@ from .metrics import (
     target_registration_error,
     translation_errors,
 )
-from .objective import multiview_drr, multiview_loss, record_views, render_views, view_losses, views_seeing
+from .objective import (
+    multiview_drr,
+    multiview_loss,
+    record_views,
+    render_each_view,
+    render_views,
+    view_losses,
+    views_seeing,
+)
 from .optimizers import OPTIMIZERS, Optimizer, OptimizerName
 from .options import ProgressCallback, RegistrationOptions, RegistrationProgress
 from .params import translation_basis
@@ -47,7 +55,7 @@ __all__ = [
     "RegistrationDivergedWarning", "RegistrationInputWarning", "check_registration_memory",
     "Level", "VolumeFactor", "factor_axes", "default_levels", "auto_volume_factor", "pixel_footprint_mm", "scale_intrinsics", "downsample_images",
     "OPTIMIZERS", "Optimizer", "OptimizerName", "StoppingRule",
-    "multiview_drr", "multiview_loss", "record_views", "view_losses", "render_views", "views_seeing", "translation_basis",
+    "multiview_drr", "multiview_loss", "record_views", "view_losses", "render_views", "render_each_view", "views_seeing", "translation_basis",
     "PARAMETERS", "pose_crlb", "pose_fisher_information", "pose_jacobian",
     "POSE_SCHEMA", "RigidPose", "load_pose", "moved_extrinsics", "pose_matrix", "save_pose",
     "SIMILARITIES", "SimilarityName", "bandpass_ncc", "check_target", "count_weighted_ncc", "get_similarity",

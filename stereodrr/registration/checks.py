@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 from jaxtyping import Float
+from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
 from ..geometry import StereoRig
@@ -136,7 +137,8 @@ def check_view_order(similarity: str, rendered: Float[Tensor, "V H W"], targets:
     each DRR then matches the other view's image better than its own (on a chest CT's 5 deg pair:
     0.067 against 0.234 in mncc; in the right order 0.235 against 0.066). Both pairings are
     scored on the pixels both views' weights keep; a pair is flagged when the exchanged one's
-    loss is below :data:`VIEW_ORDER_MARGIN` times the given one's.
+    loss is below :data:`VIEW_ORDER_MARGIN` times the given one's. With three or more views and no
+    pair flagged, the best order of all is checked as well (:func:`_check_permuted_order`).
     """
     flagged = []
     for i, j in itertools.combinations(range(len(names)), 2):
@@ -148,4 +150,32 @@ def check_view_order(similarity: str, rendered: Float[Tensor, "V H W"], targets:
             warnings.warn(f"images of views {names[i]!r} and {names[j]!r}: the registered DRRs match them better "
                           f"exchanged (loss {exchanged:.4g} against {given:.4g} as given); are the images in the rig's "
                           "view order? The pose fits neither order well", RegistrationInputWarning, stacklevel=3)
+    if not flagged and len(names) >= 3:
+        flagged = _check_permuted_order(similarity, rendered, targets, weights, names)
     return flagged
+
+
+def _check_permuted_order(similarity: str, rendered: Float[Tensor, "V H W"], targets: Float[Tensor, "V H W"],
+                          weights: Float[Tensor, "V H W"] | None, names: Sequence[str]) -> list[tuple[str, str]]:
+    """Three or more views given in a rotated order (view0's image as view1's, view1's as view2's,
+    ...): no exchange of two views explains them, so the pairs pass :func:`check_view_order`. The
+    best order of all (the assignment of DRRs to images of least total loss, each pairing scored
+    on the pixels both views' weights keep) is flagged when its loss is below
+    :data:`VIEW_ORDER_MARGIN` times the given order's; each pair ``(a, b)``: ``a``'s DRR matches
+    the image given for ``b``."""
+    V = len(names)
+    ii, jj = (torch.arange(V, device=rendered.device).repeat_interleave(V),
+              torch.arange(V, device=rendered.device).repeat(V))
+    w = None if weights is None else weights[ii] * weights[jj]
+    cost = view_losses(similarity, rendered[ii], targets[jj], w).reshape(V, V).double().cpu().numpy()
+    rows, cols = linear_sum_assignment(cost)
+    given, best = float(np.trace(cost)), float(cost[rows, cols].sum())
+    if np.array_equal(cols, rows) or not best < VIEW_ORDER_MARGIN * given:
+        return []
+    moved = [(names[i], names[j]) for i, j in zip(rows, cols) if i != j]
+    warnings.warn("images of views " + ", ".join(repr(a) for a, _ in moved) + ": the registered DRRs match them "
+                  f"better in another order (loss {best:.4g} against {given:.4g} as given: "
+                  + ", ".join(f"the DRR of {a!r} matches the image given for {b!r}" for a, b in moved)
+                  + "); are the images in the rig's view order? The pose fits neither order well",
+                  RegistrationInputWarning, stacklevel=4)
+    return moved

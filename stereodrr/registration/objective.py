@@ -31,7 +31,8 @@ from .params import PoseParameters
 from .pose import RigidPose, moved_extrinsics
 from .similarity import SimilarityName, get_similarity
 
-__all__ = ["Cameras", "multiview_drr", "record_views", "view_losses", "multiview_loss", "render_views", "views_seeing", "History", "Objective"]
+__all__ = ["Cameras", "multiview_drr", "record_views", "view_losses", "multiview_loss", "render_views", "render_each_view",
+           "views_seeing", "History", "Objective"]
 
 Cameras = tuple[Float[Tensor, "V 3 3"], Float[Tensor, "V 3 3"], Float[Tensor, "V 3"]]
 """``(K, R, t)`` of ``V`` views (OpenCV world -> camera), as :meth:`StereoRig.to_torch` gives them."""
@@ -52,8 +53,18 @@ def views_seeing(volume: Volume, rig: StereoRig, pose: RigidPose) -> list[str]:
 
 def render_views(volume: Volume, rig: StereoRig, pose: RigidPose, scale: int = 1,
                  mode: Mode = "trilinear", step_mm: float | None = None) -> Float[Tensor, "V h w"]:
-    """DRRs ``(V, H/scale, W/scale)`` of the volume moved by ``pose``, one per rig view (no grad)."""
+    """DRRs ``(V, H/scale, W/scale)`` of the volume moved by ``pose``, one per rig view (no grad).
+
+    Raises:
+        ValueError: the views differ in detector size (one batch has one size:
+            :func:`render_each_view` renders each view at its own).
+    """
     cams = list(rig.cameras.values())
+    sizes = {(c.height, c.width) for c in cams}
+    if len(sizes) > 1:  # rendered at the first view's size, the others would be cropped or padded
+        raise ValueError("rig: render_views needs one detector size for all views, got "
+                         + ", ".join(f"{n} {c.width}x{c.height}" for n, c in rig.cameras.items())
+                         + "; use render_each_view for views of different sizes")
     dt = volume.data.dtype
     K, R, t = rig.to_torch(volume.device, torch.float64)
     T = torch.as_tensor(pose.matrix, dtype=torch.float64, device=volume.device)
@@ -63,6 +74,22 @@ def render_views(volume: Volume, rig: StereoRig, pose: RigidPose, scale: int = 1
     with torch.no_grad():
         return drr(volume.data, ifw, scale_intrinsics(K, scale).to(dt), Rm.to(dt), tm.to(dt), h, w,
                    Projector(mode, step_mm))
+
+
+def render_each_view(volume: Volume, rig: StereoRig, pose: RigidPose, scale: int = 1,
+                     mode: Mode = "trilinear", step_mm: float | None = None) -> dict[str, Float[Tensor, "h w"]]:
+    """:func:`render_views` of every view at its own detector size, ``{name: (H_v/scale, W_v/scale)}``
+    in the rig's order: a trial's cameras may differ in size (Autoscoper and XMALab allow it).
+    Views of one size are rendered in one batch, so a rig of one size renders as
+    :func:`render_views` does."""
+    groups: dict[tuple[int, int], list[str]] = {}
+    for name, cam in rig.cameras.items():
+        groups.setdefault((cam.height, cam.width), []).append(name)
+    out: dict[str, Tensor] = {}
+    for names in groups.values():
+        sub = StereoRig({n: rig[n] for n in names}, rig.isocenter)
+        out.update(zip(names, render_views(volume, sub, pose, scale, mode, step_mm)))
+    return {n: out[n] for n in rig.names}
 
 
 def multiview_drr(data: Float[Tensor, "Z Y X"], index_from_world: Float[Tensor, "4 4"], cameras: Cameras,

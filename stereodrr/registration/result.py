@@ -38,9 +38,11 @@ class RegistrationResult:
         similarity: that similarity's name.
         rendered: full-resolution DRR ``(H, W)`` of each view at ``pose``.
         seconds: wall time of the optimisation.
-        exchanged_views: pairs of views whose images match the DRRs at ``pose`` better exchanged
-            (:func:`~stereodrr.registration.checks.check_view_order`): images given out of the
-            rig's view order, and a pose that fits neither order; empty when none.
+        exchanged_views: pairs of views whose images match the DRRs at ``pose`` better exchanged,
+            or, three or more views in a rotated order, pairs ``(a, b)`` whose DRR of ``a`` matches
+            the image given for ``b`` (:func:`~stereodrr.registration.checks.check_view_order`):
+            images given out of the rig's view order, and a pose that fits neither order; empty
+            when none.
     """
 
     pose: RigidPose

@@ -219,7 +219,8 @@ def register(volume: Volume, rig: StereoRig, images: Images, init: RigidPose | N
     Warns:
         RegistrationInputWarning: a target whose contrast is inverted with respect to the DRR,
             voxels far thicker than the pixel footprint, or, after the fit, two views' images
-            that match the DRRs better exchanged (:func:`~stereodrr.registration.checks.check_view_order`).
+            that match the DRRs better exchanged, or three or more that match them better in
+            another order (:func:`~stereodrr.registration.checks.check_view_order`).
         RegistrationDivergedWarning: the run diverged (the best pose seen is returned).
     """
     o = legacy_options("register", options, legacy, RegistrationOptions)

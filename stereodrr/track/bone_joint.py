@@ -28,7 +28,7 @@ from scipy import ndimage
 
 from .._deprecation import legacy_options
 from ..geometry import RigidPose, StereoRig
-from ..registration import check_registration_memory, render_views
+from ..registration import check_registration_memory, render_each_view
 from ..render.projector import Mode
 from ..volume import Volume
 from .bead_rigid import POSE_COLUMNS
@@ -63,9 +63,10 @@ def explain_away(images: Mapping[str, np.ndarray], rig: StereoRig, others: Seque
     for volume, T in others:
         if not np.all(np.isfinite(T)):
             continue
-        drrs = render_views(volume, rig, RigidPose.from_matrix(T, volume.center), 1, mode=mode).cpu().numpy()
-        for i, n in enumerate(rig.names):
-            d = drrs[i]
+        # Each view at its own size: a trial's cameras may differ in size.
+        drrs = render_each_view(volume, rig, RigidPose.from_matrix(T, volume.center), 1, mode=mode)
+        for n in rig.names:
+            d = drrs[n].cpu().numpy()
             support = ndimage.binary_dilation(d > 0, iterations=int(options.sigma_low_px) + 2)
             if masks is not None:
                 support &= np.asarray(masks[n]) > 0

@@ -138,6 +138,34 @@ def test_images_in_swapped_view_order_are_flagged(volume, rig, targets):
         register(volume, rig, targets.flip(0), init, quiet(levels=(Level(2, 60, 2), Level(1, 40, 1))))
 
 
+def test_three_views_in_a_rotated_order_are_flagged():
+    """Three views' images given one place on (view1's as view0's, view2's as view1's, view0's as
+    view2's): the fit ends at a pose no order explains, where exchanging any two views still leaves
+    one wrong, so the pairwise check passed them and the pose was reported as good (before: no
+    warning, ``exchanged_views`` empty, ``stereodrr register`` exit status 0). The best order of all
+    is checked too; the given order and one swapped pair are as before."""
+    from stereodrr.registration.checks import check_view_order
+
+    ct = torso_phantom(size=(64, 48, 40), spacing=4.0)
+    volume = ct.with_data(hu_to_mu(ct.data))
+    ring = StereoRig.arc(3, 60.0, 750, 1200, 1.6, 128, 128)
+    drrs = render_views(volume, ring, RigidPose.identity(volume.center), 1, "exact")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the right order warns of nothing
+        assert check_view_order("mncc", drrs, drrs, None, ring.names) == []
+    with pytest.warns(RegistrationInputWarning, match=r"views 'view0' and 'view1'.*better exchanged"):
+        assert check_view_order("mncc", drrs, drrs[[1, 0, 2]], None, ring.names) == [("view0", "view1")]
+    init = RigidPose.from_degrees([3.0, -2.0, 2.0], [4.0, -3.0, 5.0], volume.center)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = register(volume, ring, drrs[[1, 2, 0]], init, quiet())
+    said = [str(w.message) for w in caught if issubclass(w.category, RegistrationInputWarning)]
+    assert not [m for m in said if "better exchanged" in m]  # no pair alone explains the images
+    assert [m for m in said if "better in another order" in m and "the DRR of 'view0' matches the image given for "
+            "'view2'" in m], said
+    assert sorted(res.exchanged_views) == [("view0", "view2"), ("view1", "view0"), ("view2", "view1")]
+
+
 def test_errors_split_the_volume_centres_displacement_whatever_centre_the_truth_was_given_about(volume, rig, targets):
     """The same truth transform written about another centre gives the same in-plane / depth
     errors (the split measures the volume centre's displacement)."""

@@ -58,6 +58,51 @@ def test_explain_away_removes_the_neighbour(wrist, ulna):  # noqa: F811
     np.testing.assert_array_equal(same[rig.names[0]], frames[rig.names[0]].astype(np.float32))
 
 
+def _moved(cam, T):
+    """The camera that sees the volume moved by ``T`` as ``cam`` sees it unmoved: ``E' = E T``."""
+    E = np.r_[np.c_[cam.R, cam.t], [[0.0, 0.0, 0.0, 1.0]]] @ T
+    return cam.with_pose(E[:3, :3], E[:3, 3])
+
+
+def test_explain_away_with_cameras_of_different_sizes():
+    """A trial's cameras may differ in size (Autoscoper and XMALab allow it): each view's DRR is
+    removed at its own frame size (before: every view was rendered at the first camera's size, and
+    a 3rd camera of 104 x 80 px failed with an IndexError); the DRRs here come from the renderer's
+    own per-view path (``render_rig`` of the moved cameras), not from ``explain_away``'s."""
+    from stereodrr.geometry import Camera, StereoRig
+    from stereodrr.registration import render_each_view
+    from stereodrr.render import Projector, render_rig
+    from stereodrr.volume import Volume
+
+    z, y, x = np.mgrid[0:24, 0:20, 0:16].astype(float)
+    blob = (((z - 11.5) / 10) ** 2 + ((y - 9.5) / 6) ** 2 + ((x - 7.5) / 5) ** 2 < 1) * 0.02
+    volume = Volume.from_numpy(blob, spacing=(2.0, 2.0, 2.0), origin=(-15.0, -19.0, -23.0))
+    arc = StereoRig.arc(3, 60.0, 750.0, 1200.0, 1.2, 96, 96)
+    c2 = arc["view2"]
+    cams = {"cam1": arc["view0"], "cam2": arc["view1"],
+            "cam3": Camera.look_at(c2.center, arc.isocenter, c2.sdd, (1.2, 1.2), 104, 80, up=-c2.R[1])}
+    rig = StereoRig(cams, arc.isocenter)
+    T = RigidPose(np.radians([10.0, -5.0, 20.0]), np.array([3.0, -2.0, 4.0]), volume.center).matrix
+    truth = {n: d.numpy() for n, d in
+             render_rig(volume, {n: _moved(c, T) for n, c in cams.items()}, Projector("exact")).items()}
+    assert truth["cam3"].shape == (80, 104) and truth["cam3"].max() > 0.1
+    yy = {n: np.mgrid[0:c.height, 0:c.width][0] / c.height for n, c in cams.items()}
+    background = {n: (0.3 + 0.05 * yy[n]).astype(np.float32) for n in cams}
+    frames = {n: background[n] + 1.7 * truth[n] for n in cams}
+    left = explain_away(frames, rig, [(volume, T)], mode="exact")
+    for n in cams:
+        assert left[n].shape == frames[n].shape
+        support = truth[n] > 0
+        before = np.abs(_band(frames[n] - background[n])[support]).mean()
+        after = np.abs(_band(left[n] - background[n])[support]).mean()
+        assert after < 0.1 * before, (n, before, after)
+    drrs = render_each_view(volume, rig, RigidPose.from_matrix(T, volume.center), mode="exact")
+    for n in cams:
+        np.testing.assert_allclose(drrs[n].numpy(), truth[n], atol=1e-5)
+    with pytest.raises(ValueError, match="one detector size.*cam3 104x80.*render_each_view"):
+        render_views(volume, rig, RigidPose.from_matrix(T, volume.center))
+
+
 def test_bead_motion_predicts_from_the_nearest_good_frame():
     rng = np.random.default_rng(2)
     motion = np.stack([np.eye(4)] * 4)
