@@ -148,3 +148,15 @@ def test_render_physics_options_are_usage_errors(tmp_path, capsys):
         assert main(command) == 2, command
         assert "unknown detector preset 'nope'" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_no_progress_bars_when_stderr_is_not_a_terminal(tmp_path):
+    """stderr to a file or a pipe (a log, CI): every tqdm redraw was kept there as a line of
+    carriage returns; now the bars are off and stderr holds only what the command says."""
+    rig = tmp_path / "rig.json"
+    assert main(["rig", "--size", "16", "16", "--pixel", "8", "--kind", "arc", "--views", "3", "-o", str(rig)]) == 0
+    out = subprocess.run([sys.executable, "-m", "stereodrr", "render", "--phantom", "lego_cube", "--voxel", "4",
+                          "--rig", str(rig), "-o", str(tmp_path / "out"), "--device", "cpu"],
+                         capture_output=True, text=True, check=True)
+    assert "it/s" not in out.stderr and "\r" not in out.stderr and "%|" not in out.stderr, out.stderr
+    assert out.stdout.startswith("wrote 3 view(s)")
