@@ -160,3 +160,14 @@ def test_no_progress_bars_when_stderr_is_not_a_terminal(tmp_path):
                          capture_output=True, text=True, check=True)
     assert "it/s" not in out.stderr and "\r" not in out.stderr and "%|" not in out.stderr, out.stderr
     assert out.stdout.startswith("wrote 3 view(s)")
+
+
+def test_a_quoted_tilde_is_the_home_folder(tmp_path, monkeypatch):
+    """-o "~/r.json" (quoted, or --output=~/r.json, which the shell leaves alone) wrote into a
+    folder named ~ under the working directory, and --compare "~/..." was not found."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    assert main(["rig", "--size", "16", "16", "--output=~/r.json"]) == 0
+    assert (tmp_path / "home" / "r.json").is_file() and not (tmp_path / "~").exists()
+    assert main(["rig", "--size", "16", "16", "-o", "~/s.json", "--figure", "~/f.png", "--compare", "~/r.json"]) == 0
+    assert (tmp_path / "home" / "f.png").is_file() and not (tmp_path / "~").exists()

@@ -26,7 +26,7 @@ import warnings
 from typing import Any, Iterator, NoReturn, Sequence
 
 from .. import __version__
-from ._args import UsageError
+from ._args import UsageError, expand_home
 
 # Sub-command modules, in the order `--help` lists them.
 COMMANDS = ["rig", "phantom", "render", "dataset", "calibrate", "demo", "register", "distortion", "undistort", "beads", "track"]
@@ -103,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # one line, not a traceback.
     warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = expand_home(parser.parse_args(argv))
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from ..trial import Trial
     from ..trial.frames import Polarity
 
-__all__ = ["UsageError", "bad_argument", "distinct_files", "number", "integer", "torch_device", "output_folder", "output_file", "input_file", "frame_selection",
+__all__ = ["UsageError", "bad_argument", "expand_home", "distinct_files", "number", "integer", "torch_device", "output_folder", "output_file", "input_file", "frame_selection",
            "select_frames", "add_trial_arguments", "load_cli_trial", "load_view_maps", "with_polarity"]
 
 
@@ -63,6 +63,23 @@ def distinct_files(paths: Sequence[str], option: str, views: Sequence[str]) -> N
         if first != k:
             raise UsageError(f"{option}: {paths[first]} and {path} are one file, given for views {views[first]!r} "
                              f"and {views[k]!r}; give each view its own image")
+
+
+def expand_home(args: argparse.Namespace) -> argparse.Namespace:
+    """``args`` with a leading ``~`` or ``~user`` of its text values (alone or in a list)
+    expanded, as the shell does for a bare word but not for a quoted one or ``--output=~/out``:
+    without this, ``-o "~/out"`` made a folder named ``~`` in the working directory and
+    ``--rig "~/rig.json"`` was not found. No other value of an option starts with ``~``."""
+    def expand(v: object) -> object:
+        if isinstance(v, str) and v.startswith("~"):
+            return os.path.expanduser(v)
+        if isinstance(v, list):
+            return [expand(x) for x in v]
+        return v
+
+    for key, value in vars(args).items():
+        setattr(args, key, expand(value))
+    return args
 
 
 def number(lo: float | None = None, hi: float | None = None, *, open_lo: bool = False,
