@@ -87,11 +87,15 @@ def memory_budget(device: torch.device | str | None = None) -> tuple[int, str]:
         raise ValueError(f"{ENV}={text!r}: expected a size (e.g. 8G, 512M, bytes) or a fraction of available "
                          "memory (e.g. 0.8 or 80%)")
     unit = (m.group(2) or "").upper()
-    if unit == "%":
-        value /= 100.0
-        unit = ""
-    if unit == "" and value <= 1.0:
-        return int(value * avail), f"{value:.0%} of the {format_bytes(avail)} available{where} ({ENV})"
+    # A percentage is always a share of the available memory (150% allows a job past it); a
+    # bare number up to 1 is a fraction, above it a count of bytes, which must be whole: "1.5"
+    # or "150" meant as a share would otherwise leave a budget of one or a hundred bytes.
+    if unit == "%" or (unit == "" and value <= 1.0):
+        share = value / 100.0 if unit == "%" else value
+        return int(share * avail), f"{share:.0%} of the {format_bytes(avail)} available{where} ({ENV})"
+    if unit in ("", "B") and value != int(value):
+        raise ValueError(f"{ENV}={text!r}: expected a fraction of available memory up to 1 (e.g. 0.8 or 80%) or a "
+                         "whole number of bytes (e.g. 8G, 512M, 2000000000)")
     return int(value * _UNITS[unit[:1]]), f"{ENV}={text}"
 
 

@@ -100,3 +100,74 @@ def test_a_reader_that_leaves_early_ends_the_command_quietly(tmp_path):
     err = proc.stderr.read().decode()
     assert proc.wait() == 141 and err == ""
     assert (tmp_path / "rig.json").exists()  # the work was done; only the printing stopped
+
+
+def test_one_file_for_two_views_is_a_usage_error(tmp_path, capsys):
+    """The same image (here through a symlink) for both views: calibrate failed deep in the
+    F estimation ("a homography maps view 1 onto view 2"), register ran to a pose without
+    depth and exited 0; both now refuse it as a bad argument, writing nothing."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    from stereodrr.geometry import StereoRig, save_rig
+    from stereodrr.phantoms import torso_phantom
+    from stereodrr.volume import save_volume
+
+    save_rig(StereoRig.convergent(5.0, 750, 1200, 8.0, 64, 64), tmp_path / "rig.json")
+    image = tmp_path / "a b é.tif"
+    sitk.WriteImage(sitk.GetImageFromArray(np.random.default_rng(0).random((64, 64)).astype(np.float32)), str(image))
+    (tmp_path / "link.tif").symlink_to(image)
+    twice = ["--images", str(image), str(tmp_path / "link.tif"), "--rig", str(tmp_path / "rig.json"),
+             "-o", str(tmp_path / "out")]
+    assert main(["calibrate", "--phantom", "lego_stereo", *twice]) == 2
+    assert "are one file, given for views 'left' and 'right'" in capsys.readouterr().err
+    save_volume(torso_phantom(size=(24, 20, 16), spacing=12.0), tmp_path / "ct.nii.gz")
+    assert main(["register", "--ct", str(tmp_path / "ct.nii.gz"), "--quiet", *twice]) == 2
+    assert "are one file, given for views 'left' and 'right'" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_render_physics_options_are_usage_errors(tmp_path, capsys):
+    """An unknown preset, a tube potential outside spekpy's range, conflicting options: bad
+    arguments (exit 2), not failures (they exited 1, as a corrupt file does)."""
+    from stereodrr.geometry import StereoRig, save_rig
+
+    save_rig(StereoRig.convergent(5.0, 750, 1200, 8.0, 16, 16), tmp_path / "rig.json")
+    (tmp_path / "s.csv").write_text("energy_kev,fluence\n60,1\n")
+    base = ["render", "--phantom", "lego_cube", "--rig", str(tmp_path / "rig.json"), "-o", str(tmp_path / "out")]
+    for extra, said in ((["--preset", "nope"], "unknown detector preset 'nope'"),
+                        (["--kvp", "900"], "outside spekpy's range"),
+                        (["--kvp", "80", "--filter", "Unobtainium:1"], "unknown material"),
+                        (["--kvp", "80", "--spectrum", str(tmp_path / "s.csv")], "give --kvp or --spectrum"),
+                        (["--filter", "Al:1"], "--filter needs --kvp")):
+        assert main(base + extra) == 2, extra
+        assert said in capsys.readouterr().err
+    for command in (["demo", "--preset", "nope", "-o", str(tmp_path / "out")],
+                    ["calibrate", "--images", str(tmp_path / "s.csv"), str(tmp_path / "rig.json"), "--phantom",
+                     "lego_stereo", "--rig", str(tmp_path / "rig.json"), "--preset", "nope", "-o", str(tmp_path / "out")]):
+        assert main(command) == 2, command
+        assert "unknown detector preset 'nope'" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_no_progress_bars_when_stderr_is_not_a_terminal(tmp_path):
+    """stderr to a file or a pipe (a log, CI): every tqdm redraw was kept there as a line of
+    carriage returns; now the bars are off and stderr holds only what the command says."""
+    rig = tmp_path / "rig.json"
+    assert main(["rig", "--size", "16", "16", "--pixel", "8", "--kind", "arc", "--views", "3", "-o", str(rig)]) == 0
+    out = subprocess.run([sys.executable, "-m", "stereodrr", "render", "--phantom", "lego_cube", "--voxel", "4",
+                          "--rig", str(rig), "-o", str(tmp_path / "out"), "--device", "cpu"],
+                         capture_output=True, text=True, check=True)
+    assert "it/s" not in out.stderr and "\r" not in out.stderr and "%|" not in out.stderr, out.stderr
+    assert out.stdout.startswith("wrote 3 view(s)")
+
+
+def test_a_quoted_tilde_is_the_home_folder(tmp_path, monkeypatch):
+    """-o "~/r.json" (quoted, or --output=~/r.json, which the shell leaves alone) wrote into a
+    folder named ~ under the working directory, and --compare "~/..." was not found."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    assert main(["rig", "--size", "16", "16", "--output=~/r.json"]) == 0
+    assert (tmp_path / "home" / "r.json").is_file() and not (tmp_path / "~").exists()
+    assert main(["rig", "--size", "16", "16", "-o", "~/s.json", "--figure", "~/f.png", "--compare", "~/r.json"]) == 0
+    assert (tmp_path / "home" / "f.png").is_file() and not (tmp_path / "~").exists()

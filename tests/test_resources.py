@@ -35,6 +35,19 @@ def test_budget_fraction_and_default(monkeypatch):
             memory_budget()
 
 
+def test_budget_over_a_hundred_percent_and_a_fractional_byte_count(monkeypatch):
+    """150% read as 1.5 bytes and "1.5" as one byte: every job was refused with a budget of 1 B."""
+    import stereodrr.resources as res
+
+    monkeypatch.setattr(res, "available_memory", lambda device=None: 1000 << 20)
+    monkeypatch.setenv("STEREODRR_MEMORY_BUDGET", "150%")
+    assert memory_budget()[0] == 1500 << 20
+    for bad in ("1.5", "1.5B", "100.5"):
+        monkeypatch.setenv("STEREODRR_MEMORY_BUDGET", bad)
+        with pytest.raises(ValueError, match="whole number of bytes"):
+            memory_budget()
+
+
 def test_check_memory_names_the_job_and_sizes(monkeypatch):
     monkeypatch.setenv("STEREODRR_MEMORY_BUDGET", "1G")
     check_memory(1 << 29, "half a gigabyte")

@@ -8,12 +8,13 @@ Usage errors (a bad argument) exit with status 2, failures with 1 (see :mod:`ste
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import math
 import os
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 if TYPE_CHECKING:
     import torch
@@ -22,12 +23,63 @@ if TYPE_CHECKING:
     from ..trial import Trial
     from ..trial.frames import Polarity
 
-__all__ = ["UsageError", "number", "integer", "torch_device", "output_folder", "output_file", "input_file", "frame_selection",
+__all__ = ["UsageError", "bad_argument", "expand_home", "distinct_files", "number", "integer", "torch_device", "output_folder", "output_file", "input_file", "frame_selection",
            "select_frames", "add_trial_arguments", "load_cli_trial", "load_view_maps", "with_polarity"]
 
 
 class UsageError(ValueError):
     """A command-line argument is invalid (exit status 2)."""
+
+
+@contextlib.contextmanager
+def bad_argument() -> Iterator[None]:
+    """Within the block, a ``ValueError`` is a bad argument (exit status 2, not 1): for the
+    library's own checks of values the user typed (a preset's name, a tube potential, a
+    filter), which only the library knows. Keep file reads out of the block: a malformed file
+    is a failure."""
+    try:
+        yield
+    except UsageError:
+        raise
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+
+
+def distinct_files(paths: Sequence[str], option: str, views: Sequence[str]) -> None:
+    """Refuse one file given for two views (also through a symlink or another spelling of its
+    path): each view has its own exposure, and the same image twice makes a degenerate pair
+    whose failure (a planar F, a registration without depth) would not say why.
+
+    Raises:
+        UsageError: two of ``paths`` are one file.
+    """
+    seen: dict[tuple[int, int], int] = {}
+    for k, path in enumerate(paths):
+        try:
+            st = os.stat(path)
+        except OSError:  # a missing file is the reader's error, with its own message
+            continue
+        first = seen.setdefault((st.st_dev, st.st_ino), k)
+        if first != k:
+            raise UsageError(f"{option}: {paths[first]} and {path} are one file, given for views {views[first]!r} "
+                             f"and {views[k]!r}; give each view its own image")
+
+
+def expand_home(args: argparse.Namespace) -> argparse.Namespace:
+    """``args`` with a leading ``~`` or ``~user`` of its text values (alone or in a list)
+    expanded, as the shell does for a bare word but not for a quoted one or ``--output=~/out``:
+    without this, ``-o "~/out"`` made a folder named ``~`` in the working directory and
+    ``--rig "~/rig.json"`` was not found. No other value of an option starts with ``~``."""
+    def expand(v: object) -> object:
+        if isinstance(v, str) and v.startswith("~"):
+            return os.path.expanduser(v)
+        if isinstance(v, list):
+            return [expand(x) for x in v]
+        return v
+
+    for key, value in vars(args).items():
+        setattr(args, key, expand(value))
+    return args
 
 
 def number(lo: float | None = None, hi: float | None = None, *, open_lo: bool = False,

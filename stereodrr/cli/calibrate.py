@@ -35,7 +35,7 @@ from ..phantoms import load_phantom
 from ..plot.calib import plot_marker_errors, plot_stereo_pair
 from ..plot.rig import plot_rig
 from ..trial.frames import read_image
-from ._args import UsageError, input_file, integer, load_view_maps, number, output_folder
+from ._args import UsageError, bad_argument, distinct_files, input_file, integer, load_view_maps, number, output_folder
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -141,12 +141,21 @@ def _tolerances(args: argparse.Namespace) -> Tolerances:
     try:
         return Tolerances(args.tol_source_mm, args.tol_ray_deg, args.tol_sdd, args.tol_magnification, args.tol_aspect)
     except ValueError as e:
-        raise ValueError(f"--tol-*: {e}") from None
+        raise UsageError(f"--tol-*: {e}") from None
 
 
 def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     output_folder(args.output)
+    detector = None
+    if args.preset:
+        from ..imaging import detector_preset
+
+        with bad_argument():  # an unknown name is a bad argument (exit 2)
+            detector = detector_preset(args.preset)
+        if args.kind == "intensity":
+            raise UsageError("--preset: expects -log(I / I_open) images (--kind line_integral or auto), "
+                             "not raw intensities")
     nominal = load_rig(input_file(args.rig, "--rig", "rig file"))
     if len(args.images) != len(nominal):
         raise UsageError(f"--images: the rig {args.rig} has {len(nominal)} views {nominal.names}, "
@@ -155,19 +164,13 @@ def run(args: argparse.Namespace) -> int:
     phantom = load_phantom(args.phantom)
     if not phantom.markers:
         raise ValueError(f"--phantom {args.phantom}: the phantom has no markers")
-    detector = None
-    if args.preset:
-        from ..imaging import detector_preset
-
-        detector = detector_preset(args.preset)
-        if args.kind == "intensity":
-            raise UsageError("--preset: expects -log(I / I_open) images (--kind line_integral or auto), "
-                             "not raw intensities")
     maps = load_view_maps(args.distortion, nominal.names)
     options = CalibrationOptions(kind=args.kind, epipolar_threshold_px=args.threshold, methods=tuple(METHODS),
                                  shared_intrinsics=args.shared_intrinsics, seed=args.seed, aperture=args.aperture,
                                  min_margin=args.min_margin, detector=detector, tolerances=_tolerances(args),
                                  distortion=maps)
+    # After the files' own checks (a file twice is refused once each file is known to be readable).
+    distinct_files(args.images, "--images", nominal.names)
     result = calibrate_stereo(images, phantom.marker_table(), nominal, options)
     result.seconds = time.perf_counter() - t0
     write_results(result, images, Path(args.output), {"images": list(args.images)}, nominal=nominal)

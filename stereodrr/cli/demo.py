@@ -36,7 +36,7 @@ from ..imaging import detector_preset
 from ..phantoms import load_phantom
 from ..render.aperture import APERTURES
 from ..resources import MAX_BLUR_PX, MAX_PHOTONS, PIXEL_PITCH_MM, SHOT_BYTES_PER_PIXEL, check_memory, render_bytes
-from ._args import integer, number, output_folder
+from ._args import bad_argument, integer, number, output_folder
 from .calibrate import write_image, write_results
 
 # XMALab's reported precision (mm): the reference figure issue 5 compares the noisy demo with.
@@ -84,7 +84,8 @@ def run(args: argparse.Namespace) -> int:
     noisy = not args.no_noise
     detector = None
     if args.preset:
-        detector = detector_preset(args.preset)
+        with bad_argument():  # an unknown name is a bad argument (exit 2)
+            detector = detector_preset(args.preset)
         if args.no_noise:
             detector = detector.with_(photons=None, electronic_sigma=0.0)
     panel = flat_panel(args.photons if noisy else None, args.electronic_noise if noisy else 0.0,

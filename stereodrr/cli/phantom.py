@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -59,8 +60,11 @@ def run(args: argparse.Namespace) -> int:
                    options=VoxelizeOptions(args.supersample, None if args.no_clip else (-1024.0, 3071.0),
                                            device=args.device))
     t_vox = time.perf_counter() - t0
+    earlier = _earlier_files(Path(args.output))
     paths = save_voxelized(vox, args.output, args.format, phantom)
     paths["mip"] = plot_voxelized(vox, Path(args.output) / "mip.png", phantom.name)
+    for stale in sorted(earlier - {Path(p).name for p in paths.values()}):
+        (Path(args.output) / stale).unlink(missing_ok=True)
     used = {b.material.name for b in phantom.bodies} | {m.material.name for m in phantom.markers}
     mats = material_table(args.energy)
     mats = mats[mats.material.isin(used)][["material", "density_g_cm3", "label", "mu_per_mm", "hu"]]
@@ -73,3 +77,17 @@ def run(args: argparse.Namespace) -> int:
     print(mats.to_string(index=False, float_format=lambda v: f"{v:.5g}"))
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
+
+
+def _earlier_files(out: Path) -> set[str]:
+    """The names of the files an earlier run listed in ``out/voxelize.json``, for removing those
+    this run does not replace: its ``mu.mha`` beside this run's ``mu.nii.gz`` (another
+    ``--format``) would be read as part of this voxelization. None without a readable record."""
+    try:
+        files = json.loads((out / "voxelize.json").read_text(encoding="utf-8")).get("files", {})
+    except (OSError, ValueError, AttributeError):
+        return set()
+    if not isinstance(files, dict):
+        return set()
+    names = {Path(str(f)).name for f in files.values()}
+    return {n for n in names if (out / n).is_file()}

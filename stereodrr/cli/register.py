@@ -43,7 +43,7 @@ from ..registration.inputs import IMAGE_KINDS, to_line_integral
 from ..render.threads import set_cpu_threads
 from ..trial.frames import frame_polarity, read_image
 from ..volume import hu_to_mu, load_volume
-from ._args import UsageError, input_file, integer, load_view_maps, number, output_folder, torch_device
+from ._args import UsageError, distinct_files, input_file, integer, load_view_maps, number, output_folder, torch_device
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -225,6 +225,8 @@ def run(args: argparse.Namespace) -> int:
     # the centre's displacement, whatever centre the file was written about.
     truth = RigidPose.from_matrix(load_pose(args.truth).matrix, vol.center) if args.truth else None
     start = RigidPose.identity(vol.center) if init is None else init
+    # After the files' own checks (a file twice is refused once each file is known to be readable).
+    distinct_files(args.images, "--images", rig.names)
     initial = record_views(render_views(vol, rig, start), None if maps is None else [maps[n] for n in rig.names])
     images = {}
     for i, (name, f) in enumerate(zip(rig.names, args.images)):

@@ -36,7 +36,7 @@ from ..render import MODES, Projector, RaysMissWarning
 from ..render.aperture import APERTURES, BALL_SUBPIXELS
 from ..resources import MAX_PHOTONS, MIN_STEP_MM, check_memory, render_bytes, voxelize_bytes
 from ..volume import load_volume
-from ._args import UsageError, input_file, integer, number, output_folder, torch_device
+from ._args import UsageError, bad_argument, input_file, integer, number, output_folder, torch_device
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -81,31 +81,38 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def detector_from_args(args: argparse.Namespace) -> DetectorModel | None:
-    """The detector model the options ask for, or ``None`` for the plain line-integral render."""
+    """The detector model the options ask for, or ``None`` for the plain line-integral render.
+
+    Raises:
+        UsageError: conflicting options, or a value the model refuses (an unknown preset, a tube
+            potential outside spekpy's range, an unknown filter material): bad arguments.
+        ValueError: a malformed ``--spectrum`` table (a failure, not a usage error).
+    """
     physics = ("preset", "kvp", "filter", "spectrum", "detector", "scatter", "photons")
     if not any(getattr(args, k, None) is not None for k in physics):
         return None
     if args.kvp is not None and args.spectrum:
-        raise ValueError("give --kvp or --spectrum, not both")
+        raise UsageError("give --kvp or --spectrum, not both")
     if args.filter is not None and args.kvp is None:
-        raise ValueError("--filter needs --kvp (filtration of a spekpy tube spectrum)")
-    det = detector_preset(args.preset) if args.preset else DetectorModel(spectrum=Spectrum.monochromatic(args.energy))
+        raise UsageError("--filter needs --kvp (filtration of a spekpy tube spectrum)")
     changes: dict = {}
-    if args.kvp is not None:
-        changes["spectrum"] = Spectrum.from_tube(args.kvp, args.filter if args.filter is not None else "Al:2.5",
-                                                 args.anode_angle)
-    elif args.spectrum:
-        changes["spectrum"] = Spectrum.from_csv(args.spectrum)
-    if args.detector is not None:
-        changes["layer"] = LAYERS[args.detector]
-    if args.scatter is not None:
-        changes["scatter"] = SCATTER_MODELS[args.scatter]
-    if args.photons is not None:
-        changes["photons"] = args.photons
-    for key in ("aperture", "subpixels"):
-        if getattr(args, key, None) is not None and getattr(args, key) != getattr(det, key):
-            changes[key] = getattr(args, key)
-    return det.with_(**changes, name=det.name if not changes else f"{det.name}+options") if changes else det
+    if args.spectrum and args.kvp is None:
+        changes["spectrum"] = Spectrum.from_csv(args.spectrum)  # a file: its errors are failures
+    with bad_argument():
+        det = detector_preset(args.preset) if args.preset else DetectorModel(spectrum=Spectrum.monochromatic(args.energy))
+        if args.kvp is not None:
+            changes["spectrum"] = Spectrum.from_tube(args.kvp, args.filter if args.filter is not None else "Al:2.5",
+                                                     args.anode_angle)
+        if args.detector is not None:
+            changes["layer"] = LAYERS[args.detector]
+        if args.scatter is not None:
+            changes["scatter"] = SCATTER_MODELS[args.scatter]
+        if args.photons is not None:
+            changes["photons"] = args.photons
+        for key in ("aperture", "subpixels"):
+            if getattr(args, key, None) is not None and getattr(args, key) != getattr(det, key):
+                changes[key] = getattr(args, key)
+        return det.with_(**changes, name=det.name if not changes else f"{det.name}+options") if changes else det
 
 
 def write_float_tiff(image: np.ndarray, path: Path) -> None:

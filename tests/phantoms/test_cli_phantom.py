@@ -40,3 +40,15 @@ def test_phantom_command_reports_bad_files(tmp_path, capsys):
     assert main(["phantom", str(ROOT / "phantoms" / "torso.json"), "--spacing", "4", "--size", "10", "10", "10",
                  "-o", str(tmp_path / "o")]) == 1
     assert "cannot hold phantom 'torso'" in capsys.readouterr().err
+
+
+def test_a_rerun_in_another_format_removes_the_earlier_volumes(tmp_path, capsys):
+    """mha then nii.gz into one folder left mu.mha (the earlier run's) beside mu.nii.gz; a file
+    of the user's there, not in the earlier run's voxelize.json, stays."""
+    out = tmp_path / "out"
+    assert main(["phantom", "lego_cube", "--spacing", "4", "--supersample", "1", "-o", str(out)]) == 0
+    (out / "notes.txt").write_text("mine")
+    assert main(["phantom", "lego_cube", "--spacing", "4", "--supersample", "1", "--format", "nii.gz",
+                 "-o", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["hu.nii.gz", "labels.nii.gz", "markers.csv", "mip.png",
+                                                     "mu.nii.gz", "notes.txt", "voxelize.json"]

@@ -66,9 +66,9 @@ def test_kvp_filter_ideal_detector_on_a_water_block(tmp_path):
 
 def test_bad_physics_options(scene, capsys):
     base = ["render", "--ct", str(scene / "ct.nii.gz"), "--rig", str(scene / "rig.json"), "-o", str(scene / "x")]
-    assert main(base + ["--kvp", "900"]) == 1
+    assert main(base + ["--kvp", "900"]) == 2  # bad arguments
     assert "kvp: 900 kV is outside spekpy's range" in capsys.readouterr().err
-    assert main(base + ["--filter", "Al:1"]) == 1
+    assert main(base + ["--filter", "Al:1"]) == 2
     assert "--filter needs --kvp" in capsys.readouterr().err
-    assert main(base + ["--preset", "nope"]) == 1
+    assert main(base + ["--preset", "nope"]) == 2
     assert "unknown detector preset 'nope'" in capsys.readouterr().err
