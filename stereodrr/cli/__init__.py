@@ -17,13 +17,12 @@ is among the sub-commands' choices.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import errno
 import importlib
 import sys
 import traceback
 import warnings
-from typing import Any, Iterator, NoReturn, Sequence
+from typing import NoReturn, Sequence
 
 from .. import __version__
 from ._args import UsageError, expand_home
@@ -109,8 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     prog = f"stereodrr {args.command}"
     try:
-        with _progress_bars_on_terminals_only():
-            return int(args.func(args) or 0)
+        return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -127,34 +125,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         hint = "" if args.debug or usage or known else " (--debug shows the traceback)"
         print(f"{prog}: error: {line}{hint}", file=sys.stderr)
         return EXIT_USAGE if usage else EXIT_FAILURE
-
-
-@contextlib.contextmanager
-def _progress_bars_on_terminals_only() -> Iterator[None]:
-    """Within the block, tqdm's bars are off when stderr is not a terminal (a log file, a pipe,
-    a CI job): there each redraw is kept as text, thousands of ``\r`` lines for a dataset.
-    The commands' printed results are unchanged. Every bar in the package is a ``tqdm.tqdm``
-    made with an explicit ``disable``, so the class's constructor is where to force it."""
-    from tqdm import tqdm
-
-    try:
-        terminal = sys.stderr.isatty()
-    except (AttributeError, ValueError):  # a closed or replaced stream
-        terminal = False
-    if terminal:
-        yield
-        return
-    init = tqdm.__init__
-
-    def quiet(self: tqdm, *args: Any, **kwargs: Any) -> None:
-        kwargs["disable"] = True
-        init(self, *args, **kwargs)
-
-    tqdm.__init__ = quiet
-    try:
-        yield
-    finally:
-        tqdm.__init__ = init
 
 
 def _stdout_closed() -> bool:
