@@ -3,6 +3,7 @@
 import math
 
 import numpy as np
+import pytest
 
 from stereodrr.calib import CalibrationOptions, calibrate_stereo
 from stereodrr.calib.scene import flat_panel, perturbed_rig, render_calibration_images
@@ -12,6 +13,7 @@ from stereodrr.geometry import StereoRig
 from stereodrr.phantoms import load_phantom
 
 
+@pytest.mark.slow  # 10-19 s: kept out of the default run's 10 minutes
 def test_an_uncorrected_intensifier_is_advised_and_a_flat_panel_is_not():
     """The same 5 deg pair of the LEGO phantom through a flat panel and through a mild
     intensifier whose maps were not given: both pass the epipolar test, only the second leaves

@@ -176,6 +176,7 @@ def test_calibrate_cli_on_files(shots, tmp_path, capsys):
     assert rc == 1 and "does not exist" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # 10-19 s: kept out of the default run's 10 minutes
 def test_calibrate_cli_reads_dicom_as_its_tiff(shots, tmp_path):
     """The shots as a C-arm exports them, 16-bit DICOM (written by SimpleITK): calibrated as the
     same counts in TIFFs are, point for point."""
@@ -221,6 +222,7 @@ def test_demo_coarse_detector(tmp_path):
     assert r["triangulation_rms_mm"] < 0.06
 
 
+@pytest.mark.slow  # 10-19 s: kept out of the default run's 10 minutes
 def test_calibrate_cli_preset_on_polychromatic_files(shots, tmp_path):
     """``calibrate --preset fluoro80`` on 80 kVp images with grid scatter (the balls alone): the
     preset's scatter is removed and the balls are fitted with the beam's steel curve, so the

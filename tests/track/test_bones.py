@@ -325,6 +325,7 @@ def test_initial_pose_finds_the_synthetic_bone(wrist, synthetic):
     assert ang < 1.0 and mm < 0.5, (ang, mm)
 
 
+@pytest.mark.slow  # 10-19 s: kept out of the default run's 10 minutes
 @pytest.mark.filterwarnings("ignore::UserWarning")  # search candidates that leave the views
 def test_a_frame_without_the_bone_gives_nan_not_a_silent_pose(wrist):
     rig, volume = wrist
