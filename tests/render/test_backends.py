@@ -280,6 +280,7 @@ def test_fused_joseph_ray_gradients_match_the_torch_reference_on_rays_through_ev
             assert torch.allclose(a, b, rtol=1e-9, atol=1e-9 * float(b.abs().max())), k
 
 
+@pytest.mark.slow  # 12-26 s on a fresh clone: kept out of the default run's 10 minutes
 def test_fused_cpu_kernels_give_the_same_bits_compiled_fresh_and_loaded_from_cache(tmp_path):
     """The first run after install compiles the Numba kernels, later runs load them from Numba's
     cache: both must give the same bits (with fast-math reassociation they did not, and a
