@@ -269,13 +269,14 @@ class DetectorModel:
         if unknown:
             raise ValueError(f"detector: unknown key {unknown[0]!r} (known keys: {sorted(known)})")
         kw = {k: v for k, v in d.items() if k in known}
-        for key in _NUMBERS:
-            value = kw.get(key)
-            if key in kw and not (value is None and key in _OPTIONAL_NUMBERS) and (
-                    isinstance(value, bool) or not isinstance(value, numbers.Real)):
-                # else a comparison deep in a check fails as "'<' not supported between 'int' and 'str'"
-                raise ValueError(f"detector: {key}: expected a number{' or null' if key in _OPTIONAL_NUMBERS else ''}, "
-                                 f"got {value!r}")
+        # The numeric fields, known by their annotations: JSON gives strings and nulls too, which
+        # would fail deep in a check as "'<' not supported between 'int' and 'str'".
+        for f in fields(cls):
+            if f.name not in kw or f.type not in ("int", "float", "int | None", "float | None"):
+                continue
+            optional, value = f.type.endswith("| None"), kw[f.name]
+            if (value is not None or not optional) and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
+                raise ValueError(f"detector: {f.name}: expected a number{' or null' if optional else ''}, got {value!r}")
         try:
             if "spectrum" in kw and not isinstance(kw["spectrum"], Spectrum):
                 kw["spectrum"] = _spectrum_from_any(kw["spectrum"])
@@ -296,12 +297,6 @@ class DetectorModel:
     def with_(self, **changes: Any) -> DetectorModel:
         """A copy with some fields changed."""
         return replace(self, **changes)
-
-
-# DetectorModel's numeric fields, as from_dict checks them (JSON gives strings and nulls too).
-_NUMBERS = ("subpixels", "detector_blur_px", "focal_spot_blur_px", "photons", "electronic_sigma", "gain", "offset",
-            "bit_depth", "distortion_oversample")
-_OPTIONAL_NUMBERS = ("photons", "bit_depth")
 
 
 def _named(table: Mapping[str, Any], name: str, key: str) -> Any:
