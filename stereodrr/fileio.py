@@ -87,6 +87,18 @@ def read_json(path: str | os.PathLike[str], what: str) -> Any:
         raise ValueError(f"{p}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
 
 
+def listed_files(record: str | os.PathLike[str]) -> set[str]:
+    """The names of the files a run's JSON record (``report.json``, ``voxelize.json``) lists
+    under ``files`` and that are still files beside it: what a re-run into that folder removes
+    where it writes no file of that name. Empty without a readable record of that form."""
+    folder = Path(record).parent
+    try:
+        names = {Path(f).name for f in read_json(record, "run record").get("files", {}).values()}
+    except (OSError, ValueError, AttributeError, TypeError):
+        return set()
+    return {n for n in names if (folder / n).is_file()}
+
+
 def read_numeric_csv(path: str | os.PathLike[str], what: str) -> np.ndarray:
     """``(rows, columns)`` float64 of a comma-separated numeric table. Skipped: a header line
     (its first field is not a number), ``#`` comments, and lines of only spaces, tabs or commas

@@ -29,7 +29,7 @@ from ..calib.fundamental import METHODS
 from ..calib.identify import MIN_MARGIN
 from ..calib.pipeline import CalibrationOptions, StereoCalibration, calibrate_stereo
 from ..calib.verdict import Tolerances
-from ..fileio import atomic_path, atomic_write_text, json_ready
+from ..fileio import atomic_path, atomic_write_text, json_ready, listed_files
 from ..geometry import StereoRig, load_rig
 from ..phantoms import load_phantom
 from ..plot.calib import plot_marker_errors, plot_stereo_pair
@@ -118,23 +118,13 @@ def write_results(result: StereoCalibration, images: Mapping[str, np.ndarray], o
         ("stereo_pair", "stereo_pair.png"), ("marker_errors", "marker_errors.png"), ("rig_figure", "rig.png"),
         ("markers", "markers.csv"), ("epipolar", "epipolar.csv"), ("summary", "summary.txt"))})
     atomic_write_text(out / "summary.txt", result.summary() + "\n")
-    earlier = _files_of_report(out / "report.json")
+    earlier = listed_files(out / "report.json")
     atomic_write_text(out / "report.json", json.dumps(json_ready(report), indent=2) + "\n")
     # Per-view files an earlier run wrote for views this rig does not have (mayacam_view2.txt
     # beside this run's mayacam_left.txt) would be read as this calibration's: removed.
     for name in earlier - {Path(f).name for f in report["files"].values()}:
         (out / name).unlink(missing_ok=True)
     return report
-
-
-def _files_of_report(path: Path) -> set[str]:
-    """The names of the files an earlier run's report.json lists, all written into its folder
-    (none when there is no readable one)."""
-    try:
-        files = json.loads(path.read_text(encoding="utf-8")).get("files", {})
-        return {Path(f).name for f in files.values()} if isinstance(files, dict) else set()
-    except (OSError, ValueError, AttributeError, TypeError):
-        return set()
 
 
 def _tolerances(args: argparse.Namespace) -> Tolerances:

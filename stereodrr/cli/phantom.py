@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 
+from ..fileio import listed_files
 from ..phantoms import load_phantom, material_table, rigid_pose, save_voxelized, voxelize
 from ..phantoms.voxelize import VoxelGrid, VoxelizeOptions, phantom_grid
 from ..plot.phantoms import plot_voxelized
@@ -60,7 +60,9 @@ def run(args: argparse.Namespace) -> int:
                    options=VoxelizeOptions(args.supersample, None if args.no_clip else (-1024.0, 3071.0),
                                            device=args.device))
     t_vox = time.perf_counter() - t0
-    earlier = _earlier_files(Path(args.output))
+    # An earlier run's volumes in another --format (its mu.mha beside this run's mu.nii.gz) would
+    # be read as part of this voxelization: removed below where this run writes no such file.
+    earlier = listed_files(Path(args.output) / "voxelize.json")
     paths = save_voxelized(vox, args.output, args.format, phantom)
     paths["mip"] = plot_voxelized(vox, Path(args.output) / "mip.png", phantom.name)
     for stale in sorted(earlier - {Path(p).name for p in paths.values()}):
@@ -78,16 +80,3 @@ def run(args: argparse.Namespace) -> int:
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
 
-
-def _earlier_files(out: Path) -> set[str]:
-    """The names of the files an earlier run listed in ``out/voxelize.json``, for removing those
-    this run does not replace: its ``mu.mha`` beside this run's ``mu.nii.gz`` (another
-    ``--format``) would be read as part of this voxelization. None without a readable record."""
-    try:
-        files = json.loads((out / "voxelize.json").read_text(encoding="utf-8")).get("files", {})
-    except (OSError, ValueError, AttributeError):
-        return set()
-    if not isinstance(files, dict):
-        return set()
-    names = {Path(str(f)).name for f in files.values()}
-    return {n for n in names if (out / n).is_file()}
