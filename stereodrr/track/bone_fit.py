@@ -393,8 +393,9 @@ def register_frame(volume: Volume, rig: StereoRig, images: Mapping[str, np.ndarr
             warnings.filterwarnings("ignore", message=r"image '.*': its contrast looks inverted")
             warnings.filterwarnings("ignore", message=r"view \d+: no ray of this camera meets")
             # A trial's cameras come in its file's order; a wrong candidate pose, not the order,
-            # is what makes the DRRs match the other view better here (the doubtful flags say so).
-            warnings.filterwarnings("ignore", message=r"images of views .* better exchanged")
+            # is what makes the DRRs match other views better here, two exchanged or three or more in
+            # another order (the doubtful flags say so).
+            warnings.filterwarnings("ignore", message=r"images of views .* better (exchanged|in another order)")
             r = register(volume, views.rig, views.images, pose, options.registration(lv), masks=views.weights)
         ws += here
         pose, status = r.pose, r.status
