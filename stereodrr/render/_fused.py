@@ -651,11 +651,32 @@ if numba is not None:
                                  n_blocks):  # pragma: no cover - compiled
         """Block ``blk`` of :func:`_joseph_backward`'s schedule with the volume's gradient,
         scattered into ``buf``. (A call from the ``prange`` body, not inlined into it: Numba's
-        parallel pass compiles a large body slowly, 80 s for the two paths inlined.)"""
+        parallel pass compiles a large body slowly, 80 s for the two paths inlined, 40 s for
+        this one, 16 s for neither.)"""
         for r in range(blk, o.shape[0], n_blocks):
             terms = _joseph_grad_ray(flat, dims, o[r], e[r], s0[r], s1[r], kk[r], g[r], True, buf, 0,
                                      (_F0, _F0, _F0, _F0, _F0))
             _store_grad(r, g[r], terms, go, ge, gs0, gs1)
+
+    @njit(fastmath=FASTMATH, cache=True, error_model="numpy")
+    def _joseph_backward_lanes(flat, dims, o, e, s0, s1, kk, g, buf, go, ge, gs0, gs1, blk,
+                               n_blocks):  # pragma: no cover - compiled
+        """Block ``blk`` of :func:`_joseph_backward`'s schedule for pose gradients alone: tiles of
+        rays as the forward pass (lanes). (A call from the ``prange`` body, as the scatter path.)"""
+        lanes_i = np.zeros((5, _TILE), np.int64)
+        # as the forward pass's, then s, f_b, f_c and the sums f_b, s f_b, f_c, s f_c
+        lanes_f = np.zeros((17, _TILE), o.dtype)
+        for tile in range(blk, _tiles(o.shape[0]), n_blocks):
+            r0 = tile * _TILE
+            n = min(o.shape[0], r0 + _TILE) - r0
+            lanes, sb, sc = _tile_runs(flat, dims, o, e, s0, s1, kk, r0, n, lanes_i, lanes_f)
+            _lanes_grad_sums(flat, lanes, sb, sc, lanes_i, lanes_f)
+            for i in range(n):
+                r, lane = r0 + i, lanes_i[4, i]
+                steps, j = (lanes_i[2, lane], lane) if lane >= 0 else (0, 0)
+                sums = (lanes_f[7, j], lanes_f[13, j], lanes_f[14, j], lanes_f[15, j], lanes_f[16, j])
+                terms = _joseph_grad_ray(flat, dims, o[r], e[r], s0[r], s1[r], kk[r], g[r], False, buf, steps, sums)
+                _store_grad(r, g[r], terms, go, ge, gs0, gs1)
 
     @njit(parallel=True, fastmath=FASTMATH, cache=True, error_model="numpy")
     def _joseph_backward(flat, dims, o, e, s0, s1, kk, g, want_vol, gvol, go, ge, gs0, gs1):  # pragma: no cover
@@ -663,28 +684,13 @@ if numba is not None:
         gradient, rays dealt one by one to the blocks' scatter buffers (the buffers' sums, and so
         the gradient's bits, depend on which block takes which ray: kept as it was)."""
         n_blocks = gvol.shape[0]
-        n_rays = o.shape[0]
         for blk in prange(n_blocks):
             if want_vol:
                 _joseph_backward_scatter(flat, dims, o, e, s0, s1, kk, g, gvol[blk], go, ge, gs0, gs1, np.int64(blk),
                                          n_blocks)
-                continue
-            buf = gvol[blk]
-            lanes_i = np.zeros((5, _TILE), np.int64)
-            # as the forward pass's, then s, f_b, f_c and the sums f_b, s f_b, f_c, s f_c
-            lanes_f = np.zeros((17, _TILE), o.dtype)
-            for tile in range(blk, _tiles(n_rays), n_blocks):
-                r0 = tile * _TILE
-                n = min(n_rays, r0 + _TILE) - r0
-                lanes, sb, sc = _tile_runs(flat, dims, o, e, s0, s1, kk, r0, n, lanes_i, lanes_f)
-                _lanes_grad_sums(flat, lanes, sb, sc, lanes_i, lanes_f)
-                for i in range(n):
-                    r, lane = r0 + i, lanes_i[4, i]
-                    steps, j = (lanes_i[2, lane], lane) if lane >= 0 else (0, 0)
-                    sums = (lanes_f[7, j], lanes_f[13, j], lanes_f[14, j], lanes_f[15, j], lanes_f[16, j])
-                    terms = _joseph_grad_ray(flat, dims, o[r], e[r], s0[r], s1[r], kk[r], g[r], False, buf, steps,
-                                             sums)
-                    _store_grad(r, g[r], terms, go, ge, gs0, gs1)
+            else:
+                _joseph_backward_lanes(flat, dims, o, e, s0, s1, kk, g, gvol[blk], go, ge, gs0, gs1, np.int64(blk),
+                                       n_blocks)
 
 
 def _in_numba_kernel(fn: Callable[P, R]) -> Callable[P, R]:

@@ -79,7 +79,7 @@ _ANNOUNCED = threading.Event()
 def announce_compile(kernel: Any, args: tuple[Any, ...]) -> None:
     """One line on stderr, once per process, before a Numba kernel compiles for ``args``' types:
     on a new install the fused kernels compile on their first call (the Joseph backward pass
-    about 40 s on 2 cores), then load from Numba's cache in a second or two. Silent when this
+    about 16 s on 2 cores), then load from Numba's cache in a second or two. Silent when this
     process has the kernel for those types or the cache holds it (looked up through Numba's
     cache index; a Numba whose cache cannot be inspected so gives no line). Only to a terminal:
     a script's or a pipeline's stderr stays as the commands define it."""
