@@ -6,6 +6,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install -q -c constraints.txt
 
+# The test suite runs in this many pytest-xdist worker processes (2 on the 2-core CI machine:
+# most tests use one core, and the kernels' first compile is single-threaded).
+TEST_WORKERS ?= 2
+
 .PHONY: setup demo lint test test-all docs docs-serve bench-install clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -26,10 +30,10 @@ lint: setup
 	$(VENV)/bin/mypy
 
 test: lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS)
 
 test-all: setup
-	$(PY) -m pytest -q -m ""
+	$(PY) -m pytest -q -n $(TEST_WORKERS) -m ""
 
 # The documentation site (mkdocs.yml, docs/): site/ is the built HTML. `make test` builds it too
 # (tests/test_docs.py, with --strict: a broken link or reference fails).
