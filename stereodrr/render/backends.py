@@ -198,25 +198,31 @@ def self_check(backend: Backend, device: torch.device, dtype: torch.dtype, mode:
     the kernel raised (a compiler, driver or launch failure)."""
     from .rays import clip_to_box
 
-    g = torch.Generator().manual_seed(0)
-    real = torch.float64 if dtype == torch.float64 else torch.float32
-    data = torch.rand(6, 7, 8, generator=g, dtype=torch.float64).to(dtype)
-    toward = torch.rand(64, 3, generator=g, dtype=torch.float64) * torch.tensor([7.0, 6.0, 5.0])
-    away = torch.nn.functional.normalize(torch.randn(64, 3, generator=g, dtype=torch.float64), dim=1)
-    inputs = [x.to(device, real) for x in (toward + 20.0 * away, -away)]
+    # Gradients whatever the caller's autograd mode: a first render inside torch.no_grad() or
+    # inference_mode checks here.
+    with torch.inference_mode(False), torch.enable_grad():
+        g = torch.Generator().manual_seed(0)
+        real = torch.float64 if dtype == torch.float64 else torch.float32
+        data = torch.rand(6, 7, 8, generator=g, dtype=torch.float64).to(dtype)
+        toward = torch.rand(64, 3, generator=g, dtype=torch.float64) * torch.tensor([7.0, 6.0, 5.0])
+        away = torch.nn.functional.normalize(torch.randn(64, 3, generator=g, dtype=torch.float64), dim=1)
+        inputs = [x.to(real) for x in (toward + 20.0 * away, -away)]
+        cpu = torch.device("cpu")
 
-    def render(b: Backend, volume: Tensor) -> list[Tensor]:
-        vol, o, e = (x.detach().clone().requires_grad_(True) for x in (volume, *inputs))
-        s0, s1 = clip_to_box(o, e, (8, 7, 6))
-        L = b.integrate(mode, vol, o, e, s0, s1, {"trilinear": 0.5, "joseph": 2.0}.get(mode))
-        (L * torch.linspace(0.5, 1.5, L.numel(), device=device, dtype=L.dtype)).sum().backward()
-        return [t.detach().double().cpu() for t in (L, vol.grad, o.grad, e.grad)]  # type: ignore[union-attr]
+        def render(b: Backend, volume: Tensor, where: torch.device) -> list[Tensor]:
+            vol, o, e = (x.to(where).detach().clone().requires_grad_(True) for x in (volume, *inputs))
+            s0, s1 = clip_to_box(o, e, (8, 7, 6))
+            L = b.integrate(mode, vol, o, e, s0, s1, {"trilinear": 0.5, "joseph": 2.0}.get(mode))
+            (L * torch.linspace(0.5, 1.5, L.numel(), device=where, dtype=L.dtype)).sum().backward()
+            return [t.detach().double().cpu() for t in (L, vol.grad, o.grad, e.grad)]  # type: ignore[union-attr]
 
-    try:
-        got = render(backend, data.to(device))
-        want = render(BACKENDS["torch"], data.to(device, real))
-    except Exception as exc:  # whatever the device's compiler or driver raised
-        return f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+        # The reference on the CPU, where torch's own backward is deterministic (CUDA's grid_sample
+        # backward raises under torch.use_deterministic_algorithms).
+        try:
+            got = render(backend, data, device)
+            want = render(BACKENDS["torch"], data.to(real), cpu)
+        except Exception as exc:  # whatever the device's compiler or driver raised
+            return f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
     tol = {torch.float64: 1e-9, torch.float32: 1e-4}.get(dtype, 2e-2)
     for what, a, b in zip(("line integrals", "volume gradient", "origin gradient", "direction gradient"), got, want):
         err = float((a - b).abs().max()) / max(float(b.abs().max()), 1e-30)

@@ -355,6 +355,26 @@ def test_auto_passes_over_a_backend_that_fails_its_check(monkeypatch, march, rea
     assert backends.select_backend("auto", cpu, torch.float32, "trilinear").name == "fine"
 
 
+@pytest.mark.parametrize("mode", ["no_grad", "inference_mode"])
+def test_a_backend_first_checked_without_autograd_passes(monkeypatch, mode):
+    """``stereodrr render`` and a registration's first renders run under ``torch.no_grad()``:
+    the check, which differentiates, must still pass there (it used to fail on the backward
+    call, and auto fell back to the torch path for the rest of the process)."""
+    import warnings
+
+    fine = backends.Backend("fine", backends.march_numba, ("trilinear",), lambda device, dtype: None,
+                            auto_devices=("cpu",), chunk_rays=2**16, self_check=True)
+    monkeypatch.setattr(backends, "BACKENDS", {"fine": fine, **backends.BACKENDS})
+    monkeypatch.setattr(backends, "_SELF_CHECKED", {})
+    data, A, K, R, t = _scene()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with getattr(torch, mode)():
+            assert backends.select_backend("auto", torch.device("cpu"), torch.float32, "trilinear").name == "fine"
+            img = drr(data, A, K, R, t, H, W, projector=Projector(mode="trilinear"))
+    assert torch.equal(img, drr(data, A, K, R, t, H, W, projector=Projector(backend="fine", mode="trilinear")))
+
+
 def test_auto_takes_a_registered_backend_before_the_torch_fallback(monkeypatch):
     """A backend registered after the built-in ones (a plugin) is auto's choice where no fused
     built-in one renders, not the torch path that renders everywhere."""
