@@ -36,7 +36,16 @@ _INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 def _block(n_rays: int) -> int:
     """Rays per program. The interpreter runs a program as numpy operations on its lanes, so
     there one block spans up to 4096 rays (fewer programs, less per-operation overhead)."""
+    if 3 * n_rays > 2**31:  # the kernels index ray r's coordinates at 3 r + 2 in int32
+        raise ValueError(f"o: {n_rays} rays in one launch; the Triton kernels take at most {2**31 // 3} "
+                         "(drr renders in chunks of 2**24)")
     return min(4096, max(16, triton.next_power_of_2(n_rays))) if _INTERPRETED else BLOCK
+
+
+def _rows_like(x: Tensor) -> Tensor:
+    """An uninitialised buffer of ``x``'s shape, dtype and device in row-major order, the order
+    the kernels write (``empty_like`` would keep a transposed input's strides)."""
+    return torch.empty(x.shape, dtype=x.dtype, device=x.device)
 
 
 @triton.jit
@@ -212,8 +221,8 @@ def backward(grad: Tensor, data: Tensor, o: Tensor, e: Tensor, s0: Tensor, ds: T
     n32 = n.to(torch.int32).contiguous()
     g = grad.to(o.dtype).contiguous()
     gvol, scale = volume_grad_buffer(data, g, ds * n, want_data, deterministic)
-    go, ge = torch.empty_like(o), torch.empty_like(e)
-    gs0, gds = torch.empty_like(s0), torch.empty_like(ds)
+    go, ge = _rows_like(o), _rows_like(e)
+    gs0, gds = _rows_like(s0), _rows_like(ds)
     if N:
         block = _block(N)
         _backward_kernel[(triton.cdiv(N, block),)](

@@ -18,7 +18,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from ._triton import _block, _grid, _scatter, volume_grad, volume_grad_buffer
+from ._triton import _block, _grid, _rows_like, _scatter, volume_grad, volume_grad_buffer
 
 __all__ = ["forward", "backward"]
 
@@ -91,7 +91,7 @@ def _forward_kernel(data_ptr, o_ptr, e_ptr, s0_ptr, s1_ptr, out_ptr, N, nx, ny, 
         cross = ~done & ~last
         on_x = cross & (cx <= t)
         on_y = cross & ~on_x & (cy <= t)
-        on_z = cross & ~on_x & ~on_y
+        on_z = cross & ~on_x & ~on_y & (cz <= t)  # the same for finite crossings; NaN ones stay in the box
         ix += tl.where(on_x, sx, 0)
         iy += tl.where(on_y, sy, 0)
         iz += tl.where(on_z, sz, 0)
@@ -135,7 +135,7 @@ def _backward_kernel(data_ptr, o_ptr, e_ptr, s0_ptr, s1_ptr, g_ptr, gvol_ptr, sc
         cross = ~done & ~last
         on_x = cross & (cx <= t)
         on_y = cross & ~on_x & (cy <= t)
-        on_z = cross & ~on_x & ~on_y
+        on_z = cross & ~on_x & ~on_y & (cz <= t)  # the same for finite crossings; NaN ones stay in the box
         ix += tl.where(on_x, sx, 0)
         iy += tl.where(on_y, sy, 0)
         iz += tl.where(on_z, sz, 0)
@@ -190,8 +190,8 @@ def backward(grad: Tensor, data: Tensor, o: Tensor, e: Tensor, s0: Tensor, s1: T
     N = o.shape[0]
     g = grad.to(o.dtype).contiguous()
     gvol, scale = volume_grad_buffer(data, g, (s1 - s0).clamp_min(0.0), want_data, deterministic)
-    go, ge = torch.empty_like(o), torch.empty_like(e)
-    gs0, gs1 = torch.empty_like(s0), torch.empty_like(s1)
+    go, ge = _rows_like(o), _rows_like(e)
+    gs0, gs1 = _rows_like(s0), _rows_like(s1)
     if N:
         block = _block(N)
         _backward_kernel[(triton.cdiv(N, block),)](

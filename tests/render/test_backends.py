@@ -521,3 +521,49 @@ def test_fused_joseph_pose_gradients_step_a_tile_of_rays_together_with_each_rays
         for name, a, b in zip(("o", "e", "s0", "s1"), tiled, alone):
             assert torch.equal(a, torch.from_numpy(b)), (k, name)
         assert float(tiled[0][:640].abs().amax(-1).min()) > 0  # every hitting ray has a gradient
+
+
+@pytest.mark.parametrize("segment", ["march", "joseph", "exact"])
+@pytest.mark.parametrize("name", ["numba", "triton"])
+def test_fused_ops_take_rays_in_any_dense_layout(name, segment):
+    """Rays held as a transposed view (``(3, N)`` storage, as a caller's own ray set-up may keep
+    them): the same integrals and gradients as from contiguous rays. (The Triton backward wrote
+    its gradients in row order into buffers laid out as the input's strides: scrambled.)"""
+    if name == "triton" and not HAS_TRITON:
+        pytest.skip("triton not installed")
+    from stereodrr.render.rays import clip_to_box
+
+    op = getattr(backends, f"{segment}_{name}")
+    dev = device_for(name)
+    g = torch.Generator().manual_seed(5)
+    data = torch.rand(5, 6, 7, generator=g, dtype=torch.float64)
+    n = 40
+    target = torch.rand(n, 3, generator=g, dtype=torch.float64) * torch.tensor([6.0, 5.0, 4.0])
+    away = torch.nn.functional.normalize(torch.randn(n, 3, generator=g, dtype=torch.float64), dim=1)
+    o_rows, e_rows = target + 15.0 * away, -away
+    s0, s1 = clip_to_box(o_rows, e_rows, (7, 6, 5))
+    rest = {"march": (s0, (s1 - s0) / 8, torch.full((n,), 8)), "joseph": (s0, s1, torch.full((n,), 2)),
+            "exact": (s0, s1)}[segment]
+    weights = torch.linspace(0.5, 1.5, n, dtype=torch.float64, device=dev)
+    results = []
+    for transposed in (False, True):
+        o, e = (x.t().contiguous().t() if transposed else x.clone() for x in (o_rows, e_rows))
+        assert o.is_contiguous() != transposed
+        leaves = [x.to(dev).requires_grad_(True) for x in (data, o, e)]
+        L = op(*leaves, *(x.to(dev) for x in rest))
+        (L * weights).sum().backward()
+        results.append([L.detach().cpu()] + [x.grad.cpu() for x in leaves])
+    for a, b in zip(*results):
+        assert torch.allclose(a, b, rtol=1e-12, atol=1e-12), segment
+
+
+def test_a_triton_launch_refuses_more_rays_than_int32_indexes():
+    """The kernels index ray ``r``'s coordinates at ``3 r`` in int32: a launch of more rays is
+    refused by name (drr's chunks of 2**24 rays stay far below)."""
+    if not HAS_TRITON:
+        pytest.skip("triton not installed")
+    from stereodrr.render import _triton
+
+    assert _triton._block(2**31 // 3) > 0
+    with pytest.raises(ValueError, match=r"o: 715827883 rays in one launch; the Triton kernels take at most 715827882"):
+        _triton._block(2**31 // 3 + 1)
