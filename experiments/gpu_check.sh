@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU check of the renderer, for a session that has a CUDA GPU (about 4-8 minutes, under 10):
+# GPU check of the renderer, for a session that has a CUDA GPU (about 4-7 minutes, at most 8):
 #   1. the render tests on CUDA (the Triton kernels -- trilinear, Joseph, exact, forward and
 #      backward, deterministic gradients, torch.compile(fullgraph=True) of each op -- compiled for
 #      real, the marker spheres on the GPU; off a GPU they run in Triton's interpreter), as a CSV
@@ -10,12 +10,14 @@
 # Needs a Python with stereodrr's test and bench dependencies, a CUDA torch, triton and nanodrr
 # (pip install -e '.[gpu,bench,test]' on a CUDA torch; on this workplace's GPU machines, which
 # fetch nothing, the three calls of experiments/gpu_payload.sh). Usage:
-#   experiments/gpu_check.sh [OUT_DIR]      (default out/gpu_check; PYTHON=... to pick the interpreter)
-# Writes OUT_DIR/render_tests_cuda.csv, OUT_DIR/renderer_benchmark.csv (+ .png), OUT_DIR/gpu_check.log.
+#   experiments/gpu_check.sh [OUT_DIR]      (default out/gpu_check; PYTHON=... to pick the interpreter,
+#                                           default python3)
+# Writes OUT_DIR/render_tests_cuda.csv, OUT_DIR/renderer_benchmark.csv (+ .png), OUT_DIR/gpu_check.log,
+# each as its step ends (give the device tool's $OUT: a call cut short still returns what ran).
 set -u -o pipefail
 cd "$(dirname "$0")/.."
 OUT="${1:-out/gpu_check}"
-PY="${PYTHON:-python}"
+PY="${PYTHON:-python3}"
 mkdir -p "$OUT"
 LOG="$OUT/gpu_check.log"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
@@ -30,10 +32,18 @@ if ! "$PY" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1
 fi
 "$PY" -c "import torch, triton; print('GPU', torch.cuda.get_device_name(), 'torch', torch.__version__, 'triton', triton.__version__)" | tee "$LOG"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null | tee -a "$LOG"
+# What backend="auto" renders with on CUDA (each mode, float32): "triton" unless its check failed,
+# whose warning names why.
+"$PY" -c "
+import torch
+from stereodrr.render.backends import select_backend
+for mode in ('joseph', 'trilinear', 'exact'):
+    print('auto on cuda,', mode + ':', select_backend('auto', torch.device('cuda'), torch.float32, mode).name)
+" 2>&1 | tee -a "$LOG"
 
 # 1. Render tests on CUDA (the default selection, without the polychromatic physics tests).
 #    junit XML -> CSV of (test, outcome, seconds, message).
-timeout 300 "$PY" -m pytest -q -p no:cacheprovider \
+timeout 240 "$PY" -m pytest -q -p no:cacheprovider \
   tests/render/test_backends.py tests/render/test_accuracy.py tests/render/test_gradients.py \
   tests/render/test_exact_kernel.py tests/render/test_triton_joseph_kernel.py \
   tests/render/test_render_api.py tests/render/test_memory.py tests/render/test_markers.py \
@@ -60,7 +70,7 @@ print(f"wrote {out}/render_tests_cuda.csv")
 PYEOF
 
 # 2. The benchmark's CUDA rows only (nanodrr triton is the peer; CPU rows are measured elsewhere).
-timeout 280 "$PY" experiments/benchmark_renderer.py --out "$OUT" --sizes 200 512 --repeats 5 \
+timeout 200 "$PY" experiments/benchmark_renderer.py --out "$OUT" --sizes 200 512 --repeats 5 \
   --peers nanodrr --only CUDA --joseph-slices 2>&1 | tail -n 40 | tee -a "$LOG"
 BENCH_RC=${PIPESTATUS[0]}
 

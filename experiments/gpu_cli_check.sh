@@ -9,12 +9,16 @@
 #      2026-12-06), then the same on the CPU to compare the two poses;
 #   4. the radius of the Autoscoper wrist sample tracked on frame 0099 with `track --device cuda`
 #      from a start near its pose (the slow test's), then on the CPU: the two poses' difference.
+# A step that warns that the Triton backend failed its check fails (the CPU fallback would agree
+# with the CPU run and hide it). Steps past BUDGET seconds (default 300) are skipped, the CPU
+# comparisons last.
 # Usage: experiments/gpu_cli_check.sh [OUT_DIR]   (default out/gpu_cli_check; PYTHON=... picks the
-# interpreter). Writes OUT_DIR/gpu_cli_check.log and each command's outputs under OUT_DIR.
+# interpreter, default python3). Writes OUT_DIR/gpu_cli_check.log and each command's outputs under
+# OUT_DIR.
 set -u -o pipefail
 cd "$(dirname "$0")/.."
 OUT="${1:-out/gpu_cli_check}"
-PY="${PYTHON:-python}"
+PY="${PYTHON:-python3}"
 mkdir -p "$OUT"
 LOG="$OUT/gpu_cli_check.log"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
@@ -28,13 +32,25 @@ if ! "$PY" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1
   exit 2
 fi
 FAILED=0
+BUDGET="${BUDGET:-300}"
 step() {  # step NAME SECONDS COMMAND...: run, log the tail and the exit status
   local name=$1 limit=$2; shift 2
+  local left=$((BUDGET - SECONDS))
+  if [ "$left" -le 10 ]; then
+    echo "[$name] skipped: the ${BUDGET} s budget is spent" | tee -a "$LOG"
+    FAILED=1
+    return
+  fi
+  [ "$limit" -le "$left" ] || limit=$left
   local t0=$SECONDS
   timeout "$limit" "$@" > "$OUT/$name.out" 2>&1
   local rc=$?
   tail -n 6 "$OUT/$name.out" | tr '\r' '\n' | tail -n 6 >> "$LOG"
   echo "[$name] rc=$rc, $((SECONDS - t0)) s" | tee -a "$LOG"
+  if grep -q "failed its check" "$OUT/$name.out"; then
+    grep -h "failed its check" "$OUT/$name.out" | head -n 2 | tee -a "$LOG"
+    rc=1
+  fi
   [ "$rc" -eq 0 ] || FAILED=1
 }
 SD=("$PY" -m stereodrr)
@@ -61,8 +77,6 @@ PYEOF
 COMMON=(--ct "$OUT/ct/hu.mha" --rig "$OUT/rig.json" --images "$OUT/img_cuda/left.tif" "$OUT/img_cuda/right.tif"
         --init "$OUT/init.json" --truth "$OUT/truth.json" --quiet)
 step register_cuda 240 "${SD[@]}" register "${COMMON[@]}" --device cuda -o "$OUT/reg_cuda"
-step register_cpu 240 "${SD[@]}" register "${COMMON[@]}" --device cpu -o "$OUT/reg_cpu"
-grep -h "errors:" "$OUT/register_cuda.out" "$OUT/register_cpu.out" 2>/dev/null | sed 's/^/register (cuda, then cpu) /' | tee -a "$LOG"
 
 # The start of tests/track/test_bones_joint.py::test_track_command_on_the_wrist (rounded, made a
 # rotation again) as the .tra row of frame 1.
@@ -78,6 +92,9 @@ PYEOF
 TRACK=(track --trial tests/data/autoscoper_wrist/wrist.cfg --volume 0 --frames 1 --init "$OUT/start.tra"
        --no-beads --no-figures)
 step track_cuda 300 "${SD[@]}" "${TRACK[@]}" --device cuda -o "$OUT/track_cuda"
+# The CPU runs to compare with, last: a spent budget skips them first.
+step register_cpu 240 "${SD[@]}" register "${COMMON[@]}" --device cpu -o "$OUT/reg_cpu"
+grep -h "errors:" "$OUT/register_cuda.out" "$OUT/register_cpu.out" 2>/dev/null | sed 's/^/register (cuda, then cpu) /' | tee -a "$LOG"
 step track_cpu 300 "${SD[@]}" "${TRACK[@]}" --device cpu -o "$OUT/track_cpu"
 "$PY" - "$OUT" <<'PYEOF' 2>&1 | tee -a "$LOG"
 import sys

@@ -13,9 +13,9 @@
 # cold machine starts bare: begin again with the first), then give_back:
 #   run(carry=[".gpu_a"], command="bash experiments/gpu_install.sh .gpu_a", timeout_s=120)
 #   run(carry=[".gpu_b"], command="bash experiments/gpu_install.sh .gpu_b", timeout_s=120)
-#   run(carry=[".gpu_c"], timeout_s=540, command="PYTHON=python3 experiments/gpu_check.sh /tmp/g;
-#       cp /tmp/g/*.csv /tmp/g/*.png /tmp/g/*.log $OUT/")
-#   run(timeout_s=400, command="PYTHON=python3 experiments/gpu_cli_check.sh /tmp/c; cp /tmp/c/*.log $OUT/")
+#   run(carry=[".gpu_c"], timeout_s=480, command="experiments/gpu_check.sh $OUT")
+#   run(timeout_s=330, command="experiments/gpu_cli_check.sh /tmp/c; cp /tmp/c/*.log $OUT/")
+# (gpu_check.sh writes into $OUT as each step ends, so a call cut short still returns what ran.)
 # gpu_check.sh and gpu_cli_check.sh find the installed packages (GPU_SITE, gpu_install.sh) and
 # the CT; the tables, figures and logs come back from $OUT (at most 8 files a call).
 set -eu -o pipefail
