@@ -462,7 +462,8 @@ def generate_dataset(
     check_subject_and_memory(config, max(1, workers if scheduler is None else 1))
     if indices:  # the first item's rig must see its subject (a config that sees nothing fails here)
         first = sample_item(config, indices[0])
-        subject = load_subject(config, device)
+        # on the CPU where workers render: a copy cached on their GPU here would only take its memory
+        subject = load_subject(config, device if scheduler is None and workers == 0 else "cpu")
         check_item_geometry(subject, item_pose(first, subject.center), item_rig(first, subject.center), indices[0])
     if scheduler is not None or workers > 0:
         require("distributed", "dask", "rendering on Dask workers (workers > 0 or a scheduler)",

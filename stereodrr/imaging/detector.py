@@ -385,14 +385,35 @@ def _focal_blur(s: Signal, det: DetectorModel, view: View) -> Signal:
     return Signal(gaussian_blur(s.image, det.focal_spot_blur_px), q)
 
 
+# Above this mean, a draw off the CPU is the normal approximation: CUDA's Poisson draw is a
+# 32-bit unsigned count (curand_poisson), so a mean near 2**32 wraps. (Poisson's skewness there
+# is below 3e-5: the two are the same distribution to float32's precision.)
+_POISSON_EXACT_MAX = 1e9
+
+
+def _poisson_draw(rate: Float[Tensor, "*shape"], generator: torch.Generator | None,
+                 exact_max: float | None = None) -> Float[Tensor, "*shape"]:
+    """Poisson counts of mean ``rate``: ``torch.poisson`` on the CPU; elsewhere means above
+    ``exact_max`` (default ``_POISSON_EXACT_MAX`` off the CPU, none on it) drawn from the
+    normal approximation ``N(rate, rate)`` (clamped at 0)."""
+    if exact_max is None:
+        exact_max = math.inf if rate.device.type == "cpu" else _POISSON_EXACT_MAX
+    if exact_max == math.inf:
+        return torch.poisson(rate, generator=generator)
+    big = rate > exact_max
+    counts = torch.poisson(torch.where(big, 0.0, rate), generator=generator)
+    normal = rate + rate.sqrt() * torch.randn(rate.shape, generator=generator, device=rate.device, dtype=rate.dtype)
+    return torch.where(big, normal.clamp_min(0.0), counts)
+
+
 def _quantum_noise(s: Signal, det: DetectorModel, view: View) -> Signal:
     if det.photons is None:
         return s
     i = s.image
     if s.q is None:
-        return Signal(torch.poisson(i.detach(), generator=view.generator).to(i.dtype))
+        return Signal(_poisson_draw(i.detach(), view.generator).to(i.dtype))
     n = (float(det.photons) * t_sq_over_q(i / float(det.photons), s.q)).detach()
-    return Signal((i / n.clamp_min(1e-30)).detach() * torch.poisson(n, generator=view.generator).to(i.dtype))
+    return Signal((i / n.clamp_min(1e-30)).detach() * _poisson_draw(n, view.generator).to(i.dtype))
 
 
 def _distortion(s: Signal, det: DetectorModel, view: View) -> Signal:

@@ -32,11 +32,15 @@ def gaussian_blur(image: Float[Tensor, "*batch H W"], sigma_px: float | tuple[fl
         raise ValueError(f"sigma_px: expected non-negative pixels, got {sigma_px}")
     shape = image.shape
     x = image.reshape(-1, 1, *shape[-2:])
+    # cuDNN runs float32 convolutions in TF32 on Ampere and later GPUs by default (a 10-bit
+    # mantissa: ~5e-4 of the value, tens of 16-bit counts): float64 there instead.
+    if x.is_cuda and x.dtype == torch.float32:
+        x = x.double()
     for sigma, dim in ((sv, -2), (su, -1)):
         if sigma == 0:
             continue
         r = max(1, int(math.ceil(4.0 * sigma)))
-        k = torch.exp(-0.5 * (torch.arange(-r, r + 1, device=image.device, dtype=image.dtype) / sigma) ** 2)
+        k = torch.exp(-0.5 * (torch.arange(-r, r + 1, device=x.device, dtype=x.dtype) / sigma) ** 2)
         k = k / k.sum()
         if dim == -2:
             pad, kernel = (0, 0, r, r), k.reshape(1, 1, -1, 1)
@@ -44,7 +48,7 @@ def gaussian_blur(image: Float[Tensor, "*batch H W"], sigma_px: float | tuple[fl
             pad, kernel = (r, r, 0, 0), k.reshape(1, 1, 1, -1)
         mode = "reflect" if min(shape[-2:]) > r else "replicate"
         x = F.conv2d(F.pad(x, pad, mode=mode), kernel)
-    return x.reshape(shape)
+    return x.reshape(shape).to(image.dtype)
 
 
 def focal_spot_sigma_px(focal_spot_mm: float, sdd: float, source_object_mm: float, pixel_spacing: float) -> float:

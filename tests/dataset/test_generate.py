@@ -290,9 +290,10 @@ def test_items_of_a_dead_worker_are_swept_at_the_end(tmp_path, tiny_config, monk
 
 
 def test_render_device(tmp_path, tiny_raw):
-    tiny_raw["render"] = {"device": "gpu"}
-    with pytest.raises(ValueError, match="render.device"):
-        validate_config(tiny_raw)
+    for bad in ("gpu", "mps"):  # mps: no float64, which the spheres and the detector chain use
+        tiny_raw["render"] = {"device": bad}
+        with pytest.raises(ValueError, match="render.device: expected 'cpu', 'cuda' or 'cuda:N'"):
+            validate_config(tiny_raw)
     tiny_raw["render"] = {"device": "cuda"}
     cfg = validate_config(tiny_raw)
     if not torch.cuda.is_available():

@@ -56,3 +56,22 @@ def test_negative_log_inverts_beer_lambert_and_uint16():
     assert np.allclose(img16 / scale, L.numpy(), atol=1 / scale)
     with pytest.raises(ValueError, match="NaN"):
         to_uint16(np.array([np.nan]))
+
+
+def test_poisson_counts_beyond_a_32_bit_draw_come_from_the_normal_approximation():
+    """Off the CPU, means above the exact bound are drawn as N(rate, rate) (CUDA's Poisson draw
+    is a 32-bit count: a mean of 5e9 would wrap); on the CPU the draw is torch.poisson's, bit for
+    bit. Here the bound is lowered to exercise that branch on the CPU."""
+    from stereodrr.imaging.detector import _poisson_draw
+
+    n = 20000
+    rate = torch.cat([torch.full((n,), 50.0), torch.full((n,), 5e9)]).double()
+    assert torch.equal(_poisson_draw(rate, torch.Generator().manual_seed(0)),
+                       torch.poisson(rate, generator=torch.Generator().manual_seed(0)))
+    counts = _poisson_draw(rate, torch.Generator().manual_seed(1), exact_max=1e9)
+    small, big = counts[:n], counts[n:]
+    assert torch.equal(small, small.round()) and abs(float(small.mean()) - 50.0) < 0.3
+    assert abs(float(small.var()) / 50.0 - 1.0) < 0.05
+    assert float(big.min()) > 2.0**32  # beyond what a 32-bit count holds
+    assert abs(float(big.mean()) - 5e9) < 5 * (5e9 / n) ** 0.5
+    assert abs(float(big.std()) / 5e9**0.5 - 1.0) < 0.03
