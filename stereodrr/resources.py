@@ -47,11 +47,15 @@ def _on_cuda(device: torch.device | str | None) -> TypeGuard[torch.device | str]
 
 def available_memory(device: torch.device | str | None = None) -> int:
     """Bytes of memory available to a new allocation without swapping (``MemAvailable``), or
-    free on ``device`` when it is a CUDA device (where the job's tensors will be)."""
+    free on ``device`` when it is a CUDA device (where the job's tensors will be), counting the
+    blocks torch's caching allocator holds unused (a loop of renders would otherwise see its
+    budget shrink by what earlier iterations freed)."""
     if _on_cuda(device):
         import torch
 
-        return int(torch.cuda.mem_get_info(torch.device(device))[0])
+        d = torch.device(device)
+        cached = torch.cuda.memory_reserved(d) - torch.cuda.memory_allocated(d)
+        return int(torch.cuda.mem_get_info(d)[0]) + int(cached)
     try:
         with open("/proc/meminfo", encoding="ascii") as f:
             for line in f:

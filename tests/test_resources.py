@@ -74,6 +74,10 @@ def test_a_job_on_a_gpu_is_budgeted_against_that_gpus_free_memory(monkeypatch):
     monkeypatch.setenv("STEREODRR_MEMORY_BUDGET", "90%")
     assert memory_budget(torch.device("cuda", 1))[0] == int(0.9 * (1 << 30))
     assert memory_budget("cpu")[0] == int(0.9 * (64 << 30))
+    # blocks torch's allocator keeps cached after earlier renders are free for the next job
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device: 3 << 30)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device: 1 << 30)
+    assert memory_budget(torch.device("cuda", 1))[0] == int(0.9 * (3 << 30))
 
 
 def test_builtin_phantoms_by_name(tmp_path, monkeypatch):

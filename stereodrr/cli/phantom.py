@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     spacing = args.spacing[0] if len(args.spacing) == 1 else args.spacing
     nx, ny, nz = phantom_grid(phantom, spacing, args.margin, size=args.size)[3]
     check_memory(voxelize_bytes(nx, ny, nz), f"voxelizing {phantom.name} onto {nx} x {ny} x {nz} voxels "
-                                             f"(--spacing {' '.join(map(str, args.spacing))})")
+                                             f"(--spacing {' '.join(map(str, args.spacing))})", args.device)
     t0 = time.perf_counter()
     vox = voxelize(phantom, spacing, energy_kev=args.energy, markers=args.markers,
                    grid=VoxelGrid(args.size, margin_mm=args.margin),

@@ -150,7 +150,7 @@ def _scene(args: argparse.Namespace, polychromatic: bool) -> Scene:
         ph = load_phantom(args.phantom)
         grid = phantom_grid(ph, args.voxel)[3]
         check_memory(voxelize_bytes(*grid), f"voxelizing {ph.name} onto {' x '.join(map(str, grid))} voxels "
-                                            f"(--voxel {args.voxel:g})")
+                                            f"(--voxel {args.voxel:g})", args.device)
         body = Scene.from_phantom(ph, args.voxel, args.energy, device=args.device, progress=True)
         voxels += list(body.voxels)
         balls = body.balls
