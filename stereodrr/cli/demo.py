@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -108,6 +109,8 @@ def run(args: argparse.Namespace) -> int:
     for n, m in (maps or {}).items():
         write_image(out / "distortion" / n / "grid.tif", grids[n])
         save_distortion(m, out / "distortion" / n / "distortion.json")
+    if maps is None:  # an earlier --distortion run's maps are not this run's
+        _remove_grid_maps(out, nominal.names)
     paths = [write_image(out / "images" / f"{n}.tif", img) for n, img in shots.images.items()]
     save_rig(nominal, out / "nominal_rig.json")
     save_rig(truth, out / "true_rig.json")
@@ -133,6 +136,17 @@ def run(args: argparse.Namespace) -> int:
           + (f" --distortion {' '.join(str(out / 'distortion' / n / 'distortion.json') for n in nominal.names)})"
              if args.distortion else ")"))
     return 0
+
+
+def _remove_grid_maps(out: Path, views: list[str]) -> None:
+    """Remove the grid images and maps a ``--distortion`` run wrote into ``out`` (and their
+    folders, where nothing else is left in them)."""
+    for n in views:
+        for name in ("grid.tif", "distortion.json"):
+            (out / "distortion" / n / name).unlink(missing_ok=True)
+        for folder in (out / "distortion" / n, out / "distortion"):
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
 
 
 def _grid_maps(field: IntensifierField, views: list[str], seed: int

@@ -64,6 +64,10 @@ def test_demo_through_a_strong_intensifier(tmp_path):
     for view in ("left", "right"):
         assert (out / "distortion" / view / "distortion.json").is_file()
     assert "strong image intensifier" in report["noise"]
+    # a run without the intensifier into the same folder leaves no maps that are not its own
+    (out / "distortion" / "notes.txt").write_text("the user's")
+    assert main(["demo", "--size", "512", "512", "--pixel", "0.3", "-o", str(out)]) == 0
+    assert sorted(p.name for p in (out / "distortion").iterdir()) == ["notes.txt"]
 
 
 def test_oversampled_camera_tiles_each_pixel():
