@@ -106,11 +106,7 @@ def run(args: argparse.Namespace) -> int:
                               truth_centres_px=shots.centres_px)
     result.seconds = time.perf_counter() - t0
     # Written once the calibration has run: a failed one leaves an earlier run's folder as it was.
-    for n, m in (maps or {}).items():
-        write_image(out / "distortion" / n / "grid.tif", grids[n])
-        save_distortion(m, out / "distortion" / n / "distortion.json")
-    if maps is None:  # an earlier --distortion run's maps are not this run's
-        _remove_grid_maps(out, nominal.names)
+    _write_grid_maps(out, maps, grids, nominal.names)
     paths = [write_image(out / "images" / f"{n}.tif", img) for n, img in shots.images.items()]
     save_rig(nominal, out / "nominal_rig.json")
     save_rig(truth, out / "true_rig.json")
@@ -138,9 +134,16 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _remove_grid_maps(out: Path, views: list[str]) -> None:
-    """Remove the grid images and maps a ``--distortion`` run wrote into ``out`` (and their
-    folders, where nothing else is left in them)."""
+def _write_grid_maps(out: Path, maps: dict[str, DistortionMap] | None, grids: dict[str, np.ndarray],
+                     views: list[str]) -> None:
+    """Each view's grid image and map under ``out/distortion/VIEW/``; without maps, remove those
+    an earlier ``--distortion`` run wrote (and their folders, where nothing else is left in
+    them): they are not this run's."""
+    if maps is not None:
+        for n, m in maps.items():
+            write_image(out / "distortion" / n / "grid.tif", grids[n])
+            save_distortion(m, out / "distortion" / n / "distortion.json")
+        return
     for n in views:
         for name in ("grid.tif", "distortion.json"):
             (out / "distortion" / n / name).unlink(missing_ok=True)
