@@ -42,6 +42,13 @@ def _block(n_rays: int) -> int:
     return min(4096, max(16, triton.next_power_of_2(n_rays))) if _INTERPRETED else BLOCK
 
 
+# The kernels' integer arguments, compiled as plain i32: Triton would otherwise compile a variant
+# for each combination of them that equals 1 or is a multiple of 16 (a new ray count or volume
+# shape, a new compile; the loads are gathers, which those hints do not speed up), and the launched
+# kernels are the ones tests/render/test_triton_kernels_compile.py compiles.
+_SCALARS = ("N", "nx", "ny", "mx", "my", "mz", "sx", "dy", "dz")
+
+
 def _rows_like(x: Tensor) -> Tensor:
     """An uninitialised buffer of ``x``'s shape, dtype and device in row-major order, the order
     the kernels write (``empty_like`` would keep a transposed input's strides)."""
@@ -87,7 +94,7 @@ def _load_ray(o_ptr, e_ptr, s0_ptr, ds_ptr, n_ptr, r, m):
     return ox_, oy_, oz_, ex, ey, ez, s0, ds, n
 
 
-@triton.jit
+@triton.jit(do_not_specialize=_SCALARS)
 def _forward_kernel(data_ptr, o_ptr, e_ptr, s0_ptr, ds_ptr, n_ptr, out_ptr, N, nx, ny,
                     tx, ty, tz, mx, my, mz, sx, dy, dz, BLOCK: tl.constexpr):
     r = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
@@ -117,7 +124,7 @@ def _scatter(gvol_ptr, idx, val, scale, live, DETERMINISTIC: tl.constexpr):
         tl.atomic_add(gvol_ptr + idx, val.to(gvol_ptr.dtype.element_ty), mask=live & (val != 0.0))
 
 
-@triton.jit
+@triton.jit(do_not_specialize=_SCALARS)
 def _backward_kernel(data_ptr, o_ptr, e_ptr, s0_ptr, ds_ptr, n_ptr, g_ptr, gvol_ptr, scale_ptr,
                      go_ptr, ge_ptr, gs0_ptr, gds_ptr, N, nx, ny, tx, ty, tz, mx, my, mz, sx, dy, dz,
                      WANT_DATA: tl.constexpr, DETERMINISTIC: tl.constexpr, BLOCK: tl.constexpr):

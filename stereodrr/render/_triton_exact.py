@@ -18,7 +18,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from ._triton import _block, _grid, _rows_like, _scatter, volume_grad, volume_grad_buffer
+from ._triton import _SCALARS, _block, _grid, _rows_like, _scatter, volume_grad, volume_grad_buffer
 
 __all__ = ["forward", "backward"]
 
@@ -71,7 +71,7 @@ def _walk_start(o_ptr, e_ptr, s0_ptr, s1_ptr, r, m, tx, ty, tz):
     return ox, oy, oz, vx, vy, vz, lo, hi, ix, iy, iz, sx, sy, sz, cx, cy, cz, count
 
 
-@triton.jit
+@triton.jit(do_not_specialize=_SCALARS)
 def _forward_kernel(data_ptr, o_ptr, e_ptr, s0_ptr, s1_ptr, out_ptr, N, nx, ny, tx, ty, tz,
                     BLOCK: tl.constexpr):
     r = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
@@ -103,7 +103,7 @@ def _forward_kernel(data_ptr, o_ptr, e_ptr, s0_ptr, s1_ptr, out_ptr, N, nx, ny, 
     tl.store(out_ptr + r, acc, mask=m)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=_SCALARS)
 def _backward_kernel(data_ptr, o_ptr, e_ptr, s0_ptr, s1_ptr, g_ptr, gvol_ptr, scale_ptr,
                      go_ptr, ge_ptr, gs0_ptr, gs1_ptr, N, nx, ny, tx, ty, tz,
                      WANT_DATA: tl.constexpr, DETERMINISTIC: tl.constexpr, BLOCK: tl.constexpr):

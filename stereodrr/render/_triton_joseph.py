@@ -18,7 +18,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from ._triton import _block, _cell, _grid, _rows_like, _scatter, volume_grad, volume_grad_buffer
+from ._triton import _SCALARS, _block, _cell, _grid, _rows_like, _scatter, volume_grad, volume_grad_buffer
 
 __all__ = ["forward", "backward"]
 
@@ -96,7 +96,7 @@ def _slab(data_ptr, j, k, c0, ta, oa, inv, h, ob, oc, eb, ec, tb, tc, mb, mc, db
     return w, c0_ + fc * (c1_ - c0_), v01 - v00, v11 - v10, c1_ - c0_, fb, fc, ib, ic, base, sw, sm, top, bot
 
 
-@triton.jit
+@triton.jit(do_not_specialize=_SCALARS)
 def _forward_kernel(data_ptr, o_ptr, e_ptr, s0_ptr, s1_ptr, k_ptr, out_ptr, N, nx, ny,
                     tx, ty, tz, mx, my, mz, sx, dy, dz, BLOCK: tl.constexpr):
     r = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
@@ -112,7 +112,7 @@ def _forward_kernel(data_ptr, o_ptr, e_ptr, s0_ptr, s1_ptr, k_ptr, out_ptr, N, n
     tl.store(out_ptr + r, acc, mask=m)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=_SCALARS)
 def _backward_kernel(data_ptr, o_ptr, e_ptr, s0_ptr, s1_ptr, k_ptr, g_ptr, gvol_ptr, scale_ptr,
                      go_ptr, ge_ptr, gs0_ptr, gs1_ptr, N, nx, ny, tx, ty, tz, mx, my, mz, sx, dy, dz,
                      WANT_DATA: tl.constexpr, DETERMINISTIC: tl.constexpr, BLOCK: tl.constexpr):

@@ -75,3 +75,48 @@ def test_every_triton_kernel_compiles_to_an_sm90_cubin(tmp_path):
     out = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]
     assert out.stdout.strip().splitlines()[-1] == "compiled 36"
+
+
+SPECIALIZATION = r"""
+import torch
+from triton.backends.compiler import GPUTarget
+from triton.compiler import make_backend
+from triton.runtime.jit import create_function_from_signature
+from stereodrr.render import _triton, _triton_exact, _triton_joseph
+
+backend = make_backend(GPUTarget("cuda", 90, 32))
+t = torch.zeros(64)
+specialized, count = [], 0
+for m in (_triton, _triton_exact, _triton_joseph):
+    for fn in (m._forward_kernel, m._backward_kernel):
+        for value in (1, 16):  # what Triton would specialize: == 1, a multiple of 16
+            args, consts, ints = [], {}, []
+            for p in fn.params:
+                if p.is_constexpr:
+                    consts[p.name] = 128 if p.name == "BLOCK" else False
+                elif p.name.endswith("_ptr"):
+                    args.append(t)
+                elif p.name in ("tx", "ty", "tz"):
+                    args.append(1.0)
+                else:
+                    args.append(value)
+                    ints.append(p.name)
+            spec = create_function_from_signature(fn.signature, fn.params, backend)(*args, **consts)[1]
+            kinds = dict(zip([p.name for p in fn.params if not p.is_constexpr], spec))
+            specialized += [f"{fn.fn.__module__}.{fn.fn.__name__} {n}={value}: {kinds[n]}" for n in ints
+                            if kinds[n] != ("i32", None)]
+            count += len(ints)
+print("\n".join(specialized) if specialized else f"plain {count}")
+"""
+
+
+def test_every_triton_kernel_launches_its_integers_unspecialized(tmp_path):
+    """The launcher compiles each kernel once per dtype and constexpr branch, with every integer
+    argument a plain i32 (as the compile test above compiles it): not a variant per ray count
+    or volume shape that equals 1 or is a multiple of 16. Read from Triton's own launch binder
+    for an sm_90 target (no GPU needed)."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # real JIT functions
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[2]), env.get("PYTHONPATH", "")])
+    out = subprocess.run([sys.executable, "-c", SPECIALIZATION], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]
+    assert out.stdout.strip().splitlines()[-1] == "plain 84", out.stdout[-4000:]
