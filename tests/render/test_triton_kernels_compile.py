@@ -62,7 +62,6 @@ sys.exit(1 if failed else 0)
 """
 
 
-@pytest.mark.slow
 def test_every_triton_kernel_compiles_to_an_sm90_cubin(tmp_path):
     import triton
 
