@@ -79,4 +79,3 @@ def run(args: argparse.Namespace) -> int:
     print(mats.to_string(index=False, float_format=lambda v: f"{v:.5g}"))
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
-

@@ -35,7 +35,11 @@ _INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 def _block(n_rays: int) -> int:
     """Rays per program. The interpreter runs a program as numpy operations on its lanes, so
-    there one block spans up to 4096 rays (fewer programs, less per-operation overhead)."""
+    there one block spans up to 4096 rays (fewer programs, less per-operation overhead).
+
+    Raises:
+        ValueError: more rays than one launch indexes in int32.
+    """
     if 3 * n_rays > 2**31:  # the kernels index ray r's coordinates at 3 r + 2 in int32
         raise ValueError(f"o: {n_rays} rays in one launch; the Triton kernels take at most {2**31 // 3} "
                          "(drr renders in chunks of 2**24)")

@@ -62,17 +62,25 @@ sys.exit(1 if failed else 0)
 """
 
 
+def _run_real_triton(script: str, tmp_path: Path, timeout: int) -> subprocess.CompletedProcess:
+    """``script`` in a fresh Python with Triton's real JIT and compiler (not the interpreter the
+    test session runs), compiling afresh (an empty cache), this checkout first on the path; it
+    must exit 0."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["TRITON_CACHE_DIR"] = str(tmp_path)  # compile now, not from an earlier run's cache
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[2]), env.get("PYTHONPATH", "")])
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=timeout)
+    assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]
+    return out
+
+
 def test_every_triton_kernel_compiles_to_an_sm90_cubin(tmp_path):
     import triton
 
     ptxas = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas"
     if not ptxas.exists():
         pytest.skip("triton's wheel ships no ptxas here")
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # the real compiler, not the interpreter
-    env["TRITON_CACHE_DIR"] = str(tmp_path)  # compile now, not from an earlier run's cache
-    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[2]), env.get("PYTHONPATH", "")])
-    out = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=900)
-    assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]
+    out = _run_real_triton(SCRIPT, tmp_path, timeout=900)
     assert out.stdout.strip().splitlines()[-1] == "compiled 36"
 
 
@@ -114,8 +122,5 @@ def test_every_triton_kernel_launches_its_integers_unspecialized(tmp_path):
     argument a plain i32 (as the compile test above compiles it): not a variant per ray count
     or volume shape that equals 1 or is a multiple of 16. Read from Triton's own launch binder
     for an sm_90 target (no GPU needed)."""
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # real JIT functions
-    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[2]), env.get("PYTHONPATH", "")])
-    out = subprocess.run([sys.executable, "-c", SPECIALIZATION], env=env, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]
+    out = _run_real_triton(SPECIALIZATION, tmp_path, timeout=300)
     assert out.stdout.strip().splitlines()[-1] == "plain 84", out.stdout[-4000:]
